@@ -1,0 +1,2 @@
+//! Load generators and HdrHistogram output used by `keel bench`.
+pub mod hgrm;

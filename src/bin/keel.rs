@@ -1,0 +1,3 @@
+//! The `keel` command line (filled in as the CLI grows).
+
+fn main() {}

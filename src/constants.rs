@@ -1,0 +1,47 @@
+//! Every bound of the system in one place.
+//!
+//! A bound that a user may want to change lives in a config struct with its default taken
+//! from here; a bound that is part of a format (and so must never change) says so.
+
+/// Size of one I/O block. Every O_DIRECT offset and length is a multiple of it.
+/// Part of the on-disk format: segment layout and the meta file slots depend on it.
+pub const BLOCK_SIZE_BYTES: u64 = 4096;
+
+/// Entries start at offsets that are multiples of this inside a segment.
+/// Part of the on-disk format (recovery scans for headers at this alignment).
+pub const ENTRY_ALIGNMENT_BYTES: u64 = 8;
+
+/// Default largest entry payload accepted by the CommitLog.
+pub const DEFAULT_MAX_ENTRY_PAYLOAD_BYTES: u32 = 1024 * 1024;
+
+/// Hard upper limit for the configurable payload maximum (the header stores a `u32`; we
+/// keep far below that so one entry always fits in a segment with room to spare).
+pub const MAX_ENTRY_PAYLOAD_LIMIT_BYTES: u32 = 64 * 1024 * 1024;
+
+/// Default size of one preallocated segment file.
+pub const DEFAULT_SEGMENT_SIZE_BYTES: u64 = 128 * 1024 * 1024;
+
+/// Smallest segment size accepted (tests use small segments to exercise rolling).
+pub const MIN_SEGMENT_SIZE_BYTES: u64 = 64 * 1024;
+
+/// Default bound of the in-memory tail cache of recent entries.
+pub const DEFAULT_TAIL_CACHE_BYTES: u64 = 64 * 1024 * 1024;
+
+/// Default bound of appended but not yet durable bytes; `append` refuses beyond it.
+pub const DEFAULT_MAX_UNFLUSHED_BYTES: u64 = 64 * 1024 * 1024;
+
+/// A sparse index point is recorded at least every this many bytes of a segment.
+pub const SPARSE_INDEX_INTERVAL_BYTES: u64 = 4096;
+
+/// Size of one write buffer of the append path; also the largest single write a flush issues.
+pub const WRITE_CHUNK_BYTES: usize = 1024 * 1024;
+
+/// How many chunk writes a flush keeps in flight at once.
+pub const MAX_WRITES_IN_FLIGHT: usize = 8;
+
+/// Largest read issued at once when reading old entries back from a segment.
+pub const READ_CHUNK_BYTES: usize = 1024 * 1024;
+
+/// Bound on the members listed in each list of a stored Raft configuration.
+/// Part of the meta file format.
+pub const MAX_CONF_MEMBERS: usize = 64;

@@ -1,0 +1,22 @@
+//! Keel: a Raft-replicated message broker for latency-sensitive producers.
+//!
+//! Data flow in brief (see `DESIGN.md` for the whole picture):
+//!
+//! ```text
+//! producer ─▶ leader shard ─▶ CommitLog append (uncommitted) ─▶ AppendEntries to followers
+//!                               └─ group-commit flush (fdatasync) runs alongside
+//! majority durable ─▶ commit ─▶ apply (partition index) ─▶ answer the producer
+//! ```
+//!
+//! Modules:
+//! - [`log`]: the CommitLog on O_DIRECT segment files, and its `raft::Storage`.
+//! - [`bench`]: load generators and HdrHistogram output for `keel bench`.
+//! - [`constants`]: every bound in one place.
+//! - [`runtime`]: starting glommio executors.
+
+#![warn(missing_docs)]
+
+pub mod bench;
+pub mod constants;
+pub mod log;
+pub mod runtime;

@@ -1,0 +1,1001 @@
+//! `CommitLog`: one replica group's durable log on O_DIRECT segment files.
+//!
+//! ```text
+//! append (sync, memory) ──▶ write buffer ──flush──▶ segment writes ─▶ fdatasync ─▶ durable_index
+//!        └──────────────▶ tail cache (reads of recent entries)
+//! ```
+//!
+//! - `append` only touches memory, so a Raft Ready loop can call it without waiting. Many
+//!   appends may be made while a flush is in flight; the next flush takes them all (group
+//!   commit). `flush` returns the durable index: every entry at or below it is on disk.
+//! - Flushes, truncations, prefix removal and meta writes are serialized by one I/O lock;
+//!   writes of one flush go out concurrently, then one fdatasync per touched file.
+//! - An I/O error on write or fdatasync poisons the log: it never reports a durable index
+//!   again, since a failed fdatasync may have dropped data silently (never retried).
+//! - Hard state: a change of term, vote or configuration is written by the next flush,
+//!   after the entries; a change of the commit index alone is written lazily (with the next
+//!   meta write or at close), as Raft can always learn the commit index again.
+//!
+//! The log never talks to the network.
+
+use std::cell::RefCell;
+use std::path::{Path, PathBuf};
+use std::rc::Rc;
+
+use glommio::io::DmaFile;
+use glommio::sync::Semaphore;
+use raft::eraftpb::{Entry, EntryType as RaftEntryType};
+use tracing::{info, warn};
+
+use crate::constants::{BLOCK_SIZE_BYTES, MAX_WRITES_IN_FLIGHT, WRITE_CHUNK_BYTES};
+use crate::log::config::{LogConfig, Preallocation};
+use crate::log::entry::{encode_header, stored_size_bytes, EntryType, HEADER_SIZE_BYTES};
+use crate::log::error::{LogError, LogResult};
+use crate::log::io;
+use crate::log::meta::{ConfStateRecord, HardStateRecord, MetaFile, MetaState, TruncationFence};
+use crate::log::reader::EntryReader;
+use crate::log::recovery::{plan_recovery, RecoveryPlan, TailCut};
+use crate::log::segment::Segment;
+use crate::log::tail_cache::{CachedEntry, EntryLocation, TailCache};
+use crate::log::term_index::TermIndex;
+use crate::log::write_buffer::WriteBuffer;
+
+const LOCK_FILE_NAME: &str = "LOCK";
+const PREPARED_FILE_NAME: &str = "next.segment.tmp";
+
+/// The next segment file being prepared; dropping it (with the log) cancels the work.
+type PreparedSegment = glommio::Task<LogResult<Rc<DmaFile>>>;
+
+/// The in-memory state of an open log, shared with its `raft::Storage` view.
+pub struct LogState {
+    pub(crate) dir: PathBuf,
+    pub(crate) config: LogConfig,
+    _lock_file: std::fs::File,
+    pub(crate) segments: Vec<Segment>,
+    pub(crate) terms: TermIndex,
+    pub(crate) cache: TailCache,
+    buffer: WriteBuffer,
+    pub(crate) meta: MetaState,
+    meta_file: Option<MetaFile>,
+    meta_generation: u64,
+    meta_written_generation: u64,
+    meta_commit_dirty: bool,
+    pub(crate) first_index: u64,
+    pub(crate) last_index: u64,
+    durable_index: u64,
+    written_index: u64,
+    poisoned: bool,
+    prepared: Option<PreparedSegment>,
+}
+
+/// One replica group's CommitLog. Cheap to clone: clones share the log.
+#[derive(Clone)]
+pub struct CommitLog {
+    pub(crate) state: Rc<RefCell<LogState>>,
+    io_lock: Rc<Semaphore>,
+}
+
+/// What a flush must do, taken from the state under one borrow.
+struct FlushPlan {
+    writes: Vec<(Rc<DmaFile>, PathBuf, crate::log::write_buffer::FlushWrite)>,
+    missing_files: Vec<u64>,
+    pending_writes: Vec<crate::log::write_buffer::FlushWrite>,
+    upto_index: u64,
+    meta: Option<(MetaState, u64)>,
+}
+
+impl CommitLog {
+    /// Opens (or creates) the log in `dir`, recovering from whatever a crash left.
+    ///
+    /// Must run on a glommio executor. Fails with `LogError::Corruption` when data in the
+    /// middle of the log is damaged, naming the file and offset.
+    pub async fn open(dir: &Path, config: LogConfig) -> LogResult<CommitLog> {
+        config.validate()?;
+        std::fs::create_dir_all(dir).map_err(|e| LogError::io("create directory", dir, e))?;
+        let lock_path = dir.join(LOCK_FILE_NAME);
+        let lock_file = std::fs::File::create(&lock_path)
+            .map_err(|e| LogError::io("create lock file", &lock_path, e))?;
+        if lock_file.try_lock().is_err() {
+            return Err(LogError::Locked(dir.to_path_buf()));
+        }
+        io::prime_thread(dir).await?;
+        let prepared_path = dir.join(PREPARED_FILE_NAME);
+        if prepared_path.exists() {
+            std::fs::remove_file(&prepared_path)
+                .map_err(|e| LogError::io("remove stale prepared segment", &prepared_path, e))?;
+        }
+        let (mut meta_file, mut meta) = MetaFile::open(dir).await?;
+        let plan = plan_recovery(dir, &meta, config.max_entry_payload_bytes)?;
+        apply_recovery(dir, &plan, &mut meta_file, &mut meta).await?;
+        let state = build_state(dir, config, lock_file, plan, meta, meta_file).await?;
+        let log = CommitLog {
+            state: Rc::new(RefCell::new(state)),
+            io_lock: Rc::new(Semaphore::new(1)),
+        };
+        log.start_preparing();
+        Ok(log)
+    }
+
+    /// Index of the first entry (one past the compaction point).
+    pub fn first_index(&self) -> u64 {
+        self.state.borrow().first_index
+    }
+
+    /// Index of the last appended entry (durable or not); the compaction point when empty.
+    pub fn last_index(&self) -> u64 {
+        self.state.borrow().last_index
+    }
+
+    /// Term of the last entry (the compaction term when empty).
+    pub fn last_term(&self) -> u64 {
+        self.state.borrow().terms.last_term()
+    }
+
+    /// Every entry at or below this index is on disk.
+    pub fn durable_index(&self) -> u64 {
+        self.state.borrow().durable_index
+    }
+
+    /// Term of the entry at `index` (also answers for the compaction point).
+    pub fn term(&self, index: u64) -> LogResult<u64> {
+        let state = self.state.borrow();
+        state
+            .terms
+            .term(index)
+            .ok_or_else(|| state.out_of_range(index))
+    }
+
+    /// The stored Raft hard state (the latest value set, persisted or about to be).
+    pub fn hard_state(&self) -> HardStateRecord {
+        self.state.borrow().meta.hard_state
+    }
+
+    /// The stored Raft configuration.
+    pub fn conf_state(&self) -> ConfStateRecord {
+        self.state.borrow().meta.conf_state.clone()
+    }
+
+    /// The compaction point: index and term of the last removed entry.
+    pub fn compaction_point(&self) -> (u64, u64) {
+        let state = self.state.borrow();
+        (state.meta.compaction_index, state.meta.compaction_term)
+    }
+
+    /// Sets the hard state. A new term or vote is persisted by the next `flush` (after the
+    /// entries it carries); a new commit index alone is persisted lazily.
+    pub fn set_hard_state(&self, hard_state: HardStateRecord) {
+        let mut state = self.state.borrow_mut();
+        let old = state.meta.hard_state;
+        if old == hard_state {
+            return;
+        }
+        state.meta.hard_state = hard_state;
+        if old.term != hard_state.term || old.vote != hard_state.vote {
+            state.meta_generation += 1;
+        } else {
+            state.meta_commit_dirty = true;
+        }
+    }
+
+    /// Sets the Raft configuration; persisted by the next `flush`.
+    pub fn set_conf_state(&self, conf_state: ConfStateRecord) -> LogResult<()> {
+        let lists = [
+            &conf_state.voters,
+            &conf_state.learners,
+            &conf_state.voters_outgoing,
+            &conf_state.learners_next,
+        ];
+        if lists
+            .iter()
+            .any(|list| list.len() > crate::constants::MAX_CONF_MEMBERS)
+        {
+            return Err(LogError::InvalidRequest(format!(
+                "a configuration list exceeds {} members",
+                crate::constants::MAX_CONF_MEMBERS
+            )));
+        }
+        let mut state = self.state.borrow_mut();
+        if state.meta.conf_state != conf_state {
+            state.meta.conf_state = conf_state;
+            state.meta_generation += 1;
+        }
+        Ok(())
+    }
+
+    /// Appends entries in memory. They must continue the log (index `last_index + 1`, terms
+    /// not decreasing); to replace a conflicting suffix, `truncate_suffix` first. Nothing is
+    /// changed if any entry is refused. Durable after the next `flush`.
+    pub fn append(&self, entries: &[Entry]) -> LogResult<()> {
+        let mut state = self.state.borrow_mut();
+        state.check_usable()?;
+        state.validate_append(entries)?;
+        for entry in entries {
+            state.append_one(entry);
+        }
+        Ok(())
+    }
+
+    /// Makes every appended entry (and a changed hard state) durable; returns the durable
+    /// index. Concurrent callers share flushes: appends made while one flush runs are
+    /// written by the next one, in a single write and fdatasync per file.
+    pub async fn flush(&self) -> LogResult<u64> {
+        {
+            let state = self.state.borrow();
+            state.check_usable()?;
+            if state.durable_index >= state.last_index && !state.meta_dirty() {
+                return Ok(state.durable_index);
+            }
+        }
+        let _permit = self.io_permit().await?;
+        let plan = {
+            let mut state = self.state.borrow_mut();
+            state.check_usable()?;
+            if state.durable_index >= state.last_index && !state.meta_dirty() {
+                return Ok(state.durable_index);
+            }
+            state.plan_flush()
+        };
+        match self.execute_flush(plan).await {
+            Ok(durable) => Ok(durable),
+            Err(error) => {
+                self.state.borrow_mut().poisoned = true;
+                tracing::error!(%error, "flush failed; the log is poisoned");
+                Err(error)
+            }
+        }
+    }
+
+    /// Reads entries `[low, high)` with at most about `max_bytes` of payload (always at
+    /// least one entry). Recent entries come from the tail cache, older ones from disk.
+    pub async fn read(&self, low: u64, high: u64, max_bytes: u64) -> LogResult<Vec<Entry>> {
+        let mut reader = {
+            let state = self.state.borrow();
+            state.check_range(low, high)?;
+            EntryReader::new(low, high, max_bytes, state.config.max_entry_payload_bytes)
+        };
+        loop {
+            let request = {
+                let state = self.state.borrow();
+                reader.next_request(&state.segments, &state.cache)
+            };
+            let Some(request) = request else { break };
+            let file = match &request.file {
+                Some(file) => file.clone(),
+                None => io::open_read_write(&request.path, false).await?,
+            };
+            let bytes = io::read_at(&file, &request.path, request.offset, request.length).await?;
+            reader.feed(&request, &bytes)?;
+        }
+        Ok(reader.entries)
+    }
+
+    /// Removes every entry at or above `from_index` (a follower's conflicting tail). Safe
+    /// against crashes: the cut is recorded in the meta file first and redone at open.
+    pub async fn truncate_suffix(&self, from_index: u64) -> LogResult<()> {
+        {
+            let state = self.state.borrow();
+            state.check_usable()?;
+            if from_index < state.first_index || from_index <= state.meta.hard_state.commit {
+                return Err(LogError::InvalidRequest(format!(
+                    "cannot truncate from index {from_index}: first index {}, commit index {}",
+                    state.first_index, state.meta.hard_state.commit
+                )));
+            }
+            if from_index > state.last_index {
+                return Ok(());
+            }
+        }
+        let _permit = self.io_permit().await?;
+        let location = self.locate(from_index).await?;
+        let on_disk = from_index <= self.state.borrow().written_index;
+        if !on_disk {
+            self.state
+                .borrow_mut()
+                .truncate_in_memory(from_index, location);
+            return Ok(());
+        }
+        let result = self.truncate_on_disk(from_index, location).await;
+        if result.is_err() {
+            self.state.borrow_mut().poisoned = true;
+        }
+        result
+    }
+
+    /// Removes every entry at or below `up_to_index` (retention, snapshots): the compaction
+    /// point is recorded first, then whole segments below it are deleted.
+    pub async fn remove_prefix(&self, up_to_index: u64) -> LogResult<()> {
+        {
+            let state = self.state.borrow();
+            state.check_usable()?;
+            if up_to_index > state.durable_index {
+                return Err(LogError::InvalidRequest(format!(
+                    "cannot remove up to {up_to_index}: only {} is durable",
+                    state.durable_index
+                )));
+            }
+            if up_to_index < state.first_index {
+                return Ok(());
+            }
+        }
+        let _permit = self.io_permit().await?;
+        let term = self.term(up_to_index)?;
+        let mut meta = self.state.borrow().meta.clone();
+        meta.compaction_index = up_to_index;
+        meta.compaction_term = term;
+        self.write_meta(&meta, self.durable_index()).await?;
+        let removed = {
+            let mut state = self.state.borrow_mut();
+            state.meta.compaction_index = up_to_index;
+            state.meta.compaction_term = term;
+            state.forget_prefix(up_to_index)
+        };
+        for path in &removed {
+            std::fs::remove_file(path).map_err(|e| LogError::io("remove segment", path, e))?;
+        }
+        if !removed.is_empty() {
+            io::sync_directory(&self.state.borrow().dir)?;
+        }
+        Ok(())
+    }
+
+    /// Discards the whole log and restarts it after `(index, term)` (a snapshot install).
+    pub async fn reset_to(&self, index: u64, term: u64) -> LogResult<()> {
+        self.state.borrow().check_usable()?;
+        let _permit = self.io_permit().await?;
+        let mut meta = self.state.borrow().meta.clone();
+        meta.compaction_index = index;
+        meta.compaction_term = term;
+        meta.hard_state.commit = meta.hard_state.commit.max(index);
+        meta.truncation_fence = None;
+        self.write_meta(&meta, self.durable_index()).await?;
+        let paths: Vec<PathBuf> = {
+            let mut state = self.state.borrow_mut();
+            state.meta = meta;
+            let paths = state
+                .segments
+                .iter()
+                .rev()
+                .filter(|s| s.file.is_some())
+                .map(|s| s.path.clone())
+                .collect();
+            state.segments.clear();
+            state.buffer.clear();
+            state.cache.forget_before(u64::MAX);
+            state.terms = TermIndex::new(index, term);
+            state.first_index = index + 1;
+            state.last_index = index;
+            state.durable_index = index;
+            state.written_index = index;
+            paths
+        };
+        for path in &paths {
+            std::fs::remove_file(path).map_err(|e| LogError::io("remove segment", path, e))?;
+        }
+        io::sync_directory(&self.state.borrow().dir)
+    }
+
+    /// Flushes, persists the latest hard state and closes the files.
+    pub async fn close(self) -> LogResult<()> {
+        self.flush().await?;
+        let _permit = self.io_permit().await?;
+        let (meta, commit_dirty, prepared) = {
+            let mut state = self.state.borrow_mut();
+            (
+                state.meta.clone(),
+                state.meta_commit_dirty,
+                state.prepared.take(),
+            )
+        };
+        if commit_dirty {
+            self.write_meta(&meta, self.durable_index()).await?;
+        }
+        if let Some(task) = prepared {
+            if let Ok(file) = task.await {
+                drop(file);
+            }
+        }
+        let (files, meta_file) = {
+            let mut state = self.state.borrow_mut();
+            let files: Vec<Rc<DmaFile>> = state
+                .segments
+                .iter_mut()
+                .filter_map(|s| s.file.take())
+                .collect();
+            (files, state.meta_file.take())
+        };
+        for file in files {
+            if let Ok(file) = Rc::try_unwrap(file) {
+                let _ = file.close().await;
+            }
+        }
+        if let Some(meta_file) = meta_file {
+            meta_file.close().await?;
+        }
+        Ok(())
+    }
+
+    /// A `raft::Storage` view of this log (see `raft_storage`).
+    pub fn raft_storage(&self) -> crate::log::raft_storage::RaftLogStorage {
+        crate::log::raft_storage::RaftLogStorage::new(self.state.clone())
+    }
+
+    async fn io_permit(&self) -> LogResult<glommio::sync::Permit<'_>> {
+        self.io_lock
+            .acquire_permit(1)
+            .await
+            .map_err(|_| LogError::Poisoned)
+    }
+
+    async fn execute_flush(&self, mut plan: FlushPlan) -> LogResult<u64> {
+        for segment_first_index in std::mem::take(&mut plan.missing_files) {
+            self.materialize_segment(segment_first_index).await?;
+        }
+        {
+            let state = self.state.borrow();
+            for write in std::mem::take(&mut plan.pending_writes) {
+                let segment = state.segment(write.segment_first_index);
+                let file = segment.file.clone().ok_or(LogError::Poisoned)?;
+                plan.writes.push((file, segment.path.clone(), write));
+            }
+        }
+        let mut synced: Vec<(Rc<DmaFile>, PathBuf)> = Vec::new();
+        let mut in_flight = std::collections::VecDeque::new();
+        for (file, path, write) in plan.writes {
+            if !synced.iter().any(|(f, _)| Rc::ptr_eq(f, &file)) {
+                synced.push((file.clone(), path.clone()));
+            }
+            if in_flight.len() >= MAX_WRITES_IN_FLIGHT {
+                if let Some(task) = in_flight.pop_front() {
+                    join_write(task).await?;
+                }
+            }
+            in_flight.push_back(glommio::spawn_local(async move {
+                io::write_all_at(&file, &path, write.buffer, write.file_offset).await
+            }));
+        }
+        for task in in_flight {
+            join_write(task).await?;
+        }
+        for (file, path) in &synced {
+            io::fdatasync(file, path).await?;
+        }
+        if let Some((meta, generation)) = plan.meta {
+            self.write_meta(&meta, plan.upto_index).await?;
+            self.state.borrow_mut().meta_written_generation = generation;
+        }
+        let mut state = self.state.borrow_mut();
+        state.durable_index = state.durable_index.max(plan.upto_index);
+        let durable = state.durable_index;
+        state.cache.evict(durable);
+        Ok(durable)
+    }
+
+    /// Writes the meta file. The stored commit index is clamped to `commit_bound` (what is
+    /// durable), so a recovered log never has a commit index beyond its entries.
+    async fn write_meta(&self, meta: &MetaState, commit_bound: u64) -> LogResult<()> {
+        let mut meta = meta.clone();
+        meta.hard_state.commit = meta
+            .hard_state
+            .commit
+            .min(commit_bound.max(meta.compaction_index));
+        let mut meta_file = self
+            .state
+            .borrow_mut()
+            .meta_file
+            .take()
+            .ok_or(LogError::Poisoned)?;
+        let result = meta_file.write(&meta).await;
+        let mut state = self.state.borrow_mut();
+        state.meta_file = Some(meta_file);
+        if result.is_ok() {
+            state.meta_commit_dirty = false;
+        } else {
+            state.poisoned = true;
+        }
+        result
+    }
+
+    /// Gives a new segment its file: the prepared one if ready, else a fresh one.
+    async fn materialize_segment(&self, first_index: u64) -> LogResult<()> {
+        let (dir, path, prepared) = {
+            let mut state = self.state.borrow_mut();
+            let path = state.segment(first_index).path.clone();
+            (state.dir.clone(), path, state.prepared.take())
+        };
+        let prepared_file = match prepared {
+            Some(task) => task.await.ok(),
+            None => None,
+        };
+        let file = match prepared_file {
+            Some(file) => {
+                file.rename(&path)
+                    .await
+                    .map_err(|e| io::glommio_error("rename", &path, e))?;
+                file
+            }
+            None => {
+                let config = self.state.borrow().config.clone();
+                create_segment_file(&path, &config, false).await?
+            }
+        };
+        io::sync_directory(&dir)?;
+        self.state.borrow_mut().segment_mut(first_index).file = Some(file);
+        self.start_preparing();
+        Ok(())
+    }
+
+    fn start_preparing(&self) {
+        let mut state = self.state.borrow_mut();
+        if state.prepared.is_some() {
+            return;
+        }
+        let path = state.dir.join(PREPARED_FILE_NAME);
+        let config = state.config.clone();
+        let task =
+            glommio::spawn_local(async move { create_segment_file(&path, &config, true).await });
+        state.prepared = Some(task);
+    }
+
+    /// Finds where the entry at `index` is stored.
+    async fn locate(&self, index: u64) -> LogResult<EntryLocation> {
+        if let Some(cached) = self.state.borrow().cache.get(index) {
+            return Ok(cached.location);
+        }
+        let mut reader = {
+            let state = self.state.borrow();
+            EntryReader::new(index, index + 1, 0, state.config.max_entry_payload_bytes)
+        };
+        loop {
+            let request = {
+                let state = self.state.borrow();
+                reader.next_request(&state.segments, &state.cache)
+            };
+            let Some(request) = request else { break };
+            let file = request.file.clone().ok_or(LogError::Poisoned)?;
+            let bytes = io::read_at(&file, &request.path, request.offset, request.length).await?;
+            reader.feed(&request, &bytes)?;
+        }
+        reader
+            .locations
+            .first()
+            .copied()
+            .ok_or(LogError::Unavailable {
+                index,
+                last_index: self.last_index(),
+            })
+    }
+
+    async fn truncate_on_disk(&self, from_index: u64, location: EntryLocation) -> LogResult<()> {
+        let fence = TruncationFence {
+            segment_first_index: location.segment_first_index,
+            offset: location.offset,
+        };
+        let mut meta = self.state.borrow().meta.clone();
+        meta.truncation_fence = Some(fence);
+        self.write_meta(&meta, self.durable_index()).await?;
+        let (removed, file, path, erase_end) = {
+            let mut state = self.state.borrow_mut();
+            let erase_end = io::align_up(state.segment(location.segment_first_index).data_end);
+            let removed = state.truncate_in_memory(from_index, location);
+            state.buffer.drop_from_segment(location.segment_first_index);
+            let segment = state.segment(location.segment_first_index);
+            (
+                removed,
+                segment.file.clone().ok_or(LogError::Poisoned)?,
+                segment.path.clone(),
+                erase_end,
+            )
+        };
+        for path in removed.iter().rev() {
+            if path.exists() {
+                std::fs::remove_file(path).map_err(|e| LogError::io("remove segment", path, e))?;
+            }
+        }
+        io::sync_directory(&self.state.borrow().dir)?;
+        let prefix = erase_range(&file, &path, location.offset, erase_end).await?;
+        {
+            let mut state = self.state.borrow_mut();
+            let block_start = io::align_down(location.offset);
+            state
+                .buffer
+                .start_segment_at(location.segment_first_index, block_start, &prefix);
+            state.written_index = from_index - 1;
+            state.durable_index = state.durable_index.min(from_index - 1);
+        }
+        meta.truncation_fence = None;
+        self.write_meta(&meta, self.durable_index()).await?;
+        self.state.borrow_mut().meta.truncation_fence = None;
+        Ok(())
+    }
+}
+
+async fn join_write(task: glommio::Task<LogResult<()>>) -> LogResult<()> {
+    task.await
+}
+
+/// Zeros `[offset, erase_end)` of a segment (keeping the bytes of `offset`'s block before
+/// it) and syncs. Returns those kept bytes.
+async fn erase_range(
+    file: &DmaFile,
+    path: &Path,
+    offset: u64,
+    erase_end: u64,
+) -> LogResult<Vec<u8>> {
+    let block_start = io::align_down(offset);
+    let prefix = io::read_at(file, path, block_start, (offset - block_start) as usize).await?;
+    if prefix.len() != (offset - block_start) as usize {
+        return Err(LogError::Corruption {
+            path: path.to_path_buf(),
+            offset,
+            reason: "segment shorter than its recorded data".to_string(),
+        });
+    }
+    let end = io::align_up(erase_end).max(block_start + BLOCK_SIZE_BYTES);
+    let mut position = block_start;
+    let mut first = true;
+    while position < end {
+        let length = ((end - position) as usize).min(WRITE_CHUNK_BYTES);
+        let mut buffer = glommio::allocate_dma_buffer_global(length);
+        buffer.as_bytes_mut().fill(0);
+        if first {
+            buffer.as_bytes_mut()[..prefix.len()].copy_from_slice(&prefix);
+            first = false;
+        }
+        io::write_all_at(file, path, buffer, position).await?;
+        position += length as u64;
+    }
+    io::fdatasync(file, path).await?;
+    Ok(prefix)
+}
+
+/// Creates a segment file ready for writes: zero-filled and synced, or fallocated.
+async fn create_segment_file(
+    path: &Path,
+    config: &LogConfig,
+    background: bool,
+) -> LogResult<Rc<DmaFile>> {
+    if path.exists() {
+        std::fs::remove_file(path).map_err(|e| LogError::io("remove", path, e))?;
+    }
+    let file = io::open_read_write(path, true).await?;
+    let size = config.segment_size_bytes;
+    if background && config.preallocation == Preallocation::ZeroFill {
+        let mut position = 0;
+        while position < size {
+            let length = ((size - position) as usize).min(WRITE_CHUNK_BYTES);
+            let mut buffer = glommio::allocate_dma_buffer_global(length);
+            buffer.as_bytes_mut().fill(0);
+            io::write_all_at(&file, path, buffer, position).await?;
+            position += length as u64;
+        }
+    } else {
+        file.pre_allocate(size, false)
+            .await
+            .map_err(|e| io::glommio_error("fallocate", path, e))?;
+    }
+    io::fdatasync(&file, path).await?;
+    Ok(file)
+}
+
+async fn apply_recovery(
+    dir: &Path,
+    plan: &RecoveryPlan,
+    meta_file: &mut MetaFile,
+    meta: &mut MetaState,
+) -> LogResult<()> {
+    for path in plan.delete.iter().rev() {
+        warn!(path = %path.display(), "removing segment beyond the end of the log or below the compaction point");
+        std::fs::remove_file(path).map_err(|e| LogError::io("remove segment", path, e))?;
+    }
+    if !plan.delete.is_empty() {
+        io::sync_directory(dir)?;
+    }
+    if let Some(cut) = &plan.tail_cut {
+        log_tail_cut(cut);
+        if cut.erase_end > cut.offset || cut.defect.is_none() {
+            let file = io::open_read_write(&cut.path, false).await?;
+            erase_range(&file, &cut.path, cut.offset, cut.erase_end).await?;
+        }
+    }
+    if meta.truncation_fence.is_some() {
+        meta.truncation_fence = None;
+        meta_file.write(meta).await?;
+    }
+    Ok(())
+}
+
+fn log_tail_cut(cut: &TailCut) {
+    match cut.defect {
+        Some(defect) => warn!(
+            path = %cut.path.display(), offset = cut.offset, first_lost_index = cut.first_lost_index,
+            ?defect, "torn write at the end of the log: truncating"
+        ),
+        None => info!(
+            path = %cut.path.display(), offset = cut.offset,
+            "finishing a suffix truncation interrupted by a crash"
+        ),
+    }
+}
+
+async fn build_state(
+    dir: &Path,
+    config: LogConfig,
+    lock_file: std::fs::File,
+    plan: RecoveryPlan,
+    meta: MetaState,
+    meta_file: MetaFile,
+) -> LogResult<LogState> {
+    let last_index = plan.last_index(&meta);
+    let mut terms = TermIndex::new(meta.compaction_index, meta.compaction_term);
+    let mut segments = Vec::with_capacity(plan.keep.len());
+    let mut buffer = WriteBuffer::default();
+    let kept = plan.keep.len();
+    for (position, scanned) in plan.keep.into_iter().enumerate() {
+        let mut segment = Segment::new_empty(dir, scanned.first_index);
+        for &(index, term, offset) in &scanned.scan.entries {
+            segment.sparse.observe(index, offset);
+            if index > meta.compaction_index {
+                terms.push(index, term);
+            }
+        }
+        segment.last_index = scanned.scan.last_index().unwrap_or(scanned.first_index - 1);
+        segment.data_end = scanned.scan.data_end;
+        let file = io::open_read_write(&segment.path, false).await?;
+        if position + 1 == kept {
+            if scanned.file_length < config.segment_size_bytes {
+                file.pre_allocate(config.segment_size_bytes, false)
+                    .await
+                    .map_err(|e| io::glommio_error("fallocate", &segment.path, e))?;
+            }
+            let block_start = io::align_down(segment.data_end);
+            buffer.start_segment_at(segment.first_index, block_start, &scanned.tail_block);
+        }
+        segment.file = Some(file);
+        segments.push(segment);
+    }
+    assert_eq!(
+        terms.last_index(),
+        last_index,
+        "term index must cover the recovered log"
+    );
+    info!(dir = %dir.display(), first_index = meta.compaction_index + 1, last_index, segments = segments.len(), "log opened");
+    Ok(LogState {
+        dir: dir.to_path_buf(),
+        cache: TailCache::new(config.tail_cache_bytes),
+        config,
+        _lock_file: lock_file,
+        segments,
+        terms,
+        buffer,
+        first_index: meta.compaction_index + 1,
+        meta,
+        meta_file: Some(meta_file),
+        meta_generation: 0,
+        meta_written_generation: 0,
+        meta_commit_dirty: false,
+        last_index,
+        durable_index: last_index,
+        written_index: last_index,
+        poisoned: false,
+        prepared: None,
+    })
+}
+
+impl LogState {
+    fn check_usable(&self) -> LogResult<()> {
+        if self.poisoned {
+            return Err(LogError::Poisoned);
+        }
+        Ok(())
+    }
+
+    fn meta_dirty(&self) -> bool {
+        self.meta_generation != self.meta_written_generation
+    }
+
+    pub(crate) fn out_of_range(&self, index: u64) -> LogError {
+        if index < self.first_index {
+            LogError::Compacted {
+                index,
+                first_index: self.first_index,
+            }
+        } else {
+            LogError::Unavailable {
+                index,
+                last_index: self.last_index,
+            }
+        }
+    }
+
+    pub(crate) fn check_range(&self, low: u64, high: u64) -> LogResult<()> {
+        if low < self.first_index {
+            return Err(LogError::Compacted {
+                index: low,
+                first_index: self.first_index,
+            });
+        }
+        if high > self.last_index + 1 {
+            return Err(LogError::Unavailable {
+                index: high - 1,
+                last_index: self.last_index,
+            });
+        }
+        if low > high {
+            return Err(LogError::InvalidRequest(format!(
+                "empty range [{low}, {high})"
+            )));
+        }
+        Ok(())
+    }
+
+    fn segment(&self, first_index: u64) -> &Segment {
+        let position = self
+            .segments
+            .partition_point(|s| s.first_index < first_index);
+        let segment = &self.segments[position];
+        assert_eq!(segment.first_index, first_index, "no segment {first_index}");
+        segment
+    }
+
+    fn segment_mut(&mut self, first_index: u64) -> &mut Segment {
+        let position = self
+            .segments
+            .partition_point(|s| s.first_index < first_index);
+        let segment = &mut self.segments[position];
+        assert_eq!(segment.first_index, first_index, "no segment {first_index}");
+        segment
+    }
+
+    fn validate_append(&self, entries: &[Entry]) -> LogResult<()> {
+        let mut last_index = self.last_index;
+        let mut last_term = self.terms.last_term();
+        let mut bytes = self.buffer.unflushed_bytes();
+        for entry in entries {
+            if entry.context.len() > usize::from(u16::MAX) {
+                return Err(LogError::ContextTooLarge {
+                    context_bytes: entry.context.len(),
+                });
+            }
+            let payload = (entry.data.len() + entry.context.len()) as u64;
+            if payload > u64::from(self.config.max_entry_payload_bytes) {
+                return Err(LogError::EntryTooLarge {
+                    payload_bytes: payload,
+                    max_bytes: self.config.max_entry_payload_bytes,
+                });
+            }
+            if entry.index != last_index + 1 || entry.term < last_term {
+                return Err(LogError::NotContiguous {
+                    index: entry.index,
+                    term: entry.term,
+                    last_index,
+                    last_term,
+                });
+            }
+            bytes += stored_size_bytes(payload as u32);
+            if bytes > self.config.max_unflushed_bytes {
+                return Err(LogError::WriteBufferFull {
+                    unflushed_bytes: bytes,
+                    limit_bytes: self.config.max_unflushed_bytes,
+                });
+            }
+            last_index = entry.index;
+            last_term = entry.term;
+        }
+        Ok(())
+    }
+
+    fn append_one(&mut self, entry: &Entry) {
+        let entry_type = match entry.get_entry_type() {
+            RaftEntryType::EntryNormal => EntryType::Normal,
+            RaftEntryType::EntryConfChange => EntryType::ConfChange,
+            RaftEntryType::EntryConfChangeV2 => EntryType::ConfChangeV2,
+        };
+        let payload = (entry.data.len() + entry.context.len()) as u32;
+        let size = stored_size_bytes(payload);
+        let needs_segment = match self.segments.last() {
+            Some(active) => active.data_end + size > self.config.segment_size_bytes,
+            None => true,
+        };
+        if needs_segment {
+            self.segments
+                .push(Segment::new_empty(&self.dir, entry.index));
+        }
+        let header = encode_header(
+            entry.term,
+            entry.index,
+            entry_type,
+            &entry.context,
+            &entry.data,
+        );
+        let Some(segment) = self.segments.last_mut() else {
+            unreachable!()
+        };
+        let offset = segment.data_end;
+        let segment_first_index = segment.first_index;
+        let padding = [0u8; 8];
+        let padding_length = (size - HEADER_SIZE_BYTES as u64 - u64::from(payload)) as usize;
+        self.buffer.write(segment_first_index, offset, &header);
+        self.buffer.write(
+            segment_first_index,
+            offset + HEADER_SIZE_BYTES as u64,
+            &entry.context,
+        );
+        let data_offset = offset + HEADER_SIZE_BYTES as u64 + entry.context.len() as u64;
+        self.buffer
+            .write(segment_first_index, data_offset, &entry.data);
+        self.buffer.write(
+            segment_first_index,
+            data_offset + entry.data.len() as u64,
+            &padding[..padding_length],
+        );
+        segment.sparse.observe(entry.index, offset);
+        segment.data_end += size;
+        segment.last_index = entry.index;
+        self.terms.push(entry.index, entry.term);
+        self.cache.push(CachedEntry {
+            entry: entry.clone(),
+            location: EntryLocation {
+                segment_first_index,
+                offset,
+            },
+        });
+        self.last_index = entry.index;
+    }
+
+    fn plan_flush(&mut self) -> FlushPlan {
+        let pending_writes = self.buffer.take_for_flush();
+        let mut missing_files: Vec<u64> = Vec::new();
+        for write in &pending_writes {
+            let segment = self.segment(write.segment_first_index);
+            if segment.file.is_none() && !missing_files.contains(&segment.first_index) {
+                missing_files.push(segment.first_index);
+            }
+        }
+        self.written_index = self.last_index;
+        let meta = if self.meta_dirty() {
+            Some((self.meta.clone(), self.meta_generation))
+        } else {
+            None
+        };
+        FlushPlan {
+            writes: Vec::new(),
+            missing_files,
+            pending_writes,
+            upto_index: self.last_index,
+            meta,
+        }
+    }
+
+    /// Cuts the in-memory log at `from_index` (stored at `location`); returns the paths of
+    /// segments that were wholly after it.
+    fn truncate_in_memory(&mut self, from_index: u64, location: EntryLocation) -> Vec<PathBuf> {
+        let keep = self
+            .segments
+            .partition_point(|s| s.first_index <= location.segment_first_index);
+        let removed: Vec<PathBuf> = self.segments.drain(keep..).map(|s| s.path).collect();
+        let segment = self.segment_mut(location.segment_first_index);
+        segment.last_index = from_index - 1;
+        segment.data_end = location.offset;
+        segment.sparse.truncate_from(from_index);
+        self.terms.truncate_after(from_index - 1);
+        self.cache.truncate_from(from_index);
+        self.buffer
+            .truncate(location.segment_first_index, location.offset);
+        self.last_index = from_index - 1;
+        self.durable_index = self.durable_index.min(from_index - 1);
+        removed
+    }
+
+    /// Forgets entries up to `up_to_index`; returns the segment files that can be deleted
+    /// (every entry at or below the point; the newest segment always stays).
+    fn forget_prefix(&mut self, up_to_index: u64) -> Vec<PathBuf> {
+        self.first_index = up_to_index + 1;
+        self.terms.forget_before(up_to_index);
+        self.cache.forget_before(up_to_index + 1);
+        let mut removed = Vec::new();
+        while self.segments.len() > 1 && self.segments[0].last_index <= up_to_index {
+            removed.push(self.segments.remove(0).path);
+        }
+        removed
+    }
+}

@@ -1,0 +1,159 @@
+//! `raft::Storage` over the CommitLog, so a `raft::RawNode` can use the log unchanged.
+//!
+//! Which calls touch the disk:
+//! - `initial_state`, `first_index`, `last_index`, `term`: never (answered from memory:
+//!   the meta state, and the in-memory index → term runs).
+//! - `entries`: only for entries no longer in the tail cache (a follower far behind, or
+//!   right after a restart). Those are read with a blocking positioned read (`pread`) on
+//!   the executor thread, since `Storage` is synchronous; every entry is checked against its
+//!   crc32c. Size the tail cache so that normal replication never gets here.
+//! - `snapshot`: never; the log holds no application state, so it answers
+//!   `SnapshotTemporarilyUnavailable` (the replication layer provides snapshots).
+//!
+//! Entries appended but not yet durable are visible here, as raft-rs expects of a log
+//! with asynchronous persistence.
+
+use std::cell::RefCell;
+use std::os::unix::fs::FileExt;
+use std::rc::Rc;
+
+use raft::eraftpb::{ConfState, Entry, HardState, Snapshot};
+use raft::{GetEntriesContext, RaftState, Storage, StorageError};
+
+use crate::log::commit_log::LogState;
+use crate::log::error::LogError;
+use crate::log::meta::ConfStateRecord;
+use crate::log::reader::{EntryReader, ReadRequest};
+
+/// The `raft::Storage` view of a CommitLog (shares its state).
+#[derive(Clone)]
+pub struct RaftLogStorage {
+    state: Rc<RefCell<LogState>>,
+}
+
+impl RaftLogStorage {
+    pub(crate) fn new(state: Rc<RefCell<LogState>>) -> Self {
+        RaftLogStorage { state }
+    }
+}
+
+fn to_raft_error(error: LogError) -> raft::Error {
+    match error {
+        LogError::Compacted { .. } => raft::Error::Store(StorageError::Compacted),
+        LogError::Unavailable { .. } => raft::Error::Store(StorageError::Unavailable),
+        other => raft::Error::Store(StorageError::Other(Box::new(other))),
+    }
+}
+
+/// Converts the stored configuration into raft-rs's type.
+pub fn to_conf_state(record: &ConfStateRecord) -> ConfState {
+    ConfState {
+        voters: record.voters.clone(),
+        learners: record.learners.clone(),
+        voters_outgoing: record.voters_outgoing.clone(),
+        learners_next: record.learners_next.clone(),
+        auto_leave: record.auto_leave,
+        ..Default::default()
+    }
+}
+
+/// Converts raft-rs's configuration into the stored form.
+pub fn from_conf_state(conf_state: &ConfState) -> ConfStateRecord {
+    ConfStateRecord {
+        voters: conf_state.voters.clone(),
+        learners: conf_state.learners.clone(),
+        voters_outgoing: conf_state.voters_outgoing.clone(),
+        learners_next: conf_state.learners_next.clone(),
+        auto_leave: conf_state.auto_leave,
+    }
+}
+
+fn read_blocking(state: &mut LogState, request: &ReadRequest) -> Result<Vec<u8>, LogError> {
+    let segment = state
+        .segments
+        .iter_mut()
+        .rev()
+        .find(|s| s.path == request.path)
+        .ok_or(LogError::Poisoned)?;
+    if segment.read_handle.is_none() {
+        let file = std::fs::File::open(&segment.path)
+            .map_err(|e| LogError::io("open for reading", &segment.path, e))?;
+        segment.read_handle = Some(Rc::new(file));
+    }
+    let Some(handle) = segment.read_handle.clone() else {
+        unreachable!()
+    };
+    let mut bytes = vec![0u8; request.length];
+    let mut filled = 0;
+    while filled < bytes.len() {
+        let count = handle
+            .read_at(&mut bytes[filled..], request.offset + filled as u64)
+            .map_err(|e| LogError::io("read", &request.path, e))?;
+        if count == 0 {
+            break;
+        }
+        filled += count;
+    }
+    bytes.truncate(filled);
+    Ok(bytes)
+}
+
+impl Storage for RaftLogStorage {
+    fn initial_state(&self) -> raft::Result<RaftState> {
+        let state = self.state.borrow();
+        let mut hard_state = HardState::default();
+        hard_state.term = state.meta.hard_state.term;
+        hard_state.vote = state.meta.hard_state.vote;
+        hard_state.commit = state.meta.hard_state.commit;
+        Ok(RaftState::new(
+            hard_state,
+            to_conf_state(&state.meta.conf_state),
+        ))
+    }
+
+    fn entries(
+        &self,
+        low: u64,
+        high: u64,
+        max_size: impl Into<Option<u64>>,
+        _context: GetEntriesContext,
+    ) -> raft::Result<Vec<Entry>> {
+        let max_size = max_size.into().unwrap_or(u64::MAX);
+        let mut state = self.state.borrow_mut();
+        state.check_range(low, high).map_err(to_raft_error)?;
+        let mut reader =
+            EntryReader::new(low, high, max_size, state.config.max_entry_payload_bytes);
+        while let Some(request) = reader.next_request(&state.segments, &state.cache) {
+            let bytes = read_blocking(&mut state, &request).map_err(to_raft_error)?;
+            reader.feed(&request, &bytes).map_err(to_raft_error)?;
+        }
+        let mut entries = reader.entries;
+        raft::util::limit_size(&mut entries, Some(max_size));
+        Ok(entries)
+    }
+
+    fn term(&self, index: u64) -> raft::Result<u64> {
+        let state = self.state.borrow();
+        state.terms.term(index).ok_or_else(|| {
+            if index < state.first_index {
+                raft::Error::Store(StorageError::Compacted)
+            } else {
+                raft::Error::Store(StorageError::Unavailable)
+            }
+        })
+    }
+
+    fn first_index(&self) -> raft::Result<u64> {
+        Ok(self.state.borrow().first_index)
+    }
+
+    fn last_index(&self) -> raft::Result<u64> {
+        Ok(self.state.borrow().last_index)
+    }
+
+    fn snapshot(&self, _request_index: u64, _to: u64) -> raft::Result<Snapshot> {
+        Err(raft::Error::Store(
+            StorageError::SnapshotTemporarilyUnavailable,
+        ))
+    }
+}

@@ -1,0 +1,8 @@
+//! Tests of the CommitLog against real files in temporary directories.
+
+mod model;
+mod recovery;
+mod round_trip;
+mod storage_contract;
+mod support;
+mod truncation;

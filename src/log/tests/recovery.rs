@@ -1,0 +1,227 @@
+//! Crash recovery: torn tails are cut, damage in the middle is refused, interrupted
+//! truncations are finished, and `check` reports each case without changing anything.
+
+use std::path::{Path, PathBuf};
+
+use super::support::{append_range, assert_entries, copy_dir, entry, run, small_config};
+use crate::log::check::{check_log_directory, CheckVerdict};
+use crate::log::entry::{stored_size_bytes, HEADER_SIZE_BYTES};
+use crate::log::meta::{MetaFile, TruncationFence};
+use crate::log::segment::{list_segments, scan_segment};
+use crate::log::{CommitLog, HardStateRecord, LogError};
+
+fn last_segment(dir: &Path) -> PathBuf {
+    list_segments(dir).unwrap().pop().unwrap().1
+}
+
+/// Offsets of the entries of a segment file.
+fn entry_offsets(path: &Path, first_index: u64) -> Vec<(u64, u64)> {
+    let bytes = std::fs::read(path).unwrap();
+    scan_segment(&bytes, first_index, 0, 1 << 20, None)
+        .entries
+        .iter()
+        .map(|&(index, _, offset)| (index, offset))
+        .collect()
+}
+
+#[test]
+fn a_tail_torn_at_every_byte_of_the_last_entry_is_cut_and_the_rest_survives() {
+    run(|| async {
+        let root = tempfile::tempdir().unwrap();
+        let original = root.path().join("original");
+        let log = CommitLog::open(&original, small_config()).await.unwrap();
+        append_range(&log, 1, 120, 1).await;
+        log.set_hard_state(HardStateRecord {
+            term: 1,
+            vote: 1,
+            commit: 110,
+        });
+        log.close().await.unwrap();
+        let (first_index, segment_path) = list_segments(&original).unwrap().pop().unwrap();
+        let offsets = entry_offsets(&segment_path, first_index);
+        let &(last_index, last_offset) = offsets.last().unwrap();
+        assert_eq!(last_index, 120);
+        let payload_length = (entry(120, 1).data.len() + entry(120, 1).context.len()) as u64;
+        let size = stored_size_bytes(payload_length as u32);
+        let payload_end = last_offset + HEADER_SIZE_BYTES as u64 + payload_length;
+        let name = segment_path.file_name().unwrap().to_owned();
+        for cut in last_offset..last_offset + size {
+            let copy = root.path().join(format!("cut-{cut}"));
+            copy_dir(&original, &copy);
+            let file = std::fs::OpenOptions::new()
+                .write(true)
+                .open(copy.join(&name))
+                .unwrap();
+            file.set_len(cut).unwrap();
+            drop(file);
+            let (_, verdict) = check_log_directory(&copy, 1 << 20);
+            // A cut in the padding after the payload leaves the entry whole.
+            let survivor = if cut >= payload_end { 120 } else { 119 };
+            let clean = cut == last_offset || cut >= payload_end;
+            let expected_verdict = if clean {
+                CheckVerdict::Clean
+            } else {
+                CheckVerdict::WouldRepair
+            };
+            assert_eq!(
+                verdict, expected_verdict,
+                "check verdict for a cut at {cut}"
+            );
+            let log = CommitLog::open(&copy, small_config()).await.unwrap();
+            assert_eq!(log.last_index(), survivor, "cut at {cut}");
+            let expected: Vec<(u64, u64)> = (1..=survivor).map(|i| (i, 1)).collect();
+            assert_entries(&log, &expected).await;
+            // The log goes on from the cut: append and reopen.
+            append_range(&log, survivor + 1, 121, 2).await;
+            log.close().await.unwrap();
+            let log = CommitLog::open(&copy, small_config()).await.unwrap();
+            assert_eq!((log.last_index(), log.term(121).unwrap()), (121, 2));
+            drop(log);
+            std::fs::remove_dir_all(&copy).unwrap();
+        }
+    });
+}
+
+#[test]
+fn a_flipped_bit_in_a_middle_entry_refuses_to_open_naming_file_and_offset() {
+    run(|| async {
+        let root = tempfile::tempdir().unwrap();
+        let dir = root.path().join("log");
+        let log = CommitLog::open(&dir, small_config()).await.unwrap();
+        append_range(&log, 1, 60, 1).await;
+        log.close().await.unwrap();
+        let (first_index, path) = list_segments(&dir).unwrap().pop().unwrap();
+        let offsets = entry_offsets(&path, first_index);
+        let (_, victim_offset) = offsets[offsets.len() / 2];
+        let mut bytes = std::fs::read(&path).unwrap();
+        bytes[victim_offset as usize + 40] ^= 0x10;
+        std::fs::write(&path, &bytes).unwrap();
+
+        let (report, verdict) = check_log_directory(&dir, 1 << 20);
+        assert_eq!(verdict, CheckVerdict::Corrupt, "{report}");
+        assert!(report.contains(&path.display().to_string()), "{report}");
+        match CommitLog::open(&dir, small_config()).await {
+            Err(LogError::Corruption {
+                path: damaged,
+                offset,
+                reason,
+            }) => {
+                assert_eq!(damaged, path);
+                assert_eq!(offset, victim_offset);
+                assert!(reason.contains("crc32c"), "{reason}");
+            }
+            Err(other) => panic!("expected corruption, got {other}"),
+            Ok(_) => panic!("a damaged log opened"),
+        }
+        // Nothing was changed by the failed open.
+        assert_eq!(std::fs::read(&path).unwrap(), bytes);
+    });
+}
+
+#[test]
+fn a_damaged_entry_at_or_below_the_commit_index_is_corruption_even_at_the_tail() {
+    run(|| async {
+        let root = tempfile::tempdir().unwrap();
+        let dir = root.path().join("log");
+        let log = CommitLog::open(&dir, small_config()).await.unwrap();
+        append_range(&log, 1, 40, 1).await;
+        log.set_hard_state(HardStateRecord {
+            term: 1,
+            vote: 1,
+            commit: 40,
+        });
+        log.close().await.unwrap();
+        let path = last_segment(&dir);
+        let first_index = list_segments(&dir).unwrap().pop().unwrap().0;
+        let &(_, last_offset) = entry_offsets(&path, first_index).last().unwrap();
+        let file = std::fs::OpenOptions::new().write(true).open(&path).unwrap();
+        file.set_len(last_offset + 10).unwrap();
+        let error = CommitLog::open(&dir, small_config())
+            .await
+            .err()
+            .expect("must refuse");
+        assert!(matches!(error, LogError::Corruption { .. }), "{error}");
+    });
+}
+
+#[test]
+fn a_valid_segment_after_a_torn_one_is_corruption() {
+    run(|| async {
+        let root = tempfile::tempdir().unwrap();
+        let dir = root.path().join("log");
+        let log = CommitLog::open(&dir, small_config()).await.unwrap();
+        append_range(&log, 1, 400, 1).await;
+        log.close().await.unwrap();
+        let segments = list_segments(&dir).unwrap();
+        assert!(segments.len() >= 3);
+        let (first_index, path) = &segments[0];
+        let &(_, offset) = entry_offsets(path, *first_index).last().unwrap();
+        let file = std::fs::OpenOptions::new().write(true).open(path).unwrap();
+        file.set_len(offset + 5).unwrap();
+        let error = CommitLog::open(&dir, small_config())
+            .await
+            .err()
+            .expect("must refuse");
+        assert!(matches!(error, LogError::Corruption { .. }), "{error}");
+    });
+}
+
+#[test]
+fn an_interrupted_suffix_truncation_is_finished_at_open() {
+    run(|| async {
+        let root = tempfile::tempdir().unwrap();
+        let dir = root.path().join("log");
+        let log = CommitLog::open(&dir, small_config()).await.unwrap();
+        append_range(&log, 1, 400, 1).await;
+        log.close().await.unwrap();
+        // Simulate a crash right after the fence was recorded: the fence is in the meta
+        // file, nothing else changed.
+        let segments = list_segments(&dir).unwrap();
+        let (first_index, path) = &segments[1];
+        let (cut_index, cut_offset) = entry_offsets(path, *first_index)[7];
+        let (mut meta_file, mut meta) = MetaFile::open(&dir).await.unwrap();
+        meta.truncation_fence = Some(TruncationFence {
+            segment_first_index: *first_index,
+            offset: cut_offset,
+        });
+        meta_file.write(&meta).await.unwrap();
+        meta_file.close().await.unwrap();
+        let (report, verdict) = check_log_directory(&dir, 1 << 20);
+        assert_eq!(verdict, CheckVerdict::WouldRepair, "{report}");
+        assert!(report.contains("interrupted"), "{report}");
+
+        let log = CommitLog::open(&dir, small_config()).await.unwrap();
+        assert_eq!(log.last_index(), cut_index - 1);
+        append_range(&log, cut_index, cut_index + 5, 2).await;
+        log.close().await.unwrap();
+        assert_eq!(check_log_directory(&dir, 1 << 20).1, CheckVerdict::Clean);
+        let log = CommitLog::open(&dir, small_config()).await.unwrap();
+        let expected: Vec<(u64, u64)> = (1..=cut_index + 5)
+            .map(|i| (i, if i < cut_index { 1 } else { 2 }))
+            .collect();
+        assert_entries(&log, &expected).await;
+    });
+}
+
+#[test]
+fn garbage_after_the_last_entry_is_erased_so_a_shorter_rewrite_stays_clean() {
+    run(|| async {
+        let root = tempfile::tempdir().unwrap();
+        let dir = root.path().join("log");
+        let log = CommitLog::open(&dir, small_config()).await.unwrap();
+        append_range(&log, 1, 30, 1).await;
+        log.close().await.unwrap();
+        let path = last_segment(&dir);
+        let &(_, last_offset) = entry_offsets(&path, 1).last().unwrap();
+        // A torn write: the last entry's header survived, its payload half did not.
+        let mut bytes = std::fs::read(&path).unwrap();
+        for byte in &mut bytes[last_offset as usize + 40..last_offset as usize + 60] {
+            *byte ^= 0xff;
+        }
+        std::fs::write(&path, &bytes).unwrap();
+        let log = CommitLog::open(&dir, small_config()).await.unwrap();
+        assert_eq!(log.last_index(), 29);
+        log.close().await.unwrap();
+        assert_eq!(check_log_directory(&dir, 1 << 20).1, CheckVerdict::Clean);
+    });
+}

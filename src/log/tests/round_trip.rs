@@ -1,0 +1,176 @@
+//! Appends, flushes and reads, across segments, the cache and restarts.
+
+use std::rc::Rc;
+
+use raft::eraftpb::Entry;
+
+use super::support::{append_range, assert_entries, entry, run, small_config};
+use crate::log::segment::list_segments;
+use crate::log::{CommitLog, HardStateRecord, LogConfig, LogError};
+
+#[test]
+fn append_read_round_trip_across_segments_cache_and_restart() {
+    run(|| async {
+        let dir = tempfile::tempdir().unwrap();
+        let log = CommitLog::open(dir.path(), small_config()).await.unwrap();
+        assert_eq!(
+            (log.first_index(), log.last_index(), log.durable_index()),
+            (1, 0, 0)
+        );
+        append_range(&log, 1, 300, 1).await;
+        append_range(&log, 301, 700, 2).await;
+        let expected: Vec<(u64, u64)> = (1..=700)
+            .map(|i| (i, if i <= 300 { 1 } else { 2 }))
+            .collect();
+        // The cache holds 16 KiB: most of these reads come back from disk.
+        assert_entries(&log, &expected).await;
+        assert!(
+            list_segments(dir.path()).unwrap().len() > 3,
+            "entries span several segments"
+        );
+        log.set_hard_state(HardStateRecord {
+            term: 2,
+            vote: 3,
+            commit: 650,
+        });
+        log.close().await.unwrap();
+
+        let log = CommitLog::open(dir.path(), small_config()).await.unwrap();
+        assert_eq!(log.durable_index(), 700);
+        assert_eq!(
+            log.hard_state(),
+            HardStateRecord {
+                term: 2,
+                vote: 3,
+                commit: 650
+            }
+        );
+        assert_entries(&log, &expected).await;
+        // Appending after a restart continues in the partly filled block.
+        append_range(&log, 701, 720, 3).await;
+        log.close().await.unwrap();
+        let log = CommitLog::open(dir.path(), small_config()).await.unwrap();
+        assert_eq!(log.read(700, 721, u64::MAX).await.unwrap().len(), 21);
+        assert_eq!(log.term(720).unwrap(), 3);
+    });
+}
+
+#[test]
+fn read_respects_max_bytes_but_returns_at_least_one_entry() {
+    run(|| async {
+        let dir = tempfile::tempdir().unwrap();
+        let log = CommitLog::open(dir.path(), small_config()).await.unwrap();
+        append_range(&log, 1, 50, 1).await;
+        let one = log.read(10, 50, 0).await.unwrap();
+        assert_eq!(one.len(), 1);
+        let some = log.read(10, 50, 1500).await.unwrap();
+        let bytes: usize = some.iter().map(|e| e.data.len() + e.context.len()).sum();
+        assert!(bytes <= 1500 && !some.is_empty() && some.len() < 40);
+        assert!(matches!(
+            log.read(10, 52, 100).await,
+            Err(LogError::Unavailable { .. })
+        ));
+    });
+}
+
+#[test]
+fn oversized_and_out_of_order_appends_are_refused_without_changing_the_log() {
+    run(|| async {
+        let dir = tempfile::tempdir().unwrap();
+        let log = CommitLog::open(dir.path(), small_config()).await.unwrap();
+        append_range(&log, 1, 3, 2).await;
+        let mut big = entry(4, 2);
+        big.data = vec![0u8; 8 * 1024 + 1].into();
+        let error = log.append(&[entry(4, 2), big]).unwrap_err();
+        assert!(matches!(
+            error,
+            LogError::EntryTooLarge {
+                payload_bytes: 8193,
+                max_bytes: 8192
+            }
+        ));
+        assert!(matches!(
+            log.append(&[entry(5, 2)]),
+            Err(LogError::NotContiguous { .. })
+        ));
+        assert!(matches!(
+            log.append(&[entry(4, 1)]),
+            Err(LogError::NotContiguous { .. })
+        ));
+        assert_eq!(log.last_index(), 3);
+        log.append(&[entry(4, 2)]).unwrap();
+        assert_eq!(log.flush().await.unwrap(), 4);
+    });
+}
+
+#[test]
+fn unflushed_bytes_are_bounded() {
+    run(|| async {
+        let dir = tempfile::tempdir().unwrap();
+        let config = LogConfig {
+            max_unflushed_bytes: 32 * 1024,
+            ..small_config()
+        };
+        let log = CommitLog::open(dir.path(), config).await.unwrap();
+        let mut index = 1;
+        let error = loop {
+            match log.append(&[entry(index, 1)]) {
+                Ok(()) => index += 1,
+                Err(error) => break error,
+            }
+        };
+        assert!(matches!(
+            error,
+            LogError::WriteBufferFull {
+                limit_bytes: 32768,
+                ..
+            }
+        ));
+        log.flush().await.unwrap();
+        log.append(&[entry(index, 1)]).unwrap();
+    });
+}
+
+#[test]
+fn a_second_open_of_the_same_directory_is_refused() {
+    run(|| async {
+        let dir = tempfile::tempdir().unwrap();
+        let _log = CommitLog::open(dir.path(), small_config()).await.unwrap();
+        let second = CommitLog::open(dir.path(), small_config()).await;
+        assert!(matches!(second, Err(LogError::Locked(_))));
+    });
+}
+
+#[test]
+fn appends_made_during_a_flush_are_made_durable_by_the_next_one() {
+    run(|| async {
+        let dir = tempfile::tempdir().unwrap();
+        let log = Rc::new(CommitLog::open(dir.path(), small_config()).await.unwrap());
+        let mut waiting = Vec::new();
+        for batch in 0..20u64 {
+            let entries: Vec<Entry> = (batch * 10 + 1..=batch * 10 + 10)
+                .map(|i| entry(i, 1))
+                .collect();
+            log.append(&entries).unwrap();
+            let flusher = log.clone();
+            waiting.push((
+                batch * 10 + 10,
+                glommio::spawn_local(async move { flusher.flush().await }),
+            ));
+        }
+        let mut previous = 0;
+        for (appended, task) in waiting {
+            let durable = task.await.unwrap();
+            assert!(
+                durable >= appended,
+                "flush returned {durable} before {appended} was durable"
+            );
+            assert!(durable >= previous);
+            previous = durable;
+        }
+        assert_eq!(log.durable_index(), 200);
+        drop(log);
+        let log = CommitLog::open(dir.path(), small_config()).await.unwrap();
+        assert_eq!(log.last_index(), 200);
+    });
+}
