@@ -24,6 +24,10 @@ pub const DEFAULT_SEGMENT_SIZE_BYTES: u64 = 128 * 1024 * 1024;
 /// Smallest segment size accepted (tests use small segments to exercise rolling).
 pub const MIN_SEGMENT_SIZE_BYTES: u64 = 64 * 1024;
 
+/// Adaptive segment preparation zero-fills the next segment only while the active one
+/// fills slower than this.
+pub const ADAPTIVE_ZERO_FILL_MAX_BYTES_PER_SECOND: u64 = 64 * 1024 * 1024;
+
 /// Default bound of the in-memory tail cache of recent entries.
 pub const DEFAULT_TAIL_CACHE_BYTES: u64 = 64 * 1024 * 1024;
 
@@ -35,6 +39,13 @@ pub const SPARSE_INDEX_INTERVAL_BYTES: u64 = 4096;
 
 /// Size of one write buffer of the append path; also the largest single write a flush issues.
 pub const WRITE_CHUNK_BYTES: usize = 1024 * 1024;
+
+/// Size of the first write buffer after a flush (most flushes under a latency-bound load
+/// carry a few KiB; a small buffer keeps their allocation cheap).
+pub const FIRST_WRITE_CHUNK_BYTES: usize = 64 * 1024;
+
+/// How many large write buffers are kept for reuse after their writes complete.
+pub const MAX_POOLED_WRITE_CHUNKS: usize = 32;
 
 /// How many chunk writes a flush keeps in flight at once.
 pub const MAX_WRITES_IN_FLIGHT: usize = 8;

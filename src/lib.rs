@@ -13,6 +13,7 @@
 //! - [`bench`]: load generators and HdrHistogram output for `keel bench`.
 //! - [`constants`]: every bound in one place.
 //! - [`runtime`]: starting glommio executors.
+//! - [`units`]: sizes and durations as users write them.
 
 #![warn(missing_docs)]
 
@@ -20,3 +21,4 @@ pub mod bench;
 pub mod constants;
 pub mod log;
 pub mod runtime;
+pub mod units;

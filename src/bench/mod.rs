@@ -1,2 +1,3 @@
 //! Load generators and HdrHistogram output used by `keel bench`.
 pub mod hgrm;
+pub mod log_bench;

@@ -22,12 +22,15 @@ use std::cell::RefCell;
 use std::path::{Path, PathBuf};
 use std::rc::Rc;
 
-use glommio::io::DmaFile;
+use glommio::io::{DmaBuffer, DmaFile};
 use glommio::sync::Semaphore;
 use raft::eraftpb::{Entry, EntryType as RaftEntryType};
 use tracing::{info, warn};
 
-use crate::constants::{BLOCK_SIZE_BYTES, MAX_WRITES_IN_FLIGHT, WRITE_CHUNK_BYTES};
+use crate::constants::{
+    ADAPTIVE_ZERO_FILL_MAX_BYTES_PER_SECOND, BLOCK_SIZE_BYTES, MAX_WRITES_IN_FLIGHT,
+    WRITE_CHUNK_BYTES,
+};
 use crate::log::config::{LogConfig, Preallocation};
 use crate::log::entry::{encode_header, stored_size_bytes, EntryType, HEADER_SIZE_BYTES};
 use crate::log::error::{LogError, LogResult};
@@ -38,10 +41,12 @@ use crate::log::recovery::{plan_recovery, RecoveryPlan, TailCut};
 use crate::log::segment::Segment;
 use crate::log::tail_cache::{CachedEntry, EntryLocation, TailCache};
 use crate::log::term_index::TermIndex;
-use crate::log::write_buffer::WriteBuffer;
+use crate::log::write_buffer::{FlushWrite, WriteBuffer, WriteBytes};
 
 const LOCK_FILE_NAME: &str = "LOCK";
-const PREPARED_FILE_NAME: &str = "next.segment.tmp";
+/// Suffix of segment files being prepared (`next-<n>.segment.tmp`); leftovers are removed
+/// at open.
+const PREPARED_FILE_SUFFIX: &str = ".segment.tmp";
 
 /// The next segment file being prepared; dropping it (with the log) cancels the work.
 type PreparedSegment = glommio::Task<LogResult<Rc<DmaFile>>>;
@@ -66,6 +71,7 @@ pub struct LogState {
     written_index: u64,
     poisoned: bool,
     prepared: Option<PreparedSegment>,
+    prepared_count: u64,
 }
 
 /// One replica group's CommitLog. Cheap to clone: clones share the log.
@@ -77,9 +83,9 @@ pub struct CommitLog {
 
 /// What a flush must do, taken from the state under one borrow.
 struct FlushPlan {
-    writes: Vec<(Rc<DmaFile>, PathBuf, crate::log::write_buffer::FlushWrite)>,
+    writes: Vec<(Rc<DmaFile>, PathBuf, FlushWrite)>,
     missing_files: Vec<u64>,
-    pending_writes: Vec<crate::log::write_buffer::FlushWrite>,
+    pending_writes: Vec<FlushWrite>,
     upto_index: u64,
     meta: Option<(MetaState, u64)>,
 }
@@ -99,11 +105,7 @@ impl CommitLog {
             return Err(LogError::Locked(dir.to_path_buf()));
         }
         io::prime_thread(dir).await?;
-        let prepared_path = dir.join(PREPARED_FILE_NAME);
-        if prepared_path.exists() {
-            std::fs::remove_file(&prepared_path)
-                .map_err(|e| LogError::io("remove stale prepared segment", &prepared_path, e))?;
-        }
+        remove_prepared_leftovers(dir)?;
         let (mut meta_file, mut meta) = MetaFile::open(dir).await?;
         let plan = plan_recovery(dir, &meta, config.max_entry_payload_bytes)?;
         apply_recovery(dir, &plan, &mut meta_file, &mut meta).await?;
@@ -212,6 +214,7 @@ impl CommitLog {
         for entry in entries {
             state.append_one(entry);
         }
+        state.maybe_start_preparing();
         Ok(())
     }
 
@@ -389,11 +392,9 @@ impl CommitLog {
         if commit_dirty {
             self.write_meta(&meta, self.durable_index()).await?;
         }
-        if let Some(task) = prepared {
-            if let Ok(file) = task.await {
-                drop(file);
-            }
-        }
+        // Cancel the preparation of the next segment and remove its file.
+        drop(prepared);
+        remove_prepared_leftovers(&self.state.borrow().dir)?;
         let (files, meta_file) = {
             let mut state = self.state.borrow_mut();
             let files: Vec<Rc<DmaFile>> = state
@@ -439,22 +440,36 @@ impl CommitLog {
             }
         }
         let mut synced: Vec<(Rc<DmaFile>, PathBuf)> = Vec::new();
-        let mut in_flight = std::collections::VecDeque::new();
-        for (file, path, write) in plan.writes {
-            if !synced.iter().any(|(f, _)| Rc::ptr_eq(f, &file)) {
+        for (file, path, _) in &plan.writes {
+            if !synced.iter().any(|(f, _)| Rc::ptr_eq(f, file)) {
                 synced.push((file.clone(), path.clone()));
             }
-            if in_flight.len() >= MAX_WRITES_IN_FLIGHT {
-                if let Some(task) = in_flight.pop_front() {
-                    join_write(task).await?;
-                }
-            }
-            in_flight.push_back(glommio::spawn_local(async move {
-                io::write_all_at(&file, &path, write.buffer, write.file_offset).await
-            }));
         }
-        for task in in_flight {
-            join_write(task).await?;
+        let mut recovered = Vec::new();
+        if plan.writes.len() == 1 {
+            // The common case under a latency-bound load: no task to spawn.
+            for (file, path, write) in plan.writes {
+                recovered.extend(write_one(file, path, write).await?);
+            }
+        } else {
+            let mut in_flight = std::collections::VecDeque::new();
+            for (file, path, write) in plan.writes {
+                if in_flight.len() >= MAX_WRITES_IN_FLIGHT {
+                    if let Some(task) = in_flight.pop_front() {
+                        recovered.extend(join_write(task).await?);
+                    }
+                }
+                in_flight.push_back(glommio::spawn_local(write_one(file, path, write)));
+            }
+            for task in in_flight {
+                recovered.extend(join_write(task).await?);
+            }
+        }
+        {
+            let mut state = self.state.borrow_mut();
+            for buffer in recovered {
+                state.buffer.recycle(buffer);
+            }
         }
         for (file, path) in &synced {
             io::fdatasync(file, path).await?;
@@ -514,8 +529,8 @@ impl CommitLog {
                 file
             }
             None => {
-                let config = self.state.borrow().config.clone();
-                create_segment_file(&path, &config, false).await?
+                let size = self.state.borrow().config.segment_size_bytes;
+                create_segment_file(&path, size, false).await?
             }
         };
         io::sync_directory(&dir)?;
@@ -525,15 +540,7 @@ impl CommitLog {
     }
 
     fn start_preparing(&self) {
-        let mut state = self.state.borrow_mut();
-        if state.prepared.is_some() {
-            return;
-        }
-        let path = state.dir.join(PREPARED_FILE_NAME);
-        let config = state.config.clone();
-        let task =
-            glommio::spawn_local(async move { create_segment_file(&path, &config, true).await });
-        state.prepared = Some(task);
+        self.state.borrow_mut().maybe_start_preparing();
     }
 
     /// Finds where the entry at `index` is stored.
@@ -609,8 +616,28 @@ impl CommitLog {
     }
 }
 
-async fn join_write(task: glommio::Task<LogResult<()>>) -> LogResult<()> {
+async fn join_write(
+    task: glommio::Task<LogResult<Option<DmaBuffer>>>,
+) -> LogResult<Option<DmaBuffer>> {
     task.await
+}
+
+/// Issues one write of a flush; hands back a pooled buffer once the write is done.
+async fn write_one(
+    file: Rc<DmaFile>,
+    path: PathBuf,
+    write: FlushWrite,
+) -> LogResult<Option<DmaBuffer>> {
+    match write.buffer {
+        WriteBytes::Trimmed(buffer) => {
+            io::write_all_at(&file, &path, buffer, write.file_offset).await?;
+            Ok(None)
+        }
+        WriteBytes::Pooled(buffer) => {
+            io::write_shared_at(&file, &path, buffer.clone(), write.file_offset).await?;
+            Ok(Rc::try_unwrap(buffer).ok())
+        }
+    }
 }
 
 /// Zeros `[offset, erase_end)` of a segment (keeping the bytes of `offset`'s block before
@@ -648,25 +675,42 @@ async fn erase_range(
     Ok(prefix)
 }
 
+fn remove_prepared_leftovers(dir: &Path) -> LogResult<()> {
+    let listing = std::fs::read_dir(dir).map_err(|e| LogError::io("list directory", dir, e))?;
+    for item in listing {
+        let item = item.map_err(|e| LogError::io("list directory", dir, e))?;
+        if item
+            .file_name()
+            .to_string_lossy()
+            .ends_with(PREPARED_FILE_SUFFIX)
+        {
+            let path = item.path();
+            std::fs::remove_file(&path).map_err(|e| LogError::io("remove leftover", &path, e))?;
+        }
+    }
+    Ok(())
+}
+
 /// Creates a segment file ready for writes: zero-filled and synced, or fallocated.
-async fn create_segment_file(
-    path: &Path,
-    config: &LogConfig,
-    background: bool,
-) -> LogResult<Rc<DmaFile>> {
+async fn create_segment_file(path: &Path, size: u64, zero_fill: bool) -> LogResult<Rc<DmaFile>> {
     if path.exists() {
         std::fs::remove_file(path).map_err(|e| LogError::io("remove", path, e))?;
     }
     let file = io::open_read_write(path, true).await?;
-    let size = config.segment_size_bytes;
-    if background && config.preallocation == Preallocation::ZeroFill {
+    if zero_fill {
+        // One shared buffer of zeros, written sequentially: a background job that should
+        // leave the disk to the foreground flushes as much as it can.
+        let mut zeros = glommio::allocate_dma_buffer_global(WRITE_CHUNK_BYTES);
+        zeros.as_bytes_mut().fill(0);
+        let zeros = Rc::new(zeros);
         let mut position = 0;
-        while position < size {
-            let length = ((size - position) as usize).min(WRITE_CHUNK_BYTES);
-            let mut buffer = glommio::allocate_dma_buffer_global(length);
-            buffer.as_bytes_mut().fill(0);
-            io::write_all_at(&file, path, buffer, position).await?;
-            position += length as u64;
+        while position + WRITE_CHUNK_BYTES as u64 <= size {
+            io::write_shared_at(&file, path, zeros.clone(), position).await?;
+            position += WRITE_CHUNK_BYTES as u64;
+        }
+        if position < size {
+            let tail = io::aligned_buffer_from(&vec![0u8; (size - position) as usize]);
+            io::write_all_at(&file, path, tail, position).await?;
         }
     } else {
         file.pre_allocate(size, false)
@@ -740,6 +784,7 @@ async fn build_state(
         }
         segment.last_index = scanned.scan.last_index().unwrap_or(scanned.first_index - 1);
         segment.data_end = scanned.scan.data_end;
+        segment.fill_clock = (std::time::Instant::now(), segment.data_end);
         let file = io::open_read_write(&segment.path, false).await?;
         if position + 1 == kept {
             if scanned.file_length < config.segment_size_bytes {
@@ -778,6 +823,7 @@ async fn build_state(
         written_index: last_index,
         poisoned: false,
         prepared: None,
+        prepared_count: 0,
     })
 }
 
@@ -940,6 +986,45 @@ impl LogState {
             },
         });
         self.last_index = entry.index;
+    }
+
+    /// Starts preparing the next segment file once the active one is a quarter full (or
+    /// when there is no active segment). Adaptive preparation zero-fills (fastest small
+    /// fdatasyncs later) unless the active segment fills faster than the zero-fill limit,
+    /// where a second write of every segment would cost real bandwidth and big flushes
+    /// amortize the extent conversion anyway.
+    fn maybe_start_preparing(&mut self) {
+        if self.prepared.is_some() {
+            return;
+        }
+        let segment_size = self.config.segment_size_bytes;
+        let zero_fill = match self.segments.last() {
+            Some(active) if active.file.is_some() || active.data_end > 0 => {
+                if active.data_end < segment_size / 4 {
+                    return;
+                }
+                match self.config.preallocation {
+                    Preallocation::ZeroFill => true,
+                    Preallocation::Fallocate => false,
+                    Preallocation::Adaptive => {
+                        let (since, bytes_then) = active.fill_clock;
+                        let seconds = since.elapsed().as_secs_f64().max(1e-6);
+                        let rate = active.data_end.saturating_sub(bytes_then) as f64 / seconds;
+                        rate < ADAPTIVE_ZERO_FILL_MAX_BYTES_PER_SECOND as f64
+                    }
+                }
+            }
+            _ => self.config.preallocation != Preallocation::Fallocate,
+        };
+        self.prepared_count += 1;
+        let path = self.dir.join(format!(
+            "next-{}{PREPARED_FILE_SUFFIX}",
+            self.prepared_count
+        ));
+        let task = glommio::spawn_local(async move {
+            create_segment_file(&path, segment_size, zero_fill).await
+        });
+        self.prepared = Some(task);
     }
 
     fn plan_flush(&mut self) -> FlushPlan {

@@ -18,6 +18,9 @@ pub enum Preallocation {
     /// Reserve the space with fallocate only. No extra write, but each fdatasync into a
     /// fresh region also commits an extent change: slower for small writes.
     Fallocate,
+    /// Zero-fill while the log fills slower than a limit (64 MiB/s), fallocate above it,
+    /// where writing each segment twice would halve the bandwidth left for entries.
+    Adaptive,
 }
 
 impl std::str::FromStr for Preallocation {
@@ -27,8 +30,9 @@ impl std::str::FromStr for Preallocation {
         match text {
             "zero-fill" => Ok(Preallocation::ZeroFill),
             "fallocate" => Ok(Preallocation::Fallocate),
+            "adaptive" => Ok(Preallocation::Adaptive),
             other => Err(LogError::InvalidConfig(format!(
-                "preallocation must be zero-fill or fallocate, not {other:?}"
+                "preallocation must be adaptive, zero-fill or fallocate, not {other:?}"
             ))),
         }
     }
@@ -57,7 +61,7 @@ impl Default for LogConfig {
             max_entry_payload_bytes: DEFAULT_MAX_ENTRY_PAYLOAD_BYTES,
             tail_cache_bytes: DEFAULT_TAIL_CACHE_BYTES,
             max_unflushed_bytes: DEFAULT_MAX_UNFLUSHED_BYTES,
-            preallocation: Preallocation::ZeroFill,
+            preallocation: Preallocation::Adaptive,
         }
     }
 }

@@ -108,6 +108,38 @@ pub async fn write_all_at(
     Ok(())
 }
 
+/// Writes a whole shared aligned buffer at an aligned position (the caller keeps the
+/// buffer for reuse); a short write is an error.
+pub async fn write_shared_at(
+    file: &DmaFile,
+    path: &Path,
+    buffer: Rc<glommio::io::DmaBuffer>,
+    position: u64,
+) -> LogResult<()> {
+    assert_eq!(position % BLOCK_SIZE_BYTES, 0, "unaligned write position");
+    assert_eq!(
+        buffer.len() as u64 % BLOCK_SIZE_BYTES,
+        0,
+        "unaligned write length"
+    );
+    let expected = buffer.len();
+    let written = file
+        .write_rc_at(buffer, position)
+        .await
+        .map_err(|e| glommio_error("write", path, e))?;
+    if written != expected {
+        return Err(LogError::io(
+            "write",
+            path,
+            std::io::Error::new(
+                std::io::ErrorKind::WriteZero,
+                format!("short write: {written} of {expected} bytes at {position}"),
+            ),
+        ));
+    }
+    Ok(())
+}
+
 /// Reads up to `length` bytes at `position` (any alignment); fewer at end of file.
 pub async fn read_at(
     file: &DmaFile,

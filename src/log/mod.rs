@@ -6,7 +6,7 @@
 //!   meta                          hard state, configuration, compaction point (2 slots)
 //!   00000000000000000001.segment  preallocated, O_DIRECT, entries from index 1
 //!   00000000000000052113.segment  ...
-//!   next.segment.tmp              the next segment, being prepared in the background
+//!   next-7.segment.tmp            the next segment, being prepared in the background
 //! ```
 //!
 //! - `entry`: the entry format (header with crc32c) — pure.

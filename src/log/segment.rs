@@ -86,6 +86,9 @@ pub struct Segment {
     pub data_end: u64,
     /// Sparse index over the segment's entries.
     pub sparse: SparseIndex,
+    /// When this segment became active (or the log was opened) and its data end then:
+    /// the fill rate decides how the next segment is prepared.
+    pub fill_clock: (std::time::Instant, u64),
 }
 
 impl Segment {
@@ -99,6 +102,7 @@ impl Segment {
             last_index: first_index - 1,
             data_end: 0,
             sparse: SparseIndex::default(),
+            fill_clock: (std::time::Instant::now(), 0),
         }
     }
 

@@ -11,7 +11,9 @@ use std::collections::VecDeque;
 
 use glommio::io::DmaBuffer;
 
-use crate::constants::{BLOCK_SIZE_BYTES, WRITE_CHUNK_BYTES};
+use crate::constants::{
+    BLOCK_SIZE_BYTES, FIRST_WRITE_CHUNK_BYTES, MAX_POOLED_WRITE_CHUNKS, WRITE_CHUNK_BYTES,
+};
 use crate::log::io::{align_down, align_up};
 
 /// A run of bytes bound for one place in one segment.
@@ -25,10 +27,11 @@ pub struct PendingChunk {
 }
 
 impl PendingChunk {
-    fn new(segment_first_index: u64, file_offset: u64) -> Self {
+    /// A chunk of `capacity` bytes. Its memory is not cleared: bytes are written in order
+    /// and the flush zeros the rest of the last block before writing it.
+    fn new(segment_first_index: u64, file_offset: u64, buffer: DmaBuffer) -> Self {
         assert_eq!(file_offset % BLOCK_SIZE_BYTES, 0);
-        let mut buffer = glommio::allocate_dma_buffer_global(WRITE_CHUNK_BYTES);
-        buffer.as_bytes_mut().fill(0);
+        assert_eq!(buffer.len() as u64 % BLOCK_SIZE_BYTES, 0);
         PendingChunk {
             segment_first_index,
             file_offset,
@@ -53,17 +56,44 @@ pub struct FlushWrite {
     /// Block-aligned file offset.
     pub file_offset: u64,
     /// Bytes, a whole number of blocks.
-    pub buffer: DmaBuffer,
+    pub buffer: WriteBytes,
 }
 
-/// The pending chunks, oldest first.
+/// The bytes of one write: a full pooled chunk (handed back after the write) or a
+/// trimmed one (dropped after the write).
+pub enum WriteBytes {
+    /// A full chunk of `WRITE_CHUNK_BYTES`; return it with `WriteBuffer::recycle`.
+    Pooled(std::rc::Rc<DmaBuffer>),
+    /// A partly filled chunk trimmed to whole blocks.
+    Trimmed(DmaBuffer),
+}
+
+/// The pending chunks, oldest first, and a pool of large chunk buffers to reuse (fresh
+/// large allocations cost a page fault per 4 KiB on first touch).
 #[derive(Default)]
 pub struct WriteBuffer {
     chunks: VecDeque<PendingChunk>,
     new_bytes: u64,
+    pool: Vec<DmaBuffer>,
 }
 
 impl WriteBuffer {
+    fn allocate(&mut self, capacity: usize) -> DmaBuffer {
+        if capacity == WRITE_CHUNK_BYTES {
+            if let Some(buffer) = self.pool.pop() {
+                return buffer;
+            }
+        }
+        glommio::allocate_dma_buffer_global(capacity)
+    }
+
+    /// Takes back a large chunk buffer after its write completed (kept up to a bound).
+    pub fn recycle(&mut self, buffer: DmaBuffer) {
+        if buffer.len() == WRITE_CHUNK_BYTES && self.pool.len() < MAX_POOLED_WRITE_CHUNKS {
+            self.pool.push(buffer);
+        }
+    }
+
     /// Bytes appended since the last flush took the buffer.
     pub fn unflushed_bytes(&self) -> u64 {
         self.new_bytes
@@ -73,7 +103,8 @@ impl WriteBuffer {
     /// partly filled block already on disk (so the next write of that block keeps them).
     pub fn start_segment_at(&mut self, segment_first_index: u64, file_offset: u64, prefix: &[u8]) {
         assert!(prefix.len() < BLOCK_SIZE_BYTES as usize);
-        let mut chunk = PendingChunk::new(segment_first_index, file_offset);
+        let buffer = self.allocate(FIRST_WRITE_CHUNK_BYTES);
+        let mut chunk = PendingChunk::new(segment_first_index, file_offset, buffer);
         chunk.buffer.as_bytes_mut()[..prefix.len()].copy_from_slice(prefix);
         chunk.filled = prefix.len();
         self.chunks.push_back(chunk);
@@ -90,15 +121,18 @@ impl WriteBuffer {
                 None => true,
             };
             if needs_chunk {
-                let start = match self.chunks.back() {
+                // The first chunk after a flush or of a new segment is small (most flushes
+                // of a latency-bound load carry little); chunks after it are large.
+                let (start, capacity) = match self.chunks.back() {
                     Some(last) if last.segment_first_index == segment_first_index => {
-                        last.end_offset()
+                        (last.end_offset(), WRITE_CHUNK_BYTES)
                     }
-                    _ => offset,
+                    _ => (offset, FIRST_WRITE_CHUNK_BYTES),
                 };
                 assert_eq!(start, offset, "append must continue the segment's data");
+                let buffer = self.allocate(capacity);
                 self.chunks
-                    .push_back(PendingChunk::new(segment_first_index, start));
+                    .push_back(PendingChunk::new(segment_first_index, start, buffer));
             }
             let Some(chunk) = self.chunks.back_mut() else {
                 unreachable!()
@@ -138,12 +172,18 @@ impl WriteBuffer {
             if chunk.filled == 0 {
                 continue;
             }
-            let length = align_up(chunk.filled as u64) as usize;
-            chunk.buffer.trim_to_size(length);
+            let bytes = if chunk.is_full() && chunk.buffer.len() == WRITE_CHUNK_BYTES {
+                WriteBytes::Pooled(std::rc::Rc::new(chunk.buffer))
+            } else {
+                let length = align_up(chunk.filled as u64) as usize;
+                chunk.buffer.as_bytes_mut()[chunk.filled..length].fill(0);
+                chunk.buffer.trim_to_size(length);
+                WriteBytes::Trimmed(chunk.buffer)
+            };
             writes.push(FlushWrite {
                 segment_first_index: chunk.segment_first_index,
                 file_offset: chunk.file_offset,
-                buffer: chunk.buffer,
+                buffer: bytes,
             });
         }
         writes
@@ -160,7 +200,6 @@ impl WriteBuffer {
             Some(chunk) if chunk.segment_first_index == segment_first_index => {
                 let keep = (offset - chunk.file_offset) as usize;
                 if keep <= chunk.filled {
-                    chunk.buffer.as_bytes_mut()[keep..chunk.filled].fill(0);
                     chunk.filled = keep;
                     return true;
                 }

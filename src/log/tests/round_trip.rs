@@ -6,13 +6,27 @@ use raft::eraftpb::Entry;
 
 use super::support::{append_range, assert_entries, entry, run, small_config};
 use crate::log::segment::list_segments;
-use crate::log::{CommitLog, HardStateRecord, LogConfig, LogError};
+use crate::log::{CommitLog, HardStateRecord, LogConfig, LogError, Preallocation};
 
 #[test]
 fn append_read_round_trip_across_segments_cache_and_restart() {
-    run(|| async {
+    for preallocation in [
+        Preallocation::ZeroFill,
+        Preallocation::Fallocate,
+        Preallocation::Adaptive,
+    ] {
+        round_trip_with(preallocation);
+    }
+}
+
+fn round_trip_with(preallocation: Preallocation) {
+    run(move || async move {
         let dir = tempfile::tempdir().unwrap();
-        let log = CommitLog::open(dir.path(), small_config()).await.unwrap();
+        let config = LogConfig {
+            preallocation,
+            ..small_config()
+        };
+        let log = CommitLog::open(dir.path(), config.clone()).await.unwrap();
         assert_eq!(
             (log.first_index(), log.last_index(), log.durable_index()),
             (1, 0, 0)
@@ -35,7 +49,7 @@ fn append_read_round_trip_across_segments_cache_and_restart() {
         });
         log.close().await.unwrap();
 
-        let log = CommitLog::open(dir.path(), small_config()).await.unwrap();
+        let log = CommitLog::open(dir.path(), config.clone()).await.unwrap();
         assert_eq!(log.durable_index(), 700);
         assert_eq!(
             log.hard_state(),
