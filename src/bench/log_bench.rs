@@ -145,7 +145,7 @@ async fn throughput_run(dir: &Path, options: &LogBenchOptions) -> Result<f64, Lo
         next_index = batch_end;
         let flusher = log.clone();
         in_flight.push_back(glommio::spawn_local(async move { flusher.flush().await }));
-        if in_flight.len() >= 2 {
+        if in_flight.len() >= 4 {
             if let Some(task) = in_flight.pop_front() {
                 task.await?;
             }

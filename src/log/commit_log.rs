@@ -78,7 +78,11 @@ pub struct LogState {
 #[derive(Clone)]
 pub struct CommitLog {
     pub(crate) state: Rc<RefCell<LogState>>,
-    io_lock: Rc<Semaphore>,
+    /// Held while a flush plans and issues its writes (and by every other disk mutation).
+    write_lock: Rc<Semaphore>,
+    /// Held while a flush syncs; taken before the write lock is released, so syncs run in
+    /// flush order and the next flush's writes overlap this flush's fdatasync.
+    sync_lock: Rc<Semaphore>,
 }
 
 /// What a flush must do, taken from the state under one borrow.
@@ -112,7 +116,8 @@ impl CommitLog {
         let state = build_state(dir, config, lock_file, plan, meta, meta_file).await?;
         let log = CommitLog {
             state: Rc::new(RefCell::new(state)),
-            io_lock: Rc::new(Semaphore::new(1)),
+            write_lock: Rc::new(Semaphore::new(1)),
+            sync_lock: Rc::new(Semaphore::new(1)),
         };
         log.start_preparing();
         Ok(log)
@@ -229,23 +234,34 @@ impl CommitLog {
                 return Ok(state.durable_index);
             }
         }
-        let _permit = self.io_permit().await?;
+        let write_permit = self
+            .write_lock
+            .acquire_permit(1)
+            .await
+            .map_err(|_| LogError::Poisoned)?;
         let plan = {
             let mut state = self.state.borrow_mut();
             state.check_usable()?;
-            if state.durable_index >= state.last_index && !state.meta_dirty() {
-                return Ok(state.durable_index);
-            }
             state.plan_flush()
         };
-        match self.execute_flush(plan).await {
-            Ok(durable) => Ok(durable),
-            Err(error) => {
-                self.state.borrow_mut().poisoned = true;
-                tracing::error!(%error, "flush failed; the log is poisoned");
-                Err(error)
+        let result = match self.execute_writes(plan).await {
+            Ok((plan, synced)) => {
+                // Overlapping the next flush's writes with this fdatasync is safe: a later
+                // write of the shared partial block carries the same bytes plus more.
+                let _sync_permit = self
+                    .sync_lock
+                    .acquire_permit(1)
+                    .await
+                    .map_err(|_| LogError::Poisoned)?;
+                drop(write_permit);
+                self.execute_sync(plan, synced).await
             }
-        }
+            Err(error) => Err(error),
+        };
+        result.inspect_err(|error| {
+            self.state.borrow_mut().poisoned = true;
+            tracing::error!(%error, "flush failed; the log is poisoned");
+        })
     }
 
     /// Reads entries `[low, high)` with at most about `max_bytes` of payload (always at
@@ -420,14 +436,26 @@ impl CommitLog {
         crate::log::raft_storage::RaftLogStorage::new(self.state.clone())
     }
 
-    async fn io_permit(&self) -> LogResult<glommio::sync::Permit<'_>> {
-        self.io_lock
+    /// Both I/O locks: no flush is writing or syncing while they are held.
+    async fn io_permit(&self) -> LogResult<(glommio::sync::Permit<'_>, glommio::sync::Permit<'_>)> {
+        let write = self
+            .write_lock
             .acquire_permit(1)
             .await
-            .map_err(|_| LogError::Poisoned)
+            .map_err(|_| LogError::Poisoned)?;
+        let sync = self
+            .sync_lock
+            .acquire_permit(1)
+            .await
+            .map_err(|_| LogError::Poisoned)?;
+        Ok((write, sync))
     }
 
-    async fn execute_flush(&self, mut plan: FlushPlan) -> LogResult<u64> {
+    /// Issues a flush's writes and waits for them; returns the files to sync.
+    async fn execute_writes(
+        &self,
+        mut plan: FlushPlan,
+    ) -> LogResult<(FlushPlan, Vec<(Rc<DmaFile>, PathBuf)>)> {
         for segment_first_index in std::mem::take(&mut plan.missing_files) {
             self.materialize_segment(segment_first_index).await?;
         }
@@ -440,20 +468,21 @@ impl CommitLog {
             }
         }
         let mut synced: Vec<(Rc<DmaFile>, PathBuf)> = Vec::new();
-        for (file, path, _) in &plan.writes {
+        let writes = std::mem::take(&mut plan.writes);
+        for (file, path, _) in &writes {
             if !synced.iter().any(|(f, _)| Rc::ptr_eq(f, file)) {
                 synced.push((file.clone(), path.clone()));
             }
         }
         let mut recovered = Vec::new();
-        if plan.writes.len() == 1 {
+        if writes.len() == 1 {
             // The common case under a latency-bound load: no task to spawn.
-            for (file, path, write) in plan.writes {
+            for (file, path, write) in writes {
                 recovered.extend(write_one(file, path, write).await?);
             }
         } else {
             let mut in_flight = std::collections::VecDeque::new();
-            for (file, path, write) in plan.writes {
+            for (file, path, write) in writes {
                 if in_flight.len() >= MAX_WRITES_IN_FLIGHT {
                     if let Some(task) = in_flight.pop_front() {
                         recovered.extend(join_write(task).await?);
@@ -471,6 +500,15 @@ impl CommitLog {
                 state.buffer.recycle(buffer);
             }
         }
+        Ok((plan, synced))
+    }
+
+    /// Syncs the files a flush wrote, then writes the meta file if it changed.
+    async fn execute_sync(
+        &self,
+        plan: FlushPlan,
+        synced: Vec<(Rc<DmaFile>, PathBuf)>,
+    ) -> LogResult<u64> {
         for (file, path) in &synced {
             io::fdatasync(file, path).await?;
         }
