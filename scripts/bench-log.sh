@@ -5,8 +5,9 @@
 #
 # DIR (default ./keel-bench-data) must be on the disk to measure. Each round runs, in turn:
 #   fio  : 1 MiB O_DIRECT sequential writes (io_uring, depth 4, end fsync): bandwidth
-#   keel : `keel bench log` throughput run (256 KiB entries, 16 per flush, 2 flushes in flight)
-#   fio  : 4 KiB O_DIRECT write + fdatasync (psync) on a laid-out file: p50 of write + sync
+#   keel : `keel bench log` throughput run (256 KiB entries, 16 per flush, 4 flushes in flight)
+#   fio  : 4 KiB O_DIRECT write + fdatasync (psync) on a pre-written file (--overwrite=1, as
+#          Keel's zero-filled segments): p50 of write + sync
 #   keel : `keel bench log` latency run (1 KiB entries, open loop at 1000/s, 10 s)
 # and prints the medians over the rounds and the ratios the targets are stated in:
 #   throughput >= 70% of fio's bandwidth; append-to-durable p50 <= 1.3x fio's write+sync p50.
@@ -31,7 +32,7 @@ for round in $(seq 1 "$rounds"); do
     rm -rf "$dir/fio"; mkdir -p "$dir/fio"
     "$keel" bench log --dir "$dir" --throughput-bytes 2GiB --rate 0 >"$out/keel-throughput-$round.txt"
     fio --name=sync --directory="$dir/fio" --rw=write --bs=4k --direct=1 --ioengine=psync \
-        --fdatasync=1 --size=256M --runtime=10 --time_based --output-format=json \
+        --fdatasync=1 --overwrite=1 --size=64M --runtime=10 --time_based --output-format=json \
         >"$out/fio-sync-$round.json"
     rm -rf "$dir/fio"
     "$keel" bench log --dir "$dir" --throughput-bytes 0 --rate 1000 --duration 10s \

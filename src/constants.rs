@@ -48,7 +48,7 @@ pub const FIRST_WRITE_CHUNK_BYTES: usize = 64 * 1024;
 pub const MAX_POOLED_WRITE_CHUNKS: usize = 32;
 
 /// How many chunk writes a flush keeps in flight at once.
-pub const MAX_WRITES_IN_FLIGHT: usize = 8;
+pub const MAX_WRITES_IN_FLIGHT: usize = 4;
 
 /// Largest read issued at once when reading old entries back from a segment.
 pub const READ_CHUNK_BYTES: usize = 1024 * 1024;

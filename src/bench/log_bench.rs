@@ -2,7 +2,7 @@
 //!
 //! Two runs, each on a fresh log directory:
 //! - throughput: large batches appended back to back, each flushed while the next is
-//!   appended (two flushes in the pipeline); reports MB/s of payload made durable;
+//!   appended (four flushes in the pipeline); reports MB/s of payload made durable;
 //! - latency: small entries appended by an open-loop generator at a fixed rate; a flusher
 //!   makes whatever is pending durable, over and over (group commit). Each entry's latency
 //!   runs from its *intended* send time (so a stalled generator cannot hide a stall) to the
@@ -17,6 +17,9 @@ use hdrhistogram::Histogram;
 use raft::eraftpb::Entry;
 
 use crate::bench::hgrm;
+
+/// Flushes the throughput run keeps in flight (they overlap on the device).
+const FLUSHES_IN_FLIGHT: usize = 4;
 use crate::log::{CommitLog, LogConfig, LogError, Preallocation};
 
 /// Settings of `keel bench log`.
@@ -145,7 +148,7 @@ async fn throughput_run(dir: &Path, options: &LogBenchOptions) -> Result<f64, Lo
         next_index = batch_end;
         let flusher = log.clone();
         in_flight.push_back(glommio::spawn_local(async move { flusher.flush().await }));
-        if in_flight.len() >= 4 {
+        if in_flight.len() >= FLUSHES_IN_FLIGHT {
             if let Some(task) = in_flight.pop_front() {
                 task.await?;
             }

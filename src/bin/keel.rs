@@ -149,7 +149,7 @@ fn bench_log(args: LogBenchArgs) -> ExitCode {
     );
     if let Some(throughput) = report.throughput_megabytes_per_second {
         println!(
-            "throughput: {throughput:.0} MB/s durable ({} KiB entries, {} per flush, two flushes in flight)",
+            "throughput: {throughput:.0} MB/s durable ({} KiB entries, {} per flush, four flushes in flight)",
             options.throughput_entry_bytes / 1024,
             options.throughput_batch_entries
         );

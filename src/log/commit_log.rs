@@ -22,7 +22,7 @@ use std::cell::RefCell;
 use std::path::{Path, PathBuf};
 use std::rc::Rc;
 
-use glommio::io::{DmaBuffer, DmaFile};
+use glommio::io::DmaFile;
 use glommio::sync::Semaphore;
 use raft::eraftpb::{Entry, EntryType as RaftEntryType};
 use tracing::{info, warn};
@@ -34,6 +34,7 @@ use crate::constants::{
 use crate::log::config::{LogConfig, Preallocation};
 use crate::log::entry::{encode_header, stored_size_bytes, EntryType, HEADER_SIZE_BYTES};
 use crate::log::error::{LogError, LogResult};
+use crate::log::flush::Signal;
 use crate::log::io;
 use crate::log::meta::{ConfStateRecord, HardStateRecord, MetaFile, MetaState, TruncationFence};
 use crate::log::reader::EntryReader;
@@ -41,7 +42,7 @@ use crate::log::recovery::{plan_recovery, RecoveryPlan, TailCut};
 use crate::log::segment::Segment;
 use crate::log::tail_cache::{CachedEntry, EntryLocation, TailCache};
 use crate::log::term_index::TermIndex;
-use crate::log::write_buffer::{FlushWrite, WriteBuffer, WriteBytes};
+use crate::log::write_buffer::{FlushWrite, WriteBuffer};
 
 const LOCK_FILE_NAME: &str = "LOCK";
 /// Suffix of segment files being prepared (`next-<n>.segment.tmp`); leftovers are removed
@@ -59,39 +60,53 @@ pub struct LogState {
     pub(crate) segments: Vec<Segment>,
     pub(crate) terms: TermIndex,
     pub(crate) cache: TailCache,
-    buffer: WriteBuffer,
+    pub(super) buffer: WriteBuffer,
     pub(crate) meta: MetaState,
     meta_file: Option<MetaFile>,
     meta_generation: u64,
-    meta_written_generation: u64,
+    pub(super) meta_written_generation: u64,
     meta_commit_dirty: bool,
     pub(crate) first_index: u64,
     pub(crate) last_index: u64,
-    durable_index: u64,
+    pub(super) durable_index: u64,
     written_index: u64,
-    poisoned: bool,
+    pub(super) poisoned: bool,
     prepared: Option<PreparedSegment>,
     prepared_count: u64,
+    /// Bytes handed to flushes that have not ended yet (counted against the unflushed bound).
+    pub(super) in_flight_bytes: u64,
+    /// Fires when the newest flush's writes (and all before them) are complete.
+    pub(super) writes_chain: Option<Signal>,
+    /// Fires when the newest flush's sync (and all before it) is complete.
+    pub(super) sync_chain: Option<Signal>,
 }
 
 /// One replica group's CommitLog. Cheap to clone: clones share the log.
 #[derive(Clone)]
 pub struct CommitLog {
     pub(crate) state: Rc<RefCell<LogState>>,
-    /// Held while a flush plans and issues its writes (and by every other disk mutation).
-    write_lock: Rc<Semaphore>,
-    /// Held while a flush syncs; taken before the write lock is released, so syncs run in
-    /// flush order and the next flush's writes overlap this flush's fdatasync.
-    sync_lock: Rc<Semaphore>,
+    /// Flushes hold it shared for their whole run; truncation, prefix removal, reset and
+    /// close hold it exclusively, so they never see a flush in flight.
+    pub(super) gate: Rc<glommio::sync::RwLock<()>>,
+    /// Serializes the planning of flushes (taking buffers, creating segment files, issuing
+    /// writes), so flushes join the ordering chains in the order they took their bytes.
+    pub(super) plan_lock: Rc<Semaphore>,
+    /// Bounds the writes in flight across all flushes.
+    pub(super) write_slots: Rc<Semaphore>,
 }
 
 /// What a flush must do, taken from the state under one borrow.
-struct FlushPlan {
-    writes: Vec<(Rc<DmaFile>, PathBuf, FlushWrite)>,
-    missing_files: Vec<u64>,
-    pending_writes: Vec<FlushWrite>,
-    upto_index: u64,
-    meta: Option<(MetaState, u64)>,
+pub(super) struct FlushPlan {
+    /// Segments (by first index) that need their file created before the writes.
+    pub(super) missing_files: Vec<u64>,
+    /// The writes, in file order.
+    pub(super) pending_writes: Vec<FlushWrite>,
+    /// Bytes the writes carry (accounted as not yet durable until the flush ends).
+    pub(super) bytes: u64,
+    /// Every entry up to here is durable when the flush ends.
+    pub(super) upto_index: u64,
+    /// The meta state to write after the entries, with its generation.
+    pub(super) meta: Option<(MetaState, u64)>,
 }
 
 impl CommitLog {
@@ -116,8 +131,9 @@ impl CommitLog {
         let state = build_state(dir, config, lock_file, plan, meta, meta_file).await?;
         let log = CommitLog {
             state: Rc::new(RefCell::new(state)),
-            write_lock: Rc::new(Semaphore::new(1)),
-            sync_lock: Rc::new(Semaphore::new(1)),
+            gate: Rc::new(glommio::sync::RwLock::new(())),
+            plan_lock: Rc::new(Semaphore::new(1)),
+            write_slots: Rc::new(Semaphore::new(MAX_WRITES_IN_FLIGHT as u64)),
         };
         log.start_preparing();
         Ok(log)
@@ -221,47 +237,6 @@ impl CommitLog {
         }
         state.maybe_start_preparing();
         Ok(())
-    }
-
-    /// Makes every appended entry (and a changed hard state) durable; returns the durable
-    /// index. Concurrent callers share flushes: appends made while one flush runs are
-    /// written by the next one, in a single write and fdatasync per file.
-    pub async fn flush(&self) -> LogResult<u64> {
-        {
-            let state = self.state.borrow();
-            state.check_usable()?;
-            if state.durable_index >= state.last_index && !state.meta_dirty() {
-                return Ok(state.durable_index);
-            }
-        }
-        let write_permit = self
-            .write_lock
-            .acquire_permit(1)
-            .await
-            .map_err(|_| LogError::Poisoned)?;
-        let plan = {
-            let mut state = self.state.borrow_mut();
-            state.check_usable()?;
-            state.plan_flush()
-        };
-        let result = match self.execute_writes(plan).await {
-            Ok((plan, synced)) => {
-                // Overlapping the next flush's writes with this fdatasync is safe: a later
-                // write of the shared partial block carries the same bytes plus more.
-                let _sync_permit = self
-                    .sync_lock
-                    .acquire_permit(1)
-                    .await
-                    .map_err(|_| LogError::Poisoned)?;
-                drop(write_permit);
-                self.execute_sync(plan, synced).await
-            }
-            Err(error) => Err(error),
-        };
-        result.inspect_err(|error| {
-            self.state.borrow_mut().poisoned = true;
-            tracing::error!(%error, "flush failed; the log is poisoned");
-        })
     }
 
     /// Reads entries `[low, high)` with at most about `max_bytes` of payload (always at
@@ -436,96 +411,14 @@ impl CommitLog {
         crate::log::raft_storage::RaftLogStorage::new(self.state.clone())
     }
 
-    /// Both I/O locks: no flush is writing or syncing while they are held.
-    async fn io_permit(&self) -> LogResult<(glommio::sync::Permit<'_>, glommio::sync::Permit<'_>)> {
-        let write = self
-            .write_lock
-            .acquire_permit(1)
-            .await
-            .map_err(|_| LogError::Poisoned)?;
-        let sync = self
-            .sync_lock
-            .acquire_permit(1)
-            .await
-            .map_err(|_| LogError::Poisoned)?;
-        Ok((write, sync))
-    }
-
-    /// Issues a flush's writes and waits for them; returns the files to sync.
-    async fn execute_writes(
-        &self,
-        mut plan: FlushPlan,
-    ) -> LogResult<(FlushPlan, Vec<(Rc<DmaFile>, PathBuf)>)> {
-        for segment_first_index in std::mem::take(&mut plan.missing_files) {
-            self.materialize_segment(segment_first_index).await?;
-        }
-        {
-            let state = self.state.borrow();
-            for write in std::mem::take(&mut plan.pending_writes) {
-                let segment = state.segment(write.segment_first_index);
-                let file = segment.file.clone().ok_or(LogError::Poisoned)?;
-                plan.writes.push((file, segment.path.clone(), write));
-            }
-        }
-        let mut synced: Vec<(Rc<DmaFile>, PathBuf)> = Vec::new();
-        let writes = std::mem::take(&mut plan.writes);
-        for (file, path, _) in &writes {
-            if !synced.iter().any(|(f, _)| Rc::ptr_eq(f, file)) {
-                synced.push((file.clone(), path.clone()));
-            }
-        }
-        let mut recovered = Vec::new();
-        if writes.len() == 1 {
-            // The common case under a latency-bound load: no task to spawn.
-            for (file, path, write) in writes {
-                recovered.extend(write_one(file, path, write).await?);
-            }
-        } else {
-            let mut in_flight = std::collections::VecDeque::new();
-            for (file, path, write) in writes {
-                if in_flight.len() >= MAX_WRITES_IN_FLIGHT {
-                    if let Some(task) = in_flight.pop_front() {
-                        recovered.extend(join_write(task).await?);
-                    }
-                }
-                in_flight.push_back(glommio::spawn_local(write_one(file, path, write)));
-            }
-            for task in in_flight {
-                recovered.extend(join_write(task).await?);
-            }
-        }
-        {
-            let mut state = self.state.borrow_mut();
-            for buffer in recovered {
-                state.buffer.recycle(buffer);
-            }
-        }
-        Ok((plan, synced))
-    }
-
-    /// Syncs the files a flush wrote, then writes the meta file if it changed.
-    async fn execute_sync(
-        &self,
-        plan: FlushPlan,
-        synced: Vec<(Rc<DmaFile>, PathBuf)>,
-    ) -> LogResult<u64> {
-        for (file, path) in &synced {
-            io::fdatasync(file, path).await?;
-        }
-        if let Some((meta, generation)) = plan.meta {
-            self.write_meta(&meta, plan.upto_index).await?;
-            self.state.borrow_mut().meta_written_generation = generation;
-        }
-        let mut state = self.state.borrow_mut();
-        state.durable_index = state.durable_index.max(plan.upto_index);
-        let durable = state.durable_index;
-        state.cache.evict(durable);
-        Ok(durable)
+    /// Exclusive use of the disk: waits for every flush in flight to end.
+    async fn io_permit(&self) -> LogResult<glommio::sync::RwLockWriteGuard<'_, ()>> {
+        self.gate.write().await.map_err(|_| LogError::Poisoned)
     }
 
     /// Writes the meta file. The stored commit index is clamped to `commit_bound` (what is
     /// durable), so a recovered log never has a commit index beyond its entries.
-    async fn write_meta(&self, meta: &MetaState, commit_bound: u64) -> LogResult<()> {
+    pub(super) async fn write_meta(&self, meta: &MetaState, commit_bound: u64) -> LogResult<()> {
         let mut meta = meta.clone();
         meta.hard_state.commit = meta
             .hard_state
@@ -549,7 +442,7 @@ impl CommitLog {
     }
 
     /// Gives a new segment its file: the prepared one if ready, else a fresh one.
-    async fn materialize_segment(&self, first_index: u64) -> LogResult<()> {
+    pub(super) async fn materialize_segment(&self, first_index: u64) -> LogResult<()> {
         let (dir, path, prepared) = {
             let mut state = self.state.borrow_mut();
             let path = state.segment(first_index).path.clone();
@@ -651,30 +544,6 @@ impl CommitLog {
         self.write_meta(&meta, self.durable_index()).await?;
         self.state.borrow_mut().meta.truncation_fence = None;
         Ok(())
-    }
-}
-
-async fn join_write(
-    task: glommio::Task<LogResult<Option<DmaBuffer>>>,
-) -> LogResult<Option<DmaBuffer>> {
-    task.await
-}
-
-/// Issues one write of a flush; hands back a pooled buffer once the write is done.
-async fn write_one(
-    file: Rc<DmaFile>,
-    path: PathBuf,
-    write: FlushWrite,
-) -> LogResult<Option<DmaBuffer>> {
-    match write.buffer {
-        WriteBytes::Trimmed(buffer) => {
-            io::write_all_at(&file, &path, buffer, write.file_offset).await?;
-            Ok(None)
-        }
-        WriteBytes::Pooled(buffer) => {
-            io::write_shared_at(&file, &path, buffer.clone(), write.file_offset).await?;
-            Ok(Rc::try_unwrap(buffer).ok())
-        }
     }
 }
 
@@ -862,18 +731,21 @@ async fn build_state(
         poisoned: false,
         prepared: None,
         prepared_count: 0,
+        in_flight_bytes: 0,
+        writes_chain: None,
+        sync_chain: None,
     })
 }
 
 impl LogState {
-    fn check_usable(&self) -> LogResult<()> {
+    pub(super) fn check_usable(&self) -> LogResult<()> {
         if self.poisoned {
             return Err(LogError::Poisoned);
         }
         Ok(())
     }
 
-    fn meta_dirty(&self) -> bool {
+    pub(super) fn meta_dirty(&self) -> bool {
         self.meta_generation != self.meta_written_generation
     }
 
@@ -912,7 +784,7 @@ impl LogState {
         Ok(())
     }
 
-    fn segment(&self, first_index: u64) -> &Segment {
+    pub(super) fn segment(&self, first_index: u64) -> &Segment {
         let position = self
             .segments
             .partition_point(|s| s.first_index < first_index);
@@ -933,7 +805,7 @@ impl LogState {
     fn validate_append(&self, entries: &[Entry]) -> LogResult<()> {
         let mut last_index = self.last_index;
         let mut last_term = self.terms.last_term();
-        let mut bytes = self.buffer.unflushed_bytes();
+        let mut bytes = self.buffer.unflushed_bytes() + self.in_flight_bytes;
         for entry in entries {
             if entry.context.len() > usize::from(u16::MAX) {
                 return Err(LogError::ContextTooLarge {
@@ -1065,7 +937,7 @@ impl LogState {
         self.prepared = Some(task);
     }
 
-    fn plan_flush(&mut self) -> FlushPlan {
+    pub(super) fn plan_flush(&mut self) -> FlushPlan {
         let pending_writes = self.buffer.take_for_flush();
         let mut missing_files: Vec<u64> = Vec::new();
         for write in &pending_writes {
@@ -1080,10 +952,12 @@ impl LogState {
         } else {
             None
         };
+        let bytes: u64 = pending_writes.iter().map(|w| w.length_bytes()).sum();
+        self.in_flight_bytes += bytes;
         FlushPlan {
-            writes: Vec::new(),
             missing_files,
             pending_writes,
+            bytes,
             upto_index: self.last_index,
             meta,
         }

@@ -12,7 +12,8 @@
 //! - `entry`: the entry format (header with crc32c) — pure.
 //! - `segment`: segment naming, sparse index, the scan of a segment's bytes — pure.
 //! - `recovery`: what opening a directory finds and must change — reads only.
-//! - `commit_log`: the open log: append, group-commit flush, reads, truncation, removal.
+//! - `commit_log`: the open log: append, reads, truncation, removal, recovery at open.
+//! - `flush`: the pipelined group-commit flush.
 //! - `raft_storage`: `raft::Storage` over the log.
 //! - `check`: `keel log check`, the report of what recovery would do.
 //!
@@ -23,6 +24,7 @@ pub mod commit_log;
 pub mod config;
 pub mod entry;
 pub mod error;
+pub mod flush;
 pub mod io;
 pub mod meta;
 pub mod raft_storage;

@@ -59,6 +59,16 @@ pub struct FlushWrite {
     pub buffer: WriteBytes,
 }
 
+impl FlushWrite {
+    /// Bytes this write carries (whole blocks).
+    pub fn length_bytes(&self) -> u64 {
+        match &self.buffer {
+            WriteBytes::Pooled(buffer) => buffer.len() as u64,
+            WriteBytes::Trimmed(buffer) => buffer.len() as u64,
+        }
+    }
+}
+
 /// The bytes of one write: a full pooled chunk (handed back after the write) or a
 /// trimmed one (dropped after the write).
 pub enum WriteBytes {

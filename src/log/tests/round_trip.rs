@@ -159,18 +159,30 @@ fn a_second_open_of_the_same_directory_is_refused() {
 fn appends_made_during_a_flush_are_made_durable_by_the_next_one() {
     run(|| async {
         let dir = tempfile::tempdir().unwrap();
-        let log = Rc::new(CommitLog::open(dir.path(), small_config()).await.unwrap());
+        let config = LogConfig {
+            max_unflushed_bytes: 64 * 1024 * 1024,
+            ..small_config()
+        };
+        let log = Rc::new(CommitLog::open(dir.path(), config.clone()).await.unwrap());
         let mut waiting = Vec::new();
-        for batch in 0..20u64 {
-            let entries: Vec<Entry> = (batch * 10 + 1..=batch * 10 + 10)
-                .map(|i| entry(i, 1))
+        let mut next = 1u64;
+        // Batches of varied size, each flushed by its own task while later batches are
+        // appended: many flushes in flight, writes crossing chunks and segments.
+        for batch in 0..150u64 {
+            let count = [1, 7, 40, 400][(batch % 4) as usize];
+            let entries: Vec<Entry> = (next..next + count)
+                .map(|i| entry(i, 1 + batch / 50))
                 .collect();
             log.append(&entries).unwrap();
+            next += count;
             let flusher = log.clone();
             waiting.push((
-                batch * 10 + 10,
+                next - 1,
                 glommio::spawn_local(async move { flusher.flush().await }),
             ));
+            if batch % 3 == 0 {
+                futures_lite::future::yield_now().await;
+            }
         }
         let mut previous = 0;
         for (appended, task) in waiting {
@@ -179,12 +191,20 @@ fn appends_made_during_a_flush_are_made_durable_by_the_next_one() {
                 durable >= appended,
                 "flush returned {durable} before {appended} was durable"
             );
-            assert!(durable >= previous);
+            assert!(durable >= previous, "durable index went back");
             previous = durable;
         }
-        assert_eq!(log.durable_index(), 200);
-        drop(log);
-        let log = CommitLog::open(dir.path(), small_config()).await.unwrap();
-        assert_eq!(log.last_index(), 200);
+        let last = next - 1;
+        assert_eq!(log.durable_index(), last);
+        drop(log); // a crash right after the flushes returned
+        let log = CommitLog::open(dir.path(), config).await.unwrap();
+        let mut expected = Vec::new();
+        let mut index = 1;
+        for batch in 0..150u64 {
+            let count = [1, 7, 40, 400][(batch % 4) as usize];
+            expected.extend((index..index + count).map(|i| (i, 1 + batch / 50)));
+            index += count;
+        }
+        assert_entries(&log, &expected).await;
     });
 }
