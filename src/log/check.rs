@@ -24,6 +24,12 @@ pub enum CheckVerdict {
 /// Inspects `dir` and returns a human-readable report and the verdict.
 pub fn check_log_directory(dir: &Path, max_payload_bytes: u32) -> (String, CheckVerdict) {
     let mut report = String::new();
+    if !dir.is_dir() {
+        return (
+            format!("{}: not a directory\n", dir.display()),
+            CheckVerdict::Unreadable,
+        );
+    }
     let meta = match read_meta_file(dir) {
         Ok(Some(meta)) => meta,
         Ok(None) => {
@@ -86,6 +92,11 @@ pub fn check_log_directory(dir: &Path, max_payload_bytes: u32) -> (String, Check
         let why = cut
             .defect
             .map_or("interrupted truncation".to_string(), |d| format!("{d:?}"));
+        let why = if cut.torn_write {
+            format!("{why}, a block of an unsynced write that never landed")
+        } else {
+            why
+        };
         let _ = writeln!(
             report,
             "would cut the tail at {} offset {} (index {} onwards is gone: {why}), erasing up to offset {}",

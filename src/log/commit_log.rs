@@ -659,7 +659,8 @@ fn log_tail_cut(cut: &TailCut) {
     match cut.defect {
         Some(defect) => warn!(
             path = %cut.path.display(), offset = cut.offset, first_lost_index = cut.first_lost_index,
-            ?defect, "torn write at the end of the log: truncating"
+            ?defect, torn_write = cut.torn_write, erase_end = cut.erase_end,
+            "torn write at the end of the log (unsynced, never acknowledged): truncating"
         ),
         None => info!(
             path = %cut.path.display(), offset = cut.offset,

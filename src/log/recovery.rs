@@ -5,9 +5,12 @@
 //!
 //! Rules:
 //! - Entries must run on without a gap from segment to segment, terms never decreasing.
-//! - The first bad record ends the log *only* if nothing valid follows it anywhere (a torn
-//!   write at the end). A valid entry after a bad one means data in the middle is damaged:
-//!   opening fails with an error naming the file and offset; nothing is skipped silently.
+//! - The first bad record ends the log if nothing valid follows it anywhere (a torn write at
+//!   the end), or if it shows a block that never landed (zeros where a write should be:
+//!   several unsynced writes may be in flight at a crash and land in any order, so valid
+//!   entries after such a hole are unsynced too and go with it). A bad record with intact
+//!   bytes followed by a valid entry is damage in the middle of the log: opening fails with
+//!   an error naming the file and offset; nothing is skipped silently.
 //! - A torn tail at or below the persisted commit index is damage too (committed data is
 //!   never cut).
 //! - A truncation fence in the meta file (a suffix truncation interrupted by a crash) ends
@@ -53,6 +56,9 @@ pub struct TailCut {
     pub first_lost_index: u64,
     /// Why: the defect found, or `None` for the replay of an interrupted truncation.
     pub defect: Option<EntryDefect>,
+    /// Whether the defect shows blocks of an unsynced write that never landed; then valid
+    /// entries after it (later blocks of the same unsynced writes) are dropped too.
+    pub torn_write: bool,
 }
 
 /// What opening the log will do.
@@ -122,7 +128,7 @@ pub fn plan_recovery(
         if let Some(cut) = &plan.tail_cut {
             // After the end of the log: stale only if nothing valid is in it.
             let scan = scan_segment(&bytes, first_index, 0, max_payload_bytes, None);
-            if !scan.entries.is_empty() {
+            if !scan.entries.is_empty() && !cut.torn_write {
                 return Err(corruption(
                     &cut.path,
                     cut.offset,
@@ -156,7 +162,7 @@ pub fn plan_recovery(
             .map(|f| f.offset);
         let scan = scan_segment(&bytes, first_index, previous_term, max_payload_bytes, limit);
         if let Some(defect) = &scan.defect {
-            if let Some(valid_offset) = defect.valid_entry_after {
+            if let Some(valid_offset) = defect.valid_entry_after.filter(|_| !defect.missing_block) {
                 return Err(corruption(
                     &path,
                     defect.offset,
@@ -176,6 +182,7 @@ pub fn plan_recovery(
                     erase_end: defect.dirty_end,
                     first_lost_index: first_index + scan.entries.len() as u64,
                     defect: Some(defect.kind),
+                    torn_write: defect.missing_block,
                 });
             }
         }
@@ -193,6 +200,7 @@ pub fn plan_recovery(
                     erase_end: dirty_end,
                     first_lost_index: first_index + scan.entries.len() as u64,
                     defect: None,
+                    torn_write: false,
                 });
             }
         }

@@ -10,8 +10,10 @@ use std::rc::Rc;
 
 use glommio::io::DmaFile;
 
-use crate::constants::{ENTRY_ALIGNMENT_BYTES, SPARSE_INDEX_INTERVAL_BYTES};
-use crate::log::entry::{decode_entry, EntryDefect};
+use crate::constants::{BLOCK_SIZE_BYTES, ENTRY_ALIGNMENT_BYTES, SPARSE_INDEX_INTERVAL_BYTES};
+use crate::log::entry::{
+    decode_entry, decode_header, stored_size_bytes, EntryDefect, HEADER_SIZE_BYTES,
+};
 
 /// File name suffix of segment files.
 pub const SEGMENT_SUFFIX: &str = ".segment";
@@ -125,6 +127,9 @@ pub struct ScanDefect {
     /// End of the last non-zero byte from the defect on (equal to `offset` when everything
     /// after the defect is zeros): the range to erase when the tail is cut there.
     pub dirty_end: u64,
+    /// Whether the defect shows a block that never reached the disk (zeros where a write
+    /// should have landed): the mark of a torn write, as opposed to damaged data.
+    pub missing_block: bool,
 }
 
 /// What a scan of one segment's bytes found.
@@ -189,10 +194,44 @@ pub fn scan_segment(
                 .iter()
                 .rposition(|&b| b != 0)
                 .map_or(offset as u64, |last| (offset + last + 1) as u64),
+            missing_block: shows_missing_block(bytes, offset, kind, max_payload_bytes),
         });
         break;
     }
     scan
+}
+
+/// Whether the bad record at `offset` looks torn rather than damaged.
+///
+/// Writes go out in whole 4 KiB blocks and several may be in flight, so a crash can leave
+/// any subset of the unsynced blocks on disk. A block that did not land reads as zeros
+/// (segments are zero-filled or fallocated, and a rewritten partial block holds its old
+/// prefix then zeros). Headers (32 bytes, 8-aligned) never straddle a sector, so a torn
+/// header is all zeros. So: a zeroed header, or an entry with an intact header whose span
+/// holds an aligned block of zeros, is torn; anything else is damage.
+fn shows_missing_block(bytes: &[u8], offset: usize, kind: EntryDefect, max_payload: u32) -> bool {
+    match kind {
+        EntryDefect::Zeroed => true,
+        // Segments are preallocated: a file that ends early was cut, not torn.
+        EntryDefect::Truncated | EntryDefect::BadHeader | EntryDefect::UnexpectedIndex => false,
+        EntryDefect::BadChecksum => {
+            let Ok(header) = decode_header(&bytes[offset..], max_payload) else {
+                return false;
+            };
+            let span_end =
+                (offset + stored_size_bytes(header.payload_length) as usize).min(bytes.len());
+            let block = BLOCK_SIZE_BYTES as usize;
+            let mut boundary = (offset + HEADER_SIZE_BYTES).div_ceil(block) * block;
+            while boundary < span_end {
+                let end = (boundary + block).min(span_end);
+                if bytes[boundary..end].iter().all(|&b| b == 0) {
+                    return true;
+                }
+                boundary += block;
+            }
+            false
+        }
+    }
 }
 
 /// Looks for any valid entry with an index at or above `expected_index` after `from`.

@@ -1,5 +1,6 @@
 //! Tests of the CommitLog against real files in temporary directories.
 
+mod boundaries;
 mod model;
 mod recovery;
 mod round_trip;

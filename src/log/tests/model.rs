@@ -14,6 +14,7 @@ enum Operation {
     RemovePrefix { at_per_mille: u64 },
     Restart,
     Crash,
+    CrashDuringFlush { yields: u8 },
     Read { from_per_mille: u64, max_bytes: u64 },
 }
 
@@ -25,6 +26,7 @@ fn operation() -> impl Strategy<Value = Operation> {
         1 => (0u64..1000).prop_map(|at_per_mille| Operation::RemovePrefix { at_per_mille }),
         1 => Just(Operation::Restart),
         1 => Just(Operation::Crash),
+        1 => (0u8..4).prop_map(|yields| Operation::CrashDuringFlush { yields }),
         2 => (0u64..1000, 0u64..5000).prop_map(|(from_per_mille, max_bytes)| Operation::Read { from_per_mille, max_bytes }),
     ]
 }
@@ -131,6 +133,31 @@ async fn run_operations(operations: Vec<Operation>) {
                 model.entries.truncate(keep);
                 log = CommitLog::open(dir.path(), small_config()).await.unwrap();
                 model.durable_index = model.last_index();
+                check_all(&log, &model).await;
+            }
+            Operation::CrashDuringFlush { yields } => {
+                // A flush is cut off at some point; whatever it had made durable must
+                // survive, and the log must come back as a prefix of what was appended.
+                let durable_before = log.durable_index();
+                let shared = std::rc::Rc::new(log);
+                let flusher = shared.clone();
+                let task = glommio::spawn_local(async move { flusher.flush().await });
+                for _ in 0..yields {
+                    futures_lite::future::yield_now().await;
+                }
+                drop(task);
+                drop(shared);
+                // Let writes already handed to the kernel land, as they would before a
+                // real crash takes the process (nothing is issued after this point).
+                glommio::timer::sleep(std::time::Duration::from_millis(20)).await;
+                log = CommitLog::open(dir.path(), small_config()).await.unwrap();
+                let recovered = log.last_index();
+                assert!(recovered >= durable_before.max(model.first_index - 1));
+                assert!(recovered <= model.last_index());
+                model
+                    .entries
+                    .truncate((recovered + 1 - model.first_index) as usize);
+                model.durable_index = recovered;
                 check_all(&log, &model).await;
             }
             Operation::Read {

@@ -8,7 +8,7 @@ use crate::log::check::{check_log_directory, CheckVerdict};
 use crate::log::entry::{stored_size_bytes, HEADER_SIZE_BYTES};
 use crate::log::meta::{MetaFile, TruncationFence};
 use crate::log::segment::{list_segments, scan_segment};
-use crate::log::{CommitLog, HardStateRecord, LogError};
+use crate::log::{CommitLog, HardStateRecord, LogConfig, LogError};
 
 fn last_segment(dir: &Path) -> PathBuf {
     list_segments(dir).unwrap().pop().unwrap().1
@@ -223,5 +223,103 @@ fn garbage_after_the_last_entry_is_erased_so_a_shorter_rewrite_stays_clean() {
         assert_eq!(log.last_index(), 29);
         log.close().await.unwrap();
         assert_eq!(check_log_directory(&dir, 1 << 20).1, CheckVerdict::Clean);
+    });
+}
+
+/// Writes 300 entries into one large segment and returns (dir, segment path, offsets).
+async fn one_segment_log(root: &Path, commit: u64) -> (PathBuf, PathBuf, Vec<(u64, u64)>) {
+    let dir = root.join("log");
+    let config = LogConfig {
+        segment_size_bytes: 1024 * 1024,
+        ..small_config()
+    };
+    let log = CommitLog::open(&dir, config).await.unwrap();
+    append_range(&log, 1, 300, 1).await;
+    log.set_hard_state(HardStateRecord {
+        term: 1,
+        vote: 1,
+        commit,
+    });
+    log.close().await.unwrap();
+    let (first_index, path) = list_segments(&dir).unwrap().pop().unwrap();
+    let offsets = entry_offsets(&path, first_index);
+    (dir, path, offsets)
+}
+
+/// Zeros the 4 KiB block holding the entry at `index` (a write that never landed).
+fn zero_block_of(path: &Path, offsets: &[(u64, u64)], index: u64) -> u64 {
+    let offset = offsets[(index - 1) as usize].1;
+    let block = offset / 4096 * 4096;
+    let mut bytes = std::fs::read(path).unwrap();
+    bytes[block as usize..block as usize + 4096].fill(0);
+    std::fs::write(path, &bytes).unwrap();
+    block
+}
+
+#[test]
+fn a_block_that_never_landed_among_unsynced_writes_is_cut_with_everything_after_it() {
+    run(|| async {
+        let root = tempfile::tempdir().unwrap();
+        let (dir, path, offsets) = one_segment_log(root.path(), 100).await;
+        let block = zero_block_of(&path, &offsets, 250);
+        // The first entry whose bytes reach into the zeroed block is the first lost.
+        let first_lost = offsets.windows(2).find(|pair| pair[1].1 > block).unwrap()[0].0;
+        let (report, verdict) = check_log_directory(&dir, 1 << 20);
+        assert_eq!(verdict, CheckVerdict::WouldRepair, "{report}");
+        let config = LogConfig {
+            segment_size_bytes: 1024 * 1024,
+            ..small_config()
+        };
+        let log = CommitLog::open(&dir, config.clone()).await.unwrap();
+        assert_eq!(
+            log.last_index(),
+            first_lost - 1,
+            "valid entries after the hole go too"
+        );
+        let expected: Vec<(u64, u64)> = (1..first_lost).map(|i| (i, 1)).collect();
+        assert_entries(&log, &expected).await;
+        log.close().await.unwrap();
+        assert_eq!(check_log_directory(&dir, 1 << 20).1, CheckVerdict::Clean);
+    });
+}
+
+#[test]
+fn a_missing_block_at_or_below_the_commit_index_is_corruption() {
+    run(|| async {
+        let root = tempfile::tempdir().unwrap();
+        let (dir, path, offsets) = one_segment_log(root.path(), 280).await;
+        zero_block_of(&path, &offsets, 250);
+        let config = LogConfig {
+            segment_size_bytes: 1024 * 1024,
+            ..small_config()
+        };
+        let error = CommitLog::open(&dir, config)
+            .await
+            .err()
+            .expect("must refuse");
+        assert!(matches!(error, LogError::Corruption { .. }), "{error}");
+    });
+}
+
+#[test]
+fn a_torn_write_reaching_into_the_next_segment_drops_that_segment_too() {
+    run(|| async {
+        let root = tempfile::tempdir().unwrap();
+        let dir = root.path().join("log");
+        let log = CommitLog::open(&dir, small_config()).await.unwrap();
+        append_range(&log, 1, 400, 1).await;
+        log.close().await.unwrap();
+        let segments = list_segments(&dir).unwrap();
+        let (first_index, path) = &segments[segments.len() - 2];
+        let offsets = entry_offsets(path, *first_index);
+        // The last block of the second-to-last segment never landed; the next segment did.
+        let (index, offset) = offsets[offsets.len() - 1];
+        let mut bytes = std::fs::read(path).unwrap();
+        let block = (offset / 4096 * 4096) as usize;
+        bytes[block..block + 4096].fill(0);
+        std::fs::write(path, &bytes).unwrap();
+        let log = CommitLog::open(&dir, small_config()).await.unwrap();
+        assert!(log.last_index() < index);
+        assert_eq!(list_segments(&dir).unwrap().len(), segments.len() - 1);
     });
 }
