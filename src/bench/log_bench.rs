@@ -17,6 +17,7 @@ use hdrhistogram::Histogram;
 use raft::eraftpb::Entry;
 
 use crate::bench::hgrm;
+use crate::bench::pacer::Pacer;
 
 /// Flushes the throughput run keeps in flight (they overlap on the device).
 const FLUSHES_IN_FLIGHT: usize = 4;
@@ -187,12 +188,10 @@ async fn latency_run(dir: &Path, options: &LogBenchOptions) -> Result<LatencyRun
     let generator = {
         let (log, intended, lateness) = (log.clone(), intended.clone(), lateness.clone());
         glommio::spawn_local(async move {
+            let mut pacer = Pacer::default();
             for sequence in 0..total {
                 let due = started + interval.mul_f64(sequence as f64);
-                let now = Instant::now();
-                if due > now {
-                    glommio::timer::sleep(due - now).await;
-                }
+                pacer.wait_until(due).await;
                 let index = sequence + 2;
                 hgrm::record(
                     &mut lateness.borrow_mut(),

@@ -1,3 +1,4 @@
 //! Load generators and HdrHistogram output used by `keel bench`.
 pub mod hgrm;
 pub mod log_bench;
+pub mod pacer;
