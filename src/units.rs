@@ -2,18 +2,22 @@
 
 use std::time::Duration;
 
-/// Parses a byte size: a number with an optional suffix B, KiB, MiB, GiB (powers of 1024)
-/// or KB, MB, GB (powers of 1000).
-pub fn parse_size(text: &str) -> Result<u64, String> {
+/// Splits `"64KiB"` into `(64, "KiB")`; `None` without leading digits.
+fn split_number(text: &str) -> Option<(u64, &str)> {
     let text = text.trim();
     let split = text
         .find(|c: char| !c.is_ascii_digit())
         .unwrap_or(text.len());
     let (digits, unit) = text.split_at(split);
-    let number: u64 = digits
-        .parse()
-        .map_err(|_| format!("{text:?} is not a size (e.g. 4096, 64KiB, 2GiB)"))?;
-    let multiplier: u64 = match unit.trim() {
+    Some((digits.parse().ok()?, unit.trim()))
+}
+
+/// Parses a byte size: a number with an optional suffix B, KiB, MiB, GiB (powers of 1024)
+/// or KB, MB, GB (powers of 1000).
+pub fn parse_size(text: &str) -> Result<u64, String> {
+    let (number, unit) = split_number(text)
+        .ok_or_else(|| format!("{text:?} is not a size (e.g. 4096, 64KiB, 2GiB)"))?;
+    let multiplier: u64 = match unit {
         "" | "B" => 1,
         "KiB" | "K" | "k" => 1 << 10,
         "MiB" | "M" => 1 << 20,
@@ -34,19 +38,16 @@ pub fn parse_size(text: &str) -> Result<u64, String> {
 
 /// Parses a duration: a number with a suffix us, ms, s or m (`10s`, `250ms`).
 pub fn parse_duration(text: &str) -> Result<Duration, String> {
-    let text = text.trim();
-    let split = text
-        .find(|c: char| !c.is_ascii_digit())
-        .unwrap_or(text.len());
-    let (digits, unit) = text.split_at(split);
-    let number: u64 = digits
-        .parse()
-        .map_err(|_| format!("{text:?} is not a duration (e.g. 10s, 250ms)"))?;
+    let (number, unit) = split_number(text)
+        .ok_or_else(|| format!("{text:?} is not a duration (e.g. 10s, 250ms)"))?;
     match unit {
         "us" => Ok(Duration::from_micros(number)),
         "ms" => Ok(Duration::from_millis(number)),
         "s" => Ok(Duration::from_secs(number)),
-        "m" => Ok(Duration::from_secs(number * 60)),
+        "m" => number
+            .checked_mul(60)
+            .map(Duration::from_secs)
+            .ok_or_else(|| format!("{text:?} is too long")),
         _ => Err(format!("{text:?} needs a unit: us, ms, s or m")),
     }
 }

@@ -122,16 +122,21 @@ fn config_for(options: &LogBenchOptions, max_entry_bytes: u32) -> LogConfig {
     }
 }
 
-async fn throughput_run(dir: &Path, options: &LogBenchOptions) -> Result<f64, LogError> {
-    let log =
-        Rc::new(CommitLog::open(dir, config_for(options, options.throughput_entry_bytes)).await?);
-    // Let the first segment be prepared before the clock starts, as it would be in service.
+/// Opens a fresh log and writes entry 1, so the first segment is prepared before any
+/// clock starts, as it would be in service.
+async fn open_warmed(dir: &Path, config: LogConfig) -> Result<Rc<CommitLog>, LogError> {
+    let log = Rc::new(CommitLog::open(dir, config).await?);
     log.append(&[Entry {
         index: 1,
         term: 1,
         ..Default::default()
     }])?;
     log.flush().await?;
+    Ok(log)
+}
+
+async fn throughput_run(dir: &Path, options: &LogBenchOptions) -> Result<f64, LogError> {
+    let log = open_warmed(dir, config_for(options, options.throughput_entry_bytes)).await?;
     let payload = template(options.throughput_entry_bytes, 0x5a);
     let entries_total =
         options.throughput_total_bytes / u64::from(options.throughput_entry_bytes).max(1);
@@ -166,14 +171,7 @@ async fn throughput_run(dir: &Path, options: &LogBenchOptions) -> Result<f64, Lo
 }
 
 async fn latency_run(dir: &Path, options: &LogBenchOptions) -> Result<LatencyRun, LogError> {
-    let log =
-        Rc::new(CommitLog::open(dir, config_for(options, options.latency_entry_bytes)).await?);
-    log.append(&[Entry {
-        index: 1,
-        term: 1,
-        ..Default::default()
-    }])?;
-    log.flush().await?;
+    let log = open_warmed(dir, config_for(options, options.latency_entry_bytes)).await?;
     let payload = template(options.latency_entry_bytes, 0xa5);
     let total =
         (options.latency_rate_per_second as f64 * options.latency_duration.as_secs_f64()) as u64;

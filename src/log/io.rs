@@ -95,17 +95,7 @@ pub async fn write_all_at(
         .write_at(buffer, position)
         .await
         .map_err(|e| glommio_error("write", path, e))?;
-    if written != expected {
-        return Err(LogError::io(
-            "write",
-            path,
-            std::io::Error::new(
-                std::io::ErrorKind::WriteZero,
-                format!("short write: {written} of {expected} bytes at {position}"),
-            ),
-        ));
-    }
-    Ok(())
+    check_written(path, position, written, expected)
 }
 
 /// Writes a whole shared aligned buffer at an aligned position (the caller keeps the
@@ -127,17 +117,22 @@ pub async fn write_shared_at(
         .write_rc_at(buffer, position)
         .await
         .map_err(|e| glommio_error("write", path, e))?;
-    if written != expected {
-        return Err(LogError::io(
-            "write",
-            path,
-            std::io::Error::new(
-                std::io::ErrorKind::WriteZero,
-                format!("short write: {written} of {expected} bytes at {position}"),
-            ),
-        ));
+    check_written(path, position, written, expected)
+}
+
+/// A short write is an error (O_DIRECT writes to a regular file should never be short).
+fn check_written(path: &Path, position: u64, written: usize, expected: usize) -> LogResult<()> {
+    if written == expected {
+        return Ok(());
     }
-    Ok(())
+    Err(LogError::io(
+        "write",
+        path,
+        std::io::Error::new(
+            std::io::ErrorKind::WriteZero,
+            format!("short write: {written} of {expected} bytes at {position}"),
+        ),
+    ))
 }
 
 /// Reads up to `length` bytes at `position` (any alignment); fewer at end of file.
