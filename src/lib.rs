@@ -1,6 +1,6 @@
 //! Keel: a Raft-replicated message broker for latency-sensitive producers.
 //!
-//! Data flow in brief (see `DESIGN.md` for the whole picture):
+//! Data flow in brief:
 //!
 //! ```text
 //! producer ─▶ leader shard ─▶ CommitLog append (uncommitted) ─▶ AppendEntries to followers

@@ -333,6 +333,10 @@ impl CommitLog {
     }
 
     /// Discards the whole log and restarts it after `(index, term)` (a snapshot install).
+    ///
+    /// Crash-safe: the new compaction point is recorded together with a truncation fence at
+    /// the start of the oldest segment file, so an interrupted reset comes back as an empty
+    /// log at `index`; then the files are deleted and the fence is cleared.
     pub async fn reset_to(&self, index: u64, term: u64) -> LogResult<()> {
         self.state.borrow().check_usable()?;
         let _permit = self.io_permit().await?;
@@ -340,11 +344,22 @@ impl CommitLog {
         meta.compaction_index = index;
         meta.compaction_term = term;
         meta.hard_state.commit = meta.hard_state.commit.max(index);
+        meta.truncation_fence = self
+            .state
+            .borrow()
+            .segments
+            .iter()
+            .find(|segment| segment.file.is_some())
+            .map(|segment| TruncationFence {
+                segment_first_index: segment.first_index,
+                offset: 0,
+            });
+        let fenced = meta.truncation_fence.is_some();
+        self.write_meta(&meta, index).await?;
         meta.truncation_fence = None;
-        self.write_meta(&meta, self.durable_index()).await?;
         let paths: Vec<PathBuf> = {
             let mut state = self.state.borrow_mut();
-            state.meta = meta;
+            state.meta = meta.clone();
             let paths = state
                 .segments
                 .iter()
@@ -365,7 +380,11 @@ impl CommitLog {
         for path in &paths {
             std::fs::remove_file(path).map_err(|e| LogError::io("remove segment", path, e))?;
         }
-        io::sync_directory(&self.state.borrow().dir)
+        io::sync_directory(&self.state.borrow().dir)?;
+        if fenced {
+            self.write_meta(&meta, index).await?;
+        }
+        Ok(())
     }
 
     /// Flushes, persists the latest hard state and closes the files.
@@ -643,7 +662,8 @@ async fn apply_recovery(
     }
     if let Some(cut) = &plan.tail_cut {
         log_tail_cut(cut);
-        if cut.erase_end > cut.offset || cut.defect.is_none() {
+        let deleted = plan.delete.contains(&cut.path);
+        if !deleted && (cut.erase_end > cut.offset || cut.defect.is_none()) {
             let file = io::open_read_write(&cut.path, false).await?;
             erase_range(&file, &cut.path, cut.offset, cut.erase_end).await?;
         }

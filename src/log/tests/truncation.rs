@@ -1,6 +1,7 @@
 //! Suffix truncation and prefix removal, each followed by a restart.
 
 use super::support::{append_range, assert_entries, run, small_config};
+use crate::log::meta::{MetaFile, TruncationFence};
 use crate::log::segment::list_segments;
 use crate::log::{CommitLog, HardStateRecord, LogError};
 
@@ -122,5 +123,36 @@ fn reset_to_a_snapshot_point_restarts_the_log_there() {
         let expected: Vec<(u64, u64)> = (1001..=1010).map(|i| (i, 4)).collect();
         assert_entries(&log, &expected).await;
         assert_eq!(log.hard_state().commit, 1000);
+    });
+}
+
+#[test]
+fn an_interrupted_reset_comes_back_as_an_empty_log_at_the_snapshot_point() {
+    run(|| async {
+        let dir = tempfile::tempdir().unwrap();
+        let log = CommitLog::open(dir.path(), small_config()).await.unwrap();
+        append_range(&log, 1, 300, 1).await;
+        log.close().await.unwrap();
+        // What reset_to(250, 7) records before it deletes anything: a crash right after.
+        let first_segment = list_segments(dir.path()).unwrap()[0].0;
+        let (mut meta_file, mut meta) = MetaFile::open(dir.path()).await.unwrap();
+        meta.compaction_index = 250;
+        meta.compaction_term = 7;
+        meta.truncation_fence = Some(TruncationFence {
+            segment_first_index: first_segment,
+            offset: 0,
+        });
+        meta_file.write(&meta).await.unwrap();
+        meta_file.close().await.unwrap();
+
+        let log = CommitLog::open(dir.path(), small_config()).await.unwrap();
+        assert_eq!((log.first_index(), log.last_index()), (251, 250));
+        assert_eq!(log.term(250).unwrap(), 7);
+        assert!(list_segments(dir.path()).unwrap().is_empty());
+        append_range(&log, 251, 260, 7).await;
+        log.close().await.unwrap();
+        let log = CommitLog::open(dir.path(), small_config()).await.unwrap();
+        let expected: Vec<(u64, u64)> = (251..=260).map(|i| (i, 7)).collect();
+        assert_entries(&log, &expected).await;
     });
 }
