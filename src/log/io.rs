@@ -46,13 +46,19 @@ pub async fn prime_thread(dir: &Path) -> LogResult<()> {
     Ok(())
 }
 
-/// Converts a glommio error into a `LogError::Io` naming the operation and path.
+/// Converts a glommio error into a `LogError::Io` naming the operation and path, keeping
+/// the OS error (so callers can tell ENOSPC or EIO apart).
 pub fn glommio_error(
     operation: &'static str,
     path: &Path,
     error: glommio::GlommioError<()>,
 ) -> LogError {
-    LogError::io(operation, path, std::io::Error::from(error))
+    let source = match error {
+        glommio::GlommioError::IoError(source) => source,
+        glommio::GlommioError::EnhancedIoError { source, .. } => source,
+        other => std::io::Error::other(other.to_string()),
+    };
+    LogError::io(operation, path, source)
 }
 
 /// Opens (creating if asked) a file for O_DIRECT reads and writes.

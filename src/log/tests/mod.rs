@@ -1,6 +1,7 @@
 //! Tests of the CommitLog against real files in temporary directories.
 
 mod boundaries;
+mod full_disk;
 mod model;
 mod recovery;
 mod round_trip;
