@@ -43,6 +43,10 @@ enum LogCommand {
         /// Largest entry payload the log was configured with.
         #[arg(long, value_parser = parse_size, default_value_t = u64::from(DEFAULT_MAX_ENTRY_PAYLOAD_BYTES))]
         max_entry_bytes: u64,
+        /// Read and check every entry of every segment (opening the log trusts the index
+        /// files of sealed segments and scans only the newest one).
+        #[arg(long)]
+        deep: bool,
     },
 }
 
@@ -105,9 +109,10 @@ fn main() -> ExitCode {
         Command::Log(LogCommand::Check {
             dir,
             max_entry_bytes,
+            deep,
         }) => {
             let max = u32::try_from(max_entry_bytes).unwrap_or(u32::MAX);
-            let (report, verdict) = check_log_directory(&dir, max);
+            let (report, verdict) = check_log_directory(&dir, max, deep);
             print!("{report}");
             ExitCode::from(verdict as u8)
         }

@@ -21,8 +21,14 @@ pub enum CheckVerdict {
     Unreadable = 3,
 }
 
-/// Inspects `dir` and returns a human-readable report and the verdict.
-pub fn check_log_directory(dir: &Path, max_payload_bytes: u32) -> (String, CheckVerdict) {
+/// Inspects `dir` and returns a human-readable report and the verdict. `deep` reads and
+/// checks every entry of every segment; otherwise sealed segments with a valid index file
+/// are taken from it, as opening the log does.
+pub fn check_log_directory(
+    dir: &Path,
+    max_payload_bytes: u32,
+    deep: bool,
+) -> (String, CheckVerdict) {
     let mut report = String::new();
     if !dir.is_dir() {
         return (
@@ -60,7 +66,7 @@ pub fn check_log_directory(dir: &Path, max_payload_bytes: u32) -> (String, Check
             fence.offset, fence.segment_first_index
         );
     }
-    let plan = match plan_recovery(dir, &meta, max_payload_bytes) {
+    let plan = match plan_recovery(dir, &meta, max_payload_bytes, !deep) {
         Ok(plan) => plan,
         Err(error) => {
             let _ = writeln!(report, "CORRUPT: {error}");
@@ -68,17 +74,21 @@ pub fn check_log_directory(dir: &Path, max_payload_bytes: u32) -> (String, Check
         }
     };
     for segment in &plan.keep {
-        let scan = &segment.scan;
-        let range = match (scan.entries.first(), scan.entries.last()) {
-            (Some(first), Some(last)) => format!("indexes {}..={}", first.0, last.0),
-            _ => "no entries".to_string(),
+        let range = match segment.entry_count() {
+            0 => "no entries".to_string(),
+            _ => format!("indexes {}..={}", segment.first_index, segment.last_index),
+        };
+        let source = if segment.from_index_file {
+            " (from its index file)"
+        } else {
+            ""
         };
         let _ = writeln!(
             report,
-            "segment {}: {} entries, {range}, {} bytes of data in a {} byte file",
+            "segment {}: {} entries, {range}, {} bytes of data in a {} byte file{source}",
             segment.path.display(),
-            scan.entries.len(),
-            scan.data_end,
+            segment.entry_count(),
+            segment.data_end,
             segment.file_length
         );
     }

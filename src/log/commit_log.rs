@@ -38,8 +38,9 @@ use crate::log::flush::Signal;
 use crate::log::io;
 use crate::log::meta::{ConfStateRecord, HardStateRecord, MetaFile, MetaState, TruncationFence};
 use crate::log::reader::EntryReader;
-use crate::log::recovery::{plan_recovery, RecoveryPlan, TailCut};
-use crate::log::segment::Segment;
+use crate::log::recovery::{plan_recovery, RecoveryPlan, ScannedSegment, TailCut};
+use crate::log::segment::{Segment, SparseIndex};
+use crate::log::segment_index;
 use crate::log::tail_cache::{CachedEntry, EntryLocation, TailCache};
 use crate::log::term_index::TermIndex;
 use crate::log::write_buffer::{FlushWrite, WriteBuffer};
@@ -126,7 +127,7 @@ impl CommitLog {
         io::prime_thread(dir).await?;
         remove_prepared_leftovers(dir)?;
         let (mut meta_file, mut meta) = MetaFile::open(dir).await?;
-        let plan = plan_recovery(dir, &meta, config.max_entry_payload_bytes)?;
+        let plan = plan_recovery(dir, &meta, config.max_entry_payload_bytes, true)?;
         apply_recovery(dir, &plan, &mut meta_file, &mut meta).await?;
         let state = build_state(dir, config, lock_file, plan, meta, meta_file).await?;
         let log = CommitLog {
@@ -136,6 +137,9 @@ impl CommitLog {
             write_slots: Rc::new(Semaphore::new(MAX_WRITES_IN_FLIGHT as u64)),
         };
         log.start_preparing();
+        // Sealed segments that were scanned (no valid index file) get one now, so the next
+        // open reads only the tail.
+        log.persist_sealed_indexes(log.durable_index()).await?;
         Ok(log)
     }
 
@@ -323,9 +327,7 @@ impl CommitLog {
             state.meta.compaction_term = term;
             state.forget_prefix(up_to_index)
         };
-        for path in &removed {
-            std::fs::remove_file(path).map_err(|e| LogError::io("remove segment", path, e))?;
-        }
+        remove_segment_files(removed.iter())?;
         if !removed.is_empty() {
             io::sync_directory(&self.state.borrow().dir)?;
         }
@@ -377,9 +379,7 @@ impl CommitLog {
             state.written_index = index;
             paths
         };
-        for path in &paths {
-            std::fs::remove_file(path).map_err(|e| LogError::io("remove segment", path, e))?;
-        }
+        remove_segment_files(paths.iter())?;
         io::sync_directory(&self.state.borrow().dir)?;
         if fenced {
             self.write_meta(&meta, index).await?;
@@ -543,11 +543,10 @@ impl CommitLog {
                 erase_end,
             )
         };
-        for path in removed.iter().rev() {
-            if path.exists() {
-                std::fs::remove_file(path).map_err(|e| LogError::io("remove segment", path, e))?;
-            }
-        }
+        // The cut segment's index file no longer describes it (the fence is recorded, so
+        // recovery ignores the index until the cut is finished).
+        segment_index::remove(&path)?;
+        remove_segment_files(removed.iter().rev())?;
         io::sync_directory(&self.state.borrow().dir)?;
         let prefix = erase_range(&file, &path, location.offset, erase_end).await?;
         {
@@ -605,13 +604,26 @@ fn remove_prepared_leftovers(dir: &Path) -> LogResult<()> {
     let listing = std::fs::read_dir(dir).map_err(|e| LogError::io("list directory", dir, e))?;
     for item in listing {
         let item = item.map_err(|e| LogError::io("list directory", dir, e))?;
-        if item
-            .file_name()
-            .to_string_lossy()
-            .ends_with(PREPARED_FILE_SUFFIX)
-        {
-            let path = item.path();
+        let name = item.file_name().to_string_lossy().into_owned();
+        let path = item.path();
+        let orphan_index =
+            name.ends_with(segment_index::INDEX_SUFFIX) && !path.with_extension("segment").exists();
+        if name.ends_with(PREPARED_FILE_SUFFIX) || name.ends_with(".index.tmp") || orphan_index {
             std::fs::remove_file(&path).map_err(|e| LogError::io("remove leftover", &path, e))?;
+        }
+    }
+    Ok(())
+}
+
+/// Removes segment files and their index files (index first: an index without its segment
+/// is cleaned up at open, a segment without its index is scanned).
+fn remove_segment_files<'a>(paths: impl Iterator<Item = &'a PathBuf>) -> LogResult<()> {
+    for path in paths {
+        segment_index::remove(path)?;
+        match std::fs::remove_file(path) {
+            Ok(()) => {}
+            Err(error) if error.kind() == std::io::ErrorKind::NotFound => {}
+            Err(error) => return Err(LogError::io("remove segment", path, error)),
         }
     }
     Ok(())
@@ -654,14 +666,15 @@ async fn apply_recovery(
     meta: &mut MetaState,
 ) -> LogResult<()> {
     for path in plan.delete.iter().rev() {
-        warn!(path = %path.display(), "removing segment beyond the end of the log or below the compaction point");
-        std::fs::remove_file(path).map_err(|e| LogError::io("remove segment", path, e))?;
+        warn!(path = %path.display(), "removing a segment beyond the end of the log or below the compaction point");
     }
+    remove_segment_files(plan.delete.iter().rev())?;
     if !plan.delete.is_empty() {
         io::sync_directory(dir)?;
     }
     if let Some(cut) = &plan.tail_cut {
         log_tail_cut(cut);
+        segment_index::remove(&cut.path)?;
         let deleted = plan.delete.contains(&cut.path);
         if !deleted && (cut.erase_end > cut.offset || cut.defect.is_none()) {
             let file = io::open_read_write(&cut.path, false).await?;
@@ -689,6 +702,21 @@ fn log_tail_cut(cut: &TailCut) {
     }
 }
 
+/// Feeds a recovered segment's term runs into the log's term index, skipping entries at or
+/// below the compaction point.
+fn push_term_runs(terms: &mut TermIndex, scanned: &ScannedSegment, compaction_index: u64) {
+    let runs = &scanned.term_runs;
+    for (position, &(start, term)) in runs.iter().enumerate() {
+        let end = runs
+            .get(position + 1)
+            .map_or(scanned.last_index, |&(next, _)| next - 1);
+        let start = start.max(compaction_index + 1);
+        if start <= end {
+            terms.push_run(start, end, term);
+        }
+    }
+}
+
 async fn build_state(
     dir: &Path,
     config: LogConfig,
@@ -704,14 +732,12 @@ async fn build_state(
     let kept = plan.keep.len();
     for (position, scanned) in plan.keep.into_iter().enumerate() {
         let mut segment = Segment::new_empty(dir, scanned.first_index);
-        for &(index, term, offset) in &scanned.scan.entries {
-            segment.sparse.observe(index, offset);
-            if index > meta.compaction_index {
-                terms.push(index, term);
-            }
-        }
-        segment.last_index = scanned.scan.last_index().unwrap_or(scanned.first_index - 1);
-        segment.data_end = scanned.scan.data_end;
+        segment.sparse = SparseIndex::from_points(scanned.points.clone());
+        segment.term_runs = scanned.term_runs.clone();
+        segment.index_persisted = scanned.from_index_file;
+        push_term_runs(&mut terms, &scanned, meta.compaction_index);
+        segment.last_index = scanned.last_index;
+        segment.data_end = scanned.data_end;
         segment.fill_clock = (std::time::Instant::now(), segment.data_end);
         let file = io::open_read_write(&segment.path, false).await?;
         if position + 1 == kept {
@@ -906,6 +932,7 @@ impl LogState {
             &padding[..padding_length],
         );
         segment.sparse.observe(entry.index, offset);
+        segment.observe_term(entry.index, entry.term);
         segment.data_end += size;
         segment.last_index = entry.index;
         self.terms.push(entry.index, entry.term);
@@ -995,6 +1022,8 @@ impl LogState {
         segment.last_index = from_index - 1;
         segment.data_end = location.offset;
         segment.sparse.truncate_from(from_index);
+        segment.truncate_terms_from(from_index);
+        segment.index_persisted = false;
         self.terms.truncate_after(from_index - 1);
         self.cache.truncate_from(from_index);
         self.buffer

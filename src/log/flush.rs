@@ -30,6 +30,7 @@ use glommio::sync::Semaphore;
 use crate::log::commit_log::{CommitLog, FlushPlan};
 use crate::log::error::{LogError, LogResult};
 use crate::log::io;
+use crate::log::segment_index::{self, SegmentIndex};
 use crate::log::write_buffer::{FlushWrite, WriteBytes};
 
 /// A one-shot signal with one waiter: fires when its `SignalSender` is dropped.
@@ -174,12 +175,50 @@ impl CommitLog {
                 self.state.borrow_mut().meta_written_generation = generation;
             }
         }
-        let mut state = self.state.borrow_mut();
-        state.durable_index = state.durable_index.max(issued.plan_upto_index);
-        let durable = state.durable_index;
-        state.cache.evict(durable);
+        let durable = {
+            let mut state = self.state.borrow_mut();
+            state.durable_index = state.durable_index.max(issued.plan_upto_index);
+            let durable = state.durable_index;
+            state.cache.evict(durable);
+            durable
+        };
+        self.persist_sealed_indexes(durable).await?;
         drop(issued.sync_done);
         Ok(durable)
+    }
+
+    /// Writes the index file of every sealed segment that is wholly durable and has none
+    /// (once per segment, by the flush that made its last entry durable).
+    pub(super) async fn persist_sealed_indexes(&self, durable: u64) -> LogResult<()> {
+        loop {
+            let next = {
+                let state = self.state.borrow();
+                let sealed = &state.segments[..state.segments.len().saturating_sub(1)];
+                sealed
+                    .iter()
+                    .find(|s| !s.index_persisted && s.file.is_some() && s.last_index <= durable)
+                    .map(|s| {
+                        let index = SegmentIndex {
+                            first_index: s.first_index,
+                            last_index: s.last_index,
+                            data_end: s.data_end,
+                            points: s.sparse.points().to_vec(),
+                            terms: s.term_runs.clone(),
+                        };
+                        (state.dir.clone(), s.path.clone(), index)
+                    })
+            };
+            let Some((dir, path, index)) = next else {
+                return Ok(());
+            };
+            if index.last_index >= index.first_index {
+                segment_index::write(&dir, &path, &index).await?;
+            }
+            let mut state = self.state.borrow_mut();
+            if let Some(segment) = state.segments.iter_mut().find(|s| s.path == path) {
+                segment.index_persisted = true;
+            }
+        }
     }
 }
 

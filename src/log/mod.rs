@@ -5,12 +5,14 @@
 //!   LOCK                          held while the log is open
 //!   meta                          hard state, configuration, compaction point (2 slots)
 //!   00000000000000000001.segment  preallocated, O_DIRECT, entries from index 1
-//!   00000000000000052113.segment  ...
+//!   00000000000000000001.index    its sparse index and terms, once sealed and durable
+//!   00000000000000052113.segment  ... (the newest: scanned at open)
 //!   next-7.segment.tmp            the next segment, being prepared in the background
 //! ```
 //!
 //! - `entry`: the entry format (header with crc32c) — pure.
 //! - `segment`: segment naming, sparse index, the scan of a segment's bytes — pure.
+//! - `segment_index`: index files of sealed segments, so opening scans only the tail.
 //! - `recovery`: what opening a directory finds and must change — reads only.
 //! - `commit_log`: the open log: append, reads, truncation, removal, recovery at open.
 //! - `flush`: the pipelined group-commit flush.
@@ -31,6 +33,7 @@ pub mod raft_storage;
 pub mod reader;
 pub mod recovery;
 pub mod segment;
+pub mod segment_index;
 pub mod tail_cache;
 pub mod term_index;
 pub mod write_buffer;

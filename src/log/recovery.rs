@@ -23,9 +23,10 @@ use std::path::{Path, PathBuf};
 use crate::log::entry::EntryDefect;
 use crate::log::error::{LogError, LogResult};
 use crate::log::meta::MetaState;
-use crate::log::segment::{list_segments, scan_segment, SegmentScan};
+use crate::log::segment::{list_segments, scan_segment, SegmentScan, SparseIndex};
+use crate::log::segment_index::{self, SegmentIndex};
 
-/// A segment that stays, with what its scan found.
+/// A segment that stays, with what its scan (or its index file) says of it.
 #[derive(Debug)]
 pub struct ScannedSegment {
     /// First index (name).
@@ -34,11 +35,94 @@ pub struct ScannedSegment {
     pub path: PathBuf,
     /// Length of the file in bytes.
     pub file_length: u64,
-    /// The scan result (entries with their offsets).
-    pub scan: SegmentScan,
+    /// Index of the last entry that stays (`first_index - 1` when none).
+    pub last_index: u64,
+    /// Term of that entry.
+    pub last_term: Option<u64>,
+    /// End of the data that stays.
+    pub data_end: u64,
+    /// Sparse index points.
+    pub points: Vec<(u64, u64)>,
+    /// Term runs `(first index, term)`.
+    pub term_runs: Vec<(u64, u64)>,
     /// The bytes of the block holding the end of the valid data (the partly filled block
-    /// the next flush writes again).
+    /// the next flush writes again); empty for a segment taken from its index file.
     pub tail_block: Vec<u8>,
+    /// Whether this came from a valid index file rather than a scan.
+    pub from_index_file: bool,
+}
+
+impl ScannedSegment {
+    /// Number of entries that stay.
+    pub fn entry_count(&self) -> u64 {
+        self.last_index + 1 - self.first_index
+    }
+
+    fn from_scan(first_index: u64, path: PathBuf, bytes: &[u8], scan: &SegmentScan) -> Self {
+        let mut sparse = SparseIndex::default();
+        let mut term_runs: Vec<(u64, u64)> = Vec::new();
+        for &(index, term, offset) in &scan.entries {
+            sparse.observe(index, offset);
+            if term_runs.last().is_none_or(|&(_, last)| last != term) {
+                term_runs.push((index, term));
+            }
+        }
+        let data_end = scan.data_end as usize;
+        let block_start = crate::log::io::align_down(scan.data_end) as usize;
+        // The padding of the last entry may be cut off with the file: pad it back.
+        let mut tail_block = bytes[block_start..data_end.min(bytes.len())].to_vec();
+        tail_block.resize(data_end - block_start, 0);
+        ScannedSegment {
+            first_index,
+            path,
+            file_length: bytes.len() as u64,
+            last_index: scan.last_index().unwrap_or(first_index - 1),
+            last_term: scan.last_term(),
+            data_end: scan.data_end,
+            points: sparse.points().to_vec(),
+            term_runs,
+            tail_block,
+            from_index_file: false,
+        }
+    }
+
+    fn from_index(path: PathBuf, file_length: u64, index: SegmentIndex) -> Self {
+        ScannedSegment {
+            first_index: index.first_index,
+            path,
+            file_length,
+            last_index: index.last_index,
+            last_term: index.terms.last().map(|&(_, term)| term),
+            data_end: index.data_end,
+            points: index.points,
+            term_runs: index.terms,
+            tail_block: Vec::new(),
+            from_index_file: true,
+        }
+    }
+}
+
+/// Uses the index file of a sealed segment if it holds and agrees with its neighbours.
+fn trusted_index(
+    path: &Path,
+    first_index: u64,
+    next_first_index: u64,
+    previous_term: u64,
+) -> Option<ScannedSegment> {
+    let index = segment_index::read(path)?;
+    let file_length = std::fs::metadata(path).ok()?.len();
+    let first_term_ok = index
+        .terms
+        .first()
+        .is_some_and(|&(start, term)| start == first_index && term >= previous_term);
+    let first_point_ok = index.points.first() == Some(&(first_index, 0));
+    let consistent = index.first_index == first_index
+        && index.last_index >= first_index
+        && index.last_index + 1 == next_first_index
+        && index.data_end <= file_length
+        && first_term_ok
+        && first_point_ok;
+    consistent.then(|| ScannedSegment::from_index(path.to_path_buf(), file_length, index))
 }
 
 /// A cut at the end of the log that opening performs.
@@ -78,7 +162,8 @@ impl RecoveryPlan {
         self.keep
             .iter()
             .rev()
-            .find_map(|segment| segment.scan.last_index())
+            .find(|segment| segment.entry_count() > 0)
+            .map(|segment| segment.last_index)
             .unwrap_or(meta.compaction_index)
             .max(meta.compaction_index)
     }
@@ -107,24 +192,44 @@ fn describe(defect: EntryDefect) -> &'static str {
     }
 }
 
-/// Reads the log directory and decides what opening it must do.
+/// Reads the log directory and decides what opening it must do. With `use_index_files`,
+/// sealed segments with a valid index file are not read (only the tail is scanned);
+/// without, every entry of every segment is read and checked.
 pub fn plan_recovery(
     dir: &Path,
     meta: &MetaState,
     max_payload_bytes: u32,
+    use_index_files: bool,
 ) -> LogResult<RecoveryPlan> {
     let listed = list_segments(dir).map_err(|e| LogError::io("list segments", dir, e))?;
     let fence = meta.truncation_fence;
     let mut plan = RecoveryPlan::default();
     let mut previous: Option<(u64, u64)> = None; // (last index, last term)
-    for (first_index, path) in listed {
+    let next_firsts: Vec<Option<u64>> = (0..listed.len())
+        .map(|k| listed.get(k + 1).map(|&(first, _)| first))
+        .collect();
+    for ((first_index, path), next_first_index) in listed.into_iter().zip(next_firsts) {
         let beyond_fence = fence.is_some_and(|f| first_index > f.segment_first_index);
         if beyond_fence {
             plan.delete.push(path);
             continue;
         }
-        let bytes = std::fs::read(&path).map_err(|e| LogError::io("read segment", &path, e))?;
         let previous_term = previous.map_or(0, |(_, term)| term);
+        let fenced = fence.is_some_and(|f| f.segment_first_index == first_index);
+        let continues = previous.is_none_or(|(last, _)| first_index == last + 1);
+        if use_index_files && plan.tail_cut.is_none() && !fenced && continues {
+            if let Some(next) = next_first_index {
+                if let Some(segment) = trusted_index(&path, first_index, next, previous_term) {
+                    previous = Some((
+                        segment.last_index,
+                        segment.last_term.unwrap_or(previous_term),
+                    ));
+                    plan.keep.push(segment);
+                    continue;
+                }
+            }
+        }
+        let bytes = std::fs::read(&path).map_err(|e| LogError::io("read segment", &path, e))?;
         if let Some(cut) = &plan.tail_cut {
             // After the end of the log: stale only if nothing valid is in it.
             let scan = scan_segment(&bytes, first_index, 0, max_payload_bytes, None);
@@ -204,21 +309,12 @@ pub fn plan_recovery(
                 });
             }
         }
-        let block_start = crate::log::io::align_down(scan.data_end) as usize;
-        // The padding of the last entry may be cut off with the file: pad it back.
-        let mut tail_block = bytes[block_start..(scan.data_end as usize).min(bytes.len())].to_vec();
-        tail_block.resize(scan.data_end as usize - block_start, 0);
         previous = Some((
             scan.last_index().unwrap_or(first_index - 1),
             scan.last_term().unwrap_or(previous_term),
         ));
-        plan.keep.push(ScannedSegment {
-            first_index,
-            path,
-            file_length: bytes.len() as u64,
-            scan,
-            tail_block,
-        });
+        plan.keep
+            .push(ScannedSegment::from_scan(first_index, path, &bytes, &scan));
     }
     check_commit_and_compaction(&mut plan, meta)?;
     Ok(plan)
@@ -243,7 +339,7 @@ fn check_commit_and_compaction(plan: &mut RecoveryPlan, meta: &MetaState) -> Log
     // point (it is where the next entry goes).
     let last_index = plan.last_index(meta);
     while let Some(first) = plan.keep.first() {
-        let segment_last = first.scan.last_index().unwrap_or(first.first_index - 1);
+        let segment_last = first.last_index;
         let only_one = plan.keep.len() == 1;
         let continues = only_one && segment_last == compaction && last_index == compaction;
         if segment_last > compaction || continues {

@@ -66,6 +66,16 @@ impl SparseIndex {
         position.checked_sub(1).map(|p| self.points[p])
     }
 
+    /// A sparse index with these points (increasing).
+    pub fn from_points(points: Vec<(u64, u64)>) -> Self {
+        SparseIndex { points }
+    }
+
+    /// The points, increasing.
+    pub fn points(&self) -> &[(u64, u64)] {
+        &self.points
+    }
+
     /// Forgets points at or above `from_index`.
     pub fn truncate_from(&mut self, from_index: u64) {
         self.points.retain(|&(index, _)| index < from_index);
@@ -91,6 +101,10 @@ pub struct Segment {
     /// When this segment became active (or the log was opened) and its data end then:
     /// the fill rate decides how the next segment is prepared.
     pub fill_clock: (std::time::Instant, u64),
+    /// Whether the segment's index file is written (it is sealed and durable).
+    pub index_persisted: bool,
+    /// Term runs `(first index, term)` of the entries in this segment.
+    pub term_runs: Vec<(u64, u64)>,
 }
 
 impl Segment {
@@ -105,7 +119,21 @@ impl Segment {
             data_end: 0,
             sparse: SparseIndex::default(),
             fill_clock: (std::time::Instant::now(), 0),
+            index_persisted: false,
+            term_runs: Vec::new(),
         }
+    }
+
+    /// Records that the entry `index` of `term` is in this segment (term runs).
+    pub fn observe_term(&mut self, index: u64, term: u64) {
+        if self.term_runs.last().is_none_or(|&(_, last)| last != term) {
+            self.term_runs.push((index, term));
+        }
+    }
+
+    /// Forgets term runs from `from_index` on (the entries were truncated).
+    pub fn truncate_terms_from(&mut self, from_index: u64) {
+        self.term_runs.retain(|&(start, _)| start < from_index);
     }
 
     /// Whether the segment holds `index`.

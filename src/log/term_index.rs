@@ -34,6 +34,17 @@ impl TermIndex {
         self.last_index = index;
     }
 
+    /// Records the entries `first..=last`, all of `term` (a run read from an index file).
+    pub fn push_run(&mut self, first: u64, last: u64, term: u64) {
+        assert_eq!(first, self.last_index + 1, "term index fed out of order");
+        assert!(last >= first);
+        assert!(term >= self.last_term(), "terms must not decrease");
+        if term != self.last_term() {
+            self.runs.push((first, term));
+        }
+        self.last_index = last;
+    }
+
     /// Term of `index`, if it is between the first known index and the last.
     pub fn term(&self, index: u64) -> Option<u64> {
         let first = self.runs.first()?.0;

@@ -54,7 +54,7 @@ fn a_tail_torn_at_every_byte_of_the_last_entry_is_cut_and_the_rest_survives() {
                 .unwrap();
             file.set_len(cut).unwrap();
             drop(file);
-            let (_, verdict) = check_log_directory(&copy, 1 << 20);
+            let (_, verdict) = check_log_directory(&copy, 1 << 20, false);
             // A cut in the padding after the payload leaves the entry whole.
             let survivor = if cut >= payload_end { 120 } else { 119 };
             let clean = cut == last_offset || cut >= payload_end;
@@ -97,7 +97,7 @@ fn a_flipped_bit_in_a_middle_entry_refuses_to_open_naming_file_and_offset() {
         bytes[victim_offset as usize + 40] ^= 0x10;
         std::fs::write(&path, &bytes).unwrap();
 
-        let (report, verdict) = check_log_directory(&dir, 1 << 20);
+        let (report, verdict) = check_log_directory(&dir, 1 << 20, false);
         assert_eq!(verdict, CheckVerdict::Corrupt, "{report}");
         assert!(report.contains(&path.display().to_string()), "{report}");
         match CommitLog::open(&dir, small_config()).await {
@@ -186,7 +186,7 @@ fn an_interrupted_suffix_truncation_is_finished_at_open() {
         });
         meta_file.write(&meta).await.unwrap();
         meta_file.close().await.unwrap();
-        let (report, verdict) = check_log_directory(&dir, 1 << 20);
+        let (report, verdict) = check_log_directory(&dir, 1 << 20, false);
         assert_eq!(verdict, CheckVerdict::WouldRepair, "{report}");
         assert!(report.contains("interrupted"), "{report}");
 
@@ -194,7 +194,10 @@ fn an_interrupted_suffix_truncation_is_finished_at_open() {
         assert_eq!(log.last_index(), cut_index - 1);
         append_range(&log, cut_index, cut_index + 5, 2).await;
         log.close().await.unwrap();
-        assert_eq!(check_log_directory(&dir, 1 << 20).1, CheckVerdict::Clean);
+        assert_eq!(
+            check_log_directory(&dir, 1 << 20, false).1,
+            CheckVerdict::Clean
+        );
         let log = CommitLog::open(&dir, small_config()).await.unwrap();
         let expected: Vec<(u64, u64)> = (1..=cut_index + 5)
             .map(|i| (i, if i < cut_index { 1 } else { 2 }))
@@ -222,7 +225,10 @@ fn garbage_after_the_last_entry_is_erased_so_a_shorter_rewrite_stays_clean() {
         let log = CommitLog::open(&dir, small_config()).await.unwrap();
         assert_eq!(log.last_index(), 29);
         log.close().await.unwrap();
-        assert_eq!(check_log_directory(&dir, 1 << 20).1, CheckVerdict::Clean);
+        assert_eq!(
+            check_log_directory(&dir, 1 << 20, false).1,
+            CheckVerdict::Clean
+        );
     });
 }
 
@@ -264,7 +270,7 @@ fn a_block_that_never_landed_among_unsynced_writes_is_cut_with_everything_after_
         let block = zero_block_of(&path, &offsets, 250);
         // The first entry whose bytes reach into the zeroed block is the first lost.
         let first_lost = offsets.windows(2).find(|pair| pair[1].1 > block).unwrap()[0].0;
-        let (report, verdict) = check_log_directory(&dir, 1 << 20);
+        let (report, verdict) = check_log_directory(&dir, 1 << 20, false);
         assert_eq!(verdict, CheckVerdict::WouldRepair, "{report}");
         let config = LogConfig {
             segment_size_bytes: 1024 * 1024,
@@ -279,7 +285,10 @@ fn a_block_that_never_landed_among_unsynced_writes_is_cut_with_everything_after_
         let expected: Vec<(u64, u64)> = (1..first_lost).map(|i| (i, 1)).collect();
         assert_entries(&log, &expected).await;
         log.close().await.unwrap();
-        assert_eq!(check_log_directory(&dir, 1 << 20).1, CheckVerdict::Clean);
+        assert_eq!(
+            check_log_directory(&dir, 1 << 20, false).1,
+            CheckVerdict::Clean
+        );
     });
 }
 
@@ -313,6 +322,8 @@ fn a_torn_write_reaching_into_the_next_segment_drops_that_segment_too() {
         let (first_index, path) = &segments[segments.len() - 2];
         let offsets = entry_offsets(path, *first_index);
         // The last block of the second-to-last segment never landed; the next segment did.
+        // (A crash before the flush that sealed it finished: it has no index file yet.)
+        crate::log::segment_index::remove(path).unwrap();
         let (index, offset) = offsets[offsets.len() - 1];
         let mut bytes = std::fs::read(path).unwrap();
         let block = (offset / 4096 * 4096) as usize;
@@ -321,5 +332,75 @@ fn a_torn_write_reaching_into_the_next_segment_drops_that_segment_too() {
         let log = CommitLog::open(&dir, small_config()).await.unwrap();
         assert!(log.last_index() < index);
         assert_eq!(list_segments(&dir).unwrap().len(), segments.len() - 1);
+    });
+}
+
+#[test]
+fn sealed_segments_get_index_files_and_opening_reads_only_the_tail() {
+    run(|| async {
+        let root = tempfile::tempdir().unwrap();
+        let dir = root.path().join("log");
+        let log = CommitLog::open(&dir, small_config()).await.unwrap();
+        append_range(&log, 1, 400, 1).await;
+        append_range(&log, 401, 500, 2).await;
+        log.close().await.unwrap();
+        let segments = list_segments(&dir).unwrap();
+        for (position, (_, path)) in segments.iter().enumerate() {
+            let has_index = crate::log::segment_index::index_path(path).exists();
+            assert_eq!(
+                has_index,
+                position + 1 < segments.len(),
+                "{}",
+                path.display()
+            );
+        }
+        // Damage a sealed segment: opening trusts its index file and does not see it...
+        let (first_index, sealed) = &segments[0];
+        let (victim, offset) = entry_offsets(sealed, *first_index)[5];
+        let mut bytes = std::fs::read(sealed).unwrap();
+        bytes[offset as usize + 40] ^= 0x20;
+        std::fs::write(sealed, &bytes).unwrap();
+        let (report, verdict) = check_log_directory(&dir, 1 << 20, false);
+        assert_eq!(verdict, CheckVerdict::Clean, "{report}");
+        assert!(report.contains("from its index file"), "{report}");
+        // ...a deep check does...
+        let (report, verdict) = check_log_directory(&dir, 1 << 20, true);
+        assert_eq!(verdict, CheckVerdict::Corrupt, "{report}");
+        // ...and so does every read of the damaged entry.
+        let log = CommitLog::open(&dir, small_config()).await.unwrap();
+        assert_eq!(log.last_index(), 500);
+        assert_eq!(log.term(450).unwrap(), 2);
+        match log.read(victim, victim + 1, u64::MAX).await {
+            Err(LogError::Corruption {
+                path, offset: at, ..
+            }) => {
+                assert_eq!((&path, at), (sealed, offset));
+            }
+            other => panic!("expected corruption on read, got {other:?}"),
+        }
+    });
+}
+
+#[test]
+fn a_damaged_index_file_is_ignored_and_the_segment_scanned() {
+    run(|| async {
+        let root = tempfile::tempdir().unwrap();
+        let dir = root.path().join("log");
+        let log = CommitLog::open(&dir, small_config()).await.unwrap();
+        append_range(&log, 1, 400, 1).await;
+        log.close().await.unwrap();
+        let (_, sealed) = list_segments(&dir).unwrap().remove(1);
+        let index = crate::log::segment_index::index_path(&sealed);
+        let mut bytes = std::fs::read(&index).unwrap();
+        bytes[20] ^= 0x01;
+        std::fs::write(&index, &bytes).unwrap();
+        let (report, verdict) = check_log_directory(&dir, 1 << 20, false);
+        assert_eq!(verdict, CheckVerdict::Clean, "{report}");
+        let log = CommitLog::open(&dir, small_config()).await.unwrap();
+        let expected: Vec<(u64, u64)> = (1..=400).map(|i| (i, 1)).collect();
+        assert_entries(&log, &expected).await;
+        log.close().await.unwrap();
+        // Opening rewrote it.
+        assert!(crate::log::segment_index::read(&sealed).is_some());
     });
 }
