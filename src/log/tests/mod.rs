@@ -3,6 +3,7 @@
 mod boundaries;
 mod full_disk;
 mod model;
+mod raft_cluster;
 mod recovery;
 mod round_trip;
 mod storage_contract;
