@@ -8,8 +8,9 @@
 //! - `append` only touches memory, so a Raft Ready loop can call it without waiting. Many
 //!   appends may be made while a flush is in flight; the next flush takes them all (group
 //!   commit). `flush` returns the durable index: every entry at or below it is on disk.
-//! - Flushes, truncations, prefix removal and meta writes are serialized by one I/O lock;
-//!   writes of one flush go out concurrently, then one fdatasync per touched file.
+//! - Flushes are pipelined (see `flush`): consecutive flushes overlap on the device, their
+//!   syncs and meta writes complete in order. Truncation, prefix removal, reset and close
+//!   take the disk exclusively (no flush in flight).
 //! - An I/O error on write or fdatasync poisons the log: it never reports a durable index
 //!   again, since a failed fdatasync may have dropped data silently (never retried).
 //! - Hard state: a change of term, vote or configuration is written by the next flush,

@@ -17,6 +17,8 @@
 //!   has returned. The meta file is written in the same order, after the entries.
 //! - Writes in flight are bounded across flushes (`MAX_WRITES_IN_FLIGHT`), and bytes taken
 //!   by unfinished flushes count against `max_unflushed_bytes`.
+//! - The flush that makes a sealed segment (one with a newer segment after it) wholly
+//!   durable then writes its index file.
 //! - Any failed write or fdatasync poisons the log; later flushes report `Poisoned`, never
 //!   a durable index.
 
