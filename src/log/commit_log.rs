@@ -205,6 +205,21 @@ impl CommitLog {
         }
     }
 
+    /// Writes the hard state now if only its commit index changed since the last write
+    /// (which `flush` leaves for later). The replication layer calls this now and then
+    /// (say every 100 ms): recovery treats damage at or below the persisted commit index as
+    /// corruption, never as a torn tail, so a fresher commit index protects more entries.
+    pub async fn persist_commit_index(&self) -> LogResult<()> {
+        if !self.state.borrow().meta_commit_dirty {
+            return Ok(());
+        }
+        // Exclusive: no flush is writing the meta file meanwhile (a short pause for them).
+        let _permit = self.io_permit().await?;
+        self.state.borrow().check_usable()?;
+        let meta = self.state.borrow().meta.clone();
+        self.write_meta(&meta, self.durable_index()).await
+    }
+
     /// Sets the Raft configuration; persisted by the next `flush`.
     pub fn set_conf_state(&self, conf_state: ConfStateRecord) -> LogResult<()> {
         let lists = [

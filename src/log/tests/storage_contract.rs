@@ -107,3 +107,35 @@ fn storage_reads_old_entries_from_disk_after_restart() {
         assert!(entries.iter().zip(1..).all(|(e, i)| *e == entry(i, 1)));
     });
 }
+
+#[test]
+fn a_commit_index_persisted_on_request_survives_a_crash() {
+    run(|| async {
+        let dir = tempfile::tempdir().unwrap();
+        let log = CommitLog::open(dir.path(), small_config()).await.unwrap();
+        append_range(&log, 1, 50, 2).await;
+        log.set_hard_state(HardStateRecord {
+            term: 2,
+            vote: 1,
+            commit: 10,
+        });
+        log.flush().await.unwrap();
+        log.set_hard_state(HardStateRecord {
+            term: 2,
+            vote: 1,
+            commit: 45,
+        });
+        log.flush().await.unwrap(); // only the commit moved: left for later
+        log.persist_commit_index().await.unwrap();
+        drop(log); // a crash: no close
+        let log = CommitLog::open(dir.path(), small_config()).await.unwrap();
+        assert_eq!(
+            log.hard_state(),
+            HardStateRecord {
+                term: 2,
+                vote: 1,
+                commit: 45
+            }
+        );
+    });
+}
