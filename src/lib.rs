@@ -10,6 +10,7 @@
 //!
 //! Modules:
 //! - [`log`]: the CommitLog on O_DIRECT segment files, and its `raft::Storage`.
+//! - [`protocol`]: frames and flatbuffers messages of the client protocol, checked.
 //! - [`bench`]: load generators and HdrHistogram output for `keel bench`.
 //! - [`constants`]: every bound in one place.
 //! - [`runtime`]: starting glommio executors.
@@ -20,5 +21,6 @@
 pub mod bench;
 pub mod constants;
 pub mod log;
+pub mod protocol;
 pub mod runtime;
 pub mod units;
