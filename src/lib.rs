@@ -10,7 +10,9 @@
 //!
 //! Modules:
 //! - [`log`]: the CommitLog on O_DIRECT segment files, and its `raft::Storage`.
+//! - [`broker`]: what the broker stores and applies.
 //! - [`protocol`]: frames and flatbuffers messages of the client protocol, checked.
+//! - [`replication`]: the replica group (raft-rs), without I/O.
 //! - [`bench`]: load generators and HdrHistogram output for `keel bench`.
 //! - [`constants`]: every bound in one place.
 //! - [`runtime`]: starting glommio executors.
@@ -19,8 +21,10 @@
 #![warn(missing_docs)]
 
 pub mod bench;
+pub mod broker;
 pub mod constants;
 pub mod log;
 pub mod protocol;
+pub mod replication;
 pub mod runtime;
 pub mod units;

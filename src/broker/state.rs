@@ -1,0 +1,307 @@
+//! The applied state of one shard's replica group: topics (in the controller group) and,
+//! per partition, the offsets of its batches and where they are in the log (RocketMQ's
+//! ConsumeQueue). Rebuilt by applying the log from its start; pure (no I/O).
+
+use std::collections::{BTreeMap, HashMap};
+
+use crate::broker::log_entry::{BrokerEntry, EntryDecodeError};
+
+/// A topic as the controller knows it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TopicInfo {
+    /// Never reused id.
+    pub id: u32,
+    /// Name.
+    pub name: String,
+    /// Number of partitions.
+    pub partitions: u32,
+}
+
+/// Which shard owns a partition: spread over the shards, starting at a topic-dependent
+/// shard so small topics do not all land on shard 0.
+pub fn shard_of(topic_id: u32, partition: u32, shards: u32) -> u32 {
+    assert!(shards > 0);
+    ((u64::from(topic_id) + u64::from(partition)) % u64::from(shards)) as u32
+}
+
+/// Topics by name.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Topics {
+    by_name: BTreeMap<String, TopicInfo>,
+    next_id: u32,
+}
+
+impl Topics {
+    /// A topic by name.
+    pub fn get(&self, name: &str) -> Option<&TopicInfo> {
+        self.by_name.get(name)
+    }
+
+    /// Every topic, by name.
+    pub fn list(&self) -> impl Iterator<Item = &TopicInfo> {
+        self.by_name.values()
+    }
+
+    /// The id the next topic gets.
+    pub fn next_id(&self) -> u32 {
+        self.next_id.max(1)
+    }
+
+    /// Applies a create (ignored if the name exists: two creates raced).
+    pub fn apply_create(&mut self, info: TopicInfo) -> bool {
+        self.next_id = self.next_id.max(info.id + 1);
+        if self.by_name.contains_key(&info.name) {
+            return false;
+        }
+        self.by_name.insert(info.name.clone(), info);
+        true
+    }
+
+    /// Applies a delete.
+    pub fn apply_delete(&mut self, topic_id: u32) -> bool {
+        let before = self.by_name.len();
+        self.by_name.retain(|_, info| info.id != topic_id);
+        before != self.by_name.len()
+    }
+
+    /// Replaces the whole set (a shard receiving the controller's copy).
+    pub fn replace(&mut self, topics: Vec<TopicInfo>) {
+        self.by_name = topics
+            .into_iter()
+            .map(|info| (info.name.clone(), info))
+            .collect();
+        self.next_id = self
+            .by_name
+            .values()
+            .map(|info| info.id + 1)
+            .max()
+            .unwrap_or(1);
+    }
+}
+
+/// Where one stored batch is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct BatchLocation {
+    /// Offset of its first record.
+    pub base_offset: u64,
+    /// Records in it.
+    pub record_count: u32,
+    /// Its log index.
+    pub log_index: u64,
+}
+
+/// One partition's batches, in offset order.
+#[derive(Clone, Debug, Default)]
+pub struct PartitionIndex {
+    batches: Vec<BatchLocation>,
+    next_offset: u64,
+}
+
+impl PartitionIndex {
+    /// One past the last offset.
+    pub fn high_watermark(&self) -> u64 {
+        self.next_offset
+    }
+
+    /// The batches from the one holding `offset` on (empty if `offset` is at the end).
+    pub fn from_offset(&self, offset: u64) -> &[BatchLocation] {
+        let position = self
+            .batches
+            .partition_point(|b| b.base_offset + u64::from(b.record_count) <= offset);
+        &self.batches[position..]
+    }
+
+    fn append(&mut self, record_count: u32, log_index: u64) -> u64 {
+        let base_offset = self.next_offset;
+        assert!(
+            self.batches
+                .last()
+                .is_none_or(|last| last.log_index < log_index),
+            "log order"
+        );
+        self.batches.push(BatchLocation {
+            base_offset,
+            record_count,
+            log_index,
+        });
+        self.next_offset += u64::from(record_count);
+        base_offset
+    }
+}
+
+/// What applying one entry did.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Applied {
+    /// A batch got offsets starting at `base_offset`.
+    Batch {
+        /// Topic.
+        topic_id: u32,
+        /// Partition.
+        partition: u32,
+        /// Offset of its first record.
+        base_offset: u64,
+    },
+    /// Topics changed (controller group).
+    TopicsChanged,
+    /// Nothing (the leader's empty entry, a create that lost a race).
+    Nothing,
+}
+
+/// The state one shard's group builds by applying its log.
+#[derive(Debug, Default)]
+pub struct ShardState {
+    /// Topics (authoritative in the controller group, a copy elsewhere).
+    pub topics: Topics,
+    partitions: HashMap<(u32, u32), PartitionIndex>,
+    applied_index: u64,
+}
+
+impl ShardState {
+    /// Applies the committed entry at `index` (entries arrive in order, each once).
+    pub fn apply(&mut self, index: u64, data: &[u8]) -> Result<Applied, EntryDecodeError> {
+        assert!(
+            index > self.applied_index,
+            "applied {index} after {}",
+            self.applied_index
+        );
+        self.applied_index = index;
+        if data.is_empty() {
+            return Ok(Applied::Nothing);
+        }
+        Ok(match BrokerEntry::decode(data)? {
+            BrokerEntry::RecordBatch {
+                topic_id,
+                partition,
+                record_count,
+                ..
+            } => {
+                let partition_index = self.partitions.entry((topic_id, partition)).or_default();
+                let base_offset = partition_index.append(record_count, index);
+                Applied::Batch {
+                    topic_id,
+                    partition,
+                    base_offset,
+                }
+            }
+            BrokerEntry::CreateTopic {
+                topic_id,
+                partitions,
+                name,
+            } => {
+                let info = TopicInfo {
+                    id: topic_id,
+                    name: name.to_string(),
+                    partitions,
+                };
+                if self.topics.apply_create(info) {
+                    Applied::TopicsChanged
+                } else {
+                    Applied::Nothing
+                }
+            }
+            BrokerEntry::DeleteTopic { topic_id } => {
+                self.partitions.retain(|&(topic, _), _| topic != topic_id);
+                if self.topics.apply_delete(topic_id) {
+                    Applied::TopicsChanged
+                } else {
+                    Applied::Nothing
+                }
+            }
+        })
+    }
+
+    /// The last applied log index.
+    pub fn applied_index(&self) -> u64 {
+        self.applied_index
+    }
+
+    /// A partition's index, if it holds any batch.
+    pub fn partition(&self, topic_id: u32, partition: u32) -> Option<&PartitionIndex> {
+        self.partitions.get(&(topic_id, partition))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn batch(topic_id: u32, partition: u32, record_count: u32) -> Vec<u8> {
+        BrokerEntry::RecordBatch {
+            topic_id,
+            partition,
+            record_count,
+            batch_crc32c: 0,
+            batch: b"x",
+        }
+        .encode()
+    }
+
+    #[test]
+    fn offsets_are_assigned_per_partition_in_log_order() {
+        let mut state = ShardState::default();
+        assert_eq!(state.apply(1, &[]).unwrap(), Applied::Nothing);
+        assert_eq!(
+            state.apply(2, &batch(1, 0, 3)).unwrap(),
+            Applied::Batch {
+                topic_id: 1,
+                partition: 0,
+                base_offset: 0
+            }
+        );
+        assert_eq!(
+            state.apply(3, &batch(1, 1, 5)).unwrap(),
+            Applied::Batch {
+                topic_id: 1,
+                partition: 1,
+                base_offset: 0
+            }
+        );
+        assert_eq!(
+            state.apply(4, &batch(1, 0, 2)).unwrap(),
+            Applied::Batch {
+                topic_id: 1,
+                partition: 0,
+                base_offset: 3
+            }
+        );
+        let p0 = state.partition(1, 0).unwrap();
+        assert_eq!(p0.high_watermark(), 5);
+        assert_eq!(p0.from_offset(0).len(), 2);
+        assert_eq!(p0.from_offset(2)[0].log_index, 2);
+        assert_eq!(p0.from_offset(3)[0].log_index, 4);
+        assert!(p0.from_offset(5).is_empty());
+    }
+
+    #[test]
+    fn topics_are_created_once_and_deleted() {
+        let mut state = ShardState::default();
+        let create = BrokerEntry::CreateTopic {
+            topic_id: 1,
+            partitions: 4,
+            name: "a",
+        }
+        .encode();
+        assert_eq!(state.apply(1, &create).unwrap(), Applied::TopicsChanged);
+        let again = BrokerEntry::CreateTopic {
+            topic_id: 2,
+            partitions: 4,
+            name: "a",
+        }
+        .encode();
+        assert_eq!(state.apply(2, &again).unwrap(), Applied::Nothing);
+        assert_eq!(state.topics.next_id(), 3);
+        assert_eq!(
+            state
+                .apply(3, &BrokerEntry::DeleteTopic { topic_id: 1 }.encode())
+                .unwrap(),
+            Applied::TopicsChanged
+        );
+        assert!(state.topics.get("a").is_none());
+    }
+
+    #[test]
+    fn partitions_spread_over_shards() {
+        let shards: Vec<u32> = (0..4).map(|p| shard_of(7, p, 2)).collect();
+        assert_eq!(shards, vec![1, 0, 1, 0]);
+    }
+}

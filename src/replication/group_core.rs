@@ -1,0 +1,205 @@
+//! `GroupCore`: one replica group's Raft state machine, without I/O.
+//!
+//! The Ready loop it serves (raft-rs's asynchronous persistence):
+//!
+//! ```text
+//! take_ready() ──▶ send `messages` now
+//!              ──▶ apply `committed` entries
+//!              ──▶ truncate_suffix(truncate_from)?, append `entries`, set `hard_state`
+//!              ──▶ flush ── then ──▶ on_persisted(number), send `persisted_messages`
+//! ```
+
+use raft::eraftpb::{ConfState, Entry, Message};
+use raft::{Config, RawNode, StateRole};
+
+use crate::log::raft_storage::from_conf_state;
+use crate::log::{CommitLog, HardStateRecord, LogError, RaftLogStorage};
+use crate::replication::raft_logging::raft_logger;
+
+/// Settings of a replica group.
+#[derive(Clone, Debug)]
+pub struct GroupConfig {
+    /// This replica's Raft id (the node id).
+    pub replica_id: u64,
+    /// The group's number (the shard index), for logs.
+    pub group_id: u64,
+    /// Ticks without a leader before an election (randomized between this and twice it).
+    pub election_ticks: usize,
+    /// Ticks between heartbeats.
+    pub heartbeat_ticks: usize,
+    /// Largest AppendEntries message.
+    pub max_message_bytes: u64,
+    /// AppendEntries in flight per follower.
+    pub max_inflight_messages: usize,
+}
+
+impl Default for GroupConfig {
+    fn default() -> Self {
+        GroupConfig {
+            replica_id: 1,
+            group_id: 0,
+            election_ticks: 10,
+            heartbeat_ticks: 2,
+            max_message_bytes: 1024 * 1024,
+            max_inflight_messages: 256,
+        }
+    }
+}
+
+/// Failures of the replica group that are not bugs.
+#[derive(Debug, thiserror::Error)]
+pub enum GroupError {
+    /// raft-rs refused (for example a proposal on a follower).
+    #[error("raft: {0}")]
+    Raft(#[from] raft::Error),
+    /// The log failed.
+    #[error(transparent)]
+    Log(#[from] LogError),
+    /// This replica is not the leader.
+    #[error("not the leader (leader: {leader_id})")]
+    NotLeader {
+        /// The leader's id, 0 when unknown.
+        leader_id: u64,
+    },
+}
+
+/// What one Ready pass asks of the group's owner.
+#[derive(Debug, Default)]
+pub struct ReadyWork {
+    /// Ready number, to report with `on_persisted` once `entries`/`hard_state` are durable.
+    pub number: u64,
+    /// Messages to send at once.
+    pub messages: Vec<Message>,
+    /// Entries to append; if the first is not after the log's last index, truncate the
+    /// log from there first.
+    pub entries: Vec<Entry>,
+    /// New hard state to persist with the entries.
+    pub hard_state: Option<HardStateRecord>,
+    /// Committed entries to apply, in order.
+    pub committed: Vec<Entry>,
+    /// Messages to send only after this Ready's entries and hard state are durable.
+    pub persisted_messages: Vec<Message>,
+}
+
+/// One replica group's Raft state.
+pub struct GroupCore {
+    raw: RawNode<RaftLogStorage>,
+    replica_id: u64,
+}
+
+impl GroupCore {
+    /// Starts the group over `log`. A log that has never held a configuration becomes a
+    /// group of `voters` (the caller persists it with the first flush).
+    pub fn new(log: &CommitLog, config: &GroupConfig, voters: &[u64]) -> Result<Self, GroupError> {
+        if log.conf_state().voters.is_empty() {
+            let conf_state = ConfState {
+                voters: voters.to_vec(),
+                ..Default::default()
+            };
+            log.set_conf_state(from_conf_state(&conf_state))?;
+        }
+        let raft_config = Config {
+            id: config.replica_id,
+            election_tick: config.election_ticks,
+            heartbeat_tick: config.heartbeat_ticks,
+            max_size_per_msg: config.max_message_bytes,
+            max_inflight_msgs: config.max_inflight_messages,
+            // Committed entries are applied again from the start of the log: the applied
+            // state lives in memory and is rebuilt at every start.
+            applied: log.compaction_point().0,
+            pre_vote: true,
+            check_quorum: true,
+            ..Default::default()
+        };
+        raft_config.validate()?;
+        let logger = raft_logger(config.replica_id, config.group_id);
+        let raw = RawNode::new(&raft_config, log.raft_storage(), &logger)?;
+        Ok(GroupCore {
+            raw,
+            replica_id: config.replica_id,
+        })
+    }
+
+    /// Advances the logical clock one tick.
+    pub fn tick(&mut self) {
+        self.raw.tick();
+    }
+
+    /// Starts an election now (a single voter elects itself).
+    pub fn campaign(&mut self) -> Result<(), GroupError> {
+        Ok(self.raw.campaign()?)
+    }
+
+    /// Feeds a message from a peer.
+    pub fn step(&mut self, message: Message) -> Result<(), GroupError> {
+        Ok(self.raw.step(message)?)
+    }
+
+    /// Whether this replica leads the group.
+    pub fn is_leader(&self) -> bool {
+        self.raw.raft.state == StateRole::Leader
+    }
+
+    /// The leader's id (0 when unknown).
+    pub fn leader_id(&self) -> u64 {
+        self.raw.raft.leader_id
+    }
+
+    /// This replica's id.
+    pub fn replica_id(&self) -> u64 {
+        self.replica_id
+    }
+
+    /// Current term.
+    pub fn term(&self) -> u64 {
+        self.raw.raft.term
+    }
+
+    /// Highest committed index.
+    pub fn commit_index(&self) -> u64 {
+        self.raw.raft.raft_log.committed
+    }
+
+    /// Proposes `data` as a new entry; returns the index it will have.
+    pub fn propose(&mut self, data: Vec<u8>) -> Result<u64, GroupError> {
+        if !self.is_leader() {
+            return Err(GroupError::NotLeader {
+                leader_id: self.leader_id(),
+            });
+        }
+        let before = self.raw.raft.raft_log.last_index();
+        self.raw.propose(Vec::new(), data)?;
+        let index = self.raw.raft.raft_log.last_index();
+        assert_eq!(index, before + 1, "a proposal adds exactly one entry");
+        Ok(index)
+    }
+
+    /// The work of the next Ready pass, if there is any. Committed entries handed out
+    /// here count as applied: the caller applies them before calling in again.
+    pub fn take_ready(&mut self) -> Option<ReadyWork> {
+        if !self.raw.has_ready() {
+            return None;
+        }
+        let mut ready = self.raw.ready();
+        let work = ReadyWork {
+            number: ready.number(),
+            messages: ready.take_messages(),
+            entries: ready.entries().clone(),
+            hard_state: ready.hs().map(|hs| HardStateRecord {
+                term: hs.term,
+                vote: hs.vote,
+                commit: hs.commit,
+            }),
+            committed: ready.take_committed_entries(),
+            persisted_messages: ready.take_persisted_messages(),
+        };
+        self.raw.advance_append_async(ready);
+        self.raw.advance_apply();
+        Some(work)
+    }
+
+    /// Reports that everything of Ready `number` (and earlier) is durable.
+    pub fn on_persisted(&mut self, number: u64) {
+        self.raw.on_persist_ready(number);
+    }
+}
