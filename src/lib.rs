@@ -11,10 +11,13 @@
 //! Modules:
 //! - [`log`]: the CommitLog on O_DIRECT segment files, and its `raft::Storage`.
 //! - [`broker`]: what the broker stores and applies.
+//! - [`client`]: the Rust client.
 //! - [`protocol`]: frames and flatbuffers messages of the client protocol, checked.
 //! - [`replication`]: the replica group (raft-rs), without I/O.
 //! - [`bench`]: load generators and HdrHistogram output for `keel bench`.
 //! - [`constants`]: every bound in one place.
+//! - [`shard`]: executors, the Ready loop of each shard, client connections.
+//! - [`config`]: node configuration.
 //! - [`runtime`]: starting glommio executors.
 //! - [`units`]: sizes and durations as users write them.
 
@@ -22,9 +25,12 @@
 
 pub mod bench;
 pub mod broker;
+pub mod client;
+pub mod config;
 pub mod constants;
 pub mod log;
 pub mod protocol;
 pub mod replication;
 pub mod runtime;
+pub mod shard;
 pub mod units;

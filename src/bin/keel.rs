@@ -1,16 +1,24 @@
 //! The `keel` command line: parses arguments and calls into the library.
 
+use std::io::{BufRead, Write};
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
 use keel::bench::hgrm;
 use keel::bench::log_bench::{run_log_bench, LogBenchOptions};
+use keel::client::ClusterClient;
+use keel::config::NodeConfig;
 use keel::constants::{DEFAULT_MAX_ENTRY_PAYLOAD_BYTES, DEFAULT_SEGMENT_SIZE_BYTES};
 use keel::log::check::check_log_directory;
 use keel::log::Preallocation;
+use keel::protocol::codec::{encode_record_batch, BatchProducer, RecordData};
+use keel::protocol::wire::Acks;
 use keel::runtime::{run_on_executor, DEFAULT_IO_MEMORY_BYTES};
+use keel::shard::{run_node, NodeError};
 use keel::units::{parse_duration, parse_size};
 
 /// Keel: a Raft-replicated message broker for latency-sensitive producers.
@@ -23,12 +31,119 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Run a broker node (one shard per core; shard i listens on --port + i).
+    Broker(BrokerArgs),
+    /// Create, list and delete topics.
+    #[command(subcommand)]
+    Topic(TopicCommand),
+    /// Send lines from stdin (one record each) to a partition.
+    Produce(ProduceArgs),
+    /// Print the records of a partition from an offset.
+    Consume(ConsumeArgs),
     /// Inspect CommitLog directories.
     #[command(subcommand)]
     Log(LogCommand),
     /// Measure Keel's speed on this machine.
     #[command(subcommand)]
     Bench(BenchCommand),
+}
+
+#[derive(Args)]
+struct BrokerArgs {
+    /// Directory for the shards' logs.
+    #[arg(long, default_value = "keel-data")]
+    data_dir: PathBuf,
+    /// Address to listen on.
+    #[arg(long, default_value = "127.0.0.1")]
+    host: String,
+    /// Port of shard 0; shard i listens on port + i.
+    #[arg(long, default_value_t = 9700)]
+    port: u16,
+    /// Number of shards (default: one per CPU).
+    #[arg(long)]
+    shards: Option<u32>,
+    /// This node's id.
+    #[arg(long, default_value_t = 1)]
+    node_id: u32,
+    /// Pin each shard to its own CPU.
+    #[arg(long)]
+    pin_cores: bool,
+    /// Registered I/O memory per shard.
+    #[arg(long, value_parser = parse_size, default_value_t = DEFAULT_IO_MEMORY_BYTES as u64)]
+    io_memory: u64,
+    /// Segment file size of each shard's log.
+    #[arg(long, value_parser = parse_size, default_value_t = DEFAULT_SEGMENT_SIZE_BYTES)]
+    segment_size: u64,
+}
+
+#[derive(Args)]
+struct ConnectArgs {
+    /// Address of any shard of the cluster.
+    #[arg(long, default_value = "127.0.0.1:9700")]
+    bootstrap: String,
+}
+
+#[derive(Subcommand)]
+enum TopicCommand {
+    /// Create a topic.
+    Create {
+        /// Topic name (letters, digits, '.', '_', '-').
+        name: String,
+        /// Number of partitions.
+        #[arg(long, default_value_t = 1)]
+        partitions: u32,
+        #[command(flatten)]
+        connect: ConnectArgs,
+    },
+    /// List topics.
+    List {
+        #[command(flatten)]
+        connect: ConnectArgs,
+    },
+    /// Delete a topic.
+    Delete {
+        /// Topic name.
+        name: String,
+        #[command(flatten)]
+        connect: ConnectArgs,
+    },
+}
+
+#[derive(Args)]
+struct ProduceArgs {
+    /// Topic.
+    topic: String,
+    /// Partition.
+    #[arg(long, default_value_t = 0)]
+    partition: u32,
+    /// When the broker answers: quorum, leader or none.
+    #[arg(long, default_value = "quorum")]
+    acks: String,
+    /// Records per batch.
+    #[arg(long, default_value_t = 100)]
+    batch: usize,
+    #[command(flatten)]
+    connect: ConnectArgs,
+}
+
+#[derive(Args)]
+struct ConsumeArgs {
+    /// Topic.
+    topic: String,
+    /// Partition.
+    #[arg(long, default_value_t = 0)]
+    partition: u32,
+    /// First offset.
+    #[arg(long, default_value_t = 0)]
+    offset: u64,
+    /// Keep waiting for new records.
+    #[arg(long)]
+    follow: bool,
+    /// Print the offset before each value.
+    #[arg(long)]
+    offsets: bool,
+    #[command(flatten)]
+    connect: ConnectArgs,
 }
 
 #[derive(Subcommand)]
@@ -106,6 +221,10 @@ fn main() -> ExitCode {
         .init();
     let cli = Cli::parse();
     match cli.command {
+        Command::Broker(args) => broker(args),
+        Command::Topic(command) => topic(command),
+        Command::Produce(args) => produce(args),
+        Command::Consume(args) => consume(args),
         Command::Log(LogCommand::Check {
             dir,
             max_entry_bytes,
@@ -224,4 +343,174 @@ fn log_bench_options(args: &LogBenchArgs) -> Result<LogBenchOptions, String> {
         segment_size_bytes: args.segment_size,
         hgrm_path: args.hgrm.clone(),
     })
+}
+
+fn broker(args: BrokerArgs) -> ExitCode {
+    let mut config = NodeConfig {
+        node_id: args.node_id,
+        data_dir: args.data_dir,
+        host: args.host,
+        base_port: args.port,
+        pin_cores: args.pin_cores,
+        io_memory_bytes: usize::try_from(args.io_memory).unwrap_or(DEFAULT_IO_MEMORY_BYTES),
+        ..NodeConfig::default()
+    };
+    if let Some(shards) = args.shards {
+        config.shards = shards;
+    }
+    config.log.segment_size_bytes = args.segment_size;
+    let stop = Arc::new(AtomicBool::new(false));
+    for signal in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
+        if let Err(error) = signal_hook::flag::register(signal, stop.clone()) {
+            eprintln!("keel broker: cannot handle signals: {error}");
+            return ExitCode::from(1);
+        }
+    }
+    eprintln!(
+        "keel broker: node {} with {} shards on {}:{}..{}, data in {}",
+        config.node_id,
+        config.shards,
+        config.host,
+        config.base_port,
+        u32::from(config.base_port) + config.shards - 1,
+        config.data_dir.display()
+    );
+    match run_node(config, stop) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(NodeError::Config(error)) => {
+            eprintln!("keel broker: {error}");
+            ExitCode::from(2)
+        }
+        Err(error) => {
+            eprintln!("keel broker: {error}");
+            ExitCode::from(3)
+        }
+    }
+}
+
+fn fail(what: &str, error: impl std::fmt::Display) -> ExitCode {
+    eprintln!("keel {what}: {error}");
+    ExitCode::from(1)
+}
+
+fn topic(command: TopicCommand) -> ExitCode {
+    match command {
+        TopicCommand::Create {
+            name,
+            partitions,
+            connect,
+        } => match ClusterClient::new(&connect.bootstrap).create_topic(&name, partitions) {
+            Ok(()) => {
+                println!("created topic {name} with {partitions} partitions");
+                ExitCode::SUCCESS
+            }
+            Err(error) => fail("topic create", error),
+        },
+        TopicCommand::List { connect } => {
+            match ClusterClient::new(&connect.bootstrap).list_topics() {
+                Ok(topics) => {
+                    for (name, partitions) in topics {
+                        println!("{name}\t{partitions} partitions");
+                    }
+                    ExitCode::SUCCESS
+                }
+                Err(error) => fail("topic list", error),
+            }
+        }
+        TopicCommand::Delete { name, connect } => {
+            match ClusterClient::new(&connect.bootstrap).delete_topic(&name) {
+                Ok(()) => {
+                    println!("deleted topic {name}");
+                    ExitCode::SUCCESS
+                }
+                Err(error) => fail("topic delete", error),
+            }
+        }
+    }
+}
+
+fn parse_acks(text: &str) -> Result<Acks, String> {
+    match text {
+        "quorum" => Ok(Acks::Quorum),
+        "leader" => Ok(Acks::Leader),
+        "none" => Ok(Acks::None),
+        other => Err(format!(
+            "--acks must be quorum, leader or none, not {other:?}"
+        )),
+    }
+}
+
+fn produce(args: ProduceArgs) -> ExitCode {
+    let acks = match parse_acks(&args.acks) {
+        Ok(acks) => acks,
+        Err(message) => return fail("produce", message),
+    };
+    let mut client = ClusterClient::new(&args.connect.bootstrap);
+    let stdin = std::io::stdin();
+    let mut lines = stdin.lock().lines();
+    let mut sent = 0u64;
+    loop {
+        let mut records = Vec::with_capacity(args.batch.max(1));
+        for line in lines.by_ref() {
+            match line {
+                Ok(line) => records.push(RecordData {
+                    value: line.into_bytes(),
+                    ..Default::default()
+                }),
+                Err(error) => return fail("produce", error),
+            }
+            if records.len() >= args.batch.max(1) {
+                break;
+            }
+        }
+        if records.is_empty() {
+            break;
+        }
+        let now_ms = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as i64);
+        let (batch, crc) = encode_record_batch(BatchProducer::default(), now_ms, &records);
+        match client.produce(&args.topic, args.partition, &batch, crc, acks) {
+            Ok(_) => sent += records.len() as u64,
+            Err(error) => return fail("produce", error),
+        }
+    }
+    eprintln!(
+        "keel produce: {sent} records sent to {}/{}",
+        args.topic, args.partition
+    );
+    ExitCode::SUCCESS
+}
+
+fn consume(args: ConsumeArgs) -> ExitCode {
+    let mut client = ClusterClient::new(&args.connect.bootstrap);
+    let mut offset = args.offset;
+    let stdout = std::io::stdout();
+    loop {
+        let wait = if args.follow {
+            Duration::from_secs(5)
+        } else {
+            Duration::ZERO
+        };
+        let fetched = match client.fetch(&args.topic, args.partition, offset, 1 << 20, wait) {
+            Ok(fetched) => fetched,
+            Err(error) => return fail("consume", error),
+        };
+        let mut out = stdout.lock();
+        for record in &fetched.records {
+            let value = String::from_utf8_lossy(&record.value);
+            let written = if args.offsets {
+                writeln!(out, "{}\t{value}", record.offset)
+            } else {
+                writeln!(out, "{value}")
+            };
+            if written.is_err() {
+                return ExitCode::SUCCESS; // the reader went away (a closed pipe)
+            }
+            offset = record.offset + 1;
+        }
+        if fetched.records.is_empty() && !args.follow && offset >= fetched.high_watermark {
+            return ExitCode::SUCCESS;
+        }
+    }
 }

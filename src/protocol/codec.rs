@@ -27,12 +27,14 @@ const MAX_TABLE_DEPTH: usize = 16;
 /// Most records one batch may hold.
 pub const MAX_RECORDS_PER_BATCH: usize = 100_000;
 
-/// Verifier bounds for a message of at most `max_bytes`.
-pub fn verifier_options(max_bytes: usize) -> VerifierOptions {
+/// Verifier bounds for a message of `length` bytes. The apparent size counts every table
+/// with its vtable (which tables share), so it is allowed a multiple of the length; the
+/// bounds only keep a crafted buffer from making verification expensive.
+pub fn verifier_options(length: usize) -> VerifierOptions {
     VerifierOptions {
         max_depth: MAX_TABLE_DEPTH,
-        max_tables: max_bytes / 4 + 16,
-        max_apparent_size: max_bytes.saturating_mul(2),
+        max_tables: length / 4 + 64,
+        max_apparent_size: length.saturating_mul(16).max(64 * 1024),
         ignore_missing_null_terminator: false,
     }
 }

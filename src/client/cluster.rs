@@ -1,0 +1,400 @@
+//! `ClusterClient`: talks to a Keel node (or cluster) from one bootstrap address. It knows
+//! where each partition lives from the metadata, keeps one connection per shard, and
+//! retries what is safe to retry (wrong shard, not leader, unknown topic, connection
+//! refused), refreshing metadata in between.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use crate::client::connection::Connection;
+use crate::client::error::ClientError;
+use crate::protocol::codec::{
+    check_record_batch, decode_response, encode_fetch_request, encode_produce_request,
+    encode_request, PartitionBatchData,
+};
+use crate::protocol::wire::{self, Acks, Response};
+
+/// Attempts per operation before giving up.
+pub const MAX_ATTEMPTS: u32 = 20;
+
+/// Pause between attempts (doubles up to `MAX_BACKOFF`).
+const FIRST_BACKOFF: Duration = Duration::from_millis(20);
+const MAX_BACKOFF: Duration = Duration::from_millis(500);
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
+
+/// Where a partition lives.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PartitionPlace {
+    /// Address of the shard that owns it.
+    pub address: String,
+}
+
+/// What the client knows of the cluster.
+#[derive(Clone, Debug, Default)]
+pub struct Metadata {
+    /// Topics: name → partition count.
+    pub topics: HashMap<String, u32>,
+    /// (topic, partition) → place.
+    pub places: HashMap<(String, u32), PartitionPlace>,
+    /// Address of the controller shard (shard 0 of the first node).
+    pub controller: Option<String>,
+}
+
+/// A record read back.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ConsumedRecord {
+    /// Its offset in the partition.
+    pub offset: u64,
+    /// Key, if any.
+    pub key: Option<Vec<u8>>,
+    /// Value.
+    pub value: Vec<u8>,
+}
+
+/// What a fetch returned.
+#[derive(Clone, Debug, Default)]
+pub struct Fetched {
+    /// One past the last committed offset.
+    pub high_watermark: u64,
+    /// Records from the requested offset on.
+    pub records: Vec<ConsumedRecord>,
+}
+
+/// A client of one cluster.
+pub struct ClusterClient {
+    bootstrap: String,
+    connections: HashMap<String, Connection>,
+    metadata: Metadata,
+}
+
+fn broker_error(error: wire::Error<'_>) -> ClientError {
+    ClientError::Broker {
+        code: error.code(),
+        message: error.message().unwrap_or_default().to_string(),
+        leader_address: error.leader_address().map(str::to_string),
+    }
+}
+
+fn check_response(response: &Response<'_>) -> Result<(), ClientError> {
+    match response.error() {
+        Some(error) if error.code() != wire::ErrorCode::None => Err(broker_error(error)),
+        _ => Ok(()),
+    }
+}
+
+impl ClusterClient {
+    /// A client that starts from `bootstrap` ("host:port" of any shard).
+    pub fn new(bootstrap: &str) -> ClusterClient {
+        ClusterClient {
+            bootstrap: bootstrap.to_string(),
+            connections: HashMap::new(),
+            metadata: Metadata::default(),
+        }
+    }
+
+    fn connection(&mut self, address: &str) -> Result<&mut Connection, ClientError> {
+        if !self.connections.contains_key(address) {
+            let connection = Connection::connect(address, CONNECT_TIMEOUT)?;
+            self.connections.insert(address.to_string(), connection);
+        }
+        self.connections
+            .get_mut(address)
+            .ok_or_else(|| ClientError::Closed(address.to_string()))
+    }
+
+    /// Sends a request built by `build(correlation_id)` to `address`, returns the answer.
+    fn call(
+        &mut self,
+        address: &str,
+        build: impl FnOnce(u64) -> Vec<u8>,
+    ) -> Result<Vec<u8>, ClientError> {
+        let connection = self.connection(address)?;
+        let id = connection.next_correlation_id();
+        let result = connection.call(id, &build(id));
+        if result.is_err() {
+            self.connections.remove(address);
+        }
+        result
+    }
+
+    /// Runs `attempt` until it succeeds, fails for good, or attempts run out; refreshes
+    /// metadata between attempts.
+    fn with_retries<T>(
+        &mut self,
+        mut attempt: impl FnMut(&mut Self) -> Result<T, ClientError>,
+    ) -> Result<T, ClientError> {
+        let mut backoff = FIRST_BACKOFF;
+        let mut last = None;
+        for _ in 0..MAX_ATTEMPTS {
+            match attempt(self) {
+                Ok(value) => return Ok(value),
+                Err(error) if error.is_retriable() => {
+                    last = Some(error);
+                    std::thread::sleep(backoff);
+                    backoff = (backoff * 2).min(MAX_BACKOFF);
+                    let _ = self.refresh_metadata();
+                }
+                Err(error) => return Err(error),
+            }
+        }
+        Err(ClientError::GaveUp {
+            attempts: MAX_ATTEMPTS,
+            last: Box::new(last.unwrap_or_else(|| ClientError::Unexpected("no attempt".into()))),
+        })
+    }
+
+    /// Asks the cluster where everything is.
+    pub fn refresh_metadata(&mut self) -> Result<&Metadata, ClientError> {
+        let bootstrap = self.bootstrap.clone();
+        let answer = self.call(&bootstrap, |id| {
+            let mut builder = flatbuffers::FlatBufferBuilder::new();
+            let body = wire::MetadataRequest::create(
+                &mut builder,
+                &wire::MetadataRequestArgs { topics: None },
+            );
+            encode_request(
+                &mut builder,
+                id,
+                wire::RequestBody::MetadataRequest,
+                body.as_union_value(),
+            )
+        })?;
+        let response = decode_response(&answer)?;
+        check_response(&response)?;
+        let metadata = response
+            .body_as_metadata_response()
+            .ok_or_else(|| ClientError::Unexpected("not a metadata answer".into()))?;
+        let mut fresh = Metadata::default();
+        let mut nodes = HashMap::new();
+        for node in metadata.nodes().iter().flatten() {
+            nodes.insert(
+                node.node_id(),
+                (
+                    node.host().unwrap_or("127.0.0.1").to_string(),
+                    node.base_port(),
+                ),
+            );
+        }
+        if let Some((host, port)) = nodes.values().next() {
+            fresh.controller = Some(format!("{host}:{port}"));
+        }
+        for topic in metadata.topics().iter().flatten() {
+            let name = topic.name().unwrap_or_default().to_string();
+            let mut count = 0;
+            for partition in topic.partitions().iter().flatten() {
+                count += 1;
+                if let Some((host, port)) = nodes.get(&partition.leader_node()) {
+                    let address = format!("{host}:{}", u32::from(*port) + partition.shard());
+                    fresh.places.insert(
+                        (name.clone(), partition.partition()),
+                        PartitionPlace { address },
+                    );
+                }
+            }
+            fresh.topics.insert(name, count);
+        }
+        self.metadata = fresh;
+        Ok(&self.metadata)
+    }
+
+    /// The metadata known (refreshed when empty).
+    pub fn metadata(&mut self) -> Result<&Metadata, ClientError> {
+        if self.metadata.controller.is_none() {
+            self.refresh_metadata()?;
+        }
+        Ok(&self.metadata)
+    }
+
+    fn controller(&mut self) -> Result<String, ClientError> {
+        let bootstrap = self.bootstrap.clone();
+        Ok(self.metadata()?.controller.clone().unwrap_or(bootstrap))
+    }
+
+    /// Creates a topic.
+    pub fn create_topic(&mut self, name: &str, partitions: u32) -> Result<(), ClientError> {
+        let controller = self.controller()?;
+        let answer = self.call(&controller, |id| {
+            let mut builder = flatbuffers::FlatBufferBuilder::new();
+            let name = builder.create_string(name);
+            let body = wire::CreateTopicRequest::create(
+                &mut builder,
+                &wire::CreateTopicRequestArgs {
+                    name: Some(name),
+                    partitions,
+                    replication_factor: 1,
+                },
+            );
+            encode_request(
+                &mut builder,
+                id,
+                wire::RequestBody::CreateTopicRequest,
+                body.as_union_value(),
+            )
+        })?;
+        check_response(&decode_response(&answer)?)?;
+        self.refresh_metadata()?;
+        Ok(())
+    }
+
+    /// Deletes a topic.
+    pub fn delete_topic(&mut self, name: &str) -> Result<(), ClientError> {
+        let controller = self.controller()?;
+        let answer = self.call(&controller, |id| {
+            let mut builder = flatbuffers::FlatBufferBuilder::new();
+            let name = builder.create_string(name);
+            let body = wire::DeleteTopicRequest::create(
+                &mut builder,
+                &wire::DeleteTopicRequestArgs { name: Some(name) },
+            );
+            encode_request(
+                &mut builder,
+                id,
+                wire::RequestBody::DeleteTopicRequest,
+                body.as_union_value(),
+            )
+        })?;
+        check_response(&decode_response(&answer)?)?;
+        self.refresh_metadata()?;
+        Ok(())
+    }
+
+    /// Lists topics: (name, partitions), by name.
+    pub fn list_topics(&mut self) -> Result<Vec<(String, u32)>, ClientError> {
+        let bootstrap = self.bootstrap.clone();
+        let answer = self.call(&bootstrap, |id| {
+            let mut builder = flatbuffers::FlatBufferBuilder::new();
+            let body =
+                wire::ListTopicsRequest::create(&mut builder, &wire::ListTopicsRequestArgs {});
+            encode_request(
+                &mut builder,
+                id,
+                wire::RequestBody::ListTopicsRequest,
+                body.as_union_value(),
+            )
+        })?;
+        let response = decode_response(&answer)?;
+        check_response(&response)?;
+        let list = response
+            .body_as_list_topics_response()
+            .ok_or_else(|| ClientError::Unexpected("not a topic list".into()))?;
+        Ok(list
+            .topics()
+            .iter()
+            .flatten()
+            .map(|t| (t.name().unwrap_or_default().to_string(), t.partitions()))
+            .collect())
+    }
+
+    fn place(&mut self, topic: &str, partition: u32) -> Result<String, ClientError> {
+        let key = (topic.to_string(), partition);
+        if !self.metadata()?.places.contains_key(&key) {
+            self.refresh_metadata()?;
+        }
+        match self.metadata.places.get(&key) {
+            Some(place) => Ok(place.address.clone()),
+            None if self.metadata.topics.contains_key(topic) => Err(ClientError::Broker {
+                code: wire::ErrorCode::UnknownPartition,
+                message: format!("topic {topic:?} has no partition {partition}"),
+                leader_address: None,
+            }),
+            None => Err(ClientError::Broker {
+                code: wire::ErrorCode::UnknownTopic,
+                message: format!("no topic {topic:?}"),
+                leader_address: None,
+            }),
+        }
+    }
+
+    /// Sends one batch (from `encode_record_batch`) to a partition; returns the offset of
+    /// its first record (`u64::MAX` with `Acks::None`). Retries only what was certainly not
+    /// stored (wrong shard, not leader, unknown topic before creation propagated).
+    pub fn produce(
+        &mut self,
+        topic: &str,
+        partition: u32,
+        batch: &[u8],
+        crc32c: u32,
+        acks: Acks,
+    ) -> Result<u64, ClientError> {
+        self.with_retries(|client| {
+            let address = client.place(topic, partition)?;
+            // Connecting may be retried; once the request is sent, a failure leaves its
+            // fate unknown.
+            client.connection(&address)?;
+            let answer = client
+                .call(&address, |id| {
+                    let batches = [PartitionBatchData {
+                        partition,
+                        batch,
+                        crc32c,
+                    }];
+                    encode_produce_request(id, topic, acks, 30_000, &batches)
+                })
+                .map_err(|error| match error {
+                    ClientError::Io { .. } | ClientError::Closed(_) => {
+                        ClientError::Unacknowledged(Box::new(error))
+                    }
+                    other => other,
+                })?;
+            let response = decode_response(&answer)?;
+            check_response(&response)?;
+            let produced = response
+                .body_as_produce_response()
+                .ok_or_else(|| ClientError::Unexpected("not a produce answer".into()))?;
+            let result = produced
+                .results()
+                .and_then(|results| results.iter().find(|r| r.partition() == partition))
+                .ok_or_else(|| ClientError::Unexpected("no result for the partition".into()))?;
+            match result.error() {
+                Some(error) if error.code() != wire::ErrorCode::None => Err(broker_error(error)),
+                _ => Ok(result.base_offset()),
+            }
+        })
+    }
+
+    /// Reads records of a partition from `offset`, waiting up to `max_wait` for some.
+    pub fn fetch(
+        &mut self,
+        topic: &str,
+        partition: u32,
+        offset: u64,
+        max_bytes: u32,
+        max_wait: Duration,
+    ) -> Result<Fetched, ClientError> {
+        self.with_retries(|client| {
+            let address = client.place(topic, partition)?;
+            let wait_ms = max_wait.as_millis().min(u128::from(u32::MAX)) as u32;
+            let answer = client.call(&address, |id| {
+                encode_fetch_request(id, topic, partition, offset, max_bytes, wait_ms)
+            })?;
+            let response = decode_response(&answer)?;
+            check_response(&response)?;
+            let fetched = response
+                .body_as_fetch_response()
+                .ok_or_else(|| ClientError::Unexpected("not a fetch answer".into()))?;
+            let mut out = Fetched {
+                high_watermark: fetched.high_watermark(),
+                records: Vec::new(),
+            };
+            for stored in fetched.batches().iter().flatten() {
+                let bytes = stored.batch().map(|v| v.bytes()).unwrap_or(&[]);
+                let batch = check_record_batch(bytes, stored.crc32c(), usize::MAX)?;
+                for record in batch.records().iter().flatten() {
+                    let record_offset = stored.base_offset() + u64::from(record.offset_delta());
+                    if record_offset < offset {
+                        continue;
+                    }
+                    out.records.push(ConsumedRecord {
+                        offset: record_offset,
+                        key: record.key().map(|k| k.bytes().to_vec()),
+                        value: record
+                            .value()
+                            .map(|v| v.bytes().to_vec())
+                            .unwrap_or_default(),
+                    });
+                }
+            }
+            Ok(out)
+        })
+    }
+}

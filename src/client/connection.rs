@@ -1,0 +1,114 @@
+//! One blocking connection to a shard: send requests (many may be outstanding), read the
+//! answers, matched by correlation id. For tools, tests and simple producers; it needs no
+//! async runtime.
+
+use std::collections::HashMap;
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::time::Duration;
+
+use crate::client::error::ClientError;
+use crate::config::DEFAULT_MAX_FRAME_BYTES;
+use crate::protocol::codec::decode_response;
+use crate::protocol::frame::{encode_frame, FrameDecoder};
+
+/// How long a connection waits for an answer before giving up.
+pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(35);
+
+/// A connection to one shard.
+pub struct Connection {
+    stream: TcpStream,
+    address: String,
+    decoder: FrameDecoder,
+    next_correlation_id: u64,
+    early_answers: HashMap<u64, Vec<u8>>,
+}
+
+impl Connection {
+    /// Connects to `address` ("host:port").
+    pub fn connect(address: &str, timeout: Duration) -> Result<Connection, ClientError> {
+        let addresses: Vec<_> = std::net::ToSocketAddrs::to_socket_addrs(address)
+            .map_err(|e| ClientError::Connect {
+                address: address.to_string(),
+                source: e,
+            })?
+            .collect();
+        let mut last_error = std::io::Error::new(std::io::ErrorKind::NotFound, "no address");
+        for socket_address in addresses {
+            match TcpStream::connect_timeout(&socket_address, timeout) {
+                Ok(stream) => {
+                    stream.set_nodelay(true).ok();
+                    stream.set_read_timeout(Some(DEFAULT_REQUEST_TIMEOUT)).ok();
+                    return Ok(Connection {
+                        stream,
+                        address: address.to_string(),
+                        decoder: FrameDecoder::new(DEFAULT_MAX_FRAME_BYTES),
+                        next_correlation_id: 1,
+                        early_answers: HashMap::new(),
+                    });
+                }
+                Err(error) => last_error = error,
+            }
+        }
+        Err(ClientError::Connect {
+            address: address.to_string(),
+            source: last_error,
+        })
+    }
+
+    /// The address connected to.
+    pub fn address(&self) -> &str {
+        &self.address
+    }
+
+    /// A fresh correlation id for the next request.
+    pub fn next_correlation_id(&mut self) -> u64 {
+        let id = self.next_correlation_id;
+        self.next_correlation_id += 1;
+        id
+    }
+
+    /// Sends an encoded request (built with the id from `next_correlation_id`).
+    pub fn send(&mut self, payload: &[u8]) -> Result<(), ClientError> {
+        let frame = encode_frame(payload)?;
+        self.stream.write_all(&frame).map_err(|e| self.io_error(e))
+    }
+
+    /// Waits for the answer to `correlation_id` (answers to others are kept for later).
+    pub fn receive(&mut self, correlation_id: u64) -> Result<Vec<u8>, ClientError> {
+        if let Some(answer) = self.early_answers.remove(&correlation_id) {
+            return Ok(answer);
+        }
+        let mut buffer = vec![0u8; 64 * 1024];
+        loop {
+            while let Some(frame) = self.decoder.next_frame()? {
+                let id = decode_response(&frame)?.correlation_id();
+                if id == correlation_id {
+                    return Ok(frame);
+                }
+                self.early_answers.insert(id, frame);
+            }
+            let count = self
+                .stream
+                .read(&mut buffer)
+                .map_err(|e| self.io_error(e))?;
+            if count == 0 {
+                return Err(ClientError::Closed(self.address.clone()));
+            }
+            self.decoder.push(&buffer[..count]);
+        }
+    }
+
+    /// Sends a request and waits for its answer.
+    pub fn call(&mut self, correlation_id: u64, payload: &[u8]) -> Result<Vec<u8>, ClientError> {
+        self.send(payload)?;
+        self.receive(correlation_id)
+    }
+
+    fn io_error(&self, source: std::io::Error) -> ClientError {
+        ClientError::Io {
+            address: self.address.clone(),
+            source,
+        }
+    }
+}

@@ -1,0 +1,78 @@
+//! Errors a client sees.
+
+use crate::protocol::wire::ErrorCode;
+use crate::protocol::ProtocolError;
+
+/// What went wrong talking to the cluster.
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    /// No connection could be made.
+    #[error("cannot connect to {address}: {source}")]
+    Connect {
+        /// The address tried.
+        address: String,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// A connection failed.
+    #[error("connection to {address}: {source}")]
+    Io {
+        /// The peer.
+        address: String,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The broker closed the connection.
+    #[error("{0} closed the connection")]
+    Closed(String),
+    /// The broker's answer did not parse.
+    #[error("bad answer: {0}")]
+    Protocol(#[from] ProtocolError),
+    /// The broker refused.
+    #[error("{code:?}: {message}")]
+    Broker {
+        /// The error code.
+        code: ErrorCode,
+        /// The broker's message.
+        message: String,
+        /// Where to go instead (NotLeader, WrongShard).
+        leader_address: Option<String>,
+    },
+    /// The answer was not of the expected kind.
+    #[error("unexpected answer: {0}")]
+    Unexpected(String),
+    /// A write whose fate is unknown: the request was sent, then the connection failed
+    /// before the answer came. It may or may not have been stored; not retried, since a
+    /// retry could store it twice (idempotent producers make retries safe).
+    #[error("unacknowledged (it may or may not have been stored): {0}")]
+    Unacknowledged(Box<ClientError>),
+    /// Retries ran out.
+    #[error("gave up after {attempts} attempts: {last}")]
+    GaveUp {
+        /// Attempts made.
+        attempts: u32,
+        /// The last error.
+        last: Box<ClientError>,
+    },
+}
+
+impl ClientError {
+    /// Whether trying again (elsewhere, later) may succeed.
+    pub fn is_retriable(&self) -> bool {
+        match self {
+            ClientError::Connect { .. } | ClientError::Io { .. } | ClientError::Closed(_) => true,
+            ClientError::Broker { code, .. } => matches!(
+                *code,
+                ErrorCode::NotLeader
+                    | ErrorCode::WrongShard
+                    | ErrorCode::UnknownTopic
+                    | ErrorCode::RequestTimedOut
+                    | ErrorCode::NotEnoughReplicas
+                    | ErrorCode::ShuttingDown
+            ),
+            _ => false,
+        }
+    }
+}

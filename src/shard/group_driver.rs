@@ -1,0 +1,305 @@
+//! Drives one shard's replica group: runs the Ready loop against the CommitLog, applies
+//! committed entries to the shard's state, and answers the requests waiting for them.
+//!
+//! ```text
+//! propose ──▶ GroupCore ──take_ready──▶ append to log ──▶ flush task ──▶ on_persisted
+//!                 ▲                         apply committed ──▶ waiters, fetch wake-ups
+//!                 └──────────── tick task, wake-ups ◀───────────────┘
+//! ```
+//!
+//! Everything runs on the shard's executor; the RefCells are never borrowed across an
+//! await. A failed flush (full disk, I/O error) fails the shard's writes: waiting and later
+//! proposals get a storage error, reads go on.
+
+use std::cell::{Cell, RefCell};
+use std::collections::BTreeMap;
+use std::rc::Rc;
+use std::time::Duration;
+
+use glommio::channels::local_channel::{self, LocalReceiver, LocalSender};
+use raft::eraftpb::Entry;
+
+use crate::broker::state::{Applied, ShardState, TopicInfo};
+use crate::config::NodeConfig;
+use crate::log::{CommitLog, LogError};
+use crate::replication::{GroupConfig, GroupCore, GroupError};
+
+/// Most proposals waiting for their entry to be applied, per shard.
+pub const MAX_WAITING_PROPOSALS: usize = 100_000;
+
+/// Why a shard could not do what was asked.
+#[derive(Debug, thiserror::Error, Clone)]
+pub enum ShardError {
+    /// This replica does not lead the group.
+    #[error("not the leader of this group")]
+    NotLeader,
+    /// The shard's storage failed; it takes no more writes.
+    #[error("storage failed: {0}")]
+    Storage(String),
+    /// Too many requests are waiting.
+    #[error("too many requests in flight")]
+    Overloaded,
+    /// The shard is shutting down.
+    #[error("shutting down")]
+    ShuttingDown,
+    /// An entry could not be proposed.
+    #[error("{0}")]
+    Rejected(String),
+}
+
+type Waiter = LocalSender<Result<Applied, ShardError>>;
+
+/// Called with the topic list whenever the applied topics change.
+pub type TopicsHook = Box<dyn Fn(Vec<TopicInfo>)>;
+
+/// A proposal waiting for its entry to be applied.
+pub struct Pending(LocalReceiver<Result<Applied, ShardError>>);
+
+impl Pending {
+    /// Waits for the entry to be committed and applied.
+    pub async fn wait(self) -> Result<Applied, ShardError> {
+        self.0.recv().await.unwrap_or(Err(ShardError::ShuttingDown))
+    }
+}
+
+/// One shard: its group, its log, its applied state and what waits on them.
+pub struct ShardCore {
+    /// This shard's index.
+    pub shard_id: u32,
+    /// The node's configuration.
+    pub config: NodeConfig,
+    /// The group's CommitLog.
+    pub log: CommitLog,
+    group: RefCell<GroupCore>,
+    /// Applied state: topics and partition indexes.
+    pub state: RefCell<ShardState>,
+    waiters: RefCell<BTreeMap<u64, Waiter>>,
+    data_waiters: RefCell<Vec<LocalSender<()>>>,
+    wake: LocalSender<()>,
+    failure: RefCell<Option<String>>,
+    stopping: Cell<bool>,
+    topics_changed: RefCell<Option<TopicsHook>>,
+    reserved_topic_id: Cell<u32>,
+}
+
+impl ShardCore {
+    /// Opens the shard's group over its log and starts its Ready loop and tick tasks.
+    pub fn start(
+        shard_id: u32,
+        config: NodeConfig,
+        log: CommitLog,
+    ) -> Result<Rc<ShardCore>, GroupError> {
+        let group_config = GroupConfig {
+            replica_id: u64::from(config.node_id),
+            group_id: u64::from(shard_id),
+            ..GroupConfig::default()
+        };
+        let mut group = GroupCore::new(&log, &group_config, &[u64::from(config.node_id)])?;
+        // A group of one voter elects itself at once.
+        group.campaign()?;
+        let (wake, woken) = local_channel::new_bounded(1);
+        let core = Rc::new(ShardCore {
+            shard_id,
+            config,
+            log,
+            group: RefCell::new(group),
+            state: RefCell::new(ShardState::default()),
+            waiters: RefCell::new(BTreeMap::new()),
+            data_waiters: RefCell::new(Vec::new()),
+            wake,
+            failure: RefCell::new(None),
+            stopping: Cell::new(false),
+            topics_changed: RefCell::new(None),
+            reserved_topic_id: Cell::new(0),
+        });
+        glommio::spawn_local(ready_loop(core.clone(), woken)).detach();
+        glommio::spawn_local(tick_loop(core.clone())).detach();
+        core.poke();
+        Ok(core)
+    }
+
+    /// Sets what to do when this shard's applied topics change (the controller shard
+    /// tells the others).
+    pub fn on_topics_changed(&self, hook: TopicsHook) {
+        *self.topics_changed.borrow_mut() = Some(hook);
+    }
+
+    /// Wakes the Ready loop.
+    fn poke(&self) {
+        let _ = self.wake.try_send(());
+    }
+
+    /// Whether this shard leads its group.
+    pub fn is_leader(&self) -> bool {
+        self.group.borrow().is_leader()
+    }
+
+    fn check_writable(&self) -> Result<(), ShardError> {
+        if self.stopping.get() {
+            return Err(ShardError::ShuttingDown);
+        }
+        if let Some(failure) = self.failure.borrow().as_ref() {
+            return Err(ShardError::Storage(failure.clone()));
+        }
+        Ok(())
+    }
+
+    /// Proposes an entry; with `wait`, returns a receiver of what applying it did, once
+    /// it is committed.
+    pub fn submit(&self, data: Vec<u8>, wait: bool) -> Result<Option<Pending>, ShardError> {
+        self.check_writable()?;
+        if self.waiters.borrow().len() >= MAX_WAITING_PROPOSALS {
+            return Err(ShardError::Overloaded);
+        }
+        let index = self
+            .group
+            .borrow_mut()
+            .propose(data)
+            .map_err(|error| match error {
+                GroupError::NotLeader { .. } => ShardError::NotLeader,
+                other => ShardError::Rejected(other.to_string()),
+            })?;
+        let pending = if wait {
+            let (sender, receiver) = local_channel::new_bounded(1);
+            self.waiters.borrow_mut().insert(index, sender);
+            Some(Pending(receiver))
+        } else {
+            None
+        };
+        self.poke();
+        Ok(pending)
+    }
+
+    /// Proposes an entry; with `wait`, returns what applying it did once it is committed.
+    pub async fn propose(&self, data: Vec<u8>, wait: bool) -> Result<Option<Applied>, ShardError> {
+        match self.submit(data, wait)? {
+            None => Ok(None),
+            Some(pending) => pending.wait().await.map(Some),
+        }
+    }
+
+    /// A receiver that fires when the next batch is applied (fetch long-polls).
+    pub fn data_arrival(&self) -> LocalReceiver<()> {
+        let (sender, receiver) = local_channel::new_bounded(1);
+        self.data_waiters.borrow_mut().push(sender);
+        receiver
+    }
+
+    /// Reserves the id of a topic being created (ids are never reused, even when two
+    /// creates race before either is applied).
+    pub fn reserve_topic_id(&self) -> u32 {
+        let next = self
+            .state
+            .borrow()
+            .topics
+            .next_id()
+            .max(self.reserved_topic_id.get());
+        self.reserved_topic_id.set(next + 1);
+        next
+    }
+
+    /// Stops taking writes, waits for in-flight flushes, closes the log.
+    pub async fn shut_down(&self) -> Result<(), LogError> {
+        self.stopping.set(true);
+        self.log.flush().await?;
+        self.log.persist_commit_index().await
+    }
+
+    fn apply(&self, committed: Vec<Entry>) {
+        let mut any_batch = false;
+        for entry in committed {
+            let applied = self.state.borrow_mut().apply(entry.index, &entry.data);
+            let applied = match applied {
+                Ok(applied) => applied,
+                Err(error) => {
+                    tracing::error!(shard = self.shard_id, index = entry.index, %error, "undecodable entry; skipped");
+                    Applied::Nothing
+                }
+            };
+            match &applied {
+                Applied::Batch { .. } => any_batch = true,
+                Applied::TopicsChanged => self.announce_topics(),
+                Applied::Nothing => {}
+            }
+            if let Some(waiter) = self.waiters.borrow_mut().remove(&entry.index) {
+                let _ = waiter.try_send(Ok(applied));
+            }
+        }
+        if any_batch {
+            for waiter in self.data_waiters.borrow_mut().drain(..) {
+                let _ = waiter.try_send(());
+            }
+        }
+    }
+
+    fn announce_topics(&self) {
+        let topics: Vec<TopicInfo> = self.state.borrow().topics.list().cloned().collect();
+        if let Some(hook) = self.topics_changed.borrow().as_ref() {
+            hook(topics);
+        }
+    }
+
+    fn fail(&self, error: &LogError) {
+        tracing::error!(shard = self.shard_id, %error, "storage failed: this shard takes no more writes");
+        *self.failure.borrow_mut() = Some(error.to_string());
+        for (_, waiter) in std::mem::take(&mut *self.waiters.borrow_mut()) {
+            let _ = waiter.try_send(Err(ShardError::Storage(error.to_string())));
+        }
+    }
+}
+
+/// The Ready loop: whenever woken, do every Ready pass there is.
+async fn ready_loop(core: Rc<ShardCore>, woken: LocalReceiver<()>) {
+    while woken.recv().await.is_some() {
+        if let Err(error) = process_ready(&core).await {
+            core.fail(&error);
+        }
+    }
+}
+
+async fn process_ready(core: &Rc<ShardCore>) -> Result<(), LogError> {
+    loop {
+        let work = core.group.borrow_mut().take_ready();
+        let Some(work) = work else { return Ok(()) };
+        // A group of one voter sends nothing; replication will send `messages` here.
+        core.apply(work.committed);
+        if let Some(first) = work.entries.first() {
+            if first.index <= core.log.last_index() {
+                core.log.truncate_suffix(first.index).await?;
+            }
+            while let Err(error) = core.log.append(&work.entries) {
+                match error {
+                    LogError::WriteBufferFull { .. } => {
+                        core.log.flush().await?;
+                    }
+                    other => return Err(other),
+                }
+            }
+        }
+        if let Some(hard_state) = work.hard_state {
+            core.log.set_hard_state(hard_state);
+        }
+        let flusher = core.clone();
+        let number = work.number;
+        glommio::spawn_local(async move {
+            match flusher.log.flush().await {
+                Ok(_) => {
+                    flusher.group.borrow_mut().on_persisted(number);
+                    flusher.poke();
+                }
+                Err(error) => flusher.fail(&error),
+            }
+        })
+        .detach();
+    }
+}
+
+/// Ticks the group's logical clock.
+async fn tick_loop(core: Rc<ShardCore>) {
+    let interval = Duration::from_millis(core.config.tick_ms.max(1));
+    while !core.stopping.get() {
+        glommio::timer::sleep(interval).await;
+        core.group.borrow_mut().tick();
+        core.poke();
+    }
+}

@@ -1,0 +1,162 @@
+//! Shards: one glommio executor per shard, each owning its replica group (a CommitLog in
+//! `data_dir/shard-<i>`), its partitions and its clients (port `base_port + i`).
+//!
+//! ```text
+//! node ─┬─ shard 0 (controller: topics) ── port base+0 ── log shard-0
+//!       ├─ shard 1 ───────────────────────── port base+1 ── log shard-1
+//!       └─ ...      topics flow from shard 0 to the others over a channel mesh
+//! ```
+//!
+//! Shards share no memory: the only thing crossing between them is the topic list,
+//! sent by the controller shard whenever it changes. Placement is unpinned by default
+//! (several nodes share small hosts); `pin_cores` gives each shard its own CPU.
+
+pub mod group_driver;
+pub mod requests;
+pub mod server;
+
+use std::cell::Cell;
+use std::rc::Rc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use glommio::channels::channel_mesh::MeshBuilder;
+use glommio::net::TcpListener;
+use glommio::{LocalExecutorPoolBuilder, PoolPlacement};
+
+use crate::broker::state::TopicInfo;
+use crate::config::{ConfigError, NodeConfig};
+use crate::log::CommitLog;
+use crate::shard::group_driver::ShardCore;
+use crate::shard::requests::CONTROLLER_SHARD;
+
+/// Messages between shards.
+#[derive(Debug, Clone)]
+pub enum ShardMessage {
+    /// The controller's topic list.
+    Topics(Vec<TopicInfo>),
+}
+
+/// Queue length of each shard-to-shard channel.
+const MESH_CHANNEL_CAPACITY: usize = 64;
+
+/// How often a shard checks whether it was asked to stop.
+const STOP_POLL: Duration = Duration::from_millis(50);
+
+/// Why a node could not run.
+#[derive(Debug, thiserror::Error)]
+pub enum NodeError {
+    /// The configuration is unusable.
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    /// Executors could not start.
+    #[error("cannot start the shards: {0}")]
+    Start(String),
+    /// A shard failed.
+    #[error("shard {shard}: {message}")]
+    Shard {
+        /// The shard.
+        shard: u32,
+        /// What failed.
+        message: String,
+    },
+}
+
+/// Runs a node until `stop` is set (by SIGINT/SIGTERM in the `keel broker` command).
+pub fn run_node(config: NodeConfig, stop: Arc<AtomicBool>) -> Result<(), NodeError> {
+    config.validate()?;
+    std::fs::create_dir_all(&config.data_dir)
+        .map_err(|e| NodeError::Start(format!("{}: {e}", config.data_dir.display())))?;
+    let shards = config.shards as usize;
+    let placement = if config.pin_cores {
+        PoolPlacement::MaxSpread(shards, None)
+    } else {
+        PoolPlacement::Unbound(shards)
+    };
+    let mesh = MeshBuilder::<ShardMessage, _>::full(shards, MESH_CHANNEL_CAPACITY);
+    let handles = LocalExecutorPoolBuilder::new(placement)
+        .io_memory(config.io_memory_bytes)
+        .on_all_shards(move || {
+            let (config, stop, mesh) = (config.clone(), stop.clone(), mesh.clone());
+            async move { run_shard(config, stop, mesh).await }
+        })
+        .map_err(|e| NodeError::Start(e.to_string()))?;
+    let mut failure = None;
+    for result in handles.join_all() {
+        match result {
+            Ok(Ok(())) => {}
+            Ok(Err(error)) => failure = Some(error),
+            Err(error) => failure = Some(NodeError::Start(format!("a shard panicked: {error:?}"))),
+        }
+    }
+    failure.map_or(Ok(()), Err)
+}
+
+async fn run_shard(
+    config: NodeConfig,
+    stop: Arc<AtomicBool>,
+    mesh: MeshBuilder<ShardMessage, glommio::channels::channel_mesh::Full>,
+) -> Result<(), NodeError> {
+    let (senders, mut receivers) = mesh
+        .join()
+        .await
+        .map_err(|_| NodeError::Start("channel mesh".into()))?;
+    let shard_id = senders.peer_id() as u32;
+    let shard_error = |message: String| NodeError::Shard {
+        shard: shard_id,
+        message,
+    };
+    let log_dir = config.data_dir.join(format!("shard-{shard_id}"));
+    let log = CommitLog::open(&log_dir, config.log.clone())
+        .await
+        .map_err(|e| shard_error(e.to_string()))?;
+    let core =
+        ShardCore::start(shard_id, config.clone(), log).map_err(|e| shard_error(e.to_string()))?;
+    if shard_id == CONTROLLER_SHARD {
+        let senders = Rc::new(senders);
+        core.on_topics_changed(Box::new(move |topics: Vec<TopicInfo>| {
+            let senders = senders.clone();
+            glommio::spawn_local(async move {
+                for peer in 0..senders.nr_consumers() {
+                    if peer != senders.peer_id() {
+                        let _ = senders
+                            .send_to(peer, ShardMessage::Topics(topics.clone()))
+                            .await;
+                    }
+                }
+            })
+            .detach();
+        }));
+    } else {
+        for (peer, stream) in receivers.streams() {
+            if peer as u32 != CONTROLLER_SHARD {
+                continue;
+            }
+            let core = core.clone();
+            glommio::spawn_local(async move {
+                while let Some(ShardMessage::Topics(topics)) = stream.recv().await {
+                    core.state.borrow_mut().topics.replace(topics);
+                }
+            })
+            .detach();
+        }
+    }
+    let address = config.shard_address(shard_id);
+    let listener = TcpListener::bind(&address)
+        .map_err(|e| shard_error(format!("listen on {address}: {e}")))?;
+    tracing::info!(shard = shard_id, %address, "serving");
+    let stopping = Rc::new(Cell::new(false));
+    let server = glommio::spawn_local(server::serve(core.clone(), listener, stopping.clone()));
+    while !stop.load(Ordering::Relaxed) {
+        glommio::timer::sleep(STOP_POLL).await;
+    }
+    tracing::info!(shard = shard_id, "shutting down: flushing the log");
+    stopping.set(true);
+    drop(server);
+    core.shut_down()
+        .await
+        .map_err(|e| shard_error(e.to_string()))?;
+    tracing::info!(shard = shard_id, "stopped");
+    Ok(())
+}

@@ -1,0 +1,599 @@
+//! Answers client requests on one shard: produce, fetch, metadata and topic admin.
+//!
+//! Every request is checked before anything is proposed: topic and partition exist, the
+//! partition is this shard's (else `WrongShard` with the right address), the batch passes
+//! its crc32c and the verifier. Topic changes are the controller's (shard 0): other shards
+//! answer `WrongShard` pointing there.
+
+use std::rc::Rc;
+use std::time::{Duration, Instant};
+
+use flatbuffers::{FlatBufferBuilder, WIPOffset};
+
+use crate::broker::log_entry::BrokerEntry;
+use crate::broker::state::{shard_of, Applied, TopicInfo};
+use crate::protocol::codec::{check_record_batch, MESSAGE_IDENTIFIER};
+use crate::protocol::wire::{self, Acks, ErrorCode, Request, ResponseBody};
+use crate::shard::group_driver::{Pending, ShardCore, ShardError};
+
+/// The shard that holds topic metadata and takes topic changes.
+pub const CONTROLLER_SHARD: u32 = 0;
+
+/// Most partitions one topic may have.
+pub const MAX_PARTITIONS: u32 = 4096;
+
+/// Longest fetch long-poll.
+pub const MAX_FETCH_WAIT: Duration = Duration::from_secs(30);
+
+/// An error to put in an answer.
+#[derive(Clone, Debug)]
+pub struct WireError {
+    /// Code.
+    pub code: ErrorCode,
+    /// Human-readable message.
+    pub message: String,
+    /// Where to go instead, for NotLeader / WrongShard.
+    pub leader_address: Option<String>,
+}
+
+impl WireError {
+    fn new(code: ErrorCode, message: impl Into<String>) -> Self {
+        WireError {
+            code,
+            message: message.into(),
+            leader_address: None,
+        }
+    }
+
+    fn wrong_shard(core: &ShardCore, owner: u32) -> Self {
+        WireError {
+            code: ErrorCode::WrongShard,
+            message: format!("served by shard {owner}"),
+            leader_address: Some(core.config.shard_address(owner)),
+        }
+    }
+
+    fn from_shard(error: &ShardError) -> Self {
+        let code = match error {
+            ShardError::NotLeader => ErrorCode::NotLeader,
+            ShardError::Storage(_) => ErrorCode::StorageFull,
+            ShardError::Overloaded => ErrorCode::RequestTimedOut,
+            ShardError::ShuttingDown => ErrorCode::ShuttingDown,
+            ShardError::Rejected(_) => ErrorCode::InternalError,
+        };
+        WireError::new(code, error.to_string())
+    }
+}
+
+fn build_error<'a>(
+    builder: &mut FlatBufferBuilder<'a>,
+    error: &WireError,
+) -> WIPOffset<wire::Error<'a>> {
+    let message = builder.create_string(&error.message);
+    let leader_address = error
+        .leader_address
+        .as_ref()
+        .map(|a| builder.create_string(a));
+    wire::Error::create(
+        builder,
+        &wire::ErrorArgs {
+            code: error.code,
+            message: Some(message),
+            leader_node: 0,
+            leader_address,
+        },
+    )
+}
+
+fn finish_response(
+    mut builder: FlatBufferBuilder<'_>,
+    correlation_id: u64,
+    body_type: ResponseBody,
+    body: Option<WIPOffset<flatbuffers::UnionWIPOffset>>,
+    error: Option<&WireError>,
+) -> Vec<u8> {
+    let error = error.map(|e| build_error(&mut builder, e));
+    let response = wire::Response::create(
+        &mut builder,
+        &wire::ResponseArgs {
+            correlation_id,
+            error,
+            body_type,
+            body,
+        },
+    );
+    builder.finish(response, Some(MESSAGE_IDENTIFIER));
+    builder.finished_data().to_vec()
+}
+
+/// A response carrying only an error.
+pub fn error_response(correlation_id: u64, error: &WireError) -> Vec<u8> {
+    finish_response(
+        FlatBufferBuilder::with_capacity(256),
+        correlation_id,
+        ResponseBody::NONE,
+        None,
+        Some(error),
+    )
+}
+
+/// Answers one verified request.
+pub async fn handle_request(core: &Rc<ShardCore>, request: Request<'_>) -> Vec<u8> {
+    let correlation_id = request.correlation_id();
+    let result = match request.body_type() {
+        wire::RequestBody::ProduceRequest => match request.body_as_produce_request() {
+            Some(produce) => Ok(handle_produce(core, correlation_id, produce).await),
+            None => Err(WireError::new(
+                ErrorCode::MalformedFrame,
+                "produce body missing",
+            )),
+        },
+        wire::RequestBody::FetchRequest => match request.body_as_fetch_request() {
+            Some(fetch) => handle_fetch(core, correlation_id, fetch).await,
+            None => Err(WireError::new(
+                ErrorCode::MalformedFrame,
+                "fetch body missing",
+            )),
+        },
+        wire::RequestBody::MetadataRequest => Ok(handle_metadata(core, correlation_id)),
+        wire::RequestBody::ListTopicsRequest => Ok(handle_list_topics(core, correlation_id)),
+        wire::RequestBody::CreateTopicRequest => match request.body_as_create_topic_request() {
+            Some(create) => handle_create_topic(core, correlation_id, create).await,
+            None => Err(WireError::new(
+                ErrorCode::MalformedFrame,
+                "create body missing",
+            )),
+        },
+        wire::RequestBody::DeleteTopicRequest => match request.body_as_delete_topic_request() {
+            Some(delete) => handle_delete_topic(core, correlation_id, delete).await,
+            None => Err(WireError::new(
+                ErrorCode::MalformedFrame,
+                "delete body missing",
+            )),
+        },
+        _ => Err(WireError::new(ErrorCode::InvalidRequest, "unknown request")),
+    };
+    result.unwrap_or_else(|error| error_response(correlation_id, &error))
+}
+
+fn topic_or_error(core: &ShardCore, name: Option<&str>) -> Result<TopicInfo, WireError> {
+    let name = name.ok_or_else(|| WireError::new(ErrorCode::InvalidRequest, "topic missing"))?;
+    core.state
+        .borrow()
+        .topics
+        .get(name)
+        .cloned()
+        .ok_or_else(|| WireError::new(ErrorCode::UnknownTopic, format!("no topic {name:?}")))
+}
+
+fn check_partition(core: &ShardCore, topic: &TopicInfo, partition: u32) -> Result<(), WireError> {
+    if partition >= topic.partitions {
+        return Err(WireError::new(
+            ErrorCode::UnknownPartition,
+            format!(
+                "topic {:?} has {} partitions, not {partition}",
+                topic.name, topic.partitions
+            ),
+        ));
+    }
+    let owner = shard_of(topic.id, partition, core.config.shards);
+    if owner != core.shard_id {
+        return Err(WireError::wrong_shard(core, owner));
+    }
+    Ok(())
+}
+
+struct PartitionOutcome {
+    partition: u32,
+    result: Result<u64, WireError>,
+}
+
+/// Checks one partition's batch and proposes it; returns what to wait for.
+fn submit_batch(
+    core: &Rc<ShardCore>,
+    topic: &TopicInfo,
+    entry: wire::PartitionBatch<'_>,
+    acks: Acks,
+) -> Result<Option<Pending>, WireError> {
+    check_partition(core, topic, entry.partition())?;
+    let bytes = entry.batch().map(|v| v.bytes()).unwrap_or(&[]);
+    let batch = check_record_batch(bytes, entry.crc32c(), core.config.max_batch_bytes as usize)
+        .map_err(|error| WireError::new(error.code(), error.to_string()))?;
+    let record_count = batch.records().map_or(0, |r| r.len()) as u32;
+    let data = BrokerEntry::RecordBatch {
+        topic_id: topic.id,
+        partition: entry.partition(),
+        record_count,
+        batch_crc32c: entry.crc32c(),
+        batch: bytes,
+    }
+    .encode();
+    core.submit(data, acks != Acks::None)
+        .map_err(|error| WireError::from_shard(&error))
+}
+
+async fn await_batch(pending: Option<Pending>, deadline: Instant) -> Result<u64, WireError> {
+    let Some(pending) = pending else {
+        return Ok(u64::MAX);
+    };
+    let left = deadline.saturating_duration_since(Instant::now());
+    match glommio::timer::timeout(left, async { Ok(pending.wait().await) }).await {
+        Ok(Ok(Applied::Batch { base_offset, .. })) => Ok(base_offset),
+        Ok(Ok(_)) => Err(WireError::new(
+            ErrorCode::InternalError,
+            "entry applied as something else",
+        )),
+        Ok(Err(error)) => Err(WireError::from_shard(&error)),
+        Err(_) => Err(WireError::new(
+            ErrorCode::RequestTimedOut,
+            "not acknowledged in time",
+        )),
+    }
+}
+
+async fn handle_produce(
+    core: &Rc<ShardCore>,
+    correlation_id: u64,
+    produce: wire::ProduceRequest<'_>,
+) -> Vec<u8> {
+    let topic = match topic_or_error(core, produce.topic()) {
+        Ok(topic) => topic,
+        Err(error) => return error_response(correlation_id, &error),
+    };
+    let deadline = Instant::now() + Duration::from_millis(u64::from(produce.timeout_ms().max(1)));
+    // Propose every partition's batch first (one flush can take them all), then wait.
+    let submitted: Vec<(u32, Result<Option<Pending>, WireError>)> = produce
+        .batches()
+        .iter()
+        .flatten()
+        .map(|entry| {
+            (
+                entry.partition(),
+                submit_batch(core, &topic, entry, produce.acks()),
+            )
+        })
+        .collect();
+    let mut outcomes = Vec::with_capacity(submitted.len());
+    for (partition, submission) in submitted {
+        let result = match submission {
+            Ok(pending) => await_batch(pending, deadline).await,
+            Err(error) => Err(error),
+        };
+        outcomes.push(PartitionOutcome { partition, result });
+    }
+    let mut builder = FlatBufferBuilder::with_capacity(256);
+    let results: Vec<_> = outcomes
+        .iter()
+        .map(|outcome| {
+            let (error, base_offset) = match &outcome.result {
+                Ok(offset) => (None, *offset),
+                Err(error) => (Some(build_error(&mut builder, error)), 0),
+            };
+            wire::PartitionProduceResult::create(
+                &mut builder,
+                &wire::PartitionProduceResultArgs {
+                    partition: outcome.partition,
+                    error,
+                    base_offset,
+                },
+            )
+        })
+        .collect();
+    let results = builder.create_vector(&results);
+    let topic_name = builder.create_string(&topic.name);
+    let body = wire::ProduceResponse::create(
+        &mut builder,
+        &wire::ProduceResponseArgs {
+            topic: Some(topic_name),
+            results: Some(results),
+        },
+    );
+    finish_response(
+        builder,
+        correlation_id,
+        ResponseBody::ProduceResponse,
+        Some(body.as_union_value()),
+        None,
+    )
+}
+
+async fn handle_fetch(
+    core: &Rc<ShardCore>,
+    correlation_id: u64,
+    fetch: wire::FetchRequest<'_>,
+) -> Result<Vec<u8>, WireError> {
+    let topic = topic_or_error(core, fetch.topic())?;
+    check_partition(core, &topic, fetch.partition())?;
+    let deadline =
+        Instant::now() + Duration::from_millis(u64::from(fetch.max_wait_ms())).min(MAX_FETCH_WAIT);
+    loop {
+        let (locations, high_watermark) = {
+            let state = core.state.borrow();
+            match state.partition(topic.id, fetch.partition()) {
+                Some(index) => (
+                    index.from_offset(fetch.offset()).to_vec(),
+                    index.high_watermark(),
+                ),
+                None => (Vec::new(), 0),
+            }
+        };
+        if fetch.offset() > high_watermark {
+            return Err(WireError::new(
+                ErrorCode::OffsetOutOfRange,
+                format!(
+                    "offset {} is past the end ({high_watermark})",
+                    fetch.offset()
+                ),
+            ));
+        }
+        let now = Instant::now();
+        if locations.is_empty() && now < deadline {
+            let arrival = core.data_arrival();
+            let _ =
+                glommio::timer::timeout(deadline - now, async { Ok(arrival.recv().await) }).await;
+            continue;
+        }
+        return read_batches(
+            core,
+            correlation_id,
+            &topic,
+            fetch.partition(),
+            fetch.max_bytes(),
+            high_watermark,
+            &locations,
+        )
+        .await;
+    }
+}
+
+async fn read_batches(
+    core: &Rc<ShardCore>,
+    correlation_id: u64,
+    topic: &TopicInfo,
+    partition: u32,
+    max_bytes: u32,
+    high_watermark: u64,
+    locations: &[crate::broker::state::BatchLocation],
+) -> Result<Vec<u8>, WireError> {
+    let mut builder = FlatBufferBuilder::with_capacity(1024);
+    let mut batches = Vec::new();
+    let mut total = 0usize;
+    for location in locations {
+        let entries = core
+            .log
+            .read(location.log_index, location.log_index + 1, u64::MAX)
+            .await
+            .map_err(|error| WireError::new(ErrorCode::InternalError, error.to_string()))?;
+        let Some(entry) = entries.first() else { break };
+        let Ok(BrokerEntry::RecordBatch {
+            batch,
+            batch_crc32c,
+            ..
+        }) = BrokerEntry::decode(&entry.data)
+        else {
+            return Err(WireError::new(
+                ErrorCode::InternalError,
+                "index points at a non-batch entry",
+            ));
+        };
+        if !batches.is_empty() && total + batch.len() > max_bytes as usize {
+            break;
+        }
+        total += batch.len();
+        let bytes = builder.create_vector(batch);
+        batches.push(wire::FetchedBatch::create(
+            &mut builder,
+            &wire::FetchedBatchArgs {
+                base_offset: location.base_offset,
+                crc32c: batch_crc32c,
+                batch: Some(bytes),
+            },
+        ));
+    }
+    let batches = builder.create_vector(&batches);
+    let topic_name = builder.create_string(&topic.name);
+    let body = wire::FetchResponse::create(
+        &mut builder,
+        &wire::FetchResponseArgs {
+            topic: Some(topic_name),
+            partition,
+            high_watermark,
+            batches: Some(batches),
+        },
+    );
+    Ok(finish_response(
+        builder,
+        correlation_id,
+        ResponseBody::FetchResponse,
+        Some(body.as_union_value()),
+        None,
+    ))
+}
+
+fn handle_metadata(core: &Rc<ShardCore>, correlation_id: u64) -> Vec<u8> {
+    let mut builder = FlatBufferBuilder::with_capacity(1024);
+    let host = builder.create_string(&core.config.host);
+    let node = wire::NodeMetadata::create(
+        &mut builder,
+        &wire::NodeMetadataArgs {
+            node_id: core.config.node_id,
+            host: Some(host),
+            base_port: core.config.base_port,
+            shards: core.config.shards,
+        },
+    );
+    let nodes = builder.create_vector(&[node]);
+    let topics: Vec<TopicInfo> = core.state.borrow().topics.list().cloned().collect();
+    let mut topic_offsets = Vec::with_capacity(topics.len());
+    for topic in &topics {
+        let partitions: Vec<_> = (0..topic.partitions)
+            .map(|partition| {
+                let replicas = builder.create_vector(&[core.config.node_id]);
+                wire::PartitionMetadata::create(
+                    &mut builder,
+                    &wire::PartitionMetadataArgs {
+                        partition,
+                        leader_node: core.config.node_id,
+                        shard: shard_of(topic.id, partition, core.config.shards),
+                        replicas: Some(replicas),
+                    },
+                )
+            })
+            .collect();
+        let partitions = builder.create_vector(&partitions);
+        let name = builder.create_string(&topic.name);
+        topic_offsets.push(wire::TopicMetadata::create(
+            &mut builder,
+            &wire::TopicMetadataArgs {
+                name: Some(name),
+                error: None,
+                partitions: Some(partitions),
+            },
+        ));
+    }
+    let topics = builder.create_vector(&topic_offsets);
+    let body = wire::MetadataResponse::create(
+        &mut builder,
+        &wire::MetadataResponseArgs {
+            nodes: Some(nodes),
+            topics: Some(topics),
+        },
+    );
+    finish_response(
+        builder,
+        correlation_id,
+        ResponseBody::MetadataResponse,
+        Some(body.as_union_value()),
+        None,
+    )
+}
+
+fn handle_list_topics(core: &Rc<ShardCore>, correlation_id: u64) -> Vec<u8> {
+    let mut builder = FlatBufferBuilder::with_capacity(512);
+    let topics: Vec<TopicInfo> = core.state.borrow().topics.list().cloned().collect();
+    let summaries: Vec<_> = topics
+        .iter()
+        .map(|topic| {
+            let name = builder.create_string(&topic.name);
+            wire::TopicSummary::create(
+                &mut builder,
+                &wire::TopicSummaryArgs {
+                    name: Some(name),
+                    partitions: topic.partitions,
+                },
+            )
+        })
+        .collect();
+    let summaries = builder.create_vector(&summaries);
+    let body = wire::ListTopicsResponse::create(
+        &mut builder,
+        &wire::ListTopicsResponseArgs {
+            topics: Some(summaries),
+        },
+    );
+    finish_response(
+        builder,
+        correlation_id,
+        ResponseBody::ListTopicsResponse,
+        Some(body.as_union_value()),
+        None,
+    )
+}
+
+/// Topic names: 1 to 200 characters of letters, digits, `.`, `_` and `-`.
+pub fn valid_topic_name(name: &str) -> bool {
+    (1..=200).contains(&name.len())
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'_' || b == b'-')
+}
+
+fn controller_only(core: &ShardCore) -> Result<(), WireError> {
+    if core.shard_id != CONTROLLER_SHARD {
+        return Err(WireError::wrong_shard(core, CONTROLLER_SHARD));
+    }
+    Ok(())
+}
+
+async fn handle_create_topic(
+    core: &Rc<ShardCore>,
+    correlation_id: u64,
+    create: wire::CreateTopicRequest<'_>,
+) -> Result<Vec<u8>, WireError> {
+    controller_only(core)?;
+    let name = create.name().unwrap_or_default();
+    if !valid_topic_name(name) {
+        return Err(WireError::new(
+            ErrorCode::InvalidRequest,
+            format!("invalid topic name {name:?}: use 1-200 of [A-Za-z0-9._-]"),
+        ));
+    }
+    if create.partitions() == 0 || create.partitions() > MAX_PARTITIONS {
+        return Err(WireError::new(
+            ErrorCode::InvalidRequest,
+            format!("partitions must be 1 to {MAX_PARTITIONS}"),
+        ));
+    }
+    if core.state.borrow().topics.get(name).is_some() {
+        return Err(WireError::new(
+            ErrorCode::TopicAlreadyExists,
+            format!("topic {name:?} exists"),
+        ));
+    }
+    let topic_id = core.reserve_topic_id();
+    let data = BrokerEntry::CreateTopic {
+        topic_id,
+        partitions: create.partitions(),
+        name,
+    }
+    .encode();
+    match core.propose(data, true).await {
+        Ok(Some(Applied::TopicsChanged)) => {}
+        Ok(_) => {
+            return Err(WireError::new(
+                ErrorCode::TopicAlreadyExists,
+                format!("topic {name:?} exists"),
+            ))
+        }
+        Err(error) => return Err(WireError::from_shard(&error)),
+    }
+    let mut builder = FlatBufferBuilder::with_capacity(128);
+    let name = builder.create_string(name);
+    let body = wire::CreateTopicResponse::create(
+        &mut builder,
+        &wire::CreateTopicResponseArgs { name: Some(name) },
+    );
+    Ok(finish_response(
+        builder,
+        correlation_id,
+        ResponseBody::CreateTopicResponse,
+        Some(body.as_union_value()),
+        None,
+    ))
+}
+
+async fn handle_delete_topic(
+    core: &Rc<ShardCore>,
+    correlation_id: u64,
+    delete: wire::DeleteTopicRequest<'_>,
+) -> Result<Vec<u8>, WireError> {
+    controller_only(core)?;
+    let topic = topic_or_error(core, delete.name())?;
+    let data = BrokerEntry::DeleteTopic { topic_id: topic.id }.encode();
+    core.propose(data, true)
+        .await
+        .map_err(|error| WireError::from_shard(&error))?;
+    let mut builder = FlatBufferBuilder::with_capacity(128);
+    let name = builder.create_string(&topic.name);
+    let body = wire::DeleteTopicResponse::create(
+        &mut builder,
+        &wire::DeleteTopicResponseArgs { name: Some(name) },
+    );
+    Ok(finish_response(
+        builder,
+        correlation_id,
+        ResponseBody::DeleteTopicResponse,
+        Some(body.as_union_value()),
+        None,
+    ))
+}

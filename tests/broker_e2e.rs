@@ -1,0 +1,276 @@
+//! A single-node broker as a real process: produce with the client, kill -9, restart,
+//! consume; graceful shutdown; bad input of every kind.
+
+mod support;
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use keel::client::{ClientError, ClusterClient};
+use keel::protocol::codec::{
+    decode_response, encode_fetch_request, encode_produce_request, encode_record_batch,
+    BatchProducer, PartitionBatchData, RecordData,
+};
+use keel::protocol::frame::{encode_frame, FrameDecoder};
+use keel::protocol::wire::{Acks, ErrorCode};
+use support::{free_ports, Broker};
+
+fn records(first: u64, count: u64) -> Vec<RecordData> {
+    (first..first + count)
+        .map(|n| RecordData {
+            value: format!("message-{n}").into_bytes(),
+            ..Default::default()
+        })
+        .collect()
+}
+
+/// Every record of a partition, by fetching from 0 to the end.
+fn consume_all(client: &mut ClusterClient, topic: &str, partition: u32) -> Vec<(u64, String)> {
+    let mut out = Vec::new();
+    let mut offset = 0;
+    loop {
+        let fetched = client
+            .fetch(topic, partition, offset, 1 << 20, Duration::ZERO)
+            .unwrap();
+        if fetched.records.is_empty() {
+            assert_eq!(offset, fetched.high_watermark);
+            return out;
+        }
+        for record in fetched.records {
+            assert_eq!(record.offset, offset, "offsets are dense and in order");
+            out.push((record.offset, String::from_utf8(record.value).unwrap()));
+            offset += 1;
+        }
+    }
+}
+
+#[test]
+fn acknowledged_messages_survive_kill_9_in_order_and_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_ports(2);
+    let mut broker = Broker::start(dir.path(), port, 2);
+    let mut client = ClusterClient::new(&broker.address(0));
+    client.create_topic("events", 4).unwrap();
+
+    // Producers on two partitions (one per shard) until the broker is killed under them.
+    let stop = Arc::new(AtomicBool::new(false));
+    let mut producers = Vec::new();
+    for partition in [0u32, 1] {
+        let (address, stop) = (broker.address(0), stop.clone());
+        producers.push(std::thread::spawn(move || {
+            let mut client = ClusterClient::new(&address);
+            let mut acknowledged = Vec::new();
+            let mut next = 0u64;
+            while !stop.load(Ordering::Relaxed) {
+                let (batch, crc) =
+                    encode_record_batch(BatchProducer::default(), 0, &records(next, 10));
+                match client.produce("events", partition, &batch, crc, Acks::Quorum) {
+                    Ok(offset) => acknowledged.push((offset, next)),
+                    Err(_) => break, // the broker is gone: the last batch's fate is unknown
+                }
+                next += 10;
+            }
+            (partition, acknowledged, next)
+        }));
+    }
+    std::thread::sleep(Duration::from_millis(500));
+    broker.kill();
+    stop.store(true, Ordering::Relaxed);
+    let results: Vec<_> = producers.into_iter().map(|p| p.join().unwrap()).collect();
+    let broker = broker.restart();
+    let mut client = ClusterClient::new(&broker.address(0));
+    for (partition, acknowledged, attempted) in results {
+        assert!(
+            acknowledged.len() > 5,
+            "the producer made progress before the kill"
+        );
+        let stored = consume_all(&mut client, "events", partition);
+        // Acknowledged batches are there at their offsets, in order...
+        for &(offset, first) in &acknowledged {
+            for k in 0..10 {
+                assert_eq!(
+                    stored[(offset + k) as usize].1,
+                    format!("message-{}", first + k)
+                );
+            }
+        }
+        // ...and nothing else but possibly the one batch in flight at the kill, once.
+        let acked_records = acknowledged.len() * 10;
+        assert!(
+            stored.len() == acked_records || stored.len() == acked_records + 10,
+            "{} stored",
+            stored.len()
+        );
+        let values: Vec<u64> = stored
+            .iter()
+            .map(|(_, v)| v["message-".len()..].parse().unwrap())
+            .collect();
+        assert!(
+            values.windows(2).all(|w| w[1] == w[0] + 1),
+            "in order, no duplicates"
+        );
+        assert!(values.last().copied().unwrap_or(0) < attempted + 10);
+    }
+}
+
+#[test]
+fn sigterm_flushes_and_exits_cleanly() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_ports(1);
+    let mut broker = Broker::start(dir.path(), port, 1);
+    let mut client = ClusterClient::new(&broker.address(0));
+    client.create_topic("t", 1).unwrap();
+    for n in 0..20 {
+        let (batch, crc) = encode_record_batch(BatchProducer::default(), 0, &records(n * 5, 5));
+        client.produce("t", 0, &batch, crc, Acks::Leader).unwrap();
+    }
+    let status = broker
+        .terminate(Duration::from_secs(10))
+        .expect("exits after SIGTERM");
+    assert!(status.success(), "{status:?}");
+    let broker = broker.restart();
+    let mut client = ClusterClient::new(&broker.address(0));
+    assert_eq!(consume_all(&mut client, "t", 0).len(), 100);
+}
+
+/// Sends one raw frame payload and reads one answer.
+fn raw_call(stream: &mut TcpStream, payload: &[u8]) -> Vec<u8> {
+    stream.write_all(&encode_frame(payload).unwrap()).unwrap();
+    read_answer(stream).expect("an answer")
+}
+
+fn read_answer(stream: &mut TcpStream) -> Option<Vec<u8>> {
+    let mut decoder = FrameDecoder::new(1 << 24);
+    let mut buffer = [0u8; 4096];
+    loop {
+        if let Some(frame) = decoder.next_frame().unwrap() {
+            return Some(frame);
+        }
+        match stream.read(&mut buffer) {
+            Ok(0) | Err(_) => return None,
+            Ok(count) => decoder.push(&buffer[..count]),
+        }
+    }
+}
+
+fn error_code(answer: &[u8]) -> ErrorCode {
+    let response = decode_response(answer).unwrap();
+    if let Some(error) = response.error() {
+        return error.code();
+    }
+    let produce = response
+        .body_as_produce_response()
+        .expect("a produce answer");
+    produce
+        .results()
+        .unwrap()
+        .get(0)
+        .error()
+        .map_or(ErrorCode::None, |e| e.code())
+}
+
+#[test]
+fn bad_input_gets_clear_errors_and_the_broker_keeps_serving() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_ports(2);
+    let broker = Broker::start(dir.path(), port, 2);
+    let mut client = ClusterClient::new(&broker.address(0));
+    client.create_topic("good", 2).unwrap();
+    let mut stream = TcpStream::connect(broker.address(0)).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+
+    // Garbage inside a well-formed frame: an error answer, and the connection goes on.
+    assert_eq!(
+        error_code(&raw_call(&mut stream, b"this is not a flatbuffer message")),
+        ErrorCode::MalformedFrame
+    );
+    // Unknown topic, unknown partition, a partition of the other shard, a corrupt batch.
+    let (batch, crc) = encode_record_batch(BatchProducer::default(), 0, &records(0, 3));
+    let produce = |topic: &str, partition: u32, crc: u32| {
+        encode_produce_request(
+            7,
+            topic,
+            Acks::Quorum,
+            5000,
+            &[PartitionBatchData {
+                partition,
+                batch: &batch,
+                crc32c: crc,
+            }],
+        )
+    };
+    assert_eq!(
+        error_code(&raw_call(&mut stream, &produce("nope", 0, crc))),
+        ErrorCode::UnknownTopic
+    );
+    assert_eq!(
+        error_code(&raw_call(&mut stream, &produce("good", 9, crc))),
+        ErrorCode::UnknownPartition
+    );
+    let both = [
+        error_code(&raw_call(&mut stream, &produce("good", 0, crc))),
+        error_code(&raw_call(&mut stream, &produce("good", 1, crc))),
+    ];
+    assert!(
+        both.contains(&ErrorCode::WrongShard) && both.contains(&ErrorCode::None),
+        "{both:?}"
+    );
+    let partition = if both[0] == ErrorCode::None { 0 } else { 1 };
+    assert_eq!(
+        error_code(&raw_call(&mut stream, &produce("good", partition, crc ^ 1))),
+        ErrorCode::CorruptBatch
+    );
+    // Fetch past the end.
+    let answer = raw_call(
+        &mut stream,
+        &encode_fetch_request(8, "good", partition, 1000, 1024, 0),
+    );
+    assert_eq!(error_code(&answer), ErrorCode::OffsetOutOfRange);
+    // An oversized frame: an error answer, then the connection is closed.
+    stream.write_all(&(u32::MAX).to_le_bytes()).unwrap();
+    assert_eq!(
+        error_code(&read_answer(&mut stream).unwrap()),
+        ErrorCode::FrameTooLarge
+    );
+    assert!(
+        read_answer(&mut stream).is_none(),
+        "closed after a broken frame"
+    );
+    // A client that disconnects in the middle of a frame.
+    let mut half = TcpStream::connect(broker.address(0)).unwrap();
+    half.write_all(&100u32.to_le_bytes()).unwrap();
+    half.write_all(b"only part of it").unwrap();
+    drop(half);
+    // Random bytes on a fresh connection.
+    let mut noise = TcpStream::connect(broker.address(0)).unwrap();
+    let bytes: Vec<u8> = (0..5000u32)
+        .map(|i| (i.wrapping_mul(2654435761) >> 13) as u8)
+        .collect();
+    let _ = noise.write_all(&bytes);
+    drop(noise);
+
+    // The broker still serves everyone.
+    let mut client = ClusterClient::new(&broker.address(1));
+    let offset = client
+        .produce("good", partition, &batch, crc, Acks::Quorum)
+        .unwrap();
+    let fetched = client
+        .fetch("good", partition, offset, 1 << 20, Duration::ZERO)
+        .unwrap();
+    assert_eq!(fetched.records.len(), 3);
+    let error = client
+        .produce("missing", 0, &batch, crc, Acks::Quorum)
+        .unwrap_err();
+    assert!(
+        matches!(
+            error,
+            ClientError::GaveUp { .. } | ClientError::Broker { .. }
+        ),
+        "{error}"
+    );
+}

@@ -1,0 +1,117 @@
+//! Starting and stopping real `keel broker` processes for the integration tests.
+
+#![allow(dead_code)]
+
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// A broker process, killed when dropped.
+pub struct Broker {
+    child: Option<Child>,
+    pub data_dir: PathBuf,
+    pub port: u16,
+    pub shards: u32,
+}
+
+/// A base port with `count` free ports after it (probed by binding them).
+pub fn free_ports(count: u16) -> u16 {
+    for _ in 0..200 {
+        let probe = TcpListener::bind("127.0.0.1:0").expect("bind");
+        let base = probe.local_addr().expect("addr").port();
+        drop(probe);
+        if base > 65_000 - count {
+            continue;
+        }
+        let all_free = (0..count).all(|i| TcpListener::bind(("127.0.0.1", base + i)).is_ok());
+        if all_free {
+            return base;
+        }
+    }
+    panic!("no free port range");
+}
+
+impl Broker {
+    /// Starts a broker with `shards` shards in `data_dir` and waits until it answers.
+    pub fn start(data_dir: &Path, port: u16, shards: u32) -> Broker {
+        let child = Command::new(env!("CARGO_BIN_EXE_keel"))
+            .args([
+                "broker",
+                "--port",
+                &port.to_string(),
+                "--shards",
+                &shards.to_string(),
+            ])
+            .args(["--segment-size", "4MiB", "--io-memory", "512KiB"])
+            .arg("--data-dir")
+            .arg(data_dir)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start keel broker");
+        let broker = Broker {
+            child: Some(child),
+            data_dir: data_dir.to_path_buf(),
+            port,
+            shards,
+        };
+        broker.wait_until_serving();
+        broker
+    }
+
+    /// Restarts the broker on the same data and ports.
+    pub fn restart(mut self) -> Broker {
+        self.kill();
+        Broker::start(&self.data_dir.clone(), self.port, self.shards)
+    }
+
+    /// Address of shard `shard`.
+    pub fn address(&self, shard: u32) -> String {
+        format!("127.0.0.1:{}", u32::from(self.port) + shard)
+    }
+
+    fn wait_until_serving(&self) {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        for shard in 0..self.shards {
+            while std::net::TcpStream::connect(self.address(shard)).is_err() {
+                assert!(Instant::now() < deadline, "broker did not start serving");
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        }
+    }
+
+    /// kill -9.
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// SIGTERM, then the exit status (within `timeout`).
+    pub fn terminate(&mut self, timeout: Duration) -> Option<std::process::ExitStatus> {
+        let mut child = self.child.take()?;
+        let _ = Command::new("kill")
+            .args(["-TERM", &child.id().to_string()])
+            .status();
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Ok(Some(status)) = child.try_wait() {
+                return Some(status);
+            }
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                let _ = child.wait();
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for Broker {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
