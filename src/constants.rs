@@ -28,6 +28,13 @@ pub const MIN_SEGMENT_SIZE_BYTES: u64 = 64 * 1024;
 /// fills slower than this.
 pub const ADAPTIVE_ZERO_FILL_MAX_BYTES_PER_SECOND: u64 = 64 * 1024 * 1024;
 
+/// Slowest pace of the background zero-fill of the next segment.
+pub const MIN_ZERO_FILL_BYTES_PER_SECOND: u64 = 16 * 1024 * 1024;
+
+/// Size of each write of the background zero-fill (small, so a foreground flush never
+/// queues behind a big one).
+pub const ZERO_FILL_CHUNK_BYTES: usize = 128 * 1024;
+
 /// Default bound of the in-memory tail cache of recent entries.
 pub const DEFAULT_TAIL_CACHE_BYTES: u64 = 64 * 1024 * 1024;
 

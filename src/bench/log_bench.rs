@@ -187,17 +187,33 @@ async fn latency_run(dir: &Path, options: &LogBenchOptions) -> Result<LatencyRun
         let (log, intended, lateness) = (log.clone(), intended.clone(), lateness.clone());
         glommio::spawn_local(async move {
             let mut pacer = Pacer::default();
-            for sequence in 0..total {
-                let due = started + interval.mul_f64(sequence as f64);
-                pacer.wait_until(due).await;
-                let index = sequence + 2;
-                hgrm::record(
-                    &mut lateness.borrow_mut(),
-                    Instant::now().duration_since(due).as_micros() as u64,
-                );
-                log.append(&[entry(index, &payload)])?;
-                intended.borrow_mut().push_back((index, due));
+            let due_of = |sequence: u64| started + interval.mul_f64(sequence as f64);
+            let mut sequence = 0;
+            while sequence < total {
+                let slept = pacer.wait_until(due_of(sequence)).await;
+                // Append everything that is due by now in one go (when the generator
+                // runs late, the entries it owes are sent at once, each charged from its
+                // own intended time).
+                let now = Instant::now();
+                let mut batch = Vec::new();
+                while sequence < total && (batch.is_empty() || due_of(sequence) <= now) {
+                    let due = due_of(sequence);
+                    let index = sequence + 2;
+                    hgrm::record(
+                        &mut lateness.borrow_mut(),
+                        now.saturating_duration_since(due).as_micros() as u64,
+                    );
+                    batch.push(entry(index, &payload));
+                    intended.borrow_mut().push_back((index, due));
+                    sequence += 1;
+                }
+                log.append(&batch)?;
                 let _ = wake.try_send(());
+                if !slept {
+                    // Await the reactor at least once per round: a task that never
+                    // awaits keeps glommio from polling I/O, starving the flushes.
+                    glommio::timer::sleep(Duration::from_micros(1)).await;
+                }
             }
             Ok::<(), LogError>(())
         })

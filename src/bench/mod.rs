@@ -2,3 +2,4 @@
 pub mod hgrm;
 pub mod log_bench;
 pub mod pacer;
+pub mod produce_bench;

@@ -10,6 +10,7 @@ use std::time::Duration;
 use clap::{Args, Parser, Subcommand};
 use keel::bench::hgrm;
 use keel::bench::log_bench::{run_log_bench, LogBenchOptions};
+use keel::bench::produce_bench::{run_produce_bench, ProduceBenchOptions};
 use keel::client::ClusterClient;
 use keel::config::NodeConfig;
 use keel::constants::{DEFAULT_MAX_ENTRY_PAYLOAD_BYTES, DEFAULT_SEGMENT_SIZE_BYTES};
@@ -172,6 +173,40 @@ enum BenchCommand {
     /// Writes to --dir (on the disk to measure) and removes what it wrote. The latency run
     /// is open-loop: each entry's latency counts from its intended send time.
     Log(LogBenchArgs),
+    /// Produce latency (open loop at --rate, from intended send times) or maximum
+    /// throughput (--rate 0, closed loop with --window requests in flight) against a
+    /// running broker.
+    Produce(ProduceBenchArgs),
+}
+
+#[derive(Args)]
+struct ProduceBenchArgs {
+    #[command(flatten)]
+    connect: ConnectArgs,
+    /// Topic to write to (created with one partition if missing).
+    #[arg(long, default_value = "keel-bench")]
+    topic: String,
+    /// Requests per second; 0 runs closed loop for maximum throughput.
+    #[arg(long, default_value_t = 10_000)]
+    rate: u64,
+    /// Length of the run.
+    #[arg(long, value_parser = parse_duration, default_value = "10s")]
+    duration: Duration,
+    /// Size of each record's value.
+    #[arg(long, value_parser = parse_size, default_value = "1KiB")]
+    record_bytes: u64,
+    /// Records per request.
+    #[arg(long, default_value_t = 1)]
+    records_per_request: usize,
+    /// Requests in flight in closed loop.
+    #[arg(long, default_value_t = 64)]
+    window: usize,
+    /// quorum, leader or none.
+    #[arg(long, default_value = "quorum")]
+    acks: String,
+    /// Where to write the latency histogram.
+    #[arg(long, default_value = "bench-results/produce-latency.hgrm")]
+    hgrm: PathBuf,
 }
 
 #[derive(Args)]
@@ -236,6 +271,7 @@ fn main() -> ExitCode {
             ExitCode::from(verdict as u8)
         }
         Command::Bench(BenchCommand::Log(args)) => bench_log(args),
+        Command::Bench(BenchCommand::Produce(args)) => bench_produce(args),
     }
 }
 
@@ -512,5 +548,62 @@ fn consume(args: ConsumeArgs) -> ExitCode {
         if fetched.records.is_empty() && !args.follow && offset >= fetched.high_watermark {
             return ExitCode::SUCCESS;
         }
+    }
+}
+
+fn bench_produce(args: ProduceBenchArgs) -> ExitCode {
+    let acks = match parse_acks(&args.acks) {
+        Ok(acks) => acks,
+        Err(message) => return fail("bench produce", message),
+    };
+    let options = ProduceBenchOptions {
+        bootstrap: args.connect.bootstrap,
+        topic: args.topic,
+        rate: args.rate,
+        duration: args.duration,
+        record_bytes: usize::try_from(args.record_bytes).unwrap_or(1024),
+        records_per_request: args.records_per_request.max(1),
+        window: args.window.max(1),
+        acks,
+    };
+    let report = match run_produce_bench(&options) {
+        Ok(report) => report,
+        Err(error) => return fail("bench produce", error),
+    };
+    let mode = if options.rate > 0 {
+        format!("open loop at {} requests/s", options.rate)
+    } else {
+        format!("closed loop, {} requests in flight", options.window)
+    };
+    println!(
+        "keel bench produce: {mode}, {} record(s) of {} B per request, acks={}, fsync: fdatasync per flush",
+        options.records_per_request, options.record_bytes, args.acks
+    );
+    println!("latency: {}", hgrm::summary_line(&report.latency));
+    println!(
+        "throughput: {:.0} records/s, {:.1} MB/s; errors: {}",
+        report.records_per_second, report.megabytes_per_second, report.errors
+    );
+    println!(
+        "result p50_us={} p90_us={} p99_us={} p999_us={} max_us={} records_per_s={:.0} errors={}",
+        report.latency.value_at_quantile(0.5),
+        report.latency.value_at_quantile(0.9),
+        report.latency.value_at_quantile(0.99),
+        report.latency.value_at_quantile(0.999),
+        report.latency.max(),
+        report.records_per_second,
+        report.errors
+    );
+    if let Err(error) = hgrm::write_hgrm(&report.latency, &args.hgrm) {
+        return fail(
+            "bench produce",
+            format!("cannot write {}: {error}", args.hgrm.display()),
+        );
+    }
+    println!("histogram: {}", args.hgrm.display());
+    if report.errors > 0 {
+        ExitCode::from(1)
+    } else {
+        ExitCode::SUCCESS
     }
 }

@@ -30,7 +30,7 @@ use tracing::{info, warn};
 
 use crate::constants::{
     ADAPTIVE_ZERO_FILL_MAX_BYTES_PER_SECOND, BLOCK_SIZE_BYTES, MAX_WRITES_IN_FLIGHT,
-    WRITE_CHUNK_BYTES,
+    MIN_ZERO_FILL_BYTES_PER_SECOND, WRITE_CHUNK_BYTES, ZERO_FILL_CHUNK_BYTES,
 };
 use crate::log::config::{LogConfig, Preallocation};
 use crate::log::entry::{encode_header, stored_size_bytes, EntryType, HEADER_SIZE_BYTES};
@@ -496,7 +496,7 @@ impl CommitLog {
             }
             None => {
                 let size = self.state.borrow().config.segment_size_bytes;
-                create_segment_file(&path, size, false).await?
+                create_segment_file(&path, size, Preparation::Fallocate).await?
             }
         };
         io::sync_directory(&dir)?;
@@ -645,34 +645,63 @@ fn remove_segment_files<'a>(paths: impl Iterator<Item = &'a PathBuf>) -> LogResu
     Ok(())
 }
 
+/// How a new segment file is made ready.
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum Preparation {
+    /// fallocate only.
+    Fallocate,
+    /// Zero-fill, at most this many bytes per second (`None`: as fast as the disk goes).
+    ZeroFill(Option<u64>),
+}
+
 /// Creates a segment file ready for writes: zero-filled and synced, or fallocated.
-async fn create_segment_file(path: &Path, size: u64, zero_fill: bool) -> LogResult<Rc<DmaFile>> {
+async fn create_segment_file(
+    path: &Path,
+    size: u64,
+    preparation: Preparation,
+) -> LogResult<Rc<DmaFile>> {
     if path.exists() {
         std::fs::remove_file(path).map_err(|e| LogError::io("remove", path, e))?;
     }
     let file = io::open_read_write(path, true).await?;
-    if zero_fill {
-        // One shared buffer of zeros, written sequentially: a background job that should
-        // leave the disk to the foreground flushes as much as it can.
-        let mut zeros = glommio::allocate_dma_buffer_global(WRITE_CHUNK_BYTES);
-        zeros.as_bytes_mut().fill(0);
-        let zeros = Rc::new(zeros);
-        let mut position = 0;
-        while position + WRITE_CHUNK_BYTES as u64 <= size {
-            io::write_shared_at(&file, path, zeros.clone(), position).await?;
-            position += WRITE_CHUNK_BYTES as u64;
-        }
-        if position < size {
-            let tail = io::aligned_buffer_from(&vec![0u8; (size - position) as usize]);
-            io::write_all_at(&file, path, tail, position).await?;
-        }
-    } else {
-        file.pre_allocate(size, false)
+    match preparation {
+        Preparation::ZeroFill(limit) => zero_fill(&file, path, size, limit).await?,
+        Preparation::Fallocate => file
+            .pre_allocate(size, false)
             .await
-            .map_err(|e| io::glommio_error("fallocate", path, e))?;
+            .map_err(|e| io::glommio_error("fallocate", path, e))?,
     }
     io::fdatasync(&file, path).await?;
     Ok(file)
+}
+
+/// Writes zeros over `size` bytes in small sequential writes, paced to `limit` bytes per
+/// second: a background job that must not queue big writes ahead of the foreground's
+/// small synced ones.
+async fn zero_fill(file: &DmaFile, path: &Path, size: u64, limit: Option<u64>) -> LogResult<()> {
+    let chunk = ZERO_FILL_CHUNK_BYTES.min(size as usize);
+    let mut zeros = glommio::allocate_dma_buffer_global(chunk);
+    zeros.as_bytes_mut().fill(0);
+    let zeros = Rc::new(zeros);
+    let started = std::time::Instant::now();
+    let mut position = 0;
+    while position + chunk as u64 <= size {
+        io::write_shared_at(file, path, zeros.clone(), position).await?;
+        position += chunk as u64;
+        if let Some(limit) = limit {
+            let due =
+                started + std::time::Duration::from_secs_f64(position as f64 / limit.max(1) as f64);
+            let now = std::time::Instant::now();
+            if due > now {
+                glommio::timer::sleep(due - now).await;
+            }
+        }
+    }
+    if position < size {
+        let tail = io::aligned_buffer_from(&vec![0u8; (size - position) as usize]);
+        io::write_all_at(file, path, tail, position).await?;
+    }
+    Ok(())
 }
 
 async fn apply_recovery(
@@ -972,23 +1001,33 @@ impl LogState {
             return;
         }
         let segment_size = self.config.segment_size_bytes;
-        let zero_fill = match self.segments.last() {
+        let preparation = match self.segments.last() {
             Some(active) if active.file.is_some() || active.data_end > 0 => {
                 if active.data_end < segment_size / 4 {
                     return;
                 }
+                let (since, bytes_then) = active.fill_clock;
+                let seconds = since.elapsed().as_secs_f64().max(1e-6);
+                let fill_rate = active.data_end.saturating_sub(bytes_then) as f64 / seconds;
+                // Zero-fill at four times the fill rate: done well before the active
+                // segment is full, gentle on the disk meanwhile.
+                let paced = Preparation::ZeroFill(Some(
+                    ((fill_rate * 4.0) as u64).max(MIN_ZERO_FILL_BYTES_PER_SECOND),
+                ));
                 match self.config.preallocation {
-                    Preallocation::ZeroFill => true,
-                    Preallocation::Fallocate => false,
-                    Preallocation::Adaptive => {
-                        let (since, bytes_then) = active.fill_clock;
-                        let seconds = since.elapsed().as_secs_f64().max(1e-6);
-                        let rate = active.data_end.saturating_sub(bytes_then) as f64 / seconds;
-                        rate < ADAPTIVE_ZERO_FILL_MAX_BYTES_PER_SECOND as f64
+                    Preallocation::ZeroFill => paced,
+                    Preallocation::Fallocate => Preparation::Fallocate,
+                    Preallocation::Adaptive
+                        if fill_rate < ADAPTIVE_ZERO_FILL_MAX_BYTES_PER_SECOND as f64 =>
+                    {
+                        paced
                     }
+                    Preallocation::Adaptive => Preparation::Fallocate,
                 }
             }
-            _ => self.config.preallocation != Preallocation::Fallocate,
+            // The first segment of a log is needed at once.
+            _ if self.config.preallocation == Preallocation::Fallocate => Preparation::Fallocate,
+            _ => Preparation::ZeroFill(None),
         };
         self.prepared_count += 1;
         let path = self.dir.join(format!(
@@ -996,7 +1035,7 @@ impl LogState {
             self.prepared_count
         ));
         let task = glommio::spawn_local(async move {
-            create_segment_file(&path, segment_size, zero_fill).await
+            create_segment_file(&path, segment_size, preparation).await
         });
         self.prepared = Some(task);
     }

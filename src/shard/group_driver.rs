@@ -24,6 +24,10 @@ use crate::config::NodeConfig;
 use crate::log::{CommitLog, LogError};
 use crate::replication::{GroupConfig, GroupCore, GroupError};
 
+/// Flushes of one shard's log running at once (the next one's writes overlap the
+/// previous one's fdatasync).
+pub const MAX_FLUSHES_IN_FLIGHT: usize = 2;
+
 /// Most proposals waiting for their entry to be applied, per shard.
 pub const MAX_WAITING_PROPOSALS: usize = 100_000;
 
@@ -80,6 +84,11 @@ pub struct ShardCore {
     stopping: Cell<bool>,
     topics_changed: RefCell<Option<TopicsHook>>,
     reserved_topic_id: Cell<u32>,
+    /// Newest Ready whose entries are appended to the log.
+    appended_ready: Cell<u64>,
+    /// Newest Ready a running flush covers.
+    flushing_ready: Cell<u64>,
+    flushes_in_flight: Cell<usize>,
 }
 
 impl ShardCore {
@@ -111,6 +120,9 @@ impl ShardCore {
             stopping: Cell::new(false),
             topics_changed: RefCell::new(None),
             reserved_topic_id: Cell::new(0),
+            appended_ready: Cell::new(0),
+            flushing_ready: Cell::new(0),
+            flushes_in_flight: Cell::new(0),
         });
         glommio::spawn_local(ready_loop(core.clone(), woken)).detach();
         glommio::spawn_local(tick_loop(core.clone())).detach();
@@ -279,19 +291,39 @@ async fn process_ready(core: &Rc<ShardCore>) -> Result<(), LogError> {
         if let Some(hard_state) = work.hard_state {
             core.log.set_hard_state(hard_state);
         }
-        let flusher = core.clone();
-        let number = work.number;
-        glommio::spawn_local(async move {
-            match flusher.log.flush().await {
-                Ok(_) => {
-                    flusher.group.borrow_mut().on_persisted(number);
-                    flusher.poke();
-                }
-                Err(error) => flusher.fail(&error),
-            }
-        })
-        .detach();
+        core.appended_ready.set(work.number);
+        maybe_flush(core);
     }
+}
+
+/// Starts a flush of everything appended so far, unless `MAX_FLUSHES_IN_FLIGHT` are
+/// running or the newest append is already being flushed. This is the group commit:
+/// entries appended while flushes run wait for the next one, which takes them all.
+fn maybe_flush(core: &Rc<ShardCore>) {
+    let number = core.appended_ready.get();
+    if core.flushes_in_flight.get() >= MAX_FLUSHES_IN_FLIGHT || number <= core.flushing_ready.get()
+    {
+        return;
+    }
+    core.flushing_ready.set(number);
+    core.flushes_in_flight.set(core.flushes_in_flight.get() + 1);
+    let flusher = core.clone();
+    glommio::spawn_local(async move {
+        let result = flusher.log.flush().await;
+        flusher
+            .flushes_in_flight
+            .set(flusher.flushes_in_flight.get() - 1);
+        match result {
+            Ok(_) => {
+                // Flushes end in the order they started, so numbers never go back.
+                flusher.group.borrow_mut().on_persisted(number);
+                flusher.poke();
+                maybe_flush(&flusher);
+            }
+            Err(error) => flusher.fail(&error),
+        }
+    })
+    .detach();
 }
 
 /// Ticks the group's logical clock.
