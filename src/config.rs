@@ -59,6 +59,108 @@ impl Default for NodeConfig {
     }
 }
 
+/// The broker's configuration file (TOML). Every key is optional; command-line flags win
+/// over the file, the file over the defaults. Unknown keys are an error.
+///
+/// ```toml
+/// node_id = 1
+/// data_dir = "/var/lib/keel"
+/// host = "10.0.0.5"
+/// port = 9700            # shard i listens on port + i
+/// shards = 4
+/// pin_cores = true
+/// io_memory = "2MiB"
+/// segment_size = "128MiB"
+/// max_frame = "8MiB"
+/// max_batch = "1MiB"
+/// tick_ms = 10
+/// ```
+#[derive(Debug, Default, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ConfigFile {
+    /// Node id.
+    pub node_id: Option<u32>,
+    /// Data directory.
+    pub data_dir: Option<PathBuf>,
+    /// Listen and advertise address.
+    pub host: Option<String>,
+    /// Port of shard 0.
+    pub port: Option<u16>,
+    /// Number of shards.
+    pub shards: Option<u32>,
+    /// Pin shards to CPUs.
+    pub pin_cores: Option<bool>,
+    /// Registered I/O memory per shard ("2MiB").
+    pub io_memory: Option<String>,
+    /// Segment size ("128MiB").
+    pub segment_size: Option<String>,
+    /// Largest frame ("8MiB").
+    pub max_frame: Option<String>,
+    /// Largest batch ("1MiB").
+    pub max_batch: Option<String>,
+    /// Milliseconds between Raft ticks.
+    pub tick_ms: Option<u64>,
+}
+
+impl ConfigFile {
+    /// Reads and parses a configuration file.
+    pub fn read(path: &std::path::Path) -> Result<ConfigFile, ConfigError> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| ConfigError(format!("cannot read {}: {e}", path.display())))?;
+        toml::from_str(&text).map_err(|e| ConfigError(format!("{}: {e}", path.display())))
+    }
+
+    /// Applies the file's settings over `config`.
+    pub fn apply(&self, config: &mut NodeConfig) -> Result<(), ConfigError> {
+        let size = |value: &Option<String>, key: &str| -> Result<Option<u64>, ConfigError> {
+            value
+                .as_deref()
+                .map(|text| {
+                    crate::units::parse_size(text).map_err(|e| ConfigError(format!("{key}: {e}")))
+                })
+                .transpose()
+        };
+        let to_u32 = |value: u64, key: &str| {
+            u32::try_from(value).map_err(|_| ConfigError(format!("{key}: {value} is too large")))
+        };
+        if let Some(node_id) = self.node_id {
+            config.node_id = node_id;
+        }
+        if let Some(dir) = &self.data_dir {
+            config.data_dir = dir.clone();
+        }
+        if let Some(host) = &self.host {
+            config.host = host.clone();
+        }
+        if let Some(port) = self.port {
+            config.base_port = port;
+        }
+        if let Some(shards) = self.shards {
+            config.shards = shards;
+        }
+        if let Some(pin) = self.pin_cores {
+            config.pin_cores = pin;
+        }
+        if let Some(bytes) = size(&self.io_memory, "io_memory")? {
+            config.io_memory_bytes =
+                usize::try_from(bytes).map_err(|_| ConfigError("io_memory too large".into()))?;
+        }
+        if let Some(bytes) = size(&self.segment_size, "segment_size")? {
+            config.log.segment_size_bytes = bytes;
+        }
+        if let Some(bytes) = size(&self.max_frame, "max_frame")? {
+            config.max_frame_bytes = to_u32(bytes, "max_frame")?;
+        }
+        if let Some(bytes) = size(&self.max_batch, "max_batch")? {
+            config.max_batch_bytes = to_u32(bytes, "max_batch")?;
+        }
+        if let Some(tick) = self.tick_ms {
+            config.tick_ms = tick;
+        }
+        Ok(())
+    }
+}
+
 /// A configuration that cannot work.
 #[derive(Debug, thiserror::Error)]
 #[error("invalid configuration: {0}")]
@@ -102,5 +204,51 @@ impl NodeConfig {
     /// The address of shard `shard`.
     pub fn shard_address(&self, shard: u32) -> String {
         format!("{}:{}", self.host, u32::from(self.base_port) + shard)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_file_sets_what_it_names_and_unknown_keys_are_refused() {
+        let file: ConfigFile =
+            toml::from_str("port = 9800\nshards = 3\nsegment_size = \"64MiB\"\n").unwrap();
+        let mut config = NodeConfig::default();
+        file.apply(&mut config).unwrap();
+        assert_eq!(
+            (
+                config.base_port,
+                config.shards,
+                config.log.segment_size_bytes
+            ),
+            (9800, 3, 64 << 20)
+        );
+        assert_eq!(config.node_id, 1, "untouched keys keep their defaults");
+        config.validate().unwrap();
+        let error = toml::from_str::<ConfigFile>("prot = 1").unwrap_err();
+        assert!(error.to_string().contains("unknown field"), "{error}");
+        let bad: ConfigFile = toml::from_str("segment_size = \"12XB\"").unwrap();
+        assert!(bad
+            .apply(&mut NodeConfig::default())
+            .unwrap_err()
+            .0
+            .contains("segment_size"));
+    }
+
+    #[test]
+    fn impossible_settings_are_explained() {
+        let config = NodeConfig {
+            shards: 0,
+            ..NodeConfig::default()
+        };
+        assert!(config.validate().unwrap_err().0.contains("shards"));
+        let config = NodeConfig {
+            base_port: 65_535,
+            shards: 4,
+            ..NodeConfig::default()
+        };
+        assert!(config.validate().unwrap_err().0.contains("ports"));
     }
 }

@@ -12,7 +12,7 @@ use keel::bench::hgrm;
 use keel::bench::log_bench::{run_log_bench, LogBenchOptions};
 use keel::bench::produce_bench::{run_produce_bench, ProduceBenchOptions};
 use keel::client::ClusterClient;
-use keel::config::NodeConfig;
+use keel::config::{ConfigFile, NodeConfig};
 use keel::constants::{DEFAULT_MAX_ENTRY_PAYLOAD_BYTES, DEFAULT_SEGMENT_SIZE_BYTES};
 use keel::log::check::check_log_directory;
 use keel::log::Preallocation;
@@ -51,30 +51,33 @@ enum Command {
 
 #[derive(Args)]
 struct BrokerArgs {
-    /// Directory for the shards' logs.
-    #[arg(long, default_value = "keel-data")]
-    data_dir: PathBuf,
-    /// Address to listen on.
-    #[arg(long, default_value = "127.0.0.1")]
-    host: String,
-    /// Port of shard 0; shard i listens on port + i.
-    #[arg(long, default_value_t = 9700)]
-    port: u16,
-    /// Number of shards (default: one per CPU).
+    /// A TOML configuration file (flags given here win over it).
+    #[arg(long)]
+    config: Option<PathBuf>,
+    /// Directory for the shards' logs [default: keel-data].
+    #[arg(long)]
+    data_dir: Option<PathBuf>,
+    /// Address to listen on [default: 127.0.0.1].
+    #[arg(long)]
+    host: Option<String>,
+    /// Port of shard 0; shard i listens on port + i [default: 9700].
+    #[arg(long)]
+    port: Option<u16>,
+    /// Number of shards [default: one per CPU].
     #[arg(long)]
     shards: Option<u32>,
-    /// This node's id.
-    #[arg(long, default_value_t = 1)]
-    node_id: u32,
+    /// This node's id [default: 1].
+    #[arg(long)]
+    node_id: Option<u32>,
     /// Pin each shard to its own CPU.
     #[arg(long)]
     pin_cores: bool,
-    /// Registered I/O memory per shard.
-    #[arg(long, value_parser = parse_size, default_value_t = DEFAULT_IO_MEMORY_BYTES as u64)]
-    io_memory: u64,
-    /// Segment file size of each shard's log.
-    #[arg(long, value_parser = parse_size, default_value_t = DEFAULT_SEGMENT_SIZE_BYTES)]
-    segment_size: u64,
+    /// Registered I/O memory per shard [default: 2MiB].
+    #[arg(long, value_parser = parse_size)]
+    io_memory: Option<u64>,
+    /// Segment file size of each shard's log [default: 128MiB].
+    #[arg(long, value_parser = parse_size)]
+    segment_size: Option<u64>,
 }
 
 #[derive(Args)]
@@ -381,20 +384,50 @@ fn log_bench_options(args: &LogBenchArgs) -> Result<LogBenchOptions, String> {
     })
 }
 
-fn broker(args: BrokerArgs) -> ExitCode {
-    let mut config = NodeConfig {
-        node_id: args.node_id,
-        data_dir: args.data_dir,
-        host: args.host,
-        base_port: args.port,
-        pin_cores: args.pin_cores,
-        io_memory_bytes: usize::try_from(args.io_memory).unwrap_or(DEFAULT_IO_MEMORY_BYTES),
-        ..NodeConfig::default()
-    };
+fn broker_config(args: BrokerArgs) -> Result<NodeConfig, String> {
+    let mut config = NodeConfig::default();
+    if let Some(path) = &args.config {
+        ConfigFile::read(path)
+            .and_then(|file| file.apply(&mut config))
+            .map_err(|e| e.to_string())?;
+    }
+    if let Some(dir) = args.data_dir {
+        config.data_dir = dir;
+    }
+    if let Some(host) = args.host {
+        config.host = host;
+    }
+    if let Some(port) = args.port {
+        config.base_port = port;
+    }
     if let Some(shards) = args.shards {
         config.shards = shards;
     }
-    config.log.segment_size_bytes = args.segment_size;
+    if let Some(node_id) = args.node_id {
+        config.node_id = node_id;
+    }
+    if args.pin_cores {
+        config.pin_cores = true;
+    }
+    if let Some(bytes) = args.io_memory {
+        config.io_memory_bytes =
+            usize::try_from(bytes).map_err(|_| "--io-memory too large".to_string())?;
+    }
+    if let Some(bytes) = args.segment_size {
+        config.log.segment_size_bytes = bytes;
+    }
+    config.validate().map_err(|e| e.to_string())?;
+    Ok(config)
+}
+
+fn broker(args: BrokerArgs) -> ExitCode {
+    let config = match broker_config(args) {
+        Ok(config) => config,
+        Err(message) => {
+            eprintln!("keel broker: {message}");
+            return ExitCode::from(2);
+        }
+    };
     let stop = Arc::new(AtomicBool::new(false));
     for signal in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
         if let Err(error) = signal_hook::flag::register(signal, stop.clone()) {
