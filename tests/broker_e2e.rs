@@ -274,3 +274,51 @@ fn bad_input_gets_clear_errors_and_the_broker_keeps_serving() {
         "{error}"
     );
 }
+
+#[test]
+fn a_batching_producer_and_a_consumer_round_trip_across_shards() {
+    use keel::client::{Consumer, Producer, ProducerConfig};
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_ports(2);
+    let broker = Broker::start(dir.path(), port, 2);
+    let mut admin = ClusterClient::new(&broker.address(0));
+    admin.create_topic("stream", 4).unwrap();
+    let producer = Producer::new(ProducerConfig::new(&broker.address(1)));
+    let mut deliveries = Vec::new();
+    for n in 0..4000u32 {
+        let partition = n % 4;
+        let record = RecordData {
+            value: format!("{partition}:{n}").into_bytes(),
+            ..Default::default()
+        };
+        deliveries.push((partition, n, producer.send("stream", partition, record)));
+    }
+    producer.flush();
+    // Every record acknowledged, offsets dense per partition in send order.
+    let mut next = [0u64; 4];
+    for (partition, _, delivery) in &deliveries {
+        let offset = delivery.wait().unwrap();
+        assert_eq!(offset, next[*partition as usize], "partition {partition}");
+        next[*partition as usize] += 1;
+    }
+    drop(producer);
+    let partitions: Vec<(u32, u64)> = (0..4).map(|p| (p, 0)).collect();
+    let mut consumer = Consumer::new(&broker.address(0), "stream", &partitions);
+    let mut seen = vec![Vec::new(); 4];
+    while seen.iter().map(Vec::len).sum::<usize>() < 4000 {
+        for item in consumer.poll(Duration::from_millis(200)).unwrap() {
+            seen[item.partition as usize].push(String::from_utf8(item.record.value).unwrap());
+        }
+    }
+    for partition in 0..4u32 {
+        let expected: Vec<String> = (0..4000u32)
+            .filter(|n| n % 4 == partition)
+            .map(|n| format!("{partition}:{n}"))
+            .collect();
+        assert_eq!(seen[partition as usize], expected);
+    }
+    assert!(
+        consumer.poll(Duration::from_millis(50)).unwrap().is_empty(),
+        "nothing more"
+    );
+}

@@ -285,6 +285,62 @@ impl ClusterClient {
             .collect())
     }
 
+    /// Sends a produce request for one partition's batch without waiting; returns the
+    /// shard address and correlation id to collect the answer with `produce_answer`.
+    pub fn produce_send(
+        &mut self,
+        topic: &str,
+        partition: u32,
+        batch: &[u8],
+        crc32c: u32,
+        acks: Acks,
+    ) -> Result<(String, u64), ClientError> {
+        let address = self.place(topic, partition)?;
+        let connection = self.connection(&address)?;
+        let id = connection.next_correlation_id();
+        let batches = [PartitionBatchData {
+            partition,
+            batch,
+            crc32c,
+        }];
+        let sent = connection.send(&encode_produce_request(id, topic, acks, 30_000, &batches));
+        if let Err(error) = sent {
+            self.connections.remove(&address);
+            return Err(ClientError::Unacknowledged(Box::new(error)));
+        }
+        Ok((address, id))
+    }
+
+    /// Waits for the answer to a `produce_send`; returns the batch's base offset.
+    pub fn produce_answer(
+        &mut self,
+        address: &str,
+        correlation_id: u64,
+        partition: u32,
+    ) -> Result<u64, ClientError> {
+        let connection = self.connection(address)?;
+        let answer = match connection.receive(correlation_id) {
+            Ok(answer) => answer,
+            Err(error) => {
+                self.connections.remove(address);
+                return Err(ClientError::Unacknowledged(Box::new(error)));
+            }
+        };
+        let response = decode_response(&answer)?;
+        check_response(&response)?;
+        let produced = response
+            .body_as_produce_response()
+            .ok_or_else(|| ClientError::Unexpected("not a produce answer".into()))?;
+        let result = produced
+            .results()
+            .and_then(|results| results.iter().find(|r| r.partition() == partition))
+            .ok_or_else(|| ClientError::Unexpected("no result for the partition".into()))?;
+        match result.error() {
+            Some(error) if error.code() != wire::ErrorCode::None => Err(broker_error(error)),
+            _ => Ok(result.base_offset()),
+        }
+    }
+
     fn place(&mut self, topic: &str, partition: u32) -> Result<String, ClientError> {
         let key = (topic.to_string(), partition);
         if !self.metadata()?.places.contains_key(&key) {

@@ -17,7 +17,11 @@
 
 pub mod cluster;
 pub mod connection;
+pub mod consumer;
 pub mod error;
+pub mod producer;
 
 pub use cluster::{ClusterClient, ConsumedRecord, Fetched};
+pub use consumer::{Consumer, PartitionRecord};
 pub use error::ClientError;
+pub use producer::{Delivery, Producer, ProducerConfig};

@@ -1,0 +1,337 @@
+//! `Producer`: batches records per partition (by size and linger), sends the batches of a
+//! round pipelined (every request out before any answer is awaited), and reports each
+//! record's fate through its `Delivery`.
+//!
+//! Per partition at most one batch is in flight, and a batch refused with a retriable
+//! error (wrong shard, not leader, unknown topic) goes back in front of the queue after a
+//! metadata refresh: a partition's records are stored in the order they were sent. A batch
+//! whose answer is lost is reported `Unacknowledged` (not retried: it may be stored).
+//!
+//! A background thread does the sending; `send` only queues (bounded: it blocks when
+//! `max_buffered_records` are waiting).
+
+use std::collections::{BTreeMap, VecDeque};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use crate::client::cluster::ClusterClient;
+use crate::client::error::ClientError;
+use crate::protocol::codec::{encode_record_batch, BatchProducer, RecordData};
+use crate::protocol::wire::Acks;
+
+/// Producer settings.
+#[derive(Clone, Debug)]
+pub struct ProducerConfig {
+    /// Any shard of the cluster.
+    pub bootstrap: String,
+    /// When the broker answers.
+    pub acks: Acks,
+    /// How long a record may wait for more to fill its batch.
+    pub linger: Duration,
+    /// Batch size that sends at once, in value bytes.
+    pub batch_bytes: usize,
+    /// Records waiting to be sent, at most (`send` blocks beyond).
+    pub max_buffered_records: usize,
+    /// How long a record may take from `send` to its answer, retries included.
+    pub delivery_timeout: Duration,
+}
+
+impl ProducerConfig {
+    /// Defaults for `bootstrap`: acks=quorum, linger 1 ms, 64 KiB batches.
+    pub fn new(bootstrap: &str) -> Self {
+        ProducerConfig {
+            bootstrap: bootstrap.to_string(),
+            acks: Acks::Quorum,
+            linger: Duration::from_millis(1),
+            batch_bytes: 64 * 1024,
+            max_buffered_records: 100_000,
+            delivery_timeout: Duration::from_secs(30),
+        }
+    }
+}
+
+/// What became of one record.
+pub type DeliveryResult = Result<u64, ClientError>;
+
+#[derive(Default)]
+struct DeliverySlot {
+    result: Mutex<Option<DeliveryResult>>,
+    ready: Condvar,
+}
+
+/// The fate of one sent record: its offset once acknowledged, or why not.
+#[derive(Clone)]
+pub struct Delivery(Arc<DeliverySlot>);
+
+impl Delivery {
+    /// Waits for the answer.
+    pub fn wait(&self) -> DeliveryResult {
+        let mut result = lock(&self.0.result);
+        loop {
+            if let Some(result) = result.take() {
+                return result;
+            }
+            result = self.0.ready.wait(result).unwrap_or_else(|e| e.into_inner());
+        }
+    }
+
+    fn fulfil(&self, value: DeliveryResult) {
+        *lock(&self.0.result) = Some(value);
+        self.0.ready.notify_all();
+    }
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+struct Queued {
+    record: RecordData,
+    delivery: Delivery,
+    sent_at: Instant,
+}
+
+#[derive(Default)]
+struct Queues {
+    partitions: BTreeMap<(String, u32), VecDeque<Queued>>,
+    buffered: usize,
+    flush_requested: bool,
+    closing: bool,
+}
+
+struct Shared {
+    queues: Mutex<Queues>,
+    changed: Condvar,
+}
+
+/// A batching, pipelining producer.
+pub struct Producer {
+    shared: Arc<Shared>,
+    sender: Option<JoinHandle<()>>,
+    config: ProducerConfig,
+}
+
+impl Producer {
+    /// Starts a producer (its sending thread).
+    pub fn new(config: ProducerConfig) -> Producer {
+        let shared = Arc::new(Shared {
+            queues: Mutex::new(Queues::default()),
+            changed: Condvar::new(),
+        });
+        let thread_shared = shared.clone();
+        let thread_config = config.clone();
+        let sender = std::thread::Builder::new()
+            .name("keel-producer".into())
+            .spawn(move || send_loop(&thread_shared, &thread_config))
+            .ok();
+        Producer {
+            shared,
+            sender,
+            config,
+        }
+    }
+
+    /// Queues a record for a partition; blocks while the buffer is full.
+    pub fn send(&self, topic: &str, partition: u32, record: RecordData) -> Delivery {
+        let delivery = Delivery(Arc::new(DeliverySlot::default()));
+        let mut queues = lock(&self.shared.queues);
+        while queues.buffered >= self.config.max_buffered_records && !queues.closing {
+            queues = self
+                .shared
+                .changed
+                .wait(queues)
+                .unwrap_or_else(|e| e.into_inner());
+        }
+        if self.sender.is_none() || queues.closing {
+            delivery.fulfil(Err(ClientError::Closed("producer".into())));
+            return delivery;
+        }
+        queues.buffered += 1;
+        queues
+            .partitions
+            .entry((topic.to_string(), partition))
+            .or_default()
+            .push_back(Queued {
+                record,
+                delivery: delivery.clone(),
+                sent_at: Instant::now(),
+            });
+        self.shared.changed.notify_all();
+        delivery
+    }
+
+    /// Sends everything queued now and waits until every record has its answer.
+    pub fn flush(&self) {
+        let mut queues = lock(&self.shared.queues);
+        queues.flush_requested = true;
+        self.shared.changed.notify_all();
+        while queues.buffered > 0 {
+            queues = self
+                .shared
+                .changed
+                .wait(queues)
+                .unwrap_or_else(|e| e.into_inner());
+        }
+        queues.flush_requested = false;
+    }
+}
+
+impl Drop for Producer {
+    fn drop(&mut self) {
+        self.flush();
+        lock(&self.shared.queues).closing = true;
+        self.shared.changed.notify_all();
+        if let Some(sender) = self.sender.take() {
+            let _ = sender.join();
+        }
+    }
+}
+
+/// A batch taken from a partition's queue for one round.
+struct RoundBatch {
+    key: (String, u32),
+    records: Vec<Queued>,
+}
+
+fn send_loop(shared: &Shared, config: &ProducerConfig) {
+    let mut client = ClusterClient::new(&config.bootstrap);
+    loop {
+        let round = match take_round(shared, config) {
+            Some(round) => round,
+            None => return,
+        };
+        let retry = send_round(&mut client, config, round);
+        let mut queues = lock(&shared.queues);
+        let mut finished = 0;
+        for batch in retry.into_iter().rev() {
+            let queue = queues.partitions.entry(batch.key).or_default();
+            for queued in batch.records.into_iter().rev() {
+                queue.push_front(queued);
+            }
+        }
+        for queue in queues.partitions.values() {
+            finished += queue.len();
+        }
+        queues.buffered = finished;
+        queues.partitions.retain(|_, queue| !queue.is_empty());
+        shared.changed.notify_all();
+    }
+}
+
+/// Waits until some partition's batch is due (full, lingered, or flushed); takes one
+/// batch per partition that is due.
+fn take_round(shared: &Shared, config: &ProducerConfig) -> Option<Vec<RoundBatch>> {
+    let mut queues = lock(&shared.queues);
+    loop {
+        let now = Instant::now();
+        let mut next_due: Option<Instant> = None;
+        let mut round = Vec::new();
+        let flush = queues.flush_requested || queues.closing;
+        for (key, queue) in queues.partitions.iter_mut() {
+            let Some(first) = queue.front() else { continue };
+            let bytes: usize = queue.iter().map(|q| q.record.value.len() + 32).sum();
+            let due = first.sent_at + config.linger;
+            if flush || bytes >= config.batch_bytes || due <= now {
+                let mut taken = Vec::new();
+                let mut taken_bytes = 0;
+                while let Some(queued) = queue.front() {
+                    let size = queued.record.value.len() + 32;
+                    if !taken.is_empty() && taken_bytes + size > config.batch_bytes {
+                        break;
+                    }
+                    taken_bytes += size;
+                    if let Some(queued) = queue.pop_front() {
+                        taken.push(queued);
+                    }
+                }
+                round.push(RoundBatch {
+                    key: key.clone(),
+                    records: taken,
+                });
+            } else {
+                next_due = Some(next_due.map_or(due, |d: Instant| d.min(due)));
+            }
+        }
+        if !round.is_empty() {
+            return Some(round);
+        }
+        if queues.closing && queues.partitions.values().all(|q| q.is_empty()) {
+            return None;
+        }
+        queues = match next_due {
+            Some(due) => shared
+                .changed
+                .wait_timeout(queues, due.saturating_duration_since(now))
+                .map(|r| r.0)
+                .unwrap_or_else(|e| e.into_inner().0),
+            None => shared
+                .changed
+                .wait(queues)
+                .unwrap_or_else(|e| e.into_inner()),
+        };
+    }
+}
+
+/// Sends one round (all requests out, then all answers in); returns the batches to retry.
+fn send_round(
+    client: &mut ClusterClient,
+    config: &ProducerConfig,
+    round: Vec<RoundBatch>,
+) -> Vec<RoundBatch> {
+    let mut sent = Vec::with_capacity(round.len());
+    let mut retry = Vec::new();
+    for batch in round {
+        let records: Vec<RecordData> = batch.records.iter().map(|q| q.record.clone()).collect();
+        let (bytes, crc) = encode_record_batch(BatchProducer::default(), now_ms(), &records);
+        match client.produce_send(&batch.key.0, batch.key.1, &bytes, crc, config.acks) {
+            Ok(ticket) => sent.push((batch, Ok(ticket))),
+            Err(error) => sent.push((batch, Err(error))),
+        }
+    }
+    for (batch, ticket) in sent {
+        let outcome =
+            ticket.and_then(|(address, id)| client.produce_answer(&address, id, batch.key.1));
+        match outcome {
+            Ok(base_offset) => {
+                for (position, queued) in batch.records.iter().enumerate() {
+                    let offset = if base_offset == u64::MAX {
+                        u64::MAX
+                    } else {
+                        base_offset + position as u64
+                    };
+                    queued.delivery.fulfil(Ok(offset));
+                }
+            }
+            Err(error) if error.is_retriable() && !expired(&batch, config) => {
+                let _ = client.refresh_metadata();
+                retry.push(batch);
+            }
+            Err(error) => {
+                let message = error.to_string();
+                for queued in &batch.records {
+                    queued
+                        .delivery
+                        .fulfil(Err(ClientError::Unexpected(message.clone())));
+                }
+            }
+        }
+    }
+    if !retry.is_empty() {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    retry
+}
+
+fn expired(batch: &RoundBatch, config: &ProducerConfig) -> bool {
+    batch
+        .records
+        .first()
+        .is_some_and(|q| q.sent_at.elapsed() > config.delivery_timeout)
+}
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
+}
