@@ -322,3 +322,56 @@ fn a_batching_producer_and_a_consumer_round_trip_across_shards() {
         "nothing more"
     );
 }
+
+#[test]
+fn a_full_disk_refuses_writes_clearly_keeps_serving_reads_and_loses_nothing_acknowledged() {
+    if !support::is_root() {
+        eprintln!("skipped: mounting a tmpfs needs root");
+        return;
+    }
+    let root = tempfile::tempdir().unwrap();
+    let disk = support::SmallDisk::mount(&root.path().join("small"), "24m");
+    let data = disk.path.join("data");
+    let port = free_ports(1);
+    let mut broker = Broker::start_with_segments(&data, port, 1, "4MiB");
+    let mut client = ClusterClient::new(&broker.address(0));
+    client.create_topic("fill", 1).unwrap();
+    let big: Vec<RecordData> = (0..64)
+        .map(|_| RecordData {
+            value: vec![7u8; 1024],
+            ..Default::default()
+        })
+        .collect();
+    let (batch, crc) = encode_record_batch(BatchProducer::default(), 0, &big);
+    let mut acknowledged = 0u64;
+    let error = loop {
+        match client.produce("fill", 0, &batch, crc, Acks::Quorum) {
+            Ok(offset) => {
+                assert_eq!(offset, acknowledged * 64);
+                acknowledged += 1;
+            }
+            Err(error) => break error,
+        }
+        assert!(acknowledged < 10_000, "a 24 MiB disk never filled");
+    };
+    match &error {
+        ClientError::Broker { code, .. } => assert_eq!(*code, ErrorCode::StorageFull, "{error}"),
+        other => panic!("expected StorageFull, got {other}"),
+    }
+    // Reads go on; so do other requests.
+    let fetched = client.fetch("fill", 0, 0, 1 << 20, Duration::ZERO).unwrap();
+    assert!(!fetched.records.is_empty());
+    assert_eq!(client.list_topics().unwrap().len(), 1);
+    // With room again and a restart, every acknowledged record is there.
+    broker.kill();
+    disk.resize("256m");
+    let broker = broker.restart();
+    let mut client = ClusterClient::new(&broker.address(0));
+    let stored = consume_all(&mut client, "fill", 0);
+    assert!(
+        stored.len() as u64 >= acknowledged * 64,
+        "{} < {}",
+        stored.len(),
+        acknowledged * 64
+    );
+}

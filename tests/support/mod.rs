@@ -13,6 +13,7 @@ pub struct Broker {
     pub data_dir: PathBuf,
     pub port: u16,
     pub shards: u32,
+    pub segment_size: String,
 }
 
 /// A base port with `count` free ports after it (probed by binding them).
@@ -35,6 +36,16 @@ pub fn free_ports(count: u16) -> u16 {
 impl Broker {
     /// Starts a broker with `shards` shards in `data_dir` and waits until it answers.
     pub fn start(data_dir: &Path, port: u16, shards: u32) -> Broker {
+        Broker::start_with_segments(data_dir, port, shards, "4MiB")
+    }
+
+    /// Same, with the given segment size.
+    pub fn start_with_segments(
+        data_dir: &Path,
+        port: u16,
+        shards: u32,
+        segment_size: &str,
+    ) -> Broker {
         let child = Command::new(env!("CARGO_BIN_EXE_keel"))
             .args([
                 "broker",
@@ -43,7 +54,7 @@ impl Broker {
                 "--shards",
                 &shards.to_string(),
             ])
-            .args(["--segment-size", "4MiB", "--io-memory", "512KiB"])
+            .args(["--segment-size", segment_size, "--io-memory", "512KiB"])
             .arg("--data-dir")
             .arg(data_dir)
             .stdout(Stdio::null())
@@ -55,6 +66,7 @@ impl Broker {
             data_dir: data_dir.to_path_buf(),
             port,
             shards,
+            segment_size: segment_size.to_string(),
         };
         broker.wait_until_serving();
         broker
@@ -63,7 +75,12 @@ impl Broker {
     /// Restarts the broker on the same data and ports.
     pub fn restart(mut self) -> Broker {
         self.kill();
-        Broker::start(&self.data_dir.clone(), self.port, self.shards)
+        Broker::start_with_segments(
+            &self.data_dir.clone(),
+            self.port,
+            self.shards,
+            &self.segment_size.clone(),
+        )
     }
 
     /// Address of shard `shard`.
@@ -113,5 +130,52 @@ impl Broker {
 impl Drop for Broker {
     fn drop(&mut self) {
         self.kill();
+    }
+}
+
+/// Whether the tests run as root (mounting file systems needs it).
+pub fn is_root() -> bool {
+    std::fs::read_to_string("/proc/self/status")
+        .map(|s| {
+            s.lines()
+                .any(|l| l.starts_with("Uid:") && l.split_whitespace().nth(1) == Some("0"))
+        })
+        .unwrap_or(false)
+}
+
+/// A tmpfs mounted for a test, unmounted when dropped (even after a failed assertion).
+pub struct SmallDisk {
+    pub path: PathBuf,
+}
+
+impl SmallDisk {
+    /// Mounts a tmpfs of `size` ("16m") at `path`.
+    pub fn mount(path: &Path, size: &str) -> SmallDisk {
+        std::fs::create_dir_all(path).expect("mount point");
+        let status = Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            .arg(path)
+            .status()
+            .expect("mount");
+        assert!(status.success(), "mount tmpfs");
+        SmallDisk {
+            path: path.to_path_buf(),
+        }
+    }
+
+    /// Grows (or shrinks) the tmpfs.
+    pub fn resize(&self, size: &str) {
+        let status = Command::new("mount")
+            .args(["-o", &format!("remount,size={size}")])
+            .arg(&self.path)
+            .status()
+            .expect("remount");
+        assert!(status.success(), "remount tmpfs");
+    }
+}
+
+impl Drop for SmallDisk {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg("-l").arg(&self.path).status();
     }
 }
