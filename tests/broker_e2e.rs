@@ -375,3 +375,41 @@ fn a_full_disk_refuses_writes_clearly_keeps_serving_reads_and_loses_nothing_ackn
         acknowledged * 64
     );
 }
+
+#[test]
+fn the_cli_creates_produces_and_consumes() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_ports(2);
+    let broker = Broker::start(dir.path(), port, 2);
+    let keel = |args: &[&str]| {
+        let output = std::process::Command::new(env!("CARGO_BIN_EXE_keel"))
+            .args(args)
+            .args(["--bootstrap", &broker.address(1)])
+            .output()
+            .unwrap();
+        assert!(
+            output.status.success(),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        String::from_utf8(output.stdout).unwrap()
+    };
+    keel(&["topic", "create", "cli", "--partitions", "3"]);
+    assert!(keel(&["topic", "list"]).contains("cli\t3 partitions"));
+    keel(&[
+        "produce",
+        "cli",
+        "--partition",
+        "2",
+        "--generate",
+        "250",
+        "--size",
+        "20",
+    ]);
+    let consumed = keel(&["consume", "cli", "--partition", "2", "--offsets"]);
+    let lines: Vec<&str> = consumed.lines().collect();
+    assert_eq!(lines.len(), 250);
+    assert!(lines[0].starts_with("0\tmessage-0") && lines[249].starts_with("249\tmessage-249"));
+    keel(&["topic", "delete", "cli"]);
+    assert!(!keel(&["topic", "list"]).contains("cli"));
+}

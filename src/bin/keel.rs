@@ -126,6 +126,13 @@ struct ProduceArgs {
     /// Records per batch.
     #[arg(long, default_value_t = 100)]
     batch: usize,
+    /// Instead of reading stdin, send this many generated records ("message-<n>" padded
+    /// to --size).
+    #[arg(long)]
+    generate: Option<u64>,
+    /// Size of each generated record.
+    #[arg(long, value_parser = parse_size, default_value = "100")]
+    size: u64,
     #[command(flatten)]
     connect: ConnectArgs,
 }
@@ -517,19 +524,31 @@ fn produce(args: ProduceArgs) -> ExitCode {
     let mut client = ClusterClient::new(&args.connect.bootstrap);
     let stdin = std::io::stdin();
     let mut lines = stdin.lock().lines();
+    let size = usize::try_from(args.size).unwrap_or(100);
+    let mut generated = 0u64;
+    let mut next_record = || -> Option<Result<Vec<u8>, std::io::Error>> {
+        match args.generate {
+            Some(count) if generated < count => {
+                let mut value = format!("message-{generated}").into_bytes();
+                value.resize(size.max(value.len()), b'.');
+                generated += 1;
+                Some(Ok(value))
+            }
+            Some(_) => None,
+            None => lines.next().map(|line| line.map(String::into_bytes)),
+        }
+    };
     let mut sent = 0u64;
     loop {
         let mut records = Vec::with_capacity(args.batch.max(1));
-        for line in lines.by_ref() {
-            match line {
-                Ok(line) => records.push(RecordData {
-                    value: line.into_bytes(),
+        while records.len() < args.batch.max(1) {
+            match next_record() {
+                Some(Ok(value)) => records.push(RecordData {
+                    value,
                     ..Default::default()
                 }),
-                Err(error) => return fail("produce", error),
-            }
-            if records.len() >= args.batch.max(1) {
-                break;
+                Some(Err(error)) => return fail("produce", error),
+                None => break,
             }
         }
         if records.is_empty() {
