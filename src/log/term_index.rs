@@ -23,7 +23,7 @@ impl TermIndex {
     /// Records the next entry.
     pub fn push(&mut self, index: u64, term: u64) {
         assert_eq!(index, self.last_index + 1, "term index fed out of order");
-        let (_, last_term) = *self.runs.last().expect("term index never empty");
+        let last_term = self.last_term();
         assert!(
             term >= last_term,
             "terms must not decrease: {term} after {last_term}"
