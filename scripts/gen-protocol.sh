@@ -25,3 +25,4 @@ if [ "$("$flatc" --version)" != "$expected" ]; then
 fi
 mkdir -p "$out"
 "$flatc" --rust --gen-all -o "$out" schemas/client.fbs
+"$flatc" --rust -o "$out" schemas/peer.fbs

