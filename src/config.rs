@@ -38,6 +38,52 @@ pub struct NodeConfig {
     pub max_batch_bytes: u32,
     /// Milliseconds between Raft ticks.
     pub tick_ms: u64,
+    /// Every node of the cluster, this one included (empty: a single node). Replica group
+    /// i is shard i of every node.
+    pub peers: Vec<PeerAddress>,
+}
+
+/// Where a node of the cluster listens.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PeerAddress {
+    /// Its node id.
+    pub node_id: u32,
+    /// Its host.
+    pub host: String,
+    /// Port of its shard 0.
+    pub base_port: u16,
+}
+
+/// Parses `1=host:port,2=host:port,...` (the port of each node's shard 0).
+pub fn parse_peers(text: &str) -> Result<Vec<PeerAddress>, String> {
+    let mut peers = Vec::new();
+    for item in text
+        .split(',')
+        .map(str::trim)
+        .filter(|item| !item.is_empty())
+    {
+        let (id, address) = item
+            .split_once('=')
+            .ok_or_else(|| format!("{item:?}: expected id=host:port"))?;
+        let node_id: u32 = id
+            .parse()
+            .map_err(|_| format!("{item:?}: {id:?} is not a node id"))?;
+        let (host, port) = address
+            .rsplit_once(':')
+            .ok_or_else(|| format!("{item:?}: expected host:port"))?;
+        let base_port: u16 = port
+            .parse()
+            .map_err(|_| format!("{item:?}: {port:?} is not a port"))?;
+        if node_id == 0 || peers.iter().any(|p: &PeerAddress| p.node_id == node_id) {
+            return Err(format!("{item:?}: node ids are unique and start at 1"));
+        }
+        peers.push(PeerAddress {
+            node_id,
+            host: host.to_string(),
+            base_port,
+        });
+    }
+    Ok(peers)
 }
 
 impl Default for NodeConfig {
@@ -55,6 +101,7 @@ impl Default for NodeConfig {
             max_frame_bytes: DEFAULT_MAX_FRAME_BYTES,
             max_batch_bytes: DEFAULT_MAX_BATCH_BYTES,
             tick_ms: DEFAULT_TICK_MS,
+            peers: Vec::new(),
         }
     }
 }
@@ -100,6 +147,8 @@ pub struct ConfigFile {
     pub max_batch: Option<String>,
     /// Milliseconds between Raft ticks.
     pub tick_ms: Option<u64>,
+    /// Every node of the cluster: "1=host:port,2=host:port,3=host:port".
+    pub peers: Option<String>,
 }
 
 impl ConfigFile {
@@ -157,6 +206,9 @@ impl ConfigFile {
         if let Some(tick) = self.tick_ms {
             config.tick_ms = tick;
         }
+        if let Some(peers) = &self.peers {
+            config.peers = parse_peers(peers).map_err(ConfigError)?;
+        }
         Ok(())
     }
 }
@@ -204,6 +256,26 @@ impl NodeConfig {
     /// The address of shard `shard`.
     pub fn shard_address(&self, shard: u32) -> String {
         format!("{}:{}", self.host, u32::from(self.base_port) + shard)
+    }
+
+    /// The voters of every replica group: all nodes' ids (this one alone when single).
+    pub fn voters(&self) -> Vec<u64> {
+        if self.peers.is_empty() {
+            vec![u64::from(self.node_id)]
+        } else {
+            self.peers.iter().map(|p| u64::from(p.node_id)).collect()
+        }
+    }
+
+    /// The address of shard `shard` on node `node_id`, if that node is known.
+    pub fn peer_shard_address(&self, node_id: u32, shard: u32) -> Option<String> {
+        if node_id == self.node_id {
+            return Some(self.shard_address(shard));
+        }
+        self.peers
+            .iter()
+            .find(|p| p.node_id == node_id)
+            .map(|p| format!("{}:{}", p.host, u32::from(p.base_port) + shard))
     }
 }
 

@@ -18,6 +18,7 @@
 //! - [`constants`]: every bound in one place.
 //! - [`shard`]: executors, the Ready loop of each shard, client connections.
 //! - [`config`]: node configuration.
+//! - [`transport`]: Raft messages between nodes.
 //! - [`runtime`]: starting glommio executors.
 //! - [`units`]: sizes and durations as users write them.
 
@@ -33,4 +34,5 @@ pub mod protocol;
 pub mod replication;
 pub mod runtime;
 pub mod shard;
+pub mod transport;
 pub mod units;

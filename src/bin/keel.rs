@@ -12,7 +12,7 @@ use keel::bench::hgrm;
 use keel::bench::log_bench::{run_log_bench, LogBenchOptions};
 use keel::bench::produce_bench::{run_produce_bench, ProduceBenchOptions};
 use keel::client::ClusterClient;
-use keel::config::{ConfigFile, NodeConfig};
+use keel::config::{parse_peers, ConfigFile, NodeConfig};
 use keel::constants::{DEFAULT_MAX_ENTRY_PAYLOAD_BYTES, DEFAULT_SEGMENT_SIZE_BYTES};
 use keel::log::check::check_log_directory;
 use keel::log::Preallocation;
@@ -78,6 +78,10 @@ struct BrokerArgs {
     /// Segment file size of each shard's log [default: 128MiB].
     #[arg(long, value_parser = parse_size)]
     segment_size: Option<u64>,
+    /// Every node of the cluster, this one included: "1=host:port,2=host:port,3=host:port"
+    /// (each node's shard-0 port). Without it the node is a cluster of one.
+    #[arg(long)]
+    peers: Option<String>,
 }
 
 #[derive(Args)]
@@ -422,6 +426,9 @@ fn broker_config(args: BrokerArgs) -> Result<NodeConfig, String> {
     }
     if let Some(bytes) = args.segment_size {
         config.log.segment_size_bytes = bytes;
+    }
+    if let Some(peers) = &args.peers {
+        config.peers = parse_peers(peers)?;
     }
     config.validate().map_err(|e| e.to_string())?;
     Ok(config)

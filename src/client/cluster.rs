@@ -38,6 +38,8 @@ pub struct Metadata {
     pub places: HashMap<(String, u32), PartitionPlace>,
     /// Address of the controller shard (shard 0 of the first node).
     pub controller: Option<String>,
+    /// Shard 0 of every node.
+    pub node_addresses: Vec<String>,
 }
 
 /// A record read back.
@@ -62,7 +64,7 @@ pub struct Fetched {
 
 /// A client of one cluster.
 pub struct ClusterClient {
-    bootstrap: String,
+    bootstrap: Vec<String>,
     connections: HashMap<String, Connection>,
     metadata: Metadata,
 }
@@ -83,10 +85,15 @@ fn check_response(response: &Response<'_>) -> Result<(), ClientError> {
 }
 
 impl ClusterClient {
-    /// A client that starts from `bootstrap` ("host:port" of any shard).
+    /// A client that starts from `bootstrap`: "host:port" of any shard, or several
+    /// separated by commas (tried in turn when one does not answer).
     pub fn new(bootstrap: &str) -> ClusterClient {
         ClusterClient {
-            bootstrap: bootstrap.to_string(),
+            bootstrap: bootstrap
+                .split(',')
+                .map(|a| a.trim().to_string())
+                .filter(|a| !a.is_empty())
+                .collect(),
             connections: HashMap::new(),
             metadata: Metadata::default(),
         }
@@ -143,10 +150,61 @@ impl ClusterClient {
         })
     }
 
+    /// Addresses to ask for cluster-wide things: the bootstrap list, then every known
+    /// node's shard 0.
+    fn candidates(&self) -> Vec<String> {
+        let mut candidates = self.bootstrap.clone();
+        for address in &self.metadata.node_addresses {
+            if !candidates.contains(address) {
+                candidates.push(address.clone());
+            }
+        }
+        candidates
+    }
+
+    /// Calls the first candidate that answers; follows NotLeader/WrongShard hints.
+    fn call_cluster(
+        &mut self,
+        first: Option<String>,
+        build: impl Fn(u64) -> Vec<u8>,
+    ) -> Result<Vec<u8>, ClientError> {
+        let mut queue: Vec<String> = first.into_iter().chain(self.candidates()).collect();
+        let mut last = ClientError::Closed("no address to try".to_string());
+        let mut hops = 0;
+        while let Some(address) = (!queue.is_empty()).then(|| queue.remove(0)) {
+            hops += 1;
+            if hops > 16 {
+                break;
+            }
+            let answer = match self.call(&address, &build) {
+                Ok(answer) => answer,
+                Err(error) => {
+                    last = error;
+                    continue;
+                }
+            };
+            let redirect = match decode_response(&answer)?.error() {
+                Some(error)
+                    if matches!(
+                        error.code(),
+                        wire::ErrorCode::NotLeader | wire::ErrorCode::WrongShard
+                    ) =>
+                {
+                    error.leader_address().map(str::to_string)
+                }
+                _ => None,
+            };
+            match redirect {
+                Some(hint) if hint != address => queue.insert(0, hint),
+                _ => return Ok(answer),
+            }
+        }
+        Err(last)
+    }
+
     /// Asks the cluster where everything is.
     pub fn refresh_metadata(&mut self) -> Result<&Metadata, ClientError> {
-        let bootstrap = self.bootstrap.clone();
-        let answer = self.call(&bootstrap, |id| {
+        let answer = self.call_cluster(None, |id| {
             let mut builder = flatbuffers::FlatBufferBuilder::new();
             let body = wire::MetadataRequest::create(
                 &mut builder,
@@ -178,12 +236,19 @@ impl ClusterClient {
         if let Some((host, port)) = nodes.values().next() {
             fresh.controller = Some(format!("{host}:{port}"));
         }
+        fresh.node_addresses = nodes
+            .values()
+            .map(|(host, port)| format!("{host}:{port}"))
+            .collect();
         for topic in metadata.topics().iter().flatten() {
             let name = topic.name().unwrap_or_default().to_string();
             let mut count = 0;
             for partition in topic.partitions().iter().flatten() {
                 count += 1;
-                if let Some((host, port)) = nodes.get(&partition.leader_node()) {
+                if let Some((host, port)) = nodes
+                    .get(&partition.leader_node())
+                    .filter(|_| partition.leader_node() != 0)
+                {
                     let address = format!("{host}:{}", u32::from(*port) + partition.shard());
                     fresh.places.insert(
                         (name.clone(), partition.partition()),
@@ -206,14 +271,14 @@ impl ClusterClient {
     }
 
     fn controller(&mut self) -> Result<String, ClientError> {
-        let bootstrap = self.bootstrap.clone();
-        Ok(self.metadata()?.controller.clone().unwrap_or(bootstrap))
+        let fallback = self.bootstrap.first().cloned().unwrap_or_default();
+        Ok(self.metadata()?.controller.clone().unwrap_or(fallback))
     }
 
     /// Creates a topic.
     pub fn create_topic(&mut self, name: &str, partitions: u32) -> Result<(), ClientError> {
         let controller = self.controller()?;
-        let answer = self.call(&controller, |id| {
+        let answer = self.call_cluster(Some(controller), |id| {
             let mut builder = flatbuffers::FlatBufferBuilder::new();
             let name = builder.create_string(name);
             let body = wire::CreateTopicRequest::create(
@@ -239,7 +304,7 @@ impl ClusterClient {
     /// Deletes a topic.
     pub fn delete_topic(&mut self, name: &str) -> Result<(), ClientError> {
         let controller = self.controller()?;
-        let answer = self.call(&controller, |id| {
+        let answer = self.call_cluster(Some(controller), |id| {
             let mut builder = flatbuffers::FlatBufferBuilder::new();
             let name = builder.create_string(name);
             let body = wire::DeleteTopicRequest::create(
@@ -260,8 +325,7 @@ impl ClusterClient {
 
     /// Lists topics: (name, partitions), by name.
     pub fn list_topics(&mut self) -> Result<Vec<(String, u32)>, ClientError> {
-        let bootstrap = self.bootstrap.clone();
-        let answer = self.call(&bootstrap, |id| {
+        let answer = self.call_cluster(None, |id| {
             let mut builder = flatbuffers::FlatBufferBuilder::new();
             let body =
                 wire::ListTopicsRequest::create(&mut builder, &wire::ListTopicsRequestArgs {});

@@ -198,6 +198,16 @@ impl GroupCore {
         Some(work)
     }
 
+    /// Tells Raft a peer could not be reached (it backs off sending to it).
+    pub fn report_unreachable(&mut self, peer: u64) {
+        self.raw.report_unreachable(peer);
+    }
+
+    /// Number of voters in the group's configuration.
+    pub fn voter_count(&self) -> usize {
+        self.raw.raft.prs().conf().voters().ids().len()
+    }
+
     /// Reports that everything of Ready `number` (and earlier) is durable.
     pub fn on_persisted(&mut self, number: u64) {
         self.raw.on_persist_ready(number);

@@ -12,17 +12,18 @@
 //! proposals get a storage error, reads go on.
 
 use std::cell::{Cell, RefCell};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, VecDeque};
 use std::rc::Rc;
 use std::time::Duration;
 
 use glommio::channels::local_channel::{self, LocalReceiver, LocalSender};
-use raft::eraftpb::Entry;
+use raft::eraftpb::{Entry, Message};
 
 use crate::broker::state::{Applied, ShardState, TopicInfo};
 use crate::config::NodeConfig;
 use crate::log::{CommitLog, LogError};
 use crate::replication::{GroupConfig, GroupCore, GroupError};
+use crate::transport::PeerLinks;
 
 /// Flushes of one shard's log running at once (the next one's writes overlap the
 /// previous one's fdatasync).
@@ -56,6 +57,9 @@ type Waiter = LocalSender<Result<Applied, ShardError>>;
 /// Called with the topic list whenever the applied topics change.
 pub type TopicsHook = Box<dyn Fn(Vec<TopicInfo>)>;
 
+/// Called with (group, leader node) whenever this shard's group changes leader.
+pub type LeaderHook = Box<dyn Fn(u32, u32)>;
+
 /// A proposal waiting for its entry to be applied.
 pub struct Pending(LocalReceiver<Result<Applied, ShardError>>);
 
@@ -84,6 +88,13 @@ pub struct ShardCore {
     stopping: Cell<bool>,
     topics_changed: RefCell<Option<TopicsHook>>,
     reserved_topic_id: Cell<u32>,
+    /// Links to the same shard of the other nodes.
+    peers: PeerLinks,
+    /// Messages to send once the Ready they came with is durable.
+    persisted_outbox: RefCell<VecDeque<(u64, Vec<Message>)>>,
+    /// Leader of each group as last heard (0: unknown), for metadata answers.
+    leaders: RefCell<Vec<u32>>,
+    leader_changed: RefCell<Option<LeaderHook>>,
     /// Newest Ready whose entries are appended to the log.
     appended_ready: Cell<u64>,
     /// Newest Ready a running flush covers.
@@ -103,9 +114,13 @@ impl ShardCore {
             group_id: u64::from(shard_id),
             ..GroupConfig::default()
         };
-        let mut group = GroupCore::new(&log, &group_config, &[u64::from(config.node_id)])?;
-        // A group of one voter elects itself at once.
-        group.campaign()?;
+        let mut group = GroupCore::new(&log, &group_config, &config.voters())?;
+        if group.voter_count() == 1 {
+            // A group of one voter elects itself at once.
+            group.campaign()?;
+        }
+        let peers = PeerLinks::start(&config, shard_id);
+        let leaders = vec![0u32; config.shards as usize];
         let (wake, woken) = local_channel::new_bounded(1);
         let core = Rc::new(ShardCore {
             shard_id,
@@ -120,6 +135,10 @@ impl ShardCore {
             stopping: Cell::new(false),
             topics_changed: RefCell::new(None),
             reserved_topic_id: Cell::new(0),
+            peers,
+            persisted_outbox: RefCell::new(VecDeque::new()),
+            leaders: RefCell::new(leaders),
+            leader_changed: RefCell::new(None),
             appended_ready: Cell::new(0),
             flushing_ready: Cell::new(0),
             flushes_in_flight: Cell::new(0),
@@ -134,6 +153,64 @@ impl ShardCore {
     /// tells the others).
     pub fn on_topics_changed(&self, hook: TopicsHook) {
         *self.topics_changed.borrow_mut() = Some(hook);
+    }
+
+    /// Sets what to do when this shard's group changes leader (tell the other shards).
+    pub fn on_leader_changed(&self, hook: LeaderHook) {
+        *self.leader_changed.borrow_mut() = Some(hook);
+    }
+
+    /// Records the leader of a group (this shard's, or another shard's as told).
+    pub fn set_leader(&self, group: u32, leader: u32) {
+        if let Some(slot) = self.leaders.borrow_mut().get_mut(group as usize) {
+            *slot = leader;
+        }
+    }
+
+    /// The leader of `group` as last heard (0: unknown).
+    pub fn leader_of(&self, group: u32) -> u32 {
+        self.leaders
+            .borrow()
+            .get(group as usize)
+            .copied()
+            .unwrap_or(0)
+    }
+
+    /// Address of this group's leader (this shard on the leader node), if known.
+    pub fn leader_address(&self) -> Option<String> {
+        let leader = self.group.borrow().leader_id();
+        u32::try_from(leader)
+            .ok()
+            .filter(|&l| l != 0)
+            .and_then(|l| self.config.peer_shard_address(l, self.shard_id))
+    }
+
+    /// Steps messages from a peer into the group.
+    pub fn step_messages(&self, messages: Vec<Message>) {
+        let mut group = self.group.borrow_mut();
+        for message in messages {
+            if let Err(error) = group.step(message) {
+                tracing::debug!(shard = self.shard_id, %error, "peer message refused");
+            }
+        }
+        drop(group);
+        self.poke();
+    }
+
+    fn note_leader(&self) {
+        let leader = u32::try_from(self.group.borrow().leader_id()).unwrap_or(0);
+        if self.leader_of(self.shard_id) != leader {
+            self.set_leader(self.shard_id, leader);
+            tracing::info!(
+                shard = self.shard_id,
+                leader,
+                term = self.group.borrow().term(),
+                "group leader"
+            );
+            if let Some(hook) = self.leader_changed.borrow().as_ref() {
+                hook(self.shard_id, leader);
+            }
+        }
     }
 
     /// Wakes the Ready loop.
@@ -272,9 +349,15 @@ async fn ready_loop(core: Rc<ShardCore>, woken: LocalReceiver<()>) {
 async fn process_ready(core: &Rc<ShardCore>) -> Result<(), LogError> {
     loop {
         let work = core.group.borrow_mut().take_ready();
+        core.note_leader();
         let Some(work) = work else { return Ok(()) };
-        // A group of one voter sends nothing; replication will send `messages` here.
+        core.peers.send(work.messages);
         core.apply(work.committed);
+        if !work.persisted_messages.is_empty() {
+            core.persisted_outbox
+                .borrow_mut()
+                .push_back((work.number, work.persisted_messages));
+        }
         if let Some(first) = work.entries.first() {
             if first.index <= core.log.last_index() {
                 core.log.truncate_suffix(first.index).await?;
@@ -317,6 +400,17 @@ fn maybe_flush(core: &Rc<ShardCore>) {
             Ok(_) => {
                 // Flushes end in the order they started, so numbers never go back.
                 flusher.group.borrow_mut().on_persisted(number);
+                let ready: Vec<Message> = {
+                    let mut outbox = flusher.persisted_outbox.borrow_mut();
+                    let mut ready = Vec::new();
+                    while outbox.front().is_some_and(|(n, _)| *n <= number) {
+                        if let Some((_, messages)) = outbox.pop_front() {
+                            ready.extend(messages);
+                        }
+                    }
+                    ready
+                };
+                flusher.peers.send(ready);
                 flusher.poke();
                 maybe_flush(&flusher);
             }
@@ -331,7 +425,13 @@ async fn tick_loop(core: Rc<ShardCore>) {
     let interval = Duration::from_millis(core.config.tick_ms.max(1));
     while !core.stopping.get() {
         glommio::timer::sleep(interval).await;
-        core.group.borrow_mut().tick();
+        {
+            let mut group = core.group.borrow_mut();
+            group.tick();
+            for peer in core.peers.take_unreachable() {
+                group.report_unreachable(peer);
+            }
+        }
         core.poke();
     }
 }

@@ -36,6 +36,8 @@ use crate::shard::requests::CONTROLLER_SHARD;
 pub enum ShardMessage {
     /// The controller's topic list.
     Topics(Vec<TopicInfo>),
+    /// A group's leader changed (group, leader node; 0 when unknown).
+    Leader(u32, u32),
 }
 
 /// Queue length of each shard-to-shard channel.
@@ -113,34 +115,45 @@ async fn run_shard(
         .map_err(|e| shard_error(e.to_string()))?;
     let core =
         ShardCore::start(shard_id, config.clone(), log).map_err(|e| shard_error(e.to_string()))?;
-    if shard_id == CONTROLLER_SHARD {
-        let senders = Rc::new(senders);
-        core.on_topics_changed(Box::new(move |topics: Vec<TopicInfo>| {
+    let senders = Rc::new(senders);
+    let broadcast = {
+        let senders = senders.clone();
+        move |message: ShardMessage| {
             let senders = senders.clone();
             glommio::spawn_local(async move {
                 for peer in 0..senders.nr_consumers() {
                     if peer != senders.peer_id() {
-                        let _ = senders
-                            .send_to(peer, ShardMessage::Topics(topics.clone()))
-                            .await;
+                        let _ = senders.send_to(peer, message.clone()).await;
                     }
                 }
             })
             .detach();
-        }));
-    } else {
-        for (peer, stream) in receivers.streams() {
-            if peer as u32 != CONTROLLER_SHARD {
-                continue;
-            }
-            let core = core.clone();
-            glommio::spawn_local(async move {
-                while let Some(ShardMessage::Topics(topics)) = stream.recv().await {
-                    core.state.borrow_mut().topics.replace(topics);
-                }
-            })
-            .detach();
         }
+    };
+    if shard_id == CONTROLLER_SHARD {
+        let broadcast = broadcast.clone();
+        core.on_topics_changed(Box::new(move |topics: Vec<TopicInfo>| {
+            broadcast(ShardMessage::Topics(topics))
+        }));
+    }
+    core.on_leader_changed(Box::new(move |group, leader| {
+        broadcast(ShardMessage::Leader(group, leader))
+    }));
+    for (peer, stream) in receivers.streams() {
+        let core = core.clone();
+        let from_controller = peer as u32 == CONTROLLER_SHARD;
+        glommio::spawn_local(async move {
+            while let Some(message) = stream.recv().await {
+                match message {
+                    ShardMessage::Topics(topics) if from_controller => {
+                        core.state.borrow_mut().topics.replace(topics)
+                    }
+                    ShardMessage::Topics(_) => {}
+                    ShardMessage::Leader(group, leader) => core.set_leader(group, leader),
+                }
+            }
+        })
+        .detach();
     }
     let address = config.shard_address(shard_id);
     let listener = TcpListener::bind(&address)

@@ -53,6 +53,14 @@ impl WireError {
         }
     }
 
+    fn not_leader(core: &ShardCore) -> Self {
+        WireError {
+            code: ErrorCode::NotLeader,
+            message: "this replica does not lead the group".to_string(),
+            leader_address: core.leader_address(),
+        }
+    }
+
     fn from_shard(error: &ShardError) -> Self {
         let code = match error {
             ShardError::NotLeader => ErrorCode::NotLeader,
@@ -179,6 +187,9 @@ fn check_partition(core: &ShardCore, topic: &TopicInfo, partition: u32) -> Resul
     let owner = shard_of(topic.id, partition, core.config.shards);
     if owner != core.shard_id {
         return Err(WireError::wrong_shard(core, owner));
+    }
+    if !core.is_leader() {
+        return Err(WireError::not_leader(core));
     }
     Ok(())
 }
@@ -412,29 +423,49 @@ async fn read_batches(
 
 fn handle_metadata(core: &Rc<ShardCore>, correlation_id: u64) -> Vec<u8> {
     let mut builder = FlatBufferBuilder::with_capacity(1024);
-    let host = builder.create_string(&core.config.host);
-    let node = wire::NodeMetadata::create(
-        &mut builder,
-        &wire::NodeMetadataArgs {
-            node_id: core.config.node_id,
-            host: Some(host),
-            base_port: core.config.base_port,
-            shards: core.config.shards,
-        },
-    );
-    let nodes = builder.create_vector(&[node]);
+    let mut known: Vec<(u32, String, u16)> = vec![(
+        core.config.node_id,
+        core.config.host.clone(),
+        core.config.base_port,
+    )];
+    for peer in core
+        .config
+        .peers
+        .iter()
+        .filter(|p| p.node_id != core.config.node_id)
+    {
+        known.push((peer.node_id, peer.host.clone(), peer.base_port));
+    }
+    let nodes: Vec<_> = known
+        .iter()
+        .map(|(node_id, host, base_port)| {
+            let host = builder.create_string(host);
+            wire::NodeMetadata::create(
+                &mut builder,
+                &wire::NodeMetadataArgs {
+                    node_id: *node_id,
+                    host: Some(host),
+                    base_port: *base_port,
+                    shards: core.config.shards,
+                },
+            )
+        })
+        .collect();
+    let nodes = builder.create_vector(&nodes);
+    let voters: Vec<u32> = core.config.voters().iter().map(|&v| v as u32).collect();
     let topics: Vec<TopicInfo> = core.state.borrow().topics.list().cloned().collect();
     let mut topic_offsets = Vec::with_capacity(topics.len());
     for topic in &topics {
         let partitions: Vec<_> = (0..topic.partitions)
             .map(|partition| {
-                let replicas = builder.create_vector(&[core.config.node_id]);
+                let replicas = builder.create_vector(&voters);
+                let shard = shard_of(topic.id, partition, core.config.shards);
                 wire::PartitionMetadata::create(
                     &mut builder,
                     &wire::PartitionMetadataArgs {
                         partition,
-                        leader_node: core.config.node_id,
-                        shard: shard_of(topic.id, partition, core.config.shards),
+                        leader_node: core.leader_of(shard),
+                        shard,
                         replicas: Some(replicas),
                     },
                 )
@@ -508,9 +539,23 @@ pub fn valid_topic_name(name: &str) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'_' || b == b'-')
 }
 
+/// Topic changes go to the controller group's leader (shard 0 of its leader node).
 fn controller_only(core: &ShardCore) -> Result<(), WireError> {
     if core.shard_id != CONTROLLER_SHARD {
-        return Err(WireError::wrong_shard(core, CONTROLLER_SHARD));
+        let leader = core.leader_of(CONTROLLER_SHARD);
+        let address = if leader == 0 {
+            None
+        } else {
+            core.config.peer_shard_address(leader, CONTROLLER_SHARD)
+        };
+        return Err(WireError {
+            code: ErrorCode::WrongShard,
+            message: "topic changes are made on the controller shard".to_string(),
+            leader_address: address.or_else(|| Some(core.config.shard_address(CONTROLLER_SHARD))),
+        });
+    }
+    if !core.is_leader() {
+        return Err(WireError::not_leader(core));
     }
     Ok(())
 }

@@ -18,6 +18,7 @@ use glommio::sync::Semaphore;
 
 use crate::protocol::codec::decode_request;
 use crate::protocol::frame::{encode_frame, FrameDecoder};
+use crate::protocol::peer_codec::{decode_peer_frame, PEER_IDENTIFIER};
 use crate::protocol::ProtocolError;
 use crate::shard::group_driver::ShardCore;
 use crate::shard::requests::{error_response, handle_request, WireError};
@@ -115,9 +116,10 @@ async fn handle_connection(core: Rc<ShardCore>, stream: TcpStream) -> std::io::R
                 .map_err(|_| std::io::ErrorKind::BrokenPipe)?;
             let (core, answers, queued) = (core.clone(), answers.clone(), queued.clone());
             glommio::spawn_local(async move {
-                let answer = answer_frame(&core, &frame).await;
-                queued.set(queued.get() + 1);
-                let _ = answers.send(answer).await;
+                if let Some(answer) = answer_frame(&core, &frame).await {
+                    queued.set(queued.get() + 1);
+                    let _ = answers.send(answer).await;
+                }
                 drop(permit);
             })
             .detach();
@@ -129,7 +131,20 @@ async fn handle_connection(core: Rc<ShardCore>, stream: TcpStream) -> std::io::R
     writer_task.await
 }
 
-async fn answer_frame(core: &Rc<ShardCore>, frame: &[u8]) -> Vec<u8> {
+/// Answers a client frame; steps a peer frame into the group (no answer).
+async fn answer_frame(core: &Rc<ShardCore>, frame: &[u8]) -> Option<Vec<u8>> {
+    if flatbuffers::buffer_has_identifier(frame, PEER_IDENTIFIER, false) {
+        match decode_peer_frame(frame) {
+            Ok(peer) if peer.group == core.shard_id => core.step_messages(peer.messages),
+            Ok(peer) => tracing::warn!(group = peer.group, "peer frame for another group dropped"),
+            Err(error) => tracing::warn!(%error, "bad peer frame dropped"),
+        }
+        return None;
+    }
+    Some(answer_client_frame(core, frame).await)
+}
+
+async fn answer_client_frame(core: &Rc<ShardCore>, frame: &[u8]) -> Vec<u8> {
     match decode_request(frame) {
         Ok(request) => handle_request(core, request).await,
         Err(error) => {
