@@ -14,6 +14,7 @@ pub struct Broker {
     pub port: u16,
     pub shards: u32,
     pub segment_size: String,
+    pub extra_args: Vec<String>,
 }
 
 /// A base port with `count` free ports after it (probed by binding them).
@@ -46,6 +47,17 @@ impl Broker {
         shards: u32,
         segment_size: &str,
     ) -> Broker {
+        Broker::start_with_args(data_dir, port, shards, segment_size, &[])
+    }
+
+    /// Same, with more arguments (a cluster node: --node-id, --peers).
+    pub fn start_with_args(
+        data_dir: &Path,
+        port: u16,
+        shards: u32,
+        segment_size: &str,
+        extra_args: &[String],
+    ) -> Broker {
         let child = Command::new(env!("CARGO_BIN_EXE_keel"))
             .args([
                 "broker",
@@ -55,6 +67,7 @@ impl Broker {
                 &shards.to_string(),
             ])
             .args(["--segment-size", segment_size, "--io-memory", "512KiB"])
+            .args(extra_args)
             .arg("--data-dir")
             .arg(data_dir)
             .stdout(Stdio::null())
@@ -67,6 +80,7 @@ impl Broker {
             port,
             shards,
             segment_size: segment_size.to_string(),
+            extra_args: extra_args.to_vec(),
         };
         broker.wait_until_serving();
         broker
@@ -75,11 +89,12 @@ impl Broker {
     /// Restarts the broker on the same data and ports.
     pub fn restart(mut self) -> Broker {
         self.kill();
-        Broker::start_with_segments(
+        Broker::start_with_args(
             &self.data_dir.clone(),
             self.port,
             self.shards,
             &self.segment_size.clone(),
+            &self.extra_args.clone(),
         )
     }
 
@@ -178,4 +193,33 @@ impl Drop for SmallDisk {
     fn drop(&mut self) {
         let _ = Command::new("umount").arg("-l").arg(&self.path).status();
     }
+}
+
+/// A cluster of `nodes` broker processes on loopback, `shards` shards each.
+pub fn start_cluster(root: &Path, nodes: u32, shards: u32) -> Vec<Broker> {
+    let ports: Vec<u16> = (0..nodes).map(|_| free_ports(shards as u16)).collect();
+    let peers: Vec<String> = ports
+        .iter()
+        .enumerate()
+        .map(|(i, port)| format!("{}=127.0.0.1:{port}", i + 1))
+        .collect();
+    let peers = peers.join(",");
+    let children: Vec<Broker> = (0..nodes)
+        .map(|i| {
+            let args = vec![
+                "--node-id".to_string(),
+                (i + 1).to_string(),
+                "--peers".to_string(),
+                peers.clone(),
+            ];
+            Broker::start_with_args(
+                &root.join(format!("node-{}", i + 1)),
+                ports[i as usize],
+                shards,
+                "4MiB",
+                &args,
+            )
+        })
+        .collect();
+    children
 }

@@ -1,0 +1,191 @@
+//! A three-node cluster of real broker processes on loopback: the leader is killed with
+//! kill -9 while a producer writes with acks=quorum; a new leader takes over, the producer
+//! goes on, and at the end every acknowledged record is there exactly once, in order, and
+//! the replicas' logs agree entry for entry up to the commit index.
+
+mod support;
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use keel::client::{ClientError, ClusterClient};
+use keel::log::{CommitLog, LogConfig};
+use keel::protocol::codec::{encode_record_batch, BatchProducer, RecordData};
+use keel::protocol::wire::Acks;
+use support::start_cluster;
+
+fn batch_of(first: u64) -> (Vec<u8>, u32) {
+    let records: Vec<RecordData> = (first..first + 10)
+        .map(|n| RecordData {
+            value: format!("v{n}").into_bytes(),
+            ..Default::default()
+        })
+        .collect();
+    encode_record_batch(BatchProducer::default(), 0, &records)
+}
+
+fn retry<T>(what: &str, mut attempt: impl FnMut() -> Result<T, ClientError>) -> T {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        match attempt() {
+            Ok(value) => return value,
+            Err(error) if Instant::now() < deadline => {
+                let _ = error;
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            Err(error) => panic!("{what}: {error}"),
+        }
+    }
+}
+
+fn leader_of_partition(client: &mut ClusterClient, topic: &str, partition: u32) -> String {
+    retry("metadata", || {
+        client.refresh_metadata()?;
+        let metadata = client.metadata()?;
+        metadata
+            .places
+            .get(&(topic.to_string(), partition))
+            .map(|place| place.address.clone())
+            .ok_or_else(|| ClientError::Unexpected("no leader yet".into()))
+    })
+}
+
+#[test]
+fn acknowledged_writes_survive_a_leader_kill_and_replicas_agree() {
+    let root = tempfile::tempdir().unwrap();
+    let mut nodes = start_cluster(root.path(), 3, 1);
+    let bootstrap: Vec<String> = nodes.iter().map(|n| n.address(0)).collect();
+    let bootstrap = bootstrap.join(",");
+    let mut client = ClusterClient::new(&bootstrap);
+    retry("create topic", || client.create_topic("replicated", 1));
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let log: Arc<Mutex<Vec<(u64, u64)>>> = Arc::default();
+    let maybe: Arc<Mutex<Vec<u64>>> = Arc::default();
+    let producer = {
+        let (stop, log, maybe, bootstrap) =
+            (stop.clone(), log.clone(), maybe.clone(), bootstrap.clone());
+        std::thread::spawn(move || {
+            let mut client = ClusterClient::new(&bootstrap);
+            let mut next = 0u64;
+            while !stop.load(Ordering::Relaxed) {
+                let (batch, crc) = batch_of(next);
+                match client.produce("replicated", 0, &batch, crc, Acks::Quorum) {
+                    Ok(offset) => log.lock().unwrap().push((offset, next)),
+                    Err(ClientError::Unacknowledged(_)) => maybe.lock().unwrap().push(next),
+                    Err(error) => panic!("produce failed for good: {error}"),
+                }
+                next += 10;
+            }
+        })
+    };
+    std::thread::sleep(Duration::from_millis(800));
+    let leader = leader_of_partition(&mut client, "replicated", 0);
+    let victim = nodes
+        .iter()
+        .position(|n| n.address(0) == leader)
+        .expect("leader is a node");
+    let acked_before_kill = log.lock().unwrap().len();
+    nodes[victim].kill();
+    std::thread::sleep(Duration::from_millis(2000));
+    stop.store(true, Ordering::Relaxed);
+    producer.join().unwrap();
+    let acked = log.lock().unwrap().clone();
+    assert!(acked_before_kill > 5, "progress before the kill");
+    assert!(
+        acked.len() > acked_before_kill + 5,
+        "progress after the kill: {} -> {}",
+        acked_before_kill,
+        acked.len()
+    );
+
+    // The killed node comes back and catches up.
+    let restarted = nodes.remove(victim).restart();
+    nodes.insert(victim, restarted);
+    let mut client = ClusterClient::new(&bootstrap);
+    let mut stored: Vec<String> = Vec::new();
+    let mut offset = 0;
+    loop {
+        let fetched = retry("fetch", || {
+            client.fetch("replicated", 0, offset, 1 << 20, Duration::ZERO)
+        });
+        if fetched.records.is_empty() {
+            break;
+        }
+        for record in fetched.records {
+            assert_eq!(record.offset, offset);
+            stored.push(String::from_utf8(record.value).unwrap());
+            offset += 1;
+        }
+    }
+    for &(offset, first) in &acked {
+        for k in 0..10 {
+            assert_eq!(
+                stored[(offset + k) as usize],
+                format!("v{}", first + k),
+                "acknowledged record at {}",
+                offset + k
+            );
+        }
+    }
+    let values: Vec<u64> = stored.iter().map(|v| v[1..].parse().unwrap()).collect();
+    let mut sorted = values.clone();
+    sorted.sort_unstable();
+    sorted.dedup();
+    assert_eq!(sorted.len(), values.len(), "no record twice");
+    assert!(values.windows(2).all(|w| w[0] < w[1]), "in send order");
+    let maybe = maybe.lock().unwrap().clone();
+    let expected = acked.len() * 10;
+    assert!(stored.len() >= expected && stored.len() <= expected + maybe.len() * 10);
+
+    // Let the restarted node catch up, stop everyone, compare the logs.
+    std::thread::sleep(Duration::from_millis(1500));
+    for node in &mut nodes {
+        let status = node.terminate(Duration::from_secs(10)).expect("clean stop");
+        assert!(status.success());
+    }
+    let dirs: Vec<_> = (1..=3)
+        .map(|n| root.path().join(format!("node-{n}/shard-0")))
+        .collect();
+    let logs = keel::runtime::run_on_executor("compare", 512 * 1024, move || async move {
+        let mut out = Vec::new();
+        for dir in dirs {
+            let config = LogConfig {
+                segment_size_bytes: 4 << 20,
+                ..LogConfig::default()
+            };
+            let log = CommitLog::open(&dir, config).await.unwrap();
+            let commit = log.hard_state().commit;
+            let entries = log
+                .read(log.first_index(), log.last_index() + 1, u64::MAX)
+                .await
+                .unwrap();
+            out.push((
+                commit,
+                entries
+                    .into_iter()
+                    .map(|e| (e.index, e.term, e.data.to_vec()))
+                    .collect::<Vec<_>>(),
+            ));
+            log.close().await.unwrap();
+        }
+        out
+    })
+    .unwrap();
+    let commit = logs.iter().map(|(commit, _)| *commit).min().unwrap();
+    assert!(commit > 10, "a commit index was persisted");
+    for (_, entries) in &logs[1..] {
+        let upto = |list: &Vec<(u64, u64, Vec<u8>)>| {
+            list.iter()
+                .filter(|(i, _, _)| *i <= commit)
+                .cloned()
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(
+            upto(entries),
+            upto(&logs[0].1),
+            "replicas agree up to commit index {commit}"
+        );
+    }
+}
