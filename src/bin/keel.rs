@@ -34,6 +34,9 @@ struct Cli {
 enum Command {
     /// Run a broker node (one shard per core; shard i listens on --port + i).
     Broker(BrokerArgs),
+    /// Run a local three-node cluster on loopback (nodes on ports 9700, 9710, 9720), for
+    /// trying Keel out and for benchmarks. Ctrl-C stops it.
+    Dev(DevArgs),
     /// Create, list and delete topics.
     #[command(subcommand)]
     Topic(TopicCommand),
@@ -85,9 +88,29 @@ struct BrokerArgs {
 }
 
 #[derive(Args)]
+struct DevArgs {
+    /// Directory for the nodes' data (node-1, node-2, node-3 inside).
+    #[arg(long, default_value = "keel-dev")]
+    data_dir: PathBuf,
+    /// Port of node 1's shard 0; node n uses port + 10 * (n - 1).
+    #[arg(long, default_value_t = 9700)]
+    port: u16,
+    /// Nodes in the cluster.
+    #[arg(long, default_value_t = 3)]
+    nodes: u32,
+    /// Shards per node.
+    #[arg(long, default_value_t = 1)]
+    shards: u32,
+    /// Segment size of every log.
+    #[arg(long, default_value = "64MiB")]
+    segment_size: String,
+}
+
+#[derive(Args)]
 struct ConnectArgs {
-    /// Address of any shard of the cluster.
-    #[arg(long, default_value = "127.0.0.1:9700")]
+    /// Addresses of shards of the cluster, comma-separated (tried in turn); the default
+    /// finds `keel dev`'s three nodes and a lone `keel broker`.
+    #[arg(long, default_value = "127.0.0.1:9700,127.0.0.1:9710,127.0.0.1:9720")]
     bootstrap: String,
 }
 
@@ -271,6 +294,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
         Command::Broker(args) => broker(args),
+        Command::Dev(args) => dev(args),
         Command::Topic(command) => topic(command),
         Command::Produce(args) => produce(args),
         Command::Consume(args) => consume(args),
@@ -664,5 +688,97 @@ fn bench_produce(args: ProduceBenchArgs) -> ExitCode {
         ExitCode::from(1)
     } else {
         ExitCode::SUCCESS
+    }
+}
+
+fn dev(args: DevArgs) -> ExitCode {
+    if args.nodes == 0 || args.shards == 0 || args.shards > 9 {
+        return fail(
+            "dev",
+            "--nodes must be at least 1 and --shards between 1 and 9",
+        );
+    }
+    let executable = match std::env::current_exe() {
+        Ok(path) => path,
+        Err(error) => return fail("dev", error),
+    };
+    let port_of = |node: u32| u32::from(args.port) + 10 * (node - 1);
+    if port_of(args.nodes) + args.shards > 65_535 {
+        return fail("dev", "ports do not fit");
+    }
+    let peers: Vec<String> = (1..=args.nodes)
+        .map(|n| format!("{n}=127.0.0.1:{}", port_of(n)))
+        .collect();
+    let peers = peers.join(",");
+    let stop = Arc::new(AtomicBool::new(false));
+    for signal in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
+        if let Err(error) = signal_hook::flag::register(signal, stop.clone()) {
+            return fail("dev", error);
+        }
+    }
+    let mut children = Vec::new();
+    for node in 1..=args.nodes {
+        let child = std::process::Command::new(&executable)
+            .args([
+                "broker",
+                "--node-id",
+                &node.to_string(),
+                "--port",
+                &port_of(node).to_string(),
+            ])
+            .args([
+                "--shards",
+                &args.shards.to_string(),
+                "--segment-size",
+                &args.segment_size,
+                "--peers",
+                &peers,
+            ])
+            .arg("--data-dir")
+            .arg(args.data_dir.join(format!("node-{node}")))
+            .spawn();
+        match child {
+            Ok(child) => children.push(child),
+            Err(error) => {
+                stop_children(&mut children);
+                return fail("dev", error);
+            }
+        }
+    }
+    let bootstrap: Vec<String> = (1..=args.nodes)
+        .map(|n| format!("127.0.0.1:{}", port_of(n)))
+        .collect();
+    eprintln!(
+        "keel dev: {} nodes x {} shards, data in {}; clients use --bootstrap {}\nCtrl-C stops the cluster.",
+        args.nodes,
+        args.shards,
+        args.data_dir.display(),
+        bootstrap.join(",")
+    );
+    while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+        if let Some(exited) = children
+            .iter_mut()
+            .position(|c| matches!(c.try_wait(), Ok(Some(_))))
+        {
+            eprintln!("keel dev: node {} exited; stopping the cluster", exited + 1);
+            stop_children(&mut children);
+            return ExitCode::from(1);
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    stop_children(&mut children);
+    ExitCode::SUCCESS
+}
+
+/// SIGTERM every child (they flush and stop), then wait for them.
+fn stop_children(children: &mut [std::process::Child]) {
+    for child in children.iter() {
+        // SAFETY: kill(2) with a child's pid and SIGTERM; no memory is involved.
+        unsafe {
+            libc::kill(child.id() as libc::pid_t, libc::SIGTERM);
+        }
+    }
+    for child in children.iter_mut() {
+        let _ = child.wait();
     }
 }
