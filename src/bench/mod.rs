@@ -1,4 +1,5 @@
 //! Load generators and HdrHistogram output used by `keel bench`.
+pub mod failover_bench;
 pub mod hgrm;
 pub mod log_bench;
 pub mod pacer;

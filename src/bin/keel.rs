@@ -8,6 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
+use keel::bench::failover_bench::{run_failover_bench, FailoverBenchOptions};
 use keel::bench::hgrm;
 use keel::bench::log_bench::{run_log_bench, LogBenchOptions};
 use keel::bench::produce_bench::{run_produce_bench, ProduceBenchOptions};
@@ -214,6 +215,23 @@ enum BenchCommand {
     /// throughput (--rate 0, closed loop with --window requests in flight) against a
     /// running broker.
     Produce(ProduceBenchArgs),
+    /// Fail-over time: starts a local three-node cluster, writes with acks=quorum, kills
+    /// the leader repeatedly (SIGKILL) and times each gap from the kill to the first write
+    /// acknowledged by the new leader.
+    Failover(FailoverBenchArgs),
+}
+
+#[derive(Args)]
+struct FailoverBenchArgs {
+    /// Leader kills to measure.
+    #[arg(long, default_value_t = 20)]
+    kills: usize,
+    /// Data directory for the nodes (emptied first).
+    #[arg(long, default_value = "keel-bench-failover")]
+    data_dir: PathBuf,
+    /// Port of node 1; node n uses port + 10 * (n - 1).
+    #[arg(long, default_value_t = 9800)]
+    port: u16,
 }
 
 #[derive(Args)]
@@ -310,6 +328,7 @@ fn main() -> ExitCode {
         }
         Command::Bench(BenchCommand::Log(args)) => bench_log(args),
         Command::Bench(BenchCommand::Produce(args)) => bench_produce(args),
+        Command::Bench(BenchCommand::Failover(args)) => bench_failover(args),
     }
 }
 
@@ -781,4 +800,44 @@ fn stop_children(children: &mut [std::process::Child]) {
     for child in children.iter_mut() {
         let _ = child.wait();
     }
+}
+
+fn bench_failover(args: FailoverBenchArgs) -> ExitCode {
+    let executable = match std::env::current_exe() {
+        Ok(path) => path,
+        Err(error) => return fail("bench failover", error),
+    };
+    let options = FailoverBenchOptions {
+        executable,
+        data_dir: args.data_dir.clone(),
+        port: args.port,
+        kills: args.kills.max(1),
+    };
+    let times = match run_failover_bench(&options) {
+        Ok(times) => times,
+        Err(error) => return fail("bench failover", error),
+    };
+    let _ = std::fs::remove_dir_all(&args.data_dir);
+    let mut millis: Vec<f64> = times.iter().map(|t| t.as_secs_f64() * 1000.0).collect();
+    println!(
+        "keel bench failover: 3 nodes, acks=quorum, leader killed with SIGKILL {} times",
+        millis.len()
+    );
+    println!(
+        "fail-over times (ms): {}",
+        millis
+            .iter()
+            .map(|m| format!("{m:.0}"))
+            .collect::<Vec<_>>()
+            .join(" ")
+    );
+    millis.sort_by(f64::total_cmp);
+    let p50 = millis.get(millis.len() / 2).copied().unwrap_or(0.0);
+    let max = millis.last().copied().unwrap_or(0.0);
+    println!("p50 {p50:.0} ms, max {max:.0} ms");
+    println!(
+        "result failover_p50_ms={p50:.0} failover_max_ms={max:.0} kills={}",
+        millis.len()
+    );
+    ExitCode::SUCCESS
 }

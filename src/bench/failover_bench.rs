@@ -1,0 +1,208 @@
+//! `keel bench failover`: how long writes stop when a leader dies.
+//!
+//! Starts a local cluster of broker processes (like `keel dev`), keeps a producer writing
+//! to one partition with acks=quorum, and repeatedly kills the partition's leader with
+//! SIGKILL. Each fail-over time runs from the kill to the first write acknowledged after
+//! it (by the new leader). The killed node is started again and allowed to catch up
+//! before the next kill. Reports every time and p50/max.
+
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use crate::client::{ClientError, ClusterClient};
+use crate::protocol::codec::{encode_record_batch, BatchProducer, RecordData};
+use crate::protocol::wire::Acks;
+
+/// Settings of `keel bench failover`.
+#[derive(Clone, Debug)]
+pub struct FailoverBenchOptions {
+    /// The `keel` executable to start nodes with.
+    pub executable: PathBuf,
+    /// Data directory for the nodes (emptied first).
+    pub data_dir: PathBuf,
+    /// Port of node 1; node n uses port + 10 * (n - 1).
+    pub port: u16,
+    /// Leader kills to measure.
+    pub kills: usize,
+}
+
+/// Failures of the benchmark itself.
+#[derive(Debug, thiserror::Error)]
+pub enum FailoverBenchError {
+    /// A node could not be started.
+    #[error("cannot start a node: {0}")]
+    Start(#[from] std::io::Error),
+    /// The cluster did not answer.
+    #[error("the cluster did not answer: {0}")]
+    Client(#[from] ClientError),
+    /// Writes did not resume.
+    #[error("writes did not resume within {0:?} after a kill")]
+    NoResume(Duration),
+}
+
+const NODES: u32 = 3;
+const RESUME_LIMIT: Duration = Duration::from_secs(20);
+
+struct Cluster {
+    options: FailoverBenchOptions,
+    children: Vec<Option<Child>>,
+}
+
+impl Cluster {
+    fn port(&self, node: u32) -> u16 {
+        self.options.port + 10 * (node as u16 - 1)
+    }
+
+    fn start_node(&mut self, node: u32) -> std::io::Result<()> {
+        let peers: Vec<String> = (1..=NODES)
+            .map(|n| format!("{n}=127.0.0.1:{}", self.port(n)))
+            .collect();
+        let child = Command::new(&self.options.executable)
+            .args([
+                "broker",
+                "--node-id",
+                &node.to_string(),
+                "--port",
+                &self.port(node).to_string(),
+            ])
+            .args([
+                "--shards",
+                "1",
+                "--segment-size",
+                "16MiB",
+                "--io-memory",
+                "512KiB",
+                "--peers",
+                &peers.join(","),
+            ])
+            .arg("--data-dir")
+            .arg(self.options.data_dir.join(format!("node-{node}")))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()?;
+        self.children[(node - 1) as usize] = Some(child);
+        Ok(())
+    }
+
+    fn kill(&mut self, node: u32) {
+        if let Some(mut child) = self.children[(node - 1) as usize].take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    fn bootstrap(&self) -> String {
+        (1..=NODES)
+            .map(|n| format!("127.0.0.1:{}", self.port(n)))
+            .collect::<Vec<_>>()
+            .join(",")
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        for node in 1..=NODES {
+            self.kill(node);
+        }
+    }
+}
+
+fn leader_node(client: &mut ClusterClient, cluster: &Cluster) -> Option<u32> {
+    client.refresh_metadata().ok()?;
+    let address = client
+        .metadata()
+        .ok()?
+        .places
+        .get(&("failover".to_string(), 0))?
+        .address
+        .clone();
+    (1..=NODES).find(|&n| address.ends_with(&format!(":{}", cluster.port(n))))
+}
+
+/// Runs the benchmark; returns the fail-over times.
+pub fn run_failover_bench(
+    options: &FailoverBenchOptions,
+) -> Result<Vec<Duration>, FailoverBenchError> {
+    let _ = std::fs::remove_dir_all(&options.data_dir);
+    let mut cluster = Cluster {
+        options: options.clone(),
+        children: (0..NODES).map(|_| None).collect(),
+    };
+    for node in 1..=NODES {
+        cluster.start_node(node)?;
+    }
+    let mut client = ClusterClient::new(&cluster.bootstrap());
+    let started = Instant::now();
+    while let Err(error) = client.create_topic("failover", 1) {
+        if started.elapsed() > RESUME_LIMIT {
+            return Err(error.into());
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    // (request started, acknowledged) of every acknowledged write.
+    let acks: Arc<Mutex<Vec<(Instant, Instant)>>> = Arc::default();
+    let stop = Arc::new(AtomicBool::new(false));
+    let producer = {
+        let (acks, stop, bootstrap) = (acks.clone(), stop.clone(), cluster.bootstrap());
+        std::thread::spawn(move || {
+            let mut client = ClusterClient::new(&bootstrap);
+            let record = RecordData {
+                value: vec![1u8; 1024],
+                ..Default::default()
+            };
+            let (batch, crc) = encode_record_batch(BatchProducer::default(), 0, &[record]);
+            while !stop.load(Ordering::Relaxed) {
+                let started = Instant::now();
+                if client
+                    .produce("failover", 0, &batch, crc, Acks::Quorum)
+                    .is_ok()
+                {
+                    acks.lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .push((started, Instant::now()));
+                } else {
+                    std::thread::sleep(Duration::from_millis(1));
+                }
+            }
+        })
+    };
+    let mut times = Vec::with_capacity(options.kills);
+    let mut attempts = 0;
+    while times.len() < options.kills && attempts < options.kills * 3 {
+        attempts += 1;
+        std::thread::sleep(Duration::from_millis(500));
+        let Some(leader) = leader_node(&mut client, &cluster) else {
+            continue;
+        };
+        let killed_at = Instant::now();
+        cluster.kill(leader);
+        let resumed = loop {
+            // The first write *sent* after the kill that was acknowledged: one in flight
+            // at the kill may still have been answered by the old leader.
+            let first_after = acks
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .iter()
+                .find(|(sent, _)| *sent >= killed_at)
+                .map(|&(_, acked)| acked);
+            if let Some(at) = first_after {
+                break at;
+            }
+            if killed_at.elapsed() > RESUME_LIMIT {
+                stop.store(true, Ordering::Relaxed);
+                return Err(FailoverBenchError::NoResume(RESUME_LIMIT));
+            }
+            std::thread::sleep(Duration::from_millis(1));
+        };
+        times.push(resumed.duration_since(killed_at));
+        cluster.start_node(leader)?;
+        // Give the restarted node time to come back and catch up.
+        std::thread::sleep(Duration::from_millis(1000));
+    }
+    stop.store(true, Ordering::Relaxed);
+    let _ = producer.join();
+    Ok(times)
+}
