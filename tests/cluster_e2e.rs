@@ -189,3 +189,47 @@ fn acknowledged_writes_survive_a_leader_kill_and_replicas_agree() {
         );
     }
 }
+
+#[test]
+fn a_stopping_leader_hands_over_before_it_exits() {
+    let root = tempfile::tempdir().unwrap();
+    let mut nodes = start_cluster(root.path(), 3, 1);
+    let bootstrap: Vec<String> = nodes.iter().map(|n| n.address(0)).collect();
+    let mut client = ClusterClient::new(&bootstrap.join(","));
+    retry("create topic", || client.create_topic("handover", 1));
+    let (batch, crc) = batch_of(0);
+    retry("produce", || {
+        client.produce("handover", 0, &batch, crc, Acks::Quorum)
+    });
+    let leader = leader_of_partition(&mut client, "handover", 0);
+    let victim = nodes.iter().position(|n| n.address(0) == leader).unwrap();
+    let status = nodes[victim]
+        .terminate(Duration::from_secs(10))
+        .expect("stops");
+    assert!(status.success());
+    // Right after the old leader is gone, another node already leads: the followers did
+    // not have to wait for an election timeout to notice.
+    let others: Vec<String> = nodes
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| *i != victim)
+        .map(|(_, n)| n.address(0))
+        .collect();
+    let mut client = ClusterClient::new(&others.join(","));
+    client.refresh_metadata().unwrap();
+    let place = client
+        .metadata()
+        .unwrap()
+        .places
+        .get(&("handover".to_string(), 0))
+        .cloned();
+    let new_leader = place.expect("a leader is known at once").address;
+    assert_ne!(new_leader, leader);
+    let (batch, crc) = batch_of(10);
+    assert_eq!(
+        client
+            .produce("handover", 0, &batch, crc, Acks::Quorum)
+            .unwrap(),
+        10
+    );
+}

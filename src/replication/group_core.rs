@@ -203,6 +203,52 @@ impl GroupCore {
         self.raw.report_unreachable(peer);
     }
 
+    /// Hands leadership to the most up-to-date follower (one whose log matches the
+    /// leader's last index, if any); returns the chosen follower.
+    pub fn transfer_leadership(&mut self) -> Option<u64> {
+        if !self.is_leader() {
+            return None;
+        }
+        let last_index = self.raw.raft.raft_log.last_index();
+        let me = self.replica_id;
+        let target = self
+            .raw
+            .raft
+            .prs()
+            .iter()
+            .filter(|(id, _)| **id != me)
+            .max_by_key(|(_, progress)| progress.matched)
+            .filter(|(_, progress)| progress.matched + 16 >= last_index)
+            .map(|(id, _)| *id)?;
+        self.raw.transfer_leader(target);
+        Some(target)
+    }
+
+    /// Progress of every follower as (id, matched index), when leading.
+    pub fn follower_progress(&self) -> Vec<(u64, u64)> {
+        if !self.is_leader() {
+            return Vec::new();
+        }
+        let me = self.replica_id;
+        self.raw
+            .raft
+            .prs()
+            .iter()
+            .filter(|(id, _)| **id != me)
+            .map(|(id, p)| (*id, p.matched))
+            .collect()
+    }
+
+    /// Index of the last entry in the group's log (durable or not).
+    pub fn last_index(&self) -> u64 {
+        self.raw.raft.raft_log.last_index()
+    }
+
+    /// Highest index applied.
+    pub fn applied_index(&self) -> u64 {
+        self.raw.raft.raft_log.applied
+    }
+
     /// Number of voters in the group's configuration.
     pub fn voter_count(&self) -> usize {
         self.raw.raft.prs().conf().voters().ids().len()

@@ -29,6 +29,9 @@ use crate::transport::PeerLinks;
 /// previous one's fdatasync).
 pub const MAX_FLUSHES_IN_FLIGHT: usize = 2;
 
+/// How long a stopping leader waits for a follower to take over.
+pub const LEADERSHIP_TRANSFER_WAIT: Duration = Duration::from_secs(2);
+
 /// Most proposals waiting for their entry to be applied, per shard.
 pub const MAX_WAITING_PROPOSALS: usize = 100_000;
 
@@ -287,8 +290,28 @@ impl ShardCore {
         next
     }
 
+    /// Hands this group's leadership to an up-to-date follower, if leading, and waits
+    /// (bounded) until it has taken over: a planned stop then causes no election timeout.
+    pub async fn hand_over_leadership(&self) {
+        let target = self.group.borrow_mut().transfer_leadership();
+        let Some(target) = target else { return };
+        self.poke();
+        let deadline = std::time::Instant::now() + LEADERSHIP_TRANSFER_WAIT;
+        while self.is_leader() && std::time::Instant::now() < deadline {
+            glommio::timer::sleep(Duration::from_millis(5)).await;
+        }
+        let handed = !self.is_leader();
+        tracing::info!(
+            shard = self.shard_id,
+            target,
+            handed,
+            "leadership transfer before shutdown"
+        );
+    }
+
     /// Stops taking writes, waits for in-flight flushes, closes the log.
     pub async fn shut_down(&self) -> Result<(), LogError> {
+        self.hand_over_leadership().await;
         self.stopping.set(true);
         self.log.flush().await?;
         self.log.persist_commit_index().await

@@ -164,7 +164,12 @@ async fn run_shard(
     while !stop.load(Ordering::Relaxed) {
         glommio::timer::sleep(STOP_POLL).await;
     }
-    tracing::info!(shard = shard_id, "shutting down: flushing the log");
+    tracing::info!(
+        shard = shard_id,
+        "shutting down: handing over leadership, flushing the log"
+    );
+    // Still serving (peer frames arrive on this port) while the follower takes over.
+    core.hand_over_leadership().await;
     stopping.set(true);
     drop(server);
     core.shut_down()
