@@ -233,3 +233,38 @@ fn a_stopping_leader_hands_over_before_it_exits() {
         10
     );
 }
+
+#[test]
+fn cluster_status_shows_one_leader_per_group_followers_lag_and_down_nodes() {
+    let root = tempfile::tempdir().unwrap();
+    let mut nodes = start_cluster(root.path(), 3, 2);
+    let bootstrap: Vec<String> = nodes.iter().map(|n| n.address(0)).collect();
+    let mut client = ClusterClient::new(&bootstrap.join(","));
+    retry("create topic", || client.create_topic("status", 2));
+    let status = retry("status", || {
+        let rows = client.cluster_status()?;
+        let leaders = rows.iter().filter(|r| r.role == "leader").count();
+        let settled = rows.iter().all(|r| r.leader != 0) && leaders == 2;
+        if settled {
+            Ok(rows)
+        } else {
+            Err(ClientError::Unexpected("not settled".into()))
+        }
+    });
+    assert_eq!(status.len(), 6, "3 nodes x 2 groups");
+    for group in 0..2 {
+        let rows: Vec<_> = status.iter().filter(|r| r.group == group).collect();
+        let leader = rows.iter().find(|r| r.role == "leader").expect("a leader");
+        assert!(rows
+            .iter()
+            .all(|r| r.leader == leader.node && r.term == leader.term));
+        assert_eq!(leader.followers.len(), 2);
+    }
+    nodes[2].kill();
+    let rows = client.cluster_status().unwrap();
+    assert_eq!(
+        rows.iter().filter(|r| r.role == "down").count(),
+        2,
+        "{rows:?}"
+    );
+}

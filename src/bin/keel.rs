@@ -45,6 +45,9 @@ enum Command {
     Produce(ProduceArgs),
     /// Print the records of a partition from an offset.
     Consume(ConsumeArgs),
+    /// Inspect the cluster.
+    #[command(subcommand)]
+    Cluster(ClusterCommand),
     /// Inspect CommitLog directories.
     #[command(subcommand)]
     Log(LogCommand),
@@ -186,6 +189,15 @@ struct ConsumeArgs {
 }
 
 #[derive(Subcommand)]
+enum ClusterCommand {
+    /// Nodes, groups, leaders, terms, commit/applied/durable indexes and follower lag.
+    Status {
+        #[command(flatten)]
+        connect: ConnectArgs,
+    },
+}
+
+#[derive(Subcommand)]
 enum LogCommand {
     /// Report what opening a log directory would find and do, without changing it.
     ///
@@ -316,6 +328,7 @@ fn main() -> ExitCode {
         Command::Topic(command) => topic(command),
         Command::Produce(args) => produce(args),
         Command::Consume(args) => consume(args),
+        Command::Cluster(ClusterCommand::Status { connect }) => cluster_status(&connect.bootstrap),
         Command::Log(LogCommand::Check {
             dir,
             max_entry_bytes,
@@ -839,5 +852,37 @@ fn bench_failover(args: FailoverBenchArgs) -> ExitCode {
         "result failover_p50_ms={p50:.0} failover_max_ms={max:.0} kills={}",
         millis.len()
     );
+    ExitCode::SUCCESS
+}
+
+fn cluster_status(bootstrap: &str) -> ExitCode {
+    let rows = match ClusterClient::new(bootstrap).cluster_status() {
+        Ok(rows) => rows,
+        Err(error) => return fail("cluster status", error),
+    };
+    println!(
+        "{:>5} {:>4} {:<13} {:>6} {:>6} {:>10} {:>10} {:>10} {:>10}  followers (node:matched/lag)",
+        "group", "node", "role", "leader", "term", "commit", "applied", "last", "durable"
+    );
+    for row in rows {
+        let followers: Vec<String> = row
+            .followers
+            .iter()
+            .map(|(node, matched, lag)| format!("{node}:{matched}/{lag}"))
+            .collect();
+        println!(
+            "{:>5} {:>4} {:<13} {:>6} {:>6} {:>10} {:>10} {:>10} {:>10}  {}",
+            row.group,
+            row.node,
+            row.role,
+            row.leader,
+            row.term,
+            row.commit,
+            row.applied,
+            row.last_index,
+            row.durable,
+            followers.join(" ")
+        );
+    }
     ExitCode::SUCCESS
 }

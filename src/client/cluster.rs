@@ -40,6 +40,33 @@ pub struct Metadata {
     pub controller: Option<String>,
     /// Shard 0 of every node.
     pub node_addresses: Vec<String>,
+    /// Every node: (id, host, shard-0 port, shards).
+    pub nodes: Vec<(u32, String, u16, u32)>,
+}
+
+/// One replica's view of its group (`keel cluster status`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct GroupStatus {
+    /// The replica's node.
+    pub node: u32,
+    /// The group (shard index).
+    pub group: u32,
+    /// leader, follower, candidate, pre-candidate; "down" when it did not answer.
+    pub role: String,
+    /// Leader node as this replica knows it (0: unknown).
+    pub leader: u32,
+    /// Term.
+    pub term: u64,
+    /// Commit index.
+    pub commit: u64,
+    /// Applied index.
+    pub applied: u64,
+    /// Last log index.
+    pub last_index: u64,
+    /// Durable log index.
+    pub durable: u64,
+    /// (follower node, matched index, lag), from a leader.
+    pub followers: Vec<(u32, u64, u64)>,
 }
 
 /// A record read back.
@@ -225,6 +252,12 @@ impl ClusterClient {
         let mut fresh = Metadata::default();
         let mut nodes = HashMap::new();
         for node in metadata.nodes().iter().flatten() {
+            fresh.nodes.push((
+                node.node_id(),
+                node.host().unwrap_or("127.0.0.1").to_string(),
+                node.base_port(),
+                node.shards(),
+            ));
             nodes.insert(
                 node.node_id(),
                 (
@@ -321,6 +354,69 @@ impl ClusterClient {
         check_response(&decode_response(&answer)?)?;
         self.refresh_metadata()?;
         Ok(())
+    }
+
+    /// Asks every shard of every node for its group's state; a shard that does not answer
+    /// is listed with role "down".
+    pub fn cluster_status(&mut self) -> Result<Vec<GroupStatus>, ClientError> {
+        self.refresh_metadata()?;
+        let nodes = self.metadata.nodes.clone();
+        let mut out = Vec::new();
+        for (node, host, base_port, shards) in nodes {
+            for shard in 0..shards {
+                let address = format!("{host}:{}", u32::from(base_port) + shard);
+                let answer = self.call(&address, |id| {
+                    let mut builder = flatbuffers::FlatBufferBuilder::new();
+                    let body =
+                        wire::StatusRequest::create(&mut builder, &wire::StatusRequestArgs {});
+                    encode_request(
+                        &mut builder,
+                        id,
+                        wire::RequestBody::StatusRequest,
+                        body.as_union_value(),
+                    )
+                });
+                let parsed = answer.ok().and_then(|answer| {
+                    let response = decode_response(&answer).ok()?;
+                    let status = response
+                        .body_as_status_response()?
+                        .groups()?
+                        .iter()
+                        .next()?;
+                    Some(GroupStatus {
+                        node: status.node(),
+                        group: status.group(),
+                        role: status.role().unwrap_or("unknown").to_string(),
+                        leader: status.leader(),
+                        term: status.term(),
+                        commit: status.commit(),
+                        applied: status.applied(),
+                        last_index: status.last_index(),
+                        durable: status.durable(),
+                        followers: status
+                            .followers()
+                            .iter()
+                            .flatten()
+                            .map(|f| (f.node(), f.matched(), f.lag()))
+                            .collect(),
+                    })
+                });
+                out.push(parsed.unwrap_or(GroupStatus {
+                    node,
+                    group: shard,
+                    role: "down".to_string(),
+                    leader: 0,
+                    term: 0,
+                    commit: 0,
+                    applied: 0,
+                    last_index: 0,
+                    durable: 0,
+                    followers: Vec::new(),
+                }));
+            }
+        }
+        out.sort_by_key(|s| (s.group, s.node));
+        Ok(out)
     }
 
     /// Lists topics: (name, partitions), by name.

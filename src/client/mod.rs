@@ -21,7 +21,7 @@ pub mod consumer;
 pub mod error;
 pub mod producer;
 
-pub use cluster::{ClusterClient, ConsumedRecord, Fetched};
+pub use cluster::{ClusterClient, ConsumedRecord, Fetched, GroupStatus};
 pub use consumer::{Consumer, PartitionRecord};
 pub use error::ClientError;
 pub use producer::{Delivery, Producer, ProducerConfig};

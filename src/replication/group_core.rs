@@ -249,6 +249,16 @@ impl GroupCore {
         self.raw.raft.raft_log.applied
     }
 
+    /// This replica's role: leader, follower, candidate or pre-candidate.
+    pub fn role(&self) -> &'static str {
+        match self.raw.raft.state {
+            StateRole::Leader => "leader",
+            StateRole::Follower => "follower",
+            StateRole::Candidate => "candidate",
+            StateRole::PreCandidate => "pre-candidate",
+        }
+    }
+
     /// Number of voters in the group's configuration.
     pub fn voter_count(&self) -> usize {
         self.raw.raft.prs().conf().voters().ids().len()

@@ -63,6 +63,27 @@ pub type TopicsHook = Box<dyn Fn(Vec<TopicInfo>)>;
 /// Called with (group, leader node) whenever this shard's group changes leader.
 pub type LeaderHook = Box<dyn Fn(u32, u32)>;
 
+/// A replica group's state, for `keel cluster status`.
+#[derive(Clone, Debug)]
+pub struct GroupStatusView {
+    /// leader, follower, candidate or pre-candidate.
+    pub role: &'static str,
+    /// Leader node (0: unknown).
+    pub leader: u32,
+    /// Current term.
+    pub term: u64,
+    /// Commit index.
+    pub commit: u64,
+    /// Applied index.
+    pub applied: u64,
+    /// Last log index.
+    pub last_index: u64,
+    /// Durable log index.
+    pub durable: u64,
+    /// (node, matched, lag) of each follower, when leading.
+    pub followers: Vec<(u32, u64, u64)>,
+}
+
 /// A proposal waiting for its entry to be applied.
 pub struct Pending(LocalReceiver<Result<Applied, ShardError>>);
 
@@ -186,6 +207,32 @@ impl ShardCore {
             .ok()
             .filter(|&l| l != 0)
             .and_then(|l| self.config.peer_shard_address(l, self.shard_id))
+    }
+
+    /// The group's state as this replica sees it.
+    pub fn status(&self) -> GroupStatusView {
+        let group = self.group.borrow();
+        let last_index = group.last_index();
+        GroupStatusView {
+            role: group.role(),
+            leader: u32::try_from(group.leader_id()).unwrap_or(0),
+            term: group.term(),
+            commit: group.commit_index(),
+            applied: self.state.borrow().applied_index(),
+            last_index,
+            durable: self.log.durable_index(),
+            followers: group
+                .follower_progress()
+                .into_iter()
+                .map(|(id, matched)| {
+                    (
+                        u32::try_from(id).unwrap_or(0),
+                        matched,
+                        last_index.saturating_sub(matched),
+                    )
+                })
+                .collect(),
+        }
     }
 
     /// Steps messages from a peer into the group.

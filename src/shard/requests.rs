@@ -145,6 +145,7 @@ pub async fn handle_request(core: &Rc<ShardCore>, request: Request<'_>) -> Vec<u
         },
         wire::RequestBody::MetadataRequest => Ok(handle_metadata(core, correlation_id)),
         wire::RequestBody::ListTopicsRequest => Ok(handle_list_topics(core, correlation_id)),
+        wire::RequestBody::StatusRequest => Ok(handle_status(core, correlation_id)),
         wire::RequestBody::CreateTopicRequest => match request.body_as_create_topic_request() {
             Some(create) => handle_create_topic(core, correlation_id, create).await,
             None => Err(WireError::new(
@@ -641,4 +642,50 @@ async fn handle_delete_topic(
         Some(body.as_union_value()),
         None,
     ))
+}
+
+fn handle_status(core: &Rc<ShardCore>, correlation_id: u64) -> Vec<u8> {
+    let status = core.status();
+    let mut builder = FlatBufferBuilder::with_capacity(512);
+    let followers: Vec<_> = status
+        .followers
+        .iter()
+        .map(|&(node, matched, lag)| {
+            wire::FollowerStatus::create(
+                &mut builder,
+                &wire::FollowerStatusArgs { node, matched, lag },
+            )
+        })
+        .collect();
+    let followers = builder.create_vector(&followers);
+    let role = builder.create_string(status.role);
+    let group = wire::GroupStatus::create(
+        &mut builder,
+        &wire::GroupStatusArgs {
+            node: core.config.node_id,
+            group: core.shard_id,
+            role: Some(role),
+            leader: status.leader,
+            term: status.term,
+            commit: status.commit,
+            applied: status.applied,
+            last_index: status.last_index,
+            durable: status.durable,
+            followers: Some(followers),
+        },
+    );
+    let groups = builder.create_vector(&[group]);
+    let body = wire::StatusResponse::create(
+        &mut builder,
+        &wire::StatusResponseArgs {
+            groups: Some(groups),
+        },
+    );
+    finish_response(
+        builder,
+        correlation_id,
+        ResponseBody::StatusResponse,
+        Some(body.as_union_value()),
+        None,
+    )
 }

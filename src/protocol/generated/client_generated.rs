@@ -717,10 +717,10 @@ impl ::flatbuffers::SimpleToVerifyInSlice for Acks {}
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
 pub const ENUM_MIN_REQUEST_BODY: u8 = 0;
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
-pub const ENUM_MAX_REQUEST_BODY: u8 = 6;
+pub const ENUM_MAX_REQUEST_BODY: u8 = 7;
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
 #[allow(non_camel_case_types)]
-pub const ENUM_VALUES_REQUEST_BODY: [RequestBody; 7] = [
+pub const ENUM_VALUES_REQUEST_BODY: [RequestBody; 8] = [
   RequestBody::NONE,
   RequestBody::ProduceRequest,
   RequestBody::FetchRequest,
@@ -728,6 +728,7 @@ pub const ENUM_VALUES_REQUEST_BODY: [RequestBody; 7] = [
   RequestBody::CreateTopicRequest,
   RequestBody::DeleteTopicRequest,
   RequestBody::ListTopicsRequest,
+  RequestBody::StatusRequest,
 ];
 
 #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
@@ -742,9 +743,10 @@ impl RequestBody {
   pub const CreateTopicRequest: Self = Self(4);
   pub const DeleteTopicRequest: Self = Self(5);
   pub const ListTopicsRequest: Self = Self(6);
+  pub const StatusRequest: Self = Self(7);
 
   pub const ENUM_MIN: u8 = 0;
-  pub const ENUM_MAX: u8 = 6;
+  pub const ENUM_MAX: u8 = 7;
   pub const ENUM_VALUES: &'static [Self] = &[
     Self::NONE,
     Self::ProduceRequest,
@@ -753,6 +755,7 @@ impl RequestBody {
     Self::CreateTopicRequest,
     Self::DeleteTopicRequest,
     Self::ListTopicsRequest,
+    Self::StatusRequest,
   ];
   /// Returns the variant's name or "" if unknown.
   pub fn variant_name(self) -> Option<&'static str> {
@@ -764,6 +767,7 @@ impl RequestBody {
       Self::CreateTopicRequest => Some("CreateTopicRequest"),
       Self::DeleteTopicRequest => Some("DeleteTopicRequest"),
       Self::ListTopicsRequest => Some("ListTopicsRequest"),
+      Self::StatusRequest => Some("StatusRequest"),
       _ => None,
     }
   }
@@ -823,10 +827,10 @@ pub struct RequestBodyUnionTableOffset {}
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
 pub const ENUM_MIN_RESPONSE_BODY: u8 = 0;
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
-pub const ENUM_MAX_RESPONSE_BODY: u8 = 6;
+pub const ENUM_MAX_RESPONSE_BODY: u8 = 7;
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
 #[allow(non_camel_case_types)]
-pub const ENUM_VALUES_RESPONSE_BODY: [ResponseBody; 7] = [
+pub const ENUM_VALUES_RESPONSE_BODY: [ResponseBody; 8] = [
   ResponseBody::NONE,
   ResponseBody::ProduceResponse,
   ResponseBody::FetchResponse,
@@ -834,6 +838,7 @@ pub const ENUM_VALUES_RESPONSE_BODY: [ResponseBody; 7] = [
   ResponseBody::CreateTopicResponse,
   ResponseBody::DeleteTopicResponse,
   ResponseBody::ListTopicsResponse,
+  ResponseBody::StatusResponse,
 ];
 
 #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
@@ -848,9 +853,10 @@ impl ResponseBody {
   pub const CreateTopicResponse: Self = Self(4);
   pub const DeleteTopicResponse: Self = Self(5);
   pub const ListTopicsResponse: Self = Self(6);
+  pub const StatusResponse: Self = Self(7);
 
   pub const ENUM_MIN: u8 = 0;
-  pub const ENUM_MAX: u8 = 6;
+  pub const ENUM_MAX: u8 = 7;
   pub const ENUM_VALUES: &'static [Self] = &[
     Self::NONE,
     Self::ProduceResponse,
@@ -859,6 +865,7 @@ impl ResponseBody {
     Self::CreateTopicResponse,
     Self::DeleteTopicResponse,
     Self::ListTopicsResponse,
+    Self::StatusResponse,
   ];
   /// Returns the variant's name or "" if unknown.
   pub fn variant_name(self) -> Option<&'static str> {
@@ -870,6 +877,7 @@ impl ResponseBody {
       Self::CreateTopicResponse => Some("CreateTopicResponse"),
       Self::DeleteTopicResponse => Some("DeleteTopicResponse"),
       Self::ListTopicsResponse => Some("ListTopicsResponse"),
+      Self::StatusResponse => Some("StatusResponse"),
       _ => None,
     }
   }
@@ -3388,6 +3396,565 @@ impl ::core::fmt::Debug for ListTopicsResponse<'_> {
       ds.finish()
   }
 }
+pub enum StatusRequestOffset {}
+#[derive(Copy, Clone, PartialEq)]
+
+/// The state of the shard's replica group, as this replica sees it.
+pub struct StatusRequest<'a> {
+  pub _tab: ::flatbuffers::Table<'a>,
+}
+
+impl<'a> ::flatbuffers::Follow<'a> for StatusRequest<'a> {
+  type Inner = StatusRequest<'a>;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    Self { _tab: unsafe { ::flatbuffers::Table::new(buf, loc) } }
+  }
+}
+
+impl<'a> StatusRequest<'a> {
+
+  #[inline]
+  pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
+    StatusRequest { _tab: table }
+  }
+  #[allow(unused_mut)]
+  pub fn create<'bldr: 'args, 'args: 'mut_bldr, 'mut_bldr, A: ::flatbuffers::Allocator + 'bldr>(
+    _fbb: &'mut_bldr mut ::flatbuffers::FlatBufferBuilder<'bldr, A>,
+    _args: &'args StatusRequestArgs
+  ) -> ::flatbuffers::WIPOffset<StatusRequest<'bldr>> {
+    let mut builder = StatusRequestBuilder::new(_fbb);
+    builder.finish()
+  }
+
+}
+
+impl ::flatbuffers::Verifiable for StatusRequest<'_> {
+  #[inline]
+  fn run_verifier(
+    v: &mut ::flatbuffers::Verifier, pos: usize
+  ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
+    v.visit_table(pos)?
+     .finish();
+    Ok(())
+  }
+}
+pub struct StatusRequestArgs {
+}
+impl<'a> Default for StatusRequestArgs {
+  #[inline]
+  fn default() -> Self {
+    StatusRequestArgs {
+    }
+  }
+}
+
+pub struct StatusRequestBuilder<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> {
+  fbb_: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>,
+  start_: ::flatbuffers::WIPOffset<::flatbuffers::TableUnfinishedWIPOffset>,
+}
+impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> StatusRequestBuilder<'a, 'b, A> {
+  #[inline]
+  pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> StatusRequestBuilder<'a, 'b, A> {
+    let start = _fbb.start_table();
+    StatusRequestBuilder {
+      fbb_: _fbb,
+      start_: start,
+    }
+  }
+  #[inline]
+  pub fn finish(self) -> ::flatbuffers::WIPOffset<StatusRequest<'a>> {
+    let o = self.fbb_.end_table(self.start_);
+    ::flatbuffers::WIPOffset::new(o.value())
+  }
+}
+
+impl ::core::fmt::Debug for StatusRequest<'_> {
+  fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
+    let mut ds = f.debug_struct("StatusRequest");
+      ds.finish()
+  }
+}
+pub enum FollowerStatusOffset {}
+#[derive(Copy, Clone, PartialEq)]
+
+/// A follower as the leader tracks it.
+pub struct FollowerStatus<'a> {
+  pub _tab: ::flatbuffers::Table<'a>,
+}
+
+impl<'a> ::flatbuffers::Follow<'a> for FollowerStatus<'a> {
+  type Inner = FollowerStatus<'a>;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    Self { _tab: unsafe { ::flatbuffers::Table::new(buf, loc) } }
+  }
+}
+
+impl<'a> FollowerStatus<'a> {
+  pub const VT_NODE: ::flatbuffers::VOffsetT = 4;
+  pub const VT_MATCHED: ::flatbuffers::VOffsetT = 6;
+  pub const VT_LAG: ::flatbuffers::VOffsetT = 8;
+
+  #[inline]
+  pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
+    FollowerStatus { _tab: table }
+  }
+  #[allow(unused_mut)]
+  pub fn create<'bldr: 'args, 'args: 'mut_bldr, 'mut_bldr, A: ::flatbuffers::Allocator + 'bldr>(
+    _fbb: &'mut_bldr mut ::flatbuffers::FlatBufferBuilder<'bldr, A>,
+    args: &'args FollowerStatusArgs
+  ) -> ::flatbuffers::WIPOffset<FollowerStatus<'bldr>> {
+    let mut builder = FollowerStatusBuilder::new(_fbb);
+    builder.add_lag(args.lag);
+    builder.add_matched(args.matched);
+    builder.add_node(args.node);
+    builder.finish()
+  }
+
+
+  #[inline]
+  pub fn node(&self) -> u32 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u32>(FollowerStatus::VT_NODE, Some(0)).unwrap()}
+  }
+  /// Highest index known to be on the follower.
+  #[inline]
+  pub fn matched(&self) -> u64 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u64>(FollowerStatus::VT_MATCHED, Some(0)).unwrap()}
+  }
+  /// Entries the follower is behind the leader's last index.
+  #[inline]
+  pub fn lag(&self) -> u64 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u64>(FollowerStatus::VT_LAG, Some(0)).unwrap()}
+  }
+}
+
+impl ::flatbuffers::Verifiable for FollowerStatus<'_> {
+  #[inline]
+  fn run_verifier(
+    v: &mut ::flatbuffers::Verifier, pos: usize
+  ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
+    v.visit_table(pos)?
+     .visit_field::<u32>("node", Self::VT_NODE, false)?
+     .visit_field::<u64>("matched", Self::VT_MATCHED, false)?
+     .visit_field::<u64>("lag", Self::VT_LAG, false)?
+     .finish();
+    Ok(())
+  }
+}
+pub struct FollowerStatusArgs {
+    pub node: u32,
+    pub matched: u64,
+    pub lag: u64,
+}
+impl<'a> Default for FollowerStatusArgs {
+  #[inline]
+  fn default() -> Self {
+    FollowerStatusArgs {
+      node: 0,
+      matched: 0,
+      lag: 0,
+    }
+  }
+}
+
+pub struct FollowerStatusBuilder<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> {
+  fbb_: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>,
+  start_: ::flatbuffers::WIPOffset<::flatbuffers::TableUnfinishedWIPOffset>,
+}
+impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> FollowerStatusBuilder<'a, 'b, A> {
+  #[inline]
+  pub fn add_node(&mut self, node: u32) {
+    self.fbb_.push_slot::<u32>(FollowerStatus::VT_NODE, node, 0);
+  }
+  #[inline]
+  pub fn add_matched(&mut self, matched: u64) {
+    self.fbb_.push_slot::<u64>(FollowerStatus::VT_MATCHED, matched, 0);
+  }
+  #[inline]
+  pub fn add_lag(&mut self, lag: u64) {
+    self.fbb_.push_slot::<u64>(FollowerStatus::VT_LAG, lag, 0);
+  }
+  #[inline]
+  pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> FollowerStatusBuilder<'a, 'b, A> {
+    let start = _fbb.start_table();
+    FollowerStatusBuilder {
+      fbb_: _fbb,
+      start_: start,
+    }
+  }
+  #[inline]
+  pub fn finish(self) -> ::flatbuffers::WIPOffset<FollowerStatus<'a>> {
+    let o = self.fbb_.end_table(self.start_);
+    ::flatbuffers::WIPOffset::new(o.value())
+  }
+}
+
+impl ::core::fmt::Debug for FollowerStatus<'_> {
+  fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
+    let mut ds = f.debug_struct("FollowerStatus");
+      ds.field("node", &self.node());
+      ds.field("matched", &self.matched());
+      ds.field("lag", &self.lag());
+      ds.finish()
+  }
+}
+pub enum GroupStatusOffset {}
+#[derive(Copy, Clone, PartialEq)]
+
+pub struct GroupStatus<'a> {
+  pub _tab: ::flatbuffers::Table<'a>,
+}
+
+impl<'a> ::flatbuffers::Follow<'a> for GroupStatus<'a> {
+  type Inner = GroupStatus<'a>;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    Self { _tab: unsafe { ::flatbuffers::Table::new(buf, loc) } }
+  }
+}
+
+impl<'a> GroupStatus<'a> {
+  pub const VT_NODE: ::flatbuffers::VOffsetT = 4;
+  pub const VT_GROUP: ::flatbuffers::VOffsetT = 6;
+  pub const VT_ROLE: ::flatbuffers::VOffsetT = 8;
+  pub const VT_LEADER: ::flatbuffers::VOffsetT = 10;
+  pub const VT_TERM: ::flatbuffers::VOffsetT = 12;
+  pub const VT_COMMIT: ::flatbuffers::VOffsetT = 14;
+  pub const VT_APPLIED: ::flatbuffers::VOffsetT = 16;
+  pub const VT_LAST_INDEX: ::flatbuffers::VOffsetT = 18;
+  pub const VT_DURABLE: ::flatbuffers::VOffsetT = 20;
+  pub const VT_FOLLOWERS: ::flatbuffers::VOffsetT = 22;
+
+  #[inline]
+  pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
+    GroupStatus { _tab: table }
+  }
+  #[allow(unused_mut)]
+  pub fn create<'bldr: 'args, 'args: 'mut_bldr, 'mut_bldr, A: ::flatbuffers::Allocator + 'bldr>(
+    _fbb: &'mut_bldr mut ::flatbuffers::FlatBufferBuilder<'bldr, A>,
+    args: &'args GroupStatusArgs<'args>
+  ) -> ::flatbuffers::WIPOffset<GroupStatus<'bldr>> {
+    let mut builder = GroupStatusBuilder::new(_fbb);
+    builder.add_durable(args.durable);
+    builder.add_last_index(args.last_index);
+    builder.add_applied(args.applied);
+    builder.add_commit(args.commit);
+    builder.add_term(args.term);
+    if let Some(x) = args.followers { builder.add_followers(x); }
+    builder.add_leader(args.leader);
+    if let Some(x) = args.role { builder.add_role(x); }
+    builder.add_group(args.group);
+    builder.add_node(args.node);
+    builder.finish()
+  }
+
+
+  #[inline]
+  pub fn node(&self) -> u32 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u32>(GroupStatus::VT_NODE, Some(0)).unwrap()}
+  }
+  #[inline]
+  pub fn group(&self) -> u32 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u32>(GroupStatus::VT_GROUP, Some(0)).unwrap()}
+  }
+  /// leader, follower, candidate or pre-candidate.
+  #[inline]
+  pub fn role(&self) -> Option<&'a str> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<&str>>(GroupStatus::VT_ROLE, None)}
+  }
+  #[inline]
+  pub fn leader(&self) -> u32 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u32>(GroupStatus::VT_LEADER, Some(0)).unwrap()}
+  }
+  #[inline]
+  pub fn term(&self) -> u64 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u64>(GroupStatus::VT_TERM, Some(0)).unwrap()}
+  }
+  #[inline]
+  pub fn commit(&self) -> u64 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u64>(GroupStatus::VT_COMMIT, Some(0)).unwrap()}
+  }
+  #[inline]
+  pub fn applied(&self) -> u64 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u64>(GroupStatus::VT_APPLIED, Some(0)).unwrap()}
+  }
+  #[inline]
+  pub fn last_index(&self) -> u64 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u64>(GroupStatus::VT_LAST_INDEX, Some(0)).unwrap()}
+  }
+  #[inline]
+  pub fn durable(&self) -> u64 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u64>(GroupStatus::VT_DURABLE, Some(0)).unwrap()}
+  }
+  /// Filled by the leader only.
+  #[inline]
+  pub fn followers(&self) -> Option<::flatbuffers::Vector<'a, ::flatbuffers::ForwardsUOffset<FollowerStatus<'a>>>> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'a, ::flatbuffers::ForwardsUOffset<FollowerStatus>>>>(GroupStatus::VT_FOLLOWERS, None)}
+  }
+}
+
+impl ::flatbuffers::Verifiable for GroupStatus<'_> {
+  #[inline]
+  fn run_verifier(
+    v: &mut ::flatbuffers::Verifier, pos: usize
+  ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
+    v.visit_table(pos)?
+     .visit_field::<u32>("node", Self::VT_NODE, false)?
+     .visit_field::<u32>("group", Self::VT_GROUP, false)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<&str>>("role", Self::VT_ROLE, false)?
+     .visit_field::<u32>("leader", Self::VT_LEADER, false)?
+     .visit_field::<u64>("term", Self::VT_TERM, false)?
+     .visit_field::<u64>("commit", Self::VT_COMMIT, false)?
+     .visit_field::<u64>("applied", Self::VT_APPLIED, false)?
+     .visit_field::<u64>("last_index", Self::VT_LAST_INDEX, false)?
+     .visit_field::<u64>("durable", Self::VT_DURABLE, false)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'_, ::flatbuffers::ForwardsUOffset<FollowerStatus>>>>("followers", Self::VT_FOLLOWERS, false)?
+     .finish();
+    Ok(())
+  }
+}
+pub struct GroupStatusArgs<'a> {
+    pub node: u32,
+    pub group: u32,
+    pub role: Option<::flatbuffers::WIPOffset<&'a str>>,
+    pub leader: u32,
+    pub term: u64,
+    pub commit: u64,
+    pub applied: u64,
+    pub last_index: u64,
+    pub durable: u64,
+    pub followers: Option<::flatbuffers::WIPOffset<::flatbuffers::Vector<'a, ::flatbuffers::ForwardsUOffset<FollowerStatus<'a>>>>>,
+}
+impl<'a> Default for GroupStatusArgs<'a> {
+  #[inline]
+  fn default() -> Self {
+    GroupStatusArgs {
+      node: 0,
+      group: 0,
+      role: None,
+      leader: 0,
+      term: 0,
+      commit: 0,
+      applied: 0,
+      last_index: 0,
+      durable: 0,
+      followers: None,
+    }
+  }
+}
+
+pub struct GroupStatusBuilder<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> {
+  fbb_: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>,
+  start_: ::flatbuffers::WIPOffset<::flatbuffers::TableUnfinishedWIPOffset>,
+}
+impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> GroupStatusBuilder<'a, 'b, A> {
+  #[inline]
+  pub fn add_node(&mut self, node: u32) {
+    self.fbb_.push_slot::<u32>(GroupStatus::VT_NODE, node, 0);
+  }
+  #[inline]
+  pub fn add_group(&mut self, group: u32) {
+    self.fbb_.push_slot::<u32>(GroupStatus::VT_GROUP, group, 0);
+  }
+  #[inline]
+  pub fn add_role(&mut self, role: ::flatbuffers::WIPOffset<&'b  str>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(GroupStatus::VT_ROLE, role);
+  }
+  #[inline]
+  pub fn add_leader(&mut self, leader: u32) {
+    self.fbb_.push_slot::<u32>(GroupStatus::VT_LEADER, leader, 0);
+  }
+  #[inline]
+  pub fn add_term(&mut self, term: u64) {
+    self.fbb_.push_slot::<u64>(GroupStatus::VT_TERM, term, 0);
+  }
+  #[inline]
+  pub fn add_commit(&mut self, commit: u64) {
+    self.fbb_.push_slot::<u64>(GroupStatus::VT_COMMIT, commit, 0);
+  }
+  #[inline]
+  pub fn add_applied(&mut self, applied: u64) {
+    self.fbb_.push_slot::<u64>(GroupStatus::VT_APPLIED, applied, 0);
+  }
+  #[inline]
+  pub fn add_last_index(&mut self, last_index: u64) {
+    self.fbb_.push_slot::<u64>(GroupStatus::VT_LAST_INDEX, last_index, 0);
+  }
+  #[inline]
+  pub fn add_durable(&mut self, durable: u64) {
+    self.fbb_.push_slot::<u64>(GroupStatus::VT_DURABLE, durable, 0);
+  }
+  #[inline]
+  pub fn add_followers(&mut self, followers: ::flatbuffers::WIPOffset<::flatbuffers::Vector<'b , ::flatbuffers::ForwardsUOffset<FollowerStatus<'b >>>>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(GroupStatus::VT_FOLLOWERS, followers);
+  }
+  #[inline]
+  pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> GroupStatusBuilder<'a, 'b, A> {
+    let start = _fbb.start_table();
+    GroupStatusBuilder {
+      fbb_: _fbb,
+      start_: start,
+    }
+  }
+  #[inline]
+  pub fn finish(self) -> ::flatbuffers::WIPOffset<GroupStatus<'a>> {
+    let o = self.fbb_.end_table(self.start_);
+    ::flatbuffers::WIPOffset::new(o.value())
+  }
+}
+
+impl ::core::fmt::Debug for GroupStatus<'_> {
+  fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
+    let mut ds = f.debug_struct("GroupStatus");
+      ds.field("node", &self.node());
+      ds.field("group", &self.group());
+      ds.field("role", &self.role());
+      ds.field("leader", &self.leader());
+      ds.field("term", &self.term());
+      ds.field("commit", &self.commit());
+      ds.field("applied", &self.applied());
+      ds.field("last_index", &self.last_index());
+      ds.field("durable", &self.durable());
+      ds.field("followers", &self.followers());
+      ds.finish()
+  }
+}
+pub enum StatusResponseOffset {}
+#[derive(Copy, Clone, PartialEq)]
+
+pub struct StatusResponse<'a> {
+  pub _tab: ::flatbuffers::Table<'a>,
+}
+
+impl<'a> ::flatbuffers::Follow<'a> for StatusResponse<'a> {
+  type Inner = StatusResponse<'a>;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    Self { _tab: unsafe { ::flatbuffers::Table::new(buf, loc) } }
+  }
+}
+
+impl<'a> StatusResponse<'a> {
+  pub const VT_GROUPS: ::flatbuffers::VOffsetT = 4;
+
+  #[inline]
+  pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
+    StatusResponse { _tab: table }
+  }
+  #[allow(unused_mut)]
+  pub fn create<'bldr: 'args, 'args: 'mut_bldr, 'mut_bldr, A: ::flatbuffers::Allocator + 'bldr>(
+    _fbb: &'mut_bldr mut ::flatbuffers::FlatBufferBuilder<'bldr, A>,
+    args: &'args StatusResponseArgs<'args>
+  ) -> ::flatbuffers::WIPOffset<StatusResponse<'bldr>> {
+    let mut builder = StatusResponseBuilder::new(_fbb);
+    if let Some(x) = args.groups { builder.add_groups(x); }
+    builder.finish()
+  }
+
+
+  #[inline]
+  pub fn groups(&self) -> Option<::flatbuffers::Vector<'a, ::flatbuffers::ForwardsUOffset<GroupStatus<'a>>>> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'a, ::flatbuffers::ForwardsUOffset<GroupStatus>>>>(StatusResponse::VT_GROUPS, None)}
+  }
+}
+
+impl ::flatbuffers::Verifiable for StatusResponse<'_> {
+  #[inline]
+  fn run_verifier(
+    v: &mut ::flatbuffers::Verifier, pos: usize
+  ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
+    v.visit_table(pos)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'_, ::flatbuffers::ForwardsUOffset<GroupStatus>>>>("groups", Self::VT_GROUPS, false)?
+     .finish();
+    Ok(())
+  }
+}
+pub struct StatusResponseArgs<'a> {
+    pub groups: Option<::flatbuffers::WIPOffset<::flatbuffers::Vector<'a, ::flatbuffers::ForwardsUOffset<GroupStatus<'a>>>>>,
+}
+impl<'a> Default for StatusResponseArgs<'a> {
+  #[inline]
+  fn default() -> Self {
+    StatusResponseArgs {
+      groups: None,
+    }
+  }
+}
+
+pub struct StatusResponseBuilder<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> {
+  fbb_: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>,
+  start_: ::flatbuffers::WIPOffset<::flatbuffers::TableUnfinishedWIPOffset>,
+}
+impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> StatusResponseBuilder<'a, 'b, A> {
+  #[inline]
+  pub fn add_groups(&mut self, groups: ::flatbuffers::WIPOffset<::flatbuffers::Vector<'b , ::flatbuffers::ForwardsUOffset<GroupStatus<'b >>>>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(StatusResponse::VT_GROUPS, groups);
+  }
+  #[inline]
+  pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> StatusResponseBuilder<'a, 'b, A> {
+    let start = _fbb.start_table();
+    StatusResponseBuilder {
+      fbb_: _fbb,
+      start_: start,
+    }
+  }
+  #[inline]
+  pub fn finish(self) -> ::flatbuffers::WIPOffset<StatusResponse<'a>> {
+    let o = self.fbb_.end_table(self.start_);
+    ::flatbuffers::WIPOffset::new(o.value())
+  }
+}
+
+impl ::core::fmt::Debug for StatusResponse<'_> {
+  fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
+    let mut ds = f.debug_struct("StatusResponse");
+      ds.field("groups", &self.groups());
+      ds.finish()
+  }
+}
 pub enum RequestOffset {}
 #[derive(Copy, Clone, PartialEq)]
 
@@ -3548,6 +4115,21 @@ impl<'a> Request<'a> {
     }
   }
 
+  #[inline]
+  #[allow(non_snake_case)]
+  pub fn body_as_status_request(&self) -> Option<StatusRequest<'a>> {
+    if self.body_type() == RequestBody::StatusRequest {
+      self.body().map(|t| {
+       // Safety:
+       // Created from a valid Table for this object
+       // Which contains a valid union in this slot
+       unsafe { StatusRequest::init_from_table(t) }
+     })
+    } else {
+      None
+    }
+  }
+
 }
 
 impl ::flatbuffers::Verifiable for Request<'_> {
@@ -3566,6 +4148,7 @@ impl ::flatbuffers::Verifiable for Request<'_> {
           RequestBody::CreateTopicRequest => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<CreateTopicRequest>>("RequestBody::CreateTopicRequest", pos),
           RequestBody::DeleteTopicRequest => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<DeleteTopicRequest>>("RequestBody::DeleteTopicRequest", pos),
           RequestBody::ListTopicsRequest => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<ListTopicsRequest>>("RequestBody::ListTopicsRequest", pos),
+          RequestBody::StatusRequest => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<StatusRequest>>("RequestBody::StatusRequest", pos),
           _ => Ok(()),
         }
      })?
@@ -3671,6 +4254,13 @@ impl ::core::fmt::Debug for Request<'_> {
         },
         RequestBody::ListTopicsRequest => {
           if let Some(x) = self.body_as_list_topics_request() {
+            ds.field("body", &x)
+          } else {
+            ds.field("body", &"InvalidFlatbuffer: Union discriminant does not match value.")
+          }
+        },
+        RequestBody::StatusRequest => {
+          if let Some(x) = self.body_as_status_request() {
             ds.field("body", &x)
           } else {
             ds.field("body", &"InvalidFlatbuffer: Union discriminant does not match value.")
@@ -3842,6 +4432,21 @@ impl<'a> Response<'a> {
     }
   }
 
+  #[inline]
+  #[allow(non_snake_case)]
+  pub fn body_as_status_response(&self) -> Option<StatusResponse<'a>> {
+    if self.body_type() == ResponseBody::StatusResponse {
+      self.body().map(|t| {
+       // Safety:
+       // Created from a valid Table for this object
+       // Which contains a valid union in this slot
+       unsafe { StatusResponse::init_from_table(t) }
+     })
+    } else {
+      None
+    }
+  }
+
 }
 
 impl ::flatbuffers::Verifiable for Response<'_> {
@@ -3860,6 +4465,7 @@ impl ::flatbuffers::Verifiable for Response<'_> {
           ResponseBody::CreateTopicResponse => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<CreateTopicResponse>>("ResponseBody::CreateTopicResponse", pos),
           ResponseBody::DeleteTopicResponse => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<DeleteTopicResponse>>("ResponseBody::DeleteTopicResponse", pos),
           ResponseBody::ListTopicsResponse => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<ListTopicsResponse>>("ResponseBody::ListTopicsResponse", pos),
+          ResponseBody::StatusResponse => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<StatusResponse>>("ResponseBody::StatusResponse", pos),
           _ => Ok(()),
         }
      })?
@@ -3965,6 +4571,13 @@ impl ::core::fmt::Debug for Response<'_> {
         },
         ResponseBody::ListTopicsResponse => {
           if let Some(x) = self.body_as_list_topics_response() {
+            ds.field("body", &x)
+          } else {
+            ds.field("body", &"InvalidFlatbuffer: Union discriminant does not match value.")
+          }
+        },
+        ResponseBody::StatusResponse => {
+          if let Some(x) = self.body_as_status_response() {
             ds.field("body", &x)
           } else {
             ds.field("body", &"InvalidFlatbuffer: Union discriminant does not match value.")
