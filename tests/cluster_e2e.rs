@@ -268,3 +268,66 @@ fn cluster_status_shows_one_leader_per_group_followers_lag_and_down_nodes() {
         "{rows:?}"
     );
 }
+
+#[test]
+fn a_follower_kill_and_a_whole_cluster_kill_lose_nothing_acknowledged() {
+    let root = tempfile::tempdir().unwrap();
+    let mut nodes = start_cluster(root.path(), 3, 1);
+    let bootstrap: Vec<String> = nodes.iter().map(|n| n.address(0)).collect();
+    let bootstrap = bootstrap.join(",");
+    let mut client = ClusterClient::new(&bootstrap);
+    retry("create topic", || client.create_topic("durable", 1));
+    let mut acked = Vec::new();
+    let mut next = 0u64;
+    let mut produce_some =
+        |client: &mut ClusterClient, acked: &mut Vec<(u64, u64)>, count: usize| {
+            for _ in 0..count {
+                let (batch, crc) = batch_of(next);
+                acked.push((
+                    retry("produce", || {
+                        client.produce("durable", 0, &batch, crc, Acks::Quorum)
+                    }),
+                    next,
+                ));
+                next += 10;
+            }
+        };
+    produce_some(&mut client, &mut acked, 20);
+    // A follower dies: writes go on with the other two.
+    let leader = leader_of_partition(&mut client, "durable", 0);
+    let follower = nodes.iter().position(|n| n.address(0) != leader).unwrap();
+    nodes[follower].kill();
+    produce_some(&mut client, &mut acked, 20);
+    // The whole cluster dies at once, then comes back.
+    for node in &mut nodes {
+        node.kill();
+    }
+    let nodes: Vec<_> = nodes.into_iter().map(|n| n.restart()).collect();
+    let mut client = ClusterClient::new(&bootstrap);
+    produce_some(&mut client, &mut acked, 5);
+    let mut stored = Vec::new();
+    let mut offset = 0;
+    loop {
+        let fetched = retry("fetch", || {
+            client.fetch("durable", 0, offset, 1 << 20, Duration::ZERO)
+        });
+        if fetched.records.is_empty() {
+            break;
+        }
+        for record in fetched.records {
+            stored.push(String::from_utf8(record.value).unwrap());
+            offset += 1;
+        }
+    }
+    assert_eq!(
+        stored.len(),
+        acked.len() * 10,
+        "exactly the acknowledged records"
+    );
+    for (offset, first) in acked {
+        for k in 0..10 {
+            assert_eq!(stored[(offset + k) as usize], format!("v{}", first + k));
+        }
+    }
+    drop(nodes);
+}
