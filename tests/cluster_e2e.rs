@@ -331,3 +331,129 @@ fn a_follower_kill_and_a_whole_cluster_kill_lose_nothing_acknowledged() {
     }
     drop(nodes);
 }
+
+#[test]
+fn a_retried_idempotent_batch_is_stored_once_and_answered_with_its_first_offset() {
+    let root = tempfile::tempdir().unwrap();
+    let _nodes = start_cluster(root.path(), 3, 1);
+    let bootstrap: Vec<String> = _nodes.iter().map(|n| n.address(0)).collect();
+    let mut client = ClusterClient::new(&bootstrap.join(","));
+    retry("create topic", || client.create_topic("idem", 1));
+    let records: Vec<RecordData> = (0..5)
+        .map(|n| RecordData {
+            value: vec![n],
+            ..Default::default()
+        })
+        .collect();
+    let first = encode_record_batch(
+        BatchProducer {
+            producer_id: 42,
+            producer_epoch: 0,
+            base_sequence: 0,
+        },
+        0,
+        &records,
+    );
+    let offset = retry("produce", || {
+        client.produce("idem", 0, &first.0, first.1, Acks::Quorum)
+    });
+    // The same batch again, as a producer retrying after a lost answer would send it.
+    assert_eq!(
+        client
+            .produce("idem", 0, &first.0, first.1, Acks::Quorum)
+            .unwrap(),
+        offset
+    );
+    // A gap in the sequence is refused.
+    let gap = encode_record_batch(
+        BatchProducer {
+            producer_id: 42,
+            producer_epoch: 0,
+            base_sequence: 9,
+        },
+        0,
+        &records,
+    );
+    let error = client
+        .produce("idem", 0, &gap.0, gap.1, Acks::Quorum)
+        .unwrap_err();
+    assert!(
+        matches!(&error, ClientError::Broker { code, .. } if *code == keel::protocol::wire::ErrorCode::OutOfOrderSequence),
+        "{error}"
+    );
+    let next = encode_record_batch(
+        BatchProducer {
+            producer_id: 42,
+            producer_epoch: 0,
+            base_sequence: 5,
+        },
+        0,
+        &records,
+    );
+    assert_eq!(
+        client
+            .produce("idem", 0, &next.0, next.1, Acks::Quorum)
+            .unwrap(),
+        offset + 5
+    );
+    let fetched = client.fetch("idem", 0, 0, 1 << 20, Duration::ZERO).unwrap();
+    assert_eq!(fetched.records.len(), 10, "stored once each");
+}
+
+#[test]
+fn an_idempotent_producer_writes_through_a_leader_kill_exactly_once() {
+    use keel::client::{Producer, ProducerConfig};
+    let root = tempfile::tempdir().unwrap();
+    let mut nodes = start_cluster(root.path(), 3, 1);
+    let bootstrap: Vec<String> = nodes.iter().map(|n| n.address(0)).collect();
+    let bootstrap = bootstrap.join(",");
+    let mut client = ClusterClient::new(&bootstrap);
+    retry("create topic", || client.create_topic("exactly-once", 1));
+    let producer = Producer::new(ProducerConfig::new(&bootstrap));
+    let mut deliveries = Vec::new();
+    let mut killed = false;
+    for n in 0..3000u32 {
+        let record = RecordData {
+            value: format!("r{n}").into_bytes(),
+            ..Default::default()
+        };
+        deliveries.push(producer.send("exactly-once", 0, record));
+        if n == 1500 {
+            // Killed with batches in flight: their answers are lost and they are sent
+            // again to the new leader, which must not store any of them twice.
+            let leader = leader_of_partition(&mut client, "exactly-once", 0);
+            let victim = nodes.iter().position(|x| x.address(0) == leader).unwrap();
+            nodes[victim].kill();
+            killed = true;
+        }
+        if n % 100 == 0 {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+    producer.flush();
+    assert!(killed);
+    let offsets: Vec<u64> = deliveries
+        .iter()
+        .map(|d| d.wait().expect("every record delivered"))
+        .collect();
+    assert!(
+        offsets.windows(2).all(|w| w[1] == w[0] + 1),
+        "dense offsets in send order"
+    );
+    let mut stored = Vec::new();
+    let mut offset = 0;
+    loop {
+        let fetched = retry("fetch", || {
+            client.fetch("exactly-once", 0, offset, 1 << 20, Duration::ZERO)
+        });
+        if fetched.records.is_empty() {
+            break;
+        }
+        for record in fetched.records {
+            stored.push(String::from_utf8(record.value).unwrap());
+            offset += 1;
+        }
+    }
+    let expected: Vec<String> = (0..3000).map(|n| format!("r{n}")).collect();
+    assert_eq!(stored, expected, "every record once, in order");
+}

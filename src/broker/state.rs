@@ -129,6 +129,23 @@ impl PartitionIndex {
     }
 }
 
+/// The idempotent producer of a stored batch, if it has one: (id, epoch, base sequence).
+/// The batch was verified when it was received; a batch that no longer parses is
+/// treated as not idempotent.
+fn batch_producer(batch: &[u8]) -> Option<(u64, u16, u32)> {
+    let options = crate::protocol::codec::verifier_options(batch.len());
+    let parsed =
+        flatbuffers::root_with_opts::<crate::protocol::records::RecordBatch>(&options, batch)
+            .ok()?;
+    (parsed.producer_id() != 0).then(|| {
+        (
+            parsed.producer_id(),
+            parsed.producer_epoch(),
+            parsed.base_sequence(),
+        )
+    })
+}
+
 /// What applying one entry did.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Applied {
@@ -143,8 +160,62 @@ pub enum Applied {
     },
     /// Topics changed (controller group).
     TopicsChanged,
+    /// A retried batch of an idempotent producer that is already stored: not stored
+    /// again; its records are at `base_offset`.
+    Duplicate {
+        /// Offset the batch got the first time.
+        base_offset: u64,
+    },
+    /// A batch of an idempotent producer out of sequence (a gap or an old epoch): refused.
+    OutOfSequence {
+        /// The sequence number expected next.
+        expected: u32,
+    },
     /// Nothing (the leader's empty entry, a create that lost a race).
     Nothing,
+}
+
+/// What the broker remembers of an idempotent producer's last batch on a partition.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct ProducerSequence {
+    epoch: u16,
+    base_sequence: u32,
+    record_count: u32,
+    batch_crc32c: u32,
+    base_offset: u64,
+}
+
+/// The idempotence check: a batch's (producer, epoch, sequence) against the last one
+/// stored for the same partition.
+fn check_sequence(
+    last: Option<&ProducerSequence>,
+    epoch: u16,
+    base_sequence: u32,
+    record_count: u32,
+    batch_crc32c: u32,
+) -> Result<(), Applied> {
+    let Some(last) = last else { return Ok(()) };
+    if epoch > last.epoch {
+        return Ok(());
+    }
+    if epoch < last.epoch {
+        return Err(Applied::OutOfSequence {
+            expected: last.base_sequence.wrapping_add(last.record_count),
+        });
+    }
+    if base_sequence == last.base_sequence
+        && record_count == last.record_count
+        && batch_crc32c == last.batch_crc32c
+    {
+        return Err(Applied::Duplicate {
+            base_offset: last.base_offset,
+        });
+    }
+    let expected = last.base_sequence.wrapping_add(last.record_count);
+    if base_sequence != expected {
+        return Err(Applied::OutOfSequence { expected });
+    }
+    Ok(())
 }
 
 /// The state one shard's group builds by applying its log.
@@ -153,6 +224,8 @@ pub struct ShardState {
     /// Topics (authoritative in the controller group, a copy elsewhere).
     pub topics: Topics,
     partitions: HashMap<(u32, u32), PartitionIndex>,
+    /// Idempotent producers' last batch per (producer, topic, partition).
+    producers: HashMap<(u64, u32, u32), ProducerSequence>,
     applied_index: u64,
 }
 
@@ -173,10 +246,35 @@ impl ShardState {
                 topic_id,
                 partition,
                 record_count,
-                ..
+                batch_crc32c,
+                batch,
             } => {
+                let producer = batch_producer(batch);
+                if let Some((producer_id, epoch, base_sequence)) = producer {
+                    let key = (producer_id, topic_id, partition);
+                    if let Err(refused) = check_sequence(
+                        self.producers.get(&key),
+                        epoch,
+                        base_sequence,
+                        record_count,
+                        batch_crc32c,
+                    ) {
+                        return Ok(refused);
+                    }
+                }
                 let partition_index = self.partitions.entry((topic_id, partition)).or_default();
                 let base_offset = partition_index.append(record_count, index);
+                if let Some((producer_id, epoch, base_sequence)) = producer {
+                    let entry = ProducerSequence {
+                        epoch,
+                        base_sequence,
+                        record_count,
+                        batch_crc32c,
+                        base_offset,
+                    };
+                    self.producers
+                        .insert((producer_id, topic_id, partition), entry);
+                }
                 Applied::Batch {
                     topic_id,
                     partition,
@@ -201,6 +299,7 @@ impl ShardState {
             }
             BrokerEntry::DeleteTopic { topic_id } => {
                 self.partitions.retain(|&(topic, _), _| topic != topic_id);
+                self.producers.retain(|&(_, topic, _), _| topic != topic_id);
                 if self.topics.apply_delete(topic_id) {
                     Applied::TopicsChanged
                 } else {
@@ -297,6 +396,81 @@ mod tests {
             Applied::TopicsChanged
         );
         assert!(state.topics.get("a").is_none());
+    }
+
+    fn idempotent_batch(sequence: u32, count: u32, epoch: u16, value: u8) -> Vec<u8> {
+        use crate::protocol::codec::{encode_record_batch, BatchProducer, RecordData};
+        let records: Vec<RecordData> = (0..count)
+            .map(|_| RecordData {
+                value: vec![value],
+                ..Default::default()
+            })
+            .collect();
+        let producer = BatchProducer {
+            producer_id: 77,
+            producer_epoch: epoch,
+            base_sequence: sequence,
+        };
+        let (bytes, crc) = encode_record_batch(producer, 0, &records);
+        BrokerEntry::RecordBatch {
+            topic_id: 1,
+            partition: 0,
+            record_count: count,
+            batch_crc32c: crc,
+            batch: &bytes,
+        }
+        .encode()
+    }
+
+    #[test]
+    fn idempotent_producers_are_stored_once_and_in_sequence() {
+        let mut state = ShardState::default();
+        assert_eq!(
+            state.apply(1, &idempotent_batch(0, 3, 0, 1)).unwrap(),
+            Applied::Batch {
+                topic_id: 1,
+                partition: 0,
+                base_offset: 0
+            }
+        );
+        // The same batch again (a retry): answered with the original offset, not stored.
+        assert_eq!(
+            state.apply(2, &idempotent_batch(0, 3, 0, 1)).unwrap(),
+            Applied::Duplicate { base_offset: 0 }
+        );
+        assert_eq!(state.partition(1, 0).unwrap().high_watermark(), 3);
+        // A gap is refused; the next in sequence is stored.
+        assert_eq!(
+            state.apply(3, &idempotent_batch(5, 2, 0, 2)).unwrap(),
+            Applied::OutOfSequence { expected: 3 }
+        );
+        assert_eq!(
+            state.apply(4, &idempotent_batch(3, 2, 0, 2)).unwrap(),
+            Applied::Batch {
+                topic_id: 1,
+                partition: 0,
+                base_offset: 3
+            }
+        );
+        // Same sequence but other records: not a duplicate.
+        assert_eq!(
+            state.apply(5, &idempotent_batch(3, 2, 0, 9)).unwrap(),
+            Applied::OutOfSequence { expected: 5 }
+        );
+        // A new epoch starts over; an old epoch is refused.
+        assert_eq!(
+            state.apply(6, &idempotent_batch(0, 1, 1, 3)).unwrap(),
+            Applied::Batch {
+                topic_id: 1,
+                partition: 0,
+                base_offset: 5
+            }
+        );
+        assert_eq!(
+            state.apply(7, &idempotent_batch(5, 1, 0, 3)).unwrap(),
+            Applied::OutOfSequence { expected: 1 }
+        );
+        assert_eq!(state.partition(1, 0).unwrap().high_watermark(), 6);
     }
 
     #[test]

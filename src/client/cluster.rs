@@ -508,6 +508,20 @@ impl ClusterClient {
         }
         match self.metadata.places.get(&key) {
             Some(place) => Ok(place.address.clone()),
+            // The partition exists but its group has no known leader (an election is on):
+            // retriable.
+            None if self
+                .metadata
+                .topics
+                .get(topic)
+                .is_some_and(|&count| partition < count) =>
+            {
+                Err(ClientError::Broker {
+                    code: wire::ErrorCode::NotLeader,
+                    message: format!("no leader known for {topic}/{partition} yet"),
+                    leader_address: None,
+                })
+            }
             None if self.metadata.topics.contains_key(topic) => Err(ClientError::Broker {
                 code: wire::ErrorCode::UnknownPartition,
                 message: format!("topic {topic:?} has no partition {partition}"),

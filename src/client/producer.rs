@@ -188,32 +188,56 @@ impl Drop for Producer {
     }
 }
 
-/// A batch taken from a partition's queue for one round.
+/// A batch taken from a partition's queue for one round; encoded once (with its
+/// sequence number) and sent unchanged on every retry.
 struct RoundBatch {
     key: (String, u32),
     records: Vec<Queued>,
+    encoded: Option<(Vec<u8>, u32, u32)>,
+}
+
+/// The idempotent identity of a producer: batches carry it with per-partition sequence
+/// numbers, so the leader stores a retried batch once and answers with its first offset.
+struct Identity {
+    producer_id: u64,
+    epoch: u16,
+    next_sequence: BTreeMap<(String, u32), u32>,
+}
+
+impl Identity {
+    fn new() -> Identity {
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos() as u64);
+        let producer_id = (nanos ^ (u64::from(std::process::id()) << 40)).max(1);
+        Identity {
+            producer_id,
+            epoch: 0,
+            next_sequence: BTreeMap::new(),
+        }
+    }
 }
 
 fn send_loop(shared: &Shared, config: &ProducerConfig) {
     let mut client = ClusterClient::new(&config.bootstrap);
+    let mut identity = Identity::new();
+    // Batches to send again, unchanged (same sequence numbers), before anything newer of
+    // their partitions: a partition keeps its order and a stored batch is not stored twice.
+    let mut retries: Vec<RoundBatch> = Vec::new();
     loop {
-        let round = match take_round(shared, config) {
-            Some(round) => round,
-            None => return,
-        };
-        let retry = send_round(&mut client, config, round);
-        let mut queues = lock(&shared.queues);
-        let mut finished = 0;
-        for batch in retry.into_iter().rev() {
-            let queue = queues.partitions.entry(batch.key).or_default();
-            for queued in batch.records.into_iter().rev() {
-                queue.push_front(queued);
+        let round = if retries.is_empty() {
+            match take_round(shared, config) {
+                Some(round) => round,
+                None => return,
             }
-        }
-        for queue in queues.partitions.values() {
-            finished += queue.len();
-        }
-        queues.buffered = finished;
+        } else {
+            std::mem::take(&mut retries)
+        };
+        retries = send_round(&mut client, config, &mut identity, round);
+        let mut queues = lock(&shared.queues);
+        let waiting: usize = queues.partitions.values().map(VecDeque::len).sum();
+        let retrying: usize = retries.iter().map(|b| b.records.len()).sum();
+        queues.buffered = waiting + retrying;
         queues.partitions.retain(|_, queue| !queue.is_empty());
         shared.changed.notify_all();
     }
@@ -248,6 +272,7 @@ fn take_round(shared: &Shared, config: &ProducerConfig) -> Option<Vec<RoundBatch
                 round.push(RoundBatch {
                     key: key.clone(),
                     records: taken,
+                    encoded: None,
                 });
             } else {
                 next_due = Some(next_due.map_or(due, |d: Instant| d.min(due)));
@@ -277,21 +302,43 @@ fn take_round(shared: &Shared, config: &ProducerConfig) -> Option<Vec<RoundBatch
 fn send_round(
     client: &mut ClusterClient,
     config: &ProducerConfig,
+    identity: &mut Identity,
     round: Vec<RoundBatch>,
 ) -> Vec<RoundBatch> {
     let mut sent = Vec::with_capacity(round.len());
     let mut retry = Vec::new();
-    for batch in round {
-        let records: Vec<RecordData> = batch.records.iter().map(|q| q.record.clone()).collect();
-        let (bytes, crc) = encode_record_batch(BatchProducer::default(), now_ms(), &records);
-        match client.produce_send(&batch.key.0, batch.key.1, &bytes, crc, config.acks) {
-            Ok(ticket) => sent.push((batch, Ok(ticket))),
-            Err(error) => sent.push((batch, Err(error))),
+    for mut batch in round {
+        if batch.encoded.is_none() {
+            let sequence = identity.next_sequence.get(&batch.key).copied().unwrap_or(0);
+            let records: Vec<RecordData> = batch.records.iter().map(|q| q.record.clone()).collect();
+            let producer = BatchProducer {
+                producer_id: identity.producer_id,
+                producer_epoch: identity.epoch,
+                base_sequence: sequence,
+            };
+            let (bytes, crc) = encode_record_batch(producer, now_ms(), &records);
+            identity.next_sequence.insert(
+                batch.key.clone(),
+                sequence.wrapping_add(records.len() as u32),
+            );
+            batch.encoded = Some((bytes, crc, sequence));
         }
+        let ticket = match &batch.encoded {
+            Some((bytes, crc, _)) => {
+                client.produce_send(&batch.key.0, batch.key.1, bytes, *crc, config.acks)
+            }
+            None => Err(ClientError::Unexpected("batch not encoded".into())),
+        };
+        sent.push((batch, ticket));
     }
     for (batch, ticket) in sent {
         let outcome =
             ticket.and_then(|(address, id)| client.produce_answer(&address, id, batch.key.1));
+        // Idempotence makes a lost answer safe to retry: a batch already stored is
+        // recognised by its sequence number and answered with its first offset.
+        let retriable = |error: &ClientError| {
+            error.is_retriable() || matches!(error, ClientError::Unacknowledged(_))
+        };
         match outcome {
             Ok(base_offset) => {
                 for (position, queued) in batch.records.iter().enumerate() {
@@ -303,11 +350,16 @@ fn send_round(
                     queued.delivery.fulfil(Ok(offset));
                 }
             }
-            Err(error) if error.is_retriable() && !expired(&batch, config) => {
+            Err(error) if retriable(&error) && !expired(&batch, config) => {
                 let _ = client.refresh_metadata();
                 retry.push(batch);
             }
             Err(error) => {
+                // Refused for good: its sequence number was not used; the next batch of
+                // the partition takes it.
+                if let Some((_, _, sequence)) = &batch.encoded {
+                    identity.next_sequence.insert(batch.key.clone(), *sequence);
+                }
                 let message = error.to_string();
                 for queued in &batch.records {
                     queued

@@ -378,7 +378,7 @@ impl ShardCore {
             match &applied {
                 Applied::Batch { .. } => any_batch = true,
                 Applied::TopicsChanged => self.announce_topics(),
-                Applied::Nothing => {}
+                Applied::Duplicate { .. } | Applied::OutOfSequence { .. } | Applied::Nothing => {}
             }
             if let Some(waiter) = self.waiters.borrow_mut().remove(&entry.index) {
                 let _ = waiter.try_send(Ok(applied));

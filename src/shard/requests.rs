@@ -231,6 +231,13 @@ async fn await_batch(pending: Option<Pending>, deadline: Instant) -> Result<u64,
     let left = deadline.saturating_duration_since(Instant::now());
     match glommio::timer::timeout(left, async { Ok(pending.wait().await) }).await {
         Ok(Ok(Applied::Batch { base_offset, .. })) => Ok(base_offset),
+        Ok(Ok(Applied::Duplicate { base_offset })) => Ok(base_offset),
+        Ok(Ok(Applied::OutOfSequence { expected })) => Err(WireError::new(
+            ErrorCode::OutOfOrderSequence,
+            format!(
+                "batch out of sequence: expected sequence {expected} (or a newer producer epoch)"
+            ),
+        )),
         Ok(Ok(_)) => Err(WireError::new(
             ErrorCode::InternalError,
             "entry applied as something else",
