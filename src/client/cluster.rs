@@ -91,6 +91,7 @@ pub struct Fetched {
 
 /// A client of one cluster.
 pub struct ClusterClient {
+    request_timeout: Duration,
     bootstrap: Vec<String>,
     connections: HashMap<String, Connection>,
     metadata: Metadata,
@@ -116,6 +117,7 @@ impl ClusterClient {
     /// separated by commas (tried in turn when one does not answer).
     pub fn new(bootstrap: &str) -> ClusterClient {
         ClusterClient {
+            request_timeout: crate::client::connection::DEFAULT_REQUEST_TIMEOUT,
             bootstrap: bootstrap
                 .split(',')
                 .map(|a| a.trim().to_string())
@@ -126,9 +128,27 @@ impl ClusterClient {
         }
     }
 
+    /// Sets how long to wait for each answer (default 35 s, above the broker's 30 s
+    /// produce timeout). A shorter one gives up sooner on a leader that stopped answering;
+    /// a produce whose answer did not come in time is reported `Unacknowledged`.
+    pub fn set_request_timeout(&mut self, timeout: Duration) {
+        self.request_timeout = timeout;
+        for connection in self.connections.values_mut() {
+            connection.set_request_timeout(timeout);
+        }
+    }
+
+    /// Drops a failed connection and the metadata that led to it (the next request asks
+    /// the cluster again where things are).
+    fn forget(&mut self, address: &str) {
+        self.connections.remove(address);
+        self.metadata.places.clear();
+    }
+
     fn connection(&mut self, address: &str) -> Result<&mut Connection, ClientError> {
         if !self.connections.contains_key(address) {
-            let connection = Connection::connect(address, CONNECT_TIMEOUT)?;
+            let mut connection = Connection::connect(address, CONNECT_TIMEOUT)?;
+            connection.set_request_timeout(self.request_timeout);
             self.connections.insert(address.to_string(), connection);
         }
         self.connections
@@ -146,7 +166,7 @@ impl ClusterClient {
         let id = connection.next_correlation_id();
         let result = connection.call(id, &build(id));
         if result.is_err() {
-            self.connections.remove(address);
+            self.forget(address);
         }
         result
     }
@@ -465,7 +485,7 @@ impl ClusterClient {
         }];
         let sent = connection.send(&encode_produce_request(id, topic, acks, 30_000, &batches));
         if let Err(error) = sent {
-            self.connections.remove(&address);
+            self.forget(&address);
             return Err(ClientError::Unacknowledged(Box::new(error)));
         }
         Ok((address, id))
@@ -482,7 +502,7 @@ impl ClusterClient {
         let answer = match connection.receive(correlation_id) {
             Ok(answer) => answer,
             Err(error) => {
-                self.connections.remove(address);
+                self.forget(address);
                 return Err(ClientError::Unacknowledged(Box::new(error)));
             }
         };

@@ -56,6 +56,13 @@ impl Connection {
         })
     }
 
+    /// Sets how long `receive` waits for an answer.
+    pub fn set_request_timeout(&mut self, timeout: Duration) {
+        let _ = self
+            .stream
+            .set_read_timeout(Some(timeout.max(Duration::from_millis(1))));
+    }
+
     /// The address connected to.
     pub fn address(&self) -> &str {
         &self.address

@@ -105,7 +105,8 @@ pub struct ShardCore {
     group: RefCell<GroupCore>,
     /// Applied state: topics and partition indexes.
     pub state: RefCell<ShardState>,
-    waiters: RefCell<BTreeMap<u64, Waiter>>,
+    /// Proposals waiting to be applied: log index → (term proposed in, waiter).
+    waiters: RefCell<BTreeMap<u64, (u64, Waiter)>>,
     data_waiters: RefCell<Vec<LocalSender<()>>>,
     wake: LocalSender<()>,
     failure: RefCell<Option<String>>,
@@ -300,7 +301,8 @@ impl ShardCore {
             })?;
         let pending = if wait {
             let (sender, receiver) = local_channel::new_bounded(1);
-            self.waiters.borrow_mut().insert(index, sender);
+            let term = self.group.borrow().term();
+            self.waiters.borrow_mut().insert(index, (term, sender));
             Some(Pending(receiver))
         } else {
             None
@@ -380,8 +382,14 @@ impl ShardCore {
                 Applied::TopicsChanged => self.announce_topics(),
                 Applied::Duplicate { .. } | Applied::OutOfSequence { .. } | Applied::Nothing => {}
             }
-            if let Some(waiter) = self.waiters.borrow_mut().remove(&entry.index) {
-                let _ = waiter.try_send(Ok(applied));
+            if let Some((term, waiter)) = self.waiters.borrow_mut().remove(&entry.index) {
+                // Another leader's entry took this index: ours was never committed.
+                let answer = if entry.term == term {
+                    Ok(applied)
+                } else {
+                    Err(ShardError::NotLeader)
+                };
+                let _ = waiter.try_send(answer);
             }
         }
         if any_batch {
@@ -401,7 +409,7 @@ impl ShardCore {
     fn fail(&self, error: &LogError) {
         tracing::error!(shard = self.shard_id, %error, "storage failed: this shard takes no more writes");
         *self.failure.borrow_mut() = Some(error.to_string());
-        for (_, waiter) in std::mem::take(&mut *self.waiters.borrow_mut()) {
+        for (_, (_, waiter)) in std::mem::take(&mut *self.waiters.borrow_mut()) {
             let _ = waiter.try_send(Err(ShardError::Storage(error.to_string())));
         }
     }

@@ -121,6 +121,15 @@ impl Broker {
         }
     }
 
+    /// Sends a signal (SIGSTOP, SIGCONT, ...) to the broker process.
+    pub fn signal(&self, signal: &str) {
+        if let Some(child) = &self.child {
+            let _ = Command::new("kill")
+                .args([&format!("-{signal}"), &child.id().to_string()])
+                .status();
+        }
+    }
+
     /// SIGTERM, then the exit status (within `timeout`).
     pub fn terminate(&mut self, timeout: Duration) -> Option<std::process::ExitStatus> {
         let mut child = self.child.take()?;
