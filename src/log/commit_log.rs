@@ -51,6 +51,9 @@ const LOCK_FILE_NAME: &str = "LOCK";
 /// at open.
 const PREPARED_FILE_SUFFIX: &str = ".segment.tmp";
 
+/// Numbers the segment preparations of the whole process.
+static PREPARATIONS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
 /// The next segment file being prepared; dropping it (with the log) cancels the work.
 type PreparedSegment = glommio::Task<LogResult<Rc<DmaFile>>>;
 
@@ -625,7 +628,13 @@ fn remove_prepared_leftovers(dir: &Path) -> LogResult<()> {
         let orphan_index =
             name.ends_with(segment_index::INDEX_SUFFIX) && !path.with_extension("segment").exists();
         if name.ends_with(PREPARED_FILE_SUFFIX) || name.ends_with(".index.tmp") || orphan_index {
-            std::fs::remove_file(&path).map_err(|e| LogError::io("remove leftover", &path, e))?;
+            // A preparation task of a log dropped a moment ago may still be finishing
+            // (glommio cancels dropped tasks asynchronously) and remove its file first.
+            match std::fs::remove_file(&path) {
+                Ok(()) => {}
+                Err(error) if error.kind() == std::io::ErrorKind::NotFound => {}
+                Err(error) => return Err(LogError::io("remove leftover", &path, error)),
+            }
         }
     }
     Ok(())
@@ -1029,7 +1038,9 @@ impl LogState {
             _ if self.config.preallocation == Preallocation::Fallocate => Preparation::Fallocate,
             _ => Preparation::ZeroFill(None),
         };
-        self.prepared_count += 1;
+        // Unique across every log instance of the process: a dropped instance's
+        // preparation may still be running when the directory is opened again.
+        self.prepared_count = PREPARATIONS.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
         let path = self.dir.join(format!(
             "next-{}{PREPARED_FILE_SUFFIX}",
             self.prepared_count
