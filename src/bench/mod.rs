@@ -4,3 +4,4 @@ pub mod hgrm;
 pub mod log_bench;
 pub mod pacer;
 pub mod produce_bench;
+pub mod rtt_bench;

@@ -231,6 +231,19 @@ enum BenchCommand {
     /// the leader repeatedly (SIGKILL) and times each gap from the kill to the first write
     /// acknowledged by the new leader.
     Failover(FailoverBenchArgs),
+    /// Loopback round trip between two processes (1 KiB request, 16-byte answer): the
+    /// network part of the floor under a replicated write.
+    Rtt(RttBenchArgs),
+}
+
+#[derive(Args)]
+struct RttBenchArgs {
+    /// Round trips to time.
+    #[arg(long, default_value_t = 20_000)]
+    count: usize,
+    /// Serve echo answers on this address (the child process the benchmark starts).
+    #[arg(long, hide = true)]
+    serve: Option<String>,
 }
 
 #[derive(Args)]
@@ -342,6 +355,7 @@ fn main() -> ExitCode {
         Command::Bench(BenchCommand::Log(args)) => bench_log(args),
         Command::Bench(BenchCommand::Produce(args)) => bench_produce(args),
         Command::Bench(BenchCommand::Failover(args)) => bench_failover(args),
+        Command::Bench(BenchCommand::Rtt(args)) => bench_rtt(args),
     }
 }
 
@@ -885,4 +899,30 @@ fn cluster_status(bootstrap: &str) -> ExitCode {
         );
     }
     ExitCode::SUCCESS
+}
+
+fn bench_rtt(args: RttBenchArgs) -> ExitCode {
+    if let Some(address) = args.serve {
+        return match std::net::TcpListener::bind(&address).and_then(keel::bench::rtt_bench::serve) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(error) => fail("bench rtt", error),
+        };
+    }
+    let executable = match std::env::current_exe() {
+        Ok(path) => path,
+        Err(error) => return fail("bench rtt", error),
+    };
+    match keel::bench::rtt_bench::run_rtt_bench(&executable, args.count.max(1)) {
+        Ok(histogram) => {
+            println!("keel bench rtt: loopback, two processes, 1 KiB request, 16 B answer");
+            println!("round trip: {}", hgrm::summary_line(&histogram));
+            println!(
+                "result rtt_p50_us={} rtt_p99_us={}",
+                histogram.value_at_quantile(0.5),
+                histogram.value_at_quantile(0.99)
+            );
+            ExitCode::SUCCESS
+        }
+        Err(error) => fail("bench rtt", error),
+    }
 }
