@@ -566,39 +566,11 @@ impl ClusterClient {
         crc32c: u32,
         acks: Acks,
     ) -> Result<u64, ClientError> {
+        // Connecting may be retried; once the request is sent, a lost answer leaves its
+        // fate unknown and is reported Unacknowledged (not retried here).
         self.with_retries(|client| {
-            let address = client.place(topic, partition)?;
-            // Connecting may be retried; once the request is sent, a failure leaves its
-            // fate unknown.
-            client.connection(&address)?;
-            let answer = client
-                .call(&address, |id| {
-                    let batches = [PartitionBatchData {
-                        partition,
-                        batch,
-                        crc32c,
-                    }];
-                    encode_produce_request(id, topic, acks, 30_000, &batches)
-                })
-                .map_err(|error| match error {
-                    ClientError::Io { .. } | ClientError::Closed(_) => {
-                        ClientError::Unacknowledged(Box::new(error))
-                    }
-                    other => other,
-                })?;
-            let response = decode_response(&answer)?;
-            check_response(&response)?;
-            let produced = response
-                .body_as_produce_response()
-                .ok_or_else(|| ClientError::Unexpected("not a produce answer".into()))?;
-            let result = produced
-                .results()
-                .and_then(|results| results.iter().find(|r| r.partition() == partition))
-                .ok_or_else(|| ClientError::Unexpected("no result for the partition".into()))?;
-            match result.error() {
-                Some(error) if error.code() != wire::ErrorCode::None => Err(broker_error(error)),
-                _ => Ok(result.base_offset()),
-            }
+            let (address, id) = client.produce_send(topic, partition, batch, crc32c, acks)?;
+            client.produce_answer(&address, id, partition)
         })
     }
 
