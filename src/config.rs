@@ -41,6 +41,11 @@ pub struct NodeConfig {
     /// Every node of the cluster, this one included (empty: a single node). Replica group
     /// i is shard i of every node.
     pub peers: Vec<PeerAddress>,
+    /// Ticks without hearing a leader before a follower starts an election (randomized
+    /// between this and twice it): 10 x 10 ms = 100-200 ms by default.
+    pub election_ticks: usize,
+    /// Ticks between a leader's heartbeats (2 x 10 ms = 20 ms by default).
+    pub heartbeat_ticks: usize,
 }
 
 /// Where a node of the cluster listens.
@@ -102,6 +107,8 @@ impl Default for NodeConfig {
             max_batch_bytes: DEFAULT_MAX_BATCH_BYTES,
             tick_ms: DEFAULT_TICK_MS,
             peers: Vec::new(),
+            election_ticks: 10,
+            heartbeat_ticks: 2,
         }
     }
 }
@@ -121,6 +128,9 @@ impl Default for NodeConfig {
 /// max_frame = "8MiB"
 /// max_batch = "1MiB"
 /// tick_ms = 10
+/// election_ticks = 10    # election timeout: 100-200 ms at 10 ms ticks
+/// heartbeat_ticks = 2
+/// peers = "1=10.0.0.5:9700,2=10.0.0.6:9700,3=10.0.0.7:9700"
 /// ```
 #[derive(Debug, Default, serde::Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -149,6 +159,10 @@ pub struct ConfigFile {
     pub tick_ms: Option<u64>,
     /// Every node of the cluster: "1=host:port,2=host:port,3=host:port".
     pub peers: Option<String>,
+    /// Ticks before an election.
+    pub election_ticks: Option<usize>,
+    /// Ticks between heartbeats.
+    pub heartbeat_ticks: Option<usize>,
 }
 
 impl ConfigFile {
@@ -209,6 +223,12 @@ impl ConfigFile {
         if let Some(peers) = &self.peers {
             config.peers = parse_peers(peers).map_err(ConfigError)?;
         }
+        if let Some(ticks) = self.election_ticks {
+            config.election_ticks = ticks;
+        }
+        if let Some(ticks) = self.heartbeat_ticks {
+            config.heartbeat_ticks = ticks;
+        }
         Ok(())
     }
 }
@@ -246,6 +266,18 @@ impl NodeConfig {
         }
         if self.max_frame_bytes < self.max_batch_bytes + 1024 {
             return fail("max frame must hold a whole batch".to_string());
+        }
+        if self.heartbeat_ticks == 0 || self.election_ticks <= self.heartbeat_ticks {
+            return fail(format!(
+                "election ticks ({}) must exceed heartbeat ticks ({}), which must be at least 1",
+                self.election_ticks, self.heartbeat_ticks
+            ));
+        }
+        if self.tick_ms == 0 {
+            return fail("tick_ms must be at least 1".to_string());
+        }
+        if !self.peers.is_empty() && !self.peers.iter().any(|p| p.node_id == self.node_id) {
+            return fail(format!("--peers must include this node ({})", self.node_id));
         }
         self.log
             .validate()
@@ -307,6 +339,41 @@ mod tests {
             .unwrap_err()
             .0
             .contains("segment_size"));
+    }
+
+    #[test]
+    fn peers_parse_and_must_include_this_node() {
+        let peers = parse_peers("1=127.0.0.1:9700, 2=10.0.0.2:9710").unwrap();
+        assert_eq!(
+            peers[1],
+            PeerAddress {
+                node_id: 2,
+                host: "10.0.0.2".into(),
+                base_port: 9710
+            }
+        );
+        assert!(parse_peers("1=a:1,1=b:2").unwrap_err().contains("unique"));
+        assert!(
+            parse_peers("x=a:1").is_err()
+                && parse_peers("1=a").is_err()
+                && parse_peers("1=a:port").is_err()
+        );
+        let config = NodeConfig {
+            node_id: 3,
+            peers,
+            ..NodeConfig::default()
+        };
+        assert!(config
+            .validate()
+            .unwrap_err()
+            .0
+            .contains("include this node"));
+        let config = NodeConfig {
+            election_ticks: 2,
+            heartbeat_ticks: 2,
+            ..NodeConfig::default()
+        };
+        assert!(config.validate().unwrap_err().0.contains("election ticks"));
     }
 
     #[test]

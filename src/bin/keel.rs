@@ -89,6 +89,15 @@ struct BrokerArgs {
     /// (each node's shard-0 port). Without it the node is a cluster of one.
     #[arg(long)]
     peers: Option<String>,
+    /// Milliseconds between Raft ticks [default: 10].
+    #[arg(long)]
+    tick_ms: Option<u64>,
+    /// Ticks before a follower starts an election (randomized up to twice) [default: 10].
+    #[arg(long)]
+    election_ticks: Option<usize>,
+    /// Ticks between a leader's heartbeats [default: 2].
+    #[arg(long)]
+    heartbeat_ticks: Option<usize>,
 }
 
 #[derive(Args)]
@@ -499,6 +508,15 @@ fn broker_config(args: BrokerArgs) -> Result<NodeConfig, String> {
     }
     if let Some(peers) = &args.peers {
         config.peers = parse_peers(peers)?;
+    }
+    if let Some(tick_ms) = args.tick_ms {
+        config.tick_ms = tick_ms;
+    }
+    if let Some(ticks) = args.election_ticks {
+        config.election_ticks = ticks;
+    }
+    if let Some(ticks) = args.heartbeat_ticks {
+        config.heartbeat_ticks = ticks;
     }
     config.validate().map_err(|e| e.to_string())?;
     Ok(config)

@@ -137,6 +137,8 @@ impl ShardCore {
         let group_config = GroupConfig {
             replica_id: u64::from(config.node_id),
             group_id: u64::from(shard_id),
+            election_ticks: config.election_ticks,
+            heartbeat_ticks: config.heartbeat_ticks,
             ..GroupConfig::default()
         };
         let mut group = GroupCore::new(&log, &group_config, &config.voters())?;
