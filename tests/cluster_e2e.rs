@@ -39,6 +39,26 @@ fn retry<T>(what: &str, mut attempt: impl FnMut() -> Result<T, ClientError>) -> 
     }
 }
 
+/// Every record of partition 0 of `topic`, from offset 0 to the end (offsets checked
+/// dense and in order).
+fn read_partition(client: &mut ClusterClient, topic: &str) -> Vec<String> {
+    let mut stored = Vec::new();
+    let mut offset = 0;
+    loop {
+        let fetched = retry("fetch", || {
+            client.fetch(topic, 0, offset, 1 << 20, Duration::ZERO)
+        });
+        if fetched.records.is_empty() {
+            return stored;
+        }
+        for record in fetched.records {
+            assert_eq!(record.offset, offset, "offsets are dense and in order");
+            stored.push(String::from_utf8(record.value).unwrap());
+            offset += 1;
+        }
+    }
+}
+
 fn leader_of_partition(client: &mut ClusterClient, topic: &str, partition: u32) -> String {
     retry("metadata", || {
         client.refresh_metadata()?;
@@ -104,21 +124,7 @@ fn acknowledged_writes_survive_a_leader_kill_and_replicas_agree() {
     let restarted = nodes.remove(victim).restart();
     nodes.insert(victim, restarted);
     let mut client = ClusterClient::new(&bootstrap);
-    let mut stored: Vec<String> = Vec::new();
-    let mut offset = 0;
-    loop {
-        let fetched = retry("fetch", || {
-            client.fetch("replicated", 0, offset, 1 << 20, Duration::ZERO)
-        });
-        if fetched.records.is_empty() {
-            break;
-        }
-        for record in fetched.records {
-            assert_eq!(record.offset, offset);
-            stored.push(String::from_utf8(record.value).unwrap());
-            offset += 1;
-        }
-    }
+    let stored = read_partition(&mut client, "replicated");
     for &(offset, first) in &acked {
         for k in 0..10 {
             assert_eq!(
@@ -305,20 +311,7 @@ fn a_follower_kill_and_a_whole_cluster_kill_lose_nothing_acknowledged() {
     let nodes: Vec<_> = nodes.into_iter().map(|n| n.restart()).collect();
     let mut client = ClusterClient::new(&bootstrap);
     produce_some(&mut client, &mut acked, 5);
-    let mut stored = Vec::new();
-    let mut offset = 0;
-    loop {
-        let fetched = retry("fetch", || {
-            client.fetch("durable", 0, offset, 1 << 20, Duration::ZERO)
-        });
-        if fetched.records.is_empty() {
-            break;
-        }
-        for record in fetched.records {
-            stored.push(String::from_utf8(record.value).unwrap());
-            offset += 1;
-        }
-    }
+    let stored = read_partition(&mut client, "durable");
     assert_eq!(
         stored.len(),
         acked.len() * 10,
@@ -440,20 +433,7 @@ fn an_idempotent_producer_writes_through_a_leader_kill_exactly_once() {
         offsets.windows(2).all(|w| w[1] == w[0] + 1),
         "dense offsets in send order"
     );
-    let mut stored = Vec::new();
-    let mut offset = 0;
-    loop {
-        let fetched = retry("fetch", || {
-            client.fetch("exactly-once", 0, offset, 1 << 20, Duration::ZERO)
-        });
-        if fetched.records.is_empty() {
-            break;
-        }
-        for record in fetched.records {
-            stored.push(String::from_utf8(record.value).unwrap());
-            offset += 1;
-        }
-    }
+    let stored = read_partition(&mut client, "exactly-once");
     let expected: Vec<String> = (0..3000).map(|n| format!("r{n}")).collect();
     assert_eq!(stored, expected, "every record once, in order");
 }

@@ -90,12 +90,7 @@ pub async fn write_all_at(
     buffer: glommio::io::DmaBuffer,
     position: u64,
 ) -> LogResult<()> {
-    assert_eq!(position % BLOCK_SIZE_BYTES, 0, "unaligned write position");
-    assert_eq!(
-        buffer.len() as u64 % BLOCK_SIZE_BYTES,
-        0,
-        "unaligned write length"
-    );
+    assert_aligned(position, buffer.len());
     let expected = buffer.len();
     let written = file
         .write_at(buffer, position)
@@ -112,18 +107,23 @@ pub async fn write_shared_at(
     buffer: Rc<glommio::io::DmaBuffer>,
     position: u64,
 ) -> LogResult<()> {
-    assert_eq!(position % BLOCK_SIZE_BYTES, 0, "unaligned write position");
-    assert_eq!(
-        buffer.len() as u64 % BLOCK_SIZE_BYTES,
-        0,
-        "unaligned write length"
-    );
+    assert_aligned(position, buffer.len());
     let expected = buffer.len();
     let written = file
         .write_rc_at(buffer, position)
         .await
         .map_err(|e| glommio_error("write", path, e))?;
     check_written(path, position, written, expected)
+}
+
+/// O_DIRECT offsets and lengths are whole blocks: anything else is a bug of ours.
+fn assert_aligned(position: u64, length: usize) {
+    assert_eq!(position % BLOCK_SIZE_BYTES, 0, "unaligned write position");
+    assert_eq!(
+        length as u64 % BLOCK_SIZE_BYTES,
+        0,
+        "unaligned write length"
+    );
 }
 
 /// A short write is an error (O_DIRECT writes to a regular file should never be short).
