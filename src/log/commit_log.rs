@@ -33,6 +33,7 @@ use crate::constants::{
     MIN_ZERO_FILL_BYTES_PER_SECOND, WRITE_CHUNK_BYTES, ZERO_FILL_CHUNK_BYTES,
 };
 use crate::log::config::{LogConfig, Preallocation};
+use crate::log::dir_lock::DirLock;
 use crate::log::entry::{encode_header, stored_size_bytes, EntryType, HEADER_SIZE_BYTES};
 use crate::log::error::{LogError, LogResult};
 use crate::log::flush::Signal;
@@ -46,7 +47,6 @@ use crate::log::tail_cache::{CachedEntry, EntryLocation, TailCache};
 use crate::log::term_index::TermIndex;
 use crate::log::write_buffer::{FlushWrite, WriteBuffer};
 
-const LOCK_FILE_NAME: &str = "LOCK";
 /// Suffix of segment files being prepared (`next-<n>.segment.tmp`); leftovers are removed
 /// at open.
 const PREPARED_FILE_SUFFIX: &str = ".segment.tmp";
@@ -61,7 +61,7 @@ type PreparedSegment = glommio::Task<LogResult<Rc<DmaFile>>>;
 pub struct LogState {
     pub(crate) dir: PathBuf,
     pub(crate) config: LogConfig,
-    _lock_file: std::fs::File,
+    _lock: DirLock,
     pub(crate) segments: Vec<Segment>,
     pub(crate) terms: TermIndex,
     pub(crate) cache: TailCache,
@@ -122,18 +122,13 @@ impl CommitLog {
     pub async fn open(dir: &Path, config: LogConfig) -> LogResult<CommitLog> {
         config.validate()?;
         std::fs::create_dir_all(dir).map_err(|e| LogError::io("create directory", dir, e))?;
-        let lock_path = dir.join(LOCK_FILE_NAME);
-        let lock_file = std::fs::File::create(&lock_path)
-            .map_err(|e| LogError::io("create lock file", &lock_path, e))?;
-        if lock_file.try_lock().is_err() {
-            return Err(LogError::Locked(dir.to_path_buf()));
-        }
+        let lock = DirLock::acquire(dir)?;
         io::prime_thread(dir).await?;
         remove_prepared_leftovers(dir)?;
         let (mut meta_file, mut meta) = MetaFile::open(dir).await?;
         let plan = plan_recovery(dir, &meta, config.max_entry_payload_bytes, true)?;
         apply_recovery(dir, &plan, &mut meta_file, &mut meta).await?;
-        let state = build_state(dir, config, lock_file, plan, meta, meta_file).await?;
+        let state = build_state(dir, config, lock, plan, meta, meta_file).await?;
         let log = CommitLog {
             state: Rc::new(RefCell::new(state)),
             gate: Rc::new(glommio::sync::RwLock::new(())),
@@ -774,7 +769,7 @@ fn push_term_runs(terms: &mut TermIndex, scanned: &ScannedSegment, compaction_in
 async fn build_state(
     dir: &Path,
     config: LogConfig,
-    lock_file: std::fs::File,
+    lock: DirLock,
     plan: RecoveryPlan,
     meta: MetaState,
     meta_file: MetaFile,
@@ -816,7 +811,7 @@ async fn build_state(
         dir: dir.to_path_buf(),
         cache: TailCache::new(config.tail_cache_bytes),
         config,
-        _lock_file: lock_file,
+        _lock: lock,
         segments,
         terms,
         buffer,

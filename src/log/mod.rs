@@ -24,6 +24,7 @@
 pub mod check;
 pub mod commit_log;
 pub mod config;
+pub mod dir_lock;
 pub mod entry;
 pub mod error;
 pub mod flush;
