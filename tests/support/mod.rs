@@ -2,6 +2,8 @@
 
 #![allow(dead_code)]
 
+pub mod netns;
+
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -15,6 +17,10 @@ pub struct Broker {
     pub shards: u32,
     pub segment_size: String,
     pub extra_args: Vec<String>,
+    /// The address it listens on.
+    pub host: String,
+    /// The network namespace it runs in (`None`: the test's own).
+    pub namespace: Option<String>,
 }
 
 /// A base port with `count` free ports after it (probed by binding them).
@@ -58,49 +64,96 @@ impl Broker {
         segment_size: &str,
         extra_args: &[String],
     ) -> Broker {
-        let child = Command::new(env!("CARGO_BIN_EXE_keel"))
-            .args([
-                "broker",
-                "--port",
-                &port.to_string(),
-                "--shards",
-                &shards.to_string(),
-            ])
-            .args(["--segment-size", segment_size, "--io-memory", "512KiB"])
-            .args(extra_args)
-            .arg("--data-dir")
-            .arg(data_dir)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("start keel broker");
-        let broker = Broker {
-            child: Some(child),
+        Broker::launch(Broker {
+            child: None,
             data_dir: data_dir.to_path_buf(),
             port,
             shards,
             segment_size: segment_size.to_string(),
             extra_args: extra_args.to_vec(),
+            host: "127.0.0.1".to_string(),
+            namespace: None,
+        })
+    }
+
+    /// A broker in network namespace `namespace`, listening on `host`.
+    pub fn start_in_namespace(
+        namespace: &str,
+        host: &str,
+        data_dir: &Path,
+        port: u16,
+        extra_args: &[String],
+    ) -> Broker {
+        Broker::launch(Broker {
+            child: None,
+            data_dir: data_dir.to_path_buf(),
+            port,
+            shards: 1,
+            segment_size: "4MiB".to_string(),
+            extra_args: extra_args.to_vec(),
+            host: host.to_string(),
+            namespace: Some(namespace.to_string()),
+        })
+    }
+
+    /// Starts the process `spec` describes and waits until it answers.
+    fn launch(mut spec: Broker) -> Broker {
+        let mut command = match &spec.namespace {
+            Some(namespace) => {
+                let mut command = Command::new("ip");
+                command
+                    .args(["netns", "exec", namespace])
+                    .arg(env!("CARGO_BIN_EXE_keel"));
+                command
+            }
+            None => Command::new(env!("CARGO_BIN_EXE_keel")),
         };
-        broker.wait_until_serving();
-        broker
+        let child = command
+            .args([
+                "broker",
+                "--host",
+                &spec.host,
+                "--port",
+                &spec.port.to_string(),
+                "--shards",
+                &spec.shards.to_string(),
+            ])
+            .args([
+                "--segment-size",
+                &spec.segment_size,
+                "--io-memory",
+                "512KiB",
+            ])
+            .args(&spec.extra_args)
+            .arg("--data-dir")
+            .arg(&spec.data_dir)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start keel broker");
+        spec.child = Some(child);
+        spec.wait_until_serving();
+        spec
     }
 
     /// Restarts the broker on the same data and ports.
     pub fn restart(mut self) -> Broker {
         self.kill();
-        Broker::start_with_args(
-            &self.data_dir.clone(),
-            self.port,
-            self.shards,
-            &self.segment_size.clone(),
-            &self.extra_args.clone(),
-        )
+        Broker::launch(Broker {
+            child: None,
+            data_dir: self.data_dir.clone(),
+            port: self.port,
+            shards: self.shards,
+            segment_size: self.segment_size.clone(),
+            extra_args: self.extra_args.clone(),
+            host: self.host.clone(),
+            namespace: self.namespace.clone(),
+        })
     }
 
     /// Address of shard `shard`.
     pub fn address(&self, shard: u32) -> String {
-        format!("127.0.0.1:{}", u32::from(self.port) + shard)
+        format!("{}:{}", self.host, u32::from(self.port) + shard)
     }
 
     fn wait_until_serving(&self) {
