@@ -413,3 +413,20 @@ fn the_cli_creates_produces_and_consumes() {
     keel(&["topic", "delete", "cli"]);
     assert!(!keel(&["topic", "list"]).contains("cli"));
 }
+
+#[test]
+fn a_second_broker_on_a_port_in_use_refuses_to_start() {
+    let root = tempfile::tempdir().unwrap();
+    let port = free_ports(1);
+    let _first = Broker::start(&root.path().join("first"), port, 1);
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_keel"))
+        .args(["broker", "--port", &port.to_string(), "--shards", "1"])
+        .args(["--io-memory", "512KiB", "--segment-size", "4MiB"])
+        .arg("--data-dir")
+        .arg(root.path().join("second"))
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("Address already in use"), "{stderr}");
+}

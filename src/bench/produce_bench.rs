@@ -69,7 +69,18 @@ pub enum ProduceBenchError {
     /// The connection failed.
     #[error("connection: {0}")]
     Io(#[from] std::io::Error),
+    /// Partition 0 of the topic had no leader in time.
+    #[error("no leader for partition 0 of {topic:?} after {waited:?}")]
+    NoLeader {
+        /// The topic.
+        topic: String,
+        /// How long the benchmark waited.
+        waited: Duration,
+    },
 }
+
+/// How long to wait for partition 0 to have a leader.
+const LEADER_WAIT: Duration = Duration::from_secs(10);
 
 /// Runs the benchmark.
 pub fn run_produce_bench(
@@ -78,15 +89,31 @@ pub fn run_produce_bench(
     let mut client = ClusterClient::new(&options.bootstrap);
     let topics = client.list_topics()?;
     if !topics.iter().any(|(name, _)| name == &options.topic) {
-        client.create_topic(&options.topic, 1)?;
+        // The node asked may not have applied a creation that just committed elsewhere.
+        match client.create_topic(&options.topic, 1) {
+            Err(ClientError::Broker {
+                code: ErrorCode::TopicAlreadyExists,
+                ..
+            }) => {}
+            other => other?,
+        }
     }
-    // Find the shard of partition 0: a probe produce would write; the metadata tells.
-    let address = client
-        .metadata()?
-        .places
-        .get(&(options.topic.clone(), 0))
-        .map(|place| place.address.clone())
-        .unwrap_or_else(|| options.bootstrap.clone());
+    // Find the shard of partition 0 (a probe produce would write; the metadata tells),
+    // waiting out an election or a node that has not applied the creation yet.
+    let key = (options.topic.clone(), 0);
+    let deadline = Instant::now() + LEADER_WAIT;
+    let address = loop {
+        if let Some(place) = client.refresh_metadata()?.places.get(&key) {
+            break place.address.clone();
+        }
+        if Instant::now() > deadline {
+            return Err(ProduceBenchError::NoLeader {
+                topic: options.topic.clone(),
+                waited: LEADER_WAIT,
+            });
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
     let records: Vec<RecordData> = (0..options.records_per_request.max(1))
         .map(|_| RecordData {
             value: vec![0x6b; options.record_bytes],

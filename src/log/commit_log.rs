@@ -41,7 +41,7 @@ use crate::log::io;
 use crate::log::meta::{ConfStateRecord, HardStateRecord, MetaFile, MetaState, TruncationFence};
 use crate::log::reader::EntryReader;
 use crate::log::recovery::{plan_recovery, RecoveryPlan, ScannedSegment, TailCut};
-use crate::log::segment::{Segment, SparseIndex};
+use crate::log::segment::{FillClock, Segment, SparseIndex};
 use crate::log::segment_index;
 use crate::log::tail_cache::{CachedEntry, EntryLocation, TailCache};
 use crate::log::term_index::TermIndex;
@@ -50,6 +50,9 @@ use crate::log::write_buffer::{FlushWrite, WriteBuffer};
 /// Suffix of segment files being prepared (`next-<n>.segment.tmp`); leftovers are removed
 /// at open.
 const PREPARED_FILE_SUFFIX: &str = ".segment.tmp";
+
+/// How long the first flush of a new log waits for its first segment's zero-fill.
+const FIRST_SEGMENT_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
 
 /// Numbers the segment preparations of the whole process.
 static PREPARATIONS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
@@ -476,13 +479,38 @@ impl CommitLog {
 
     /// Gives a new segment its file: the prepared one if ready, else a fresh one.
     pub(super) async fn materialize_segment(&self, first_index: u64) -> LogResult<()> {
-        let (dir, path, prepared) = {
+        let (dir, path, prepared, prepared_path) = {
             let mut state = self.state.borrow_mut();
             let path = state.segment(first_index).path.clone();
-            (state.dir.clone(), path, state.prepared.take())
+            let prepared_path = state.prepared_path();
+            (
+                state.dir.clone(),
+                path,
+                state.prepared.take(),
+                prepared_path,
+            )
         };
+        // A flush never waits for a zero-fill still running (its followers' answers wait
+        // on this flush): an unfinished preparation is cancelled and the segment made
+        // with fallocate instead, at once.
+        // Except for a new log's first segment: nothing is waiting on a log that has
+        // never stored anything, and a zero-filled first segment keeps syncs fast.
+        let first_of_the_log = self
+            .state
+            .borrow()
+            .segments
+            .iter()
+            .all(|s| s.file.is_none());
         let prepared_file = match prepared {
-            Some(task) => task.await.ok(),
+            Some(task) if first_of_the_log => {
+                let waited = glommio::timer::timeout(FIRST_SEGMENT_WAIT, async { Ok(task.await) });
+                self.prepared_or_fallback(waited.await.ok(), &prepared_path, &path)
+            }
+            Some(mut task) => {
+                let finished = futures_lite::future::poll_once(&mut task).await;
+                drop(task);
+                self.prepared_or_fallback(finished, &prepared_path, &path)
+            }
             None => None,
         };
         let file = match prepared_file {
@@ -501,6 +529,27 @@ impl CommitLog {
         self.state.borrow_mut().segment_mut(first_index).file = Some(file);
         self.start_preparing();
         Ok(())
+    }
+
+    /// The prepared file if its preparation finished (and succeeded); else removes what
+    /// the cancelled preparation wrote and says so.
+    fn prepared_or_fallback(
+        &self,
+        finished: Option<LogResult<Rc<DmaFile>>>,
+        prepared_path: &Path,
+        segment_path: &Path,
+    ) -> Option<Rc<DmaFile>> {
+        match finished {
+            Some(result) => result.ok(),
+            None => {
+                let _ = std::fs::remove_file(prepared_path);
+                warn!(
+                    segment = %segment_path.display(),
+                    "the next segment was not prepared in time; allocated without zero-fill"
+                );
+                None
+            }
+        }
     }
 
     fn start_preparing(&self) {
@@ -787,7 +836,7 @@ async fn build_state(
         push_term_runs(&mut terms, &scanned, meta.compaction_index);
         segment.last_index = scanned.last_index;
         segment.data_end = scanned.data_end;
-        segment.fill_clock = (std::time::Instant::now(), segment.data_end);
+        segment.fill_clock = FillClock::new(segment.data_end);
         let file = io::open_read_write(&segment.path, false).await?;
         if position + 1 == kept {
             if scanned.file_length < config.segment_size_bytes {
@@ -1000,7 +1049,19 @@ impl LogState {
     /// fdatasyncs later) unless the active segment fills faster than the zero-fill limit,
     /// where a second write of every segment would cost real bandwidth and big flushes
     /// amortize the extent conversion anyway.
+    /// Where the current preparation of the next segment writes.
+    fn prepared_path(&self) -> PathBuf {
+        self.dir.join(format!(
+            "next-{}{PREPARED_FILE_SUFFIX}",
+            self.prepared_count
+        ))
+    }
+
     fn maybe_start_preparing(&mut self) {
+        if let Some(active) = self.segments.last_mut() {
+            let data_end = active.data_end;
+            active.fill_clock.observe(data_end);
+        }
         if self.prepared.is_some() {
             return;
         }
@@ -1010,9 +1071,7 @@ impl LogState {
                 if active.data_end < segment_size / 4 {
                     return;
                 }
-                let (since, bytes_then) = active.fill_clock;
-                let seconds = since.elapsed().as_secs_f64().max(1e-6);
-                let fill_rate = active.data_end.saturating_sub(bytes_then) as f64 / seconds;
+                let fill_rate = active.fill_clock.rate(active.data_end);
                 // Zero-fill at four times the fill rate: done well before the active
                 // segment is full, gentle on the disk meanwhile.
                 let paced = Preparation::ZeroFill(Some(
@@ -1036,12 +1095,13 @@ impl LogState {
         // Unique across every log instance of the process: a dropped instance's
         // preparation may still be running when the directory is opened again.
         self.prepared_count = PREPARATIONS.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
-        let path = self.dir.join(format!(
-            "next-{}{PREPARED_FILE_SUFFIX}",
-            self.prepared_count
-        ));
+        let path = self.prepared_path();
+        tracing::debug!(path = %path.display(), ?preparation, "preparing the next segment");
         let task = glommio::spawn_local(async move {
-            create_segment_file(&path, segment_size, preparation).await
+            let started = std::time::Instant::now();
+            let file = create_segment_file(&path, segment_size, preparation).await;
+            tracing::debug!(path = %path.display(), took = ?started.elapsed(), ok = file.is_ok(), "next segment prepared");
+            file
         });
         self.prepared = Some(task);
     }

@@ -98,13 +98,66 @@ pub struct Segment {
     pub data_end: u64,
     /// Sparse index over the segment's entries.
     pub sparse: SparseIndex,
-    /// When this segment became active (or the log was opened) and its data end then:
-    /// the fill rate decides how the next segment is prepared.
-    pub fill_clock: (std::time::Instant, u64),
+    /// How fast the segment fills: decides how the next segment is prepared.
+    pub fill_clock: FillClock,
     /// Whether the segment's index file is written (it is sealed and durable).
     pub index_persisted: bool,
     /// Term runs `(first index, term)` of the entries in this segment.
     pub term_runs: Vec<(u64, u64)>,
+}
+
+/// Length of the windows over which a segment's recent fill rate is measured.
+const FILL_WINDOW: std::time::Duration = std::time::Duration::from_millis(500);
+
+/// How fast a segment fills, for pacing the preparation of the next one: the fastest of
+/// the rate since it became active (or the log was opened), the rate over the last
+/// completed window and the rate over the current one, so a burst after a quiet start is
+/// seen at once.
+#[derive(Clone, Copy, Debug)]
+pub struct FillClock {
+    since: std::time::Instant,
+    bytes_then: u64,
+    window_start: std::time::Instant,
+    window_bytes: u64,
+    last_window_rate: f64,
+}
+
+impl FillClock {
+    /// Starts measuring at `data_end`.
+    pub fn new(data_end: u64) -> Self {
+        let now = std::time::Instant::now();
+        FillClock {
+            since: now,
+            bytes_then: data_end,
+            window_start: now,
+            window_bytes: data_end,
+            last_window_rate: 0.0,
+        }
+    }
+
+    /// Notes the segment's data end now (rolls the window when it is over).
+    pub fn observe(&mut self, data_end: u64) {
+        let elapsed = self.window_start.elapsed();
+        if elapsed >= FILL_WINDOW {
+            self.last_window_rate =
+                data_end.saturating_sub(self.window_bytes) as f64 / elapsed.as_secs_f64();
+            self.window_start = std::time::Instant::now();
+            self.window_bytes = data_end;
+        }
+    }
+
+    /// Bytes per second the segment fills at, given its data end now.
+    pub fn rate(&self, data_end: u64) -> f64 {
+        let overall = data_end.saturating_sub(self.bytes_then) as f64
+            / self.since.elapsed().as_secs_f64().max(1e-6);
+        let window_elapsed = self.window_start.elapsed().as_secs_f64();
+        let current = if window_elapsed >= 0.05 {
+            data_end.saturating_sub(self.window_bytes) as f64 / window_elapsed
+        } else {
+            0.0
+        };
+        overall.max(self.last_window_rate).max(current)
+    }
 }
 
 impl Segment {
@@ -118,7 +171,7 @@ impl Segment {
             last_index: first_index - 1,
             data_end: 0,
             sparse: SparseIndex::default(),
-            fill_clock: (std::time::Instant::now(), 0),
+            fill_clock: FillClock::new(0),
             index_persisted: false,
             term_runs: Vec::new(),
         }

@@ -417,11 +417,19 @@ impl ShardCore {
     }
 }
 
+/// A Ready pass longer than this is logged: it delays every message of the group.
+const READY_PASS_WARNING: Duration = Duration::from_millis(100);
+
 /// The Ready loop: whenever woken, do every Ready pass there is.
 async fn ready_loop(core: Rc<ShardCore>, woken: LocalReceiver<()>) {
     while woken.recv().await.is_some() {
+        let started = std::time::Instant::now();
         if let Err(error) = process_ready(&core).await {
             core.fail(&error);
+        }
+        let took = started.elapsed();
+        if took > READY_PASS_WARNING {
+            tracing::warn!(shard = core.shard_id, ?took, "a Ready pass stalled");
         }
     }
 }

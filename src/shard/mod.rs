@@ -156,8 +156,8 @@ async fn run_shard(
         .detach();
     }
     let address = config.shard_address(shard_id);
-    let listener = TcpListener::bind(&address)
-        .map_err(|e| shard_error(format!("listen on {address}: {e}")))?;
+    let listener =
+        listen(&address).map_err(|e| shard_error(format!("listen on {address}: {e}")))?;
     tracing::info!(shard = shard_id, %address, "serving");
     let stopping = Rc::new(Cell::new(false));
     let server = glommio::spawn_local(server::serve(core.clone(), listener, stopping.clone()));
@@ -177,4 +177,35 @@ async fn run_shard(
         .map_err(|e| shard_error(e.to_string()))?;
     tracing::info!(shard = shard_id, "stopped");
     Ok(())
+}
+
+/// A listener on `address` that refuses a port another process already listens on.
+/// (glommio's own `bind` sets SO_REUSEPORT, so a second broker on the same port would
+/// start without error and take half the connections.) SO_REUSEADDR is set, so a restart
+/// is not refused for the old process's connections in TIME_WAIT.
+fn listen(address: &str) -> std::io::Result<TcpListener> {
+    use std::net::ToSocketAddrs;
+    let address = address.to_socket_addrs()?.next().ok_or_else(|| {
+        std::io::Error::new(
+            std::io::ErrorKind::InvalidInput,
+            "address resolves to nothing",
+        )
+    })?;
+    let domain = if address.is_ipv6() {
+        socket2::Domain::IPV6
+    } else {
+        socket2::Domain::IPV4
+    };
+    let socket = socket2::Socket::new(domain, socket2::Type::STREAM, Some(socket2::Protocol::TCP))?;
+    socket.set_reuse_address(true)?;
+    socket.bind(&address.into())?;
+    socket.listen(1024)?;
+    socket.set_nonblocking(true)?;
+    // SAFETY: the descriptor is a bound, listening TCP socket whose ownership passes to
+    // the glommio listener (nothing else keeps it).
+    Ok(unsafe {
+        <TcpListener as std::os::fd::FromRawFd>::from_raw_fd(std::os::fd::IntoRawFd::into_raw_fd(
+            socket,
+        ))
+    })
 }
