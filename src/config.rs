@@ -46,6 +46,21 @@ pub struct NodeConfig {
     pub election_ticks: usize,
     /// Ticks between a leader's heartbeats (2 x 10 ms = 20 ms by default).
     pub heartbeat_ticks: usize,
+    /// Leader balancing: group i's preferred leader is the (i mod N)-th node (by id), so
+    /// each node leads about 1/N of the groups. A leader hands its group to the preferred
+    /// node once that node has been up to date for this long (`None`: never).
+    pub leader_balance_delay: Option<std::time::Duration>,
+}
+
+/// How long a preferred leader must be up to date before leadership moves to it.
+pub const DEFAULT_LEADER_BALANCE_DELAY: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// Reads a leader-balance delay: a duration ("5s", "500ms") or "off".
+pub fn parse_leader_balance_delay(text: &str) -> Result<Option<std::time::Duration>, String> {
+    if text.trim().eq_ignore_ascii_case("off") {
+        return Ok(None);
+    }
+    crate::units::parse_duration(text).map(Some)
 }
 
 /// Where a node of the cluster listens.
@@ -109,6 +124,7 @@ impl Default for NodeConfig {
             peers: Vec::new(),
             election_ticks: 10,
             heartbeat_ticks: 2,
+            leader_balance_delay: Some(DEFAULT_LEADER_BALANCE_DELAY),
         }
     }
 }
@@ -130,6 +146,7 @@ impl Default for NodeConfig {
 /// tick_ms = 10
 /// election_ticks = 10    # election timeout: 100-200 ms at 10 ms ticks
 /// heartbeat_ticks = 2
+/// leader_balance_delay = "5s"   # or "off"
 /// peers = "1=10.0.0.5:9700,2=10.0.0.6:9700,3=10.0.0.7:9700"
 /// ```
 #[derive(Debug, Default, serde::Deserialize)]
@@ -163,6 +180,8 @@ pub struct ConfigFile {
     pub election_ticks: Option<usize>,
     /// Ticks between heartbeats.
     pub heartbeat_ticks: Option<usize>,
+    /// How long a preferred leader is up to date before it takes its group ("5s", "off").
+    pub leader_balance_delay: Option<String>,
 }
 
 impl ConfigFile {
@@ -228,6 +247,10 @@ impl ConfigFile {
         }
         if let Some(ticks) = self.heartbeat_ticks {
             config.heartbeat_ticks = ticks;
+        }
+        if let Some(text) = &self.leader_balance_delay {
+            config.leader_balance_delay = parse_leader_balance_delay(text)
+                .map_err(|e| ConfigError(format!("leader_balance_delay: {e}")))?;
         }
         Ok(())
     }

@@ -13,7 +13,7 @@ use keel::client::{ClientError, ClusterClient};
 use keel::log::{CommitLog, LogConfig};
 use keel::protocol::codec::{encode_record_batch, BatchProducer, RecordData};
 use keel::protocol::wire::Acks;
-use support::start_cluster;
+use support::{start_cluster, start_cluster_with};
 
 fn batch_of(first: u64) -> (Vec<u8>, u32) {
     let records: Vec<RecordData> = (first..first + 10)
@@ -501,4 +501,70 @@ fn a_paused_leader_is_replaced_and_steps_down_when_it_wakes() {
         &values[..20],
         &(0..20).map(|n| format!("v{n}")).collect::<Vec<_>>()[..]
     );
+}
+
+/// Group leaders as cluster status reports them (group -> node), once every group has one.
+fn leaders_by_group(client: &mut ClusterClient, groups: u32) -> Vec<u32> {
+    retry("leaders", || {
+        let rows = client.cluster_status()?;
+        let mut leaders = vec![0u32; groups as usize];
+        for row in rows.iter().filter(|r| r.role == "leader") {
+            leaders[row.group as usize] = row.node;
+        }
+        if leaders.contains(&0) {
+            return Err(ClientError::Unexpected(format!(
+                "not every group has a leader: {rows:?}"
+            )));
+        }
+        Ok(leaders)
+    })
+}
+
+#[test]
+fn leaders_spread_one_group_per_node_and_come_back_after_a_restart() {
+    let root = tempfile::tempdir().unwrap();
+    let mut nodes = start_cluster_with(root.path(), 3, 3, &["--leader-balance-delay", "300ms"]);
+    let bootstrap: Vec<String> = nodes.iter().map(|n| n.address(0)).collect();
+    let mut client = ClusterClient::new(&bootstrap.join(","));
+    // Group g prefers node (g mod 3) + 1.
+    let preferred = vec![1, 2, 3];
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let leaders = leaders_by_group(&mut client, 3);
+        if leaders == preferred {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "leaders did not spread: {leaders:?}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    // Node 2 dies: another node takes its group. It restarts: the group comes back to it
+    // once it is current again.
+    nodes[1].kill();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let leaders = leaders_by_group(&mut client, 3);
+        if leaders[1] != 2 {
+            assert_eq!((leaders[0], leaders[2]), (1, 3), "other groups stay put");
+            break;
+        }
+        assert!(Instant::now() < deadline, "no new leader for group 1");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let restarted = nodes.remove(1).restart();
+    nodes.insert(1, restarted);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let leaders = leaders_by_group(&mut client, 3);
+        if leaders == preferred {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "leadership did not come back: {leaders:?}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
 }

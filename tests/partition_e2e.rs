@@ -105,7 +105,16 @@ fn a_partitioned_leader_stops_acknowledging_and_the_majority_goes_on() {
     let peers = peers.join(",");
     let nodes: Vec<Broker> = (0..3)
         .map(|i| {
-            let args = ["--node-id", &(i + 1).to_string(), "--peers", &peers];
+            // Leader balancing off: the test checks that the healed node does not take
+            // the group back (by an election or by a planned hand-over).
+            let args = [
+                "--node-id",
+                &(i + 1).to_string(),
+                "--peers",
+                &peers,
+                "--leader-balance-delay",
+                "off",
+            ];
             Broker::start_in_namespace(
                 &net.namespace(i),
                 &net.address(i),

@@ -13,7 +13,7 @@ use keel::bench::hgrm;
 use keel::bench::log_bench::{run_log_bench, LogBenchOptions};
 use keel::bench::produce_bench::{run_produce_bench, ProduceBenchOptions};
 use keel::client::ClusterClient;
-use keel::config::{parse_peers, ConfigFile, NodeConfig};
+use keel::config::{parse_leader_balance_delay, parse_peers, ConfigFile, NodeConfig};
 use keel::constants::{DEFAULT_MAX_ENTRY_PAYLOAD_BYTES, DEFAULT_SEGMENT_SIZE_BYTES};
 use keel::log::check::check_log_directory;
 use keel::log::Preallocation;
@@ -98,6 +98,11 @@ struct BrokerArgs {
     /// Ticks between a leader's heartbeats [default: 2].
     #[arg(long)]
     heartbeat_ticks: Option<usize>,
+    /// Leader balancing: group i prefers the (i mod N)-th node as leader; a leader hands
+    /// the group over once the preferred node has been up to date this long ("off": never)
+    /// [default: 5s].
+    #[arg(long, value_parser = parse_balance_delay)]
+    leader_balance_delay: Option<BalanceDelay>,
 }
 
 #[derive(Args)]
@@ -518,8 +523,19 @@ fn broker_config(args: BrokerArgs) -> Result<NodeConfig, String> {
     if let Some(ticks) = args.heartbeat_ticks {
         config.heartbeat_ticks = ticks;
     }
+    if let Some(BalanceDelay(delay)) = args.leader_balance_delay {
+        config.leader_balance_delay = delay;
+    }
     config.validate().map_err(|e| e.to_string())?;
     Ok(config)
+}
+
+/// `--leader-balance-delay`: a duration, or `None` for "off".
+#[derive(Clone, Copy, Debug)]
+struct BalanceDelay(Option<Duration>);
+
+fn parse_balance_delay(text: &str) -> Result<BalanceDelay, String> {
+    parse_leader_balance_delay(text).map(BalanceDelay)
 }
 
 fn broker(args: BrokerArgs) -> ExitCode {

@@ -10,11 +10,14 @@
 //! ```
 
 use raft::eraftpb::{ConfState, Entry, Message, MessageType};
-use raft::{Config, RawNode, StateRole};
+use raft::{Config, ProgressState, RawNode, StateRole};
 
 use crate::log::raft_storage::from_conf_state;
 use crate::log::{CommitLog, HardStateRecord, LogError, RaftLogStorage};
 use crate::replication::raft_logging::raft_logger;
+
+/// Entries a follower may lag and still count as current (in-flight appends).
+pub const CURRENT_FOLLOWER_LAG: u64 = 256;
 
 /// Settings of a replica group.
 #[derive(Clone, Debug)]
@@ -238,6 +241,37 @@ impl GroupCore {
             .map(|(id, _)| *id)?;
         self.raw.transfer_leader(target);
         Some(target)
+    }
+
+    /// The replica that should lead this group when it is up: the (group mod N)-th voter
+    /// by id, so the groups' leaders spread evenly over the nodes.
+    pub fn preferred_leader(&self, group: u32) -> Option<u64> {
+        let mut voters: Vec<u64> = self.raw.raft.prs().conf().voters().ids().iter().collect();
+        voters.sort_unstable();
+        if voters.is_empty() {
+            return None;
+        }
+        Some(voters[group as usize % voters.len()])
+    }
+
+    /// Whether `follower` is healthy and nearly caught up, when leading: replicating
+    /// normally (not being probed after a rejection or an unreachable report) and at most
+    /// `CURRENT_FOLLOWER_LAG` entries behind the leader's last index.
+    pub fn follower_is_current(&self, follower: u64) -> bool {
+        if !self.is_leader() {
+            return false;
+        }
+        let last_index = self.raw.raft.raft_log.last_index();
+        self.raw.raft.prs().get(follower).is_some_and(|p| {
+            p.state == ProgressState::Replicate && p.matched + CURRENT_FOLLOWER_LAG >= last_index
+        })
+    }
+
+    /// Hands leadership to `target` (raft-rs catches it up first if needed).
+    pub fn transfer_to(&mut self, target: u64) {
+        if self.is_leader() && target != self.replica_id {
+            self.raw.transfer_leader(target);
+        }
     }
 
     /// Progress of every follower as (id, matched index), when leading.

@@ -14,7 +14,7 @@
 use std::cell::{Cell, RefCell};
 use std::collections::{BTreeMap, VecDeque};
 use std::rc::Rc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use glommio::channels::local_channel::{self, LocalReceiver, LocalSender};
 use raft::eraftpb::{Entry, Message};
@@ -125,6 +125,11 @@ pub struct ShardCore {
     /// Newest Ready a running flush covers.
     flushing_ready: Cell<u64>,
     flushes_in_flight: Cell<usize>,
+    /// Since when the group's preferred leader (another node) has been current while
+    /// this replica leads: leadership moves to it after `leader_balance_delay`.
+    preferred_current_since: Cell<Option<Instant>>,
+    /// Set once the node hands its leadership over to stop: no more balancing.
+    handing_over: Cell<bool>,
 }
 
 impl ShardCore {
@@ -169,6 +174,8 @@ impl ShardCore {
             appended_ready: Cell::new(0),
             flushing_ready: Cell::new(0),
             flushes_in_flight: Cell::new(0),
+            preferred_current_since: Cell::new(None),
+            handing_over: Cell::new(false),
         });
         glommio::spawn_local(ready_loop(core.clone(), woken)).detach();
         glommio::spawn_local(tick_loop(core.clone())).detach();
@@ -344,6 +351,7 @@ impl ShardCore {
     /// Hands this group's leadership to an up-to-date follower, if leading, and waits
     /// (bounded) until it has taken over: a planned stop then causes no election timeout.
     pub async fn hand_over_leadership(&self) {
+        self.handing_over.set(true);
         let target = self.group.borrow_mut().transfer_leadership();
         let Some(target) = target else { return };
         self.poke();
@@ -358,6 +366,46 @@ impl ShardCore {
             handed,
             "leadership transfer before shutdown"
         );
+    }
+
+    /// Leader balancing, once per tick: when this replica leads but the group prefers
+    /// another node, and that node has been current for `leader_balance_delay`, hand it
+    /// the group (a leadership transfer: no election timeout, no lost write).
+    fn balance_leadership(&self) {
+        let Some(delay) = self.config.leader_balance_delay else {
+            return;
+        };
+        if self.handing_over.get() || self.stopping.get() {
+            return;
+        }
+        let mut group = self.group.borrow_mut();
+        let preferred = group
+            .preferred_leader(self.shard_id)
+            .filter(|&p| p != group.replica_id() && group.follower_is_current(p));
+        let Some(preferred) = preferred else {
+            self.preferred_current_since.set(None);
+            return;
+        };
+        let since = match self.preferred_current_since.get() {
+            Some(since) => since,
+            None => {
+                let now = Instant::now();
+                self.preferred_current_since.set(Some(now));
+                now
+            }
+        };
+        if since.elapsed() < delay {
+            return;
+        }
+        self.preferred_current_since.set(None);
+        tracing::info!(
+            shard = self.shard_id,
+            target = preferred,
+            "handing leadership to the group's preferred leader"
+        );
+        group.transfer_to(preferred);
+        drop(group);
+        self.poke();
     }
 
     /// Stops taking writes, waits for in-flight flushes, closes the log.
@@ -520,6 +568,7 @@ async fn tick_loop(core: Rc<ShardCore>) {
                 group.report_unreachable(peer);
             }
         }
+        core.balance_leadership();
         core.poke();
     }
 }

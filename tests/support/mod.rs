@@ -259,6 +259,11 @@ impl Drop for SmallDisk {
 
 /// A cluster of `nodes` broker processes on loopback, `shards` shards each.
 pub fn start_cluster(root: &Path, nodes: u32, shards: u32) -> Vec<Broker> {
+    start_cluster_with(root, nodes, shards, &[])
+}
+
+/// Same, every node started with `extra` arguments too.
+pub fn start_cluster_with(root: &Path, nodes: u32, shards: u32, extra: &[&str]) -> Vec<Broker> {
     let ports: Vec<u16> = (0..nodes).map(|_| free_ports(shards as u16)).collect();
     let peers: Vec<String> = ports
         .iter()
@@ -268,12 +273,13 @@ pub fn start_cluster(root: &Path, nodes: u32, shards: u32) -> Vec<Broker> {
     let peers = peers.join(",");
     let children: Vec<Broker> = (0..nodes)
         .map(|i| {
-            let args = vec![
+            let mut args = vec![
                 "--node-id".to_string(),
                 (i + 1).to_string(),
                 "--peers".to_string(),
                 peers.clone(),
             ];
+            args.extend(extra.iter().map(|a| a.to_string()));
             Broker::start_with_args(
                 &root.join(format!("node-{}", i + 1)),
                 ports[i as usize],
