@@ -74,12 +74,18 @@ impl FrameDecoder {
 
 /// Prefixes `payload` with its length.
 pub fn encode_frame(payload: &[u8]) -> Result<Vec<u8>, ProtocolError> {
+    let mut frame = Vec::with_capacity(LENGTH_PREFIX_BYTES + payload.len());
+    append_frame(&mut frame, payload)?;
+    Ok(frame)
+}
+
+/// Appends `payload` as a frame to `out` (frames written back to back leave in one write).
+pub fn append_frame(out: &mut Vec<u8>, payload: &[u8]) -> Result<(), ProtocolError> {
     let length = u32::try_from(payload.len()).map_err(|_| ProtocolError::FrameTooLarge {
         length: payload.len() as u64,
         limit: u64::from(u32::MAX),
     })?;
-    let mut frame = Vec::with_capacity(LENGTH_PREFIX_BYTES + payload.len());
-    frame.extend_from_slice(&length.to_le_bytes());
-    frame.extend_from_slice(payload);
-    Ok(frame)
+    out.extend_from_slice(&length.to_le_bytes());
+    out.extend_from_slice(payload);
+    Ok(())
 }

@@ -19,6 +19,18 @@ use crate::replication::raft_logging::raft_logger;
 /// Entries a follower may lag and still count as current (in-flight appends).
 pub const CURRENT_FOLLOWER_LAG: u64 = 256;
 
+/// The replica that should lead group `group`: the (group mod N)-th of its voters by id,
+/// so the groups' leaders spread evenly over the nodes.
+pub fn preferred_leader_of(group: u32, voters: &[u64]) -> Option<u64> {
+    let mut voters = voters.to_vec();
+    voters.sort_unstable();
+    voters.dedup();
+    if voters.is_empty() {
+        return None;
+    }
+    Some(voters[group as usize % voters.len()])
+}
+
 /// Settings of a replica group.
 #[derive(Clone, Debug)]
 pub struct GroupConfig {
@@ -243,15 +255,10 @@ impl GroupCore {
         Some(target)
     }
 
-    /// The replica that should lead this group when it is up: the (group mod N)-th voter
-    /// by id, so the groups' leaders spread evenly over the nodes.
+    /// The replica that should lead this group when it is up (`preferred_leader_of`).
     pub fn preferred_leader(&self, group: u32) -> Option<u64> {
-        let mut voters: Vec<u64> = self.raw.raft.prs().conf().voters().ids().iter().collect();
-        voters.sort_unstable();
-        if voters.is_empty() {
-            return None;
-        }
-        Some(voters[group as usize % voters.len()])
+        let voters: Vec<u64> = self.raw.raft.prs().conf().voters().ids().iter().collect();
+        preferred_leader_of(group, &voters)
     }
 
     /// Whether `follower` is healthy and nearly caught up, when leading: replicating

@@ -22,6 +22,7 @@ use raft::eraftpb::{Entry, Message};
 use crate::broker::state::{Applied, ShardState, TopicInfo};
 use crate::config::NodeConfig;
 use crate::log::{CommitLog, LogError};
+use crate::replication::group_core::preferred_leader_of;
 use crate::replication::{GroupConfig, GroupCore, GroupError};
 use crate::transport::PeerLinks;
 
@@ -147,8 +148,14 @@ impl ShardCore {
             ..GroupConfig::default()
         };
         let mut group = GroupCore::new(&log, &group_config, &config.voters())?;
-        if group.voter_count() == 1 {
-            // A group of one voter elects itself at once.
+        let preferred = preferred_leader_of(shard_id, &config.voters());
+        let balancing = config.leader_balance_delay.is_some();
+        if group.voter_count() == 1 || (balancing && preferred == Some(u64::from(config.node_id))) {
+            // A group of one voter elects itself at once. With leader balancing, the
+            // group's preferred leader stands for election as soon as it starts: a new
+            // cluster's leaders are spread from the start. (Harmless in a running
+            // cluster: with pre-vote and check-quorum, followers that hear from a leader
+            // refuse it.)
             group.campaign()?;
         }
         let peers = PeerLinks::start(&config, shard_id);

@@ -17,7 +17,7 @@ use glommio::net::{TcpListener, TcpStream};
 use glommio::sync::Semaphore;
 
 use crate::protocol::codec::decode_request;
-use crate::protocol::frame::{encode_frame, FrameDecoder};
+use crate::protocol::frame::{append_frame, FrameDecoder};
 use crate::protocol::peer_codec::{decode_peer_frame, PEER_IDENTIFIER};
 use crate::protocol::ProtocolError;
 use crate::shard::group_driver::ShardCore;
@@ -30,6 +30,9 @@ pub const MAX_IN_FLIGHT_PER_CONNECTION: usize = 1024;
 pub const MAX_CONNECTIONS_PER_SHARD: usize = 10_000;
 
 const READ_BUFFER_BYTES: usize = 64 * 1024;
+
+/// Answers ready together are written together, up to about this many bytes.
+const WRITE_COALESCE_BYTES: usize = 256 * 1024;
 
 /// Accepts connections until `stopping` is set.
 pub async fn serve(core: Rc<ShardCore>, listener: TcpListener, stopping: Rc<Cell<bool>>) {
@@ -72,14 +75,16 @@ async fn handle_connection(core: Rc<ShardCore>, stream: TcpStream) -> std::io::R
     let queued = Rc::new(Cell::new(0usize));
     let writer_queued = queued.clone();
     let writer_task = glommio::spawn_local(async move {
+        let mut out = Vec::new();
         while let Some(payload) = to_write.recv().await {
             writer_queued.set(writer_queued.get().saturating_sub(1));
-            let Ok(frame) = encode_frame(&payload) else {
+            if append_frame(&mut out, &payload).is_err() {
                 continue;
-            };
-            writer.write_all(&frame).await?;
-            if writer_queued.get() == 0 {
+            }
+            if writer_queued.get() == 0 || out.len() >= WRITE_COALESCE_BYTES {
+                writer.write_all(&out).await?;
                 writer.flush().await?;
+                out.clear();
             }
         }
         writer.close().await

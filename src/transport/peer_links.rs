@@ -11,11 +11,14 @@ use glommio::net::TcpStream;
 use raft::eraftpb::Message;
 
 use crate::config::NodeConfig;
-use crate::protocol::frame::encode_frame;
+use crate::protocol::frame::append_frame;
 use crate::protocol::peer_codec::encode_peer_frame;
 
 /// Frames queued per peer before new ones are dropped.
 pub const PEER_QUEUE_FRAMES: usize = 256;
+
+/// Queued frames are written together up to about this many bytes.
+const COALESCE_BYTES: usize = 1 << 20;
 
 const FIRST_BACKOFF: Duration = Duration::from_millis(10);
 const MAX_BACKOFF: Duration = Duration::from_secs(1);
@@ -97,15 +100,24 @@ async fn link_task(
         let _ = stream.set_nodelay(true);
         backoff = FIRST_BACKOFF;
         tracing::debug!(peer, %address, "peer link up");
+        let mut out = Vec::new();
         loop {
             let Some(payload) = frames.recv().await else {
                 return;
             };
-            let Ok(frame) = encode_frame(&payload) else {
-                continue;
-            };
+            // Frames queued while the last write ran leave together, in one write.
+            out.clear();
+            let _ = append_frame(&mut out, &payload);
+            while out.len() < COALESCE_BYTES {
+                match futures_lite::future::poll_once(frames.recv()).await {
+                    Some(Some(payload)) => {
+                        let _ = append_frame(&mut out, &payload);
+                    }
+                    _ => break,
+                }
+            }
             let written = async {
-                stream.write_all(&frame).await?;
+                stream.write_all(&out).await?;
                 stream.flush().await
             }
             .await;
