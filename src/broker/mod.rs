@@ -2,6 +2,8 @@
 //!
 //! - `log_entry`: what the broker writes into a group's log.
 //! - `state`: topics and partition indexes, rebuilt by applying the log.
+//! - `snapshot`: that state as bytes (Raft snapshots, the state file next to the log).
 
 pub mod log_entry;
+pub mod snapshot;
 pub mod state;

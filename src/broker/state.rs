@@ -27,8 +27,8 @@ pub fn shard_of(topic_id: u32, partition: u32, shards: u32) -> u32 {
 /// Topics by name.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Topics {
-    by_name: BTreeMap<String, TopicInfo>,
-    next_id: u32,
+    pub(crate) by_name: BTreeMap<String, TopicInfo>,
+    pub(crate) next_id: u32,
 }
 
 impl Topics {
@@ -93,14 +93,21 @@ pub struct BatchLocation {
 /// One partition's batches, in offset order.
 #[derive(Clone, Debug, Default)]
 pub struct PartitionIndex {
-    batches: Vec<BatchLocation>,
-    next_offset: u64,
+    pub(crate) batches: Vec<BatchLocation>,
+    pub(crate) next_offset: u64,
 }
 
 impl PartitionIndex {
     /// One past the last offset.
     pub fn high_watermark(&self) -> u64 {
         self.next_offset
+    }
+
+    /// The first offset still stored (the high watermark when retention removed all).
+    pub fn start_offset(&self) -> u64 {
+        self.batches
+            .first()
+            .map_or(self.next_offset, |b| b.base_offset)
     }
 
     /// The batches from the one holding `offset` on (empty if `offset` is at the end).
@@ -177,12 +184,12 @@ pub enum Applied {
 
 /// What the broker remembers of an idempotent producer's last batch on a partition.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-struct ProducerSequence {
-    epoch: u16,
-    base_sequence: u32,
-    record_count: u32,
-    batch_crc32c: u32,
-    base_offset: u64,
+pub(crate) struct ProducerSequence {
+    pub(crate) epoch: u16,
+    pub(crate) base_sequence: u32,
+    pub(crate) record_count: u32,
+    pub(crate) batch_crc32c: u32,
+    pub(crate) base_offset: u64,
 }
 
 /// The idempotence check: a batch's (producer, epoch, sequence) against the last one
@@ -223,10 +230,10 @@ fn check_sequence(
 pub struct ShardState {
     /// Topics (authoritative in the controller group, a copy elsewhere).
     pub topics: Topics,
-    partitions: HashMap<(u32, u32), PartitionIndex>,
+    pub(crate) partitions: HashMap<(u32, u32), PartitionIndex>,
     /// Idempotent producers' last batch per (producer, topic, partition).
-    producers: HashMap<(u64, u32, u32), ProducerSequence>,
-    applied_index: u64,
+    pub(crate) producers: HashMap<(u64, u32, u32), ProducerSequence>,
+    pub(crate) applied_index: u64,
 }
 
 impl ShardState {
@@ -317,6 +324,15 @@ impl ShardState {
     /// A partition's index, if it holds any batch.
     pub fn partition(&self, topic_id: u32, partition: u32) -> Option<&PartitionIndex> {
         self.partitions.get(&(topic_id, partition))
+    }
+
+    /// Forgets the batches stored below log index `first_index` (retention removed them);
+    /// offsets and producer sequences are kept.
+    pub fn forget_below(&mut self, first_index: u64) {
+        for index in self.partitions.values_mut() {
+            let keep = index.batches.partition_point(|b| b.log_index < first_index);
+            index.batches.drain(..keep);
+        }
     }
 }
 

@@ -326,16 +326,26 @@ async fn handle_fetch(
     let deadline =
         Instant::now() + Duration::from_millis(u64::from(fetch.max_wait_ms())).min(MAX_FETCH_WAIT);
     loop {
-        let (locations, high_watermark) = {
+        let (locations, start_offset, high_watermark) = {
             let state = core.state.borrow();
             match state.partition(topic.id, fetch.partition()) {
                 Some(index) => (
                     index.from_offset(fetch.offset()).to_vec(),
+                    index.start_offset(),
                     index.high_watermark(),
                 ),
-                None => (Vec::new(), 0),
+                None => (Vec::new(), 0, 0),
             }
         };
+        if fetch.offset() < start_offset {
+            return Err(WireError::new(
+                ErrorCode::OffsetOutOfRange,
+                format!(
+                    "offset {} was removed by retention; the partition starts at {start_offset}",
+                    fetch.offset()
+                ),
+            ));
+        }
         if fetch.offset() > high_watermark {
             return Err(WireError::new(
                 ErrorCode::OffsetOutOfRange,
