@@ -32,8 +32,10 @@ pub enum SnapshotError {
     Version(u16),
 }
 
-/// Encodes the state (deterministically: sorted keys).
-pub fn encode_state(state: &ShardState) -> Vec<u8> {
+/// Encodes the state (deterministically: sorted keys). Without batches, each partition
+/// keeps only its next offset: what a snapshot at the compaction point needs, since every
+/// batch at or below it is gone from the log.
+pub fn encode_state(state: &ShardState, with_batches: bool) -> Vec<u8> {
     let mut out = Vec::new();
     out.extend_from_slice(MAGIC);
     out.extend_from_slice(&VERSION.to_le_bytes());
@@ -54,8 +56,9 @@ pub fn encode_state(state: &ShardState) -> Vec<u8> {
         out.extend_from_slice(&topic.to_le_bytes());
         out.extend_from_slice(&partition.to_le_bytes());
         out.extend_from_slice(&index.next_offset.to_le_bytes());
-        out.extend_from_slice(&(index.batches.len() as u32).to_le_bytes());
-        for batch in &index.batches {
+        let batches: &[BatchLocation] = if with_batches { &index.batches } else { &[] };
+        out.extend_from_slice(&(batches.len() as u32).to_le_bytes());
+        for batch in batches {
             out.extend_from_slice(&batch.base_offset.to_le_bytes());
             out.extend_from_slice(&batch.record_count.to_le_bytes());
             out.extend_from_slice(&batch.log_index.to_le_bytes());
@@ -165,12 +168,13 @@ pub fn decode_state(bytes: &[u8]) -> Result<ShardState, SnapshotError> {
     })
 }
 
-struct Reader<'a> {
-    bytes: &'a [u8],
+/// Reads little-endian fields off a byte slice, failing (never panicking) at its end.
+pub(crate) struct Reader<'a> {
+    pub(crate) bytes: &'a [u8],
 }
 
 impl<'a> Reader<'a> {
-    fn take(&mut self, length: usize) -> Result<&'a [u8], SnapshotError> {
+    pub(crate) fn take(&mut self, length: usize) -> Result<&'a [u8], SnapshotError> {
         if self.bytes.len() < length {
             return Err(SnapshotError::Malformed("truncated"));
         }
@@ -179,26 +183,26 @@ impl<'a> Reader<'a> {
         Ok(taken)
     }
 
-    fn array<const N: usize>(&mut self) -> Result<[u8; N], SnapshotError> {
+    pub(crate) fn array<const N: usize>(&mut self) -> Result<[u8; N], SnapshotError> {
         let mut array = [0u8; N];
         array.copy_from_slice(self.take(N)?);
         Ok(array)
     }
 
-    fn u16(&mut self) -> Result<u16, SnapshotError> {
+    pub(crate) fn u16(&mut self) -> Result<u16, SnapshotError> {
         Ok(u16::from_le_bytes(self.array()?))
     }
 
-    fn u32(&mut self) -> Result<u32, SnapshotError> {
+    pub(crate) fn u32(&mut self) -> Result<u32, SnapshotError> {
         Ok(u32::from_le_bytes(self.array()?))
     }
 
-    fn u64(&mut self) -> Result<u64, SnapshotError> {
+    pub(crate) fn u64(&mut self) -> Result<u64, SnapshotError> {
         Ok(u64::from_le_bytes(self.array()?))
     }
 
     /// A count of items of at least `item_bytes` each, checked against what is left.
-    fn count(&mut self, item_bytes: usize) -> Result<usize, SnapshotError> {
+    pub(crate) fn count(&mut self, item_bytes: usize) -> Result<usize, SnapshotError> {
         let count = self.u32()? as usize;
         if count.saturating_mul(item_bytes) > self.bytes.len() {
             return Err(SnapshotError::Malformed("count beyond the data"));
@@ -256,9 +260,9 @@ mod tests {
     #[test]
     fn a_state_survives_the_round_trip_and_goes_on_the_same() {
         let mut original = populated();
-        let bytes = encode_state(&original);
+        let bytes = encode_state(&original, true);
         let mut copy = decode_state(&bytes).unwrap();
-        assert_eq!(encode_state(&copy), bytes, "deterministic");
+        assert_eq!(encode_state(&copy, true), bytes, "deterministic");
         assert_eq!(copy.applied_index(), original.applied_index());
         assert_eq!(copy.topics, original.topics);
         // Both go on identically: same offsets, same duplicate detection.
@@ -295,7 +299,7 @@ mod tests {
 
     #[test]
     fn damaged_snapshots_are_refused_without_panicking() {
-        let bytes = encode_state(&populated());
+        let bytes = encode_state(&populated(), true);
         for cut in 0..bytes.len() {
             assert!(decode_state(&bytes[..cut]).is_err(), "cut at {cut}");
         }
@@ -304,6 +308,19 @@ mod tests {
             flipped[position] ^= 0x10;
             assert!(decode_state(&flipped).is_err(), "flip at {position}");
         }
+    }
+
+    #[test]
+    fn without_batches_only_offsets_remain() {
+        let state = populated();
+        let copy = decode_state(&encode_state(&state, false)).unwrap();
+        let index = copy.partition(1, 0).unwrap();
+        assert!(index.from_offset(0).is_empty());
+        assert_eq!(index.start_offset(), index.high_watermark());
+        assert_eq!(
+            index.high_watermark(),
+            state.partition(1, 0).unwrap().high_watermark()
+        );
     }
 
     #[test]

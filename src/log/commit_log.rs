@@ -87,6 +87,9 @@ pub struct LogState {
     pub(super) writes_chain: Option<Signal>,
     /// Fires when the newest flush's sync (and all before it) is complete.
     pub(super) sync_chain: Option<Signal>,
+    /// The Raft snapshot at the compaction point, for followers behind it (kept by the
+    /// owner of the applied state; the log does not interpret it).
+    pub(crate) snapshot: Option<raft::eraftpb::Snapshot>,
 }
 
 /// One replica group's CommitLog. Cheap to clone: clones share the log.
@@ -143,6 +146,38 @@ impl CommitLog {
         // open reads only the tail.
         log.persist_sealed_indexes(log.durable_index()).await?;
         Ok(log)
+    }
+
+    /// Sets the Raft snapshot that `raft::Storage::snapshot` hands out: the applied state
+    /// at the compaction point.
+    pub fn set_snapshot(&self, snapshot: raft::eraftpb::Snapshot) {
+        self.state.borrow_mut().snapshot = Some(snapshot);
+    }
+
+    /// Bytes of entries stored in the segments (the active one included).
+    pub fn size_bytes(&self) -> u64 {
+        self.state.borrow().segments.iter().map(|s| s.data_end).sum()
+    }
+
+    /// Every segment as (first index, last index, bytes), oldest first; the last one is
+    /// the active segment.
+    pub fn segment_layout(&self) -> Vec<(u64, u64, u64)> {
+        self.state
+            .borrow()
+            .segments
+            .iter()
+            .map(|s| (s.first_index, s.last_index, s.data_end))
+            .collect()
+    }
+
+    /// Last index of the newest sealed segment (0 when none is sealed).
+    pub fn last_sealed_index(&self) -> u64 {
+        let state = self.state.borrow();
+        let count = state.segments.len();
+        if count < 2 {
+            return 0;
+        }
+        state.segments[count - 2].last_index
     }
 
     /// Index of the first entry (one past the compaction point).
@@ -879,6 +914,7 @@ async fn build_state(
         in_flight_bytes: 0,
         writes_chain: None,
         sync_chain: None,
+        snapshot: None,
     })
 }
 

@@ -14,6 +14,7 @@
 pub mod group_driver;
 pub mod requests;
 pub mod server;
+pub mod snapshots;
 
 use std::cell::Cell;
 use std::rc::Rc;
