@@ -50,6 +50,9 @@ pub struct NodeConfig {
     /// each node leads about 1/N of the groups. A leader hands its group to the preferred
     /// node once that node has been up to date for this long (`None`: never).
     pub leader_balance_delay: Option<std::time::Duration>,
+    /// Retention: when a group's log holds more than this many bytes, its oldest segments
+    /// are removed (after a snapshot of the applied state at the cut); `None` keeps all.
+    pub retention_bytes: Option<u64>,
 }
 
 /// How long a preferred leader must be up to date before leadership moves to it.
@@ -125,6 +128,7 @@ impl Default for NodeConfig {
             election_ticks: 10,
             heartbeat_ticks: 2,
             leader_balance_delay: Some(DEFAULT_LEADER_BALANCE_DELAY),
+            retention_bytes: None,
         }
     }
 }
@@ -147,6 +151,7 @@ impl Default for NodeConfig {
 /// election_ticks = 10    # election timeout: 100-200 ms at 10 ms ticks
 /// heartbeat_ticks = 2
 /// leader_balance_delay = "5s"   # or "off"
+/// retention_bytes = "10GiB"      # per group log; unset keeps everything
 /// peers = "1=10.0.0.5:9700,2=10.0.0.6:9700,3=10.0.0.7:9700"
 /// ```
 #[derive(Debug, Default, serde::Deserialize)]
@@ -182,6 +187,8 @@ pub struct ConfigFile {
     pub heartbeat_ticks: Option<usize>,
     /// How long a preferred leader is up to date before it takes its group ("5s", "off").
     pub leader_balance_delay: Option<String>,
+    /// Bytes a group's log keeps before its oldest segments are removed ("10GiB").
+    pub retention_bytes: Option<String>,
 }
 
 impl ConfigFile {
@@ -248,6 +255,9 @@ impl ConfigFile {
         if let Some(ticks) = self.heartbeat_ticks {
             config.heartbeat_ticks = ticks;
         }
+        if let Some(bytes) = size(&self.retention_bytes, "retention_bytes")? {
+            config.retention_bytes = Some(bytes);
+        }
         if let Some(text) = &self.leader_balance_delay {
             config.leader_balance_delay = parse_leader_balance_delay(text)
                 .map_err(|e| ConfigError(format!("leader_balance_delay: {e}")))?;
@@ -267,6 +277,15 @@ impl NodeConfig {
         let fail = |message: String| Err(ConfigError(message));
         if self.node_id == 0 {
             return fail("node id must be at least 1".to_string());
+        }
+        if let Some(bytes) = self.retention_bytes {
+            if bytes < 2 * self.log.segment_size_bytes {
+                return fail(format!(
+                    "retention_bytes ({bytes}) must be at least two segments ({} each): \
+                     retention removes whole segments",
+                    self.log.segment_size_bytes
+                ));
+            }
         }
         if self.shards == 0 || self.shards > 256 {
             return fail(format!(

@@ -568,3 +568,124 @@ fn leaders_spread_one_group_per_node_and_come_back_after_a_restart() {
         std::thread::sleep(Duration::from_millis(100));
     }
 }
+
+/// A batch of `count` records of about 1 KiB each: "k<n>" padded with dots.
+fn big_batch(first: u64, count: u64) -> (Vec<u8>, u32) {
+    let records: Vec<RecordData> = (first..first + count)
+        .map(|n| {
+            let mut value = format!("k{n}").into_bytes();
+            value.resize(1024, b'.');
+            RecordData {
+                value,
+                ..Default::default()
+            }
+        })
+        .collect();
+    encode_record_batch(BatchProducer::default(), 0, &records)
+}
+
+fn record_number(value: &[u8]) -> u64 {
+    let text = String::from_utf8_lossy(value);
+    text.trim_end_matches('.')[1..].parse().unwrap()
+}
+
+#[test]
+fn retention_cuts_the_log_and_a_node_behind_the_cut_catches_up_from_a_snapshot_and_leads() {
+    let root = tempfile::tempdir().unwrap();
+    // 4 MiB segments (the helper's), 8 MiB kept per group log. Group 0 prefers node 1.
+    let mut nodes = start_cluster_with(
+        root.path(),
+        3,
+        1,
+        &[
+            "--retention-bytes",
+            "8MiB",
+            "--leader-balance-delay",
+            "500ms",
+        ],
+    );
+    let bootstrap: Vec<String> = nodes.iter().map(|n| n.address(0)).collect();
+    let mut client = ClusterClient::new(&bootstrap.join(","));
+    retry("create topic", || client.create_topic("kept", 1));
+    // Node 1 goes down; the other two take 32 MiB, far past the budget.
+    nodes[0].kill();
+    let mut next = 0u64;
+    while next < 32 * 1024 {
+        let (batch, crc) = big_batch(next, 100);
+        let offset = retry("produce", || {
+            client.produce("kept", 0, &batch, crc, Acks::Quorum)
+        });
+        assert_eq!(offset, next, "offsets are dense");
+        next += 100;
+    }
+    // Retention (checked every second) removes the oldest segments: offset 0 is gone.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        match client.fetch("kept", 0, 0, 1 << 16, Duration::ZERO) {
+            Err(ClientError::Broker { code, .. })
+                if code == keel::protocol::wire::ErrorCode::OffsetOutOfRange =>
+            {
+                break
+            }
+            other => {
+                assert!(
+                    Instant::now() < deadline,
+                    "retention did not cut: {other:?}"
+                );
+                std::thread::sleep(Duration::from_millis(200));
+            }
+        }
+    }
+    // Node 1 comes back: the entries it lacks are gone from the others' logs, so only a
+    // snapshot brings it up to date; then, being group 0's preferred node, it leads.
+    let restarted = nodes.remove(0).restart();
+    nodes.insert(0, restarted);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let rows = client.cluster_status().unwrap_or_default();
+        let leader = rows.iter().find(|r| r.role == "leader");
+        if leader.is_some_and(|l| l.node == 1 && l.applied == l.commit) {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "node 1 did not catch up and lead: {rows:?}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    // Led by the node that installed the snapshot: offsets go on where they were, old
+    // offsets are out of range, recent ones read back.
+    let (batch, crc) = big_batch(next, 100);
+    let offset = retry("produce on node 1", || {
+        client.produce("kept", 0, &batch, crc, Acks::Quorum)
+    });
+    assert_eq!(
+        offset, next,
+        "the snapshot carried the partition's next offset"
+    );
+    next += 100;
+    let fetched = retry("fetch the newest", || {
+        client.fetch("kept", 0, next - 100, 1 << 20, Duration::ZERO)
+    });
+    assert_eq!(fetched.high_watermark, next);
+    let numbers: Vec<u64> = fetched
+        .records
+        .iter()
+        .map(|r| record_number(&r.value))
+        .collect();
+    assert_eq!(numbers, (next - 100..next).collect::<Vec<_>>());
+    let old = client.fetch("kept", 0, 0, 1 << 16, Duration::ZERO);
+    assert!(
+        matches!(&old, Err(ClientError::Broker { code, .. }) if *code == keel::protocol::wire::ErrorCode::OffsetOutOfRange),
+        "{old:?}"
+    );
+    // The snapshot and the cut survive a restart of every node.
+    let nodes: Vec<_> = nodes.into_iter().map(|n| n.restart()).collect();
+    let mut client = ClusterClient::new(&bootstrap.join(","));
+    let (batch, crc) = big_batch(next, 100);
+    let offset = retry("produce after a full restart", || {
+        client.produce("kept", 0, &batch, crc, Acks::Quorum)
+    });
+    assert_eq!(offset, next);
+    drop(nodes);
+}

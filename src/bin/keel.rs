@@ -103,6 +103,10 @@ struct BrokerArgs {
     /// [default: 5s].
     #[arg(long, value_parser = parse_balance_delay)]
     leader_balance_delay: Option<BalanceDelay>,
+    /// Retention: bytes each group's log keeps; beyond, its oldest segments are removed
+    /// (a follower that falls behind gets a snapshot) [default: keep everything].
+    #[arg(long, value_parser = parse_size)]
+    retention_bytes: Option<u64>,
 }
 
 #[derive(Args)]
@@ -522,6 +526,9 @@ fn broker_config(args: BrokerArgs) -> Result<NodeConfig, String> {
     }
     if let Some(ticks) = args.heartbeat_ticks {
         config.heartbeat_ticks = ticks;
+    }
+    if let Some(bytes) = args.retention_bytes {
+        config.retention_bytes = Some(bytes);
     }
     if let Some(BalanceDelay(delay)) = args.leader_balance_delay {
         config.leader_balance_delay = delay;

@@ -156,7 +156,12 @@ impl CommitLog {
 
     /// Bytes of entries stored in the segments (the active one included).
     pub fn size_bytes(&self) -> u64 {
-        self.state.borrow().segments.iter().map(|s| s.data_end).sum()
+        self.state
+            .borrow()
+            .segments
+            .iter()
+            .map(|s| s.data_end)
+            .sum()
     }
 
     /// Every segment as (first index, last index, bytes), oldest first; the last one is

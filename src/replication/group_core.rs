@@ -5,11 +5,11 @@
 //! ```text
 //! take_ready() ──▶ send `messages` now
 //!              ──▶ apply `committed` entries
-//!              ──▶ truncate_suffix(truncate_from)?, append `entries`, set `hard_state`
+//!              ──▶ install `snapshot`?, truncate_suffix(..)?, append `entries`, set `hard_state`
 //!              ──▶ flush ── then ──▶ on_persisted(number), send `persisted_messages`
 //! ```
 
-use raft::eraftpb::{ConfState, Entry, Message, MessageType};
+use raft::eraftpb::{ConfState, Entry, Message, MessageType, Snapshot};
 use raft::{Config, ProgressState, RawNode, StateRole};
 
 use crate::log::raft_storage::from_conf_state;
@@ -94,12 +94,18 @@ pub struct ReadyWork {
     pub committed: Vec<Entry>,
     /// Messages to send only after this Ready's entries and hard state are durable.
     pub persisted_messages: Vec<Message>,
+    /// A snapshot from the leader to install before the entries (this replica was behind
+    /// the leader's compaction point).
+    pub snapshot: Option<Snapshot>,
 }
 
 /// One replica group's Raft state.
 pub struct GroupCore {
     raw: RawNode<RaftLogStorage>,
     replica_id: u64,
+    /// The Ready that carried a snapshot, until it is durable: raft-rs counts the
+    /// snapshot as applied only once persisted, so applying waits until then.
+    snapshot_ready: Option<u64>,
 }
 
 impl GroupCore {
@@ -137,6 +143,7 @@ impl GroupCore {
         Ok(GroupCore {
             raw,
             replica_id: config.replica_id,
+            snapshot_ready: None,
         })
     }
 
@@ -212,7 +219,9 @@ impl GroupCore {
             .partition(|m| m.get_msg_type() == MessageType::MsgHeartbeatResponse);
         let mut messages = ready.take_messages();
         messages.extend(heartbeat_responses);
+        let snapshot = (!ready.snapshot().is_empty()).then(|| ready.snapshot().clone());
         let work = ReadyWork {
+            snapshot,
             number: ready.number(),
             messages,
             entries: ready.entries().clone(),
@@ -224,8 +233,13 @@ impl GroupCore {
             committed: ready.take_committed_entries(),
             persisted_messages,
         };
+        if work.snapshot.is_some() {
+            self.snapshot_ready = Some(work.number);
+        }
         self.raw.advance_append_async(ready);
-        self.raw.advance_apply();
+        if self.snapshot_ready.is_none() {
+            self.raw.advance_apply();
+        }
         Some(work)
     }
 
@@ -324,6 +338,10 @@ impl GroupCore {
     /// Reports that everything of Ready `number` (and earlier) is durable.
     pub fn on_persisted(&mut self, number: u64) {
         self.raw.on_persist_ready(number);
+        if self.snapshot_ready.is_some_and(|ready| ready <= number) {
+            self.snapshot_ready = None;
+            self.raw.advance_apply();
+        }
     }
 }
 

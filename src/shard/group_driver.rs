@@ -17,13 +17,16 @@ use std::rc::Rc;
 use std::time::{Duration, Instant};
 
 use glommio::channels::local_channel::{self, LocalReceiver, LocalSender};
-use raft::eraftpb::{Entry, Message};
+use raft::eraftpb::{Entry, Message, Snapshot};
 
+use crate::broker::snapshot::{decode_state, encode_state};
 use crate::broker::state::{Applied, ShardState, TopicInfo};
 use crate::config::NodeConfig;
+use crate::log::raft_storage::{from_conf_state, to_conf_state};
 use crate::log::{CommitLog, LogError};
 use crate::replication::group_core::preferred_leader_of;
 use crate::replication::{GroupConfig, GroupCore, GroupError};
+use crate::shard::snapshots::{SnapshotFileError, SnapshotFiles};
 use crate::transport::PeerLinks;
 
 /// Flushes of one shard's log running at once (the next one's writes overlap the
@@ -131,6 +134,10 @@ pub struct ShardCore {
     preferred_current_since: Cell<Option<Instant>>,
     /// Set once the node hands its leadership over to stop: no more balancing.
     handing_over: Cell<bool>,
+    /// Snapshots of the applied state, next to the log.
+    snapshots: SnapshotFiles,
+    /// Index of the newest snapshot taken or installed.
+    last_snapshot_index: Cell<u64>,
 }
 
 impl ShardCore {
@@ -139,7 +146,10 @@ impl ShardCore {
         shard_id: u32,
         config: NodeConfig,
         log: CommitLog,
+        snapshots: SnapshotFiles,
+        state: ShardState,
     ) -> Result<Rc<ShardCore>, GroupError> {
+        let last_snapshot_index = log.compaction_point().0;
         let group_config = GroupConfig {
             replica_id: u64::from(config.node_id),
             group_id: u64::from(shard_id),
@@ -166,7 +176,7 @@ impl ShardCore {
             config,
             log,
             group: RefCell::new(group),
-            state: RefCell::new(ShardState::default()),
+            state: RefCell::new(state),
             waiters: RefCell::new(BTreeMap::new()),
             data_waiters: RefCell::new(Vec::new()),
             wake,
@@ -183,6 +193,8 @@ impl ShardCore {
             flushes_in_flight: Cell::new(0),
             preferred_current_since: Cell::new(None),
             handing_over: Cell::new(false),
+            snapshots,
+            last_snapshot_index: Cell::new(last_snapshot_index),
         });
         glommio::spawn_local(ready_loop(core.clone(), woken)).detach();
         glommio::spawn_local(tick_loop(core.clone())).detach();
@@ -454,6 +466,111 @@ impl ShardCore {
                 let _ = waiter.try_send(());
             }
         }
+        self.maybe_take_snapshot();
+    }
+
+    /// With retention on: once the applied index passes the end of a newly sealed
+    /// segment, writes a snapshot of the applied state there. Retention later cuts the log
+    /// at such a snapshot, so the data kept starts just after a segment boundary.
+    fn maybe_take_snapshot(&self) {
+        if self.config.retention_bytes.is_none() {
+            return;
+        }
+        let sealed = self.log.last_sealed_index();
+        let applied = self.state.borrow().applied_index();
+        if sealed <= self.last_snapshot_index.get() || applied < sealed {
+            return;
+        }
+        let Ok(term) = self.log.term(applied) else {
+            return;
+        };
+        let mut snapshot = Snapshot {
+            data: encode_state(&self.state.borrow(), false).into(),
+            ..Default::default()
+        };
+        let metadata = snapshot.mut_metadata();
+        metadata.index = applied;
+        metadata.term = term;
+        metadata.set_conf_state(to_conf_state(&self.log.conf_state()));
+        match self.snapshots.write(&snapshot) {
+            Ok(()) => {
+                self.last_snapshot_index.set(applied);
+                tracing::debug!(shard = self.shard_id, index = applied, "snapshot taken");
+            }
+            Err(error) => {
+                tracing::warn!(shard = self.shard_id, %error, "snapshot not written; retention waits")
+            }
+        }
+    }
+
+    /// With retention on and the log over its budget: removes the oldest segments, up to
+    /// the first snapshot at or after the last of them (the snapshot becomes the one a
+    /// follower behind the new compaction point is sent).
+    async fn enforce_retention(&self) -> Result<(), LogError> {
+        let Some(budget) = self.config.retention_bytes else {
+            return Ok(());
+        };
+        let layout = self.log.segment_layout();
+        let mut remaining: u64 = layout.iter().map(|(_, _, bytes)| bytes).sum();
+        let mut cut = 0;
+        for (_, last, bytes) in &layout[..layout.len().saturating_sub(1)] {
+            if remaining <= budget {
+                break;
+            }
+            remaining -= bytes;
+            cut = *last;
+        }
+        if cut == 0 {
+            return Ok(());
+        }
+        let durable = self.log.durable_index();
+        let compaction = self.log.compaction_point().0;
+        let indexes = self.snapshots.indexes().map_err(storage_error)?;
+        let Some(at) = indexes
+            .into_iter()
+            .find(|&i| i >= cut && i <= durable && i > compaction)
+        else {
+            return Ok(());
+        };
+        let snapshot = self.snapshots.read(at).map_err(storage_error)?;
+        self.log.remove_prefix(at).await?;
+        self.log.set_snapshot(snapshot);
+        self.state.borrow_mut().forget_below(at + 1);
+        self.snapshots.remove_below(at).map_err(storage_error)?;
+        tracing::info!(
+            shard = self.shard_id,
+            up_to = at,
+            bytes_kept = self.log.size_bytes(),
+            "retention removed the log's oldest segments"
+        );
+        Ok(())
+    }
+
+    /// Installs a snapshot from the leader: written to disk first, then the log restarts
+    /// after it and the applied state is replaced (a crash in between restarts from the
+    /// snapshot that matches the log's compaction point).
+    async fn install_snapshot(&self, snapshot: Snapshot) -> Result<(), LogError> {
+        let metadata = snapshot.get_metadata();
+        let (index, term) = (metadata.index, metadata.term);
+        let mut state = decode_state(&snapshot.data)
+            .map_err(|e| LogError::InvalidRequest(format!("snapshot at {index}: {e}")))?;
+        self.snapshots.write(&snapshot).map_err(storage_error)?;
+        self.log.reset_to(index, term).await?;
+        self.log
+            .set_conf_state(from_conf_state(metadata.get_conf_state()))?;
+        state.forget_below(index + 1);
+        *self.state.borrow_mut() = state;
+        self.last_snapshot_index.set(index);
+        self.log.set_snapshot(snapshot);
+        self.snapshots.remove_below(index).map_err(storage_error)?;
+        self.announce_topics();
+        tracing::info!(
+            shard = self.shard_id,
+            index,
+            term,
+            "installed a snapshot from the leader"
+        );
+        Ok(())
     }
 
     fn announce_topics(&self) {
@@ -470,6 +587,14 @@ impl ShardCore {
             let _ = waiter.try_send(Err(ShardError::Storage(error.to_string())));
         }
     }
+}
+
+/// How often a shard checks its log against the retention budget.
+const RETENTION_CHECK: Duration = Duration::from_secs(1);
+
+/// A snapshot file error, as the log error the Ready loop reports.
+fn storage_error(error: SnapshotFileError) -> LogError {
+    LogError::InvalidRequest(error.to_string())
 }
 
 /// A Ready pass longer than this is logged: it delays every message of the group.
@@ -494,6 +619,9 @@ async fn process_ready(core: &Rc<ShardCore>) -> Result<(), LogError> {
         let work = core.group.borrow_mut().take_ready();
         core.note_leader();
         let Some(work) = work else { return Ok(()) };
+        if let Some(snapshot) = work.snapshot {
+            core.install_snapshot(snapshot).await?;
+        }
         core.peers.send(work.messages);
         core.apply(work.committed);
         if !work.persisted_messages.is_empty() {
@@ -566,8 +694,16 @@ fn maybe_flush(core: &Rc<ShardCore>) {
 /// Ticks the group's logical clock.
 async fn tick_loop(core: Rc<ShardCore>) {
     let interval = Duration::from_millis(core.config.tick_ms.max(1));
+    let retention_every = (RETENTION_CHECK.as_millis() as u64 / core.config.tick_ms.max(1)).max(1);
+    let mut ticks: u64 = 0;
     while !core.stopping.get() {
         glommio::timer::sleep(interval).await;
+        ticks += 1;
+        if ticks.is_multiple_of(retention_every) {
+            if let Err(error) = core.enforce_retention().await {
+                tracing::warn!(shard = core.shard_id, %error, "retention failed; will retry");
+            }
+        }
         {
             let mut group = core.group.borrow_mut();
             group.tick();

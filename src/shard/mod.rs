@@ -26,11 +26,13 @@ use glommio::channels::channel_mesh::MeshBuilder;
 use glommio::net::TcpListener;
 use glommio::{LocalExecutorPoolBuilder, PoolPlacement};
 
-use crate::broker::state::TopicInfo;
+use crate::broker::snapshot::decode_state;
+use crate::broker::state::{ShardState, TopicInfo};
 use crate::config::{ConfigError, NodeConfig};
 use crate::log::CommitLog;
 use crate::shard::group_driver::ShardCore;
 use crate::shard::requests::CONTROLLER_SHARD;
+use crate::shard::snapshots::SnapshotFiles;
 
 /// Messages between shards.
 #[derive(Debug, Clone)]
@@ -114,8 +116,12 @@ async fn run_shard(
     let log = CommitLog::open(&log_dir, config.log.clone())
         .await
         .map_err(|e| shard_error(e.to_string()))?;
-    let core =
-        ShardCore::start(shard_id, config.clone(), log).map_err(|e| shard_error(e.to_string()))?;
+    let snapshots =
+        SnapshotFiles::open(&config.data_dir.join(format!("shard-{shard_id}.snapshots")))
+            .map_err(|e| shard_error(e.to_string()))?;
+    let state = restore_state(&log, &snapshots).map_err(shard_error)?;
+    let core = ShardCore::start(shard_id, config.clone(), log, snapshots, state)
+        .map_err(|e| shard_error(e.to_string()))?;
     let senders = Rc::new(senders);
     let broadcast = {
         let senders = senders.clone();
@@ -209,4 +215,24 @@ fn listen(address: &str) -> std::io::Result<TcpListener> {
             socket,
         ))
     })
+}
+
+/// The applied state a shard starts from: empty for a log that was never compacted, else
+/// the snapshot at the log's compaction point (the entries after it are applied again).
+fn restore_state(log: &CommitLog, snapshots: &SnapshotFiles) -> Result<ShardState, String> {
+    let (compaction, _) = log.compaction_point();
+    if compaction == 0 {
+        return Ok(ShardState::default());
+    }
+    let snapshot = snapshots.read(compaction).map_err(|e| {
+        format!(
+            "the log starts after index {compaction}, but the snapshot of the state there \
+             cannot be read ({e}); the shard cannot rebuild its state"
+        )
+    })?;
+    let mut state =
+        decode_state(&snapshot.data).map_err(|e| format!("snapshot at {compaction}: {e}"))?;
+    state.forget_below(compaction + 1);
+    log.set_snapshot(snapshot);
+    Ok(state)
 }

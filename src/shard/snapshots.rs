@@ -66,7 +66,11 @@ impl SnapshotFiles {
         };
         for entry in std::fs::read_dir(dir).map_err(|e| io_error("list", dir, e))? {
             let entry = entry.map_err(|e| io_error("list", dir, e))?;
-            if entry.file_name().to_string_lossy().ends_with(TEMPORARY_SUFFIX) {
+            if entry
+                .file_name()
+                .to_string_lossy()
+                .ends_with(TEMPORARY_SUFFIX)
+            {
                 let path = entry.path();
                 std::fs::remove_file(&path).map_err(|e| io_error("remove", &path, e))?;
             }

@@ -23,6 +23,21 @@ pub struct Broker {
     pub namespace: Option<String>,
 }
 
+/// Where a broker's log output goes: discarded, or with `KEEL_TEST_LOGS=dir` appended to
+/// `dir/broker-<host>-<port>.log` (set `KEEL_LOG` too for more than warnings).
+fn broker_log(spec: &Broker) -> Stdio {
+    let Ok(dir) = std::env::var("KEEL_TEST_LOGS") else {
+        return Stdio::null();
+    };
+    let path = Path::new(&dir).join(format!("broker-{}-{}.log", spec.host, spec.port));
+    std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+        .map(Stdio::from)
+        .unwrap_or_else(|_| Stdio::null())
+}
+
 /// A base port with `count` free ports after it (probed by binding them).
 pub fn free_ports(count: u16) -> u16 {
     for _ in 0..200 {
@@ -128,7 +143,7 @@ impl Broker {
             .arg("--data-dir")
             .arg(&spec.data_dir)
             .stdout(Stdio::null())
-            .stderr(Stdio::null())
+            .stderr(broker_log(&spec))
             .spawn()
             .expect("start keel broker");
         spec.child = Some(child);
