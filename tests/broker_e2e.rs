@@ -430,3 +430,75 @@ fn a_second_broker_on_a_port_in_use_refuses_to_start() {
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(stderr.contains("Address already in use"), "{stderr}");
 }
+
+#[test]
+fn retention_keeps_a_single_node_within_budget_across_restarts_and_needs_its_snapshot() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_ports(1);
+    let extra = ["--retention-bytes".to_string(), "8MiB".to_string()];
+    let mut broker = Broker::start_with_args(dir.path(), port, 1, "4MiB", &extra);
+    let mut client = ClusterClient::new(&broker.address(0));
+    client.create_topic("rolling", 1).unwrap();
+    let value = vec![b'x'; 1000];
+    let mut sent = 0u64;
+    while sent < 24_000 {
+        let records: Vec<RecordData> = (0..100)
+            .map(|_| RecordData {
+                value: value.clone(),
+                ..Default::default()
+            })
+            .collect();
+        let (batch, crc) = encode_record_batch(BatchProducer::default(), 0, &records);
+        assert_eq!(
+            client
+                .produce("rolling", 0, &batch, crc, Acks::Quorum)
+                .unwrap(),
+            sent
+        );
+        sent += 100;
+    }
+    let log_bytes = |dir: &std::path::Path| -> u64 {
+        std::fs::read_dir(dir.join("shard-0"))
+            .unwrap()
+            .filter_map(|e| e.ok())
+            .filter(|e| e.file_name().to_string_lossy().ends_with(".segment"))
+            .map(|e| e.metadata().unwrap().len())
+            .sum()
+    };
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while log_bytes(dir.path()) > 12 << 20 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "retention did not run"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    // A restart starts from the snapshot at the cut and goes on at the same offsets.
+    broker = broker.restart();
+    let mut client = ClusterClient::new(&broker.address(0));
+    let records = records(0, 1);
+    let (batch, crc) = encode_record_batch(BatchProducer::default(), 0, &records);
+    assert_eq!(
+        client
+            .produce("rolling", 0, &batch, crc, Acks::Quorum)
+            .unwrap(),
+        sent
+    );
+    let fetched = client
+        .fetch("rolling", 0, sent, 1 << 20, Duration::ZERO)
+        .unwrap();
+    assert_eq!(fetched.records.len(), 1);
+    // Without that snapshot the state cannot be rebuilt: the node refuses to start.
+    assert!(broker.terminate(Duration::from_secs(10)).is_some());
+    std::fs::remove_dir_all(dir.path().join("shard-0.snapshots")).unwrap();
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_keel"))
+        .args(["broker", "--port", &port.to_string(), "--shards", "1"])
+        .args(["--io-memory", "512KiB", "--segment-size", "4MiB"])
+        .arg("--data-dir")
+        .arg(dir.path())
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("cannot rebuild its state"), "{stderr}");
+}
