@@ -53,6 +53,9 @@ pub struct NodeConfig {
     /// Retention: when a group's log holds more than this many bytes, its oldest segments
     /// are removed (after a snapshot of the applied state at the cut); `None` keeps all.
     pub retention_bytes: Option<u64>,
+    /// Retention: sealed segments whose newest entry was written longer ago than this
+    /// are removed (same snapshot rule); `None` keeps them.
+    pub retention_age: Option<std::time::Duration>,
 }
 
 /// How long a preferred leader must be up to date before leadership moves to it.
@@ -129,6 +132,7 @@ impl Default for NodeConfig {
             heartbeat_ticks: 2,
             leader_balance_delay: Some(DEFAULT_LEADER_BALANCE_DELAY),
             retention_bytes: None,
+            retention_age: None,
         }
     }
 }
@@ -152,6 +156,7 @@ impl Default for NodeConfig {
 /// heartbeat_ticks = 2
 /// leader_balance_delay = "5s"   # or "off"
 /// retention_bytes = "10GiB"      # per group log; unset keeps everything
+/// retention_age = "7d"           # sealed segments older than this go; unset keeps them
 /// peers = "1=10.0.0.5:9700,2=10.0.0.6:9700,3=10.0.0.7:9700"
 /// ```
 #[derive(Debug, Default, serde::Deserialize)]
@@ -189,6 +194,8 @@ pub struct ConfigFile {
     pub leader_balance_delay: Option<String>,
     /// Bytes a group's log keeps before its oldest segments are removed ("10GiB").
     pub retention_bytes: Option<String>,
+    /// Age after which sealed segments are removed ("7d").
+    pub retention_age: Option<String>,
 }
 
 impl ConfigFile {
@@ -257,6 +264,12 @@ impl ConfigFile {
         }
         if let Some(bytes) = size(&self.retention_bytes, "retention_bytes")? {
             config.retention_bytes = Some(bytes);
+        }
+        if let Some(text) = &self.retention_age {
+            config.retention_age = Some(
+                crate::units::parse_duration(text)
+                    .map_err(|e| ConfigError(format!("retention_age: {e}")))?,
+            );
         }
         if let Some(text) = &self.leader_balance_delay {
             config.leader_balance_delay = parse_leader_balance_delay(text)

@@ -36,7 +36,7 @@ pub fn parse_size(text: &str) -> Result<u64, String> {
         .ok_or_else(|| format!("{text:?} is too large"))
 }
 
-/// Parses a duration: a number with a suffix us, ms, s or m (`10s`, `250ms`).
+/// Parses a duration: a number with a suffix us, ms, s, m, h or d (`10s`, `250ms`, `7d`).
 pub fn parse_duration(text: &str) -> Result<Duration, String> {
     let (number, unit) = split_number(text)
         .ok_or_else(|| format!("{text:?} is not a duration (e.g. 10s, 250ms)"))?;
@@ -44,11 +44,18 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
         "us" => Ok(Duration::from_micros(number)),
         "ms" => Ok(Duration::from_millis(number)),
         "s" => Ok(Duration::from_secs(number)),
-        "m" => number
-            .checked_mul(60)
-            .map(Duration::from_secs)
-            .ok_or_else(|| format!("{text:?} is too long")),
-        _ => Err(format!("{text:?} needs a unit: us, ms, s or m")),
+        "m" | "h" | "d" => {
+            let seconds = match unit {
+                "m" => 60,
+                "h" => 3600,
+                _ => 86_400,
+            };
+            number
+                .checked_mul(seconds)
+                .map(Duration::from_secs)
+                .ok_or_else(|| format!("{text:?} is too long"))
+        }
+        _ => Err(format!("{text:?} needs a unit: us, ms, s, m, h or d")),
     }
 }
 
@@ -69,6 +76,8 @@ mod tests {
         assert!(parse_size("99999999999999GiB").is_err());
         assert_eq!(parse_duration("250ms"), Ok(Duration::from_millis(250)));
         assert_eq!(parse_duration("2m"), Ok(Duration::from_secs(120)));
+        assert_eq!(parse_duration("7d"), Ok(Duration::from_secs(7 * 86_400)));
+        assert_eq!(parse_duration("3h"), Ok(Duration::from_secs(3 * 3600)));
         assert!(parse_duration("10").unwrap_err().contains("needs a unit"));
     }
 }

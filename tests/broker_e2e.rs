@@ -502,3 +502,55 @@ fn retention_keeps_a_single_node_within_budget_across_restarts_and_needs_its_sna
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(stderr.contains("cannot rebuild its state"), "{stderr}");
 }
+
+#[test]
+fn retention_by_age_removes_sealed_segments_once_they_are_old() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_ports(1);
+    let extra = ["--retention-age".to_string(), "5s".to_string()];
+    let broker = Broker::start_with_args(dir.path(), port, 1, "4MiB", &extra);
+    let mut client = ClusterClient::new(&broker.address(0));
+    client.create_topic("aging", 1).unwrap();
+    let value = vec![b'y'; 1000];
+    let mut sent = 0u64;
+    while sent < 10_000 {
+        let records: Vec<RecordData> = (0..100)
+            .map(|_| RecordData {
+                value: value.clone(),
+                ..Default::default()
+            })
+            .collect();
+        let (batch, crc) = encode_record_batch(BatchProducer::default(), 0, &records);
+        client
+            .produce("aging", 0, &batch, crc, Acks::Quorum)
+            .unwrap();
+        sent += 100;
+    }
+    // Young segments stay.
+    assert_eq!(
+        client
+            .fetch("aging", 0, 0, 1 << 16, Duration::ZERO)
+            .unwrap()
+            .records[0]
+            .offset,
+        0
+    );
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        match client.fetch("aging", 0, 0, 1 << 16, Duration::ZERO) {
+            Err(ClientError::Broker { code, .. }) if code == ErrorCode::OffsetOutOfRange => break,
+            other => {
+                assert!(
+                    std::time::Instant::now() < deadline,
+                    "old segments stayed: {other:?}"
+                );
+                std::thread::sleep(Duration::from_millis(200));
+            }
+        }
+    }
+    // The active segment's records are still there.
+    let last = client
+        .fetch("aging", 0, sent - 1, 1 << 16, Duration::ZERO)
+        .unwrap();
+    assert_eq!(last.records.len(), 1);
+}

@@ -107,6 +107,10 @@ struct BrokerArgs {
     /// (a follower that falls behind gets a snapshot) [default: keep everything].
     #[arg(long, value_parser = parse_size)]
     retention_bytes: Option<u64>,
+    /// Retention: sealed segments whose newest entry is older than this are removed
+    /// ("7d", "12h") [default: keep them].
+    #[arg(long, value_parser = parse_duration)]
+    retention_age: Option<Duration>,
 }
 
 #[derive(Args)]
@@ -529,6 +533,9 @@ fn broker_config(args: BrokerArgs) -> Result<NodeConfig, String> {
     }
     if let Some(bytes) = args.retention_bytes {
         config.retention_bytes = Some(bytes);
+    }
+    if let Some(age) = args.retention_age {
+        config.retention_age = Some(age);
     }
     if let Some(BalanceDelay(delay)) = args.leader_balance_delay {
         config.leader_balance_delay = delay;

@@ -92,6 +92,19 @@ pub struct LogState {
     pub(crate) snapshot: Option<raft::eraftpb::Snapshot>,
 }
 
+/// One segment as retention sees it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SegmentInfo {
+    /// Index of its first entry.
+    pub first_index: u64,
+    /// Index of its last entry.
+    pub last_index: u64,
+    /// Bytes of entries in it.
+    pub bytes: u64,
+    /// Its file (its modification time is when its newest entry was written).
+    pub path: PathBuf,
+}
+
 /// One replica group's CommitLog. Cheap to clone: clones share the log.
 #[derive(Clone)]
 pub struct CommitLog {
@@ -164,14 +177,18 @@ impl CommitLog {
             .sum()
     }
 
-    /// Every segment as (first index, last index, bytes), oldest first; the last one is
-    /// the active segment.
-    pub fn segment_layout(&self) -> Vec<(u64, u64, u64)> {
+    /// Every segment, oldest first; the last one is the active segment.
+    pub fn segment_layout(&self) -> Vec<SegmentInfo> {
         self.state
             .borrow()
             .segments
             .iter()
-            .map(|s| (s.first_index, s.last_index, s.data_end))
+            .map(|s| SegmentInfo {
+                first_index: s.first_index,
+                last_index: s.last_index,
+                bytes: s.data_end,
+                path: s.path.clone(),
+            })
             .collect()
     }
 

@@ -39,7 +39,7 @@ pub mod tail_cache;
 pub mod term_index;
 pub mod write_buffer;
 
-pub use commit_log::CommitLog;
+pub use commit_log::{CommitLog, SegmentInfo};
 pub use config::{LogConfig, Preallocation};
 pub use error::{LogError, LogResult};
 pub use meta::{ConfStateRecord, HardStateRecord};

@@ -473,7 +473,7 @@ impl ShardCore {
     /// segment, writes a snapshot of the applied state there. Retention later cuts the log
     /// at such a snapshot, so the data kept starts just after a segment boundary.
     fn maybe_take_snapshot(&self) {
-        if self.config.retention_bytes.is_none() {
+        if self.config.retention_bytes.is_none() && self.config.retention_age.is_none() {
             return;
         }
         let sealed = self.log.last_sealed_index();
@@ -503,22 +503,39 @@ impl ShardCore {
         }
     }
 
-    /// With retention on and the log over its budget: removes the oldest segments, up to
-    /// the first snapshot at or after the last of them (the snapshot becomes the one a
+    /// With retention on: removes the oldest segments — as many as bring the log within
+    /// `retention_bytes`, and every sealed one older than `retention_age` — up to the
+    /// first snapshot at or after the last of them (the snapshot becomes the one a
     /// follower behind the new compaction point is sent).
     async fn enforce_retention(&self) -> Result<(), LogError> {
-        let Some(budget) = self.config.retention_bytes else {
+        if self.config.retention_bytes.is_none() && self.config.retention_age.is_none() {
             return Ok(());
-        };
+        }
         let layout = self.log.segment_layout();
-        let mut remaining: u64 = layout.iter().map(|(_, _, bytes)| bytes).sum();
+        let sealed = &layout[..layout.len().saturating_sub(1)];
         let mut cut = 0;
-        for (_, last, bytes) in &layout[..layout.len().saturating_sub(1)] {
-            if remaining <= budget {
-                break;
+        if let Some(budget) = self.config.retention_bytes {
+            let mut remaining: u64 = layout.iter().map(|s| s.bytes).sum();
+            for segment in sealed {
+                if remaining <= budget {
+                    break;
+                }
+                remaining -= segment.bytes;
+                cut = segment.last_index;
             }
-            remaining -= bytes;
-            cut = *last;
+        }
+        if let Some(age) = self.config.retention_age {
+            for segment in sealed {
+                let written = std::fs::metadata(&segment.path).and_then(|m| m.modified());
+                let old = written
+                    .ok()
+                    .and_then(|t| t.elapsed().ok())
+                    .is_some_and(|elapsed| elapsed > age);
+                if !old {
+                    break;
+                }
+                cut = cut.max(segment.last_index);
+            }
         }
         if cut == 0 {
             return Ok(());
