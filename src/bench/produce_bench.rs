@@ -114,6 +114,10 @@ pub fn run_produce_bench(
         }
         std::thread::sleep(Duration::from_millis(50));
     };
+    // The partition's shard learns of a new topic from the controller a moment after the
+    // metadata shows it: a fetch (retried while the topic is unknown there) waits for it
+    // without writing anything.
+    client.fetch(&options.topic, 0, 0, 1, Duration::ZERO)?;
     let records: Vec<RecordData> = (0..options.records_per_request.max(1))
         .map(|_| RecordData {
             value: vec![0x6b; options.record_bytes],
