@@ -20,6 +20,7 @@ pub mod connection;
 pub mod consumer;
 pub mod error;
 pub mod producer;
+pub mod spill_journal;
 
 pub use cluster::{ClusterClient, ConsumedRecord, Fetched, GroupStatus};
 pub use consumer::{Consumer, PartitionRecord};
