@@ -297,7 +297,7 @@ fn a_batching_producer_and_a_consumer_round_trip_across_shards() {
     // Every record acknowledged, offsets dense per partition in send order.
     let mut next = [0u64; 4];
     for (partition, _, delivery) in &deliveries {
-        let offset = delivery.wait().unwrap();
+        let offset = delivery.wait().unwrap().offset().unwrap();
         assert_eq!(offset, next[*partition as usize], "partition {partition}");
         next[*partition as usize] += 1;
     }

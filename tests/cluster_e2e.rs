@@ -427,7 +427,12 @@ fn an_idempotent_producer_writes_through_a_leader_kill_exactly_once() {
     assert!(killed);
     let offsets: Vec<u64> = deliveries
         .iter()
-        .map(|d| d.wait().expect("every record delivered"))
+        .map(|d| {
+            d.wait()
+                .expect("every record delivered")
+                .offset()
+                .expect("stored")
+        })
         .collect();
     assert!(
         offsets.windows(2).all(|w| w[1] == w[0] + 1),
@@ -687,5 +692,73 @@ fn retention_cuts_the_log_and_a_node_behind_the_cut_catches_up_from_a_snapshot_a
         client.produce("kept", 0, &batch, crc, Acks::Quorum)
     });
     assert_eq!(offset, next);
+    drop(nodes);
+}
+
+#[test]
+fn a_producer_spills_while_the_cluster_is_down_and_replays_in_order_once_it_is_back() {
+    use keel::client::{Delivered, Producer, ProducerConfig, SpillConfig};
+    let root = tempfile::tempdir().unwrap();
+    let nodes = start_cluster(root.path(), 3, 1);
+    let bootstrap: Vec<String> = nodes.iter().map(|n| n.address(0)).collect();
+    let bootstrap = bootstrap.join(",");
+    let mut client = ClusterClient::new(&bootstrap);
+    retry("create topic", || client.create_topic("spilled", 1));
+    let mut config = ProducerConfig::new(&bootstrap);
+    config.delivery_timeout = Duration::from_secs(1);
+    config.spill = Some(SpillConfig::new(root.path().join("journal"), 64 << 20));
+    let record = |n: u32| RecordData {
+        value: format!("s{n}").into_bytes(),
+        ..Default::default()
+    };
+    let send_range = |producer: &Producer, range: std::ops::Range<u32>| {
+        range
+            .map(|n| producer.send("spilled", 0, record(n)))
+            .collect::<Vec<_>>()
+    };
+    let producer = Producer::open(config.clone()).unwrap();
+    for delivery in send_range(&producer, 0..300) {
+        assert!(matches!(delivery.wait(), Ok(Delivered::Stored(_))));
+    }
+    // The whole cluster dies with records in flight; the producer keeps accepting.
+    let mut nodes = nodes;
+    let in_flight = send_range(&producer, 300..400);
+    for node in &mut nodes {
+        node.kill();
+    }
+    let mut outage = send_range(&producer, 400..1000);
+    outage.extend(in_flight);
+    let results: Vec<_> = outage.iter().map(|d| d.wait()).collect();
+    assert!(
+        results.iter().all(|r| r.is_ok()),
+        "stored or spilled, never lost"
+    );
+    assert!(
+        results.iter().any(|r| matches!(r, Ok(Delivered::Spilled))),
+        "some records went to the journal"
+    );
+    // The producer restarts during the outage: the journal is still there, and newer
+    // records go behind it.
+    drop(producer);
+    let producer = Producer::open(config.clone()).unwrap();
+    assert!(producer.spill_status().unwrap().pending_batches > 0);
+    for delivery in send_range(&producer, 1000..1200) {
+        assert_eq!(delivery.wait().unwrap(), Delivered::Spilled);
+    }
+    // The cluster comes back: the journal drains, in order, and sending goes on.
+    let nodes: Vec<_> = nodes.into_iter().map(|n| n.restart()).collect();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while producer.spill_status().unwrap().pending_batches > 0 {
+        assert!(Instant::now() < deadline, "journal did not drain");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    for delivery in send_range(&producer, 1200..1300) {
+        assert!(matches!(delivery.wait(), Ok(Delivered::Stored(_))));
+    }
+    drop(producer);
+    let mut client = ClusterClient::new(&bootstrap);
+    let stored = read_partition(&mut client, "spilled");
+    let expected: Vec<String> = (0..1300).map(|n| format!("s{n}")).collect();
+    assert_eq!(stored, expected, "every record once, in order");
     drop(nodes);
 }

@@ -25,4 +25,4 @@ pub mod spill_journal;
 pub use cluster::{ClusterClient, ConsumedRecord, Fetched, GroupStatus};
 pub use consumer::{Consumer, PartitionRecord};
 pub use error::ClientError;
-pub use producer::{Delivery, Producer, ProducerConfig};
+pub use producer::{Delivered, Delivery, Producer, ProducerConfig, SpillConfig};

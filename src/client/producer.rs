@@ -9,6 +9,15 @@
 //!
 //! A background thread does the sending; `send` only queues (bounded: it blocks when
 //! `max_buffered_records` are waiting).
+//!
+//! With `spill` set, a batch that cannot reach its partition's leader within the delivery
+//! timeout (connection refused, timeouts, no quorum) goes to a local journal
+//! (`spill_journal`), fsynced, and its records are reported `Delivered::Spilled`; while a
+//! partition has batches there, its newer batches go behind them. The same thread
+//! replays the journal in order once a leader answers — the batches unchanged, with
+//! their idempotent sequence numbers, so one that had reached the cluster before the
+//! outage is not stored twice — and a producer started over a non-empty journal resumes
+//! the replay first.
 
 use std::collections::{BTreeMap, VecDeque};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
@@ -17,6 +26,7 @@ use std::time::{Duration, Instant};
 
 use crate::client::cluster::ClusterClient;
 use crate::client::error::ClientError;
+use crate::client::spill_journal::{SpillError, SpillJournal, SpillStatus, SpilledBatch};
 use crate::protocol::codec::{encode_record_batch, BatchProducer, RecordData};
 use crate::protocol::wire::Acks;
 
@@ -35,6 +45,30 @@ pub struct ProducerConfig {
     pub max_buffered_records: usize,
     /// How long a record may take from `send` to its answer, retries included.
     pub delivery_timeout: Duration,
+    /// Where batches go when the cluster cannot take them (off when `None`).
+    pub spill: Option<SpillConfig>,
+}
+
+/// The spill journal's settings.
+#[derive(Clone, Debug)]
+pub struct SpillConfig {
+    /// Its directory (one producer at a time).
+    pub dir: std::path::PathBuf,
+    /// Bytes it may hold; beyond, records fail with a "spill full" error.
+    pub limit_bytes: u64,
+    /// Size of each journal file.
+    pub file_bytes: u64,
+}
+
+impl SpillConfig {
+    /// A journal in `dir` of up to `limit_bytes`, in 64 MiB files.
+    pub fn new(dir: impl Into<std::path::PathBuf>, limit_bytes: u64) -> SpillConfig {
+        SpillConfig {
+            dir: dir.into(),
+            limit_bytes,
+            file_bytes: 64 << 20,
+        }
+    }
 }
 
 impl ProducerConfig {
@@ -47,12 +81,33 @@ impl ProducerConfig {
             batch_bytes: 64 * 1024,
             max_buffered_records: 100_000,
             delivery_timeout: Duration::from_secs(30),
+            spill: None,
+        }
+    }
+}
+
+/// Where a record went.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Delivered {
+    /// Acknowledged by the cluster at this offset (`u64::MAX` with acks=none).
+    Stored(u64),
+    /// Durable in the local spill journal, not yet in the cluster: it is replayed, in
+    /// order, when the cluster is back.
+    Spilled,
+}
+
+impl Delivered {
+    /// The offset, if the cluster acknowledged the record.
+    pub fn offset(&self) -> Option<u64> {
+        match self {
+            Delivered::Stored(offset) => Some(*offset),
+            Delivered::Spilled => None,
         }
     }
 }
 
 /// What became of one record.
-pub type DeliveryResult = Result<u64, ClientError>;
+pub type DeliveryResult = Result<Delivered, ClientError>;
 
 #[derive(Default)]
 struct DeliverySlot {
@@ -65,7 +120,7 @@ struct DeliverySlot {
 pub struct Delivery(Arc<DeliverySlot>);
 
 impl Delivery {
-    /// Waits for the answer.
+    /// Waits for the answer and hands it over (once: a second call waits forever).
     pub fn wait(&self) -> DeliveryResult {
         let mut result = lock(&self.0.result);
         loop {
@@ -103,6 +158,8 @@ struct Queues {
 struct Shared {
     queues: Mutex<Queues>,
     changed: Condvar,
+    /// The spill journal's state as of the sending thread's last change.
+    spill_status: Mutex<Option<SpillStatus>>,
 }
 
 /// A batching, pipelining producer.
@@ -115,21 +172,59 @@ pub struct Producer {
 impl Producer {
     /// Starts a producer (its sending thread).
     pub fn new(config: ProducerConfig) -> Producer {
+        match Producer::open(config.clone()) {
+            Ok(producer) => producer,
+            Err(error) => {
+                tracing::error!(%error, "producer not started");
+                Producer {
+                    shared: Arc::new(Shared {
+                        queues: Mutex::new(Queues::default()),
+                        changed: Condvar::new(),
+                        spill_status: Mutex::new(None),
+                    }),
+                    sender: None,
+                    config,
+                }
+            }
+        }
+    }
+
+    /// Starts a producer; with `spill` set, opens the journal first (recovering it) and
+    /// replays what it holds before anything newer of the same partitions.
+    pub fn open(config: ProducerConfig) -> Result<Producer, SpillError> {
+        let spill = match &config.spill {
+            Some(spill) => Some(Spill::open(spill)?),
+            None => None,
+        };
         let shared = Arc::new(Shared {
             queues: Mutex::new(Queues::default()),
             changed: Condvar::new(),
+            spill_status: Mutex::new(spill.as_ref().map(|s| s.journal.status())),
         });
         let thread_shared = shared.clone();
         let thread_config = config.clone();
         let sender = std::thread::Builder::new()
             .name("keel-producer".into())
-            .spawn(move || send_loop(&thread_shared, &thread_config))
-            .ok();
-        Producer {
+            .spawn(move || send_loop(&thread_shared, &thread_config, spill))
+            .map_err(|e| SpillError::Io {
+                what: "start the producer thread for",
+                path: config
+                    .spill
+                    .as_ref()
+                    .map(|s| s.dir.clone())
+                    .unwrap_or_default(),
+                source: e,
+            })?;
+        Ok(Producer {
             shared,
-            sender,
+            sender: Some(sender),
             config,
-        }
+        })
+    }
+
+    /// The spill journal's pending batches, bytes and oldest age (`None` without one).
+    pub fn spill_status(&self) -> Option<SpillStatus> {
+        *lock(&self.shared.spill_status)
     }
 
     /// Queues a record for a partition; blocks while the buffer is full.
@@ -218,22 +313,175 @@ impl Identity {
     }
 }
 
-fn send_loop(shared: &Shared, config: &ProducerConfig) {
+/// The sending thread's side of the spill journal.
+struct Spill {
+    journal: SpillJournal,
+    /// Batches in the journal, oldest first.
+    pending: VecDeque<SpilledBatch>,
+    /// Pending batches per partition: newer batches of these go behind them.
+    per_partition: BTreeMap<(String, u32), usize>,
+    /// When to try replaying next.
+    next_attempt: Instant,
+}
+
+/// Between replay attempts while the cluster does not answer.
+const REPLAY_BACKOFF: Duration = Duration::from_millis(200);
+/// Between replay attempts after a batch was refused for good (it stays; see the log).
+const REPLAY_REFUSED_BACKOFF: Duration = Duration::from_secs(5);
+
+impl Spill {
+    fn open(config: &SpillConfig) -> Result<Spill, SpillError> {
+        let (journal, pending) =
+            SpillJournal::open(&config.dir, config.limit_bytes, config.file_bytes)?;
+        let mut per_partition = BTreeMap::new();
+        for batch in &pending {
+            *per_partition
+                .entry((batch.topic.clone(), batch.partition))
+                .or_insert(0) += 1;
+        }
+        if !pending.is_empty() {
+            tracing::info!(
+                batches = pending.len(),
+                "spill journal has batches to replay"
+            );
+        }
+        Ok(Spill {
+            journal,
+            pending: pending.into(),
+            per_partition,
+            next_attempt: Instant::now(),
+        })
+    }
+
+    fn holds(&self, key: &(String, u32)) -> bool {
+        self.per_partition.get(key).is_some_and(|&n| n > 0)
+    }
+
+    /// Appends a batch (fsynced) and reports its records spilled; or fails them.
+    fn spill(&mut self, batch: &RoundBatch) {
+        let appended = match &batch.encoded {
+            Some((bytes, crc, _)) => self
+                .journal
+                .append(&[(batch.key.0.as_str(), batch.key.1, bytes.as_slice(), *crc)])
+                .map(|positions| positions.first().copied()),
+            None => Ok(None),
+        };
+        match appended {
+            Ok(Some((position, next))) => {
+                let Some((bytes, crc, _)) = &batch.encoded else {
+                    unreachable!("appended above")
+                };
+                self.pending.push_back(SpilledBatch {
+                    position,
+                    next,
+                    written_at: std::time::SystemTime::now(),
+                    topic: batch.key.0.clone(),
+                    partition: batch.key.1,
+                    batch: bytes.clone(),
+                    crc32c: *crc,
+                });
+                *self.per_partition.entry(batch.key.clone()).or_insert(0) += 1;
+                for queued in &batch.records {
+                    queued.delivery.fulfil(Ok(Delivered::Spilled));
+                }
+            }
+            outcome => {
+                let message = match outcome {
+                    Err(error) => error.to_string(),
+                    _ => "batch not encoded".to_string(),
+                };
+                for queued in &batch.records {
+                    queued
+                        .delivery
+                        .fulfil(Err(ClientError::Unexpected(message.clone())));
+                }
+            }
+        }
+    }
+
+    /// Sends the journal's batches in order until one does not get through.
+    fn replay(&mut self, client: &mut ClusterClient, config: &ProducerConfig) {
+        if self.pending.is_empty() || Instant::now() < self.next_attempt {
+            return;
+        }
+        while let Some(batch) = self.pending.front() {
+            let outcome = client
+                .produce_send(
+                    &batch.topic,
+                    batch.partition,
+                    &batch.batch,
+                    batch.crc32c,
+                    config.acks,
+                )
+                .and_then(|(address, id)| client.produce_answer(&address, id, batch.partition));
+            match outcome {
+                Ok(_) => {
+                    if let Err(error) = self.journal.mark_replayed(batch.next) {
+                        tracing::error!(%error, "spill journal: replay position not saved");
+                        self.next_attempt = Instant::now() + REPLAY_BACKOFF;
+                        return;
+                    }
+                    if let Some(done) = self.pending.pop_front() {
+                        let key = (done.topic, done.partition);
+                        if let Some(count) = self.per_partition.get_mut(&key) {
+                            *count = count.saturating_sub(1);
+                        }
+                    }
+                }
+                Err(error) if cluster_unreachable(&error) => {
+                    let _ = client.refresh_metadata();
+                    self.next_attempt = Instant::now() + REPLAY_BACKOFF;
+                    return;
+                }
+                Err(error) => {
+                    tracing::error!(%error, topic = %batch.topic, partition = batch.partition,
+                        "spill journal: a batch was refused; it stays in the journal");
+                    self.next_attempt = Instant::now() + REPLAY_REFUSED_BACKOFF;
+                    return;
+                }
+            }
+        }
+        self.per_partition.retain(|_, n| *n > 0);
+    }
+}
+
+/// The cluster did not take a request for a reason that passes (no leader, no quorum, no
+/// connection), as opposed to refusing it.
+fn cluster_unreachable(error: &ClientError) -> bool {
+    match error {
+        ClientError::Unacknowledged(_) => true,
+        ClientError::GaveUp { last, .. } => cluster_unreachable(last),
+        other => other.is_retriable(),
+    }
+}
+
+fn send_loop(shared: &Shared, config: &ProducerConfig, mut spill: Option<Spill>) {
     let mut client = ClusterClient::new(&config.bootstrap);
     let mut identity = Identity::new();
     // Batches to send again, unchanged (same sequence numbers), before anything newer of
     // their partitions: a partition keeps its order and a stored batch is not stored twice.
     let mut retries: Vec<RoundBatch> = Vec::new();
     loop {
+        if let Some(spill) = spill.as_mut() {
+            spill.replay(&mut client, config);
+            *lock(&shared.spill_status) = Some(spill.journal.status());
+        }
+        let wake_within = spill
+            .as_ref()
+            .filter(|s| !s.pending.is_empty())
+            .map(|_| REPLAY_BACKOFF);
         let round = if retries.is_empty() {
-            match take_round(shared, config) {
+            match take_round(shared, config, wake_within) {
                 Some(round) => round,
                 None => return,
             }
         } else {
             std::mem::take(&mut retries)
         };
-        retries = send_round(&mut client, config, &mut identity, round);
+        retries = send_round(&mut client, config, &mut identity, round, spill.as_mut());
+        if let Some(spill) = spill.as_ref() {
+            *lock(&shared.spill_status) = Some(spill.journal.status());
+        }
         let mut queues = lock(&shared.queues);
         let waiting: usize = queues.partitions.values().map(VecDeque::len).sum();
         let retrying: usize = retries.iter().map(|b| b.records.len()).sum();
@@ -244,9 +492,15 @@ fn send_loop(shared: &Shared, config: &ProducerConfig) {
 }
 
 /// Waits until some partition's batch is due (full, lingered, or flushed); takes one
-/// batch per partition that is due.
-fn take_round(shared: &Shared, config: &ProducerConfig) -> Option<Vec<RoundBatch>> {
+/// batch per partition that is due. With `wake_within`, returns an empty round once that
+/// has passed with nothing due (the spill journal's replay wants a turn).
+fn take_round(
+    shared: &Shared,
+    config: &ProducerConfig,
+    wake_within: Option<Duration>,
+) -> Option<Vec<RoundBatch>> {
     let mut queues = lock(&shared.queues);
+    let give_up_at = wake_within.map(|d| Instant::now() + d);
     loop {
         let now = Instant::now();
         let mut next_due: Option<Instant> = None;
@@ -284,6 +538,13 @@ fn take_round(shared: &Shared, config: &ProducerConfig) -> Option<Vec<RoundBatch
         if queues.closing && queues.partitions.values().all(|q| q.is_empty()) {
             return None;
         }
+        if give_up_at.is_some_and(|at| at <= now) {
+            return Some(Vec::new());
+        }
+        let next_due = match (next_due, give_up_at) {
+            (Some(due), Some(at)) => Some(due.min(at)),
+            (due, at) => due.or(at),
+        };
         queues = match next_due {
             Some(due) => shared
                 .changed
@@ -304,6 +565,7 @@ fn send_round(
     config: &ProducerConfig,
     identity: &mut Identity,
     round: Vec<RoundBatch>,
+    mut spill: Option<&mut Spill>,
 ) -> Vec<RoundBatch> {
     let mut sent = Vec::with_capacity(round.len());
     let mut retry = Vec::new();
@@ -322,6 +584,13 @@ fn send_round(
                 sequence.wrapping_add(records.len() as u32),
             );
             batch.encoded = Some((bytes, crc, sequence));
+        }
+        if let Some(spill) = spill.as_deref_mut() {
+            if spill.holds(&batch.key) {
+                // Behind the partition's spilled batches, not around them.
+                spill.spill(&batch);
+                continue;
+            }
         }
         let ticket = match &batch.encoded {
             Some((bytes, crc, _)) => {
@@ -347,12 +616,20 @@ fn send_round(
                     } else {
                         base_offset + position as u64
                     };
-                    queued.delivery.fulfil(Ok(offset));
+                    queued.delivery.fulfil(Ok(Delivered::Stored(offset)));
                 }
             }
             Err(error) if retriable(&error) && !expired(&batch, config) => {
                 let _ = client.refresh_metadata();
                 retry.push(batch);
+            }
+            Err(error) if cluster_unreachable(&error) && spill.is_some() => {
+                // The cluster cannot take it in time: durable locally instead.
+                tracing::warn!(%error, topic = %batch.key.0, partition = batch.key.1,
+                    "cluster unreachable; spilling the batch to the local journal");
+                if let Some(spill) = spill.as_deref_mut() {
+                    spill.spill(&batch);
+                }
             }
             Err(error) => {
                 // Refused for good: its sequence number was not used; the next batch of

@@ -233,12 +233,13 @@ impl SpillJournal {
         }
     }
 
-    /// Appends batches and makes them durable (one fsync for all) before returning their
-    /// positions. Fails without writing anything if they would exceed the limit.
+    /// Appends batches and makes them durable (one fsync for all) before returning where
+    /// each starts and where the next frame starts. Fails without writing anything if
+    /// they would exceed the limit.
     pub fn append(
         &mut self,
         batches: &[(&str, u32, &[u8], u32)],
-    ) -> Result<Vec<JournalPosition>, SpillError> {
+    ) -> Result<Vec<(JournalPosition, JournalPosition)>, SpillError> {
         let now = SystemTime::now();
         let frames: Vec<Vec<u8>> = batches
             .iter()
@@ -281,7 +282,7 @@ impl SpillJournal {
                 offset: file.length,
             };
             self.pending.push_back((position, next, now));
-            positions.push(position);
+            positions.push((position, next));
             if !touched.contains(&file.number) {
                 touched.push(file.number);
             }
@@ -558,7 +559,10 @@ mod tests {
             .into_bytes()
     }
 
-    fn spill(journal: &mut SpillJournal, range: std::ops::Range<u32>) -> Vec<JournalPosition> {
+    fn spill(
+        journal: &mut SpillJournal,
+        range: std::ops::Range<u32>,
+    ) -> Vec<(JournalPosition, JournalPosition)> {
         let batches: Vec<Vec<u8>> = range.clone().map(batch).collect();
         let entries: Vec<(&str, u32, &[u8], u32)> = range
             .clone()
@@ -645,7 +649,7 @@ mod tests {
         let path = journal.files[0].path.clone();
         drop(journal);
         let mut bytes = std::fs::read(&path).unwrap();
-        let target = positions[2].offset as usize + FRAME_HEADER_BYTES + 3;
+        let target = positions[2].0.offset as usize + FRAME_HEADER_BYTES + 3;
         bytes[target] ^= 0x40;
         std::fs::write(&path, &bytes).unwrap();
         match SpillJournal::open(dir.path(), 1 << 20, 1 << 20) {
@@ -655,7 +659,7 @@ mod tests {
                 ..
             }) => {
                 assert_eq!(reported, path);
-                assert_eq!(offset, positions[2].offset);
+                assert_eq!(offset, positions[2].0.offset);
             }
             other => panic!("expected corruption, got {:?}", other.map(|(_, p)| p.len())),
         }
