@@ -186,6 +186,30 @@ struct ProduceArgs {
     /// Size of each generated record.
     #[arg(long, value_parser = parse_size, default_value = "100")]
     size: u64,
+    /// Keep records the cluster cannot take (all nodes down, no quorum) in a durable
+    /// journal in this directory and send them, in order, once it is back (also on the
+    /// next start with the same directory).
+    #[arg(long)]
+    spill_dir: Option<PathBuf>,
+    /// Most bytes the spill journal may hold; beyond, records fail ("spill full").
+    #[arg(long, value_parser = parse_size, default_value = "1GiB")]
+    spill_limit: u64,
+    /// With --spill-dir: how long a record may wait for the cluster before it is
+    /// spilled.
+    #[arg(long, value_parser = parse_duration, default_value = "30s")]
+    delivery_timeout: Duration,
+    /// With --spill-dir: print each record's fate to stdout as it is known, in order:
+    /// "<n> stored <offset>", "<n> spilled" or "<n> failed <why>" (n counts from 0).
+    #[arg(long)]
+    report: bool,
+    /// Print the spill journal in --spill-dir (pending batches, bytes, oldest age) and
+    /// exit without sending anything.
+    #[arg(long)]
+    spill_status: bool,
+    /// With --spill-dir: once the input ends, how long to wait for the journal to drain
+    /// into the cluster before exiting (what is left is sent on the next start).
+    #[arg(long, value_parser = parse_duration, default_value = "30s")]
+    drain_timeout: Duration,
     #[command(flatten)]
     connect: ConnectArgs,
 }
@@ -646,6 +670,30 @@ fn produce(args: ProduceArgs) -> ExitCode {
         Ok(acks) => acks,
         Err(message) => return fail("produce", message),
     };
+    if args.spill_status {
+        let Some(dir) = &args.spill_dir else {
+            return fail("produce", "--spill-status needs --spill-dir");
+        };
+        return match keel::client::spill_journal::inspect(dir) {
+            Ok(status) => {
+                println!(
+                    "spill journal {}: {} batches pending, {} bytes, oldest {}",
+                    dir.display(),
+                    status.pending_batches,
+                    status.bytes,
+                    status.oldest_age.map_or("-".to_string(), |age| format!(
+                        "{:.1}s ago",
+                        age.as_secs_f64()
+                    ))
+                );
+                ExitCode::SUCCESS
+            }
+            Err(error) => fail("produce", error),
+        };
+    }
+    if args.spill_dir.is_some() {
+        return produce_with_spill(&args, acks);
+    }
     let mut client = ClusterClient::new(&args.connect.bootstrap);
     let stdin = std::io::stdin();
     let mut lines = stdin.lock().lines();
@@ -693,6 +741,107 @@ fn produce(args: ProduceArgs) -> ExitCode {
         args.topic, args.partition
     );
     ExitCode::SUCCESS
+}
+
+/// `keel produce --spill-dir`: records go through the batching `Producer` with its spill
+/// journal; each record's fate is printed in order with --report.
+fn produce_with_spill(args: &ProduceArgs, acks: keel::protocol::wire::Acks) -> ExitCode {
+    use keel::client::{Delivered, Producer, ProducerConfig, SpillConfig};
+    let Some(dir) = &args.spill_dir else {
+        return fail("produce", "no spill directory");
+    };
+    let mut config = ProducerConfig::new(&args.connect.bootstrap);
+    config.acks = acks;
+    config.delivery_timeout = args.delivery_timeout;
+    config.spill = Some(SpillConfig::new(dir, args.spill_limit));
+    let producer = match Producer::open(config) {
+        Ok(producer) => producer,
+        Err(error) => return fail("produce", error),
+    };
+    let (results, reporter_input) =
+        std::sync::mpsc::sync_channel::<(u64, keel::client::Delivery)>(100_000);
+    let report = args.report;
+    let reporter = std::thread::spawn(move || {
+        let (mut stored, mut spilled, mut failed) = (0u64, 0u64, 0u64);
+        let stdout = std::io::stdout();
+        for (n, delivery) in reporter_input {
+            let line = match delivery.wait() {
+                Ok(Delivered::Stored(offset)) => {
+                    stored += 1;
+                    format!("{n} stored {offset}")
+                }
+                Ok(Delivered::Spilled) => {
+                    spilled += 1;
+                    format!("{n} spilled")
+                }
+                Err(error) => {
+                    failed += 1;
+                    format!("{n} failed {error}")
+                }
+            };
+            if report {
+                let mut out = stdout.lock();
+                let _ = writeln!(out, "{line}");
+                let _ = out.flush();
+            }
+        }
+        (stored, spilled, failed)
+    });
+    let stdin = std::io::stdin();
+    let mut lines = stdin.lock().lines();
+    let size = usize::try_from(args.size).unwrap_or(100);
+    let mut n = 0u64;
+    loop {
+        let value = match args.generate {
+            Some(count) if n < count => {
+                let mut value = format!("message-{n}").into_bytes();
+                value.resize(size.max(value.len()), b'.');
+                value
+            }
+            Some(_) => break,
+            None => match lines.next() {
+                Some(Ok(line)) => line.into_bytes(),
+                Some(Err(error)) => return fail("produce", error),
+                None => break,
+            },
+        };
+        let delivery = producer.send(
+            &args.topic,
+            args.partition,
+            RecordData {
+                value,
+                ..Default::default()
+            },
+        );
+        if results.send((n, delivery)).is_err() {
+            break;
+        }
+        n += 1;
+    }
+    producer.flush();
+    let drain_until = std::time::Instant::now() + args.drain_timeout;
+    while producer
+        .spill_status()
+        .is_some_and(|s| s.pending_batches > 0)
+        && std::time::Instant::now() < drain_until
+    {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let status = producer.spill_status();
+    drop(results);
+    let (stored, spilled, failed) = reporter.join().unwrap_or((0, 0, n));
+    eprintln!(
+        "keel produce: {stored} records stored, {spilled} spilled, {failed} failed \
+         ({}/{}); journal: {} batches pending",
+        args.topic,
+        args.partition,
+        status.map_or(0, |s| s.pending_batches)
+    );
+    if failed > 0 {
+        ExitCode::from(1)
+    } else {
+        ExitCode::SUCCESS
+    }
 }
 
 fn consume(args: ConsumeArgs) -> ExitCode {

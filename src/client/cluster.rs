@@ -89,6 +89,9 @@ pub struct Fetched {
     pub records: Vec<ConsumedRecord>,
 }
 
+/// How long a broker may take to acknowledge a produce request by default.
+pub const PRODUCE_TIMEOUT: Duration = Duration::from_secs(30);
+
 /// A client of one cluster.
 pub struct ClusterClient {
     request_timeout: Duration,
@@ -475,6 +478,21 @@ impl ClusterClient {
         crc32c: u32,
         acks: Acks,
     ) -> Result<(String, u64), ClientError> {
+        self.produce_send_within(topic, partition, batch, crc32c, acks, PRODUCE_TIMEOUT)
+    }
+
+    /// `produce_send` with the time the broker may take to acknowledge (it answers
+    /// RequestTimedOut after it).
+    pub fn produce_send_within(
+        &mut self,
+        topic: &str,
+        partition: u32,
+        batch: &[u8],
+        crc32c: u32,
+        acks: Acks,
+        timeout: Duration,
+    ) -> Result<(String, u64), ClientError> {
+        let timeout_ms = timeout.as_millis().clamp(1, u128::from(u32::MAX)) as u32;
         let address = self.place(topic, partition)?;
         let connection = self.connection(&address)?;
         let id = connection.next_correlation_id();
@@ -483,7 +501,9 @@ impl ClusterClient {
             batch,
             crc32c,
         }];
-        let sent = connection.send(&encode_produce_request(id, topic, acks, 30_000, &batches));
+        let sent = connection.send(&encode_produce_request(
+            id, topic, acks, timeout_ms, &batches,
+        ));
         if let Err(error) = sent {
             self.forget(&address);
             return Err(ClientError::Unacknowledged(Box::new(error)));

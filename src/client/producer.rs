@@ -324,6 +324,9 @@ struct Spill {
     next_attempt: Instant,
 }
 
+/// The least time a request is given, even when its delivery timeout is (nearly) up.
+const MIN_REQUEST_TIMEOUT: Duration = Duration::from_millis(200);
+
 /// Between replay attempts while the cluster does not answer.
 const REPLAY_BACKOFF: Duration = Duration::from_millis(200);
 /// Between replay attempts after a batch was refused for good (it stays; see the log).
@@ -406,12 +409,13 @@ impl Spill {
         }
         while let Some(batch) = self.pending.front() {
             let outcome = client
-                .produce_send(
+                .produce_send_within(
                     &batch.topic,
                     batch.partition,
                     &batch.batch,
                     batch.crc32c,
                     config.acks,
+                    config.delivery_timeout.max(MIN_REQUEST_TIMEOUT),
                 )
                 .and_then(|(address, id)| client.produce_answer(&address, id, batch.partition));
             match outcome {
@@ -592,10 +596,20 @@ fn send_round(
                 continue;
             }
         }
+        // The broker answers within what is left of the delivery timeout (a leader that
+        // lost its quorum times the request out rather than holding it).
+        let left = batch.records.first().map_or(config.delivery_timeout, |q| {
+            config.delivery_timeout.saturating_sub(q.sent_at.elapsed())
+        });
         let ticket = match &batch.encoded {
-            Some((bytes, crc, _)) => {
-                client.produce_send(&batch.key.0, batch.key.1, bytes, *crc, config.acks)
-            }
+            Some((bytes, crc, _)) => client.produce_send_within(
+                &batch.key.0,
+                batch.key.1,
+                bytes,
+                *crc,
+                config.acks,
+                left.max(MIN_REQUEST_TIMEOUT),
+            ),
             None => Err(ClientError::Unexpected("batch not encoded".into())),
         };
         sent.push((batch, ticket));

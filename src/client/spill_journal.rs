@@ -11,6 +11,7 @@
 //!                              `file_bytes`; named by its number
 //! checkpoint                   (file number, offset) of the first frame not yet
 //!                              replayed, with a crc32c; replaced atomically
+//! LOCK                         held while a producer has the journal open
 //! ```
 //! A frame is `[length u32][crc32c u32][payload]`, the crc over the payload; the payload
 //! is `[written_at_micros u64][partition u32][batch crc32c u32][topic length u16][topic]
@@ -25,6 +26,9 @@ use std::fs::{File, OpenOptions};
 use std::io::{Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use crate::log::dir_lock::DirLock;
+use crate::log::LogError;
 
 /// Largest frame (a batch with its header).
 pub const MAX_FRAME_BYTES: usize = 16 << 20;
@@ -56,6 +60,9 @@ pub enum SpillError {
         /// The limit.
         limit: u64,
     },
+    /// Another producer (in this process or another) has the journal open.
+    #[error("spill journal {0} is in use by another producer")]
+    Locked(PathBuf),
     /// A batch larger than a frame may be.
     #[error("batch of {0} bytes is too large for the spill journal")]
     TooLarge(usize),
@@ -126,6 +133,7 @@ struct JournalFile {
 
 /// An open spill journal (one per producer; not shared between processes).
 pub struct SpillJournal {
+    _lock: DirLock,
     dir: PathBuf,
     limit_bytes: u64,
     file_bytes: u64,
@@ -148,6 +156,10 @@ impl SpillJournal {
         file_bytes: u64,
     ) -> Result<(SpillJournal, Vec<SpilledBatch>), SpillError> {
         std::fs::create_dir_all(dir).map_err(|e| io_error("create directory", dir, e))?;
+        let lock = DirLock::acquire(dir).map_err(|error| match error {
+            LogError::Locked(path) => SpillError::Locked(path),
+            other => io_error("lock", dir, std::io::Error::other(other.to_string())),
+        })?;
         let checkpoint = read_checkpoint(dir)?;
         let mut numbers = Vec::new();
         for entry in std::fs::read_dir(dir).map_err(|e| io_error("list", dir, e))? {
@@ -162,6 +174,7 @@ impl SpillJournal {
         }
         numbers.sort_unstable();
         let mut journal = SpillJournal {
+            _lock: lock,
             dir: dir.to_path_buf(),
             limit_bytes,
             file_bytes: file_bytes.max(1),
@@ -371,6 +384,39 @@ impl SpillJournal {
         }
         Ok(())
     }
+}
+
+/// What the journal in `dir` holds, read without changing anything (a torn tail is not
+/// counted; damage elsewhere is an error). For a journal no producer has open.
+pub fn inspect(dir: &Path) -> Result<SpillStatus, SpillError> {
+    let checkpoint = read_checkpoint(dir)?;
+    let mut numbers = Vec::new();
+    for entry in std::fs::read_dir(dir).map_err(|e| io_error("list", dir, e))? {
+        let entry = entry.map_err(|e| io_error("list", dir, e))?;
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if let Some(number) = name
+            .strip_suffix(FILE_SUFFIX)
+            .and_then(|stem| stem.parse::<u64>().ok())
+        {
+            numbers.push(number);
+        }
+    }
+    numbers.sort_unstable();
+    let newest = numbers.last().copied();
+    let mut status = SpillStatus::default();
+    for number in numbers.into_iter().filter(|&n| n >= checkpoint.file) {
+        let path = dir.join(format!("{number:020}{FILE_SUFFIX}"));
+        let bytes = std::fs::read(&path).map_err(|e| io_error("read", &path, e))?;
+        let scan = scan_file(&path, number, &bytes, Some(number) == newest)?;
+        status.bytes += scan.valid_length;
+        for batch in scan.batches.iter().filter(|b| b.position >= checkpoint) {
+            status.pending_batches += 1;
+            if status.oldest_age.is_none() {
+                status.oldest_age = batch.written_at.elapsed().ok();
+            }
+        }
+    }
+    Ok(status)
 }
 
 fn encode_frame(
@@ -663,6 +709,30 @@ mod tests {
             }
             other => panic!("expected corruption, got {:?}", other.map(|(_, p)| p.len())),
         }
+    }
+
+    #[test]
+    fn a_second_producer_cannot_open_the_same_journal() {
+        let dir = tempfile::tempdir().unwrap();
+        let (journal, _) = SpillJournal::open(dir.path(), 1 << 20, 1 << 20).unwrap();
+        assert!(matches!(
+            SpillJournal::open(dir.path(), 1 << 20, 1 << 20),
+            Err(SpillError::Locked(_))
+        ));
+        drop(journal);
+        assert!(SpillJournal::open(dir.path(), 1 << 20, 1 << 20).is_ok());
+    }
+
+    #[test]
+    fn inspect_counts_what_is_pending_without_changing_anything() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut journal, _) = SpillJournal::open(dir.path(), 1 << 20, 256).unwrap();
+        let positions = spill(&mut journal, 0..10);
+        journal.mark_replayed(positions[3].1).unwrap();
+        let status = inspect(dir.path()).unwrap();
+        assert_eq!(status.pending_batches, 6);
+        assert_eq!(status.bytes, journal.bytes());
+        assert!(status.oldest_age.is_some());
     }
 
     #[test]

@@ -1,0 +1,193 @@
+//! The producer's spill journal with real processes: a 3-node cluster loses every node
+//! while `keel produce --spill-dir` writes a numbered sequence; the producer keeps
+//! accepting (spilling); the producer process itself is killed with SIGKILL and started
+//! again during the outage; the cluster comes back; at the end every number the producer
+//! accepted is in the partition exactly once and in order.
+
+mod support;
+
+use std::io::{BufRead, BufReader, Write};
+use std::process::{Child, ChildStdin, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use keel::client::{ClientError, ClusterClient};
+use support::start_cluster;
+
+/// A `keel produce --spill-dir ... --report` process and the lines it reported.
+struct ProducerProcess {
+    child: Child,
+    stdin: Option<ChildStdin>,
+    reports: Arc<Mutex<Vec<String>>>,
+}
+
+impl ProducerProcess {
+    fn start(bootstrap: &str, spill_dir: &std::path::Path) -> ProducerProcess {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_keel"))
+            .args(["produce", "journaled", "--bootstrap", bootstrap, "--report"])
+            .args(["--delivery-timeout", "1s", "--drain-timeout", "60s"])
+            .arg("--spill-dir")
+            .arg(spill_dir)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start keel produce");
+        let stdout = child.stdout.take().expect("stdout");
+        let reports: Arc<Mutex<Vec<String>>> = Arc::default();
+        let sink = reports.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines() {
+                let Ok(line) = line else { break };
+                sink.lock().unwrap().push(line);
+            }
+        });
+        ProducerProcess {
+            stdin: child.stdin.take(),
+            child,
+            reports,
+        }
+    }
+
+    fn feed(&mut self, range: std::ops::Range<u32>) {
+        let stdin = self.stdin.as_mut().expect("stdin open");
+        for n in range {
+            writeln!(stdin, "j{n}").unwrap();
+        }
+        stdin.flush().unwrap();
+    }
+
+    /// Waits until `count` records have a reported fate; returns the reports.
+    fn wait_for_reports(&self, count: usize) -> Vec<String> {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let reports = self.reports.lock().unwrap().clone();
+            if reports.len() >= count {
+                return reports;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{} of {count} reported: {:?}",
+                reports.len(),
+                reports.last()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+#[test]
+fn spilled_records_survive_a_cluster_outage_and_a_producer_crash_in_order_once() {
+    outage_scenario(3);
+}
+
+#[test]
+fn spilled_records_survive_a_lost_quorum_and_a_producer_crash_in_order_once() {
+    // The leader stays up, alone: it takes requests but cannot commit them.
+    outage_scenario(2);
+}
+
+/// Kills `down` of the three nodes mid-stream — with 2, the two that do not lead the
+/// partition — (and the producer process during the outage), brings them back, and
+/// checks the partition.
+fn outage_scenario(down: usize) {
+    let root = tempfile::tempdir().unwrap();
+    let spill_dir = root.path().join("journal");
+    let mut nodes = start_cluster(root.path(), 3, 1);
+    let bootstrap: Vec<String> = nodes.iter().map(|n| n.address(0)).collect();
+    let bootstrap = bootstrap.join(",");
+    let mut client = ClusterClient::new(&bootstrap);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while let Err(error) = client.create_topic("journaled", 1) {
+        assert!(Instant::now() < deadline, "create topic: {error}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+
+    let mut producer = ProducerProcess::start(&bootstrap, &spill_dir);
+    producer.feed(0..300);
+    let reports = producer.wait_for_reports(300);
+    assert!(
+        reports.iter().all(|r| r.contains(" stored ")),
+        "{reports:?}"
+    );
+
+    // Nodes die; the producer goes on accepting, into its journal.
+    let leader = {
+        client.refresh_metadata().unwrap();
+        let address = client.metadata().unwrap().places[&("journaled".to_string(), 0)]
+            .address
+            .clone();
+        nodes.iter().position(|n| n.address(0) == address).unwrap()
+    };
+    let victims: Vec<usize> = if down == 3 {
+        vec![0, 1, 2]
+    } else {
+        (0..3).filter(|&i| i != leader).collect()
+    };
+    for &i in &victims {
+        nodes[i].kill();
+    }
+    producer.feed(300..800);
+    let reports = producer.wait_for_reports(800);
+    assert!(
+        reports.iter().all(|r| !r.contains(" failed ")),
+        "{reports:?}"
+    );
+    assert!(reports[300..].iter().any(|r| r.ends_with(" spilled")));
+
+    // The producer process is killed too, then started again over its journal.
+    producer.child.kill().unwrap();
+    producer.child.wait().unwrap();
+    let status = Command::new(env!("CARGO_BIN_EXE_keel"))
+        .args(["produce", "journaled", "--spill-status", "--spill-dir"])
+        .arg(&spill_dir)
+        .output()
+        .unwrap();
+    let status = String::from_utf8_lossy(&status.stdout).to_string();
+    assert!(!status.contains(" 0 batches pending"), "{status}");
+    let mut producer = ProducerProcess::start(&bootstrap, &spill_dir);
+    producer.feed(800..1000);
+    let reports = producer.wait_for_reports(200);
+    assert!(
+        reports.iter().all(|r| r.ends_with(" spilled")),
+        "newer records go behind the journal: {reports:?}"
+    );
+
+    // The cluster comes back; the producer drains its journal and exits.
+    let nodes: Vec<_> = nodes
+        .into_iter()
+        .enumerate()
+        .map(|(i, n)| if victims.contains(&i) { n.restart() } else { n })
+        .collect();
+    drop(producer.stdin.take());
+    let exit = producer.child.wait().unwrap();
+    assert!(exit.success());
+
+    let mut client = ClusterClient::new(&bootstrap);
+    let mut stored = Vec::new();
+    let mut offset = 0;
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let fetched = match client.fetch("journaled", 0, offset, 1 << 20, Duration::ZERO) {
+            Ok(fetched) => fetched,
+            Err(error @ ClientError::Broker { .. }) | Err(error @ ClientError::GaveUp { .. })
+                if Instant::now() < deadline =>
+            {
+                let _ = error;
+                std::thread::sleep(Duration::from_millis(50));
+                continue;
+            }
+            Err(error) => panic!("fetch: {error}"),
+        };
+        if fetched.records.is_empty() {
+            break;
+        }
+        for record in fetched.records {
+            stored.push(String::from_utf8(record.value).unwrap());
+            offset += 1;
+        }
+    }
+    let expected: Vec<String> = (0..1000).map(|n| format!("j{n}")).collect();
+    assert_eq!(stored, expected, "every accepted record once, in order");
+    drop(nodes);
+}
