@@ -191,3 +191,107 @@ fn outage_scenario(down: usize) {
     assert_eq!(stored, expected, "every accepted record once, in order");
     drop(nodes);
 }
+
+/// The cluster stays healthy but its answers never reach the producer (dropped by routes
+/// in the nodes' network namespaces): the leader stores and acknowledges a batch whose
+/// acknowledgement is lost. The producer spills it (and what follows), and when answers
+/// get through again the replayed batch is recognized as the one already stored.
+#[test]
+fn a_batch_stored_but_never_acknowledged_is_spilled_and_replayed_once() {
+    use keel::client::{Delivered, Producer, ProducerConfig, SpillConfig};
+    use keel::protocol::codec::RecordData;
+    use support::netns::TestNet;
+    use support::Broker;
+
+    let net = TestNet::create(3);
+    let root = tempfile::tempdir().unwrap();
+    let peers: Vec<String> = (0..3)
+        .map(|i| format!("{}={}:9700", i + 1, net.address(i)))
+        .collect();
+    let peers = peers.join(",");
+    let nodes: Vec<Broker> = (0..3)
+        .map(|i| {
+            let args = ["--node-id", &(i + 1).to_string(), "--peers", &peers];
+            Broker::start_in_namespace(
+                &net.namespace(i),
+                &net.address(i),
+                &root.path().join(format!("node-{}", i + 1)),
+                9700,
+                &args.map(String::from),
+            )
+        })
+        .collect();
+    let bootstrap: Vec<String> = nodes.iter().map(|n| n.address(0)).collect();
+    let bootstrap = bootstrap.join(",");
+    let mut client = ClusterClient::new(&bootstrap);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while let Err(error) = client.create_topic("unanswered", 1) {
+        assert!(Instant::now() < deadline, "create topic: {error}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let mut config = ProducerConfig::new(&bootstrap);
+    config.delivery_timeout = Duration::from_secs(1);
+    config.spill = Some(SpillConfig::new(root.path().join("journal"), 64 << 20));
+    let producer = Producer::open(config).unwrap();
+    let send = |range: std::ops::Range<u32>| {
+        range
+            .map(|n| {
+                producer.send(
+                    "unanswered",
+                    0,
+                    RecordData {
+                        value: format!("u{n}").into_bytes(),
+                        ..Default::default()
+                    },
+                )
+            })
+            .collect::<Vec<_>>()
+    };
+    for delivery in send(0..200) {
+        assert!(matches!(delivery.wait(), Ok(Delivered::Stored(_))));
+    }
+    net.drop_answers_to_host();
+    let results: Vec<_> = send(200..600).iter().map(|d| d.wait()).collect();
+    assert!(
+        results.iter().all(|r| matches!(r, Ok(Delivered::Spilled))),
+        "no answer gets through, so everything is spilled: {:?}",
+        results
+            .iter()
+            .find(|r| !matches!(r, Ok(Delivered::Spilled)))
+    );
+    net.restore_answers_to_host();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while producer.spill_status().unwrap().pending_batches > 0 {
+        assert!(Instant::now() < deadline, "journal did not drain");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    for delivery in send(600..700) {
+        assert!(matches!(delivery.wait(), Ok(Delivered::Stored(_))));
+    }
+    drop(producer);
+    let mut client = ClusterClient::new(&bootstrap);
+    let mut stored = Vec::new();
+    loop {
+        let fetched = client
+            .fetch(
+                "unanswered",
+                0,
+                stored.len() as u64,
+                1 << 20,
+                Duration::ZERO,
+            )
+            .unwrap();
+        if fetched.records.is_empty() {
+            break;
+        }
+        stored.extend(
+            fetched
+                .records
+                .into_iter()
+                .map(|r| String::from_utf8(r.value).unwrap()),
+        );
+    }
+    let expected: Vec<String> = (0..700).map(|n| format!("u{n}")).collect();
+    assert_eq!(stored, expected, "every record once, in order");
+    drop(nodes);
+}

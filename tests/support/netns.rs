@@ -114,6 +114,34 @@ impl TestNet {
         }
     }
 
+    /// Every node stops reaching the test's own address (their answers to the test's
+    /// clients are dropped; what the clients send still arrives, and the nodes still
+    /// reach each other).
+    pub fn drop_answers_to_host(&self) {
+        self.host_routes("add");
+    }
+
+    /// Undoes `drop_answers_to_host`.
+    pub fn restore_answers_to_host(&self) {
+        self.host_routes("del");
+    }
+
+    fn host_routes(&self, action: &str) {
+        let target = format!("{}/32", self.host_address());
+        for node in 0..self.nodes {
+            ip(&[
+                "netns",
+                "exec",
+                &self.namespace(node),
+                "ip",
+                "route",
+                action,
+                "blackhole",
+                &target,
+            ]);
+        }
+    }
+
     /// Removes whatever of this test's namespaces and links exists.
     fn remove(&self) {
         for node in 0..self.nodes {
