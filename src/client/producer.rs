@@ -158,14 +158,17 @@ struct Queues {
 struct Shared {
     queues: Mutex<Queues>,
     changed: Condvar,
-    /// The spill journal's state as of the sending thread's last change.
+    /// The spill journal's state as of its last change.
     spill_status: Mutex<Option<SpillStatus>>,
+    /// Set when the producer is dropped: the replay thread ends.
+    stopping: std::sync::atomic::AtomicBool,
 }
 
 /// A batching, pipelining producer.
 pub struct Producer {
     shared: Arc<Shared>,
     sender: Option<JoinHandle<()>>,
+    replayer: Option<JoinHandle<()>>,
     config: ProducerConfig,
 }
 
@@ -181,8 +184,10 @@ impl Producer {
                         queues: Mutex::new(Queues::default()),
                         changed: Condvar::new(),
                         spill_status: Mutex::new(None),
+                        stopping: std::sync::atomic::AtomicBool::new(false),
                     }),
                     sender: None,
+                    replayer: None,
                     config,
                 }
             }
@@ -193,31 +198,46 @@ impl Producer {
     /// replays what it holds before anything newer of the same partitions.
     pub fn open(config: ProducerConfig) -> Result<Producer, SpillError> {
         let spill = match &config.spill {
-            Some(spill) => Some(Spill::open(spill)?),
+            Some(spill) => Some(Arc::new(Mutex::new(Spill::open(spill)?))),
             None => None,
         };
         let shared = Arc::new(Shared {
             queues: Mutex::new(Queues::default()),
             changed: Condvar::new(),
-            spill_status: Mutex::new(spill.as_ref().map(|s| s.journal.status())),
+            spill_status: Mutex::new(spill.as_ref().map(|s| lock(s).journal.status())),
+            stopping: std::sync::atomic::AtomicBool::new(false),
         });
+        let thread_error = |e| SpillError::Io {
+            what: "start a producer thread for",
+            path: config
+                .spill
+                .as_ref()
+                .map(|s| s.dir.clone())
+                .unwrap_or_default(),
+            source: e,
+        };
+        let replayer = match &spill {
+            Some(spill) => {
+                let (spill, shared, config) = (spill.clone(), shared.clone(), config.clone());
+                Some(
+                    std::thread::Builder::new()
+                        .name("keel-replay".into())
+                        .spawn(move || replay_loop(&spill, &shared, &config))
+                        .map_err(thread_error)?,
+                )
+            }
+            None => None,
+        };
         let thread_shared = shared.clone();
         let thread_config = config.clone();
         let sender = std::thread::Builder::new()
             .name("keel-producer".into())
             .spawn(move || send_loop(&thread_shared, &thread_config, spill))
-            .map_err(|e| SpillError::Io {
-                what: "start the producer thread for",
-                path: config
-                    .spill
-                    .as_ref()
-                    .map(|s| s.dir.clone())
-                    .unwrap_or_default(),
-                source: e,
-            })?;
+            .map_err(thread_error)?;
         Ok(Producer {
             shared,
             sender: Some(sender),
+            replayer,
             config,
         })
     }
@@ -280,6 +300,12 @@ impl Drop for Producer {
         if let Some(sender) = self.sender.take() {
             let _ = sender.join();
         }
+        self.shared
+            .stopping
+            .store(true, std::sync::atomic::Ordering::Relaxed);
+        if let Some(replayer) = self.replayer.take() {
+            let _ = replayer.join();
+        }
     }
 }
 
@@ -320,12 +346,13 @@ struct Spill {
     pending: VecDeque<SpilledBatch>,
     /// Pending batches per partition: newer batches of these go behind them.
     per_partition: BTreeMap<(String, u32), usize>,
-    /// When to try replaying next.
-    next_attempt: Instant,
 }
 
 /// The least time a request is given, even when its delivery timeout is (nearly) up.
 const MIN_REQUEST_TIMEOUT: Duration = Duration::from_millis(200);
+
+/// How often the replay thread looks for new batches while the journal is empty.
+const REPLAY_IDLE: Duration = Duration::from_millis(50);
 
 /// Between replay attempts while the cluster does not answer.
 const REPLAY_BACKOFF: Duration = Duration::from_millis(200);
@@ -352,7 +379,6 @@ impl Spill {
             journal,
             pending: pending.into(),
             per_partition,
-            next_attempt: Instant::now(),
         })
     }
 
@@ -401,51 +427,56 @@ impl Spill {
             }
         }
     }
+}
 
-    /// Sends the journal's batches in order until one does not get through.
-    fn replay(&mut self, client: &mut ClusterClient, config: &ProducerConfig) {
-        if self.pending.is_empty() || Instant::now() < self.next_attempt {
-            return;
-        }
-        while let Some(batch) = self.pending.front() {
-            let outcome = client
-                .produce_send_within(
-                    &batch.topic,
-                    batch.partition,
-                    &batch.batch,
-                    batch.crc32c,
-                    config.acks,
-                    config.delivery_timeout.max(MIN_REQUEST_TIMEOUT),
-                )
-                .and_then(|(address, id)| client.produce_answer(&address, id, batch.partition));
-            match outcome {
-                Ok(_) => {
-                    if let Err(error) = self.journal.mark_replayed(batch.next) {
-                        tracing::error!(%error, "spill journal: replay position not saved");
-                        self.next_attempt = Instant::now() + REPLAY_BACKOFF;
-                        return;
+/// The replay thread: sends the journal's batches in order, each once it is the oldest,
+/// with its own connections (an unreachable cluster blocks only this thread, not the
+/// sending of new records, which keep going to the journal meanwhile).
+fn replay_loop(spill: &Mutex<Spill>, shared: &Shared, config: &ProducerConfig) {
+    let mut client = client_for(config);
+    while !shared.stopping.load(std::sync::atomic::Ordering::Relaxed) {
+        let Some(batch) = lock(spill).pending.front().cloned() else {
+            std::thread::sleep(REPLAY_IDLE);
+            continue;
+        };
+        let outcome = client
+            .produce_send_within(
+                &batch.topic,
+                batch.partition,
+                &batch.batch,
+                batch.crc32c,
+                config.acks,
+                config.delivery_timeout.max(MIN_REQUEST_TIMEOUT),
+            )
+            .and_then(|(address, id)| client.produce_answer(&address, id, batch.partition));
+        match outcome {
+            Ok(_) => {
+                let mut spill = lock(spill);
+                if let Err(error) = spill.journal.mark_replayed(batch.next) {
+                    tracing::error!(%error, "spill journal: replay position not saved");
+                    drop(spill);
+                    std::thread::sleep(REPLAY_BACKOFF);
+                    continue;
+                }
+                if let Some(done) = spill.pending.pop_front() {
+                    let key = (done.topic, done.partition);
+                    if let Some(count) = spill.per_partition.get_mut(&key) {
+                        *count = count.saturating_sub(1);
                     }
-                    if let Some(done) = self.pending.pop_front() {
-                        let key = (done.topic, done.partition);
-                        if let Some(count) = self.per_partition.get_mut(&key) {
-                            *count = count.saturating_sub(1);
-                        }
-                    }
                 }
-                Err(error) if cluster_unreachable(&error) => {
-                    let _ = client.refresh_metadata();
-                    self.next_attempt = Instant::now() + REPLAY_BACKOFF;
-                    return;
-                }
-                Err(error) => {
-                    tracing::error!(%error, topic = %batch.topic, partition = batch.partition,
-                        "spill journal: a batch was refused; it stays in the journal");
-                    self.next_attempt = Instant::now() + REPLAY_REFUSED_BACKOFF;
-                    return;
-                }
+                spill.per_partition.retain(|_, n| *n > 0);
+                *lock(&shared.spill_status) = Some(spill.journal.status());
+            }
+            Err(error) if cluster_unreachable(&error) => {
+                let _ = client.refresh_metadata();
+                std::thread::sleep(REPLAY_BACKOFF);
+            }
+            Err(error) => {
+                tracing::error!(%error, topic = %batch.topic, partition = batch.partition,
+                    "spill journal: a batch was refused; it stays in the journal");
+                std::thread::sleep(REPLAY_REFUSED_BACKOFF);
             }
         }
-        self.per_partition.retain(|_, n| *n > 0);
     }
 }
 
@@ -459,32 +490,38 @@ fn cluster_unreachable(error: &ClientError) -> bool {
     }
 }
 
-fn send_loop(shared: &Shared, config: &ProducerConfig, mut spill: Option<Spill>) {
+/// How long a client waits for an answer: the broker answers within the delivery
+/// timeout (it is the request's timeout), so a silent connection is given up soon after.
+fn client_for(config: &ProducerConfig) -> ClusterClient {
     let mut client = ClusterClient::new(&config.bootstrap);
+    if config.spill.is_some() {
+        client
+            .set_request_timeout(config.delivery_timeout.max(MIN_REQUEST_TIMEOUT) + ANSWER_MARGIN);
+    }
+    client
+}
+
+/// How long past the request's own timeout a client waits for the broker's answer.
+const ANSWER_MARGIN: Duration = Duration::from_secs(1);
+
+fn send_loop(shared: &Shared, config: &ProducerConfig, spill: Option<Arc<Mutex<Spill>>>) {
+    let mut client = client_for(config);
     let mut identity = Identity::new();
     // Batches to send again, unchanged (same sequence numbers), before anything newer of
     // their partitions: a partition keeps its order and a stored batch is not stored twice.
     let mut retries: Vec<RoundBatch> = Vec::new();
     loop {
-        if let Some(spill) = spill.as_mut() {
-            spill.replay(&mut client, config);
-            *lock(&shared.spill_status) = Some(spill.journal.status());
-        }
-        let wake_within = spill
-            .as_ref()
-            .filter(|s| !s.pending.is_empty())
-            .map(|_| REPLAY_BACKOFF);
         let round = if retries.is_empty() {
-            match take_round(shared, config, wake_within) {
+            match take_round(shared, config) {
                 Some(round) => round,
                 None => return,
             }
         } else {
             std::mem::take(&mut retries)
         };
-        retries = send_round(&mut client, config, &mut identity, round, spill.as_mut());
+        retries = send_round(&mut client, config, &mut identity, round, spill.as_deref());
         if let Some(spill) = spill.as_ref() {
-            *lock(&shared.spill_status) = Some(spill.journal.status());
+            *lock(&shared.spill_status) = Some(lock(spill).journal.status());
         }
         let mut queues = lock(&shared.queues);
         let waiting: usize = queues.partitions.values().map(VecDeque::len).sum();
@@ -496,15 +533,9 @@ fn send_loop(shared: &Shared, config: &ProducerConfig, mut spill: Option<Spill>)
 }
 
 /// Waits until some partition's batch is due (full, lingered, or flushed); takes one
-/// batch per partition that is due. With `wake_within`, returns an empty round once that
-/// has passed with nothing due (the spill journal's replay wants a turn).
-fn take_round(
-    shared: &Shared,
-    config: &ProducerConfig,
-    wake_within: Option<Duration>,
-) -> Option<Vec<RoundBatch>> {
+/// batch per partition that is due.
+fn take_round(shared: &Shared, config: &ProducerConfig) -> Option<Vec<RoundBatch>> {
     let mut queues = lock(&shared.queues);
-    let give_up_at = wake_within.map(|d| Instant::now() + d);
     loop {
         let now = Instant::now();
         let mut next_due: Option<Instant> = None;
@@ -542,13 +573,6 @@ fn take_round(
         if queues.closing && queues.partitions.values().all(|q| q.is_empty()) {
             return None;
         }
-        if give_up_at.is_some_and(|at| at <= now) {
-            return Some(Vec::new());
-        }
-        let next_due = match (next_due, give_up_at) {
-            (Some(due), Some(at)) => Some(due.min(at)),
-            (due, at) => due.or(at),
-        };
         queues = match next_due {
             Some(due) => shared
                 .changed
@@ -569,7 +593,7 @@ fn send_round(
     config: &ProducerConfig,
     identity: &mut Identity,
     round: Vec<RoundBatch>,
-    mut spill: Option<&mut Spill>,
+    spill: Option<&Mutex<Spill>>,
 ) -> Vec<RoundBatch> {
     let mut sent = Vec::with_capacity(round.len());
     let mut retry = Vec::new();
@@ -589,7 +613,8 @@ fn send_round(
             );
             batch.encoded = Some((bytes, crc, sequence));
         }
-        if let Some(spill) = spill.as_deref_mut() {
+        if let Some(spill) = spill {
+            let mut spill = lock(spill);
             if spill.holds(&batch.key) {
                 // Behind the partition's spilled batches, not around them.
                 spill.spill(&batch);
@@ -641,8 +666,8 @@ fn send_round(
                 // The cluster cannot take it in time: durable locally instead.
                 tracing::warn!(%error, topic = %batch.key.0, partition = batch.key.1,
                     "cluster unreachable; spilling the batch to the local journal");
-                if let Some(spill) = spill.as_deref_mut() {
-                    spill.spill(&batch);
+                if let Some(spill) = spill {
+                    lock(spill).spill(&batch);
                 }
             }
             Err(error) => {
