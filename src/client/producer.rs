@@ -351,6 +351,9 @@ struct Spill {
 /// The least time a request is given, even when its delivery timeout is (nearly) up.
 const MIN_REQUEST_TIMEOUT: Duration = Duration::from_millis(200);
 
+/// How often a non-empty journal's status is logged.
+const STATUS_LOG_INTERVAL: Duration = Duration::from_secs(10);
+
 /// How often the replay thread looks for new batches while the journal is empty.
 const REPLAY_IDLE: Duration = Duration::from_millis(50);
 
@@ -434,7 +437,20 @@ impl Spill {
 /// sending of new records, which keep going to the journal meanwhile).
 fn replay_loop(spill: &Mutex<Spill>, shared: &Shared, config: &ProducerConfig) {
     let mut client = client_for(config);
+    let mut last_report = Instant::now();
     while !shared.stopping.load(std::sync::atomic::Ordering::Relaxed) {
+        if last_report.elapsed() >= STATUS_LOG_INTERVAL {
+            last_report = Instant::now();
+            let status = lock(spill).journal.status();
+            if status.pending_batches > 0 {
+                tracing::info!(
+                    pending_batches = status.pending_batches,
+                    bytes = status.bytes,
+                    oldest_age_s = status.oldest_age.map_or(0.0, |a| a.as_secs_f64()),
+                    "spill journal waiting for the cluster"
+                );
+            }
+        }
         let Some(batch) = lock(spill).pending.front().cloned() else {
             std::thread::sleep(REPLAY_IDLE);
             continue;
