@@ -395,14 +395,11 @@ impl Spill {
             Some((bytes, crc, _)) => self
                 .journal
                 .append(&[(batch.key.0.as_str(), batch.key.1, bytes.as_slice(), *crc)])
-                .map(|positions| positions.first().copied()),
+                .map(|positions| positions.first().map(|&p| (p, bytes, *crc))),
             None => Ok(None),
         };
         match appended {
-            Ok(Some((position, next))) => {
-                let Some((bytes, crc, _)) = &batch.encoded else {
-                    unreachable!("appended above")
-                };
+            Ok(Some(((position, next), bytes, crc))) => {
                 self.pending.push_back(SpilledBatch {
                     position,
                     next,
@@ -410,7 +407,7 @@ impl Spill {
                     topic: batch.key.0.clone(),
                     partition: batch.key.1,
                     batch: bytes.clone(),
-                    crc32c: *crc,
+                    crc32c: crc,
                 });
                 *self.per_partition.entry(batch.key.clone()).or_insert(0) += 1;
                 for queued in &batch.records {

@@ -276,11 +276,12 @@ impl SpillJournal {
             if needs_new_file || self.writer.is_none() {
                 self.open_writer(needs_new_file)?;
             }
-            let Some(file) = self.files.back_mut() else {
-                unreachable!("a writer implies a file")
-            };
-            let Some(writer) = self.writer.as_mut() else {
-                unreachable!("opened above")
+            let (Some(file), Some(writer)) = (self.files.back_mut(), self.writer.as_mut()) else {
+                return Err(io_error(
+                    "open a journal file in",
+                    &self.dir,
+                    std::io::Error::other("no file to append to"),
+                ));
             };
             let position = JournalPosition {
                 file: file.number,
