@@ -35,4 +35,5 @@ pub mod replication;
 pub mod runtime;
 pub mod shard;
 pub mod transport;
+pub mod tune;
 pub mod units;

@@ -54,6 +54,26 @@ enum Command {
     /// Measure Keel's speed on this machine.
     #[command(subcommand)]
     Bench(BenchCommand),
+    /// Compare this host's kernel settings with tuning/README.md's recommendations.
+    #[command(subcommand)]
+    Tune(TuneCommand),
+}
+
+#[derive(Subcommand)]
+enum TuneCommand {
+    /// Read /proc and /sys (changing nothing; no privileges needed) and print each
+    /// setting with its current value, the recommended value and ok/differs/unknown.
+    ///
+    /// Exit status: 0 every readable setting is as recommended, 1 some differ.
+    Check {
+        /// Read the host files under this directory instead of / (a copy of another
+        /// host's /proc and /sys, or a test fixture).
+        #[arg(long, default_value = "/")]
+        root: PathBuf,
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[derive(Args)]
@@ -402,6 +422,22 @@ fn main() -> ExitCode {
         Command::Bench(BenchCommand::Produce(args)) => bench_produce(args),
         Command::Bench(BenchCommand::Failover(args)) => bench_failover(args),
         Command::Bench(BenchCommand::Rtt(args)) => bench_rtt(args),
+        Command::Tune(TuneCommand::Check { root, json }) => {
+            let findings = keel::tune::check(&root);
+            if json {
+                println!("{}", keel::tune::to_json(&findings));
+            } else {
+                print!("{}", keel::tune::to_table(&findings));
+            }
+            if findings
+                .iter()
+                .any(|f| f.status == keel::tune::Status::Differs)
+            {
+                ExitCode::from(1)
+            } else {
+                ExitCode::SUCCESS
+            }
+        }
     }
 }
 

@@ -1,0 +1,192 @@
+//! `keel tune check` against fixture trees shaped like /proc and /sys (real directories
+//! and files) for a well-tuned and a badly tuned host, and against this live host.
+
+use std::path::Path;
+use std::process::Command;
+
+use keel::tune::{check, Finding, Status};
+
+fn write(root: &Path, host_path: &str, text: &str) {
+    let path = root.join(host_path.trim_start_matches('/'));
+    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+    std::fs::write(path, format!("{text}\n")).unwrap();
+}
+
+fn limits(open_files: &str, locked: &str) -> String {
+    format!(
+        "Limit                     Soft Limit           Hard Limit           Units\n\
+         Max open files            {open_files:<20} 1048576              files\n\
+         Max locked memory         {locked:<20} unlimited            bytes"
+    )
+}
+
+/// A host tree; `tuned` picks the recommended value of every setting, else a common
+/// default that differs.
+fn host(root: &Path, tuned: bool) {
+    let pick = |good: &str, bad: &'static str| {
+        if tuned {
+            good.to_string()
+        } else {
+            bad.to_string()
+        }
+    };
+    for cpu in ["cpu0", "cpu1"] {
+        write(
+            root,
+            &format!("/sys/devices/system/cpu/{cpu}/cpufreq/scaling_governor"),
+            &pick("performance", "powersave"),
+        );
+    }
+    write(root, "/sys/devices/system/cpu/online", "0-1");
+    write(
+        root,
+        "/sys/devices/system/clocksource/clocksource0/current_clocksource",
+        &pick("tsc", "hpet"),
+    );
+    write(
+        root,
+        "/sys/kernel/mm/transparent_hugepage/enabled",
+        &pick("always [madvise] never", "[always] madvise never"),
+    );
+    write(root, "/proc/sys/vm/swappiness", &pick("1", "60"));
+    write(
+        root,
+        "/proc/sys/vm/dirty_background_ratio",
+        &pick("5", "20"),
+    );
+    write(root, "/proc/sys/kernel/numa_balancing", &pick("0", "1"));
+    write(root, "/proc/sys/net/core/somaxconn", &pick("4096", "128"));
+    write(
+        root,
+        "/proc/sys/net/core/rmem_max",
+        &pick("16777216", "212992"),
+    );
+    write(
+        root,
+        "/proc/sys/net/core/wmem_max",
+        &pick("16777216", "212992"),
+    );
+    write(root, "/proc/sys/net/ipv4/tcp_autocorking", &pick("0", "1"));
+    write(
+        root,
+        "/sys/block/nvme0n1/queue/scheduler",
+        &pick("[none] mq-deadline", "none [mq-deadline]"),
+    );
+    write(root, "/sys/block/nvme0n1/queue/nomerges", &pick("2", "0"));
+    write(root, "/sys/block/loop0/queue/scheduler", "[none]");
+    write(
+        root,
+        "/proc/self/limits",
+        &if tuned {
+            limits("1048576", "unlimited")
+        } else {
+            limits("1024", "65536")
+        },
+    );
+}
+
+fn by_setting<'a>(findings: &'a [Finding], setting: &str) -> &'a Finding {
+    findings
+        .iter()
+        .find(|f| f.setting == setting)
+        .unwrap_or_else(|| panic!("no finding for {setting}: {findings:?}"))
+}
+
+const SETTINGS: [&str; 13] = [
+    "cpu scaling_governor",
+    "clocksource",
+    "transparent_hugepage/enabled",
+    "vm.swappiness",
+    "vm.dirty_background_ratio",
+    "kernel.numa_balancing",
+    "net.core.somaxconn",
+    "net.core.rmem_max",
+    "net.core.wmem_max",
+    "net.ipv4.tcp_autocorking",
+    "nvme0n1 scheduler",
+    "nvme0n1 nomerges",
+    "max open files (soft)",
+];
+
+#[test]
+fn a_well_tuned_host_is_ok_everywhere() {
+    let root = tempfile::tempdir().unwrap();
+    host(root.path(), true);
+    let findings = check(root.path());
+    for setting in SETTINGS.iter().chain(["max locked memory (soft)"].iter()) {
+        assert_eq!(
+            by_setting(&findings, setting).status,
+            Status::Ok,
+            "{setting}"
+        );
+    }
+    assert!(
+        findings.iter().all(|f| !f.setting.starts_with("loop")),
+        "loop devices are not checked"
+    );
+    assert_eq!(
+        by_setting(&findings, "cpu scaling_governor").current,
+        "performance"
+    );
+}
+
+#[test]
+fn a_badly_tuned_host_differs_everywhere_and_the_cli_says_so() {
+    let root = tempfile::tempdir().unwrap();
+    host(root.path(), false);
+    let findings = check(root.path());
+    for setting in SETTINGS.iter().chain(["max locked memory (soft)"].iter()) {
+        assert_eq!(
+            by_setting(&findings, setting).status,
+            Status::Differs,
+            "{setting}"
+        );
+    }
+    assert_eq!(by_setting(&findings, "vm.swappiness").current, "60");
+    assert_eq!(
+        by_setting(&findings, "transparent_hugepage/enabled").current,
+        "always"
+    );
+    let output = Command::new(env!("CARGO_BIN_EXE_keel"))
+        .args(["tune", "check", "--json", "--root"])
+        .arg(root.path())
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(1), "some settings differ");
+    let json = String::from_utf8(output.stdout).unwrap();
+    assert!(json.starts_with('[') && json.trim_end().ends_with(']'));
+    assert!(json.contains(
+        "{\"section\":\"Swappiness and dirty pages\",\"setting\":\"vm.swappiness\",\"current\":\"60\""
+    ));
+}
+
+#[test]
+fn missing_files_are_unknown_not_errors() {
+    let root = tempfile::tempdir().unwrap();
+    let findings = check(root.path());
+    assert!(!findings.is_empty());
+    assert!(findings.iter().all(|f| f.status == Status::Unknown));
+}
+
+#[test]
+fn the_live_host_is_checked_in_every_section() {
+    let output = Command::new(env!("CARGO_BIN_EXE_keel"))
+        .args(["tune", "check"])
+        .output()
+        .unwrap();
+    assert!(matches!(output.status.code(), Some(0) | Some(1)));
+    let table = String::from_utf8(output.stdout).unwrap();
+    for setting in [
+        "cpu scaling_governor",
+        "clocksource",
+        "transparent_hugepage/enabled",
+        "vm.swappiness",
+        "kernel.numa_balancing",
+        "net.core.somaxconn",
+        "net.ipv4.tcp_autocorking",
+        "max locked memory (soft)",
+        "max open files (soft)",
+    ] {
+        assert!(table.contains(setting), "{setting} missing:\n{table}");
+    }
+}
