@@ -190,3 +190,110 @@ fn the_live_host_is_checked_in_every_section() {
         assert!(table.contains(setting), "{setting} missing:\n{table}");
     }
 }
+
+/// Every file under `root`, with its contents (to see that nothing changed).
+fn snapshot(root: &Path) -> Vec<(std::path::PathBuf, String)> {
+    let mut out = Vec::new();
+    let mut stack = vec![root.to_path_buf()];
+    while let Some(dir) = stack.pop() {
+        for entry in std::fs::read_dir(&dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                stack.push(path);
+            } else {
+                let text = std::fs::read_to_string(&path).unwrap();
+                out.push((path, text));
+            }
+        }
+    }
+    out.sort();
+    out
+}
+
+#[test]
+fn apply_is_a_dry_run_until_asked_then_revert_puts_everything_back() {
+    let root = tempfile::tempdir().unwrap();
+    host(root.path(), false);
+    let before = snapshot(root.path());
+    let keel = |args: &[&str]| {
+        Command::new(env!("CARGO_BIN_EXE_keel"))
+            .args(args)
+            .arg("--root")
+            .arg(root.path())
+            .output()
+            .unwrap()
+    };
+    // Dry run: the exact commands, no change.
+    let dry = keel(&["tune", "apply"]);
+    assert!(dry.status.success());
+    let text = String::from_utf8(dry.stdout).unwrap();
+    assert!(text.contains("sysctl -w vm.swappiness=1"), "{text}");
+    assert!(
+        text.contains("echo none > /sys/block/nvme0n1/queue/scheduler"),
+        "{text}"
+    );
+    assert!(text.contains("dry run"));
+    assert_eq!(snapshot(root.path()), before, "a dry run changes nothing");
+
+    // Applied: every setting with a file fix is as recommended, sysctls persisted.
+    assert!(keel(&["tune", "apply", "--yes"]).status.success());
+    let findings = check(root.path());
+    for setting in [
+        "transparent_hugepage/enabled",
+        "vm.swappiness",
+        "vm.dirty_background_ratio",
+        "kernel.numa_balancing",
+        "net.core.somaxconn",
+        "net.core.rmem_max",
+        "net.core.wmem_max",
+        "net.ipv4.tcp_autocorking",
+        "nvme0n1 scheduler",
+        "nvme0n1 nomerges",
+    ] {
+        assert_eq!(
+            by_setting(&findings, setting).status,
+            Status::Ok,
+            "{setting}"
+        );
+    }
+    // What a file write cannot fix is left alone (and still reported).
+    assert_eq!(
+        by_setting(&findings, "max open files (soft)").status,
+        Status::Differs
+    );
+    let persisted = std::fs::read_to_string(root.path().join("etc/sysctl.d/90-keel.conf")).unwrap();
+    assert!(persisted.contains("vm.swappiness = 1"));
+
+    // Reverted: the host is as it was.
+    let dry = keel(&["tune", "revert"]);
+    assert!(String::from_utf8(dry.stdout)
+        .unwrap()
+        .contains("sysctl -w vm.swappiness=60"));
+    assert!(keel(&["tune", "revert", "--yes"]).status.success());
+    let after: Vec<_> = snapshot(root.path())
+        .into_iter()
+        .map(|(path, text)| (path, text.trim().to_string()))
+        .collect();
+    let before: Vec<_> = before
+        .into_iter()
+        .map(|(path, text)| (path, text.trim().to_string()))
+        .collect();
+    // Sysfs choice files come back as the chosen word, which the kernel accepts.
+    let normalize = |list: Vec<(std::path::PathBuf, String)>| {
+        list.into_iter()
+            .map(|(p, t)| {
+                let chosen = t
+                    .split_whitespace()
+                    .find(|w| w.starts_with('['))
+                    .map(|w| w.trim_matches(|c| c == '[' || c == ']').to_string())
+                    .unwrap_or(t);
+                (p, chosen)
+            })
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(normalize(after), normalize(before));
+    assert!(
+        !keel(&["tune", "revert"]).status.success(),
+        "nothing left to revert"
+    );
+}

@@ -74,6 +74,28 @@ enum TuneCommand {
         #[arg(long)]
         json: bool,
     },
+    /// Set every setting `check` finds different (and can change by writing a /proc or
+    /// /sys file) to the recommended value. Prints the commands; changes nothing without
+    /// --yes. Old values are kept for `revert`; sysctls persist in
+    /// /etc/sysctl.d/90-keel.conf.
+    Apply {
+        /// The host's root (see `check`).
+        #[arg(long, default_value = "/")]
+        root: PathBuf,
+        /// Make the changes (needs root).
+        #[arg(long)]
+        yes: bool,
+    },
+    /// Put back what `apply` changed (and remove its sysctl file). Prints the commands;
+    /// changes nothing without --yes.
+    Revert {
+        /// The host's root (see `check`).
+        #[arg(long, default_value = "/")]
+        root: PathBuf,
+        /// Make the changes (needs root).
+        #[arg(long)]
+        yes: bool,
+    },
 }
 
 #[derive(Args)]
@@ -422,6 +444,20 @@ fn main() -> ExitCode {
         Command::Bench(BenchCommand::Produce(args)) => bench_produce(args),
         Command::Bench(BenchCommand::Failover(args)) => bench_failover(args),
         Command::Bench(BenchCommand::Rtt(args)) => bench_rtt(args),
+        Command::Tune(TuneCommand::Apply { root, yes }) => {
+            let changes = keel::tune::apply::plan_apply(&keel::tune::check(&root));
+            tune_changes("apply", &changes, yes, || {
+                keel::tune::apply::apply(&root, &changes)
+            })
+        }
+        Command::Tune(TuneCommand::Revert { root, yes }) => {
+            match keel::tune::apply::plan_revert(&root) {
+                Ok(changes) => tune_changes("revert", &changes, yes, || {
+                    keel::tune::apply::revert(&root, &changes)
+                }),
+                Err(error) => fail("tune revert", error),
+            }
+        }
         Command::Tune(TuneCommand::Check { root, json }) => {
             let findings = keel::tune::check(&root);
             if json {
@@ -602,6 +638,39 @@ fn broker_config(args: BrokerArgs) -> Result<NodeConfig, String> {
     }
     config.validate().map_err(|e| e.to_string())?;
     Ok(config)
+}
+
+/// Prints a tune plan; with `yes`, carries it out.
+fn tune_changes(
+    what: &str,
+    changes: &[keel::tune::apply::Change],
+    yes: bool,
+    run: impl FnOnce() -> Result<(), keel::tune::apply::TuneError>,
+) -> ExitCode {
+    if changes.is_empty() {
+        println!("nothing to {what}: every setting it can change is as it should be");
+        return ExitCode::SUCCESS;
+    }
+    for change in changes {
+        println!(
+            "{}    # {}: {} -> {}",
+            change.command(),
+            change.setting,
+            change.from,
+            change.to
+        );
+    }
+    if !yes {
+        println!("(dry run: nothing changed; run again with --yes to {what})");
+        return ExitCode::SUCCESS;
+    }
+    match run() {
+        Ok(()) => {
+            println!("done");
+            ExitCode::SUCCESS
+        }
+        Err(error) => fail(&format!("tune {what}"), error),
+    }
 }
 
 /// `--leader-balance-delay`: a duration, or `None` for "off".

@@ -2,7 +2,7 @@
 
 use std::path::Path;
 
-use crate::tune::{read, Finding, Status};
+use crate::tune::{read, Finding, Fix, Status};
 
 fn finding(
     section: &'static str,
@@ -22,7 +22,37 @@ fn finding(
         current: current.unwrap_or_default(),
         recommended,
         status,
+        fix: None,
     }
+}
+
+/// A finding for a sysctl, which `keel tune apply` can set.
+fn sysctl(
+    root: &Path,
+    section: &'static str,
+    key: &str,
+    recommended: &'static str,
+    value: &str,
+    is_ok: impl Fn(&str) -> bool,
+) -> Finding {
+    let path = format!("/proc/sys/{}", key.replace('.', "/"));
+    let mut found = finding(section, key, read(root, &path), recommended, is_ok);
+    found.fix = Some(Fix {
+        path,
+        value: value.to_string(),
+        sysctl: Some(key.to_string()),
+    });
+    found
+}
+
+/// Adds a sysfs write to a finding.
+fn with_sysfs(mut found: Finding, path: String, value: &str) -> Finding {
+    found.fix = Some(Fix {
+        path,
+        value: value.to_string(),
+        sysctl: None,
+    });
+    found
 }
 
 /// The selected word of a sysfs choice list ("always [madvise] never" -> "madvise").
@@ -117,57 +147,67 @@ pub fn all(root: &Path) -> Vec<Finding> {
         |v| v == "tsc",
     ));
 
-    findings.push(finding(
-        "Transparent huge pages",
-        "transparent_hugepage/enabled",
-        read(root, "/sys/kernel/mm/transparent_hugepage/enabled").map(|v| selected(&v)),
-        "madvise (or never)",
-        |v| v == "madvise" || v == "never",
+    findings.push(with_sysfs(
+        finding(
+            "Transparent huge pages",
+            "transparent_hugepage/enabled",
+            read(root, "/sys/kernel/mm/transparent_hugepage/enabled").map(|v| selected(&v)),
+            "madvise (or never)",
+            |v| v == "madvise" || v == "never",
+        ),
+        "/sys/kernel/mm/transparent_hugepage/enabled".to_string(),
+        "madvise",
     ));
 
-    findings.push(finding(
-        "Swappiness and dirty pages",
+    let swap = "Swappiness and dirty pages";
+    findings.push(sysctl(
+        root,
+        swap,
         "vm.swappiness",
-        read(root, "/proc/sys/vm/swappiness"),
         "1 (at most 10)",
+        "1",
         at_most(10),
     ));
-    findings.push(finding(
-        "Swappiness and dirty pages",
+    findings.push(sysctl(
+        root,
+        swap,
         "vm.dirty_background_ratio",
-        read(root, "/proc/sys/vm/dirty_background_ratio"),
         "5 (at most 10)",
+        "5",
         at_most(10),
     ));
-
-    findings.push(finding(
+    findings.push(sysctl(
+        root,
         "NUMA",
         "kernel.numa_balancing",
-        read(root, "/proc/sys/kernel/numa_balancing"),
         "0 (Keel places memory per core itself)",
+        "0",
         |v| v == "0",
     ));
-
-    findings.push(finding(
-        "Socket buffers and backlog",
+    let buffers = "Socket buffers and backlog";
+    findings.push(sysctl(
+        root,
+        buffers,
         "net.core.somaxconn",
-        read(root, "/proc/sys/net/core/somaxconn"),
         "4096 (at least 1024)",
+        "4096",
         at_least(1024),
     ));
-    for name in ["rmem_max", "wmem_max"] {
-        findings.push(finding(
-            "Socket buffers and backlog",
-            format!("net.core.{name}"),
-            read(root, &format!("/proc/sys/net/core/{name}")),
+    for key in ["net.core.rmem_max", "net.core.wmem_max"] {
+        findings.push(sysctl(
+            root,
+            buffers,
+            key,
             "16777216 (at least 4 MiB)",
+            "16777216",
             at_least(4 << 20),
         ));
     }
-    findings.push(finding(
+    findings.push(sysctl(
+        root,
         "TCP for small latency-sensitive frames",
         "net.ipv4.tcp_autocorking",
-        read(root, "/proc/sys/net/ipv4/tcp_autocorking"),
+        "0",
         "0",
         |v| v == "0",
     ));
@@ -181,20 +221,30 @@ pub fn all(root: &Path) -> Vec<Finding> {
             continue;
         }
         let nvme = device.starts_with("nvme");
-        findings.push(finding(
-            "Disk scheduler, merges and queue depth",
-            format!("{device} scheduler"),
-            read(root, &format!("/sys/block/{device}/queue/scheduler")).map(|v| selected(&v)),
-            "none (NVMe); none or mq-deadline",
-            move |v| v == "none" || (!nvme && v == "mq-deadline"),
+        let scheduler = format!("/sys/block/{device}/queue/scheduler");
+        findings.push(with_sysfs(
+            finding(
+                "Disk scheduler, merges and queue depth",
+                format!("{device} scheduler"),
+                read(root, &scheduler).map(|v| selected(&v)),
+                "none (NVMe); none or mq-deadline",
+                move |v| v == "none" || (!nvme && v == "mq-deadline"),
+            ),
+            scheduler,
+            "none",
         ));
         if nvme {
-            findings.push(finding(
-                "Disk scheduler, merges and queue depth",
-                format!("{device} nomerges"),
-                read(root, &format!("/sys/block/{device}/queue/nomerges")),
+            let nomerges = format!("/sys/block/{device}/queue/nomerges");
+            findings.push(with_sysfs(
+                finding(
+                    "Disk scheduler, merges and queue depth",
+                    format!("{device} nomerges"),
+                    read(root, &nomerges),
+                    "2",
+                    |v| v == "2",
+                ),
+                nomerges,
                 "2",
-                |v| v == "2",
             ));
         }
     }

@@ -9,6 +9,7 @@
 //!
 //! Checks are data (`checks.rs`), each a file and a rule, so adding one is one entry.
 
+pub mod apply;
 pub mod checks;
 
 use std::path::{Path, PathBuf};
@@ -48,6 +49,20 @@ pub struct Finding {
     pub recommended: &'static str,
     /// The verdict.
     pub status: Status,
+    /// How `keel tune apply` sets it, when a file write does (not for limits, boot
+    /// options or hardware).
+    pub fix: Option<Fix>,
+}
+
+/// A setting `keel tune apply` can change: a value written to a /proc or /sys file.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Fix {
+    /// The host file (absolute, as on the host).
+    pub path: String,
+    /// The value to write.
+    pub value: String,
+    /// The sysctl key, when it is one (persisted in /etc/sysctl.d/90-keel.conf).
+    pub sysctl: Option<String>,
 }
 
 /// Reads a file under `root` (an absolute host path like "/proc/sys/vm/swappiness"),
