@@ -74,6 +74,33 @@ fn host(root: &Path, tuned: bool) {
     );
     write(root, "/sys/block/nvme0n1/queue/nomerges", &pick("2", "0"));
     write(root, "/sys/block/loop0/queue/scheduler", "[none]");
+    if !tuned {
+        write(root, "/proc/1234/comm", "irqbalance");
+    }
+    write(root, "/proc/1/comm", "systemd");
+    write(root, "/sys/devices/system/cpu/isolated", &pick("2-15", ""));
+    write(root, "/sys/devices/system/cpu/nohz_full", &pick("2-15", ""));
+    write(root, "/sys/class/net/eth0/queues/rx-0/rps_cpus", "0");
+    if tuned {
+        write(root, "/sys/class/net/eth0/queues/rx-1/rps_cpus", "0");
+    }
+    write(root, "/sys/class/net/lo/queues/rx-0/rps_cpus", "0");
+    write(root, "/proc/sys/net/core/busy_poll", &pick("0", "10"));
+    write(
+        root,
+        "/sys/module/nvme/parameters/poll_queues",
+        &pick("2", "0"),
+    );
+    write(
+        root,
+        "/proc/self/mounts",
+        &if tuned {
+            "/dev/sda1 / ext4 rw,relatime 0 0\n/dev/nvme0n1 /var/lib/keel xfs rw,noatime 0 0"
+                .to_string()
+        } else {
+            "/dev/sda1 / ext4 rw,relatime 0 0".to_string()
+        },
+    );
     write(
         root,
         "/proc/self/limits",
@@ -92,8 +119,15 @@ fn by_setting<'a>(findings: &'a [Finding], setting: &str) -> &'a Finding {
         .unwrap_or_else(|| panic!("no finding for {setting}: {findings:?}"))
 }
 
-const SETTINGS: [&str; 13] = [
+const SETTINGS: [&str; 20] = [
     "cpu scaling_governor",
+    "irqbalance",
+    "isolated cpus",
+    "nohz_full cpus",
+    "eth0 rx queues",
+    "net.core.busy_poll",
+    "nvme poll_queues",
+    "file system of /var/lib/keel",
     "clocksource",
     "transparent_hugepage/enabled",
     "vm.swappiness",
@@ -121,8 +155,10 @@ fn a_well_tuned_host_is_ok_everywhere() {
         );
     }
     assert!(
-        findings.iter().all(|f| !f.setting.starts_with("loop")),
-        "loop devices are not checked"
+        findings
+            .iter()
+            .all(|f| !f.setting.starts_with("loop") && !f.setting.starts_with("lo ")),
+        "loop devices and the loopback interface are not checked"
     );
     assert_eq!(
         by_setting(&findings, "cpu scaling_governor").current,
@@ -171,10 +207,30 @@ fn missing_files_are_unknown_not_errors() {
 #[test]
 fn the_live_host_is_checked_in_every_section() {
     let output = Command::new(env!("CARGO_BIN_EXE_keel"))
-        .args(["tune", "check"])
+        .args(["tune", "check", "--json"])
         .output()
         .unwrap();
     assert!(matches!(output.status.code(), Some(0) | Some(1)));
+    let json = String::from_utf8(output.stdout).unwrap();
+    // Every section of the guide that has a check reports on this host.
+    let guide =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/tuning/README.md")).unwrap();
+    let checked: Vec<&str> = guide
+        .lines()
+        .filter(|l| l.starts_with("## ") && l.contains("[checked"))
+        .map(|l| l[3..].split(" **[").next().unwrap())
+        .collect();
+    assert!(checked.len() >= 15, "{checked:?}");
+    for section in checked {
+        assert!(
+            json.contains(&format!("\"section\":\"{section}\"")),
+            "section {section:?} not reported:\n{json}"
+        );
+    }
+    let output = Command::new(env!("CARGO_BIN_EXE_keel"))
+        .args(["tune", "check"])
+        .output()
+        .unwrap();
     let table = String::from_utf8(output.stdout).unwrap();
     for setting in [
         "cpu scaling_governor",

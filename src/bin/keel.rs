@@ -73,6 +73,9 @@ enum TuneCommand {
         /// Print JSON instead of a table.
         #[arg(long)]
         json: bool,
+        /// Keel's data directory (the file-system check looks at its mount).
+        #[arg(long, default_value = keel::tune::DEFAULT_DATA_DIR)]
+        data_dir: PathBuf,
     },
     /// Set every setting `check` finds different (and can change by writing a /proc or
     /// /sys file) to the recommended value. Prints the commands; changes nothing without
@@ -458,8 +461,12 @@ fn main() -> ExitCode {
                 Err(error) => fail("tune revert", error),
             }
         }
-        Command::Tune(TuneCommand::Check { root, json }) => {
-            let findings = keel::tune::check(&root);
+        Command::Tune(TuneCommand::Check {
+            root,
+            json,
+            data_dir,
+        }) => {
+            let findings = keel::tune::check_data_dir(&root, &data_dir);
             if json {
                 println!("{}", keel::tune::to_json(&findings));
             } else {

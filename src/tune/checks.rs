@@ -99,8 +99,8 @@ fn entries(root: &Path, host_dir: &str) -> Vec<String> {
     names
 }
 
-/// Every check against `root`.
-pub fn all(root: &Path) -> Vec<Finding> {
+/// Every check against `root`, for Keel's data in `data_dir`.
+pub fn all(root: &Path, data_dir: &Path) -> Vec<Finding> {
     let mut findings = Vec::new();
 
     // CPU frequency governor: every CPU's, which a VM may not expose at all.
@@ -134,6 +134,87 @@ pub fn all(root: &Path) -> Vec<Finding> {
         governor,
         "performance",
         |v| v == "performance",
+    ));
+
+    // Interrupts: irqbalance either stopped or told to keep off Keel's cores.
+    let processes: Vec<String> = entries(root, "/proc")
+        .into_iter()
+        .filter(|pid| pid.parse::<u32>().is_ok())
+        .collect();
+    let irqbalance_running = processes
+        .iter()
+        .any(|pid| read(root, &format!("/proc/{pid}/comm")).as_deref() == Some("irqbalance"));
+    let banned = ["/etc/default/irqbalance", "/etc/sysconfig/irqbalance"]
+        .iter()
+        .filter_map(|path| read(root, path))
+        .flat_map(|text| {
+            text.lines()
+                .map(str::trim)
+                .filter(|l| !l.starts_with('#'))
+                .filter_map(|l| l.strip_prefix("IRQBALANCE_BANNED_CPULIST="))
+                .map(|v| v.trim_matches('"').to_string())
+                .collect::<Vec<_>>()
+        })
+        .next();
+    let irq_state = match (irqbalance_running, &banned) {
+        (false, _) => "irqbalance not running".to_string(),
+        (true, Some(list)) => format!("irqbalance banned from {list}"),
+        (true, None) => "irqbalance on every core".to_string(),
+    };
+    findings.push(finding(
+        "IRQ affinity and irqbalance versus the cores Keel pins",
+        "irqbalance",
+        (!processes.is_empty()).then_some(irq_state),
+        "stopped, or banned from Keel's cores",
+        |v| v != "irqbalance on every core",
+    ));
+
+    for (name, path) in [
+        ("isolated cpus", "/sys/devices/system/cpu/isolated"),
+        ("nohz_full cpus", "/sys/devices/system/cpu/nohz_full"),
+    ] {
+        findings.push(finding(
+            "isolcpus and nohz_full",
+            name,
+            read(root, path).map(|v| if v.is_empty() { "none".to_string() } else { v }),
+            "Keel's pinned cores (dedicated hosts)",
+            |v| v != "none",
+        ));
+    }
+
+    // NICs with their receive queues (physical or virtual; not loopback).
+    for nic in entries(root, "/sys/class/net") {
+        if nic == "lo" || nic.starts_with("ifb") || nic.starts_with("veth") {
+            continue;
+        }
+        let queues = entries(root, &format!("/sys/class/net/{nic}/queues"))
+            .iter()
+            .filter(|q| q.starts_with("rx-"))
+            .count();
+        findings.push(finding(
+            "NIC queues (RSS, RPS, XPS) and interrupt coalescing",
+            format!("{nic} rx queues"),
+            (queues > 0).then(|| queues.to_string()),
+            "one per interrupt core (at least 2)",
+            at_least(2),
+        ));
+    }
+
+    findings.push(sysctl(
+        root,
+        "Busy polling",
+        "net.core.busy_poll",
+        "0, or 50 on dedicated hosts",
+        "0",
+        |v| number(v).is_some_and(|n| n == 0 || n >= 50),
+    ));
+
+    findings.push(finding(
+        "Polled I/O queues (IOPOLL)",
+        "nvme poll_queues",
+        read(root, "/sys/module/nvme/parameters/poll_queues"),
+        "Keel's shard count (dedicated NVMe hosts)",
+        |v| number(v).is_some_and(|n| n > 0),
     ));
 
     findings.push(finding(
@@ -248,6 +329,41 @@ pub fn all(root: &Path) -> Vec<Finding> {
             ));
         }
     }
+
+    // The file system holding Keel's data (the mount covering it).
+    let mounts = read(root, "/proc/self/mounts").unwrap_or_default();
+    let data_dir = data_dir.to_string_lossy();
+    let mount = mounts
+        .lines()
+        .filter_map(|line| {
+            let mut fields = line.split_whitespace();
+            let (_, point, kind, options) = (
+                fields.next()?,
+                fields.next()?,
+                fields.next()?,
+                fields.next()?,
+            );
+            let covers = data_dir == point
+                || point == "/"
+                || data_dir.starts_with(&format!("{}/", point.trim_end_matches('/')));
+            covers.then(|| (point.len(), format!("{kind} {options}")))
+        })
+        .max_by_key(|(length, _)| *length)
+        .map(|(_, found)| found);
+    findings.push(finding(
+        "File system and mount options",
+        format!("file system of {data_dir}"),
+        mount,
+        "xfs or ext4, noatime, barriers on",
+        |v| {
+            let mut parts = v.split_whitespace();
+            let kind = parts.next().unwrap_or_default();
+            let options = parts.next().unwrap_or_default();
+            (kind == "xfs" || kind == "ext4")
+                && options.split(',').any(|o| o == "noatime")
+                && !options.split(',').any(|o| o == "nobarrier")
+        },
+    ));
 
     // Limits of the process running the check: run it as the user Keel runs as.
     let limits = read(root, "/proc/self/limits");

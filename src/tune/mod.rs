@@ -74,9 +74,17 @@ pub fn read(root: &Path, host_path: &str) -> Option<String> {
         .map(|text| text.trim().to_string())
 }
 
+/// Where Keel keeps its data unless told (`check_data_dir` for another place).
+pub const DEFAULT_DATA_DIR: &str = "/var/lib/keel";
+
 /// Runs every check against the host (or fixture tree) at `root`.
 pub fn check(root: &Path) -> Vec<Finding> {
-    checks::all(root)
+    checks::all(root, Path::new(DEFAULT_DATA_DIR))
+}
+
+/// Same, for Keel's data in `data_dir` (the file-system check looks there).
+pub fn check_data_dir(root: &Path, data_dir: &Path) -> Vec<Finding> {
+    checks::all(root, data_dir)
 }
 
 /// The findings as a JSON array (hand-written: a flat list of strings).
