@@ -183,10 +183,20 @@ pub fn all(root: &Path, data_dir: &Path) -> Vec<Finding> {
     }
 
     // NICs with their receive queues (physical or virtual; not loopback).
-    for nic in entries(root, "/sys/class/net") {
-        if nic == "lo" || nic.starts_with("ifb") || nic.starts_with("veth") {
-            continue;
-        }
+    let nics: Vec<String> = entries(root, "/sys/class/net")
+        .into_iter()
+        .filter(|nic| nic != "lo" && !nic.starts_with("ifb") && !nic.starts_with("veth"))
+        .collect();
+    if nics.is_empty() {
+        findings.push(finding(
+            "NIC queues (RSS, RPS, XPS) and interrupt coalescing",
+            "network interfaces",
+            None,
+            "one rx queue per interrupt core (at least 2)",
+            |_| false,
+        ));
+    }
+    for nic in nics {
         let queues = entries(root, &format!("/sys/class/net/{nic}/queues"))
             .iter()
             .filter(|q| q.starts_with("rx-"))
@@ -294,13 +304,24 @@ pub fn all(root: &Path, data_dir: &Path) -> Vec<Finding> {
     ));
 
     // Block devices that hold data (not loop, RAM or compressed-RAM devices).
-    for device in entries(root, "/sys/block") {
-        if ["loop", "ram", "zram"]
-            .iter()
-            .any(|prefix| device.starts_with(prefix))
-        {
-            continue;
-        }
+    let devices: Vec<String> = entries(root, "/sys/block")
+        .into_iter()
+        .filter(|device| {
+            !["loop", "ram", "zram"]
+                .iter()
+                .any(|prefix| device.starts_with(prefix))
+        })
+        .collect();
+    if devices.is_empty() {
+        findings.push(finding(
+            "Disk scheduler, merges and queue depth",
+            "block devices",
+            None,
+            "none (NVMe); none or mq-deadline",
+            |_| false,
+        ));
+    }
+    for device in devices {
         let nvme = device.starts_with("nvme");
         let scheduler = format!("/sys/block/{device}/queue/scheduler");
         findings.push(with_sysfs(
