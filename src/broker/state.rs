@@ -1,6 +1,7 @@
 //! The applied state of one shard's replica group: topics (in the controller group) and,
-//! per partition, the offsets of its batches and where they are in the log (RocketMQ's
-//! ConsumeQueue). Rebuilt by applying the log from its start; pure (no I/O).
+//! per partition, the offsets of its batches and where they are in the log (the
+//! partition's consume index). Rebuilt by applying the log after the snapshot at its
+//! compaction point (or from its start); pure (no I/O).
 
 use std::collections::{BTreeMap, HashMap};
 
