@@ -13,7 +13,7 @@ use keel::client::{ClientError, ClusterClient};
 use keel::log::{CommitLog, LogConfig};
 use keel::protocol::codec::{encode_record_batch, BatchProducer, RecordData};
 use keel::protocol::wire::Acks;
-use support::{start_cluster, start_cluster_with};
+use support::{retry, start_cluster, start_cluster_with};
 
 fn batch_of(first: u64) -> (Vec<u8>, u32) {
     let records: Vec<RecordData> = (first..first + 10)
@@ -23,20 +23,6 @@ fn batch_of(first: u64) -> (Vec<u8>, u32) {
         })
         .collect();
     encode_record_batch(BatchProducer::default(), 0, &records)
-}
-
-fn retry<T>(what: &str, mut attempt: impl FnMut() -> Result<T, ClientError>) -> T {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        match attempt() {
-            Ok(value) => return value,
-            Err(error) if Instant::now() < deadline => {
-                let _ = error;
-                std::thread::sleep(Duration::from_millis(50));
-            }
-            Err(error) => panic!("{what}: {error}"),
-        }
-    }
 }
 
 /// Every record of partition 0 of `topic`, from offset 0 to the end (offsets checked

@@ -20,7 +20,7 @@ use keel::protocol::codec::{
 };
 use keel::protocol::wire::{Acks, ErrorCode};
 use support::netns::TestNet;
-use support::Broker;
+use support::{retry, Broker};
 
 const PORT: u16 = 9700;
 
@@ -32,17 +32,6 @@ fn batch_of(prefix: &str, first: u64) -> (Vec<u8>, u32) {
         })
         .collect();
     encode_record_batch(BatchProducer::default(), 0, &records)
-}
-
-fn retry<T>(what: &str, mut attempt: impl FnMut() -> Result<T, ClientError>) -> T {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        match attempt() {
-            Ok(value) => return value,
-            Err(_) if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(50)),
-            Err(error) => panic!("{what}: {error}"),
-        }
-    }
 }
 
 /// One produce request to exactly this node (no redirects, no retries): the base offset

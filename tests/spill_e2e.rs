@@ -12,7 +12,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use keel::client::{ClientError, ClusterClient};
-use support::start_cluster;
+use support::{retry, start_cluster};
 
 /// A `keel produce --spill-dir ... --report` process and the lines it reported.
 struct ProducerProcess {
@@ -97,11 +97,7 @@ fn outage_scenario(down: usize) {
     let bootstrap: Vec<String> = nodes.iter().map(|n| n.address(0)).collect();
     let bootstrap = bootstrap.join(",");
     let mut client = ClusterClient::new(&bootstrap);
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while let Err(error) = client.create_topic("journaled", 1) {
-        assert!(Instant::now() < deadline, "create topic: {error}");
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    retry("create topic", || client.create_topic("journaled", 1));
 
     let mut producer = ProducerProcess::start(&bootstrap, &spill_dir);
     producer.feed(0..300);
@@ -224,11 +220,7 @@ fn a_batch_stored_but_never_acknowledged_is_spilled_and_replayed_once() {
     let bootstrap: Vec<String> = nodes.iter().map(|n| n.address(0)).collect();
     let bootstrap = bootstrap.join(",");
     let mut client = ClusterClient::new(&bootstrap);
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while let Err(error) = client.create_topic("unanswered", 1) {
-        assert!(Instant::now() < deadline, "create topic: {error}");
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    retry("create topic", || client.create_topic("unanswered", 1));
     let mut config = ProducerConfig::new(&bootstrap);
     config.delivery_timeout = Duration::from_secs(1);
     config.spill = Some(SpillConfig::new(root.path().join("journal"), 64 << 20));

@@ -161,18 +161,7 @@ impl SpillJournal {
             other => io_error("lock", dir, std::io::Error::other(other.to_string())),
         })?;
         let checkpoint = read_checkpoint(dir)?;
-        let mut numbers = Vec::new();
-        for entry in std::fs::read_dir(dir).map_err(|e| io_error("list", dir, e))? {
-            let entry = entry.map_err(|e| io_error("list", dir, e))?;
-            let name = entry.file_name().to_string_lossy().into_owned();
-            if let Some(number) = name
-                .strip_suffix(FILE_SUFFIX)
-                .and_then(|stem| stem.parse::<u64>().ok())
-            {
-                numbers.push(number);
-            }
-        }
-        numbers.sort_unstable();
+        let numbers = file_numbers(dir)?;
         let mut journal = SpillJournal {
             _lock: lock,
             dir: dir.to_path_buf(),
@@ -226,7 +215,7 @@ impl SpillJournal {
     }
 
     fn path_of(&self, number: u64) -> PathBuf {
-        self.dir.join(format!("{number:020}{FILE_SUFFIX}"))
+        file_path(&self.dir, number)
     }
 
     /// Bytes of the journal's files.
@@ -391,6 +380,31 @@ impl SpillJournal {
 /// counted; damage elsewhere is an error). For a journal no producer has open.
 pub fn inspect(dir: &Path) -> Result<SpillStatus, SpillError> {
     let checkpoint = read_checkpoint(dir)?;
+    let numbers = file_numbers(dir)?;
+    let newest = numbers.last().copied();
+    let mut status = SpillStatus::default();
+    for number in numbers.into_iter().filter(|&n| n >= checkpoint.file) {
+        let path = file_path(dir, number);
+        let bytes = std::fs::read(&path).map_err(|e| io_error("read", &path, e))?;
+        let scan = scan_file(&path, number, &bytes, Some(number) == newest)?;
+        status.bytes += scan.valid_length;
+        for batch in scan.batches.iter().filter(|b| b.position >= checkpoint) {
+            status.pending_batches += 1;
+            if status.oldest_age.is_none() {
+                status.oldest_age = batch.written_at.elapsed().ok();
+            }
+        }
+    }
+    Ok(status)
+}
+
+/// The journal file with number `number`.
+fn file_path(dir: &Path, number: u64) -> PathBuf {
+    dir.join(format!("{number:020}{FILE_SUFFIX}"))
+}
+
+/// Numbers of the journal files in `dir`, ascending.
+fn file_numbers(dir: &Path) -> Result<Vec<u64>, SpillError> {
     let mut numbers = Vec::new();
     for entry in std::fs::read_dir(dir).map_err(|e| io_error("list", dir, e))? {
         let entry = entry.map_err(|e| io_error("list", dir, e))?;
@@ -403,21 +417,7 @@ pub fn inspect(dir: &Path) -> Result<SpillStatus, SpillError> {
         }
     }
     numbers.sort_unstable();
-    let newest = numbers.last().copied();
-    let mut status = SpillStatus::default();
-    for number in numbers.into_iter().filter(|&n| n >= checkpoint.file) {
-        let path = dir.join(format!("{number:020}{FILE_SUFFIX}"));
-        let bytes = std::fs::read(&path).map_err(|e| io_error("read", &path, e))?;
-        let scan = scan_file(&path, number, &bytes, Some(number) == newest)?;
-        status.bytes += scan.valid_length;
-        for batch in scan.batches.iter().filter(|b| b.position >= checkpoint) {
-            status.pending_batches += 1;
-            if status.oldest_age.is_none() {
-                status.oldest_age = batch.written_at.elapsed().ok();
-            }
-        }
-    }
-    Ok(status)
+    Ok(numbers)
 }
 
 fn encode_frame(

@@ -306,3 +306,16 @@ pub fn start_cluster_with(root: &Path, nodes: u32, shards: u32, extra: &[&str]) 
         .collect();
     children
 }
+
+/// Calls `attempt` until it succeeds, for up to 20 s (a cluster electing a leader, a
+/// shard learning of a new topic); panics with `what` and the last error after that.
+pub fn retry<T, E: std::fmt::Display>(what: &str, mut attempt: impl FnMut() -> Result<T, E>) -> T {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        match attempt() {
+            Ok(value) => return value,
+            Err(_) if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(50)),
+            Err(error) => panic!("{what}: {error}"),
+        }
+    }
+}
