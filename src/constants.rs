@@ -63,3 +63,23 @@ pub const READ_CHUNK_BYTES: usize = 1024 * 1024;
 /// Bound on the members listed in each list of a stored Raft configuration.
 /// Part of the meta file format.
 pub const MAX_CONF_MEMBERS: usize = 64;
+
+/// Largest AppendEntries message raft-rs builds (a soft limit: one entry always goes).
+/// A follower must hold a leader's whole window of these unflushed, so the number in
+/// flight per follower is the log's unflushed bound divided by this.
+pub const RAFT_MAX_MESSAGE_BYTES: u64 = 1024 * 1024;
+
+/// Bytes of proposals a leader holds uncommitted (raft-rs `max_uncommitted_size`):
+/// beyond, proposals are refused as overloaded (acks=none floods included).
+pub const MAX_UNCOMMITTED_BYTES: u64 = 32 * 1024 * 1024;
+
+/// Committed bytes one Ready hands out to apply: a restart re-applies its log in slices
+/// of this, never in one pass.
+pub const MAX_COMMITTED_BYTES_PER_READY: u64 = 8 * 1024 * 1024;
+
+/// Proposals waiting for their answer, per shard.
+pub const MAX_WAITING_PROPOSALS: usize = 100_000;
+
+/// Fetch long-polls waiting for new data, per shard (at the bound all are woken, which
+/// frees those whose fetch already ended).
+pub const MAX_FETCH_WAITERS: usize = 4096;

@@ -34,6 +34,7 @@ pub mod protocol;
 pub mod replication;
 pub mod runtime;
 pub mod shard;
+pub mod sim;
 pub mod transport;
 pub mod tune;
 pub mod units;

@@ -327,6 +327,15 @@ impl ShardState {
         self.partitions.get(&(topic_id, partition))
     }
 
+    /// Forgets the partitions and producers of topics that no longer exist (a shard that
+    /// is not the controller learns deletions from the controller's topic list).
+    pub fn forget_deleted_topics(&mut self) {
+        let live: std::collections::BTreeSet<u32> = self.topics.list().map(|t| t.id).collect();
+        self.partitions.retain(|(topic, _), _| live.contains(topic));
+        self.producers
+            .retain(|(_, topic, _), _| live.contains(topic));
+    }
+
     /// Forgets the batches stored below log index `first_index` (retention removed them);
     /// offsets and producer sequences are kept.
     pub fn forget_below(&mut self, first_index: u64) {

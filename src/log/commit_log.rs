@@ -192,6 +192,48 @@ impl CommitLog {
             .collect()
     }
 
+    /// Every entry at or below this index has been handed to a flush (it may be on disk);
+    /// entries above it are only in memory.
+    pub fn written_index(&self) -> u64 {
+        self.state.borrow().written_index
+    }
+
+    /// Bytes appended and not yet durable (buffered, or carried by a running flush):
+    /// what `append` counts against `max_unflushed_bytes`.
+    pub fn unflushed_bytes(&self) -> u64 {
+        let state = self.state.borrow();
+        state.buffer.unflushed_bytes() + state.in_flight_bytes
+    }
+
+    /// Removes the entries from `from_index` on when none of them was handed to a flush
+    /// yet: memory only, no waiting (a follower replacing a suffix it just received).
+    /// Entries already written need `truncate_suffix`.
+    pub fn truncate_unwritten_suffix(&self, from_index: u64) -> LogResult<()> {
+        let mut state = self.state.borrow_mut();
+        state.check_usable()?;
+        if from_index > state.last_index {
+            return Ok(());
+        }
+        if from_index <= state.written_index || from_index <= state.meta.hard_state.commit {
+            return Err(LogError::InvalidRequest(format!(
+                "cannot cut from index {from_index} in memory: written up to {}, commit {}",
+                state.written_index, state.meta.hard_state.commit
+            )));
+        }
+        // The tail cache keeps every entry that is not durable, so it locates this one.
+        let location = state
+            .cache
+            .get(from_index)
+            .map(|cached| cached.location)
+            .ok_or(LogError::Unavailable {
+                index: from_index,
+                last_index: state.last_index,
+            })?;
+        // Segments wholly after the cut were never written: they have no file yet.
+        let _never_written = state.truncate_in_memory(from_index, location);
+        Ok(())
+    }
+
     /// Last index of the newest sealed segment (0 when none is sealed).
     pub fn last_sealed_index(&self) -> u64 {
         let state = self.state.borrow();

@@ -1,12 +1,63 @@
-//! The replica group: a raft-rs `RawNode` over the CommitLog, driven by inputs and
-//! returning the work to do.
+//! The replica group as a deterministic state machine: a raft-rs `RawNode` over a log
+//! store, driven by inputs and returning effects.
 //!
-//! `GroupCore` does no I/O: it is told about ticks, messages, proposals and completed
-//! persists, and hands back what must be sent, appended, persisted and applied. The shard
-//! that owns the group does that work (appends to the log, flushes, sends) and reports
-//! back. A group of one voter is a single-node broker; replication adds peers.
+//! `Replica` decides everything (the Ready cycle's order, the outbox of acknowledgements
+//! waiting for durability, group commit, apply and waiters, snapshots and retention cuts,
+//! leader balancing and hand-over, ingress checks and back-pressure) and does nothing:
+//! no socket, file, clock, executor, channel or unseeded randomness. The glommio driver
+//! (`shard/`) and the simulator (`sim/`) carry out its effects and feed back completions,
+//! so the simulator tests the code production runs. A test guards that this module
+//! names none of those (see `tests` below).
 
-pub mod group_core;
+pub mod apply;
+pub mod events;
+pub mod leadership;
+pub mod log_store;
+pub mod prng;
 pub mod raft_logging;
+pub mod ready_cycle;
+pub mod replica;
+pub mod retention;
 
-pub use group_core::{GroupConfig, GroupCore, GroupError, ReadyWork};
+pub use events::{Defects, DiskWork, Effect, FlushId, Input, OpId, RequestId, ShardError};
+pub use log_store::{LogStore, SegmentSummary, StorageFailure};
+pub use prng::Prng;
+pub use replica::{preferred_leader_of, Replica, ReplicaConfig, ReplicaError, RetentionPolicy};
+
+#[cfg(test)]
+mod tests {
+    /// The guard rail: the replica decides, it never does I/O or reads a clock. A file of
+    /// this module that names any of these is a design error (the simulator could no
+    /// longer run it deterministically).
+    #[test]
+    fn the_replica_names_no_io_clock_or_executor() {
+        let forbidden = [
+            "glommio",
+            "Instant",
+            "SystemTime",
+            "std::fs",
+            "thread_rng",
+            "spawn",
+            "std::net",
+            "sleep(",
+        ];
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("src/replication");
+        let mut checked = 0;
+        for entry in std::fs::read_dir(&dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.extension().is_none_or(|e| e != "rs") || path.ends_with("mod.rs") {
+                continue;
+            }
+            let text = std::fs::read_to_string(&path).unwrap();
+            for word in forbidden {
+                assert!(
+                    !text.contains(word),
+                    "{} names {word:?}: the replica must stay free of I/O and clocks",
+                    path.display()
+                );
+            }
+            checked += 1;
+        }
+        assert!(checked >= 8, "the guard read the replica's files");
+    }
+}

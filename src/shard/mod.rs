@@ -11,6 +11,7 @@
 //! sent by the controller shard whenever it changes. Placement is unpinned by default
 //! (several nodes share small hosts); `pin_cores` gives each shard its own CPU.
 
+pub mod commit_log_store;
 pub mod group_driver;
 pub mod requests;
 pub mod server;
@@ -153,7 +154,7 @@ async fn run_shard(
             while let Some(message) = stream.recv().await {
                 match message {
                     ShardMessage::Topics(topics) if from_controller => {
-                        core.state.borrow_mut().topics.replace(topics)
+                        core.controller_topics(topics)
                     }
                     ShardMessage::Topics(_) => {}
                     ShardMessage::Leader(group, leader) => core.set_leader(group, leader),

@@ -14,7 +14,8 @@ use crate::broker::log_entry::BrokerEntry;
 use crate::broker::state::{shard_of, Applied, TopicInfo};
 use crate::protocol::codec::{check_record_batch, MESSAGE_IDENTIFIER};
 use crate::protocol::wire::{self, Acks, ErrorCode, Request, ResponseBody};
-use crate::shard::group_driver::{Pending, ShardCore, ShardError};
+use crate::replication::ShardError;
+use crate::shard::group_driver::{Pending, ShardCore};
 
 /// The shard that holds topic metadata and takes topic changes.
 pub const CONTROLLER_SHARD: u32 = 0;
@@ -63,11 +64,12 @@ impl WireError {
 
     fn from_shard(error: &ShardError) -> Self {
         let code = match error {
-            ShardError::NotLeader => ErrorCode::NotLeader,
+            // Both retriable: the client finds the leader again (an idempotent producer's
+            // retry of an indeterminate write is stored once).
+            ShardError::NotLeader | ShardError::Indeterminate => ErrorCode::NotLeader,
             ShardError::Storage(_) => ErrorCode::StorageFull,
             ShardError::Overloaded => ErrorCode::RequestTimedOut,
             ShardError::ShuttingDown => ErrorCode::ShuttingDown,
-            ShardError::Rejected(_) => ErrorCode::InternalError,
         };
         WireError::new(code, error.to_string())
     }
@@ -167,8 +169,7 @@ pub async fn handle_request(core: &Rc<ShardCore>, request: Request<'_>) -> Vec<u
 
 fn topic_or_error(core: &ShardCore, name: Option<&str>) -> Result<TopicInfo, WireError> {
     let name = name.ok_or_else(|| WireError::new(ErrorCode::InvalidRequest, "topic missing"))?;
-    core.state
-        .borrow()
+    core.state()
         .topics
         .get(name)
         .cloned()
@@ -206,7 +207,7 @@ fn submit_batch(
     topic: &TopicInfo,
     entry: wire::PartitionBatch<'_>,
     acks: Acks,
-) -> Result<Option<Pending>, WireError> {
+) -> Result<Pending, WireError> {
     check_partition(core, topic, entry.partition())?;
     let bytes = entry.batch().map(|v| v.bytes()).unwrap_or(&[]);
     let batch = check_record_batch(bytes, entry.crc32c(), core.config.max_batch_bytes as usize)
@@ -224,14 +225,13 @@ fn submit_batch(
         .map_err(|error| WireError::from_shard(&error))
 }
 
-async fn await_batch(pending: Option<Pending>, deadline: Instant) -> Result<u64, WireError> {
-    let Some(pending) = pending else {
-        return Ok(u64::MAX);
-    };
+async fn await_batch(pending: Pending, deadline: Instant) -> Result<u64, WireError> {
     let left = deadline.saturating_duration_since(Instant::now());
     match glommio::timer::timeout(left, async { Ok(pending.wait().await) }).await {
         Ok(Ok(Applied::Batch { base_offset, .. })) => Ok(base_offset),
         Ok(Ok(Applied::Duplicate { base_offset })) => Ok(base_offset),
+        // acks=none: accepted, not waited for.
+        Ok(Ok(Applied::Nothing)) => Ok(u64::MAX),
         Ok(Ok(Applied::OutOfSequence { expected })) => Err(WireError::new(
             ErrorCode::OutOfOrderSequence,
             format!(
@@ -261,7 +261,7 @@ async fn handle_produce(
     };
     let deadline = Instant::now() + Duration::from_millis(u64::from(produce.timeout_ms().max(1)));
     // Propose every partition's batch first (one flush can take them all), then wait.
-    let submitted: Vec<(u32, Result<Option<Pending>, WireError>)> = produce
+    let submitted: Vec<(u32, Result<Pending, WireError>)> = produce
         .batches()
         .iter()
         .flatten()
@@ -327,7 +327,7 @@ async fn handle_fetch(
         Instant::now() + Duration::from_millis(u64::from(fetch.max_wait_ms())).min(MAX_FETCH_WAIT);
     loop {
         let (locations, start_offset, high_watermark) = {
-            let state = core.state.borrow();
+            let state = core.state();
             match state.partition(topic.id, fetch.partition()) {
                 Some(index) => (
                     index.from_offset(fetch.offset()).to_vec(),
@@ -471,7 +471,7 @@ fn handle_metadata(core: &Rc<ShardCore>, correlation_id: u64) -> Vec<u8> {
         .collect();
     let nodes = builder.create_vector(&nodes);
     let voters: Vec<u32> = core.config.voters().iter().map(|&v| v as u32).collect();
-    let topics: Vec<TopicInfo> = core.state.borrow().topics.list().cloned().collect();
+    let topics: Vec<TopicInfo> = core.state().topics.list().cloned().collect();
     let mut topic_offsets = Vec::with_capacity(topics.len());
     for topic in &topics {
         let partitions: Vec<_> = (0..topic.partitions)
@@ -519,7 +519,7 @@ fn handle_metadata(core: &Rc<ShardCore>, correlation_id: u64) -> Vec<u8> {
 
 fn handle_list_topics(core: &Rc<ShardCore>, correlation_id: u64) -> Vec<u8> {
     let mut builder = FlatBufferBuilder::with_capacity(512);
-    let topics: Vec<TopicInfo> = core.state.borrow().topics.list().cloned().collect();
+    let topics: Vec<TopicInfo> = core.state().topics.list().cloned().collect();
     let summaries: Vec<_> = topics
         .iter()
         .map(|topic| {
@@ -597,7 +597,7 @@ async fn handle_create_topic(
             format!("partitions must be 1 to {MAX_PARTITIONS}"),
         ));
     }
-    if core.state.borrow().topics.get(name).is_some() {
+    if core.state().topics.get(name).is_some() {
         return Err(WireError::new(
             ErrorCode::TopicAlreadyExists,
             format!("topic {name:?} exists"),
@@ -610,15 +610,14 @@ async fn handle_create_topic(
         name,
     }
     .encode();
-    match core.propose(data, true).await {
-        Ok(Some(Applied::TopicsChanged)) => {}
-        Ok(_) => {
+    match propose_admin(core, data).await? {
+        Applied::TopicsChanged => {}
+        _ => {
             return Err(WireError::new(
                 ErrorCode::TopicAlreadyExists,
                 format!("topic {name:?} exists"),
             ))
         }
-        Err(error) => return Err(WireError::from_shard(&error)),
     }
     let mut builder = FlatBufferBuilder::with_capacity(128);
     let name = builder.create_string(name);
@@ -635,6 +634,23 @@ async fn handle_create_topic(
     ))
 }
 
+/// How long a topic change may take to commit before the client is told it timed out.
+const ADMIN_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Proposes a topic change and waits (bounded) for it to be applied.
+async fn propose_admin(core: &Rc<ShardCore>, data: Vec<u8>) -> Result<Applied, WireError> {
+    let pending = core
+        .submit(data, true)
+        .map_err(|error| WireError::from_shard(&error))?;
+    match glommio::timer::timeout(ADMIN_TIMEOUT, async { Ok(pending.wait().await) }).await {
+        Ok(answer) => answer.map_err(|error| WireError::from_shard(&error)),
+        Err(_) => Err(WireError::new(
+            ErrorCode::RequestTimedOut,
+            "the topic change was not committed in time (it may still be)",
+        )),
+    }
+}
+
 async fn handle_delete_topic(
     core: &Rc<ShardCore>,
     correlation_id: u64,
@@ -643,9 +659,7 @@ async fn handle_delete_topic(
     controller_only(core)?;
     let topic = topic_or_error(core, delete.name())?;
     let data = BrokerEntry::DeleteTopic { topic_id: topic.id }.encode();
-    core.propose(data, true)
-        .await
-        .map_err(|error| WireError::from_shard(&error))?;
+    propose_admin(core, data).await?;
     let mut builder = FlatBufferBuilder::with_capacity(128);
     let name = builder.create_string(&topic.name);
     let body = wire::DeleteTopicResponse::create(

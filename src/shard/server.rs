@@ -140,7 +140,9 @@ async fn handle_connection(core: Rc<ShardCore>, stream: TcpStream) -> std::io::R
 async fn answer_frame(core: &Rc<ShardCore>, frame: &[u8]) -> Option<Vec<u8>> {
     if flatbuffers::buffer_has_identifier(frame, PEER_IDENTIFIER, false) {
         match decode_peer_frame(frame) {
-            Ok(peer) if peer.group == core.shard_id => core.step_messages(peer.messages),
+            Ok(peer) if peer.group == core.shard_id => {
+                core.step_peer_messages(u64::from(peer.from_node), peer.messages)
+            }
             Ok(peer) => tracing::warn!(group = peer.group, "peer frame for another group dropped"),
             Err(error) => tracing::warn!(%error, "bad peer frame dropped"),
         }

@@ -23,6 +23,13 @@ const COALESCE_BYTES: usize = 1 << 20;
 const FIRST_BACKOFF: Duration = Duration::from_millis(10);
 const MAX_BACKOFF: Duration = Duration::from_secs(1);
 
+/// What was lost when a frame could not be queued.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Dropped {
+    /// The frame held a snapshot.
+    pub snapshot: bool,
+}
+
 /// The links of one shard's replica group.
 pub struct PeerLinks {
     node_id: u32,
@@ -53,22 +60,21 @@ impl PeerLinks {
         }
     }
 
-    /// Sends messages, one frame per destination.
-    pub fn send(&self, messages: Vec<Message>) {
-        let mut by_peer: BTreeMap<u64, Vec<Message>> = BTreeMap::new();
-        for message in messages {
-            by_peer.entry(message.to).or_default().push(message);
+    /// Sends one peer's messages in one frame. `Some` when the frame was dropped (the
+    /// peer's queue is full, or the peer is unknown): the replica reports it to Raft.
+    pub fn send(&self, peer: u64, messages: Vec<Message>) -> Option<Dropped> {
+        let snapshot = messages
+            .iter()
+            .any(|m| m.get_msg_type() == raft::eraftpb::MessageType::MsgSnapshot);
+        let Some(link) = self.links.get(&peer) else {
+            tracing::warn!(peer, "message for an unknown peer dropped");
+            return Some(Dropped { snapshot });
+        };
+        let frame = encode_peer_frame(self.node_id, self.group, &messages);
+        if link.try_send(frame).is_err() {
+            return Some(Dropped { snapshot });
         }
-        for (peer, messages) in by_peer {
-            let Some(link) = self.links.get(&peer) else {
-                tracing::warn!(peer, "message for an unknown peer dropped");
-                continue;
-            };
-            let frame = encode_peer_frame(self.node_id, self.group, &messages);
-            if link.try_send(frame).is_err() {
-                self.unreachable.borrow_mut().push(peer);
-            }
-        }
+        None
     }
 
     /// Peers whose frames could not be delivered since the last call.

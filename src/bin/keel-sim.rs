@@ -1,0 +1,150 @@
+//! `keel-sim`: runs the deterministic simulator over many seeds, or replays one.
+//!
+//! ```sh
+//! keel-sim --seeds 10000                 # seeds 0..10000, summary and coverage
+//! keel-sim --seeds 1000 --first 5000     # seeds 5000..6000
+//! keel-sim --seed 0x2a --trace full      # one seed, its whole trace
+//! keel-sim --seeds 2000 --defect advance-before-append   # prove a checker finds it
+//! ```
+
+use std::process::ExitCode;
+use std::time::Instant;
+
+use clap::Parser;
+use keel::sim::profile::FAULT_KINDS;
+use keel::sim::{replay_command, run_seed, with_defect, RunOptions, RunReport};
+
+/// Runs the deterministic cluster simulator.
+#[derive(Parser, Debug)]
+#[command(name = "keel-sim", version, about)]
+struct Args {
+    /// How many seeds to run (from --first).
+    #[arg(long, default_value_t = 1000)]
+    seeds: u64,
+    /// The first seed.
+    #[arg(long, default_value_t = 0, value_parser = parse_seed)]
+    first: u64,
+    /// Run this one seed (decimal or 0x hex) and print its trace.
+    #[arg(long, value_parser = parse_seed)]
+    seed: Option<u64>,
+    /// Trace to print for a single seed: full or short.
+    #[arg(long, default_value = "short")]
+    trace: String,
+    /// Switch a known defect back on (advance-before-append, ack-failed-append,
+    /// unsplit-frames, never-report-snapshot, failed-leader-keeps-leading).
+    #[arg(long)]
+    defect: Vec<String>,
+    /// Keep going after a failing seed (count them all).
+    #[arg(long)]
+    keep_going: bool,
+}
+
+fn parse_seed(text: &str) -> Result<u64, String> {
+    match text.strip_prefix("0x") {
+        Some(hex) => u64::from_str_radix(hex, 16).map_err(|e| e.to_string()),
+        None => text
+            .parse()
+            .map_err(|e: std::num::ParseIntError| e.to_string()),
+    }
+}
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    let mut options = RunOptions::default();
+    for name in &args.defect {
+        match with_defect(options, name) {
+            Some(o) => options = o,
+            None => {
+                eprintln!("keel-sim: unknown defect {name:?}");
+                return ExitCode::from(2);
+            }
+        }
+    }
+    // Release builds abort on a panic: name the seed first.
+    let hook_options = options;
+    let default_hook = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        let seed = keel::sim::CURRENT_SEED.with(|s| s.get());
+        eprintln!("seed {seed:#x}: VIOLATION panic: {info}");
+        eprintln!("reproduce: {}", replay_command(seed, &hook_options));
+        default_hook(info);
+    }));
+    if let Some(seed) = args.seed {
+        options.full_trace = args.trace == "full";
+        let report = run_seed(seed, options);
+        for line in &report.trace {
+            println!("{line}");
+        }
+        println!("profile: {}", report.profile);
+        return finish_one(&report, &options);
+    }
+    run_many(&args, options)
+}
+
+fn finish_one(report: &RunReport, options: &RunOptions) -> ExitCode {
+    println!(
+        "seed {:#x}: {} events, {:.1} s simulated, {} batches acknowledged, trace hash {:#018x}",
+        report.seed,
+        report.stats.events,
+        report.stats.simulated_ns as f64 / 1e9,
+        report.stats.acked,
+        report.trace_hash
+    );
+    match &report.violation {
+        None => ExitCode::SUCCESS,
+        Some(v) => {
+            println!("VIOLATION {}: {}", v.property, v.detail);
+            println!("reproduce: {}", replay_command(report.seed, options));
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run_many(args: &Args, options: RunOptions) -> ExitCode {
+    let started = Instant::now();
+    let (mut events, mut simulated_ns, mut failures) = (0u64, 0u64, 0u64);
+    let mut seeds_with_fault = [0u64; 8];
+    let mut first_failure = None;
+    let mut ran = 0;
+    for seed in args.first..args.first + args.seeds {
+        let report = run_seed(seed, options);
+        ran += 1;
+        events += report.stats.events;
+        simulated_ns += report.stats.simulated_ns;
+        for (kind, count) in report.stats.faults.iter().enumerate() {
+            seeds_with_fault[kind] += u64::from(*count > 0);
+        }
+        if let Some(v) = &report.violation {
+            failures += 1;
+            println!("seed {seed:#x}: VIOLATION {}: {}", v.property, v.detail);
+            println!("reproduce: {}", replay_command(seed, &options));
+            first_failure.get_or_insert(seed);
+            if !args.keep_going {
+                break;
+            }
+        }
+    }
+    let seconds = started.elapsed().as_secs_f64();
+    let coverage: Vec<String> = FAULT_KINDS
+        .iter()
+        .map(|k| {
+            format!(
+                "{k:?} {:.0}%",
+                100.0 * seeds_with_fault[*k as usize] as f64 / ran as f64
+            )
+        })
+        .collect();
+    println!("seeds with each fault: {}", coverage.join(", "));
+    println!(
+        "{ran} seeds, {failures} failed{}; {:.0} events/seed; {:.1} seeds/s; {:.0} simulated s per real s",
+        first_failure.map_or(String::new(), |s| format!(" (first: {s:#x}, after {} seeds)", s - args.first + 1)),
+        events as f64 / ran as f64,
+        ran as f64 / seconds,
+        simulated_ns as f64 / 1e9 / seconds
+    );
+    if failures == 0 {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    }
+}

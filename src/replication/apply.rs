@@ -1,0 +1,115 @@
+//! Applying committed entries to the shard's state and answering the proposals that
+//! wait for them.
+//!
+//! Entries apply one by one, in index order, each exactly once (A4); a committed entry
+//! that does not decode is a bug, and crashes with its index, never skipped. A waiter is
+//! answered with what applying its entry did when the entry at its index has the term it
+//! was proposed in; another term there means another leader's entry replaced it (a
+//! definite refusal). Waiters that can no longer learn their fate (leadership lost,
+//! storage failed, a snapshot installed over them) are answered `Indeterminate`.
+
+use raft::eraftpb::{Entry, EntryType};
+
+use crate::broker::state::{Applied, ShardState};
+use crate::replication::events::{Effect, ShardError};
+use crate::replication::log_store::LogStore;
+use crate::replication::replica::Replica;
+
+impl<S: LogStore> Replica<S> {
+    /// Applies committed entries in order and answers their waiters.
+    pub(crate) fn apply(&mut self, committed: Vec<Entry>, effects: &mut Vec<Effect>) {
+        let mut any_batch = false;
+        for entry in committed {
+            let applied = self.apply_one(&entry);
+            match &applied {
+                Applied::Batch { .. } => any_batch = true,
+                Applied::TopicsChanged => effects.push(Effect::TopicsChanged {
+                    topics: self.state.topics.list().cloned().collect(),
+                }),
+                _ => {}
+            }
+            if let Some(waiter) = self.waiters.remove(&entry.index) {
+                let outcome = if entry.term == waiter.term {
+                    Ok(applied)
+                } else {
+                    Err(ShardError::NotLeader)
+                };
+                effects.push(Effect::Answer {
+                    request: waiter.request,
+                    outcome,
+                });
+            }
+        }
+        if any_batch {
+            effects.push(Effect::DataArrived);
+        }
+        self.maybe_take_snapshot(effects);
+    }
+
+    fn apply_one(&mut self, entry: &Entry) -> Applied {
+        assert_eq!(
+            entry.index,
+            self.state.applied_index() + 1,
+            "entries apply one by one, in order (A4)"
+        );
+        assert_eq!(
+            entry.get_entry_type(),
+            EntryType::EntryNormal,
+            "configuration changes are not used (entry {})",
+            entry.index
+        );
+        match self.state.apply(entry.index, &entry.data) {
+            Ok(applied) => applied,
+            Err(error) => panic!(
+                "committed entry {} (term {}) does not decode: {error}; its crc32c passed, so \
+                 this is a bug, not damage",
+                entry.index, entry.term
+            ),
+        }
+    }
+
+    /// Answers every waiter with `error` (their entries' fate is unknown here).
+    pub(crate) fn answer_all_waiters(&mut self, error: ShardError, effects: &mut Vec<Effect>) {
+        for (_, waiter) in std::mem::take(&mut self.waiters) {
+            effects.push(Effect::Answer {
+                request: waiter.request,
+                outcome: Err(error.clone()),
+            });
+        }
+    }
+
+    /// A snapshot from the leader is on disk and the store restarted after it: replace the
+    /// applied state (item 12: waiters at or below it are answered).
+    pub(crate) fn installed_snapshot(
+        &mut self,
+        index: u64,
+        state: ShardState,
+        effects: &mut Vec<Effect>,
+    ) {
+        assert!(
+            self.snapshot_ready.is_none(),
+            "a snapshot is not installed while another is pending"
+        );
+        let covered: Vec<u64> = self.waiters.range(..=index).map(|(i, _)| *i).collect();
+        for waiter_index in covered {
+            if let Some(waiter) = self.waiters.remove(&waiter_index) {
+                effects.push(Effect::Answer {
+                    request: waiter.request,
+                    outcome: Err(ShardError::Indeterminate),
+                });
+            }
+        }
+        self.state = state;
+        self.last_snapshot_index = index;
+        self.kept_snapshots.clear();
+        effects.push(Effect::TopicsChanged {
+            topics: self.state.topics.list().cloned().collect(),
+        });
+        effects.push(Effect::DataArrived);
+        tracing::info!(
+            group = self.config.group_id,
+            index,
+            "installed a snapshot from the leader"
+        );
+    }
+}

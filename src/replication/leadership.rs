@@ -1,0 +1,288 @@
+//! Time and leadership: ticks, seeded election timeouts, leader changes, balancing,
+//! hand-over before a stop, and snapshots that were lost on the way.
+//!
+//! Everything here counts ticks; nothing reads a clock. The election timeout raft-rs
+//! draws from its own unseeded generator is overwritten from the replica's seeded one
+//! after every change of term or role (A6).
+
+use raft::{ProgressState, SnapshotStatus, StateRole};
+
+use crate::replication::events::{Effect, ShardError};
+use crate::replication::log_store::LogStore;
+use crate::replication::replica::{preferred_leader_of, Replica, CURRENT_FOLLOWER_LAG};
+
+impl<S: LogStore> Replica<S> {
+    pub(crate) fn on_tick(&mut self, now_ms: u64, effects: &mut Vec<Effect>) {
+        self.now_ms = now_ms;
+        self.ticks += 1;
+        self.raw.tick();
+        self.resend_lost_snapshots();
+        self.balance_leadership();
+        self.check_hand_over(effects);
+        self.maintain_storage(effects);
+    }
+
+    /// Draws the election timeout from the seeded generator (A6).
+    pub(crate) fn draw_election_timeout(&mut self) {
+        let low = self.config.election_ticks as u64;
+        let timeout = self.rng.range(low, 2 * low) as usize;
+        self.raw.raft.set_randomized_election_timeout(timeout);
+    }
+
+    /// After an input: a new term or role draws a new timeout; a new leader is announced;
+    /// a lost leadership answers the waiters it leaves behind.
+    pub(crate) fn note_role(&mut self, effects: &mut Vec<Effect>) {
+        let now = (self.raw.raft.term, self.raw.raft.state);
+        if now != self.last_term_role {
+            self.last_term_role = now;
+            self.draw_election_timeout();
+        }
+        let leader = if self.is_silent() {
+            0
+        } else {
+            self.raw.raft.leader_id
+        };
+        if leader != self.last_leader {
+            self.last_leader = leader;
+            effects.push(Effect::LeaderChanged {
+                leader,
+                term: self.raw.raft.term,
+            });
+        }
+        let leading = self.is_leader();
+        if self.was_leader && !leading {
+            self.preferred_current_ticks = 0;
+            self.answer_all_waiters(ShardError::Indeterminate, effects);
+        }
+        self.was_leader = leading;
+    }
+
+    /// Stop: hand leadership to the most current follower and take no more writes.
+    pub(crate) fn on_hand_over(&mut self, effects: &mut Vec<Effect>) {
+        if self.handing_over.is_some() {
+            return;
+        }
+        let target = if self.is_leader() {
+            self.most_current_follower()
+        } else {
+            None
+        };
+        self.handing_over = Some((self.ticks, target));
+        match target {
+            Some(target) => self.raw.transfer_leader(target),
+            None => {
+                self.hand_over_done = true;
+                effects.push(Effect::HandOverDone { handed_to: None });
+            }
+        }
+    }
+
+    fn check_hand_over(&mut self, effects: &mut Vec<Effect>) {
+        let Some((started, target)) = self.handing_over else {
+            return;
+        };
+        if self.hand_over_done {
+            return;
+        }
+        let waited = self.ticks - started;
+        let limit = 2 * self.config.election_ticks as u64;
+        if !self.is_leader() || waited >= limit {
+            self.hand_over_done = true;
+            let handed_to = target.filter(|_| !self.is_leader());
+            effects.push(Effect::HandOverDone { handed_to });
+        }
+    }
+
+    /// The follower whose log is longest (and close to the leader's), if any.
+    pub(crate) fn most_current_follower(&self) -> Option<u64> {
+        let last_index = self.raw.raft.raft_log.last_index();
+        let me = self.config.replica_id;
+        self.raw
+            .raft
+            .prs()
+            .iter()
+            .filter(|(id, _)| **id != me)
+            .max_by_key(|(id, progress)| (progress.matched, u64::MAX - **id))
+            .filter(|(_, progress)| progress.matched + CURRENT_FOLLOWER_LAG >= last_index)
+            .map(|(id, _)| *id)
+    }
+
+    /// Leader balancing: once the group's preferred leader (another node) has been
+    /// current for the delay, hand it the group (a transfer: no election timeout).
+    fn balance_leadership(&mut self) {
+        let Some(delay) = self.config.leader_balance_delay_ticks else {
+            return;
+        };
+        if self.handing_over.is_some() || !self.is_leader() {
+            return;
+        }
+        let voters: Vec<u64> = self.raw.raft.prs().conf().voters().ids().iter().collect();
+        let preferred = preferred_leader_of(self.config.group_id, &voters)
+            .filter(|&p| p != self.config.replica_id && self.follower_is_current(p));
+        let Some(preferred) = preferred else {
+            self.preferred_current_ticks = 0;
+            return;
+        };
+        self.preferred_current_ticks += 1;
+        if self.preferred_current_ticks < delay {
+            return;
+        }
+        self.preferred_current_ticks = 0;
+        tracing::info!(
+            group = self.config.group_id,
+            target = preferred,
+            "handing leadership to the group's preferred leader"
+        );
+        self.raw.transfer_leader(preferred);
+    }
+
+    /// Whether `follower` replicates normally and is at most `CURRENT_FOLLOWER_LAG`
+    /// entries behind, when leading.
+    pub fn follower_is_current(&self, follower: u64) -> bool {
+        if !self.is_leader() {
+            return false;
+        }
+        let last_index = self.raw.raft.raft_log.last_index();
+        self.raw.raft.prs().get(follower).is_some_and(|p| {
+            p.state == ProgressState::Replicate && p.matched + CURRENT_FOLLOWER_LAG >= last_index
+        })
+    }
+
+    /// A snapshot sent to `peer` was lost: raft-rs sends it again after probing (R10).
+    pub(crate) fn report_snapshot_lost(&mut self, peer: u64) {
+        self.snapshots_in_flight.remove(&peer);
+        if self.config.defects.never_report_snapshot || !self.is_leader() {
+            return;
+        }
+        self.raw.report_snapshot(peer, SnapshotStatus::Failure);
+    }
+
+    /// Snapshots unanswered for too long count as lost; answered ones are forgotten.
+    fn resend_lost_snapshots(&mut self) {
+        let peers: Vec<(u64, u64)> = self
+            .snapshots_in_flight
+            .iter()
+            .map(|(p, t)| (*p, *t))
+            .collect();
+        for (peer, sent) in peers {
+            let waiting = self
+                .raw
+                .raft
+                .prs()
+                .get(peer)
+                .is_some_and(|p| p.state == ProgressState::Snapshot);
+            if !waiting || !self.is_leader() {
+                self.snapshots_in_flight.remove(&peer);
+            } else if self.ticks - sent >= self.config.snapshot_resend_ticks {
+                self.report_snapshot_lost(peer);
+            }
+        }
+    }
+
+    /// Whether this replica leads its group.
+    pub fn is_leader(&self) -> bool {
+        self.raw.raft.state == StateRole::Leader && !self.is_silent()
+    }
+
+    /// The leader's id as this replica knows it (0: unknown).
+    pub fn leader_id(&self) -> u64 {
+        if self.is_silent() {
+            return 0;
+        }
+        self.raw.raft.leader_id
+    }
+
+    /// Current term.
+    pub fn term(&self) -> u64 {
+        self.raw.raft.term
+    }
+
+    /// Highest committed index.
+    pub fn commit_index(&self) -> u64 {
+        self.raw.raft.raft_log.committed
+    }
+
+    /// Index of the last entry (durable or not).
+    pub fn last_index(&self) -> u64 {
+        self.raw.raft.raft_log.last_index()
+    }
+
+    /// Highest applied index.
+    pub fn applied_index(&self) -> u64 {
+        self.state.applied_index()
+    }
+
+    /// Last index known durable.
+    pub fn durable_index(&self) -> u64 {
+        self.durable_index
+    }
+
+    /// This replica's role: leader, follower, candidate, pre-candidate or failed.
+    pub fn role(&self) -> &'static str {
+        if self.is_silent() {
+            return "failed";
+        }
+        match self.raw.raft.state {
+            StateRole::Leader => "leader",
+            StateRole::Follower => "follower",
+            StateRole::Candidate => "candidate",
+            StateRole::PreCandidate => "pre-candidate",
+        }
+    }
+
+    /// Number of voters.
+    pub fn voter_count(&self) -> usize {
+        self.raw.raft.prs().conf().voters().ids().len()
+    }
+
+    /// (follower, matched index) of every follower, when leading.
+    pub fn follower_progress(&self) -> Vec<(u64, u64)> {
+        if !self.is_leader() {
+            return Vec::new();
+        }
+        let me = self.config.replica_id;
+        self.raw
+            .raft
+            .prs()
+            .iter()
+            .filter(|(id, _)| **id != me)
+            .map(|(id, p)| (*id, p.matched))
+            .collect()
+    }
+
+    /// The applied state.
+    pub fn state(&self) -> &crate::broker::state::ShardState {
+        &self.state
+    }
+
+    /// The log store.
+    pub fn store(&self) -> &S {
+        &self.store
+    }
+
+    /// Why the storage failed, if it did.
+    pub fn failure(&self) -> Option<&crate::replication::log_store::StorageFailure> {
+        self.failed.as_ref()
+    }
+
+    /// Proposals waiting for their answer.
+    pub fn waiting_proposals(&self) -> usize {
+        self.waiters.len()
+    }
+
+    /// Whether a Ready waits for disk work.
+    pub fn is_parked(&self) -> bool {
+        self.parked.is_some()
+    }
+
+    /// Whether `follower` is in raft-rs's snapshot state (leader only).
+    pub fn follower_awaits_snapshot(&self, follower: u64) -> bool {
+        self.is_leader()
+            && self
+                .raw
+                .raft
+                .prs()
+                .get(follower)
+                .is_some_and(|p| p.state == ProgressState::Snapshot)
+    }
+}

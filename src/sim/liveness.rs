@@ -1,0 +1,81 @@
+//! The liveness phase's test: once faults stop, the group must elect one leader, answer
+//! every client, and bring every replica to the same applied state, within a budget.
+
+use crate::sim::checkers::{check_final, Violation};
+use crate::sim::world::World;
+
+/// Whether the run has converged (then the final checks ran too).
+pub fn check(world: &World) -> Result<bool, Violation> {
+    if !converged(world) {
+        return Ok(false);
+    }
+    let replicas: Vec<_> = world
+        .nodes
+        .values()
+        .filter_map(|n| n.replica.as_ref().map(|r| (n.id, r)))
+        .collect();
+    check_final(&replicas, &world.workload.history)?;
+    Ok(true)
+}
+
+fn converged(world: &World) -> bool {
+    let producers_done = world
+        .workload
+        .producers
+        .iter()
+        .all(|p| p.in_flight.is_none() && p.closing_batches == 0);
+    if !producers_done || world.workload.topic_id.is_none() {
+        return false;
+    }
+    let mut leader = None;
+    for node in world.nodes.values() {
+        let Some(replica) = node.replica.as_ref().filter(|_| node.up && !node.paused) else {
+            return false;
+        };
+        if replica.is_leader() {
+            if leader.is_some() {
+                return false;
+            }
+            leader = Some(replica);
+        }
+    }
+    let Some(leader) = leader else { return false };
+    let commit = leader.commit_index();
+    commit == leader.last_index()
+        && world.nodes.values().all(|n| {
+            n.replica.as_ref().is_some_and(|r| {
+                r.leader_id() == leader.leader_id()
+                    && r.applied_index() == commit
+                    && r.commit_index() == commit
+            })
+        })
+}
+
+/// What the run still waits for, for the failure message.
+pub fn pending(world: &World) -> String {
+    let mut parts = Vec::new();
+    for p in &world.workload.producers {
+        if let Some(f) = &p.in_flight {
+            parts.push(format!("producer {} batch {} unanswered", p.id, f.batch));
+        }
+    }
+    for node in world.nodes.values() {
+        match &node.replica {
+            Some(r) => parts.push(format!(
+                "node {}: {} term {} leader {} commit {} applied {} last {} parked {} up {} paused {}",
+                node.id,
+                r.role(),
+                r.term(),
+                r.leader_id(),
+                r.commit_index(),
+                r.applied_index(),
+                r.last_index(),
+                r.is_parked(),
+                node.up,
+                node.paused
+            )),
+            None => parts.push(format!("node {}: down", node.id)),
+        }
+    }
+    parts.join("; ")
+}

@@ -1,0 +1,280 @@
+//! The simulated network between replicas: per directed path a delay, a connection
+//! generation (a reset loses every frame in flight), partitions and clogging; in
+//! datagram mode independent loss, duplication and reordering.
+//!
+//! Frames are what the driver's `PeerLinks` would send: the messages for one peer split
+//! below the frame limit. A frame over the limit would make the receiver drop the
+//! connection: the checker counts it as a violation (S8).
+
+use std::collections::BTreeMap;
+
+use raft::eraftpb::{Message, MessageType};
+
+use crate::replication::prng::Prng;
+use crate::sim::profile::{LinkMode, Profile};
+
+/// PRNG domain of the network.
+const NETWORK_DOMAIN: u64 = 20;
+
+/// First reconnect delay after a reset, ns (as `PeerLinks`).
+const FIRST_BACKOFF_NS: u64 = 10_000_000;
+
+/// One directed path.
+#[derive(Clone, Debug, Default)]
+pub struct Path {
+    /// Connection generation: deliveries of an older one are lost.
+    pub epoch: u64,
+    /// FIFO: no delivery before this time.
+    pub fifo_until: u64,
+    /// Cut by a partition.
+    pub blocked: bool,
+    /// Holds everything until then.
+    pub clogged_until: u64,
+    /// Reconnecting until then (frames are dropped and reported).
+    pub down_until: u64,
+}
+
+/// A frame on its way.
+#[derive(Clone, Debug)]
+pub struct Delivery {
+    /// When it arrives, ns.
+    pub at: u64,
+    /// Sender node.
+    pub from: u64,
+    /// Receiver node.
+    pub to: u64,
+    /// Connection generation it was sent on.
+    pub epoch: u64,
+    /// Its messages.
+    pub messages: Vec<Message>,
+}
+
+/// What a send did.
+#[derive(Debug, Default)]
+pub struct Sent {
+    /// Frames on their way.
+    pub deliveries: Vec<Delivery>,
+    /// Frames dropped at the sender (connection down): the replica is told.
+    pub dropped: Option<bool>,
+    /// Frames over the receiver's limit (a violation when frames are split).
+    pub oversized: usize,
+}
+
+/// The network.
+pub struct Network {
+    paths: BTreeMap<(u64, u64), Path>,
+    rng: Prng,
+    mode: LinkMode,
+    min_delay_ns: u64,
+    mean_delay_ns: u64,
+    drop_per_mille: u64,
+    duplicate_per_mille: u64,
+    max_frame_bytes: u64,
+}
+
+impl Network {
+    /// A network as the profile describes.
+    pub fn new(seed: u64, profile: &Profile) -> Network {
+        Network {
+            paths: BTreeMap::new(),
+            rng: Prng::derive(seed, NETWORK_DOMAIN, 0),
+            mode: profile.link_mode,
+            min_delay_ns: profile.min_delay_ns,
+            mean_delay_ns: profile.mean_delay_ns,
+            drop_per_mille: profile.drop_per_mille,
+            duplicate_per_mille: profile.duplicate_per_mille,
+            max_frame_bytes: profile.max_frame_bytes,
+        }
+    }
+
+    /// The path from `from` to `to`.
+    pub fn path(&mut self, from: u64, to: u64) -> &mut Path {
+        self.paths.entry((from, to)).or_default()
+    }
+
+    /// Whether a delivery still belongs to its connection.
+    pub fn current(&mut self, delivery: &Delivery) -> bool {
+        self.path(delivery.from, delivery.to).epoch == delivery.epoch
+    }
+
+    fn delay(&mut self) -> u64 {
+        let unit = self.rng.unit().max(1e-12);
+        self.min_delay_ns + (-unit.ln() * self.mean_delay_ns as f64) as u64
+    }
+
+    /// Sends one peer's messages; `split` packs them into frames below the limit as the
+    /// driver does (off: one frame, as the H10 defect did).
+    pub fn send(
+        &mut self,
+        now: u64,
+        from: u64,
+        to: u64,
+        messages: Vec<Message>,
+        split: bool,
+    ) -> Sent {
+        let mut sent = Sent::default();
+        let frames = if split {
+            split_into_frames(messages, self.max_frame_bytes as usize)
+        } else {
+            vec![messages]
+        };
+        for frame in frames {
+            self.send_frame(now, from, to, frame, &mut sent);
+        }
+        sent
+    }
+
+    fn send_frame(&mut self, now: u64, from: u64, to: u64, frame: Vec<Message>, sent: &mut Sent) {
+        let snapshot = frame
+            .iter()
+            .any(|m| m.get_msg_type() == MessageType::MsgSnapshot);
+        let size: usize = frame.iter().map(encoded_size_estimate).sum();
+        let path = self.path(from, to).clone();
+        if path.down_until > now {
+            sent.dropped = Some(sent.dropped.unwrap_or(false) || snapshot);
+            return;
+        }
+        if size as u64 > self.max_frame_bytes {
+            // The receiver refuses the frame and closes the connection.
+            sent.oversized += 1;
+            self.reset(now, from, to);
+            sent.dropped = Some(sent.dropped.unwrap_or(false) || snapshot);
+            return;
+        }
+        if path.blocked {
+            return;
+        }
+        match self.mode {
+            LinkMode::Tcp => {
+                let at = (now + self.delay())
+                    .max(path.fifo_until)
+                    .max(path.clogged_until);
+                self.path(from, to).fifo_until = at;
+                sent.deliveries.push(Delivery {
+                    at,
+                    from,
+                    to,
+                    epoch: path.epoch,
+                    messages: frame,
+                });
+            }
+            LinkMode::Datagram => {
+                if self.rng.chance(self.drop_per_mille, 1000) {
+                    return;
+                }
+                let copies = if self.rng.chance(self.duplicate_per_mille, 1000) {
+                    2
+                } else {
+                    1
+                };
+                for _ in 0..copies {
+                    let at = (now + self.delay()).max(path.clogged_until);
+                    sent.deliveries.push(Delivery {
+                        at,
+                        from,
+                        to,
+                        epoch: path.epoch,
+                        messages: frame.clone(),
+                    });
+                }
+            }
+        }
+    }
+
+    /// Resets the connection `from → to`: frames in flight are lost; it reconnects after
+    /// a backoff.
+    pub fn reset(&mut self, now: u64, from: u64, to: u64) {
+        let backoff = FIRST_BACKOFF_NS * self.rng.range(1, 8);
+        let path = self.path(from, to);
+        path.epoch += 1;
+        path.fifo_until = 0;
+        path.down_until = now + backoff;
+    }
+
+    /// Heals every partition; cut TCP connections are made again (a reset).
+    pub fn heal(&mut self, now: u64) {
+        let blocked: Vec<(u64, u64)> = self
+            .paths
+            .iter()
+            .filter(|(_, p)| p.blocked)
+            .map(|(k, _)| *k)
+            .collect();
+        for (from, to) in blocked {
+            self.path(from, to).blocked = false;
+            if self.mode == LinkMode::Tcp {
+                self.reset(now, from, to);
+            }
+        }
+    }
+}
+
+/// An upper bound of a message's encoded size in a peer frame.
+pub fn encoded_size_estimate(message: &Message) -> usize {
+    let entries: usize = message
+        .entries
+        .iter()
+        .map(|e| e.data.len() + e.context.len() + 48)
+        .sum();
+    let snapshot = message.get_snapshot().get_data().len()
+        + 64 * message
+            .get_snapshot()
+            .get_metadata()
+            .get_conf_state()
+            .voters
+            .len();
+    128 + entries + snapshot
+}
+
+/// Packs messages into frames below `max_frame_bytes`, in order; an append too large for
+/// one frame is split into consecutive appends.
+pub fn split_into_frames(messages: Vec<Message>, max_frame_bytes: usize) -> Vec<Vec<Message>> {
+    let mut frames: Vec<Vec<Message>> = Vec::new();
+    let mut current: Vec<Message> = Vec::new();
+    let mut current_bytes = 64;
+    for message in messages {
+        for piece in split_append(message, max_frame_bytes - 64) {
+            let size = encoded_size_estimate(&piece);
+            if !current.is_empty() && current_bytes + size > max_frame_bytes {
+                frames.push(std::mem::take(&mut current));
+                current_bytes = 64;
+            }
+            current_bytes += size;
+            current.push(piece);
+        }
+    }
+    if !current.is_empty() {
+        frames.push(current);
+    }
+    frames
+}
+
+fn split_append(message: Message, limit: usize) -> Vec<Message> {
+    if message.get_msg_type() != MessageType::MsgAppend || encoded_size_estimate(&message) <= limit
+    {
+        return vec![message];
+    }
+    let mut pieces = Vec::new();
+    let mut template = message.clone();
+    template.entries.clear();
+    let (mut index, mut log_term) = (message.index, message.log_term);
+    let mut piece = template.clone();
+    for entry in message.entries.iter() {
+        let mut grown = piece.clone();
+        grown.entries.push(entry.clone());
+        if !piece.entries.is_empty() && encoded_size_estimate(&grown) > limit {
+            let last = piece.entries.last().map(|e| (e.index, e.term));
+            pieces.push(std::mem::replace(&mut piece, template.clone()));
+            if let Some((i, t)) = last {
+                index = i;
+                log_term = t;
+            }
+            piece.index = index;
+            piece.log_term = log_term;
+            piece.entries.push(entry.clone());
+        } else {
+            piece = grown;
+        }
+    }
+    pieces.push(piece);
+    pieces
+}

@@ -1,0 +1,942 @@
+//! The simulated world: one thread, one event queue, every node's real `Replica` over a
+//! `SimLogStore`, the network, the disks' timing and faults, and the clients. Time is in
+//! nanoseconds; ties are broken by insertion order, so a run is a function of its seed.
+
+use std::collections::BTreeMap;
+
+use crate::broker::log_entry::BrokerEntry;
+use crate::broker::snapshot::decode_state;
+use crate::broker::state::{Applied, ShardState};
+use crate::replication::events::{Defects, DiskWork, Effect, FlushId, Input, OpId, RequestId};
+use crate::replication::log_store::StorageFailure;
+use crate::replication::prng::Prng;
+use crate::replication::replica::{Replica, ReplicaConfig, RetentionPolicy};
+use crate::sim::checkers::{Checker, Violation};
+use crate::sim::network::{Delivery, Network};
+use crate::sim::profile::{FaultKind, Profile};
+use crate::sim::sim_store::{SimLog, SimLogStore};
+use crate::sim::trace::Trace;
+use crate::sim::workload::{Purpose, Workload, TOPIC};
+
+/// PRNG domain of faults; of each node's disk.
+const FAULT_DOMAIN: u64 = 40;
+const DISK_DOMAIN: u64 = 41;
+
+/// Events one run may take (a run that needs more is stuck in a storm).
+const MAX_EVENTS_PER_RUN: u64 = 2_000_000;
+
+/// How long a client waits for an answer before it retries elsewhere, ns.
+const CLIENT_TIMEOUT_NS: u64 = 1_000_000_000;
+
+/// Something that happens at a time. Fields: `node` the node it happens to,
+/// `incarnation` the node's life it belongs to (a crash makes older events void).
+#[derive(Debug)]
+#[allow(missing_docs)]
+pub enum Event {
+    /// A node's tick.
+    Tick { node: u64, incarnation: u64 },
+    /// A frame arrives.
+    Deliver(Delivery),
+    /// The oldest flush of a node ends.
+    FlushComplete {
+        node: u64,
+        incarnation: u64,
+        flush: FlushId,
+    },
+    /// Disk work of a node ends.
+    DiskComplete {
+        node: u64,
+        incarnation: u64,
+        op: OpId,
+        work: DiskWork,
+    },
+    /// Inject a fault.
+    Fault,
+    /// A node goes down (kill -9, or the end of a planned stop).
+    Crash { node: u64 },
+    /// A crashed node starts again.
+    Restart { node: u64 },
+    /// A paused node goes on.
+    Resume { node: u64 },
+    /// Partitions end.
+    Heal,
+    /// A client acts (only its newest wake-up counts).
+    Client { producer: usize, token: u64 },
+    /// The admin tries to create the topic (only its newest wake-up counts).
+    Admin { token: u64 },
+    /// Faults stop; liveness is checked.
+    FaultsOff,
+    /// Liveness check.
+    Check,
+}
+
+/// One simulated node.
+pub struct Node {
+    /// Its id.
+    pub id: u64,
+    /// Running (not crashed).
+    pub up: bool,
+    /// Stopped (SIGSTOP).
+    pub paused: bool,
+    /// Bumped at each crash: events of an older life are ignored.
+    pub incarnation: u64,
+    /// The replica, while up.
+    pub replica: Option<Replica<SimLogStore>>,
+    /// The log (its durable part survives crashes).
+    pub store: SimLogStore,
+    /// The disk is busy until then (completions are FIFO).
+    pub disk_free_at: u64,
+    /// Events held while paused.
+    pub held: Vec<Event>,
+    /// Clock drift, parts per million.
+    pub drift_ppm: i64,
+    /// The next flush fails with this.
+    pub fail_next_flush: Option<StorageFailure>,
+    /// Disk randomness.
+    pub rng: Prng,
+}
+
+/// Counts for the coverage report.
+#[derive(Clone, Debug, Default)]
+pub struct Stats {
+    /// Events handled.
+    pub events: u64,
+    /// Faults injected, by kind.
+    pub faults: [u64; 8],
+    /// Leader elections seen (term changes of leaders).
+    pub leader_terms: u64,
+    /// Batches acknowledged.
+    pub acked: u64,
+    /// Simulated nanoseconds.
+    pub simulated_ns: u64,
+}
+
+/// The world of one run.
+pub struct World {
+    /// The run's seed.
+    pub seed: u64,
+    /// Its profile.
+    pub profile: Profile,
+    /// Defects switched on in every replica.
+    pub defects: Defects,
+    /// Frames split below the limit (off: the H10 defect).
+    pub split_frames: bool,
+    /// Now, ns.
+    pub now: u64,
+    sequence: u64,
+    events: BTreeMap<(u64, u64), Event>,
+    /// Nodes by id.
+    pub nodes: BTreeMap<u64, Node>,
+    network: Network,
+    rng: Prng,
+    /// The clients.
+    pub workload: Workload,
+    checker: Checker,
+    /// The trace.
+    pub trace: Trace,
+    faults_on: bool,
+    faults_off_at: u64,
+    /// Counts.
+    pub stats: Stats,
+    /// Which request went to which node.
+    request_nodes: BTreeMap<RequestId, u64>,
+    /// The first broken property.
+    pub violation: Option<Violation>,
+    /// Whether the liveness phase succeeded.
+    pub done: bool,
+    admin_token: u64,
+}
+
+impl World {
+    /// A world for `seed`.
+    pub fn new(seed: u64, defects: Defects, split_frames: bool) -> World {
+        let profile = Profile::draw(seed);
+        let mut nodes = BTreeMap::new();
+        for id in 1..=profile.nodes {
+            let log = SimLog {
+                segment_entries: profile.segment_entries,
+                ..Default::default()
+            };
+            let mut rng = Prng::derive(seed, DISK_DOMAIN, id);
+            let drift_ppm = rng.range(0, 40_001) as i64 - 20_000;
+            nodes.insert(
+                id,
+                Node {
+                    id,
+                    up: false,
+                    paused: false,
+                    incarnation: 0,
+                    replica: None,
+                    store: SimLogStore::new(log),
+                    disk_free_at: 0,
+                    held: Vec::new(),
+                    drift_ppm,
+                    fail_next_flush: None,
+                    rng,
+                },
+            );
+        }
+        let workload = Workload::new(
+            seed,
+            profile.producers,
+            profile.partitions,
+            profile.max_value_bytes,
+        );
+        World {
+            network: Network::new(seed, &profile),
+            rng: Prng::derive(seed, FAULT_DOMAIN, 0),
+            faults_off_at: profile.safety_ns,
+            seed,
+            profile,
+            defects,
+            split_frames,
+            now: 0,
+            sequence: 0,
+            events: BTreeMap::new(),
+            nodes,
+            workload,
+            checker: Checker::default(),
+            trace: Trace::new(),
+            faults_on: true,
+            stats: Stats::default(),
+            request_nodes: BTreeMap::new(),
+            violation: None,
+            done: false,
+            admin_token: 0,
+        }
+    }
+
+    /// Schedules `event` at `at`.
+    pub fn schedule(&mut self, at: u64, event: Event) {
+        self.sequence += 1;
+        self.events.insert((at.max(self.now), self.sequence), event);
+    }
+
+    fn replica_config(&self, id: u64) -> ReplicaConfig {
+        let p = &self.profile;
+        let voters: Vec<u64> = (1..=p.nodes).collect();
+        ReplicaConfig {
+            replica_id: id,
+            group_id: 0,
+            campaign_at_start: p.balance_ticks.is_some() && id == 1,
+            voters,
+            election_ticks: p.election_ticks,
+            heartbeat_ticks: p.heartbeat_ticks,
+            max_message_bytes: p.max_message_bytes,
+            max_inflight_messages: p.max_inflight_messages,
+            max_unflushed_bytes: p.max_unflushed_bytes,
+            max_uncommitted_bytes: p.max_unflushed_bytes.max(p.max_message_bytes),
+            max_waiting_proposals: 1024,
+            max_committed_bytes_per_ready: 64 * 1024,
+            leader_balance_delay_ticks: p.balance_ticks,
+            retention: RetentionPolicy {
+                bytes: p.retention.then_some(p.retention_bytes),
+                age_ms: None,
+            },
+            snapshot_resend_ticks: 10 * p.election_ticks as u64,
+            commit_persist_ticks: 10,
+            seed: self.seed,
+            defects: self.defects,
+        }
+    }
+
+    /// Starts node `id` from what its log holds.
+    pub fn start_node(&mut self, id: u64) {
+        let config = self.replica_config(id);
+        let Some(node) = self.nodes.get_mut(&id) else {
+            return;
+        };
+        let log = node.store.log.borrow();
+        let compaction = log.compaction.0;
+        let state = if compaction == 0 {
+            Ok(ShardState::default())
+        } else {
+            match log.snapshot_files.get(&compaction) {
+                Some(snapshot) => decode_state(&snapshot.data)
+                    .map(|mut s| {
+                        s.forget_below(compaction + 1);
+                        s
+                    })
+                    .map_err(|e| e.to_string()),
+                None => Err(format!("no snapshot at the compaction point {compaction}")),
+            }
+        };
+        let commit = log.hard_state.commit;
+        drop(log);
+        let state = match state {
+            Ok(state) => state,
+            Err(detail) => return self.fail("P7", format!("node {id} cannot restart: {detail}")),
+        };
+        let replica = match Replica::new(node.store.clone(), state, config) {
+            Ok(replica) => replica,
+            Err(error) => return self.fail("P7", format!("node {id} cannot restart: {error}")),
+        };
+        node.replica = Some(replica);
+        node.up = true;
+        node.paused = false;
+        let incarnation = node.incarnation;
+        self.checker.restarted(id, commit);
+        let mut effects = Vec::new();
+        if let Some(replica) = self.nodes.get_mut(&id).and_then(|n| n.replica.as_mut()) {
+            replica.start(&mut effects);
+        }
+        self.carry_out(id, effects);
+        let first_tick = self.now + self.rng.range(1, self.profile.tick_ns);
+        self.schedule(
+            first_tick,
+            Event::Tick {
+                node: id,
+                incarnation,
+            },
+        );
+    }
+
+    /// Records the first violation.
+    pub fn fail(&mut self, property: &'static str, detail: String) {
+        if self.violation.is_none() {
+            self.trace
+                .note(self.now, 0, format!("VIOLATION {property}: {detail}"));
+            self.violation = Some(Violation { property, detail });
+        }
+    }
+
+    /// Feeds `input` to node `id` and carries out the effects.
+    pub fn feed(&mut self, id: u64, input: Input) {
+        let mut effects = Vec::new();
+        let Some(replica) = self.nodes.get_mut(&id).and_then(|n| n.replica.as_mut()) else {
+            return;
+        };
+        replica.handle(input, &mut effects);
+        self.carry_out(id, effects);
+        self.after_step(id);
+    }
+
+    fn carry_out(&mut self, id: u64, effects: Vec<Effect>) {
+        let mut follow_ups = Vec::new();
+        for effect in effects {
+            self.carry_out_one(id, effect, &mut follow_ups);
+        }
+        for input in follow_ups {
+            self.feed(id, input);
+        }
+    }
+
+    fn carry_out_one(&mut self, id: u64, effect: Effect, follow_ups: &mut Vec<Input>) {
+        match effect {
+            Effect::Send { to, messages } => self.send(id, to, messages, follow_ups),
+            Effect::Flush { flush } => self.start_flush(id, flush),
+            Effect::Disk { op, work } => self.start_disk(id, op, work),
+            Effect::Answer { request, outcome } => self.answer(request, outcome),
+            Effect::Failed { failure } => {
+                self.trace
+                    .note(self.now, id, format!("storage failed: {failure}"));
+            }
+            Effect::LeaderChanged { leader, term } => {
+                self.trace
+                    .note(self.now, id, format!("leader {leader} term {term}"));
+            }
+            Effect::HandOverDone { handed_to } => {
+                self.trace
+                    .note(self.now, id, format!("hand-over done: {handed_to:?}"));
+                // A planned stop: the node goes down once it handed over (after the
+                // effects of this step).
+                self.schedule(self.now, Event::Crash { node: id });
+            }
+            Effect::DataArrived | Effect::TopicsChanged { .. } => {}
+        }
+    }
+
+    fn send(
+        &mut self,
+        from: u64,
+        to: u64,
+        messages: Vec<raft::eraftpb::Message>,
+        follow_ups: &mut Vec<Input>,
+    ) {
+        if let Some(node) = self.nodes.get(&from) {
+            let log = node.store.log.borrow();
+            for message in &messages {
+                if let Err(v) = self.checker.outgoing(from, &log, message) {
+                    drop(log);
+                    return self.fail(v.property, v.detail);
+                }
+            }
+        }
+        let sent = self
+            .network
+            .send(self.now, from, to, messages, self.split_frames);
+        if sent.oversized > 0 && self.split_frames {
+            self.fail(
+                "S8",
+                format!("node {from} sent a frame over the limit to {to}"),
+            );
+        }
+        for delivery in sent.deliveries {
+            self.schedule(delivery.at, Event::Deliver(delivery));
+        }
+        if let Some(dropped_snapshot) = sent.dropped {
+            follow_ups.push(Input::SendFailed {
+                peer: to,
+                dropped_snapshot,
+            });
+        }
+    }
+
+    fn disk_latency(&mut self, id: u64) -> u64 {
+        let (low, high) = self.profile.flush_ns;
+        let spike = self.profile.spike_per_mille;
+        let Some(node) = self.nodes.get_mut(&id) else {
+            return low;
+        };
+        let mut latency = node.rng.range(low, high);
+        if self.faults_on && node.rng.chance(spike, 1000) {
+            latency += node.rng.range(100_000_000, 400_000_000);
+        }
+        let at = node.disk_free_at.max(self.now) + latency;
+        node.disk_free_at = at;
+        at
+    }
+
+    fn start_flush(&mut self, id: u64, flush: FlushId) {
+        let at = self.disk_latency(id);
+        let Some(node) = self.nodes.get_mut(&id) else {
+            return;
+        };
+        node.store.log.borrow_mut().begin_flush();
+        let incarnation = node.incarnation;
+        self.schedule(
+            at,
+            Event::FlushComplete {
+                node: id,
+                incarnation,
+                flush,
+            },
+        );
+    }
+
+    fn start_disk(&mut self, id: u64, op: OpId, work: DiskWork) {
+        let at = self.disk_latency(id);
+        let incarnation = self.nodes.get(&id).map_or(0, |n| n.incarnation);
+        self.schedule(
+            at,
+            Event::DiskComplete {
+                node: id,
+                incarnation,
+                op,
+                work,
+            },
+        );
+    }
+
+    fn answer(
+        &mut self,
+        request: RequestId,
+        outcome: Result<Applied, crate::replication::ShardError>,
+    ) {
+        self.request_nodes.remove(&request);
+        let Some(purpose) = self.workload.requests.remove(&request) else {
+            return;
+        };
+        match purpose {
+            Purpose::CreateTopic => {
+                if outcome.is_err() {
+                    let at = self.now + 20_000_000;
+                    self.wake_admin(at);
+                }
+            }
+            Purpose::FireAndForget => {}
+            Purpose::Batch(producer) => {
+                let current = self.workload.producers[producer]
+                    .in_flight
+                    .as_ref()
+                    .and_then(|f| f.request);
+                if current != Some(request) {
+                    return; // an abandoned attempt
+                }
+                let finished = self.workload.on_batch_answer(producer, &outcome);
+                let delay = if finished {
+                    self.workload.rng.range(0, 20_000_000)
+                } else {
+                    self.retarget(producer, outcome.err());
+                    self.workload.rng.range(2_000_000, 20_000_000)
+                };
+                let at = self.now + delay;
+                self.wake(producer, at);
+            }
+        }
+    }
+
+    fn retarget(&mut self, producer: usize, error: Option<crate::replication::ShardError>) {
+        let current = self.workload.producers[producer].target;
+        let hint = self
+            .nodes
+            .get(&current)
+            .and_then(|n| n.replica.as_ref())
+            .map_or(0, |r| r.leader_id());
+        let target = if hint != 0 && hint != current {
+            hint
+        } else {
+            self.workload.rng.range(1, self.profile.nodes + 1)
+        };
+        self.workload.producers[producer].target = target;
+        if let Some(p) = self.workload.producers[producer].in_flight.as_mut() {
+            p.request = None;
+        }
+        let _ = error;
+    }
+
+    /// After a node handled an input: leaders per term (S1), commits (S2, S3).
+    fn after_step(&mut self, id: u64) {
+        let Some(replica) = self.nodes.get(&id).and_then(|n| n.replica.as_ref()) else {
+            return;
+        };
+        let (leading, term, commit) = (replica.is_leader(), replica.term(), replica.commit_index());
+        // A parked Ready's entries are not in the store yet: its commits are checked once
+        // the store has them.
+        let commit = if replica.is_parked() { 0 } else { commit };
+        if leading {
+            if let Err(v) = self.checker.leader(id, term) {
+                return self.fail(v.property, v.detail);
+            }
+        }
+        let logs: BTreeMap<u64, SimLogStore> = self
+            .nodes
+            .iter()
+            .map(|(k, n)| (*k, n.store.clone()))
+            .collect();
+        if let Err(v) = self.checker.commit(id, commit, &logs) {
+            self.fail(v.property, v.detail);
+        }
+    }
+
+    /// Wakes the admin at `at` (replacing any earlier wake-up).
+    fn wake_admin(&mut self, at: u64) {
+        self.admin_token += 1;
+        let token = self.admin_token;
+        self.schedule(at, Event::Admin { token });
+    }
+
+    /// Wakes `producer` at `at` (replacing any earlier wake-up).
+    fn wake(&mut self, producer: usize, at: u64) {
+        let token = self.workload.producers[producer].wake_token + 1;
+        self.workload.producers[producer].wake_token = token;
+        self.schedule(at, Event::Client { producer, token });
+    }
+
+    /// Crashes node `id`: memory is lost, the disk keeps what it made durable.
+    pub fn crash(&mut self, id: u64) {
+        let Some(node) = self.nodes.get_mut(&id) else {
+            return;
+        };
+        if !node.up {
+            return;
+        }
+        node.up = false;
+        node.paused = false;
+        node.incarnation += 1;
+        node.replica = None;
+        node.held.clear();
+        node.fail_next_flush = None;
+        let recovered = node.store.log.borrow().recover_after_crash(&mut node.rng);
+        node.store = SimLogStore::new(recovered);
+        node.disk_free_at = self.now;
+        self.trace.note(self.now, id, "crashed".to_string());
+        let down = self.rng.range(50_000_000, 1_500_000_000);
+        self.schedule(self.now + down, Event::Restart { node: id });
+    }
+
+    /// Runs until the end of the liveness phase or the first violation.
+    pub fn run(&mut self) {
+        for id in 1..=self.profile.nodes {
+            self.start_node(id);
+        }
+        self.wake_admin(self.now);
+        for producer in 0..self.workload.producers.len() {
+            self.wake(producer, self.now + 1_000_000);
+        }
+        if self.profile.fault_every_ns > 0 {
+            let at = self.rng.range(0, self.profile.fault_every_ns);
+            self.schedule(at, Event::Fault);
+        }
+        self.schedule(self.faults_off_at, Event::FaultsOff);
+        while self.violation.is_none() && !self.done {
+            let Some(((at, _), event)) = self.events.pop_first() else {
+                self.fail("liveness", "nothing left to happen".to_string());
+                break;
+            };
+            self.now = at;
+            self.stats.events += 1;
+            if self.stats.events > MAX_EVENTS_PER_RUN {
+                self.fail(
+                    "liveness",
+                    format!("over {MAX_EVENTS_PER_RUN} events: an event storm"),
+                );
+                break;
+            }
+            self.dispatch(event);
+        }
+        self.stats.simulated_ns = self.now;
+        self.stats.acked = self.workload.acked;
+    }
+
+    fn dispatch(&mut self, event: Event) {
+        if let Some(node) = held_by_pause(&event) {
+            if self.nodes.get(&node).is_some_and(|n| n.up && n.paused) {
+                if let Some(n) = self.nodes.get_mut(&node) {
+                    n.held.push(event);
+                }
+                return;
+            }
+        }
+        self.trace.event(self.now, &event);
+        match event {
+            Event::Tick { node, incarnation } => self.tick(node, incarnation),
+            Event::Deliver(delivery) => self.deliver(delivery),
+            Event::FlushComplete {
+                node,
+                incarnation,
+                flush,
+            } => self.flush_complete(node, incarnation, flush),
+            Event::DiskComplete {
+                node,
+                incarnation,
+                op,
+                work,
+            } => self.disk_complete(node, incarnation, op, work),
+            Event::Fault => self.inject_fault(),
+            Event::Restart { node } => {
+                if !self.nodes.get(&node).is_some_and(|n| n.up) {
+                    self.start_node(node);
+                }
+            }
+            Event::Resume { node } => self.resume(node),
+            Event::Crash { node } => self.crash(node),
+            Event::Heal => self.network.heal(self.now),
+            Event::Client { producer, token } => {
+                if self.workload.producers[producer].wake_token == token {
+                    self.client(producer)
+                }
+            }
+            Event::Admin { token } => {
+                if token == self.admin_token {
+                    self.admin()
+                }
+            }
+            Event::FaultsOff => self.faults_off(),
+            Event::Check => self.check_liveness(),
+        }
+    }
+
+    fn tick(&mut self, id: u64, incarnation: u64) {
+        let Some(node) = self.nodes.get(&id) else {
+            return;
+        };
+        if !node.up || node.incarnation != incarnation {
+            return;
+        }
+        let period = (self.profile.tick_ns as i64
+            + self.profile.tick_ns as i64 * node.drift_ppm / 1_000_000) as u64;
+        self.schedule(
+            self.now + period,
+            Event::Tick {
+                node: id,
+                incarnation,
+            },
+        );
+        let now_ms = self.now / 1_000_000;
+        self.feed(id, Input::Tick { now_ms });
+    }
+
+    fn deliver(&mut self, delivery: Delivery) {
+        if !self.network.current(&delivery) {
+            return;
+        }
+        if !self.nodes.get(&delivery.to).is_some_and(|n| n.up) {
+            return;
+        }
+        let input = Input::Peer {
+            from: delivery.from,
+            messages: delivery.messages,
+        };
+        self.feed(delivery.to, input);
+    }
+
+    fn flush_complete(&mut self, id: u64, incarnation: u64, flush: FlushId) {
+        let Some(node) = self.nodes.get_mut(&id) else {
+            return;
+        };
+        if !node.up || node.incarnation != incarnation {
+            return;
+        }
+        let failure = node.fail_next_flush.take();
+        let outcome = node.store.log.borrow_mut().complete_flush(failure);
+        self.feed(id, Input::FlushDone { flush, outcome });
+    }
+
+    fn disk_complete(&mut self, id: u64, incarnation: u64, op: OpId, work: DiskWork) {
+        let Some(node) = self.nodes.get_mut(&id) else {
+            return;
+        };
+        if !node.up || node.incarnation != incarnation {
+            return;
+        }
+        let outcome = {
+            let mut log = node.store.log.borrow_mut();
+            match &work {
+                DiskWork::TruncateSuffix { from_index } => log.truncate_suffix(*from_index),
+                DiskWork::InstallSnapshot { snapshot } => {
+                    log.install_snapshot(snapshot);
+                    Ok(())
+                }
+                DiskWork::WriteSnapshotFile { snapshot } => {
+                    log.snapshot_files
+                        .insert(snapshot.get_metadata().index, snapshot.clone());
+                    Ok(())
+                }
+                DiskWork::RemovePrefix { up_to_index } => log.remove_prefix(*up_to_index),
+                DiskWork::PersistCommitIndex => {
+                    log.persist_commit_index();
+                    Ok(())
+                }
+            }
+        };
+        self.feed(id, Input::DiskDone { op, outcome });
+    }
+
+    fn resume(&mut self, id: u64) {
+        let Some(node) = self.nodes.get_mut(&id) else {
+            return;
+        };
+        if !node.paused {
+            return;
+        }
+        node.paused = false;
+        let held = std::mem::take(&mut node.held);
+        self.trace.note(self.now, id, "resumed".to_string());
+        for event in held {
+            self.schedule(self.now, event);
+        }
+    }
+
+    fn admin(&mut self) {
+        if self.workload.topic_id.is_some() {
+            return;
+        }
+        // The topic exists once any replica applied it.
+        let known = self.nodes.values().find_map(|n| {
+            n.replica
+                .as_ref()
+                .and_then(|r| r.state().topics.get(TOPIC).map(|t| t.id))
+        });
+        if let Some(id) = known {
+            self.workload.topic_id = Some(id);
+            return;
+        }
+        let target = self.workload.rng.range(1, self.profile.nodes + 1);
+        let request = self.workload.request(Purpose::CreateTopic);
+        let Some(replica) = self.nodes.get_mut(&target).and_then(|n| n.replica.as_mut()) else {
+            self.workload.requests.remove(&request);
+            self.wake_admin(self.now + 20_000_000);
+            return;
+        };
+        let topic_id = replica.reserve_topic_id();
+        let data = BrokerEntry::CreateTopic {
+            topic_id,
+            partitions: self.workload.partitions,
+            name: TOPIC,
+        }
+        .encode();
+        self.request_nodes.insert(request, target);
+        self.feed(
+            target,
+            Input::Propose {
+                request,
+                data,
+                wait: true,
+            },
+        );
+        self.wake_admin(self.now + 50_000_000);
+    }
+
+    fn client(&mut self, producer: usize) {
+        if self.workload.topic_id.is_none() {
+            self.wake(producer, self.now + 20_000_000);
+            return;
+        }
+        if !self.faults_on && self.workload.producers[producer].in_flight.is_none() {
+            if self.workload.producers[producer].closing_batches == 0 {
+                return;
+            }
+            self.workload.producers[producer].closing_batches -= 1;
+        }
+        if self.faults_on && self.workload.rng.chance(1, 10) {
+            self.fire_and_forget();
+        }
+        let in_flight = match self.workload.producers[producer].in_flight.clone() {
+            Some(f) if f.request.is_some() && self.now < f.sent_at + CLIENT_TIMEOUT_NS => {
+                return self.wake(producer, f.sent_at + CLIENT_TIMEOUT_NS);
+            }
+            Some(f) => f,
+            None => match self.workload.next_batch(producer, self.now) {
+                Some(f) => f,
+                None => return,
+            },
+        };
+        if in_flight.request.is_some() {
+            self.retarget(producer, None);
+        }
+        let request = self.workload.request(Purpose::Batch(producer));
+        let target = self.workload.producers[producer].target;
+        let mut sending = in_flight;
+        sending.request = Some(request);
+        sending.sent_at = self.now;
+        let data = sending.data.clone();
+        self.workload.producers[producer].in_flight = Some(sending);
+        self.wake(producer, self.now + CLIENT_TIMEOUT_NS);
+        if !self.nodes.get(&target).is_some_and(|n| n.up) {
+            return; // the connection fails: the timeout retries elsewhere
+        }
+        self.request_nodes.insert(request, target);
+        self.feed(
+            target,
+            Input::Propose {
+                request,
+                data,
+                wait: true,
+            },
+        );
+    }
+
+    fn fire_and_forget(&mut self) {
+        let Some(data) = self.workload.fire_and_forget() else {
+            return;
+        };
+        let target = self.workload.rng.range(1, self.profile.nodes + 1);
+        let request = self.workload.request(Purpose::FireAndForget);
+        self.feed(
+            target,
+            Input::Propose {
+                request,
+                data,
+                wait: false,
+            },
+        );
+    }
+
+    fn faults_off(&mut self) {
+        self.faults_on = false;
+        self.trace.note(self.now, 0, "faults off".to_string());
+        self.network.heal(self.now);
+        let ids: Vec<u64> = self.nodes.keys().copied().collect();
+        for id in ids {
+            if let Some(node) = self.nodes.get_mut(&id) {
+                node.fail_next_flush = None;
+                node.store.log.borrow_mut().refuse_next_append = false;
+            }
+            let failed = self
+                .nodes
+                .get(&id)
+                .is_some_and(|n| n.replica.as_ref().is_some_and(|r| r.failure().is_some()));
+            if failed {
+                self.crash(id);
+            }
+            self.resume(id);
+        }
+        for producer in 0..self.workload.producers.len() {
+            self.wake(producer, self.now);
+        }
+        self.schedule(self.now + 100_000_000, Event::Check);
+    }
+
+    fn inject_fault(&mut self) {
+        if !self.faults_on {
+            return;
+        }
+        crate::sim::faults::inject(self);
+        let gap = self.rng.range(0, 2 * self.profile.fault_every_ns);
+        self.schedule(self.now + gap, Event::Fault);
+    }
+
+    fn check_liveness(&mut self) {
+        match crate::sim::liveness::check(self) {
+            Ok(true) => self.done = true,
+            Ok(false) => {
+                let budget = 30_000_000_000;
+                if self.now > self.faults_off_at + budget {
+                    let pending = crate::sim::liveness::pending(self);
+                    self.fail(
+                        "liveness",
+                        format!("not converged 30 s after faults stopped: {pending}"),
+                    );
+                } else {
+                    self.schedule(self.now + 100_000_000, Event::Check);
+                }
+            }
+            Err(v) => self.fail(v.property, v.detail),
+        }
+    }
+
+    /// The fault generator's randomness.
+    pub fn fault_rng(&mut self) -> &mut Prng {
+        &mut self.rng
+    }
+
+    /// The network, for faults.
+    pub fn network(&mut self) -> &mut Network {
+        &mut self.network
+    }
+
+    /// Pauses node `id` until `until`.
+    pub fn pause(&mut self, id: u64, until: u64) {
+        if let Some(node) = self.nodes.get_mut(&id) {
+            if node.up && !node.paused {
+                node.paused = true;
+                self.trace.note(self.now, id, "paused".to_string());
+                self.schedule(until, Event::Resume { node: id });
+            }
+        }
+    }
+
+    /// Resets the connection `from → to`: frames in flight are lost, the sender is told
+    /// (with whether a snapshot was among them).
+    pub fn reset_path(&mut self, from: u64, to: u64) {
+        let epoch = self.network.path(from, to).epoch;
+        let snapshot_lost = self.events.values().any(|event| match event {
+            Event::Deliver(d) => {
+                d.from == from
+                    && d.to == to
+                    && d.epoch == epoch
+                    && d.messages
+                        .iter()
+                        .any(|m| m.get_msg_type() == raft::eraftpb::MessageType::MsgSnapshot)
+            }
+            _ => false,
+        });
+        self.network.reset(self.now, from, to);
+        if self.nodes.get(&from).is_some_and(|n| n.up && !n.paused) {
+            self.feed(
+                from,
+                Input::SendFailed {
+                    peer: to,
+                    dropped_snapshot: snapshot_lost,
+                },
+            );
+        }
+    }
+
+    /// Counts a fault.
+    pub fn count_fault(&mut self, kind: FaultKind) {
+        self.stats.faults[kind as usize] += 1;
+    }
+}
+
+/// The node whose pause holds an event back.
+fn held_by_pause(event: &Event) -> Option<u64> {
+    match event {
+        Event::Tick { node, .. }
+        | Event::FlushComplete { node, .. }
+        | Event::DiskComplete { node, .. } => Some(*node),
+        Event::Deliver(delivery) => Some(delivery.to),
+        _ => None,
+    }
+}
