@@ -37,11 +37,7 @@ impl<S: LogStore> Replica<S> {
             self.last_term_role = now;
             self.draw_election_timeout();
         }
-        let leader = if self.is_silent() {
-            0
-        } else {
-            self.raw.raft.leader_id
-        };
+        let leader = self.leader_id();
         if leader != self.last_leader {
             self.last_leader = leader;
             effects.push(Effect::LeaderChanged {
@@ -179,17 +175,30 @@ impl<S: LogStore> Replica<S> {
         }
     }
 
-    /// Whether this replica leads its group.
+    /// Whether this replica leads its group. A failed replica leads nothing, except the
+    /// only voter of a group: it still serves reads of what it stored (writes are refused
+    /// with the storage failure).
     pub fn is_leader(&self) -> bool {
-        self.raw.raft.state == StateRole::Leader && !self.is_silent()
+        if self.is_silent() {
+            return self.alone_and_failed();
+        }
+        self.raw.raft.state == StateRole::Leader
     }
 
     /// The leader's id as this replica knows it (0: unknown).
     pub fn leader_id(&self) -> u64 {
         if self.is_silent() {
-            return 0;
+            return if self.alone_and_failed() {
+                self.config.replica_id
+            } else {
+                0
+            };
         }
         self.raw.raft.leader_id
+    }
+
+    fn alone_and_failed(&self) -> bool {
+        self.failed.is_some() && self.voter_count() == 1
     }
 
     /// Current term.

@@ -29,7 +29,13 @@ pub const MAX_FLUSHES_IN_FLIGHT: usize = 2;
 impl<S: LogStore> Replica<S> {
     /// Does every Ready pass there is, unless one is parked or the replica is silent.
     pub(crate) fn drain_ready(&mut self, effects: &mut Vec<Effect>) {
-        while self.parked.is_none() && !self.is_silent() && self.raw.has_ready() {
+        if self.failed.is_some() && !self.is_silent() {
+            // The H6 defect: a failed leader goes on heartbeating (no Ready is taken
+            // again: nothing it decides can be stored).
+            let messages = std::mem::take(&mut self.raw.raft.msgs);
+            return self.send(messages, effects);
+        }
+        while self.parked.is_none() && self.failed.is_none() && self.raw.has_ready() {
             let mut ready = self.raw.ready();
             let (heartbeat_answers, persisted): (Vec<Message>, Vec<Message>) = ready
                 .take_persisted_messages()
@@ -165,10 +171,11 @@ impl<S: LogStore> Replica<S> {
         }
         if !ready.entries().is_empty() {
             if let Err(failure) = self.store.append(ready.entries()) {
-                if !self.config.defects.ack_failed_append {
+                if self.config.defects.ack_failed_append {
+                    tracing::warn!(%failure, "append failed; carrying on (defect switch)");
+                } else {
                     return self.fail(failure, effects);
                 }
-                tracing::warn!(%failure, "append failed; carrying on (defect switch)");
             }
         }
         if let Some(hard_state) = ready.hs() {
@@ -178,12 +185,12 @@ impl<S: LogStore> Replica<S> {
                 commit: hard_state.commit,
             });
         }
-        if !persisted.is_empty() {
+        if !persisted.is_empty() && self.failed.is_none() {
             self.outbox.push_back((number, persisted));
         }
         let committed = ready.take_committed_entries();
         self.raw.advance_append_async(ready);
-        if !self.config.defects.ack_failed_append {
+        if self.failed.is_none() && !self.config.defects.ack_failed_append {
             // A1: raft-rs now reads the log from the store alone.
             let raft_last = self.raw.raft.raft_log.last_index();
             assert_eq!(
@@ -355,14 +362,15 @@ impl<S: LogStore> Replica<S> {
         }
         tracing::error!(group = self.config.group_id, %failure, "storage failed: this replica stops taking part in its group");
         self.failed = Some(failure.clone());
-        if self.config.defects.ack_failed_append {
-            return;
-        }
         self.outbox.clear();
-        self.answer_all_waiters(
-            crate::replication::events::ShardError::Indeterminate,
-            effects,
-        );
+        // With peers, another replica may still commit these entries: their fate is
+        // unknown. Alone, the group takes no more writes: say why.
+        let answer = if self.voter_count() == 1 {
+            crate::replication::events::ShardError::Storage(failure.to_string())
+        } else {
+            crate::replication::events::ShardError::Indeterminate
+        };
+        self.answer_all_waiters(answer, effects);
         if self.config.defects.failed_leader_keeps_leading {
             return;
         }

@@ -317,10 +317,16 @@ impl<S: LogStore> Replica<S> {
     /// What a replica whose storage failed still does: nothing that claims anything.
     fn handle_silent(&mut self, input: Input, effects: &mut Vec<Effect>) {
         match input {
-            Input::Propose { request, .. } => effects.push(Effect::Answer {
-                request,
-                outcome: Err(ShardError::NotLeader),
-            }),
+            Input::Propose { request, .. } => {
+                let refusal = match (&self.failed, self.voter_count()) {
+                    (Some(failure), 1) => ShardError::Storage(failure.to_string()),
+                    _ => ShardError::NotLeader,
+                };
+                effects.push(Effect::Answer {
+                    request,
+                    outcome: Err(refusal),
+                })
+            }
             Input::HandOver if !self.hand_over_done => {
                 self.hand_over_done = true;
                 effects.push(Effect::HandOverDone { handed_to: None });
@@ -335,7 +341,9 @@ impl<S: LogStore> Replica<S> {
 
     /// Whether the replica stopped taking part in its group (its storage failed).
     pub fn is_silent(&self) -> bool {
-        self.failed.is_some() && !self.config.defects.failed_leader_keeps_leading
+        let keeps_leading = self.config.defects.failed_leader_keeps_leading
+            && self.raw.raft.state == raft::StateRole::Leader;
+        self.failed.is_some() && !keeps_leading
     }
 
     /// Queues an input while a Ready waits for the disk.
@@ -418,6 +426,10 @@ impl<S: LogStore> Replica<S> {
 
     /// Back-pressure before raft-rs takes a proposal (R8).
     fn admit_proposal(&self, bytes: u64) -> Result<(), ShardError> {
+        if let Some(failure) = &self.failed {
+            // Reached only with the H6 defect on (a failed replica is silent otherwise).
+            return Err(ShardError::Storage(failure.to_string()));
+        }
         if self.handing_over.is_some() {
             return Err(ShardError::NotLeader);
         }

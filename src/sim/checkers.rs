@@ -116,16 +116,16 @@ impl Checker {
     /// S4: an acknowledgement or a granted vote leaves only once durable.
     pub fn outgoing(&self, from: u64, log: &SimLog, message: &Message) -> Result<(), Violation> {
         match message.get_msg_type() {
-            MessageType::MsgAppendResponse if !message.reject => {
-                if message.index > log.durable_index.max(log.compaction.0) {
-                    return violation(
-                        "S4",
-                        format!(
-                            "node {from} acknowledges index {} to {} with {} durable",
-                            message.index, message.to, log.durable_index
-                        ),
-                    );
-                }
+            MessageType::MsgAppendResponse
+                if !message.reject && message.index > log.durable_index.max(log.compaction.0) =>
+            {
+                return violation(
+                    "S4",
+                    format!(
+                        "node {from} acknowledges index {} to {} with {} durable",
+                        message.index, message.to, log.durable_index
+                    ),
+                );
             }
             MessageType::MsgRequestVoteResponse if !message.reject => {
                 let durable = log.durable_meta.hard_state;

@@ -78,6 +78,7 @@ fn node_is_healthy(world: &World, id: u64) -> bool {
     world.nodes.get(&id).is_some_and(|n| {
         n.up && !n.paused
             && n.fail_next_flush.is_none()
+            && !n.store.log.borrow().refuse_next_append
             && n.replica.as_ref().is_some_and(|r| r.failure().is_none())
     })
 }

@@ -13,6 +13,7 @@ pub fn check(world: &World) -> Result<bool, Violation> {
         .nodes
         .values()
         .filter_map(|n| n.replica.as_ref().map(|r| (n.id, r)))
+        .filter(|(_, r)| r.failure().is_none())
         .collect();
     check_final(&replicas, &world.workload.history)?;
     Ok(true)
@@ -28,7 +29,9 @@ fn converged(world: &World) -> bool {
         return false;
     }
     let mut leader = None;
-    for node in world.nodes.values() {
+    let healthy =
+        |n: &&crate::sim::world::Node| n.replica.as_ref().is_none_or(|r| r.failure().is_none());
+    for node in world.nodes.values().filter(healthy) {
         let Some(replica) = node.replica.as_ref().filter(|_| node.up && !node.paused) else {
             return false;
         };
@@ -42,7 +45,7 @@ fn converged(world: &World) -> bool {
     let Some(leader) = leader else { return false };
     let commit = leader.commit_index();
     commit == leader.last_index()
-        && world.nodes.values().all(|n| {
+        && world.nodes.values().filter(healthy).all(|n| {
             n.replica.as_ref().is_some_and(|r| {
                 r.leader_id() == leader.leader_id()
                     && r.applied_index() == commit

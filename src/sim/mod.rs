@@ -139,3 +139,8 @@ pub fn with_defect(mut options: RunOptions, name: &str) -> Option<RunOptions> {
     }
     Some(options)
 }
+
+#[cfg(test)]
+mod ci;
+#[cfg(test)]
+mod regressions;

@@ -330,6 +330,12 @@ impl World {
             Effect::Failed { failure } => {
                 self.trace
                     .note(self.now, id, format!("storage failed: {failure}"));
+                // An operator restarts it later (during the safety phase only: once faults
+                // stop, the others must do without it).
+                let at = self.now + self.rng.range(500_000_000, 3_000_000_000);
+                if at < self.faults_off_at {
+                    self.schedule(at, Event::Crash { node: id });
+                }
             }
             Effect::LeaderChanged { leader, term } => {
                 self.trace
@@ -365,7 +371,7 @@ impl World {
         let sent = self
             .network
             .send(self.now, from, to, messages, self.split_frames);
-        if sent.oversized > 0 && self.split_frames {
+        if sent.oversized > 0 {
             self.fail(
                 "S8",
                 format!("node {from} sent a frame over the limit to {to}"),
@@ -833,13 +839,8 @@ impl World {
                 node.fail_next_flush = None;
                 node.store.log.borrow_mut().refuse_next_append = false;
             }
-            let failed = self
-                .nodes
-                .get(&id)
-                .is_some_and(|n| n.replica.as_ref().is_some_and(|r| r.failure().is_some()));
-            if failed {
-                self.crash(id);
-            }
+            // A replica whose storage failed stays failed: the others must go on
+            // without it (no operator restarts it here).
             self.resume(id);
         }
         for producer in 0..self.workload.producers.len() {
