@@ -554,3 +554,71 @@ fn retention_by_age_removes_sealed_segments_once_they_are_old() {
         .unwrap();
     assert_eq!(last.records.len(), 1);
 }
+
+/// Issue 11, item 18: a record over the broker's batch limit is refused by the client
+/// before it is sent (RecordTooLarge, naming the limit and the size); the CLI says so for
+/// that line, goes on with the next lines, and exits with status 1 (before: the 26 MB
+/// frame made the broker close the connection, "unacknowledged ...: Broken pipe", and
+/// nothing after it was sent).
+#[test]
+fn an_oversized_record_is_refused_before_sending_and_the_rest_goes_on() {
+    use keel::client::{Producer, ProducerConfig};
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_ports(1);
+    let broker = Broker::start(dir.path(), port, 1);
+    let mut client = ClusterClient::new(&broker.address(0));
+    support::retry("create topic", || client.create_topic("big", 2));
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_keel"))
+        .args(["produce", "big", "--bootstrap", &broker.address(0)])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    let huge = "x".repeat(26_000_000);
+    let writer = std::thread::spawn(move || {
+        let _ = writeln!(stdin, "before\n{huge}\nafter-1\nafter-2");
+    });
+    let output = child.wait_with_output().unwrap();
+    writer.join().unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("RecordTooLarge") && stderr.contains("1048512") && stderr.contains("26000"),
+        "{stderr}"
+    );
+    let values: Vec<String> = consume_all(&mut client, "big", 0)
+        .into_iter()
+        .map(|(_, value)| value)
+        .collect();
+    assert_eq!(values, ["before", "after-1", "after-2"]);
+
+    let mut config = ProducerConfig::new(&broker.address(0));
+    config.delivery_timeout = Duration::from_secs(2);
+    let producer = Producer::new(config);
+    let value = |text: &str| RecordData {
+        value: text.as_bytes().to_vec(),
+        ..Default::default()
+    };
+    let small = producer.send("big", 1, value("small"));
+    let oversized = producer.send("big", 1, value(&"y".repeat(2_000_000)));
+    let last = producer.send("big", 1, value("last"));
+    match oversized.wait() {
+        Err(error @ ClientError::RecordTooLarge { .. }) => {
+            let message = error.to_string();
+            assert!(
+                message.contains("1048512") && message.contains("2000"),
+                "{message}"
+            );
+        }
+        other => panic!("expected RecordTooLarge, got {other:?}"),
+    }
+    assert!(small.wait().is_ok() && last.wait().is_ok());
+    drop(producer);
+    let values: Vec<String> = consume_all(&mut client, "big", 1)
+        .into_iter()
+        .map(|(_, value)| value)
+        .collect();
+    assert_eq!(values, ["small", "last"]);
+}

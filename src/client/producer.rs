@@ -27,7 +27,10 @@ use std::time::{Duration, Instant};
 use crate::client::cluster::ClusterClient;
 use crate::client::error::ClientError;
 use crate::client::spill_journal::{SpillError, SpillJournal, SpillStatus, SpilledBatch};
-use crate::protocol::codec::{encode_record_batch, BatchProducer, RecordData};
+use crate::protocol::codec::{
+    encode_record_batch, record_batch_bytes_bound, record_bytes_bound, BatchProducer, RecordData,
+    RECORD_BATCH_OVERHEAD_BOUND_BYTES,
+};
 use crate::protocol::wire::Acks;
 
 /// Producer settings.
@@ -39,8 +42,12 @@ pub struct ProducerConfig {
     pub acks: Acks,
     /// How long a record may wait for more to fill its batch.
     pub linger: Duration,
-    /// Batch size that sends at once, in value bytes.
+    /// Batch size that sends at once, in encoded bytes (at most `max_batch_bytes`).
     pub batch_bytes: usize,
+    /// The broker's largest batch (its `max_batch_bytes`, 1 MiB - 64 by default): a
+    /// record that does not fit in a batch of this size on its own is refused at `send`
+    /// with `ClientError::RecordTooLarge`, and batches are kept below it.
+    pub max_batch_bytes: usize,
     /// Records waiting to be sent, at most (`send` blocks beyond).
     pub max_buffered_records: usize,
     /// How long a record may take from `send` to its answer, retries included.
@@ -79,6 +86,7 @@ impl ProducerConfig {
             acks: Acks::Quorum,
             linger: Duration::from_millis(1),
             batch_bytes: 64 * 1024,
+            max_batch_bytes: crate::config::DEFAULT_MAX_BATCH_BYTES as usize,
             max_buffered_records: 100_000,
             delivery_timeout: Duration::from_secs(30),
             spill: None,
@@ -247,9 +255,14 @@ impl Producer {
         *lock(&self.shared.spill_status)
     }
 
-    /// Queues a record for a partition; blocks while the buffer is full.
+    /// Queues a record for a partition; blocks while the buffer is full. A record too
+    /// large for a batch (`max_batch_bytes`) is refused at once (`RecordTooLarge`).
     pub fn send(&self, topic: &str, partition: u32, record: RecordData) -> Delivery {
         let delivery = Delivery(Arc::new(DeliverySlot::default()));
+        if let Err(error) = check_record_size(&record, self.config.max_batch_bytes) {
+            delivery.fulfil(Err(error));
+            return delivery;
+        }
         let mut queues = lock(&self.shared.queues);
         while queues.buffered >= self.config.max_buffered_records && !queues.closing {
             queues = self
@@ -307,6 +320,30 @@ impl Drop for Producer {
             let _ = replayer.join();
         }
     }
+}
+
+/// Refuses a record that would not fit in a batch of `limit` bytes on its own
+/// (`ClientError::RecordTooLarge`, with its size as such a batch). Cheap for a record far
+/// below the limit (a bound); one near or above it is encoded to measure it.
+pub fn check_record_size(record: &RecordData, limit: usize) -> Result<(), ClientError> {
+    let single = std::slice::from_ref(record);
+    if record_batch_bytes_bound(single) <= limit {
+        return Ok(());
+    }
+    // The largest header a batch can have: every field present.
+    let widest = BatchProducer {
+        producer_id: u64::MAX,
+        producer_epoch: u16::MAX,
+        base_sequence: u32::MAX,
+    };
+    let size = encode_record_batch(widest, i64::MAX, single).0.len();
+    if size <= limit {
+        return Ok(());
+    }
+    Err(ClientError::RecordTooLarge {
+        size: size as u64,
+        limit: limit as u64,
+    })
 }
 
 /// A batch taken from a partition's queue for one round; encoded once (with its
@@ -554,23 +591,17 @@ fn take_round(shared: &Shared, config: &ProducerConfig) -> Option<Vec<RoundBatch
         let mut next_due: Option<Instant> = None;
         let mut round = Vec::new();
         let flush = queues.flush_requested || queues.closing;
+        let limit = config.batch_bytes.min(config.max_batch_bytes);
         for (key, queue) in queues.partitions.iter_mut() {
             let Some(first) = queue.front() else { continue };
-            let bytes: usize = queue.iter().map(|q| q.record.value.len() + 32).sum();
+            let bytes: usize = RECORD_BATCH_OVERHEAD_BOUND_BYTES
+                + queue
+                    .iter()
+                    .map(|q| record_bytes_bound(&q.record))
+                    .sum::<usize>();
             let due = first.sent_at + config.linger;
-            if flush || bytes >= config.batch_bytes || due <= now {
-                let mut taken = Vec::new();
-                let mut taken_bytes = 0;
-                while let Some(queued) = queue.front() {
-                    let size = queued.record.value.len() + 32;
-                    if !taken.is_empty() && taken_bytes + size > config.batch_bytes {
-                        break;
-                    }
-                    taken_bytes += size;
-                    if let Some(queued) = queue.pop_front() {
-                        taken.push(queued);
-                    }
-                }
+            if flush || bytes >= limit || due <= now {
+                let taken = take_batch(queue, limit);
                 round.push(RoundBatch {
                     key: key.clone(),
                     records: taken,
@@ -598,6 +629,24 @@ fn take_round(shared: &Shared, config: &ProducerConfig) -> Option<Vec<RoundBatch
                 .unwrap_or_else(|e| e.into_inner()),
         };
     }
+}
+
+/// Takes a partition's next batch: records from the front while the batch stays within
+/// `limit` bytes (at least one: `send` refused records that do not fit alone).
+fn take_batch(queue: &mut VecDeque<Queued>, limit: usize) -> Vec<Queued> {
+    let mut taken = Vec::new();
+    let mut taken_bytes = RECORD_BATCH_OVERHEAD_BOUND_BYTES;
+    while let Some(queued) = queue.front() {
+        let size = record_bytes_bound(&queued.record);
+        if !taken.is_empty() && taken_bytes + size > limit {
+            break;
+        }
+        taken_bytes += size;
+        if let Some(queued) = queue.pop_front() {
+            taken.push(queued);
+        }
+    }
+    taken
 }
 
 /// Sends one round (all requests out, then all answers in); returns the batches to retry.

@@ -188,6 +188,41 @@ pub fn encode_record_batch(
     (bytes, crc)
 }
 
+/// Bytes a record batch may take beyond its records (table, vtable, records vector,
+/// identifier, alignment), at most.
+pub const RECORD_BATCH_OVERHEAD_BOUND_BYTES: usize = 128;
+
+/// Bytes a byte vector or string of `length` bytes takes in a flatbuffer, at most (length
+/// prefix, terminator, alignment padding).
+fn vector_bound(length: usize) -> usize {
+    length + 12
+}
+
+/// Bytes one record adds to an encoded batch, at most: what a producer adds up to keep a
+/// batch under the broker's limit without encoding it first.
+pub fn record_bytes_bound(record: &RecordData) -> usize {
+    let headers = if record.headers.is_empty() {
+        0
+    } else {
+        vector_bound(4 * record.headers.len())
+            + record
+                .headers
+                .iter()
+                .map(|(key, value)| 40 + vector_bound(key.len()) + vector_bound(value.len()))
+                .sum::<usize>()
+    };
+    // The record's table and vtable (at most 64 bytes), its slot in the records vector,
+    // then key, value and headers.
+    68 + record.key.as_ref().map_or(0, |key| vector_bound(key.len()))
+        + vector_bound(record.value.len())
+        + headers
+}
+
+/// Bytes `encode_record_batch` produces for `records`, at most.
+pub fn record_batch_bytes_bound(records: &[RecordData]) -> usize {
+    RECORD_BATCH_OVERHEAD_BOUND_BYTES + records.iter().map(record_bytes_bound).sum::<usize>()
+}
+
 /// Finishes a request around a body built by `body`.
 pub fn encode_request<'a>(
     builder: &mut FlatBufferBuilder<'a>,
