@@ -217,6 +217,10 @@ fn submit_batch(
         partition: entry.partition(),
         record_count,
         batch_crc32c: entry.crc32c(),
+        // The leader's clock, written into the log: replicas expire idle producers by it.
+        proposed_at_ms: std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as u64),
         batch: bytes,
     }
     .encode();
@@ -232,11 +236,9 @@ async fn await_batch(pending: Option<Pending>, deadline: Instant) -> Result<u64,
     match glommio::timer::timeout(left, async { Ok(pending.wait().await) }).await {
         Ok(Ok(Applied::Batch { base_offset, .. })) => Ok(base_offset),
         Ok(Ok(Applied::Duplicate { base_offset })) => Ok(base_offset),
-        Ok(Ok(Applied::OutOfSequence { expected })) => Err(WireError::new(
-            ErrorCode::OutOfOrderSequence,
-            format!(
-                "batch out of sequence: expected sequence {expected} (or a newer producer epoch)"
-            ),
+        Ok(Ok(Applied::OutOfSequence { expected, refusal })) => Err(WireError::new(
+            refusal.code(),
+            format!("batch refused: {refusal} (expected sequence {expected})"),
         )),
         Ok(Ok(_)) => Err(WireError::new(
             ErrorCode::InternalError,
