@@ -18,6 +18,9 @@
 //! their idempotent sequence numbers, so one that had reached the cluster before the
 //! outage is not stored twice — and a producer started over a non-empty journal resumes
 //! the replay first.
+//!
+//! Requests time out soon after the delivery timeout (the broker is given what is left of
+//! it), so a silent cluster never holds a record much longer.
 
 use std::collections::{BTreeMap, VecDeque};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
@@ -541,13 +544,11 @@ fn cluster_unreachable(error: &ClientError) -> bool {
 }
 
 /// How long a client waits for an answer: the broker answers within the delivery
-/// timeout (it is the request's timeout), so a silent connection is given up soon after.
+/// timeout (it is the request's timeout), so a silent connection is given up soon after
+/// (a record's fate is known within about its delivery timeout, journal or not).
 fn client_for(config: &ProducerConfig) -> ClusterClient {
     let mut client = ClusterClient::new(&config.bootstrap);
-    if config.spill.is_some() {
-        client
-            .set_request_timeout(config.delivery_timeout.max(MIN_REQUEST_TIMEOUT) + ANSWER_MARGIN);
-    }
+    client.set_request_timeout(config.delivery_timeout.max(MIN_REQUEST_TIMEOUT) + ANSWER_MARGIN);
     client
 }
 
