@@ -622,3 +622,81 @@ fn an_oversized_record_is_refused_before_sending_and_the_rest_goes_on() {
         .collect();
     assert_eq!(values, ["small", "last"]);
 }
+
+fn value(text: &str) -> RecordData {
+    RecordData {
+        value: text.as_bytes().to_vec(),
+        ..Default::default()
+    }
+}
+
+/// Issue 11, item 16 (a): a batch whose answer does not come within the delivery timeout
+/// (the broker is paused with the request in its socket) may be stored — and here it is,
+/// once the broker resumes. The producer must not reuse its sequence number: it starts a
+/// new epoch, and every later record is stored (before: the sequence was rewound, and
+/// every later batch of the partition was refused as out of order, forever).
+#[test]
+fn a_batch_stored_after_its_delivery_timeout_does_not_wedge_the_partition() {
+    use keel::client::{Delivered, Producer, ProducerConfig};
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_ports(1);
+    let broker = Broker::start(dir.path(), port, 1);
+    let mut client = ClusterClient::new(&broker.address(0));
+    support::retry("create topic", || client.create_topic("wedge", 1));
+    let mut config = ProducerConfig::new(&broker.address(0));
+    config.delivery_timeout = Duration::from_secs(1);
+    let producer = Producer::new(config);
+    assert_eq!(
+        producer.send("wedge", 0, value("w0")).wait().unwrap(),
+        Delivered::Stored(0)
+    );
+    broker.signal("STOP");
+    let unknown = producer.send("wedge", 0, value("w1")).wait();
+    broker.signal("CONT");
+    assert!(unknown.is_err(), "{unknown:?}");
+    // The paused broker takes the request it had received once it runs again.
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while consume_all(&mut client, "wedge", 0).len() < 2 {
+        assert!(std::time::Instant::now() < deadline, "w1 never stored");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    for n in 2..5 {
+        let result = producer.send("wedge", 0, value(&format!("w{n}"))).wait();
+        assert_eq!(result.unwrap(), Delivered::Stored(n), "w{n}");
+    }
+    let values: Vec<String> = consume_all(&mut client, "wedge", 0)
+        .into_iter()
+        .map(|(_, value)| value)
+        .collect();
+    assert_eq!(values, ["w0", "w1", "w2", "w3", "w4"]);
+}
+
+/// Issue 11, item 11: a partition that forgot a producer (here: its topic was deleted and
+/// created again) refuses its next batch as UnknownProducer (its sequence is not 0); the
+/// producer starts a new epoch and the record is stored (with the broker's refusal alone,
+/// the record failed).
+#[test]
+fn a_producer_the_partition_forgot_starts_a_new_epoch_and_goes_on() {
+    use keel::client::{Delivered, Producer, ProducerConfig};
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_ports(1);
+    let _broker = Broker::start(dir.path(), port, 1);
+    let mut client = ClusterClient::new(&_broker.address(0));
+    support::retry("create topic", || client.create_topic("again", 1));
+    let mut config = ProducerConfig::new(&_broker.address(0));
+    config.delivery_timeout = Duration::from_secs(5);
+    let producer = Producer::new(config);
+    for n in 0..3 {
+        let result = producer.send("again", 0, value(&format!("a{n}"))).wait();
+        assert_eq!(result.unwrap(), Delivered::Stored(n));
+    }
+    client.delete_topic("again").unwrap();
+    support::retry("create topic", || client.create_topic("again", 1));
+    let result = producer.send("again", 0, value("b0")).wait();
+    assert_eq!(result.unwrap(), Delivered::Stored(0));
+    let values: Vec<String> = consume_all(&mut client, "again", 0)
+        .into_iter()
+        .map(|(_, value)| value)
+        .collect();
+    assert_eq!(values, ["b0"]);
+}

@@ -217,7 +217,8 @@ enum TopicCommand {
 /// sent: its number (from 1: the line number with stdin), its size and the limit go to
 /// stderr ("RecordTooLarge"), and the next lines are still sent. Exit status: 0 when
 /// every record was stored (or spilled, with --spill-dir); 1 when any was refused or
-/// failed, or on an error that stopped the command.
+/// failed, when the journal skipped batches that can never be delivered (their topic was
+/// deleted; each is logged), or on an error that stopped the command.
 #[derive(Args)]
 struct ProduceArgs {
     /// Topic.
@@ -904,26 +905,14 @@ fn produce_plain(args: &ProduceArgs, acks: keel::protocol::wire::Acks) -> ExitCo
     }
 }
 
-/// `keel produce --spill-dir`: records go through the batching `Producer` with its spill
-/// journal; each record's fate is printed in order with --report.
-fn produce_with_spill(args: &ProduceArgs, acks: keel::protocol::wire::Acks) -> ExitCode {
-    use keel::client::{Delivered, Producer, ProducerConfig, SpillConfig};
-    let Some(dir) = &args.spill_dir else {
-        return fail("produce", "no spill directory");
-    };
-    let mut config = ProducerConfig::new(&args.connect.bootstrap);
-    config.acks = acks;
-    config.delivery_timeout = args.delivery_timeout;
-    config.max_batch_bytes = usize::try_from(args.max_batch_bytes).unwrap_or(usize::MAX);
-    config.spill = Some(SpillConfig::new(dir, args.spill_limit));
-    let producer = match Producer::open(config) {
-        Ok(producer) => producer,
-        Err(error) => return fail("produce", error),
-    };
-    let (results, reporter_input) =
-        std::sync::mpsc::sync_channel::<(u64, keel::client::Delivery)>(100_000);
-    let report = args.report;
-    let reporter = std::thread::spawn(move || {
+/// The thread that waits for each record's fate, in order, prints it with --report (and
+/// a refused record's reason to stderr without), and counts (stored, spilled, failed).
+fn spawn_reporter(
+    reporter_input: std::sync::mpsc::Receiver<(u64, keel::client::Delivery)>,
+    report: bool,
+) -> std::thread::JoinHandle<(u64, u64, u64)> {
+    use keel::client::Delivered;
+    std::thread::spawn(move || {
         let (mut stored, mut spilled, mut failed) = (0u64, 0u64, 0u64);
         let stdout = std::io::stdout();
         for (n, delivery) in reporter_input {
@@ -952,7 +941,28 @@ fn produce_with_spill(args: &ProduceArgs, acks: keel::protocol::wire::Acks) -> E
             }
         }
         (stored, spilled, failed)
-    });
+    })
+}
+
+/// `keel produce --spill-dir`: records go through the batching `Producer` with its spill
+/// journal; each record's fate is printed in order with --report.
+fn produce_with_spill(args: &ProduceArgs, acks: keel::protocol::wire::Acks) -> ExitCode {
+    use keel::client::{Producer, ProducerConfig, SpillConfig};
+    let Some(dir) = &args.spill_dir else {
+        return fail("produce", "no spill directory");
+    };
+    let mut config = ProducerConfig::new(&args.connect.bootstrap);
+    config.acks = acks;
+    config.delivery_timeout = args.delivery_timeout;
+    config.max_batch_bytes = usize::try_from(args.max_batch_bytes).unwrap_or(usize::MAX);
+    config.spill = Some(SpillConfig::new(dir, args.spill_limit));
+    let producer = match Producer::open(config) {
+        Ok(producer) => producer,
+        Err(error) => return fail("produce", error),
+    };
+    let (results, reporter_input) =
+        std::sync::mpsc::sync_channel::<(u64, keel::client::Delivery)>(100_000);
+    let reporter = spawn_reporter(reporter_input, args.report);
     let mut n = 0u64;
     for value in input_records(args) {
         let value = match value {
@@ -982,16 +992,22 @@ fn produce_with_spill(args: &ProduceArgs, acks: keel::protocol::wire::Acks) -> E
         std::thread::sleep(Duration::from_millis(50));
     }
     let status = producer.spill_status();
+    let skipped = producer.spill_skipped();
     drop(results);
     let (stored, spilled, failed) = reporter.join().unwrap_or((0, 0, n));
     eprintln!(
         "keel produce: {stored} records stored, {spilled} spilled, {failed} failed \
-         ({}/{}); journal: {} batches pending",
+         ({}/{}); journal: {} batches pending, {} skipped ({} records) as undeliverable{}",
         args.topic,
         args.partition,
-        status.map_or(0, |s| s.pending_batches)
+        status.map_or(0, |s| s.pending_batches),
+        skipped.batches,
+        skipped.records,
+        skipped
+            .last_reason
+            .map_or(String::new(), |reason| format!(" (last: {reason})"))
     );
-    if failed > 0 {
+    if failed > 0 || skipped.batches > 0 {
         ExitCode::from(1)
     } else {
         ExitCode::SUCCESS

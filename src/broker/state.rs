@@ -302,43 +302,14 @@ impl ShardState {
                 batch_crc32c,
                 proposed_at_ms,
                 batch,
-            } => {
-                self.producers.advance_clock(proposed_at_ms);
-                let producer = batch_producer(batch);
-                if let Some((producer_id, epoch, base_sequence)) = producer {
-                    let key = (producer_id, topic_id, partition);
-                    let checked = self.producers.check(
-                        &key,
-                        epoch,
-                        base_sequence,
-                        record_count,
-                        batch_crc32c,
-                    );
-                    if let Err(refused) = checked {
-                        return Ok(refused);
-                    }
-                }
-                let partition_index = self.partitions.entry((topic_id, partition)).or_default();
-                let base_offset = partition_index.append(record_count, index);
-                if let Some((producer_id, epoch, base_sequence)) = producer {
-                    let entry = ProducerSequence {
-                        epoch,
-                        base_sequence,
-                        record_count,
-                        batch_crc32c,
-                        base_offset,
-                        last_used_ms: 0,
-                        last_use_stamp: 0,
-                    };
-                    let key = (producer_id, topic_id, partition);
-                    self.producers.record(key, entry, index, proposed_at_ms);
-                }
-                Applied::Batch {
-                    topic_id,
-                    partition,
-                    base_offset,
-                }
-            }
+            } => self.apply_batch(
+                index,
+                (topic_id, partition),
+                record_count,
+                batch_crc32c,
+                proposed_at_ms,
+                batch,
+            ),
             BrokerEntry::CreateTopic {
                 topic_id,
                 partitions,
@@ -365,6 +336,50 @@ impl ShardState {
                 }
             }
         })
+    }
+
+    /// Applies a record batch entry: the producer table's clock moves to its time, its
+    /// producer's sequence is checked, and it gets its offsets.
+    fn apply_batch(
+        &mut self,
+        index: u64,
+        (topic_id, partition): (u32, u32),
+        record_count: u32,
+        batch_crc32c: u32,
+        proposed_at_ms: u64,
+        batch: &[u8],
+    ) -> Applied {
+        self.producers.advance_clock(proposed_at_ms);
+        let producer = batch_producer(batch);
+        if let Some((producer_id, epoch, base_sequence)) = producer {
+            let key = (producer_id, topic_id, partition);
+            let checked =
+                self.producers
+                    .check(&key, epoch, base_sequence, record_count, batch_crc32c);
+            if let Err(refused) = checked {
+                return refused;
+            }
+        }
+        let partition_index = self.partitions.entry((topic_id, partition)).or_default();
+        let base_offset = partition_index.append(record_count, index);
+        if let Some((producer_id, epoch, base_sequence)) = producer {
+            let entry = ProducerSequence {
+                epoch,
+                base_sequence,
+                record_count,
+                batch_crc32c,
+                base_offset,
+                last_used_ms: 0,
+                last_use_stamp: 0,
+            };
+            let key = (producer_id, topic_id, partition);
+            self.producers.record(key, entry, index, proposed_at_ms);
+        }
+        Applied::Batch {
+            topic_id,
+            partition,
+            base_offset,
+        }
     }
 
     /// The last applied log index.

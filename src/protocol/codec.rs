@@ -223,6 +223,34 @@ pub fn record_batch_bytes_bound(records: &[RecordData]) -> usize {
     RECORD_BATCH_OVERHEAD_BOUND_BYTES + records.iter().map(record_bytes_bound).sum::<usize>()
 }
 
+/// The records of a checked batch, with its first timestamp: what a producer needs to
+/// encode the same records again under another identity.
+pub fn batch_records(batch: &RecordBatch<'_>) -> (i64, Vec<RecordData>) {
+    let records = batch
+        .records()
+        .iter()
+        .flatten()
+        .map(|record| RecordData {
+            key: record.key().map(|k| k.bytes().to_vec()),
+            value: record
+                .value()
+                .map(|v| v.bytes().to_vec())
+                .unwrap_or_default(),
+            headers: record
+                .headers()
+                .iter()
+                .flatten()
+                .map(|h| {
+                    let value = h.value().map(|v| v.bytes().to_vec()).unwrap_or_default();
+                    (h.key().unwrap_or_default().to_string(), value)
+                })
+                .collect(),
+            timestamp_delta_ms: record.timestamp_delta_ms(),
+        })
+        .collect();
+    (batch.first_timestamp_ms(), records)
+}
+
 /// Finishes a request around a body built by `body`.
 pub fn encode_request<'a>(
     builder: &mut FlatBufferBuilder<'a>,

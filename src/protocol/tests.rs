@@ -324,3 +324,17 @@ proptest! {
         prop_assert!(bound - bytes.len() <= 128 + 100 * records.len() + 100 * headers);
     }
 }
+
+#[test]
+fn a_batch_encoded_again_from_its_records_carries_the_same_records() {
+    let producer = BatchProducer {
+        producer_id: 7,
+        producer_epoch: 1,
+        base_sequence: 40,
+    };
+    let (bytes, crc) = encode_record_batch(producer, 1_700_000_000_000, &sample_records());
+    let batch = check_record_batch(&bytes, crc, 1 << 20).unwrap();
+    let (first_timestamp_ms, records) = crate::protocol::codec::batch_records(&batch);
+    assert_eq!(first_timestamp_ms, 1_700_000_000_000);
+    assert_eq!(records, sample_records());
+}
