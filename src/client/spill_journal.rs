@@ -12,6 +12,7 @@
 //! checkpoint                   (file number, offset) of the first frame not yet
 //!                              replayed, with a crc32c; replaced atomically
 //! LOCK                         held while a producer has the journal open
+//! producer                     the producer's id and epoch (`producer_identity`)
 //! ```
 //! A frame is `[length u32][crc32c u32][payload]`, the crc over the payload; the payload
 //! is `[written_at_micros u64][partition u32][batch crc32c u32][topic length u16][topic]
