@@ -83,3 +83,18 @@ pub const MAX_WAITING_PROPOSALS: usize = 100_000;
 /// Fetch long-polls waiting for new data, per shard (at the bound all are woken, which
 /// frees those whose fetch already ended).
 pub const MAX_FETCH_WAITERS: usize = 4096;
+
+/// An idempotent producer's entry on a partition (its last batch, for duplicate detection
+/// and ordering) is forgotten once the log's clock — the leaders' wall clock written into
+/// each record batch entry — is this far past its last stored batch: 7 days. Long enough
+/// for a producer whose spill journal holds batches through a long outage (its replay is
+/// still recognised), short enough that producers that went away (every process start of
+/// a producer without a journal is a new id) do not pile up. A batch of a forgotten
+/// producer must start an epoch at sequence 0 (`UnknownProducer` otherwise).
+pub const PRODUCER_IDLE_EXPIRY_MS: u64 = 7 * 24 * 60 * 60 * 1000;
+
+/// Most idempotent producer entries (one per producer and partition) a replica group
+/// keeps; a new one beyond evicts the least recently used at apply. 50,000 entries take
+/// about 3 MB in a snapshot (62 bytes each), which a follower is sent in one peer frame
+/// (8 MiB by default), and about 6 MB of memory per shard.
+pub const MAX_PRODUCER_ENTRIES: usize = 50_000;

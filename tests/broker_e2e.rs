@@ -554,3 +554,149 @@ fn retention_by_age_removes_sealed_segments_once_they_are_old() {
         .unwrap();
     assert_eq!(last.records.len(), 1);
 }
+
+/// Issue 11, item 18: a record over the broker's batch limit is refused by the client
+/// before it is sent (RecordTooLarge, naming the limit and the size); the CLI says so for
+/// that line, goes on with the next lines, and exits with status 1 (before: the 26 MB
+/// frame made the broker close the connection, "unacknowledged ...: Broken pipe", and
+/// nothing after it was sent).
+#[test]
+fn an_oversized_record_is_refused_before_sending_and_the_rest_goes_on() {
+    use keel::client::{Producer, ProducerConfig};
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_ports(1);
+    let broker = Broker::start(dir.path(), port, 1);
+    let mut client = ClusterClient::new(&broker.address(0));
+    support::retry("create topic", || client.create_topic("big", 2));
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_keel"))
+        .args(["produce", "big", "--bootstrap", &broker.address(0)])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    let huge = "x".repeat(26_000_000);
+    let writer = std::thread::spawn(move || {
+        let _ = writeln!(stdin, "before\n{huge}\nafter-1\nafter-2");
+    });
+    let output = child.wait_with_output().unwrap();
+    writer.join().unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("RecordTooLarge") && stderr.contains("1048512") && stderr.contains("26000"),
+        "{stderr}"
+    );
+    let values: Vec<String> = consume_all(&mut client, "big", 0)
+        .into_iter()
+        .map(|(_, value)| value)
+        .collect();
+    assert_eq!(values, ["before", "after-1", "after-2"]);
+
+    let mut config = ProducerConfig::new(&broker.address(0));
+    config.delivery_timeout = Duration::from_secs(2);
+    let producer = Producer::new(config);
+    let value = |text: &str| RecordData {
+        value: text.as_bytes().to_vec(),
+        ..Default::default()
+    };
+    let small = producer.send("big", 1, value("small"));
+    let oversized = producer.send("big", 1, value(&"y".repeat(2_000_000)));
+    let last = producer.send("big", 1, value("last"));
+    match oversized.wait() {
+        Err(error @ ClientError::RecordTooLarge { .. }) => {
+            let message = error.to_string();
+            assert!(
+                message.contains("1048512") && message.contains("2000"),
+                "{message}"
+            );
+        }
+        other => panic!("expected RecordTooLarge, got {other:?}"),
+    }
+    assert!(small.wait().is_ok() && last.wait().is_ok());
+    drop(producer);
+    let values: Vec<String> = consume_all(&mut client, "big", 1)
+        .into_iter()
+        .map(|(_, value)| value)
+        .collect();
+    assert_eq!(values, ["small", "last"]);
+}
+
+fn value(text: &str) -> RecordData {
+    RecordData {
+        value: text.as_bytes().to_vec(),
+        ..Default::default()
+    }
+}
+
+/// Issue 11, item 16 (a): a batch whose answer does not come within the delivery timeout
+/// (the broker is paused with the request in its socket) may be stored — and here it is,
+/// once the broker resumes. The producer must not reuse its sequence number: it starts a
+/// new epoch, and every later record is stored (before: the sequence was rewound, and
+/// every later batch of the partition was refused as out of order, forever).
+#[test]
+fn a_batch_stored_after_its_delivery_timeout_does_not_wedge_the_partition() {
+    use keel::client::{Delivered, Producer, ProducerConfig};
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_ports(1);
+    let broker = Broker::start(dir.path(), port, 1);
+    let mut client = ClusterClient::new(&broker.address(0));
+    support::retry("create topic", || client.create_topic("wedge", 1));
+    let mut config = ProducerConfig::new(&broker.address(0));
+    config.delivery_timeout = Duration::from_secs(1);
+    let producer = Producer::new(config);
+    assert_eq!(
+        producer.send("wedge", 0, value("w0")).wait().unwrap(),
+        Delivered::Stored(0)
+    );
+    broker.signal("STOP");
+    let unknown = producer.send("wedge", 0, value("w1")).wait();
+    broker.signal("CONT");
+    assert!(unknown.is_err(), "{unknown:?}");
+    // The paused broker takes the request it had received once it runs again.
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while consume_all(&mut client, "wedge", 0).len() < 2 {
+        assert!(std::time::Instant::now() < deadline, "w1 never stored");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    for n in 2..5 {
+        let result = producer.send("wedge", 0, value(&format!("w{n}"))).wait();
+        assert_eq!(result.unwrap(), Delivered::Stored(n), "w{n}");
+    }
+    let values: Vec<String> = consume_all(&mut client, "wedge", 0)
+        .into_iter()
+        .map(|(_, value)| value)
+        .collect();
+    assert_eq!(values, ["w0", "w1", "w2", "w3", "w4"]);
+}
+
+/// Issue 11, item 11: a partition that forgot a producer (here: its topic was deleted and
+/// created again) refuses its next batch as UnknownProducer (its sequence is not 0); the
+/// producer starts a new epoch and the record is stored (with the broker's refusal alone,
+/// the record failed).
+#[test]
+fn a_producer_the_partition_forgot_starts_a_new_epoch_and_goes_on() {
+    use keel::client::{Delivered, Producer, ProducerConfig};
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_ports(1);
+    let _broker = Broker::start(dir.path(), port, 1);
+    let mut client = ClusterClient::new(&_broker.address(0));
+    support::retry("create topic", || client.create_topic("again", 1));
+    let mut config = ProducerConfig::new(&_broker.address(0));
+    config.delivery_timeout = Duration::from_secs(5);
+    let producer = Producer::new(config);
+    for n in 0..3 {
+        let result = producer.send("again", 0, value(&format!("a{n}"))).wait();
+        assert_eq!(result.unwrap(), Delivered::Stored(n));
+    }
+    client.delete_topic("again").unwrap();
+    support::retry("create topic", || client.create_topic("again", 1));
+    let result = producer.send("again", 0, value("b0")).wait();
+    assert_eq!(result.unwrap(), Delivered::Stored(0));
+    let values: Vec<String> = consume_all(&mut client, "again", 0)
+        .into_iter()
+        .map(|(_, value)| value)
+        .collect();
+    assert_eq!(values, ["b0"]);
+}

@@ -287,3 +287,152 @@ fn a_batch_stored_but_never_acknowledged_is_spilled_and_replayed_once() {
     assert_eq!(stored, expected, "every record once, in order");
     drop(nodes);
 }
+
+fn value(text: &str) -> keel::protocol::codec::RecordData {
+    keel::protocol::codec::RecordData {
+        value: text.as_bytes().to_vec(),
+        ..Default::default()
+    }
+}
+
+/// Every value of a partition, from offset 0 to the end.
+fn partition_values(client: &mut ClusterClient, topic: &str) -> Vec<String> {
+    let mut values = Vec::new();
+    loop {
+        let offset = values.len() as u64;
+        let fetched = retry("fetch", || {
+            client.fetch(topic, 0, offset, 1 << 20, Duration::ZERO)
+        });
+        if fetched.records.is_empty() {
+            return values;
+        }
+        values.extend(
+            fetched
+                .records
+                .into_iter()
+                .map(|r| String::from_utf8(r.value).unwrap()),
+        );
+    }
+}
+
+fn wait_for_empty_journal(producer: &keel::client::Producer) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while producer.spill_status().unwrap().pending_batches > 0 {
+        assert!(
+            Instant::now() < deadline,
+            "journal did not drain: {:?}",
+            producer.spill_status()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// Issue 11, item 16 (b): records refused because the journal is full must not use up
+/// sequence numbers: once the cluster is back and the journal drained, later records are
+/// stored (before: the gap they left got every later batch of the partition refused as
+/// out of order, forever).
+#[test]
+fn records_refused_by_a_full_journal_leave_no_gap_in_the_sequence() {
+    use keel::client::{Delivered, Producer, ProducerConfig, SpillConfig};
+    let root = tempfile::tempdir().unwrap();
+    let port = support::free_ports(1);
+    let mut broker = support::Broker::start(&root.path().join("node"), port, 1);
+    let bootstrap = broker.address(0);
+    let mut client = ClusterClient::new(&bootstrap);
+    retry("create topic", || client.create_topic("full", 1));
+    let mut config = ProducerConfig::new(&bootstrap);
+    config.delivery_timeout = Duration::from_secs(1);
+    let mut spill = SpillConfig::new(root.path().join("journal"), 16 << 10);
+    spill.file_bytes = 1 << 20;
+    config.spill = Some(spill);
+    let producer = Producer::open(config).unwrap();
+    let padded = |n: u32| format!("f{n}-{}", "x".repeat(2000));
+    let mut accepted = Vec::new();
+    for n in 0..3 {
+        assert!(matches!(
+            producer.send("full", 0, value(&padded(n))).wait(),
+            Ok(Delivered::Stored(_))
+        ));
+        accepted.push(padded(n));
+    }
+    broker.kill();
+    let deliveries: Vec<_> = (3..40)
+        .map(|n| (n, producer.send("full", 0, value(&padded(n)))))
+        .collect();
+    let mut refused = 0;
+    for (n, delivery) in deliveries {
+        match delivery.wait() {
+            Ok(Delivered::Spilled) => accepted.push(padded(n)),
+            Ok(other) => panic!("{n}: {other:?} with the broker down"),
+            Err(_) => refused += 1,
+        }
+    }
+    assert!(refused > 0, "the 16 KiB journal never filled up");
+    let _broker = broker.restart();
+    wait_for_empty_journal(&producer);
+    for n in 40..43 {
+        let result = producer.send("full", 0, value(&padded(n))).wait();
+        assert!(
+            matches!(result, Ok(Delivered::Stored(_))),
+            "{n}: {result:?}"
+        );
+        accepted.push(padded(n));
+    }
+    drop(producer);
+    assert_eq!(partition_values(&mut client, "full"), accepted);
+}
+
+/// Issue 11, item 16 (b): the journal holds batches of a topic deleted meanwhile, of one
+/// deleted and created again (which forgot the producer), and of one still there. The
+/// deleted topic's batches are skipped and reported instead of holding up the rest; the
+/// re-created topic's are sent again under a new epoch; all the others are stored
+/// (before: replay stalled on the first deleted topic's batch, forever).
+#[test]
+fn a_journal_with_batches_of_a_deleted_topic_skips_them_and_replays_the_rest() {
+    use keel::client::{Delivered, Producer, ProducerConfig, SpillConfig};
+    let root = tempfile::tempdir().unwrap();
+    let port = support::free_ports(1);
+    let mut broker = support::Broker::start(&root.path().join("node"), port, 1);
+    let bootstrap = broker.address(0);
+    let mut client = ClusterClient::new(&bootstrap);
+    for topic in ["doomed", "reborn", "kept"] {
+        retry("create topic", || client.create_topic(topic, 1));
+    }
+    let mut config = ProducerConfig::new(&bootstrap);
+    config.delivery_timeout = Duration::from_secs(1);
+    config.spill = Some(SpillConfig::new(root.path().join("journal"), 64 << 20));
+    let producer = Producer::open(config.clone()).unwrap();
+    for n in 0..3 {
+        let result = producer.send("reborn", 0, value(&format!("old{n}"))).wait();
+        assert!(matches!(result, Ok(Delivered::Stored(_))));
+    }
+    broker.kill();
+    let mut deliveries = Vec::new();
+    for n in 0..5 {
+        for topic in ["doomed", "reborn", "kept"] {
+            deliveries.push(producer.send(topic, 0, value(&format!("{topic}{n}"))));
+        }
+    }
+    for delivery in deliveries {
+        assert_eq!(delivery.wait().unwrap(), Delivered::Spilled);
+    }
+    drop(producer);
+    let _broker = broker.restart();
+    retry("delete topic", || client.delete_topic("doomed"));
+    retry("delete topic", || client.delete_topic("reborn"));
+    retry("create topic", || client.create_topic("reborn", 1));
+    let producer = Producer::open(config).unwrap();
+    wait_for_empty_journal(&producer);
+    let skipped = producer.spill_skipped();
+    assert!(skipped.batches >= 1 && skipped.records == 5, "{skipped:?}");
+    assert!(
+        skipped
+            .last_reason
+            .as_deref()
+            .is_some_and(|r| r.contains("UnknownTopic")),
+        "{skipped:?}"
+    );
+    let expected = |topic: &str| (0..5).map(|n| format!("{topic}{n}")).collect::<Vec<_>>();
+    assert_eq!(partition_values(&mut client, "kept"), expected("kept"));
+    assert_eq!(partition_values(&mut client, "reborn"), expected("reborn"));
+}

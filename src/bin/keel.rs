@@ -1,6 +1,6 @@
 //! The `keel` command line: parses arguments and calls into the library.
 
-use std::io::{BufRead, Write};
+use std::io::Write;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::atomic::AtomicBool;
@@ -211,6 +211,14 @@ enum TopicCommand {
     },
 }
 
+/// Records to a partition: one per line of stdin, or --generate.
+///
+/// A record larger than --max-batch-bytes as a batch of its own is refused before it is
+/// sent: its number (from 1: the line number with stdin), its size and the limit go to
+/// stderr ("RecordTooLarge"), and the next lines are still sent. Exit status: 0 when
+/// every record was stored (or spilled, with --spill-dir); 1 when any was refused or
+/// failed, when the journal skipped batches that can never be delivered (their topic was
+/// deleted; each is logged), or on an error that stopped the command.
 #[derive(Args)]
 struct ProduceArgs {
     /// Topic.
@@ -221,9 +229,13 @@ struct ProduceArgs {
     /// When the broker answers: quorum, leader or none.
     #[arg(long, default_value = "quorum")]
     acks: String,
-    /// Records per batch.
+    /// Records per batch (fewer when they would exceed --max-batch-bytes).
     #[arg(long, default_value_t = 100)]
     batch: usize,
+    /// The brokers' largest batch (their max batch bytes); a record that does not fit in
+    /// one on its own is refused before sending.
+    #[arg(long, value_parser = parse_size, default_value_t = u64::from(keel::config::DEFAULT_MAX_BATCH_BYTES))]
+    max_batch_bytes: u64,
     /// Instead of reading stdin, send this many generated records ("message-<n>" padded
     /// to --size).
     #[arg(long)]
@@ -806,38 +818,72 @@ fn produce(args: ProduceArgs) -> ExitCode {
     if args.spill_dir.is_some() {
         return produce_with_spill(&args, acks);
     }
-    let mut client = ClusterClient::new(&args.connect.bootstrap);
-    let stdin = std::io::stdin();
-    let mut lines = stdin.lock().lines();
+    produce_plain(&args, acks)
+}
+
+/// The input records of `keel produce`: stdin's lines, or --generate's messages.
+fn input_records(args: &ProduceArgs) -> impl Iterator<Item = Result<Vec<u8>, std::io::Error>> {
     let size = usize::try_from(args.size).unwrap_or(100);
-    let mut generated = 0u64;
-    let mut next_record = || -> Option<Result<Vec<u8>, std::io::Error>> {
-        match args.generate {
-            Some(count) if generated < count => {
-                let mut value = format!("message-{generated}").into_bytes();
-                value.resize(size.max(value.len()), b'.');
-                generated += 1;
-                Some(Ok(value))
-            }
-            Some(_) => None,
-            None => lines.next().map(|line| line.map(String::into_bytes)),
-        }
-    };
-    let mut sent = 0u64;
-    loop {
+    let generated = args.generate.map(|count| {
+        (0..count).map(move |n| {
+            let mut value = format!("message-{n}").into_bytes();
+            value.resize(size.max(value.len()), b'.');
+            Ok(value)
+        })
+    });
+    let lines = args.generate.is_none().then(|| {
+        std::io::stdin()
+            .lines()
+            .map(|line| line.map(String::into_bytes))
+    });
+    generated
+        .into_iter()
+        .flatten()
+        .chain(lines.into_iter().flatten())
+}
+
+/// Says on stderr that input record `number` (from 1) was refused.
+fn report_refused(number: u64, error: &keel::client::ClientError) {
+    eprintln!("keel produce: record {number} refused: {error}");
+}
+
+/// `keel produce` without a journal: batches of up to --batch records (and
+/// --max-batch-bytes), each sent and acknowledged before the next.
+fn produce_plain(args: &ProduceArgs, acks: keel::protocol::wire::Acks) -> ExitCode {
+    use keel::client::producer::check_record_size;
+    use keel::protocol::codec::{record_bytes_bound, RECORD_BATCH_OVERHEAD_BOUND_BYTES};
+    let limit = usize::try_from(args.max_batch_bytes).unwrap_or(usize::MAX);
+    let mut client = ClusterClient::new(&args.connect.bootstrap);
+    let mut input = input_records(args).peekable();
+    let (mut sent, mut refused, mut number) = (0u64, 0u64, 0u64);
+    while input.peek().is_some() {
         let mut records = Vec::with_capacity(args.batch.max(1));
+        let mut bytes = RECORD_BATCH_OVERHEAD_BOUND_BYTES;
         while records.len() < args.batch.max(1) {
-            match next_record() {
-                Some(Ok(value)) => records.push(RecordData {
-                    value,
+            let Some(next) = input.peek() else { break };
+            let record = match next {
+                Ok(value) => RecordData {
+                    value: value.clone(),
                     ..Default::default()
-                }),
-                Some(Err(error)) => return fail("produce", error),
-                None => break,
+                },
+                Err(error) => return fail("produce", error),
+            };
+            let size = record_bytes_bound(&record);
+            if !records.is_empty() && bytes + size > limit {
+                break; // it starts the next batch
             }
+            input.next();
+            number += 1;
+            if let Err(error) = check_record_size(&record, limit) {
+                report_refused(number, &error);
+                refused += 1;
+                continue;
+            }
+            bytes += size;
+            records.push(record);
         }
         if records.is_empty() {
-            break;
+            continue;
         }
         let now_ms = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
@@ -849,31 +895,24 @@ fn produce(args: ProduceArgs) -> ExitCode {
         }
     }
     eprintln!(
-        "keel produce: {sent} records sent to {}/{}",
+        "keel produce: {sent} records sent to {}/{}, {refused} refused",
         args.topic, args.partition
     );
-    ExitCode::SUCCESS
+    if refused > 0 {
+        ExitCode::from(1)
+    } else {
+        ExitCode::SUCCESS
+    }
 }
 
-/// `keel produce --spill-dir`: records go through the batching `Producer` with its spill
-/// journal; each record's fate is printed in order with --report.
-fn produce_with_spill(args: &ProduceArgs, acks: keel::protocol::wire::Acks) -> ExitCode {
-    use keel::client::{Delivered, Producer, ProducerConfig, SpillConfig};
-    let Some(dir) = &args.spill_dir else {
-        return fail("produce", "no spill directory");
-    };
-    let mut config = ProducerConfig::new(&args.connect.bootstrap);
-    config.acks = acks;
-    config.delivery_timeout = args.delivery_timeout;
-    config.spill = Some(SpillConfig::new(dir, args.spill_limit));
-    let producer = match Producer::open(config) {
-        Ok(producer) => producer,
-        Err(error) => return fail("produce", error),
-    };
-    let (results, reporter_input) =
-        std::sync::mpsc::sync_channel::<(u64, keel::client::Delivery)>(100_000);
-    let report = args.report;
-    let reporter = std::thread::spawn(move || {
+/// The thread that waits for each record's fate, in order, prints it with --report (and
+/// a refused record's reason to stderr without), and counts (stored, spilled, failed).
+fn spawn_reporter(
+    reporter_input: std::sync::mpsc::Receiver<(u64, keel::client::Delivery)>,
+    report: bool,
+) -> std::thread::JoinHandle<(u64, u64, u64)> {
+    use keel::client::Delivered;
+    std::thread::spawn(move || {
         let (mut stored, mut spilled, mut failed) = (0u64, 0u64, 0u64);
         let stdout = std::io::stdout();
         for (n, delivery) in reporter_input {
@@ -888,6 +927,10 @@ fn produce_with_spill(args: &ProduceArgs, acks: keel::protocol::wire::Acks) -> E
                 }
                 Err(error) => {
                     failed += 1;
+                    if !report && matches!(error, keel::client::ClientError::RecordTooLarge { .. })
+                    {
+                        report_refused(n + 1, &error);
+                    }
                     format!("{n} failed {error}")
                 }
             };
@@ -898,24 +941,33 @@ fn produce_with_spill(args: &ProduceArgs, acks: keel::protocol::wire::Acks) -> E
             }
         }
         (stored, spilled, failed)
-    });
-    let stdin = std::io::stdin();
-    let mut lines = stdin.lock().lines();
-    let size = usize::try_from(args.size).unwrap_or(100);
+    })
+}
+
+/// `keel produce --spill-dir`: records go through the batching `Producer` with its spill
+/// journal; each record's fate is printed in order with --report.
+fn produce_with_spill(args: &ProduceArgs, acks: keel::protocol::wire::Acks) -> ExitCode {
+    use keel::client::{Producer, ProducerConfig, SpillConfig};
+    let Some(dir) = &args.spill_dir else {
+        return fail("produce", "no spill directory");
+    };
+    let mut config = ProducerConfig::new(&args.connect.bootstrap);
+    config.acks = acks;
+    config.delivery_timeout = args.delivery_timeout;
+    config.max_batch_bytes = usize::try_from(args.max_batch_bytes).unwrap_or(usize::MAX);
+    config.spill = Some(SpillConfig::new(dir, args.spill_limit));
+    let producer = match Producer::open(config) {
+        Ok(producer) => producer,
+        Err(error) => return fail("produce", error),
+    };
+    let (results, reporter_input) =
+        std::sync::mpsc::sync_channel::<(u64, keel::client::Delivery)>(100_000);
+    let reporter = spawn_reporter(reporter_input, args.report);
     let mut n = 0u64;
-    loop {
-        let value = match args.generate {
-            Some(count) if n < count => {
-                let mut value = format!("message-{n}").into_bytes();
-                value.resize(size.max(value.len()), b'.');
-                value
-            }
-            Some(_) => break,
-            None => match lines.next() {
-                Some(Ok(line)) => line.into_bytes(),
-                Some(Err(error)) => return fail("produce", error),
-                None => break,
-            },
+    for value in input_records(args) {
+        let value = match value {
+            Ok(value) => value,
+            Err(error) => return fail("produce", error),
         };
         let delivery = producer.send(
             &args.topic,
@@ -940,16 +992,22 @@ fn produce_with_spill(args: &ProduceArgs, acks: keel::protocol::wire::Acks) -> E
         std::thread::sleep(Duration::from_millis(50));
     }
     let status = producer.spill_status();
+    let skipped = producer.spill_skipped();
     drop(results);
     let (stored, spilled, failed) = reporter.join().unwrap_or((0, 0, n));
     eprintln!(
         "keel produce: {stored} records stored, {spilled} spilled, {failed} failed \
-         ({}/{}); journal: {} batches pending",
+         ({}/{}); journal: {} batches pending, {} skipped ({} records) as undeliverable{}",
         args.topic,
         args.partition,
-        status.map_or(0, |s| s.pending_batches)
+        status.map_or(0, |s| s.pending_batches),
+        skipped.batches,
+        skipped.records,
+        skipped
+            .last_reason
+            .map_or(String::new(), |reason| format!(" (last: {reason})"))
     );
-    if failed > 0 {
+    if failed > 0 || skipped.batches > 0 {
         ExitCode::from(1)
     } else {
         ExitCode::SUCCESS

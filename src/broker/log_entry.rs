@@ -4,14 +4,24 @@
 //! surface as an error, not a panic.
 //!
 //! ```text
-//! kind u8 | version u8 (1) | 0 u16 | body
-//! kind 1, record batch : topic_id u32 | partition u32 | record_count u32 | batch_crc32c u32 | batch
-//! kind 2, create topic : topic_id u32 | partitions u32 | name_length u16 | name (UTF-8)
-//! kind 3, delete topic : topic_id u32
+//! kind u8 | version u8 | 0 u16 | body
+//! kind 1 v2, record batch : topic_id u32 | partition u32 | record_count u32 | batch_crc32c u32
+//!                           | proposed_at_ms u64 | batch
+//! kind 1 v1 (still read)  : topic_id u32 | partition u32 | record_count u32 | batch_crc32c u32
+//!                           | batch                  (proposed_at_ms reads as 0: unknown)
+//! kind 2 v1, create topic : topic_id u32 | partitions u32 | name_length u16 | name (UTF-8)
+//! kind 3 v1, delete topic : topic_id u32
 //! ```
+//!
+//! `proposed_at_ms` is the leader's wall clock when it proposed the batch: the one clock
+//! every replica sees the same, so time-based decisions at apply (idle producers expire)
+//! are deterministic.
 
-/// Version of the entry format.
+/// Version of the topic entries' format.
 pub const ENTRY_VERSION: u8 = 1;
+
+/// Version of the record batch entry's format (2: with `proposed_at_ms`).
+pub const RECORD_BATCH_VERSION: u8 = 2;
 const PREFIX_BYTES: usize = 4;
 
 /// One broker entry.
@@ -27,6 +37,9 @@ pub enum BrokerEntry<'a> {
         record_count: u32,
         /// crc32c of `batch`.
         batch_crc32c: u32,
+        /// The leader's wall clock when it proposed the batch, in milliseconds since the
+        /// Unix epoch (0: unknown, an entry of format version 1).
+        proposed_at_ms: u64,
         /// The batch bytes.
         batch: &'a [u8],
     },
@@ -80,13 +93,15 @@ impl<'a> BrokerEntry<'a> {
                 partition,
                 record_count,
                 batch_crc32c,
+                proposed_at_ms,
                 batch,
             } => {
-                out.reserve(PREFIX_BYTES + 16 + batch.len());
-                out.extend_from_slice(&[1, ENTRY_VERSION, 0, 0]);
+                out.reserve(PREFIX_BYTES + 24 + batch.len());
+                out.extend_from_slice(&[1, RECORD_BATCH_VERSION, 0, 0]);
                 for value in [*topic_id, *partition, *record_count, *batch_crc32c] {
                     out.extend_from_slice(&value.to_le_bytes());
                 }
+                out.extend_from_slice(&proposed_at_ms.to_le_bytes());
                 out.extend_from_slice(batch);
             }
             BrokerEntry::CreateTopic {
@@ -118,19 +133,32 @@ impl<'a> BrokerEntry<'a> {
             .get(..PREFIX_BYTES)
             .ok_or(EntryDecodeError::Truncated)?;
         let (kind, version) = (prefix[0], prefix[1]);
-        if version != ENTRY_VERSION {
-            return Err(EntryDecodeError::Unknown { kind, version });
-        }
         let body = &bytes[PREFIX_BYTES..];
-        match kind {
-            1 => Ok(BrokerEntry::RecordBatch {
+        match (kind, version) {
+            (1, 1) => Ok(BrokerEntry::RecordBatch {
                 topic_id: u32_at(body, 0)?,
                 partition: u32_at(body, 4)?,
                 record_count: u32_at(body, 8)?,
                 batch_crc32c: u32_at(body, 12)?,
+                proposed_at_ms: 0,
                 batch: body.get(16..).ok_or(EntryDecodeError::Truncated)?,
             }),
-            2 => {
+            (1, RECORD_BATCH_VERSION) => {
+                let raw = body.get(16..24).ok_or(EntryDecodeError::Truncated)?;
+                let mut proposed_at_ms = [0u8; 8];
+                proposed_at_ms.copy_from_slice(raw);
+                Ok(BrokerEntry::RecordBatch {
+                    topic_id: u32_at(body, 0)?,
+                    partition: u32_at(body, 4)?,
+                    record_count: u32_at(body, 8)?,
+                    batch_crc32c: u32_at(body, 12)?,
+                    proposed_at_ms: u64::from_le_bytes(proposed_at_ms),
+                    batch: body.get(24..).ok_or(EntryDecodeError::Truncated)?,
+                })
+            }
+            (1, _) => Err(EntryDecodeError::Unknown { kind, version }),
+            _ if version != ENTRY_VERSION => Err(EntryDecodeError::Unknown { kind, version }),
+            (2, _) => {
                 let raw = body.get(8..10).ok_or(EntryDecodeError::Truncated)?;
                 let length = usize::from(u16::from_le_bytes([raw[0], raw[1]]));
                 let name = body
@@ -142,7 +170,7 @@ impl<'a> BrokerEntry<'a> {
                     name: std::str::from_utf8(name).map_err(|_| EntryDecodeError::BadName)?,
                 })
             }
-            3 => Ok(BrokerEntry::DeleteTopic {
+            (3, _) => Ok(BrokerEntry::DeleteTopic {
                 topic_id: u32_at(body, 0)?,
             }),
             _ => Err(EntryDecodeError::Unknown { kind, version }),
@@ -163,6 +191,7 @@ mod tests {
                 partition: 7,
                 record_count: 12,
                 batch_crc32c: 99,
+                proposed_at_ms: 1_700_000_000_123,
                 batch: b"batch bytes",
             },
             BrokerEntry::CreateTopic {
@@ -175,6 +204,26 @@ mod tests {
         for entry in entries {
             assert_eq!(BrokerEntry::decode(&entry.encode()), Ok(entry.clone()));
         }
+    }
+
+    #[test]
+    fn a_version_1_record_batch_still_decodes_with_an_unknown_time() {
+        let mut old = vec![1, 1, 0, 0];
+        for value in [3u32, 7, 12, 99] {
+            old.extend_from_slice(&value.to_le_bytes());
+        }
+        old.extend_from_slice(b"batch bytes");
+        assert_eq!(
+            BrokerEntry::decode(&old),
+            Ok(BrokerEntry::RecordBatch {
+                topic_id: 3,
+                partition: 7,
+                record_count: 12,
+                batch_crc32c: 99,
+                proposed_at_ms: 0,
+                batch: b"batch bytes",
+            })
+        );
     }
 
     proptest! {

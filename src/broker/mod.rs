@@ -2,8 +2,10 @@
 //!
 //! - `log_entry`: what the broker writes into a group's log.
 //! - `state`: topics and partition indexes, rebuilt by applying the log.
+//! - `producers`: the idempotent producers' table (sequence checks, expiry, cap).
 //! - `snapshot`: that state as bytes (Raft snapshots, the state file next to the log).
 
 pub mod log_entry;
+pub mod producers;
 pub mod snapshot;
 pub mod state;

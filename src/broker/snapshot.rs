@@ -7,16 +7,22 @@
 //! u32, then topic u32, partition u32, next offset u64, batch count u32, then base offset
 //! u64, record count u32, log index u64 per batch); producers (count u32, then producer
 //! u64, topic u32, partition u32, epoch u16, base sequence u32, record count u32, batch
-//! crc32c u32, base offset u64); crc32c u32 of everything before it.
+//! crc32c u32, base offset u64, last used ms u64, last use stamp u64); the producer
+//! table's clock ms u64; crc32c u32 of everything before it.
+//!
+//! Version 1 (still read) has neither the two last-use fields nor the clock: its
+//! producers read as last used by a batch without a time (`broker::producers`).
 
 use std::collections::{BTreeMap, HashMap};
 
-use crate::broker::state::{
-    BatchLocation, PartitionIndex, ProducerSequence, ShardState, TopicInfo, Topics,
-};
+use crate::broker::producers::{ProducerSequence, ProducerTable};
+use crate::broker::state::{BatchLocation, PartitionIndex, ShardState, TopicInfo, Topics};
 
 const MAGIC: &[u8; 4] = b"KSNP";
-const VERSION: u16 = 1;
+const VERSION: u16 = 2;
+
+/// The version before the producer table kept last-use times and its clock.
+const VERSION_WITHOUT_LAST_USE: u16 = 1;
 
 /// A snapshot that cannot be read.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -64,8 +70,7 @@ pub fn encode_state(state: &ShardState, with_batches: bool) -> Vec<u8> {
             out.extend_from_slice(&batch.log_index.to_le_bytes());
         }
     }
-    let mut producers: Vec<_> = state.producers.iter().collect();
-    producers.sort_by_key(|(key, _)| **key);
+    let producers = state.producers.sorted();
     out.extend_from_slice(&(producers.len() as u32).to_le_bytes());
     for ((producer, topic, partition), sequence) in producers {
         out.extend_from_slice(&producer.to_le_bytes());
@@ -76,7 +81,10 @@ pub fn encode_state(state: &ShardState, with_batches: bool) -> Vec<u8> {
         out.extend_from_slice(&sequence.record_count.to_le_bytes());
         out.extend_from_slice(&sequence.batch_crc32c.to_le_bytes());
         out.extend_from_slice(&sequence.base_offset.to_le_bytes());
+        out.extend_from_slice(&sequence.last_used_ms.to_le_bytes());
+        out.extend_from_slice(&sequence.last_use_stamp.to_le_bytes());
     }
+    out.extend_from_slice(&state.producers.clock_ms().to_le_bytes());
     let crc = crc32c::crc32c(&out);
     out.extend_from_slice(&crc.to_le_bytes());
     out
@@ -98,7 +106,7 @@ pub fn decode_state(bytes: &[u8]) -> Result<ShardState, SnapshotError> {
         return Err(SnapshotError::Malformed("not a state snapshot"));
     }
     let version = reader.u16()?;
-    if version != VERSION {
+    if version != VERSION && version != VERSION_WITHOUT_LAST_USE {
         return Err(SnapshotError::Version(version));
     }
     let applied_index = reader.u64()?;
@@ -144,19 +152,7 @@ pub fn decode_state(bytes: &[u8]) -> Result<ShardState, SnapshotError> {
             },
         );
     }
-    let producer_count = reader.count(38)?;
-    let mut producers = HashMap::with_capacity(producer_count);
-    for _ in 0..producer_count {
-        let key = (reader.u64()?, reader.u32()?, reader.u32()?);
-        let sequence = ProducerSequence {
-            epoch: reader.u16()?,
-            base_sequence: reader.u32()?,
-            record_count: reader.u32()?,
-            batch_crc32c: reader.u32()?,
-            base_offset: reader.u64()?,
-        };
-        producers.insert(key, sequence);
-    }
+    let producers = decode_producers(&mut reader, version)?;
     if !reader.bytes.is_empty() {
         return Err(SnapshotError::Malformed("trailing bytes"));
     }
@@ -166,6 +162,32 @@ pub fn decode_state(bytes: &[u8]) -> Result<ShardState, SnapshotError> {
         producers,
         applied_index,
     })
+}
+
+/// The producer table: its entries (with last-use fields from version 2) and its clock.
+fn decode_producers(reader: &mut Reader<'_>, version: u16) -> Result<ProducerTable, SnapshotError> {
+    let with_last_use = version != VERSION_WITHOUT_LAST_USE;
+    let producer_count = reader.count(if with_last_use { 54 } else { 38 })?;
+    let mut entries = Vec::with_capacity(producer_count);
+    for _ in 0..producer_count {
+        let key = (reader.u64()?, reader.u32()?, reader.u32()?);
+        let mut sequence = ProducerSequence {
+            epoch: reader.u16()?,
+            base_sequence: reader.u32()?,
+            record_count: reader.u32()?,
+            batch_crc32c: reader.u32()?,
+            base_offset: reader.u64()?,
+            last_used_ms: 0,
+            last_use_stamp: 0,
+        };
+        if with_last_use {
+            sequence.last_used_ms = reader.u64()?;
+            sequence.last_use_stamp = reader.u64()?;
+        }
+        entries.push((key, sequence));
+    }
+    let clock_ms = if with_last_use { reader.u64()? } else { 0 };
+    Ok(ProducerTable::restore(entries, clock_ms))
 }
 
 /// Reads little-endian fields off a byte slice, failing (never panicking) at its end.
@@ -215,6 +237,7 @@ impl<'a> Reader<'a> {
 mod tests {
     use super::*;
     use crate::broker::log_entry::BrokerEntry;
+    use crate::broker::state::{Applied, ProducerLimits, SequenceRefusal};
     use crate::protocol::codec::{encode_record_batch, BatchProducer, RecordData};
 
     fn populated() -> ShardState {
@@ -237,10 +260,11 @@ mod tests {
                 value: vec![n as u8; 3],
                 ..Default::default()
             }];
+            // Partition 0 gets n = 0, 2, 4 and partition 1 n = 1, 3: sequences from 0.
             let producer = BatchProducer {
                 producer_id: 7,
                 producer_epoch: 1,
-                base_sequence: n,
+                base_sequence: n / 2,
             };
             let (batch, crc) = encode_record_batch(producer, 0, &records);
             apply(
@@ -250,6 +274,7 @@ mod tests {
                     partition: n % 2,
                     record_count: 1,
                     batch_crc32c: crc,
+                    proposed_at_ms: 10_000 + u64::from(n),
                     batch: &batch,
                 },
             );
@@ -271,7 +296,7 @@ mod tests {
             BatchProducer {
                 producer_id: 7,
                 producer_epoch: 1,
-                base_sequence: 4,
+                base_sequence: 3,
             },
             0,
             &records,
@@ -281,14 +306,14 @@ mod tests {
             partition: 0,
             record_count: 1,
             batch_crc32c: crc,
+            proposed_at_ms: 0,
             batch: &batch,
         }
         .encode();
         let next = original.applied_index() + 1;
-        assert_eq!(
-            original.apply(next, &retry).unwrap(),
-            copy.apply(next, &retry).unwrap()
-        );
+        let applied = original.apply(next, &retry).unwrap();
+        assert!(matches!(applied, Applied::Batch { .. }), "{applied:?}");
+        assert_eq!(applied, copy.apply(next, &retry).unwrap());
         for p in 0..2 {
             assert_eq!(
                 original.partition(1, p).map(|i| i.high_watermark()),
@@ -332,5 +357,126 @@ mod tests {
         assert_eq!(index.high_watermark(), before);
         assert!(index.start_offset() > 0);
         assert!(index.from_offset(0).iter().all(|b| b.log_index >= 5));
+    }
+
+    /// A batch of producer `producer` (epoch 0) on topic 1 partition 0.
+    fn producer_entry(producer: u64, sequence: u32, at_ms: u64) -> Vec<u8> {
+        let records = vec![RecordData {
+            value: vec![sequence as u8],
+            ..Default::default()
+        }];
+        let identity = BatchProducer {
+            producer_id: producer,
+            producer_epoch: 0,
+            base_sequence: sequence,
+        };
+        let (batch, crc) = encode_record_batch(identity, 0, &records);
+        BrokerEntry::RecordBatch {
+            topic_id: 1,
+            partition: 0,
+            record_count: 1,
+            batch_crc32c: crc,
+            proposed_at_ms: at_ms,
+            batch: &batch,
+        }
+        .encode()
+    }
+
+    /// The producer table's last uses and clock are in the snapshot: a state restored
+    /// from it expires and evicts exactly as the one that wrote it.
+    #[test]
+    fn producer_expiry_and_eviction_go_on_the_same_after_a_snapshot() {
+        let limits = ProducerLimits {
+            idle_expiry_ms: 1000,
+            max_entries: 3,
+        };
+        let mut original = ShardState::default();
+        original.set_producer_limits(limits);
+        for producer in 1..=3u64 {
+            let entry = producer_entry(producer, 0, 10_000 + 400 * producer);
+            original.apply(producer, &entry).unwrap();
+        }
+        let bytes = encode_state(&original, true);
+        let mut copy = decode_state(&bytes).unwrap();
+        copy.set_producer_limits(limits);
+        assert_eq!(encode_state(&copy, true), bytes);
+        let unknown = Applied::OutOfSequence {
+            expected: 0,
+            refusal: SequenceRefusal::UnknownProducer,
+        };
+        // Producer 4 evicts producer 1 (the least recently used); at 11,801 ms producer 2
+        // (last used at 10,800) has been idle too long; producer 3 has not.
+        let steps = [
+            (4, 4, 0, 11_000),
+            (5, 2, 1, 11_801),
+            (6, 1, 1, 11_802),
+            (7, 3, 1, 11_803),
+        ];
+        for (index, producer, sequence, at_ms) in steps {
+            let entry = producer_entry(producer, sequence, at_ms);
+            let applied = original.apply(index, &entry).unwrap();
+            assert_eq!(applied, copy.apply(index, &entry).unwrap());
+            let expected_stored = producer == 4 || producer == 3;
+            assert_eq!(
+                matches!(applied, Applied::Batch { .. }),
+                expected_stored,
+                "{index}: {applied:?}"
+            );
+            if !expected_stored {
+                assert_eq!(applied, unknown);
+            }
+        }
+        assert_eq!(encode_state(&copy, true), encode_state(&original, true));
+    }
+
+    /// A snapshot of version 1 (no last-use fields, no clock) is still read: its
+    /// producers are kept (a retry is still recognised) and never expire by time.
+    #[test]
+    fn a_version_1_snapshot_still_decodes() {
+        let state = populated();
+        let v2 = encode_state(&state, true);
+        let producers = state.producers.sorted();
+        // v2 ends with: count, 54 bytes per producer, clock u64, crc32c.
+        let prefix = v2.len() - 4 - 54 * producers.len() - 8 - 4;
+        let mut v1 = v2[..prefix].to_vec();
+        v1[4..6].copy_from_slice(&1u16.to_le_bytes());
+        v1.extend_from_slice(&(producers.len() as u32).to_le_bytes());
+        for record in v2[prefix + 4..prefix + 4 + 54 * producers.len()].chunks(54) {
+            v1.extend_from_slice(&record[..38]);
+        }
+        let crc = crc32c::crc32c(&v1);
+        v1.extend_from_slice(&crc.to_le_bytes());
+        let mut copy = decode_state(&v1).unwrap();
+        assert_eq!(copy.producer_entries(), producers.len());
+        assert_eq!(copy.topics, state.topics);
+        copy.set_producer_limits(ProducerLimits {
+            idle_expiry_ms: 1,
+            max_entries: 100,
+        });
+        // Producer 7's last batch on partition 1 (n = 3, sequence 1), retried much later.
+        let records = vec![RecordData {
+            value: vec![3; 3],
+            ..Default::default()
+        }];
+        let identity = BatchProducer {
+            producer_id: 7,
+            producer_epoch: 1,
+            base_sequence: 1,
+        };
+        let (batch, crc) = encode_record_batch(identity, 0, &records);
+        let retry = BrokerEntry::RecordBatch {
+            topic_id: 1,
+            partition: 1,
+            record_count: 1,
+            batch_crc32c: crc,
+            proposed_at_ms: u64::MAX / 2,
+            batch: &batch,
+        }
+        .encode();
+        let next = copy.applied_index() + 1;
+        assert!(matches!(
+            copy.apply(next, &retry).unwrap(),
+            Applied::Duplicate { .. }
+        ));
     }
 }

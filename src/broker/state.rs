@@ -1,11 +1,13 @@
 //! The applied state of one shard's replica group: topics (in the controller group) and,
 //! per partition, the offsets of its batches and where they are in the log (the
-//! partition's consume index). Rebuilt by applying the log after the snapshot at its
-//! compaction point (or from its start); pure (no I/O).
+//! partition's consume index), and the idempotent producers' table (`broker::producers`).
+//! Rebuilt by applying the log after the snapshot at its compaction point (or from its
+//! start); pure (no I/O).
 
 use std::collections::{BTreeMap, HashMap};
 
 use crate::broker::log_entry::{BrokerEntry, EntryDecodeError};
+use crate::broker::producers::{ProducerSequence, ProducerTable};
 
 /// A topic as the controller knows it.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -174,56 +176,89 @@ pub enum Applied {
         /// Offset the batch got the first time.
         base_offset: u64,
     },
-    /// A batch of an idempotent producer out of sequence (a gap or an old epoch): refused.
+    /// A batch of an idempotent producer out of sequence: refused, not stored.
     OutOfSequence {
-        /// The sequence number expected next.
+        /// The sequence number expected next (0 for an unknown producer or a new epoch).
         expected: u32,
+        /// Why.
+        refusal: SequenceRefusal,
     },
     /// Nothing (the leader's empty entry, a create that lost a race).
     Nothing,
 }
 
-/// What the broker remembers of an idempotent producer's last batch on a partition.
+/// Why a batch of an idempotent producer was refused.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) struct ProducerSequence {
-    pub(crate) epoch: u16,
-    pub(crate) base_sequence: u32,
-    pub(crate) record_count: u32,
-    pub(crate) batch_crc32c: u32,
-    pub(crate) base_offset: u64,
+pub enum SequenceRefusal {
+    /// The partition does not know the producer (never seen, expired after idle time,
+    /// evicted from a full table) and the batch's sequence is not 0: nobody can tell
+    /// whether it continues what was stored.
+    UnknownProducer,
+    /// An epoch older than the producer's current one on the partition (a fenced, older
+    /// instance or a batch from before the bump).
+    StaleEpoch {
+        /// The producer's current epoch on the partition.
+        current: u16,
+    },
+    /// A newer epoch whose first batch does not start at sequence 0.
+    NewEpochNotAtZero,
+    /// Within the epoch, not the next sequence (a gap, or a reused number with other
+    /// records).
+    Gap,
 }
 
-/// The idempotence check: a batch's (producer, epoch, sequence) against the last one
-/// stored for the same partition.
-fn check_sequence(
-    last: Option<&ProducerSequence>,
-    epoch: u16,
-    base_sequence: u32,
-    record_count: u32,
-    batch_crc32c: u32,
-) -> Result<(), Applied> {
-    let Some(last) = last else { return Ok(()) };
-    if epoch > last.epoch {
-        return Ok(());
+impl SequenceRefusal {
+    /// The wire error code of the refusal.
+    pub fn code(&self) -> crate::protocol::wire::ErrorCode {
+        use crate::protocol::wire::ErrorCode;
+        match self {
+            SequenceRefusal::UnknownProducer => ErrorCode::UnknownProducer,
+            _ => ErrorCode::OutOfOrderSequence,
+        }
     }
-    if epoch < last.epoch {
-        return Err(Applied::OutOfSequence {
-            expected: last.base_sequence.wrapping_add(last.record_count),
-        });
+}
+
+impl std::fmt::Display for SequenceRefusal {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            SequenceRefusal::UnknownProducer => write!(
+                f,
+                "the partition does not know this producer (never seen, expired after idle \
+                 time, or evicted): start a new epoch at sequence 0"
+            ),
+            SequenceRefusal::StaleEpoch { current } => {
+                write!(
+                    f,
+                    "the producer's epoch is older than its current one ({current})"
+                )
+            }
+            SequenceRefusal::NewEpochNotAtZero => {
+                write!(f, "a new producer epoch starts at sequence 0")
+            }
+            SequenceRefusal::Gap => write!(f, "batch out of sequence"),
+        }
     }
-    if base_sequence == last.base_sequence
-        && record_count == last.record_count
-        && batch_crc32c == last.batch_crc32c
-    {
-        return Err(Applied::Duplicate {
-            base_offset: last.base_offset,
-        });
+}
+
+/// How the idempotent producer table is bounded. The same on every replica (the
+/// constants); tests use small ones.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ProducerLimits {
+    /// A producer's entry on a partition is forgotten once the log's clock (the leaders'
+    /// `proposed_at_ms`) is this far past its last stored batch.
+    pub idle_expiry_ms: u64,
+    /// Most entries (one per producer and partition); a new one beyond evicts the least
+    /// recently used.
+    pub max_entries: usize,
+}
+
+impl Default for ProducerLimits {
+    fn default() -> Self {
+        ProducerLimits {
+            idle_expiry_ms: crate::constants::PRODUCER_IDLE_EXPIRY_MS,
+            max_entries: crate::constants::MAX_PRODUCER_ENTRIES,
+        }
     }
-    let expected = last.base_sequence.wrapping_add(last.record_count);
-    if base_sequence != expected {
-        return Err(Applied::OutOfSequence { expected });
-    }
-    Ok(())
 }
 
 /// The state one shard's group builds by applying its log.
@@ -233,11 +268,21 @@ pub struct ShardState {
     pub topics: Topics,
     pub(crate) partitions: HashMap<(u32, u32), PartitionIndex>,
     /// Idempotent producers' last batch per (producer, topic, partition).
-    pub(crate) producers: HashMap<(u64, u32, u32), ProducerSequence>,
+    pub(crate) producers: ProducerTable,
     pub(crate) applied_index: u64,
 }
 
 impl ShardState {
+    /// Sets the producer table's bounds (tests; every replica must use the same).
+    pub fn set_producer_limits(&mut self, limits: ProducerLimits) {
+        self.producers.set_limits(limits);
+    }
+
+    /// Entries in the idempotent producer table (one per producer and partition).
+    pub fn producer_entries(&self) -> usize {
+        self.producers.len()
+    }
+
     /// Applies the committed entry at `index` (entries arrive in order, each once).
     pub fn apply(&mut self, index: u64, data: &[u8]) -> Result<Applied, EntryDecodeError> {
         assert!(
@@ -255,40 +300,16 @@ impl ShardState {
                 partition,
                 record_count,
                 batch_crc32c,
+                proposed_at_ms,
                 batch,
-            } => {
-                let producer = batch_producer(batch);
-                if let Some((producer_id, epoch, base_sequence)) = producer {
-                    let key = (producer_id, topic_id, partition);
-                    if let Err(refused) = check_sequence(
-                        self.producers.get(&key),
-                        epoch,
-                        base_sequence,
-                        record_count,
-                        batch_crc32c,
-                    ) {
-                        return Ok(refused);
-                    }
-                }
-                let partition_index = self.partitions.entry((topic_id, partition)).or_default();
-                let base_offset = partition_index.append(record_count, index);
-                if let Some((producer_id, epoch, base_sequence)) = producer {
-                    let entry = ProducerSequence {
-                        epoch,
-                        base_sequence,
-                        record_count,
-                        batch_crc32c,
-                        base_offset,
-                    };
-                    self.producers
-                        .insert((producer_id, topic_id, partition), entry);
-                }
-                Applied::Batch {
-                    topic_id,
-                    partition,
-                    base_offset,
-                }
-            }
+            } => self.apply_batch(
+                index,
+                (topic_id, partition),
+                record_count,
+                batch_crc32c,
+                proposed_at_ms,
+                batch,
+            ),
             BrokerEntry::CreateTopic {
                 topic_id,
                 partitions,
@@ -307,7 +328,7 @@ impl ShardState {
             }
             BrokerEntry::DeleteTopic { topic_id } => {
                 self.partitions.retain(|&(topic, _), _| topic != topic_id);
-                self.producers.retain(|&(_, topic, _), _| topic != topic_id);
+                self.producers.remove_topic(topic_id);
                 if self.topics.apply_delete(topic_id) {
                     Applied::TopicsChanged
                 } else {
@@ -315,6 +336,50 @@ impl ShardState {
                 }
             }
         })
+    }
+
+    /// Applies a record batch entry: the producer table's clock moves to its time, its
+    /// producer's sequence is checked, and it gets its offsets.
+    fn apply_batch(
+        &mut self,
+        index: u64,
+        (topic_id, partition): (u32, u32),
+        record_count: u32,
+        batch_crc32c: u32,
+        proposed_at_ms: u64,
+        batch: &[u8],
+    ) -> Applied {
+        self.producers.advance_clock(proposed_at_ms);
+        let producer = batch_producer(batch);
+        if let Some((producer_id, epoch, base_sequence)) = producer {
+            let key = (producer_id, topic_id, partition);
+            let checked =
+                self.producers
+                    .check(&key, epoch, base_sequence, record_count, batch_crc32c);
+            if let Err(refused) = checked {
+                return refused;
+            }
+        }
+        let partition_index = self.partitions.entry((topic_id, partition)).or_default();
+        let base_offset = partition_index.append(record_count, index);
+        if let Some((producer_id, epoch, base_sequence)) = producer {
+            let entry = ProducerSequence {
+                epoch,
+                base_sequence,
+                record_count,
+                batch_crc32c,
+                base_offset,
+                last_used_ms: 0,
+                last_use_stamp: 0,
+            };
+            let key = (producer_id, topic_id, partition);
+            self.producers.record(key, entry, index, proposed_at_ms);
+        }
+        Applied::Batch {
+            topic_id,
+            partition,
+            base_offset,
+        }
     }
 
     /// The last applied log index.
@@ -332,8 +397,16 @@ impl ShardState {
     pub fn forget_deleted_topics(&mut self) {
         let live: std::collections::BTreeSet<u32> = self.topics.list().map(|t| t.id).collect();
         self.partitions.retain(|(topic, _), _| live.contains(topic));
-        self.producers
-            .retain(|(_, topic, _), _| live.contains(topic));
+        let dead: std::collections::BTreeSet<u32> = self
+            .producers
+            .sorted()
+            .into_iter()
+            .map(|((_, topic, _), _)| topic)
+            .filter(|topic| !live.contains(topic))
+            .collect();
+        for topic in dead {
+            self.producers.remove_topic(topic);
+        }
     }
 
     /// Forgets the batches stored below log index `first_index` (retention removed them);
@@ -356,6 +429,7 @@ mod tests {
             partition,
             record_count,
             batch_crc32c: 0,
+            proposed_at_ms: 0,
             batch: b"x",
         }
         .encode()
@@ -425,6 +499,18 @@ mod tests {
     }
 
     fn idempotent_batch(sequence: u32, count: u32, epoch: u16, value: u8) -> Vec<u8> {
+        producer_batch(77, sequence, count, epoch, value, 0)
+    }
+
+    /// A batch of producer `producer_id` on topic 1 partition 0, proposed at `at_ms`.
+    fn producer_batch(
+        producer_id: u64,
+        sequence: u32,
+        count: u32,
+        epoch: u16,
+        value: u8,
+        at_ms: u64,
+    ) -> Vec<u8> {
         use crate::protocol::codec::{encode_record_batch, BatchProducer, RecordData};
         let records: Vec<RecordData> = (0..count)
             .map(|_| RecordData {
@@ -433,7 +519,7 @@ mod tests {
             })
             .collect();
         let producer = BatchProducer {
-            producer_id: 77,
+            producer_id,
             producer_epoch: epoch,
             base_sequence: sequence,
         };
@@ -443,6 +529,7 @@ mod tests {
             partition: 0,
             record_count: count,
             batch_crc32c: crc,
+            proposed_at_ms: at_ms,
             batch: &bytes,
         }
         .encode()
@@ -468,7 +555,10 @@ mod tests {
         // A gap is refused; the next in sequence is stored.
         assert_eq!(
             state.apply(3, &idempotent_batch(5, 2, 0, 2)).unwrap(),
-            Applied::OutOfSequence { expected: 3 }
+            Applied::OutOfSequence {
+                expected: 3,
+                refusal: SequenceRefusal::Gap
+            }
         );
         assert_eq!(
             state.apply(4, &idempotent_batch(3, 2, 0, 2)).unwrap(),
@@ -481,7 +571,10 @@ mod tests {
         // Same sequence but other records: not a duplicate.
         assert_eq!(
             state.apply(5, &idempotent_batch(3, 2, 0, 9)).unwrap(),
-            Applied::OutOfSequence { expected: 5 }
+            Applied::OutOfSequence {
+                expected: 5,
+                refusal: SequenceRefusal::Gap
+            }
         );
         // A new epoch starts over; an old epoch is refused.
         assert_eq!(
@@ -494,9 +587,87 @@ mod tests {
         );
         assert_eq!(
             state.apply(7, &idempotent_batch(5, 1, 0, 3)).unwrap(),
-            Applied::OutOfSequence { expected: 1 }
+            Applied::OutOfSequence {
+                expected: 1,
+                refusal: SequenceRefusal::StaleEpoch { current: 1 }
+            }
         );
         assert_eq!(state.partition(1, 0).unwrap().high_watermark(), 6);
+    }
+
+    fn stored(applied: Applied) -> bool {
+        matches!(applied, Applied::Batch { .. })
+    }
+
+    const UNKNOWN: Applied = Applied::OutOfSequence {
+        expected: 0,
+        refusal: SequenceRefusal::UnknownProducer,
+    };
+
+    /// Issue 11, item 11: an idle producer is forgotten by the log's clock (the leaders'
+    /// `proposed_at_ms`), and then a batch of it that does not start an epoch at sequence
+    /// 0 is refused as UnknownProducer (before: the table never forgot, and an unknown
+    /// producer was taken at any sequence).
+    #[test]
+    fn an_idle_producer_expires_by_the_log_clock_and_must_start_again_at_sequence_0() {
+        let mut state = ShardState::default();
+        state.set_producer_limits(ProducerLimits {
+            idle_expiry_ms: 1000,
+            max_entries: 100,
+        });
+        // (log index, producer, sequence, epoch, proposed at ms): one record each.
+        let mut apply = |index, producer, sequence, epoch, at_ms| {
+            let entry = producer_batch(producer, sequence, 1, epoch, 1, at_ms);
+            state.apply(index, &entry).unwrap()
+        };
+        assert!(stored(apply(1, 1, 0, 0, 10_000)));
+        // Entries without a time (format 1) and an older leader's clock move nothing.
+        assert!(stored(apply(2, 3, 0, 0, 0)));
+        assert!(stored(apply(3, 3, 1, 0, 9_000)));
+        assert!(stored(apply(4, 1, 1, 0, 10_500)));
+        assert!(stored(apply(5, 2, 0, 0, 11_200)));
+        // 1,001 ms after producer 1's last batch, it is gone; producer 2 is not.
+        assert!(stored(apply(6, 4, 0, 0, 11_501)));
+        assert_eq!(apply(7, 1, 2, 0, 11_502), UNKNOWN);
+        assert!(stored(apply(8, 2, 1, 0, 11_503)));
+        // A new epoch at sequence 0 is taken; then it goes on in sequence.
+        assert!(stored(apply(9, 1, 0, 1, 11_504)));
+        assert!(stored(apply(10, 1, 1, 1, 11_505)));
+        // A producer never seen must start at 0, and a new epoch too.
+        assert_eq!(apply(11, 9, 5, 0, 11_506), UNKNOWN);
+        assert_eq!(
+            apply(12, 2, 4, 1, 11_507),
+            Applied::OutOfSequence {
+                expected: 0,
+                refusal: SequenceRefusal::NewEpochNotAtZero
+            }
+        );
+    }
+
+    /// Issue 11, item 11: the table holds at most `max_entries`; a new producer beyond
+    /// evicts the least recently used one at apply (before: no bound).
+    #[test]
+    fn a_full_producer_table_evicts_the_least_recently_used() {
+        let mut state = ShardState::default();
+        state.set_producer_limits(ProducerLimits {
+            idle_expiry_ms: u64::MAX,
+            max_entries: 3,
+        });
+        // (log index, producer, sequence): one record each, at 1000 + index ms.
+        let mut apply = |index: u64, producer, sequence| {
+            let entry = producer_batch(producer, sequence, 1, 0, 1, 1000 + index);
+            state.apply(index, &entry).unwrap()
+        };
+        for producer in 1..=3 {
+            assert!(stored(apply(producer, producer, 0)));
+        }
+        assert!(stored(apply(4, 1, 1)));
+        // A fourth producer: producer 2 is the least recently used.
+        assert!(stored(apply(5, 4, 0)));
+        assert_eq!(apply(6, 2, 1), UNKNOWN);
+        assert!(stored(apply(7, 1, 2)));
+        assert!(stored(apply(8, 3, 1)));
+        assert_eq!(state.producer_entries(), 3);
     }
 
     #[test]

@@ -48,6 +48,19 @@ pub enum ClientError {
     /// retry could store it twice (idempotent producers make retries safe).
     #[error("unacknowledged (it may or may not have been stored): {0}")]
     Unacknowledged(Box<ClientError>),
+    /// A record too large for the broker, refused before anything was sent (as Kafka's
+    /// producer does with `max.request.size`): alone in a batch it would take `size`
+    /// bytes, over the broker's max batch bytes.
+    #[error(
+        "RecordTooLarge: the record takes {size} bytes as a batch, over the limit of {limit} \
+         bytes (the broker's max batch bytes); not sent"
+    )]
+    RecordTooLarge {
+        /// Bytes of the record as a batch of its own.
+        size: u64,
+        /// The limit (`ProducerConfig::max_batch_bytes`).
+        limit: u64,
+    },
     /// Retries ran out.
     #[error("gave up after {attempts} attempts: {last}")]
     GaveUp {
@@ -59,6 +72,17 @@ pub enum ClientError {
 }
 
 impl ClientError {
+    /// The wire error code this error stands for, if any (the broker's, or
+    /// `RecordTooLarge` for a record the client refused).
+    pub fn code(&self) -> Option<ErrorCode> {
+        match self {
+            ClientError::Broker { code, .. } => Some(*code),
+            ClientError::RecordTooLarge { .. } => Some(ErrorCode::RecordTooLarge),
+            ClientError::GaveUp { last, .. } => last.code(),
+            _ => None,
+        }
+    }
+
     /// Whether trying again (elsewhere, later) may succeed.
     pub fn is_retriable(&self) -> bool {
         match self {

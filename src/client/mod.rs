@@ -20,9 +20,11 @@ pub mod connection;
 pub mod consumer;
 pub mod error;
 pub mod producer;
+pub mod producer_identity;
+mod replay;
 pub mod spill_journal;
 
 pub use cluster::{ClusterClient, ConsumedRecord, Fetched, GroupStatus};
 pub use consumer::{Consumer, PartitionRecord};
 pub use error::ClientError;
-pub use producer::{Delivered, Delivery, Producer, ProducerConfig, SpillConfig};
+pub use producer::{Delivered, Delivery, Producer, ProducerConfig, SkippedBatches, SpillConfig};

@@ -3,21 +3,31 @@
 //! record's fate through its `Delivery`.
 //!
 //! Per partition at most one batch is in flight, and a batch refused with a retriable
-//! error (wrong shard, not leader, unknown topic) goes back in front of the queue after a
-//! metadata refresh: a partition's records are stored in the order they were sent. A batch
-//! whose answer is lost is reported `Unacknowledged` (not retried: it may be stored).
+//! error (wrong shard, not leader, unknown topic) or unanswered goes back in front of the
+//! queue after a metadata refresh, unchanged (same sequence numbers: a stored one is
+//! recognised): a partition's records are stored in the order they were sent. Batches
+//! stay under `max_batch_bytes`; a record that cannot is refused at `send`
+//! (`RecordTooLarge`).
+//!
+//! Each batch carries the producer's identity (`producer_identity`: id, epoch, sequence).
+//! A batch that fails for good gives its sequence numbers back if it was certainly not
+//! stored; if it may have been (no answer within the delivery timeout), a new epoch
+//! starts instead, and a batch whose sequence the broker refused is sent again as the
+//! first of a new epoch — so nothing that happened to one batch wedges the partition.
 //!
 //! A background thread does the sending; `send` only queues (bounded: it blocks when
-//! `max_buffered_records` are waiting).
+//! `max_buffered_records` are waiting). Requests time out soon after the delivery timeout
+//! (the broker is given what is left of it).
 //!
 //! With `spill` set, a batch that cannot reach its partition's leader within the delivery
 //! timeout (connection refused, timeouts, no quorum) goes to a local journal
 //! (`spill_journal`), fsynced, and its records are reported `Delivered::Spilled`; while a
-//! partition has batches there, its newer batches go behind them. The same thread
-//! replays the journal in order once a leader answers — the batches unchanged, with
-//! their idempotent sequence numbers, so one that had reached the cluster before the
-//! outage is not stored twice — and a producer started over a non-empty journal resumes
-//! the replay first.
+//! partition has batches there, its newer batches go behind them. A batch the journal
+//! refuses (full) fails and gives its sequence numbers back. The replay thread
+//! (`replay`) sends the journal in order once a leader answers — the batches unchanged,
+//! so one that had reached the cluster before the outage is not stored twice — skipping
+//! and reporting those that can never be delivered; a producer started over a non-empty
+//! journal resumes the replay first.
 
 use std::collections::{BTreeMap, VecDeque};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
@@ -26,9 +36,13 @@ use std::time::{Duration, Instant};
 
 use crate::client::cluster::ClusterClient;
 use crate::client::error::ClientError;
+use crate::client::producer_identity::Identity;
 use crate::client::spill_journal::{SpillError, SpillJournal, SpillStatus, SpilledBatch};
-use crate::protocol::codec::{encode_record_batch, BatchProducer, RecordData};
-use crate::protocol::wire::Acks;
+use crate::protocol::codec::{
+    encode_record_batch, record_batch_bytes_bound, record_bytes_bound, BatchProducer, RecordData,
+    RECORD_BATCH_OVERHEAD_BOUND_BYTES,
+};
+use crate::protocol::wire::{Acks, ErrorCode};
 
 /// Producer settings.
 #[derive(Clone, Debug)]
@@ -39,8 +53,12 @@ pub struct ProducerConfig {
     pub acks: Acks,
     /// How long a record may wait for more to fill its batch.
     pub linger: Duration,
-    /// Batch size that sends at once, in value bytes.
+    /// Batch size that sends at once, in encoded bytes (at most `max_batch_bytes`).
     pub batch_bytes: usize,
+    /// The broker's largest batch (its `max_batch_bytes`, 1 MiB - 64 by default): a
+    /// record that does not fit in a batch of this size on its own is refused at `send`
+    /// with `ClientError::RecordTooLarge`, and batches are kept below it.
+    pub max_batch_bytes: usize,
     /// Records waiting to be sent, at most (`send` blocks beyond).
     pub max_buffered_records: usize,
     /// How long a record may take from `send` to its answer, retries included.
@@ -79,6 +97,7 @@ impl ProducerConfig {
             acks: Acks::Quorum,
             linger: Duration::from_millis(1),
             batch_bytes: 64 * 1024,
+            max_batch_bytes: crate::config::DEFAULT_MAX_BATCH_BYTES as usize,
             max_buffered_records: 100_000,
             delivery_timeout: Duration::from_secs(30),
             spill: None,
@@ -137,7 +156,7 @@ impl Delivery {
     }
 }
 
-fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+pub(crate) fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
     mutex.lock().unwrap_or_else(|e| e.into_inner())
 }
 
@@ -155,13 +174,29 @@ struct Queues {
     closing: bool,
 }
 
-struct Shared {
+pub(crate) struct Shared {
     queues: Mutex<Queues>,
     changed: Condvar,
     /// The spill journal's state as of its last change.
-    spill_status: Mutex<Option<SpillStatus>>,
+    pub(crate) spill_status: Mutex<Option<SpillStatus>>,
+    /// What the replay skipped.
+    pub(crate) skipped: Mutex<SkippedBatches>,
     /// Set when the producer is dropped: the replay thread ends.
-    stopping: std::sync::atomic::AtomicBool,
+    pub(crate) stopping: std::sync::atomic::AtomicBool,
+}
+
+/// Journal batches the replay gave up on because they can never be delivered: their
+/// topic or partition no longer exists (for longer than the delivery timeout), or the
+/// cluster refuses them for good (too large, damaged). Each is also logged (error level)
+/// with its topic, partition, record count and the reason.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct SkippedBatches {
+    /// Batches skipped since the producer started.
+    pub batches: u64,
+    /// Their records.
+    pub records: u64,
+    /// Why the last one was skipped.
+    pub last_reason: Option<String>,
 }
 
 /// A batching, pipelining producer.
@@ -184,6 +219,7 @@ impl Producer {
                         queues: Mutex::new(Queues::default()),
                         changed: Condvar::new(),
                         spill_status: Mutex::new(None),
+                        skipped: Mutex::new(SkippedBatches::default()),
                         stopping: std::sync::atomic::AtomicBool::new(false),
                     }),
                     sender: None,
@@ -205,8 +241,14 @@ impl Producer {
             queues: Mutex::new(Queues::default()),
             changed: Condvar::new(),
             spill_status: Mutex::new(spill.as_ref().map(|s| lock(s).journal.status())),
+            skipped: Mutex::new(SkippedBatches::default()),
             stopping: std::sync::atomic::AtomicBool::new(false),
         });
+        // With a journal the identity is kept beside it (the journal's lock guards both).
+        let identity = match &config.spill {
+            Some(spill) => Identity::load_and_bump(&spill.dir)?,
+            None => Identity::ephemeral(),
+        };
         let thread_error = |e| SpillError::Io {
             what: "start a producer thread for",
             path: config
@@ -222,7 +264,7 @@ impl Producer {
                 Some(
                     std::thread::Builder::new()
                         .name("keel-replay".into())
-                        .spawn(move || replay_loop(&spill, &shared, &config))
+                        .spawn(move || crate::client::replay::replay_loop(&spill, &shared, &config))
                         .map_err(thread_error)?,
                 )
             }
@@ -232,7 +274,7 @@ impl Producer {
         let thread_config = config.clone();
         let sender = std::thread::Builder::new()
             .name("keel-producer".into())
-            .spawn(move || send_loop(&thread_shared, &thread_config, spill))
+            .spawn(move || send_loop(&thread_shared, &thread_config, identity, spill))
             .map_err(thread_error)?;
         Ok(Producer {
             shared,
@@ -247,9 +289,19 @@ impl Producer {
         *lock(&self.shared.spill_status)
     }
 
-    /// Queues a record for a partition; blocks while the buffer is full.
+    /// The journal batches the replay skipped because they can never be delivered.
+    pub fn spill_skipped(&self) -> SkippedBatches {
+        lock(&self.shared.skipped).clone()
+    }
+
+    /// Queues a record for a partition; blocks while the buffer is full. A record too
+    /// large for a batch (`max_batch_bytes`) is refused at once (`RecordTooLarge`).
     pub fn send(&self, topic: &str, partition: u32, record: RecordData) -> Delivery {
         let delivery = Delivery(Arc::new(DeliverySlot::default()));
+        if let Err(error) = check_record_size(&record, self.config.max_batch_bytes) {
+            delivery.fulfil(Err(error));
+            return delivery;
+        }
         let mut queues = lock(&self.shared.queues);
         while queues.buffered >= self.config.max_buffered_records && !queues.closing {
             queues = self
@@ -309,58 +361,64 @@ impl Drop for Producer {
     }
 }
 
+/// Refuses a record that would not fit in a batch of `limit` bytes on its own
+/// (`ClientError::RecordTooLarge`, with its size as such a batch). Cheap for a record far
+/// below the limit (a bound); one near or above it is encoded to measure it.
+pub fn check_record_size(record: &RecordData, limit: usize) -> Result<(), ClientError> {
+    let single = std::slice::from_ref(record);
+    if record_batch_bytes_bound(single) <= limit {
+        return Ok(());
+    }
+    // The largest header a batch can have: every field present.
+    let widest = BatchProducer {
+        producer_id: u64::MAX,
+        producer_epoch: u16::MAX,
+        base_sequence: u32::MAX,
+    };
+    let size = encode_record_batch(widest, i64::MAX, single).0.len();
+    if size <= limit {
+        return Ok(());
+    }
+    Err(ClientError::RecordTooLarge {
+        size: size as u64,
+        limit: limit as u64,
+    })
+}
+
 /// A batch taken from a partition's queue for one round; encoded once (with its
-/// sequence number) and sent unchanged on every retry.
+/// sequence numbers) and sent unchanged on every retry — encoded again only under a new
+/// epoch, after the broker refused its sequence (so it certainly was not stored).
 struct RoundBatch {
     key: (String, u32),
     records: Vec<Queued>,
-    encoded: Option<(Vec<u8>, u32, u32)>,
+    encoded: Option<EncodedBatch>,
+    /// An attempt ended without telling whether the batch was stored.
+    maybe_stored: bool,
+    /// Times it was encoded again under a new epoch.
+    epoch_bumps: u32,
 }
 
-/// The idempotent identity of a producer: batches carry it with per-partition sequence
-/// numbers, so the leader stores a retried batch once and answers with its first offset.
-struct Identity {
-    producer_id: u64,
-    epoch: u16,
-    next_sequence: BTreeMap<(String, u32), u32>,
+#[derive(Clone)]
+struct EncodedBatch {
+    bytes: Vec<u8>,
+    crc32c: u32,
+    producer: BatchProducer,
 }
 
-impl Identity {
-    fn new() -> Identity {
-        let nanos = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_nanos() as u64);
-        let producer_id = (nanos ^ (u64::from(std::process::id()) << 40)).max(1);
-        Identity {
-            producer_id,
-            epoch: 0,
-            next_sequence: BTreeMap::new(),
-        }
-    }
-}
+/// Most times one batch is sent again under a new epoch after its sequence was refused.
+const MAX_EPOCH_BUMPS_PER_BATCH: u32 = 3;
 
-/// The sending thread's side of the spill journal.
-struct Spill {
-    journal: SpillJournal,
+/// The spill journal with what the threads need to know of it.
+pub(crate) struct Spill {
+    pub(crate) journal: SpillJournal,
     /// Batches in the journal, oldest first.
-    pending: VecDeque<SpilledBatch>,
+    pub(crate) pending: VecDeque<SpilledBatch>,
     /// Pending batches per partition: newer batches of these go behind them.
-    per_partition: BTreeMap<(String, u32), usize>,
+    pub(crate) per_partition: BTreeMap<(String, u32), usize>,
 }
 
 /// The least time a request is given, even when its delivery timeout is (nearly) up.
-const MIN_REQUEST_TIMEOUT: Duration = Duration::from_millis(200);
-
-/// How often a non-empty journal's status is logged.
-const STATUS_LOG_INTERVAL: Duration = Duration::from_secs(10);
-
-/// How often the replay thread looks for new batches while the journal is empty.
-const REPLAY_IDLE: Duration = Duration::from_millis(50);
-
-/// Between replay attempts while the cluster does not answer.
-const REPLAY_BACKOFF: Duration = Duration::from_millis(200);
-/// Between replay attempts after a batch was refused for good (it stays; see the log).
-const REPLAY_REFUSED_BACKOFF: Duration = Duration::from_secs(5);
+pub(crate) const MIN_REQUEST_TIMEOUT: Duration = Duration::from_millis(200);
 
 impl Spill {
     fn open(config: &SpillConfig) -> Result<Spill, SpillError> {
@@ -389,137 +447,151 @@ impl Spill {
         self.per_partition.get(key).is_some_and(|&n| n > 0)
     }
 
-    /// Appends a batch (fsynced) and reports its records spilled; or fails them.
-    fn spill(&mut self, batch: &RoundBatch) {
-        let appended = match &batch.encoded {
-            Some((bytes, crc, _)) => self
-                .journal
-                .append(&[(batch.key.0.as_str(), batch.key.1, bytes.as_slice(), *crc)])
-                .map(|positions| positions.first().map(|&p| (p, bytes, *crc))),
-            None => Ok(None),
-        };
-        match appended {
-            Ok(Some(((position, next), bytes, crc))) => {
-                self.pending.push_back(SpilledBatch {
-                    position,
-                    next,
-                    written_at: std::time::SystemTime::now(),
-                    topic: batch.key.0.clone(),
-                    partition: batch.key.1,
-                    batch: bytes.clone(),
-                    crc32c: crc,
-                });
-                *self.per_partition.entry(batch.key.clone()).or_insert(0) += 1;
-                for queued in &batch.records {
-                    queued.delivery.fulfil(Ok(Delivered::Spilled));
-                }
-            }
-            outcome => {
-                let message = match outcome {
-                    Err(error) => error.to_string(),
-                    _ => "batch not encoded".to_string(),
-                };
-                for queued in &batch.records {
-                    queued
-                        .delivery
-                        .fulfil(Err(ClientError::Unexpected(message.clone())));
-                }
+    /// Appends an encoded batch (fsynced) and counts it as pending.
+    fn spill(&mut self, key: &(String, u32), encoded: &EncodedBatch) -> Result<(), SpillError> {
+        let entry = (
+            key.0.as_str(),
+            key.1,
+            encoded.bytes.as_slice(),
+            encoded.crc32c,
+        );
+        let positions = self.journal.append(&[entry])?;
+        for (position, next) in positions {
+            self.pending.push_back(SpilledBatch {
+                position,
+                next,
+                written_at: std::time::SystemTime::now(),
+                topic: key.0.clone(),
+                partition: key.1,
+                batch: encoded.bytes.clone(),
+                crc32c: encoded.crc32c,
+            });
+            *self.per_partition.entry(key.clone()).or_insert(0) += 1;
+        }
+        Ok(())
+    }
+
+    /// Removes the oldest pending batch (replayed or skipped).
+    pub(crate) fn pop_front(&mut self) {
+        if let Some(done) = self.pending.pop_front() {
+            let key = (done.topic, done.partition);
+            if let Some(count) = self.per_partition.get_mut(&key) {
+                *count = count.saturating_sub(1);
             }
         }
+        self.per_partition.retain(|_, n| *n > 0);
     }
 }
 
-/// The replay thread: sends the journal's batches in order, each once it is the oldest,
-/// with its own connections (an unreachable cluster blocks only this thread, not the
-/// sending of new records, which keep going to the journal meanwhile).
-fn replay_loop(spill: &Mutex<Spill>, shared: &Shared, config: &ProducerConfig) {
-    let mut client = client_for(config);
-    let mut last_report = Instant::now();
-    while !shared.stopping.load(std::sync::atomic::Ordering::Relaxed) {
-        if last_report.elapsed() >= STATUS_LOG_INTERVAL {
-            last_report = Instant::now();
-            let status = lock(spill).journal.status();
-            if status.pending_batches > 0 {
-                tracing::info!(
-                    pending_batches = status.pending_batches,
-                    bytes = status.bytes,
-                    oldest_age_s = status.oldest_age.map_or(0.0, |a| a.as_secs_f64()),
-                    "spill journal waiting for the cluster"
-                );
+/// Puts a batch in the journal and reports its records spilled; when the journal refuses
+/// (full, disk error), fails them and gives back their sequence numbers.
+fn spill_or_fail(spill: &Mutex<Spill>, batch: RoundBatch, identity: &mut Identity) {
+    let spilled = match &batch.encoded {
+        Some(encoded) => lock(spill).spill(&batch.key, encoded),
+        None => Err(SpillError::Unusable("batch not encoded".to_string())),
+    };
+    match spilled {
+        Ok(()) => {
+            for queued in &batch.records {
+                queued.delivery.fulfil(Ok(Delivered::Spilled));
             }
         }
-        let Some(batch) = lock(spill).pending.front().cloned() else {
-            std::thread::sleep(REPLAY_IDLE);
-            continue;
-        };
-        let outcome = client
-            .produce_send_within(
-                &batch.topic,
-                batch.partition,
-                &batch.batch,
-                batch.crc32c,
-                config.acks,
-                config.delivery_timeout.max(MIN_REQUEST_TIMEOUT),
-            )
-            .and_then(|(address, id)| client.produce_answer(&address, id, batch.partition));
-        match outcome {
-            Ok(_) => {
-                let mut spill = lock(spill);
-                if let Err(error) = spill.journal.mark_replayed(batch.next) {
-                    tracing::error!(%error, "spill journal: replay position not saved");
-                    drop(spill);
-                    std::thread::sleep(REPLAY_BACKOFF);
-                    continue;
-                }
-                if let Some(done) = spill.pending.pop_front() {
-                    let key = (done.topic, done.partition);
-                    if let Some(count) = spill.per_partition.get_mut(&key) {
-                        *count = count.saturating_sub(1);
-                    }
-                }
-                spill.per_partition.retain(|_, n| *n > 0);
-                *lock(&shared.spill_status) = Some(spill.journal.status());
-            }
-            Err(error) if cluster_unreachable(&error) => {
-                let _ = client.refresh_metadata();
-                std::thread::sleep(REPLAY_BACKOFF);
-            }
-            Err(error) => {
-                tracing::error!(%error, topic = %batch.topic, partition = batch.partition,
-                    "spill journal: a batch was refused; it stays in the journal");
-                std::thread::sleep(REPLAY_REFUSED_BACKOFF);
-            }
+        Err(error) => fail(batch, identity, &error.to_string()),
+    }
+}
+
+/// Fails a batch's records. Its sequence numbers go to the next batch if it was certainly
+/// not stored; if it may have been, they must never be used again: a new epoch starts.
+fn fail(batch: RoundBatch, identity: &mut Identity, message: &str) {
+    if let Some(encoded) = &batch.encoded {
+        if batch.maybe_stored {
+            bump_epoch(identity);
+        } else {
+            identity.give_back(&batch.key, encoded.producer, batch.records.len() as u32);
         }
+    }
+    for queued in &batch.records {
+        queued
+            .delivery
+            .fulfil(Err(ClientError::Unexpected(message.to_string())));
+    }
+}
+
+fn bump_epoch(identity: &mut Identity) {
+    if let Err(error) = identity.bump() {
+        tracing::warn!(%error, "producer epoch bumped but not kept");
     }
 }
 
 /// The cluster did not take a request for a reason that passes (no leader, no quorum, no
-/// connection), as opposed to refusing it.
-fn cluster_unreachable(error: &ClientError) -> bool {
+/// connection), as opposed to refusing it (an unknown topic is the cluster's answer).
+pub(crate) fn cluster_unreachable(error: &ClientError) -> bool {
     match error {
         ClientError::Unacknowledged(_) => true,
         ClientError::GaveUp { last, .. } => cluster_unreachable(last),
+        ClientError::Broker { code, .. }
+            if matches!(*code, ErrorCode::UnknownTopic | ErrorCode::UnknownPartition) =>
+        {
+            false
+        }
         other => other.is_retriable(),
     }
 }
 
-/// How long a client waits for an answer: the broker answers within the delivery
-/// timeout (it is the request's timeout), so a silent connection is given up soon after.
-fn client_for(config: &ProducerConfig) -> ClusterClient {
-    let mut client = ClusterClient::new(&config.bootstrap);
-    if config.spill.is_some() {
-        client
-            .set_request_timeout(config.delivery_timeout.max(MIN_REQUEST_TIMEOUT) + ANSWER_MARGIN);
+/// The broker said what certainly means the batch was not stored: refused before it was
+/// proposed, or not sent at all. Anything else (no answer, a timeout, an internal error)
+/// leaves it unknown.
+fn certainly_not_stored(error: &ClientError) -> bool {
+    match error {
+        ClientError::Connect { .. } | ClientError::RecordTooLarge { .. } => true,
+        ClientError::GaveUp { last, .. } => certainly_not_stored(last),
+        ClientError::Broker { code, .. } => matches!(
+            *code,
+            ErrorCode::NotLeader
+                | ErrorCode::WrongShard
+                | ErrorCode::UnknownTopic
+                | ErrorCode::UnknownPartition
+                | ErrorCode::BatchTooLarge
+                | ErrorCode::CorruptBatch
+                | ErrorCode::MalformedFrame
+                | ErrorCode::FrameTooLarge
+                | ErrorCode::UnsupportedVersion
+                | ErrorCode::InvalidRequest
+                | ErrorCode::OutOfOrderSequence
+                | ErrorCode::UnknownProducer
+        ),
+        _ => false,
     }
+}
+
+/// The broker refused the batch's (producer, epoch, sequence): it forgot the producer, or
+/// there is a gap. Not stored; a new epoch starts over.
+pub(crate) fn sequence_refused(error: &ClientError) -> bool {
+    matches!(
+        error.code(),
+        Some(ErrorCode::UnknownProducer | ErrorCode::OutOfOrderSequence)
+    )
+}
+
+/// How long a client waits for an answer: the broker answers within the delivery
+/// timeout (it is the request's timeout), so a silent connection is given up soon after
+/// (a record's fate is known within about its delivery timeout, journal or not).
+pub(crate) fn client_for(config: &ProducerConfig) -> ClusterClient {
+    let mut client = ClusterClient::new(&config.bootstrap);
+    client.set_request_timeout(config.delivery_timeout.max(MIN_REQUEST_TIMEOUT) + ANSWER_MARGIN);
     client
 }
 
 /// How long past the request's own timeout a client waits for the broker's answer.
 const ANSWER_MARGIN: Duration = Duration::from_secs(1);
 
-fn send_loop(shared: &Shared, config: &ProducerConfig, spill: Option<Arc<Mutex<Spill>>>) {
+fn send_loop(
+    shared: &Shared,
+    config: &ProducerConfig,
+    mut identity: Identity,
+    spill: Option<Arc<Mutex<Spill>>>,
+) {
     let mut client = client_for(config);
-    let mut identity = Identity::new();
     // Batches to send again, unchanged (same sequence numbers), before anything newer of
     // their partitions: a partition keeps its order and a stored batch is not stored twice.
     let mut retries: Vec<RoundBatch> = Vec::new();
@@ -554,27 +626,23 @@ fn take_round(shared: &Shared, config: &ProducerConfig) -> Option<Vec<RoundBatch
         let mut next_due: Option<Instant> = None;
         let mut round = Vec::new();
         let flush = queues.flush_requested || queues.closing;
+        let limit = config.batch_bytes.min(config.max_batch_bytes);
         for (key, queue) in queues.partitions.iter_mut() {
             let Some(first) = queue.front() else { continue };
-            let bytes: usize = queue.iter().map(|q| q.record.value.len() + 32).sum();
+            let bytes: usize = RECORD_BATCH_OVERHEAD_BOUND_BYTES
+                + queue
+                    .iter()
+                    .map(|q| record_bytes_bound(&q.record))
+                    .sum::<usize>();
             let due = first.sent_at + config.linger;
-            if flush || bytes >= config.batch_bytes || due <= now {
-                let mut taken = Vec::new();
-                let mut taken_bytes = 0;
-                while let Some(queued) = queue.front() {
-                    let size = queued.record.value.len() + 32;
-                    if !taken.is_empty() && taken_bytes + size > config.batch_bytes {
-                        break;
-                    }
-                    taken_bytes += size;
-                    if let Some(queued) = queue.pop_front() {
-                        taken.push(queued);
-                    }
-                }
+            if flush || bytes >= limit || due <= now {
+                let taken = take_batch(queue, limit);
                 round.push(RoundBatch {
                     key: key.clone(),
                     records: taken,
                     encoded: None,
+                    maybe_stored: false,
+                    epoch_bumps: 0,
                 });
             } else {
                 next_due = Some(next_due.map_or(due, |d: Instant| d.min(due)));
@@ -600,6 +668,24 @@ fn take_round(shared: &Shared, config: &ProducerConfig) -> Option<Vec<RoundBatch
     }
 }
 
+/// Takes a partition's next batch: records from the front while the batch stays within
+/// `limit` bytes (at least one: `send` refused records that do not fit alone).
+fn take_batch(queue: &mut VecDeque<Queued>, limit: usize) -> Vec<Queued> {
+    let mut taken = Vec::new();
+    let mut taken_bytes = RECORD_BATCH_OVERHEAD_BOUND_BYTES;
+    while let Some(queued) = queue.front() {
+        let size = record_bytes_bound(&queued.record);
+        if !taken.is_empty() && taken_bytes + size > limit {
+            break;
+        }
+        taken_bytes += size;
+        if let Some(queued) = queue.pop_front() {
+            taken.push(queued);
+        }
+    }
+    taken
+}
+
 /// Sends one round (all requests out, then all answers in); returns the batches to retry.
 fn send_round(
     client: &mut ClusterClient,
@@ -609,28 +695,12 @@ fn send_round(
     spill: Option<&Mutex<Spill>>,
 ) -> Vec<RoundBatch> {
     let mut sent = Vec::with_capacity(round.len());
-    let mut retry = Vec::new();
     for mut batch in round {
-        if batch.encoded.is_none() {
-            let sequence = identity.next_sequence.get(&batch.key).copied().unwrap_or(0);
-            let records: Vec<RecordData> = batch.records.iter().map(|q| q.record.clone()).collect();
-            let producer = BatchProducer {
-                producer_id: identity.producer_id,
-                producer_epoch: identity.epoch,
-                base_sequence: sequence,
-            };
-            let (bytes, crc) = encode_record_batch(producer, now_ms(), &records);
-            identity.next_sequence.insert(
-                batch.key.clone(),
-                sequence.wrapping_add(records.len() as u32),
-            );
-            batch.encoded = Some((bytes, crc, sequence));
-        }
+        let encoded = encode_batch(&mut batch, identity);
         if let Some(spill) = spill {
-            let mut spill = lock(spill);
-            if spill.holds(&batch.key) {
+            if lock(spill).holds(&batch.key) {
                 // Behind the partition's spilled batches, not around them.
-                spill.spill(&batch);
+                spill_or_fail(spill, batch, identity);
                 continue;
             }
         }
@@ -639,69 +709,95 @@ fn send_round(
         let left = batch.records.first().map_or(config.delivery_timeout, |q| {
             config.delivery_timeout.saturating_sub(q.sent_at.elapsed())
         });
-        let ticket = match &batch.encoded {
-            Some((bytes, crc, _)) => client.produce_send_within(
-                &batch.key.0,
-                batch.key.1,
-                bytes,
-                *crc,
-                config.acks,
-                left.max(MIN_REQUEST_TIMEOUT),
-            ),
-            None => Err(ClientError::Unexpected("batch not encoded".into())),
-        };
+        let ticket = client.produce_send_within(
+            &batch.key.0,
+            batch.key.1,
+            &encoded.bytes,
+            encoded.crc32c,
+            config.acks,
+            left.max(MIN_REQUEST_TIMEOUT),
+        );
         sent.push((batch, ticket));
     }
+    let mut retry = Vec::new();
     for (batch, ticket) in sent {
         let outcome =
             ticket.and_then(|(address, id)| client.produce_answer(&address, id, batch.key.1));
-        // Idempotence makes a lost answer safe to retry: a batch already stored is
-        // recognised by its sequence number and answered with its first offset.
-        let retriable = |error: &ClientError| {
-            error.is_retriable() || matches!(error, ClientError::Unacknowledged(_))
-        };
-        match outcome {
-            Ok(base_offset) => {
-                for (position, queued) in batch.records.iter().enumerate() {
-                    let offset = if base_offset == u64::MAX {
-                        u64::MAX
-                    } else {
-                        base_offset + position as u64
-                    };
-                    queued.delivery.fulfil(Ok(Delivered::Stored(offset)));
-                }
-            }
-            Err(error) if retriable(&error) && !expired(&batch, config) => {
-                let _ = client.refresh_metadata();
-                retry.push(batch);
-            }
-            Err(error) if cluster_unreachable(&error) && spill.is_some() => {
-                // The cluster cannot take it in time: durable locally instead.
-                tracing::warn!(%error, topic = %batch.key.0, partition = batch.key.1,
-                    "cluster unreachable; spilling the batch to the local journal");
-                if let Some(spill) = spill {
-                    lock(spill).spill(&batch);
-                }
-            }
-            Err(error) => {
-                // Refused for good: its sequence number was not used; the next batch of
-                // the partition takes it.
-                if let Some((_, _, sequence)) = &batch.encoded {
-                    identity.next_sequence.insert(batch.key.clone(), *sequence);
-                }
-                let message = error.to_string();
-                for queued in &batch.records {
-                    queued
-                        .delivery
-                        .fulfil(Err(ClientError::Unexpected(message.clone())));
-                }
-            }
+        if let Some(batch) = settle(client, config, identity, batch, outcome, spill) {
+            retry.push(batch);
         }
     }
     if !retry.is_empty() {
         std::thread::sleep(Duration::from_millis(20));
     }
     retry
+}
+
+/// Encodes a batch with the identity's next sequence numbers, unless it is encoded.
+fn encode_batch(batch: &mut RoundBatch, identity: &mut Identity) -> EncodedBatch {
+    if let Some(encoded) = &batch.encoded {
+        return encoded.clone();
+    }
+    let data: Vec<RecordData> = batch.records.iter().map(|q| q.record.clone()).collect();
+    let producer = identity.take(&batch.key, data.len() as u32);
+    let (bytes, crc32c) = encode_record_batch(producer, now_ms(), &data);
+    let encoded = EncodedBatch {
+        bytes,
+        crc32c,
+        producer,
+    };
+    batch.encoded = Some(encoded.clone());
+    encoded
+}
+
+/// What becomes of a batch after an attempt: its records are stored, it is tried again
+/// (returned), spilled, or failed.
+fn settle(
+    client: &mut ClusterClient,
+    config: &ProducerConfig,
+    identity: &mut Identity,
+    mut batch: RoundBatch,
+    outcome: Result<u64, ClientError>,
+    spill: Option<&Mutex<Spill>>,
+) -> Option<RoundBatch> {
+    let error = match outcome {
+        Ok(base_offset) => {
+            for (position, queued) in batch.records.iter().enumerate() {
+                let offset = base_offset.saturating_add(position as u64);
+                queued.delivery.fulfil(Ok(Delivered::Stored(offset)));
+            }
+            return None;
+        }
+        Err(error) => error,
+    };
+    batch.maybe_stored |= !certainly_not_stored(&error);
+    let expired = expired(&batch, config);
+    if sequence_refused(&error) && !expired && batch.epoch_bumps < MAX_EPOCH_BUMPS_PER_BATCH {
+        // Certainly not stored: sent again as the first batch of a new epoch.
+        tracing::info!(%error, topic = %batch.key.0, partition = batch.key.1,
+            "batch sequence refused; starting a new producer epoch");
+        bump_epoch(identity);
+        batch.encoded = None;
+        batch.epoch_bumps += 1;
+        return Some(batch);
+    }
+    // Idempotence makes a lost answer safe to retry: a batch already stored is
+    // recognised by its sequence number and answered with its first offset.
+    if (error.is_retriable() || matches!(error, ClientError::Unacknowledged(_))) && !expired {
+        let _ = client.refresh_metadata();
+        return Some(batch);
+    }
+    match spill {
+        Some(spill) if cluster_unreachable(&error) => {
+            // The cluster cannot take it in time: durable locally instead, unchanged (if
+            // it was stored after all, the replay is recognised as its duplicate).
+            tracing::warn!(%error, topic = %batch.key.0, partition = batch.key.1,
+                "cluster unreachable; spilling the batch to the local journal");
+            spill_or_fail(spill, batch, identity);
+        }
+        _ => fail(batch, identity, &error.to_string()),
+    }
+    None
 }
 
 fn expired(batch: &RoundBatch, config: &ProducerConfig) -> bool {

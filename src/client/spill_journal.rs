@@ -12,11 +12,14 @@
 //! checkpoint                   (file number, offset) of the first frame not yet
 //!                              replayed, with a crc32c; replaced atomically
 //! LOCK                         held while a producer has the journal open
+//! producer                     the producer's id and epoch (`producer_identity`)
 //! ```
 //! A frame is `[length u32][crc32c u32][payload]`, the crc over the payload; the payload
 //! is `[written_at_micros u64][partition u32][batch crc32c u32][topic length u16][topic]
 //! [batch]`. Opening the journal cuts a torn tail (a bad frame with nothing valid after
-//! it in the newest file) and refuses damage anywhere else, naming file and offset.
+//! it in the newest file) and refuses damage anywhere else, naming file and offset. An
+//! append that fails part-way (a full disk) is cut back to the last whole frame at once,
+//! so a later append never lands after torn bytes.
 //!
 //! Bounds: `limit_bytes` in all (appends beyond fail with `SpillError::Full`, never a
 //! silent drop) and frames up to `MAX_FRAME_BYTES`.
@@ -63,6 +66,10 @@ pub enum SpillError {
     /// Another producer (in this process or another) has the journal open.
     #[error("spill journal {0} is in use by another producer")]
     Locked(PathBuf),
+    /// An earlier append failed in a way that leaves the journal's end unknown (its fsync
+    /// failed, or it could not be cut back): nothing more is appended until it is reopened.
+    #[error("spill journal unusable until reopened: {0}")]
+    Unusable(String),
     /// A batch larger than a frame may be.
     #[error("batch of {0} bytes is too large for the spill journal")]
     TooLarge(usize),
@@ -145,6 +152,16 @@ pub struct SpillJournal {
     checkpoint: JournalPosition,
     /// (position, next, written_at) of every pending frame, oldest first.
     pending: VecDeque<(JournalPosition, JournalPosition, SystemTime)>,
+    /// Why appends are refused (a failed fsync, or a failed append that could not be cut
+    /// back); `None` while the journal is usable.
+    unusable: Option<String>,
+}
+
+/// Where the journal stood before an append, to cut a failed one back to.
+struct AppendStart {
+    files: usize,
+    last_length: Option<u64>,
+    pending: usize,
 }
 
 impl SpillJournal {
@@ -176,6 +193,7 @@ impl SpillJournal {
                 .max(1),
             checkpoint,
             pending: VecDeque::new(),
+            unusable: None,
         };
         let mut batches = Vec::new();
         let newest = numbers.last().copied();
@@ -237,11 +255,17 @@ impl SpillJournal {
 
     /// Appends batches and makes them durable (one fsync for all) before returning where
     /// each starts and where the next frame starts. Fails without writing anything if
-    /// they would exceed the limit.
+    /// they would exceed the limit. A failed append (a full disk, say, part-way through
+    /// a frame) is cut back to the journal's last whole frame before the error returns,
+    /// so later appends never follow torn bytes; if even that fails, or the fsync failed,
+    /// the journal refuses every later append (`SpillError::Unusable`).
     pub fn append(
         &mut self,
         batches: &[(&str, u32, &[u8], u32)],
     ) -> Result<Vec<(JournalPosition, JournalPosition)>, SpillError> {
+        if let Some(reason) = &self.unusable {
+            return Err(SpillError::Unusable(reason.clone()));
+        }
         let now = SystemTime::now();
         let frames: Vec<Vec<u8>> = batches
             .iter()
@@ -255,21 +279,46 @@ impl SpillJournal {
                 limit: self.limit_bytes,
             });
         }
+        let before = AppendStart {
+            files: self.files.len(),
+            last_length: self.files.back().map(|f| f.length),
+            pending: self.pending.len(),
+        };
+        match self.write_frames(now, frames) {
+            Ok(positions) => Ok(positions),
+            Err((error, synced)) => {
+                if let Err(cut_error) = self.roll_back(&before) {
+                    self.unusable = Some(format!("{error}; then {cut_error}"));
+                } else if synced {
+                    // Never retry an fsync: what the failed one left is unknown.
+                    self.unusable = Some(error.to_string());
+                }
+                Err(error)
+            }
+        }
+    }
+
+    /// Writes frames after the newest one (rolling files at `file_bytes`), then fsyncs.
+    /// On failure also says whether it was the fsync that failed.
+    fn write_frames(
+        &mut self,
+        now: SystemTime,
+        frames: Vec<Vec<u8>>,
+    ) -> Result<Vec<(JournalPosition, JournalPosition)>, (SpillError, bool)> {
         let mut positions = Vec::with_capacity(frames.len());
-        let mut touched = Vec::new();
         for frame in frames {
             let needs_new_file = match self.files.back() {
                 None => true,
                 Some(last) => last.length > 0 && last.length + frame.len() as u64 > self.file_bytes,
             };
             if needs_new_file || self.writer.is_none() {
-                self.open_writer(needs_new_file)?;
+                self.open_writer(needs_new_file).map_err(|e| (e, false))?;
             }
             let (Some(file), Some(writer)) = (self.files.back_mut(), self.writer.as_mut()) else {
-                return Err(io_error(
-                    "open a journal file in",
-                    &self.dir,
-                    std::io::Error::other("no file to append to"),
+                let missing = std::io::Error::other("no file to append to");
+                return Err((
+                    io_error("open a journal file in", &self.dir, missing),
+                    false,
                 ));
             };
             let position = JournalPosition {
@@ -278,7 +327,7 @@ impl SpillJournal {
             };
             writer
                 .write_all(&frame)
-                .map_err(|e| io_error("write", &file.path, e))?;
+                .map_err(|e| (io_error("write", &file.path, e), false))?;
             file.length += frame.len() as u64;
             let next = JournalPosition {
                 file: file.number,
@@ -286,16 +335,44 @@ impl SpillJournal {
             };
             self.pending.push_back((position, next, now));
             positions.push((position, next));
-            if !touched.contains(&file.number) {
-                touched.push(file.number);
-            }
         }
         if let (Some(writer), Some(file)) = (self.writer.as_ref(), self.files.back()) {
             writer
                 .sync_data()
-                .map_err(|e| io_error("fsync", &file.path, e))?;
+                .map_err(|e| (io_error("fsync", &file.path, e), true))?;
         }
         Ok(positions)
+    }
+
+    /// Undoes a failed append: files it started are removed, the file it appended to is
+    /// cut back to its length before (whatever part of a frame reached it goes).
+    fn roll_back(&mut self, before: &AppendStart) -> Result<(), SpillError> {
+        self.writer = None;
+        self.pending.truncate(before.pending);
+        while self.files.len() > before.files {
+            if let Some(started) = self.files.pop_back() {
+                match std::fs::remove_file(&started.path) {
+                    Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                        return Err(io_error("remove", &started.path, e))
+                    }
+                    _ => {}
+                }
+            }
+        }
+        let (Some(file), Some(length)) = (self.files.back_mut(), before.last_length) else {
+            return Ok(());
+        };
+        file.length = length;
+        let handle = OpenOptions::new()
+            .write(true)
+            .open(&file.path)
+            .map_err(|e| io_error("open", &file.path, e))?;
+        handle
+            .set_len(length)
+            .map_err(|e| io_error("cut a failed append from", &file.path, e))?;
+        handle
+            .sync_all()
+            .map_err(|e| io_error("fsync", &file.path, e))
     }
 
     /// Opens the newest file for appending, or a new one after it.
@@ -753,5 +830,75 @@ mod tests {
         drop(journal);
         let (_, pending) = SpillJournal::open(dir.path(), 300, 1 << 20).unwrap();
         assert_eq!(pending.len(), 1);
+    }
+
+    /// Unmounts the test's tmpfs even when an assertion fails.
+    struct Mount(PathBuf);
+
+    impl Drop for Mount {
+        fn drop(&mut self) {
+            let _ = std::process::Command::new("umount")
+                .arg("-l")
+                .arg(&self.0)
+                .status();
+        }
+    }
+
+    fn is_root() -> bool {
+        std::fs::read_to_string("/proc/self/status").is_ok_and(|status| {
+            status
+                .lines()
+                .any(|l| l.starts_with("Uid:") && l.split_whitespace().nth(1) == Some("0"))
+        })
+    }
+
+    /// Issue 11, item 17: an append that fails part-way through a frame (the disk filled
+    /// up) must not leave torn bytes for the next append to follow: the journal cuts back
+    /// to its last whole frame, later appends succeed once there is room, and reopening
+    /// reads every whole frame (before the fix it refused the journal as damaged).
+    #[test]
+    fn an_append_torn_by_a_full_disk_is_cut_back_and_the_journal_goes_on() {
+        if !is_root() {
+            eprintln!("skipped: mounting a tmpfs needs root");
+            return;
+        }
+        let root = tempfile::tempdir().unwrap();
+        let mount_point = root.path().join("small");
+        std::fs::create_dir(&mount_point).unwrap();
+        let status = std::process::Command::new("mount")
+            .args(["-t", "tmpfs", "-o", "size=256k", "tmpfs"])
+            .arg(&mount_point)
+            .status()
+            .unwrap();
+        assert!(status.success(), "mount tmpfs");
+        let _mount = Mount(mount_point.clone());
+        let filler = mount_point.join("filler");
+        std::fs::write(&filler, vec![1u8; 96 << 10]).unwrap();
+        let dir = mount_point.join("journal");
+        let (mut journal, _) = SpillJournal::open(&dir, 64 << 20, 64 << 20).unwrap();
+        // Frames of 10,034 bytes: not a multiple of the page size, so the disk fills up
+        // in the middle of one.
+        let big = |n: u8| vec![n; 10_000];
+        let mut appended = Vec::new();
+        let error = loop {
+            let n = appended.len() as u8;
+            match journal.append(&[("t", 0, &big(n), u32::from(n))]) {
+                Ok(_) => appended.push(u32::from(n)),
+                Err(error) => break error,
+            }
+            assert!(appended.len() < 100, "the tmpfs never filled up");
+        };
+        assert!(matches!(error, SpillError::Io { .. }), "{error}");
+        assert!(!appended.is_empty());
+        // Room again: appends succeed and go right after the last whole frame.
+        std::fs::remove_file(&filler).unwrap();
+        for n in 200..203u8 {
+            journal.append(&[("t", 0, &big(n), u32::from(n))]).unwrap();
+            appended.push(u32::from(n));
+        }
+        drop(journal);
+        let (_, pending) = SpillJournal::open(&dir, 64 << 20, 64 << 20).unwrap();
+        assert_eq!(numbers(&pending), appended);
+        assert!(pending.iter().all(|b| b.batch == big(b.crc32c as u8)));
     }
 }

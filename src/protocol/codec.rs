@@ -188,6 +188,69 @@ pub fn encode_record_batch(
     (bytes, crc)
 }
 
+/// Bytes a record batch may take beyond its records (table, vtable, records vector,
+/// identifier, alignment), at most.
+pub const RECORD_BATCH_OVERHEAD_BOUND_BYTES: usize = 128;
+
+/// Bytes a byte vector or string of `length` bytes takes in a flatbuffer, at most (length
+/// prefix, terminator, alignment padding).
+fn vector_bound(length: usize) -> usize {
+    length + 12
+}
+
+/// Bytes one record adds to an encoded batch, at most: what a producer adds up to keep a
+/// batch under the broker's limit without encoding it first.
+pub fn record_bytes_bound(record: &RecordData) -> usize {
+    let headers = if record.headers.is_empty() {
+        0
+    } else {
+        vector_bound(4 * record.headers.len())
+            + record
+                .headers
+                .iter()
+                .map(|(key, value)| 40 + vector_bound(key.len()) + vector_bound(value.len()))
+                .sum::<usize>()
+    };
+    // The record's table and vtable (at most 64 bytes), its slot in the records vector,
+    // then key, value and headers.
+    68 + record.key.as_ref().map_or(0, |key| vector_bound(key.len()))
+        + vector_bound(record.value.len())
+        + headers
+}
+
+/// Bytes `encode_record_batch` produces for `records`, at most.
+pub fn record_batch_bytes_bound(records: &[RecordData]) -> usize {
+    RECORD_BATCH_OVERHEAD_BOUND_BYTES + records.iter().map(record_bytes_bound).sum::<usize>()
+}
+
+/// The records of a checked batch, with its first timestamp: what a producer needs to
+/// encode the same records again under another identity.
+pub fn batch_records(batch: &RecordBatch<'_>) -> (i64, Vec<RecordData>) {
+    let records = batch
+        .records()
+        .iter()
+        .flatten()
+        .map(|record| RecordData {
+            key: record.key().map(|k| k.bytes().to_vec()),
+            value: record
+                .value()
+                .map(|v| v.bytes().to_vec())
+                .unwrap_or_default(),
+            headers: record
+                .headers()
+                .iter()
+                .flatten()
+                .map(|h| {
+                    let value = h.value().map(|v| v.bytes().to_vec()).unwrap_or_default();
+                    (h.key().unwrap_or_default().to_string(), value)
+                })
+                .collect(),
+            timestamp_delta_ms: record.timestamp_delta_ms(),
+        })
+        .collect();
+    (batch.first_timestamp_ms(), records)
+}
+
 /// Finishes a request around a body built by `body`.
 pub fn encode_request<'a>(
     builder: &mut FlatBufferBuilder<'a>,

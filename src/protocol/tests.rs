@@ -295,3 +295,46 @@ proptest! {
         let _ = decoder.next_frame();
     }
 }
+
+proptest! {
+    /// A producer keeps batches under the broker's limit by adding up these bounds, so
+    /// they must never be below what encoding takes (and stay close to it).
+    #[test]
+    fn the_batch_size_bound_is_never_below_the_encoded_size(
+        records in proptest::collection::vec(
+            (
+                proptest::option::of(proptest::collection::vec(any::<u8>(), 0..40)),
+                proptest::collection::vec(any::<u8>(), 0..300),
+                proptest::collection::vec(("[a-z]{0,12}", proptest::collection::vec(any::<u8>(), 0..20)), 0..3),
+                any::<i64>(),
+            ),
+            1..20,
+        ),
+        producer_id in any::<u64>(),
+    ) {
+        let records: Vec<RecordData> = records
+            .into_iter()
+            .map(|(key, value, headers, timestamp_delta_ms)| RecordData { key, value, headers, timestamp_delta_ms })
+            .collect();
+        let producer = BatchProducer { producer_id, producer_epoch: u16::MAX, base_sequence: u32::MAX };
+        let (bytes, _) = encode_record_batch(producer, i64::MAX, &records);
+        let bound = crate::protocol::codec::record_batch_bytes_bound(&records);
+        prop_assert!(bytes.len() <= bound, "{} > {}", bytes.len(), bound);
+        let headers: usize = records.iter().map(|r| r.headers.len()).sum();
+        prop_assert!(bound - bytes.len() <= 128 + 100 * records.len() + 100 * headers);
+    }
+}
+
+#[test]
+fn a_batch_encoded_again_from_its_records_carries_the_same_records() {
+    let producer = BatchProducer {
+        producer_id: 7,
+        producer_epoch: 1,
+        base_sequence: 40,
+    };
+    let (bytes, crc) = encode_record_batch(producer, 1_700_000_000_000, &sample_records());
+    let batch = check_record_batch(&bytes, crc, 1 << 20).unwrap();
+    let (first_timestamp_ms, records) = crate::protocol::codec::batch_records(&batch);
+    assert_eq!(first_timestamp_ms, 1_700_000_000_000);
+    assert_eq!(records, sample_records());
+}

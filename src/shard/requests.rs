@@ -218,6 +218,10 @@ fn submit_batch(
         partition: entry.partition(),
         record_count,
         batch_crc32c: entry.crc32c(),
+        // The leader's clock, written into the log: replicas expire idle producers by it.
+        proposed_at_ms: std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as u64),
         batch: bytes,
     }
     .encode();
@@ -232,11 +236,9 @@ async fn await_batch(pending: Pending, deadline: Instant) -> Result<u64, WireErr
         Ok(Ok(Applied::Duplicate { base_offset })) => Ok(base_offset),
         // acks=none: accepted, not waited for.
         Ok(Ok(Applied::Nothing)) => Ok(u64::MAX),
-        Ok(Ok(Applied::OutOfSequence { expected })) => Err(WireError::new(
-            ErrorCode::OutOfOrderSequence,
-            format!(
-                "batch out of sequence: expected sequence {expected} (or a newer producer epoch)"
-            ),
+        Ok(Ok(Applied::OutOfSequence { expected, refusal })) => Err(WireError::new(
+            refusal.code(),
+            format!("batch refused: {refusal} (expected sequence {expected})"),
         )),
         Ok(Ok(_)) => Err(WireError::new(
             ErrorCode::InternalError,

@@ -154,6 +154,7 @@ impl Workload {
         };
         let (bytes, crc) = encode_record_batch(batch_producer, 0, &records);
         let data = BrokerEntry::RecordBatch {
+            proposed_at_ms: now / 1_000_000,
             topic_id,
             partition,
             record_count: count,
@@ -191,6 +192,7 @@ impl Workload {
         let (bytes, crc) = encode_record_batch(BatchProducer::default(), 0, &records);
         Some(
             BrokerEntry::RecordBatch {
+                proposed_at_ms: 0,
                 topic_id,
                 partition,
                 record_count: 1,

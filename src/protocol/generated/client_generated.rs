@@ -468,10 +468,10 @@ pub mod protocol {
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
 pub const ENUM_MIN_ERROR_CODE: u16 = 0;
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
-pub const ENUM_MAX_ERROR_CODE: u16 = 19;
+pub const ENUM_MAX_ERROR_CODE: u16 = 21;
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
 #[allow(non_camel_case_types)]
-pub const ENUM_VALUES_ERROR_CODE: [ErrorCode; 20] = [
+pub const ENUM_VALUES_ERROR_CODE: [ErrorCode; 22] = [
   ErrorCode::None,
   ErrorCode::MalformedFrame,
   ErrorCode::FrameTooLarge,
@@ -492,6 +492,8 @@ pub const ENUM_VALUES_ERROR_CODE: [ErrorCode; 20] = [
   ErrorCode::OutOfOrderSequence,
   ErrorCode::ShuttingDown,
   ErrorCode::InternalError,
+  ErrorCode::UnknownProducer,
+  ErrorCode::RecordTooLarge,
 ];
 
 /// Error codes on the wire. Numbers are stable forever; new codes are appended.
@@ -520,9 +522,17 @@ impl ErrorCode {
   pub const OutOfOrderSequence: Self = Self(17);
   pub const ShuttingDown: Self = Self(18);
   pub const InternalError: Self = Self(19);
+  /// An idempotent producer the partition does not know (never seen, expired after idle
+  /// time, or evicted when the producer table was full) sent a batch whose sequence is not
+  /// 0: the broker cannot tell whether it continues what was stored. Not stored; the
+  /// producer starts a new epoch (sequence 0) and sends it again.
+  pub const UnknownProducer: Self = Self(20);
+  /// A record (or batch) larger than the broker's max batch bytes; the client refuses it
+  /// before sending.
+  pub const RecordTooLarge: Self = Self(21);
 
   pub const ENUM_MIN: u16 = 0;
-  pub const ENUM_MAX: u16 = 19;
+  pub const ENUM_MAX: u16 = 21;
   pub const ENUM_VALUES: &'static [Self] = &[
     Self::None,
     Self::MalformedFrame,
@@ -544,6 +554,8 @@ impl ErrorCode {
     Self::OutOfOrderSequence,
     Self::ShuttingDown,
     Self::InternalError,
+    Self::UnknownProducer,
+    Self::RecordTooLarge,
   ];
   /// Returns the variant's name or "" if unknown.
   pub fn variant_name(self) -> Option<&'static str> {
@@ -568,6 +580,8 @@ impl ErrorCode {
       Self::OutOfOrderSequence => Some("OutOfOrderSequence"),
       Self::ShuttingDown => Some("ShuttingDown"),
       Self::InternalError => Some("InternalError"),
+      Self::UnknownProducer => Some("UnknownProducer"),
+      Self::RecordTooLarge => Some("RecordTooLarge"),
       _ => None,
     }
   }
