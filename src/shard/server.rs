@@ -4,9 +4,12 @@
 //!
 //! Bounds: frames up to `max_frame_bytes`; at most `MAX_IN_FLIGHT_PER_CONNECTION`
 //! requests per connection being answered (reading pauses beyond); connections up to
-//! `MAX_CONNECTIONS_PER_SHARD` (more are closed at once). A frame that breaks the framing
-//! (zero or oversized length) gets an error answer and the connection is closed; a frame
-//! that fails verification gets an error answer and the connection goes on.
+//! `MAX_CONNECTIONS_PER_SHARD` (more are closed at once). A frame longer than
+//! `max_frame_bytes` gets a `FrameTooLarge` answer (correlation id 0: the request is never
+//! read) naming the limit and its size; its bytes are dropped as they arrive, never
+//! buffered, and the connection goes on. A zero-length frame breaks the framing: an error
+//! answer, then the connection is closed. A frame that fails verification gets an error
+//! answer and the connection goes on.
 
 use std::cell::Cell;
 use std::rc::Rc;
@@ -103,7 +106,9 @@ async fn handle_connection(core: Rc<ShardCore>, stream: TcpStream) -> std::io::R
                 Ok(Some(frame)) => frame,
                 Ok(None) => break,
                 Err(error) => {
-                    // The stream cannot be resynchronised: answer, then close.
+                    // An oversized frame is skipped by the decoder (its bytes dropped as
+                    // they arrive): answer and go on. Anything else breaks the framing:
+                    // answer, then close.
                     let wire = WireError {
                         code: error.code(),
                         message: error.to_string(),
@@ -111,6 +116,9 @@ async fn handle_connection(core: Rc<ShardCore>, stream: TcpStream) -> std::io::R
                     };
                     queued.set(queued.get() + 1);
                     let _ = answers.send(error_response(0, &wire)).await;
+                    if matches!(error, ProtocolError::FrameTooLarge { .. }) {
+                        continue;
+                    }
                     break 'reading;
                 }
             };
