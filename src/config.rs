@@ -2,6 +2,7 @@
 
 use std::path::PathBuf;
 
+use crate::constants::PEER_FRAME_HEADROOM_BYTES;
 use crate::log::LogConfig;
 
 /// Largest frame a client may send, by default.
@@ -362,6 +363,15 @@ impl NodeConfig {
         if self.max_frame_bytes < self.max_batch_bytes + 1024 {
             return fail("max frame must hold a whole batch".to_string());
         }
+        let entry_frame_bytes =
+            u64::from(self.log.max_entry_payload_bytes) + u64::from(PEER_FRAME_HEADROOM_BYTES);
+        if u64::from(self.max_frame_bytes) < entry_frame_bytes {
+            return fail(format!(
+                "max frame ({} bytes) must hold the largest log entry ({} bytes) and {} bytes \
+                 of a peer frame's own fields: entries travel to peers in frames",
+                self.max_frame_bytes, self.log.max_entry_payload_bytes, PEER_FRAME_HEADROOM_BYTES
+            ));
+        }
         if self.heartbeat_ticks == 0 || self.election_ticks <= self.heartbeat_ticks {
             return fail(format!(
                 "election ticks ({}) must exceed heartbeat ticks ({}), which must be at least 1",
@@ -646,5 +656,13 @@ mod tests {
             ..NodeConfig::default()
         };
         assert!(config.validate().unwrap_err().0.contains("ports"));
+        let mut config = NodeConfig {
+            max_frame_bytes: 2 << 20,
+            ..NodeConfig::default()
+        };
+        config.validate().unwrap();
+        config.log.max_entry_payload_bytes = 2 << 20;
+        let error = config.validate().unwrap_err().0;
+        assert!(error.contains("largest log entry"), "{error}");
     }
 }

@@ -63,3 +63,10 @@ pub const READ_CHUNK_BYTES: usize = 1024 * 1024;
 /// Bound on the members listed in each list of a stored Raft configuration.
 /// Part of the meta file format.
 pub const MAX_CONF_MEMBERS: usize = 64;
+
+/// What a peer frame holding one log entry needs beyond the entry's payload (its data and
+/// context): the frame's, the message's and the entry's own fields, under 1 KiB (see
+/// `transport::frame_split`), with room to spare. Config validation keeps
+/// `max_entry_payload_bytes + PEER_FRAME_HEADROOM_BYTES <= max_frame_bytes`, so every
+/// entry can travel to a peer in some frame.
+pub const PEER_FRAME_HEADROOM_BYTES: u32 = 64 * 1024;

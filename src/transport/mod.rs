@@ -9,6 +9,7 @@
 //! again with exponential backoff. Incoming peer frames arrive on the shard's client port
 //! (told apart by their file identifier) and are stepped into the group.
 
+pub mod frame_split;
 pub mod peer_links;
 
 pub use peer_links::PeerLinks;
