@@ -70,3 +70,11 @@ pub const MAX_CONF_MEMBERS: usize = 64;
 /// `max_entry_payload_bytes + PEER_FRAME_HEADROOM_BYTES <= max_frame_bytes`, so every
 /// entry can travel to a peer in some frame.
 pub const PEER_FRAME_HEADROOM_BYTES: u32 = 64 * 1024;
+
+/// Refused peer connections, frames and messages logged per shard in one
+/// `PEER_REFUSAL_LOG_WINDOW`; the rest are counted and the count logged with the next
+/// line (a flood of bad frames must not flood the log).
+pub const PEER_REFUSAL_LOGS_PER_WINDOW: u32 = 20;
+
+/// The window of `PEER_REFUSAL_LOGS_PER_WINDOW`.
+pub const PEER_REFUSAL_LOG_WINDOW: std::time::Duration = std::time::Duration::from_secs(10);

@@ -10,6 +10,7 @@
 //! (told apart by their file identifier) and are stepped into the group.
 
 pub mod frame_split;
+pub mod ingress;
 pub mod peer_links;
 
 pub use peer_links::PeerLinks;
