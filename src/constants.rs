@@ -78,3 +78,14 @@ pub const PEER_REFUSAL_LOGS_PER_WINDOW: u32 = 20;
 
 /// The window of `PEER_REFUSAL_LOGS_PER_WINDOW`.
 pub const PEER_REFUSAL_LOG_WINDOW: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// Peer connections of one shard that have not sent their hello yet; more are closed at
+/// once (a peer sends its hello as soon as it connects; anything else is a stranger).
+pub const MAX_PEER_CONNECTIONS_AWAITING_HELLO: usize = 64;
+
+/// Admitted peer connections of one shard: one per other node normally, briefly two
+/// while a link is made again; far above any cluster's size.
+pub const MAX_PEER_CONNECTIONS_PER_SHARD: usize = 256;
+
+/// A peer connection whose first frame (the hello) has not arrived by then is closed.
+pub const PEER_HELLO_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);

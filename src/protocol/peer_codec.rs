@@ -334,9 +334,15 @@ fn decode_message(message: wire::RaftMessage<'_>) -> Result<Message, ProtocolErr
     Ok(out)
 }
 
+/// Whether `bytes` carry the peer file identifier (any length: flatbuffers'
+/// `buffer_has_identifier` panics on fewer than 8 bytes).
+pub fn is_peer_frame(bytes: &[u8]) -> bool {
+    bytes.len() >= 8 && flatbuffers::buffer_has_identifier(bytes, PEER_IDENTIFIER, false)
+}
+
 /// Verifies and decodes a peer frame.
 pub fn decode_peer_frame(bytes: &[u8]) -> Result<PeerMessages, ProtocolError> {
-    if bytes.len() < 8 || !flatbuffers::buffer_has_identifier(bytes, PEER_IDENTIFIER, false) {
+    if !is_peer_frame(bytes) {
         return Err(ProtocolError::Malformed("not a peer frame".to_string()));
     }
     let options = verifier_options(bytes.len());
@@ -489,6 +495,17 @@ mod tests {
             assert_eq!(decoded.messages, vec![message]);
         }
         assert_eq!(message_type_from(19), None);
+    }
+
+    #[test]
+    fn frames_of_any_length_are_told_apart_without_panicking() {
+        for length in 0..12 {
+            assert!(!is_peer_frame(&vec![0u8; length]));
+        }
+        assert!(is_peer_frame(&encode_peer_frame(1, 0, &[])));
+        assert!(!is_peer_frame(
+            &crate::protocol::codec::encode_fetch_request(1, "t", 0, 0, 1, 0)
+        ));
     }
 
     #[test]

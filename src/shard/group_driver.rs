@@ -604,6 +604,13 @@ impl ShardCore {
             let _ = waiter.try_send(Err(ShardError::Storage(error.to_string())));
         }
     }
+
+    /// Steps messages that the peer port admitted from `from_node`'s connection (the
+    /// hello, each message's from/to and type already checked by `transport::ingress`).
+    pub fn step_peer_messages(&self, from_node: u64, messages: Vec<Message>) {
+        let _ = from_node;
+        self.step_messages(messages)
+    }
 }
 
 /// How often a shard checks its log against the retention budget.
