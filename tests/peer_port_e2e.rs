@@ -6,6 +6,9 @@
 //! and with a hello naming a node of the cluster but messages from another. Each time:
 //! refused or dropped, the node keeps serving, no election (leader and term unchanged),
 //! and a produce afterwards is acknowledged by the whole cluster.
+//!
+//! Issue 11 H10: appends bigger than the frame limit travel in several frames, so big
+//! batches in flight together and a follower far behind cost no election.
 
 mod support;
 
@@ -231,4 +234,82 @@ fn peer_messages_are_accepted_only_from_a_hello_of_a_cluster_node_on_the_peer_po
     );
     drop(stream);
     drop(nodes);
+}
+
+/// Issue 11 H10: with the frame limit just above the largest entry (1100 KiB), four
+/// producers keep batches of about 1 MiB in flight together, so the leader's appends of
+/// one Ready pass (merged by raft-rs) hold several entries per follower, and one follower
+/// is paused meanwhile. Everything is acknowledged (the appends reach the other follower
+/// in frames below its limit), and the paused follower, resumed, catches up the same way.
+#[test]
+fn big_appends_and_a_follower_far_behind_travel_in_frames_below_the_limit() {
+    let root = tempfile::tempdir().unwrap();
+    let config = root.path().join("keel.toml");
+    std::fs::write(&config, "max_frame = \"1100KiB\"\n").unwrap();
+    let config = config.to_string_lossy().to_string();
+    let args = ["--leader-balance-delay", "off", "--config", &config];
+    let nodes = start_cluster_with(root.path(), 3, 1, &args);
+    let everyone: Vec<String> = nodes.iter().map(|n| n.address(0)).collect();
+    let bootstrap = everyone.join(",");
+    let mut client = ClusterClient::new(&bootstrap);
+    retry("create topic", || client.create_topic("backlog", 1));
+    produce_one_to(&mut client, "backlog", 0);
+    let before = settled(&mut client);
+    let follower = before.iter().find(|r| r.role == "follower").unwrap().node;
+    nodes[follower as usize - 1].signal("STOP");
+    let producers: Vec<_> = (0..4)
+        .map(|_| {
+            let bootstrap = bootstrap.clone();
+            std::thread::spawn(move || {
+                let mut client = ClusterClient::new(&bootstrap);
+                client.set_request_timeout(Duration::from_secs(10));
+                let records: Vec<RecordData> = (0..10)
+                    .map(|_| RecordData {
+                        value: vec![b'b'; 100_000],
+                        ..Default::default()
+                    })
+                    .collect();
+                let (batch, crc) = encode_record_batch(BatchProducer::default(), 0, &records);
+                for _ in 0..5 {
+                    client
+                        .produce("backlog", 0, &batch, crc, Acks::Quorum)
+                        .expect("a big batch acknowledged");
+                }
+            })
+        })
+        .collect();
+    for producer in producers {
+        producer.join().expect("every big batch acknowledged");
+    }
+    nodes[follower as usize - 1].signal("CONT");
+    let caught_up = retry("the follower catches up", || {
+        let rows = settled(&mut client);
+        let leader_commit = rows.iter().find(|r| r.role == "leader").unwrap().commit;
+        let behind = rows.iter().find(|r| r.node == follower).unwrap();
+        if behind.applied == leader_commit {
+            Ok(rows)
+        } else {
+            Err(format!("follower behind: {rows:?}"))
+        }
+    });
+    let leader = |rows: &[GroupStatus]| {
+        let leader = rows.iter().find(|r| r.role == "leader").unwrap();
+        (leader.node, leader.term)
+    };
+    assert_eq!(
+        leader(&caught_up),
+        leader(&before),
+        "no election on the way"
+    );
+}
+
+fn produce_one_to(client: &mut ClusterClient, topic: &str, n: u64) -> u64 {
+    let records = [RecordData {
+        value: format!("first-{n}").into_bytes(),
+        ..Default::default()
+    }];
+    let (batch, crc) = encode_record_batch(BatchProducer::default(), 0, &records);
+    retry("produce", || {
+        client.produce(topic, 0, &batch, crc, Acks::Quorum)
+    })
 }
