@@ -2,6 +2,7 @@
 
 use std::path::PathBuf;
 
+use crate::constants::PEER_FRAME_HEADROOM_BYTES;
 use crate::log::LogConfig;
 
 /// Largest frame a client may send, by default.
@@ -13,6 +14,11 @@ pub const DEFAULT_MAX_BATCH_BYTES: u32 = 1024 * 1024 - 64;
 /// Milliseconds between Raft ticks.
 pub const DEFAULT_TICK_MS: u64 = 10;
 
+/// Where a node's peer port is when not given: this far above its client port (client
+/// port 9700: peers on 9800). Leaves room for 100 shards' client ports in between, and for
+/// `keel dev`'s nodes, 10 ports apart, to keep their client and peer ports apart.
+pub const DEFAULT_PEER_PORT_OFFSET: u16 = 100;
+
 /// Settings of one broker node.
 #[derive(Clone, Debug)]
 pub struct NodeConfig {
@@ -22,8 +28,12 @@ pub struct NodeConfig {
     pub data_dir: PathBuf,
     /// Address to listen on and to advertise.
     pub host: String,
-    /// Shard i listens on base_port + i.
+    /// Shard i listens for clients on base_port + i.
     pub base_port: u16,
+    /// Shard i listens for the other nodes' Raft messages on peer_port + i (the peer
+    /// port; never the client port). `None`: base_port + `DEFAULT_PEER_PORT_OFFSET`.
+    /// Only a node of a cluster (with `peers`) listens on it.
+    pub peer_port: Option<u16>,
     /// Number of shards (executors).
     pub shards: u32,
     /// Pin each shard to its own CPU.
@@ -76,11 +86,14 @@ pub struct PeerAddress {
     pub node_id: u32,
     /// Its host.
     pub host: String,
-    /// Port of its shard 0.
+    /// Client port of its shard 0.
     pub base_port: u16,
+    /// Peer port of its shard 0 (its shard i takes Raft messages on peer_port + i).
+    pub peer_port: u16,
 }
 
-/// Parses `1=host:port,2=host:port,...` (the port of each node's shard 0).
+/// Parses `1=host:port/peer_port,2=host:port,...`: each node's shard-0 client port and,
+/// after a slash, its shard-0 peer port (without one: port + `DEFAULT_PEER_PORT_OFFSET`).
 pub fn parse_peers(text: &str) -> Result<Vec<PeerAddress>, String> {
     let mut peers = Vec::new();
     for item in text
@@ -94,12 +107,31 @@ pub fn parse_peers(text: &str) -> Result<Vec<PeerAddress>, String> {
         let node_id: u32 = id
             .parse()
             .map_err(|_| format!("{item:?}: {id:?} is not a node id"))?;
-        let (host, port) = address
+        let (host, ports) = address
             .rsplit_once(':')
-            .ok_or_else(|| format!("{item:?}: expected host:port"))?;
-        let base_port: u16 = port
-            .parse()
-            .map_err(|_| format!("{item:?}: {port:?} is not a port"))?;
+            .ok_or_else(|| format!("{item:?}: expected host:port or host:port/peer_port"))?;
+        let (port, peer_port) = match ports.split_once('/') {
+            Some((port, peer_port)) => (port, Some(peer_port)),
+            None => (ports, None),
+        };
+        let parse_port = |text: &str| {
+            text.parse::<u16>()
+                .ok()
+                .filter(|&port| port != 0)
+                .ok_or_else(|| format!("{item:?}: {text:?} is not a port"))
+        };
+        let base_port = parse_port(port)?;
+        let peer_port = match peer_port {
+            Some(text) => parse_port(text)?,
+            None => base_port
+                .checked_add(DEFAULT_PEER_PORT_OFFSET)
+                .ok_or_else(|| {
+                    format!(
+                        "{item:?}: the default peer port {port} + {DEFAULT_PEER_PORT_OFFSET} \
+                         is not a port; give one: host:port/peer_port"
+                    )
+                })?,
+        };
         if node_id == 0 || peers.iter().any(|p: &PeerAddress| p.node_id == node_id) {
             return Err(format!("{item:?}: node ids are unique and start at 1"));
         }
@@ -107,6 +139,7 @@ pub fn parse_peers(text: &str) -> Result<Vec<PeerAddress>, String> {
             node_id,
             host: host.to_string(),
             base_port,
+            peer_port,
         });
     }
     Ok(peers)
@@ -120,6 +153,7 @@ impl Default for NodeConfig {
             data_dir: PathBuf::from("keel-data"),
             host: "127.0.0.1".to_string(),
             base_port: 9700,
+            peer_port: None,
             shards: cores.max(1),
             pin_cores: false,
             io_memory_bytes: crate::runtime::DEFAULT_IO_MEMORY_BYTES,
@@ -144,7 +178,8 @@ impl Default for NodeConfig {
 /// node_id = 1
 /// data_dir = "/var/lib/keel"
 /// host = "10.0.0.5"
-/// port = 9700            # shard i listens on port + i
+/// port = 9700            # shard i listens for clients on port + i
+/// peer_port = 9800       # and for the other nodes on peer_port + i (default: port + 100)
 /// shards = 4
 /// pin_cores = true
 /// io_memory = "2MiB"
@@ -157,7 +192,7 @@ impl Default for NodeConfig {
 /// leader_balance_delay = "5s"   # or "off"
 /// retention_bytes = "10GiB"      # per group log; unset keeps everything
 /// retention_age = "7d"           # sealed segments older than this go; unset keeps them
-/// peers = "1=10.0.0.5:9700,2=10.0.0.6:9700,3=10.0.0.7:9700"
+/// peers = "1=10.0.0.5:9700/9800,2=10.0.0.6:9700/9800,3=10.0.0.7:9700/9800"
 /// ```
 #[derive(Debug, Default, serde::Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -168,8 +203,10 @@ pub struct ConfigFile {
     pub data_dir: Option<PathBuf>,
     /// Listen and advertise address.
     pub host: Option<String>,
-    /// Port of shard 0.
+    /// Client port of shard 0.
     pub port: Option<u16>,
+    /// Peer port of shard 0.
+    pub peer_port: Option<u16>,
     /// Number of shards.
     pub shards: Option<u32>,
     /// Pin shards to CPUs.
@@ -184,7 +221,7 @@ pub struct ConfigFile {
     pub max_batch: Option<String>,
     /// Milliseconds between Raft ticks.
     pub tick_ms: Option<u64>,
-    /// Every node of the cluster: "1=host:port,2=host:port,3=host:port".
+    /// Every node of the cluster: "1=host:port/peer_port,2=host:port,3=host:port".
     pub peers: Option<String>,
     /// Ticks before an election.
     pub election_ticks: Option<usize>,
@@ -230,6 +267,9 @@ impl ConfigFile {
         }
         if let Some(port) = self.port {
             config.base_port = port;
+        }
+        if let Some(port) = self.peer_port {
+            config.peer_port = Some(port);
         }
         if let Some(shards) = self.shards {
             config.shards = shards;
@@ -313,6 +353,7 @@ impl NodeConfig {
                 u32::from(self.base_port) + self.shards
             ));
         }
+        self.check_peer_ports()?;
         if self.max_batch_bytes + 64 > self.log.max_entry_payload_bytes {
             return fail(format!(
                 "max batch {} bytes must leave 64 bytes of room in the log's entry limit {}",
@@ -321,6 +362,15 @@ impl NodeConfig {
         }
         if self.max_frame_bytes < self.max_batch_bytes + 1024 {
             return fail("max frame must hold a whole batch".to_string());
+        }
+        let entry_frame_bytes =
+            u64::from(self.log.max_entry_payload_bytes) + u64::from(PEER_FRAME_HEADROOM_BYTES);
+        if u64::from(self.max_frame_bytes) < entry_frame_bytes {
+            return fail(format!(
+                "max frame ({} bytes) must hold the largest log entry ({} bytes) and {} bytes \
+                 of a peer frame's own fields: entries travel to peers in frames",
+                self.max_frame_bytes, self.log.max_entry_payload_bytes, PEER_FRAME_HEADROOM_BYTES
+            ));
         }
         if self.heartbeat_ticks == 0 || self.election_ticks <= self.heartbeat_ticks {
             return fail(format!(
@@ -338,6 +388,85 @@ impl NodeConfig {
             .validate()
             .map_err(|e| ConfigError(e.to_string()))?;
         Ok(())
+    }
+
+    /// The peer port of shard 0 (see `peer_port`), as a `u32`: with the default it can
+    /// exceed a port's range, which `validate` refuses for a node of a cluster.
+    pub fn peer_base_port(&self) -> u32 {
+        self.peer_port.map_or(
+            u32::from(self.base_port) + u32::from(DEFAULT_PEER_PORT_OFFSET),
+            u32::from,
+        )
+    }
+
+    /// A cluster node's ports fit, and on each host no node's client or peer ports
+    /// overlap another range (its own or another node's: `keel dev` runs three nodes on
+    /// one host). Every node is assumed to run as many shards as this one (replica group
+    /// i is shard i of every node). This node's own entry in `peers` must name the ports
+    /// it listens on, or the others would send to the wrong place.
+    fn check_peer_ports(&self) -> Result<(), ConfigError> {
+        if self.peers.is_empty() {
+            return Ok(()); // a single node opens no peer port
+        }
+        let peer_base = self.peer_base_port();
+        if peer_base + self.shards > 65_536 {
+            return Err(ConfigError(format!(
+                "peer ports {peer_base}..{} do not fit (give --peer-port)",
+                peer_base + self.shards
+            )));
+        }
+        if let Some(me) = self.peers.iter().find(|p| p.node_id == self.node_id) {
+            if u32::from(me.base_port) != u32::from(self.base_port)
+                || u32::from(me.peer_port) != peer_base
+            {
+                return Err(ConfigError(format!(
+                    "--peers names this node ({}) with client port {} and peer port {}, \
+                     but it listens on {} and {}",
+                    self.node_id, me.base_port, me.peer_port, self.base_port, peer_base
+                )));
+            }
+        }
+        let ranges: Vec<(&str, u32, String)> = self
+            .peers
+            .iter()
+            .flat_map(|p| {
+                [
+                    (p.host.as_str(), u32::from(p.base_port), "client"),
+                    (p.host.as_str(), u32::from(p.peer_port), "peer"),
+                ]
+                .map(|(host, start, kind)| (host, start, format!("node {}'s {kind}", p.node_id)))
+            })
+            .collect();
+        for (i, (host, start, what)) in ranges.iter().enumerate() {
+            for (other_host, other_start, other_what) in &ranges[i + 1..] {
+                if host == other_host
+                    && *start < other_start + self.shards
+                    && *other_start < start + self.shards
+                {
+                    return Err(ConfigError(format!(
+                        "on {host}, {what} ports {start}..{} overlap {other_what} ports \
+                         {other_start}..{} ({} shards each)",
+                        start + self.shards,
+                        other_start + self.shards,
+                        self.shards
+                    )));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// The address shard `shard` listens on for peers.
+    pub fn peer_listen_address(&self, shard: u32) -> String {
+        format!("{}:{}", self.host, self.peer_base_port() + shard)
+    }
+
+    /// The peer port address of shard `shard` on another node, if that node is known.
+    pub fn peer_link_address(&self, node_id: u32, shard: u32) -> Option<String> {
+        self.peers
+            .iter()
+            .find(|p| p.node_id == node_id)
+            .map(|p| format!("{}:{}", p.host, u32::from(p.peer_port) + shard))
     }
 
     /// The address of shard `shard`.
@@ -404,7 +533,8 @@ mod tests {
             PeerAddress {
                 node_id: 2,
                 host: "10.0.0.2".into(),
-                base_port: 9710
+                base_port: 9710,
+                peer_port: 9810,
             }
         );
         assert!(parse_peers("1=a:1,1=b:2").unwrap_err().contains("unique"));
@@ -432,6 +562,88 @@ mod tests {
     }
 
     #[test]
+    fn peer_ports_parse_with_a_slash_or_default_to_port_plus_100() {
+        let peers = parse_peers("1=h:9700/9000,2=[::1]:9710,3=h:65500/1").unwrap();
+        let ports: Vec<(&str, u16, u16)> = peers
+            .iter()
+            .map(|p| (p.host.as_str(), p.base_port, p.peer_port))
+            .collect();
+        assert_eq!(
+            ports,
+            [("h", 9700, 9000), ("[::1]", 9710, 9810), ("h", 65500, 1)]
+        );
+        for bad in [
+            "1=h:9700/",
+            "1=h:9700/x",
+            "1=h:9700/0",
+            "1=h:0",
+            "1=h:65500",
+        ] {
+            assert!(parse_peers(bad).is_err(), "{bad}");
+        }
+        assert!(parse_peers("1=h:65500")
+            .unwrap_err()
+            .contains("host:port/peer_port"));
+    }
+
+    fn cluster_node(node_id: u32, peers: &str) -> NodeConfig {
+        NodeConfig {
+            node_id,
+            shards: 2,
+            peers: parse_peers(peers).unwrap(),
+            ..NodeConfig::default()
+        }
+    }
+
+    #[test]
+    fn peer_ports_overlapping_client_ports_are_refused() {
+        // keel dev's layout: three nodes on one host, 10 ports apart, peers 100 above.
+        let dev = "1=h:9700,2=h:9710,3=h:9720";
+        let mut config = cluster_node(2, dev);
+        config.base_port = 9710;
+        config.validate().unwrap();
+        assert_eq!(config.peer_listen_address(1), "127.0.0.1:9811");
+        assert_eq!(config.peer_link_address(3, 1).as_deref(), Some("h:9821"));
+        assert_eq!(config.peer_link_address(4, 0), None);
+        // A node's peer ports on its own client ports, or on another node's.
+        let mut config = cluster_node(1, "1=h:9700/9701,2=h:9710");
+        config.peer_port = Some(9701);
+        assert!(config.validate().unwrap_err().0.contains("overlap"));
+        let mut config = cluster_node(1, "1=h:9700/9711,2=h:9710");
+        config.peer_port = Some(9711);
+        let error = config.validate().unwrap_err().0;
+        assert!(
+            error.contains("node 1's peer ports 9711..9713 overlap node 2's client"),
+            "{error}"
+        );
+        // The same ports on different hosts are fine.
+        let mut config = cluster_node(1, "1=a:9700/9711,2=b:9710");
+        config.peer_port = Some(9711);
+        config.validate().unwrap();
+        // This node's entry must name the ports it listens on.
+        let config = cluster_node(1, "1=h:9700/9900,2=h:9710");
+        let error = config.validate().unwrap_err().0;
+        assert!(error.contains("peer port 9900"), "{error}");
+        // A single node opens no peer port: its default need not fit.
+        let config = NodeConfig {
+            base_port: 65_500,
+            shards: 2,
+            ..NodeConfig::default()
+        };
+        config.validate().unwrap();
+        let mut config = cluster_node(1, "1=h:65400/65500,2=h:9710");
+        config.base_port = 65_400;
+        config.peer_port = Some(65_500);
+        config.validate().unwrap();
+        config.shards = 40;
+        assert!(config.validate().unwrap_err().0.contains("peer ports"));
+        let file: ConfigFile = toml::from_str("peer_port = 9000").unwrap();
+        let mut config = NodeConfig::default();
+        file.apply(&mut config).unwrap();
+        assert_eq!(config.peer_base_port(), 9000);
+    }
+
+    #[test]
     fn impossible_settings_are_explained() {
         let config = NodeConfig {
             shards: 0,
@@ -444,5 +656,13 @@ mod tests {
             ..NodeConfig::default()
         };
         assert!(config.validate().unwrap_err().0.contains("ports"));
+        let mut config = NodeConfig {
+            max_frame_bytes: 2 << 20,
+            ..NodeConfig::default()
+        };
+        config.validate().unwrap();
+        config.log.max_entry_payload_bytes = 2 << 20;
+        let error = config.validate().unwrap_err().0;
+        assert!(error.contains("largest log entry"), "{error}");
     }
 }

@@ -98,3 +98,29 @@ pub const PRODUCER_IDLE_EXPIRY_MS: u64 = 7 * 24 * 60 * 60 * 1000;
 /// about 3 MB in a snapshot (62 bytes each), which a follower is sent in one peer frame
 /// (8 MiB by default), and about 6 MB of memory per shard.
 pub const MAX_PRODUCER_ENTRIES: usize = 50_000;
+
+/// What a peer frame holding one log entry needs beyond the entry's payload (its data and
+/// context): the frame's, the message's and the entry's own fields, under 1 KiB (see
+/// `transport::frame_split`), with room to spare. Config validation keeps
+/// `max_entry_payload_bytes + PEER_FRAME_HEADROOM_BYTES <= max_frame_bytes`, so every
+/// entry can travel to a peer in some frame.
+pub const PEER_FRAME_HEADROOM_BYTES: u32 = 64 * 1024;
+
+/// Refused peer connections, frames and messages logged per shard in one
+/// `PEER_REFUSAL_LOG_WINDOW`; the rest are counted and the count logged with the next
+/// line (a flood of bad frames must not flood the log).
+pub const PEER_REFUSAL_LOGS_PER_WINDOW: u32 = 20;
+
+/// The window of `PEER_REFUSAL_LOGS_PER_WINDOW`.
+pub const PEER_REFUSAL_LOG_WINDOW: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// Peer connections of one shard that have not sent their hello yet; more are closed at
+/// once (a peer sends its hello as soon as it connects; anything else is a stranger).
+pub const MAX_PEER_CONNECTIONS_AWAITING_HELLO: usize = 64;
+
+/// Admitted peer connections of one shard: one per other node normally, briefly two
+/// while a link is made again; far above any cluster's size.
+pub const MAX_PEER_CONNECTIONS_PER_SHARD: usize = 256;
+
+/// A peer connection whose first frame (the hello) has not arrived by then is closed.
+pub const PEER_HELLO_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);

@@ -18,7 +18,7 @@
 //! - [`constants`]: every bound in one place.
 //! - [`shard`]: executors, the Ready loop of each shard, client connections.
 //! - [`config`]: node configuration.
-//! - [`transport`]: Raft messages between nodes.
+//! - [`transport`]: Raft messages between nodes, on their peer ports.
 //! - [`runtime`]: starting glommio executors.
 //! - [`units`]: sizes and durations as users write them.
 

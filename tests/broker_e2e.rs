@@ -231,11 +231,12 @@ fn bad_input_gets_clear_errors_and_the_broker_keeps_serving() {
         &encode_fetch_request(8, "good", partition, 1000, 1024, 0),
     );
     assert_eq!(error_code(&answer), ErrorCode::OffsetOutOfRange);
-    // An oversized frame: an error answer, then the connection is closed.
-    stream.write_all(&(u32::MAX).to_le_bytes()).unwrap();
+    // An empty frame breaks the framing: an error answer, then the connection is closed.
+    // (An oversized one is skipped: see the test below.)
+    stream.write_all(&0u32.to_le_bytes()).unwrap();
     assert_eq!(
         error_code(&read_answer(&mut stream).unwrap()),
-        ErrorCode::FrameTooLarge
+        ErrorCode::MalformedFrame
     );
     assert!(
         read_answer(&mut stream).is_none(),
@@ -273,6 +274,84 @@ fn bad_input_gets_clear_errors_and_the_broker_keeps_serving() {
         ),
         "{error}"
     );
+}
+
+/// Issue 18 (broker side): a frame above `max_frame_bytes` is answered `FrameTooLarge`
+/// (naming the limit and the size), its bytes are skipped exactly, and the connection
+/// goes on: the produce right behind it is answered, and stored at offset 0 although
+/// the skipped bytes are full of produce requests (none of them was read).
+#[test]
+fn an_oversized_frame_is_answered_and_skipped_and_the_connection_goes_on() {
+    let dir = tempfile::tempdir().unwrap();
+    let broker = Broker::start(dir.path(), free_ports(1), 1);
+    let mut client = ClusterClient::new(&broker.address(0));
+    client.create_topic("big", 1).unwrap();
+    let (batch, crc) = encode_record_batch(BatchProducer::default(), 0, &records(0, 3));
+    let produce = |correlation_id: u64| {
+        let request = encode_produce_request(
+            correlation_id,
+            "big",
+            Acks::Quorum,
+            5000,
+            &[PartitionBatchData {
+                partition: 0,
+                batch: &batch,
+                crc32c: crc,
+            }],
+        );
+        encode_frame(&request).unwrap()
+    };
+    let limit = keel::config::DEFAULT_MAX_FRAME_BYTES as usize;
+    let oversize = limit + (1 << 20);
+    let mut stream_bytes = (oversize as u32).to_le_bytes().to_vec();
+    let filler = produce(99);
+    stream_bytes.extend(filler.iter().cycle().take(oversize));
+    stream_bytes.extend(produce(7));
+    let mut stream = TcpStream::connect(broker.address(0)).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(20)))
+        .unwrap();
+    stream
+        .write_all(&stream_bytes)
+        .expect("the broker reads the whole oversized frame");
+    let mut decoder = FrameDecoder::new(1 << 24);
+    let mut next_answer = |stream: &mut TcpStream| loop {
+        if let Some(frame) = decoder.next_frame().unwrap() {
+            return frame;
+        }
+        let mut buffer = [0u8; 4096];
+        match stream.read(&mut buffer) {
+            Ok(0) => panic!("the broker closed the connection"),
+            Ok(count) => decoder.push(&buffer[..count]),
+            Err(error) => panic!("no answer: {error}"),
+        }
+    };
+    let refusal = next_answer(&mut stream);
+    let response = decode_response(&refusal).unwrap();
+    let error = response.error().expect("an error answer");
+    assert_eq!(error.code(), ErrorCode::FrameTooLarge);
+    let message = error.message().unwrap_or_default();
+    assert!(
+        message.contains(&oversize.to_string()) && message.contains(&limit.to_string()),
+        "{message}"
+    );
+    let answer = next_answer(&mut stream);
+    assert_eq!(decode_response(&answer).unwrap().correlation_id(), 7);
+    assert_eq!(error_code(&answer), ErrorCode::None);
+    let offset = decode_response(&answer)
+        .unwrap()
+        .body_as_produce_response()
+        .and_then(|p| p.results())
+        .map(|r| r.get(0).base_offset());
+    assert_eq!(
+        offset,
+        Some(0),
+        "nothing inside the skipped frame was stored"
+    );
+    // And the connection keeps serving.
+    stream.write_all(&produce(8)).unwrap();
+    let answer = next_answer(&mut stream);
+    assert_eq!(error_code(&answer), ErrorCode::None);
 }
 
 #[test]

@@ -13,7 +13,9 @@ use keel::bench::hgrm;
 use keel::bench::log_bench::{run_log_bench, LogBenchOptions};
 use keel::bench::produce_bench::{run_produce_bench, ProduceBenchOptions};
 use keel::client::ClusterClient;
-use keel::config::{parse_leader_balance_delay, parse_peers, ConfigFile, NodeConfig};
+use keel::config::{
+    parse_leader_balance_delay, parse_peers, ConfigFile, NodeConfig, DEFAULT_PEER_PORT_OFFSET,
+};
 use keel::constants::{DEFAULT_MAX_ENTRY_PAYLOAD_BYTES, DEFAULT_SEGMENT_SIZE_BYTES};
 use keel::log::check::check_log_directory;
 use keel::log::Preallocation;
@@ -33,10 +35,12 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Run a broker node (one shard per core; shard i listens on --port + i).
+    /// Run a broker node (one shard per core; shard i listens for clients on --port + i
+    /// and, in a cluster, for the other nodes on --peer-port + i).
     Broker(BrokerArgs),
-    /// Run a local three-node cluster on loopback (nodes on ports 9700, 9710, 9720), for
-    /// trying Keel out and for benchmarks. Ctrl-C stops it.
+    /// Run a local three-node cluster on loopback (nodes on client ports 9700, 9710, 9720
+    /// and peer ports 9800, 9810, 9820), for trying Keel out and for benchmarks. Ctrl-C
+    /// stops it.
     Dev(DevArgs),
     /// Create, list and delete topics.
     #[command(subcommand)]
@@ -112,9 +116,14 @@ struct BrokerArgs {
     /// Address to listen on [default: 127.0.0.1].
     #[arg(long)]
     host: Option<String>,
-    /// Port of shard 0; shard i listens on port + i [default: 9700].
+    /// Client port of shard 0; shard i listens for clients on port + i [default: 9700].
     #[arg(long)]
     port: Option<u16>,
+    /// Peer port of shard 0: in a cluster, shard i takes the other nodes' Raft messages on
+    /// peer-port + i, never on its client port (a node without --peers opens none). Must
+    /// not overlap any node's client ports on the same host [default: --port + 100].
+    #[arg(long)]
+    peer_port: Option<u16>,
     /// Number of shards [default: one per CPU].
     #[arg(long)]
     shards: Option<u32>,
@@ -130,8 +139,11 @@ struct BrokerArgs {
     /// Segment file size of each shard's log [default: 128MiB].
     #[arg(long, value_parser = parse_size)]
     segment_size: Option<u64>,
-    /// Every node of the cluster, this one included: "1=host:port,2=host:port,3=host:port"
-    /// (each node's shard-0 port). Without it the node is a cluster of one.
+    /// Every node of the cluster, this one included:
+    /// "1=host:port/peer_port,2=host:port/peer_port,3=host:port/peer_port" (each node's
+    /// shard-0 client port and shard-0 peer port; without "/peer_port" the peer port is
+    /// port + 100). This node's entry must name its own --port and --peer-port. Without
+    /// --peers the node is a cluster of one.
     #[arg(long)]
     peers: Option<String>,
     /// Milliseconds between Raft ticks [default: 10].
@@ -163,7 +175,8 @@ struct DevArgs {
     /// Directory for the nodes' data (node-1, node-2, node-3 inside).
     #[arg(long, default_value = "keel-dev")]
     data_dir: PathBuf,
-    /// Port of node 1's shard 0; node n uses port + 10 * (n - 1).
+    /// Client port of node 1's shard 0; node n uses port + 10 * (n - 1), and its peer
+    /// port is 100 above that (shard i: both + i).
     #[arg(long, default_value_t = 9700)]
     port: u16,
     /// Nodes in the cluster.
@@ -618,6 +631,9 @@ fn broker_config(args: BrokerArgs) -> Result<NodeConfig, String> {
     if let Some(port) = args.port {
         config.base_port = port;
     }
+    if let Some(port) = args.peer_port {
+        config.peer_port = Some(port);
+    }
     if let Some(shards) = args.shards {
         config.shards = shards;
     }
@@ -715,8 +731,17 @@ fn broker(args: BrokerArgs) -> ExitCode {
             return ExitCode::from(1);
         }
     }
+    let peer_ports = if config.peers.is_empty() {
+        String::new()
+    } else {
+        format!(
+            " (peers on {}..{})",
+            config.peer_base_port(),
+            config.peer_base_port() + config.shards - 1
+        )
+    };
     eprintln!(
-        "keel broker: node {} with {} shards on {}:{}..{}, data in {}",
+        "keel broker: node {} with {} shards on {}:{}..{}{peer_ports}, data in {}",
         config.node_id,
         config.shards,
         config.host,
@@ -1116,11 +1141,12 @@ fn dev(args: DevArgs) -> ExitCode {
         Err(error) => return fail("dev", error),
     };
     let port_of = |node: u32| u32::from(args.port) + 10 * (node - 1);
-    if port_of(args.nodes) + args.shards > 65_535 {
+    let peer_port_of = |node: u32| port_of(node) + u32::from(DEFAULT_PEER_PORT_OFFSET);
+    if peer_port_of(args.nodes) + args.shards > 65_535 {
         return fail("dev", "ports do not fit");
     }
     let peers: Vec<String> = (1..=args.nodes)
-        .map(|n| format!("{n}=127.0.0.1:{}", port_of(n)))
+        .map(|n| format!("{n}=127.0.0.1:{}/{}", port_of(n), peer_port_of(n)))
         .collect();
     let peers = peers.join(",");
     let stop = Arc::new(AtomicBool::new(false));
@@ -1138,6 +1164,8 @@ fn dev(args: DevArgs) -> ExitCode {
                 &node.to_string(),
                 "--port",
                 &port_of(node).to_string(),
+                "--peer-port",
+                &peer_port_of(node).to_string(),
             ])
             .args([
                 "--shards",
@@ -1161,12 +1189,17 @@ fn dev(args: DevArgs) -> ExitCode {
     let bootstrap: Vec<String> = (1..=args.nodes)
         .map(|n| format!("127.0.0.1:{}", port_of(n)))
         .collect();
+    let peer_ports: Vec<String> = (1..=args.nodes)
+        .map(|n| peer_port_of(n).to_string())
+        .collect();
     eprintln!(
-        "keel dev: {} nodes x {} shards, data in {}; clients use --bootstrap {}\nCtrl-C stops the cluster.",
+        "keel dev: {} nodes x {} shards, data in {}; clients use --bootstrap {}; \
+         the nodes talk to each other on peer ports {} (shard i: + i)\nCtrl-C stops the cluster.",
         args.nodes,
         args.shards,
         args.data_dir.display(),
-        bootstrap.join(",")
+        bootstrap.join(","),
+        peer_ports.join(", ")
     );
     while !stop.load(std::sync::atomic::Ordering::Relaxed) {
         if let Some(exited) = children

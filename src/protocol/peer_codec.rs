@@ -1,6 +1,8 @@
 //! Raft messages to and from peer frames (`schemas/peer.fbs`), field for field, so a
-//! message crosses the network unchanged. Decoding verifies the frame first and refuses
-//! unknown message or entry types: a peer's bytes are input like any other.
+//! message crosses the network unchanged, and the hello that opens a peer connection.
+//! Decoding verifies the frame first and refuses unknown message or entry types: a peer's
+//! bytes are input like any other. Whether a decoded frame is *admitted* (sender, group,
+//! message types) is `transport::ingress`'s job.
 
 use flatbuffers::{FlatBufferBuilder, WIPOffset};
 use raft::eraftpb::{
@@ -14,6 +16,40 @@ use crate::protocol::peer_wire as wire;
 /// File identifier of peer frames.
 pub const PEER_IDENTIFIER: &str = "KPR1";
 
+/// Version of the peer protocol a hello announces; a node refuses a hello with another.
+pub const PEER_FORMAT_VERSION: u16 = 1;
+
+/// `PeerHello.auth_method`: no proof of identity (the only method so far).
+pub const AUTH_METHOD_NONE: u8 = 0;
+
+/// The hello that opens a peer connection (`PeerHello` in the schema).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PeerHello {
+    /// The sending node.
+    pub node_id: u32,
+    /// The replica group the connection carries.
+    pub group: u32,
+    /// The sender's peer protocol version.
+    pub format_version: u16,
+    /// How the sender proves its identity (`AUTH_METHOD_NONE` today).
+    pub auth_method: u8,
+    /// The proof (empty with `AUTH_METHOD_NONE`).
+    pub auth_data: Vec<u8>,
+}
+
+impl PeerHello {
+    /// This build's hello from `node_id` for `group`.
+    pub fn new(node_id: u32, group: u32) -> PeerHello {
+        PeerHello {
+            node_id,
+            group,
+            format_version: PEER_FORMAT_VERSION,
+            auth_method: AUTH_METHOD_NONE,
+            auth_data: Vec::new(),
+        }
+    }
+}
+
 /// A decoded peer frame.
 #[derive(Debug, PartialEq)]
 pub struct PeerMessages {
@@ -23,6 +59,8 @@ pub struct PeerMessages {
     pub group: u32,
     /// The Raft messages, in the order they were sent.
     pub messages: Vec<Message>,
+    /// The hello, on the first frame of a connection.
+    pub hello: Option<PeerHello>,
 }
 
 fn message_type_from(value: u8) -> Option<MessageType> {
@@ -160,10 +198,51 @@ pub fn encode_peer_frame(from_node: u32, group: u32, messages: &[Message]) -> Ve
             from_node,
             group,
             messages: Some(messages),
+            hello: None,
         },
     );
     builder.finish(frame, Some(PEER_IDENTIFIER));
     builder.finished_data().to_vec()
+}
+
+/// Encodes the first frame of a peer connection: the hello, no messages.
+pub fn encode_peer_hello(hello: &PeerHello) -> Vec<u8> {
+    let mut builder = FlatBufferBuilder::with_capacity(128 + hello.auth_data.len());
+    let auth_data = builder.create_vector(&hello.auth_data);
+    let built = wire::PeerHello::create(
+        &mut builder,
+        &wire::PeerHelloArgs {
+            node_id: hello.node_id,
+            group: hello.group,
+            format_version: hello.format_version,
+            auth_method: hello.auth_method,
+            auth_data: Some(auth_data),
+        },
+    );
+    let frame = wire::PeerFrame::create(
+        &mut builder,
+        &wire::PeerFrameArgs {
+            from_node: hello.node_id,
+            group: hello.group,
+            messages: None,
+            hello: Some(built),
+        },
+    );
+    builder.finish(frame, Some(PEER_IDENTIFIER));
+    builder.finished_data().to_vec()
+}
+
+fn decode_hello(hello: wire::PeerHello<'_>) -> PeerHello {
+    PeerHello {
+        node_id: hello.node_id(),
+        group: hello.group(),
+        format_version: hello.format_version(),
+        auth_method: hello.auth_method(),
+        auth_data: hello
+            .auth_data()
+            .map(|v| v.bytes().to_vec())
+            .unwrap_or_default(),
+    }
 }
 
 fn decode_entry(entry: wire::PeerEntry<'_>) -> Result<Entry, ProtocolError> {
@@ -255,9 +334,15 @@ fn decode_message(message: wire::RaftMessage<'_>) -> Result<Message, ProtocolErr
     Ok(out)
 }
 
+/// Whether `bytes` carry the peer file identifier (any length: flatbuffers'
+/// `buffer_has_identifier` panics on fewer than 8 bytes).
+pub fn is_peer_frame(bytes: &[u8]) -> bool {
+    bytes.len() >= 8 && flatbuffers::buffer_has_identifier(bytes, PEER_IDENTIFIER, false)
+}
+
 /// Verifies and decodes a peer frame.
 pub fn decode_peer_frame(bytes: &[u8]) -> Result<PeerMessages, ProtocolError> {
-    if bytes.len() < 8 || !flatbuffers::buffer_has_identifier(bytes, PEER_IDENTIFIER, false) {
+    if !is_peer_frame(bytes) {
         return Err(ProtocolError::Malformed("not a peer frame".to_string()));
     }
     let options = verifier_options(bytes.len());
@@ -273,6 +358,7 @@ pub fn decode_peer_frame(bytes: &[u8]) -> Result<PeerMessages, ProtocolError> {
         from_node: frame.from_node(),
         group: frame.group(),
         messages,
+        hello: frame.hello().map(decode_hello),
     })
 }
 
@@ -367,7 +453,29 @@ mod tests {
             PeerMessages {
                 from_node: 4,
                 group: 2,
-                messages
+                messages,
+                hello: None,
+            }
+        );
+    }
+
+    #[test]
+    fn a_hello_round_trips_in_a_frame_without_messages() {
+        let mut hello = PeerHello::new(3, 5);
+        assert_eq!(
+            (hello.format_version, hello.auth_method),
+            (PEER_FORMAT_VERSION, AUTH_METHOD_NONE)
+        );
+        hello.auth_method = 7;
+        hello.auth_data = b"proof".to_vec();
+        let decoded = decode_peer_frame(&encode_peer_hello(&hello)).unwrap();
+        assert_eq!(
+            decoded,
+            PeerMessages {
+                from_node: 3,
+                group: 5,
+                messages: Vec::new(),
+                hello: Some(hello),
             }
         );
     }
@@ -387,6 +495,17 @@ mod tests {
             assert_eq!(decoded.messages, vec![message]);
         }
         assert_eq!(message_type_from(19), None);
+    }
+
+    #[test]
+    fn frames_of_any_length_are_told_apart_without_panicking() {
+        for length in 0..12 {
+            assert!(!is_peer_frame(&vec![0u8; length]));
+        }
+        assert!(is_peer_frame(&encode_peer_frame(1, 0, &[])));
+        assert!(!is_peer_frame(
+            &crate::protocol::codec::encode_fetch_request(1, "t", 0, 0, 1, 0)
+        ));
     }
 
     #[test]

@@ -156,6 +156,16 @@ fn oversized_and_empty_frames_are_refused() {
             limit: 1000
         })
     );
+    // The oversized frame is skipped as it arrives; the next frame comes out whole.
+    assert_eq!(decoder.skipping_bytes(), 1001);
+    decoder.push(&[7u8; 1000]);
+    assert_eq!((decoder.skipping_bytes(), decoder.buffered_bytes()), (1, 0));
+    assert_eq!(decoder.next_frame(), Ok(None));
+    let mut rest = vec![7u8];
+    rest.extend(encode_frame(b"next").unwrap());
+    decoder.push(&rest);
+    assert_eq!(decoder.next_frame(), Ok(Some(b"next".to_vec())));
+    assert_eq!(decoder.next_frame(), Ok(None));
     let mut decoder = FrameDecoder::new(1000);
     decoder.push(&0u32.to_le_bytes());
     assert_eq!(decoder.next_frame(), Err(ProtocolError::EmptyFrame));
@@ -251,6 +261,53 @@ fn generated_code_is_current() {
             fresh == committed,
             "src/protocol/generated/{file} is stale: run scripts/gen-protocol.sh and commit"
         );
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 500, ..ProptestConfig::default() })]
+
+    /// However the stream is cut, an oversized frame between two good ones is refused
+    /// once, never buffered, and the frames around it come out whole.
+    #[test]
+    fn an_oversized_frame_is_skipped_without_buffering_it(
+        oversize in 1u32..5000,
+        cuts in proptest::collection::vec(1usize..3000, 1..20),
+    ) {
+        const LIMIT: u32 = 2000;
+        let first = encode_frame(b"first").unwrap();
+        let mut stream = first.clone();
+        stream.extend_from_slice(&(LIMIT + oversize).to_le_bytes());
+        stream.extend((0..LIMIT + oversize).map(|i| i as u8));
+        stream.extend(encode_frame(b"last").unwrap());
+        let mut decoder = FrameDecoder::new(LIMIT);
+        let mut outcomes = Vec::new();
+        let mut at = 0;
+        for cut in cuts.iter().cycle() {
+            if at == stream.len() {
+                break;
+            }
+            let end = (at + cut).min(stream.len());
+            decoder.push(&stream[at..end]);
+            prop_assert!(decoder.buffered_bytes() <= first.len() + cut);
+            loop {
+                match decoder.next_frame() {
+                    Ok(Some(frame)) => outcomes.push(Ok(frame)),
+                    Ok(None) => break,
+                    Err(error) => outcomes.push(Err(error)),
+                }
+            }
+            at = end;
+        }
+        let too_large = ProtocolError::FrameTooLarge {
+            length: u64::from(LIMIT + oversize),
+            limit: u64::from(LIMIT),
+        };
+        prop_assert_eq!(
+            outcomes,
+            vec![Ok(b"first".to_vec()), Err(too_large), Ok(b"last".to_vec())]
+        );
+        prop_assert_eq!((decoder.buffered_bytes(), decoder.skipping_bytes()), (0, 0));
     }
 }
 

@@ -1,9 +1,10 @@
 //! Shards: one glommio executor per shard, each owning its replica group (a CommitLog in
-//! `data_dir/shard-<i>`), its partitions and its clients (port `base_port + i`).
+//! `data_dir/shard-<i>`), its partitions, its clients (port `base_port + i`) and, in a
+//! cluster, its peers (port `peer_port + i`: the same shard of the other nodes).
 //!
 //! ```text
-//! node ─┬─ shard 0 (controller: topics) ── port base+0 ── log shard-0
-//!       ├─ shard 1 ───────────────────────── port base+1 ── log shard-1
+//! node ─┬─ shard 0 (controller: topics) ── port base+0, peer+0 ── log shard-0
+//!       ├─ shard 1 ───────────────────────── port base+1, peer+1 ── log shard-1
 //!       └─ ...      topics flow from shard 0 to the others over a channel mesh
 //! ```
 //!
@@ -34,6 +35,7 @@ use crate::log::CommitLog;
 use crate::shard::group_driver::ShardCore;
 use crate::shard::requests::CONTROLLER_SHARD;
 use crate::shard::snapshots::SnapshotFiles;
+use crate::transport::peer_listener::{serve_peers, Deliver, PeerIngress};
 
 /// Messages between shards.
 #[derive(Debug, Clone)]
@@ -169,6 +171,7 @@ async fn run_shard(
     tracing::info!(shard = shard_id, %address, "serving");
     let stopping = Rc::new(Cell::new(false));
     let server = glommio::spawn_local(server::serve(core.clone(), listener, stopping.clone()));
+    let peer_server = serve_peer_port(&config, shard_id, &core, &stopping).map_err(shard_error)?;
     while !stop.load(Ordering::Relaxed) {
         glommio::timer::sleep(STOP_POLL).await;
     }
@@ -176,15 +179,49 @@ async fn run_shard(
         shard = shard_id,
         "shutting down: handing over leadership, flushing the log"
     );
-    // Still serving (peer frames arrive on this port) while the follower takes over.
+    // Still serving clients and peers while the follower takes over.
     core.hand_over_leadership().await;
     stopping.set(true);
     drop(server);
+    drop(peer_server);
     core.shut_down()
         .await
         .map_err(|e| shard_error(e.to_string()))?;
     tracing::info!(shard = shard_id, "stopped");
     Ok(())
+}
+
+/// In a cluster, listens on the shard's peer port (`peer_port + shard`) and steps what
+/// its connections are admitted to send (`transport::peer_listener`); a single node
+/// opens none.
+fn serve_peer_port(
+    config: &NodeConfig,
+    shard_id: u32,
+    core: &Rc<ShardCore>,
+    stopping: &Rc<Cell<bool>>,
+) -> Result<Option<glommio::Task<()>>, String> {
+    if config.peers.is_empty() {
+        return Ok(None);
+    }
+    let address = config.peer_listen_address(shard_id);
+    let listener = listen(&address).map_err(|e| format!("listen for peers on {address}: {e}"))?;
+    tracing::info!(shard = shard_id, %address, "serving peers");
+    let ingress = PeerIngress {
+        this_node: u64::from(config.node_id),
+        group: shard_id,
+        voters: config.voters(),
+        max_frame_bytes: config.max_frame_bytes,
+    };
+    let receiver = core.clone();
+    let deliver: Deliver = Rc::new(move |node, messages| {
+        receiver.step_peer_messages(node, messages);
+    });
+    Ok(Some(glommio::spawn_local(serve_peers(
+        listener,
+        ingress,
+        deliver,
+        stopping.clone(),
+    ))))
 }
 
 /// A listener on `address` that refuses a port another process already listens on.

@@ -1,15 +1,21 @@
 //! A shard's client connections: accept, split the byte stream into frames, answer each
 //! request in its own task (many in flight per connection, answered as they finish),
-//! write the answers back in frames.
+//! write the answers back in frames. Peer frames never come here (they go to the peer
+//! port, `transport::peer_listener`): one on a client connection is answered
+//! `InvalidRequest` and the connection closed.
 //!
 //! Bounds: frames up to `max_frame_bytes`; at most `MAX_IN_FLIGHT_PER_CONNECTION`
 //! requests per connection being answered (reading pauses beyond); connections up to
-//! `MAX_CONNECTIONS_PER_SHARD` (more are closed at once). A frame that breaks the framing
-//! (zero or oversized length) gets an error answer and the connection is closed; a frame
-//! that fails verification gets an error answer and the connection goes on.
+//! `MAX_CONNECTIONS_PER_SHARD` (more are closed at once). A frame longer than
+//! `max_frame_bytes` gets a `FrameTooLarge` answer (correlation id 0: the request is never
+//! read) naming the limit and its size; its bytes are dropped as they arrive, never
+//! buffered, and the connection goes on. A zero-length frame breaks the framing: an error
+//! answer, then the connection is closed. A frame that fails verification gets an error
+//! answer and the connection goes on.
 
-use std::cell::Cell;
+use std::cell::{Cell, RefCell};
 use std::rc::Rc;
+use std::time::Instant;
 
 use futures_lite::{AsyncReadExt, AsyncWriteExt};
 use glommio::channels::local_channel;
@@ -18,10 +24,12 @@ use glommio::sync::Semaphore;
 
 use crate::protocol::codec::decode_request;
 use crate::protocol::frame::{append_frame, FrameDecoder};
-use crate::protocol::peer_codec::{decode_peer_frame, PEER_IDENTIFIER};
+use crate::protocol::peer_codec::is_peer_frame;
+use crate::protocol::wire::ErrorCode;
 use crate::protocol::ProtocolError;
 use crate::shard::group_driver::ShardCore;
 use crate::shard::requests::{error_response, handle_request, WireError};
+use crate::transport::ingress::RefusalLogLimiter;
 
 /// Requests of one connection being answered at once.
 pub const MAX_IN_FLIGHT_PER_CONNECTION: usize = 1024;
@@ -37,6 +45,7 @@ const WRITE_COALESCE_BYTES: usize = 256 * 1024;
 /// Accepts connections until `stopping` is set.
 pub async fn serve(core: Rc<ShardCore>, listener: TcpListener, stopping: Rc<Cell<bool>>) {
     let open = Rc::new(Cell::new(0usize));
+    let refusal_log = Rc::new(RefCell::new(RefusalLogLimiter::default()));
     while !stopping.get() {
         let stream = match listener.accept().await {
             Ok(stream) => stream,
@@ -54,9 +63,9 @@ pub async fn serve(core: Rc<ShardCore>, listener: TcpListener, stopping: Rc<Cell
             continue;
         }
         open.set(open.get() + 1);
-        let (core, open) = (core.clone(), open.clone());
+        let (core, open, refusal_log) = (core.clone(), open.clone(), refusal_log.clone());
         glommio::spawn_local(async move {
-            if let Err(error) = handle_connection(core, stream).await {
+            if let Err(error) = handle_connection(core, stream, refusal_log).await {
                 tracing::debug!(%error, "connection closed");
             }
             open.set(open.get() - 1);
@@ -65,8 +74,13 @@ pub async fn serve(core: Rc<ShardCore>, listener: TcpListener, stopping: Rc<Cell
     }
 }
 
-async fn handle_connection(core: Rc<ShardCore>, stream: TcpStream) -> std::io::Result<()> {
+async fn handle_connection(
+    core: Rc<ShardCore>,
+    stream: TcpStream,
+    refusal_log: Rc<RefCell<RefusalLogLimiter>>,
+) -> std::io::Result<()> {
     stream.set_nodelay(true)?;
+    let peer = stream.peer_addr().ok();
     let (mut reader, mut writer) = futures_lite::io::split(stream);
     let (answers, to_write) = local_channel::new_bounded::<Vec<u8>>(MAX_IN_FLIGHT_PER_CONNECTION);
     let answers = Rc::new(answers);
@@ -103,7 +117,9 @@ async fn handle_connection(core: Rc<ShardCore>, stream: TcpStream) -> std::io::R
                 Ok(Some(frame)) => frame,
                 Ok(None) => break,
                 Err(error) => {
-                    // The stream cannot be resynchronised: answer, then close.
+                    // An oversized frame is skipped by the decoder (its bytes dropped as
+                    // they arrive): answer and go on. Anything else breaks the framing:
+                    // answer, then close.
                     let wire = WireError {
                         code: error.code(),
                         message: error.to_string(),
@@ -111,9 +127,18 @@ async fn handle_connection(core: Rc<ShardCore>, stream: TcpStream) -> std::io::R
                     };
                     queued.set(queued.get() + 1);
                     let _ = answers.send(error_response(0, &wire)).await;
+                    if matches!(error, ProtocolError::FrameTooLarge { .. }) {
+                        continue;
+                    }
                     break 'reading;
                 }
             };
+            if is_peer_frame(&frame) {
+                queued.set(queued.get() + 1);
+                let answer = refuse_peer_frame(&core, peer, &refusal_log);
+                let _ = answers.send(answer).await;
+                break 'reading;
+            }
             let permit = in_flight
                 .clone()
                 .acquire_static_permit(1)
@@ -121,10 +146,9 @@ async fn handle_connection(core: Rc<ShardCore>, stream: TcpStream) -> std::io::R
                 .map_err(|_| std::io::ErrorKind::BrokenPipe)?;
             let (core, answers, queued) = (core.clone(), answers.clone(), queued.clone());
             glommio::spawn_local(async move {
-                if let Some(answer) = answer_frame(&core, &frame).await {
-                    queued.set(queued.get() + 1);
-                    let _ = answers.send(answer).await;
-                }
+                let answer = answer_client_frame(&core, &frame).await;
+                queued.set(queued.get() + 1);
+                let _ = answers.send(answer).await;
                 drop(permit);
             })
             .detach();
@@ -136,19 +160,28 @@ async fn handle_connection(core: Rc<ShardCore>, stream: TcpStream) -> std::io::R
     writer_task.await
 }
 
-/// Answers a client frame; steps a peer frame into the group (no answer).
-async fn answer_frame(core: &Rc<ShardCore>, frame: &[u8]) -> Option<Vec<u8>> {
-    if flatbuffers::buffer_has_identifier(frame, PEER_IDENTIFIER, false) {
-        match decode_peer_frame(frame) {
-            Ok(peer) if peer.group == core.shard_id => {
-                core.step_peer_messages(u64::from(peer.from_node), peer.messages)
-            }
-            Ok(peer) => tracing::warn!(group = peer.group, "peer frame for another group dropped"),
-            Err(error) => tracing::warn!(%error, "bad peer frame dropped"),
-        }
-        return None;
+/// The answer to a peer frame on a client connection (which is then closed). Peers talk
+/// to the peer port, where the sender is checked; a peer frame here comes from a
+/// misconfigured node or from someone posing as one.
+fn refuse_peer_frame(
+    core: &ShardCore,
+    peer: Option<std::net::SocketAddr>,
+    refusal_log: &RefCell<RefusalLogLimiter>,
+) -> Vec<u8> {
+    if let Some(suppressed) = refusal_log.borrow_mut().should_log(Instant::now()) {
+        tracing::warn!(
+            shard = core.shard_id,
+            ?peer,
+            suppressed_since_last = suppressed,
+            "a peer frame on the client port refused"
+        );
     }
-    Some(answer_client_frame(core, frame).await)
+    let wire = WireError {
+        code: ErrorCode::InvalidRequest,
+        message: "peer frames go to the peer port".to_string(),
+        leader_address: None,
+    };
+    error_response(0, &wire)
 }
 
 async fn answer_client_frame(core: &Rc<ShardCore>, frame: &[u8]) -> Vec<u8> {

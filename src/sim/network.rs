@@ -2,8 +2,8 @@
 //! generation (a reset loses every frame in flight), partitions and clogging; in
 //! datagram mode independent loss, duplication and reordering.
 //!
-//! Frames are what the driver's `PeerLinks` would send: the messages for one peer split
-//! below the frame limit. A frame over the limit would make the receiver drop the
+//! Frames are what the driver's `PeerLinks` sends: the messages for one peer split below
+//! the frame limit by the same function (`transport::frame_split`). A frame over the limit would make the receiver drop the
 //! connection: the checker counts it as a violation (S8).
 
 use std::collections::BTreeMap;
@@ -12,6 +12,9 @@ use raft::eraftpb::{Message, MessageType};
 
 use crate::replication::prng::Prng;
 use crate::sim::profile::{LinkMode, Profile};
+use crate::transport::frame_split::{
+    encoded_size_estimate, split_into_frames, PEER_FRAME_FIXED_BYTES,
+};
 
 /// PRNG domain of the network.
 const NETWORK_DOMAIN: u64 = 20;
@@ -128,7 +131,8 @@ impl Network {
         let snapshot = frame
             .iter()
             .any(|m| m.get_msg_type() == MessageType::MsgSnapshot);
-        let size: usize = frame.iter().map(encoded_size_estimate).sum();
+        let size: usize =
+            PEER_FRAME_FIXED_BYTES + frame.iter().map(encoded_size_estimate).sum::<usize>();
         let path = self.path(from, to).clone();
         if path.down_until > now {
             sent.dropped = Some(sent.dropped.unwrap_or(false) || snapshot);
@@ -206,75 +210,4 @@ impl Network {
             }
         }
     }
-}
-
-/// An upper bound of a message's encoded size in a peer frame.
-pub fn encoded_size_estimate(message: &Message) -> usize {
-    let entries: usize = message
-        .entries
-        .iter()
-        .map(|e| e.data.len() + e.context.len() + 48)
-        .sum();
-    let snapshot = message.get_snapshot().get_data().len()
-        + 64 * message
-            .get_snapshot()
-            .get_metadata()
-            .get_conf_state()
-            .voters
-            .len();
-    128 + entries + snapshot
-}
-
-/// Packs messages into frames below `max_frame_bytes`, in order; an append too large for
-/// one frame is split into consecutive appends.
-pub fn split_into_frames(messages: Vec<Message>, max_frame_bytes: usize) -> Vec<Vec<Message>> {
-    let mut frames: Vec<Vec<Message>> = Vec::new();
-    let mut current: Vec<Message> = Vec::new();
-    let mut current_bytes = 64;
-    for message in messages {
-        for piece in split_append(message, max_frame_bytes - 64) {
-            let size = encoded_size_estimate(&piece);
-            if !current.is_empty() && current_bytes + size > max_frame_bytes {
-                frames.push(std::mem::take(&mut current));
-                current_bytes = 64;
-            }
-            current_bytes += size;
-            current.push(piece);
-        }
-    }
-    if !current.is_empty() {
-        frames.push(current);
-    }
-    frames
-}
-
-fn split_append(message: Message, limit: usize) -> Vec<Message> {
-    if message.get_msg_type() != MessageType::MsgAppend || encoded_size_estimate(&message) <= limit
-    {
-        return vec![message];
-    }
-    let mut pieces = Vec::new();
-    let mut template = message.clone();
-    template.entries.clear();
-    let (mut index, mut log_term) = (message.index, message.log_term);
-    let mut piece = template.clone();
-    for entry in message.entries.iter() {
-        let mut grown = piece.clone();
-        grown.entries.push(entry.clone());
-        if !piece.entries.is_empty() && encoded_size_estimate(&grown) > limit {
-            let last = piece.entries.last().map(|e| (e.index, e.term));
-            pieces.push(std::mem::replace(&mut piece, template.clone()));
-            if let Some((i, t)) = last {
-                index = i;
-                log_term = t;
-            }
-            piece.index = index;
-            piece.log_term = log_term;
-            piece.entries.push(entry.clone());
-        } else {
-            piece = grown;
-        }
-    }
-    pieces.push(piece);
-    pieces
 }

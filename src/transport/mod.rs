@@ -1,14 +1,26 @@
-//! Peer transport: the Raft messages of one replica group between nodes.
+//! Peer transport: the Raft messages of one replica group between nodes, on the nodes'
+//! peer ports (shard i of a node listens for peers on `peer_port + i`, never on its
+//! client port).
 //!
-//! Per peer node and group there is one outgoing connection (to the peer's shard with the
-//! same index), fed by a bounded queue: every message of one Ready pass for that peer goes
-//! out as one frame (batched AppendEntries, heartbeats coalesced), frames are written back
-//! to back without waiting for answers (pipelined; Raft's own `max_inflight_msgs` bounds
-//! them), and a dead or slow peer only fills its own queue: when full, frames for it are
-//! dropped and it is reported unreachable to Raft, which retries. Connections are made
-//! again with exponential backoff. Incoming peer frames arrive on the shard's client port
-//! (told apart by their file identifier) and are stepped into the group.
+//! ```text
+//! shard i, node A                                  shard i, node B (peer port + i)
+//!   PeerLinks ──hello, frames──▶ TCP ──▶ peer_listener ─ ingress::admit ─▶ ShardCore
+//!   (frame_split: each frame below B's frame limit)     (hello checked, from/to/type)
+//! ```
+//!
+//! Per peer node and group there is one outgoing connection, fed by a bounded queue: the
+//! messages of one Ready pass for that peer share frames (batched AppendEntries,
+//! heartbeats coalesced), split below the receiver's frame limit (`frame_split`), written
+//! back to back without waiting for answers (pipelined; Raft's own `max_inflight_msgs`
+//! bounds them); a dead or slow peer only fills its own queue: when full, frames for it
+//! are dropped and it is reported unreachable to Raft, which retries. Connections are
+//! made again with exponential backoff; each opens with this node's hello. The
+//! receiving side (`peer_listener`) admits a connection only after a valid hello and
+//! checks every frame and message against it (`ingress`).
 
+pub mod frame_split;
+pub mod ingress;
 pub mod peer_links;
+pub mod peer_listener;
 
 pub use peer_links::PeerLinks;

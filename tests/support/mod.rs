@@ -171,6 +171,19 @@ impl Broker {
         format!("{}:{}", self.host, u32::from(self.port) + shard)
     }
 
+    /// Address of shard `shard`'s peer port (`--peer-port` if given, else port + 100).
+    pub fn peer_address(&self, shard: u32) -> String {
+        let peer_port = self
+            .extra_args
+            .iter()
+            .position(|a| a == "--peer-port")
+            .and_then(|i| self.extra_args.get(i + 1))
+            .map_or(u32::from(self.port) + 100, |p| {
+                p.parse().expect("peer port")
+            });
+        format!("{}:{}", self.host, peer_port + shard)
+    }
+
     fn wait_until_serving(&self) {
         let deadline = Instant::now() + Duration::from_secs(20);
         for shard in 0..self.shards {
@@ -272,6 +285,21 @@ impl Drop for SmallDisk {
     }
 }
 
+/// `ranges` base ports, each with `count` free ports after it, the ranges disjoint.
+pub fn free_port_ranges(ranges: usize, count: u16) -> Vec<u16> {
+    let mut bases: Vec<u16> = Vec::new();
+    while bases.len() < ranges {
+        let base = free_ports(count);
+        if bases
+            .iter()
+            .all(|&b| base + count <= b || b + count <= base)
+        {
+            bases.push(base);
+        }
+    }
+    bases
+}
+
 /// A cluster of `nodes` broker processes on loopback, `shards` shards each.
 pub fn start_cluster(root: &Path, nodes: u32, shards: u32) -> Vec<Broker> {
     start_cluster_with(root, nodes, shards, &[])
@@ -279,11 +307,11 @@ pub fn start_cluster(root: &Path, nodes: u32, shards: u32) -> Vec<Broker> {
 
 /// Same, every node started with `extra` arguments too.
 pub fn start_cluster_with(root: &Path, nodes: u32, shards: u32, extra: &[&str]) -> Vec<Broker> {
-    let ports: Vec<u16> = (0..nodes).map(|_| free_ports(shards as u16)).collect();
-    let peers: Vec<String> = ports
-        .iter()
-        .enumerate()
-        .map(|(i, port)| format!("{}=127.0.0.1:{port}", i + 1))
+    // Each node's client ports, then each node's peer ports.
+    let bases = free_port_ranges(2 * nodes as usize, shards as u16);
+    let (ports, peer_ports) = bases.split_at(nodes as usize);
+    let peers: Vec<String> = (0..nodes as usize)
+        .map(|i| format!("{}=127.0.0.1:{}/{}", i + 1, ports[i], peer_ports[i]))
         .collect();
     let peers = peers.join(",");
     let children: Vec<Broker> = (0..nodes)
@@ -293,6 +321,8 @@ pub fn start_cluster_with(root: &Path, nodes: u32, shards: u32, extra: &[&str]) 
                 (i + 1).to_string(),
                 "--peers".to_string(),
                 peers.clone(),
+                "--peer-port".to_string(),
+                peer_ports[i as usize].to_string(),
             ];
             args.extend(extra.iter().map(|a| a.to_string()));
             Broker::start_with_args(

@@ -728,10 +728,182 @@ impl ::core::fmt::Debug for RaftMessage<'_> {
       ds.finish()
   }
 }
+pub enum PeerHelloOffset {}
+#[derive(Copy, Clone, PartialEq)]
+
+/// The first frame of a peer connection names the sender.
+pub struct PeerHello<'a> {
+  pub _tab: ::flatbuffers::Table<'a>,
+}
+
+impl<'a> ::flatbuffers::Follow<'a> for PeerHello<'a> {
+  type Inner = PeerHello<'a>;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    Self { _tab: unsafe { ::flatbuffers::Table::new(buf, loc) } }
+  }
+}
+
+impl<'a> PeerHello<'a> {
+  pub const VT_NODE_ID: ::flatbuffers::VOffsetT = 4;
+  pub const VT_GROUP: ::flatbuffers::VOffsetT = 6;
+  pub const VT_FORMAT_VERSION: ::flatbuffers::VOffsetT = 8;
+  pub const VT_AUTH_METHOD: ::flatbuffers::VOffsetT = 10;
+  pub const VT_AUTH_DATA: ::flatbuffers::VOffsetT = 12;
+
+  #[inline]
+  pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
+    PeerHello { _tab: table }
+  }
+  #[allow(unused_mut)]
+  pub fn create<'bldr: 'args, 'args: 'mut_bldr, 'mut_bldr, A: ::flatbuffers::Allocator + 'bldr>(
+    _fbb: &'mut_bldr mut ::flatbuffers::FlatBufferBuilder<'bldr, A>,
+    args: &'args PeerHelloArgs<'args>
+  ) -> ::flatbuffers::WIPOffset<PeerHello<'bldr>> {
+    let mut builder = PeerHelloBuilder::new(_fbb);
+    if let Some(x) = args.auth_data { builder.add_auth_data(x); }
+    builder.add_group(args.group);
+    builder.add_node_id(args.node_id);
+    builder.add_format_version(args.format_version);
+    builder.add_auth_method(args.auth_method);
+    builder.finish()
+  }
+
+
+  /// The sending node's id (as in the receiver's --peers).
+  #[inline]
+  pub fn node_id(&self) -> u32 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u32>(PeerHello::VT_NODE_ID, Some(0)).unwrap()}
+  }
+  /// The replica group (shard index) the connection carries.
+  #[inline]
+  pub fn group(&self) -> u32 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u32>(PeerHello::VT_GROUP, Some(0)).unwrap()}
+  }
+  /// The peer protocol's version (1); a receiver refuses one it does not speak.
+  #[inline]
+  pub fn format_version(&self) -> u16 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u16>(PeerHello::VT_FORMAT_VERSION, Some(0)).unwrap()}
+  }
+  /// How the sender proves it is node_id: 0 none (today: anyone who can reach the peer
+  /// port can claim any node id). Room for authentication (a MAC with a cluster secret,
+  /// a TLS channel binding): a receiver refuses a method it does not know.
+  #[inline]
+  pub fn auth_method(&self) -> u8 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u8>(PeerHello::VT_AUTH_METHOD, Some(0)).unwrap()}
+  }
+  /// The method's proof; empty with method 0.
+  #[inline]
+  pub fn auth_data(&self) -> Option<::flatbuffers::Vector<'a, u8>> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'a, u8>>>(PeerHello::VT_AUTH_DATA, None)}
+  }
+}
+
+impl ::flatbuffers::Verifiable for PeerHello<'_> {
+  #[inline]
+  fn run_verifier(
+    v: &mut ::flatbuffers::Verifier, pos: usize
+  ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
+    v.visit_table(pos)?
+     .visit_field::<u32>("node_id", Self::VT_NODE_ID, false)?
+     .visit_field::<u32>("group", Self::VT_GROUP, false)?
+     .visit_field::<u16>("format_version", Self::VT_FORMAT_VERSION, false)?
+     .visit_field::<u8>("auth_method", Self::VT_AUTH_METHOD, false)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'_, u8>>>("auth_data", Self::VT_AUTH_DATA, false)?
+     .finish();
+    Ok(())
+  }
+}
+pub struct PeerHelloArgs<'a> {
+    pub node_id: u32,
+    pub group: u32,
+    pub format_version: u16,
+    pub auth_method: u8,
+    pub auth_data: Option<::flatbuffers::WIPOffset<::flatbuffers::Vector<'a, u8>>>,
+}
+impl<'a> Default for PeerHelloArgs<'a> {
+  #[inline]
+  fn default() -> Self {
+    PeerHelloArgs {
+      node_id: 0,
+      group: 0,
+      format_version: 0,
+      auth_method: 0,
+      auth_data: None,
+    }
+  }
+}
+
+pub struct PeerHelloBuilder<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> {
+  fbb_: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>,
+  start_: ::flatbuffers::WIPOffset<::flatbuffers::TableUnfinishedWIPOffset>,
+}
+impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> PeerHelloBuilder<'a, 'b, A> {
+  #[inline]
+  pub fn add_node_id(&mut self, node_id: u32) {
+    self.fbb_.push_slot::<u32>(PeerHello::VT_NODE_ID, node_id, 0);
+  }
+  #[inline]
+  pub fn add_group(&mut self, group: u32) {
+    self.fbb_.push_slot::<u32>(PeerHello::VT_GROUP, group, 0);
+  }
+  #[inline]
+  pub fn add_format_version(&mut self, format_version: u16) {
+    self.fbb_.push_slot::<u16>(PeerHello::VT_FORMAT_VERSION, format_version, 0);
+  }
+  #[inline]
+  pub fn add_auth_method(&mut self, auth_method: u8) {
+    self.fbb_.push_slot::<u8>(PeerHello::VT_AUTH_METHOD, auth_method, 0);
+  }
+  #[inline]
+  pub fn add_auth_data(&mut self, auth_data: ::flatbuffers::WIPOffset<::flatbuffers::Vector<'b , u8>>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(PeerHello::VT_AUTH_DATA, auth_data);
+  }
+  #[inline]
+  pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> PeerHelloBuilder<'a, 'b, A> {
+    let start = _fbb.start_table();
+    PeerHelloBuilder {
+      fbb_: _fbb,
+      start_: start,
+    }
+  }
+  #[inline]
+  pub fn finish(self) -> ::flatbuffers::WIPOffset<PeerHello<'a>> {
+    let o = self.fbb_.end_table(self.start_);
+    ::flatbuffers::WIPOffset::new(o.value())
+  }
+}
+
+impl ::core::fmt::Debug for PeerHello<'_> {
+  fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
+    let mut ds = f.debug_struct("PeerHello");
+      ds.field("node_id", &self.node_id());
+      ds.field("group", &self.group());
+      ds.field("format_version", &self.format_version());
+      ds.field("auth_method", &self.auth_method());
+      ds.field("auth_data", &self.auth_data());
+      ds.finish()
+  }
+}
 pub enum PeerFrameOffset {}
 #[derive(Copy, Clone, PartialEq)]
 
-/// Every message of one Ready pass from one replica to one peer of a group.
+/// Messages from one replica to one peer of a group (a Ready pass's, or part of them).
 pub struct PeerFrame<'a> {
   pub _tab: ::flatbuffers::Table<'a>,
 }
@@ -748,6 +920,7 @@ impl<'a> PeerFrame<'a> {
   pub const VT_FROM_NODE: ::flatbuffers::VOffsetT = 4;
   pub const VT_GROUP: ::flatbuffers::VOffsetT = 6;
   pub const VT_MESSAGES: ::flatbuffers::VOffsetT = 8;
+  pub const VT_HELLO: ::flatbuffers::VOffsetT = 10;
 
   #[inline]
   pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
@@ -759,6 +932,7 @@ impl<'a> PeerFrame<'a> {
     args: &'args PeerFrameArgs<'args>
   ) -> ::flatbuffers::WIPOffset<PeerFrame<'bldr>> {
     let mut builder = PeerFrameBuilder::new(_fbb);
+    if let Some(x) = args.hello { builder.add_hello(x); }
     if let Some(x) = args.messages { builder.add_messages(x); }
     builder.add_group(args.group);
     builder.add_from_node(args.from_node);
@@ -789,6 +963,14 @@ impl<'a> PeerFrame<'a> {
     // which contains a valid value in this slot
     unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'a, ::flatbuffers::ForwardsUOffset<RaftMessage>>>>(PeerFrame::VT_MESSAGES, None)}
   }
+  /// Set on the first frame of a connection only.
+  #[inline]
+  pub fn hello(&self) -> Option<PeerHello<'a>> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<PeerHello>>(PeerFrame::VT_HELLO, None)}
+  }
 }
 
 impl ::flatbuffers::Verifiable for PeerFrame<'_> {
@@ -800,6 +982,7 @@ impl ::flatbuffers::Verifiable for PeerFrame<'_> {
      .visit_field::<u32>("from_node", Self::VT_FROM_NODE, false)?
      .visit_field::<u32>("group", Self::VT_GROUP, false)?
      .visit_field::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'_, ::flatbuffers::ForwardsUOffset<RaftMessage>>>>("messages", Self::VT_MESSAGES, false)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<PeerHello>>("hello", Self::VT_HELLO, false)?
      .finish();
     Ok(())
   }
@@ -808,6 +991,7 @@ pub struct PeerFrameArgs<'a> {
     pub from_node: u32,
     pub group: u32,
     pub messages: Option<::flatbuffers::WIPOffset<::flatbuffers::Vector<'a, ::flatbuffers::ForwardsUOffset<RaftMessage<'a>>>>>,
+    pub hello: Option<::flatbuffers::WIPOffset<PeerHello<'a>>>,
 }
 impl<'a> Default for PeerFrameArgs<'a> {
   #[inline]
@@ -816,6 +1000,7 @@ impl<'a> Default for PeerFrameArgs<'a> {
       from_node: 0,
       group: 0,
       messages: None,
+      hello: None,
     }
   }
 }
@@ -838,6 +1023,10 @@ impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> PeerFrameBuilder<'a, 'b, A> {
     self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(PeerFrame::VT_MESSAGES, messages);
   }
   #[inline]
+  pub fn add_hello(&mut self, hello: ::flatbuffers::WIPOffset<PeerHello<'b >>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<PeerHello>>(PeerFrame::VT_HELLO, hello);
+  }
+  #[inline]
   pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> PeerFrameBuilder<'a, 'b, A> {
     let start = _fbb.start_table();
     PeerFrameBuilder {
@@ -858,6 +1047,7 @@ impl ::core::fmt::Debug for PeerFrame<'_> {
       ds.field("from_node", &self.from_node());
       ds.field("group", &self.group());
       ds.field("messages", &self.messages());
+      ds.field("hello", &self.hello());
       ds.finish()
   }
 }

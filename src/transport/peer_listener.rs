@@ -1,0 +1,241 @@
+//! A shard's peer port: connections from the same shard of the other nodes, carrying
+//! their Raft messages for this shard's replica group.
+//!
+//! ```text
+//! accept ─▶ first frame within PEER_HELLO_TIMEOUT ─▶ ingress::admit_hello
+//!             refused (or no hello in time) ─▶ log, close
+//!             admitted ─▶ each frame ─▶ ingress::admit ─▶ deliver(node, messages)
+//!                                         refusals ─▶ log (rate-limited)
+//! ```
+//!
+//! Frames are read and delivered one after the other, in order (Raft needs a peer's
+//! messages in the order they were sent). Bounds: `MAX_PEER_CONNECTIONS_AWAITING_HELLO`
+//! connections without a hello yet (each closed after `PEER_HELLO_TIMEOUT`),
+//! `MAX_PEER_CONNECTIONS_PER_SHARD` admitted ones; more are closed at once. A frame above
+//! `max_frame_bytes` is skipped (the sender's splitting should make that impossible) and
+//! a malformed one dropped; an empty one closes the connection. Never panics on input:
+//! everything from the network is checked by the codec and by `ingress`.
+
+use std::cell::{Cell, RefCell};
+use std::net::SocketAddr;
+use std::rc::Rc;
+use std::time::{Duration, Instant};
+
+use futures_lite::AsyncReadExt;
+use glommio::net::{TcpListener, TcpStream};
+use raft::eraftpb::Message;
+
+use crate::constants::{
+    MAX_PEER_CONNECTIONS_AWAITING_HELLO, MAX_PEER_CONNECTIONS_PER_SHARD, PEER_HELLO_TIMEOUT,
+};
+use crate::protocol::frame::FrameDecoder;
+use crate::protocol::peer_codec::decode_peer_frame;
+use crate::protocol::ProtocolError;
+use crate::transport::ingress::{admit, admit_hello, RefusalLogLimiter};
+
+const READ_BUFFER_BYTES: usize = 64 * 1024;
+
+/// Hands admitted messages to the replica group: (sending node, messages in order).
+pub type Deliver = Rc<dyn Fn(u64, Vec<Message>)>;
+
+/// Who may send what to this listener.
+#[derive(Clone, Debug)]
+pub struct PeerIngress {
+    /// This node's id.
+    pub this_node: u64,
+    /// The listener's replica group (shard index).
+    pub group: u32,
+    /// Every node of the cluster (`--peers`), this one included.
+    pub voters: Vec<u64>,
+    /// Largest frame accepted.
+    pub max_frame_bytes: u32,
+}
+
+struct Listener {
+    ingress: PeerIngress,
+    deliver: Deliver,
+    awaiting_hello: Cell<usize>,
+    admitted: Cell<usize>,
+    refusal_log: RefCell<RefusalLogLimiter>,
+}
+
+impl Listener {
+    fn log_refusal(&self, peer: Option<SocketAddr>, what: &str, reason: &dyn std::fmt::Display) {
+        let Some(suppressed) = self.refusal_log.borrow_mut().should_log(Instant::now()) else {
+            return;
+        };
+        tracing::warn!(
+            group = self.ingress.group,
+            peer = ?peer,
+            suppressed_since_last = suppressed,
+            "peer port: {what}: {reason}"
+        );
+    }
+}
+
+/// Accepts peer connections until `stopping` is set.
+pub async fn serve_peers(
+    listener: TcpListener,
+    ingress: PeerIngress,
+    deliver: Deliver,
+    stopping: Rc<Cell<bool>>,
+) {
+    let state = Rc::new(Listener {
+        ingress,
+        deliver,
+        awaiting_hello: Cell::new(0),
+        admitted: Cell::new(0),
+        refusal_log: RefCell::new(RefusalLogLimiter::default()),
+    });
+    while !stopping.get() {
+        let stream = match listener.accept().await {
+            Ok(stream) => stream,
+            Err(error) => {
+                tracing::warn!(group = state.ingress.group, %error, "peer accept failed");
+                glommio::timer::sleep(Duration::from_millis(10)).await;
+                continue;
+            }
+        };
+        if state.awaiting_hello.get() >= MAX_PEER_CONNECTIONS_AWAITING_HELLO {
+            state.log_refusal(
+                stream.peer_addr().ok(),
+                "connection closed",
+                &"too many connections without a hello",
+            );
+            continue;
+        }
+        state.awaiting_hello.set(state.awaiting_hello.get() + 1);
+        let state = state.clone();
+        glommio::spawn_local(async move {
+            let peer = stream.peer_addr().ok();
+            if let Err(error) = handle_peer_connection(&state, stream, peer).await {
+                tracing::debug!(?peer, %error, "peer connection closed");
+            }
+        })
+        .detach();
+    }
+}
+
+/// What ended the reading of a frame.
+enum ReadEnd {
+    /// The connection is closed (or broken).
+    Closed,
+    /// No frame within the hello timeout.
+    TimedOut,
+}
+
+async fn handle_peer_connection(
+    state: &Rc<Listener>,
+    mut stream: TcpStream,
+    peer: Option<SocketAddr>,
+) -> std::io::Result<()> {
+    let mut decoder = FrameDecoder::new(state.ingress.max_frame_bytes);
+    let mut buffer = vec![0u8; READ_BUFFER_BYTES];
+    let first = futures_lite::future::or(
+        async { next_frame(state, &mut stream, &mut decoder, &mut buffer, peer).await },
+        async {
+            glommio::timer::sleep(PEER_HELLO_TIMEOUT).await;
+            Err(ReadEnd::TimedOut)
+        },
+    )
+    .await;
+    state.awaiting_hello.set(state.awaiting_hello.get() - 1);
+    let first = match first {
+        Ok(frame) => frame,
+        Err(ReadEnd::TimedOut) => {
+            state.log_refusal(peer, "connection closed", &"no hello in time");
+            return Ok(());
+        }
+        Err(ReadEnd::Closed) => return Ok(()),
+    };
+    let ingress = &state.ingress;
+    let hello = decode_peer_frame(&first)
+        .map_err(|e| e.to_string())
+        .and_then(|frame| {
+            admit_hello(&frame, ingress.this_node, ingress.group, &ingress.voters)
+                .map_err(|e| e.to_string())
+        });
+    let node = match hello {
+        Ok(node) => node,
+        Err(reason) => {
+            state.log_refusal(peer, "connection refused", &reason);
+            return Ok(());
+        }
+    };
+    if state.admitted.get() >= MAX_PEER_CONNECTIONS_PER_SHARD {
+        state.log_refusal(peer, "connection closed", &"too many peer connections");
+        return Ok(());
+    }
+    state.admitted.set(state.admitted.get() + 1);
+    tracing::debug!(
+        group = ingress.group,
+        node,
+        ?peer,
+        "peer connection admitted"
+    );
+    let result = serve_admitted(state, node, stream, decoder, buffer, peer).await;
+    state.admitted.set(state.admitted.get() - 1);
+    result
+}
+
+async fn serve_admitted(
+    state: &Rc<Listener>,
+    node: u64,
+    mut stream: TcpStream,
+    mut decoder: FrameDecoder,
+    mut buffer: Vec<u8>,
+    peer: Option<SocketAddr>,
+) -> std::io::Result<()> {
+    let ingress = &state.ingress;
+    while let Ok(bytes) = next_frame(state, &mut stream, &mut decoder, &mut buffer, peer).await {
+        let frame = match decode_peer_frame(&bytes) {
+            Ok(frame) => frame,
+            Err(error) => {
+                state.log_refusal(peer, "frame dropped", &error);
+                continue;
+            }
+        };
+        let (messages, refusals) = admit(
+            node,
+            ingress.this_node,
+            ingress.group,
+            &ingress.voters,
+            frame,
+        );
+        for refusal in &refusals {
+            state.log_refusal(peer, "dropped", refusal);
+        }
+        if !messages.is_empty() {
+            (state.deliver)(node, messages);
+        }
+    }
+    Ok(())
+}
+
+/// The next frame of the connection; an oversized one is logged and skipped.
+async fn next_frame(
+    state: &Listener,
+    stream: &mut TcpStream,
+    decoder: &mut FrameDecoder,
+    buffer: &mut [u8],
+    peer: Option<SocketAddr>,
+) -> Result<Vec<u8>, ReadEnd> {
+    loop {
+        match decoder.next_frame() {
+            Ok(Some(frame)) => return Ok(frame),
+            Ok(None) => {}
+            Err(error @ ProtocolError::FrameTooLarge { .. }) => {
+                state.log_refusal(peer, "frame skipped", &error);
+                continue;
+            }
+            Err(error) => {
+                state.log_refusal(peer, "connection closed", &error);
+                return Err(ReadEnd::Closed);
+            }
+        }
+        match stream.read(buffer).await {
+            Ok(0) | Err(_) => return Err(ReadEnd::Closed),
+            Ok(count) => decoder.push(&buffer[..count]),
+        }
+    }
+}
