@@ -124,3 +124,11 @@ pub const MAX_PEER_CONNECTIONS_PER_SHARD: usize = 256;
 
 /// A peer connection whose first frame (the hello) has not arrived by then is closed.
 pub const PEER_HELLO_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// Catch-up reads (entries for followers behind the tail cache) in flight per shard: they
+/// run off the Ready path, and raft-rs asks for more only as a follower's window frees, so
+/// a follower far behind is caught up at the pace it acknowledges, never in one pass.
+pub const MAX_CATCH_UP_READS: usize = 4;
+
+/// Bytes of catch-up reads in flight per shard (each at most one AppendEntries message).
+pub const MAX_CATCH_UP_READ_BYTES: u64 = 16 * 1024 * 1024;

@@ -104,6 +104,8 @@ fn run_many(args: &Args, options: RunOptions) -> ExitCode {
     let started = Instant::now();
     let (mut events, mut simulated_ns, mut failures) = (0u64, 0u64, 0u64);
     let mut seeds_with_fault = [0u64; 8];
+    // Seeds that saw a catch-up read, a snapshot install, a parked Ready.
+    let mut seeds_with = [0u64; 3];
     let mut first_failure = None;
     let mut ran = 0;
     for seed in args.first..args.first + args.seeds {
@@ -113,6 +115,17 @@ fn run_many(args: &Args, options: RunOptions) -> ExitCode {
         simulated_ns += report.stats.simulated_ns;
         for (kind, count) in report.stats.faults.iter().enumerate() {
             seeds_with_fault[kind] += u64::from(*count > 0);
+        }
+        let stats = &report.stats;
+        for (slot, count) in [
+            stats.catch_up_reads,
+            stats.snapshot_installs,
+            stats.parked_readies,
+        ]
+        .into_iter()
+        .enumerate()
+        {
+            seeds_with[slot] += u64::from(count > 0);
         }
         if let Some(v) = &report.violation {
             failures += 1;
@@ -135,6 +148,13 @@ fn run_many(args: &Args, options: RunOptions) -> ExitCode {
         })
         .collect();
     println!("seeds with each fault: {}", coverage.join(", "));
+    let share = |n: u64| 100.0 * n as f64 / ran as f64;
+    println!(
+        "seeds with: catch-up reads {:.0}%, snapshot installs {:.0}%, Readies parked for disk work {:.0}%",
+        share(seeds_with[0]),
+        share(seeds_with[1]),
+        share(seeds_with[2])
+    );
     println!(
         "{ran} seeds, {failures} failed{}; {:.0} events/seed; {:.1} seeds/s; {:.0} simulated s per real s",
         first_failure.map_or(String::new(), |s| format!(" (first: {s:#x}, after {} seeds)", s - args.first + 1)),

@@ -90,6 +90,8 @@ pub struct LogState {
     /// The Raft snapshot at the compaction point, for followers behind it (kept by the
     /// owner of the applied state; the log does not interpret it).
     pub(crate) snapshot: Option<raft::eraftpb::Snapshot>,
+    /// Catch-up reads raft-rs asked for and entries read for them (`raft_storage`).
+    pub(crate) catch_up: crate::log::raft_storage::CatchUp,
 }
 
 /// One segment as retention sees it.
@@ -190,6 +192,23 @@ impl CommitLog {
                 path: s.path.clone(),
             })
             .collect()
+    }
+
+    /// The catch-up reads raft-rs asked for since the last call (entries of a follower
+    /// behind the tail cache: read them off the Ready path, then `stage_fetched`).
+    pub fn take_fetch_misses(&self) -> Vec<crate::log::raft_storage::FetchMiss> {
+        std::mem::take(&mut self.state.borrow_mut().catch_up.misses)
+    }
+
+    /// Entries read for a catch-up, from `low` on: the next `raft::Storage::entries` call
+    /// for `low` gets them.
+    pub fn stage_fetched(&self, low: u64, entries: Vec<Entry>) {
+        self.state.borrow_mut().catch_up.staged.insert(low, entries);
+    }
+
+    /// Drops entries staged for `low` that were not asked for.
+    pub fn unstage(&self, low: u64) {
+        self.state.borrow_mut().catch_up.staged.remove(&low);
     }
 
     /// Every entry at or below this index has been handed to a flush (it may be on disk);
@@ -979,6 +998,7 @@ async fn build_state(
         writes_chain: None,
         sync_chain: None,
         snapshot: None,
+        catch_up: Default::default(),
     })
 }
 

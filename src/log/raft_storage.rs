@@ -3,10 +3,14 @@
 //! Which calls touch the disk:
 //! - `initial_state`, `first_index`, `last_index`, `term`: never (answered from memory:
 //!   the meta state, and the in-memory index → term runs).
-//! - `entries`: only for entries no longer in the tail cache (a follower far behind, or
-//!   right after a restart). Those are read with a blocking positioned read (`pread`) on
-//!   the executor thread, since `Storage` is synchronous; every entry is checked against its
-//!   crc32c. Size the tail cache so that normal replication never gets here.
+//! - `entries`: never for entries to send to a follower (`SendAppend`, the only context
+//!   raft-rs lets answer later): when they are no longer in the tail cache, the call is
+//!   recorded as a `FetchMiss` and answered `LogTemporarilyUnavailable`; the replica reads
+//!   them off the Ready path (bounded, paced by raft-rs's window), stages them, and tells
+//!   raft-rs (`on_entries_fetched`), whose next call gets the staged entries. Other
+//!   contexts (committed entries to apply after a restart, bounded per Ready) are read
+//!   with a blocking positioned read (`pread`) on the executor thread. Every entry read
+//!   is checked against its crc32c.
 //! - `snapshot`: never; the log holds no application state, so it answers
 //!   `SnapshotTemporarilyUnavailable` (the replication layer provides snapshots).
 //!
@@ -24,6 +28,40 @@ use crate::log::commit_log::LogState;
 use crate::log::error::LogError;
 use crate::log::meta::ConfStateRecord;
 use crate::log::reader::{EntryReader, ReadRequest};
+
+/// A read raft-rs asked for that the tail cache could not serve.
+pub struct FetchMiss {
+    /// First index wanted.
+    pub low: u64,
+    /// One past the last index wanted.
+    pub high: u64,
+    /// Payload bytes wanted at most.
+    pub max_bytes: u64,
+    /// raft-rs's context, handed back with `on_entries_fetched`.
+    pub context: GetEntriesContext,
+}
+
+impl std::fmt::Debug for FetchMiss {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "FetchMiss[{}, {}) {} bytes",
+            self.low, self.high, self.max_bytes
+        )
+    }
+}
+
+/// Catch-up reads asked for, and entries read for them.
+#[derive(Debug, Default)]
+pub struct CatchUp {
+    /// Misses not yet taken by the replica.
+    pub misses: Vec<FetchMiss>,
+    /// Entries read, by their first index.
+    pub staged: std::collections::BTreeMap<u64, Vec<Entry>>,
+}
+
+/// Most misses kept before the replica takes them (raft-rs asks again later).
+const MAX_PENDING_MISSES: usize = 64;
 
 /// The `raft::Storage` view of a CommitLog (shares its state).
 #[derive(Clone)]
@@ -98,6 +136,33 @@ fn read_blocking(state: &mut LogState, request: &ReadRequest) -> Result<Vec<u8>,
     Ok(bytes)
 }
 
+/// Entries for a follower that are no longer cached: the ones read for this call if they
+/// are staged, else a recorded miss and `LogTemporarilyUnavailable` (no disk read here).
+fn serve_staged(
+    state: &mut LogState,
+    low: u64,
+    high: u64,
+    max_size: u64,
+    context: GetEntriesContext,
+) -> raft::Result<Vec<Entry>> {
+    if let Some(mut entries) = state.catch_up.staged.remove(&low) {
+        entries.retain(|e| e.index < high);
+        if entries.first().is_some_and(|e| e.index == low) {
+            raft::util::limit_size(&mut entries, Some(max_size));
+            return Ok(entries);
+        }
+    }
+    if state.catch_up.misses.len() < MAX_PENDING_MISSES {
+        state.catch_up.misses.push(FetchMiss {
+            low,
+            high,
+            max_bytes: max_size,
+            context,
+        });
+    }
+    Err(raft::Error::Store(StorageError::LogTemporarilyUnavailable))
+}
+
 impl Storage for RaftLogStorage {
     fn initial_state(&self) -> raft::Result<RaftState> {
         let state = self.state.borrow();
@@ -116,16 +181,21 @@ impl Storage for RaftLogStorage {
         low: u64,
         high: u64,
         max_size: impl Into<Option<u64>>,
-        _context: GetEntriesContext,
+        context: GetEntriesContext,
     ) -> raft::Result<Vec<Entry>> {
         let max_size = max_size.into().unwrap_or(u64::MAX);
         let mut state = self.state.borrow_mut();
         state.check_range(low, high).map_err(to_raft_error)?;
         let mut reader =
             EntryReader::new(low, high, max_size, state.config.max_entry_payload_bytes);
-        while let Some(request) = reader.next_request(&state.segments, &state.cache) {
+        let mut next = reader.next_request(&state.segments, &state.cache);
+        if next.is_some() && context.can_async() {
+            return serve_staged(&mut state, low, high, max_size, context);
+        }
+        while let Some(request) = next.take() {
             let bytes = read_blocking(&mut state, &request).map_err(to_raft_error)?;
             reader.feed(&request, &bytes).map_err(to_raft_error)?;
+            next = reader.next_request(&state.segments, &state.cache);
         }
         let mut entries = reader.entries;
         raft::util::limit_size(&mut entries, Some(max_size));

@@ -81,6 +81,13 @@ pub enum Input {
         /// Durable index after it.
         outcome: Result<u64, StorageFailure>,
     },
+    /// A catch-up read ended.
+    ReadDone {
+        /// Which one.
+        op: OpId,
+        /// The entries read (from the read's `low` on), or why not.
+        outcome: Result<Vec<raft::eraftpb::Entry>, StorageFailure>,
+    },
     /// A disk operation ended.
     DiskDone {
         /// Which one.
@@ -144,6 +151,18 @@ pub enum Effect {
     Flush {
         /// Which one.
         flush: FlushId,
+    },
+    /// Read entries `[low, high)`, at most about `max_bytes` (at least one), for a
+    /// follower catching up; report `ReadDone`.
+    ReadEntries {
+        /// Which one.
+        op: OpId,
+        /// First index.
+        low: u64,
+        /// One past the last index.
+        high: u64,
+        /// Payload bytes at most.
+        max_bytes: u64,
     },
     /// Do disk work; report `DiskDone`.
     Disk {

@@ -9,6 +9,7 @@
 
 use raft::eraftpb::{Entry, Snapshot};
 
+pub use crate::log::raft_storage::FetchMiss;
 use crate::log::{ConfStateRecord, HardStateRecord};
 
 /// Why the storage failed. A failed store is never written again.
@@ -84,4 +85,10 @@ pub trait LogStore {
     fn last_sealed_index(&self) -> u64;
     /// The segments, oldest first (the last one is being written).
     fn segments(&self) -> Vec<SegmentSummary>;
+    /// Reads raft-rs asked for that the view could not serve from memory.
+    fn take_misses(&mut self) -> Vec<FetchMiss>;
+    /// Entries read for a miss from `low` on; the view's next call for `low` gets them.
+    fn stage_fetched(&mut self, low: u64, entries: Vec<Entry>);
+    /// Drops entries staged for `low` (raft-rs did not ask for them after all).
+    fn unstage(&mut self, low: u64);
 }

@@ -192,6 +192,8 @@ pub struct Replica<S: LogStore> {
     pub(crate) deferred_appends: VecDeque<(u64, Vec<raft::eraftpb::Entry>)>,
     /// Peer messages refused at ingress (wrong sender, addressee or type).
     pub refused_messages: u64,
+    /// Catch-up reads in flight.
+    pub(crate) catch_up: crate::replication::catch_up::CatchUpReads,
 }
 
 impl<S: LogStore> Replica<S> {
@@ -256,6 +258,7 @@ impl<S: LogStore> Replica<S> {
             persisted_commit,
             deferred_appends: VecDeque::new(),
             refused_messages: 0,
+            catch_up: Default::default(),
             config,
         };
         replica.draw_election_timeout();
@@ -305,6 +308,7 @@ impl<S: LogStore> Replica<S> {
             Input::ControllerTopics { topics } => self.on_controller_topics(topics),
             Input::FlushDone { flush, outcome } => self.on_flush_done(flush, outcome, effects),
             Input::DiskDone { op, outcome } => self.on_disk_done(op, outcome, effects),
+            Input::ReadDone { op, outcome } => self.on_read_done(op, outcome),
             Input::SendFailed {
                 peer,
                 dropped_snapshot,
@@ -377,7 +381,9 @@ impl<S: LogStore> Replica<S> {
     /// After any input: new Readies, seeded timeouts on a term or role change, leader
     /// changes.
     pub(crate) fn after_input(&mut self, effects: &mut Vec<Effect>) {
+        self.start_catch_up_reads(effects);
         self.drain_ready(effects);
+        self.start_catch_up_reads(effects);
         self.note_role(effects);
     }
 

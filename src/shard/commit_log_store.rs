@@ -4,7 +4,7 @@
 use raft::eraftpb::{Entry, Snapshot};
 
 use crate::log::{CommitLog, ConfStateRecord, HardStateRecord, LogError, RaftLogStorage};
-use crate::replication::log_store::{LogStore, SegmentSummary, StorageFailure};
+use crate::replication::log_store::{FetchMiss, LogStore, SegmentSummary, StorageFailure};
 
 /// A log error as the replica sees it.
 pub fn storage_failure(error: &LogError) -> StorageFailure {
@@ -84,6 +84,18 @@ impl LogStore for CommitLog {
 
     fn last_sealed_index(&self) -> u64 {
         CommitLog::last_sealed_index(self)
+    }
+
+    fn take_misses(&mut self) -> Vec<FetchMiss> {
+        self.take_fetch_misses()
+    }
+
+    fn stage_fetched(&mut self, low: u64, entries: Vec<Entry>) {
+        CommitLog::stage_fetched(self, low, entries);
+    }
+
+    fn unstage(&mut self, low: u64) {
+        CommitLog::unstage(self, low);
     }
 
     fn segments(&self) -> Vec<SegmentSummary> {

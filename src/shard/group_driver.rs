@@ -235,6 +235,23 @@ impl ShardCore {
                 .detach();
             }
             Effect::Disk { op, work } => self.start_disk_work(op, work),
+            Effect::ReadEntries {
+                op,
+                low,
+                high,
+                max_bytes,
+            } => {
+                let core = self.clone();
+                glommio::spawn_local(async move {
+                    let outcome = core
+                        .log
+                        .read(low, high, max_bytes)
+                        .await
+                        .map_err(|e| storage_failure(&e));
+                    core.feed(Input::ReadDone { op, outcome });
+                })
+                .detach();
+            }
             Effect::Answer { request, outcome } => {
                 if let Some(sender) = self.requests.borrow_mut().remove(&request) {
                     let _ = sender.try_send(outcome);

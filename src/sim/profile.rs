@@ -68,6 +68,9 @@ pub struct Profile {
     pub retention_bytes: u64,
     /// Ticks a preferred leader must be current before a transfer.
     pub balance_ticks: Option<u64>,
+    /// Entries a store keeps in memory for followers (0: all); older ones are read off
+    /// the Ready path.
+    pub cache_entries: u64,
 }
 
 /// The kinds of fault a run may inject.
@@ -153,6 +156,11 @@ impl Profile {
             segment_entries: rng.range(16, 128),
             retention_bytes: rng.range(16 * 1024, 256 * 1024),
             balance_ticks: rng.chance(1, 2).then(|| rng.range(20, 200)),
+            cache_entries: if rng.chance(3, 10) {
+                0
+            } else {
+                rng.range(4, 256)
+            },
         }
     }
 

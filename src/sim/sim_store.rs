@@ -16,7 +16,7 @@ use raft::{GetEntriesContext, RaftState, Storage, StorageError};
 
 use crate::log::raft_storage::{from_conf_state, to_conf_state};
 use crate::log::{ConfStateRecord, HardStateRecord};
-use crate::replication::log_store::{LogStore, SegmentSummary, StorageFailure};
+use crate::replication::log_store::{FetchMiss, LogStore, SegmentSummary, StorageFailure};
 use crate::replication::prng::Prng;
 use crate::replication::replica::entry_bytes;
 
@@ -72,6 +72,11 @@ pub struct SimLog {
     pub refuse_next_append: bool,
     /// A failed store takes no more writes.
     pub poisoned: bool,
+    /// Entries kept in memory for followers (the tail cache): older ones are read off
+    /// the Ready path (0: all in memory).
+    pub cache_entries: u64,
+    /// Catch-up reads asked for, and entries read for them.
+    pub catch_up: crate::log::raft_storage::CatchUp,
 }
 
 impl SimLog {
@@ -103,6 +108,16 @@ impl SimLog {
         self.entries.truncate(keep);
         self.written_index = self.written_index.min(from_index - 1);
         self.durable_index = self.durable_index.min(from_index - 1);
+    }
+
+    /// Entries `[low, high)` up to about `max_size` bytes (at least one).
+    pub fn read(&self, low: u64, high: u64, max_size: Option<u64>) -> Vec<Entry> {
+        let first = self.first_index();
+        let start = low.saturating_sub(first) as usize;
+        let end = (high.min(self.last_index() + 1).saturating_sub(first) as usize).max(start);
+        let mut entries = self.entries[start.min(self.entries.len())..end].to_vec();
+        raft::util::limit_size(&mut entries, max_size);
+        entries
     }
 
     /// Starts a flush of everything appended so far.
@@ -155,6 +170,7 @@ impl SimLog {
             durable_meta: self.durable_meta.clone(),
             snapshot_files: self.snapshot_files.clone(),
             segment_entries: self.segment_entries,
+            cache_entries: self.cache_entries,
             ..Default::default()
         };
         let mut keep_upto = self.durable_index;
@@ -370,6 +386,18 @@ impl LogStore for SimLogStore {
         ((last - 1) / per) * per
     }
 
+    fn take_misses(&mut self) -> Vec<FetchMiss> {
+        std::mem::take(&mut self.log.borrow_mut().catch_up.misses)
+    }
+
+    fn stage_fetched(&mut self, low: u64, entries: Vec<Entry>) {
+        self.log.borrow_mut().catch_up.staged.insert(low, entries);
+    }
+
+    fn unstage(&mut self, low: u64) {
+        self.log.borrow_mut().catch_up.staged.remove(&low);
+    }
+
     fn segments(&self) -> Vec<SegmentSummary> {
         let log = self.log.borrow();
         let per = log.segment_entries.max(1);
@@ -393,6 +421,32 @@ impl LogStore for SimLogStore {
     }
 }
 
+/// As the `CommitLog`'s view: staged entries for `low`, or a recorded miss.
+fn serve_staged(
+    log: &mut SimLog,
+    low: u64,
+    high: u64,
+    max_size: Option<u64>,
+    context: GetEntriesContext,
+) -> raft::Result<Vec<Entry>> {
+    if let Some(mut entries) = log.catch_up.staged.remove(&low) {
+        entries.retain(|e| e.index < high);
+        if entries.first().is_some_and(|e| e.index == low) {
+            raft::util::limit_size(&mut entries, max_size);
+            return Ok(entries);
+        }
+    }
+    if log.catch_up.misses.len() < 64 {
+        log.catch_up.misses.push(FetchMiss {
+            low,
+            high,
+            max_bytes: max_size.unwrap_or(u64::MAX),
+            context,
+        });
+    }
+    Err(raft::Error::Store(StorageError::LogTemporarilyUnavailable))
+}
+
 impl Storage for SimLogStore {
     fn initial_state(&self) -> raft::Result<RaftState> {
         let log = self.log.borrow();
@@ -409,20 +463,20 @@ impl Storage for SimLogStore {
         low: u64,
         high: u64,
         max_size: impl Into<Option<u64>>,
-        _context: GetEntriesContext,
+        context: GetEntriesContext,
     ) -> raft::Result<Vec<Entry>> {
-        let log = self.log.borrow();
+        let mut log = self.log.borrow_mut();
         if low < log.first_index() {
             return Err(raft::Error::Store(StorageError::Compacted));
         }
         if high > log.last_index() + 1 {
             return Err(raft::Error::Store(StorageError::Unavailable));
         }
-        let start = (low - log.first_index()) as usize;
-        let end = (high - log.first_index()) as usize;
-        let mut entries = log.entries[start..end].to_vec();
-        raft::util::limit_size(&mut entries, max_size.into());
-        Ok(entries)
+        let cached_from = log.last_index().saturating_sub(log.cache_entries);
+        if log.cache_entries > 0 && low <= cached_from && context.can_async() {
+            return serve_staged(&mut log, low, high, max_size.into(), context);
+        }
+        Ok(log.read(low, high, max_size.into()))
     }
 
     fn term(&self, index: u64) -> raft::Result<u64> {

@@ -50,6 +50,15 @@ pub enum Event {
         op: OpId,
         work: DiskWork,
     },
+    /// A catch-up read of a node ends.
+    ReadComplete {
+        node: u64,
+        incarnation: u64,
+        op: OpId,
+        low: u64,
+        high: u64,
+        max_bytes: u64,
+    },
     /// Inject a fault.
     Fault,
     /// A node goes down (kill -9, or the end of a planned stop).
@@ -109,6 +118,12 @@ pub struct Stats {
     pub acked: u64,
     /// Simulated nanoseconds.
     pub simulated_ns: u64,
+    /// Catch-up reads done off the Ready path.
+    pub catch_up_reads: u64,
+    /// Snapshots installed from a leader.
+    pub snapshot_installs: u64,
+    /// Readies parked for disk work (cuts of written entries, installs).
+    pub parked_readies: u64,
 }
 
 /// The world of one run.
@@ -155,6 +170,7 @@ impl World {
         for id in 1..=profile.nodes {
             let log = SimLog {
                 segment_entries: profile.segment_entries,
+                cache_entries: profile.cache_entries,
                 ..Default::default()
             };
             let mut rng = Prng::derive(seed, DISK_DOMAIN, id);
@@ -326,6 +342,30 @@ impl World {
             Effect::Send { to, messages } => self.send(id, to, messages, follow_ups),
             Effect::Flush { flush } => self.start_flush(id, flush),
             Effect::Disk { op, work } => self.start_disk(id, op, work),
+            Effect::ReadEntries {
+                op,
+                low,
+                high,
+                max_bytes,
+            } => {
+                let (low_ns, high_ns) = self.profile.flush_ns;
+                let Some(node) = self.nodes.get_mut(&id) else {
+                    return;
+                };
+                let at = self.now + node.rng.range(low_ns, high_ns);
+                let incarnation = node.incarnation;
+                self.schedule(
+                    at,
+                    Event::ReadComplete {
+                        node: id,
+                        incarnation,
+                        op,
+                        low,
+                        high,
+                        max_bytes,
+                    },
+                );
+            }
             Effect::Answer { request, outcome } => self.answer(request, outcome),
             Effect::Failed { failure } => {
                 self.trace
@@ -608,7 +648,28 @@ impl World {
                 incarnation,
                 op,
                 work,
-            } => self.disk_complete(node, incarnation, op, work),
+            } => {
+                match &work {
+                    DiskWork::InstallSnapshot { .. } => {
+                        self.stats.snapshot_installs += 1;
+                        self.stats.parked_readies += 1;
+                    }
+                    DiskWork::TruncateSuffix { .. } => self.stats.parked_readies += 1,
+                    _ => {}
+                }
+                self.disk_complete(node, incarnation, op, work)
+            }
+            Event::ReadComplete {
+                node,
+                incarnation,
+                op,
+                low,
+                high,
+                max_bytes,
+            } => {
+                self.stats.catch_up_reads += 1;
+                self.read_complete(node, incarnation, op, low, high, max_bytes)
+            }
             Event::Fault => self.inject_fault(),
             Event::Restart { node } => {
                 if !self.nodes.get(&node).is_some_and(|n| n.up) {
@@ -707,6 +768,34 @@ impl World {
             }
         };
         self.feed(id, Input::DiskDone { op, outcome });
+    }
+
+    fn read_complete(
+        &mut self,
+        id: u64,
+        incarnation: u64,
+        op: OpId,
+        low: u64,
+        high: u64,
+        max_bytes: u64,
+    ) {
+        let Some(node) = self.nodes.get(&id) else {
+            return;
+        };
+        if !node.up || node.incarnation != incarnation {
+            return;
+        }
+        let outcome = {
+            let log = node.store.log.borrow();
+            if low <= log.compaction.0 {
+                Err(StorageFailure::Io {
+                    detail: format!("entries from {low} were removed"),
+                })
+            } else {
+                Ok(log.read(low, high, Some(max_bytes)))
+            }
+        };
+        self.feed(id, Input::ReadDone { op, outcome });
     }
 
     fn resume(&mut self, id: u64) {
@@ -935,6 +1024,7 @@ impl World {
 fn held_by_pause(event: &Event) -> Option<u64> {
     match event {
         Event::Tick { node, .. }
+        | Event::ReadComplete { node, .. }
         | Event::FlushComplete { node, .. }
         | Event::DiskComplete { node, .. } => Some(*node),
         Event::Deliver(delivery) => Some(delivery.to),

@@ -73,8 +73,24 @@ fn apply(node: &mut Node, entries: Vec<Entry>) {
     }
 }
 
+/// Entries for followers behind the tail cache: the view records a miss; read them and
+/// hand them to raft-rs (as the replica does off its Ready path).
+async fn serve_catch_up_reads(node: &mut Node) {
+    for miss in node.log.take_fetch_misses() {
+        let entries = node
+            .log
+            .read(miss.low, miss.high, miss.max_bytes)
+            .await
+            .unwrap();
+        node.log.stage_fetched(miss.low, entries);
+        node.raft.on_entries_fetched(miss.context);
+        node.log.unstage(miss.low);
+    }
+}
+
 /// One pass of the Ready loop (persist, then send, then apply), as raft-rs documents it.
 async fn handle_ready(node: &mut Node, outbox: &mut VecDeque<Message>) {
+    serve_catch_up_reads(node).await;
     if !node.raft.has_ready() {
         return;
     }
