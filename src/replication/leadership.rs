@@ -46,6 +46,10 @@ impl<S: LogStore> Replica<S> {
             });
         }
         let leading = self.is_leader();
+        if leading && !self.was_leader {
+            // raft-rs appended its empty entry of the new term last.
+            self.term_start_index = self.raw.raft.raft_log.last_index();
+        }
         if self.was_leader && !leading {
             self.preferred_current_ticks = 0;
             self.answer_all_waiters(ShardError::Indeterminate, effects);
@@ -183,6 +187,14 @@ impl<S: LogStore> Replica<S> {
             return self.alone_and_failed();
         }
         self.raw.raft.state == StateRole::Leader
+    }
+
+    /// Whether this replica may answer reads: it leads and has applied every entry
+    /// committed before its term (an entry of its own term is applied), so the high
+    /// watermark it serves never goes back behind an earlier leader's.
+    pub fn serves_reads(&self) -> bool {
+        self.is_leader()
+            && (self.alone_and_failed() || self.state.applied_index() >= self.term_start_index)
     }
 
     /// The leader's id as this replica knows it (0: unknown).

@@ -194,6 +194,8 @@ pub struct Replica<S: LogStore> {
     pub refused_messages: u64,
     /// Catch-up reads in flight.
     pub(crate) catch_up: crate::replication::catch_up::CatchUpReads,
+    /// Index of this leader's first entry of its term (reads wait until it is applied).
+    pub(crate) term_start_index: u64,
 }
 
 impl<S: LogStore> Replica<S> {
@@ -259,6 +261,7 @@ impl<S: LogStore> Replica<S> {
             deferred_appends: VecDeque::new(),
             refused_messages: 0,
             catch_up: Default::default(),
+            term_start_index: u64::MAX,
             config,
         };
         replica.draw_election_timeout();
@@ -579,9 +582,11 @@ fn raft_config(config: &ReplicaConfig, applied: u64) -> Config {
         // Followers learn a new commit index from the next append or heartbeat, not from
         // an empty append sent for it alone: half the peer messages under load.
         skip_bcast_commit: true,
-        // Appends for one follower made in one pass go out as one message (the transport
-        // splits it into frames below the limit).
-        batch_append: true,
+        // Off: raft-rs 0.7's `try_batching` merges a follower's new entries into an empty
+        // MsgAppend already queued for it (a probe) without fixing its `index`, so the
+        // follower acknowledges entries it does not hold (found by the simulator). A
+        // pass's messages for a peer still share frames.
+        batch_append: false,
         ..Default::default()
     }
 }

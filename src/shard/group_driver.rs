@@ -427,6 +427,12 @@ impl ShardCore {
         self.feed(Input::ControllerTopics { topics });
     }
 
+    /// Whether this shard may answer reads: it leads and has applied everything committed
+    /// before its term, so the high watermark it serves never goes back.
+    pub fn serves_reads(&self) -> bool {
+        self.replica.borrow().serves_reads()
+    }
+
     /// Whether this shard leads its group.
     pub fn is_leader(&self) -> bool {
         self.replica.borrow().is_leader()

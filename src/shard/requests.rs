@@ -325,6 +325,10 @@ async fn handle_fetch(
 ) -> Result<Vec<u8>, WireError> {
     let topic = topic_or_error(core, fetch.topic())?;
     check_partition(core, &topic, fetch.partition())?;
+    if !core.serves_reads() {
+        // A new leader answers reads once it has applied what its predecessors committed.
+        return Err(WireError::not_leader(core));
+    }
     let deadline =
         Instant::now() + Duration::from_millis(u64::from(fetch.max_wait_ms())).min(MAX_FETCH_WAIT);
     loop {

@@ -106,7 +106,7 @@ pub fn run_seed(seed: u64, options: RunOptions) -> RunReport {
 /// The command that replays `seed` bit for bit.
 pub fn replay_command(seed: u64, options: &RunOptions) -> String {
     let mut command =
-        format!("cargo run --release --bin keel-sim -- --seed {seed:#x} --trace full");
+        format!("cargo run --profile sim --bin keel-sim -- --seed {seed:#x} --trace full");
     for (on, name) in defect_names(options) {
         if on {
             command.push_str(&format!(" --defect {name}"));

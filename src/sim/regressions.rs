@@ -35,3 +35,19 @@ fn seed_0xd_commit_ahead_of_a_parked_ready() {
 fn seed_0x5_batches_fit_the_unflushed_bound() {
     passes(0x5);
 }
+
+/// raft-rs 0.7's `batch_append` merged a follower's entries (from 38) into an empty
+/// MsgAppend already queued for it (index 63) without fixing the index: the follower
+/// acknowledged entries up to 89 holding 63 (A3 fired). `batch_append` is off now.
+#[test]
+fn seed_0x23e_an_append_merged_into_an_empty_probe() {
+    passes(0x23e);
+}
+
+/// A new leader served a partition's high watermark before applying what its
+/// predecessor committed: a consumer saw it go back (S6). Leaders now serve reads once
+/// an entry of their own term is applied.
+#[test]
+fn seed_0x2_a_new_leader_reads_only_after_applying_its_predecessors_commits() {
+    passes(0x2);
+}

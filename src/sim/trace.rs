@@ -107,6 +107,7 @@ fn summary(event: &Event) -> (u64, u64, u64) {
         Event::FaultsOff => (11, 0, 0),
         Event::Check => (12, 0, 0),
         Event::Crash { node } => (13, *node, 0),
+        Event::Consume => (15, 0, 0),
         Event::ReadComplete { node, op, .. } => (14, *node, op.0),
     }
 }

@@ -95,6 +95,8 @@ pub struct Workload {
     pub anomalies: Vec<String>,
     /// Batches acknowledged.
     pub acked: u64,
+    /// Highest high watermark served per partition (S6).
+    pub served_high_watermarks: BTreeMap<u32, u64>,
 }
 
 impl Workload {
@@ -121,6 +123,7 @@ impl Workload {
             max_value_bytes,
             anomalies: Vec::new(),
             acked: 0,
+            served_high_watermarks: BTreeMap::new(),
         }
     }
 

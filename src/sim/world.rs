@@ -25,6 +25,9 @@ const DISK_DOMAIN: u64 = 41;
 /// Events one run may take (a run that needs more is stuck in a storm).
 const MAX_EVENTS_PER_RUN: u64 = 2_000_000;
 
+/// How often the consumers poll, ns.
+const CONSUMER_POLL_NS: u64 = 20_000_000;
+
 /// How long a client waits for an answer before it retries elsewhere, ns.
 const CLIENT_TIMEOUT_NS: u64 = 1_000_000_000;
 
@@ -71,6 +74,8 @@ pub enum Event {
     Heal,
     /// A client acts (only its newest wake-up counts).
     Client { producer: usize, token: u64 },
+    /// The consumers poll the partitions' high watermarks.
+    Consume,
     /// The admin tries to create the topic (only its newest wake-up counts).
     Admin { token: u64 },
     /// Faults stop; liveness is checked.
@@ -605,6 +610,7 @@ impl World {
             self.schedule(at, Event::Fault);
         }
         self.schedule(self.faults_off_at, Event::FaultsOff);
+        self.schedule(self.now + CONSUMER_POLL_NS, Event::Consume);
         while self.violation.is_none() && !self.done {
             let Some(((at, _), event)) = self.events.pop_first() else {
                 self.fail("liveness", "nothing left to happen".to_string());
@@ -690,6 +696,7 @@ impl World {
                 }
             }
             Event::FaultsOff => self.faults_off(),
+            Event::Consume => self.consume(),
             Event::Check => self.check_liveness(),
         }
     }
@@ -916,6 +923,53 @@ impl World {
                 wait: false,
             },
         );
+    }
+
+    /// S6: the high watermark a leader serves never goes back (a consumer that saw an
+    /// offset as committed must never be told it is not), across leader changes and
+    /// restarts. Each partition's consumer asks a node; a node serves if it may.
+    fn consume(&mut self) {
+        self.schedule(self.now + CONSUMER_POLL_NS, Event::Consume);
+        let Some(topic_id) = self.workload.topic_id else {
+            return;
+        };
+        // Only a leader of the newest term is asked: a deposed leader that still believes
+        // it leads (cut off, until check-quorum steps it down) can serve an older high
+        // watermark — a known gap (leader leases would close it), not checked here.
+        let newest_term = self
+            .nodes
+            .values()
+            .filter_map(|n| n.replica.as_ref().map(|r| r.term()))
+            .max()
+            .unwrap_or(0);
+        for partition in 0..self.workload.partitions {
+            let target = self.workload.rng.range(1, self.profile.nodes + 1);
+            let Some(node) = self.nodes.get(&target).filter(|n| n.up && !n.paused) else {
+                continue;
+            };
+            let current = |r: &&Replica<SimLogStore>| r.serves_reads() && r.term() == newest_term;
+            let Some(replica) = node.replica.as_ref().filter(current) else {
+                continue;
+            };
+            let served = replica
+                .state()
+                .partition(topic_id, partition)
+                .map_or(0, |p| p.high_watermark());
+            let seen = self
+                .workload
+                .served_high_watermarks
+                .entry(partition)
+                .or_insert(0);
+            if served < *seen {
+                let detail = format!(
+                    "node {target} serves partition {partition} up to {served}, but {} was \
+                     served before",
+                    *seen
+                );
+                return self.fail("S6", detail);
+            }
+            *seen = served;
+        }
     }
 
     fn faults_off(&mut self) {
