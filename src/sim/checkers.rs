@@ -211,15 +211,15 @@ fn check_partitions(
             else {
                 return violation("P5", format!("node {node}: index points at a non-batch"));
             };
-            if let Some((producer, sequence)) = producer_of(batch) {
-                if let Some(other) =
-                    seen_sequences.insert((producer, partition, sequence), location.base_offset)
+            if let Some((producer, epoch, sequence)) = producer_of(batch) {
+                if let Some(other) = seen_sequences
+                    .insert((producer, epoch, partition, sequence), location.base_offset)
                 {
                     return violation(
                         "P4",
                         format!(
-                            "node {node} partition {partition}: producer {producer} sequence \
-                             {sequence} stored at offsets {other} and {}",
+                            "node {node} partition {partition}: producer {producer} epoch \
+                             {epoch} sequence {sequence} stored at offsets {other} and {}",
                             location.base_offset
                         ),
                     );
@@ -264,10 +264,16 @@ fn sorted_partitions(
     partitions
 }
 
-fn producer_of(batch: &[u8]) -> Option<(u64, u32)> {
+fn producer_of(batch: &[u8]) -> Option<(u64, u16, u32)> {
     let options = crate::protocol::codec::verifier_options(batch.len());
     let parsed =
         flatbuffers::root_with_opts::<crate::protocol::records::RecordBatch>(&options, batch)
             .ok()?;
-    (parsed.producer_id() != 0).then(|| (parsed.producer_id(), parsed.base_sequence()))
+    (parsed.producer_id() != 0).then(|| {
+        (
+            parsed.producer_id(),
+            parsed.producer_epoch(),
+            parsed.base_sequence(),
+        )
+    })
 }

@@ -24,6 +24,8 @@ pub struct BatchRecord {
     pub producer: u64,
     /// Partition.
     pub partition: u32,
+    /// Epoch.
+    pub epoch: u16,
     /// Base sequence.
     pub sequence: u32,
     /// Records in it.
@@ -62,6 +64,8 @@ pub struct Producer {
     pub closing_batches: u32,
     /// Only the newest scheduled wake-up acts.
     pub wake_token: u64,
+    /// Its epoch (bumped when it "restarts": sequences start again at 0).
+    pub epoch: u16,
 }
 
 /// What a request was for.
@@ -110,6 +114,7 @@ impl Workload {
                 target: 1,
                 closing_batches: 1,
                 wake_token: 0,
+                epoch: 0,
             })
             .collect();
         Workload {
@@ -138,6 +143,13 @@ impl Workload {
     /// Builds the next batch of `producer` (idempotent) and records it in the history.
     pub fn next_batch(&mut self, producer: usize, now: u64) -> Option<InFlight> {
         let topic_id = self.topic_id?;
+        if self.rng.chance(1, 50) {
+            // The producer process restarts: a new epoch, every sequence from 0.
+            let restarted = &mut self.producers[producer];
+            restarted.epoch += 1;
+            restarted.next_sequence.iter_mut().for_each(|s| *s = 0);
+        }
+        let epoch = self.producers[producer].epoch;
         let partition = self.rng.range(0, u64::from(self.partitions)) as u32;
         let sequence = self.producers[producer].next_sequence[partition as usize];
         let count = self.rng.range(1, 5) as u32;
@@ -152,7 +164,7 @@ impl Workload {
             .collect();
         let batch_producer = BatchProducer {
             producer_id: id,
-            producer_epoch: 0,
+            producer_epoch: epoch,
             base_sequence: sequence,
         };
         let (bytes, crc) = encode_record_batch(batch_producer, 0, &records);
@@ -169,6 +181,7 @@ impl Workload {
         self.history.push(BatchRecord {
             producer: id,
             partition,
+            epoch,
             sequence,
             record_count: count,
             crc,
