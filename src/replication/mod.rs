@@ -26,6 +26,9 @@ pub use prng::Prng;
 pub use replica::{preferred_leader_of, Replica, ReplicaConfig, ReplicaError, RetentionPolicy};
 
 #[cfg(test)]
+mod tests_replica;
+
+#[cfg(test)]
 mod tests {
     /// The guard rail: the replica decides, it never does I/O or reads a clock. A file of
     /// this module that names any of these is a design error (the simulator could no
