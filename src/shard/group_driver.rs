@@ -535,3 +535,41 @@ async fn tick_loop(core: Rc<ShardCore>) {
         });
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use crate::broker::state::ShardState;
+    use crate::config::NodeConfig;
+    use crate::constants::MAX_FETCH_WAITERS;
+    use crate::log::{CommitLog, LogConfig};
+    use crate::shard::group_driver::ShardCore;
+    use crate::shard::snapshots::SnapshotFiles;
+
+    /// Item 9: long polls that end without data (their receivers dropped) never pile up
+    /// on a shard that takes no writes.
+    #[test]
+    fn ended_long_polls_do_not_pile_up_on_a_quiet_shard() {
+        crate::runtime::run_on_executor("driver-test", 512 * 1024, || async {
+            let dir = tempfile::tempdir().unwrap();
+            let log = CommitLog::open(&dir.path().join("shard-0"), LogConfig::default())
+                .await
+                .unwrap();
+            let snapshots = SnapshotFiles::open(&dir.path().join("snapshots")).unwrap();
+            let config = NodeConfig {
+                data_dir: dir.path().to_path_buf(),
+                shards: 1,
+                ..NodeConfig::default()
+            };
+            let core = ShardCore::start(0, config, log, snapshots, ShardState::default()).unwrap();
+            for _ in 0..3 * MAX_FETCH_WAITERS {
+                drop(core.data_arrival());
+            }
+            assert!(
+                core.data_waiter_count() <= MAX_FETCH_WAITERS,
+                "{} long-poll waiters kept",
+                core.data_waiter_count()
+            );
+        })
+        .unwrap();
+    }
+}
