@@ -124,3 +124,10 @@ pub const MAX_PEER_CONNECTIONS_PER_SHARD: usize = 256;
 
 /// A peer connection whose first frame (the hello) has not arrived by then is closed.
 pub const PEER_HELLO_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// Batch locations a fetch takes from its partition's index at most: a fetch costs a
+/// binary search plus this bounded copy, never a copy of the partition from the requested
+/// offset to its end (which made each poll O(partition)). 4,096 locations are 96 KiB; a
+/// fetch of many small batches that reaches the bound before its `max_bytes` answers
+/// fewer bytes, and the consumer's next poll goes on from there.
+pub const MAX_BATCHES_PER_FETCH: usize = 4096;

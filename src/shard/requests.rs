@@ -12,6 +12,7 @@ use flatbuffers::{FlatBufferBuilder, WIPOffset};
 
 use crate::broker::log_entry::BrokerEntry;
 use crate::broker::state::{shard_of, Applied, TopicInfo};
+use crate::constants::MAX_BATCHES_PER_FETCH;
 use crate::protocol::codec::{check_record_batch, MESSAGE_IDENTIFIER};
 use crate::protocol::wire::{self, Acks, ErrorCode, Request, ResponseBody};
 use crate::replication::ShardError;
@@ -331,8 +332,12 @@ async fn handle_fetch(
         let (locations, start_offset, high_watermark) = {
             let state = core.state();
             match state.partition(topic.id, fetch.partition()) {
+                // A bounded slice, found by a binary search: a poll's cost does not
+                // grow with the partition.
                 Some(index) => (
-                    index.from_offset(fetch.offset()).to_vec(),
+                    index
+                        .fetch_window(fetch.offset(), MAX_BATCHES_PER_FETCH)
+                        .to_vec(),
                     index.start_offset(),
                     index.high_watermark(),
                 ),
