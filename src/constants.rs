@@ -131,3 +131,12 @@ pub const PEER_HELLO_TIMEOUT: std::time::Duration = std::time::Duration::from_se
 /// fetch of many small batches that reaches the bound before its `max_bytes` answers
 /// fewer bytes, and the consumer's next poll goes on from there.
 pub const MAX_BATCHES_PER_FETCH: usize = 4096;
+
+/// What a fetch answer needs beyond its batches' bytes, per batch (its offset, crc32c
+/// and vector header in the answer's flatbuffer, with room to spare): a fetch answer is
+/// kept within the frame limit by counting it.
+pub const FETCH_ANSWER_BYTES_PER_BATCH: usize = 64;
+
+/// What a fetch answer needs beyond its batches, once (frame, response and topic name):
+/// the answer's batches stop at the frame limit minus this.
+pub const FETCH_ANSWER_HEADROOM_BYTES: usize = 1024;

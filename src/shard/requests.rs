@@ -12,7 +12,9 @@ use flatbuffers::{FlatBufferBuilder, WIPOffset};
 
 use crate::broker::log_entry::BrokerEntry;
 use crate::broker::state::{shard_of, Applied, TopicInfo};
-use crate::constants::MAX_BATCHES_PER_FETCH;
+use crate::constants::{
+    FETCH_ANSWER_BYTES_PER_BATCH, FETCH_ANSWER_HEADROOM_BYTES, MAX_BATCHES_PER_FETCH,
+};
 use crate::protocol::codec::{check_record_batch, MESSAGE_IDENTIFIER};
 use crate::protocol::wire::{self, Acks, ErrorCode, Request, ResponseBody};
 use crate::replication::ShardError;
@@ -394,6 +396,11 @@ async fn read_batches(
     let mut builder = FlatBufferBuilder::with_capacity(1024);
     let mut batches = Vec::new();
     let mut total = 0usize;
+    // The answer stays within the frame limit, whatever `max_bytes` asks (its first batch
+    // always fits: config keeps the frame limit above the largest batch and the headroom).
+    let answer_limit =
+        (core.config.max_frame_bytes as usize).saturating_sub(FETCH_ANSWER_HEADROOM_BYTES);
+    let mut answer_bytes = 0usize;
     for location in locations {
         let entries = core
             .log
@@ -412,10 +419,15 @@ async fn read_batches(
                 "index points at a non-batch entry",
             ));
         };
-        if !batches.is_empty() && total + batch.len() > max_bytes as usize {
+        let batch_answer_bytes = batch.len() + FETCH_ANSWER_BYTES_PER_BATCH;
+        if !batches.is_empty()
+            && (total + batch.len() > max_bytes as usize
+                || answer_bytes + batch_answer_bytes > answer_limit)
+        {
             break;
         }
         total += batch.len();
+        answer_bytes += batch_answer_bytes;
         let bytes = builder.create_vector(batch);
         batches.push(wire::FetchedBatch::create(
             &mut builder,
