@@ -15,6 +15,7 @@ use crate::broker::state::{shard_of, Applied, TopicInfo};
 use crate::constants::{
     FETCH_ANSWER_BYTES_PER_BATCH, FETCH_ANSWER_HEADROOM_BYTES, MAX_BATCHES_PER_FETCH,
 };
+use crate::log::LogError;
 use crate::protocol::codec::{check_record_batch, MESSAGE_IDENTIFIER};
 use crate::protocol::wire::{self, Acks, ErrorCode, Request, ResponseBody};
 use crate::replication::ShardError;
@@ -402,11 +403,26 @@ async fn read_batches(
         (core.config.max_frame_bytes as usize).saturating_sub(FETCH_ANSWER_HEADROOM_BYTES);
     let mut answer_bytes = 0usize;
     for location in locations {
-        let entries = core
+        let entries = match core
             .log
             .read(location.log_index, location.log_index + 1, u64::MAX)
             .await
-            .map_err(|error| WireError::new(ErrorCode::InternalError, error.to_string()))?;
+        {
+            Ok(entries) => entries,
+            // Retention removed the entry after the index was read: the offset is gone,
+            // as the next fetch would be told (not an internal error).
+            Err(LogError::Compacted { .. }) if batches.is_empty() => {
+                return Err(WireError::new(
+                    ErrorCode::OffsetOutOfRange,
+                    format!(
+                        "offset {} was removed by retention while it was read",
+                        location.base_offset
+                    ),
+                ))
+            }
+            Err(LogError::Compacted { .. }) => break,
+            Err(error) => return Err(WireError::new(ErrorCode::InternalError, error.to_string())),
+        };
         let Some(entry) = entries.first() else { break };
         let Ok(BrokerEntry::RecordBatch {
             batch,
