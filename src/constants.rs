@@ -140,3 +140,16 @@ pub const FETCH_ANSWER_BYTES_PER_BATCH: usize = 64;
 /// What a fetch answer needs beyond its batches, once (frame, response and topic name):
 /// the answer's batches stop at the frame limit minus this.
 pub const FETCH_ANSWER_HEADROOM_BYTES: usize = 1024;
+
+/// Bytes of client requests one connection may hold, counted from the moment a request's
+/// frame is read until its answer has been written back: 32 MiB, four frames of the
+/// default 8 MiB limit. Reading from the connection pauses at the bound, so a client that
+/// sends faster than it is answered, or never reads its answers, holds at most this much
+/// of the broker (before: up to 1,024 requests of 8 MiB each, 8 GiB).
+pub const MAX_REQUEST_BYTES_PER_CONNECTION: u64 = 32 * 1024 * 1024;
+
+/// Bytes of client requests a shard holds while answering them, across all its
+/// connections (a request's frame counts until its answer is ready): 256 MiB. At the
+/// bound, reading pauses on every connection of the shard until answers free room, so
+/// many connections together cannot take more than this either.
+pub const MAX_REQUEST_BYTES_PER_SHARD: u64 = 256 * 1024 * 1024;
