@@ -153,3 +153,11 @@ pub const MAX_REQUEST_BYTES_PER_CONNECTION: u64 = 32 * 1024 * 1024;
 /// bound, reading pauses on every connection of the shard until answers free room, so
 /// many connections together cannot take more than this either.
 pub const MAX_REQUEST_BYTES_PER_SHARD: u64 = 256 * 1024 * 1024;
+
+/// Words in every answer whose write may or may not have been stored: proposed, then the
+/// leader changed or the request timed out before it was committed. Such an answer keeps
+/// its retriable code (NotLeader, RequestTimedOut) and the client reports it as
+/// unacknowledged: a plain retry could store it twice; an idempotent producer's retry
+/// (same sequence numbers) is stored once. Part of the client protocol until it has a
+/// code of its own: never reword.
+pub const INDETERMINATE_WRITE_WORDS: &str = "may or may not be stored";

@@ -13,7 +13,8 @@ use flatbuffers::{FlatBufferBuilder, WIPOffset};
 use crate::broker::log_entry::BrokerEntry;
 use crate::broker::state::{shard_of, Applied, TopicInfo};
 use crate::constants::{
-    FETCH_ANSWER_BYTES_PER_BATCH, FETCH_ANSWER_HEADROOM_BYTES, MAX_BATCHES_PER_FETCH,
+    FETCH_ANSWER_BYTES_PER_BATCH, FETCH_ANSWER_HEADROOM_BYTES, INDETERMINATE_WRITE_WORDS,
+    MAX_BATCHES_PER_FETCH,
 };
 use crate::log::LogError;
 use crate::protocol::codec::{check_record_batch, MESSAGE_IDENTIFIER};
@@ -68,9 +69,18 @@ impl WireError {
 
     fn from_shard(error: &ShardError) -> Self {
         let code = match error {
-            // Both retriable: the client finds the leader again (an idempotent producer's
-            // retry of an indeterminate write is stored once).
-            ShardError::NotLeader | ShardError::Indeterminate => ErrorCode::NotLeader,
+            // Retriable: the client finds the leader again. An indeterminate write says so
+            // in words the client knows (an idempotent producer's retry is stored once).
+            ShardError::Indeterminate => {
+                return WireError::new(
+                    ErrorCode::NotLeader,
+                    format!(
+                        "leadership changed before the write was committed: it \
+                         {INDETERMINATE_WRITE_WORDS}"
+                    ),
+                )
+            }
+            ShardError::NotLeader => ErrorCode::NotLeader,
             ShardError::Storage(_) => ErrorCode::StorageFull,
             ShardError::Overloaded => ErrorCode::RequestTimedOut,
             ShardError::ShuttingDown => ErrorCode::ShuttingDown,
@@ -251,7 +261,7 @@ async fn await_batch(pending: Pending, deadline: Instant) -> Result<u64, WireErr
         Ok(Err(error)) => Err(WireError::from_shard(&error)),
         Err(_) => Err(WireError::new(
             ErrorCode::RequestTimedOut,
-            "not acknowledged in time",
+            format!("not acknowledged in time: it {INDETERMINATE_WRITE_WORDS}"),
         )),
     }
 }
@@ -754,4 +764,29 @@ fn handle_status(core: &Rc<ShardCore>, correlation_id: u64) -> Vec<u8> {
         Some(body.as_union_value()),
         None,
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The client tells an indeterminate write from a refusal by these words
+    /// (`client::cluster::produce_refusal`): only the first says them.
+    #[test]
+    fn only_an_indeterminate_write_is_answered_with_the_indeterminate_words() {
+        let indeterminate = WireError::from_shard(&ShardError::Indeterminate);
+        assert_eq!(indeterminate.code, ErrorCode::NotLeader);
+        assert!(indeterminate.message.contains(INDETERMINATE_WRITE_WORDS));
+        for refused in [
+            ShardError::NotLeader,
+            ShardError::Overloaded,
+            ShardError::ShuttingDown,
+        ] {
+            let answer = WireError::from_shard(&refused);
+            assert!(
+                !answer.message.contains(INDETERMINATE_WRITE_WORDS),
+                "{refused}"
+            );
+        }
+    }
 }
