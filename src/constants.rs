@@ -132,3 +132,40 @@ pub const MAX_CATCH_UP_READS: usize = 4;
 
 /// Bytes of catch-up reads in flight per shard (each at most one AppendEntries message).
 pub const MAX_CATCH_UP_READ_BYTES: u64 = 16 * 1024 * 1024;
+
+/// Batch locations a fetch takes from its partition's index at most: a fetch costs a
+/// binary search plus this bounded copy, never a copy of the partition from the requested
+/// offset to its end (which made each poll O(partition)). 4,096 locations are 96 KiB; a
+/// fetch of many small batches that reaches the bound before its `max_bytes` answers
+/// fewer bytes, and the consumer's next poll goes on from there.
+pub const MAX_BATCHES_PER_FETCH: usize = 4096;
+
+/// What a fetch answer needs beyond its batches' bytes, per batch (its offset, crc32c
+/// and vector header in the answer's flatbuffer, with room to spare): a fetch answer is
+/// kept within the frame limit by counting it.
+pub const FETCH_ANSWER_BYTES_PER_BATCH: usize = 64;
+
+/// What a fetch answer needs beyond its batches, once (frame, response and topic name):
+/// the answer's batches stop at the frame limit minus this.
+pub const FETCH_ANSWER_HEADROOM_BYTES: usize = 1024;
+
+/// Bytes of client requests one connection may hold, counted from the moment a request's
+/// frame is read until its answer has been written back: 32 MiB, four frames of the
+/// default 8 MiB limit. Reading from the connection pauses at the bound, so a client that
+/// sends faster than it is answered, or never reads its answers, holds at most this much
+/// of the broker (before: up to 1,024 requests of 8 MiB each, 8 GiB).
+pub const MAX_REQUEST_BYTES_PER_CONNECTION: u64 = 32 * 1024 * 1024;
+
+/// Bytes of client requests a shard holds while answering them, across all its
+/// connections (a request's frame counts until its answer is ready): 256 MiB. At the
+/// bound, reading pauses on every connection of the shard until answers free room, so
+/// many connections together cannot take more than this either.
+pub const MAX_REQUEST_BYTES_PER_SHARD: u64 = 256 * 1024 * 1024;
+
+/// Words in every answer whose write may or may not have been stored: proposed, then the
+/// leader changed or the request timed out before it was committed. Such an answer keeps
+/// its retriable code (NotLeader, RequestTimedOut) and the client reports it as
+/// unacknowledged: a plain retry could store it twice; an idempotent producer's retry
+/// (same sequence numbers) is stored once. Part of the client protocol until it has a
+/// code of its own: never reword.
+pub const INDETERMINATE_WRITE_WORDS: &str = "may or may not be stored";

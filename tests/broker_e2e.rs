@@ -779,3 +779,45 @@ fn a_producer_the_partition_forgot_starts_a_new_epoch_and_goes_on() {
         .collect();
     assert_eq!(values, ["b0"]);
 }
+
+/// A fetch asking for more than a frame can hold (64 MiB, over the 8 MiB frame limit) is
+/// answered with the batches that fit in one frame, and the consumer goes on from there.
+/// Before: the broker built one answer of every batch up to `max_bytes`, larger than any
+/// client accepts (the client's decoder refused the frame and the fetch failed).
+#[test]
+fn a_fetch_asking_for_more_than_a_frame_holds_is_answered_within_the_frame_limit() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_ports(1);
+    let _broker = Broker::start_with_segments(dir.path(), port, 1, "64MiB");
+    let mut client = ClusterClient::new(&_broker.address(0));
+    client.create_topic("wide", 1).unwrap();
+    // 12 batches of ~1 MB: 12 MB, more than one 8 MiB frame.
+    for n in 0..12u8 {
+        let record = RecordData {
+            value: vec![n; 1_000_000],
+            ..Default::default()
+        };
+        let (batch, crc) = encode_record_batch(BatchProducer::default(), 0, &[record]);
+        client
+            .produce("wide", 0, &batch, crc, Acks::Quorum)
+            .unwrap();
+    }
+    let mut offset = 0;
+    let mut fetches = 0;
+    while offset < 12 {
+        let fetched = client
+            .fetch("wide", 0, offset, 64 << 20, Duration::ZERO)
+            .expect("a fetch within the frame limit");
+        assert!(!fetched.records.is_empty());
+        for record in fetched.records {
+            assert_eq!(record.offset, offset);
+            assert_eq!(record.value, vec![offset as u8; 1_000_000]);
+            offset += 1;
+        }
+        fetches += 1;
+    }
+    assert_eq!(
+        fetches, 2,
+        "8 MiB holds 8 of the 12 batches, the next fetch the rest"
+    );
+}

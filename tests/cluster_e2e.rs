@@ -28,11 +28,17 @@ fn batch_of(first: u64) -> (Vec<u8>, u32) {
 /// Every record of partition 0 of `topic`, from offset 0 to the end (offsets checked
 /// dense and in order).
 fn read_partition(client: &mut ClusterClient, topic: &str) -> Vec<String> {
+    read_partition_n(client, topic, 0)
+}
+
+/// Every record of `partition` of `topic`, from offset 0 to the end (offsets checked
+/// dense and in order).
+fn read_partition_n(client: &mut ClusterClient, topic: &str, partition: u32) -> Vec<String> {
     let mut stored = Vec::new();
     let mut offset = 0;
     loop {
         let fetched = retry("fetch", || {
-            client.fetch(topic, 0, offset, 1 << 20, Duration::ZERO)
+            client.fetch(topic, partition, offset, 1 << 20, Duration::ZERO)
         });
         if fetched.records.is_empty() {
             return stored;
@@ -747,4 +753,189 @@ fn a_producer_spills_while_the_cluster_is_down_and_replays_in_order_once_it_is_b
     let expected: Vec<String> = (0..1300).map(|n| format!("s{n}")).collect();
     assert_eq!(stored, expected, "every record once, in order");
     drop(nodes);
+}
+
+/// Partitions the steady producer writes to: one batch of each in flight at a time, so
+/// several partitions put several proposals in each leadership transfer's way.
+const STEADY_PARTITIONS: u32 = 8;
+
+/// An idempotent producer (acks=quorum) writing `rate` records a second to the
+/// `STEADY_PARTITIONS` partitions of `topic` on its own thread until stopped; record n is
+/// "c<n>", sent to partition n mod `STEADY_PARTITIONS`.
+struct SteadyProducer {
+    stop: Arc<AtomicBool>,
+    thread: std::thread::JoinHandle<Vec<keel::client::Delivery>>,
+}
+
+impl SteadyProducer {
+    fn start(bootstrap: &str, topic: &str, rate: u64) -> SteadyProducer {
+        use keel::client::{Producer, ProducerConfig};
+        let stop = Arc::new(AtomicBool::new(false));
+        let mut config = ProducerConfig::new(bootstrap);
+        config.acks = Acks::Quorum;
+        // Every record's fate must be known within this, retries included.
+        config.delivery_timeout = Duration::from_secs(10);
+        let (thread_stop, topic) = (stop.clone(), topic.to_string());
+        let thread = std::thread::spawn(move || {
+            let producer = Producer::new(config);
+            let mut deliveries = Vec::new();
+            let started = Instant::now();
+            let mut next = 0u64;
+            while !thread_stop.load(Ordering::Relaxed) {
+                // Ten records every 10 / rate seconds.
+                let due = started + Duration::from_micros(next * 1_000_000 / rate);
+                if let Some(wait) = due.checked_duration_since(Instant::now()) {
+                    std::thread::sleep(wait);
+                }
+                for n in next..next + 10 {
+                    let record = RecordData {
+                        value: format!("c{n}").into_bytes(),
+                        ..Default::default()
+                    };
+                    let partition = (n % u64::from(STEADY_PARTITIONS)) as u32;
+                    deliveries.push(producer.send(&topic, partition, record));
+                }
+                next += 10;
+            }
+            producer.flush();
+            deliveries
+        });
+        SteadyProducer { stop, thread }
+    }
+
+    /// Stops sending; every record's outcome, in send order.
+    fn stop(self) -> Vec<keel::client::producer::DeliveryResult> {
+        self.stop.store(true, Ordering::Relaxed);
+        let deliveries = self.thread.join().expect("producer thread");
+        deliveries.iter().map(|d| d.wait()).collect()
+    }
+}
+
+/// Item 8's acceptance: every record was acknowledged (no error at all), and each
+/// partition holds exactly its records, once each, in send order, each at its
+/// acknowledged offset.
+fn assert_all_acknowledged_and_stored(
+    client: &mut ClusterClient,
+    topic: &str,
+    outcomes: &[keel::client::producer::DeliveryResult],
+) {
+    let failed: Vec<(usize, String)> = outcomes
+        .iter()
+        .enumerate()
+        .filter_map(|(n, outcome)| match outcome {
+            Ok(keel::client::Delivered::Stored(_)) => None,
+            Ok(other) => Some((n, format!("{other:?}"))),
+            Err(error) => Some((n, error.to_string())),
+        })
+        .collect();
+    assert!(
+        failed.is_empty(),
+        "{} of {} records not acknowledged; first ones: {:?}",
+        failed.len(),
+        outcomes.len(),
+        &failed[..failed.len().min(5)]
+    );
+    for partition in 0..STEADY_PARTITIONS {
+        let sent: Vec<(usize, u64)> = outcomes
+            .iter()
+            .enumerate()
+            .skip(partition as usize)
+            .step_by(STEADY_PARTITIONS as usize)
+            .map(|(n, outcome)| (n, outcome.as_ref().ok().and_then(|d| d.offset()).unwrap()))
+            .collect();
+        let stored = read_partition_n(client, topic, partition);
+        assert_eq!(
+            stored.len(),
+            sent.len(),
+            "partition {partition}: each record once"
+        );
+        for (position, &(n, offset)) in sent.iter().enumerate() {
+            assert_eq!(
+                offset, position as u64,
+                "partition {partition}: record {n} in order"
+            );
+            assert_eq!(
+                stored[offset as usize],
+                format!("c{n}"),
+                "partition {partition}: record {n} at its acknowledged offset {offset}"
+            );
+        }
+    }
+}
+
+/// Waits until group 0 is led by `node`.
+fn wait_for_leader(client: &mut ClusterClient, node: u32, what: &str) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let leaders = leaders_by_group(client, 1);
+        if leaders[0] == node {
+            return;
+        }
+        assert!(Instant::now() < deadline, "{what}: leaders {leaders:?}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// A three-node cluster whose group 0 balances back to its preferred leader, node 1, a
+/// second after it is current; node 1 leads, and `topic` exists.
+fn balancing_cluster(root: &std::path::Path, topic: &str) -> (Vec<support::Broker>, String) {
+    let nodes = start_cluster_with(root, 3, 1, &["--leader-balance-delay", "1s"]);
+    let bootstrap: Vec<String> = nodes.iter().map(|n| n.address(0)).collect();
+    let bootstrap = bootstrap.join(",");
+    let mut client = ClusterClient::new(&bootstrap);
+    wait_for_leader(&mut client, 1, "node 1 did not lead at start");
+    retry("create topic", || {
+        client.create_topic(topic, STEADY_PARTITIONS)
+    });
+    (nodes, bootstrap)
+}
+
+/// Issue 11 item 8: a continuous producer goes through a SIGTERM of the partitions' leader
+/// (it hands over, then exits) and, once the node is back, through leader balancing handing
+/// the group back to it, twice, with zero errors and nothing lost or stored twice.
+/// Before: a proposal raft-rs dropped during a transfer was answered InternalError ("raft:
+/// proposal dropped"), which the producer took for a final failure.
+#[test]
+fn a_continuous_producer_sees_no_error_across_a_sigterm_of_the_leader_and_the_hand_back() {
+    let root = tempfile::tempdir().unwrap();
+    let (mut nodes, bootstrap) = balancing_cluster(root.path(), "steady-term");
+    let mut client = ClusterClient::new(&bootstrap);
+    let producer = SteadyProducer::start(&bootstrap, "steady-term", 3000);
+    for _ in 0..2 {
+        std::thread::sleep(Duration::from_secs(1));
+        let status = nodes[0]
+            .terminate(Duration::from_secs(10))
+            .expect("the leader stops on SIGTERM");
+        assert!(status.success());
+        std::thread::sleep(Duration::from_secs(1));
+        let restarted = nodes.remove(0).restart();
+        nodes.insert(0, restarted);
+        wait_for_leader(&mut client, 1, "leadership did not come back to node 1");
+    }
+    std::thread::sleep(Duration::from_secs(1));
+    let outcomes = producer.stop();
+    assert!(outcomes.len() > 10_000, "{} records sent", outcomes.len());
+    assert_all_acknowledged_and_stored(&mut client, "steady-term", &outcomes);
+}
+
+/// Issue 11 item 8: the same across a kill -9 of the leader (an election) and the
+/// balancing hand-back once the killed node is restarted and current again, twice.
+#[test]
+fn a_continuous_producer_sees_no_error_across_a_leader_kill_and_the_hand_back() {
+    let root = tempfile::tempdir().unwrap();
+    let (mut nodes, bootstrap) = balancing_cluster(root.path(), "steady-kill");
+    let mut client = ClusterClient::new(&bootstrap);
+    let producer = SteadyProducer::start(&bootstrap, "steady-kill", 3000);
+    for _ in 0..2 {
+        std::thread::sleep(Duration::from_secs(1));
+        nodes[0].kill();
+        std::thread::sleep(Duration::from_secs(1));
+        let restarted = nodes.remove(0).restart();
+        nodes.insert(0, restarted);
+        wait_for_leader(&mut client, 1, "leadership did not come back to node 1");
+    }
+    std::thread::sleep(Duration::from_secs(1));
+    let outcomes = producer.stop();
+    assert!(outcomes.len() > 10_000, "{} records sent", outcomes.len());
+    assert_all_acknowledged_and_stored(&mut client, "steady-kill", &outcomes);
 }

@@ -121,6 +121,14 @@ impl PartitionIndex {
         &self.batches[position..]
     }
 
+    /// What a fetch from `offset` reads: the batches from the one holding `offset` on, at
+    /// most `max_batches` of them. A binary search and a bounded slice, O(log n), whatever
+    /// the partition's length; the caller copies only this slice.
+    pub fn fetch_window(&self, offset: u64, max_batches: usize) -> &[BatchLocation] {
+        let from = self.from_offset(offset);
+        &from[..from.len().min(max_batches)]
+    }
+
     fn append(&mut self, record_count: u32, log_index: u64) -> u64 {
         let base_offset = self.next_offset;
         assert!(
@@ -469,6 +477,61 @@ mod tests {
         assert_eq!(p0.from_offset(2)[0].log_index, 2);
         assert_eq!(p0.from_offset(3)[0].log_index, 4);
         assert!(p0.from_offset(5).is_empty());
+    }
+
+    /// A partition of `batches` batches of 3 records each, at log indexes 1, 2, ...
+    fn long_partition(batches: u64) -> ShardState {
+        let mut state = ShardState::default();
+        let entry = batch(1, 0, 3);
+        for index in 1..=batches {
+            state.apply(index, &entry).unwrap();
+        }
+        state
+    }
+
+    /// Issue 11, item 10: a fetch takes the batches from the one holding its offset, in
+    /// order, and at most `max_batches` of them, from the start, the middle or the end.
+    #[test]
+    fn a_fetch_window_starts_at_the_batch_holding_the_offset_and_is_bounded() {
+        let state = long_partition(10);
+        let index = state.partition(1, 0).unwrap();
+        let window = index.fetch_window(0, 4);
+        assert_eq!(
+            window.iter().map(|b| b.base_offset).collect::<Vec<_>>(),
+            vec![0, 3, 6, 9]
+        );
+        // Offset 13 is the second record of the batch at 12 (log index 5).
+        let window = index.fetch_window(13, 2);
+        assert_eq!(window[0].base_offset, 12);
+        assert_eq!(window[0].log_index, 5);
+        assert_eq!(window.len(), 2);
+        // Near the end: what is left; at the end: nothing.
+        assert_eq!(index.fetch_window(27, 100).len(), 1);
+        assert!(index.fetch_window(30, 100).is_empty());
+        assert!(index.fetch_window(0, 0).is_empty());
+        // After retention removed the first batches, the window starts at the first kept.
+        let mut state = long_partition(10);
+        state.forget_below(4);
+        let index = state.partition(1, 0).unwrap();
+        assert_eq!(index.fetch_window(0, 1)[0].base_offset, 9);
+    }
+
+    /// Issue 11, item 10: what a fetch copies is bounded by the constant, whatever the
+    /// partition's length and wherever the fetch starts (before: every location from the
+    /// offset to the end, 200,000 here, copied on each poll).
+    #[test]
+    fn a_fetch_copies_a_bounded_number_of_locations_from_a_long_partition() {
+        use crate::constants::MAX_BATCHES_PER_FETCH;
+        let batches = 200_000u64;
+        let state = long_partition(batches);
+        let index = state.partition(1, 0).unwrap();
+        for offset in [0, 3 * batches / 2, 3 * batches - 3 * 5000] {
+            let copied = index.fetch_window(offset, MAX_BATCHES_PER_FETCH).to_vec();
+            assert_eq!(copied.len(), MAX_BATCHES_PER_FETCH, "from offset {offset}");
+            assert_eq!(copied[0].base_offset, offset);
+        }
+        let last = index.fetch_window(3 * batches - 3, MAX_BATCHES_PER_FETCH);
+        assert_eq!(last.len(), 1);
     }
 
     #[test]

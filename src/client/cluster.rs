@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use crate::client::connection::Connection;
 use crate::client::error::ClientError;
+use crate::constants::INDETERMINATE_WRITE_WORDS;
 use crate::protocol::codec::{
     check_record_batch, decode_response, encode_fetch_request, encode_produce_request,
     encode_request, PartitionBatchData,
@@ -105,6 +106,25 @@ fn broker_error(error: wire::Error<'_>) -> ClientError {
         code: error.code(),
         message: error.message().unwrap_or_default().to_string(),
         leader_address: error.leader_address().map(str::to_string),
+    }
+}
+
+/// A produce answer's error as the client reports it. An answer saying the write may or
+/// may not have been stored (proposed, then the leader changed or the request timed out)
+/// is `Unacknowledged`, like a lost answer, though its code is retriable: a plain retry
+/// could store the batch twice; the idempotent producer retries it (same sequence
+/// numbers) and no longer takes it for certainly not stored.
+pub(crate) fn produce_refusal(error: ClientError) -> ClientError {
+    let fate_unknown = matches!(
+        &error,
+        ClientError::Broker { code, message, .. }
+            if matches!(*code, wire::ErrorCode::NotLeader | wire::ErrorCode::RequestTimedOut)
+                && message.contains(INDETERMINATE_WRITE_WORDS)
+    );
+    if fate_unknown {
+        ClientError::Unacknowledged(Box::new(error))
+    } else {
+        error
     }
 }
 
@@ -536,7 +556,9 @@ impl ClusterClient {
             .and_then(|results| results.iter().find(|r| r.partition() == partition))
             .ok_or_else(|| ClientError::Unexpected("no result for the partition".into()))?;
         match result.error() {
-            Some(error) if error.code() != wire::ErrorCode::None => Err(broker_error(error)),
+            Some(error) if error.code() != wire::ErrorCode::None => {
+                Err(produce_refusal(broker_error(error)))
+            }
             _ => Ok(result.base_offset()),
         }
     }

@@ -812,3 +812,63 @@ fn now_ms() -> i64 {
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_millis() as i64)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::client::cluster::produce_refusal;
+
+    fn broker(code: ErrorCode, message: &str) -> ClientError {
+        ClientError::Broker {
+            code,
+            message: message.to_string(),
+            leader_address: None,
+        }
+    }
+
+    /// A leader that lost its leadership (or timed out) after proposing a batch answers
+    /// with a retriable code and says the batch may or may not be stored: the producer
+    /// retries it (same sequence numbers) and, should it fail for good, does not give its
+    /// sequence numbers to the next batch (a new epoch starts instead). Before: such a
+    /// NotLeader counted as certainly not stored, so a batch that was stored after all
+    /// could be reported failed and its sequence numbers reused.
+    #[test]
+    fn an_answer_that_the_write_may_be_stored_is_retried_and_never_taken_for_not_stored() {
+        let indeterminate = [
+            broker(
+                ErrorCode::NotLeader,
+                "leadership changed before the write was committed: it may or may not be \
+                 stored",
+            ),
+            broker(
+                ErrorCode::RequestTimedOut,
+                "not acknowledged in time: it may or may not be stored",
+            ),
+        ];
+        for error in indeterminate {
+            let seen = produce_refusal(error);
+            assert!(!certainly_not_stored(&seen), "{seen}");
+            assert!(matches!(seen, ClientError::Unacknowledged(_)), "{seen}");
+            assert!(
+                !seen.is_retriable(),
+                "a plain produce does not retry it: {seen}"
+            );
+            assert!(
+                cluster_unreachable(&seen),
+                "spilled, not failed, with a journal"
+            );
+        }
+        // Refused before anything was proposed: certainly not stored, retried anywhere.
+        let refused = produce_refusal(broker(
+            ErrorCode::NotLeader,
+            "this replica does not lead the group",
+        ));
+        assert!(certainly_not_stored(&refused));
+        assert!(refused.is_retriable());
+        let overloaded = produce_refusal(broker(
+            ErrorCode::RequestTimedOut,
+            "too many requests in flight",
+        ));
+        assert!(overloaded.is_retriable());
+    }
+}

@@ -12,6 +12,11 @@ use flatbuffers::{FlatBufferBuilder, WIPOffset};
 
 use crate::broker::log_entry::BrokerEntry;
 use crate::broker::state::{shard_of, Applied, TopicInfo};
+use crate::constants::{
+    FETCH_ANSWER_BYTES_PER_BATCH, FETCH_ANSWER_HEADROOM_BYTES, INDETERMINATE_WRITE_WORDS,
+    MAX_BATCHES_PER_FETCH,
+};
+use crate::log::LogError;
 use crate::protocol::codec::{check_record_batch, MESSAGE_IDENTIFIER};
 use crate::protocol::wire::{self, Acks, ErrorCode, Request, ResponseBody};
 use crate::replication::ShardError;
@@ -64,9 +69,18 @@ impl WireError {
 
     fn from_shard(error: &ShardError) -> Self {
         let code = match error {
-            // Both retriable: the client finds the leader again (an idempotent producer's
-            // retry of an indeterminate write is stored once).
-            ShardError::NotLeader | ShardError::Indeterminate => ErrorCode::NotLeader,
+            // Retriable: the client finds the leader again. An indeterminate write says so
+            // in words the client knows (an idempotent producer's retry is stored once).
+            ShardError::Indeterminate => {
+                return WireError::new(
+                    ErrorCode::NotLeader,
+                    format!(
+                        "leadership changed before the write was committed: it \
+                         {INDETERMINATE_WRITE_WORDS}"
+                    ),
+                )
+            }
+            ShardError::NotLeader => ErrorCode::NotLeader,
             ShardError::Storage(_) => ErrorCode::StorageFull,
             ShardError::Overloaded => ErrorCode::RequestTimedOut,
             ShardError::ShuttingDown => ErrorCode::ShuttingDown,
@@ -247,7 +261,7 @@ async fn await_batch(pending: Pending, deadline: Instant) -> Result<u64, WireErr
         Ok(Err(error)) => Err(WireError::from_shard(&error)),
         Err(_) => Err(WireError::new(
             ErrorCode::RequestTimedOut,
-            "not acknowledged in time",
+            format!("not acknowledged in time: it {INDETERMINATE_WRITE_WORDS}"),
         )),
     }
 }
@@ -335,8 +349,12 @@ async fn handle_fetch(
         let (locations, start_offset, high_watermark) = {
             let state = core.state();
             match state.partition(topic.id, fetch.partition()) {
+                // A bounded slice, found by a binary search: a poll's cost does not
+                // grow with the partition.
                 Some(index) => (
-                    index.from_offset(fetch.offset()).to_vec(),
+                    index
+                        .fetch_window(fetch.offset(), MAX_BATCHES_PER_FETCH)
+                        .to_vec(),
                     index.start_offset(),
                     index.high_watermark(),
                 ),
@@ -393,12 +411,32 @@ async fn read_batches(
     let mut builder = FlatBufferBuilder::with_capacity(1024);
     let mut batches = Vec::new();
     let mut total = 0usize;
+    // The answer stays within the frame limit, whatever `max_bytes` asks (its first batch
+    // always fits: config keeps the frame limit above the largest batch and the headroom).
+    let answer_limit =
+        (core.config.max_frame_bytes as usize).saturating_sub(FETCH_ANSWER_HEADROOM_BYTES);
+    let mut answer_bytes = 0usize;
     for location in locations {
-        let entries = core
+        let entries = match core
             .log
             .read(location.log_index, location.log_index + 1, u64::MAX)
             .await
-            .map_err(|error| WireError::new(ErrorCode::InternalError, error.to_string()))?;
+        {
+            Ok(entries) => entries,
+            // Retention removed the entry after the index was read: the offset is gone,
+            // as the next fetch would be told (not an internal error).
+            Err(LogError::Compacted { .. }) if batches.is_empty() => {
+                return Err(WireError::new(
+                    ErrorCode::OffsetOutOfRange,
+                    format!(
+                        "offset {} was removed by retention while it was read",
+                        location.base_offset
+                    ),
+                ))
+            }
+            Err(LogError::Compacted { .. }) => break,
+            Err(error) => return Err(WireError::new(ErrorCode::InternalError, error.to_string())),
+        };
         let Some(entry) = entries.first() else { break };
         let Ok(BrokerEntry::RecordBatch {
             batch,
@@ -411,10 +449,15 @@ async fn read_batches(
                 "index points at a non-batch entry",
             ));
         };
-        if !batches.is_empty() && total + batch.len() > max_bytes as usize {
+        let batch_answer_bytes = batch.len() + FETCH_ANSWER_BYTES_PER_BATCH;
+        if !batches.is_empty()
+            && (total + batch.len() > max_bytes as usize
+                || answer_bytes + batch_answer_bytes > answer_limit)
+        {
             break;
         }
         total += batch.len();
+        answer_bytes += batch_answer_bytes;
         let bytes = builder.create_vector(batch);
         batches.push(wire::FetchedBatch::create(
             &mut builder,
@@ -725,4 +768,29 @@ fn handle_status(core: &Rc<ShardCore>, correlation_id: u64) -> Vec<u8> {
         Some(body.as_union_value()),
         None,
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The client tells an indeterminate write from a refusal by these words
+    /// (`client::cluster::produce_refusal`): only the first says them.
+    #[test]
+    fn only_an_indeterminate_write_is_answered_with_the_indeterminate_words() {
+        let indeterminate = WireError::from_shard(&ShardError::Indeterminate);
+        assert_eq!(indeterminate.code, ErrorCode::NotLeader);
+        assert!(indeterminate.message.contains(INDETERMINATE_WRITE_WORDS));
+        for refused in [
+            ShardError::NotLeader,
+            ShardError::Overloaded,
+            ShardError::ShuttingDown,
+        ] {
+            let answer = WireError::from_shard(&refused);
+            assert!(
+                !answer.message.contains(INDETERMINATE_WRITE_WORDS),
+                "{refused}"
+            );
+        }
+    }
 }

@@ -5,13 +5,25 @@
 //! `InvalidRequest` and the connection closed.
 //!
 //! Bounds: frames up to `max_frame_bytes`; at most `MAX_IN_FLIGHT_PER_CONNECTION`
-//! requests per connection being answered (reading pauses beyond); connections up to
-//! `MAX_CONNECTIONS_PER_SHARD` (more are closed at once). A frame longer than
-//! `max_frame_bytes` gets a `FrameTooLarge` answer (correlation id 0: the request is never
-//! read) naming the limit and its size; its bytes are dropped as they arrive, never
-//! buffered, and the connection goes on. A zero-length frame breaks the framing: an error
-//! answer, then the connection is closed. A frame that fails verification gets an error
-//! answer and the connection goes on.
+//! requests per connection being answered; at most `MAX_REQUEST_BYTES_PER_CONNECTION`
+//! bytes of requests per connection from the frame read to its answer written, and
+//! `MAX_REQUEST_BYTES_PER_SHARD` across the shard's connections from the frame read to
+//! its answer ready (`RequestBudget`): reading pauses at each bound, so a client that
+//! sends faster than it is answered (or never reads its answers) is slowed down, never
+//! buffered without limit. Connections up to `MAX_CONNECTIONS_PER_SHARD` (more are closed
+//! at once).
+//!
+//! ```text
+//! read frame ─▶ admit: in-flight slot, connection bytes, shard bytes (reading waits)
+//!   task: answer ─▶ frame dropped, shard bytes freed ─▶ queued for the writer
+//!   writer: answer written ─▶ slot and connection bytes freed
+//! ```
+//!
+//! A frame longer than `max_frame_bytes` gets a `FrameTooLarge` answer (correlation id 0:
+//! the request is never read) naming the limit and its size; its bytes are dropped as they
+//! arrive, never buffered, and the connection goes on. A zero-length frame breaks the
+//! framing: an error answer, then the connection is closed. A frame that fails
+//! verification gets an error answer and the connection goes on.
 
 use std::cell::{Cell, RefCell};
 use std::rc::Rc;
@@ -20,8 +32,9 @@ use std::time::Instant;
 use futures_lite::{AsyncReadExt, AsyncWriteExt};
 use glommio::channels::local_channel;
 use glommio::net::{TcpListener, TcpStream};
-use glommio::sync::Semaphore;
+use glommio::sync::{Semaphore, StaticPermit};
 
+use crate::constants::{MAX_REQUEST_BYTES_PER_CONNECTION, MAX_REQUEST_BYTES_PER_SHARD};
 use crate::protocol::codec::decode_request;
 use crate::protocol::frame::{append_frame, FrameDecoder};
 use crate::protocol::peer_codec::is_peer_frame;
@@ -31,7 +44,8 @@ use crate::shard::group_driver::ShardCore;
 use crate::shard::requests::{error_response, handle_request, WireError};
 use crate::transport::ingress::RefusalLogLimiter;
 
-/// Requests of one connection being answered at once.
+/// Requests of one connection being answered, or answered and waiting to be written, at
+/// once.
 pub const MAX_IN_FLIGHT_PER_CONNECTION: usize = 1024;
 
 /// Open connections per shard.
@@ -46,6 +60,7 @@ const WRITE_COALESCE_BYTES: usize = 256 * 1024;
 pub async fn serve(core: Rc<ShardCore>, listener: TcpListener, stopping: Rc<Cell<bool>>) {
     let open = Rc::new(Cell::new(0usize));
     let refusal_log = Rc::new(RefCell::new(RefusalLogLimiter::default()));
+    let shard_bytes = Rc::new(ByteBound::new(MAX_REQUEST_BYTES_PER_SHARD));
     while !stopping.get() {
         let stream = match listener.accept().await {
             Ok(stream) => stream,
@@ -64,8 +79,9 @@ pub async fn serve(core: Rc<ShardCore>, listener: TcpListener, stopping: Rc<Cell
         }
         open.set(open.get() + 1);
         let (core, open, refusal_log) = (core.clone(), open.clone(), refusal_log.clone());
+        let budget = RequestBudget::new(shard_bytes.clone(), MAX_REQUEST_BYTES_PER_CONNECTION);
         glommio::spawn_local(async move {
-            if let Err(error) = handle_connection(core, stream, refusal_log).await {
+            if let Err(error) = handle_connection(core, stream, refusal_log, budget).await {
                 tracing::debug!(%error, "connection closed");
             }
             open.set(open.get() - 1);
@@ -74,36 +90,123 @@ pub async fn serve(core: Rc<ShardCore>, listener: TcpListener, stopping: Rc<Cell
     }
 }
 
+/// A semaphore counting bytes, of a fixed capacity.
+pub struct ByteBound {
+    semaphore: Rc<Semaphore>,
+    capacity_bytes: u64,
+}
+
+impl ByteBound {
+    /// A bound of `capacity_bytes`.
+    pub fn new(capacity_bytes: u64) -> ByteBound {
+        assert!(capacity_bytes > 0);
+        ByteBound {
+            semaphore: Rc::new(Semaphore::new(capacity_bytes)),
+            capacity_bytes,
+        }
+    }
+
+    /// Waits until `bytes` are free and holds them until the permit is dropped. More than
+    /// the whole capacity counts as the whole capacity (a frame larger than the bound
+    /// waits until nothing else is held, never forever). Fails once the bound is closed.
+    async fn hold(&self, bytes: u64) -> std::io::Result<StaticPermit> {
+        self.semaphore
+            .acquire_static_permit(bytes.clamp(1, self.capacity_bytes))
+            .await
+            .map_err(|_| std::io::Error::from(std::io::ErrorKind::BrokenPipe))
+    }
+
+    /// Bytes not held now.
+    pub fn available_bytes(&self) -> u64 {
+        self.semaphore.available()
+    }
+
+    /// Wakes every waiter with an error and refuses new ones (the connection ended).
+    fn close(&self) {
+        self.semaphore.close();
+    }
+}
+
+/// What the requests of one connection may hold: its own bytes and a share of the
+/// shard's. Both are taken before a frame is handed to its task, so reading pauses at
+/// either bound.
+pub struct RequestBudget {
+    connection: ByteBound,
+    shard: Rc<ByteBound>,
+}
+
+/// The bytes one request holds: the connection's part is freed once its answer is
+/// written, the shard's once its answer is ready.
+pub struct HeldRequest {
+    /// Freed with the answer written.
+    pub connection: StaticPermit,
+    /// Freed with the answer ready (the request's frame dropped).
+    pub shard: StaticPermit,
+}
+
+impl RequestBudget {
+    /// A connection's budget of `connection_bytes` within the shard's `shard` bound.
+    pub fn new(shard: Rc<ByteBound>, connection_bytes: u64) -> RequestBudget {
+        RequestBudget {
+            connection: ByteBound::new(connection_bytes),
+            shard,
+        }
+    }
+
+    /// Waits until a request of `bytes` fits within both bounds (the connection's first:
+    /// a connection waiting for its own answers to be read holds none of the shard's).
+    pub async fn admit(&self, bytes: u64) -> std::io::Result<HeldRequest> {
+        let connection = self.connection.hold(bytes).await?;
+        let shard = self.shard.hold(bytes).await?;
+        Ok(HeldRequest { connection, shard })
+    }
+
+    /// Bytes the connection may still take.
+    pub fn connection_available_bytes(&self) -> u64 {
+        self.connection.available_bytes()
+    }
+}
+
+/// An answer on its way to the writer with what its request holds until it is written.
+struct QueuedAnswer {
+    payload: Vec<u8>,
+    /// Its in-flight slot, freed once it is written.
+    slot: StaticPermit,
+    /// Its request's connection bytes (none for the read loop's own error answers),
+    /// freed once it is written.
+    connection_bytes: Option<StaticPermit>,
+}
+
 async fn handle_connection(
     core: Rc<ShardCore>,
     stream: TcpStream,
     refusal_log: Rc<RefCell<RefusalLogLimiter>>,
+    budget: RequestBudget,
 ) -> std::io::Result<()> {
     stream.set_nodelay(true)?;
     let peer = stream.peer_addr().ok();
-    let (mut reader, mut writer) = futures_lite::io::split(stream);
-    let (answers, to_write) = local_channel::new_bounded::<Vec<u8>>(MAX_IN_FLIGHT_PER_CONNECTION);
+    let (mut reader, writer) = futures_lite::io::split(stream);
+    // Every queued answer holds an in-flight slot (the read loop's error answers too), so
+    // the queue never fills and a task never waits to hand its answer over.
+    let (answers, to_write) =
+        local_channel::new_bounded::<QueuedAnswer>(MAX_IN_FLIGHT_PER_CONNECTION);
     let answers = Rc::new(answers);
     // Answers queued for the writer: it flushes the socket only when none is left, so
     // answers finishing together leave in one write.
     let queued = Rc::new(Cell::new(0usize));
-    let writer_queued = queued.clone();
-    let writer_task = glommio::spawn_local(async move {
-        let mut out = Vec::new();
-        while let Some(payload) = to_write.recv().await {
-            writer_queued.set(writer_queued.get().saturating_sub(1));
-            if append_frame(&mut out, &payload).is_err() {
-                continue;
-            }
-            if writer_queued.get() == 0 || out.len() >= WRITE_COALESCE_BYTES {
-                writer.write_all(&out).await?;
-                writer.flush().await?;
-                out.clear();
-            }
-        }
-        writer.close().await
-    });
     let in_flight = Rc::new(Semaphore::new(MAX_IN_FLIGHT_PER_CONNECTION as u64));
+    let budget = Rc::new(budget);
+    let writer_task = {
+        let (queued, in_flight, budget) = (queued.clone(), in_flight.clone(), budget.clone());
+        glommio::spawn_local(async move {
+            let written = write_answers(writer, to_write, &queued).await;
+            // The client is gone or the connection ends: a read loop waiting for room
+            // would wait forever (queued answers are never written).
+            in_flight.close();
+            budget.connection.close();
+            written
+        })
+    };
     let mut decoder = FrameDecoder::new(core.config.max_frame_bytes);
     let mut buffer = vec![0u8; READ_BUFFER_BYTES];
     'reading: loop {
@@ -125,8 +228,8 @@ async fn handle_connection(
                         message: error.to_string(),
                         leader_address: None,
                     };
-                    queued.set(queued.get() + 1);
-                    let _ = answers.send(error_response(0, &wire)).await;
+                    queue_own_answer(&answers, &queued, &in_flight, error_response(0, &wire))
+                        .await?;
                     if matches!(error, ProtocolError::FrameTooLarge { .. }) {
                         continue;
                     }
@@ -134,30 +237,103 @@ async fn handle_connection(
                 }
             };
             if is_peer_frame(&frame) {
-                queued.set(queued.get() + 1);
                 let answer = refuse_peer_frame(&core, peer, &refusal_log);
-                let _ = answers.send(answer).await;
+                queue_own_answer(&answers, &queued, &in_flight, answer).await?;
                 break 'reading;
             }
-            let permit = in_flight
-                .clone()
-                .acquire_static_permit(1)
-                .await
-                .map_err(|_| std::io::ErrorKind::BrokenPipe)?;
-            let (core, answers, queued) = (core.clone(), answers.clone(), queued.clone());
-            glommio::spawn_local(async move {
-                let answer = answer_client_frame(&core, &frame).await;
-                queued.set(queued.get() + 1);
-                let _ = answers.send(answer).await;
-                drop(permit);
-            })
-            .detach();
+            let slot = acquire_slot(&in_flight).await?;
+            let held = budget.admit(frame.len() as u64).await?;
+            spawn_answer(&core, frame, slot, held, &answers, &queued);
         }
     }
-    // Let the answers of requests still running go out, then close.
-    let _ = in_flight.acquire(MAX_IN_FLIGHT_PER_CONNECTION as u64).await;
+    // Let the answers of requests still running go out, then close: the writer ends once
+    // every task has handed its answer over (the last sender is gone).
     drop(answers);
     writer_task.await
+}
+
+/// Answers a request in its own task: once the answer is ready the frame and the shard's
+/// bytes are freed, and the answer goes to the writer with the rest of what it holds.
+fn spawn_answer(
+    core: &Rc<ShardCore>,
+    frame: Vec<u8>,
+    slot: StaticPermit,
+    held: HeldRequest,
+    answers: &Rc<local_channel::LocalSender<QueuedAnswer>>,
+    queued: &Rc<Cell<usize>>,
+) {
+    let (core, answers, queued) = (core.clone(), answers.clone(), queued.clone());
+    glommio::spawn_local(async move {
+        let answer = answer_client_frame(&core, &frame).await;
+        drop(frame);
+        drop(held.shard);
+        queued.set(queued.get() + 1);
+        let queued_answer = QueuedAnswer {
+            payload: answer,
+            slot,
+            connection_bytes: Some(held.connection),
+        };
+        // Fails only once the writer is gone; the answer and what it holds are dropped.
+        let _ = answers.send(queued_answer).await;
+    })
+    .detach();
+}
+
+async fn acquire_slot(in_flight: &Rc<Semaphore>) -> std::io::Result<StaticPermit> {
+    in_flight
+        .acquire_static_permit(1)
+        .await
+        .map_err(|_| std::io::Error::from(std::io::ErrorKind::BrokenPipe))
+}
+
+/// Queues an answer of the read loop itself (to a frame that never became a request).
+async fn queue_own_answer(
+    answers: &local_channel::LocalSender<QueuedAnswer>,
+    queued: &Cell<usize>,
+    in_flight: &Rc<Semaphore>,
+    payload: Vec<u8>,
+) -> std::io::Result<()> {
+    let slot = acquire_slot(in_flight).await?;
+    queued.set(queued.get() + 1);
+    let answer = QueuedAnswer {
+        payload,
+        slot,
+        connection_bytes: None,
+    };
+    answers
+        .send(answer)
+        .await
+        .map_err(|_| std::io::Error::from(std::io::ErrorKind::BrokenPipe))
+}
+
+/// Writes answers as they come; what an answer's request held is freed once it is out.
+async fn write_answers(
+    mut writer: futures_lite::io::WriteHalf<TcpStream>,
+    to_write: local_channel::LocalReceiver<QueuedAnswer>,
+    queued: &Cell<usize>,
+) -> std::io::Result<()> {
+    let mut out = Vec::new();
+    // What the answers in `out` hold, freed once `out` is written.
+    let mut held_by_out = Vec::new();
+    while let Some(answer) = to_write.recv().await {
+        queued.set(queued.get().saturating_sub(1));
+        let QueuedAnswer {
+            payload,
+            slot,
+            connection_bytes,
+        } = answer;
+        if append_frame(&mut out, &payload).is_err() {
+            continue;
+        }
+        held_by_out.push((slot, connection_bytes));
+        if queued.get() == 0 || out.len() >= WRITE_COALESCE_BYTES {
+            writer.write_all(&out).await?;
+            writer.flush().await?;
+            out.clear();
+            held_by_out.clear();
+        }
+    }
+    writer.close().await
 }
 
 /// The answer to a peer frame on a client connection (which is then closed). Peers talk
@@ -207,5 +383,82 @@ fn correlation_id_of(frame: &[u8], error: &ProtocolError) -> u64 {
             crate::protocol::wire::root_as_request(frame).map_or(0, |r| r.correlation_id())
         }
         _ => 0,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use futures_lite::future::poll_once;
+
+    fn run<F: std::future::Future<Output = ()> + 'static>(
+        test: impl FnOnce() -> F + Send + 'static,
+    ) {
+        crate::runtime::run_on_executor("server-test", 512 * 1024, test).expect("executor ran");
+    }
+
+    /// Issue 11, item 13: a connection's requests hold at most its bound; the next one
+    /// waits (reading pauses) until an answer is written and frees its bytes. A frame
+    /// above the whole bound counts as the whole bound, so it waits, never forever.
+    #[test]
+    fn a_connection_waits_at_its_byte_bound_until_an_answer_is_written() {
+        run(|| async {
+            let shard = Rc::new(ByteBound::new(1000));
+            let budget = RequestBudget::new(shard.clone(), 100);
+            let first = budget.admit(60).await.unwrap();
+            let second = budget.admit(40).await.unwrap();
+            assert_eq!(budget.connection_available_bytes(), 0);
+            // The answer to the first is ready (the shard's bytes are freed), not written.
+            drop(first.shard);
+            assert_eq!(shard.available_bytes(), 960);
+            let mut third = Box::pin(budget.admit(10));
+            assert!(poll_once(&mut third).await.is_none(), "reading pauses");
+            // Written: its connection bytes are freed and the third request goes in.
+            drop(first.connection);
+            let third = third.await.unwrap();
+            drop((second, third));
+            let mut huge = Box::pin(budget.admit(5000));
+            let whole = huge.as_mut().await.unwrap();
+            assert_eq!(budget.connection_available_bytes(), 0);
+            drop(whole);
+            assert_eq!(budget.connection_available_bytes(), 100);
+        });
+    }
+
+    /// Issue 11, item 13: the shard's bound holds across connections: each within its own
+    /// bound, together they wait once the shard's is reached, until an answer is ready.
+    #[test]
+    fn connections_together_wait_at_the_shard_bound() {
+        run(|| async {
+            let shard = Rc::new(ByteBound::new(150));
+            let one = RequestBudget::new(shard.clone(), 100);
+            let two = RequestBudget::new(shard.clone(), 100);
+            let held_one = one.admit(100).await.unwrap();
+            let held_two = two.admit(50).await.unwrap();
+            let mut more = Box::pin(two.admit(10));
+            assert!(poll_once(&mut more).await.is_none(), "the shard is full");
+            assert_eq!(two.connection_available_bytes(), 40, "not the connection");
+            drop(held_one.shard);
+            let more = more.await.unwrap();
+            assert_eq!(shard.available_bytes(), 90);
+            drop((held_one.connection, held_two, more));
+            assert_eq!(shard.available_bytes(), 150);
+        });
+    }
+
+    /// A closed budget (its connection's writer ended) wakes a waiting read loop with an
+    /// error instead of leaving it waiting for answers that will never be written.
+    #[test]
+    fn a_closed_connection_bound_wakes_the_waiting_reader() {
+        run(|| async {
+            let shard = Rc::new(ByteBound::new(1000));
+            let budget = RequestBudget::new(shard, 100);
+            let held = budget.admit(100).await.unwrap();
+            let mut waiting = Box::pin(budget.admit(1));
+            assert!(poll_once(&mut waiting).await.is_none());
+            budget.connection.close();
+            assert!(waiting.await.is_err());
+            drop(held);
+        });
     }
 }

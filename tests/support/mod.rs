@@ -38,6 +38,12 @@ fn broker_log(spec: &Broker) -> Stdio {
         .unwrap_or_else(|_| Stdio::null())
 }
 
+/// The `keel` binary the tests start: this build's, or the one `KEEL_TEST_BINARY` names
+/// (an older build, to show that a test fails without a fix).
+pub fn keel_binary() -> String {
+    std::env::var("KEEL_TEST_BINARY").unwrap_or_else(|_| env!("CARGO_BIN_EXE_keel").to_string())
+}
+
 /// A base port with `count` free ports after it (probed by binding them).
 pub fn free_ports(count: u16) -> u16 {
     for _ in 0..200 {
@@ -118,10 +124,10 @@ impl Broker {
                 let mut command = Command::new("ip");
                 command
                     .args(["netns", "exec", namespace])
-                    .arg(env!("CARGO_BIN_EXE_keel"));
+                    .arg(keel_binary());
                 command
             }
-            None => Command::new(env!("CARGO_BIN_EXE_keel")),
+            None => Command::new(keel_binary()),
         };
         let child = command
             .args([
@@ -209,6 +215,26 @@ impl Broker {
                 .args([&format!("-{signal}"), &child.id().to_string()])
                 .status();
         }
+    }
+
+    /// The process id, while it runs.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
+    /// The process's resident memory (VmRSS of /proc/<pid>/status), in bytes.
+    pub fn resident_bytes(&self) -> Option<u64> {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid()?)).ok()?;
+        let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
+        let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+        Some(kib * 1024)
+    }
+
+    /// Whether the process is still running (not exited).
+    pub fn is_running(&mut self) -> bool {
+        self.child
+            .as_mut()
+            .is_some_and(|child| matches!(child.try_wait(), Ok(None)))
     }
 
     /// SIGTERM, then the exit status (within `timeout`).
