@@ -939,3 +939,37 @@ fn a_continuous_producer_sees_no_error_across_a_leader_kill_and_the_hand_back() 
     assert!(outcomes.len() > 10_000, "{} records sent", outcomes.len());
     assert_all_acknowledged_and_stored(&mut client, "steady-kill", &outcomes);
 }
+
+/// A leader stopped with SIGTERM hands its group over and is not handed it back while it
+/// stops: right after it exited, one of the others leads. With leader balancing shorter
+/// than the stop's hand-over wait, the group's new leader saw the stopping node (its
+/// preferred leader, still current) and handed the group back to it; it then exited as
+/// the leader, and the others waited for an election timeout.
+///
+/// Ignored: fails on this build (reported; the fix is in `replication/`: a stopping
+/// replica should refuse leadership, e.g. ignore MsgTimeoutNow, once it handed over).
+#[test]
+#[ignore = "a stopping node takes its group back from leader balancing (reported)"]
+fn a_stopping_leader_is_not_handed_its_group_back_while_it_stops() {
+    let root = tempfile::tempdir().unwrap();
+    let mut nodes = start_cluster_with(root.path(), 3, 1, &["--leader-balance-delay", "300ms"]);
+    let bootstrap: Vec<String> = nodes.iter().map(|n| n.address(0)).collect();
+    let mut client = ClusterClient::new(&bootstrap.join(","));
+    wait_for_leader(&mut client, 1, "node 1 did not lead at start");
+    let status = nodes[0].terminate(Duration::from_secs(10)).expect("stops");
+    assert!(status.success());
+    let others: Vec<String> = nodes[1..].iter().map(|n| n.address(0)).collect();
+    let mut client = ClusterClient::new(&others.join(","));
+    let rows = client.cluster_status().unwrap();
+    let leaders: Vec<u32> = rows
+        .iter()
+        .filter(|r| r.role == "leader")
+        .map(|r| r.node)
+        .collect();
+    assert_eq!(
+        leaders.len(),
+        1,
+        "a leader at once among the others: {rows:?}"
+    );
+    assert_ne!(leaders[0], 1);
+}

@@ -333,6 +333,17 @@ pub fn start_cluster(root: &Path, nodes: u32, shards: u32) -> Vec<Broker> {
 
 /// Same, every node started with `extra` arguments too.
 pub fn start_cluster_with(root: &Path, nodes: u32, shards: u32, extra: &[&str]) -> Vec<Broker> {
+    start_cluster_with_segments(root, nodes, shards, "4MiB", extra)
+}
+
+/// Same, with segments of `segment_size`.
+pub fn start_cluster_with_segments(
+    root: &Path,
+    nodes: u32,
+    shards: u32,
+    segment_size: &str,
+    extra: &[&str],
+) -> Vec<Broker> {
     // Each node's client ports, then each node's peer ports.
     let bases = free_port_ranges(2 * nodes as usize, shards as u16);
     let (ports, peer_ports) = bases.split_at(nodes as usize);
@@ -355,7 +366,7 @@ pub fn start_cluster_with(root: &Path, nodes: u32, shards: u32, extra: &[&str]) 
                 &root.join(format!("node-{}", i + 1)),
                 ports[i as usize],
                 shards,
-                "4MiB",
+                segment_size,
                 &args,
             )
         })
