@@ -945,11 +945,9 @@ fn a_continuous_producer_sees_no_error_across_a_leader_kill_and_the_hand_back() 
 /// than the stop's hand-over wait, the group's new leader saw the stopping node (its
 /// preferred leader, still current) and handed the group back to it; it then exited as
 /// the leader, and the others waited for an election timeout.
-///
-/// Ignored: fails on this build (reported; the fix is in `replication/`: a stopping
-/// replica should refuse leadership, e.g. ignore MsgTimeoutNow, once it handed over).
+/// The fix: a stopping replica refuses `MsgTimeoutNow`, and the stop's second hand-over
+/// request is answered at once.
 #[test]
-#[ignore = "a stopping node takes its group back from leader balancing (reported)"]
 fn a_stopping_leader_is_not_handed_its_group_back_while_it_stops() {
     let root = tempfile::tempdir().unwrap();
     let mut nodes = start_cluster_with(root.path(), 3, 1, &["--leader-balance-delay", "300ms"]);

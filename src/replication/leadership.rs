@@ -59,7 +59,13 @@ impl<S: LogStore> Replica<S> {
 
     /// Stop: hand leadership to the most current follower and take no more writes.
     pub(crate) fn on_hand_over(&mut self, effects: &mut Vec<Effect>) {
-        if self.handing_over.is_some() {
+        if let Some((_, target)) = self.handing_over {
+            // Asked again (the stop's last step): answer at once once it is over, so the
+            // node stops before a balancer could hand the group back to it.
+            if self.hand_over_done {
+                let handed_to = target.filter(|_| !self.is_leader());
+                effects.push(Effect::HandOverDone { handed_to });
+            }
             return;
         }
         let target = if self.is_leader() {

@@ -496,6 +496,8 @@ impl<S: LogStore> Replica<S> {
                     message.commit = self.raw.raft.raft_log.committed;
                 }
             }
+            // A node that is stopping (it handed its leadership over) never takes it back.
+            MsgTimeoutNow if self.handing_over.is_some() => return None,
             MsgAppendResponse
             | MsgRequestVote
             | MsgRequestVoteResponse
