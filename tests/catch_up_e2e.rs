@@ -11,25 +11,7 @@ use std::time::{Duration, Instant};
 use keel::client::{ClientError, ClusterClient, GroupStatus};
 use keel::protocol::codec::{encode_record_batch, BatchProducer, RecordData};
 use keel::protocol::wire::{Acks, ErrorCode};
-use support::{retry, start_cluster_with};
-
-/// Group 0's status once all three replicas answer and agree on one leader.
-fn settled(client: &mut ClusterClient) -> Vec<GroupStatus> {
-    retry("a settled cluster", || {
-        let rows = client.cluster_status()?;
-        let leaders: Vec<_> = rows.iter().filter(|r| r.role == "leader").collect();
-        let agreed = leaders.len() == 1
-            && rows.len() == 3
-            && rows
-                .iter()
-                .all(|r| r.leader == leaders[0].node && r.term == leaders[0].term);
-        if agreed {
-            Ok(rows)
-        } else {
-            Err(ClientError::Unexpected(format!("not settled: {rows:?}")))
-        }
-    })
-}
+use support::{retry, settled, start_cluster_with};
 
 /// Writes `megabytes` MiB in batches of about 1 MiB from four connections.
 fn write_backlog(bootstrap: &str, megabytes: usize) {

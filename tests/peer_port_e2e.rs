@@ -16,31 +16,13 @@ use std::io::{ErrorKind, Read, Write};
 use std::net::TcpStream;
 use std::time::Duration;
 
-use keel::client::{ClientError, ClusterClient, GroupStatus};
+use keel::client::{ClusterClient, GroupStatus};
 use keel::protocol::codec::{decode_response, encode_record_batch, BatchProducer, RecordData};
 use keel::protocol::frame::{encode_frame, FrameDecoder};
 use keel::protocol::peer_codec::{encode_peer_frame, encode_peer_hello, PeerHello};
 use keel::protocol::wire::{Acks, ErrorCode};
 use raft::eraftpb::{Message, MessageType};
-use support::{retry, start_cluster_with, Broker};
-
-/// Group 0's status once all three replicas answer and agree on one leader.
-fn settled(client: &mut ClusterClient) -> Vec<GroupStatus> {
-    retry("a settled cluster", || {
-        let rows = client.cluster_status()?;
-        let leaders: Vec<_> = rows.iter().filter(|r| r.role == "leader").collect();
-        let agreed = leaders.len() == 1
-            && rows.len() == 3
-            && rows
-                .iter()
-                .all(|r| r.leader == leaders[0].node && r.term == leaders[0].term);
-        if agreed {
-            Ok(rows)
-        } else {
-            Err(ClientError::Unexpected(format!("not settled: {rows:?}")))
-        }
-    })
-}
+use support::{retry, settled, start_cluster_with, Broker};
 
 fn raft_message(msg_type: MessageType, from: u64, to: u64, term: u64, commit: u64) -> Message {
     let mut message = Message {

@@ -150,7 +150,7 @@ impl PartitionIndex {
 /// The idempotent producer of a stored batch, if it has one: (id, epoch, base sequence).
 /// The batch was verified when it was received; a batch that no longer parses is
 /// treated as not idempotent.
-fn batch_producer(batch: &[u8]) -> Option<(u64, u16, u32)> {
+pub(crate) fn batch_producer(batch: &[u8]) -> Option<(u64, u16, u32)> {
     let options = crate::protocol::codec::verifier_options(batch.len());
     let parsed =
         flatbuffers::root_with_opts::<crate::protocol::records::RecordBatch>(&options, batch)

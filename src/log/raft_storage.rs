@@ -145,22 +145,37 @@ fn serve_staged(
     max_size: u64,
     context: GetEntriesContext,
 ) -> raft::Result<Vec<Entry>> {
-    if let Some(mut entries) = state.catch_up.staged.remove(&low) {
-        entries.retain(|e| e.index < high);
-        if entries.first().is_some_and(|e| e.index == low) {
-            raft::util::limit_size(&mut entries, Some(max_size));
-            return Ok(entries);
+    state.catch_up.serve(low, high, Some(max_size), context)
+}
+
+impl CatchUp {
+    /// Entries for a follower that the store does not hold in memory: the ones read for
+    /// this call if they are staged, else a recorded miss and `LogTemporarilyUnavailable`.
+    /// Shared by every `LogStore` view (the `CommitLog`'s and the simulator's).
+    pub fn serve(
+        &mut self,
+        low: u64,
+        high: u64,
+        max_size: Option<u64>,
+        context: GetEntriesContext,
+    ) -> raft::Result<Vec<Entry>> {
+        if let Some(mut entries) = self.staged.remove(&low) {
+            entries.retain(|e| e.index < high);
+            if entries.first().is_some_and(|e| e.index == low) {
+                raft::util::limit_size(&mut entries, max_size);
+                return Ok(entries);
+            }
         }
+        if self.misses.len() < MAX_PENDING_MISSES {
+            self.misses.push(FetchMiss {
+                low,
+                high,
+                max_bytes: max_size.unwrap_or(u64::MAX),
+                context,
+            });
+        }
+        Err(raft::Error::Store(StorageError::LogTemporarilyUnavailable))
     }
-    if state.catch_up.misses.len() < MAX_PENDING_MISSES {
-        state.catch_up.misses.push(FetchMiss {
-            low,
-            high,
-            max_bytes: max_size,
-            context,
-        });
-    }
-    Err(raft::Error::Store(StorageError::LogTemporarilyUnavailable))
 }
 
 impl Storage for RaftLogStorage {

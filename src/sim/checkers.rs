@@ -211,7 +211,7 @@ fn check_partitions(
             else {
                 return violation("P5", format!("node {node}: index points at a non-batch"));
             };
-            if let Some((producer, epoch, sequence)) = producer_of(batch) {
+            if let Some((producer, epoch, sequence)) = crate::broker::state::batch_producer(batch) {
                 if let Some(other) = seen_sequences
                     .insert((producer, epoch, partition, sequence), location.base_offset)
                 {
@@ -262,18 +262,4 @@ fn sorted_partitions(
     let mut partitions: Vec<_> = state.partitions.iter().map(|(k, v)| (*k, v)).collect();
     partitions.sort_by_key(|(k, _)| *k);
     partitions
-}
-
-fn producer_of(batch: &[u8]) -> Option<(u64, u16, u32)> {
-    let options = crate::protocol::codec::verifier_options(batch.len());
-    let parsed =
-        flatbuffers::root_with_opts::<crate::protocol::records::RecordBatch>(&options, batch)
-            .ok()?;
-    (parsed.producer_id() != 0).then(|| {
-        (
-            parsed.producer_id(),
-            parsed.producer_epoch(),
-            parsed.base_sequence(),
-        )
-    })
 }

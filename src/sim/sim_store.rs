@@ -421,32 +421,6 @@ impl LogStore for SimLogStore {
     }
 }
 
-/// As the `CommitLog`'s view: staged entries for `low`, or a recorded miss.
-fn serve_staged(
-    log: &mut SimLog,
-    low: u64,
-    high: u64,
-    max_size: Option<u64>,
-    context: GetEntriesContext,
-) -> raft::Result<Vec<Entry>> {
-    if let Some(mut entries) = log.catch_up.staged.remove(&low) {
-        entries.retain(|e| e.index < high);
-        if entries.first().is_some_and(|e| e.index == low) {
-            raft::util::limit_size(&mut entries, max_size);
-            return Ok(entries);
-        }
-    }
-    if log.catch_up.misses.len() < 64 {
-        log.catch_up.misses.push(FetchMiss {
-            low,
-            high,
-            max_bytes: max_size.unwrap_or(u64::MAX),
-            context,
-        });
-    }
-    Err(raft::Error::Store(StorageError::LogTemporarilyUnavailable))
-}
-
 impl Storage for SimLogStore {
     fn initial_state(&self) -> raft::Result<RaftState> {
         let log = self.log.borrow();
@@ -474,7 +448,7 @@ impl Storage for SimLogStore {
         }
         let cached_from = log.last_index().saturating_sub(log.cache_entries);
         if log.cache_entries > 0 && low <= cached_from && context.can_async() {
-            return serve_staged(&mut log, low, high, max_size.into(), context);
+            return log.catch_up.serve(low, high, max_size.into(), context);
         }
         Ok(log.read(low, high, max_size.into()))
     }

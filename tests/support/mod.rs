@@ -386,3 +386,23 @@ pub fn retry<T, E: std::fmt::Display>(what: &str, mut attempt: impl FnMut() -> R
         }
     }
 }
+
+/// Group 0's status once all three replicas answer and agree on one leader.
+pub fn settled(client: &mut keel::client::ClusterClient) -> Vec<keel::client::GroupStatus> {
+    retry("a settled cluster", || {
+        let rows = client.cluster_status()?;
+        let leaders: Vec<_> = rows.iter().filter(|r| r.role == "leader").collect();
+        let agreed = leaders.len() == 1
+            && rows.len() == 3
+            && rows
+                .iter()
+                .all(|r| r.leader == leaders[0].node && r.term == leaders[0].term);
+        if agreed {
+            Ok(rows)
+        } else {
+            Err(keel::client::ClientError::Unexpected(format!(
+                "not settled: {rows:?}"
+            )))
+        }
+    })
+}
