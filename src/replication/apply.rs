@@ -86,10 +86,6 @@ impl<S: LogStore> Replica<S> {
         state: ShardState,
         effects: &mut Vec<Effect>,
     ) {
-        assert!(
-            self.snapshot_ready.is_none(),
-            "a snapshot is not installed while another is pending"
-        );
         let covered: Vec<u64> = self.waiters.range(..=index).map(|(i, _)| *i).collect();
         for waiter_index in covered {
             if let Some(waiter) = self.waiters.remove(&waiter_index) {
@@ -101,6 +97,7 @@ impl<S: LogStore> Replica<S> {
         }
         self.state = state;
         self.last_snapshot_index = index;
+        self.installed_at = index;
         self.kept_snapshots.clear();
         effects.push(Effect::TopicsChanged {
             topics: self.state.topics.list().cloned().collect(),

@@ -302,6 +302,36 @@ impl<S: LogStore> Replica<S> {
         self.parked.is_some()
     }
 
+    /// A leader's view of each follower (for failure messages): raft-rs's progress state,
+    /// matched and next index, whether sending is paused, snapshots and reads in flight.
+    pub fn progress_summary(&self) -> String {
+        if !self.is_leader() {
+            return String::new();
+        }
+        let mut parts = Vec::new();
+        for (id, p) in self.raw.raft.prs().iter() {
+            if *id == self.config.replica_id {
+                continue;
+            }
+            parts.push(format!(
+                "{id}: {:?} matched {} next {} paused {} inflights full {} pending snapshot {} \
+                 snapshot in flight {}",
+                p.state,
+                p.matched,
+                p.next_idx,
+                p.is_paused(),
+                p.ins.full(),
+                p.pending_snapshot,
+                self.snapshots_in_flight.contains_key(id),
+            ));
+        }
+        format!(
+            "[{}; catch-up reads {}]",
+            parts.join(", "),
+            self.catch_up.len()
+        )
+    }
+
     /// Whether `follower` is in raft-rs's snapshot state (leader only).
     pub fn follower_awaits_snapshot(&self, follower: u64) -> bool {
         self.is_leader()

@@ -57,7 +57,7 @@ impl<S: LogStore> Replica<S> {
                 self.park(ready, persisted, work, None, effects);
                 return;
             }
-            self.finish_ready(ready, persisted, effects);
+            self.finish_ready(ready, persisted, false, effects);
         }
     }
 
@@ -74,6 +74,7 @@ impl<S: LogStore> Replica<S> {
         if let Err(failure) = self.store.truncate_unwritten_suffix(first) {
             self.fail(failure, &mut Vec::new());
         }
+        self.drop_acks_from(first);
         None
     }
 
@@ -131,16 +132,19 @@ impl<S: LogStore> Replica<S> {
         let Some(parked) = self.parked.take() else {
             return;
         };
-        self.disk_ops.remove(&parked.op);
+        let work = self.disk_ops.remove(&parked.op);
+        if let Some(DiskWork::TruncateSuffix { from_index }) = work {
+            self.drop_acks_from(from_index);
+        }
         match outcome {
             Err(failure) => self.fail(failure, effects),
             Ok(()) => {
+                let installed = parked.install.is_some();
                 if let Some((index, state)) = parked.install {
                     self.installed_snapshot(index, state, effects);
-                    self.snapshot_ready = Some(parked.ready.number());
                 }
                 self.durable_index = self.store.durable_index();
-                self.finish_ready(parked.ready, parked.persisted, effects);
+                self.finish_ready(parked.ready, parked.persisted, installed, effects);
             }
         }
         // Ticks that passed while the disk worked do not all count: a paused replica
@@ -157,12 +161,31 @@ impl<S: LogStore> Replica<S> {
         }
     }
 
+    /// Entries from `from_index` on are being cut: acknowledgements of them that wait in
+    /// the outbox must never leave (a leader of the old term would count entries this
+    /// replica no longer has: seeds 0x3bcf, 0x1aa2). Dropped, they are as good as lost.
+    fn drop_acks_from(&mut self, from_index: u64) {
+        for (_, messages) in self.outbox.iter_mut() {
+            messages.retain(|m| {
+                m.get_msg_type() != MessageType::MsgAppendResponse
+                    || m.reject
+                    || m.index < from_index
+            });
+        }
+    }
+
     /// Appends the Ready's entries and hard state, queues its persisted messages, then
-    /// advances raft-rs, applies and flushes (R4).
+    /// advances raft-rs, applies and flushes (R4). `snapshot_durable`: the Ready's snapshot
+    /// is already installed on disk (its own disk work), so raft-rs hears at once that
+    /// this Ready persisted: it forgets its unstable snapshot at the advance, and until
+    /// its applied index reaches the snapshot a campaign would read compacted entries
+    /// (raft.rs "unexpected error getting unapplied entries": seed 0x9181). Its messages
+    /// still wait for the flush of the hard state.
     fn finish_ready(
         &mut self,
         mut ready: raft::Ready,
         persisted: Vec<Message>,
+        snapshot_durable: bool,
         effects: &mut Vec<Effect>,
     ) {
         let number = ready.number();
@@ -190,6 +213,9 @@ impl<S: LogStore> Replica<S> {
         }
         let committed = ready.take_committed_entries();
         self.raw.advance_append_async(ready);
+        if snapshot_durable {
+            self.raw.on_persist_ready(number);
+        }
         if self.failed.is_none() && !self.config.defects.ack_failed_append {
             // A1: raft-rs now reads the log from the store alone.
             let raft_last = self.raw.raft.raft_log.last_index();
@@ -206,9 +232,7 @@ impl<S: LogStore> Replica<S> {
         assert!(number > self.appended_ready, "Ready numbers only grow");
         self.appended_ready = number;
         self.apply(committed, effects);
-        if self.snapshot_ready.is_none() {
-            self.raw.advance_apply();
-        }
+        self.raw.advance_apply();
         self.maybe_flush(effects);
     }
 
@@ -318,10 +342,6 @@ impl<S: LogStore> Replica<S> {
             }
         }
         self.raw.on_persist_ready(number);
-        if self.snapshot_ready.is_some_and(|ready| ready <= number) {
-            self.snapshot_ready = None;
-            self.raw.advance_apply();
-        }
         let mut released = Vec::new();
         while self.outbox.front().is_some_and(|(n, _)| *n <= number) {
             if let Some((_, messages)) = self.outbox.pop_front() {

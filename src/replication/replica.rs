@@ -169,8 +169,6 @@ pub struct Replica<S: LogStore> {
     pub(crate) disk_ops: BTreeMap<OpId, DiskWork>,
     pub(crate) next_op: u64,
     pub(crate) failed: Option<StorageFailure>,
-    /// The Ready that carried an installed snapshot, until it is durable.
-    pub(crate) snapshot_ready: Option<u64>,
     pub(crate) ticks: u64,
     pub(crate) now_ms: u64,
     pub(crate) last_term_role: (u64, StateRole),
@@ -186,6 +184,8 @@ pub struct Replica<S: LogStore> {
     /// Snapshots of the applied state written to files: index → snapshot (newest kept).
     pub(crate) kept_snapshots: BTreeMap<u64, raft::eraftpb::Snapshot>,
     pub(crate) last_snapshot_index: u64,
+    /// Index of the last snapshot installed from a leader (0: none in this life).
+    pub(crate) installed_at: u64,
     pub(crate) reserved_topic_id: u32,
     pub(crate) persisted_commit: u64,
     /// Appends deferred by the `advance_before_append` defect: (Ready number, entries).
@@ -245,7 +245,6 @@ impl<S: LogStore> Replica<S> {
             disk_ops: BTreeMap::new(),
             next_op: 1,
             failed: None,
-            snapshot_ready: None,
             ticks: 0,
             now_ms: 0,
             last_leader: 0,
@@ -256,6 +255,7 @@ impl<S: LogStore> Replica<S> {
             snapshots_in_flight: BTreeMap::new(),
             kept_snapshots: BTreeMap::new(),
             last_snapshot_index: compaction,
+            installed_at: 0,
             reserved_topic_id: 0,
             persisted_commit,
             deferred_appends: VecDeque::new(),

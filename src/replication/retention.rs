@@ -149,14 +149,23 @@ impl<S: LogStore> Replica<S> {
                 let index = snapshot.get_metadata().index;
                 self.last_snapshot_index = self.last_snapshot_index.max(index);
                 self.kept_snapshots.insert(index, snapshot);
-                while self.kept_snapshots.len() > MAX_KEPT_SNAPSHOTS {
-                    self.kept_snapshots.pop_first();
-                }
+                self.forget_old_snapshots();
             }
             DiskWork::RemovePrefix { up_to_index } => {
-                if let Some(snapshot) = self.kept_snapshots.get(&up_to_index).cloned() {
-                    self.store.set_snapshot(snapshot);
+                // The snapshot the cut was started at is pinned while it runs: without it
+                // the store is compacted with no snapshot to send (seed 0xae9e).
+                // A leader's snapshot installed meanwhile at or past the cut replaced the
+                // log and its snapshot (seed 0x3).
+                if up_to_index <= self.installed_at {
+                    return;
                 }
+                let snapshot = self.kept_snapshots.get(&up_to_index).cloned();
+                let snapshot = snapshot.unwrap_or_else(|| {
+                    panic!(
+                        "the snapshot at {up_to_index} was forgotten while the log was cut there"
+                    )
+                });
+                self.store.set_snapshot(snapshot);
                 self.kept_snapshots.retain(|&i, _| i >= up_to_index);
                 self.state.forget_below(up_to_index + 1);
                 tracing::info!(
@@ -170,6 +179,29 @@ impl<S: LogStore> Replica<S> {
             | DiskWork::PersistCommitIndex => {}
         }
         let _ = effects;
+    }
+
+    /// Keeps the newest `MAX_KEPT_SNAPSHOTS` snapshots, and any a running cut needs.
+    fn forget_old_snapshots(&mut self) {
+        let pinned: Vec<u64> = self
+            .disk_ops
+            .values()
+            .filter_map(|w| match w {
+                DiskWork::RemovePrefix { up_to_index } => Some(*up_to_index),
+                _ => None,
+            })
+            .collect();
+        let mut removable: Vec<u64> = self
+            .kept_snapshots
+            .keys()
+            .copied()
+            .filter(|i| !pinned.contains(i))
+            .collect();
+        removable.reverse();
+        while self.kept_snapshots.len() > MAX_KEPT_SNAPSHOTS {
+            let Some(oldest) = removable.pop() else { break };
+            self.kept_snapshots.remove(&oldest);
+        }
     }
 
     /// The snapshot kept at `index`, for the driver's prefix removal.

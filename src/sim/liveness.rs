@@ -65,7 +65,7 @@ pub fn pending(world: &World) -> String {
     for node in world.nodes.values() {
         match &node.replica {
             Some(r) => parts.push(format!(
-                "node {}: {} term {} leader {} commit {} applied {} last {} parked {} up {} paused {}",
+                "node {}: {} term {} leader {} commit {} applied {} last {} parked {} up {} paused {}{}",
                 node.id,
                 r.role(),
                 r.term(),
@@ -75,7 +75,8 @@ pub fn pending(world: &World) -> String {
                 r.last_index(),
                 r.is_parked(),
                 node.up,
-                node.paused
+                node.paused,
+                r.progress_summary()
             )),
             None => parts.push(format!("node {}: down", node.id)),
         }
