@@ -110,6 +110,10 @@ impl<S: LogStore> Replica<S> {
         install: Option<(u64, crate::broker::state::ShardState)>,
         effects: &mut Vec<Effect>,
     ) {
+        assert!(
+            self.parked.is_none(),
+            "a Ready is parked (a snapshot installed, a suffix cut) while another is pending"
+        );
         let op = self.next_op_id();
         self.disk_ops.insert(op, work.clone());
         effects.push(Effect::Disk { op, work });

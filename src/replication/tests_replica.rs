@@ -3,7 +3,7 @@
 
 use crate::broker::log_entry::BrokerEntry;
 use crate::broker::state::{Applied, ShardState, TopicInfo};
-use crate::replication::events::{Defects, Effect, Input, RequestId};
+use crate::replication::events::{Defects, DiskWork, Effect, Input, RequestId};
 use crate::replication::replica::{Replica, ReplicaConfig, RetentionPolicy};
 use crate::sim::sim_store::{SimLog, SimLogStore};
 
@@ -186,4 +186,192 @@ fn proposals_during_a_hand_over_are_not_leader() {
         answer(&effects, request),
         Some(&Err(crate::replication::ShardError::NotLeader))
     );
+}
+
+/// Item 15: the commit index reaches the meta file every `commit_persist_ticks` while it
+/// moves (not only at shutdown), so a crash restarts near the last commit.
+#[test]
+fn the_commit_index_is_persisted_every_few_ticks_while_it_moves() {
+    let (mut replica, store) = single_voter();
+    let topic = TopicInfo {
+        id: 5,
+        name: "t".to_string(),
+        partitions: 1,
+    };
+    let topics = vec![topic];
+    drive(&mut replica, &store, Input::ControllerTopics { topics });
+    for i in 0..3 {
+        let request = RequestId(200 + i);
+        let data = BrokerEntry::RecordBatch {
+            proposed_at_ms: 0,
+            topic_id: 5,
+            partition: 0,
+            record_count: 1,
+            batch_crc32c: 0,
+            batch: b"moves the commit",
+        }
+        .encode();
+        let effects = drive(
+            &mut replica,
+            &store,
+            Input::Propose {
+                request,
+                data,
+                wait: true,
+            },
+        );
+        assert!(answer(&effects, request).is_some_and(|a| a.is_ok()));
+    }
+    let commit = replica.commit_index();
+    assert!(
+        commit >= 4,
+        "three entries after the leader's own: {commit}"
+    );
+    let mut persisted = None;
+    for tick in 0..config().commit_persist_ticks {
+        let effects = drive(&mut replica, &store, Input::Tick { now_ms: tick * 10 });
+        for effect in effects {
+            if let Effect::Disk { op, work } = effect {
+                if matches!(work, DiskWork::PersistCommitIndex) {
+                    store.log.borrow_mut().persist_commit_index();
+                    drive(
+                        &mut replica,
+                        &store,
+                        Input::DiskDone {
+                            op,
+                            outcome: Ok(()),
+                        },
+                    );
+                    persisted = Some(tick);
+                }
+            }
+        }
+    }
+    assert!(
+        persisted.is_some(),
+        "no PersistCommitIndex within {} ticks",
+        config().commit_persist_ticks
+    );
+    // A crash now keeps the commit index.
+    let recovered = store.log.borrow().durable_meta.hard_state.commit;
+    assert_eq!(recovered, commit, "the durable commit index after a crash");
+}
+
+/// Item 12: a leader's waiter whose entry is overtaken by a snapshot from a newer leader
+/// is answered (its fate unknown here: `Indeterminate`), never left waiting. Waiters live
+/// only on a leader, which answers them all when a newer term deposes it; the install
+/// answers any left at or below its index as a second line.
+#[test]
+fn a_waiter_at_or_below_an_installed_snapshot_is_answered() {
+    use raft::eraftpb::{Message, MessageType, Snapshot};
+    let store = SimLogStore::new(SimLog::default());
+    let three = ReplicaConfig {
+        voters: vec![1, 2, 3],
+        ..config()
+    };
+    let mut replica = Replica::new(store.clone(), ShardState::default(), three).unwrap();
+    let mut effects = Vec::new();
+    replica.start(&mut effects);
+    // Node 2 grants the pre-vote, then the vote.
+    for _ in 0..2 {
+        let mut seen = Vec::new();
+        for effect in effects.drain(..) {
+            if let Effect::Flush { flush } = effect {
+                store.log.borrow_mut().begin_flush();
+                let outcome = store.log.borrow_mut().complete_flush(None);
+                seen.extend(drive(
+                    &mut replica,
+                    &store,
+                    Input::FlushDone { flush, outcome },
+                ));
+            } else {
+                seen.push(effect);
+            }
+        }
+        let asked = seen.iter().find_map(|e| match e {
+            Effect::Send { to: 2, messages } => messages.first().cloned(),
+            _ => None,
+        });
+        let asked = asked.unwrap_or_else(|| panic!("node 2 is asked for its vote: {seen:?}"));
+        let mut grant = Message::default();
+        grant.set_msg_type(match asked.get_msg_type() {
+            MessageType::MsgRequestPreVote => MessageType::MsgRequestPreVoteResponse,
+            _ => MessageType::MsgRequestVoteResponse,
+        });
+        (grant.from, grant.to, grant.term) = (2, 1, asked.term);
+        effects = drive(
+            &mut replica,
+            &store,
+            Input::Peer {
+                from: 2,
+                messages: vec![grant],
+            },
+        );
+    }
+    assert!(replica.is_leader(), "elected with node 2's vote");
+    let term = replica.term();
+    let request = RequestId(300);
+    let effects = drive(
+        &mut replica,
+        &store,
+        Input::Propose {
+            request,
+            data: b"never committed by this leader".to_vec(),
+            wait: true,
+        },
+    );
+    assert!(answer(&effects, request).is_none(), "waits for a quorum");
+    // Node 2 leads a newer term and sends a snapshot past the waiter's index.
+    let mut state = ShardState::default();
+    state.applied_index = 10;
+    let mut snapshot = Snapshot {
+        data: crate::broker::snapshot::encode_state(&state, false).into(),
+        ..Default::default()
+    };
+    snapshot.mut_metadata().index = 10;
+    snapshot.mut_metadata().term = term + 1;
+    snapshot.mut_metadata().mut_conf_state().voters = vec![1, 2, 3];
+    let mut message = Message::default();
+    message.set_msg_type(MessageType::MsgSnapshot);
+    (message.from, message.to, message.term) = (2, 1, term + 1);
+    message.set_snapshot(snapshot);
+    let mut effects = drive(
+        &mut replica,
+        &store,
+        Input::Peer {
+            from: 2,
+            messages: vec![message],
+        },
+    );
+    let (op, work) = effects
+        .iter()
+        .find_map(|e| match e {
+            Effect::Disk { op, work } => Some((*op, work.clone())),
+            _ => None,
+        })
+        .expect("the snapshot is installed by disk work");
+    let DiskWork::InstallSnapshot { snapshot } = work else {
+        panic!("expected InstallSnapshot, got {work:?}");
+    };
+    store.log.borrow_mut().install_snapshot(&snapshot);
+    effects.extend(drive(
+        &mut replica,
+        &store,
+        Input::DiskDone {
+            op,
+            outcome: Ok(()),
+        },
+    ));
+    // Answered once: at the step-down the newer term causes (or at the install).
+    let answers = effects
+        .iter()
+        .filter(|e| matches!(e, Effect::Answer { request: r, .. } if *r == request))
+        .count();
+    assert_eq!(answers, 1, "the waiter is answered exactly once");
+    assert_eq!(
+        answer(&effects, request),
+        Some(&Err(crate::replication::ShardError::Indeterminate)),
+        "the waiter's entry may or may not survive: the client is told so"
+    );
+    assert_eq!(replica.applied_index(), 10);
 }
