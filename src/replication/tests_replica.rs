@@ -322,8 +322,10 @@ fn a_waiter_at_or_below_an_installed_snapshot_is_answered() {
     );
     assert!(answer(&effects, request).is_none(), "waits for a quorum");
     // Node 2 leads a newer term and sends a snapshot past the waiter's index.
-    let mut state = ShardState::default();
-    state.applied_index = 10;
+    let state = ShardState {
+        applied_index: 10,
+        ..Default::default()
+    };
     let mut snapshot = Snapshot {
         data: crate::broker::snapshot::encode_state(&state, false).into(),
         ..Default::default()
