@@ -64,7 +64,8 @@ type PreparedSegment = glommio::Task<LogResult<Rc<DmaFile>>>;
 pub struct LogState {
     pub(crate) dir: PathBuf,
     pub(crate) config: LogConfig,
-    _lock: DirLock,
+    /// Held while the log is open (taken out only while `reopen` rebuilds the state).
+    lock: Option<DirLock>,
     pub(crate) segments: Vec<Segment>,
     pub(crate) terms: TermIndex,
     pub(crate) cache: TailCache,
@@ -157,10 +158,68 @@ impl CommitLog {
             write_slots: Rc::new(Semaphore::new(MAX_WRITES_IN_FLIGHT as u64)),
         };
         log.start_preparing();
-        // Sealed segments that were scanned (no valid index file) get one now, so the next
-        // open reads only the tail.
-        log.persist_sealed_indexes(log.durable_index()).await?;
+        log.write_missing_indexes().await?;
         Ok(log)
+    }
+
+    /// Sealed segments that were scanned (no valid index file) get one now, so the next
+    /// open reads only the tail; on a full disk they are left for a later open.
+    async fn write_missing_indexes(&self) -> LogResult<()> {
+        match self.persist_sealed_indexes(self.durable_index()).await {
+            Err(error) if error.is_no_space() => {
+                warn!(%error, "segment index files not written: the disk is full");
+                Ok(())
+            }
+            other => other,
+        }
+    }
+
+    /// Opens the log again from its files, in place (every clone sees the new state): how
+    /// a log poisoned by a failed write (a full disk) comes back once the cause is gone,
+    /// without a restart. What the files hold is what a restart would find; the active
+    /// segment is synced first, so entries written but never synced count as durable only
+    /// once they are.
+    pub async fn reopen(&self) -> LogResult<()> {
+        let _gate = self.gate.write().await.map_err(|_| LogError::Poisoned)?;
+        let _plan = self
+            .plan_lock
+            .acquire_permit(1)
+            .await
+            .map_err(|_| LogError::Poisoned)?;
+        let (dir, config, lock, active) = {
+            let mut state = self.state.borrow_mut();
+            let active = state.segments.last().and_then(|s| s.file.clone());
+            let lock = state.lock.take().ok_or(LogError::Poisoned)?;
+            state.poisoned = true;
+            state.prepared = None;
+            (state.dir.clone(), state.config.clone(), lock, active)
+        };
+        if let Some(file) = active {
+            if let Err(error) = file.fdatasync().await {
+                self.state.borrow_mut().lock = Some(lock);
+                return Err(io::glommio_error("fdatasync", &dir, error));
+            }
+        }
+        let reopened = async {
+            remove_prepared_leftovers(&dir)?;
+            let (mut meta_file, mut meta) = MetaFile::open(&dir).await?;
+            let plan = plan_recovery(&dir, &meta, config.max_entry_payload_bytes, true)?;
+            apply_recovery(&dir, &plan, &mut meta_file, &mut meta).await?;
+            Ok::<_, LogError>((plan, meta, meta_file))
+        }
+        .await;
+        let (plan, meta, meta_file) = match reopened {
+            Ok(parts) => parts,
+            Err(error) => {
+                self.state.borrow_mut().lock = Some(lock);
+                return Err(error);
+            }
+        };
+        let state = build_state(&dir, config, lock, plan, meta, meta_file).await?;
+        *self.state.borrow_mut() = state;
+        info!(dir = %dir.display(), "log reopened");
+        self.start_preparing();
+        self.write_missing_indexes().await
     }
 
     /// Sets the Raft snapshot that `raft::Storage::snapshot` hands out: the applied state
@@ -958,9 +1017,18 @@ async fn build_state(
         let file = io::open_read_write(&segment.path, false).await?;
         if position + 1 == kept {
             if scanned.file_length < config.segment_size_bytes {
-                file.pre_allocate(config.segment_size_bytes, false)
+                let reserved = file
+                    .pre_allocate(config.segment_size_bytes, false)
                     .await
-                    .map_err(|e| io::glommio_error("fallocate", &segment.path, e))?;
+                    .map_err(|e| io::glommio_error("fallocate", &segment.path, e));
+                match reserved {
+                    // A full disk must not keep the log from opening: what it holds is
+                    // read as usual, and a write that needs space fails then, clearly.
+                    Err(error) if error.is_no_space() => {
+                        warn!(segment = %segment.path.display(), %error, "the active segment could not be extended: the disk is full; the log opens for reads, writes need space first")
+                    }
+                    other => other?,
+                }
             }
             let block_start = io::align_down(segment.data_end);
             buffer.start_segment_at(segment.first_index, block_start, &scanned.tail_block);
@@ -978,7 +1046,7 @@ async fn build_state(
         dir: dir.to_path_buf(),
         cache: TailCache::new(config.tail_cache_bytes),
         config,
-        _lock: lock,
+        lock: Some(lock),
         segments,
         terms,
         buffer,

@@ -93,6 +93,11 @@ pub enum LogError {
 }
 
 impl LogError {
+    /// Whether this is the file system's "no space left on device".
+    pub fn is_no_space(&self) -> bool {
+        matches!(self, LogError::Io { source, .. } if source.raw_os_error() == Some(libc::ENOSPC))
+    }
+
     /// Wraps an I/O error with what was done to which path.
     pub fn io(operation: &'static str, path: impl Into<PathBuf>, source: std::io::Error) -> Self {
         LogError::Io {

@@ -92,3 +92,117 @@ fn a_full_disk_fails_the_flush_and_poisons_the_log_without_losing_durable_entrie
         assert_entries(&log, &expected).await;
     });
 }
+
+/// Mounts a tmpfs of `size` under a new tempdir; `None` without root.
+fn small_disk(size: &str) -> Option<(tempfile::TempDir, std::path::PathBuf)> {
+    if !is_root() {
+        eprintln!("skipped: mounting a tmpfs needs root");
+        return None;
+    }
+    let root = tempfile::tempdir().unwrap();
+    let mount_point = root.path().join("small");
+    std::fs::create_dir(&mount_point).unwrap();
+    let status = Command::new("mount")
+        .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+        .arg(&mount_point)
+        .status()
+        .unwrap();
+    assert!(status.success(), "mount tmpfs");
+    Some((root, mount_point))
+}
+
+/// Fills the file system holding `dir` with a file, until ENOSPC.
+fn fill(dir: &Path) -> std::path::PathBuf {
+    use std::io::Write;
+    let path = dir.join("filler");
+    let mut file = std::fs::File::create(&path).unwrap();
+    let block = vec![7u8; 4096];
+    while file.write_all(&block).is_ok() {}
+    let _ = file.sync_all();
+    path
+}
+
+/// A node whose disk filled up must start again: the log opens for reads although its
+/// active segment cannot be extended, and takes writes once space is free. (Before, the
+/// open failed with `fallocate: No space left on device`.)
+#[test]
+fn a_log_opens_on_a_full_disk_and_writes_once_space_is_free() {
+    let Some((_root, mount_point)) = small_disk("2m") else {
+        return;
+    };
+    let _mount = Mount(&mount_point);
+    let dir = mount_point.join("log");
+    let config = LogConfig {
+        preallocation: Preallocation::Fallocate,
+        ..small_config()
+    };
+    let filler_dir = mount_point.clone();
+    run(move || async move {
+        let log = CommitLog::open(&dir, config.clone()).await.unwrap();
+        append_range(&log, 1, 20, 1).await;
+        let layout = log.segment_layout();
+        let last = layout.last().expect("an active segment");
+        let (active, data_end) = (last.path.clone(), last.bytes);
+        log.close().await.unwrap();
+        // The active segment as a segment just created looks (not extended yet).
+        let data = std::fs::metadata(&active).unwrap().len();
+        let keep = data_end.div_ceil(4096) * 4096;
+        assert!(keep < data, "the segment is preallocated ({data} bytes)");
+        std::fs::OpenOptions::new()
+            .write(true)
+            .open(&active)
+            .unwrap()
+            .set_len(keep)
+            .unwrap();
+        let filler = fill(&filler_dir);
+        let log = CommitLog::open(&dir, config.clone())
+            .await
+            .expect("a log opens on a full disk");
+        let expected: Vec<(u64, u64)> = (1..=20).map(|i| (i, 1)).collect();
+        assert_entries(&log, &expected).await;
+        std::fs::remove_file(&filler).unwrap();
+        append_range(&log, 21, 40, 1).await;
+        let expected: Vec<(u64, u64)> = (1..=40).map(|i| (i, 1)).collect();
+        assert_entries(&log, &expected).await;
+    });
+}
+
+/// A log poisoned by a full disk comes back in place once space is free: `reopen` finds
+/// what a restart would, and writes go on.
+#[test]
+fn a_poisoned_log_reopens_in_place_once_space_is_free() {
+    let Some((_root, mount_point)) = small_disk("1m") else {
+        return;
+    };
+    let _mount = Mount(&mount_point);
+    let dir = mount_point.join("log");
+    let config = LogConfig {
+        preallocation: Preallocation::Fallocate,
+        ..small_config()
+    };
+    let filler_dir = mount_point.clone();
+    run(move || async move {
+        let log = CommitLog::open(&dir, config.clone()).await.unwrap();
+        append_range(&log, 1, 10, 1).await;
+        let filler = fill(&filler_dir);
+        let mut index = 11;
+        loop {
+            let batch: Vec<_> = (index..index + 50).map(|i| entry(i, 1)).collect();
+            if log.append(&batch).is_err() || log.flush().await.is_err() {
+                break;
+            }
+            index += 50;
+            assert!(index < 100_000, "the disk never filled up");
+        }
+        let durable = log.durable_index();
+        assert!(matches!(log.flush().await, Err(LogError::Poisoned)));
+        std::fs::remove_file(&filler).unwrap();
+        log.reopen().await.expect("reopen once space is free");
+        assert!(log.last_index() >= durable, "nothing durable was lost");
+        let last = log.last_index();
+        log.append(&[entry(last + 1, 1)]).expect("appends go on");
+        assert_eq!(log.flush().await.expect("flushes go on"), last + 1);
+        let expected: Vec<(u64, u64)> = (1..=last + 1).map(|i| (i, 1)).collect();
+        assert_entries(&log, &expected).await;
+    });
+}
