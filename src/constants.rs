@@ -169,3 +169,7 @@ pub const MAX_REQUEST_BYTES_PER_SHARD: u64 = 256 * 1024 * 1024;
 /// (same sequence numbers) is stored once. Part of the client protocol until it has a
 /// code of its own: never reword.
 pub const INDETERMINATE_WRITE_WORDS: &str = "may or may not be stored";
+
+/// How often a shard whose disk filled up checks for free space to take writes again
+/// (a statvfs call; the reopen itself happens once, when a segment's worth is free).
+pub const NO_SPACE_RETRY_INTERVAL: std::time::Duration = std::time::Duration::from_secs(1);

@@ -26,7 +26,7 @@ use crate::broker::state::{Applied, ShardState, TopicInfo};
 use crate::config::NodeConfig;
 use crate::constants::{
     MAX_COMMITTED_BYTES_PER_READY, MAX_FETCH_WAITERS, MAX_UNCOMMITTED_BYTES, MAX_WAITING_PROPOSALS,
-    RAFT_MAX_MESSAGE_BYTES,
+    NO_SPACE_RETRY_INTERVAL, RAFT_MAX_MESSAGE_BYTES,
 };
 use crate::log::raft_storage::from_conf_state;
 use crate::log::{CommitLog, LogError};
@@ -94,6 +94,11 @@ pub struct ShardCore {
     next_request: Cell<u64>,
     data_waiters: RefCell<Vec<LocalSender<()>>>,
     failure: RefCell<Option<String>>,
+    /// The failure was a full disk: the replica starts again once space is free.
+    no_space: Cell<bool>,
+    /// The replica's life: completions of I/O started by an earlier life are dropped.
+    generation: Cell<u64>,
+    recovering: Cell<bool>,
     stopping: Cell<bool>,
     topics_changed: RefCell<Option<TopicsHook>>,
     /// Links to the same shard of the other nodes.
@@ -178,6 +183,9 @@ impl ShardCore {
             next_request: Cell::new(1),
             data_waiters: RefCell::new(Vec::new()),
             failure: RefCell::new(None),
+            no_space: Cell::new(false),
+            generation: Cell::new(0),
+            recovering: Cell::new(false),
             stopping: Cell::new(false),
             topics_changed: RefCell::new(None),
             peers,
@@ -227,10 +235,10 @@ impl ShardCore {
                 }
             }
             Effect::Flush { flush } => {
-                let core = self.clone();
+                let (core, life) = (self.clone(), self.generation.get());
                 glommio::spawn_local(async move {
                     let outcome = core.log.flush().await.map_err(|e| storage_failure(&e));
-                    core.feed(Input::FlushDone { flush, outcome });
+                    core.feed_if_alive(life, Input::FlushDone { flush, outcome });
                 })
                 .detach();
             }
@@ -241,14 +249,14 @@ impl ShardCore {
                 high,
                 max_bytes,
             } => {
-                let core = self.clone();
+                let (core, life) = (self.clone(), self.generation.get());
                 glommio::spawn_local(async move {
                     let outcome = core
                         .log
                         .read(low, high, max_bytes)
                         .await
                         .map_err(|e| storage_failure(&e));
-                    core.feed(Input::ReadDone { op, outcome });
+                    core.feed_if_alive(life, Input::ReadDone { op, outcome });
                 })
                 .detach();
             }
@@ -271,18 +279,68 @@ impl ShardCore {
             }
             Effect::Failed { failure } => {
                 tracing::error!(shard = self.shard_id, %failure, "storage failed: this shard stopped taking part in its group; reads go on");
+                self.no_space.set(failure == StorageFailure::NoSpace);
                 *self.failure.borrow_mut() = Some(failure.to_string());
             }
         }
     }
 
     fn start_disk_work(self: &Rc<Self>, op: OpId, work: DiskWork) {
-        let core = self.clone();
+        let (core, life) = (self.clone(), self.generation.get());
         glommio::spawn_local(async move {
             let outcome = core.do_disk_work(work).await;
-            core.feed(Input::DiskDone { op, outcome });
+            core.feed_if_alive(life, Input::DiskDone { op, outcome });
         })
         .detach();
+    }
+
+    /// Feeds a completion unless the replica that started the I/O was replaced since.
+    fn feed_if_alive(self: &Rc<Self>, life: u64, input: Input) {
+        if self.generation.get() == life {
+            self.feed(input);
+        }
+    }
+
+    /// A replica stopped by a full disk starts again once a segment's worth of space is
+    /// free: the log is reopened in place (what a restart would find) and a new replica
+    /// starts over it, as after a restart, without stopping the node.
+    async fn recover_from_no_space(self: &Rc<Self>) {
+        let needed = self.config.log.segment_size_bytes;
+        if !self.no_space.get() || self.recovering.get() || self.stopping.get() {
+            return;
+        }
+        if free_bytes(&self.config.data_dir).is_none_or(|free| free < needed) {
+            return;
+        }
+        self.recovering.set(true);
+        let outcome = self.restart_replica().await;
+        self.recovering.set(false);
+        match outcome {
+            Ok(()) => tracing::info!(
+                shard = self.shard_id,
+                "space is free again: the replica restarted over its reopened log"
+            ),
+            Err(error) => {
+                tracing::warn!(shard = self.shard_id, %error, "space is free but the replica could not restart yet")
+            }
+        }
+    }
+
+    async fn restart_replica(self: &Rc<Self>) -> Result<(), String> {
+        self.log.reopen().await.map_err(|e| e.to_string())?;
+        let state = crate::shard::restore_state(&self.log, &self.snapshots)?;
+        let config = replica_config(self.shard_id, &self.config);
+        let replica = Replica::new(self.log.clone(), state, config).map_err(|e| e.to_string())?;
+        self.generation.set(self.generation.get() + 1);
+        *self.replica.borrow_mut() = replica;
+        // The failed replica answered its waiters; what is left lost its replica.
+        self.requests.borrow_mut().clear();
+        *self.failure.borrow_mut() = None;
+        self.no_space.set(false);
+        let mut effects = Vec::new();
+        self.replica.borrow_mut().start(&mut effects);
+        self.carry_out(effects);
+        Ok(())
     }
 
     async fn do_disk_work(&self, work: DiskWork) -> Result<(), StorageFailure> {
@@ -525,8 +583,16 @@ impl ShardCore {
 /// Feeds a tick every `tick_ms` (and peers found unreachable) until the shard stops.
 async fn tick_loop(core: Rc<ShardCore>) {
     let interval = Duration::from_millis(core.config.tick_ms.max(1));
+    let retry_every =
+        (NO_SPACE_RETRY_INTERVAL.as_millis() as u64 / core.config.tick_ms.max(1)).max(1);
+    let mut ticks: u64 = 0;
     while !core.stopping.get() {
         glommio::timer::sleep(interval).await;
+        ticks += 1;
+        if core.no_space.get() && ticks.is_multiple_of(retry_every) {
+            let recovering = core.clone();
+            glommio::spawn_local(async move { recovering.recover_from_no_space().await }).detach();
+        }
         for peer in core.peers.take_unreachable() {
             core.feed(Input::PeerUnreachable { peer });
         }
@@ -534,6 +600,12 @@ async fn tick_loop(core: Rc<ShardCore>) {
             now_ms: wall_clock_ms(),
         });
     }
+}
+
+/// Bytes free for unprivileged writers on the file system holding `path` (`None`: unknown).
+fn free_bytes(path: &std::path::Path) -> Option<u64> {
+    let stats = nix::sys::statvfs::statvfs(path).ok()?;
+    Some(stats.blocks_available() as u64 * stats.fragment_size() as u64)
 }
 
 #[cfg(test)]

@@ -257,7 +257,10 @@ fn listen(address: &str) -> std::io::Result<TcpListener> {
 
 /// The applied state a shard starts from: empty for a log that was never compacted, else
 /// the snapshot at the log's compaction point (the entries after it are applied again).
-fn restore_state(log: &CommitLog, snapshots: &SnapshotFiles) -> Result<ShardState, String> {
+pub(crate) fn restore_state(
+    log: &CommitLog,
+    snapshots: &SnapshotFiles,
+) -> Result<ShardState, String> {
     let (compaction, _) = log.compaction_point();
     if compaction == 0 {
         return Ok(ShardState::default());
