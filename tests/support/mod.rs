@@ -118,7 +118,15 @@ impl Broker {
     }
 
     /// Starts the process `spec` describes and waits until it answers.
-    fn launch(mut spec: Broker) -> Broker {
+    fn launch(spec: Broker) -> Broker {
+        let stderr = broker_log(&spec);
+        let spec = Broker::spawn(spec, stderr);
+        spec.wait_until_serving();
+        spec
+    }
+
+    /// Starts the process `spec` describes, its standard error to `stderr`.
+    fn spawn(mut spec: Broker, stderr: Stdio) -> Broker {
         let mut command = match &spec.namespace {
             Some(namespace) => {
                 let mut command = Command::new("ip");
@@ -149,18 +157,16 @@ impl Broker {
             .arg("--data-dir")
             .arg(&spec.data_dir)
             .stdout(Stdio::null())
-            .stderr(broker_log(&spec))
+            .stderr(stderr)
             .spawn()
             .expect("start keel broker");
         spec.child = Some(child);
-        spec.wait_until_serving();
         spec
     }
 
-    /// Restarts the broker on the same data and ports.
-    pub fn restart(mut self) -> Broker {
-        self.kill();
-        Broker::launch(Broker {
+    /// The same broker (data, ports, arguments), not started.
+    fn same_spec(&self) -> Broker {
+        Broker {
             child: None,
             data_dir: self.data_dir.clone(),
             port: self.port,
@@ -169,7 +175,50 @@ impl Broker {
             extra_args: self.extra_args.clone(),
             host: self.host.clone(),
             namespace: self.namespace.clone(),
-        })
+        }
+    }
+
+    /// Restarts the broker on the same data and ports.
+    pub fn restart(mut self) -> Broker {
+        self.kill();
+        Broker::launch(self.same_spec())
+    }
+
+    /// Restarts the broker on the same data and ports (kill -9 first if it still runs),
+    /// its standard error written to `stderr_path`. A broker that exits before it answers,
+    /// or does not answer within 20 s, is an `Err` saying how it ended and what it wrote,
+    /// at once rather than after the 20 s `restart` waits for.
+    pub fn try_restart(mut self, stderr_path: &Path) -> Result<Broker, String> {
+        self.kill();
+        let stderr = std::fs::File::create(stderr_path).expect("broker stderr file");
+        let mut broker = Broker::spawn(self.same_spec(), Stdio::from(stderr));
+        let written = || std::fs::read_to_string(stderr_path).unwrap_or_default();
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let answering = (0..broker.shards)
+                .all(|shard| std::net::TcpStream::connect(broker.address(shard)).is_ok());
+            if answering {
+                return Ok(broker);
+            }
+            let exited = broker
+                .child
+                .as_mut()
+                .and_then(|c| c.try_wait().ok().flatten());
+            if let Some(status) = exited {
+                broker.child = None;
+                return Err(format!(
+                    "the broker exited ({status}) before it answered; its stderr:\n{}",
+                    written()
+                ));
+            }
+            if Instant::now() > deadline {
+                return Err(format!(
+                    "the broker did not answer within 20 s; its stderr:\n{}",
+                    written()
+                ));
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
     }
 
     /// Address of shard `shard`.
