@@ -29,21 +29,42 @@ pub async fn prime_thread(dir: &Path) -> LogResult<()> {
     if THREAD_PRIMED.with(|primed| primed.get()) {
         return Ok(());
     }
-    let path = dir.join(PROBE_FILE_NAME);
-    std::fs::write(&path, vec![0u8; BLOCK_SIZE_BYTES as usize])
-        .map_err(|e| LogError::io("write probe file", &path, e))?;
-    let file = DmaFile::open(&path)
-        .await
-        .map_err(|e| glommio_error("open probe file", &path, e))?;
-    file.read_at(0, BLOCK_SIZE_BYTES as usize)
-        .await
-        .map_err(|e| glommio_error("read probe file", &path, e))?;
-    file.close()
-        .await
-        .map_err(|e| glommio_error("close probe file", &path, e))?;
-    std::fs::remove_file(&path).map_err(|e| LogError::io("remove probe file", &path, e))?;
+    // A file the log already holds does as well, and needs no space (a full disk).
+    if let Some(existing) = non_empty_file_in(dir) {
+        read_first_block(&existing, "probe with").await?;
+    } else {
+        let path = dir.join(PROBE_FILE_NAME);
+        std::fs::write(&path, vec![0u8; BLOCK_SIZE_BYTES as usize])
+            .map_err(|e| LogError::io("write probe file", &path, e))?;
+        read_first_block(&path, "probe file").await?;
+        std::fs::remove_file(&path).map_err(|e| LogError::io("remove probe file", &path, e))?;
+    }
     THREAD_PRIMED.with(|primed| primed.set(true));
     Ok(())
+}
+
+async fn read_first_block(path: &Path, what: &'static str) -> LogResult<()> {
+    let file = DmaFile::open(path)
+        .await
+        .map_err(|e| glommio_error(what, path, e))?;
+    file.read_at(0, BLOCK_SIZE_BYTES as usize)
+        .await
+        .map_err(|e| glommio_error(what, path, e))?;
+    file.close().await.map_err(|e| glommio_error(what, path, e))
+}
+
+/// A regular file of at least one block in `dir` (a segment), if there is one.
+fn non_empty_file_in(dir: &Path) -> Option<std::path::PathBuf> {
+    std::fs::read_dir(dir).ok()?.flatten().find_map(|entry| {
+        let metadata = entry.metadata().ok()?;
+        let name = entry.file_name();
+        let usable = metadata.is_file()
+            && metadata.len() >= BLOCK_SIZE_BYTES
+            && name
+                .to_string_lossy()
+                .ends_with(crate::log::segment::SEGMENT_SUFFIX);
+        usable.then(|| entry.path())
+    })
 }
 
 /// Converts a glommio error into a `LogError::Io` naming the operation and path, keeping
