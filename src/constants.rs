@@ -69,6 +69,13 @@ pub const MAX_CONF_MEMBERS: usize = 64;
 /// flight per follower is the log's unflushed bound divided by this.
 pub const RAFT_MAX_MESSAGE_BYTES: u64 = 1024 * 1024;
 
+/// Appends a leader keeps in flight to one follower (raft-rs `max_inflight_msgs`): with
+/// 1 MiB messages, a follower catching up is sent at most 4 MiB per Ready pass. At 64 (the
+/// unflushed bound's worth) one pass encoded and sent 64 MiB, and a steady producer's p99
+/// rose to 75-155 ms while a follower caught up 300 MB; at 4 it stays at 9-19 ms and the
+/// catch-up is as fast (about 2 s).
+pub const MAX_INFLIGHT_APPENDS: u64 = 4;
+
 /// Bytes of proposals a leader holds uncommitted (raft-rs `max_uncommitted_size`):
 /// beyond, proposals are refused as overloaded (acks=none floods included).
 pub const MAX_UNCOMMITTED_BYTES: u64 = 32 * 1024 * 1024;

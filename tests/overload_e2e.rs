@@ -397,16 +397,11 @@ fn an_acks_none_flood_of_1_mib_batches_leaves_the_node_responsive() {
 /// leader stays responsive and keeps leading (the flood is refused before raft-rs takes
 /// it, not by an election), and writes go on after it.
 ///
-/// Ignored: it fails on this build, the leader losing its group within a second of the
-/// flood (every later flood request answered NotLeader). Under a client load that keeps
-/// the leader's executor busy, glommio polls I/O completions only when its preempt timer
-/// fires (100 ms by default; `shard::run_node` sets none), so the leader's own flushes
-/// and its writes to the peer links advance in ~100 ms steps (one flush of a 1 MiB entry
-/// took 480 ms) and the followers, hearing nothing, elect another leader. With
-/// `preempt_timer(2 ms)` it passed 2 runs of 3 on this 2-core host. Reported for
-/// `shard/`; run it with `--ignored`.
+/// It failed before (2 of 2 runs), the leader losing its group within a second of the flood
+/// (every later flood request answered NotLeader): with 64 appends of 1 MiB in flight to
+/// each follower, one Ready pass encoded and sent 64 MiB and the leader's heartbeats
+/// waited behind it. At `MAX_INFLIGHT_APPENDS` (4) it passed 4 of 4.
 #[test]
-#[ignore = "the leader loses its group under the flood: I/O polled every 100 ms (reported)"]
 fn an_acks_none_flood_of_1_mib_batches_leaves_a_cluster_leader_responsive() {
     let root = tempfile::tempdir().unwrap();
     let mut nodes = start_cluster_with_segments(

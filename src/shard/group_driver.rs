@@ -25,8 +25,8 @@ use raft::eraftpb::Message;
 use crate::broker::state::{Applied, ShardState, TopicInfo};
 use crate::config::NodeConfig;
 use crate::constants::{
-    MAX_COMMITTED_BYTES_PER_READY, MAX_FETCH_WAITERS, MAX_UNCOMMITTED_BYTES, MAX_WAITING_PROPOSALS,
-    NO_SPACE_RETRY_INTERVAL, RAFT_MAX_MESSAGE_BYTES,
+    MAX_COMMITTED_BYTES_PER_READY, MAX_FETCH_WAITERS, MAX_INFLIGHT_APPENDS, MAX_UNCOMMITTED_BYTES,
+    MAX_WAITING_PROPOSALS, NO_SPACE_RETRY_INTERVAL, RAFT_MAX_MESSAGE_BYTES,
 };
 use crate::log::raft_storage::from_conf_state;
 use crate::log::{CommitLog, LogError};
@@ -127,8 +127,8 @@ fn replica_config(shard_id: u32, config: &NodeConfig) -> ReplicaConfig {
         heartbeat_ticks: config.heartbeat_ticks,
         max_message_bytes: RAFT_MAX_MESSAGE_BYTES,
         // A follower holds the leader's whole window unflushed.
-        max_inflight_messages: (max_unflushed_bytes / RAFT_MAX_MESSAGE_BYTES).clamp(1, 256)
-            as usize,
+        max_inflight_messages: (max_unflushed_bytes / RAFT_MAX_MESSAGE_BYTES)
+            .clamp(1, MAX_INFLIGHT_APPENDS) as usize,
         max_unflushed_bytes,
         max_uncommitted_bytes: MAX_UNCOMMITTED_BYTES,
         max_waiting_proposals: MAX_WAITING_PROPOSALS,
