@@ -119,20 +119,6 @@ fn a_follower_300_mb_behind_catches_up_without_an_election_and_a_producer_sees_n
         let (bootstrap, stop) = (bootstrap.clone(), stop.clone());
         std::thread::spawn(move || steady_producer(bootstrap, stop))
     };
-    if std::env::var("BASELINE").is_ok() {
-        std::thread::sleep(Duration::from_secs(3));
-        stop.store(true, Ordering::Relaxed);
-        let (_, _, mut l) = steady.join().unwrap();
-        l.sort_unstable();
-        eprintln!(
-            "BASELINE p50 {} p99 {} max {} n {}",
-            l[l.len() / 2],
-            l[l.len() * 99 / 100],
-            l[l.len() - 1],
-            l.len()
-        );
-        return;
-    }
     let node = nodes.remove(index);
     nodes.insert(index, node.restart());
     let started = Instant::now();

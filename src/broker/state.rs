@@ -45,6 +45,12 @@ impl Topics {
         self.by_name.values()
     }
 
+    /// Whether a topic with this id exists (a scan: the controller group checks it per
+    /// batch, with few topics).
+    pub fn contains_id(&self, topic_id: u32) -> bool {
+        self.by_name.values().any(|info| info.id == topic_id)
+    }
+
     /// The id the next topic gets.
     pub fn next_id(&self) -> u32 {
         self.next_id.max(1)
@@ -191,6 +197,9 @@ pub enum Applied {
         /// Why.
         refusal: SequenceRefusal,
     },
+    /// A batch for a topic this group's replicated topic list does not hold (deleted
+    /// after the batch was proposed): refused, not stored, in the controller group.
+    UnknownTopic,
     /// Nothing (the leader's empty entry, a create that lost a race).
     Nothing,
 }
@@ -278,9 +287,19 @@ pub struct ShardState {
     /// Idempotent producers' last batch per (producer, topic, partition).
     pub(crate) producers: ProducerTable,
     pub(crate) applied_index: u64,
+    /// The topics are replicated in this group's log (the controller group): a batch for
+    /// a topic not in them is refused at apply, the same way on every replica. Elsewhere
+    /// the topics are the controller's copy, which replicas learn at different times, so
+    /// apply cannot consult them. Set by the replica, not stored in snapshots.
+    pub(crate) topics_replicated: bool,
 }
 
 impl ShardState {
+    /// Whether this group's log holds the topics (see the field).
+    pub fn set_topics_replicated(&mut self, replicated: bool) {
+        self.topics_replicated = replicated;
+    }
+
     /// Sets the producer table's bounds (tests; every replica must use the same).
     pub fn set_producer_limits(&mut self, limits: ProducerLimits) {
         self.producers.set_limits(limits);
@@ -357,6 +376,12 @@ impl ShardState {
         proposed_at_ms: u64,
         batch: &[u8],
     ) -> Applied {
+        if self.topics_replicated && !self.topics.contains_id(topic_id) {
+            // Proposed before a deletion, committed after it: storing it would make a
+            // partition of a topic that no longer exists (found by the simulator's topic
+            // churn, seed 0x0).
+            return Applied::UnknownTopic;
+        }
         self.producers.advance_clock(proposed_at_ms);
         let producer = batch_producer(batch);
         if let Some((producer_id, epoch, base_sequence)) = producer {

@@ -96,6 +96,8 @@ impl<S: LogStore> Replica<S> {
             }
         }
         self.state = state;
+        self.state
+            .set_topics_replicated(self.config.topics_replicated);
         self.last_snapshot_index = index;
         self.installed_at = index;
         self.kept_snapshots.clear();

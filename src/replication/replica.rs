@@ -80,6 +80,9 @@ pub struct ReplicaConfig {
     pub group_id: u32,
     /// The group's voters when the log holds no configuration yet.
     pub voters: Vec<u64>,
+    /// The group's log holds the topics (the controller group): batches for topics it
+    /// does not hold are refused at apply (`ShardState::topics_replicated`).
+    pub topics_replicated: bool,
     /// Ticks without a leader before an election (randomized up to twice this).
     pub election_ticks: usize,
     /// Ticks between heartbeats.
@@ -203,10 +206,11 @@ impl<S: LogStore> Replica<S> {
     /// point is `state` (the snapshot there, or empty).
     pub fn new(
         mut store: S,
-        state: ShardState,
+        mut state: ShardState,
         config: ReplicaConfig,
     ) -> Result<Self, ReplicaError> {
         check_config(&config)?;
+        state.set_topics_replicated(config.topics_replicated);
         if store.conf_state().voters.is_empty() {
             let conf_state = ConfState {
                 voters: config.voters.clone(),

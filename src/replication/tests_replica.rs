@@ -11,6 +11,7 @@ fn config() -> ReplicaConfig {
     ReplicaConfig {
         replica_id: 1,
         group_id: 1,
+        topics_replicated: false,
         voters: vec![1],
         election_ticks: 10,
         heartbeat_ticks: 2,

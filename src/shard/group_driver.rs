@@ -121,6 +121,7 @@ fn replica_config(shard_id: u32, config: &NodeConfig) -> ReplicaConfig {
     ReplicaConfig {
         replica_id: node,
         group_id: shard_id,
+        topics_replicated: shard_id == crate::shard::requests::CONTROLLER_SHARD,
         campaign_at_start: balancing && preferred_leader_of(shard_id, &voters) == Some(node),
         voters,
         election_ticks: config.election_ticks,

@@ -250,6 +250,10 @@ async fn await_batch(pending: Pending, deadline: Instant) -> Result<u64, WireErr
         Ok(Ok(Applied::Duplicate { base_offset })) => Ok(base_offset),
         // acks=none: accepted, not waited for.
         Ok(Ok(Applied::Nothing)) => Ok(u64::MAX),
+        Ok(Ok(Applied::UnknownTopic)) => Err(WireError::new(
+            ErrorCode::UnknownTopic,
+            "the topic was deleted before the batch was stored",
+        )),
         Ok(Ok(Applied::OutOfSequence { expected, refusal })) => Err(WireError::new(
             refusal.code(),
             format!("batch refused: {refusal} (expected sequence {expected})"),

@@ -15,7 +15,7 @@ pub fn check(world: &World) -> Result<bool, Violation> {
         .filter_map(|n| n.replica.as_ref().map(|r| (n.id, r)))
         .filter(|(_, r)| r.failure().is_none())
         .collect();
-    check_final(&replicas, &world.workload.history)?;
+    check_final(&replicas, &world.workload.history, world.workload.topic_id)?;
     Ok(true)
 }
 

@@ -85,3 +85,12 @@ fn seed_0x9181_a_campaign_right_after_a_snapshot_install() {
 fn seed_0xae9e_the_snapshot_of_a_running_cut_is_pinned() {
     passes(0xae9e);
 }
+
+/// Topic churn (a second topic created and deleted while faults run): a batch proposed
+/// before its topic's deletion and committed after it made a partition of a topic that no
+/// longer existed, on every replica (the orphan check, S5; 245 of 2,000 seeds). The
+/// controller group now refuses such a batch at apply (`UnknownTopic`).
+#[test]
+fn seed_0x0_a_batch_committed_after_its_topic_was_deleted() {
+    passes(0x0);
+}

@@ -77,6 +77,8 @@ pub enum Purpose {
     Batch(usize),
     /// A fire-and-forget batch.
     FireAndForget,
+    /// Creating or deleting the churned topic.
+    Churn,
 }
 
 /// Every client of the run.
@@ -196,8 +198,8 @@ impl Workload {
     }
 
     /// A batch of a producer without idempotence, not waited for.
-    pub fn fire_and_forget(&mut self) -> Option<Vec<u8>> {
-        let topic_id = self.topic_id?;
+    pub fn fire_and_forget(&mut self, topic: Option<u32>) -> Option<Vec<u8>> {
+        let topic_id = topic.or(self.topic_id)?;
         let partition = self.rng.range(0, u64::from(self.partitions)) as u32;
         let records = vec![RecordData {
             key: None,

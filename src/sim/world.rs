@@ -18,6 +18,9 @@ use crate::sim::sim_store::{SimLog, SimLogStore};
 use crate::sim::trace::Trace;
 use crate::sim::workload::{Purpose, Workload, TOPIC};
 
+mod churn;
+pub use churn::{Churn, SCRATCH_TOPIC};
+
 /// PRNG domain of faults; of each node's disk.
 const FAULT_DOMAIN: u64 = 40;
 const DISK_DOMAIN: u64 = 41;
@@ -129,6 +132,8 @@ pub struct Stats {
     pub snapshot_installs: u64,
     /// Readies parked for disk work (cuts of written entries, installs).
     pub parked_readies: u64,
+    /// Creations and deletions of the churned topic proposed.
+    pub topic_churn: u64,
 }
 
 /// The world of one run.
@@ -165,6 +170,8 @@ pub struct World {
     /// Whether the liveness phase succeeded.
     pub done: bool,
     admin_token: u64,
+    /// The second topic's creations and deletions.
+    pub churn: Churn,
 }
 
 impl World {
@@ -224,6 +231,7 @@ impl World {
             violation: None,
             done: false,
             admin_token: 0,
+            churn: Churn::new(seed),
         }
     }
 
@@ -239,6 +247,8 @@ impl World {
         ReplicaConfig {
             replica_id: id,
             group_id: 0,
+            // One group: the controller's, whose log holds the topics.
+            topics_replicated: true,
             campaign_at_start: p.balance_ticks.is_some() && id == 1,
             voters,
             election_ticks: p.election_ticks,
@@ -495,7 +505,7 @@ impl World {
                     self.wake_admin(at);
                 }
             }
-            Purpose::FireAndForget => {}
+            Purpose::FireAndForget | Purpose::Churn => {}
             Purpose::Batch(producer) => {
                 let current = self.workload.producers[producer]
                     .in_flight
@@ -822,7 +832,7 @@ impl World {
 
     fn admin(&mut self) {
         if self.workload.topic_id.is_some() {
-            return;
+            return self.churn();
         }
         // The topic exists once any replica applied it.
         let known = self.nodes.values().find_map(|n| {
@@ -832,7 +842,7 @@ impl World {
         });
         if let Some(id) = known {
             self.workload.topic_id = Some(id);
-            return;
+            return self.churn();
         }
         let target = self.workload.rng.range(1, self.profile.nodes + 1);
         let request = self.workload.request(Purpose::CreateTopic);
@@ -910,7 +920,8 @@ impl World {
     }
 
     fn fire_and_forget(&mut self) {
-        let Some(data) = self.workload.fire_and_forget() else {
+        let scratch = self.scratch_topic_for_a_batch();
+        let Some(data) = self.workload.fire_and_forget(scratch) else {
             return;
         };
         let target = self.workload.rng.range(1, self.profile.nodes + 1);

@@ -1,0 +1,83 @@
+//! Topic churn: in half the seeds a second topic is created and deleted over and over
+//! while faults run, so deletions race appends, snapshots, installs and leader changes,
+//! and some fire-and-forget batches go to it (refused once it is gone). Its choices come
+//! from their own generator: seeds without churn run exactly as they did before it.
+//!
+//! It checks nothing itself: every replica ends with the same applied state (S5), the
+//! deleted topic's partitions included, and the main topic's history is untouched (P1).
+
+use crate::broker::log_entry::BrokerEntry;
+use crate::replication::events::Input;
+use crate::replication::prng::Prng;
+use crate::sim::workload::Purpose;
+use crate::sim::world::World;
+
+const CHURN_DOMAIN: u64 = 50;
+/// The churned topic's name.
+pub const SCRATCH_TOPIC: &str = "scratch";
+/// Between two creations or deletions.
+const CHURN_EVERY_NS: u64 = 150_000_000;
+
+/// The churn's own random choices, and whether this seed churns.
+pub struct Churn {
+    rng: Prng,
+    /// Whether this seed churns a topic.
+    pub enabled: bool,
+}
+
+impl Churn {
+    /// This seed's churn.
+    pub fn new(seed: u64) -> Churn {
+        let mut rng = Prng::derive(seed, CHURN_DOMAIN, 0);
+        let enabled = rng.chance(1, 2);
+        Churn { rng, enabled }
+    }
+}
+
+impl World {
+    /// Proposes the scratch topic's creation or deletion (as the chosen replica sees it)
+    /// and comes back later, while faults run.
+    pub(super) fn churn(&mut self) {
+        if !self.churn.enabled || !self.faults_on {
+            return;
+        }
+        self.wake_admin(self.now + CHURN_EVERY_NS);
+        let target = self.churn.rng.range(1, self.profile.nodes + 1);
+        let Some(replica) = self.nodes.get_mut(&target).and_then(|n| n.replica.as_mut()) else {
+            return;
+        };
+        let data = match replica.state().topics.get(SCRATCH_TOPIC).map(|t| t.id) {
+            Some(topic_id) => BrokerEntry::DeleteTopic { topic_id }.encode(),
+            None => BrokerEntry::CreateTopic {
+                topic_id: replica.reserve_topic_id(),
+                partitions: 1,
+                name: SCRATCH_TOPIC,
+            }
+            .encode(),
+        };
+        self.stats.topic_churn += 1;
+        let request = self.workload.request(Purpose::Churn);
+        self.request_nodes.insert(request, target);
+        self.feed(
+            target,
+            Input::Propose {
+                request,
+                data,
+                wait: true,
+            },
+        );
+    }
+
+    /// The scratch topic's id as some replica knows it, for a fire-and-forget batch half
+    /// the time (churning seeds only).
+    pub(super) fn scratch_topic_for_a_batch(&mut self) -> Option<u32> {
+        if !self.churn.enabled || !self.churn.rng.chance(1, 2) {
+            return None;
+        }
+        self.nodes.values().find_map(|n| {
+            n.replica
+                .as_ref()
+                .and_then(|r| r.state().topics.get(SCRATCH_TOPIC).map(|t| t.id))
+        })
+    }
+}
