@@ -107,7 +107,7 @@ fn run_many(args: &Args, options: RunOptions) -> ExitCode {
     // Seeds that saw a catch-up read, a snapshot install, a parked Ready, topic churn.
     let mut seeds_with = [0u64; 4];
     let mut first_failure = None;
-    let mut ran = 0;
+    let (mut ran, mut max_outbox) = (0, 0);
     for seed in args.first..args.first + args.seeds {
         let report = run_seed(seed, options);
         ran += 1;
@@ -117,6 +117,7 @@ fn run_many(args: &Args, options: RunOptions) -> ExitCode {
             seeds_with_fault[kind] += u64::from(*count > 0);
         }
         let stats = &report.stats;
+        max_outbox = max_outbox.max(stats.max_outbox);
         for (slot, count) in [
             stats.catch_up_reads,
             stats.snapshot_installs,
@@ -151,7 +152,7 @@ fn run_many(args: &Args, options: RunOptions) -> ExitCode {
     println!("seeds with each fault: {}", coverage.join(", "));
     let share = |n: u64| 100.0 * n as f64 / ran as f64;
     println!(
-        "seeds with: catch-up reads {:.0}%, snapshot installs {:.0}%, Readies parked for disk work {:.0}%, topic churn {:.0}%",
+        "seeds with: catch-up reads {:.0}%, snapshot installs {:.0}%, Readies parked for disk work {:.0}%, topic churn {:.0}%; largest outbox {max_outbox} Readies",
         share(seeds_with[0]),
         share(seeds_with[1]),
         share(seeds_with[2]),

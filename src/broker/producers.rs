@@ -56,6 +56,11 @@ pub struct ProducerTable {
 }
 
 impl ProducerTable {
+    /// Most entries the table keeps.
+    pub fn max_entries(&self) -> usize {
+        self.limits.max_entries.max(1)
+    }
+
     /// A table from snapshot contents (the entries and the clock).
     pub(crate) fn restore(
         entries: Vec<(ProducerKey, ProducerSequence)>,

@@ -305,6 +305,11 @@ impl ShardState {
         self.producers.set_limits(limits);
     }
 
+    /// Most entries the idempotent producer table keeps.
+    pub fn max_producer_entries(&self) -> usize {
+        self.producers.max_entries()
+    }
+
     /// Entries in the idempotent producer table (one per producer and partition).
     pub fn producer_entries(&self) -> usize {
         self.producers.len()

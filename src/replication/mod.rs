@@ -10,6 +10,7 @@
 //! names none of those (see `tests` below).
 
 pub mod apply;
+pub mod bounds;
 pub mod catch_up;
 pub mod events;
 pub mod leadership;

@@ -331,6 +331,12 @@ impl<S: LogStore> Replica<S> {
     }
 
     fn flushed(&mut self, number: u64, durable: u64, effects: &mut Vec<Effect>) {
+        assert!(
+            number > self.persisted_ready,
+            "persisted Ready numbers only grow: {number} after {}",
+            self.persisted_ready
+        );
+        self.persisted_ready = number;
         // The store knows what is durable (a result that waited behind disk work may be
         // older than a snapshot install); it only grows outside such work (A2).
         let now_durable = self.store.durable_index();

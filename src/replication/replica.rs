@@ -162,6 +162,8 @@ pub struct Replica<S: LogStore> {
     pub(crate) appended_ready: u64,
     /// Newest Ready a started flush covers.
     pub(crate) flushing_ready: u64,
+    /// The newest Ready a completed flush made durable.
+    pub(crate) persisted_ready: u64,
     /// Flushes started and not reported, in start order: (id, Ready number covered).
     pub(crate) flushes: VecDeque<(FlushId, u64)>,
     /// Flush results that arrived ahead of an earlier flush's.
@@ -241,6 +243,7 @@ impl<S: LogStore> Replica<S> {
             outbox: VecDeque::new(),
             appended_ready: 0,
             flushing_ready: 0,
+            persisted_ready: 0,
             flushes: VecDeque::new(),
             early_flushes: BTreeMap::new(),
             next_flush: 1,

@@ -134,6 +134,8 @@ pub struct Stats {
     pub parked_readies: u64,
     /// Creations and deletions of the churned topic proposed.
     pub topic_churn: u64,
+    /// Most Readies seen waiting in one replica's outbox.
+    pub max_outbox: u64,
 }
 
 /// The world of one run.
@@ -636,9 +638,30 @@ impl World {
                 break;
             }
             self.dispatch(event);
+            self.check_bounds();
         }
         self.stats.simulated_ns = self.now;
         self.stats.acked = self.workload.acked;
+    }
+
+    /// M1: every replica's queues and tables within their bounds.
+    fn check_bounds(&mut self) {
+        let (mut broken, mut max_outbox) = (None, self.stats.max_outbox);
+        for node in self.nodes.values() {
+            if let Some(replica) = &node.replica {
+                max_outbox = max_outbox.max(replica.outbox_len() as u64);
+                if let Some((what, held, bound)) = replica.broken_bound() {
+                    broken = Some(format!(
+                        "node {}: {what}: {held} held, bound {bound}",
+                        node.id
+                    ));
+                }
+            }
+        }
+        self.stats.max_outbox = max_outbox;
+        if let Some(detail) = broken {
+            self.fail("M1", detail);
+        }
     }
 
     fn dispatch(&mut self, event: Event) {
