@@ -88,18 +88,18 @@ pub struct ShardCore {
     pub config: NodeConfig,
     /// The group's CommitLog (the replica holds a clone as its store).
     pub log: CommitLog,
-    replica: RefCell<Replica<CommitLog>>,
+    pub(super) replica: RefCell<Replica<CommitLog>>,
     /// Requests waiting for the replica's answer.
-    requests: RefCell<BTreeMap<RequestId, LocalSender<Answer>>>,
+    pub(super) requests: RefCell<BTreeMap<RequestId, LocalSender<Answer>>>,
     next_request: Cell<u64>,
     data_waiters: RefCell<Vec<LocalSender<()>>>,
-    failure: RefCell<Option<String>>,
+    pub(super) failure: RefCell<Option<String>>,
     /// The failure was a full disk: the replica starts again once space is free.
-    no_space: Cell<bool>,
+    pub(super) no_space: Cell<bool>,
     /// The replica's life: completions of I/O started by an earlier life are dropped.
-    generation: Cell<u64>,
-    recovering: Cell<bool>,
-    stopping: Cell<bool>,
+    pub(super) generation: Cell<u64>,
+    pub(super) recovering: Cell<bool>,
+    pub(super) stopping: Cell<bool>,
     topics_changed: RefCell<Option<TopicsHook>>,
     /// Links to the same shard of the other nodes.
     peers: PeerLinks,
@@ -108,11 +108,11 @@ pub struct ShardCore {
     leader_changed: RefCell<Option<LeaderHook>>,
     hand_over_done: RefCell<Option<LocalSender<Option<u64>>>>,
     /// Snapshots of the applied state, next to the log.
-    snapshots: SnapshotFiles,
+    pub(super) snapshots: SnapshotFiles,
 }
 
 /// The replica's settings from the node's.
-fn replica_config(shard_id: u32, config: &NodeConfig) -> ReplicaConfig {
+pub(super) fn replica_config(shard_id: u32, config: &NodeConfig) -> ReplicaConfig {
     let voters = config.voters();
     let node = u64::from(config.node_id);
     let balancing = config.leader_balance_delay.is_some();
@@ -215,7 +215,7 @@ impl ShardCore {
         self.carry_out(effects);
     }
 
-    fn carry_out(self: &Rc<Self>, effects: Vec<Effect>) {
+    pub(super) fn carry_out(self: &Rc<Self>, effects: Vec<Effect>) {
         let mut follow_ups = Vec::new();
         for effect in effects {
             self.carry_out_one(effect, &mut follow_ups);
@@ -300,48 +300,6 @@ impl ShardCore {
         if self.generation.get() == life {
             self.feed(input);
         }
-    }
-
-    /// A replica stopped by a full disk starts again once a segment's worth of space is
-    /// free: the log is reopened in place (what a restart would find) and a new replica
-    /// starts over it, as after a restart, without stopping the node.
-    async fn recover_from_no_space(self: &Rc<Self>) {
-        let needed = self.config.log.segment_size_bytes;
-        if !self.no_space.get() || self.recovering.get() || self.stopping.get() {
-            return;
-        }
-        if free_bytes(&self.config.data_dir).is_none_or(|free| free < needed) {
-            return;
-        }
-        self.recovering.set(true);
-        let outcome = self.restart_replica().await;
-        self.recovering.set(false);
-        match outcome {
-            Ok(()) => tracing::info!(
-                shard = self.shard_id,
-                "space is free again: the replica restarted over its reopened log"
-            ),
-            Err(error) => {
-                tracing::warn!(shard = self.shard_id, %error, "space is free but the replica could not restart yet")
-            }
-        }
-    }
-
-    async fn restart_replica(self: &Rc<Self>) -> Result<(), String> {
-        self.log.reopen().await.map_err(|e| e.to_string())?;
-        let state = crate::shard::restore_state(&self.log, &self.snapshots)?;
-        let config = replica_config(self.shard_id, &self.config);
-        let replica = Replica::new(self.log.clone(), state, config).map_err(|e| e.to_string())?;
-        self.generation.set(self.generation.get() + 1);
-        *self.replica.borrow_mut() = replica;
-        // The failed replica answered its waiters; what is left lost its replica.
-        self.requests.borrow_mut().clear();
-        *self.failure.borrow_mut() = None;
-        self.no_space.set(false);
-        let mut effects = Vec::new();
-        self.replica.borrow_mut().start(&mut effects);
-        self.carry_out(effects);
-        Ok(())
     }
 
     async fn do_disk_work(&self, work: DiskWork) -> Result<(), StorageFailure> {
@@ -601,12 +559,6 @@ async fn tick_loop(core: Rc<ShardCore>) {
             now_ms: wall_clock_ms(),
         });
     }
-}
-
-/// Bytes free for unprivileged writers on the file system holding `path` (`None`: unknown).
-fn free_bytes(path: &std::path::Path) -> Option<u64> {
-    let stats = nix::sys::statvfs::statvfs(path).ok()?;
-    Some(stats.blocks_available() as u64 * stats.fragment_size() as u64)
 }
 
 #[cfg(test)]

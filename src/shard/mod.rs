@@ -14,6 +14,7 @@
 
 pub mod commit_log_store;
 pub mod group_driver;
+mod no_space;
 pub mod requests;
 pub mod server;
 pub mod snapshots;
