@@ -180,3 +180,7 @@ pub const INDETERMINATE_WRITE_WORDS: &str = "may or may not be stored";
 /// How often a shard whose disk filled up checks for free space to take writes again
 /// (a statvfs call; the reopen itself happens once, when a segment's worth is free).
 pub const NO_SPACE_RETRY_INTERVAL: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// How long a topic change may take to commit before the client is told it timed out
+/// (the proposal's fate is then unknown; creating or deleting again is safe).
+pub const ADMIN_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);

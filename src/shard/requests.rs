@@ -687,15 +687,16 @@ async fn handle_create_topic(
     ))
 }
 
-/// How long a topic change may take to commit before the client is told it timed out.
-const ADMIN_TIMEOUT: Duration = Duration::from_secs(10);
-
 /// Proposes a topic change and waits (bounded) for it to be applied.
 async fn propose_admin(core: &Rc<ShardCore>, data: Vec<u8>) -> Result<Applied, WireError> {
     let pending = core
         .submit(data, true)
         .map_err(|error| WireError::from_shard(&error))?;
-    match glommio::timer::timeout(ADMIN_TIMEOUT, async { Ok(pending.wait().await) }).await {
+    match glommio::timer::timeout(crate::constants::ADMIN_TIMEOUT, async {
+        Ok(pending.wait().await)
+    })
+    .await
+    {
         Ok(answer) => answer.map_err(|error| WireError::from_shard(&error)),
         Err(_) => Err(WireError::new(
             ErrorCode::RequestTimedOut,
