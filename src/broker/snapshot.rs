@@ -157,7 +157,7 @@ pub fn decode_state(bytes: &[u8]) -> Result<ShardState, SnapshotError> {
         return Err(SnapshotError::Malformed("trailing bytes"));
     }
     Ok(ShardState {
-        topics: Topics { by_name, next_id },
+        topics: Topics::from_parts(by_name, next_id),
         partitions,
         producers,
         applied_index,

@@ -4,7 +4,7 @@
 //! Rebuilt by applying the log after the snapshot at its compaction point (or from its
 //! start); pure (no I/O).
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use crate::broker::log_entry::{BrokerEntry, EntryDecodeError};
 use crate::broker::producers::{ProducerSequence, ProducerTable};
@@ -32,9 +32,21 @@ pub fn shard_of(topic_id: u32, partition: u32, shards: u32) -> u32 {
 pub struct Topics {
     pub(crate) by_name: BTreeMap<String, TopicInfo>,
     pub(crate) next_id: u32,
+    /// The ids of `by_name`'s topics (a batch's topic is looked up by id).
+    ids: BTreeSet<u32>,
 }
 
 impl Topics {
+    /// Topics from their list by name (a snapshot's).
+    pub(crate) fn from_parts(by_name: BTreeMap<String, TopicInfo>, next_id: u32) -> Topics {
+        let ids = by_name.values().map(|info| info.id).collect();
+        Topics {
+            by_name,
+            next_id,
+            ids,
+        }
+    }
+
     /// A topic by name.
     pub fn get(&self, name: &str) -> Option<&TopicInfo> {
         self.by_name.get(name)
@@ -45,10 +57,9 @@ impl Topics {
         self.by_name.values()
     }
 
-    /// Whether a topic with this id exists (a scan: the controller group checks it per
-    /// batch, with few topics).
+    /// Whether a topic with this id exists.
     pub fn contains_id(&self, topic_id: u32) -> bool {
-        self.by_name.values().any(|info| info.id == topic_id)
+        self.ids.contains(&topic_id)
     }
 
     /// The id the next topic gets.
@@ -62,29 +73,25 @@ impl Topics {
         if self.by_name.contains_key(&info.name) {
             return false;
         }
+        self.ids.insert(info.id);
         self.by_name.insert(info.name.clone(), info);
         true
     }
 
     /// Applies a delete.
     pub fn apply_delete(&mut self, topic_id: u32) -> bool {
-        let before = self.by_name.len();
         self.by_name.retain(|_, info| info.id != topic_id);
-        before != self.by_name.len()
+        self.ids.remove(&topic_id)
     }
 
     /// Replaces the whole set (a shard receiving the controller's copy).
     pub fn replace(&mut self, topics: Vec<TopicInfo>) {
-        self.by_name = topics
+        let by_name = topics
             .into_iter()
             .map(|info| (info.name.clone(), info))
-            .collect();
-        self.next_id = self
-            .by_name
-            .values()
-            .map(|info| info.id + 1)
-            .max()
-            .unwrap_or(1);
+            .collect::<BTreeMap<_, _>>();
+        let next_id = by_name.values().map(|info| info.id + 1).max().unwrap_or(1);
+        *self = Topics::from_parts(by_name, next_id);
     }
 }
 

@@ -82,42 +82,53 @@ fn answer(
     })
 }
 
-/// Item 14: a shard that is not the controller forgets a deleted topic's partitions when
-/// the controller's topic list no longer has it.
-#[test]
-fn a_deleted_topic_s_partitions_are_forgotten_by_the_other_shards() {
-    let (mut replica, store) = single_voter();
+/// The controller's list with one topic (id 5, one partition), as a data group hears it.
+fn learn_topic(replica: &mut Replica<SimLogStore>, store: &SimLogStore, name: &str) {
     let topic = TopicInfo {
         id: 5,
-        name: "gone".to_string(),
+        name: name.to_string(),
         partitions: 1,
     };
-    drive(
-        &mut replica,
-        &store,
-        Input::ControllerTopics {
-            topics: vec![topic],
-        },
-    );
+    let topics = vec![topic];
+    drive(replica, store, Input::ControllerTopics { topics });
+}
+
+/// Proposes a one-record batch to topic 5, partition 0, waiting for it to apply.
+fn propose_batch(
+    replica: &mut Replica<SimLogStore>,
+    store: &SimLogStore,
+    request: RequestId,
+    batch: &[u8],
+) -> Vec<Effect> {
     let data = BrokerEntry::RecordBatch {
         proposed_at_ms: 0,
         topic_id: 5,
         partition: 0,
         record_count: 1,
         batch_crc32c: 0,
-        batch: b"x",
+        batch,
     }
     .encode();
-    let request = RequestId(1);
-    let effects = drive(
-        &mut replica,
-        &store,
+    let wait = true;
+    drive(
+        replica,
+        store,
         Input::Propose {
             request,
             data,
-            wait: true,
+            wait,
         },
-    );
+    )
+}
+
+/// Item 14: a shard that is not the controller forgets a deleted topic's partitions when
+/// the controller's topic list no longer has it.
+#[test]
+fn a_deleted_topic_s_partitions_are_forgotten_by_the_other_shards() {
+    let (mut replica, store) = single_voter();
+    learn_topic(&mut replica, &store, "gone");
+    let request = RequestId(1);
+    let effects = propose_batch(&mut replica, &store, request, b"x");
     assert!(matches!(
         answer(&effects, request),
         Some(Ok(Applied::Batch { .. }))
@@ -194,33 +205,10 @@ fn proposals_during_a_hand_over_are_not_leader() {
 #[test]
 fn the_commit_index_is_persisted_every_few_ticks_while_it_moves() {
     let (mut replica, store) = single_voter();
-    let topic = TopicInfo {
-        id: 5,
-        name: "t".to_string(),
-        partitions: 1,
-    };
-    let topics = vec![topic];
-    drive(&mut replica, &store, Input::ControllerTopics { topics });
+    learn_topic(&mut replica, &store, "t");
     for i in 0..3 {
         let request = RequestId(200 + i);
-        let data = BrokerEntry::RecordBatch {
-            proposed_at_ms: 0,
-            topic_id: 5,
-            partition: 0,
-            record_count: 1,
-            batch_crc32c: 0,
-            batch: b"moves the commit",
-        }
-        .encode();
-        let effects = drive(
-            &mut replica,
-            &store,
-            Input::Propose {
-                request,
-                data,
-                wait: true,
-            },
-        );
+        let effects = propose_batch(&mut replica, &store, request, b"moves the commit");
         assert!(answer(&effects, request).is_some_and(|a| a.is_ok()));
     }
     let commit = replica.commit_index();

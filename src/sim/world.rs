@@ -881,6 +881,12 @@ impl World {
             name: TOPIC,
         }
         .encode();
+        self.propose_admin(target, request, data);
+        self.wake_admin(self.now + 50_000_000);
+    }
+
+    /// Proposes a topic change at `target` and remembers where it went.
+    fn propose_admin(&mut self, target: u64, request: RequestId, data: Vec<u8>) {
         self.request_nodes.insert(request, target);
         self.feed(
             target,
@@ -890,7 +896,6 @@ impl World {
                 wait: true,
             },
         );
-        self.wake_admin(self.now + 50_000_000);
     }
 
     fn client(&mut self, producer: usize) {

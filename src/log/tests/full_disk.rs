@@ -4,18 +4,50 @@
 //! Needs root (it mounts a small tmpfs, which accepts O_DIRECT and returns ENOSPC when
 //! full); without root it says so and passes without checking anything.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use super::support::{append_range, assert_entries, entry, run, small_config};
 use crate::log::{CommitLog, LogConfig, LogError, Preallocation};
 
-/// Unmounts the test's tmpfs even when an assertion fails.
-struct Mount<'a>(&'a Path);
+/// A tmpfs mounted under a temporary directory, unmounted when dropped (even when an
+/// assertion fails).
+struct SmallDisk {
+    _root: tempfile::TempDir,
+    path: PathBuf,
+}
 
-impl Drop for Mount<'_> {
+impl SmallDisk {
+    /// Mounts a tmpfs of `size`; `None` (and a note) without root.
+    fn mount(size: &str) -> Option<SmallDisk> {
+        if !is_root() {
+            eprintln!("skipped: mounting a tmpfs needs root");
+            return None;
+        }
+        let root = tempfile::tempdir().unwrap();
+        let path = root.path().join("small");
+        std::fs::create_dir(&path).unwrap();
+        let status = Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            .arg(&path)
+            .status()
+            .unwrap();
+        assert!(status.success(), "mount tmpfs");
+        Some(SmallDisk { _root: root, path })
+    }
+}
+
+impl Drop for SmallDisk {
     fn drop(&mut self) {
-        let _ = Command::new("umount").arg("-l").arg(self.0).status();
+        let _ = Command::new("umount").arg("-l").arg(&self.path).status();
+    }
+}
+
+/// Small segments, reserved with fallocate (tmpfs refuses it when full).
+fn fallocate_config() -> LogConfig {
+    LogConfig {
+        preallocation: Preallocation::Fallocate,
+        ..small_config()
     }
 }
 
@@ -31,25 +63,10 @@ fn is_root() -> bool {
 
 #[test]
 fn a_full_disk_fails_the_flush_and_poisons_the_log_without_losing_durable_entries() {
-    if !is_root() {
-        eprintln!("skipped: mounting a tmpfs needs root");
+    let Some(disk) = SmallDisk::mount("1m") else {
         return;
-    }
-    let root = tempfile::tempdir().unwrap();
-    let mount_point = root.path().join("small");
-    std::fs::create_dir(&mount_point).unwrap();
-    let status = Command::new("mount")
-        .args(["-t", "tmpfs", "-o", "size=1m", "tmpfs"])
-        .arg(&mount_point)
-        .status()
-        .unwrap();
-    assert!(status.success(), "mount tmpfs");
-    let _mount = Mount(&mount_point);
-    let dir = mount_point.join("log");
-    let config = LogConfig {
-        preallocation: Preallocation::Fallocate,
-        ..small_config()
     };
+    let (dir, config) = (disk.path.join("log"), fallocate_config());
     run(move || async move {
         let log = CommitLog::open(&dir, config.clone()).await.unwrap();
         append_range(&log, 1, 100, 1).await;
@@ -93,26 +110,8 @@ fn a_full_disk_fails_the_flush_and_poisons_the_log_without_losing_durable_entrie
     });
 }
 
-/// Mounts a tmpfs of `size` under a new tempdir; `None` without root.
-fn small_disk(size: &str) -> Option<(tempfile::TempDir, std::path::PathBuf)> {
-    if !is_root() {
-        eprintln!("skipped: mounting a tmpfs needs root");
-        return None;
-    }
-    let root = tempfile::tempdir().unwrap();
-    let mount_point = root.path().join("small");
-    std::fs::create_dir(&mount_point).unwrap();
-    let status = Command::new("mount")
-        .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
-        .arg(&mount_point)
-        .status()
-        .unwrap();
-    assert!(status.success(), "mount tmpfs");
-    Some((root, mount_point))
-}
-
 /// Fills the file system holding `dir` with a file, until ENOSPC.
-fn fill(dir: &Path) -> std::path::PathBuf {
+fn fill(dir: &Path) -> PathBuf {
     use std::io::Write;
     let path = dir.join("filler");
     let mut file = std::fs::File::create(&path).unwrap();
@@ -127,16 +126,11 @@ fn fill(dir: &Path) -> std::path::PathBuf {
 /// open failed with `fallocate: No space left on device`.)
 #[test]
 fn a_log_opens_on_a_full_disk_and_writes_once_space_is_free() {
-    let Some((_root, mount_point)) = small_disk("2m") else {
+    let Some(disk) = SmallDisk::mount("2m") else {
         return;
     };
-    let _mount = Mount(&mount_point);
-    let dir = mount_point.join("log");
-    let config = LogConfig {
-        preallocation: Preallocation::Fallocate,
-        ..small_config()
-    };
-    let filler_dir = mount_point.clone();
+    let (dir, config) = (disk.path.join("log"), fallocate_config());
+    let filler_dir = disk.path.clone();
     run(move || async move {
         let log = CommitLog::open(&dir, config.clone()).await.unwrap();
         append_range(&log, 1, 20, 1).await;
@@ -171,16 +165,11 @@ fn a_log_opens_on_a_full_disk_and_writes_once_space_is_free() {
 /// what a restart would, and writes go on.
 #[test]
 fn a_poisoned_log_reopens_in_place_once_space_is_free() {
-    let Some((_root, mount_point)) = small_disk("1m") else {
+    let Some(disk) = SmallDisk::mount("1m") else {
         return;
     };
-    let _mount = Mount(&mount_point);
-    let dir = mount_point.join("log");
-    let config = LogConfig {
-        preallocation: Preallocation::Fallocate,
-        ..small_config()
-    };
-    let filler_dir = mount_point.clone();
+    let (dir, config) = (disk.path.join("log"), fallocate_config());
+    let filler_dir = disk.path.clone();
     run(move || async move {
         let log = CommitLog::open(&dir, config.clone()).await.unwrap();
         append_range(&log, 1, 10, 1).await;

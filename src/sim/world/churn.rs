@@ -7,7 +7,6 @@
 //! deleted topic's partitions included, and the main topic's history is untouched (P1).
 
 use crate::broker::log_entry::BrokerEntry;
-use crate::replication::events::Input;
 use crate::replication::prng::Prng;
 use crate::sim::workload::Purpose;
 use crate::sim::world::World;
@@ -57,15 +56,7 @@ impl World {
         };
         self.stats.topic_churn += 1;
         let request = self.workload.request(Purpose::Churn);
-        self.request_nodes.insert(request, target);
-        self.feed(
-            target,
-            Input::Propose {
-                request,
-                data,
-                wait: true,
-            },
-        );
+        self.propose_admin(target, request, data);
     }
 
     /// The scratch topic's id as some replica knows it, for a fire-and-forget batch half
