@@ -460,7 +460,20 @@ fn a_paused_leader_is_replaced_and_steps_down_when_it_wakes() {
     // Give up quickly on the paused leader (the request may have reached it: it must
     // never be acknowledged, nor stored unless the majority committed it).
     majority.set_request_timeout(Duration::from_millis(500));
-    let (batch, crc) = batch_of(10);
+    // Idempotent: an attempt that timed out may still commit, and its retry must then be
+    // answered with the first offset, not stored again (it was, 1 run in 5: offset 20).
+    let records: Vec<RecordData> = (10..20)
+        .map(|n| RecordData {
+            value: format!("v{n}").into_bytes(),
+            ..Default::default()
+        })
+        .collect();
+    let producer = BatchProducer {
+        producer_id: 7,
+        producer_epoch: 0,
+        base_sequence: 0,
+    };
+    let (batch, crc) = encode_record_batch(producer, 0, &records);
     let offset = retry("produce on the majority", || {
         majority.produce("paused", 0, &batch, crc, Acks::Quorum)
     });
