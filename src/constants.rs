@@ -184,3 +184,10 @@ pub const NO_SPACE_RETRY_INTERVAL: std::time::Duration = std::time::Duration::fr
 /// How long a topic change may take to commit before the client is told it timed out
 /// (the proposal's fate is then unknown; creating or deleting again is safe).
 pub const ADMIN_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// Ticks between a data group leader's comparisons of its log's topics with the
+/// controller's copy (`replication::topic_mirror`), besides the one when a copy arrives:
+/// catches a change it could not propose then (not yet leader, back-pressure, an entry
+/// lost with a leader change). Ten ticks (100 ms): a deleted topic's partitions go within
+/// a commit of that; the comparison is a walk over the topics.
+pub const TOPIC_MIRROR_TICKS: u64 = 10;

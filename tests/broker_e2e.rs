@@ -821,3 +821,48 @@ fn a_fetch_asking_for_more_than_a_frame_holds_is_answered_within_the_frame_limit
         "8 MiB holds 8 of the 12 batches, the next fetch the rest"
     );
 }
+
+/// Issue 11, item 14, on a node with two shards: a deleted topic's partitions on the
+/// shard that is not the controller go with the deletion (an entry the data group's
+/// leader copies into its own log), a topic created again under the same name starts
+/// empty, and a kill -9 and restart replays the same: the old records never come back.
+#[test]
+fn a_deleted_topic_is_gone_from_every_shard_and_stays_gone_after_a_restart() {
+    use keel::client::{Delivered, Producer, ProducerConfig};
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_ports(2);
+    let broker = Broker::start(dir.path(), port, 2);
+    let mut client = ClusterClient::new(&broker.address(0));
+    support::retry("create topic", || client.create_topic("doomed", 2));
+    let producer = Producer::new(ProducerConfig::new(&broker.address(0)));
+    for partition in 0..2 {
+        for n in 0..3 {
+            let result = producer
+                .send("doomed", partition, value(&format!("old{n}")))
+                .wait();
+            assert_eq!(result.unwrap(), Delivered::Stored(n));
+        }
+    }
+    client.delete_topic("doomed").unwrap();
+    support::retry("create topic", || client.create_topic("doomed", 2));
+    let producer = Producer::new(ProducerConfig::new(&broker.address(0)));
+    for partition in 0..2 {
+        let stored = support::retry("produce to the new topic", || {
+            producer.send("doomed", partition, value("new")).wait()
+        });
+        assert_eq!(stored, Delivered::Stored(0), "partition {partition}");
+    }
+    let read = |client: &mut ClusterClient| -> Vec<Vec<(u64, String)>> {
+        (0..2).map(|p| consume_all(client, "doomed", p)).collect()
+    };
+    let wanted = vec![vec![(0, "new".to_string())]; 2];
+    assert_eq!(read(&mut client), wanted, "before the restart");
+    let broker = broker.restart();
+    let mut client = ClusterClient::new(&broker.address(0));
+    for partition in 0..2 {
+        support::retry("fetch after the restart", || {
+            client.fetch("doomed", partition, 0, 1 << 20, Duration::ZERO)
+        });
+    }
+    assert_eq!(read(&mut client), wanted, "after the restart");
+}

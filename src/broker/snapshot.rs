@@ -161,7 +161,7 @@ pub fn decode_state(bytes: &[u8]) -> Result<ShardState, SnapshotError> {
         partitions,
         producers,
         applied_index,
-        topics_replicated: false,
+        controller_copy: None,
     })
 }
 

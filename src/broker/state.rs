@@ -1,8 +1,15 @@
-//! The applied state of one shard's replica group: topics (in the controller group) and,
-//! per partition, the offsets of its batches and where they are in the log (the
-//! partition's consume index), and the idempotent producers' table (`broker::producers`).
-//! Rebuilt by applying the log after the snapshot at its compaction point (or from its
-//! start); pure (no I/O).
+//! The applied state of one shard's replica group: the topics its log holds and, per
+//! partition, the offsets of its batches and where they are in the log (the partition's
+//! consume index), and the idempotent producers' table (`broker::producers`). Rebuilt by
+//! applying the log after the snapshot at its compaction point (or from its start); pure
+//! (no I/O).
+//!
+//! Every group's log holds its topics: the controller group's by the admin's entries,
+//! a data group's by the entries its leader copies from the controller
+//! (`replication::topic_mirror`). Apply consults only those, so every replica decides
+//! the same at the same index. The controller's list as this node last heard it
+//! (`controller_copy`) serves requests and is never consulted at apply: replicas hear it
+//! at different times.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
@@ -78,20 +85,20 @@ impl Topics {
         true
     }
 
-    /// Applies a delete.
+    /// Applies a delete. The id counts as given out from now on (a data group may delete
+    /// a topic its log never created: batches came first), so later batches for it are
+    /// refused.
     pub fn apply_delete(&mut self, topic_id: u32) -> bool {
+        self.next_id = self.next_id.max(topic_id.saturating_add(1));
         self.by_name.retain(|_, info| info.id != topic_id);
         self.ids.remove(&topic_id)
     }
 
-    /// Replaces the whole set (a shard receiving the controller's copy).
-    pub fn replace(&mut self, topics: Vec<TopicInfo>) {
-        let by_name = topics
-            .into_iter()
-            .map(|info| (info.name.clone(), info))
-            .collect::<BTreeMap<_, _>>();
-        let next_id = by_name.values().map(|info| info.id + 1).max().unwrap_or(1);
-        *self = Topics::from_parts(by_name, next_id);
+    /// Whether a batch for `topic_id` is for a deleted topic: its id was given out (below
+    /// the next id) and the topic is gone. Ids are never reused, so the answer never
+    /// changes back; an id not yet given out here is a topic created since.
+    pub fn was_deleted(&self, topic_id: u32) -> bool {
+        topic_id < self.next_id && !self.ids.contains(&topic_id)
     }
 }
 
@@ -288,23 +295,22 @@ impl Default for ProducerLimits {
 /// The state one shard's group builds by applying its log.
 #[derive(Debug, Default)]
 pub struct ShardState {
-    /// Topics (authoritative in the controller group, a copy elsewhere).
+    /// The topics this group's log holds (authoritative in the controller group).
     pub topics: Topics,
+    /// A data group's copy of the controller's topics, as this node last heard them:
+    /// what requests see there. Never consulted at apply; not in snapshots.
+    pub(crate) controller_copy: Option<Topics>,
     pub(crate) partitions: HashMap<(u32, u32), PartitionIndex>,
     /// Idempotent producers' last batch per (producer, topic, partition).
     pub(crate) producers: ProducerTable,
     pub(crate) applied_index: u64,
-    /// The topics are replicated in this group's log (the controller group): a batch for
-    /// a topic not in them is refused at apply, the same way on every replica. Elsewhere
-    /// the topics are the controller's copy, which replicas learn at different times, so
-    /// apply cannot consult them. Set by the replica, not stored in snapshots.
-    pub(crate) topics_replicated: bool,
 }
 
 impl ShardState {
-    /// Whether this group's log holds the topics (see the field).
-    pub fn set_topics_replicated(&mut self, replicated: bool) {
-        self.topics_replicated = replicated;
+    /// The topics requests see: the controller's copy in a data group once heard, else
+    /// the log's.
+    pub fn request_topics(&self) -> &Topics {
+        self.controller_copy.as_ref().unwrap_or(&self.topics)
     }
 
     /// Sets the producer table's bounds (tests; every replica must use the same).
@@ -388,7 +394,7 @@ impl ShardState {
         proposed_at_ms: u64,
         batch: &[u8],
     ) -> Applied {
-        if self.topics_replicated && !self.topics.contains_id(topic_id) {
+        if self.topics.was_deleted(topic_id) {
             // Proposed before a deletion, committed after it: storing it would make a
             // partition of a topic that no longer exists (found by the simulator's topic
             // churn, seed 0x0).
@@ -432,26 +438,14 @@ impl ShardState {
         self.applied_index
     }
 
+    /// The topics the group stored batches for, in order.
+    pub fn stored_topic_ids(&self) -> std::collections::BTreeSet<u32> {
+        self.partitions.keys().map(|&(topic, _)| topic).collect()
+    }
+
     /// A partition's index, if it holds any batch.
     pub fn partition(&self, topic_id: u32, partition: u32) -> Option<&PartitionIndex> {
         self.partitions.get(&(topic_id, partition))
-    }
-
-    /// Forgets the partitions and producers of topics that no longer exist (a shard that
-    /// is not the controller learns deletions from the controller's topic list).
-    pub fn forget_deleted_topics(&mut self) {
-        let live: std::collections::BTreeSet<u32> = self.topics.list().map(|t| t.id).collect();
-        self.partitions.retain(|(topic, _), _| live.contains(topic));
-        let dead: std::collections::BTreeSet<u32> = self
-            .producers
-            .sorted()
-            .into_iter()
-            .map(|((_, topic, _), _)| topic)
-            .filter(|topic| !live.contains(topic))
-            .collect();
-        for topic in dead {
-            self.producers.remove_topic(topic);
-        }
     }
 
     /// Forgets the batches stored below log index `first_index` (retention removed them);

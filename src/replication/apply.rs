@@ -24,7 +24,7 @@ impl<S: LogStore> Replica<S> {
             match &applied {
                 Applied::Batch { .. } => any_batch = true,
                 Applied::TopicsChanged => effects.push(Effect::TopicsChanged {
-                    topics: self.state.topics.list().cloned().collect(),
+                    topics: self.state.topics.clone(),
                 }),
                 _ => {}
             }
@@ -95,14 +95,15 @@ impl<S: LogStore> Replica<S> {
                 });
             }
         }
+        // The controller's copy is this node's, not the leader's: it stays.
+        let controller_copy = self.state.controller_copy.take();
         self.state = state;
-        self.state
-            .set_topics_replicated(self.config.topics_replicated);
+        self.state.controller_copy = controller_copy;
         self.last_snapshot_index = index;
         self.installed_at = index;
         self.kept_snapshots.clear();
         effects.push(Effect::TopicsChanged {
-            topics: self.state.topics.list().cloned().collect(),
+            topics: self.state.topics.clone(),
         });
         effects.push(Effect::DataArrived);
         tracing::info!(

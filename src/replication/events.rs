@@ -5,7 +5,7 @@
 
 use raft::eraftpb::{Message, Snapshot};
 
-use crate::broker::state::{Applied, TopicInfo};
+use crate::broker::state::{Applied, Topics};
 use crate::replication::log_store::StorageFailure;
 
 /// Identifies a client request waiting for its answer (chosen by the driver).
@@ -69,10 +69,11 @@ pub enum Input {
     },
     /// The node is stopping: hand leadership over, take no more writes.
     HandOver,
-    /// The controller group's topics (for the other shards of the node).
+    /// The controller group's topics (for the other shards of the node), with the id
+    /// the next topic will get: an id below it missing from the list was deleted.
     ControllerTopics {
-        /// Every topic.
-        topics: Vec<TopicInfo>,
+        /// Every topic, and the next id.
+        topics: Topics,
     },
     /// A flush ended: the durable index, or why it failed.
     FlushDone {
@@ -182,8 +183,8 @@ pub enum Effect {
     DataArrived,
     /// The applied topics changed.
     TopicsChanged {
-        /// Every topic.
-        topics: Vec<TopicInfo>,
+        /// Every topic, and the next id.
+        topics: Topics,
     },
     /// The group's leader changed (0: unknown).
     LeaderChanged {

@@ -20,6 +20,12 @@ impl<S: LogStore> Replica<S> {
         self.balance_leadership();
         self.check_hand_over(effects);
         self.maintain_storage(effects);
+        if self
+            .ticks
+            .is_multiple_of(crate::constants::TOPIC_MIRROR_TICKS)
+        {
+            self.mirror_topics();
+        }
     }
 
     /// Draws the election timeout from the seeded generator (A6).

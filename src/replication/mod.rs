@@ -20,6 +20,7 @@ pub mod raft_logging;
 pub mod ready_cycle;
 pub mod replica;
 pub mod retention;
+pub mod topic_mirror;
 
 pub use events::{Defects, DiskWork, Effect, FlushId, Input, OpId, RequestId, ShardError};
 pub use log_store::{LogStore, SegmentSummary, StorageFailure};

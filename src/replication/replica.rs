@@ -24,7 +24,7 @@ use std::collections::{BTreeMap, VecDeque};
 use raft::eraftpb::{ConfState, Message};
 use raft::{Config, RawNode, StateRole};
 
-use crate::broker::state::{ShardState, TopicInfo};
+use crate::broker::state::{ShardState, Topics};
 use crate::log::raft_storage::from_conf_state;
 use crate::replication::events::{
     Defects, DiskWork, Effect, FlushId, Input, OpId, RequestId, ShardError,
@@ -80,9 +80,10 @@ pub struct ReplicaConfig {
     pub group_id: u32,
     /// The group's voters when the log holds no configuration yet.
     pub voters: Vec<u64>,
-    /// The group's log holds the topics (the controller group): batches for topics it
-    /// does not hold are refused at apply (`ShardState::topics_replicated`).
-    pub topics_replicated: bool,
+    /// The controller group: topics are created and deleted by the admin's entries in its
+    /// log. Any other group is a data group, whose leader copies the controller's changes
+    /// into its own log (`topic_mirror`).
+    pub controller_group: bool,
     /// Ticks without a leader before an election (randomized up to twice this).
     pub election_ticks: usize,
     /// Ticks between heartbeats.
@@ -192,6 +193,8 @@ pub struct Replica<S: LogStore> {
     /// Index of the last snapshot installed from a leader (0: none in this life).
     pub(crate) installed_at: u64,
     pub(crate) reserved_topic_id: u32,
+    /// A data group leader's last topic entries: (term, index); no new ones until applied.
+    pub(crate) mirror_pending: Option<(u64, u64)>,
     pub(crate) persisted_commit: u64,
     /// Appends deferred by the `advance_before_append` defect: (Ready number, entries).
     pub(crate) deferred_appends: VecDeque<(u64, Vec<raft::eraftpb::Entry>)>,
@@ -208,11 +211,10 @@ impl<S: LogStore> Replica<S> {
     /// point is `state` (the snapshot there, or empty).
     pub fn new(
         mut store: S,
-        mut state: ShardState,
+        state: ShardState,
         config: ReplicaConfig,
     ) -> Result<Self, ReplicaError> {
         check_config(&config)?;
-        state.set_topics_replicated(config.topics_replicated);
         if store.conf_state().voters.is_empty() {
             let conf_state = ConfState {
                 voters: config.voters.clone(),
@@ -264,6 +266,7 @@ impl<S: LogStore> Replica<S> {
             last_snapshot_index: compaction,
             installed_at: 0,
             reserved_topic_id: 0,
+            mirror_pending: None,
             persisted_commit,
             deferred_appends: VecDeque::new(),
             refused_messages: 0,
@@ -315,7 +318,10 @@ impl<S: LogStore> Replica<S> {
                 wait,
             } => self.on_propose(request, data, wait, effects),
             Input::HandOver => self.on_hand_over(effects),
-            Input::ControllerTopics { topics } => self.on_controller_topics(topics),
+            Input::ControllerTopics { topics } => {
+                self.on_controller_topics(topics);
+                self.mirror_topics();
+            }
             Input::FlushDone { flush, outcome } => self.on_flush_done(flush, outcome, effects),
             Input::DiskDone { op, outcome } => self.on_disk_done(op, outcome, effects),
             Input::ReadDone { op, outcome } => self.on_read_done(op, outcome),
@@ -383,9 +389,11 @@ impl<S: LogStore> Replica<S> {
         }
     }
 
-    fn on_controller_topics(&mut self, topics: Vec<TopicInfo>) {
-        self.state.topics.replace(topics);
-        self.state.forget_deleted_topics();
+    fn on_controller_topics(&mut self, topics: Topics) {
+        if self.config.controller_group {
+            return;
+        }
+        self.state.controller_copy = Some(topics);
     }
 
     /// After any input: new Readies, seeded timeouts on a term or role change, leader
@@ -441,7 +449,7 @@ impl<S: LogStore> Replica<S> {
     }
 
     /// Back-pressure before raft-rs takes a proposal (R8).
-    fn admit_proposal(&self, bytes: u64) -> Result<(), ShardError> {
+    pub(crate) fn admit_proposal(&self, bytes: u64) -> Result<(), ShardError> {
         if let Some(failure) = &self.failed {
             // Reached only with the H6 defect on (a failed replica is silent otherwise).
             return Err(ShardError::Storage(failure.to_string()));

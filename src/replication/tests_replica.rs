@@ -2,7 +2,7 @@
 //! hand, so each test reads as a sequence of inputs and the effects they cause.
 
 use crate::broker::log_entry::BrokerEntry;
-use crate::broker::state::{Applied, ShardState, TopicInfo};
+use crate::broker::state::{Applied, ShardState, TopicInfo, Topics};
 use crate::replication::events::{Defects, DiskWork, Effect, Input, RequestId};
 use crate::replication::replica::{Replica, ReplicaConfig, RetentionPolicy};
 use crate::sim::sim_store::{SimLog, SimLogStore};
@@ -11,7 +11,7 @@ fn config() -> ReplicaConfig {
     ReplicaConfig {
         replica_id: 1,
         group_id: 1,
-        topics_replicated: false,
+        controller_group: false,
         voters: vec![1],
         election_ticks: 10,
         heartbeat_ticks: 2,
@@ -84,12 +84,12 @@ fn answer(
 
 /// The controller's list with one topic (id 5, one partition), as a data group hears it.
 fn learn_topic(replica: &mut Replica<SimLogStore>, store: &SimLogStore, name: &str) {
-    let topic = TopicInfo {
+    let mut topics = Topics::default();
+    topics.apply_create(TopicInfo {
         id: 5,
         name: name.to_string(),
         partitions: 1,
-    };
-    let topics = vec![topic];
+    });
     drive(replica, store, Input::ControllerTopics { topics });
 }
 
@@ -122,7 +122,8 @@ fn propose_batch(
 }
 
 /// Item 14: a shard that is not the controller forgets a deleted topic's partitions when
-/// the controller's topic list no longer has it.
+/// the controller's topic list no longer has it, through an entry of its own log (so at
+/// one index on every replica), and refuses its batches from then on.
 #[test]
 fn a_deleted_topic_s_partitions_are_forgotten_by_the_other_shards() {
     let (mut replica, store) = single_voter();
@@ -134,14 +135,28 @@ fn a_deleted_topic_s_partitions_are_forgotten_by_the_other_shards() {
         Some(Ok(Applied::Batch { .. }))
     ));
     assert!(replica.state().partition(5, 0).is_some());
+    let mut deleted = replica.state().request_topics().clone();
+    deleted.apply_delete(5);
+    let logged = replica.last_index();
     drive(
         &mut replica,
         &store,
-        Input::ControllerTopics { topics: vec![] },
+        Input::ControllerTopics { topics: deleted },
     );
     assert!(
         replica.state().partition(5, 0).is_none(),
         "the deleted topic's partition is forgotten"
+    );
+    assert!(
+        replica.last_index() > logged,
+        "the deletion is an entry of the group's log"
+    );
+    let request = RequestId(2);
+    let effects = propose_batch(&mut replica, &store, request, b"y");
+    assert_eq!(
+        answer(&effects, request),
+        Some(&Ok(Applied::UnknownTopic)),
+        "a batch for the deleted topic is refused at apply"
     );
 }
 

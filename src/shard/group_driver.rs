@@ -22,7 +22,7 @@ use std::time::Duration;
 use glommio::channels::local_channel::{self, LocalReceiver, LocalSender};
 use raft::eraftpb::Message;
 
-use crate::broker::state::{Applied, ShardState, TopicInfo};
+use crate::broker::state::{Applied, ShardState, Topics};
 use crate::config::NodeConfig;
 use crate::constants::{
     MAX_COMMITTED_BYTES_PER_READY, MAX_FETCH_WAITERS, MAX_INFLIGHT_APPENDS, MAX_UNCOMMITTED_BYTES,
@@ -42,7 +42,7 @@ use crate::transport::PeerLinks;
 pub const LEADERSHIP_TRANSFER_WAIT: Duration = Duration::from_secs(2);
 
 /// Called with the topic list whenever the applied topics change.
-pub type TopicsHook = Box<dyn Fn(Vec<TopicInfo>)>;
+pub type TopicsHook = Box<dyn Fn(Topics)>;
 
 /// Called with (group, leader node) whenever this shard's group changes leader.
 pub type LeaderHook = Box<dyn Fn(u32, u32)>;
@@ -121,7 +121,7 @@ pub(super) fn replica_config(shard_id: u32, config: &NodeConfig) -> ReplicaConfi
     ReplicaConfig {
         replica_id: node,
         group_id: shard_id,
-        topics_replicated: shard_id == crate::shard::requests::CONTROLLER_SHARD,
+        controller_group: shard_id == crate::shard::requests::CONTROLLER_SHARD,
         campaign_at_start: balancing && preferred_leader_of(shard_id, &voters) == Some(node),
         voters,
         election_ticks: config.election_ticks,
@@ -361,10 +361,7 @@ impl ShardCore {
     /// Sets what to do when this shard's applied topics change (the controller shard
     /// tells the others); the topics already applied are told at once.
     pub fn on_topics_changed(&self, hook: TopicsHook) {
-        let topics: Vec<TopicInfo> = self.state().topics.list().cloned().collect();
-        if !topics.is_empty() {
-            hook(topics);
-        }
+        hook(self.state().topics.clone());
         *self.topics_changed.borrow_mut() = Some(hook);
     }
 
@@ -440,7 +437,7 @@ impl ShardCore {
     }
 
     /// The controller's topics, for a shard that is not the controller.
-    pub fn controller_topics(self: &Rc<Self>, topics: Vec<TopicInfo>) {
+    pub fn controller_topics(self: &Rc<Self>, topics: Topics) {
         self.feed(Input::ControllerTopics { topics });
     }
 

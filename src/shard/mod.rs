@@ -30,7 +30,7 @@ use glommio::net::TcpListener;
 use glommio::{LocalExecutorPoolBuilder, PoolPlacement};
 
 use crate::broker::snapshot::decode_state;
-use crate::broker::state::{ShardState, TopicInfo};
+use crate::broker::state::{ShardState, Topics};
 use crate::config::{ConfigError, NodeConfig};
 use crate::log::CommitLog;
 use crate::shard::group_driver::ShardCore;
@@ -42,7 +42,7 @@ use crate::transport::peer_listener::{serve_peers, Deliver, PeerIngress};
 #[derive(Debug, Clone)]
 pub enum ShardMessage {
     /// The controller's topic list.
-    Topics(Vec<TopicInfo>),
+    Topics(Topics),
     /// A group's leader changed (group, leader node; 0 when unknown).
     Leader(u32, u32),
 }
@@ -143,7 +143,7 @@ async fn run_shard(
     };
     if shard_id == CONTROLLER_SHARD {
         let broadcast = broadcast.clone();
-        core.on_topics_changed(Box::new(move |topics: Vec<TopicInfo>| {
+        core.on_topics_changed(Box::new(move |topics: Topics| {
             broadcast(ShardMessage::Topics(topics))
         }));
     }

@@ -184,7 +184,7 @@ pub async fn handle_request(core: &Rc<ShardCore>, request: Request<'_>) -> Vec<u
 fn topic_or_error(core: &ShardCore, name: Option<&str>) -> Result<TopicInfo, WireError> {
     let name = name.ok_or_else(|| WireError::new(ErrorCode::InvalidRequest, "topic missing"))?;
     core.state()
-        .topics
+        .request_topics()
         .get(name)
         .cloned()
         .ok_or_else(|| WireError::new(ErrorCode::UnknownTopic, format!("no topic {name:?}")))
@@ -524,7 +524,7 @@ fn handle_metadata(core: &Rc<ShardCore>, correlation_id: u64) -> Vec<u8> {
         .collect();
     let nodes = builder.create_vector(&nodes);
     let voters: Vec<u32> = core.config.voters().iter().map(|&v| v as u32).collect();
-    let topics: Vec<TopicInfo> = core.state().topics.list().cloned().collect();
+    let topics: Vec<TopicInfo> = core.state().request_topics().list().cloned().collect();
     let mut topic_offsets = Vec::with_capacity(topics.len());
     for topic in &topics {
         let partitions: Vec<_> = (0..topic.partitions)
@@ -572,7 +572,7 @@ fn handle_metadata(core: &Rc<ShardCore>, correlation_id: u64) -> Vec<u8> {
 
 fn handle_list_topics(core: &Rc<ShardCore>, correlation_id: u64) -> Vec<u8> {
     let mut builder = FlatBufferBuilder::with_capacity(512);
-    let topics: Vec<TopicInfo> = core.state().topics.list().cloned().collect();
+    let topics: Vec<TopicInfo> = core.state().request_topics().list().cloned().collect();
     let summaries: Vec<_> = topics
         .iter()
         .map(|topic| {

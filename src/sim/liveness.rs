@@ -25,7 +25,7 @@ fn converged(world: &World) -> bool {
         .producers
         .iter()
         .all(|p| p.in_flight.is_none() && p.closing_batches == 0);
-    if !producers_done || world.workload.topic_id.is_none() {
+    if !producers_done || world.workload.topic_id.is_none() || !world.controller_settled() {
         return false;
     }
     let mut leader = None;
@@ -79,6 +79,30 @@ pub fn pending(world: &World) -> String {
                 r.progress_summary()
             )),
             None => parts.push(format!("node {}: down", node.id)),
+        }
+    }
+    if let Some(controller) = world.controller.as_ref() {
+        let ids = |t: &crate::broker::state::Topics| t.list().map(|t| t.id).collect::<Vec<_>>();
+        parts.push(format!(
+            "controller topics {:?} next id {}",
+            ids(&controller.topics),
+            controller.topics.next_id()
+        ));
+        for node in world.nodes.values() {
+            if let Some(r) = &node.replica {
+                let state = r.state();
+                parts.push(format!(
+                    "node {}: log topics {:?} next id {}, copy {:?}, stored {:?}",
+                    node.id,
+                    ids(&state.topics),
+                    state.topics.next_id(),
+                    state
+                        .controller_copy
+                        .as_ref()
+                        .map(|c| (ids(c), c.next_id())),
+                    state.stored_topic_ids()
+                ));
+            }
         }
     }
     parts.join("; ")

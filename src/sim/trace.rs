@@ -109,6 +109,11 @@ fn summary(event: &Event) -> (u64, u64, u64) {
         Event::Crash { node } => (13, *node, 0),
         Event::Consume => (15, 0, 0),
         Event::ReadComplete { node, op, .. } => (14, *node, op.0),
+        Event::ControllerTopics { node, topics, .. } => (
+            16,
+            *node,
+            u64::from(topics.next_id()) * 1000 + topics.list().count() as u64,
+        ),
     }
 }
 
@@ -139,6 +144,10 @@ fn describe(event: &Event) -> String {
             format!("from n{} {}", d.from, messages.join(" "))
         }
         Event::Tick { .. } => "tick".to_string(),
+        Event::ControllerTopics { topics, .. } => {
+            let ids: Vec<u32> = topics.list().map(|t| t.id).collect();
+            format!("controller topics {ids:?} next id {}", topics.next_id())
+        }
         other => format!("{other:?}").chars().take(120).collect(),
     }
 }

@@ -19,7 +19,9 @@ use crate::sim::trace::Trace;
 use crate::sim::workload::{Purpose, Workload, TOPIC};
 
 mod churn;
+mod controller;
 pub use churn::{Churn, SCRATCH_TOPIC};
+pub use controller::SimController;
 
 /// PRNG domain of faults; of each node's disk.
 const FAULT_DOMAIN: u64 = 40;
@@ -85,6 +87,12 @@ pub enum Event {
     FaultsOff,
     /// Liveness check.
     Check,
+    /// A node learns the controller's topics (data-group seeds).
+    ControllerTopics {
+        node: u64,
+        incarnation: u64,
+        topics: crate::broker::state::Topics,
+    },
 }
 
 /// One simulated node.
@@ -174,6 +182,8 @@ pub struct World {
     admin_token: u64,
     /// The second topic's creations and deletions.
     pub churn: Churn,
+    /// The controller, when the simulated group is a data group.
+    pub controller: Option<SimController>,
 }
 
 impl World {
@@ -234,6 +244,7 @@ impl World {
             done: false,
             admin_token: 0,
             churn: Churn::new(seed),
+            controller: SimController::draw(seed),
         }
     }
 
@@ -249,8 +260,9 @@ impl World {
         ReplicaConfig {
             replica_id: id,
             group_id: 0,
-            // One group: the controller's, whose log holds the topics.
-            topics_replicated: true,
+            // The controller's group, whose log holds the topics, or a data group,
+            // told the controller's topics (`world::controller`).
+            controller_group: self.controller.is_none(),
             campaign_at_start: p.balance_ticks.is_some() && id == 1,
             voters,
             election_ticks: p.election_ticks,
@@ -314,6 +326,7 @@ impl World {
             replica.start(&mut effects);
         }
         self.carry_out(id, effects);
+        self.tell_controller_topics_to(id);
         let first_tick = self.now + self.rng.range(1, self.profile.tick_ns);
         self.schedule(
             first_tick,
@@ -731,6 +744,11 @@ impl World {
             Event::FaultsOff => self.faults_off(),
             Event::Consume => self.consume(),
             Event::Check => self.check_liveness(),
+            Event::ControllerTopics {
+                node,
+                incarnation,
+                topics,
+            } => self.controller_topics_arrive(node, incarnation, topics),
         }
     }
 
@@ -854,6 +872,9 @@ impl World {
     }
 
     fn admin(&mut self) {
+        if self.controller.is_some() {
+            return self.controller_admin(TOPIC);
+        }
         if self.workload.topic_id.is_some() {
             return self.churn();
         }
@@ -1119,7 +1140,8 @@ fn held_by_pause(event: &Event) -> Option<u64> {
         Event::Tick { node, .. }
         | Event::ReadComplete { node, .. }
         | Event::FlushComplete { node, .. }
-        | Event::DiskComplete { node, .. } => Some(*node),
+        | Event::DiskComplete { node, .. }
+        | Event::ControllerTopics { node, .. } => Some(*node),
         Event::Deliver(delivery) => Some(delivery.to),
         _ => None,
     }

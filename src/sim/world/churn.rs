@@ -22,6 +22,8 @@ pub struct Churn {
     rng: Prng,
     /// Whether this seed churns a topic.
     pub enabled: bool,
+    /// The scratch topic's newest id at the controller (data-group seeds).
+    last_scratch: Option<u32>,
 }
 
 impl Churn {
@@ -29,7 +31,11 @@ impl Churn {
     pub fn new(seed: u64) -> Churn {
         let mut rng = Prng::derive(seed, CHURN_DOMAIN, 0);
         let enabled = rng.chance(1, 2);
-        Churn { rng, enabled }
+        Churn {
+            rng,
+            enabled,
+            last_scratch: None,
+        }
     }
 }
 
@@ -41,6 +47,9 @@ impl World {
             return;
         }
         self.wake_admin(self.now + CHURN_EVERY_NS);
+        if self.controller.is_some() {
+            return self.churn_at_controller();
+        }
         let target = self.churn.rng.range(1, self.profile.nodes + 1);
         let Some(replica) = self.nodes.get_mut(&target).and_then(|n| n.replica.as_mut()) else {
             return;
@@ -59,11 +68,30 @@ impl World {
         self.propose_admin(target, request, data);
     }
 
-    /// The scratch topic's id as some replica knows it, for a fire-and-forget batch half
-    /// the time (churning seeds only).
+    /// Data-group seeds: the controller creates or deletes the scratch topic, and every
+    /// node learns it at its own time.
+    fn churn_at_controller(&mut self) {
+        let Some(controller) = self.controller.as_mut() else {
+            return;
+        };
+        match controller.topics.get(SCRATCH_TOPIC).map(|t| t.id) {
+            Some(id) => {
+                controller.topics.apply_delete(id);
+            }
+            None => self.churn.last_scratch = Some(controller.create(SCRATCH_TOPIC, 1)),
+        }
+        self.stats.topic_churn += 1;
+        self.tell_controller_topics();
+    }
+
+    /// The scratch topic's id as some replica (or, in data-group seeds, the controller)
+    /// knows it, for a fire-and-forget batch half the time (churning seeds only).
     pub(super) fn scratch_topic_for_a_batch(&mut self) -> Option<u32> {
         if !self.churn.enabled || !self.churn.rng.chance(1, 2) {
             return None;
+        }
+        if self.controller.is_some() {
+            return self.churn.last_scratch;
         }
         self.nodes.values().find_map(|n| {
             n.replica
