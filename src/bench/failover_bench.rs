@@ -7,11 +7,11 @@
 //! before the next kill. Reports every time and p50/max.
 
 use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use crate::bench::local_cluster::{LocalCluster, LocalClusterSpec};
 use crate::client::{ClientError, ClusterClient};
 use crate::protocol::codec::{encode_record_batch, BatchProducer, RecordData};
 use crate::protocol::wire::Acks;
@@ -43,74 +43,9 @@ pub enum FailoverBenchError {
     NoResume(Duration),
 }
 
-const NODES: u32 = 3;
 const RESUME_LIMIT: Duration = Duration::from_secs(20);
 
-struct Cluster {
-    options: FailoverBenchOptions,
-    children: Vec<Option<Child>>,
-}
-
-impl Cluster {
-    fn port(&self, node: u32) -> u16 {
-        self.options.port + 10 * (node as u16 - 1)
-    }
-
-    fn start_node(&mut self, node: u32) -> std::io::Result<()> {
-        let peers: Vec<String> = (1..=NODES)
-            .map(|n| format!("{n}=127.0.0.1:{}", self.port(n)))
-            .collect();
-        let child = Command::new(&self.options.executable)
-            .args([
-                "broker",
-                "--node-id",
-                &node.to_string(),
-                "--port",
-                &self.port(node).to_string(),
-            ])
-            .args([
-                "--shards",
-                "1",
-                "--segment-size",
-                "16MiB",
-                "--io-memory",
-                "512KiB",
-                "--peers",
-                &peers.join(","),
-            ])
-            .arg("--data-dir")
-            .arg(self.options.data_dir.join(format!("node-{node}")))
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()?;
-        self.children[(node - 1) as usize] = Some(child);
-        Ok(())
-    }
-
-    fn kill(&mut self, node: u32) {
-        if let Some(mut child) = self.children[(node - 1) as usize].take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-    }
-
-    fn bootstrap(&self) -> String {
-        (1..=NODES)
-            .map(|n| format!("127.0.0.1:{}", self.port(n)))
-            .collect::<Vec<_>>()
-            .join(",")
-    }
-}
-
-impl Drop for Cluster {
-    fn drop(&mut self) {
-        for node in 1..=NODES {
-            self.kill(node);
-        }
-    }
-}
-
-fn leader_node(client: &mut ClusterClient, cluster: &Cluster) -> Option<u32> {
+fn leader_node(client: &mut ClusterClient, cluster: &LocalCluster) -> Option<u32> {
     client.refresh_metadata().ok()?;
     let address = client
         .metadata()
@@ -119,7 +54,7 @@ fn leader_node(client: &mut ClusterClient, cluster: &Cluster) -> Option<u32> {
         .get(&("failover".to_string(), 0))?
         .address
         .clone();
-    (1..=NODES).find(|&n| address.ends_with(&format!(":{}", cluster.port(n))))
+    cluster.node_of(&address)
 }
 
 /// Runs the benchmark; returns the fail-over times.
@@ -127,13 +62,13 @@ pub fn run_failover_bench(
     options: &FailoverBenchOptions,
 ) -> Result<Vec<Duration>, FailoverBenchError> {
     let _ = std::fs::remove_dir_all(&options.data_dir);
-    let mut cluster = Cluster {
-        options: options.clone(),
-        children: (0..NODES).map(|_| None).collect(),
-    };
-    for node in 1..=NODES {
-        cluster.start_node(node)?;
-    }
+    let mut cluster = LocalCluster::new(LocalClusterSpec {
+        executable: options.executable.clone(),
+        data_dir: options.data_dir.clone(),
+        port: options.port,
+        extra_args: Vec::new(),
+    });
+    cluster.start_all()?;
     let mut client = ClusterClient::new(&cluster.bootstrap());
     let started = Instant::now();
     while let Err(error) = client.create_topic("failover", 1) {

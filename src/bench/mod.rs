@@ -1,6 +1,8 @@
 //! Load generators and HdrHistogram output used by `keel bench`.
+pub mod catchup_bench;
 pub mod failover_bench;
 pub mod hgrm;
+pub mod local_cluster;
 pub mod log_bench;
 pub mod pacer;
 pub mod produce_bench;

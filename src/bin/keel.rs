@@ -8,6 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
+use keel::bench::catchup_bench::{run_catchup_bench, CatchupBenchOptions, CatchupBenchReport};
 use keel::bench::failover_bench::{run_failover_bench, FailoverBenchOptions};
 use keel::bench::hgrm;
 use keel::bench::log_bench::{run_log_bench, LogBenchOptions};
@@ -347,6 +348,11 @@ enum BenchCommand {
     /// the leader repeatedly (SIGKILL) and times each gap from the kill to the first write
     /// acknowledged by the new leader.
     Failover(FailoverBenchArgs),
+    /// A follower far behind catching up: starts a local three-node cluster, stops a
+    /// follower, writes a backlog without it, restarts it, and measures a steady
+    /// producer (acks=quorum, latency from each request's due time) before and during the
+    /// catch-up, with the term before and after (an election moves it).
+    Catchup(CatchupBenchArgs),
     /// Loopback round trip between two processes (1 KiB request, 16-byte answer): the
     /// network part of the floor under a replicated write.
     Rtt(RttBenchArgs),
@@ -360,6 +366,31 @@ struct RttBenchArgs {
     /// Serve echo answers on this address (the child process the benchmark starts).
     #[arg(long, hide = true)]
     serve: Option<String>,
+}
+
+#[derive(Args)]
+struct CatchupBenchArgs {
+    /// Bytes written while the follower is down.
+    #[arg(long, value_parser = parse_size, default_value = "300MiB")]
+    backlog: u64,
+    /// The steady producer's records per second.
+    #[arg(long, default_value_t = 1_000)]
+    rate: u64,
+    /// Records per steady request (one request every records/rate seconds).
+    #[arg(long, default_value_t = 10)]
+    records_per_request: u64,
+    /// Length of the baseline phase (every node up).
+    #[arg(long, value_parser = parse_duration, default_value = "5s")]
+    baseline: Duration,
+    /// Data directory for the nodes (emptied first).
+    #[arg(long, default_value = "keel-bench-catchup")]
+    data_dir: PathBuf,
+    /// Port of node 1; node n uses port + 10 * (n - 1).
+    #[arg(long, default_value_t = 9900)]
+    port: u16,
+    /// Directory for the two histograms (catchup-baseline.hgrm, catchup-during.hgrm).
+    #[arg(long, default_value = "bench-results")]
+    hgrm_dir: PathBuf,
 }
 
 #[derive(Args)]
@@ -472,6 +503,7 @@ fn main() -> ExitCode {
         Command::Bench(BenchCommand::Produce(args)) => bench_produce(args),
         Command::Bench(BenchCommand::Failover(args)) => bench_failover(args),
         Command::Bench(BenchCommand::Rtt(args)) => bench_rtt(args),
+        Command::Bench(BenchCommand::Catchup(args)) => bench_catchup(args),
         Command::Tune(TuneCommand::Apply { root, yes }) => {
             let changes = keel::tune::apply::plan_apply(&keel::tune::check(&root));
             tune_changes("apply", &changes, yes, || {
@@ -1227,6 +1259,77 @@ fn stop_children(children: &mut [std::process::Child]) {
     for child in children.iter_mut() {
         let _ = child.wait();
     }
+}
+
+fn bench_catchup(args: CatchupBenchArgs) -> ExitCode {
+    let executable = match std::env::current_exe() {
+        Ok(path) => path,
+        Err(error) => return fail("bench catchup", error),
+    };
+    let options = CatchupBenchOptions {
+        executable,
+        data_dir: args.data_dir.clone(),
+        port: args.port,
+        backlog_bytes: args.backlog,
+        rate: args.rate.max(1),
+        records_per_request: args.records_per_request.max(1),
+        baseline: args.baseline,
+    };
+    println!(
+        "keel bench catchup: 3 nodes on loopback, acks=quorum (fsync per flush); a follower \
+         is down while {} MiB go in, then restarted; steady producer {} records/s, {} per \
+         request, latency from each request's due time",
+        args.backlog >> 20,
+        options.rate,
+        options.records_per_request
+    );
+    let report = match run_catchup_bench(&options) {
+        Ok(report) => report,
+        Err(error) => return fail("bench catchup", error),
+    };
+    for (name, histogram) in [("baseline", &report.baseline), ("during", &report.during)] {
+        let path = args.hgrm_dir.join(format!("catchup-{name}.hgrm"));
+        if let Err(error) = hgrm::write_hgrm(histogram, &path) {
+            return fail(
+                "bench catchup",
+                format!("write {}: {error}", path.display()),
+            );
+        }
+    }
+    print_catchup_report(&report, args.backlog);
+    ExitCode::SUCCESS
+}
+
+fn print_catchup_report(report: &CatchupBenchReport, backlog: u64) {
+    println!(
+        "baseline (every node up): {}",
+        hgrm::summary_line(&report.baseline)
+    );
+    println!(
+        "during the catch-up:      {}",
+        hgrm::summary_line(&report.during)
+    );
+    let seconds = report.catch_up.as_secs_f64();
+    println!(
+        "catch-up of {} MiB: {seconds:.1} s; leader (node, term) {:?} -> {:?}; {} errors",
+        backlog >> 20,
+        report.leader_before,
+        report.leader_after,
+        report.errors.len()
+    );
+    for error in report.errors.iter().take(5) {
+        println!("  error: {error}");
+    }
+    let p99 = |h: &hdrhistogram::Histogram<u64>| h.value_at_quantile(0.99) as f64 / 1000.0;
+    let term_moves = report.leader_after.1.saturating_sub(report.leader_before.1);
+    println!(
+        "result catchup_p99_ms={:.2} baseline_p99_ms={:.2} catchup_max_ms={:.2} errors={} \
+         term_moves={term_moves} catchup_s={seconds:.2}",
+        p99(&report.during),
+        p99(&report.baseline),
+        report.during.max() as f64 / 1000.0,
+        report.errors.len()
+    );
 }
 
 fn bench_failover(args: FailoverBenchArgs) -> ExitCode {
