@@ -1,11 +1,12 @@
 //! The replica's memory bounds as one check: what each of its queues, tables and maps
 //! may hold. The simulator runs it after every step; it reads and never changes state.
 //!
-//! The outbox (persisted messages waiting for their flush) has no bound of its own: it
-//! holds at most one entry per Ready taken while flushes run, so it grows with the inputs
-//! that arrive during a slow flush. The simulator reports the largest it saw.
+//! The outbox (persisted messages waiting for their flush) holds one entry per Ready taken
+//! while flushes run; at `MAX_OUTBOX_READIES` no Ready is taken until a flush completes
+//! (the inputs meanwhile merge into the next Ready). The simulator also reports the
+//! largest it saw.
 
-use crate::constants::MAX_CATCH_UP_READS;
+use crate::constants::{MAX_CATCH_UP_READS, MAX_OUTBOX_READIES};
 use crate::replication::log_store::LogStore;
 use crate::replication::ready_cycle::MAX_FLUSHES_IN_FLIGHT;
 use crate::replication::replica::{Replica, MAX_PARKED_INPUTS};
@@ -41,6 +42,11 @@ impl<S: LogStore> Replica<S> {
                 MAX_PARKED_INPUTS,
             ),
             ("catch-up reads", self.catch_up.len(), MAX_CATCH_UP_READS),
+            (
+                "Readies waiting in the outbox",
+                self.outbox.len(),
+                MAX_OUTBOX_READIES,
+            ),
             (
                 "snapshots in flight",
                 self.snapshots_in_flight.len(),

@@ -17,6 +17,7 @@ use raft::eraftpb::{Entry, Message, MessageType};
 use raft::StateRole;
 
 use crate::broker::snapshot::decode_state;
+use crate::constants::MAX_OUTBOX_READIES;
 use crate::log::HardStateRecord;
 use crate::replication::events::{DiskWork, Effect, FlushId};
 use crate::replication::log_store::{LogStore, StorageFailure};
@@ -213,7 +214,7 @@ impl<S: LogStore> Replica<S> {
             });
         }
         if !persisted.is_empty() && self.failed.is_none() {
-            self.outbox.push_back((number, persisted));
+            self.queue_persisted(number, persisted);
         }
         let committed = ready.take_committed_entries();
         self.raw.advance_append_async(ready);
@@ -230,6 +231,22 @@ impl<S: LogStore> Replica<S> {
             );
         }
         self.after_append(number, committed, effects);
+    }
+
+    /// Queues a Ready's persisted messages until its flush. At `MAX_OUTBOX_READIES` they
+    /// join the newest entry, which then waits for this Ready's flush (later than its own:
+    /// holding an answer longer is always safe). Few arrive then: peer messages that
+    /// would make more are dropped at ingress while the outbox is full.
+    fn queue_persisted(&mut self, number: u64, persisted: Vec<Message>) {
+        if self.outbox.len() >= MAX_OUTBOX_READIES {
+            if let Some((newest, messages)) = self.outbox.back_mut() {
+                assert!(*newest < number, "Ready numbers only grow in the outbox");
+                *newest = number;
+                messages.extend(persisted);
+                return;
+            }
+        }
+        self.outbox.push_back((number, persisted));
     }
 
     fn after_append(&mut self, number: u64, committed: Vec<Entry>, effects: &mut Vec<Effect>) {
@@ -258,7 +275,7 @@ impl<S: LogStore> Replica<S> {
             });
         }
         if !persisted.is_empty() {
-            self.outbox.push_back((number, persisted));
+            self.queue_persisted(number, persisted);
         }
         let committed = ready.take_committed_entries();
         self.raw.advance_append_async(ready);

@@ -25,6 +25,7 @@ use raft::eraftpb::{ConfState, Message};
 use raft::{Config, RawNode, StateRole};
 
 use crate::broker::state::{ShardState, Topics};
+use crate::constants::MAX_OUTBOX_READIES;
 use crate::log::raft_storage::from_conf_state;
 use crate::replication::events::{
     Defects, DiskWork, Effect, FlushId, Input, OpId, RequestId, ShardError,
@@ -473,6 +474,10 @@ impl<S: LogStore> Replica<S> {
 
     fn on_peer(&mut self, from: u64, messages: Vec<Message>) {
         for message in messages {
+            if self.outbox.len() >= MAX_OUTBOX_READIES && answered_after_a_flush(&message) {
+                // The outbox is full: treated as lost, the sender tries again.
+                continue;
+            }
             let Some(message) = self.admit_message(from, message) else {
                 self.refused_messages += 1;
                 continue;
@@ -606,4 +611,14 @@ fn raft_config(config: &ReplicaConfig, applied: u64) -> Config {
         batch_append: false,
         ..Default::default()
     }
+}
+
+/// Whether stepping `message` makes an answer that must wait for a flush (an append's,
+/// a snapshot's, a vote's): dropped while the outbox is full (`MAX_OUTBOX_READIES`).
+fn answered_after_a_flush(message: &Message) -> bool {
+    use raft::eraftpb::MessageType::*;
+    matches!(
+        message.get_msg_type(),
+        MsgAppend | MsgSnapshot | MsgRequestVote | MsgRequestPreVote
+    )
 }
