@@ -199,3 +199,10 @@ pub const TOPIC_MIRROR_TICKS: u64 = 10;
 /// every message that arrives during one sync. 64: one per input for a flush's worth of
 /// inputs at ordinary rates (the simulator saw up to 139 unbounded in 100,000 seeds).
 pub const MAX_OUTBOX_READIES: usize = 64;
+
+/// Segments' worth of space each shard keeps allocated in a reserve file next to its
+/// log (`shard::no_space`). When the disk fills, the reserve is released so the shard can
+/// restart at once and run retention (snapshot files, the meta file, topic changes need
+/// a little room) while records are refused; it is taken back once there is room for it
+/// and a segment more. One segment: what a log in that state writes needs no new segment.
+pub const SPACE_RESERVE_SEGMENTS: u64 = 1;

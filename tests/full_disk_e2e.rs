@@ -7,12 +7,16 @@
 //!    refusal, not a crash or a dropped connection; the node keeps running.
 //! 2. While it runs, every acknowledged record reads back at its offset with its bytes,
 //!    and nothing the broker refused (P1, P5, P6).
-//! 3. The node restarts on the full disk, serves the same reads, takes writes while its
-//!    active segment has room and then refuses them with `StorageFull`: (a) after SIGTERM,
-//!    with 1 MiB free (room for small files, not for a 4 MiB segment: the reported case),
-//!    (b) after kill -9, with nothing free.
-//! 4. Once 8 MiB are deleted, a produce succeeds within 15 s without a restart, and reads
-//!    return the acknowledged records followed by the new one (P8).
+//! 3. The node restarts on the full disk, serves the same reads, and refuses writes with
+//!    `StorageFull` (it takes them once there is room for its space reserve and a segment
+//!    more, `shard::no_space`): (a) after SIGTERM, with 1 MiB free (room for small files,
+//!    not for a 4 MiB segment: the reported case), (b) after kill -9, with nothing free.
+//! 4. Once the files that filled the disk are deleted, a produce succeeds within 15 s
+//!    without a restart, and reads return the acknowledged records followed by the new one
+//!    (P8).
+//!
+//! A second test: a node whose disk filled frees it itself by retention (by age) and
+//! takes writes again, with no operator.
 //!
 //! Needs root (it mounts a tmpfs, which accepts O_DIRECT and returns ENOSPC when full);
 //! without root it says so and passes without checking anything.
@@ -138,10 +142,9 @@ fn assert_reads_exactly(client: &mut ClusterClient, count: u64, when: &str) {
     );
 }
 
-/// Restarts the broker and asserts it starts, serves every acknowledged record, takes
-/// writes while the room left in its active segment lasts (a record refused for want of
-/// space it does not need would be a defect too) and then refuses them with StorageFull.
-/// Returns the broker and the records acknowledged in all.
+/// Restarts the broker and asserts it starts, serves every acknowledged record, and
+/// refuses writes with StorageFull (after any its active segment still takes while its
+/// space reserve is held). Returns the broker and the records acknowledged in all.
 fn restart_on_full_disk(
     broker: Broker,
     acknowledged: u64,
@@ -258,8 +261,15 @@ fn a_node_on_a_full_disk_restarts_serves_reads_and_takes_writes_once_space_is_fr
     let (mut broker, acknowledged) =
         restart_on_full_disk(broker, acknowledged, "kill -9 and a restart", &stderr);
 
-    // 4. Free space: writes come back without a restart.
-    std::fs::remove_file(&filler).expect("delete the filler file");
+    // 4. Free space (the shard needs room for its reserve and a segment more): writes come
+    // back without a restart.
+    for file in [
+        filler,
+        disk.path.join("top-up-1"),
+        disk.path.join("top-up-2"),
+    ] {
+        std::fs::remove_file(&file).expect("delete a file that filled the disk");
+    }
     let mut client = connect(&broker);
     let (bytes, crc) = batch(acknowledged, 1);
     let deadline = Instant::now() + RECOVERY_TIMEOUT;
@@ -282,4 +292,70 @@ fn a_node_on_a_full_disk_restarts_serves_reads_and_takes_writes_once_space_is_fr
     );
     assert_reads_exactly(&mut client, acknowledged + 1, "after space was freed");
     eprintln!("passed in {:?}", test_started.elapsed());
+}
+
+/// A node whose disk filled frees it itself: with retention by age (3 s), the shard that
+/// stopped on ENOSPC releases its space reserve, restarts, refuses records with
+/// StorageFull, and its retention removes the aged segments; then it takes writes again,
+/// without a restart and without anyone deleting a file. Before, a replica stopped by a
+/// full disk ran no retention, and writes stayed refused until an operator freed space.
+#[test]
+fn a_full_disk_is_freed_by_retention_and_writes_resume_without_an_operator() {
+    if !support::is_root() {
+        eprintln!("skipped: mounting a tmpfs needs root");
+        return;
+    }
+    let root = tempfile::tempdir().unwrap();
+    let disk = SmallDisk::mount(&root.path().join("small"), "48m");
+    // Other data on the disk: about 24 MiB stay for the node (a 4 MiB reserve and about
+    // five 4 MiB segments).
+    std::fs::write(disk.path.join("other"), vec![0u8; 24 << 20]).expect("write other data");
+    let args = ["--retention-age".to_string(), "3s".to_string()];
+    let mut broker =
+        Broker::start_with_args(&disk.path.join("data"), free_ports(1), 1, "4MiB", &args);
+    let mut client = connect(&broker);
+    client.create_topic(TOPIC, 1).unwrap();
+    let filling = Instant::now();
+    let (acknowledged, error) = produce_until_refused(&mut client, 0);
+    eprintln!(
+        "disk full after {acknowledged} records in {:?} ({} bytes free): {error}",
+        filling.elapsed(),
+        free_bytes(&disk.path)
+    );
+    assert_storage_full(&error, &mut broker, "the produce that found the disk full");
+    let (bytes, crc) = batch(acknowledged, 1);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let offset = loop {
+        match client.produce(TOPIC, 0, &bytes, crc, Acks::Quorum) {
+            Ok(offset) => break offset,
+            Err(error) => {
+                assert_storage_full(&error, &mut broker, "a produce while retention runs");
+                assert!(
+                    Instant::now() < deadline,
+                    "writes still refused 30 s after the disk filled, with retention by age \
+                     3 s: {error}"
+                );
+                std::thread::sleep(Duration::from_millis(200));
+            }
+        }
+    };
+    eprintln!(
+        "writes resumed {:?} after the disk filled ({} bytes free)",
+        filling.elapsed(),
+        free_bytes(&disk.path)
+    );
+    assert_eq!(offset, acknowledged, "the new record follows the old ones");
+    let fetched = client
+        .fetch(TOPIC, 0, offset, 1 << 20, Duration::ZERO)
+        .expect("fetch the new record");
+    let values: Vec<_> = fetched
+        .records
+        .iter()
+        .map(|r| (r.offset, &r.value))
+        .collect();
+    assert_eq!(
+        values,
+        [(offset, &record_value(offset))],
+        "the new record reads back"
+    );
 }

@@ -108,6 +108,12 @@ pub enum Input {
         /// The peer.
         peer: u64,
     },
+    /// The disk is short of space (`low`: records are refused, retention goes on) or has
+    /// enough again (`replication::low_space`).
+    SpaceLow {
+        /// Short of space.
+        low: bool,
+    },
 }
 
 /// Disk work the replica needs done before it can go on (or, for retention, eventually).

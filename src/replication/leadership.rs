@@ -18,6 +18,7 @@ impl<S: LogStore> Replica<S> {
         self.raw.tick();
         self.resend_lost_snapshots();
         self.balance_leadership();
+        self.shed_leadership_for_space();
         self.check_hand_over(effects);
         self.maintain_storage(effects);
         if self

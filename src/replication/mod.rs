@@ -15,6 +15,7 @@ pub mod catch_up;
 pub mod events;
 pub mod leadership;
 pub mod log_store;
+pub mod low_space;
 pub mod prng;
 pub mod raft_logging;
 pub mod ready_cycle;

@@ -196,6 +196,8 @@ pub struct Replica<S: LogStore> {
     pub(crate) reserved_topic_id: u32,
     /// A data group leader's last topic entries: (term, index); no new ones until applied.
     pub(crate) mirror_pending: Option<(u64, u64)>,
+    /// The disk is short of space (`low_space`).
+    pub(crate) space_low: bool,
     pub(crate) persisted_commit: u64,
     /// Appends deferred by the `advance_before_append` defect: (Ready number, entries).
     pub(crate) deferred_appends: VecDeque<(u64, Vec<raft::eraftpb::Entry>)>,
@@ -268,6 +270,7 @@ impl<S: LogStore> Replica<S> {
             installed_at: 0,
             reserved_topic_id: 0,
             mirror_pending: None,
+            space_low: false,
             persisted_commit,
             deferred_appends: VecDeque::new(),
             refused_messages: 0,
@@ -331,6 +334,7 @@ impl<S: LogStore> Replica<S> {
                 dropped_snapshot,
             } => self.on_send_failed(peer, dropped_snapshot),
             Input::PeerUnreachable { peer } => self.raw.report_unreachable(peer),
+            Input::SpaceLow { low } => self.on_space_low(low),
         }
         self.after_input(effects);
     }
@@ -353,6 +357,7 @@ impl<S: LogStore> Replica<S> {
                 effects.push(Effect::HandOverDone { handed_to: None });
             }
             Input::ControllerTopics { topics } => self.on_controller_topics(topics),
+            Input::SpaceLow { low } => self.on_space_low(low),
             Input::DiskDone { op, .. } => {
                 self.disk_ops.remove(&op);
             }
@@ -382,6 +387,7 @@ impl<S: LogStore> Replica<S> {
                 outcome: Err(ShardError::NotLeader),
             }),
             Input::ControllerTopics { topics } => self.on_controller_topics(topics),
+            Input::SpaceLow { low } => self.on_space_low(low),
             Input::FlushDone { .. } | Input::DiskDone { .. } | Input::HandOver => {
                 parked.queue.push_back(input)
             }
@@ -413,7 +419,10 @@ impl<S: LogStore> Replica<S> {
         wait: bool,
         effects: &mut Vec<Effect>,
     ) {
-        let outcome = self.admit_proposal(data.len() as u64);
+        let outcome = match self.refusal_for_space(&data) {
+            Some(refusal) => Err(refusal),
+            None => self.admit_proposal(data.len() as u64),
+        };
         if let Err(error) = outcome {
             effects.push(Effect::Answer {
                 request,
@@ -474,8 +483,11 @@ impl<S: LogStore> Replica<S> {
 
     fn on_peer(&mut self, from: u64, messages: Vec<Message>) {
         for message in messages {
-            if self.outbox.len() >= MAX_OUTBOX_READIES && answered_after_a_flush(&message) {
-                // The outbox is full: treated as lost, the sender tries again.
+            let outbox_full = self.outbox.len() >= MAX_OUTBOX_READIES;
+            if (outbox_full && answered_after_a_flush(&message)) || self.dropped_for_space(&message)
+            {
+                // The outbox is full, or the disk short of space: treated as lost, the
+                // sender tries again.
                 continue;
             }
             let Some(message) = self.admit_message(from, message) else {

@@ -381,3 +381,47 @@ fn a_waiter_at_or_below_an_installed_snapshot_is_answered() {
     );
     assert_eq!(replica.applied_index(), 10);
 }
+
+/// A full disk (seen from outside): while the driver says space is short, record batches
+/// are refused with a storage error before raft-rs takes them, topic changes still go in
+/// (a deletion is how an operator frees space), and records are taken again once space
+/// is back.
+#[test]
+fn while_space_is_short_records_are_refused_and_topic_changes_go_in() {
+    let (mut replica, store) = single_voter();
+    learn_topic(&mut replica, &store, "orders");
+    drive(&mut replica, &store, Input::SpaceLow { low: true });
+    let before = replica.last_index();
+    let effects = propose_batch(&mut replica, &store, RequestId(1), b"x");
+    assert!(
+        matches!(
+            answer(&effects, RequestId(1)),
+            Some(Err(crate::replication::ShardError::Storage(_)))
+        ),
+        "a record batch is refused while space is short: {effects:?}"
+    );
+    assert_eq!(replica.last_index(), before, "nothing reached the log");
+    let delete = BrokerEntry::DeleteTopic { topic_id: 9 }.encode();
+    let effects = drive(
+        &mut replica,
+        &store,
+        Input::Propose {
+            request: RequestId(2),
+            data: delete,
+            wait: true,
+        },
+    );
+    assert!(
+        matches!(answer(&effects, RequestId(2)), Some(Ok(_))),
+        "a topic change goes in: {effects:?}"
+    );
+    drive(&mut replica, &store, Input::SpaceLow { low: false });
+    let effects = propose_batch(&mut replica, &store, RequestId(3), b"y");
+    assert!(
+        matches!(
+            answer(&effects, RequestId(3)),
+            Some(Ok(Applied::Batch { .. }))
+        ),
+        "records are taken again: {effects:?}"
+    );
+}

@@ -96,6 +96,8 @@ pub struct ShardCore {
     pub(super) failure: RefCell<Option<String>>,
     /// The failure was a full disk: the replica starts again once space is free.
     pub(super) no_space: Cell<bool>,
+    /// The space reserve is released: the replica is told space is short (`no_space.rs`).
+    pub(super) space_low: Cell<bool>,
     /// The replica's life: completions of I/O started by an earlier life are dropped.
     pub(super) generation: Cell<u64>,
     pub(super) recovering: Cell<bool>,
@@ -185,6 +187,7 @@ impl ShardCore {
             data_waiters: RefCell::new(Vec::new()),
             failure: RefCell::new(None),
             no_space: Cell::new(false),
+            space_low: Cell::new(false),
             generation: Cell::new(0),
             recovering: Cell::new(false),
             stopping: Cell::new(false),
@@ -202,6 +205,7 @@ impl ShardCore {
             let mut effects = Vec::new();
             starting.replica.borrow_mut().start(&mut effects);
             starting.carry_out(effects);
+            starting.check_space_reserve();
         })
         .detach();
         glommio::spawn_local(tick_loop(core.clone())).detach();
@@ -281,6 +285,9 @@ impl ShardCore {
             Effect::Failed { failure } => {
                 tracing::error!(shard = self.shard_id, %failure, "storage failed: this shard stopped taking part in its group; reads go on");
                 self.no_space.set(failure == StorageFailure::NoSpace);
+                if failure == StorageFailure::NoSpace {
+                    self.release_space_reserve();
+                }
                 *self.failure.borrow_mut() = Some(failure.to_string());
             }
         }
@@ -548,6 +555,8 @@ async fn tick_loop(core: Rc<ShardCore>) {
         if core.no_space.get() && ticks.is_multiple_of(retry_every) {
             let recovering = core.clone();
             glommio::spawn_local(async move { recovering.recover_from_no_space().await }).detach();
+        } else if core.space_low.get() && ticks.is_multiple_of(retry_every) {
+            core.check_space_reserve();
         }
         for peer in core.peers.take_unreachable() {
             core.feed(Input::PeerUnreachable { peer });
