@@ -109,6 +109,7 @@ fn summary(event: &Event) -> (u64, u64, u64) {
         Event::Crash { node } => (13, *node, 0),
         Event::Consume => (15, 0, 0),
         Event::ReadComplete { node, op, .. } => (14, *node, op.0),
+        Event::SpaceBack { node, .. } => (17, *node, 0),
         Event::ControllerTopics { node, topics, .. } => (
             16,
             *node,

@@ -87,6 +87,8 @@ pub enum Event {
     FaultsOff,
     /// Liveness check.
     Check,
+    /// A node's disk has space again (its `ENOSPC` period ends).
+    SpaceBack { node: u64, incarnation: u64 },
     /// A node learns the controller's topics (data-group seeds).
     ControllerTopics {
         node: u64,
@@ -117,6 +119,9 @@ pub struct Node {
     pub drift_ppm: i64,
     /// The next flush fails with this.
     pub fail_next_flush: Option<StorageFailure>,
+    /// After an `ENOSPC` failure: space stays short until then (the replica restarted
+    /// over its log is told `SpaceLow`, as the driver's space reserve does).
+    pub space_low_until: Option<u64>,
     /// Disk randomness.
     pub rng: Prng,
 }
@@ -144,6 +149,10 @@ pub struct Stats {
     pub topic_churn: u64,
     /// Most Readies seen waiting in one replica's outbox.
     pub max_outbox: u64,
+    /// 1 when the group is a data group (`world::controller`).
+    pub data_group: u64,
+    /// Restarts of a replica short of space (after `ENOSPC`).
+    pub space_short: u64,
 }
 
 /// The world of one run.
@@ -212,6 +221,7 @@ impl World {
                     held: Vec::new(),
                     drift_ppm,
                     fail_next_flush: None,
+                    space_low_until: None,
                     rng,
                 },
             );
@@ -327,6 +337,7 @@ impl World {
         }
         self.carry_out(id, effects);
         self.tell_controller_topics_to(id);
+        self.space_low_at_start(id);
         let first_tick = self.now + self.rng.range(1, self.profile.tick_ns);
         self.schedule(
             first_tick,
@@ -401,9 +412,18 @@ impl World {
                 self.trace
                     .note(self.now, id, format!("storage failed: {failure}"));
                 // An operator restarts it later (during the safety phase only: once faults
-                // stop, the others must do without it).
+                // stop, the others must do without it). A full disk: the driver restarts
+                // it over its log within a second, short of space for a while.
                 let at = self.now + self.rng.range(500_000_000, 3_000_000_000);
-                if at < self.faults_off_at {
+                if failure == StorageFailure::NoSpace {
+                    let restart = self.now + 1_000_000_000;
+                    if let Some(node) = self.nodes.get_mut(&id) {
+                        node.space_low_until = Some(at.max(restart) + 1_000_000_000);
+                    }
+                    if restart < self.faults_off_at {
+                        self.schedule(restart, Event::Crash { node: id });
+                    }
+                } else if at < self.faults_off_at {
                     self.schedule(at, Event::Crash { node: id });
                 }
             }
@@ -654,6 +674,7 @@ impl World {
             self.check_bounds();
         }
         self.stats.simulated_ns = self.now;
+        self.stats.data_group = u64::from(self.controller.is_some());
         self.stats.acked = self.workload.acked;
     }
 
@@ -749,6 +770,15 @@ impl World {
                 incarnation,
                 topics,
             } => self.controller_topics_arrive(node, incarnation, topics),
+            Event::SpaceBack { node, incarnation } => {
+                if self
+                    .nodes
+                    .get(&node)
+                    .is_some_and(|n| n.incarnation == incarnation)
+                {
+                    self.space_back(node);
+                }
+            }
         }
     }
 
@@ -1043,8 +1073,9 @@ impl World {
                 node.store.log.borrow_mut().refuse_next_append = false;
             }
             // A replica whose storage failed stays failed: the others must go on
-            // without it (no operator restarts it here).
+            // without it (no operator restarts it here). Space comes back.
             self.resume(id);
+            self.space_back(id);
         }
         for producer in 0..self.workload.producers.len() {
             self.wake(producer, self.now);
@@ -1141,8 +1172,44 @@ fn held_by_pause(event: &Event) -> Option<u64> {
         | Event::ReadComplete { node, .. }
         | Event::FlushComplete { node, .. }
         | Event::DiskComplete { node, .. }
-        | Event::ControllerTopics { node, .. } => Some(*node),
+        | Event::ControllerTopics { node, .. }
+        | Event::SpaceBack { node, .. } => Some(*node),
         Event::Deliver(delivery) => Some(delivery.to),
         _ => None,
+    }
+}
+
+impl World {
+    /// A node restarting within its `ENOSPC` period is told space is short, and when it
+    /// ends.
+    fn space_low_at_start(&mut self, id: u64) {
+        let Some(node) = self.nodes.get(&id) else {
+            return;
+        };
+        let Some(until) = node.space_low_until.filter(|&u| u > self.now) else {
+            return;
+        };
+        let incarnation = node.incarnation;
+        self.trace.note(self.now, id, "space short".to_string());
+        self.stats.space_short += 1;
+        self.feed(id, Input::SpaceLow { low: true });
+        self.schedule(
+            until,
+            Event::SpaceBack {
+                node: id,
+                incarnation,
+            },
+        );
+    }
+
+    /// A node's disk has space again.
+    fn space_back(&mut self, id: u64) {
+        let Some(node) = self.nodes.get_mut(&id) else {
+            return;
+        };
+        if node.space_low_until.take().is_some() {
+            self.trace.note(self.now, id, "space back".to_string());
+            self.feed(id, Input::SpaceLow { low: false });
+        }
     }
 }
