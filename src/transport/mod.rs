@@ -18,6 +18,7 @@
 //! receiving side (`peer_listener`) admits a connection only after a valid hello and
 //! checks every frame and message against it (`ingress`).
 
+pub mod chunks;
 pub mod frame_split;
 pub mod ingress;
 pub mod peer_links;
