@@ -19,7 +19,9 @@ use crate::sim::trace::Trace;
 use crate::sim::workload::{Purpose, Workload, TOPIC};
 
 mod churn;
+mod large_state;
 pub use churn::{Churn, SCRATCH_TOPIC};
+pub use large_state::{large_state_topic_name, LARGE_STATE_TOPIC_NAME_BYTES};
 
 /// PRNG domain of faults; of each node's disk.
 const FAULT_DOMAIN: u64 = 40;
@@ -81,6 +83,8 @@ pub enum Event {
     Consume,
     /// The admin tries to create the topic (only its newest wake-up counts).
     Admin { token: u64 },
+    /// The admin proposes the next large-state topics.
+    GrowState,
     /// Faults stop; liveness is checked.
     FaultsOff,
     /// Liveness check.
@@ -136,6 +140,8 @@ pub struct Stats {
     pub topic_churn: u64,
     /// Most Readies seen waiting in one replica's outbox.
     pub max_outbox: u64,
+    /// Frames over the limit sent as chunks (snapshots larger than a frame).
+    pub chunked_frames: u64,
 }
 
 /// The world of one run.
@@ -174,12 +180,23 @@ pub struct World {
     admin_token: u64,
     /// The second topic's creations and deletions.
     pub churn: Churn,
+    /// Large-state topics proposed so far.
+    large_state_proposed: u32,
 }
 
 impl World {
     /// A world for `seed`.
     pub fn new(seed: u64, defects: Defects, split_frames: bool) -> World {
-        let profile = Profile::draw(seed);
+        World::with_profile(seed, Profile::draw(seed), defects, split_frames)
+    }
+
+    /// A world for `seed` with a profile chosen by hand (scripted scenarios).
+    pub fn with_profile(
+        seed: u64,
+        profile: Profile,
+        defects: Defects,
+        split_frames: bool,
+    ) -> World {
         let mut nodes = BTreeMap::new();
         for id in 1..=profile.nodes {
             let log = SimLog {
@@ -234,6 +251,7 @@ impl World {
             done: false,
             admin_token: 0,
             churn: Churn::new(seed),
+            large_state_proposed: 0,
         }
     }
 
@@ -434,6 +452,13 @@ impl World {
                 format!("node {from} sent a frame over the limit to {to}"),
             );
         }
+        if let Some(detail) = sent.broken_chunks {
+            self.fail(
+                "S8",
+                format!("node {from}'s chunked frame to {to}: {detail}"),
+            );
+        }
+        self.stats.chunked_frames += sent.chunked as u64;
         for delivery in sent.deliveries {
             self.schedule(delivery.at, Event::Deliver(delivery));
         }
@@ -507,7 +532,7 @@ impl World {
                     self.wake_admin(at);
                 }
             }
-            Purpose::FireAndForget | Purpose::Churn => {}
+            Purpose::FireAndForget | Purpose::Churn | Purpose::LargeState => {}
             Purpose::Batch(producer) => {
                 let current = self.workload.producers[producer]
                     .in_flight
@@ -728,6 +753,7 @@ impl World {
                     self.admin()
                 }
             }
+            Event::GrowState => self.grow_state(),
             Event::FaultsOff => self.faults_off(),
             Event::Consume => self.consume(),
             Event::Check => self.check_liveness(),
@@ -865,6 +891,9 @@ impl World {
         });
         if let Some(id) = known {
             self.workload.topic_id = Some(id);
+            if self.profile.large_state_topics > 0 {
+                self.schedule(self.now, Event::GrowState);
+            }
             return self.churn();
         }
         let target = self.workload.rng.range(1, self.profile.nodes + 1);
