@@ -26,7 +26,9 @@ use crate::constants::{MAX_CHUNKED_FRAMES_PER_PEER, MAX_CHUNKED_PEER_FRAME_BYTES
 use crate::protocol::frame::append_frame;
 use crate::protocol::peer_codec::{encode_peer_frame, encode_peer_hello, PeerHello};
 use crate::transport::chunks::chunk_frame;
-use crate::transport::frame_split::split_into_frames;
+use crate::transport::frame_split::{
+    encoded_size_estimate, split_into_frames, PEER_FRAME_FIXED_BYTES,
+};
 
 /// Frames queued per peer before new ones are dropped.
 pub const PEER_QUEUE_FRAMES: usize = 256;
@@ -146,33 +148,39 @@ impl PeerLinks {
         dropped
     }
 
-    /// Encodes one frame into the link's queue; false when it was dropped.
+    /// Encodes one frame into the link's queue; false when it was dropped. A frame that
+    /// may be over the limit (by the upper bound of its size) takes the link's chunked
+    /// slot first: while it is taken, a snapshot is dropped without being encoded.
     fn queue_frame(&self, peer: u64, link: &LinkQueue, messages: &[Message]) -> bool {
-        let frame = encode_peer_frame(self.node_id, self.group, messages);
+        let estimate: usize =
+            PEER_FRAME_FIXED_BYTES + messages.iter().map(encoded_size_estimate).sum::<usize>();
+        let kind = messages.first().map(Message::get_msg_type);
         let mut chunked_slot = None;
-        if frame.len() > self.max_frame_bytes {
-            // Only a message that cannot be cut: a snapshot above the limit.
-            let kind = messages.first().map(Message::get_msg_type);
-            if frame.len() as u64 > MAX_CHUNKED_PEER_FRAME_BYTES {
-                tracing::error!(
-                    peer,
-                    bytes = frame.len(),
-                    bound = MAX_CHUNKED_PEER_FRAME_BYTES,
-                    ?kind,
-                    "a message larger than a chunked frame may be was not sent"
-                );
-                return false;
-            }
+        if estimate > self.max_frame_bytes {
             chunked_slot = ChunkedSlot::take(&link.chunked_taken);
             if chunked_slot.is_none() {
                 tracing::debug!(
                     peer,
-                    bytes = frame.len(),
                     ?kind,
                     "a frame over the limit is already queued for the peer: dropped"
                 );
                 return false;
             }
+        }
+        let frame = encode_peer_frame(self.node_id, self.group, messages);
+        if frame.len() as u64 > MAX_CHUNKED_PEER_FRAME_BYTES {
+            // Only a message that cannot be cut: a snapshot of a very large state.
+            tracing::error!(
+                peer,
+                bytes = frame.len(),
+                bound = MAX_CHUNKED_PEER_FRAME_BYTES,
+                ?kind,
+                "a message larger than MAX_CHUNKED_PEER_FRAME_BYTES was not sent"
+            );
+            return false;
+        }
+        if frame.len() <= self.max_frame_bytes {
+            chunked_slot = None;
         }
         let outgoing = Outgoing {
             bytes: frame,
