@@ -26,3 +26,4 @@ fi
 mkdir -p "$out"
 "$flatc" --rust --gen-all -o "$out" schemas/client.fbs
 "$flatc" --rust -o "$out" schemas/peer.fbs
+"$flatc" --rust -o "$out" schemas/peer_chunk.fbs

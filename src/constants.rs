@@ -103,7 +103,8 @@ pub const PRODUCER_IDLE_EXPIRY_MS: u64 = 7 * 24 * 60 * 60 * 1000;
 /// Most idempotent producer entries (one per producer and partition) a replica group
 /// keeps; a new one beyond evicts the least recently used at apply. 50,000 entries take
 /// about 3 MB in a snapshot (62 bytes each), which a follower is sent in one peer frame
-/// (8 MiB by default), and about 6 MB of memory per shard.
+/// (8 MiB by default; in chunks beyond the frame limit, `MAX_CHUNKED_PEER_FRAME_BYTES`),
+/// and about 6 MB of memory per shard.
 pub const MAX_PRODUCER_ENTRIES: usize = 50_000;
 
 /// What a peer frame holding one log entry needs beyond the entry's payload (its data and
@@ -112,6 +113,24 @@ pub const MAX_PRODUCER_ENTRIES: usize = 50_000;
 /// `max_entry_payload_bytes + PEER_FRAME_HEADROOM_BYTES <= max_frame_bytes`, so every
 /// entry can travel to a peer in some frame.
 pub const PEER_FRAME_HEADROOM_BYTES: u32 = 64 * 1024;
+
+/// Largest peer frame sent in chunks (`transport::chunks`): 256 MiB. Only a message that
+/// cannot be cut outgrows the frame limit: a Raft snapshot, whose data is the applied
+/// state (topics, whose count has no bound, each partition's next offset, up to
+/// `MAX_PRODUCER_ENTRIES` producers, about 3 MB). 256 MiB is about a million topics with
+/// 200-byte names, far above any state expected, and bounds what a receiving connection
+/// holds while it joins a frame's chunks (its buffer grows only as chunks arrive). A
+/// snapshot larger than this is not sent (logged as an error; the follower behind the
+/// leader's compacted log cannot catch up until the state shrinks); a chunk sequence that
+/// announces more is refused and its connection closed.
+pub const MAX_CHUNKED_PEER_FRAME_BYTES: u64 = 256 * 1024 * 1024;
+
+/// Frames over the frame limit (sent in chunks) queued or being written on one peer link:
+/// one. Each is a whole snapshot (up to `MAX_CHUNKED_PEER_FRAME_BYTES` encoded) taking one
+/// slot of the link's queue; while one is queued or being written, another for the same
+/// peer is dropped and reported as a failed snapshot (raft-rs sends one again after a
+/// heartbeat interval), so a link holds at most one snapshot beside its small frames.
+pub const MAX_CHUNKED_FRAMES_PER_PEER: usize = 1;
 
 /// Refused peer connections, frames and messages logged per shard in one
 /// `PEER_REFUSAL_LOG_WINDOW`; the rest are counted and the count logged with the next

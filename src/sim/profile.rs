@@ -6,6 +6,16 @@ use crate::replication::prng::Prng;
 /// PRNG domain of the profile.
 const PROFILE_DOMAIN: u64 = 10;
 
+/// PRNG domain of the large-state choice (its own: the other draws stay as they were).
+const LARGE_STATE_DOMAIN: u64 = 11;
+
+/// One seed in this many grows a large state.
+const LARGE_STATE_ONE_IN: u64 = 8;
+
+/// Bytes a large-state topic adds to the encoded state: its name
+/// (`world::LARGE_STATE_TOPIC_NAME_BYTES`), id, partition count and name length.
+const LARGE_STATE_BYTES_PER_TOPIC: u64 = 210;
+
 /// How links behave.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum LinkMode {
@@ -71,6 +81,10 @@ pub struct Profile {
     /// Entries a store keeps in memory for followers (0: all); older ones are read off
     /// the Ready path.
     pub cache_entries: u64,
+    /// Topics with long names the admin creates once the main topic exists (0: none), so
+    /// that the applied state, which a snapshot carries, outgrows the frame limit: 1.2 to
+    /// 2.5 frames of it. Such seeds always run retention (snapshots are sent).
+    pub large_state_topics: u32,
 }
 
 /// The kinds of fault a run may inject.
@@ -110,6 +124,16 @@ pub const FAULT_KINDS: [FaultKind; 8] = [
 impl Profile {
     /// The profile of `seed`.
     pub fn draw(seed: u64) -> Profile {
+        let mut profile = Profile::draw_without_large_state(seed);
+        // Drawn last, from its own generator: every other draw stays as it was.
+        profile.large_state_topics = large_state_topics(seed, profile.max_frame_bytes);
+        profile.retention |= profile.large_state_topics > 0;
+        profile
+    }
+
+    /// The profile of `seed` as drawn before large-state seeds existed: regression seeds
+    /// found before then replay with it, exactly as they were found.
+    pub fn draw_without_large_state(seed: u64) -> Profile {
         let mut rng = Prng::derive(seed, PROFILE_DOMAIN, 0);
         let nodes = [3, 3, 3, 3, 5, 5, 1][rng.range(0, 7) as usize];
         let max_message_bytes = [4096, 16 * 1024, 64 * 1024][rng.range(0, 3) as usize];
@@ -161,6 +185,7 @@ impl Profile {
             } else {
                 rng.range(4, 256)
             },
+            large_state_topics: 0,
         }
     }
 
@@ -168,4 +193,15 @@ impl Profile {
     pub fn has(&self, kind: FaultKind) -> bool {
         self.fault_kinds & (1 << kind as u32) != 0
     }
+}
+
+/// The large-state topics of `seed` (its own generator), for a frame limit of
+/// `max_frame_bytes`.
+fn large_state_topics(seed: u64, max_frame_bytes: u64) -> u32 {
+    let mut rng = Prng::derive(seed, LARGE_STATE_DOMAIN, 0);
+    if !rng.chance(1, LARGE_STATE_ONE_IN) {
+        return 0;
+    }
+    let state_bytes = max_frame_bytes * rng.range(12, 26) / 10;
+    (state_bytes / LARGE_STATE_BYTES_PER_TOPIC) as u32 + 1
 }

@@ -5,6 +5,7 @@ use std::collections::VecDeque;
 
 use raft::eraftpb::MessageType;
 
+use crate::replication::events::DiskWork;
 use crate::sim::world::Event;
 
 /// Trace lines kept for a failure's report.
@@ -115,6 +116,7 @@ fn summary(event: &Event) -> (u64, u64, u64) {
             *node,
             u64::from(topics.next_id()) * 1000 + topics.list().count() as u64,
         ),
+        Event::GrowState => (18, 0, 0),
     }
 }
 
@@ -149,6 +151,31 @@ fn describe(event: &Event) -> String {
             let ids: Vec<u32> = topics.list().map(|t| t.id).collect();
             format!("controller topics {ids:?} next id {}", topics.next_id())
         }
+        Event::DiskComplete { node, op, work, .. } => {
+            format!(
+                "DiskComplete {{ node: {node}, op: {op:?}, work: {} }}",
+                describe_work(work)
+            )
+        }
         other => format!("{other:?}").chars().take(120).collect(),
+    }
+}
+
+/// Disk work without a snapshot's data (formatting a large state's bytes only to cut the
+/// line at 120 characters cost more than the rest of a run).
+fn describe_work(work: &DiskWork) -> String {
+    let snapshot = |kind: &str, snapshot: &raft::eraftpb::Snapshot| {
+        let metadata = snapshot.get_metadata();
+        format!(
+            "{kind} {{ index: {}, term: {}, {} bytes }}",
+            metadata.index,
+            metadata.term,
+            snapshot.data.len()
+        )
+    };
+    match work {
+        DiskWork::InstallSnapshot { snapshot: s } => snapshot("InstallSnapshot", s),
+        DiskWork::WriteSnapshotFile { snapshot: s } => snapshot("WriteSnapshotFile", s),
+        other => format!("{other:?}"),
     }
 }

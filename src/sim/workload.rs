@@ -79,6 +79,8 @@ pub enum Purpose {
     FireAndForget,
     /// Creating or deleting the churned topic.
     Churn,
+    /// Creating a large-state topic.
+    LargeState,
 }
 
 /// Every client of the run.

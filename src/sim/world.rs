@@ -20,8 +20,10 @@ use crate::sim::workload::{Purpose, Workload, TOPIC};
 
 mod churn;
 mod controller;
+mod large_state;
 pub use churn::{Churn, SCRATCH_TOPIC};
 pub use controller::SimController;
+pub use large_state::{large_state_topic_name, LARGE_STATE_TOPIC_NAME_BYTES};
 
 /// PRNG domain of faults; of each node's disk.
 const FAULT_DOMAIN: u64 = 40;
@@ -83,6 +85,8 @@ pub enum Event {
     Consume,
     /// The admin tries to create the topic (only its newest wake-up counts).
     Admin { token: u64 },
+    /// The admin proposes the next large-state topics.
+    GrowState,
     /// Faults stop; liveness is checked.
     FaultsOff,
     /// Liveness check.
@@ -153,6 +157,8 @@ pub struct Stats {
     pub data_group: u64,
     /// Restarts of a replica short of space (after `ENOSPC`).
     pub space_short: u64,
+    /// Frames over the limit sent as chunks (snapshots larger than a frame).
+    pub chunked_frames: u64,
 }
 
 /// The world of one run.
@@ -193,12 +199,23 @@ pub struct World {
     pub churn: Churn,
     /// The controller, when the simulated group is a data group.
     pub controller: Option<SimController>,
+    /// Large-state topics proposed so far.
+    large_state_proposed: u32,
 }
 
 impl World {
     /// A world for `seed`.
     pub fn new(seed: u64, defects: Defects, split_frames: bool) -> World {
-        let profile = Profile::draw(seed);
+        World::with_profile(seed, Profile::draw(seed), defects, split_frames)
+    }
+
+    /// A world for `seed` with a profile chosen by hand (scripted scenarios).
+    pub fn with_profile(
+        seed: u64,
+        profile: Profile,
+        defects: Defects,
+        split_frames: bool,
+    ) -> World {
         let mut nodes = BTreeMap::new();
         for id in 1..=profile.nodes {
             let log = SimLog {
@@ -255,6 +272,7 @@ impl World {
             admin_token: 0,
             churn: Churn::new(seed),
             controller: SimController::draw(seed),
+            large_state_proposed: 0,
         }
     }
 
@@ -467,6 +485,13 @@ impl World {
                 format!("node {from} sent a frame over the limit to {to}"),
             );
         }
+        if let Some(detail) = sent.broken_chunks {
+            self.fail(
+                "S8",
+                format!("node {from}'s chunked frame to {to}: {detail}"),
+            );
+        }
+        self.stats.chunked_frames += sent.chunked as u64;
         for delivery in sent.deliveries {
             self.schedule(delivery.at, Event::Deliver(delivery));
         }
@@ -540,7 +565,7 @@ impl World {
                     self.wake_admin(at);
                 }
             }
-            Purpose::FireAndForget | Purpose::Churn => {}
+            Purpose::FireAndForget | Purpose::Churn | Purpose::LargeState => {}
             Purpose::Batch(producer) => {
                 let current = self.workload.producers[producer]
                     .in_flight
@@ -762,6 +787,7 @@ impl World {
                     self.admin()
                 }
             }
+            Event::GrowState => self.grow_state(),
             Event::FaultsOff => self.faults_off(),
             Event::Consume => self.consume(),
             Event::Check => self.check_liveness(),
@@ -916,6 +942,9 @@ impl World {
         });
         if let Some(id) = known {
             self.workload.topic_id = Some(id);
+            if self.profile.large_state_topics > 0 {
+                self.schedule(self.now, Event::GrowState);
+            }
             return self.churn();
         }
         let target = self.workload.rng.range(1, self.profile.nodes + 1);

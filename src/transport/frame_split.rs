@@ -18,7 +18,8 @@
 //! after the other and answers each. A single entry always fits (config validation keeps
 //! `max_entry_payload_bytes + PEER_FRAME_HEADROOM_BYTES` within the frame limit); a
 //! message that cannot be cut (a snapshot larger than the limit) gets a frame of its own,
-//! which the caller must check.
+//! which the caller sends as chunks (`chunks`: each within the limit, joined back by the
+//! receiving connection).
 //!
 //! Pure (no I/O, no glommio): the simulator calls it too.
 

@@ -1,8 +1,17 @@
 //! Outgoing links from one shard to the same shard of every peer node, on their peer
 //! ports: each connection opens with this node's hello, then carries frames of messages,
 //! each below the receiver's frame limit (`frame_split`).
+//!
+//! A frame that is still over the limit once split (only a message that cannot be cut: a
+//! snapshot of a large applied state) takes one slot of the link's queue like any frame,
+//! whole, and the link task writes it as consecutive chunk frames (`chunks`), each within
+//! the limit, with nothing in between: the frame arrives whole or, if the connection
+//! breaks, not at all. Such a frame is bounded twice: at most
+//! `MAX_CHUNKED_PEER_FRAME_BYTES` (a larger one is dropped with an error) and at most
+//! `MAX_CHUNKED_FRAMES_PER_PEER` queued or being written per link (another is dropped and
+//! reported as a failed snapshot, which raft-rs sends again later).
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::collections::BTreeMap;
 use std::rc::Rc;
 use std::time::Duration;
@@ -13,9 +22,13 @@ use glommio::net::TcpStream;
 use raft::eraftpb::Message;
 
 use crate::config::NodeConfig;
+use crate::constants::{MAX_CHUNKED_FRAMES_PER_PEER, MAX_CHUNKED_PEER_FRAME_BYTES};
 use crate::protocol::frame::append_frame;
 use crate::protocol::peer_codec::{encode_peer_frame, encode_peer_hello, PeerHello};
-use crate::transport::frame_split::split_into_frames;
+use crate::transport::chunks::chunk_frame;
+use crate::transport::frame_split::{
+    encoded_size_estimate, split_into_frames, PEER_FRAME_FIXED_BYTES,
+};
 
 /// Frames queued per peer before new ones are dropped.
 pub const PEER_QUEUE_FRAMES: usize = 256;
@@ -33,13 +46,49 @@ pub struct Dropped {
     pub snapshot: bool,
 }
 
+/// A frame in a link's queue.
+struct Outgoing {
+    /// The encoded peer frame.
+    bytes: Vec<u8>,
+    /// Held by a frame over the limit until it is written or dropped.
+    _chunked_slot: Option<ChunkedSlot>,
+}
+
+/// One of a link's `MAX_CHUNKED_FRAMES_PER_PEER` places for a frame sent in chunks, free
+/// again when dropped.
+struct ChunkedSlot(Rc<Cell<usize>>);
+
+impl ChunkedSlot {
+    /// A place among the `taken` ones, if one is free.
+    fn take(taken: &Rc<Cell<usize>>) -> Option<ChunkedSlot> {
+        if taken.get() >= MAX_CHUNKED_FRAMES_PER_PEER {
+            return None;
+        }
+        taken.set(taken.get() + 1);
+        Some(ChunkedSlot(taken.clone()))
+    }
+}
+
+impl Drop for ChunkedSlot {
+    fn drop(&mut self) {
+        self.0.set(self.0.get() - 1);
+    }
+}
+
+/// The sending end of one link.
+struct LinkQueue {
+    frames: LocalSender<Outgoing>,
+    /// Frames over the limit queued or being written.
+    chunked_taken: Rc<Cell<usize>>,
+}
+
 /// The links of one shard's replica group.
 pub struct PeerLinks {
     node_id: u32,
     group: u32,
     /// The receivers' frame limit (every node runs with the same `max_frame_bytes`).
     max_frame_bytes: usize,
-    links: BTreeMap<u64, LocalSender<Vec<u8>>>,
+    links: BTreeMap<u64, LinkQueue>,
     unreachable: Rc<RefCell<Vec<u64>>>,
 }
 
@@ -60,9 +109,14 @@ impl PeerLinks {
                 peer: node,
                 hello: hello.clone(),
                 unreachable: unreachable.clone(),
+                max_frame_bytes: config.max_frame_bytes as usize,
             };
             glommio::spawn_local(link_task(link, receiver)).detach();
-            links.insert(node, sender);
+            let queue = LinkQueue {
+                frames: sender,
+                chunked_taken: Rc::new(Cell::new(0)),
+            };
+            links.insert(node, queue);
         }
         PeerLinks {
             node_id: config.node_id,
@@ -73,9 +127,10 @@ impl PeerLinks {
         }
     }
 
-    /// Sends one peer's messages, in order, in frames each below the frame limit. `Some`
-    /// when any frame was dropped (the peer's queue is full, the peer is unknown, or a
-    /// message cannot fit a frame): the replica reports it to Raft.
+    /// Sends one peer's messages, in order, in frames each below the frame limit (one
+    /// over it, a snapshot, in chunks). `Some` when any frame was dropped (the peer's
+    /// queue is full, the peer is unknown, or a snapshot over the bounds of chunked
+    /// frames): the replica reports it to Raft.
     pub fn send(&self, peer: u64, messages: Vec<Message>) -> Option<Dropped> {
         let snapshot = messages
             .iter()
@@ -86,24 +141,52 @@ impl PeerLinks {
         };
         let mut dropped = None;
         for messages in split_into_frames(messages, self.max_frame_bytes) {
-            let frame = encode_peer_frame(self.node_id, self.group, &messages);
-            if frame.len() > self.max_frame_bytes {
-                // Only a message that cannot be cut: a snapshot above the limit.
-                tracing::error!(
-                    peer,
-                    bytes = frame.len(),
-                    limit = self.max_frame_bytes,
-                    kind = ?messages.first().map(Message::get_msg_type),
-                    "a message too large for any frame was not sent"
-                );
-                dropped = Some(Dropped { snapshot });
-                continue;
-            }
-            if link.try_send(frame).is_err() {
+            if !self.queue_frame(peer, link, &messages) {
                 dropped = Some(Dropped { snapshot });
             }
         }
         dropped
+    }
+
+    /// Encodes one frame into the link's queue; false when it was dropped. A frame that
+    /// may be over the limit (by the upper bound of its size) takes the link's chunked
+    /// slot first: while it is taken, a snapshot is dropped without being encoded.
+    fn queue_frame(&self, peer: u64, link: &LinkQueue, messages: &[Message]) -> bool {
+        let estimate: usize =
+            PEER_FRAME_FIXED_BYTES + messages.iter().map(encoded_size_estimate).sum::<usize>();
+        let kind = messages.first().map(Message::get_msg_type);
+        let mut chunked_slot = None;
+        if estimate > self.max_frame_bytes {
+            chunked_slot = ChunkedSlot::take(&link.chunked_taken);
+            if chunked_slot.is_none() {
+                tracing::debug!(
+                    peer,
+                    ?kind,
+                    "a frame over the limit is already queued for the peer: dropped"
+                );
+                return false;
+            }
+        }
+        let frame = encode_peer_frame(self.node_id, self.group, messages);
+        if frame.len() as u64 > MAX_CHUNKED_PEER_FRAME_BYTES {
+            // Only a message that cannot be cut: a snapshot of a very large state.
+            tracing::error!(
+                peer,
+                bytes = frame.len(),
+                bound = MAX_CHUNKED_PEER_FRAME_BYTES,
+                ?kind,
+                "a message larger than MAX_CHUNKED_PEER_FRAME_BYTES was not sent"
+            );
+            return false;
+        }
+        if frame.len() <= self.max_frame_bytes {
+            chunked_slot = None;
+        }
+        let outgoing = Outgoing {
+            bytes: frame,
+            _chunked_slot: chunked_slot,
+        };
+        link.frames.try_send(outgoing).is_ok()
     }
 
     /// Peers whose frames could not be delivered since the last call.
@@ -123,16 +206,19 @@ struct Link {
     /// This node's hello for this group, encoded.
     hello: Rc<Vec<u8>>,
     unreachable: Rc<RefCell<Vec<u64>>>,
+    /// The peer's frame limit: a larger frame is written as chunks.
+    max_frame_bytes: usize,
 }
 
 /// Connects (again, with backoff, after any failure), sends the hello, then the queued
 /// frames.
-async fn link_task(link: Link, frames: LocalReceiver<Vec<u8>>) {
+async fn link_task(link: Link, frames: LocalReceiver<Outgoing>) {
     let Link {
         address,
         peer,
         hello,
         unreachable,
+        max_frame_bytes,
     } = link;
     let mut backoff = FIRST_BACKOFF;
     loop {
@@ -149,31 +235,77 @@ async fn link_task(link: Link, frames: LocalReceiver<Vec<u8>>) {
         tracing::debug!(peer, %address, "peer link up");
         let mut out = Vec::new();
         loop {
-            let Some(payload) = frames.recv().await else {
+            let Some(first) = frames.recv().await else {
                 return;
             };
-            // Frames queued while the last write ran leave together, in one write.
-            out.clear();
-            let _ = append_frame(&mut out, &payload);
-            while out.len() < COALESCE_BYTES {
-                match futures_lite::future::poll_once(frames.recv()).await {
-                    Some(Some(payload)) => {
-                        let _ = append_frame(&mut out, &payload);
-                    }
-                    _ => break,
-                }
-            }
-            let written = async {
-                stream.write_all(&out).await?;
-                stream.flush().await
-            }
-            .await;
-            if written.is_err() {
+            let written = write_queued(&mut stream, &frames, first, &mut out, max_frame_bytes);
+            if written.await.is_err() {
                 unreachable.borrow_mut().push(peer);
                 break;
             }
         }
     }
+}
+
+/// Writes `first` and the frames queued while the last write ran, together (in writes of
+/// about `COALESCE_BYTES`); a frame over `max_frame_bytes` as its chunks.
+async fn write_queued(
+    stream: &mut TcpStream,
+    frames: &LocalReceiver<Outgoing>,
+    first: Outgoing,
+    out: &mut Vec<u8>,
+    max_frame_bytes: usize,
+) -> std::io::Result<()> {
+    out.clear();
+    let mut next = Some(first);
+    while let Some(outgoing) = next.take() {
+        if outgoing.bytes.len() > max_frame_bytes {
+            append_chunks(stream, out, &outgoing.bytes, max_frame_bytes).await?;
+        } else {
+            let _ = append_frame(out, &outgoing.bytes);
+        }
+        if out.len() < COALESCE_BYTES {
+            if let Some(Some(queued)) = futures_lite::future::poll_once(frames.recv()).await {
+                next = Some(queued);
+            }
+        }
+    }
+    write_out(stream, out).await
+}
+
+/// Appends the chunks of `frame` to `out`, writing `out` whenever it holds about
+/// `COALESCE_BYTES` (a large frame is never copied whole into `out`).
+async fn append_chunks(
+    stream: &mut TcpStream,
+    out: &mut Vec<u8>,
+    frame: &[u8],
+    max_frame_bytes: usize,
+) -> std::io::Result<()> {
+    let chunks = match chunk_frame(frame, max_frame_bytes, MAX_CHUNKED_PEER_FRAME_BYTES) {
+        Ok(chunks) => chunks,
+        Err(error) => {
+            // `send` checked the bound and config validation keeps the limit far above
+            // a chunk's own bytes: not expected.
+            tracing::error!(%error, "a frame over the limit was not sent");
+            return Ok(());
+        }
+    };
+    for chunk in chunks {
+        let _ = append_frame(out, &chunk);
+        if out.len() >= COALESCE_BYTES {
+            write_out(stream, out).await?;
+            out.clear();
+        }
+    }
+    Ok(())
+}
+
+async fn write_out(stream: &mut TcpStream, out: &[u8]) -> std::io::Result<()> {
+    if out.is_empty() {
+        return Ok(());
+    }
+    stream.write_all(out).await?;
+    stream.flush().await
 }
 
 /// A connection to `address` that has sent `hello` as its first frame.

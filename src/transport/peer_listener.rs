@@ -4,17 +4,25 @@
 //! ```text
 //! accept ─▶ first frame within PEER_HELLO_TIMEOUT ─▶ ingress::admit_hello
 //!             refused (or no hello in time) ─▶ log, close
-//!             admitted ─▶ each frame ─▶ ingress::admit ─▶ deliver(node, messages)
-//!                                         refusals ─▶ log (rate-limited)
+//!             admitted ─▶ each frame ─▶ chunks::ChunkAssembler ─▶ ingress::admit ─▶ deliver
+//!                           chunk: held until its frame is whole     refusals ─▶ log
+//!                           bad chunk sequence ─▶ log, close         (rate-limited)
 //! ```
 //!
 //! Frames are read and delivered one after the other, in order (Raft needs a peer's
-//! messages in the order they were sent). Bounds: `MAX_PEER_CONNECTIONS_AWAITING_HELLO`
+//! messages in the order they were sent). After the hello, a frame too large for the
+//! frame limit (a snapshot of a large state) comes as consecutive chunks; the connection
+//! joins them (`chunks`) and decodes and checks the whole frame like any other. Chunks are
+//! only taken from an admitted connection: before its hello a connection can make the
+//! shard hold no more than one frame. Bounds: `MAX_PEER_CONNECTIONS_AWAITING_HELLO`
 //! connections without a hello yet (each closed after `PEER_HELLO_TIMEOUT`),
-//! `MAX_PEER_CONNECTIONS_PER_SHARD` admitted ones; more are closed at once. A frame above
-//! `max_frame_bytes` is skipped (the sender's splitting should make that impossible) and
-//! a malformed one dropped; an empty one closes the connection. Never panics on input:
-//! everything from the network is checked by the codec and by `ingress`.
+//! `MAX_PEER_CONNECTIONS_PER_SHARD` admitted ones; more are closed at once; one chunked
+//! frame being joined per connection, of at most `MAX_CHUNKED_PEER_FRAME_BYTES`. A frame
+//! above `max_frame_bytes` is skipped (the sender's splitting and chunking should make
+//! that impossible) and a malformed one dropped; an empty one, or a chunk sequence with a
+//! gap, an overlap, a wrong total or a frame inside it, closes the connection. Never
+//! panics on input: everything from the network is checked by the codec, by `chunks` and
+//! by `ingress`.
 
 use std::cell::{Cell, RefCell};
 use std::net::SocketAddr;
@@ -26,11 +34,13 @@ use glommio::net::{TcpListener, TcpStream};
 use raft::eraftpb::Message;
 
 use crate::constants::{
-    MAX_PEER_CONNECTIONS_AWAITING_HELLO, MAX_PEER_CONNECTIONS_PER_SHARD, PEER_HELLO_TIMEOUT,
+    MAX_CHUNKED_PEER_FRAME_BYTES, MAX_PEER_CONNECTIONS_AWAITING_HELLO,
+    MAX_PEER_CONNECTIONS_PER_SHARD, PEER_HELLO_TIMEOUT,
 };
 use crate::protocol::frame::FrameDecoder;
 use crate::protocol::peer_codec::decode_peer_frame;
 use crate::protocol::ProtocolError;
+use crate::transport::chunks::ChunkAssembler;
 use crate::transport::ingress::{admit, admit_hello, RefusalLogLimiter};
 
 const READ_BUFFER_BYTES: usize = 64 * 1024;
@@ -187,7 +197,16 @@ async fn serve_admitted(
     peer: Option<SocketAddr>,
 ) -> std::io::Result<()> {
     let ingress = &state.ingress;
-    while let Ok(bytes) = next_frame(state, &mut stream, &mut decoder, &mut buffer, peer).await {
+    let mut chunks = ChunkAssembler::new(MAX_CHUNKED_PEER_FRAME_BYTES);
+    while let Ok(read) = next_frame(state, &mut stream, &mut decoder, &mut buffer, peer).await {
+        let bytes = match chunks.accept(read) {
+            Ok(Some(bytes)) => bytes,
+            Ok(None) => continue,
+            Err(error) => {
+                state.log_refusal(peer, "connection closed", &error);
+                return Ok(());
+            }
+        };
         let frame = match decode_peer_frame(&bytes) {
             Ok(frame) => frame,
             Err(error) => {
