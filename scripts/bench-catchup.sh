@@ -36,8 +36,9 @@ for r in range(1, rounds + 1):
     rows.append({k: float(v) for k, v in re.findall(r"(\w+)=([\d.]+)", line)})
 m = lambda key: statistics.median(row[key] for row in rows)
 print(f"medians of {rounds} rounds:")
+rounds_p99 = ", ".join("%.1f" % row["catchup_p99_ms"] for row in rows)
 print(f"  steady producer p99 during the catch-up: {m('catchup_p99_ms'):.1f} ms "
-      f"(rounds: {', '.join(f'{row['catchup_p99_ms']:.1f}' for row in rows)}; target < 20 ms)")
+      f"(rounds: {rounds_p99}; target < 20 ms)")
 print(f"  steady producer p99, every node up:     {m('baseline_p99_ms'):.1f} ms")
 print(f"  ratio during/baseline: {m('catchup_p99_ms') / max(m('baseline_p99_ms'), 0.001):.1f}x")
 print(f"  catch-up time: {m('catchup_s'):.1f} s; errors (sum): {sum(r['errors'] for r in rows):.0f}; "
