@@ -303,47 +303,7 @@ impl ShardCore {
     }
 
     async fn do_disk_work(&self, work: DiskWork) -> Result<(), StorageFailure> {
-        let log_failure = |e: LogError| storage_failure(&e);
-        let file_failure = |e: crate::shard::snapshots::SnapshotFileError| StorageFailure::Io {
-            detail: e.to_string(),
-        };
-        match work {
-            DiskWork::TruncateSuffix { from_index } => self
-                .log
-                .truncate_suffix(from_index)
-                .await
-                .map_err(log_failure),
-            DiskWork::InstallSnapshot { snapshot } => {
-                let metadata = snapshot.get_metadata().clone();
-                self.snapshots.write(&snapshot).map_err(file_failure)?;
-                self.log
-                    .reset_to(metadata.index, metadata.term)
-                    .await
-                    .map_err(log_failure)?;
-                self.log
-                    .set_conf_state(from_conf_state(metadata.get_conf_state()))
-                    .map_err(log_failure)?;
-                self.log.set_snapshot(snapshot);
-                self.snapshots
-                    .remove_below(metadata.index)
-                    .map_err(file_failure)
-            }
-            DiskWork::WriteSnapshotFile { snapshot } => {
-                self.snapshots.write(&snapshot).map_err(file_failure)
-            }
-            DiskWork::RemovePrefix { up_to_index } => {
-                self.log
-                    .remove_prefix(up_to_index)
-                    .await
-                    .map_err(log_failure)?;
-                self.snapshots
-                    .remove_below(up_to_index)
-                    .map_err(file_failure)
-            }
-            DiskWork::PersistCommitIndex => {
-                self.log.persist_commit_index().await.map_err(log_failure)
-            }
-        }
+        carry_out_disk_work(&self.log, &self.snapshots, work).await
     }
 
     fn note_leader(&self, leader: u64, term: u64) {
@@ -533,6 +493,44 @@ impl ShardCore {
         }
         self.log.flush().await?;
         self.log.persist_commit_index().await
+    }
+}
+
+/// Carries out one disk work effect on a shard's log and snapshot files: what the driver
+/// does for `Effect::Disk` (the simulator's counterpart is `SimLog::carry_out`; the
+/// differential test `log::tests::sim_store_agrees` runs both).
+pub(crate) async fn carry_out_disk_work(
+    log: &CommitLog,
+    snapshots: &SnapshotFiles,
+    work: DiskWork,
+) -> Result<(), StorageFailure> {
+    let log_failure = |e: LogError| storage_failure(&e);
+    let file_failure = |e: crate::shard::snapshots::SnapshotFileError| StorageFailure::Io {
+        detail: e.to_string(),
+    };
+    match work {
+        DiskWork::TruncateSuffix { from_index } => {
+            log.truncate_suffix(from_index).await.map_err(log_failure)
+        }
+        DiskWork::InstallSnapshot { snapshot } => {
+            let metadata = snapshot.get_metadata().clone();
+            snapshots.write(&snapshot).map_err(file_failure)?;
+            log.reset_to(metadata.index, metadata.term)
+                .await
+                .map_err(log_failure)?;
+            log.set_conf_state(from_conf_state(metadata.get_conf_state()))
+                .map_err(log_failure)?;
+            log.set_snapshot(snapshot);
+            snapshots.remove_below(metadata.index).map_err(file_failure)
+        }
+        DiskWork::WriteSnapshotFile { snapshot } => {
+            snapshots.write(&snapshot).map_err(file_failure)
+        }
+        DiskWork::RemovePrefix { up_to_index } => {
+            log.remove_prefix(up_to_index).await.map_err(log_failure)?;
+            snapshots.remove_below(up_to_index).map_err(file_failure)
+        }
+        DiskWork::PersistCommitIndex => log.persist_commit_index().await.map_err(log_failure),
     }
 }
 

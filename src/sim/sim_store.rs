@@ -16,6 +16,7 @@ use raft::{GetEntriesContext, RaftState, Storage, StorageError};
 
 use crate::log::raft_storage::{from_conf_state, to_conf_state};
 use crate::log::{ConfStateRecord, HardStateRecord};
+use crate::replication::events::DiskWork;
 use crate::replication::log_store::{FetchMiss, LogStore, SegmentSummary, StorageFailure};
 use crate::replication::prng::Prng;
 use crate::replication::replica::entry_bytes;
@@ -254,6 +255,28 @@ impl SimLog {
         self.durable_meta.compaction = self.compaction;
         self.snapshot_files.retain(|&i, _| i >= up_to_index);
         Ok(())
+    }
+
+    /// Disk work completed, as the world carries it out for `Effect::Disk` (the driver's
+    /// counterpart is `shard::group_driver::carry_out_disk_work`).
+    pub fn carry_out(&mut self, work: &DiskWork) -> Result<(), StorageFailure> {
+        match work {
+            DiskWork::TruncateSuffix { from_index } => self.truncate_suffix(*from_index),
+            DiskWork::InstallSnapshot { snapshot } => {
+                self.install_snapshot(snapshot);
+                Ok(())
+            }
+            DiskWork::WriteSnapshotFile { snapshot } => {
+                self.snapshot_files
+                    .insert(snapshot.get_metadata().index, snapshot.clone());
+                Ok(())
+            }
+            DiskWork::RemovePrefix { up_to_index } => self.remove_prefix(*up_to_index),
+            DiskWork::PersistCommitIndex => {
+                self.persist_commit_index();
+                Ok(())
+            }
+        }
     }
 
     /// Disk work completed: the commit index alone is durable.
