@@ -515,10 +515,15 @@ pub(crate) async fn carry_out_disk_work(
         DiskWork::InstallSnapshot { snapshot } => {
             let metadata = snapshot.get_metadata().clone();
             snapshots.write(&snapshot).map_err(file_failure)?;
+            // The configuration first: `reset_to` writes the meta as set, so the new
+            // compaction point and the snapshot's configuration are durable together. Set
+            // after, it waited for the next flush, and a crash in between restarted the log
+            // after the snapshot with the configuration from before it (`sim_store_agrees`
+            // seed 0x4).
+            log.set_conf_state(from_conf_state(metadata.get_conf_state()))
+                .map_err(log_failure)?;
             log.reset_to(metadata.index, metadata.term)
                 .await
-                .map_err(log_failure)?;
-            log.set_conf_state(from_conf_state(metadata.get_conf_state()))
                 .map_err(log_failure)?;
             log.set_snapshot(snapshot);
             snapshots.remove_below(metadata.index).map_err(file_failure)
@@ -558,12 +563,65 @@ async fn tick_loop(core: Rc<ShardCore>) {
 
 #[cfg(test)]
 mod tests {
+    use raft::eraftpb::{ConfState, Entry, Snapshot};
+
+    use crate::broker::snapshot::encode_state;
     use crate::broker::state::ShardState;
     use crate::config::NodeConfig;
     use crate::constants::MAX_FETCH_WAITERS;
+    use crate::log::raft_storage::from_conf_state;
     use crate::log::{CommitLog, LogConfig};
-    use crate::shard::group_driver::ShardCore;
+    use crate::replication::DiskWork;
+    use crate::shard::group_driver::{carry_out_disk_work, ShardCore};
     use crate::shard::snapshots::SnapshotFiles;
+
+    /// Regression (`sim_store_agrees` seed 0x4): a crash right after a snapshot install
+    /// keeps the snapshot's configuration with the compaction point (it was set only in
+    /// memory after the reset, so the log restarted with the configuration before it).
+    #[test]
+    fn a_crash_after_a_snapshot_install_keeps_its_configuration() {
+        crate::runtime::run_on_executor("driver-test", 512 * 1024, || async {
+            let dir = tempfile::tempdir().unwrap();
+            let log_dir = dir.path().join("shard-0");
+            let log = CommitLog::open(&log_dir, LogConfig::default())
+                .await
+                .unwrap();
+            let snapshots = SnapshotFiles::open(&dir.path().join("snapshots")).unwrap();
+            let old = ConfState {
+                voters: vec![1, 2, 3],
+                ..Default::default()
+            };
+            log.set_conf_state(from_conf_state(&old)).unwrap();
+            let entry = Entry {
+                index: 1,
+                term: 1,
+                data: vec![7u8; 10].into(),
+                ..Default::default()
+            };
+            log.append(&[entry]).unwrap();
+            log.flush().await.unwrap();
+            let mut snapshot = Snapshot {
+                data: encode_state(&ShardState::default(), false).into(),
+                ..Default::default()
+            };
+            snapshot.mut_metadata().index = 20;
+            snapshot.mut_metadata().term = 2;
+            let new = ConfState {
+                voters: vec![1, 2, 4],
+                ..Default::default()
+            };
+            snapshot.mut_metadata().set_conf_state(new.clone());
+            let work = DiskWork::InstallSnapshot { snapshot };
+            carry_out_disk_work(&log, &snapshots, work).await.unwrap();
+            drop(log);
+            let log = CommitLog::open(&log_dir, LogConfig::default())
+                .await
+                .unwrap();
+            assert_eq!(log.compaction_point(), (20, 2));
+            assert_eq!(log.conf_state(), from_conf_state(&new));
+        })
+        .unwrap();
+    }
 
     /// Item 9: long polls that end without data (their receivers dropped) never pile up
     /// on a shard that takes no writes.
