@@ -74,7 +74,8 @@
 //! times slower.
 //!
 //! A failing sequence prints its seed, the operation index and every operation so far;
-//! `KEEL_DIFF_SEED=0x.. cargo test --lib sim_store_agrees` runs that seed alone.
+//! `KEEL_DIFF_SEED=0x.. cargo test --lib sim_store_agrees` runs that seed alone, and
+//! `KEEL_DIFF_SEQUENCES=N` runs seeds 1..=N (a long run).
 
 use std::cell::Cell;
 use std::collections::{BTreeMap, VecDeque};
@@ -118,6 +119,8 @@ const MAX_DRAWN_PAYLOAD_BYTES: u64 = 7000;
 const SEED_VARIABLE: &str = "KEEL_DIFF_SEED";
 /// Makes the logs in this directory instead.
 const DIRECTORY_VARIABLE: &str = "KEEL_DIFF_DIR";
+/// Runs this many sequences instead of `SEQUENCES` (long runs on demand).
+const SEQUENCES_VARIABLE: &str = "KEEL_DIFF_SEQUENCES";
 
 /// Where the logs are made: `KEEL_DIFF_DIR`, else a tmpfs (`/dev/shm`) when there is one,
 /// else the system's temporary directory (see the module comment).
@@ -1011,7 +1014,8 @@ impl std::fmt::Display for Tally {
     }
 }
 
-/// The seeds to run: the one named by `KEEL_DIFF_SEED`, else 1..=SEQUENCES.
+/// The seeds to run: the one named by `KEEL_DIFF_SEED`, else 1..=`KEEL_DIFF_SEQUENCES`,
+/// else 1..=SEQUENCES.
 fn seeds() -> Vec<u64> {
     match std::env::var(SEED_VARIABLE) {
         Ok(text) => {
@@ -1022,7 +1026,14 @@ fn seeds() -> Vec<u64> {
             };
             vec![parsed.unwrap_or_else(|_| panic!("{SEED_VARIABLE}={text} is not a seed"))]
         }
-        Err(_) => (1..=SEQUENCES).collect(),
+        Err(_) => {
+            let count = std::env::var(SEQUENCES_VARIABLE).map_or(SEQUENCES, |text| {
+                text.trim()
+                    .parse()
+                    .unwrap_or_else(|_| panic!("{SEQUENCES_VARIABLE}={text} is not a count"))
+            });
+            (1..=count).collect()
+        }
     }
 }
 
