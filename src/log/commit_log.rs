@@ -74,7 +74,9 @@ pub struct LogState {
     meta_file: Option<MetaFile>,
     meta_generation: u64,
     pub(super) meta_written_generation: u64,
-    meta_commit_dirty: bool,
+    /// The commit index the meta file holds (the last one written): a newer one in
+    /// `meta` is waiting for `persist_commit_index`.
+    meta_written_commit: u64,
     pub(crate) first_index: u64,
     pub(crate) last_index: u64,
     pub(super) durable_index: u64,
@@ -378,8 +380,6 @@ impl CommitLog {
         state.meta.hard_state = hard_state;
         if old.term != hard_state.term || old.vote != hard_state.vote {
             state.meta_generation += 1;
-        } else {
-            state.meta_commit_dirty = true;
         }
     }
 
@@ -388,7 +388,7 @@ impl CommitLog {
     /// (say every 100 ms): recovery treats damage at or below the persisted commit index as
     /// corruption, never as a torn tail, so a fresher commit index protects more entries.
     pub async fn persist_commit_index(&self) -> LogResult<()> {
-        if !self.state.borrow().meta_commit_dirty {
+        if !self.state.borrow().commit_dirty() {
             return Ok(());
         }
         // Exclusive: no flush is writing the meta file meanwhile (a short pause for them).
@@ -589,7 +589,7 @@ impl CommitLog {
             let mut state = self.state.borrow_mut();
             (
                 state.meta.clone(),
-                state.meta_commit_dirty,
+                state.commit_dirty(),
                 state.prepared.take(),
             )
         };
@@ -647,7 +647,11 @@ impl CommitLog {
         let mut state = self.state.borrow_mut();
         state.meta_file = Some(meta_file);
         if result.is_ok() {
-            state.meta_commit_dirty = false;
+            // What was written, not what is set: a flush writes the meta it planned with,
+            // and the bound may clamp the commit index; a newer one stays to be persisted
+            // (`sim_store_agrees` seed 0x1: a flush's older commit index marked the newer
+            // one persisted, `persist_commit_index` skipped it and a crash lost it).
+            state.meta_written_commit = meta.hard_state.commit;
         } else {
             state.poisoned = true;
         }
@@ -1042,6 +1046,7 @@ async fn build_state(
         "term index must cover the recovered log"
     );
     info!(dir = %dir.display(), first_index = meta.compaction_index + 1, last_index, segments = segments.len(), "log opened");
+    let meta_written_commit = meta.hard_state.commit;
     Ok(LogState {
         dir: dir.to_path_buf(),
         cache: TailCache::new(config.tail_cache_bytes),
@@ -1055,7 +1060,7 @@ async fn build_state(
         meta_file: Some(meta_file),
         meta_generation: 0,
         meta_written_generation: 0,
-        meta_commit_dirty: false,
+        meta_written_commit,
         last_index,
         durable_index: last_index,
         written_index: last_index,
@@ -1080,6 +1085,11 @@ impl LogState {
 
     pub(super) fn meta_dirty(&self) -> bool {
         self.meta_generation != self.meta_written_generation
+    }
+
+    /// The commit index set differs from the one the meta file holds.
+    fn commit_dirty(&self) -> bool {
+        self.meta.hard_state.commit != self.meta_written_commit
     }
 
     pub(crate) fn out_of_range(&self, index: u64) -> LogError {

@@ -310,47 +310,7 @@ impl ShardCore {
     }
 
     async fn do_disk_work(&self, work: DiskWork) -> Result<(), StorageFailure> {
-        let log_failure = |e: LogError| storage_failure(&e);
-        let file_failure = |e: crate::shard::snapshots::SnapshotFileError| StorageFailure::Io {
-            detail: e.to_string(),
-        };
-        match work {
-            DiskWork::TruncateSuffix { from_index } => self
-                .log
-                .truncate_suffix(from_index)
-                .await
-                .map_err(log_failure),
-            DiskWork::InstallSnapshot { snapshot } => {
-                let metadata = snapshot.get_metadata().clone();
-                self.snapshots.write(&snapshot).map_err(file_failure)?;
-                self.log
-                    .reset_to(metadata.index, metadata.term)
-                    .await
-                    .map_err(log_failure)?;
-                self.log
-                    .set_conf_state(from_conf_state(metadata.get_conf_state()))
-                    .map_err(log_failure)?;
-                self.log.set_snapshot(snapshot);
-                self.snapshots
-                    .remove_below(metadata.index)
-                    .map_err(file_failure)
-            }
-            DiskWork::WriteSnapshotFile { snapshot } => {
-                self.snapshots.write(&snapshot).map_err(file_failure)
-            }
-            DiskWork::RemovePrefix { up_to_index } => {
-                self.log
-                    .remove_prefix(up_to_index)
-                    .await
-                    .map_err(log_failure)?;
-                self.snapshots
-                    .remove_below(up_to_index)
-                    .map_err(file_failure)
-            }
-            DiskWork::PersistCommitIndex => {
-                self.log.persist_commit_index().await.map_err(log_failure)
-            }
-        }
+        carry_out_disk_work(&self.log, &self.snapshots, work).await
     }
 
     fn note_leader(&self, leader: u64, term: u64) {
@@ -543,6 +503,49 @@ impl ShardCore {
     }
 }
 
+/// Carries out one disk work effect on a shard's log and snapshot files: what the driver
+/// does for `Effect::Disk` (the simulator's counterpart is `SimLog::carry_out`; the
+/// differential test `log::tests::sim_store_agrees` runs both).
+pub(crate) async fn carry_out_disk_work(
+    log: &CommitLog,
+    snapshots: &SnapshotFiles,
+    work: DiskWork,
+) -> Result<(), StorageFailure> {
+    let log_failure = |e: LogError| storage_failure(&e);
+    let file_failure = |e: crate::shard::snapshots::SnapshotFileError| StorageFailure::Io {
+        detail: e.to_string(),
+    };
+    match work {
+        DiskWork::TruncateSuffix { from_index } => {
+            log.truncate_suffix(from_index).await.map_err(log_failure)
+        }
+        DiskWork::InstallSnapshot { snapshot } => {
+            let metadata = snapshot.get_metadata().clone();
+            snapshots.write(&snapshot).map_err(file_failure)?;
+            // The configuration first: `reset_to` writes the meta as set, so the new
+            // compaction point and the snapshot's configuration are durable together. Set
+            // after, it waited for the next flush, and a crash in between restarted the log
+            // after the snapshot with the configuration from before it (`sim_store_agrees`
+            // seed 0x4).
+            log.set_conf_state(from_conf_state(metadata.get_conf_state()))
+                .map_err(log_failure)?;
+            log.reset_to(metadata.index, metadata.term)
+                .await
+                .map_err(log_failure)?;
+            log.set_snapshot(snapshot);
+            snapshots.remove_below(metadata.index).map_err(file_failure)
+        }
+        DiskWork::WriteSnapshotFile { snapshot } => {
+            snapshots.write(&snapshot).map_err(file_failure)
+        }
+        DiskWork::RemovePrefix { up_to_index } => {
+            log.remove_prefix(up_to_index).await.map_err(log_failure)?;
+            snapshots.remove_below(up_to_index).map_err(file_failure)
+        }
+        DiskWork::PersistCommitIndex => log.persist_commit_index().await.map_err(log_failure),
+    }
+}
+
 /// Feeds a tick every `tick_ms` (and peers found unreachable) until the shard stops.
 async fn tick_loop(core: Rc<ShardCore>) {
     let interval = Duration::from_millis(core.config.tick_ms.max(1));
@@ -569,12 +572,65 @@ async fn tick_loop(core: Rc<ShardCore>) {
 
 #[cfg(test)]
 mod tests {
+    use raft::eraftpb::{ConfState, Entry, Snapshot};
+
+    use crate::broker::snapshot::encode_state;
     use crate::broker::state::ShardState;
     use crate::config::NodeConfig;
     use crate::constants::MAX_FETCH_WAITERS;
+    use crate::log::raft_storage::from_conf_state;
     use crate::log::{CommitLog, LogConfig};
-    use crate::shard::group_driver::ShardCore;
+    use crate::replication::DiskWork;
+    use crate::shard::group_driver::{carry_out_disk_work, ShardCore};
     use crate::shard::snapshots::SnapshotFiles;
+
+    /// Regression (`sim_store_agrees` seed 0x4): a crash right after a snapshot install
+    /// keeps the snapshot's configuration with the compaction point (it was set only in
+    /// memory after the reset, so the log restarted with the configuration before it).
+    #[test]
+    fn a_crash_after_a_snapshot_install_keeps_its_configuration() {
+        crate::runtime::run_on_executor("driver-test", 512 * 1024, || async {
+            let dir = tempfile::tempdir().unwrap();
+            let log_dir = dir.path().join("shard-0");
+            let log = CommitLog::open(&log_dir, LogConfig::default())
+                .await
+                .unwrap();
+            let snapshots = SnapshotFiles::open(&dir.path().join("snapshots")).unwrap();
+            let old = ConfState {
+                voters: vec![1, 2, 3],
+                ..Default::default()
+            };
+            log.set_conf_state(from_conf_state(&old)).unwrap();
+            let entry = Entry {
+                index: 1,
+                term: 1,
+                data: vec![7u8; 10].into(),
+                ..Default::default()
+            };
+            log.append(&[entry]).unwrap();
+            log.flush().await.unwrap();
+            let mut snapshot = Snapshot {
+                data: encode_state(&ShardState::default(), false).into(),
+                ..Default::default()
+            };
+            snapshot.mut_metadata().index = 20;
+            snapshot.mut_metadata().term = 2;
+            let new = ConfState {
+                voters: vec![1, 2, 4],
+                ..Default::default()
+            };
+            snapshot.mut_metadata().set_conf_state(new.clone());
+            let work = DiskWork::InstallSnapshot { snapshot };
+            carry_out_disk_work(&log, &snapshots, work).await.unwrap();
+            drop(log);
+            let log = CommitLog::open(&log_dir, LogConfig::default())
+                .await
+                .unwrap();
+            assert_eq!(log.compaction_point(), (20, 2));
+            assert_eq!(log.conf_state(), from_conf_state(&new));
+        })
+        .unwrap();
+    }
 
     /// Item 9: long polls that end without data (their receivers dropped) never pile up
     /// on a shard that takes no writes.

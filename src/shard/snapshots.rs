@@ -7,6 +7,13 @@
 //! Files are written whole (temporary file, fsync, rename, fsync of the directory) and
 //! carry a crc32c; they are small (topics, partitions' next offsets, producers' last
 //! sequences), so plain blocking file calls are used.
+//!
+//! ```text
+//! file: magic "KSSF" | version u16 | index u64 | term u64
+//!       | voters, learners, voters_outgoing, learners_next: count u32, u64s
+//!       | auto_leave u8 | data length u64 | data | crc32c u32 (of all before it)
+//! ```
+//! Version 1 files (voters and learners only, no auto_leave) are still read.
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -16,7 +23,10 @@ use raft::eraftpb::{ConfState, Snapshot};
 use crate::broker::snapshot::Reader;
 
 const MAGIC: &[u8; 4] = b"KSSF";
-const VERSION: u16 = 1;
+/// Version 2 keeps the whole configuration, joint ones too (version 1 lost
+/// `voters_outgoing`, `learners_next` and `auto_leave`: `sim_store_agrees` seed 0x5).
+const VERSION: u16 = 2;
+const VERSION_TWO_LISTS: u16 = 1;
 const SUFFIX: &str = ".snapshot";
 const TEMPORARY_SUFFIX: &str = ".snapshot.tmp";
 
@@ -108,12 +118,19 @@ impl SnapshotFiles {
         out.extend_from_slice(&VERSION.to_le_bytes());
         out.extend_from_slice(&metadata.index.to_le_bytes());
         out.extend_from_slice(&metadata.term.to_le_bytes());
-        for list in [&conf.voters, &conf.learners] {
+        let lists = [
+            &conf.voters,
+            &conf.learners,
+            &conf.voters_outgoing,
+            &conf.learners_next,
+        ];
+        for list in lists {
             out.extend_from_slice(&(list.len() as u32).to_le_bytes());
             for id in list {
                 out.extend_from_slice(&id.to_le_bytes());
             }
         }
+        out.push(u8::from(conf.auto_leave));
         out.extend_from_slice(&(snapshot.data.len() as u64).to_le_bytes());
         out.extend_from_slice(&snapshot.data);
         let crc = crc32c::crc32c(&out);
@@ -180,13 +197,15 @@ fn decode(bytes: &[u8]) -> Result<Snapshot, &'static str> {
     if reader.take(4).map_err(malformed)? != MAGIC {
         return Err("not a snapshot file");
     }
-    if reader.u16().map_err(malformed)? != VERSION {
-        return Err("unsupported version");
-    }
+    let list_count = match reader.u16().map_err(malformed)? {
+        VERSION => 4,
+        VERSION_TWO_LISTS => 2,
+        _ => return Err("unsupported version"),
+    };
     let index = reader.u64().map_err(malformed)?;
     let term = reader.u64().map_err(malformed)?;
-    let mut lists = Vec::with_capacity(2);
-    for _ in 0..2 {
+    let mut lists = Vec::with_capacity(4);
+    for _ in 0..list_count {
         let count = reader.count(8).map_err(malformed)?;
         let mut list = Vec::with_capacity(count);
         for _ in 0..count {
@@ -194,6 +213,15 @@ fn decode(bytes: &[u8]) -> Result<Snapshot, &'static str> {
         }
         lists.push(list);
     }
+    lists.resize(4, Vec::new());
+    let auto_leave = match list_count {
+        4 => match reader.take(1).map_err(malformed)? {
+            [0] => false,
+            [1] => true,
+            _ => return Err("auto_leave is neither 0 nor 1"),
+        },
+        _ => false,
+    };
     let length = reader.u64().map_err(malformed)?;
     let length = usize::try_from(length).map_err(|_| "data length")?;
     let data = reader.take(length).map_err(malformed)?.to_vec();
@@ -207,11 +235,16 @@ fn decode(bytes: &[u8]) -> Result<Snapshot, &'static str> {
     let metadata = snapshot.mut_metadata();
     metadata.index = index;
     metadata.term = term;
+    let learners_next = lists.pop().unwrap_or_default();
+    let voters_outgoing = lists.pop().unwrap_or_default();
     let learners = lists.pop().unwrap_or_default();
     let voters = lists.pop().unwrap_or_default();
     metadata.set_conf_state(ConfState {
         voters,
         learners,
+        voters_outgoing,
+        learners_next,
+        auto_leave,
         ..Default::default()
     });
     Ok(snapshot)
@@ -246,6 +279,47 @@ mod tests {
         assert_eq!(files.read(20).unwrap(), snapshot(20));
         files.remove_below(30).unwrap();
         assert_eq!(files.indexes().unwrap(), vec![30]);
+    }
+
+    /// Regression (`sim_store_agrees` seed 0x5): a joint configuration comes back whole
+    /// (version 1 files kept only voters and learners); version 1 files are still read.
+    #[test]
+    fn a_joint_configuration_round_trips_and_version_one_files_are_read() {
+        let dir = tempfile::tempdir().unwrap();
+        let files = SnapshotFiles::open(&dir.path().join("snaps")).unwrap();
+        let mut joint = snapshot(40);
+        joint.mut_metadata().set_conf_state(ConfState {
+            voters: vec![1, 2, 4],
+            learners: vec![5],
+            voters_outgoing: vec![1, 2, 3],
+            learners_next: vec![3],
+            auto_leave: true,
+            ..Default::default()
+        });
+        files.write(&joint).unwrap();
+        assert_eq!(files.read(40).unwrap(), joint);
+
+        let old = snapshot(7);
+        let metadata = old.get_metadata();
+        let mut bytes = Vec::new();
+        bytes.extend_from_slice(MAGIC);
+        bytes.extend_from_slice(&VERSION_TWO_LISTS.to_le_bytes());
+        bytes.extend_from_slice(&metadata.index.to_le_bytes());
+        bytes.extend_from_slice(&metadata.term.to_le_bytes());
+        for list in [
+            &metadata.get_conf_state().voters,
+            &metadata.get_conf_state().learners,
+        ] {
+            bytes.extend_from_slice(&(list.len() as u32).to_le_bytes());
+            for id in list {
+                bytes.extend_from_slice(&id.to_le_bytes());
+            }
+        }
+        bytes.extend_from_slice(&(old.data.len() as u64).to_le_bytes());
+        bytes.extend_from_slice(&old.data);
+        let crc = crc32c::crc32c(&bytes);
+        bytes.extend_from_slice(&crc.to_le_bytes());
+        assert_eq!(decode(&bytes).unwrap(), old);
     }
 
     #[test]

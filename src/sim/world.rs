@@ -861,26 +861,7 @@ impl World {
         if !node.up || node.incarnation != incarnation {
             return;
         }
-        let outcome = {
-            let mut log = node.store.log.borrow_mut();
-            match &work {
-                DiskWork::TruncateSuffix { from_index } => log.truncate_suffix(*from_index),
-                DiskWork::InstallSnapshot { snapshot } => {
-                    log.install_snapshot(snapshot);
-                    Ok(())
-                }
-                DiskWork::WriteSnapshotFile { snapshot } => {
-                    log.snapshot_files
-                        .insert(snapshot.get_metadata().index, snapshot.clone());
-                    Ok(())
-                }
-                DiskWork::RemovePrefix { up_to_index } => log.remove_prefix(*up_to_index),
-                DiskWork::PersistCommitIndex => {
-                    log.persist_commit_index();
-                    Ok(())
-                }
-            }
-        };
+        let outcome = node.store.log.borrow_mut().carry_out(&work);
         self.feed(id, Input::DiskDone { op, outcome });
     }
 

@@ -6,6 +6,7 @@ mod model;
 mod raft_cluster;
 mod recovery;
 mod round_trip;
+mod sim_store_agrees;
 mod storage_contract;
 mod support;
 mod truncation;

@@ -139,3 +139,36 @@ fn a_commit_index_persisted_on_request_survives_a_crash() {
         );
     });
 }
+
+/// Regression (`sim_store_agrees` seed 0x1): a flush writes the meta it planned with. A
+/// commit index set while it ran was marked persisted by that write, so
+/// `persist_commit_index` skipped it and a crash brought back the older one.
+#[test]
+fn a_commit_index_set_while_a_flush_runs_is_persisted_later() {
+    run(|| async {
+        let dir = tempfile::tempdir().unwrap();
+        let log = CommitLog::open(dir.path(), small_config()).await.unwrap();
+        let entries: Vec<_> = (1..=10).map(|index| entry(index, 1)).collect();
+        log.append(&entries).unwrap();
+        // A new term: the next flush writes the meta (commit 0 at its planning).
+        log.set_hard_state(HardStateRecord {
+            term: 1,
+            vote: 0,
+            commit: 0,
+        });
+        let flusher = log.clone();
+        let flush = glommio::spawn_local(async move { flusher.flush().await });
+        futures_lite::future::yield_now().await;
+        assert_eq!(log.written_index(), 10, "the flush has planned");
+        log.set_hard_state(HardStateRecord {
+            term: 1,
+            vote: 0,
+            commit: 10,
+        });
+        assert_eq!(flush.await.unwrap(), 10);
+        log.persist_commit_index().await.unwrap();
+        drop(log);
+        let log = CommitLog::open(dir.path(), small_config()).await.unwrap();
+        assert_eq!(log.hard_state().commit, 10, "the persisted commit index");
+    });
+}
