@@ -67,3 +67,45 @@ fn a_snapshot_larger_than_a_frame_reaches_a_follower_behind_the_compacted_log() 
         "the snapshot was larger than a frame"
     );
 }
+
+/// A full disk in a cluster: a leader told its disk is short of space hands the group to
+/// a current follower (it cannot take records), the group goes on without an election
+/// timeout, and once space is back (faults stop) everything converges as usual.
+#[test]
+fn a_leader_short_of_space_hands_the_group_to_a_current_follower() {
+    let seed = 0x5bace;
+    let mut profile = quiet_profile(seed, 0);
+    profile.retention = false;
+    profile.producers = 2;
+    let election_ns = profile.election_ticks as u64 * profile.tick_ns;
+    let mut world = World::with_profile(seed, profile, Default::default(), true);
+    world.controller = None;
+    world.begin();
+    world.run_until(1_000_000_000);
+    let leader_now = |world: &World| {
+        world
+            .nodes
+            .values()
+            .find(|n| n.up && n.replica.as_ref().is_some_and(|r| r.is_leader()))
+            .map(|n| (n.id, n.replica.as_ref().map_or(0, |r| r.term())))
+    };
+    let (short, term) = leader_now(&world).expect("a leader after 1 s");
+    let acked_before = world.workload.acked;
+    world.short_of_space(short);
+    world.run_until(1_000_000_000 + 4 * election_ns);
+    let (leader, new_term) = leader_now(&world).expect("a leader after the hand-over");
+    assert_ne!(leader, short, "node {short}, short of space, still leads");
+    assert_eq!(
+        new_term,
+        term + 1,
+        "one planned transfer (a new term), not elections started by timeouts"
+    );
+    assert!(
+        world.workload.acked > acked_before,
+        "records were acknowledged after the hand-over"
+    );
+    let report = run_world(world, RunOptions::default());
+    if let Some(v) = &report.violation {
+        panic!("{}: {}", v.property, v.detail);
+    }
+}

@@ -199,6 +199,8 @@ pub struct World {
     pub churn: Churn,
     /// The controller, when the simulated group is a data group.
     pub controller: Option<SimController>,
+    /// `begin` ran.
+    begun: bool,
     /// Large-state topics proposed so far.
     large_state_proposed: u32,
 }
@@ -272,6 +274,7 @@ impl World {
             admin_token: 0,
             churn: Churn::new(seed),
             controller: SimController::draw(seed),
+            begun: false,
             large_state_proposed: 0,
         }
     }
@@ -668,6 +671,19 @@ impl World {
 
     /// Runs until the end of the liveness phase or the first violation.
     pub fn run(&mut self) {
+        self.begin();
+        self.run_until(u64::MAX);
+        self.stats.simulated_ns = self.now;
+        self.stats.data_group = u64::from(self.controller.is_some());
+        self.stats.acked = self.workload.acked;
+    }
+
+    /// Starts the nodes, the clients and the fault schedule (once).
+    pub fn begin(&mut self) {
+        if self.begun {
+            return;
+        }
+        self.begun = true;
         for id in 1..=self.profile.nodes {
             self.start_node(id);
         }
@@ -681,7 +697,20 @@ impl World {
         }
         self.schedule(self.faults_off_at, Event::FaultsOff);
         self.schedule(self.now + CONSUMER_POLL_NS, Event::Consume);
+    }
+
+    /// Handles events up to simulated time `until` (ns), the end of the liveness phase or
+    /// the first violation, whichever comes first (scripted scenarios step with it).
+    pub fn run_until(&mut self, until: u64) {
         while self.violation.is_none() && !self.done {
+            if self
+                .events
+                .first_key_value()
+                .is_some_and(|((at, _), _)| *at > until)
+            {
+                self.now = until;
+                return;
+            }
             let Some(((at, _), event)) = self.events.pop_first() else {
                 self.fail("liveness", "nothing left to happen".to_string());
                 break;
@@ -698,9 +727,6 @@ impl World {
             self.dispatch(event);
             self.check_bounds();
         }
-        self.stats.simulated_ns = self.now;
-        self.stats.data_group = u64::from(self.controller.is_some());
-        self.stats.acked = self.workload.acked;
     }
 
     /// M1: every replica's queues and tables within their bounds.
@@ -1210,6 +1236,15 @@ impl World {
                 incarnation,
             },
         );
+    }
+
+    /// Tells node `id` its disk is short of space until faults stop (scripted scenarios).
+    pub fn short_of_space(&mut self, id: u64) {
+        if let Some(node) = self.nodes.get_mut(&id) {
+            node.space_low_until = Some(u64::MAX);
+        }
+        self.trace.note(self.now, id, "space short".to_string());
+        self.feed(id, Input::SpaceLow { low: true });
     }
 
     /// A node's disk has space again.
