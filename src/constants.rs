@@ -225,3 +225,11 @@ pub const MAX_OUTBOX_READIES: usize = 64;
 /// a little room) while records are refused; it is taken back once there is room for it
 /// and a segment more. One segment: what a log in that state writes needs no new segment.
 pub const SPACE_RESERVE_SEGMENTS: u64 = 1;
+
+/// Bytes of chunked peer frames being joined across all the peer connections of one
+/// shard: two of the largest (a snapshot from the leader, and one from a connection that
+/// is being replaced). Each connection may join one frame of up to
+/// `MAX_CHUNKED_PEER_FRAME_BYTES`, and up to `MAX_PEER_CONNECTIONS_PER_SHARD` connections
+/// may be admitted: without this bound they could hold 64 GiB together. A chunk that
+/// would pass it closes its connection; the sender sends the snapshot again later.
+pub const MAX_JOINING_PEER_BYTES_PER_SHARD: u64 = 2 * MAX_CHUNKED_PEER_FRAME_BYTES;

@@ -311,6 +311,83 @@ fn grow_within(bytes: &mut Vec<u8>, more: usize, total_bytes: u64) {
     bytes.reserve_exact(target - bytes.len());
 }
 
+/// Bytes of chunked frames being joined across all the peer connections of one shard,
+/// against a bound (`MAX_JOINING_PEER_BYTES_PER_SHARD`): each connection may join one
+/// chunked frame, and this keeps many connections together from holding more.
+#[derive(Debug)]
+pub struct JoiningBudget {
+    held: std::cell::Cell<u64>,
+    bound_bytes: u64,
+}
+
+/// A connection's partial frame would take the shard past its joining budget.
+#[derive(Debug, PartialEq, Eq, thiserror::Error)]
+#[error("chunked frames being joined would hold {held_bytes} bytes, over the shard's bound of {bound_bytes}")]
+pub struct OverJoiningBudget {
+    /// What the shard would hold.
+    pub held_bytes: u64,
+    /// The bound.
+    pub bound_bytes: u64,
+}
+
+impl JoiningBudget {
+    /// A budget of `bound_bytes`.
+    pub fn new(bound_bytes: u64) -> JoiningBudget {
+        JoiningBudget {
+            held: std::cell::Cell::new(0),
+            bound_bytes,
+        }
+    }
+
+    /// Bytes held now.
+    pub fn held_bytes(&self) -> u64 {
+        self.held.get()
+    }
+
+    /// One connection's partial frame went from `before` to `after` bytes. Over the bound
+    /// the change is not taken (`before` stays counted): the caller closes the connection
+    /// and releases `before` with `update(before, 0)`.
+    pub fn update(&self, before: u64, after: u64) -> Result<(), OverJoiningBudget> {
+        let held = self.held.get().saturating_sub(before) + after;
+        if after > before && held > self.bound_bytes {
+            return Err(OverJoiningBudget {
+                held_bytes: held,
+                bound_bytes: self.bound_bytes,
+            });
+        }
+        self.held.set(held);
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod budget_tests {
+    use super::*;
+
+    #[test]
+    fn connections_together_hold_no_more_than_the_budget() {
+        let budget = JoiningBudget::new(100);
+        budget.update(0, 60).unwrap();
+        budget.update(0, 30).unwrap();
+        assert_eq!(
+            budget.update(30, 50),
+            Err(OverJoiningBudget {
+                held_bytes: 110,
+                bound_bytes: 100
+            })
+        );
+        assert_eq!(budget.held_bytes(), 90, "a refused change is not taken");
+        budget.update(30, 0).unwrap();
+        budget.update(60, 0).unwrap();
+        assert_eq!(
+            budget.held_bytes(),
+            0,
+            "finished or closed connections release"
+        );
+        budget.update(0, 100).unwrap();
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -17,7 +17,9 @@
 //! shard hold no more than one frame. Bounds: `MAX_PEER_CONNECTIONS_AWAITING_HELLO`
 //! connections without a hello yet (each closed after `PEER_HELLO_TIMEOUT`),
 //! `MAX_PEER_CONNECTIONS_PER_SHARD` admitted ones; more are closed at once; one chunked
-//! frame being joined per connection, of at most `MAX_CHUNKED_PEER_FRAME_BYTES`. A frame
+//! frame being joined per connection, of at most `MAX_CHUNKED_PEER_FRAME_BYTES`, and
+//! `MAX_JOINING_PEER_BYTES_PER_SHARD` across them (`chunks::JoiningBudget`: a chunk that
+//! would pass it closes its connection). A frame
 //! above `max_frame_bytes` is skipped (the sender's splitting and chunking should make
 //! that impossible) and a malformed one dropped; an empty one, or a chunk sequence with a
 //! gap, an overlap, a wrong total or a frame inside it, closes the connection. Never
@@ -34,13 +36,13 @@ use glommio::net::{TcpListener, TcpStream};
 use raft::eraftpb::Message;
 
 use crate::constants::{
-    MAX_CHUNKED_PEER_FRAME_BYTES, MAX_PEER_CONNECTIONS_AWAITING_HELLO,
-    MAX_PEER_CONNECTIONS_PER_SHARD, PEER_HELLO_TIMEOUT,
+    MAX_CHUNKED_PEER_FRAME_BYTES, MAX_JOINING_PEER_BYTES_PER_SHARD,
+    MAX_PEER_CONNECTIONS_AWAITING_HELLO, MAX_PEER_CONNECTIONS_PER_SHARD, PEER_HELLO_TIMEOUT,
 };
 use crate::protocol::frame::FrameDecoder;
 use crate::protocol::peer_codec::decode_peer_frame;
 use crate::protocol::ProtocolError;
-use crate::transport::chunks::ChunkAssembler;
+use crate::transport::chunks::{ChunkAssembler, JoiningBudget};
 use crate::transport::ingress::{admit, admit_hello, RefusalLogLimiter};
 
 const READ_BUFFER_BYTES: usize = 64 * 1024;
@@ -66,6 +68,8 @@ struct Listener {
     deliver: Deliver,
     awaiting_hello: Cell<usize>,
     admitted: Cell<usize>,
+    /// Chunked frames being joined, across this shard's connections.
+    joining: JoiningBudget,
     refusal_log: RefCell<RefusalLogLimiter>,
 }
 
@@ -95,6 +99,7 @@ pub async fn serve_peers(
         deliver,
         awaiting_hello: Cell::new(0),
         admitted: Cell::new(0),
+        joining: JoiningBudget::new(MAX_JOINING_PEER_BYTES_PER_SHARD),
         refusal_log: RefCell::new(RefusalLogLimiter::default()),
     });
     while !stopping.get() {
@@ -198,13 +203,22 @@ async fn serve_admitted(
 ) -> std::io::Result<()> {
     let ingress = &state.ingress;
     let mut chunks = ChunkAssembler::new(MAX_CHUNKED_PEER_FRAME_BYTES);
+    // Bytes of this connection's partial frame counted in the shard's joining budget.
+    let mut joining = 0;
     while let Ok(read) = next_frame(state, &mut stream, &mut decoder, &mut buffer, peer).await {
-        let bytes = match chunks.accept(read) {
+        let accepted = chunks.accept(read);
+        let now_joining = chunks.received_bytes();
+        if let Err(over) = state.joining.update(joining, now_joining) {
+            state.log_refusal(peer, "connection closed", &over);
+            break;
+        }
+        joining = now_joining;
+        let bytes = match accepted {
             Ok(Some(bytes)) => bytes,
             Ok(None) => continue,
             Err(error) => {
                 state.log_refusal(peer, "connection closed", &error);
-                return Ok(());
+                break;
             }
         };
         let frame = match decode_peer_frame(&bytes) {
@@ -228,6 +242,7 @@ async fn serve_admitted(
             (state.deliver)(node, messages);
         }
     }
+    let _ = state.joining.update(joining, 0);
     Ok(())
 }
 
