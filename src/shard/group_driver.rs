@@ -564,6 +564,12 @@ async fn tick_loop(core: Rc<ShardCore>) {
         for peer in core.peers.take_unreachable() {
             core.feed(Input::PeerUnreachable { peer });
         }
+        for peer in core.peers.take_lost_snapshots() {
+            core.feed(Input::SendFailed {
+                peer,
+                dropped_snapshot: true,
+            });
+        }
         core.feed(Input::Tick {
             now_ms: wall_clock_ms(),
         });

@@ -9,7 +9,9 @@
 //! breaks, not at all. Such a frame is bounded twice: at most
 //! `MAX_CHUNKED_PEER_FRAME_BYTES` (a larger one is dropped with an error) and at most
 //! `MAX_CHUNKED_FRAMES_PER_PEER` queued or being written per link (another is dropped and
-//! reported as a failed snapshot, which raft-rs sends again later).
+//! reported as a failed snapshot, which raft-rs sends again later). A snapshot whose connection
+//! fails while it is written is reported lost (`take_lost_snapshots`), so raft-rs sends it
+//! again without waiting for the resend timeout.
 
 use std::cell::{Cell, RefCell};
 use std::collections::BTreeMap;
@@ -50,6 +52,8 @@ pub struct Dropped {
 struct Outgoing {
     /// The encoded peer frame.
     bytes: Vec<u8>,
+    /// It holds a snapshot (reported lost if its write fails).
+    snapshot: bool,
     /// Held by a frame over the limit until it is written or dropped.
     _chunked_slot: Option<ChunkedSlot>,
 }
@@ -90,12 +94,15 @@ pub struct PeerLinks {
     max_frame_bytes: usize,
     links: BTreeMap<u64, LinkQueue>,
     unreachable: Rc<RefCell<Vec<u64>>>,
+    /// Peers a snapshot was being written to when their connection failed.
+    lost_snapshots: Rc<RefCell<Vec<u64>>>,
 }
 
 impl PeerLinks {
     /// Starts a link task for every other node of the cluster.
     pub fn start(config: &NodeConfig, group: u32) -> PeerLinks {
         let unreachable = Rc::new(RefCell::new(Vec::new()));
+        let lost_snapshots = Rc::new(RefCell::new(Vec::new()));
         let mut links = BTreeMap::new();
         let hello = Rc::new(encode_peer_hello(&PeerHello::new(config.node_id, group)));
         for peer in config.peers.iter().filter(|p| p.node_id != config.node_id) {
@@ -109,6 +116,7 @@ impl PeerLinks {
                 peer: node,
                 hello: hello.clone(),
                 unreachable: unreachable.clone(),
+                lost_snapshots: lost_snapshots.clone(),
                 max_frame_bytes: config.max_frame_bytes as usize,
             };
             glommio::spawn_local(link_task(link, receiver)).detach();
@@ -124,6 +132,7 @@ impl PeerLinks {
             max_frame_bytes: config.max_frame_bytes as usize,
             links,
             unreachable,
+            lost_snapshots,
         }
     }
 
@@ -182,8 +191,12 @@ impl PeerLinks {
         if frame.len() <= self.max_frame_bytes {
             chunked_slot = None;
         }
+        let snapshot = messages
+            .iter()
+            .any(|m| m.get_msg_type() == raft::eraftpb::MessageType::MsgSnapshot);
         let outgoing = Outgoing {
             bytes: frame,
+            snapshot,
             _chunked_slot: chunked_slot,
         };
         link.frames.try_send(outgoing).is_ok()
@@ -191,10 +204,14 @@ impl PeerLinks {
 
     /// Peers whose frames could not be delivered since the last call.
     pub fn take_unreachable(&self) -> Vec<u64> {
-        let mut peers = std::mem::take(&mut *self.unreachable.borrow_mut());
-        peers.sort_unstable();
-        peers.dedup();
-        peers
+        sorted_once(std::mem::take(&mut *self.unreachable.borrow_mut()))
+    }
+
+    /// Peers a snapshot was lost to (its connection failed while it was written) since the
+    /// last call: the replica reports it failed and raft-rs sends it again, rather than
+    /// waiting for its resend timeout.
+    pub fn take_lost_snapshots(&self) -> Vec<u64> {
+        sorted_once(std::mem::take(&mut *self.lost_snapshots.borrow_mut()))
     }
 }
 
@@ -206,6 +223,7 @@ struct Link {
     /// This node's hello for this group, encoded.
     hello: Rc<Vec<u8>>,
     unreachable: Rc<RefCell<Vec<u64>>>,
+    lost_snapshots: Rc<RefCell<Vec<u64>>>,
     /// The peer's frame limit: a larger frame is written as chunks.
     max_frame_bytes: usize,
 }
@@ -218,6 +236,7 @@ async fn link_task(link: Link, frames: LocalReceiver<Outgoing>) {
         peer,
         hello,
         unreachable,
+        lost_snapshots,
         max_frame_bytes,
     } = link;
     let mut backoff = FIRST_BACKOFF;
@@ -238,9 +257,19 @@ async fn link_task(link: Link, frames: LocalReceiver<Outgoing>) {
             let Some(first) = frames.recv().await else {
                 return;
             };
-            let written = write_queued(&mut stream, &frames, first, &mut out, max_frame_bytes);
+            let mut snapshot = false;
+            let written = write_queued(
+                &mut stream,
+                &frames,
+                first,
+                &mut out,
+                (max_frame_bytes, &mut snapshot),
+            );
             if written.await.is_err() {
                 unreachable.borrow_mut().push(peer);
+                if snapshot {
+                    lost_snapshots.borrow_mut().push(peer);
+                }
                 break;
             }
         }
@@ -248,17 +277,19 @@ async fn link_task(link: Link, frames: LocalReceiver<Outgoing>) {
 }
 
 /// Writes `first` and the frames queued while the last write ran, together (in writes of
-/// about `COALESCE_BYTES`); a frame over `max_frame_bytes` as its chunks.
+/// about `COALESCE_BYTES`); a frame over `max_frame_bytes` as its chunks. Sets `snapshot`
+/// when any of them held a snapshot.
 async fn write_queued(
     stream: &mut TcpStream,
     frames: &LocalReceiver<Outgoing>,
     first: Outgoing,
     out: &mut Vec<u8>,
-    max_frame_bytes: usize,
+    (max_frame_bytes, snapshot): (usize, &mut bool),
 ) -> std::io::Result<()> {
     out.clear();
     let mut next = Some(first);
     while let Some(outgoing) = next.take() {
+        *snapshot |= outgoing.snapshot;
         if outgoing.bytes.len() > max_frame_bytes {
             append_chunks(stream, out, &outgoing.bytes, max_frame_bytes).await?;
         } else {
@@ -318,4 +349,10 @@ async fn connect_with_hello(address: &str, hello: &[u8]) -> std::io::Result<TcpS
     stream.write_all(&frame).await?;
     stream.flush().await?;
     Ok(stream)
+}
+
+fn sorted_once(mut peers: Vec<u64>) -> Vec<u64> {
+    peers.sort_unstable();
+    peers.dedup();
+    peers
 }

@@ -239,3 +239,41 @@ fn a_broken_chunk_sequence_or_chunks_before_the_hello_close_the_connection() {
         assert_eq!(commits, vec![8, 7]);
     });
 }
+
+/// A snapshot whose connection fails while it is written is reported lost at once
+/// (`take_lost_snapshots`), so the replica tells raft-rs and the snapshot is sent again,
+/// rather than waiting for the resend timeout (before, the link only reported the peer
+/// unreachable, which leaves raft-rs waiting on the snapshot).
+#[test]
+fn a_snapshot_whose_connection_fails_while_it_is_written_is_reported_lost() {
+    on_executor(|| async {
+        let listener = TcpListener::bind("127.0.0.1:0").expect("a port");
+        let port = listener.local_addr().expect("its address").port();
+        let closed = Rc::new(Cell::new(false));
+        let closing = closed.clone();
+        glommio::spawn_local(async move {
+            // Take the link's connection and its hello, then close it and stop listening.
+            let mut stream = listener.accept().await.expect("the link connects");
+            let mut hello = [0u8; 16];
+            let _ = stream.read(&mut hello).await;
+            drop(stream);
+            drop(listener);
+            closing.set(true);
+        })
+        .detach();
+        let links = PeerLinks::start(&node_one_config(port), 0);
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while !closed.get() && Instant::now() < deadline {
+            glommio::timer::sleep(Duration::from_millis(5)).await;
+        }
+        assert!(closed.get(), "the link connected");
+        glommio::timer::sleep(Duration::from_millis(20)).await;
+        assert_eq!(links.send(2, vec![snapshot_message(40, 8 << 20)]), None);
+        let mut lost = Vec::new();
+        while lost.is_empty() && Instant::now() < deadline {
+            glommio::timer::sleep(Duration::from_millis(5)).await;
+            lost = links.take_lost_snapshots();
+        }
+        assert_eq!(lost, vec![2], "the snapshot to node 2 is reported lost");
+    });
+}
