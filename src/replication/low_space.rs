@@ -40,8 +40,14 @@ impl<S: LogStore> Replica<S> {
             BrokerEntry::decode(data),
             Ok(BrokerEntry::RecordBatch { .. })
         );
-        (self.space_low && records)
-            .then(|| ShardError::Storage(StorageFailure::NoSpace.to_string()))
+        (self.space_low && records).then(|| {
+            ShardError::Storage(format!(
+                "{}: this shard's disk is short of space (its space reserve is \
+                     released), so records are refused until retention or the operator \
+                     frees space",
+                StorageFailure::NoSpace
+            ))
+        })
     }
 
     /// Whether a peer message is dropped while space is short: appends with entries and
