@@ -169,6 +169,32 @@ fn restart_on_full_disk(
     (broker, acknowledged)
 }
 
+/// Produces record `next` until it is taken (refusals must be StorageFull from a running
+/// broker) and returns its offset; panics if it is still refused after `limit`.
+fn produce_once_taken(
+    client: &mut ClusterClient,
+    broker: &mut Broker,
+    next: u64,
+    limit: Duration,
+    when: &str,
+) -> u64 {
+    let (bytes, crc) = batch(next, 1);
+    let deadline = Instant::now() + limit;
+    loop {
+        match client.produce(TOPIC, 0, &bytes, crc, Acks::Quorum) {
+            Ok(offset) => return offset,
+            Err(error) => {
+                assert_storage_full(&error, broker, &format!("a produce {when}"));
+                assert!(
+                    Instant::now() < deadline,
+                    "writes still refused {limit:?} {when}: {error}"
+                );
+                std::thread::sleep(Duration::from_millis(100));
+            }
+        }
+    }
+}
+
 /// Free bytes on the file system holding `path` (as `df` reports them).
 fn free_bytes(path: &Path) -> u64 {
     let output = std::process::Command::new("df")
@@ -271,21 +297,13 @@ fn a_node_on_a_full_disk_restarts_serves_reads_and_takes_writes_once_space_is_fr
         std::fs::remove_file(&file).expect("delete a file that filled the disk");
     }
     let mut client = connect(&broker);
-    let (bytes, crc) = batch(acknowledged, 1);
-    let deadline = Instant::now() + RECOVERY_TIMEOUT;
-    let offset = loop {
-        match client.produce(TOPIC, 0, &bytes, crc, Acks::Quorum) {
-            Ok(offset) => break offset,
-            Err(error) => {
-                assert_storage_full(&error, &mut broker, "a produce after space was freed");
-                assert!(
-                    Instant::now() < deadline,
-                    "writes still refused {RECOVERY_TIMEOUT:?} after space was freed: {error}"
-                );
-                std::thread::sleep(Duration::from_millis(100));
-            }
-        }
-    };
+    let offset = produce_once_taken(
+        &mut client,
+        &mut broker,
+        acknowledged,
+        RECOVERY_TIMEOUT,
+        "after space was freed",
+    );
     assert_eq!(
         offset, acknowledged,
         "the new record follows the acknowledged ones"
@@ -323,22 +341,13 @@ fn a_full_disk_is_freed_by_retention_and_writes_resume_without_an_operator() {
         free_bytes(&disk.path)
     );
     assert_storage_full(&error, &mut broker, "the produce that found the disk full");
-    let (bytes, crc) = batch(acknowledged, 1);
-    let deadline = Instant::now() + Duration::from_secs(30);
-    let offset = loop {
-        match client.produce(TOPIC, 0, &bytes, crc, Acks::Quorum) {
-            Ok(offset) => break offset,
-            Err(error) => {
-                assert_storage_full(&error, &mut broker, "a produce while retention runs");
-                assert!(
-                    Instant::now() < deadline,
-                    "writes still refused 30 s after the disk filled, with retention by age \
-                     3 s: {error}"
-                );
-                std::thread::sleep(Duration::from_millis(200));
-            }
-        }
-    };
+    let offset = produce_once_taken(
+        &mut client,
+        &mut broker,
+        acknowledged,
+        Duration::from_secs(30),
+        "after the disk filled, with retention by age 3 s",
+    );
     eprintln!(
         "writes resumed {:?} after the disk filled ({} bytes free)",
         filling.elapsed(),

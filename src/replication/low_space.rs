@@ -34,13 +34,16 @@ impl<S: LogStore> Replica<S> {
         self.space_low = low;
     }
 
-    /// The refusal of a proposal while space is short: records only.
+    /// The refusal of a proposal while space is short: records only (the entry is looked
+    /// at only then: proposals are the hot path).
     pub(crate) fn refusal_for_space(&self, data: &[u8]) -> Option<ShardError> {
-        let records = matches!(
-            BrokerEntry::decode(data),
-            Ok(BrokerEntry::RecordBatch { .. })
-        );
-        (self.space_low && records).then(|| {
+        let records = || {
+            matches!(
+                BrokerEntry::decode(data),
+                Ok(BrokerEntry::RecordBatch { .. })
+            )
+        };
+        (self.space_low && records()).then(|| {
             ShardError::Storage(format!(
                 "{}: this shard's disk is short of space (its space reserve is \
                      released), so records are refused until retention or the operator \
