@@ -21,7 +21,7 @@ use crate::bench::pacer::Pacer;
 
 /// Flushes the throughput run keeps in flight (they overlap on the device).
 const FLUSHES_IN_FLIGHT: usize = 4;
-use crate::log::{CommitLog, LogConfig, LogError, Preallocation};
+use crate::log::{CommitLog, LogConfig, LogError, Preallocation, SyncMethod};
 
 /// Settings of `keel bench log`.
 #[derive(Clone, Debug)]
@@ -42,6 +42,8 @@ pub struct LogBenchOptions {
     pub latency_entry_bytes: u32,
     /// Segment preparation mode.
     pub preallocation: Preallocation,
+    /// How flushes make writes durable.
+    pub sync: SyncMethod,
     /// Segment size.
     pub segment_size_bytes: u64,
     /// Where to write the latency histogram (`.hgrm`).
@@ -118,6 +120,7 @@ fn config_for(options: &LogBenchOptions, max_entry_bytes: u32) -> LogConfig {
         segment_size_bytes: options.segment_size_bytes,
         max_entry_payload_bytes: max_entry_bytes.max(1024 * 1024),
         preallocation: options.preallocation,
+        sync: options.sync,
         ..LogConfig::default()
     }
 }

@@ -19,7 +19,7 @@ use keel::config::{
 };
 use keel::constants::{DEFAULT_MAX_ENTRY_PAYLOAD_BYTES, DEFAULT_SEGMENT_SIZE_BYTES};
 use keel::log::check::check_log_directory;
-use keel::log::Preallocation;
+use keel::log::{Preallocation, SyncMethod};
 use keel::protocol::codec::{encode_record_batch, BatchProducer, RecordData};
 use keel::protocol::wire::Acks;
 use keel::runtime::{run_on_executor, DEFAULT_IO_MEMORY_BYTES};
@@ -462,6 +462,10 @@ struct LogBenchArgs {
     /// How new segments are prepared: adaptive, zero-fill (fastest fdatasync) or fallocate.
     #[arg(long, default_value = "adaptive")]
     preallocation: Preallocation,
+    /// How a flush makes its writes durable: dsync (O_DSYNC writes, one ring operation
+    /// each) or fdatasync (plain writes, then one fdatasync per flush).
+    #[arg(long, default_value = "dsync")]
+    sync: SyncMethod,
     /// Segment file size.
     #[arg(long, value_parser = parse_size, default_value_t = DEFAULT_SEGMENT_SIZE_BYTES)]
     segment_size: u64,
@@ -570,7 +574,11 @@ fn bench_log(args: LogBenchArgs) -> ExitCode {
         }
     };
     println!(
-        "keel bench log (fsync: fdatasync per flush, preallocation: {:?})",
+        "keel bench log (sync: {}, preallocation: {:?})",
+        match options.sync {
+            SyncMethod::DsyncWrites => "O_DSYNC writes",
+            SyncMethod::Fdatasync => "fdatasync per flush",
+        },
         options.preallocation
     );
     if let Some(throughput) = report.throughput_megabytes_per_second {
@@ -642,6 +650,7 @@ fn log_bench_options(args: &LogBenchArgs) -> Result<LogBenchOptions, String> {
         latency_duration: args.duration,
         latency_entry_bytes: to_u32(args.entry_bytes, "--entry-bytes")?,
         preallocation: args.preallocation,
+        sync: args.sync,
         segment_size_bytes: args.segment_size,
         hgrm_path: args.hgrm.clone(),
     })

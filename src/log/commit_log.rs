@@ -1,9 +1,14 @@
 //! `CommitLog`: one replica group's durable log on O_DIRECT segment files.
 //!
 //! ```text
-//! append (sync, memory) ──▶ write buffer ──flush──▶ segment writes ─▶ fdatasync ─▶ durable_index
+//! append (sync, memory) ──▶ write buffer ──flush──▶ segment writes (O_DSYNC) ─▶ durable_index
 //!        └──────────────▶ tail cache (reads of recent entries)
 //! ```
+//!
+//! - Segment files are written with `O_DSYNC` by default (`SyncMethod`): a write returns
+//!   once its bytes are durable, one ring operation that io_uring completes without its
+//!   worker threads on a zero-filled segment. `SyncMethod::Fdatasync` writes plainly and
+//!   syncs each file once per flush instead (a worker-thread wake-up pair per sync).
 //!
 //! - `append` only touches memory, so a Raft Ready loop can call it without waiting. Many
 //!   appends may be made while a flush is in flight; the next flush takes them all (group
@@ -11,7 +16,7 @@
 //! - Flushes are pipelined (see `flush`): consecutive flushes overlap on the device, their
 //!   syncs and meta writes complete in order. Truncation, prefix removal, reset and close
 //!   take the disk exclusively (no flush in flight).
-//! - An I/O error on write or fdatasync poisons the log: it never reports a durable index
+//! - An I/O error on a write or a sync poisons the log: it never reports a durable index
 //!   again, since a failed fdatasync may have dropped data silently (never retried).
 //! - Hard state: a change of term, vote or configuration is written by the next flush,
 //!   after the entries; a change of the commit index alone is written lazily (with the next
@@ -32,7 +37,7 @@ use crate::constants::{
     ADAPTIVE_ZERO_FILL_MAX_BYTES_PER_SECOND, BLOCK_SIZE_BYTES, MAX_WRITES_IN_FLIGHT,
     MIN_ZERO_FILL_BYTES_PER_SECOND, WRITE_CHUNK_BYTES, ZERO_FILL_CHUNK_BYTES,
 };
-use crate::log::config::{LogConfig, Preallocation};
+use crate::log::config::{LogConfig, Preallocation, SyncMethod};
 use crate::log::dir_lock::DirLock;
 use crate::log::entry::{encode_header, stored_size_bytes, EntryType, HEADER_SIZE_BYTES};
 use crate::log::error::{LogError, LogResult};
@@ -707,6 +712,13 @@ impl CommitLog {
             }
         };
         io::sync_directory(&dir)?;
+        let sync = self.state.borrow().config.sync;
+        // The preparation wrote through a plain handle (and synced); the flush's writes
+        // go through one opened for its sync method.
+        let file = match sync {
+            SyncMethod::DsyncWrites => io::open_segment(&path, sync).await?,
+            SyncMethod::Fdatasync => file,
+        };
         self.state.borrow_mut().segment_mut(first_index).file = Some(file);
         self.start_preparing();
         Ok(())
@@ -1018,7 +1030,7 @@ async fn build_state(
         segment.last_index = scanned.last_index;
         segment.data_end = scanned.data_end;
         segment.fill_clock = FillClock::new(segment.data_end);
-        let file = io::open_read_write(&segment.path, false).await?;
+        let file = io::open_segment(&segment.path, config.sync).await?;
         if position + 1 == kept {
             if scanned.file_length < config.segment_size_bytes {
                 let reserved = file

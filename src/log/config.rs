@@ -38,6 +38,33 @@ impl std::str::FromStr for Preallocation {
     }
 }
 
+/// How a flush makes its writes durable.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SyncMethod {
+    /// Segment files are opened with `O_DSYNC`: each write returns once its bytes are
+    /// durable, so a flush is one ring operation per write and no fdatasync. io_uring
+    /// completes such a write on a zero-filled segment without its worker threads (no
+    /// wake-up pair per sync); the device time is that of write + fdatasync.
+    DsyncWrites,
+    /// Plain O_DIRECT writes, then one fdatasync per file and flush (io_uring hands each
+    /// fdatasync to a worker thread).
+    Fdatasync,
+}
+
+impl std::str::FromStr for SyncMethod {
+    type Err = LogError;
+
+    fn from_str(text: &str) -> LogResult<Self> {
+        match text {
+            "dsync" => Ok(SyncMethod::DsyncWrites),
+            "fdatasync" => Ok(SyncMethod::Fdatasync),
+            other => Err(LogError::InvalidConfig(format!(
+                "sync method must be dsync or fdatasync, not {other:?}"
+            ))),
+        }
+    }
+}
+
 /// Settings of one CommitLog.
 #[derive(Clone, Debug)]
 pub struct LogConfig {
@@ -52,6 +79,8 @@ pub struct LogConfig {
     pub max_unflushed_bytes: u64,
     /// How new segments are prepared.
     pub preallocation: Preallocation,
+    /// How flushes make their writes durable.
+    pub sync: SyncMethod,
 }
 
 impl Default for LogConfig {
@@ -62,6 +91,7 @@ impl Default for LogConfig {
             tail_cache_bytes: DEFAULT_TAIL_CACHE_BYTES,
             max_unflushed_bytes: DEFAULT_MAX_UNFLUSHED_BYTES,
             preallocation: Preallocation::Adaptive,
+            sync: SyncMethod::DsyncWrites,
         }
     }
 }

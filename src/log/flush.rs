@@ -14,7 +14,8 @@
 //! - Syncs run strictly in flush order (each waits for the previous one), and a flush
 //!   syncs only after its own writes and every earlier write are complete; so when flush k
 //!   reports `upto(k)` durable, every byte up to it was written before an fdatasync that
-//!   has returned. The meta file is written in the same order, after the entries.
+//!   has returned, or (`SyncMethod::DsyncWrites`) by O_DSYNC writes that have all returned.
+//!   The meta file is written in the same order, after the entries.
 //! - Writes in flight are bounded across flushes (`MAX_WRITES_IN_FLIGHT`), and bytes taken
 //!   by unfinished flushes count against `max_unflushed_bytes`.
 //! - The flush that makes a sealed segment (one with a newer segment after it) wholly
@@ -30,6 +31,7 @@ use glommio::io::{DmaBuffer, DmaFile};
 use glommio::sync::Semaphore;
 
 use crate::log::commit_log::{CommitLog, FlushPlan};
+use crate::log::config::SyncMethod;
 use crate::log::error::{LogError, LogResult};
 use crate::log::io;
 use crate::log::segment_index::{self, SegmentIndex};
@@ -168,8 +170,10 @@ impl CommitLog {
         self.state.borrow_mut().in_flight_bytes -= issued.plan_bytes;
         outcome?;
         self.state.borrow().check_usable()?;
-        for (file, path) in &issued.files {
-            io::fdatasync(file, path).await?;
+        if self.state.borrow().config.sync == SyncMethod::Fdatasync {
+            for (file, path) in &issued.files {
+                io::fdatasync(file, path).await?;
+            }
         }
         if let Some((meta, generation)) = issued.meta {
             if generation > self.state.borrow().meta_written_generation {

@@ -12,6 +12,7 @@ use std::rc::Rc;
 use glommio::io::{DmaFile, OpenOptions};
 
 use crate::constants::BLOCK_SIZE_BYTES;
+use crate::log::config::SyncMethod;
 use crate::log::error::{LogError, LogResult};
 
 thread_local! {
@@ -88,6 +89,21 @@ pub async fn open_read_write(path: &Path, create: bool) -> LogResult<Rc<DmaFile>
         .read(true)
         .write(true)
         .create(create)
+        .dma_open(path)
+        .await
+        .map_err(|e| glommio_error("open", path, e))?;
+    Ok(Rc::new(file))
+}
+
+/// Opens an existing segment file for the flush's writes (and reads): with `O_DSYNC` when
+/// writes are to be durable on completion (`SyncMethod::DsyncWrites`).
+pub async fn open_segment(path: &Path, sync: SyncMethod) -> LogResult<Rc<DmaFile>> {
+    let mut options = OpenOptions::new();
+    options.read(true).write(true);
+    if sync == SyncMethod::DsyncWrites {
+        options.custom_flags(libc::O_DSYNC);
+    }
+    let file = options
         .dma_open(path)
         .await
         .map_err(|e| glommio_error("open", path, e))?;

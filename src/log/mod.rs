@@ -40,7 +40,7 @@ pub mod term_index;
 pub mod write_buffer;
 
 pub use commit_log::{CommitLog, SegmentInfo};
-pub use config::{LogConfig, Preallocation};
+pub use config::{LogConfig, Preallocation, SyncMethod};
 pub use error::{LogError, LogResult};
 pub use meta::{ConfStateRecord, HardStateRecord};
 pub use raft_storage::RaftLogStorage;

@@ -6,7 +6,7 @@ use raft::eraftpb::Entry;
 
 use super::support::{append_range, assert_entries, entry, run, small_config};
 use crate::log::segment::list_segments;
-use crate::log::{CommitLog, HardStateRecord, LogConfig, LogError, Preallocation};
+use crate::log::{CommitLog, HardStateRecord, LogConfig, LogError, Preallocation, SyncMethod};
 
 #[test]
 fn append_read_round_trip_across_segments_cache_and_restart() {
@@ -15,15 +15,18 @@ fn append_read_round_trip_across_segments_cache_and_restart() {
         Preallocation::Fallocate,
         Preallocation::Adaptive,
     ] {
-        round_trip_with(preallocation);
+        for sync in [SyncMethod::DsyncWrites, SyncMethod::Fdatasync] {
+            round_trip_with(preallocation, sync);
+        }
     }
 }
 
-fn round_trip_with(preallocation: Preallocation) {
+fn round_trip_with(preallocation: Preallocation, sync: SyncMethod) {
     run(move || async move {
         let dir = tempfile::tempdir().unwrap();
         let config = LogConfig {
             preallocation,
+            sync,
             ..small_config()
         };
         let log = CommitLog::open(dir.path(), config.clone()).await.unwrap();

@@ -92,7 +92,7 @@ use crate::broker::snapshot::encode_state;
 use crate::broker::state::ShardState;
 use crate::log::raft_storage::to_conf_state;
 use crate::log::{
-    CommitLog, ConfStateRecord, HardStateRecord, LogConfig, LogResult, Preallocation,
+    CommitLog, ConfStateRecord, HardStateRecord, LogConfig, LogResult, Preallocation, SyncMethod,
 };
 use crate::replication::events::DiskWork;
 use crate::replication::log_store::LogStore;
@@ -143,6 +143,7 @@ fn log_config() -> LogConfig {
         tail_cache_bytes: 16 * 1024,
         max_unflushed_bytes: 4 * 1024 * 1024,
         preallocation: Preallocation::Fallocate,
+        sync: SyncMethod::DsyncWrites,
     }
 }
 

@@ -5,7 +5,7 @@ use std::path::Path;
 
 use raft::eraftpb::Entry;
 
-use crate::log::{CommitLog, LogConfig, Preallocation};
+use crate::log::{CommitLog, LogConfig, Preallocation, SyncMethod};
 
 /// Runs an async test body on a fresh glommio executor.
 pub fn run<G, F>(body: G)
@@ -24,6 +24,7 @@ pub fn small_config() -> LogConfig {
         tail_cache_bytes: 16 * 1024,
         max_unflushed_bytes: 1024 * 1024,
         preallocation: Preallocation::ZeroFill,
+        sync: SyncMethod::DsyncWrites,
     }
 }
 
