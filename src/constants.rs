@@ -219,6 +219,13 @@ pub const TOPIC_MIRROR_TICKS: u64 = 10;
 /// inputs at ordinary rates (the simulator saw up to 139 unbounded in 100,000 seeds).
 pub const MAX_OUTBOX_READIES: usize = 64;
 
+/// Ticks within which a follower whose leader became unreachable (its connection closed:
+/// a killed process) stands for election, drawn from 1 to this (seeded), instead of
+/// waiting out its election timeout (10-20 ticks). Up to 3 ticks (30 ms): followers that
+/// lose the leader together spread their campaigns over a few ticks, so one usually
+/// stands alone and wins its first election.
+pub const LEADER_LOST_ELECTION_TICKS: u64 = 3;
+
 /// Segments' worth of space each shard keeps allocated in a reserve file next to its
 /// log (`shard::no_space`). When the disk fills, the reserve is released so the shard can
 /// restart at once and run retention (snapshot files, the meta file, topic changes need

@@ -24,7 +24,7 @@ pub const RETRY_BUDGET: Duration = Duration::from_secs(8);
 /// request to a live node, cheap), so a new leader is found within `MAX_BACKOFF` of its
 /// election. A doubling pause up to 500 ms added ~150 ms to the election's ~150 ms.
 const FIRST_BACKOFF: Duration = Duration::from_millis(5);
-const MAX_BACKOFF: Duration = Duration::from_millis(40);
+const MAX_BACKOFF: Duration = Duration::from_millis(20);
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
 
 /// Where a partition lives.

@@ -103,7 +103,8 @@ pub enum Input {
         /// Whether a snapshot was among them.
         dropped_snapshot: bool,
     },
-    /// `peer` could not be reached.
+    /// `peer` could not be reached: a send to it failed, or its connection to this node
+    /// ended (a killed process's connections close at once).
     PeerUnreachable {
         /// The peer.
         peer: u64,

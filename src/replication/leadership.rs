@@ -29,6 +29,30 @@ impl<S: LogStore> Replica<S> {
         }
     }
 
+    /// The peer cannot be reached (its connection to us ended, or ours to it failed).
+    /// When it is this follower's leader, the follower stands for election within
+    /// `LEADER_LOST_ELECTION_TICKS` (seeded) instead of waiting out the rest of its
+    /// election timeout: a killed leader's connections close at once, so the group need
+    /// not wait 100-200 ms to notice. Timing only, never safety: the election is the usual
+    /// one (pre-vote first), and followers that still hear from a live leader refuse it.
+    pub(crate) fn on_peer_unreachable(&mut self, peer: u64) {
+        self.raw.report_unreachable(peer);
+        let raft = &mut self.raw.raft;
+        if raft.state != StateRole::Follower || peer == raft::INVALID_ID || raft.leader_id != peer {
+            return;
+        }
+        let left = self
+            .rng
+            .range(1, crate::constants::LEADER_LOST_ELECTION_TICKS + 1) as usize;
+        // At least the base timeout: the lease on the lost leader ends now, so this
+        // follower's vote is free for the first of its peers to stand.
+        let elapsed = raft
+            .randomized_election_timeout()
+            .saturating_sub(left)
+            .max(raft.election_timeout());
+        raft.election_elapsed = raft.election_elapsed.max(elapsed);
+    }
+
     /// Draws the election timeout from the seeded generator (A6).
     pub(crate) fn draw_election_timeout(&mut self) {
         let low = self.config.election_ticks as u64;

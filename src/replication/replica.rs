@@ -333,7 +333,7 @@ impl<S: LogStore> Replica<S> {
                 peer,
                 dropped_snapshot,
             } => self.on_send_failed(peer, dropped_snapshot),
-            Input::PeerUnreachable { peer } => self.raw.report_unreachable(peer),
+            Input::PeerUnreachable { peer } => self.on_peer_unreachable(peer),
             Input::SpaceLow { low } => self.on_space_low(low),
         }
         self.after_input(effects);
@@ -551,7 +551,7 @@ impl<S: LogStore> Replica<S> {
         if dropped_snapshot {
             self.report_snapshot_lost(peer);
         }
-        self.raw.report_unreachable(peer);
+        self.on_peer_unreachable(peer);
     }
 
     pub(crate) fn next_op_id(&mut self) -> OpId {

@@ -403,6 +403,14 @@ impl ShardCore {
         });
     }
 
+    /// A peer's connection to this shard ended: it may be dead (a killed leader is
+    /// replaced without waiting out the election timeout).
+    pub fn peer_lost(self: &Rc<Self>, from_node: u64) {
+        if !self.stopping.get() {
+            self.feed(Input::PeerUnreachable { peer: from_node });
+        }
+    }
+
     /// The controller's topics, for a shard that is not the controller.
     pub fn controller_topics(self: &Rc<Self>, topics: Topics) {
         self.feed(Input::ControllerTopics { topics });

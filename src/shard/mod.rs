@@ -36,7 +36,7 @@ use crate::log::CommitLog;
 use crate::shard::group_driver::ShardCore;
 use crate::shard::requests::CONTROLLER_SHARD;
 use crate::shard::snapshots::SnapshotFiles;
-use crate::transport::peer_listener::{serve_peers, Deliver, PeerIngress};
+use crate::transport::peer_listener::{serve_peers, Deliver, Lost, PeerIngress};
 
 /// Messages between shards.
 #[derive(Debug, Clone)]
@@ -217,10 +217,12 @@ fn serve_peer_port(
     let deliver: Deliver = Rc::new(move |node, messages| {
         receiver.step_peer_messages(node, messages);
     });
+    let receiver = core.clone();
+    let lost: Lost = Rc::new(move |node| receiver.peer_lost(node));
     Ok(Some(glommio::spawn_local(serve_peers(
         listener,
         ingress,
-        deliver,
+        (deliver, lost),
         stopping.clone(),
     ))))
 }

@@ -109,3 +109,40 @@ fn a_leader_short_of_space_hands_the_group_to_a_current_follower() {
         panic!("{}: {}", v.property, v.detail);
     }
 }
+
+/// Issue 15 (fail-over time): a killed leader's connections close at once, and its
+/// followers stand for election within `LEADER_LOST_ELECTION_TICKS` instead of waiting
+/// out their election timeouts (10-20 ticks after the last heartbeat). Before, no new
+/// leader existed 60 ms after the kill (6 ticks: the earliest timeout is 8 ticks after
+/// it); now one does, and every property holds to the end as usual.
+#[test]
+fn a_killed_leader_is_replaced_before_an_election_timeout() {
+    let seed = 0xdead1;
+    let mut profile = quiet_profile(seed, 0);
+    profile.retention = false;
+    profile.mean_delay_ns = 200_000;
+    let tick_ns = profile.tick_ns;
+    let mut world = World::with_profile(seed, profile, Default::default(), true);
+    world.controller = None;
+    world.begin();
+    world.run_until(1_000_000_000);
+    let leader_now = |world: &World| {
+        world
+            .nodes
+            .values()
+            .find(|n| n.up && n.replica.as_ref().is_some_and(|r| r.is_leader()))
+            .map(|n| n.id)
+    };
+    let killed = leader_now(&world).expect("a leader after 1 s");
+    world.crash(killed);
+    world.run_until(1_000_000_000 + 6 * tick_ns);
+    let leader = leader_now(&world);
+    assert!(
+        leader.is_some_and(|l| l != killed),
+        "no new leader 60 ms after node {killed} was killed (leader: {leader:?})"
+    );
+    let report = run_world(world, RunOptions::default());
+    if let Some(v) = &report.violation {
+        panic!("{}: {}", v.property, v.detail);
+    }
+}

@@ -13,7 +13,7 @@ use crate::replication::prng::Prng;
 use crate::replication::replica::{Replica, ReplicaConfig, RetentionPolicy};
 use crate::sim::checkers::{Checker, Violation};
 use crate::sim::network::{Delivery, Network};
-use crate::sim::profile::{FaultKind, Profile};
+use crate::sim::profile::{FaultKind, LinkMode, Profile};
 use crate::sim::sim_store::{SimLog, SimLogStore};
 use crate::sim::trace::Trace;
 use crate::sim::workload::{Purpose, Workload, TOPIC};
@@ -665,8 +665,27 @@ impl World {
         node.store = SimLogStore::new(recovered);
         node.disk_free_at = self.now;
         self.trace.note(self.now, id, "crashed".to_string());
+        self.connections_closed_by(id);
         let down = self.rng.range(50_000_000, 1_500_000_000);
         self.schedule(self.now + down, Event::Restart { node: id });
+    }
+
+    /// A killed process's connections close at once: with TCP links, every running peer
+    /// hears that `id` is unreachable (the driver's peer listener reports the end of an
+    /// admitted connection). A paused peer hears nothing.
+    fn connections_closed_by(&mut self, id: u64) {
+        if self.profile.link_mode != LinkMode::Tcp {
+            return;
+        }
+        let peers: Vec<u64> = self
+            .nodes
+            .values()
+            .filter(|n| n.id != id && n.up && !n.paused)
+            .map(|n| n.id)
+            .collect();
+        for peer in peers {
+            self.feed(peer, Input::PeerUnreachable { peer: id });
+        }
     }
 
     /// Runs until the end of the liveness phase or the first violation.

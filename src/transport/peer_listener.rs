@@ -50,6 +50,10 @@ const READ_BUFFER_BYTES: usize = 64 * 1024;
 /// Hands admitted messages to the replica group: (sending node, messages in order).
 pub type Deliver = Rc<dyn Fn(u64, Vec<Message>)>;
 
+/// Called with a peer's node id when its admitted connection ends (closed, reset, or
+/// refused for a fault of its own).
+pub type Lost = Rc<dyn Fn(u64)>;
+
 /// Who may send what to this listener.
 #[derive(Clone, Debug)]
 pub struct PeerIngress {
@@ -66,6 +70,7 @@ pub struct PeerIngress {
 struct Listener {
     ingress: PeerIngress,
     deliver: Deliver,
+    lost: Lost,
     awaiting_hello: Cell<usize>,
     admitted: Cell<usize>,
     /// Chunked frames being joined, across this shard's connections.
@@ -91,12 +96,13 @@ impl Listener {
 pub async fn serve_peers(
     listener: TcpListener,
     ingress: PeerIngress,
-    deliver: Deliver,
+    (deliver, lost): (Deliver, Lost),
     stopping: Rc<Cell<bool>>,
 ) {
     let state = Rc::new(Listener {
         ingress,
         deliver,
+        lost,
         awaiting_hello: Cell::new(0),
         admitted: Cell::new(0),
         joining: JoiningBudget::new(MAX_JOINING_PEER_BYTES_PER_SHARD),
@@ -190,6 +196,7 @@ async fn handle_peer_connection(
     );
     let result = serve_admitted(state, node, stream, decoder, buffer, peer).await;
     state.admitted.set(state.admitted.get() - 1);
+    (state.lost)(node);
     result
 }
 

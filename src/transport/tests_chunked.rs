@@ -56,7 +56,13 @@ fn listening_node() -> (u16, Received) {
         max_frame_bytes: LIMIT,
     };
     let stopping = Rc::new(Cell::new(false));
-    glommio::spawn_local(serve_peers(listener, ingress, deliver, stopping)).detach();
+    glommio::spawn_local(serve_peers(
+        listener,
+        ingress,
+        (deliver, Rc::new(|_| {})),
+        stopping,
+    ))
+    .detach();
     (port, received)
 }
 
