@@ -9,8 +9,9 @@
 # Then, each round (default 3), acks=quorum, 1 KiB records, every flush synced:
 #   closed loop, 1 request in flight; open loop at 5,000 and 20,000 requests/s;
 #   max throughput with 1 record and with 100 records per request;
-#   the servers' cost at 2,000 requests/s: CPU us and context switches per request (all
-#   three node processes, every thread), syscalls per request per node (a 3 s window).
+#   first, the servers' cost at 2,000 requests/s: CPU us and context switches per request
+#   (all three node processes, every thread); after the rounds, syscalls per request per
+#   node in a run of their own (a 3 s window: counting them slows the nodes).
 # Each latency run writes an .hgrm file to bench-results/; the summary gives the median
 # of the rounds. Targets (issue 15): CPU <= 150 us and <= 8 context switches per request
 # at 2,000/s; closed-loop p50 <= 1.2x the floor; open loop 20,000/s p99 <= 1.5 ms and
@@ -52,6 +53,9 @@ timed() {
 run --rate 2000 --duration 3s >/dev/null # warm-up: connections, segments, caches
 for round in $(seq 1 "$rounds"); do
     echo "round $round of $rounds" >&2
+    python3 scripts/node-cost.py --requests 20000 --pids "$nodes" -- \
+        "$keel" bench produce --bootstrap "$bootstrap" --rate 2000 --duration 10s \
+        --hgrm "$out/cluster-open-2k-$round.hgrm" >"$out/cluster-cost-2k-$round.txt"
     timed "cluster-closed-1-$round" --rate 0 --window 1 --duration 10s
     timed "cluster-open-5k-$round" --rate 5000 --duration 10s
     timed "cluster-open-20k-$round" --rate 20000 --duration 10s
@@ -59,10 +63,11 @@ for round in $(seq 1 "$rounds"); do
         >"$out/cluster-max-1-$round.txt"
     run --rate 0 --window 64 --records-per-request 100 --duration 10s \
         --hgrm "$out/cluster-max-100-$round.hgrm" >"$out/cluster-max-100-$round.txt"
-    python3 scripts/node-cost.py --requests 20000 --pids "$nodes" --syscalls 3 --rate 2000 -- \
-        "$keel" bench produce --bootstrap "$bootstrap" --rate 2000 --duration 10s \
-        --hgrm "$out/cluster-open-2k-$round.hgrm" >"$out/cluster-cost-2k-$round.txt"
 done
+# Syscalls per request per node, in a run of their own: counting them slows the nodes.
+python3 scripts/node-cost.py --requests 10000 --pids "$nodes" --syscalls 3 --rate 2000 -- \
+    "$keel" bench produce --bootstrap "$bootstrap" --rate 2000 --duration 5s \
+    >"$out/cluster-syscalls-2k.txt"
 python3 - "$out" "$rounds" <<'PY'
 import json, re, statistics, sys
 out, rounds = sys.argv[1], int(sys.argv[2])
@@ -70,8 +75,6 @@ def value(name, key):
     return float(re.search(key + r"=([0-9.]+)", open(f"{out}/{name}.txt").read()).group(1))
 def median(name, key):
     return statistics.median(value(f"{name}-{r}", key) for r in range(1, rounds + 1))
-def text(name, key):
-    return re.search(key + r"=(\S+)", open(f"{out}/{name}-1.txt").read()).group(1)
 job = json.load(open(f"{out}/fio-sync-floor.json"))["jobs"][0]
 sync = (job["write"]["clat_ns"]["percentile"]["50.000000"] + job["sync"]["lat_ns"]["percentile"]["50.000000"]) / 1e3
 rtt = value("rtt", "rtt_p50_us")
@@ -96,7 +99,11 @@ cost = "cluster-cost-2k"
 print(f"  servers' cost at 2,000 requests/s: {median(cost, 'cpu_us_per_request'):.0f} us CPU and"
       f" {median(cost, 'ctx_per_request'):.1f} context switches per request (targets <= 150, <= 8);"
       f" latency p50 {median(cost, 'p50_us'):.0f} us, p99 {median(cost, 'p99_us'):.0f} us")
+print(f"    the whole host's busy CPU per request, the client and kernel workers included:"
+      f" {median(cost, 'host_cpu_us_per_request'):.0f} us")
+calls = open(f"{out}/cluster-syscalls-2k.txt").read()
 for node in (1, 2, 3):
-    print(f"    node {node}: {median(cost, f'syscalls_per_request_node{node}'):.1f} syscalls per request"
-          f" (round 1: {text(cost, f'top_node{node}')})")
+    total = re.search(f"syscalls_per_request_node{node}=(\\S+)", calls).group(1)
+    top = re.search(f"top_node{node}=(\\S+)", calls).group(1)
+    print(f"    node {node}: {total} syscalls per request ({top}; a run of their own)")
 PY
