@@ -28,6 +28,25 @@ fn quiet_profile(seed: u64, large_state_topics: u32) -> Profile {
     profile
 }
 
+/// The controller's group of `profile`, run for its first simulated second.
+fn running_a_second(seed: u64, profile: Profile) -> World {
+    let mut world = World::with_profile(seed, profile, Default::default(), true);
+    // The controller's group: topics are proposed into its log directly.
+    world.controller = None;
+    world.begin();
+    world.run_until(1_000_000_000);
+    world
+}
+
+/// The node that leads now, and its term.
+fn leader_now(world: &World) -> Option<(u64, u64)> {
+    world
+        .nodes
+        .values()
+        .find(|n| n.up && n.replica.as_ref().is_some_and(|r| r.is_leader()))
+        .map(|n| (n.id, n.replica.as_ref().map_or(0, |r| r.term())))
+}
+
 /// Issue 11 item 5: a snapshot travelled in one peer frame, and a frame over the
 /// receiver's limit was dropped at the sender (reported as a failed snapshot, sent again,
 /// dropped again), so a follower behind the leader's compacted log never caught up once
@@ -78,17 +97,7 @@ fn a_leader_short_of_space_hands_the_group_to_a_current_follower() {
     profile.retention = false;
     profile.producers = 2;
     let election_ns = profile.election_ticks as u64 * profile.tick_ns;
-    let mut world = World::with_profile(seed, profile, Default::default(), true);
-    world.controller = None;
-    world.begin();
-    world.run_until(1_000_000_000);
-    let leader_now = |world: &World| {
-        world
-            .nodes
-            .values()
-            .find(|n| n.up && n.replica.as_ref().is_some_and(|r| r.is_leader()))
-            .map(|n| (n.id, n.replica.as_ref().map_or(0, |r| r.term())))
-    };
+    let mut world = running_a_second(seed, profile);
     let (short, term) = leader_now(&world).expect("a leader after 1 s");
     let acked_before = world.workload.acked;
     world.short_of_space(short);
@@ -122,21 +131,11 @@ fn a_killed_leader_is_replaced_before_an_election_timeout() {
     profile.retention = false;
     profile.mean_delay_ns = 200_000;
     let tick_ns = profile.tick_ns;
-    let mut world = World::with_profile(seed, profile, Default::default(), true);
-    world.controller = None;
-    world.begin();
-    world.run_until(1_000_000_000);
-    let leader_now = |world: &World| {
-        world
-            .nodes
-            .values()
-            .find(|n| n.up && n.replica.as_ref().is_some_and(|r| r.is_leader()))
-            .map(|n| n.id)
-    };
-    let killed = leader_now(&world).expect("a leader after 1 s");
+    let mut world = running_a_second(seed, profile);
+    let (killed, _) = leader_now(&world).expect("a leader after 1 s");
     world.crash(killed);
     world.run_until(1_000_000_000 + 6 * tick_ns);
-    let leader = leader_now(&world);
+    let leader = leader_now(&world).map(|(id, _)| id);
     assert!(
         leader.is_some_and(|l| l != killed),
         "no new leader 60 ms after node {killed} was killed (leader: {leader:?})"
