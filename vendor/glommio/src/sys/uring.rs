@@ -1928,10 +1928,20 @@ impl Reactor {
         consume_rings!(into &mut woke; lat_ring, poll_ring, main_ring);
 
         // A kept timer may have fired just now, and its completion was consumed
-        // above: sleeping without it would miss the user timer.
-        let timer = self.latency_preemption_timeout_src.take();
-        let timer_armed = wanted.is_none() || timer.as_ref().map_or(false, |t| t.is_in_flight());
-        self.latency_preemption_timeout_src.set(timer);
+        // above: running on without it, a task queue that keeps yielding would
+        // never be preempted; sleeping without it would miss the user timer. Arm
+        // it again, and do not sleep unless it is in the kernel.
+        let timer_in_flight = |this: &Self| {
+            let timer = this.latency_preemption_timeout_src.take();
+            let armed = timer.as_ref().map_or(false, |t| t.is_in_flight());
+            this.latency_preemption_timeout_src.set(timer);
+            armed
+        };
+        if wanted.is_some() && !timer_in_flight(self) {
+            self.arm_latency_timer(&mut lat_ring, Instant::now(), wanted, preempt.is_none());
+            flush_rings!(lat_ring)?;
+        }
+        let timer_armed = wanted.is_none() || timer_in_flight(self);
 
         // If we generated any event so far, we can't sleep. Need to handle them.
         let should_sleep = preempt.is_none()
