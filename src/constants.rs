@@ -240,3 +240,11 @@ pub const SPACE_RESERVE_SEGMENTS: u64 = 1;
 /// may be admitted: without this bound they could hold 64 GiB together. A chunk that
 /// would pass it closes its connection; the sender sends the snapshot again later.
 pub const MAX_JOINING_PEER_BYTES_PER_SHARD: u64 = 2 * MAX_CHUNKED_PEER_FRAME_BYTES;
+
+/// The longest a shard's replication work (its ticks and heartbeats, peer messages, disk
+/// completions) waits for the CPU while its clients' requests keep it busy: the
+/// replication task queue's glommio latency, which preempts the clients' queue this soon
+/// after replication work becomes runnable (client loops yield between frames). Far below
+/// the 100 ms election timeout: without the split, a leader flooded with 1 MiB produce
+/// batches went 200-660 ms without a tick and lost its group.
+pub const REPLICATION_QUEUE_LATENCY: std::time::Duration = std::time::Duration::from_millis(5);

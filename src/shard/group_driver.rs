@@ -10,16 +10,20 @@
 //!                            └─────────────────────────────────────────────────────┘
 //! ```
 //!
-//! Everything runs on the shard's executor. `feed` borrows the replica, calls `handle`,
+//! Everything runs on the shard's executor; the driver's own tasks (ticks, flushes, disk
+//! work, reads) in the replica's task queue, even when a client's request set them off.
+//! `feed` borrows the replica, calls `handle`,
 //! drops the borrow and only then carries out the effects; nothing awaits while the
 //! replica is borrowed, and effects never call back into it synchronously.
 
 use std::cell::{Cell, Ref, RefCell};
 use std::collections::BTreeMap;
+use std::future::Future;
 use std::rc::Rc;
 use std::time::Duration;
 
 use glommio::channels::local_channel::{self, LocalReceiver, LocalSender};
+use glommio::TaskQueueHandle;
 use raft::eraftpb::Message;
 
 use crate::broker::state::{Applied, ShardState, Topics};
@@ -111,6 +115,9 @@ pub struct ShardCore {
     hand_over_done: RefCell<Option<LocalSender<Option<u64>>>>,
     /// Snapshots of the applied state, next to the log.
     pub(super) snapshots: SnapshotFiles,
+    /// The task queue the replica's own tasks run in (the one it was started in): work
+    /// a client's request sets off (a flush, disk work) runs there, not in the clients'.
+    queue: TaskQueueHandle,
 }
 
 /// The replica's settings from the node's.
@@ -197,19 +204,28 @@ impl ShardCore {
             leader_changed: RefCell::new(None),
             hand_over_done: RefCell::new(None),
             snapshots,
+            queue: glommio::executor().current_task_queue(),
         });
         // The first pass runs once the caller has set its hooks (the shard's start goes
         // on to its first await before this task runs).
         let starting = core.clone();
-        glommio::spawn_local(async move {
+        core.spawn(async move {
             let mut effects = Vec::new();
             starting.replica.borrow_mut().start(&mut effects);
             starting.carry_out(effects);
             starting.check_space_reserve();
-        })
-        .detach();
-        glommio::spawn_local(tick_loop(core.clone())).detach();
+        });
+        core.spawn(tick_loop(core.clone()));
         Ok(core)
+    }
+
+    /// Starts `task` in the replica's task queue, whichever task asks.
+    pub(super) fn spawn(&self, task: impl Future<Output = ()> + 'static) {
+        match glommio::spawn_local_into(task, self.queue) {
+            Ok(task) => task.detach(),
+            // The queue is the one this shard was started in, and it is never removed.
+            Err(error) => panic!("the replica's task queue is gone: {error}"),
+        };
     }
 
     /// Hands one input to the replica and carries out what it asks.
@@ -241,11 +257,10 @@ impl ShardCore {
             }
             Effect::Flush { flush } => {
                 let (core, life) = (self.clone(), self.generation.get());
-                glommio::spawn_local(async move {
+                self.spawn(async move {
                     let outcome = core.log.flush().await.map_err(|e| storage_failure(&e));
                     core.feed_if_alive(life, Input::FlushDone { flush, outcome });
-                })
-                .detach();
+                });
             }
             Effect::Disk { op, work } => self.start_disk_work(op, work),
             Effect::ReadEntries {
@@ -255,15 +270,14 @@ impl ShardCore {
                 max_bytes,
             } => {
                 let (core, life) = (self.clone(), self.generation.get());
-                glommio::spawn_local(async move {
+                self.spawn(async move {
                     let outcome = core
                         .log
                         .read(low, high, max_bytes)
                         .await
                         .map_err(|e| storage_failure(&e));
                     core.feed_if_alive(life, Input::ReadDone { op, outcome });
-                })
-                .detach();
+                });
             }
             Effect::Answer { request, outcome } => {
                 if let Some(sender) = self.requests.borrow_mut().remove(&request) {
@@ -295,11 +309,10 @@ impl ShardCore {
 
     fn start_disk_work(self: &Rc<Self>, op: OpId, work: DiskWork) {
         let (core, life) = (self.clone(), self.generation.get());
-        glommio::spawn_local(async move {
+        self.spawn(async move {
             let outcome = core.do_disk_work(work).await;
             core.feed_if_alive(life, Input::DiskDone { op, outcome });
-        })
-        .detach();
+        });
     }
 
     /// Feeds a completion unless the replica that started the I/O was replaced since.
@@ -565,7 +578,7 @@ async fn tick_loop(core: Rc<ShardCore>) {
         ticks += 1;
         if core.no_space.get() && ticks.is_multiple_of(retry_every) {
             let recovering = core.clone();
-            glommio::spawn_local(async move { recovering.recover_from_no_space().await }).detach();
+            core.spawn(async move { recovering.recover_from_no_space().await });
         } else if core.space_low.get() && ticks.is_multiple_of(retry_every) {
             core.check_space_reserve();
         }

@@ -27,11 +27,12 @@ use std::time::Duration;
 
 use glommio::channels::channel_mesh::MeshBuilder;
 use glommio::net::TcpListener;
-use glommio::{LocalExecutorPoolBuilder, PoolPlacement};
+use glommio::{Latency, LocalExecutorPoolBuilder, PoolPlacement, Shares};
 
 use crate::broker::snapshot::decode_state;
 use crate::broker::state::{ShardState, Topics};
 use crate::config::{ConfigError, NodeConfig};
+use crate::constants::REPLICATION_QUEUE_LATENCY;
 use crate::log::CommitLog;
 use crate::shard::group_driver::ShardCore;
 use crate::shard::requests::CONTROLLER_SHARD;
@@ -88,7 +89,7 @@ pub fn run_node(config: NodeConfig, stop: Arc<AtomicBool>) -> Result<(), NodeErr
         .io_memory(config.io_memory_bytes)
         .on_all_shards(move || {
             let (config, stop, mesh) = (config.clone(), stop.clone(), mesh.clone());
-            async move { run_shard(config, stop, mesh).await }
+            async move { run_in_replication_queue(run_shard(config, stop, mesh)).await }
         })
         .map_err(|e| NodeError::Start(e.to_string()))?;
     let mut failure = None;
@@ -100,6 +101,24 @@ pub fn run_node(config: NodeConfig, stop: Arc<AtomicBool>) -> Result<(), NodeErr
         }
     }
     failure.map_or(Ok(()), Err)
+}
+
+/// Runs `shard` in the shard's replication task queue: everything it starts (the
+/// replica's ticks and disk work, the peer links and listener) runs there, and only the
+/// client server in a queue of its own (`run_shard`). glommio then preempts the clients'
+/// queue within `REPLICATION_QUEUE_LATENCY` of replication work becoming runnable: a
+/// flood of client requests cannot hold back a leader's heartbeats.
+async fn run_in_replication_queue(
+    shard: impl std::future::Future<Output = Result<(), NodeError>> + 'static,
+) -> Result<(), NodeError> {
+    let queue = glommio::executor().create_task_queue(
+        Shares::Static(1000),
+        Latency::Matters(REPLICATION_QUEUE_LATENCY),
+        "replication",
+    );
+    glommio::spawn_local_into(shard, queue)
+        .map_err(|e| NodeError::Start(format!("replication task queue: {e}")))?
+        .await
 }
 
 async fn run_shard(
@@ -171,7 +190,16 @@ async fn run_shard(
         listen(&address).map_err(|e| shard_error(format!("listen on {address}: {e}")))?;
     tracing::info!(shard = shard_id, %address, "serving");
     let stopping = Rc::new(Cell::new(false));
-    let server = glommio::spawn_local(server::serve(core.clone(), listener, stopping.clone()));
+    let clients = glommio::executor().create_task_queue(
+        Shares::Static(1000),
+        Latency::NotImportant,
+        "clients",
+    );
+    let server = glommio::spawn_local_into(
+        server::serve(core.clone(), listener, stopping.clone()),
+        clients,
+    )
+    .map_err(|e| shard_error(format!("clients task queue: {e}")))?;
     let peer_server = serve_peer_port(&config, shard_id, &core, &stopping).map_err(shard_error)?;
     while !stop.load(Ordering::Relaxed) {
         glommio::timer::sleep(STOP_POLL).await;

@@ -272,6 +272,7 @@ async fn link_task(link: Link, frames: LocalReceiver<Outgoing>) {
                 }
                 break;
             }
+            glommio::yield_if_needed().await;
         }
     }
 }

@@ -248,6 +248,9 @@ async fn serve_admitted(
         if !messages.is_empty() {
             (state.deliver)(node, messages);
         }
+        // A leader's appends can keep the socket full: give way between frames when the
+        // executor asks (a tick is due).
+        glommio::yield_if_needed().await;
     }
     let _ = state.joining.update(joining, 0);
     Ok(())
