@@ -403,7 +403,7 @@ fn an_acks_none_flood_of_1_mib_batches_leaves_the_node_responsive() {
 /// waited behind it. At `MAX_INFLIGHT_APPENDS` (4) it passed 4 of 4.
 ///
 /// It failed again, in about a third of runs of this file (its three tests run together
-/// on two cores: 11 of 30 before, at 111d376 and 394330a), the same way: the client
+/// on two cores: 12 of 30 before, at 111d376 and 394330a), the same way: the client
 /// connections' read loops never waited (their sockets always had the next 1 MiB frame)
 /// and ran in the same glommio task queue as the replica's ticks, so a flooded leader went
 /// 200-660 ms without a tick or a heartbeat. With the replica in its own latency task queue
