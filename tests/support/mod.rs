@@ -7,6 +7,7 @@ pub mod netns;
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
 /// A broker process, killed when dropped.
@@ -44,21 +45,41 @@ pub fn keel_binary() -> String {
     std::env::var("KEEL_TEST_BINARY").unwrap_or_else(|_| env!("CARGO_BIN_EXE_keel").to_string())
 }
 
-/// A base port with `count` free ports after it (probed by binding them).
+/// `count` consecutive free ports on loopback, below the kernel's ephemeral port range
+/// (`ip_local_port_range`). A port from that range can be taken, while its broker is
+/// stopped, as the source port of any connection made meanwhile (the test's clients, the
+/// other nodes reconnecting), and the broker then cannot start again on it (the likely
+/// cause of a restarted node's rare "broker did not start serving" in the cluster tests).
+/// Bases start at a place drawn from the process id and are handed out once per process,
+/// so tests running at the same time do not probe the same ports.
 pub fn free_ports(count: u16) -> u16 {
-    for _ in 0..200 {
-        let probe = TcpListener::bind("127.0.0.1:0").expect("bind");
-        let base = probe.local_addr().expect("addr").port();
-        drop(probe);
-        if base > 65_000 - count {
-            continue;
-        }
-        let all_free = (0..count).all(|i| TcpListener::bind(("127.0.0.1", base + i)).is_ok());
-        if all_free {
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    // Ports below 10,000 are left to the host's services; the last 200 below the range
+    // to a broker's default peer ports (client port + 100).
+    const FIRST: u32 = 10_000;
+    let last = ephemeral_ports_start().saturating_sub(200);
+    assert!(
+        last > FIRST + 1_000,
+        "no room below the ephemeral port range"
+    );
+    let span = last - FIRST - u32::from(count);
+    let start = std::process::id().wrapping_mul(7_919) % span;
+    for _ in 0..2_000 {
+        let offset = NEXT.fetch_add(u32::from(count), Ordering::Relaxed);
+        let base = (FIRST + (start + offset) % span) as u16;
+        if (0..count).all(|i| TcpListener::bind(("127.0.0.1", base + i)).is_ok()) {
             return base;
         }
     }
-    panic!("no free port range");
+    panic!("no free port range below the ephemeral ports");
+}
+
+/// The first port the kernel hands out as a connection's source port.
+fn ephemeral_ports_start() -> u32 {
+    std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|range| range.split_whitespace().next()?.parse().ok())
+        .unwrap_or(32_768)
 }
 
 impl Broker {
@@ -120,7 +141,7 @@ impl Broker {
     /// Starts the process `spec` describes and waits until it answers.
     fn launch(spec: Broker) -> Broker {
         let stderr = broker_log(&spec);
-        let spec = Broker::spawn(spec, stderr);
+        let mut spec = Broker::spawn(spec, stderr);
         spec.wait_until_serving();
         spec
     }
@@ -239,10 +260,17 @@ impl Broker {
         format!("{}:{}", self.host, peer_port + shard)
     }
 
-    fn wait_until_serving(&self) {
+    fn wait_until_serving(&mut self) {
         let deadline = Instant::now() + Duration::from_secs(20);
         for shard in 0..self.shards {
             while std::net::TcpStream::connect(self.address(shard)).is_err() {
+                if let Some(Ok(Some(status))) = self.child.as_mut().map(Child::try_wait) {
+                    panic!(
+                        "the broker on port {} exited ({status}) before it served \
+                         (KEEL_TEST_LOGS=dir keeps its log)",
+                        self.port
+                    );
+                }
                 assert!(Instant::now() < deadline, "broker did not start serving");
                 std::thread::sleep(Duration::from_millis(20));
             }
