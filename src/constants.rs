@@ -250,3 +250,14 @@ pub const MAX_JOINING_PEER_BYTES_PER_SHARD: u64 = 2 * MAX_CHUNKED_PEER_FRAME_BYT
 /// the next tick's timer preempts as soon anyway, and at 5 ms the executor armed its
 /// preemption timer again on most passes (io_uring_enter per request 1.0 -> 1.9).
 pub const REPLICATION_QUEUE_LATENCY: std::time::Duration = std::time::Duration::from_millis(10);
+
+/// How long a starting shard tries again to listen on a port that is in use. A process
+/// killed a moment ago can hold its listening sockets for a while after it is gone: the
+/// kernel tears its io_uring down later, and an accept still queued there keeps the socket
+/// listening (and completing handshakes). A node restarted at once after a crash found
+/// its port in use that way ("Address already in use"), in a test one restart in three.
+/// A port another program really holds fails the start after this wait.
+pub const LISTEN_IN_USE_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// Pause between two tries to listen on a port in use.
+pub const LISTEN_RETRY_INTERVAL: std::time::Duration = std::time::Duration::from_millis(50);

@@ -32,7 +32,7 @@ use glommio::{Latency, LocalExecutorPoolBuilder, PoolPlacement, Shares};
 use crate::broker::snapshot::decode_state;
 use crate::broker::state::{ShardState, Topics};
 use crate::config::{ConfigError, NodeConfig};
-use crate::constants::REPLICATION_QUEUE_LATENCY;
+use crate::constants::{LISTEN_IN_USE_WAIT, LISTEN_RETRY_INTERVAL, REPLICATION_QUEUE_LATENCY};
 use crate::log::CommitLog;
 use crate::shard::group_driver::ShardCore;
 use crate::shard::requests::CONTROLLER_SHARD;
@@ -186,8 +186,9 @@ async fn run_shard(
         .detach();
     }
     let address = config.shard_address(shard_id);
-    let listener =
-        listen(&address).map_err(|e| shard_error(format!("listen on {address}: {e}")))?;
+    let listener = listen_retrying(&address)
+        .await
+        .map_err(|e| shard_error(format!("listen on {address}: {e}")))?;
     tracing::info!(shard = shard_id, %address, "serving");
     let stopping = Rc::new(Cell::new(false));
     let clients = glommio::executor().create_task_queue(
@@ -200,7 +201,9 @@ async fn run_shard(
         clients,
     )
     .map_err(|e| shard_error(format!("clients task queue: {e}")))?;
-    let peer_server = serve_peer_port(&config, shard_id, &core, &stopping).map_err(shard_error)?;
+    let peer_server = serve_peer_port(&config, shard_id, &core, &stopping)
+        .await
+        .map_err(shard_error)?;
     while !stop.load(Ordering::Relaxed) {
         glommio::timer::sleep(STOP_POLL).await;
     }
@@ -223,7 +226,7 @@ async fn run_shard(
 /// In a cluster, listens on the shard's peer port (`peer_port + shard`) and steps what
 /// its connections are admitted to send (`transport::peer_listener`); a single node
 /// opens none.
-fn serve_peer_port(
+async fn serve_peer_port(
     config: &NodeConfig,
     shard_id: u32,
     core: &Rc<ShardCore>,
@@ -233,7 +236,9 @@ fn serve_peer_port(
         return Ok(None);
     }
     let address = config.peer_listen_address(shard_id);
-    let listener = listen(&address).map_err(|e| format!("listen for peers on {address}: {e}"))?;
+    let listener = listen_retrying(&address)
+        .await
+        .map_err(|e| format!("listen for peers on {address}: {e}"))?;
     tracing::info!(shard = shard_id, %address, "serving peers");
     let ingress = PeerIngress {
         this_node: u64::from(config.node_id),
@@ -259,6 +264,27 @@ fn serve_peer_port(
 /// (glommio's own `bind` sets SO_REUSEPORT, so a second broker on the same port would
 /// start without error and take half the connections.) SO_REUSEADDR is set, so a restart
 /// is not refused for the old process's connections in TIME_WAIT.
+/// Listens on `address`, trying again while it is in use, for up to `LISTEN_IN_USE_WAIT`.
+async fn listen_retrying(address: &str) -> std::io::Result<TcpListener> {
+    let deadline = std::time::Instant::now() + LISTEN_IN_USE_WAIT;
+    let mut warned = false;
+    loop {
+        match listen(address) {
+            Err(error)
+                if error.kind() == std::io::ErrorKind::AddrInUse
+                    && std::time::Instant::now() < deadline =>
+            {
+                if !warned {
+                    tracing::warn!(%address, "address in use; trying again");
+                    warned = true;
+                }
+                glommio::timer::sleep(LISTEN_RETRY_INTERVAL).await;
+            }
+            outcome => return outcome,
+        }
+    }
+}
+
 fn listen(address: &str) -> std::io::Result<TcpListener> {
     use std::net::ToSocketAddrs;
     let address = address.to_socket_addrs()?.next().ok_or_else(|| {

@@ -24,19 +24,38 @@ pub struct Broker {
     pub namespace: Option<String>,
 }
 
-/// Where a broker's log output goes: discarded, or with `KEEL_TEST_LOGS=dir` appended to
-/// `dir/broker-<host>-<port>.log` (set `KEEL_LOG` too for more than warnings).
+/// Where a broker's standard error goes: with `KEEL_TEST_LOGS=dir`, appended to
+/// `dir/broker-<host>-<port>.log` and kept (set `KEEL_LOG` too for more than warnings);
+/// otherwise to a file of this test process under the system's temporary directory,
+/// removed with the broker, whose end is shown if the broker exits before it serves.
+fn broker_log_path(spec: &Broker) -> PathBuf {
+    let name = format!("broker-{}-{}.log", spec.host, spec.port);
+    match std::env::var("KEEL_TEST_LOGS") {
+        Ok(dir) => Path::new(&dir).join(name),
+        Err(_) => std::env::temp_dir()
+            .join(format!("keel-tests-{}", std::process::id()))
+            .join(name),
+    }
+}
+
 fn broker_log(spec: &Broker) -> Stdio {
-    let Ok(dir) = std::env::var("KEEL_TEST_LOGS") else {
-        return Stdio::null();
-    };
-    let path = Path::new(&dir).join(format!("broker-{}-{}.log", spec.host, spec.port));
+    let path = broker_log_path(spec);
+    if let Some(dir) = path.parent() {
+        let _ = std::fs::create_dir_all(dir);
+    }
     std::fs::OpenOptions::new()
         .create(true)
         .append(true)
         .open(path)
         .map(Stdio::from)
         .unwrap_or_else(|_| Stdio::null())
+}
+
+/// The last lines a broker wrote to its standard error.
+fn broker_log_tail(spec: &Broker) -> String {
+    let written = std::fs::read_to_string(broker_log_path(spec)).unwrap_or_default();
+    let lines: Vec<&str> = written.lines().collect();
+    lines[lines.len().saturating_sub(40)..].join("\n")
 }
 
 /// The `keel` binary the tests start: this build's, or the one `KEEL_TEST_BINARY` names
@@ -266,9 +285,10 @@ impl Broker {
             while std::net::TcpStream::connect(self.address(shard)).is_err() {
                 if let Some(Ok(Some(status))) = self.child.as_mut().map(Child::try_wait) {
                     panic!(
-                        "the broker on port {} exited ({status}) before it served \
-                         (KEEL_TEST_LOGS=dir keeps its log)",
-                        self.port
+                        "the broker on port {} exited ({status}) before it served; the end \
+                         of its standard error:\n{}",
+                        self.port,
+                        broker_log_tail(self)
                     );
                 }
                 assert!(Instant::now() < deadline, "broker did not start serving");
@@ -338,6 +358,9 @@ impl Broker {
 impl Drop for Broker {
     fn drop(&mut self) {
         self.kill();
+        if std::env::var("KEEL_TEST_LOGS").is_err() {
+            let _ = std::fs::remove_file(broker_log_path(self));
+        }
     }
 }
 
