@@ -32,9 +32,7 @@ fn broker_log_path(spec: &Broker) -> PathBuf {
     let name = format!("broker-{}-{}.log", spec.host, spec.port);
     match std::env::var("KEEL_TEST_LOGS") {
         Ok(dir) => Path::new(&dir).join(name),
-        Err(_) => std::env::temp_dir()
-            .join(format!("keel-tests-{}", std::process::id()))
-            .join(name),
+        Err(_) => std::env::temp_dir().join(format!("keel-test-{}-{name}", std::process::id())),
     }
 }
 
