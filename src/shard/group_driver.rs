@@ -12,9 +12,9 @@
 //!
 //! Everything runs on the shard's executor; the driver's own tasks (ticks, flushes, disk
 //! work, reads) in the replica's task queue, even when a client's request set them off.
-//! `feed` borrows the replica, calls `handle`,
-//! drops the borrow and only then carries out the effects; nothing awaits while the
-//! replica is borrowed, and effects never call back into it synchronously.
+//! `feed` borrows the replica, calls `handle`, drops the borrow and only then carries out
+//! the effects; nothing awaits while the replica is borrowed, and effects never call back
+//! into it synchronously.
 
 use std::cell::{Cell, Ref, RefCell};
 use std::collections::BTreeMap;

@@ -260,10 +260,6 @@ async fn serve_peer_port(
     ))))
 }
 
-/// A listener on `address` that refuses a port another process already listens on.
-/// (glommio's own `bind` sets SO_REUSEPORT, so a second broker on the same port would
-/// start without error and take half the connections.) SO_REUSEADDR is set, so a restart
-/// is not refused for the old process's connections in TIME_WAIT.
 /// Listens on `address`, trying again while it is in use, for up to `LISTEN_IN_USE_WAIT`.
 async fn listen_retrying(address: &str) -> std::io::Result<TcpListener> {
     let deadline = std::time::Instant::now() + LISTEN_IN_USE_WAIT;
@@ -285,6 +281,10 @@ async fn listen_retrying(address: &str) -> std::io::Result<TcpListener> {
     }
 }
 
+/// A listener on `address` that refuses a port another process already listens on.
+/// (glommio's own `bind` sets SO_REUSEPORT, so a second broker on the same port would
+/// start without error and take half the connections.) SO_REUSEADDR is set, so a restart
+/// is not refused for the old process's connections in TIME_WAIT.
 fn listen(address: &str) -> std::io::Result<TcpListener> {
     use std::net::ToSocketAddrs;
     let address = address.to_socket_addrs()?.next().ok_or_else(|| {

@@ -65,8 +65,9 @@ pub fn keel_binary() -> String {
 /// `count` consecutive free ports on loopback, below the kernel's ephemeral port range
 /// (`ip_local_port_range`). A port from that range can be taken, while its broker is
 /// stopped, as the source port of any connection made meanwhile (the test's clients, the
-/// other nodes reconnecting), and the broker then cannot start again on it (the likely
-/// cause of a restarted node's rare "broker did not start serving" in the cluster tests).
+/// other nodes reconnecting), and the broker then cannot start again on it. (A port
+/// still held by a killed broker's io_uring teardown is the broker's own start to wait
+/// out: `LISTEN_IN_USE_WAIT`.)
 /// Bases start at a place drawn from the process id and are handed out once per process,
 /// so tests running at the same time do not probe the same ports.
 pub fn free_ports(count: u16) -> u16 {
