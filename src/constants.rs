@@ -84,6 +84,14 @@ pub const MAX_UNCOMMITTED_BYTES: u64 = 32 * 1024 * 1024;
 /// of this, never in one pass.
 pub const MAX_COMMITTED_BYTES_PER_READY: u64 = 8 * 1024 * 1024;
 
+/// Clients' proposals a shard gathers into one replica input (one raft-rs step, one
+/// append per follower, one flush) before it hands them over: what one executor pass of
+/// requests brings, at most this many or `MAX_GATHERED_PROPOSAL_BYTES`.
+pub const MAX_GATHERED_PROPOSALS: usize = 1024;
+
+/// Bytes of gathered proposals (see `MAX_GATHERED_PROPOSALS`): one raft-rs message's worth.
+pub const MAX_GATHERED_PROPOSAL_BYTES: usize = RAFT_MAX_MESSAGE_BYTES as usize;
+
 /// Proposals waiting for their answer, per shard.
 pub const MAX_WAITING_PROPOSALS: usize = 100_000;
 

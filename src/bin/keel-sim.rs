@@ -105,8 +105,9 @@ fn run_many(args: &Args, options: RunOptions) -> ExitCode {
     let (mut events, mut simulated_ns, mut failures) = (0u64, 0u64, 0u64);
     let mut seeds_with_fault = [0u64; 8];
     // Seeds that saw a catch-up read, a snapshot install, a parked Ready, topic churn, a
-    // data group, a replica short of space, a frame sent in chunks.
-    let mut seeds_with = [0u64; 7];
+    // data group, a replica short of space, a frame sent in chunks, several proposals
+    // in one replica input.
+    let mut seeds_with = [0u64; 8];
     let mut first_failure = None;
     let (mut ran, mut max_outbox) = (0, 0);
     for seed in args.first..args.first + args.seeds {
@@ -127,6 +128,7 @@ fn run_many(args: &Args, options: RunOptions) -> ExitCode {
             stats.data_group,
             stats.space_short,
             stats.chunked_frames,
+            stats.gathered_inputs,
         ]
         .into_iter()
         .enumerate()
@@ -156,14 +158,15 @@ fn run_many(args: &Args, options: RunOptions) -> ExitCode {
     println!("seeds with each fault: {}", coverage.join(", "));
     let share = |n: u64| 100.0 * n as f64 / ran as f64;
     println!(
-        "seeds with: catch-up reads {:.0}%, snapshot installs {:.0}%, Readies parked for disk work {:.0}%, topic churn {:.0}%, a data group {:.0}%, a replica short of space {:.0}%, frames sent in chunks {:.1}%; largest outbox {max_outbox} Readies",
+        "seeds with: catch-up reads {:.0}%, snapshot installs {:.0}%, Readies parked for disk work {:.0}%, topic churn {:.0}%, a data group {:.0}%, a replica short of space {:.0}%, frames sent in chunks {:.1}%, gathered proposals {:.0}%; largest outbox {max_outbox} Readies",
         share(seeds_with[0]),
         share(seeds_with[1]),
         share(seeds_with[2]),
         share(seeds_with[3]),
         share(seeds_with[4]),
         share(seeds_with[5]),
-        share(seeds_with[6])
+        share(seeds_with[6]),
+        share(seeds_with[7])
     );
     println!(
         "{ran} seeds, {failures} failed{}; {:.0} events/seed; {:.1} seeds/s; {:.0} simulated s per real s",

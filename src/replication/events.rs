@@ -42,6 +42,17 @@ pub enum ShardError {
     ShuttingDown,
 }
 
+/// A client's entry to propose; with `wait`, answered once applied, else once accepted.
+#[derive(Debug)]
+pub struct Proposal {
+    /// Who waits.
+    pub request: RequestId,
+    /// The encoded `BrokerEntry`.
+    pub data: Vec<u8>,
+    /// Answer after apply (acks quorum/leader) rather than at once (acks none).
+    pub wait: bool,
+}
+
 /// One input to the replica.
 #[derive(Debug)]
 pub enum Input {
@@ -57,15 +68,11 @@ pub enum Input {
         /// Its messages, in order.
         messages: Vec<Message>,
     },
-    /// A client's entry to propose; with `wait`, answered once applied, else once
-    /// accepted.
+    /// Clients' entries to propose, in order: one raft-rs proposal for all of them, so
+    /// the followers get them in one append and the disk in one flush.
     Propose {
-        /// Who waits.
-        request: RequestId,
-        /// The encoded `BrokerEntry`.
-        data: Vec<u8>,
-        /// Answer after apply (acks quorum/leader) rather than at once (acks none).
-        wait: bool,
+        /// At least one.
+        proposals: Vec<Proposal>,
     },
     /// The node is stopping: hand leadership over, take no more writes.
     HandOver,
@@ -115,6 +122,19 @@ pub enum Input {
         /// Short of space.
         low: bool,
     },
+}
+
+impl Input {
+    /// One client's entry to propose.
+    pub fn propose(request: RequestId, data: Vec<u8>, wait: bool) -> Input {
+        Input::Propose {
+            proposals: vec![Proposal {
+                request,
+                data,
+                wait,
+            }],
+        }
+    }
 }
 
 /// Disk work the replica needs done before it can go on (or, for retention, eventually).

@@ -17,17 +17,22 @@ pub mod leadership;
 pub mod log_store;
 pub mod low_space;
 pub mod prng;
+pub mod proposals;
 pub mod raft_logging;
 pub mod ready_cycle;
 pub mod replica;
 pub mod retention;
 pub mod topic_mirror;
 
-pub use events::{Defects, DiskWork, Effect, FlushId, Input, OpId, RequestId, ShardError};
+pub use events::{
+    Defects, DiskWork, Effect, FlushId, Input, OpId, Proposal, RequestId, ShardError,
+};
 pub use log_store::{LogStore, SegmentSummary, StorageFailure};
 pub use prng::Prng;
 pub use replica::{preferred_leader_of, Replica, ReplicaConfig, ReplicaError, RetentionPolicy};
 
+#[cfg(test)]
+mod tests_proposals;
 #[cfg(test)]
 mod tests_replica;
 

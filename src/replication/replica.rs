@@ -32,6 +32,7 @@ use crate::replication::events::{
 };
 use crate::replication::log_store::{LogStore, StorageFailure};
 use crate::replication::prng::Prng;
+use crate::replication::proposals::refuse_all;
 use crate::replication::raft_logging::raft_logger;
 
 /// PRNG domain of election timeouts.
@@ -316,11 +317,7 @@ impl<S: LogStore> Replica<S> {
         match input {
             Input::Tick { now_ms } => self.on_tick(now_ms, effects),
             Input::Peer { from, messages } => self.on_peer(from, messages),
-            Input::Propose {
-                request,
-                data,
-                wait,
-            } => self.on_propose(request, data, wait, effects),
+            Input::Propose { proposals } => self.on_propose(proposals, effects),
             Input::HandOver => self.on_hand_over(effects),
             Input::ControllerTopics { topics } => {
                 self.on_controller_topics(topics);
@@ -342,15 +339,12 @@ impl<S: LogStore> Replica<S> {
     /// What a replica whose storage failed still does: nothing that claims anything.
     fn handle_silent(&mut self, input: Input, effects: &mut Vec<Effect>) {
         match input {
-            Input::Propose { request, .. } => {
+            Input::Propose { proposals } => {
                 let refusal = match (&self.failed, self.voter_count()) {
                     (Some(failure), 1) => ShardError::Storage(failure.to_string()),
                     _ => ShardError::NotLeader,
                 };
-                effects.push(Effect::Answer {
-                    request,
-                    outcome: Err(refusal),
-                })
+                refuse_all(proposals, &refusal, effects);
             }
             Input::HandOver if !self.hand_over_done => {
                 self.hand_over_done = true;
@@ -382,10 +376,7 @@ impl<S: LogStore> Replica<S> {
                 self.now_ms = now_ms;
                 parked.ticks += 1;
             }
-            Input::Propose { request, .. } => effects.push(Effect::Answer {
-                request,
-                outcome: Err(ShardError::NotLeader),
-            }),
+            Input::Propose { proposals } => refuse_all(proposals, &ShardError::NotLeader, effects),
             Input::ControllerTopics { topics } => self.on_controller_topics(topics),
             Input::SpaceLow { low } => self.on_space_low(low),
             Input::FlushDone { .. } | Input::DiskDone { .. } | Input::HandOver => {
@@ -410,75 +401,6 @@ impl<S: LogStore> Replica<S> {
         self.drain_ready(effects);
         self.start_catch_up_reads(effects);
         self.note_role(effects);
-    }
-
-    fn on_propose(
-        &mut self,
-        request: RequestId,
-        data: Vec<u8>,
-        wait: bool,
-        effects: &mut Vec<Effect>,
-    ) {
-        let outcome = match self.refusal_for_space(&data) {
-            Some(refusal) => Err(refusal),
-            None => self.admit_proposal(data.len() as u64),
-        };
-        if let Err(error) = outcome {
-            effects.push(Effect::Answer {
-                request,
-                outcome: Err(error),
-            });
-            return;
-        }
-        let before = self.raw.raft.raft_log.last_index();
-        if let Err(error) = self.raw.propose(Vec::new(), data) {
-            let refused = if self.raw.raft.lead_transferee.is_some() || !self.is_leader() {
-                ShardError::NotLeader
-            } else {
-                tracing::debug!(group = self.config.group_id, %error, "proposal dropped");
-                ShardError::Overloaded
-            };
-            effects.push(Effect::Answer {
-                request,
-                outcome: Err(refused),
-            });
-            return;
-        }
-        let index = self.raw.raft.raft_log.last_index();
-        assert_eq!(index, before + 1, "a proposal adds exactly one entry (A7)");
-        if wait {
-            let term = self.raw.raft.term;
-            let previous = self.waiters.insert(index, Waiter { term, request });
-            assert!(previous.is_none(), "one waiter per index (A7): {index}");
-        } else {
-            effects.push(Effect::Answer {
-                request,
-                outcome: Ok(crate::broker::state::Applied::Nothing),
-            });
-        }
-    }
-
-    /// Back-pressure before raft-rs takes a proposal (R8).
-    pub(crate) fn admit_proposal(&self, bytes: u64) -> Result<(), ShardError> {
-        if let Some(failure) = &self.failed {
-            // Reached only with the H6 defect on (a failed replica is silent otherwise).
-            return Err(ShardError::Storage(failure.to_string()));
-        }
-        if self.handing_over.is_some() {
-            return Err(ShardError::NotLeader);
-        }
-        if !self.is_leader() || self.raw.raft.lead_transferee.is_some() {
-            return Err(ShardError::NotLeader);
-        }
-        if self.waiters.len() >= self.config.max_waiting_proposals {
-            return Err(ShardError::Overloaded);
-        }
-        // The store must always have room for what raft-rs hands out (A5): proposals
-        // keep half of its bound free for the followers' side of a leader change.
-        if self.store.unflushed_bytes() + bytes > self.config.max_unflushed_bytes / 2 {
-            return Err(ShardError::Overloaded);
-        }
-        Ok(())
     }
 
     fn on_peer(&mut self, from: u64, messages: Vec<Message>) {

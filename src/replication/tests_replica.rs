@@ -7,7 +7,7 @@ use crate::replication::events::{Defects, DiskWork, Effect, Input, RequestId};
 use crate::replication::replica::{Replica, ReplicaConfig, RetentionPolicy};
 use crate::sim::sim_store::{SimLog, SimLogStore};
 
-fn config() -> ReplicaConfig {
+pub(super) fn config() -> ReplicaConfig {
     ReplicaConfig {
         replica_id: 1,
         group_id: 1,
@@ -32,7 +32,11 @@ fn config() -> ReplicaConfig {
 }
 
 /// Feeds `input`, then completes every flush asked for until none is left.
-fn drive(replica: &mut Replica<SimLogStore>, store: &SimLogStore, input: Input) -> Vec<Effect> {
+pub(super) fn drive(
+    replica: &mut Replica<SimLogStore>,
+    store: &SimLogStore,
+    input: Input,
+) -> Vec<Effect> {
     let mut all = Vec::new();
     let mut pending = vec![input];
     while let Some(input) = pending.pop() {
@@ -53,7 +57,7 @@ fn drive(replica: &mut Replica<SimLogStore>, store: &SimLogStore, input: Input) 
     all
 }
 
-fn single_voter() -> (Replica<SimLogStore>, SimLogStore) {
+pub(super) fn single_voter() -> (Replica<SimLogStore>, SimLogStore) {
     let store = SimLogStore::new(SimLog::default());
     let (replica, _) = start_single_voter(&store, config());
     (replica, store)
@@ -86,7 +90,7 @@ fn start_single_voter(
     (replica, all)
 }
 
-fn answer(
+pub(super) fn answer(
     effects: &[Effect],
     request: RequestId,
 ) -> Option<&Result<Applied, crate::replication::ShardError>> {
@@ -100,7 +104,7 @@ fn answer(
 }
 
 /// The controller's list with one topic (id 5, one partition), as a data group hears it.
-fn learn_topic(replica: &mut Replica<SimLogStore>, store: &SimLogStore, name: &str) {
+pub(super) fn learn_topic(replica: &mut Replica<SimLogStore>, store: &SimLogStore, name: &str) {
     let mut topics = Topics::default();
     topics.apply_create(TopicInfo {
         id: 5,
@@ -127,15 +131,7 @@ fn propose_batch(
     }
     .encode();
     let wait = true;
-    drive(
-        replica,
-        store,
-        Input::Propose {
-            request,
-            data,
-            wait,
-        },
-    )
+    drive(replica, store, Input::propose(request, data, wait))
 }
 
 /// Item 14: a shard that is not the controller forgets a deleted topic's partitions when
@@ -197,15 +193,7 @@ fn a_pass_of_many_topic_changes_tells_the_other_shards_once() {
         }
         .encode();
         let request = RequestId(u64::from(topic_id));
-        let effects = drive(
-            &mut replica,
-            &store,
-            Input::Propose {
-                request,
-                data,
-                wait: true,
-            },
-        );
+        let effects = drive(&mut replica, &store, Input::propose(request, data, true));
         let told = effects.iter().find_map(|e| match e {
             Effect::TopicsChanged { topics } => Some(topics.list().count()),
             _ => None,
@@ -236,14 +224,7 @@ fn proposals_beyond_the_unflushed_bound_are_refused_as_overloaded() {
     for i in 0..10 {
         let mut effects = Vec::new();
         let request = RequestId(100 + i);
-        replica.handle(
-            Input::Propose {
-                request,
-                data: big.clone(),
-                wait: false,
-            },
-            &mut effects,
-        );
+        replica.handle(Input::propose(request, big.clone(), false), &mut effects);
         if matches!(
             answer(&effects, request),
             Some(Err(crate::replication::ShardError::Overloaded))
@@ -268,11 +249,7 @@ fn proposals_during_a_hand_over_are_not_leader() {
     let effects = drive(
         &mut replica,
         &store,
-        Input::Propose {
-            request,
-            data: b"late".to_vec(),
-            wait: true,
-        },
+        Input::propose(request, b"late".to_vec(), true),
     );
     assert_eq!(
         answer(&effects, request),
@@ -383,11 +360,7 @@ fn a_waiter_at_or_below_an_installed_snapshot_is_answered() {
     let effects = drive(
         &mut replica,
         &store,
-        Input::Propose {
-            request,
-            data: b"never committed by this leader".to_vec(),
-            wait: true,
-        },
+        Input::propose(request, b"never committed by this leader".to_vec(), true),
     );
     assert!(answer(&effects, request).is_none(), "waits for a quorum");
     // Node 2 leads a newer term and sends a snapshot past the waiter's index.
@@ -470,11 +443,7 @@ fn while_space_is_short_records_are_refused_and_topic_changes_go_in() {
     let effects = drive(
         &mut replica,
         &store,
-        Input::Propose {
-            request: RequestId(2),
-            data: delete,
-            wait: true,
-        },
+        Input::propose(RequestId(2), delete, true),
     );
     assert!(
         matches!(answer(&effects, RequestId(2)), Some(Ok(_))),

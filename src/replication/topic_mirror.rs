@@ -77,7 +77,7 @@ impl<S: LogStore> Replica<S> {
         };
         let stored = self.state.stored_topic_ids();
         for data in mirror_entries(&self.state.topics, copy, stored.into_iter()) {
-            if self.admit_proposal(data.len() as u64).is_err() {
+            if self.admit_proposals(data.len() as u64, 0).is_err() {
                 return; // tried again at the next check
             }
             if self.raw.propose(Vec::new(), data).is_err() {

@@ -29,13 +29,14 @@ use raft::eraftpb::Message;
 use crate::broker::state::{Applied, ShardState, Topics};
 use crate::config::NodeConfig;
 use crate::constants::{
-    MAX_COMMITTED_BYTES_PER_READY, MAX_FETCH_WAITERS, MAX_INFLIGHT_APPENDS, MAX_UNCOMMITTED_BYTES,
+    MAX_COMMITTED_BYTES_PER_READY, MAX_FETCH_WAITERS, MAX_GATHERED_PROPOSALS,
+    MAX_GATHERED_PROPOSAL_BYTES, MAX_INFLIGHT_APPENDS, MAX_UNCOMMITTED_BYTES,
     MAX_WAITING_PROPOSALS, NO_SPACE_RETRY_INTERVAL, RAFT_MAX_MESSAGE_BYTES,
 };
 use crate::log::raft_storage::from_conf_state;
 use crate::log::{CommitLog, LogError};
 use crate::replication::{
-    preferred_leader_of, Defects, DiskWork, Effect, Input, OpId, Replica, ReplicaConfig,
+    preferred_leader_of, Defects, DiskWork, Effect, Input, OpId, Proposal, Replica, ReplicaConfig,
     ReplicaError, RequestId, RetentionPolicy, ShardError, StorageFailure,
 };
 use crate::shard::commit_log_store::storage_failure;
@@ -84,6 +85,14 @@ impl Pending {
     }
 }
 
+/// Proposals gathered for one replica input (bounded by `MAX_GATHERED_PROPOSALS` and
+/// `MAX_GATHERED_PROPOSAL_BYTES`).
+#[derive(Default)]
+struct Gathered {
+    proposals: Vec<Proposal>,
+    bytes: usize,
+}
+
 /// One shard: its replica, its log and what waits on them.
 pub struct ShardCore {
     /// This shard's index.
@@ -95,6 +104,8 @@ pub struct ShardCore {
     pub(super) replica: RefCell<Replica<CommitLog>>,
     /// Requests waiting for the replica's answer.
     pub(super) requests: RefCell<BTreeMap<RequestId, LocalSender<Answer>>>,
+    /// Proposals of this executor pass not yet handed to the replica.
+    gathered: RefCell<Gathered>,
     next_request: Cell<u64>,
     data_waiters: RefCell<Vec<LocalSender<()>>>,
     pub(super) failure: RefCell<Option<String>>,
@@ -190,6 +201,7 @@ impl ShardCore {
             log,
             replica: RefCell::new(replica),
             requests: RefCell::new(BTreeMap::new()),
+            gathered: RefCell::new(Gathered::default()),
             next_request: Cell::new(1),
             data_waiters: RefCell::new(Vec::new()),
             failure: RefCell::new(None),
@@ -457,12 +469,39 @@ impl ShardCore {
         self.next_request.set(request.0 + 1);
         let (sender, receiver) = local_channel::new_bounded(1);
         self.requests.borrow_mut().insert(request, sender);
-        self.feed(Input::Propose {
+        self.gather(Proposal {
             request,
             data,
             wait,
         });
         Ok(Pending(receiver))
+    }
+
+    /// Adds a proposal to those of this executor pass; the first one schedules their
+    /// hand-over to the replica (a task of the replica's queue, which runs once the
+    /// requests read so far are all in), a full gathering hands them over at once.
+    fn gather(self: &Rc<Self>, proposal: Proposal) {
+        let mut gathered = self.gathered.borrow_mut();
+        let first = gathered.proposals.is_empty();
+        gathered.bytes += proposal.data.len();
+        gathered.proposals.push(proposal);
+        let full = gathered.proposals.len() >= MAX_GATHERED_PROPOSALS
+            || gathered.bytes >= MAX_GATHERED_PROPOSAL_BYTES;
+        drop(gathered);
+        if full {
+            self.propose_gathered();
+        } else if first {
+            let core = self.clone();
+            self.spawn(async move { core.propose_gathered() });
+        }
+    }
+
+    /// Hands the gathered proposals to the replica, in the order they came.
+    fn propose_gathered(self: &Rc<Self>) {
+        let proposals = std::mem::take(&mut *self.gathered.borrow_mut()).proposals;
+        if !proposals.is_empty() {
+            self.feed(Input::Propose { proposals });
+        }
     }
 
     /// Proposes an entry and waits for what applying it did.

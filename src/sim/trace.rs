@@ -117,6 +117,7 @@ fn summary(event: &Event) -> (u64, u64, u64) {
             u64::from(topics.next_id()) * 1000 + topics.list().count() as u64,
         ),
         Event::GrowState => (18, 0, 0),
+        Event::ProposeGathered { node, .. } => (19, *node, 0),
     }
 }
 

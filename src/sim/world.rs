@@ -7,7 +7,9 @@ use std::collections::BTreeMap;
 use crate::broker::log_entry::BrokerEntry;
 use crate::broker::snapshot::decode_state;
 use crate::broker::state::{Applied, ShardState};
-use crate::replication::events::{Defects, DiskWork, Effect, FlushId, Input, OpId, RequestId};
+use crate::replication::events::{
+    Defects, DiskWork, Effect, FlushId, Input, OpId, Proposal, RequestId,
+};
 use crate::replication::log_store::StorageFailure;
 use crate::replication::prng::Prng;
 use crate::replication::replica::{Replica, ReplicaConfig, RetentionPolicy};
@@ -20,6 +22,7 @@ use crate::sim::workload::{Purpose, Workload, TOPIC};
 
 mod churn;
 mod controller;
+mod gathering;
 mod large_state;
 pub use churn::{Churn, SCRATCH_TOPIC};
 pub use controller::SimController;
@@ -93,6 +96,8 @@ pub enum Event {
     Check,
     /// A node's disk has space again (its `ENOSPC` period ends).
     SpaceBack { node: u64, incarnation: u64 },
+    /// A node hands the proposals it gathered to its replica.
+    ProposeGathered { node: u64, incarnation: u64 },
     /// A node learns the controller's topics (data-group seeds).
     ControllerTopics {
         node: u64,
@@ -119,6 +124,8 @@ pub struct Node {
     pub disk_free_at: u64,
     /// Events held while paused.
     pub held: Vec<Event>,
+    /// Proposals not yet handed to the replica (`world::gathering`).
+    pub gathered: Vec<Proposal>,
     /// Clock drift, parts per million.
     pub drift_ppm: i64,
     /// The next flush fails with this.
@@ -159,6 +166,8 @@ pub struct Stats {
     pub space_short: u64,
     /// Frames over the limit sent as chunks (snapshots larger than a frame).
     pub chunked_frames: u64,
+    /// Replica inputs of several gathered proposals.
+    pub gathered_inputs: u64,
 }
 
 /// The world of one run.
@@ -238,6 +247,7 @@ impl World {
                     store: SimLogStore::new(log),
                     disk_free_at: 0,
                     held: Vec::new(),
+                    gathered: Vec::new(),
                     drift_ppm,
                     fail_next_flush: None,
                     space_low_until: None,
@@ -660,6 +670,7 @@ impl World {
         node.incarnation += 1;
         node.replica = None;
         node.held.clear();
+        node.gathered.clear();
         node.fail_next_flush = None;
         let recovered = node.store.log.borrow().recover_after_crash(&mut node.rng);
         node.store = SimLogStore::new(recovered);
@@ -833,6 +844,9 @@ impl World {
                 }
             }
             Event::GrowState => self.grow_state(),
+            Event::ProposeGathered { node, incarnation } => {
+                self.propose_gathered(node, incarnation)
+            }
             Event::FaultsOff => self.faults_off(),
             Event::Consume => self.consume(),
             Event::Check => self.check_liveness(),
@@ -994,9 +1008,9 @@ impl World {
     /// Proposes a topic change at `target` and remembers where it went.
     fn propose_admin(&mut self, target: u64, request: RequestId, data: Vec<u8>) {
         self.request_nodes.insert(request, target);
-        self.feed(
+        self.propose(
             target,
-            Input::Propose {
+            Proposal {
                 request,
                 data,
                 wait: true,
@@ -1043,9 +1057,9 @@ impl World {
             return; // the connection fails: the timeout retries elsewhere
         }
         self.request_nodes.insert(request, target);
-        self.feed(
+        self.propose(
             target,
-            Input::Propose {
+            Proposal {
                 request,
                 data,
                 wait: true,
@@ -1060,9 +1074,9 @@ impl World {
         };
         let target = self.workload.rng.range(1, self.profile.nodes + 1);
         let request = self.workload.request(Purpose::FireAndForget);
-        self.feed(
+        self.propose(
             target,
-            Input::Propose {
+            Proposal {
                 request,
                 data,
                 wait: false,
@@ -1228,6 +1242,7 @@ fn held_by_pause(event: &Event) -> Option<u64> {
         | Event::FlushComplete { node, .. }
         | Event::DiskComplete { node, .. }
         | Event::ControllerTopics { node, .. }
+        | Event::ProposeGathered { node, .. }
         | Event::SpaceBack { node, .. } => Some(*node),
         Event::Deliver(delivery) => Some(delivery.to),
         _ => None,

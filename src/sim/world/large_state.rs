@@ -11,7 +11,7 @@
 //! replica ends with the same applied state (S5), and no frame goes over the limit (S8).
 
 use crate::broker::log_entry::BrokerEntry;
-use crate::replication::events::Input;
+use crate::replication::events::Proposal;
 use crate::sim::workload::Purpose;
 use crate::sim::world::{Event, World};
 
@@ -69,9 +69,9 @@ impl World {
             }
             .encode();
             let request = self.workload.request(Purpose::LargeState);
-            self.feed(
+            self.propose(
                 leader,
-                Input::Propose {
+                Proposal {
                     request,
                     data,
                     wait: false,
