@@ -179,8 +179,41 @@ fn build_message<'a>(
     )
 }
 
+/// An encoded peer frame behind its 4-byte length prefix, in the buffer it was built in
+/// (the prefix is written in front of the frame: sent without another copy).
+pub struct PrefixedFrame {
+    buffer: Vec<u8>,
+    start: usize,
+}
+
+impl PrefixedFrame {
+    /// The frame itself.
+    pub fn payload(&self) -> &[u8] {
+        &self.buffer[self.start + FRAME_PREFIX_BYTES..]
+    }
+
+    /// The length prefix and the frame, as written to a connection. The prefix of a frame
+    /// of 4 GiB or more is wrong: such a frame is only ever sent in chunks (`payload`).
+    pub fn with_prefix(&self) -> &[u8] {
+        &self.buffer[self.start..]
+    }
+}
+
+const FRAME_PREFIX_BYTES: usize = 4;
+
 /// Encodes the messages of one Ready pass for one peer.
 pub fn encode_peer_frame(from_node: u32, group: u32, messages: &[Message]) -> Vec<u8> {
+    encode_prefixed_peer_frame(from_node, group, messages)
+        .payload()
+        .to_vec()
+}
+
+/// Encodes the messages of one Ready pass for one peer, behind its length prefix.
+pub fn encode_prefixed_peer_frame(
+    from_node: u32,
+    group: u32,
+    messages: &[Message],
+) -> PrefixedFrame {
     let capacity = 256
         + messages
             .iter()
@@ -202,7 +235,21 @@ pub fn encode_peer_frame(from_node: u32, group: u32, messages: &[Message]) -> Ve
         },
     );
     builder.finish(frame, Some(PEER_IDENTIFIER));
-    builder.finished_data().to_vec()
+    let (mut buffer, head) = builder.collapse();
+    let length = u32::try_from(buffer.len() - head).unwrap_or(u32::MAX);
+    if head < FRAME_PREFIX_BYTES {
+        // The estimate left no room in front (never seen): one copy.
+        let mut prefixed = Vec::with_capacity(buffer.len() - head + FRAME_PREFIX_BYTES);
+        prefixed.extend_from_slice(&length.to_le_bytes());
+        prefixed.extend_from_slice(&buffer[head..]);
+        return PrefixedFrame {
+            buffer: prefixed,
+            start: 0,
+        };
+    }
+    let start = head - FRAME_PREFIX_BYTES;
+    buffer[start..head].copy_from_slice(&length.to_le_bytes());
+    PrefixedFrame { buffer, start }
 }
 
 /// Encodes the first frame of a peer connection: the hello, no messages.
@@ -457,6 +504,21 @@ mod tests {
                 hello: None,
             }
         );
+    }
+
+    /// The prefixed frame is the frame behind its length, as `append_frame` writes it.
+    #[test]
+    fn a_prefixed_frame_is_its_length_then_the_frame() {
+        for messages in [sample_messages(), Vec::new()] {
+            let prefixed = encode_prefixed_peer_frame(4, 2, &messages);
+            let mut expected = Vec::new();
+            crate::protocol::frame::append_frame(&mut expected, prefixed.payload()).unwrap();
+            assert_eq!(prefixed.with_prefix(), expected.as_slice());
+            assert_eq!(
+                decode_peer_frame(prefixed.payload()).unwrap().messages,
+                messages
+            );
+        }
     }
 
     #[test]

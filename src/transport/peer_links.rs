@@ -26,7 +26,9 @@ use raft::eraftpb::Message;
 use crate::config::NodeConfig;
 use crate::constants::{MAX_CHUNKED_FRAMES_PER_PEER, MAX_CHUNKED_PEER_FRAME_BYTES};
 use crate::protocol::frame::append_frame;
-use crate::protocol::peer_codec::{encode_peer_frame, encode_peer_hello, PeerHello};
+use crate::protocol::peer_codec::{
+    encode_peer_hello, encode_prefixed_peer_frame, PeerHello, PrefixedFrame,
+};
 use crate::transport::chunks::chunk_frame;
 use crate::transport::frame_split::{
     encoded_size_estimate, split_into_frames, PEER_FRAME_FIXED_BYTES,
@@ -51,7 +53,7 @@ pub struct Dropped {
 /// A frame in a link's queue.
 struct Outgoing {
     /// The encoded peer frame.
-    bytes: Vec<u8>,
+    frame: PrefixedFrame,
     /// It holds a snapshot (reported lost if its write fails).
     snapshot: bool,
     /// Held by a frame over the limit until it is written or dropped.
@@ -176,26 +178,27 @@ impl PeerLinks {
                 return false;
             }
         }
-        let frame = encode_peer_frame(self.node_id, self.group, messages);
-        if frame.len() as u64 > MAX_CHUNKED_PEER_FRAME_BYTES {
+        let frame = encode_prefixed_peer_frame(self.node_id, self.group, messages);
+        let length = frame.payload().len();
+        if length as u64 > MAX_CHUNKED_PEER_FRAME_BYTES {
             // Only a message that cannot be cut: a snapshot of a very large state.
             tracing::error!(
                 peer,
-                bytes = frame.len(),
+                bytes = length,
                 bound = MAX_CHUNKED_PEER_FRAME_BYTES,
                 ?kind,
                 "a message larger than MAX_CHUNKED_PEER_FRAME_BYTES was not sent"
             );
             return false;
         }
-        if frame.len() <= self.max_frame_bytes {
+        if length <= self.max_frame_bytes {
             chunked_slot = None;
         }
         let snapshot = messages
             .iter()
             .any(|m| m.get_msg_type() == raft::eraftpb::MessageType::MsgSnapshot);
         let outgoing = Outgoing {
-            bytes: frame,
+            frame,
             snapshot,
             _chunked_slot: chunked_slot,
         };
@@ -288,21 +291,36 @@ async fn write_queued(
     (max_frame_bytes, snapshot): (usize, &mut bool),
 ) -> std::io::Result<()> {
     out.clear();
+    // A lone frame is written from its own buffer; frames that coalesce are copied into
+    // `out` (in order: a held frame goes in before anything after it).
+    let mut held: Option<Outgoing> = None;
     let mut next = Some(first);
     while let Some(outgoing) = next.take() {
         *snapshot |= outgoing.snapshot;
-        if outgoing.bytes.len() > max_frame_bytes {
-            append_chunks(stream, out, &outgoing.bytes, max_frame_bytes).await?;
+        let chunked = outgoing.frame.payload().len() > max_frame_bytes;
+        if out.is_empty() && held.is_none() && !chunked {
+            held = Some(outgoing);
         } else {
-            let _ = append_frame(out, &outgoing.bytes);
+            if let Some(held) = held.take() {
+                out.extend_from_slice(held.frame.with_prefix());
+            }
+            if chunked {
+                append_chunks(stream, out, outgoing.frame.payload(), max_frame_bytes).await?;
+            } else {
+                out.extend_from_slice(outgoing.frame.with_prefix());
+            }
         }
-        if out.len() < COALESCE_BYTES {
+        let pending = out.len() + held.as_ref().map_or(0, |h| h.frame.with_prefix().len());
+        if pending < COALESCE_BYTES {
             if let Some(Some(queued)) = futures_lite::future::poll_once(frames.recv()).await {
                 next = Some(queued);
             }
         }
     }
-    write_out(stream, out).await
+    match held {
+        Some(held) => write_out(stream, held.frame.with_prefix()).await,
+        None => write_out(stream, out).await,
+    }
 }
 
 /// Appends the chunks of `frame` to `out`, writing `out` whenever it holds about
