@@ -269,3 +269,23 @@ pub const LISTEN_IN_USE_WAIT: std::time::Duration = std::time::Duration::from_se
 
 /// Pause between two tries to listen on a port in use.
 pub const LISTEN_RETRY_INTERVAL: std::time::Duration = std::time::Duration::from_millis(50);
+
+/// Consumer groups one replica group coordinates: a new group beyond is refused. Each
+/// costs its members and offsets in the applied state and in every snapshot.
+pub const MAX_CONSUMER_GROUPS: usize = 10_000;
+
+/// Members of one consumer group: a join beyond is refused.
+pub const MAX_GROUP_MEMBERS: usize = 1_000;
+
+/// Committed offsets one replica group holds over all its consumer groups (one per group,
+/// partition and, in broadcasting mode, instance): about 100 bytes each in a snapshot.
+pub const MAX_COMMITTED_OFFSETS: usize = 1_000_000;
+
+/// Topics one consumer group member may subscribe to.
+pub const MAX_GROUP_SUBSCRIPTIONS: usize = 1_000;
+
+/// Longest consumer group name, member id, client or instance name, in bytes.
+pub const MAX_GROUP_NAME_BYTES: usize = 255;
+
+/// Longest metadata a commit may attach to an offset, in bytes.
+pub const MAX_OFFSET_METADATA_BYTES: usize = 1024;

@@ -11,11 +11,14 @@
 //!                           | batch                  (proposed_at_ms reads as 0: unknown)
 //! kind 2 v1, create topic : topic_id u32 | partitions u32 | name_length u16 | name (UTF-8)
 //! kind 3 v1, delete topic : topic_id u32
+//! kinds 4-7                : consumer group changes (`broker::group_entry`)
 //! ```
 //!
 //! `proposed_at_ms` is the leader's wall clock when it proposed the batch: the one clock
 //! every replica sees the same, so time-based decisions at apply (idle producers expire)
 //! are deterministic.
+
+use crate::broker::group_entry::{GroupEntry, FIRST_GROUP_KIND, LAST_GROUP_KIND};
 
 /// Version of the topic entries' format.
 pub const ENTRY_VERSION: u8 = 1;
@@ -57,6 +60,8 @@ pub enum BrokerEntry<'a> {
         /// Its id.
         topic_id: u32,
     },
+    /// A consumer group change (in the group's coordinator).
+    Group(GroupEntry<'a>),
 }
 
 /// Why an entry could not be decoded.
@@ -123,6 +128,7 @@ impl<'a> BrokerEntry<'a> {
                 out.extend_from_slice(&[3, ENTRY_VERSION, 0, 0]);
                 out.extend_from_slice(&topic_id.to_le_bytes());
             }
+            BrokerEntry::Group(entry) => entry.encode(&mut out),
         }
         out
     }
@@ -157,6 +163,9 @@ impl<'a> BrokerEntry<'a> {
                 })
             }
             (1, _) => Err(EntryDecodeError::Unknown { kind, version }),
+            (FIRST_GROUP_KIND..=LAST_GROUP_KIND, _) => {
+                GroupEntry::decode(kind, version, body).map(BrokerEntry::Group)
+            }
             _ if version != ENTRY_VERSION => Err(EntryDecodeError::Unknown { kind, version }),
             (2, _) => {
                 let raw = body.get(8..10).ok_or(EntryDecodeError::Truncated)?;

@@ -2,9 +2,13 @@
 //!
 //! - `log_entry`: what the broker writes into a group's log.
 //! - `state`: topics and partition indexes, rebuilt by applying the log.
+//! - `groups`: consumer groups (members, generations, assignment, committed offsets).
 //! - `producers`: the idempotent producers' table (sequence checks, expiry, cap).
 //! - `snapshot`: that state as bytes (Raft snapshots, the state file next to the log).
 
+pub mod group_entry;
+mod group_snapshot;
+pub mod groups;
 pub mod log_entry;
 pub mod producers;
 pub mod snapshot;

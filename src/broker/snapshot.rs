@@ -8,21 +8,28 @@
 //! u64, record count u32, log index u64 per batch); producers (count u32, then producer
 //! u64, topic u32, partition u32, epoch u16, base sequence u32, record count u32, batch
 //! crc32c u32, base offset u64, last used ms u64, last use stamp u64); the producer
-//! table's clock ms u64; crc32c u32 of everything before it.
+//! table's clock ms u64; the consumer groups (`broker::group_snapshot`); crc32c u32 of
+//! everything before it.
 //!
 //! Version 1 (still read) has neither the two last-use fields nor the clock: its
-//! producers read as last used by a batch without a time (`broker::producers`).
+//! producers read as last used by a batch without a time (`broker::producers`). Versions
+//! 1 and 2 have no consumer groups.
 
 use std::collections::{BTreeMap, HashMap};
 
+use crate::broker::group_snapshot::{decode_groups, encode_groups};
+use crate::broker::groups::ConsumerGroups;
 use crate::broker::producers::{ProducerSequence, ProducerTable};
 use crate::broker::state::{BatchLocation, PartitionIndex, ShardState, TopicInfo, Topics};
 
 const MAGIC: &[u8; 4] = b"KSNP";
-const VERSION: u16 = 2;
+const VERSION: u16 = 3;
 
 /// The version before the producer table kept last-use times and its clock.
 const VERSION_WITHOUT_LAST_USE: u16 = 1;
+
+/// The version before consumer groups (`broker::group_snapshot`).
+const VERSION_WITHOUT_GROUPS: u16 = 2;
 
 /// A snapshot that cannot be read.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -85,6 +92,7 @@ pub fn encode_state(state: &ShardState, with_batches: bool) -> Vec<u8> {
         out.extend_from_slice(&sequence.last_use_stamp.to_le_bytes());
     }
     out.extend_from_slice(&state.producers.clock_ms().to_le_bytes());
+    encode_groups(&state.groups, &mut out);
     let crc = crc32c::crc32c(&out);
     out.extend_from_slice(&crc.to_le_bytes());
     out
@@ -106,7 +114,7 @@ pub fn decode_state(bytes: &[u8]) -> Result<ShardState, SnapshotError> {
         return Err(SnapshotError::Malformed("not a state snapshot"));
     }
     let version = reader.u16()?;
-    if version != VERSION && version != VERSION_WITHOUT_LAST_USE {
+    if !(VERSION_WITHOUT_LAST_USE..=VERSION).contains(&version) {
         return Err(SnapshotError::Version(version));
     }
     let applied_index = reader.u64()?;
@@ -153,6 +161,11 @@ pub fn decode_state(bytes: &[u8]) -> Result<ShardState, SnapshotError> {
         );
     }
     let producers = decode_producers(&mut reader, version)?;
+    let groups = if version > VERSION_WITHOUT_GROUPS {
+        decode_groups(&mut reader)?
+    } else {
+        ConsumerGroups::default()
+    };
     if !reader.bytes.is_empty() {
         return Err(SnapshotError::Malformed("trailing bytes"));
     }
@@ -160,6 +173,7 @@ pub fn decode_state(bytes: &[u8]) -> Result<ShardState, SnapshotError> {
         topics: Topics::from_parts(by_name, next_id),
         partitions,
         producers,
+        groups,
         applied_index,
         controller_copy: None,
     })
@@ -237,6 +251,8 @@ impl<'a> Reader<'a> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::broker::group_entry::GroupEntry;
+    use crate::broker::groups::{AssignStrategy, GroupMode};
     use crate::broker::log_entry::BrokerEntry;
     use crate::broker::state::{Applied, ProducerLimits, SequenceRefusal};
     use crate::protocol::codec::{encode_record_batch, BatchProducer, RecordData};
@@ -280,7 +296,56 @@ mod tests {
                 },
             );
         }
+        apply(&mut state, BrokerEntry::Group(join_entry("billing")));
+        let group = state.groups.get("billing").unwrap();
+        let member = group.members.keys().next().unwrap().clone();
+        apply(
+            &mut state,
+            BrokerEntry::Group(GroupEntry::Commit {
+                group: "billing",
+                member: &member,
+                generation: 1,
+                offsets: vec![((1, 0), 3, "three"), ((1, 1), 2, "")],
+            }),
+        );
         state
+    }
+
+    fn join_entry(group: &str) -> GroupEntry<'_> {
+        GroupEntry::Join {
+            group,
+            member: "",
+            client: "app",
+            instance: "",
+            mode: GroupMode::Clustering,
+            strategy: AssignStrategy::Sticky,
+            session_timeout_ms: 10_000,
+            topics: vec![1],
+        }
+    }
+
+    /// Consumer groups (members, assignment, offsets) come back from a snapshot as they
+    /// were, and a version 2 snapshot (before groups) still reads, without groups.
+    #[test]
+    fn consumer_groups_survive_a_snapshot_and_version_2_still_reads() {
+        let original = populated();
+        let group = original.groups.get("billing").unwrap();
+        assert_eq!(group.offsets.len(), 2, "{group:?}");
+        let copy = decode_state(&encode_state(&original, true)).unwrap();
+        assert_eq!(copy.groups, original.groups);
+        let without_groups = ShardState {
+            topics: original.topics.clone(),
+            ..Default::default()
+        };
+        let mut bytes = encode_state(&without_groups, true);
+        // A version 2 snapshot: the same bytes without the (empty) groups' count.
+        bytes.truncate(bytes.len() - 8);
+        bytes[4..6].copy_from_slice(&2u16.to_le_bytes());
+        let crc = crc32c::crc32c(&bytes);
+        bytes.extend_from_slice(&crc.to_le_bytes());
+        let old = decode_state(&bytes).unwrap();
+        assert_eq!(old.topics, original.topics);
+        assert_eq!(old.groups, ConsumerGroups::default());
     }
 
     #[test]
@@ -434,11 +499,12 @@ mod tests {
     /// producers are kept (a retry is still recognised) and never expire by time.
     #[test]
     fn a_version_1_snapshot_still_decodes() {
-        let state = populated();
+        let mut state = populated();
+        state.groups = ConsumerGroups::default();
         let v2 = encode_state(&state, true);
         let producers = state.producers.sorted();
-        // v2 ends with: count, 54 bytes per producer, clock u64, crc32c.
-        let prefix = v2.len() - 4 - 54 * producers.len() - 8 - 4;
+        // It ends with: count, 54 bytes per producer, clock u64, groups u32 (0), crc32c.
+        let prefix = v2.len() - 4 - 4 - 54 * producers.len() - 8 - 4;
         let mut v1 = v2[..prefix].to_vec();
         v1[4..6].copy_from_slice(&1u16.to_le_bytes());
         v1.extend_from_slice(&(producers.len() as u32).to_le_bytes());

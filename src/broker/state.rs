@@ -13,6 +13,8 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
+use crate::broker::group_entry::GroupEntry;
+use crate::broker::groups::{CommittedOffset, ConsumerGroups, GroupApplied, Join};
 use crate::broker::log_entry::{BrokerEntry, EntryDecodeError};
 use crate::broker::producers::{ProducerSequence, ProducerTable};
 
@@ -214,6 +216,8 @@ pub enum Applied {
     /// A batch for a topic this group's replicated topic list does not hold (deleted
     /// after the batch was proposed): refused, not stored, in the controller group.
     UnknownTopic,
+    /// A consumer group change (joined, left, committed, refused...).
+    Group(GroupApplied),
     /// Nothing (the leader's empty entry, a create that lost a race).
     Nothing,
 }
@@ -303,6 +307,8 @@ pub struct ShardState {
     pub(crate) partitions: HashMap<(u32, u32), PartitionIndex>,
     /// Idempotent producers' last batch per (producer, topic, partition).
     pub(crate) producers: ProducerTable,
+    /// The consumer groups this group coordinates.
+    pub(crate) groups: ConsumerGroups,
     pub(crate) applied_index: u64,
 }
 
@@ -374,13 +380,79 @@ impl ShardState {
             BrokerEntry::DeleteTopic { topic_id } => {
                 self.partitions.retain(|&(topic, _), _| topic != topic_id);
                 self.producers.remove_topic(topic_id);
+                let mut counts = self.partition_counts();
+                counts.remove(&topic_id);
+                let partitions_of = |topic| counts.get(&topic).copied().unwrap_or(0);
+                self.groups.topic_deleted(topic_id, &partitions_of);
                 if self.topics.apply_delete(topic_id) {
                     Applied::TopicsChanged
                 } else {
                     Applied::Nothing
                 }
             }
+            BrokerEntry::Group(entry) => Applied::Group(self.apply_group(index, entry)),
         })
+    }
+
+    /// Partitions per topic id, as this log's topics say.
+    fn partition_counts(&self) -> BTreeMap<u32, u32> {
+        self.topics.list().map(|t| (t.id, t.partitions)).collect()
+    }
+
+    /// Applies a consumer group change.
+    fn apply_group(&mut self, index: u64, entry: GroupEntry<'_>) -> GroupApplied {
+        let counts = self.partition_counts();
+        let partitions_of = |topic| counts.get(&topic).copied().unwrap_or(0);
+        match entry {
+            GroupEntry::Join {
+                group,
+                member,
+                client,
+                instance,
+                mode,
+                strategy,
+                session_timeout_ms,
+                topics,
+            } => {
+                let join = Join {
+                    group,
+                    member_id: member,
+                    client,
+                    instance,
+                    mode,
+                    strategy,
+                    session_timeout_ms,
+                    topics,
+                };
+                self.groups.join(index, join, &partitions_of)
+            }
+            GroupEntry::Leave {
+                group,
+                member,
+                generation,
+            } => self.groups.leave(group, member, generation, &partitions_of),
+            GroupEntry::Commit {
+                group,
+                member,
+                generation,
+                offsets,
+            } => {
+                let offsets: Vec<_> = offsets
+                    .into_iter()
+                    .map(|(tp, offset, metadata)| {
+                        let metadata = metadata.to_string();
+                        (tp, CommittedOffset { offset, metadata })
+                    })
+                    .collect();
+                self.groups.commit(group, member, generation, &offsets)
+            }
+            GroupEntry::Delete { group } => self.groups.delete(group),
+        }
+    }
+
+    /// The consumer groups this group coordinates.
+    pub fn consumer_groups(&self) -> &ConsumerGroups {
+        &self.groups
     }
 
     /// Applies a record batch entry: the producer table's clock moves to its time, its

@@ -113,6 +113,7 @@ mod tests {
                 BrokerEntry::CreateTopic { topic_id, .. } => format!("create {topic_id}"),
                 BrokerEntry::DeleteTopic { topic_id } => format!("delete {topic_id}"),
                 BrokerEntry::RecordBatch { .. } => "batch".to_string(),
+                BrokerEntry::Group(_) => "group".to_string(),
             })
             .collect()
     }
