@@ -289,3 +289,18 @@ pub const MAX_GROUP_NAME_BYTES: usize = 255;
 
 /// Longest metadata a commit may attach to an offset, in bytes.
 pub const MAX_OFFSET_METADATA_BYTES: usize = 1024;
+
+/// How often a coordinator checks its consumer group members' sessions: a member is
+/// removed at most this long after its session timeout.
+pub const SESSION_CHECK_INTERVAL: std::time::Duration = std::time::Duration::from_millis(100);
+
+/// Shortest session timeout a member may ask for (heartbeats every third of it).
+pub const MIN_SESSION_TIMEOUT_MS: u32 = 1_000;
+
+/// A consumer's session timeout unless it asks otherwise: a crashed member's partitions
+/// move to the others within this plus one check.
+pub const DEFAULT_SESSION_TIMEOUT_MS: u32 = 10_000;
+
+/// Longest session timeout a member may ask for: a dead member's partitions wait this
+/// long at most.
+pub const MAX_SESSION_TIMEOUT_MS: u32 = 300_000;

@@ -132,7 +132,7 @@ pub(crate) fn produce_refusal(error: ClientError) -> ClientError {
     }
 }
 
-fn check_response(response: &Response<'_>) -> Result<(), ClientError> {
+pub(crate) fn check_response(response: &Response<'_>) -> Result<(), ClientError> {
     match response.error() {
         Some(error) if error.code() != wire::ErrorCode::None => Err(broker_error(error)),
         _ => Ok(()),
@@ -200,7 +200,7 @@ impl ClusterClient {
 
     /// Runs `attempt` until it succeeds, fails for good, or `RETRY_BUDGET` runs out;
     /// refreshes metadata between attempts.
-    fn with_retries<T>(
+    pub(crate) fn with_retries<T>(
         &mut self,
         mut attempt: impl FnMut(&mut Self) -> Result<T, ClientError>,
     ) -> Result<T, ClientError> {
@@ -240,7 +240,7 @@ impl ClusterClient {
     }
 
     /// Calls the first candidate that answers; follows NotLeader/WrongShard hints.
-    fn call_cluster(
+    pub(crate) fn call_cluster(
         &mut self,
         first: Option<String>,
         build: impl Fn(u64) -> Vec<u8>,

@@ -19,6 +19,7 @@ pub mod cluster;
 pub mod connection;
 pub mod consumer;
 pub mod error;
+pub mod group_calls;
 pub mod producer;
 pub mod producer_identity;
 mod replay;

@@ -40,6 +40,7 @@ use crate::replication::{
     ReplicaError, RequestId, RetentionPolicy, ShardError, StorageFailure,
 };
 use crate::shard::commit_log_store::storage_failure;
+use crate::shard::group_sessions::GroupSessions;
 use crate::shard::snapshots::SnapshotFiles;
 use crate::transport::PeerLinks;
 
@@ -106,6 +107,8 @@ pub struct ShardCore {
     pub(super) requests: RefCell<BTreeMap<RequestId, LocalSender<Answer>>>,
     /// Proposals of this executor pass not yet handed to the replica.
     gathered: RefCell<Gathered>,
+    /// Consumer group members' sessions (while this shard coordinates as leader).
+    pub(super) sessions: RefCell<GroupSessions>,
     next_request: Cell<u64>,
     data_waiters: RefCell<Vec<LocalSender<()>>>,
     pub(super) failure: RefCell<Option<String>>,
@@ -202,6 +205,7 @@ impl ShardCore {
             replica: RefCell::new(replica),
             requests: RefCell::new(BTreeMap::new()),
             gathered: RefCell::new(Gathered::default()),
+            sessions: RefCell::new(GroupSessions::default()),
             next_request: Cell::new(1),
             data_waiters: RefCell::new(Vec::new()),
             failure: RefCell::new(None),

@@ -14,6 +14,8 @@
 
 pub mod commit_log_store;
 pub mod group_driver;
+mod group_requests;
+mod group_sessions;
 mod no_space;
 pub mod requests;
 pub mod server;
@@ -185,6 +187,7 @@ async fn run_shard(
         })
         .detach();
     }
+    core.spawn(group_sessions::expire_sessions(core.clone()));
     let address = config.shard_address(shard_id);
     let listener = listen_retrying(&address)
         .await

@@ -21,6 +21,7 @@ use crate::protocol::codec::{check_record_batch, MESSAGE_IDENTIFIER};
 use crate::protocol::wire::{self, Acks, ErrorCode, Request, ResponseBody};
 use crate::replication::ShardError;
 use crate::shard::group_driver::{Pending, ShardCore};
+use crate::shard::group_requests;
 
 /// The shard that holds topic metadata and takes topic changes.
 pub const CONTROLLER_SHARD: u32 = 0;
@@ -43,7 +44,7 @@ pub struct WireError {
 }
 
 impl WireError {
-    fn new(code: ErrorCode, message: impl Into<String>) -> Self {
+    pub(super) fn new(code: ErrorCode, message: impl Into<String>) -> Self {
         WireError {
             code,
             message: message.into(),
@@ -51,7 +52,7 @@ impl WireError {
         }
     }
 
-    fn wrong_shard(core: &ShardCore, owner: u32) -> Self {
+    pub(super) fn wrong_shard(core: &ShardCore, owner: u32) -> Self {
         WireError {
             code: ErrorCode::WrongShard,
             message: format!("served by shard {owner}"),
@@ -59,7 +60,7 @@ impl WireError {
         }
     }
 
-    fn not_leader(core: &ShardCore) -> Self {
+    pub(super) fn not_leader(core: &ShardCore) -> Self {
         WireError {
             code: ErrorCode::NotLeader,
             message: "this replica does not lead the group".to_string(),
@@ -67,7 +68,7 @@ impl WireError {
         }
     }
 
-    fn from_shard(error: &ShardError) -> Self {
+    pub(super) fn from_shard(error: &ShardError) -> Self {
         let code = match error {
             // Retriable: the client finds the leader again. An indeterminate write says so
             // in words the client knows (an idempotent producer's retry is stored once).
@@ -109,7 +110,7 @@ fn build_error<'a>(
     )
 }
 
-fn finish_response(
+pub(super) fn finish_response(
     mut builder: FlatBufferBuilder<'_>,
     correlation_id: u64,
     body_type: ResponseBody,
@@ -176,6 +177,9 @@ pub async fn handle_request(core: &Rc<ShardCore>, request: Request<'_>) -> Vec<u
                 "delete body missing",
             )),
         },
+        body if group_requests::is_group_request(body) => {
+            group_requests::handle(core, correlation_id, &request).await
+        }
         _ => Err(WireError::new(ErrorCode::InvalidRequest, "unknown request")),
     };
     result.unwrap_or_else(|error| error_response(correlation_id, &error))
@@ -687,8 +691,12 @@ async fn handle_create_topic(
     ))
 }
 
-/// Proposes a topic change and waits (bounded) for it to be applied.
-async fn propose_admin(core: &Rc<ShardCore>, data: Vec<u8>) -> Result<Applied, WireError> {
+/// Proposes an admin change (topics, consumer groups) and waits (bounded) for it to be
+/// applied.
+pub(super) async fn propose_admin(
+    core: &Rc<ShardCore>,
+    data: Vec<u8>,
+) -> Result<Applied, WireError> {
     let pending = core
         .submit(data, true)
         .map_err(|error| WireError::from_shard(&error))?;
@@ -700,7 +708,7 @@ async fn propose_admin(core: &Rc<ShardCore>, data: Vec<u8>) -> Result<Applied, W
         Ok(answer) => answer.map_err(|error| WireError::from_shard(&error)),
         Err(_) => Err(WireError::new(
             ErrorCode::RequestTimedOut,
-            "the topic change was not committed in time (it may still be)",
+            "the change was not committed in time (it may still be)",
         )),
     }
 }

@@ -1,0 +1,175 @@
+//! Consumer groups on a three-node cluster of real broker processes (two shards each, so
+//! a group's requests find their coordinating shard through the brokers' hints): members
+//! share a topic's partitions, commits are fenced by generation and assignment and
+//! survive a kill -9 of the coordinator's leader, and a member that stops heartbeating is
+//! removed after its session timeout, its partitions going to the others.
+
+mod support;
+
+use std::time::{Duration, Instant};
+
+use keel::broker::groups::coordinator_shard;
+use keel::client::group_calls::{JoinOptions, Membership};
+use keel::client::{ClientError, ClusterClient};
+use keel::protocol::codec::{encode_record_batch, BatchProducer, RecordData};
+use keel::protocol::wire::{Acks, ErrorCode};
+use support::{retry, start_cluster};
+
+const TOPIC: &str = "orders";
+const GROUP: &str = "billing";
+const PARTITIONS: u32 = 4;
+
+fn code_of(error: ClientError) -> ErrorCode {
+    match error {
+        ClientError::Broker { code, .. } => code,
+        ClientError::GaveUp { last, .. } => code_of(*last),
+        other => panic!("not a broker error: {other}"),
+    }
+}
+
+fn options(session_timeout_ms: u32) -> JoinOptions {
+    JoinOptions {
+        client: "billing-app".to_string(),
+        session_timeout_ms,
+        ..JoinOptions::default()
+    }
+}
+
+/// Ten records in each partition.
+fn fill(client: &mut ClusterClient) {
+    for partition in 0..PARTITIONS {
+        let records: Vec<RecordData> = (0..10)
+            .map(|n| RecordData {
+                value: format!("p{partition}-{n}").into_bytes(),
+                ..Default::default()
+            })
+            .collect();
+        let (batch, crc) = encode_record_batch(BatchProducer::default(), 0, &records);
+        retry("produce", || {
+            client.produce(TOPIC, partition, &batch, crc, Acks::Quorum)
+        });
+    }
+}
+
+/// The shard a partition lives on, from the metadata's address of its leader.
+fn shard_of_partition(client: &mut ClusterClient, partition: u32, base_ports: &[u16]) -> u32 {
+    let metadata = client.refresh_metadata().unwrap();
+    let address = &metadata.places[&(TOPIC.to_string(), partition)].address;
+    let port: u32 = address.rsplit(':').next().unwrap().parse().unwrap();
+    base_ports
+        .iter()
+        .map(|&base| port.wrapping_sub(u32::from(base)))
+        .find(|&shard| shard < 2)
+        .expect("a shard of some node")
+}
+
+#[test]
+fn members_share_partitions_commits_survive_a_coordinator_kill_and_silent_members_go() {
+    let root = tempfile::tempdir().unwrap();
+    let mut nodes = start_cluster(root.path(), 3, 2);
+    let bootstrap: Vec<String> = nodes.iter().map(|n| n.address(0)).collect();
+    let base_ports: Vec<u16> = nodes
+        .iter()
+        .map(|n| n.address(0).rsplit(':').next().unwrap().parse().unwrap())
+        .collect();
+    let mut client = ClusterClient::new(&bootstrap.join(","));
+    retry("create topic", || client.create_topic(TOPIC, PARTITIONS));
+    fill(&mut client);
+    let topics = vec![TOPIC.to_string()];
+
+    // Two members: every partition once, between them.
+    let a = client
+        .join_group(GROUP, "", &topics, &options(60_000))
+        .unwrap();
+    assert_eq!(a.assignment.len(), PARTITIONS as usize);
+    let b = client
+        .join_group(GROUP, "", &topics, &options(2_000))
+        .unwrap();
+    let a = client.heartbeat(GROUP, &a.member_id, a.generation).unwrap();
+    assert_eq!((a.generation, b.generation), (2, 2));
+    let mut all: Vec<_> = a.assignment.iter().chain(&b.assignment).cloned().collect();
+    all.sort();
+    all.dedup();
+    assert_eq!(all.len(), PARTITIONS as usize, "{a:?} {b:?}");
+    assert_eq!(a.assignment.len(), 2);
+
+    check_refusals(&mut client, &a, &b, &base_ports);
+    let committed: Vec<_> = a
+        .assignment
+        .iter()
+        .map(|tp| (tp.clone(), 5, "half".to_string()))
+        .collect();
+    client
+        .commit_offsets(GROUP, &a.member_id, a.generation, &committed)
+        .unwrap();
+    let before = client.fetch_offsets(GROUP, "", &topics).unwrap();
+    assert_eq!(before.len(), 2, "{before:?}");
+
+    // kill -9 the coordinator's leader: the offsets are still there, the member goes on.
+    let coordinator = coordinator_shard(GROUP, 2);
+    let leader = retry("coordinator leader", || {
+        let rows = client.cluster_status()?;
+        rows.iter()
+            .find(|r| r.group == coordinator && r.role == "leader")
+            .map(|r| r.node)
+            .ok_or_else(|| ClientError::Unexpected("no leader yet".into()))
+    });
+    nodes[(leader - 1) as usize].kill();
+    let after = client.fetch_offsets(GROUP, "", &topics).unwrap();
+    assert_eq!(
+        after, before,
+        "committed offsets survive the coordinator's leader"
+    );
+
+    // b stops heartbeating: after its 2 s session it is removed, a gets everything.
+    let started = Instant::now();
+    let mut a = a;
+    while a.assignment.len() < PARTITIONS as usize {
+        assert!(
+            started.elapsed() < Duration::from_secs(20),
+            "b never removed: {a:?}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+        a = client.heartbeat(GROUP, &a.member_id, a.generation).unwrap();
+    }
+    eprintln!(
+        "b removed {:?} after the kill; generation {}",
+        started.elapsed(),
+        a.generation
+    );
+    assert!(a.generation > 2);
+    let described = client.describe_group(GROUP).unwrap();
+    assert_eq!(described.members.len(), 1, "{described:?}");
+    assert_eq!(
+        code_of(client.delete_group(GROUP).unwrap_err()),
+        ErrorCode::GroupNotEmpty
+    );
+    client.leave_group(GROUP, &a.member_id).unwrap();
+    client.delete_group(GROUP).unwrap();
+    assert_eq!(
+        code_of(client.describe_group(GROUP).unwrap_err()),
+        ErrorCode::UnknownGroup
+    );
+    let listed = client.list_groups().unwrap();
+    assert!(listed.iter().all(|g| g.name != GROUP), "{listed:?}");
+}
+
+/// A stale generation, a partition of another member, an unknown member and an offset
+/// past the end are refused with their own errors, and the connection goes on.
+fn check_refusals(client: &mut ClusterClient, a: &Membership, b: &Membership, base_ports: &[u16]) {
+    let mine = (a.assignment[0].clone(), 1, String::new());
+    let stale = client.commit_offsets(GROUP, &a.member_id, a.generation - 1, &[mine]);
+    assert_eq!(code_of(stale.unwrap_err()), ErrorCode::StaleGeneration);
+    let theirs = (b.assignment[0].clone(), 1, String::new());
+    let not_mine = client.commit_offsets(GROUP, &a.member_id, a.generation, &[theirs]);
+    assert_eq!(code_of(not_mine.unwrap_err()), ErrorCode::NotAssigned);
+    let unknown = client.heartbeat(GROUP, "nobody", a.generation);
+    assert_eq!(code_of(unknown.unwrap_err()), ErrorCode::UnknownMember);
+    let coordinator = coordinator_shard(GROUP, 2);
+    let local = (0..PARTITIONS).find(|&p| shard_of_partition(client, p, base_ports) == coordinator);
+    if let Some(partition) = local {
+        let past_end = ((TOPIC.to_string(), partition), 11, String::new());
+        let refused = client.commit_offsets(GROUP, &a.member_id, a.generation, &[past_end]);
+        assert_eq!(code_of(refused.unwrap_err()), ErrorCode::OffsetOutOfRange);
+    }
+}
