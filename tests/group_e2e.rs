@@ -173,3 +173,130 @@ fn check_refusals(client: &mut ClusterClient, a: &Membership, b: &Membership, ba
         assert_eq!(code_of(refused.unwrap_err()), ErrorCode::OffsetOutOfRange);
     }
 }
+
+/// Three members consume a 12-partition topic while a producer writes; one of them
+/// crashes (stops without leaving or committing). Every acknowledged record is consumed
+/// at least once, none is skipped, and the crashed member's partitions are consumed
+/// again after its session timeout.
+#[test]
+fn three_members_consume_everything_acknowledged_through_a_member_crash() {
+    use keel::client::{GroupConsumer, GroupConsumerConfig};
+    use std::collections::{BTreeMap, BTreeSet};
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::{Arc, Mutex};
+
+    const TOPIC12: &str = "events";
+    let root = tempfile::tempdir().unwrap();
+    let nodes = start_cluster(root.path(), 3, 2);
+    let bootstrap = nodes
+        .iter()
+        .map(|n| n.address(0))
+        .collect::<Vec<_>>()
+        .join(",");
+    let mut client = ClusterClient::new(&bootstrap);
+    retry("create topic", || client.create_topic(TOPIC12, 12));
+    let stop = Arc::new(AtomicBool::new(false));
+    let consumed: Arc<Mutex<BTreeSet<(u32, u64)>>> = Arc::default();
+    // When members that did not crash consumed records of each partition.
+    let first_seen: Arc<Mutex<Vec<(u32, Instant)>>> = Arc::default();
+    // The crashed member's partitions and when it crashed.
+    type Crash = Option<(Vec<u32>, Instant)>;
+    let crash: Arc<Mutex<Crash>> = Arc::default();
+    let member = |crash_after: Option<Duration>| {
+        let (bootstrap, stop, consumed) = (bootstrap.clone(), stop.clone(), consumed.clone());
+        let (first_seen, crash) = (first_seen.clone(), crash.clone());
+        std::thread::spawn(move || {
+            let mut config = GroupConsumerConfig::new("readers", &[TOPIC12]);
+            config.join.session_timeout_ms = 2_000;
+            config.auto_commit = Some(Duration::from_millis(300));
+            let mut consumer = GroupConsumer::subscribe(&bootstrap, config).unwrap();
+            let started = Instant::now();
+            while !stop.load(Ordering::Relaxed) {
+                if crash_after.is_some_and(|after| started.elapsed() > after) {
+                    let mine = consumer.assignment().iter().map(|(_, p)| *p).collect();
+                    *crash.lock().unwrap() = Some((mine, Instant::now()));
+                    return; // no leave, no last commit: as if killed
+                }
+                for record in consumer.poll(Duration::from_millis(100)).unwrap() {
+                    consumed
+                        .lock()
+                        .unwrap()
+                        .insert((record.partition, record.record.offset));
+                    if crash_after.is_none() {
+                        first_seen
+                            .lock()
+                            .unwrap()
+                            .push((record.partition, Instant::now()));
+                    }
+                }
+            }
+            consumer.close().unwrap();
+        })
+    };
+    let members = vec![
+        member(None),
+        member(None),
+        member(Some(Duration::from_secs(1))),
+    ];
+    // The producer: 10 records per batch, the partitions in turn, for 3 s.
+    let mut acknowledged: BTreeMap<u32, u64> = BTreeMap::new();
+    let started = Instant::now();
+    let mut partition = 0;
+    while started.elapsed() < Duration::from_secs(3) {
+        let records: Vec<RecordData> = (0..10)
+            .map(|n| RecordData {
+                value: format!("{partition}-{n}").into_bytes(),
+                ..Default::default()
+            })
+            .collect();
+        let (batch, crc) = encode_record_batch(BatchProducer::default(), 0, &records);
+        let base = client
+            .produce(TOPIC12, partition, &batch, crc, Acks::Quorum)
+            .unwrap();
+        acknowledged.insert(partition, base + 10);
+        partition = (partition + 1) % 12;
+    }
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let missing = loop {
+        let seen = consumed.lock().unwrap().clone();
+        let missing: Vec<(u32, u64)> = acknowledged
+            .iter()
+            .flat_map(|(&p, &end)| (0..end).map(move |o| (p, o)))
+            .filter(|key| !seen.contains(key))
+            .collect();
+        if missing.is_empty() || Instant::now() > deadline {
+            break missing;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    stop.store(true, Ordering::Relaxed);
+    for member in members {
+        member.join().unwrap();
+    }
+    assert!(
+        missing.is_empty(),
+        "{} acknowledged records never consumed, first {:?}",
+        missing.len(),
+        &missing[..missing.len().min(10)]
+    );
+    // Crash to the crashed member's partitions consumed again by the others: its 2 s
+    // session, then the removal, the rebalance and the next fetch.
+    let (orphaned, crashed_at) = crash.lock().unwrap().clone().expect("the member crashed");
+    assert!(!orphaned.is_empty(), "the crashed member held partitions");
+    let seen = first_seen.lock().unwrap();
+    let taken_over = orphaned
+        .iter()
+        .map(|p| {
+            seen.iter()
+                .filter(|(q, at)| q == p && *at > crashed_at)
+                .map(|(_, at)| at.duration_since(crashed_at))
+                .min()
+                .expect("an orphaned partition consumed again")
+        })
+        .max()
+        .unwrap();
+    eprintln!(
+        "member crash to its partitions consumed again: {taken_over:?} (session timeout 2 s)"
+    );
+    assert!(taken_over < Duration::from_secs(3), "{taken_over:?}");
+}

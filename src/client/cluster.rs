@@ -668,4 +668,38 @@ impl ClusterClient {
             Ok(out)
         })
     }
+
+    /// A partition's first kept offset and its end (one past the last committed offset).
+    pub fn partition_offsets(
+        &mut self,
+        topic: &str,
+        partition: u32,
+    ) -> Result<(u64, u64), ClientError> {
+        self.with_retries(|client| {
+            let address = client.place(topic, partition)?;
+            let answer = client.call(&address, |id| {
+                let mut builder = flatbuffers::FlatBufferBuilder::new();
+                let name = builder.create_string(topic);
+                let body = wire::PartitionOffsetsRequest::create(
+                    &mut builder,
+                    &wire::PartitionOffsetsRequestArgs {
+                        topic: Some(name),
+                        partition,
+                    },
+                );
+                encode_request(
+                    &mut builder,
+                    id,
+                    wire::RequestBody::PartitionOffsetsRequest,
+                    body.as_union_value(),
+                )
+            })?;
+            let response = decode_response(&answer)?;
+            check_response(&response)?;
+            let offsets = response
+                .body_as_partition_offsets_response()
+                .ok_or_else(|| ClientError::Unexpected("not a partition offsets answer".into()))?;
+            Ok((offsets.start_offset(), offsets.high_watermark()))
+        })
+    }
 }

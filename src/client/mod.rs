@@ -20,6 +20,7 @@ pub mod connection;
 pub mod consumer;
 pub mod error;
 pub mod group_calls;
+pub mod group_consumer;
 pub mod producer;
 pub mod producer_identity;
 mod replay;
@@ -28,4 +29,7 @@ pub mod spill_journal;
 pub use cluster::{ClusterClient, ConsumedRecord, Fetched, GroupStatus};
 pub use consumer::{Consumer, PartitionRecord};
 pub use error::ClientError;
+pub use group_consumer::{
+    GroupConsumer, GroupConsumerConfig, GroupRecord, OffsetReset, Rebalance, RebalanceListener,
+};
 pub use producer::{Delivered, Delivery, Producer, ProducerConfig, SkippedBatches, SpillConfig};

@@ -177,6 +177,12 @@ pub async fn handle_request(core: &Rc<ShardCore>, request: Request<'_>) -> Vec<u
                 "delete body missing",
             )),
         },
+        wire::RequestBody::PartitionOffsetsRequest => {
+            match request.body_as_partition_offsets_request() {
+                Some(asked) => handle_partition_offsets(core, correlation_id, asked),
+                None => Err(WireError::new(ErrorCode::MalformedFrame, "body missing")),
+            }
+        }
         body if group_requests::is_group_request(body) => {
             group_requests::handle(core, correlation_id, &request).await
         }
@@ -185,7 +191,7 @@ pub async fn handle_request(core: &Rc<ShardCore>, request: Request<'_>) -> Vec<u
     result.unwrap_or_else(|error| error_response(correlation_id, &error))
 }
 
-fn topic_or_error(core: &ShardCore, name: Option<&str>) -> Result<TopicInfo, WireError> {
+pub(super) fn topic_or_error(core: &ShardCore, name: Option<&str>) -> Result<TopicInfo, WireError> {
     let name = name.ok_or_else(|| WireError::new(ErrorCode::InvalidRequest, "topic missing"))?;
     core.state()
         .request_topics()
@@ -194,7 +200,11 @@ fn topic_or_error(core: &ShardCore, name: Option<&str>) -> Result<TopicInfo, Wir
         .ok_or_else(|| WireError::new(ErrorCode::UnknownTopic, format!("no topic {name:?}")))
 }
 
-fn check_partition(core: &ShardCore, topic: &TopicInfo, partition: u32) -> Result<(), WireError> {
+pub(super) fn check_partition(
+    core: &ShardCore,
+    topic: &TopicInfo,
+    partition: u32,
+) -> Result<(), WireError> {
     if partition >= topic.partitions {
         return Err(WireError::new(
             ErrorCode::UnknownPartition,
@@ -732,6 +742,41 @@ async fn handle_delete_topic(
         builder,
         correlation_id,
         ResponseBody::DeleteTopicResponse,
+        Some(body.as_union_value()),
+        None,
+    ))
+}
+
+/// A partition's first kept offset and end, from its leader.
+fn handle_partition_offsets(
+    core: &Rc<ShardCore>,
+    correlation_id: u64,
+    asked: wire::PartitionOffsetsRequest<'_>,
+) -> Result<Vec<u8>, WireError> {
+    let topic = topic_or_error(core, asked.topic())?;
+    check_partition(core, &topic, asked.partition())?;
+    if !core.serves_reads() {
+        return Err(WireError::not_leader(core));
+    }
+    let (start_offset, high_watermark) = core
+        .state()
+        .partition(topic.id, asked.partition())
+        .map_or((0, 0), |p| (p.start_offset(), p.high_watermark()));
+    let mut builder = FlatBufferBuilder::with_capacity(128);
+    let name = builder.create_string(&topic.name);
+    let body = wire::PartitionOffsetsResponse::create(
+        &mut builder,
+        &wire::PartitionOffsetsResponseArgs {
+            topic: Some(name),
+            partition: asked.partition(),
+            start_offset,
+            high_watermark,
+        },
+    );
+    Ok(finish_response(
+        builder,
+        correlation_id,
+        ResponseBody::PartitionOffsetsResponse,
         Some(body.as_union_value()),
         None,
     ))

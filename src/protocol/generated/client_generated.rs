@@ -937,10 +937,10 @@ impl ::flatbuffers::SimpleToVerifyInSlice for Acks {}
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
 pub const ENUM_MIN_REQUEST_BODY: u8 = 0;
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
-pub const ENUM_MAX_REQUEST_BODY: u8 = 16;
+pub const ENUM_MAX_REQUEST_BODY: u8 = 17;
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
 #[allow(non_camel_case_types)]
-pub const ENUM_VALUES_REQUEST_BODY: [RequestBody; 17] = [
+pub const ENUM_VALUES_REQUEST_BODY: [RequestBody; 18] = [
   RequestBody::NONE,
   RequestBody::ProduceRequest,
   RequestBody::FetchRequest,
@@ -958,6 +958,7 @@ pub const ENUM_VALUES_REQUEST_BODY: [RequestBody; 17] = [
   RequestBody::ListGroupsRequest,
   RequestBody::DescribeGroupRequest,
   RequestBody::DeleteGroupRequest,
+  RequestBody::PartitionOffsetsRequest,
 ];
 
 #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
@@ -982,9 +983,10 @@ impl RequestBody {
   pub const ListGroupsRequest: Self = Self(14);
   pub const DescribeGroupRequest: Self = Self(15);
   pub const DeleteGroupRequest: Self = Self(16);
+  pub const PartitionOffsetsRequest: Self = Self(17);
 
   pub const ENUM_MIN: u8 = 0;
-  pub const ENUM_MAX: u8 = 16;
+  pub const ENUM_MAX: u8 = 17;
   pub const ENUM_VALUES: &'static [Self] = &[
     Self::NONE,
     Self::ProduceRequest,
@@ -1003,6 +1005,7 @@ impl RequestBody {
     Self::ListGroupsRequest,
     Self::DescribeGroupRequest,
     Self::DeleteGroupRequest,
+    Self::PartitionOffsetsRequest,
   ];
   /// Returns the variant's name or "" if unknown.
   pub fn variant_name(self) -> Option<&'static str> {
@@ -1024,6 +1027,7 @@ impl RequestBody {
       Self::ListGroupsRequest => Some("ListGroupsRequest"),
       Self::DescribeGroupRequest => Some("DescribeGroupRequest"),
       Self::DeleteGroupRequest => Some("DeleteGroupRequest"),
+      Self::PartitionOffsetsRequest => Some("PartitionOffsetsRequest"),
       _ => None,
     }
   }
@@ -1083,10 +1087,10 @@ pub struct RequestBodyUnionTableOffset {}
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
 pub const ENUM_MIN_RESPONSE_BODY: u8 = 0;
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
-pub const ENUM_MAX_RESPONSE_BODY: u8 = 16;
+pub const ENUM_MAX_RESPONSE_BODY: u8 = 17;
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
 #[allow(non_camel_case_types)]
-pub const ENUM_VALUES_RESPONSE_BODY: [ResponseBody; 17] = [
+pub const ENUM_VALUES_RESPONSE_BODY: [ResponseBody; 18] = [
   ResponseBody::NONE,
   ResponseBody::ProduceResponse,
   ResponseBody::FetchResponse,
@@ -1104,6 +1108,7 @@ pub const ENUM_VALUES_RESPONSE_BODY: [ResponseBody; 17] = [
   ResponseBody::ListGroupsResponse,
   ResponseBody::DescribeGroupResponse,
   ResponseBody::DeleteGroupResponse,
+  ResponseBody::PartitionOffsetsResponse,
 ];
 
 #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
@@ -1128,9 +1133,10 @@ impl ResponseBody {
   pub const ListGroupsResponse: Self = Self(14);
   pub const DescribeGroupResponse: Self = Self(15);
   pub const DeleteGroupResponse: Self = Self(16);
+  pub const PartitionOffsetsResponse: Self = Self(17);
 
   pub const ENUM_MIN: u8 = 0;
-  pub const ENUM_MAX: u8 = 16;
+  pub const ENUM_MAX: u8 = 17;
   pub const ENUM_VALUES: &'static [Self] = &[
     Self::NONE,
     Self::ProduceResponse,
@@ -1149,6 +1155,7 @@ impl ResponseBody {
     Self::ListGroupsResponse,
     Self::DescribeGroupResponse,
     Self::DeleteGroupResponse,
+    Self::PartitionOffsetsResponse,
   ];
   /// Returns the variant's name or "" if unknown.
   pub fn variant_name(self) -> Option<&'static str> {
@@ -1170,6 +1177,7 @@ impl ResponseBody {
       Self::ListGroupsResponse => Some("ListGroupsResponse"),
       Self::DescribeGroupResponse => Some("DescribeGroupResponse"),
       Self::DeleteGroupResponse => Some("DeleteGroupResponse"),
+      Self::PartitionOffsetsResponse => Some("PartitionOffsetsResponse"),
       _ => None,
     }
   }
@@ -7024,6 +7032,269 @@ impl ::core::fmt::Debug for DeleteGroupResponse<'_> {
       ds.finish()
   }
 }
+pub enum PartitionOffsetsRequestOffset {}
+#[derive(Copy, Clone, PartialEq)]
+
+/// A partition's first kept offset and its end (served by its leader).
+pub struct PartitionOffsetsRequest<'a> {
+  pub _tab: ::flatbuffers::Table<'a>,
+}
+
+impl<'a> ::flatbuffers::Follow<'a> for PartitionOffsetsRequest<'a> {
+  type Inner = PartitionOffsetsRequest<'a>;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    Self { _tab: unsafe { ::flatbuffers::Table::new(buf, loc) } }
+  }
+}
+
+impl<'a> PartitionOffsetsRequest<'a> {
+  pub const VT_TOPIC: ::flatbuffers::VOffsetT = 4;
+  pub const VT_PARTITION: ::flatbuffers::VOffsetT = 6;
+
+  #[inline]
+  pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
+    PartitionOffsetsRequest { _tab: table }
+  }
+  #[allow(unused_mut)]
+  pub fn create<'bldr: 'args, 'args: 'mut_bldr, 'mut_bldr, A: ::flatbuffers::Allocator + 'bldr>(
+    _fbb: &'mut_bldr mut ::flatbuffers::FlatBufferBuilder<'bldr, A>,
+    args: &'args PartitionOffsetsRequestArgs<'args>
+  ) -> ::flatbuffers::WIPOffset<PartitionOffsetsRequest<'bldr>> {
+    let mut builder = PartitionOffsetsRequestBuilder::new(_fbb);
+    builder.add_partition(args.partition);
+    if let Some(x) = args.topic { builder.add_topic(x); }
+    builder.finish()
+  }
+
+
+  #[inline]
+  pub fn topic(&self) -> Option<&'a str> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<&str>>(PartitionOffsetsRequest::VT_TOPIC, None)}
+  }
+  #[inline]
+  pub fn partition(&self) -> u32 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u32>(PartitionOffsetsRequest::VT_PARTITION, Some(0)).unwrap()}
+  }
+}
+
+impl ::flatbuffers::Verifiable for PartitionOffsetsRequest<'_> {
+  #[inline]
+  fn run_verifier(
+    v: &mut ::flatbuffers::Verifier, pos: usize
+  ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
+    v.visit_table(pos)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<&str>>("topic", Self::VT_TOPIC, false)?
+     .visit_field::<u32>("partition", Self::VT_PARTITION, false)?
+     .finish();
+    Ok(())
+  }
+}
+pub struct PartitionOffsetsRequestArgs<'a> {
+    pub topic: Option<::flatbuffers::WIPOffset<&'a str>>,
+    pub partition: u32,
+}
+impl<'a> Default for PartitionOffsetsRequestArgs<'a> {
+  #[inline]
+  fn default() -> Self {
+    PartitionOffsetsRequestArgs {
+      topic: None,
+      partition: 0,
+    }
+  }
+}
+
+pub struct PartitionOffsetsRequestBuilder<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> {
+  fbb_: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>,
+  start_: ::flatbuffers::WIPOffset<::flatbuffers::TableUnfinishedWIPOffset>,
+}
+impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> PartitionOffsetsRequestBuilder<'a, 'b, A> {
+  #[inline]
+  pub fn add_topic(&mut self, topic: ::flatbuffers::WIPOffset<&'b  str>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(PartitionOffsetsRequest::VT_TOPIC, topic);
+  }
+  #[inline]
+  pub fn add_partition(&mut self, partition: u32) {
+    self.fbb_.push_slot::<u32>(PartitionOffsetsRequest::VT_PARTITION, partition, 0);
+  }
+  #[inline]
+  pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> PartitionOffsetsRequestBuilder<'a, 'b, A> {
+    let start = _fbb.start_table();
+    PartitionOffsetsRequestBuilder {
+      fbb_: _fbb,
+      start_: start,
+    }
+  }
+  #[inline]
+  pub fn finish(self) -> ::flatbuffers::WIPOffset<PartitionOffsetsRequest<'a>> {
+    let o = self.fbb_.end_table(self.start_);
+    ::flatbuffers::WIPOffset::new(o.value())
+  }
+}
+
+impl ::core::fmt::Debug for PartitionOffsetsRequest<'_> {
+  fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
+    let mut ds = f.debug_struct("PartitionOffsetsRequest");
+      ds.field("topic", &self.topic());
+      ds.field("partition", &self.partition());
+      ds.finish()
+  }
+}
+pub enum PartitionOffsetsResponseOffset {}
+#[derive(Copy, Clone, PartialEq)]
+
+pub struct PartitionOffsetsResponse<'a> {
+  pub _tab: ::flatbuffers::Table<'a>,
+}
+
+impl<'a> ::flatbuffers::Follow<'a> for PartitionOffsetsResponse<'a> {
+  type Inner = PartitionOffsetsResponse<'a>;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    Self { _tab: unsafe { ::flatbuffers::Table::new(buf, loc) } }
+  }
+}
+
+impl<'a> PartitionOffsetsResponse<'a> {
+  pub const VT_TOPIC: ::flatbuffers::VOffsetT = 4;
+  pub const VT_PARTITION: ::flatbuffers::VOffsetT = 6;
+  pub const VT_START_OFFSET: ::flatbuffers::VOffsetT = 8;
+  pub const VT_HIGH_WATERMARK: ::flatbuffers::VOffsetT = 10;
+
+  #[inline]
+  pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
+    PartitionOffsetsResponse { _tab: table }
+  }
+  #[allow(unused_mut)]
+  pub fn create<'bldr: 'args, 'args: 'mut_bldr, 'mut_bldr, A: ::flatbuffers::Allocator + 'bldr>(
+    _fbb: &'mut_bldr mut ::flatbuffers::FlatBufferBuilder<'bldr, A>,
+    args: &'args PartitionOffsetsResponseArgs<'args>
+  ) -> ::flatbuffers::WIPOffset<PartitionOffsetsResponse<'bldr>> {
+    let mut builder = PartitionOffsetsResponseBuilder::new(_fbb);
+    builder.add_high_watermark(args.high_watermark);
+    builder.add_start_offset(args.start_offset);
+    builder.add_partition(args.partition);
+    if let Some(x) = args.topic { builder.add_topic(x); }
+    builder.finish()
+  }
+
+
+  #[inline]
+  pub fn topic(&self) -> Option<&'a str> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<&str>>(PartitionOffsetsResponse::VT_TOPIC, None)}
+  }
+  #[inline]
+  pub fn partition(&self) -> u32 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u32>(PartitionOffsetsResponse::VT_PARTITION, Some(0)).unwrap()}
+  }
+  /// The first offset still kept (retention removes older ones).
+  #[inline]
+  pub fn start_offset(&self) -> u64 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u64>(PartitionOffsetsResponse::VT_START_OFFSET, Some(0)).unwrap()}
+  }
+  /// One past the last committed offset.
+  #[inline]
+  pub fn high_watermark(&self) -> u64 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u64>(PartitionOffsetsResponse::VT_HIGH_WATERMARK, Some(0)).unwrap()}
+  }
+}
+
+impl ::flatbuffers::Verifiable for PartitionOffsetsResponse<'_> {
+  #[inline]
+  fn run_verifier(
+    v: &mut ::flatbuffers::Verifier, pos: usize
+  ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
+    v.visit_table(pos)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<&str>>("topic", Self::VT_TOPIC, false)?
+     .visit_field::<u32>("partition", Self::VT_PARTITION, false)?
+     .visit_field::<u64>("start_offset", Self::VT_START_OFFSET, false)?
+     .visit_field::<u64>("high_watermark", Self::VT_HIGH_WATERMARK, false)?
+     .finish();
+    Ok(())
+  }
+}
+pub struct PartitionOffsetsResponseArgs<'a> {
+    pub topic: Option<::flatbuffers::WIPOffset<&'a str>>,
+    pub partition: u32,
+    pub start_offset: u64,
+    pub high_watermark: u64,
+}
+impl<'a> Default for PartitionOffsetsResponseArgs<'a> {
+  #[inline]
+  fn default() -> Self {
+    PartitionOffsetsResponseArgs {
+      topic: None,
+      partition: 0,
+      start_offset: 0,
+      high_watermark: 0,
+    }
+  }
+}
+
+pub struct PartitionOffsetsResponseBuilder<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> {
+  fbb_: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>,
+  start_: ::flatbuffers::WIPOffset<::flatbuffers::TableUnfinishedWIPOffset>,
+}
+impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> PartitionOffsetsResponseBuilder<'a, 'b, A> {
+  #[inline]
+  pub fn add_topic(&mut self, topic: ::flatbuffers::WIPOffset<&'b  str>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(PartitionOffsetsResponse::VT_TOPIC, topic);
+  }
+  #[inline]
+  pub fn add_partition(&mut self, partition: u32) {
+    self.fbb_.push_slot::<u32>(PartitionOffsetsResponse::VT_PARTITION, partition, 0);
+  }
+  #[inline]
+  pub fn add_start_offset(&mut self, start_offset: u64) {
+    self.fbb_.push_slot::<u64>(PartitionOffsetsResponse::VT_START_OFFSET, start_offset, 0);
+  }
+  #[inline]
+  pub fn add_high_watermark(&mut self, high_watermark: u64) {
+    self.fbb_.push_slot::<u64>(PartitionOffsetsResponse::VT_HIGH_WATERMARK, high_watermark, 0);
+  }
+  #[inline]
+  pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> PartitionOffsetsResponseBuilder<'a, 'b, A> {
+    let start = _fbb.start_table();
+    PartitionOffsetsResponseBuilder {
+      fbb_: _fbb,
+      start_: start,
+    }
+  }
+  #[inline]
+  pub fn finish(self) -> ::flatbuffers::WIPOffset<PartitionOffsetsResponse<'a>> {
+    let o = self.fbb_.end_table(self.start_);
+    ::flatbuffers::WIPOffset::new(o.value())
+  }
+}
+
+impl ::core::fmt::Debug for PartitionOffsetsResponse<'_> {
+  fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
+    let mut ds = f.debug_struct("PartitionOffsetsResponse");
+      ds.field("topic", &self.topic());
+      ds.field("partition", &self.partition());
+      ds.field("start_offset", &self.start_offset());
+      ds.field("high_watermark", &self.high_watermark());
+      ds.finish()
+  }
+}
 pub enum RequestOffset {}
 #[derive(Copy, Clone, PartialEq)]
 
@@ -7334,6 +7605,21 @@ impl<'a> Request<'a> {
     }
   }
 
+  #[inline]
+  #[allow(non_snake_case)]
+  pub fn body_as_partition_offsets_request(&self) -> Option<PartitionOffsetsRequest<'a>> {
+    if self.body_type() == RequestBody::PartitionOffsetsRequest {
+      self.body().map(|t| {
+       // Safety:
+       // Created from a valid Table for this object
+       // Which contains a valid union in this slot
+       unsafe { PartitionOffsetsRequest::init_from_table(t) }
+     })
+    } else {
+      None
+    }
+  }
+
 }
 
 impl ::flatbuffers::Verifiable for Request<'_> {
@@ -7362,6 +7648,7 @@ impl ::flatbuffers::Verifiable for Request<'_> {
           RequestBody::ListGroupsRequest => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<ListGroupsRequest>>("RequestBody::ListGroupsRequest", pos),
           RequestBody::DescribeGroupRequest => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<DescribeGroupRequest>>("RequestBody::DescribeGroupRequest", pos),
           RequestBody::DeleteGroupRequest => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<DeleteGroupRequest>>("RequestBody::DeleteGroupRequest", pos),
+          RequestBody::PartitionOffsetsRequest => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<PartitionOffsetsRequest>>("RequestBody::PartitionOffsetsRequest", pos),
           _ => Ok(()),
         }
      })?
@@ -7537,6 +7824,13 @@ impl ::core::fmt::Debug for Request<'_> {
         },
         RequestBody::DeleteGroupRequest => {
           if let Some(x) = self.body_as_delete_group_request() {
+            ds.field("body", &x)
+          } else {
+            ds.field("body", &"InvalidFlatbuffer: Union discriminant does not match value.")
+          }
+        },
+        RequestBody::PartitionOffsetsRequest => {
+          if let Some(x) = self.body_as_partition_offsets_request() {
             ds.field("body", &x)
           } else {
             ds.field("body", &"InvalidFlatbuffer: Union discriminant does not match value.")
@@ -7858,6 +8152,21 @@ impl<'a> Response<'a> {
     }
   }
 
+  #[inline]
+  #[allow(non_snake_case)]
+  pub fn body_as_partition_offsets_response(&self) -> Option<PartitionOffsetsResponse<'a>> {
+    if self.body_type() == ResponseBody::PartitionOffsetsResponse {
+      self.body().map(|t| {
+       // Safety:
+       // Created from a valid Table for this object
+       // Which contains a valid union in this slot
+       unsafe { PartitionOffsetsResponse::init_from_table(t) }
+     })
+    } else {
+      None
+    }
+  }
+
 }
 
 impl ::flatbuffers::Verifiable for Response<'_> {
@@ -7886,6 +8195,7 @@ impl ::flatbuffers::Verifiable for Response<'_> {
           ResponseBody::ListGroupsResponse => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<ListGroupsResponse>>("ResponseBody::ListGroupsResponse", pos),
           ResponseBody::DescribeGroupResponse => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<DescribeGroupResponse>>("ResponseBody::DescribeGroupResponse", pos),
           ResponseBody::DeleteGroupResponse => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<DeleteGroupResponse>>("ResponseBody::DeleteGroupResponse", pos),
+          ResponseBody::PartitionOffsetsResponse => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<PartitionOffsetsResponse>>("ResponseBody::PartitionOffsetsResponse", pos),
           _ => Ok(()),
         }
      })?
@@ -8061,6 +8371,13 @@ impl ::core::fmt::Debug for Response<'_> {
         },
         ResponseBody::DeleteGroupResponse => {
           if let Some(x) = self.body_as_delete_group_response() {
+            ds.field("body", &x)
+          } else {
+            ds.field("body", &"InvalidFlatbuffer: Union discriminant does not match value.")
+          }
+        },
+        ResponseBody::PartitionOffsetsResponse => {
+          if let Some(x) = self.body_as_partition_offsets_response() {
             ds.field("body", &x)
           } else {
             ds.field("body", &"InvalidFlatbuffer: Union discriminant does not match value.")

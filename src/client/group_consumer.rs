@@ -1,0 +1,412 @@
+//! `GroupConsumer`: a member of a consumer group. It joins, consumes the partitions the
+//! coordinator assigns it from their committed offsets, heartbeats from `poll`, follows
+//! rebalances (telling the application which partitions it lost and got), and commits
+//! what it consumed: automatically at an interval, or when the application says.
+//!
+//! At-least-once: an automatic commit, made at the start of a `poll`, covers the records
+//! earlier polls returned (the application processed them before polling again), never
+//! those about to be returned. After a crash or a rebalance the next owner starts from
+//! the last commit, so a record is consumed again at most once per uncommitted window.
+//! Blocking, like the rest of the client; never skips a record: each partition is read
+//! from where the previous poll stopped.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::{Duration, Instant};
+
+use crate::client::cluster::{ClusterClient, ConsumedRecord};
+use crate::client::error::ClientError;
+use crate::client::group_calls::{JoinOptions, Membership, TopicPartition};
+use crate::protocol::wire::ErrorCode;
+
+/// Most bytes one fetch asks for.
+const FETCH_MAX_BYTES: u32 = 1024 * 1024;
+
+/// Where a partition without a committed offset starts.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum OffsetReset {
+    /// At its first kept record (the default: nothing is skipped).
+    Earliest,
+    /// At its end: only records produced from now on.
+    Latest,
+    /// Nowhere: `poll` fails with `OffsetOutOfRange`.
+    Error,
+}
+
+/// How a group consumer behaves.
+#[derive(Clone, Debug)]
+pub struct GroupConsumerConfig {
+    /// The group.
+    pub group: String,
+    /// Topics to consume.
+    pub topics: Vec<String>,
+    /// How it joins (client name, instance, mode, strategy, session timeout).
+    pub join: JoinOptions,
+    /// Commit what was consumed this often (at the start of a poll); `None`: only on
+    /// `commit` calls.
+    pub auto_commit: Option<Duration>,
+    /// Where partitions without a committed offset (or one retention removed) start.
+    pub offset_reset: OffsetReset,
+}
+
+impl GroupConsumerConfig {
+    /// Clustering mode, sticky assignment, a commit every 5 s, earliest when nothing is
+    /// committed.
+    pub fn new(group: &str, topics: &[&str]) -> GroupConsumerConfig {
+        GroupConsumerConfig {
+            group: group.to_string(),
+            topics: topics.iter().map(|t| t.to_string()).collect(),
+            join: JoinOptions::default(),
+            auto_commit: Some(Duration::from_secs(5)),
+            offset_reset: OffsetReset::Earliest,
+        }
+    }
+}
+
+/// A change of the partitions a member consumes.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Rebalance {
+    /// The group's new generation.
+    pub generation: u64,
+    /// Partitions this member no longer consumes (another member continues from their
+    /// last commit).
+    pub revoked: Vec<TopicPartition>,
+    /// Partitions it consumes from now on.
+    pub assigned: Vec<TopicPartition>,
+}
+
+/// A consumed record and where it came from.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct GroupRecord {
+    /// Topic.
+    pub topic: String,
+    /// Partition.
+    pub partition: u32,
+    /// The record.
+    pub record: ConsumedRecord,
+}
+
+/// The application's hook for rebalances.
+pub type RebalanceListener = Box<dyn FnMut(&Rebalance)>;
+
+/// A member of a consumer group.
+pub struct GroupConsumer {
+    client: ClusterClient,
+    config: GroupConsumerConfig,
+    membership: Membership,
+    /// Next offset to fetch, per assigned partition.
+    positions: BTreeMap<TopicPartition, u64>,
+    /// Next offset after the records polls returned, per assigned partition: what a
+    /// commit commits.
+    consumed: BTreeMap<TopicPartition, u64>,
+    /// What was last committed, per partition (nothing to commit when unchanged).
+    committed: BTreeMap<TopicPartition, u64>,
+    last_heartbeat: Instant,
+    last_commit: Instant,
+    next: usize,
+    listener: Option<RebalanceListener>,
+}
+
+impl GroupConsumer {
+    /// Joins the group and positions every assigned partition at its committed offset.
+    pub fn subscribe(
+        bootstrap: &str,
+        config: GroupConsumerConfig,
+    ) -> Result<GroupConsumer, ClientError> {
+        let mut client = ClusterClient::new(bootstrap);
+        let membership = client.join_group(&config.group, "", &config.topics, &config.join)?;
+        let mut consumer = GroupConsumer {
+            client,
+            config,
+            membership: Membership {
+                member_id: membership.member_id.clone(),
+                generation: membership.generation,
+                assignment: Vec::new(),
+            },
+            positions: BTreeMap::new(),
+            consumed: BTreeMap::new(),
+            committed: BTreeMap::new(),
+            last_heartbeat: Instant::now(),
+            last_commit: Instant::now(),
+            next: 0,
+            listener: None,
+        };
+        consumer.take_assignment(membership)?;
+        Ok(consumer)
+    }
+
+    /// Calls `listener` at every rebalance (after the change: revoked partitions are no
+    /// longer polled, assigned ones are positioned).
+    pub fn on_rebalance(&mut self, listener: RebalanceListener) {
+        self.listener = Some(listener);
+    }
+
+    /// This member's id.
+    pub fn member_id(&self) -> &str {
+        &self.membership.member_id
+    }
+
+    /// The group's generation as this member last heard it.
+    pub fn generation(&self) -> u64 {
+        self.membership.generation
+    }
+
+    /// The partitions this member consumes.
+    pub fn assignment(&self) -> &[TopicPartition] {
+        &self.membership.assignment
+    }
+
+    /// The next offset each assigned partition is fetched from.
+    pub fn positions(&self) -> &BTreeMap<TopicPartition, u64> {
+        &self.positions
+    }
+
+    /// Fetches `partition` from `offset` next (and commits from there on).
+    pub fn seek(&mut self, partition: &TopicPartition, offset: u64) -> Result<(), ClientError> {
+        if !self.positions.contains_key(partition) {
+            return Err(ClientError::Unexpected(format!(
+                "{}/{} is not assigned to this member",
+                partition.0, partition.1
+            )));
+        }
+        self.positions.insert(partition.clone(), offset);
+        self.consumed.insert(partition.clone(), offset);
+        Ok(())
+    }
+
+    /// Heartbeats and commits when due, then returns the next records of some assigned
+    /// partition, waiting up to `max_wait` (split over the partitions) when none has any.
+    pub fn poll(&mut self, max_wait: Duration) -> Result<Vec<GroupRecord>, ClientError> {
+        self.heartbeat_if_due()?;
+        if let Some(interval) = self.config.auto_commit {
+            if self.last_commit.elapsed() >= interval {
+                self.commit()?;
+            }
+        }
+        let partitions: Vec<TopicPartition> = self.positions.keys().cloned().collect();
+        if partitions.is_empty() {
+            std::thread::sleep(max_wait.min(self.heartbeat_interval()));
+            return Ok(Vec::new());
+        }
+        let wait = max_wait / partitions.len() as u32;
+        for _ in 0..partitions.len() {
+            let slot = self.next % partitions.len();
+            self.next = (self.next + 1) % partitions.len();
+            let records = self.fetch(&partitions[slot], wait)?;
+            if !records.is_empty() {
+                return Ok(records);
+            }
+        }
+        Ok(Vec::new())
+    }
+
+    fn fetch(
+        &mut self,
+        tp: &TopicPartition,
+        wait: Duration,
+    ) -> Result<Vec<GroupRecord>, ClientError> {
+        let offset = self.positions[tp];
+        let fetched = match self
+            .client
+            .fetch(&tp.0, tp.1, offset, FETCH_MAX_BYTES, wait)
+        {
+            Ok(fetched) => fetched,
+            Err(error) if is_code(&error, ErrorCode::OffsetOutOfRange) => {
+                let reset = self.reset_position(tp)?;
+                self.positions.insert(tp.clone(), reset);
+                self.consumed.insert(tp.clone(), reset);
+                return Ok(Vec::new());
+            }
+            Err(error) => return Err(error),
+        };
+        let Some(last) = fetched.records.last() else {
+            return Ok(Vec::new());
+        };
+        assert!(last.offset >= offset, "a fetch went back");
+        self.positions.insert(tp.clone(), last.offset + 1);
+        self.consumed.insert(tp.clone(), last.offset + 1);
+        Ok(fetched
+            .records
+            .into_iter()
+            .map(|record| GroupRecord {
+                topic: tp.0.clone(),
+                partition: tp.1,
+                record,
+            })
+            .collect())
+    }
+
+    /// Commits the offsets after every record polls returned (at-least-once: call it
+    /// once they are processed). A rebalance found on the way is followed and the
+    /// partitions still owned are committed.
+    pub fn commit(&mut self) -> Result<(), ClientError> {
+        self.last_commit = Instant::now();
+        let due: Vec<(TopicPartition, u64)> = self
+            .consumed
+            .iter()
+            .filter(|(tp, offset)| self.committed.get(*tp) != Some(offset))
+            .map(|(tp, offset)| (tp.clone(), *offset))
+            .collect();
+        self.commit_offsets(&due)
+    }
+
+    /// Commits the given offsets (the next offset to consume per partition), for
+    /// partitions this member owns.
+    pub fn commit_offsets(&mut self, offsets: &[(TopicPartition, u64)]) -> Result<(), ClientError> {
+        for attempt in 0..2 {
+            let owned: Vec<_> = offsets
+                .iter()
+                .filter(|(tp, _)| self.positions.contains_key(tp))
+                .map(|(tp, offset)| (tp.clone(), *offset, String::new()))
+                .collect();
+            if owned.is_empty() {
+                return Ok(());
+            }
+            let (group, member) = (&self.config.group, &self.membership.member_id);
+            match self
+                .client
+                .commit_offsets(group, member, self.membership.generation, &owned)
+            {
+                Ok(()) => {
+                    for (tp, offset, _) in owned {
+                        self.committed.insert(tp, offset);
+                    }
+                    return Ok(());
+                }
+                // A rebalance happened: take it, then commit what is still ours.
+                Err(error) if attempt == 0 && is_rebalance(&error) => self.heartbeat()?,
+                Err(error) => return Err(error),
+            }
+        }
+        Ok(())
+    }
+
+    /// Commits what was consumed (automatic commits on) and leaves the group: its
+    /// partitions go to the others at once.
+    pub fn close(mut self) -> Result<(), ClientError> {
+        if self.config.auto_commit.is_some() {
+            self.commit()?;
+        }
+        self.client
+            .leave_group(&self.config.group, &self.membership.member_id)
+    }
+
+    fn heartbeat_interval(&self) -> Duration {
+        Duration::from_millis(u64::from(self.config.join.session_timeout_ms) / 3)
+    }
+
+    fn heartbeat_if_due(&mut self) -> Result<(), ClientError> {
+        if self.last_heartbeat.elapsed() >= self.heartbeat_interval() {
+            self.heartbeat()?;
+        }
+        Ok(())
+    }
+
+    /// Heartbeats; follows a rebalance; joins again (as a new member) if removed.
+    fn heartbeat(&mut self) -> Result<(), ClientError> {
+        self.last_heartbeat = Instant::now();
+        let (group, member) = (&self.config.group, &self.membership.member_id);
+        let membership = match self
+            .client
+            .heartbeat(group, member, self.membership.generation)
+        {
+            Ok(membership) => membership,
+            Err(error) if is_code(&error, ErrorCode::UnknownMember) => {
+                tracing::warn!(group = %self.config.group, member = %self.membership.member_id, "removed from the group (session timed out): joining again");
+                self.client
+                    .join_group(group, "", &self.config.topics, &self.config.join)?
+            }
+            Err(error) => return Err(error),
+        };
+        self.take_assignment(membership)
+    }
+
+    /// Switches to a (possibly) new generation and assignment: revoked partitions are
+    /// dropped, assigned ones start at their committed offset.
+    fn take_assignment(&mut self, membership: Membership) -> Result<(), ClientError> {
+        let before: BTreeSet<TopicPartition> = self.membership.assignment.iter().cloned().collect();
+        let after: BTreeSet<TopicPartition> = membership.assignment.iter().cloned().collect();
+        let changed = membership.generation != self.membership.generation
+            || membership.member_id != self.membership.member_id
+            || before != after
+            || self.positions.is_empty() && !after.is_empty();
+        self.membership = membership;
+        if !changed {
+            return Ok(());
+        }
+        let revoked: Vec<_> = before.difference(&after).cloned().collect();
+        let assigned: Vec<_> = after.difference(&before).cloned().collect();
+        for tp in &revoked {
+            self.positions.remove(tp);
+            self.consumed.remove(tp);
+            self.committed.remove(tp);
+        }
+        self.position_assigned(&assigned)?;
+        let rebalance = Rebalance {
+            generation: self.membership.generation,
+            revoked,
+            assigned,
+        };
+        if let Some(listener) = self.listener.as_mut() {
+            listener(&rebalance);
+        }
+        Ok(())
+    }
+
+    /// Positions newly assigned partitions at their committed offsets (or per
+    /// `offset_reset` where none is committed).
+    fn position_assigned(&mut self, assigned: &[TopicPartition]) -> Result<(), ClientError> {
+        if assigned.is_empty() {
+            return Ok(());
+        }
+        let committed = self.client.fetch_offsets(
+            &self.config.group,
+            &self.config.join.instance,
+            &self.config.topics,
+        )?;
+        for tp in assigned {
+            let offset = committed
+                .iter()
+                .find(|c| c.topic == tp.0 && c.partition == tp.1)
+                .map(|c| c.offset);
+            let start = match offset {
+                Some(offset) => {
+                    self.committed.insert(tp.clone(), offset);
+                    offset
+                }
+                None => self.reset_position(tp)?,
+            };
+            self.positions.insert(tp.clone(), start);
+            self.consumed.insert(tp.clone(), start);
+        }
+        Ok(())
+    }
+
+    /// Where a partition starts without a usable committed offset.
+    fn reset_position(&mut self, tp: &TopicPartition) -> Result<u64, ClientError> {
+        let (start, end) = self.client.partition_offsets(&tp.0, tp.1)?;
+        match self.config.offset_reset {
+            OffsetReset::Earliest => Ok(start),
+            OffsetReset::Latest => Ok(end),
+            OffsetReset::Error => Err(ClientError::Broker {
+                code: ErrorCode::OffsetOutOfRange,
+                message: format!(
+                    "{}/{} has no usable committed offset (it keeps {start}..{end}) and offset_reset is Error",
+                    tp.0, tp.1
+                ),
+                leader_address: None,
+            }),
+        }
+    }
+}
+
+fn is_code(error: &ClientError, wanted: ErrorCode) -> bool {
+    match error {
+        ClientError::Broker { code, .. } => *code == wanted,
+        ClientError::GaveUp { last, .. } => is_code(last, wanted),
+        _ => false,
+    }
+}
+
+fn is_rebalance(error: &ClientError) -> bool {
+    is_code(error, ErrorCode::StaleGeneration) || is_code(error, ErrorCode::NotAssigned)
+}
