@@ -300,3 +300,84 @@ fn three_members_consume_everything_acknowledged_through_a_member_crash() {
     );
     assert!(taken_over < Duration::from_secs(3), "{taken_over:?}");
 }
+
+fn keel(args: &[&str], bootstrap: &str, stdin: &str) -> (bool, String, String) {
+    use std::io::Write as _;
+    use std::process::{Command, Stdio};
+    let mut child = Command::new(env!("CARGO_BIN_EXE_keel"))
+        .args(args)
+        .args(["--bootstrap", bootstrap])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(stdin.as_bytes())
+        .unwrap();
+    let output = child.wait_with_output().unwrap();
+    let text = |bytes: Vec<u8>| String::from_utf8(bytes).unwrap();
+    (
+        output.status.success(),
+        text(output.stdout),
+        text(output.stderr),
+    )
+}
+
+/// `keel consume --group` prints what the group has not consumed yet and commits it;
+/// `keel group describe` shows the commits and the lag; `reset` moves them; `delete`
+/// removes the group; an unknown group is a clear error.
+#[test]
+fn the_cli_consumes_as_a_group_and_shows_resets_and_deletes_it() {
+    let root = tempfile::tempdir().unwrap();
+    let node = support::Broker::start(&root.path().join("node"), support::free_ports(1), 1);
+    let at = node.address(0);
+    let ok = |args: &[&str], stdin: &str| {
+        let (success, out, err) = keel(args, &at, stdin);
+        assert!(success, "keel {args:?}: {err}");
+        out
+    };
+    ok(&["topic", "create", "cli", "--partitions", "2"], "");
+    ok(&["produce", "cli", "--partition", "1"], "a\nb\nc\n");
+    assert_eq!(ok(&["consume", "cli", "--group", "g"], ""), "a\nb\nc\n");
+    assert_eq!(
+        ok(&["consume", "cli", "--group", "g"], ""),
+        "",
+        "all committed"
+    );
+    ok(&["produce", "cli", "--partition", "1"], "d\n");
+    let described = ok(&["group", "describe", "g"], "");
+    assert!(described.contains("0 member(s)"), "{described}");
+    let row = described
+        .lines()
+        .find(|l| l.starts_with("cli ") && l.contains(" 1 "))
+        .unwrap();
+    let fields: Vec<&str> = row.split_whitespace().collect();
+    assert_eq!(
+        &fields[..5],
+        &["cli", "1", "3", "4", "1"],
+        "committed 3, end 4, lag 1"
+    );
+    ok(
+        &[
+            "group",
+            "reset",
+            "g",
+            "--topic",
+            "cli",
+            "--to-offset",
+            "1",
+            "--partitions",
+            "1",
+        ],
+        "",
+    );
+    assert_eq!(ok(&["consume", "cli", "--group", "g"], ""), "b\nc\nd\n");
+    assert!(ok(&["group", "list"], "").contains("\ng "));
+    ok(&["group", "delete", "g"], "");
+    let (success, _, err) = keel(&["group", "describe", "g"], &at, "");
+    assert!(!success && err.contains("no consumer group \"g\""), "{err}");
+}

@@ -1,5 +1,8 @@
 //! The `keel` command line: parses arguments and calls into the library.
 
+#[path = "keel/group_cmd.rs"]
+mod group_cmd;
+
 use std::io::Write;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -48,11 +51,15 @@ enum Command {
     Topic(TopicCommand),
     /// Send lines from stdin (one record each) to a partition.
     Produce(ProduceArgs),
-    /// Print the records of a partition from an offset.
+    /// Print the records of a partition from an offset, or with --group those the group
+    /// assigns this consumer.
     Consume(ConsumeArgs),
     /// Inspect the cluster.
     #[command(subcommand)]
     Cluster(ClusterCommand),
+    /// List, describe, reset and delete consumer groups.
+    #[command(subcommand)]
+    Group(group_cmd::GroupCommand),
     /// Inspect CommitLog directories.
     #[command(subcommand)]
     Log(LogCommand),
@@ -298,9 +305,14 @@ struct ConsumeArgs {
     /// Keep waiting for new records.
     #[arg(long)]
     follow: bool,
-    /// Print the offset before each value.
+    /// Print the offset before each value (with --group: partition, offset, value).
     #[arg(long)]
     offsets: bool,
+    /// Consume as a member of this consumer group: the partitions it assigns, from the
+    /// group's committed offsets, committing what was printed (--partition and --offset
+    /// do not apply).
+    #[arg(long, conflicts_with_all = ["partition", "offset"])]
+    group: Option<String>,
     #[command(flatten)]
     connect: ConnectArgs,
 }
@@ -491,7 +503,17 @@ fn main() -> ExitCode {
         Command::Dev(args) => dev(args),
         Command::Topic(command) => topic(command),
         Command::Produce(args) => produce(args),
-        Command::Consume(args) => consume(args),
+        Command::Consume(args) => match &args.group {
+            Some(group) => group_cmd::consume_group(
+                group,
+                &args.topic,
+                args.offsets,
+                args.follow,
+                &args.connect.bootstrap,
+            ),
+            None => consume(args),
+        },
+        Command::Group(command) => group_cmd::group(command),
         Command::Cluster(ClusterCommand::Status { connect }) => cluster_status(&connect.bootstrap),
         Command::Log(LogCommand::Check {
             dir,
