@@ -1,5 +1,6 @@
 //! Load generators and HdrHistogram output used by `keel bench`.
 pub mod catchup_bench;
+pub mod consume_bench;
 pub mod failover_bench;
 pub mod hgrm;
 pub mod local_cluster;

@@ -356,6 +356,11 @@ enum BenchCommand {
     /// throughput (--rate 0, closed loop with --window requests in flight) against a
     /// running broker.
     Produce(ProduceBenchArgs),
+    /// A consumer group: drain rate of --records records written first (records/s,
+    /// MB/s), then end-to-end latency (from each record's intended send time to its
+    /// consumption, open loop at --rate records/s, acks=quorum) for a group of
+    /// --members members.
+    Consume(ConsumeBenchArgs),
     /// Fail-over time: starts a local three-node cluster, writes with acks=quorum, kills
     /// the leader repeatedly (SIGKILL) and times each gap from the kill to the first write
     /// acknowledged by the new leader.
@@ -368,6 +373,36 @@ enum BenchCommand {
     /// Loopback round trip between two processes (1 KiB request, 16-byte answer): the
     /// network part of the floor under a replicated write.
     Rtt(RttBenchArgs),
+}
+
+#[derive(Args)]
+struct ConsumeBenchArgs {
+    #[command(flatten)]
+    connect: ConnectArgs,
+    /// Topic (created if missing).
+    #[arg(long, default_value = "keel-bench-consume")]
+    topic: String,
+    /// Partitions of the topic when it is created.
+    #[arg(long, default_value_t = 4)]
+    partitions: u32,
+    /// Members of the group (threads, one connection per shard each).
+    #[arg(long, default_value_t = 4)]
+    members: usize,
+    /// Records written, then drained by the group (0 skips the drain).
+    #[arg(long, default_value_t = 500_000)]
+    records: u64,
+    /// Size of each record's value.
+    #[arg(long, value_parser = parse_size, default_value = "1KiB")]
+    record_bytes: u64,
+    /// Records per second of the end-to-end run (0 skips it).
+    #[arg(long, default_value_t = 5_000)]
+    rate: u64,
+    /// Length of the end-to-end run.
+    #[arg(long, value_parser = parse_duration, default_value = "10s")]
+    duration: Duration,
+    /// Where to write the end-to-end latency histogram.
+    #[arg(long, default_value = "bench-results/consume-latency.hgrm")]
+    hgrm: PathBuf,
 }
 
 #[derive(Args)]
@@ -527,6 +562,7 @@ fn main() -> ExitCode {
         }
         Command::Bench(BenchCommand::Log(args)) => bench_log(args),
         Command::Bench(BenchCommand::Produce(args)) => bench_produce(args),
+        Command::Bench(BenchCommand::Consume(args)) => bench_consume(args),
         Command::Bench(BenchCommand::Failover(args)) => bench_failover(args),
         Command::Bench(BenchCommand::Rtt(args)) => bench_rtt(args),
         Command::Bench(BenchCommand::Catchup(args)) => bench_catchup(args),
@@ -1133,6 +1169,54 @@ fn consume(args: ConsumeArgs) -> ExitCode {
             return ExitCode::SUCCESS;
         }
     }
+}
+
+fn bench_consume(args: ConsumeBenchArgs) -> ExitCode {
+    let options = keel::bench::consume_bench::ConsumeBenchOptions {
+        bootstrap: args.connect.bootstrap,
+        topic: args.topic,
+        partitions: args.partitions.max(1),
+        members: args.members.max(1),
+        records: args.records,
+        record_bytes: usize::try_from(args.record_bytes).unwrap_or(1024),
+        rate: args.rate,
+        duration: args.duration,
+    };
+    let report = match keel::bench::consume_bench::run_consume_bench(&options) {
+        Ok(report) => report,
+        Err(error) => return fail("bench consume", error),
+    };
+    println!(
+        "keel bench consume: {} member(s), {} B records, acks=quorum, fsync: every flush",
+        options.members, options.record_bytes
+    );
+    if options.records > 0 {
+        println!(
+            "drain of {} records: {:.0} records/s, {:.1} MB/s",
+            options.records, report.drain_records_per_second, report.drain_megabytes_per_second
+        );
+    }
+    if options.rate > 0 {
+        println!(
+            "end to end at {} records/s (open loop, {} records): {}",
+            options.rate,
+            report.end_to_end_records,
+            hgrm::summary_line(&report.latency)
+        );
+        if let Err(error) = hgrm::write_hgrm(&report.latency, &args.hgrm) {
+            return fail("bench consume", format!("{}: {error}", args.hgrm.display()));
+        }
+    }
+    println!(
+        "result drain_records_per_s={:.0} drain_mb_per_s={:.1} e2e_p50_us={} e2e_p99_us={} e2e_p999_us={} e2e_max_us={}",
+        report.drain_records_per_second,
+        report.drain_megabytes_per_second,
+        report.latency.value_at_quantile(0.5),
+        report.latency.value_at_quantile(0.99),
+        report.latency.value_at_quantile(0.999),
+        report.latency.max()
+    );
+    ExitCode::SUCCESS
 }
 
 fn bench_produce(args: ProduceBenchArgs) -> ExitCode {

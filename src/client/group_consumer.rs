@@ -21,6 +21,10 @@ use crate::protocol::wire::ErrorCode;
 /// Most bytes one fetch asks for.
 const FETCH_MAX_BYTES: u32 = 1024 * 1024;
 
+/// Attempts of a commit that meets rebalances (each followed before the next): members
+/// joining or leaving together move the generation several times in a row.
+const COMMIT_ATTEMPTS: usize = 5;
+
 /// Where a partition without a committed offset starts.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum OffsetReset {
@@ -252,7 +256,7 @@ impl GroupConsumer {
     /// Commits the given offsets (the next offset to consume per partition), for
     /// partitions this member owns.
     pub fn commit_offsets(&mut self, offsets: &[(TopicPartition, u64)]) -> Result<(), ClientError> {
-        for attempt in 0..2 {
+        for attempt in 0..COMMIT_ATTEMPTS {
             let owned: Vec<_> = offsets
                 .iter()
                 .filter(|(tp, _)| self.positions.contains_key(tp))
@@ -273,7 +277,9 @@ impl GroupConsumer {
                     return Ok(());
                 }
                 // A rebalance happened: take it, then commit what is still ours.
-                Err(error) if attempt == 0 && is_rebalance(&error) => self.heartbeat()?,
+                Err(error) if attempt + 1 < COMMIT_ATTEMPTS && is_rebalance(&error) => {
+                    self.heartbeat()?
+                }
                 Err(error) => return Err(error),
             }
         }
@@ -283,11 +289,15 @@ impl GroupConsumer {
     /// Commits what was consumed (automatic commits on) and leaves the group: its
     /// partitions go to the others at once.
     pub fn close(mut self) -> Result<(), ClientError> {
-        if self.config.auto_commit.is_some() {
-            self.commit()?;
-        }
-        self.client
-            .leave_group(&self.config.group, &self.membership.member_id)
+        let committed = match self.config.auto_commit {
+            Some(_) => self.commit(),
+            None => Ok(()),
+        };
+        // Leave even if the commit failed: the partitions move now, not after a timeout.
+        let left = self
+            .client
+            .leave_group(&self.config.group, &self.membership.member_id);
+        committed.and(left)
     }
 
     fn heartbeat_interval(&self) -> Duration {
