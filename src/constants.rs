@@ -287,6 +287,10 @@ pub const MAX_GROUP_SUBSCRIPTIONS: usize = 1_000;
 /// Longest consumer group name, member id, client or instance name, in bytes.
 pub const MAX_GROUP_NAME_BYTES: usize = 255;
 
+/// Longest client name of a consumer group member, in bytes: a new member's id is the
+/// name, '-' and a log index (up to 20 digits), within `MAX_GROUP_NAME_BYTES`.
+pub const MAX_CLIENT_NAME_BYTES: usize = MAX_GROUP_NAME_BYTES - 21;
+
 /// Longest metadata a commit may attach to an offset, in bytes.
 pub const MAX_OFFSET_METADATA_BYTES: usize = 1024;
 

@@ -478,3 +478,159 @@ fn members_closing_together_commit_and_leave_cleanly() {
     let described = client.describe_group("closing").unwrap();
     assert!(described.members.is_empty(), "{described:?}");
 }
+
+/// Two `keel consume --group --follow` processes share a topic; one is killed with
+/// kill -9: after its session timeout the other prints the killed one's partitions too,
+/// every record produced after the kill included.
+#[test]
+fn a_killed_consumer_process_s_partitions_go_to_the_other_member() {
+    use std::io::BufRead;
+    use std::process::{Command, Stdio};
+    use std::sync::mpsc;
+    let root = tempfile::tempdir().unwrap();
+    let node = support::Broker::start(&root.path().join("node"), support::free_ports(1), 1);
+    let at = node.address(0);
+    let mut client = ClusterClient::new(&at);
+    retry("create topic", || client.create_topic("kill", 2));
+    let start = |name: &'static str, lines: mpsc::Sender<(&'static str, String)>| {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_keel"))
+            .args(["consume", "kill", "--group", "k", "--follow", "--offsets"])
+            .args(["--session-timeout", "1s", "--bootstrap", &at])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let stdout = child.stdout.take().unwrap();
+        std::thread::spawn(move || {
+            for line in std::io::BufReader::new(stdout)
+                .lines()
+                .map_while(Result::ok)
+            {
+                let _ = lines.send((name, line));
+            }
+        });
+        KilledOnDrop(child)
+    };
+    let (sender, lines) = mpsc::channel();
+    let mut first = start("first", sender.clone());
+    std::thread::sleep(Duration::from_millis(500));
+    let second = start("second", sender);
+    let produce = |client: &mut ClusterClient, partition: u32, text: &str| {
+        let records = vec![RecordData {
+            value: text.as_bytes().to_vec(),
+            ..Default::default()
+        }];
+        let (batch, crc) = encode_record_batch(BatchProducer::default(), 0, &records);
+        retry("produce", || {
+            client.produce("kill", partition, &batch, crc, Acks::Quorum)
+        });
+    };
+    // Wait until each partition has a reader: a record in each is printed.
+    let mut owner = std::collections::BTreeMap::new();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let mut n = 0;
+    while owner.len() < 2 && Instant::now() < deadline {
+        for partition in 0..2 {
+            produce(&mut client, partition, &format!("warm-{n}"));
+        }
+        n += 1;
+        while let Ok((who, line)) = lines.recv_timeout(Duration::from_millis(300)) {
+            let partition: u32 = line.split('\t').next().unwrap().parse().unwrap();
+            owner.insert(partition, who);
+        }
+    }
+    assert_eq!(owner.len(), 2, "both partitions read: {owner:?}");
+    first.0.kill().unwrap();
+    first.0.wait().unwrap();
+    for partition in 0..2 {
+        produce(&mut client, partition, "after-the-kill");
+    }
+    let mut seen = std::collections::BTreeSet::new();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while seen.len() < 2 && Instant::now() < deadline {
+        if let Ok((who, line)) = lines.recv_timeout(Duration::from_millis(200)) {
+            let fields: Vec<&str> = line.split('\t').collect();
+            if who == "second" && fields[2] == "after-the-kill" {
+                seen.insert(fields[0].to_string());
+            }
+        }
+    }
+    drop(second);
+    assert_eq!(
+        seen.len(),
+        2,
+        "the survivor printed both partitions' new records"
+    );
+}
+
+/// Requests outside the bounds get `InvalidRequest` naming what is wrong, and the broker
+/// goes on serving the same connection.
+#[test]
+fn group_requests_out_of_bounds_are_refused_with_clear_errors() {
+    let root = tempfile::tempdir().unwrap();
+    let node = support::Broker::start(&root.path().join("node"), support::free_ports(1), 1);
+    let mut client = ClusterClient::new(&node.address(0));
+    retry("create topic", || client.create_topic(TOPIC, PARTITIONS));
+    let topics = vec![TOPIC.to_string()];
+    let refused = |result: Result<Membership, ClientError>, words: &str| match result {
+        Err(ClientError::Broker { code, message, .. }) => {
+            assert_eq!(code, ErrorCode::InvalidRequest, "{message}");
+            assert!(message.contains(words), "{message:?} should say {words:?}");
+        }
+        other => panic!("not refused: {other:?}"),
+    };
+    refused(
+        client.join_group(GROUP, "", &topics, &options(10)),
+        "session timeout",
+    );
+    refused(
+        client.join_group(GROUP, "", &[], &options(5_000)),
+        "subscribe to 1 to",
+    );
+    let long = "g".repeat(300);
+    refused(
+        client.join_group(&long, "", &topics, &options(5_000)),
+        "group name",
+    );
+    let mut named = options(5_000);
+    named.client = "c".repeat(240);
+    refused(client.join_group(GROUP, "", &topics, &named), "client name");
+    let empty = client.commit_offsets(GROUP, "", 0, &[]);
+    assert!(
+        matches!(
+            empty,
+            Err(ClientError::Broker {
+                code: ErrorCode::InvalidRequest,
+                ..
+            })
+        ),
+        "{empty:?}"
+    );
+    let metadata = "m".repeat(2_000);
+    let too_much = client.commit_offsets(GROUP, "", 0, &[((TOPIC.to_string(), 0), 0, metadata)]);
+    assert!(
+        matches!(
+            too_much,
+            Err(ClientError::Broker {
+                code: ErrorCode::InvalidRequest,
+                ..
+            })
+        ),
+        "{too_much:?}"
+    );
+    // The same client and broker still serve a good join.
+    let joined = client
+        .join_group(GROUP, "", &topics, &options(5_000))
+        .unwrap();
+    assert_eq!(joined.assignment.len(), PARTITIONS as usize);
+}
+
+/// A child process killed (and reaped) when the test ends, passed or not.
+struct KilledOnDrop(std::process::Child);
+
+impl Drop for KilledOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}

@@ -313,6 +313,10 @@ struct ConsumeArgs {
     /// do not apply).
     #[arg(long, conflicts_with_all = ["partition", "offset"])]
     group: Option<String>,
+    /// With --group: without a heartbeat this long (this process killed), the group
+    /// gives its partitions to the other members (1s to 5min).
+    #[arg(long, value_parser = parse_duration, default_value = "10s", requires = "group")]
+    session_timeout: Duration,
     #[command(flatten)]
     connect: ConnectArgs,
 }
@@ -539,13 +543,14 @@ fn main() -> ExitCode {
         Command::Topic(command) => topic(command),
         Command::Produce(args) => produce(args),
         Command::Consume(args) => match &args.group {
-            Some(group) => group_cmd::consume_group(
+            Some(group) => group_cmd::consume_group(group_cmd::GroupConsumeArgs {
                 group,
-                &args.topic,
-                args.offsets,
-                args.follow,
-                &args.connect.bootstrap,
-            ),
+                topic: &args.topic,
+                offsets: args.offsets,
+                follow: args.follow,
+                session_timeout: args.session_timeout,
+                bootstrap: &args.connect.bootstrap,
+            }),
             None => consume(args),
         },
         Command::Group(command) => group_cmd::group(command),

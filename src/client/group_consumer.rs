@@ -417,6 +417,10 @@ fn is_code(error: &ClientError, wanted: ErrorCode) -> bool {
     }
 }
 
+/// The group moved on without this member's knowledge: a rebalance, or its removal
+/// (the heartbeat that follows joins it again).
 fn is_rebalance(error: &ClientError) -> bool {
-    is_code(error, ErrorCode::StaleGeneration) || is_code(error, ErrorCode::NotAssigned)
+    is_code(error, ErrorCode::StaleGeneration)
+        || is_code(error, ErrorCode::NotAssigned)
+        || is_code(error, ErrorCode::UnknownMember)
 }

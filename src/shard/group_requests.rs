@@ -20,8 +20,8 @@ use crate::broker::groups::{
 use crate::broker::log_entry::BrokerEntry;
 use crate::broker::state::{shard_of, Applied};
 use crate::constants::{
-    MAX_GROUP_NAME_BYTES, MAX_GROUP_SUBSCRIPTIONS, MAX_OFFSET_METADATA_BYTES,
-    MAX_SESSION_TIMEOUT_MS, MIN_SESSION_TIMEOUT_MS,
+    MAX_CLIENT_NAME_BYTES, MAX_GROUP_NAME_BYTES, MAX_GROUP_SUBSCRIPTIONS,
+    MAX_OFFSET_METADATA_BYTES, MAX_SESSION_TIMEOUT_MS, MIN_SESSION_TIMEOUT_MS,
 };
 use crate::protocol::wire::{self, ErrorCode, Request, RequestBody, ResponseBody};
 use crate::shard::group_driver::ShardCore;
@@ -231,7 +231,7 @@ async fn join(
     let group = group_name(request.group())?;
     coordinating(core, group)?;
     let member = bounded(request.member_id(), "the member id", MAX_GROUP_NAME_BYTES)?;
-    let client = bounded(request.client(), "the client name", MAX_GROUP_NAME_BYTES)?;
+    let client = bounded(request.client(), "the client name", MAX_CLIENT_NAME_BYTES)?;
     let instance = bounded(
         request.instance(),
         "the instance name",

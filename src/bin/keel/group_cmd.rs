@@ -185,18 +185,31 @@ fn reset(args: &ResetArgs) -> Result<(), ClientError> {
     Ok(())
 }
 
+/// What `keel consume --group` was asked.
+pub(crate) struct GroupConsumeArgs<'a> {
+    pub(crate) group: &'a str,
+    pub(crate) topic: &'a str,
+    pub(crate) offsets: bool,
+    pub(crate) follow: bool,
+    pub(crate) session_timeout: Duration,
+    pub(crate) bootstrap: &'a str,
+}
+
 /// `keel consume TOPIC --group G`: prints the records of the partitions the group
 /// assigns this member, committing what it printed (at-least-once), until interrupted
 /// or, without --follow, until every assigned partition is read to its end.
-pub(crate) fn consume_group(
-    group: &str,
-    topic: &str,
-    offsets: bool,
-    follow: bool,
-    bootstrap: &str,
-) -> ExitCode {
+pub(crate) fn consume_group(args: GroupConsumeArgs<'_>) -> ExitCode {
+    let GroupConsumeArgs {
+        group,
+        topic,
+        offsets,
+        follow,
+        session_timeout,
+        bootstrap,
+    } = args;
     let mut config = GroupConsumerConfig::new(group, &[topic]);
     config.auto_commit = Some(Duration::from_secs(1));
+    config.join.session_timeout_ms = u32::try_from(session_timeout.as_millis()).unwrap_or(u32::MAX);
     let mut consumer = match GroupConsumer::subscribe(bootstrap, config) {
         Ok(consumer) => consumer,
         Err(error) => return fail("consume", error),
