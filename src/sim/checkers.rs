@@ -1,5 +1,7 @@
 //! The properties every run checks (`../shared/TESTING.md` P1-P8, SIMULATION.md S1-S8),
 //! as the run goes and at its end, with what only the world knows (every durable state).
+//! S10, the consumer groups', lives with the group client that makes the history it reads
+//! (`world::groups`).
 
 use std::collections::BTreeMap;
 

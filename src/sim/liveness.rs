@@ -16,6 +16,11 @@ pub fn check(world: &World) -> Result<bool, Violation> {
         .filter(|(_, r)| r.failure().is_none())
         .collect();
     check_final(&replicas, &world.workload.history, world.workload.topic_id)?;
+    for (node, replica) in &replicas {
+        world
+            .group_client
+            .check_replica(*node, replica, world.workload.topic_id)?;
+    }
     Ok(true)
 }
 

@@ -4,11 +4,13 @@
 //! seed ─▶ Profile (cluster size, sizes, fault rates) ─▶ World
 //!   World: event queue (ns) ─▶ Replica<SimLogStore> of every node (the production code)
 //!          network (delays, resets, partitions, loss), disks (latency, spikes, failures,
-//!          crashes that keep only what was durable), clients (idempotent producers)
+//!          crashes that keep only what was durable), clients (idempotent producers, a
+//!          consumer group client)
 //!   after every step: S1 one leader per term, S2 one entry per committed index,
 //!                     S3 commits held durably by a majority, S4 no early acknowledgement
 //!   safety phase ─▶ faults off ─▶ liveness: one leader, every client answered, every
-//!   replica at the same applied state; then P1 (acknowledged batches stored), P4, P5
+//!   replica at the same applied state; then P1 (acknowledged batches stored), P4, P5,
+//!   S10 (consumer groups: fencing from the answers, acknowledged commits at the end)
 //! ```
 //!
 //! A run is a function of its seed: no threads, no clocks, no hash-ordered iteration.

@@ -81,6 +81,8 @@ pub enum Purpose {
     Churn,
     /// Creating a large-state topic.
     LargeState,
+    /// A consumer group change (`world::groups`).
+    Group,
 }
 
 /// Every client of the run.

@@ -23,9 +23,11 @@ use crate::sim::workload::{Purpose, Workload, TOPIC};
 mod churn;
 mod controller;
 mod gathering;
+mod groups;
 mod large_state;
 pub use churn::{Churn, SCRATCH_TOPIC};
 pub use controller::SimController;
+pub use groups::GroupClient;
 pub use large_state::{large_state_topic_name, LARGE_STATE_TOPIC_NAME_BYTES};
 
 /// PRNG domain of faults; of each node's disk.
@@ -98,6 +100,8 @@ pub enum Event {
     SpaceBack { node: u64, incarnation: u64 },
     /// A node hands the proposals it gathered to its replica.
     ProposeGathered { node: u64, incarnation: u64 },
+    /// The group client acts (only its newest wake-up counts).
+    GroupClient { token: u64 },
     /// A node learns the controller's topics (data-group seeds).
     ControllerTopics {
         node: u64,
@@ -168,6 +172,10 @@ pub struct Stats {
     pub chunked_frames: u64,
     /// Replica inputs of several gathered proposals.
     pub gathered_inputs: u64,
+    /// Consumer group commits answered `Committed` (`world::groups`).
+    pub group_commits: u64,
+    /// Consumer group commits refused for a stale generation.
+    pub stale_group_commits: u64,
 }
 
 /// The world of one run.
@@ -206,6 +214,8 @@ pub struct World {
     admin_token: u64,
     /// The second topic's creations and deletions.
     pub churn: Churn,
+    /// The consumer group's client (`world::groups`).
+    pub group_client: GroupClient,
     /// The controller, when the simulated group is a data group.
     pub controller: Option<SimController>,
     /// `begin` ran.
@@ -261,6 +271,7 @@ impl World {
             profile.partitions,
             profile.max_value_bytes,
         );
+        let group_client = GroupClient::new(seed, profile.partitions);
         World {
             network: Network::new(seed, &profile),
             rng: Prng::derive(seed, FAULT_DOMAIN, 0),
@@ -283,6 +294,7 @@ impl World {
             done: false,
             admin_token: 0,
             churn: Churn::new(seed),
+            group_client,
             controller: SimController::draw(seed),
             begun: false,
             large_state_proposed: 0,
@@ -579,6 +591,7 @@ impl World {
                 }
             }
             Purpose::FireAndForget | Purpose::Churn | Purpose::LargeState => {}
+            Purpose::Group => self.group_answer(request, outcome),
             Purpose::Batch(producer) => {
                 let current = self.workload.producers[producer]
                     .in_flight
@@ -706,6 +719,8 @@ impl World {
         self.stats.simulated_ns = self.now;
         self.stats.data_group = u64::from(self.controller.is_some());
         self.stats.acked = self.workload.acked;
+        self.stats.group_commits = self.group_client.acknowledged_commits;
+        self.stats.stale_group_commits = self.group_client.stale_refusals;
     }
 
     /// Starts the nodes, the clients and the fault schedule (once).
@@ -721,6 +736,7 @@ impl World {
         for producer in 0..self.workload.producers.len() {
             self.wake(producer, self.now + 1_000_000);
         }
+        self.wake_group_client(self.now + 1_000_000);
         if self.profile.fault_every_ns > 0 {
             let at = self.rng.range(0, self.profile.fault_every_ns);
             self.schedule(at, Event::Fault);
@@ -844,6 +860,7 @@ impl World {
                 }
             }
             Event::GrowState => self.grow_state(),
+            Event::GroupClient { token } => self.group_client_wakes(token),
             Event::ProposeGathered { node, incarnation } => {
                 self.propose_gathered(node, incarnation)
             }
