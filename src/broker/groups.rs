@@ -262,10 +262,8 @@ impl ConsumerGroups {
         join: Join<'_>,
         partitions_of: &dyn Fn(u32) -> u32,
     ) -> GroupApplied {
-        if !self.groups.contains_key(join.group) && self.groups.len() >= MAX_CONSUMER_GROUPS {
-            return GroupApplied::Refused(GroupRefusal::Full(
-                "too many consumer groups on this shard (MAX_CONSUMER_GROUPS)",
-            ));
+        if let Some(refusal) = self.join_refusal(&join) {
+            return GroupApplied::Refused(refusal);
         }
         let group = self
             .groups
@@ -279,13 +277,8 @@ impl ConsumerGroups {
             });
         let member_id = if join.member_id.is_empty() {
             format!("{}-{index}", join.client)
-        } else if group.members.contains_key(join.member_id) {
-            join.member_id.to_string()
         } else {
-            return GroupApplied::Refused(GroupRefusal::UnknownMember {
-                group: join.group.to_string(),
-                member: join.member_id.to_string(),
-            });
+            join.member_id.to_string()
         };
         let mut topics = join.topics.clone();
         topics.sort_unstable();
@@ -298,11 +291,6 @@ impl ConsumerGroups {
                 changed
             }
             None => {
-                if group.members.len() >= MAX_GROUP_MEMBERS {
-                    return GroupApplied::Refused(GroupRefusal::Full(
-                        "the group has MAX_GROUP_MEMBERS members",
-                    ));
-                }
                 let instance = if join.instance.is_empty() {
                     member_id.clone()
                 } else {
@@ -330,6 +318,30 @@ impl ConsumerGroups {
             member_id,
             generation: group.generation,
         }
+    }
+
+    /// Why a join is refused, decided before anything changes.
+    fn join_refusal(&self, join: &Join<'_>) -> Option<GroupRefusal> {
+        let Some(group) = self.groups.get(join.group) else {
+            if self.groups.len() >= MAX_CONSUMER_GROUPS {
+                return Some(GroupRefusal::Full(
+                    "too many consumer groups on this shard (MAX_CONSUMER_GROUPS)",
+                ));
+            }
+            return (!join.member_id.is_empty()).then(|| GroupRefusal::UnknownMember {
+                group: join.group.to_string(),
+                member: join.member_id.to_string(),
+            });
+        };
+        if join.member_id.is_empty() {
+            return (group.members.len() >= MAX_GROUP_MEMBERS).then_some(GroupRefusal::Full(
+                "the group has MAX_GROUP_MEMBERS members",
+            ));
+        }
+        (!group.members.contains_key(join.member_id)).then(|| GroupRefusal::UnknownMember {
+            group: join.group.to_string(),
+            member: join.member_id.to_string(),
+        })
     }
 
     /// Applies a leave (or a removal after the session timeout). `generation`, when
@@ -378,13 +390,14 @@ impl ConsumerGroups {
             Ok(owner) => owner,
             Err(refusal) => return GroupApplied::Refused(refusal),
         };
-        let new_keys = match self.groups.get(group_name) {
-            Some(group) => offsets
-                .iter()
-                .filter(|((t, p), _)| !group.offsets.contains_key(&(owner.clone(), *t, *p)))
-                .count(),
-            None => offsets.len(),
-        };
+        // Distinct partitions not committed before (one listed twice is one offset).
+        let existing = self.groups.get(group_name).map(|g| &g.offsets);
+        let new_keys = offsets
+            .iter()
+            .map(|((t, p), _)| (owner.clone(), *t, *p))
+            .filter(|key| existing.is_none_or(|o| !o.contains_key(key)))
+            .collect::<BTreeSet<_>>()
+            .len();
         if self.offset_count + new_keys > MAX_COMMITTED_OFFSETS {
             return GroupApplied::Refused(GroupRefusal::Full(
                 "this shard holds MAX_COMMITTED_OFFSETS committed offsets",
@@ -486,6 +499,16 @@ impl ConsumerGroups {
             let before = group.offsets.len();
             group.offsets.retain(|(_, topic, _), _| *topic != topic_id);
             self.offset_count -= before - group.offsets.len();
+            if group.members.values().any(|m| m.topics.contains(&topic_id)) {
+                group.rebalance(partitions_of);
+            }
+        }
+    }
+
+    /// A topic was created in this log: groups whose members subscribe to it rebalance
+    /// (a member may subscribe, by the controller's list, before this log holds it).
+    pub fn topic_created(&mut self, topic_id: u32, partitions_of: &dyn Fn(u32) -> u32) {
+        for group in self.groups.values_mut() {
             if group.members.values().any(|m| m.topics.contains(&topic_id)) {
                 group.rebalance(partitions_of);
             }
@@ -908,6 +931,50 @@ mod tests {
             groups.delete("g"),
             GroupApplied::Refused(GroupRefusal::UnknownGroup(_))
         ));
+    }
+
+    /// A refused join changes nothing: no empty group is left behind (found by the
+    /// simulator's group client).
+    #[test]
+    fn a_refused_join_leaves_no_group_behind() {
+        let mut groups = ConsumerGroups::default();
+        let refused = groups.join(1, join("g", "gone-1", "c", &[1]), &partitions_of);
+        assert!(matches!(
+            refused,
+            GroupApplied::Refused(GroupRefusal::UnknownMember { .. })
+        ));
+        assert!(groups.get("g").is_none(), "{groups:?}");
+    }
+
+    /// A partition listed twice in one commit is one offset (the count is what a
+    /// snapshot's restore recounts; found by the simulator's group client).
+    #[test]
+    fn a_partition_listed_twice_in_a_commit_counts_once() {
+        let mut groups = ConsumerGroups::default();
+        let offset = |o| CommittedOffset {
+            offset: o,
+            metadata: String::new(),
+        };
+        groups.commit("g", "", 0, &[((1, 0), offset(3)), ((1, 0), offset(4))]);
+        assert_eq!(groups.offset_count(), 1);
+        assert_eq!(groups.groups["g"].offsets[&(String::new(), 1, 0)].offset, 4);
+        let restored = ConsumerGroups::from_groups(groups.groups.clone());
+        assert_eq!(restored.offset_count(), groups.offset_count());
+    }
+
+    /// A member subscribed to a topic its replica group's log does not hold yet gets the
+    /// topic's partitions when the log creates it (found by the simulator: a member that
+    /// joined first kept an empty assignment through its joins again).
+    #[test]
+    fn a_topic_created_after_the_join_is_assigned_to_its_subscribers() {
+        let mut groups = ConsumerGroups::default();
+        let (_, generation, assignment) =
+            joined(groups.join(1, join("g", "", "c", &[9]), &partitions_of));
+        assert!(assignment.is_empty());
+        groups.topic_created(9, &|t| if t == 9 { 3 } else { 0 });
+        let member = groups.groups["g"].members.values().next().unwrap();
+        assert_eq!(member.assignment, vec![(9, 0), (9, 1), (9, 2)]);
+        assert_eq!(groups.groups["g"].generation, generation + 1);
     }
 
     #[test]

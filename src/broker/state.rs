@@ -372,6 +372,9 @@ impl ShardState {
                     partitions,
                 };
                 if self.topics.apply_create(info) {
+                    let counts = self.partition_counts();
+                    let partitions_of = |topic| counts.get(&topic).copied().unwrap_or(0);
+                    self.groups.topic_created(topic_id, &partitions_of);
                     Applied::TopicsChanged
                 } else {
                     Applied::Nothing
