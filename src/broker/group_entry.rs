@@ -12,7 +12,7 @@
 //! kind 7 v1, delete : group str
 //! ```
 
-use crate::broker::groups::{AssignStrategy, GroupMode, TopicPartition};
+use crate::broker::groups::{AssignStrategy, GroupMode, Join, TopicPartition};
 use crate::broker::log_entry::EntryDecodeError;
 
 /// First kind byte of group entries.
@@ -26,25 +26,8 @@ pub type OffsetEntry<'a> = (TopicPartition, u64, &'a str);
 /// A consumer group change.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum GroupEntry<'a> {
-    /// A member joins (empty member: a new one) or joins again.
-    Join {
-        /// The group.
-        group: &'a str,
-        /// The member, empty for a new one.
-        member: &'a str,
-        /// The client's name.
-        client: &'a str,
-        /// Its stable instance name (broadcasting offsets).
-        instance: &'a str,
-        /// Mode asked for.
-        mode: GroupMode,
-        /// Strategy asked for.
-        strategy: AssignStrategy,
-        /// Session timeout.
-        session_timeout_ms: u32,
-        /// Subscribed topic ids.
-        topics: Vec<u32>,
-    },
+    /// A member joins (empty member id: a new one) or joins again.
+    Join(Join<'a>),
     /// A member leaves; with a generation, a removal after its session timed out (void
     /// if the group moved on since).
     Leave {
@@ -89,26 +72,17 @@ impl GroupEntry<'_> {
     /// Encodes the entry with its kind and version prefix.
     pub fn encode(&self, out: &mut Vec<u8>) {
         match self {
-            GroupEntry::Join {
-                group,
-                member,
-                client,
-                instance,
-                mode,
-                strategy,
-                session_timeout_ms,
-                topics,
-            } => {
+            GroupEntry::Join(join) => {
                 out.extend_from_slice(&[4, VERSION, 0, 0]);
-                for text in [group, member, client, instance] {
+                for text in [join.group, join.member_id, join.client, join.instance] {
                     put_str(out, text);
                 }
-                out.extend_from_slice(&[mode.code(), strategy.code()]);
-                out.extend_from_slice(&session_timeout_ms.to_le_bytes());
+                out.extend_from_slice(&[join.mode.code(), join.strategy.code()]);
+                out.extend_from_slice(&join.session_timeout_ms.to_le_bytes());
                 // MAX_GROUP_SUBSCRIPTIONS is checked before an entry is made.
-                let count = u16::try_from(topics.len()).expect("subscriptions are bounded");
+                let count = u16::try_from(join.topics.len()).expect("subscriptions are bounded");
                 out.extend_from_slice(&count.to_le_bytes());
-                for topic in topics {
+                for topic in &join.topics {
                     out.extend_from_slice(&topic.to_le_bytes());
                 }
             }
@@ -156,23 +130,23 @@ impl GroupEntry<'_> {
         let mut r = Reader { bytes: body };
         Ok(match kind {
             4 => {
-                let (group, member, client, instance) = (r.str()?, r.str()?, r.str()?, r.str()?);
+                let (group, member_id, client, instance) = (r.str()?, r.str()?, r.str()?, r.str()?);
                 let mode = GroupMode::from_code(r.u8()?).ok_or(EntryDecodeError::Truncated)?;
                 let strategy =
                     AssignStrategy::from_code(r.u8()?).ok_or(EntryDecodeError::Truncated)?;
                 let session_timeout_ms = r.u32()?;
                 let count = usize::from(r.u16()?);
                 let topics = (0..count).map(|_| r.u32()).collect::<Result<_, _>>()?;
-                GroupEntry::Join {
+                GroupEntry::Join(Join {
                     group,
-                    member,
+                    member_id,
                     client,
                     instance,
                     mode,
                     strategy,
                     session_timeout_ms,
                     topics,
-                }
+                })
             }
             5 => {
                 let (group, member) = (r.str()?, r.str()?);
@@ -259,16 +233,16 @@ mod tests {
 
     fn samples() -> Vec<GroupEntry<'static>> {
         vec![
-            GroupEntry::Join {
+            GroupEntry::Join(Join {
                 group: "orders",
-                member: "",
+                member_id: "",
                 client: "billing",
                 instance: "host-1",
                 mode: GroupMode::Broadcasting,
                 strategy: AssignStrategy::RoundRobin,
                 session_timeout_ms: 10_000,
                 topics: vec![3, 9],
-            },
+            }),
             GroupEntry::Leave {
                 group: "orders",
                 member: "billing-7",

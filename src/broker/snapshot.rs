@@ -252,7 +252,7 @@ impl<'a> Reader<'a> {
 mod tests {
     use super::*;
     use crate::broker::group_entry::GroupEntry;
-    use crate::broker::groups::{AssignStrategy, GroupMode};
+    use crate::broker::groups::{AssignStrategy, GroupMode, Join};
     use crate::broker::log_entry::BrokerEntry;
     use crate::broker::state::{Applied, ProducerLimits, SequenceRefusal};
     use crate::protocol::codec::{encode_record_batch, BatchProducer, RecordData};
@@ -312,16 +312,16 @@ mod tests {
     }
 
     fn join_entry(group: &str) -> GroupEntry<'_> {
-        GroupEntry::Join {
+        GroupEntry::Join(Join {
             group,
-            member: "",
+            member_id: "",
             client: "app",
             instance: "",
             mode: GroupMode::Clustering,
             strategy: AssignStrategy::Sticky,
             session_timeout_ms: 10_000,
             topics: vec![1],
-        }
+        })
     }
 
     /// Consumer groups (members, assignment, offsets) come back from a snapshot as they

@@ -14,7 +14,7 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use crate::broker::group_entry::GroupEntry;
-use crate::broker::groups::{CommittedOffset, ConsumerGroups, GroupApplied, Join};
+use crate::broker::groups::{CommittedOffset, ConsumerGroups, GroupApplied};
 use crate::broker::log_entry::{BrokerEntry, EntryDecodeError};
 use crate::broker::producers::{ProducerSequence, ProducerTable};
 
@@ -407,28 +407,7 @@ impl ShardState {
         let counts = self.partition_counts();
         let partitions_of = |topic| counts.get(&topic).copied().unwrap_or(0);
         match entry {
-            GroupEntry::Join {
-                group,
-                member,
-                client,
-                instance,
-                mode,
-                strategy,
-                session_timeout_ms,
-                topics,
-            } => {
-                let join = Join {
-                    group,
-                    member_id: member,
-                    client,
-                    instance,
-                    mode,
-                    strategy,
-                    session_timeout_ms,
-                    topics,
-                };
-                self.groups.join(index, join, &partitions_of)
-            }
+            GroupEntry::Join(join) => self.groups.join(index, join, &partitions_of),
             GroupEntry::Leave {
                 group,
                 member,

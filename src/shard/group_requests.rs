@@ -15,7 +15,8 @@ use flatbuffers::{FlatBufferBuilder, ForwardsUOffset, Vector, WIPOffset};
 
 use crate::broker::group_entry::GroupEntry;
 use crate::broker::groups::{
-    coordinator_shard, AssignStrategy, Group, GroupApplied, GroupMode, GroupRefusal, TopicPartition,
+    coordinator_shard, AssignStrategy, Group, GroupApplied, GroupMode, GroupRefusal, Join,
+    TopicPartition,
 };
 use crate::broker::log_entry::BrokerEntry;
 use crate::broker::state::{shard_of, Applied};
@@ -249,9 +250,9 @@ async fn join(
     let strategy = AssignStrategy::from_code(request.strategy().0)
         .ok_or_else(|| WireError::new(ErrorCode::InvalidRequest, "unknown assignment strategy"))?;
     let topics = subscribed_topics(core, request.topics())?;
-    let entry = GroupEntry::Join {
+    let entry = GroupEntry::Join(Join {
         group,
-        member,
+        member_id: member,
         client: if client.is_empty() {
             "consumer"
         } else {
@@ -262,7 +263,7 @@ async fn join(
         strategy,
         session_timeout_ms,
         topics,
-    };
+    });
     let GroupApplied::Joined {
         member_id,
         generation,

@@ -33,7 +33,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use crate::broker::group_entry::GroupEntry;
-use crate::broker::groups::{AssignStrategy, GroupApplied, GroupMode, GroupRefusal};
+use crate::broker::groups::{AssignStrategy, GroupApplied, GroupMode, GroupRefusal, Join};
 use crate::broker::log_entry::BrokerEntry;
 use crate::broker::state::Applied;
 use crate::replication::events::{Proposal, RequestId, ShardError};
@@ -205,9 +205,9 @@ impl GroupClient {
     /// The log entry of `operation`.
     fn entry(&self, operation: &Operation, topic_id: u32, leader_generation: u64) -> Vec<u8> {
         let entry = match operation {
-            Operation::JoinNew | Operation::JoinAgain(_) => GroupEntry::Join {
+            Operation::JoinNew | Operation::JoinAgain(_) => GroupEntry::Join(Join {
                 group: GROUP_NAME,
-                member: match operation {
+                member_id: match operation {
                     Operation::JoinAgain(id) => id,
                     _ => "",
                 },
@@ -217,7 +217,7 @@ impl GroupClient {
                 strategy: AssignStrategy::Sticky,
                 session_timeout_ms: 10_000,
                 topics: vec![topic_id],
-            },
+            }),
             Operation::Leave(id) | Operation::Remove(id) => GroupEntry::Leave {
                 group: GROUP_NAME,
                 member: id,
