@@ -404,8 +404,14 @@ impl ShardState {
 
     /// Applies a consumer group change.
     fn apply_group(&mut self, index: u64, entry: GroupEntry<'_>) -> GroupApplied {
-        let counts = self.partition_counts();
-        let partitions_of = |topic| counts.get(&topic).copied().unwrap_or(0);
+        // Partition counts only for the entries that may rebalance (a commit never does).
+        let topics = &self.topics;
+        let partitions_of = |topic| {
+            topics
+                .list()
+                .find(|t| t.id == topic)
+                .map_or(0, |t| t.partitions)
+        };
         match entry {
             GroupEntry::Join(join) => self.groups.join(index, join, &partitions_of),
             GroupEntry::Leave {
