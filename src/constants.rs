@@ -308,3 +308,14 @@ pub const DEFAULT_SESSION_TIMEOUT_MS: u32 = 10_000;
 /// Longest session timeout a member may ask for: a dead member's partitions wait this
 /// long at most.
 pub const MAX_SESSION_TIMEOUT_MS: u32 = 300_000;
+
+/// Most bytes a consumer asks one fetch for (the broker returns at least one batch).
+pub const CLIENT_FETCH_MAX_BYTES: u32 = 1024 * 1024;
+
+/// How long a group consumer's fetch waits at the broker for data (long poll): an idle
+/// partition costs one request per this.
+pub const FETCH_LONG_POLL: std::time::Duration = std::time::Duration::from_millis(500);
+
+/// How long a group consumer waits before placing again a partition whose fetch failed
+/// (its leader moved, its node is down).
+pub const FETCH_RETRY_BACKOFF: std::time::Duration = std::time::Duration::from_millis(50);

@@ -634,3 +634,166 @@ impl Drop for KilledOnDrop {
         let _ = self.0.wait();
     }
 }
+
+/// A member reads ahead of its polls (a fetch in flight per partition): a seek still
+/// returns records from the sought offset next, and a kill -9 of the node leading its
+/// partitions costs it nothing: each partition is read on from where it stopped at the
+/// new leader, every record once, in order.
+#[test]
+fn a_member_follows_its_seeks_and_its_partitions_new_leaders_without_skipping() {
+    use keel::client::{GroupConsumer, GroupConsumerConfig, GroupRecord};
+    let root = tempfile::tempdir().unwrap();
+    let mut nodes = start_cluster(root.path(), 3, 1);
+    let bootstrap = nodes
+        .iter()
+        .map(|n| n.address(0))
+        .collect::<Vec<_>>()
+        .join(",");
+    let mut client = ClusterClient::new(&bootstrap);
+    retry("create topic", || client.create_topic(TOPIC, PARTITIONS));
+    fill(&mut client);
+    let mut config = GroupConsumerConfig::new(GROUP, &[TOPIC]);
+    config.auto_commit = None;
+    let mut consumer = GroupConsumer::subscribe(&bootstrap, config).unwrap();
+    let poll_until = |consumer: &mut GroupConsumer, count: usize| -> Vec<GroupRecord> {
+        let mut read = Vec::new();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while read.len() < count && Instant::now() < deadline {
+            read.extend(consumer.poll(Duration::from_millis(100)).unwrap());
+        }
+        read
+    };
+    assert_eq!(poll_until(&mut consumer, 40).len(), 40);
+
+    // Ten more records per partition: read ahead into the member while it does not poll.
+    // The seek takes partition 0 back to 3 all the same.
+    fill(&mut client);
+    std::thread::sleep(Duration::from_millis(300));
+    let tp0 = (TOPIC.to_string(), 0);
+    consumer.seek(&tp0, 3).unwrap();
+    let mut read: Vec<(u32, u64)> = poll_until(&mut consumer, 47)
+        .iter()
+        .map(|r| (r.partition, r.record.offset))
+        .collect();
+    let expected: Vec<(u32, u64)> = (0..PARTITIONS)
+        .flat_map(|p| (if p == 0 { 3 } else { 10 }..20).map(move |o| (p, o)))
+        .collect();
+    assert_in_order_once(&mut read, &expected, "after the seek");
+
+    // Kill the node leading partition 0; ten more records per partition go to the new
+    // leaders.
+    let leader = client.refresh_metadata().unwrap().places[&tp0]
+        .address
+        .clone();
+    let killed = nodes.iter().position(|n| n.address(0) == leader).unwrap();
+    nodes[killed].kill();
+    fill(&mut client);
+    let mut read: Vec<(u32, u64)> = poll_until(&mut consumer, 40)
+        .iter()
+        .map(|r| (r.partition, r.record.offset))
+        .collect();
+    let expected: Vec<(u32, u64)> = (0..PARTITIONS)
+        .flat_map(|p| (20..30).map(move |o| (p, o)))
+        .collect();
+    assert_in_order_once(&mut read, &expected, "after the leader's death");
+}
+
+/// `read` holds each of `expected` once, and each partition's offsets in order.
+fn assert_in_order_once(read: &mut [(u32, u64)], expected: &[(u32, u64)], when: &str) {
+    for p in 0..PARTITIONS {
+        let offsets: Vec<u64> = read.iter().filter(|r| r.0 == p).map(|r| r.1).collect();
+        assert!(
+            offsets.windows(2).all(|w| w[0] < w[1]),
+            "{when}: partition {p} out of order: {offsets:?}"
+        );
+    }
+    read.sort_unstable();
+    assert_eq!(read, expected, "{when}: every record once, none skipped");
+}
+
+/// `offset_for_time` finds each partition's first record stamped at or after a time (a
+/// binary search of small fetches), and `keel group reset --to-time` commits it: batch
+/// by batch and inside batches, before the first record and after the last.
+#[test]
+fn a_reset_to_a_time_finds_the_first_record_stamped_at_or_after_it() {
+    let root = tempfile::tempdir().unwrap();
+    let node = support::Broker::start(&root.path().join("node"), support::free_ports(1), 1);
+    let at = node.address(0);
+    let mut client = ClusterClient::new(&at);
+    retry("create topic", || client.create_topic("timed", 1));
+    // 40 batches of 1 to 7 records; batch b starts at 1,000,000 + 100 b ms, its records
+    // 10 ms apart: every timestamp is known.
+    let mut stamps: Vec<i64> = Vec::new();
+    for b in 0..40i64 {
+        let count = 1 + (b * 5 % 7) as usize;
+        let first = 1_000_000 + 100 * b;
+        let records: Vec<RecordData> = (0..count)
+            .map(|n| RecordData {
+                value: format!("{b}-{n}").into_bytes(),
+                timestamp_delta_ms: 10 * n as i64,
+                ..Default::default()
+            })
+            .collect();
+        stamps.extend((0..count).map(|n| first + 10 * n as i64));
+        let (batch, crc) = encode_record_batch(BatchProducer::default(), first, &records);
+        retry("produce", || {
+            client.produce("timed", 0, &batch, crc, Acks::Quorum)
+        });
+    }
+    let expected = |time: i64| {
+        stamps
+            .iter()
+            .position(|&s| s >= time)
+            .unwrap_or(stamps.len()) as u64
+    };
+    let mut times: Vec<i64> = vec![0, 999_999, 1_000_000, 1_000_001, 1_003_940, 2_000_000];
+    times.extend(stamps.iter().map(|s| s + 5));
+    times.extend(stamps.iter().copied());
+    for time in times {
+        let found = client.offset_for_time("timed", 0, time).unwrap();
+        assert_eq!(found, expected(time), "offset for time {time}");
+    }
+
+    // The CLI: a time in the middle of batch 10 (its third record); then one ago.
+    let time = (1_000_000 + 100 * 10 + 15).to_string();
+    let (success, out, err) = keel(
+        &[
+            "group",
+            "reset",
+            "g",
+            "--topic",
+            "timed",
+            "--to-time",
+            &time,
+        ],
+        &at,
+        "",
+    );
+    assert!(success, "{err}");
+    let offset = expected(1_000_000 + 100 * 10 + 15);
+    assert!(out.contains(&format!("timed/0 -> {offset}")), "{out}");
+    let (success, out, err) = keel(
+        &["group", "reset", "g", "--topic", "timed", "--to-time", "1h"],
+        &at,
+        "",
+    );
+    assert!(success, "{err}");
+    assert!(
+        out.contains(&format!("timed/0 -> {}", stamps.len())),
+        "{out}"
+    );
+    let (success, _, err) = keel(
+        &[
+            "group",
+            "reset",
+            "g",
+            "--topic",
+            "timed",
+            "--to-time",
+            "yesterday",
+        ],
+        &at,
+        "",
+    );
+    assert!(!success && err.contains("is not a time"), "{err}");
+}

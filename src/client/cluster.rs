@@ -94,6 +94,38 @@ pub struct Fetched {
     pub records: Vec<ConsumedRecord>,
 }
 
+/// Decodes a fetch answer (every batch's crc checked) into the records from `offset` on.
+pub(crate) fn decode_fetch_answer(answer: &[u8], offset: u64) -> Result<Fetched, ClientError> {
+    let response = decode_response(answer)?;
+    check_response(&response)?;
+    let fetched = response
+        .body_as_fetch_response()
+        .ok_or_else(|| ClientError::Unexpected("not a fetch answer".into()))?;
+    let mut out = Fetched {
+        high_watermark: fetched.high_watermark(),
+        records: Vec::new(),
+    };
+    for stored in fetched.batches().iter().flatten() {
+        let bytes = stored.batch().map(|v| v.bytes()).unwrap_or(&[]);
+        let batch = check_record_batch(bytes, stored.crc32c(), usize::MAX)?;
+        for record in batch.records().iter().flatten() {
+            let record_offset = stored.base_offset() + u64::from(record.offset_delta());
+            if record_offset < offset {
+                continue;
+            }
+            out.records.push(ConsumedRecord {
+                offset: record_offset,
+                key: record.key().map(|k| k.bytes().to_vec()),
+                value: record
+                    .value()
+                    .map(|v| v.bytes().to_vec())
+                    .unwrap_or_default(),
+            });
+        }
+    }
+    Ok(out)
+}
+
 /// How long a broker may take to acknowledge a produce request by default.
 pub const PRODUCE_TIMEOUT: Duration = Duration::from_secs(30);
 
@@ -184,7 +216,7 @@ impl ClusterClient {
     }
 
     /// Sends a request built by `build(correlation_id)` to `address`, returns the answer.
-    fn call(
+    pub(crate) fn call(
         &mut self,
         address: &str,
         build: impl FnOnce(u64) -> Vec<u8>,
@@ -570,7 +602,9 @@ impl ClusterClient {
         }
     }
 
-    fn place(&mut self, topic: &str, partition: u32) -> Result<String, ClientError> {
+    /// The address of the shard that leads `topic/partition` (from metadata, refreshed
+    /// when it does not know).
+    pub(crate) fn place(&mut self, topic: &str, partition: u32) -> Result<String, ClientError> {
         let key = (topic.to_string(), partition);
         if !self.metadata()?.places.contains_key(&key) {
             self.refresh_metadata()?;
@@ -638,34 +672,7 @@ impl ClusterClient {
             let answer = client.call(&address, |id| {
                 encode_fetch_request(id, topic, partition, offset, max_bytes, wait_ms)
             })?;
-            let response = decode_response(&answer)?;
-            check_response(&response)?;
-            let fetched = response
-                .body_as_fetch_response()
-                .ok_or_else(|| ClientError::Unexpected("not a fetch answer".into()))?;
-            let mut out = Fetched {
-                high_watermark: fetched.high_watermark(),
-                records: Vec::new(),
-            };
-            for stored in fetched.batches().iter().flatten() {
-                let bytes = stored.batch().map(|v| v.bytes()).unwrap_or(&[]);
-                let batch = check_record_batch(bytes, stored.crc32c(), usize::MAX)?;
-                for record in batch.records().iter().flatten() {
-                    let record_offset = stored.base_offset() + u64::from(record.offset_delta());
-                    if record_offset < offset {
-                        continue;
-                    }
-                    out.records.push(ConsumedRecord {
-                        offset: record_offset,
-                        key: record.key().map(|k| k.bytes().to_vec()),
-                        value: record
-                            .value()
-                            .map(|v| v.bytes().to_vec())
-                            .unwrap_or_default(),
-                    });
-                }
-            }
-            Ok(out)
+            decode_fetch_answer(&answer, offset)
         })
     }
 

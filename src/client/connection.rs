@@ -106,10 +106,57 @@ impl Connection {
         }
     }
 
+    /// An answer already read from the socket (to any request), if there is one.
+    pub fn buffered_answer(&mut self) -> Result<Option<(u64, Vec<u8>)>, ClientError> {
+        if let Some(&id) = self.early_answers.keys().next() {
+            return Ok(self.early_answers.remove(&id).map(|answer| (id, answer)));
+        }
+        match self.decoder.next_frame()? {
+            Some(frame) => Ok(Some((decode_response(&frame)?.correlation_id(), frame))),
+            None => Ok(None),
+        }
+    }
+
+    /// The next answer to any request, waiting up to `wait` for bytes to come (`None`
+    /// when none came in time; a partly read answer stays buffered for the next call).
+    /// Changes the read timeout: callers mixing this with `receive` set theirs again.
+    pub fn receive_any(&mut self, wait: Duration) -> Result<Option<(u64, Vec<u8>)>, ClientError> {
+        let _ = self
+            .stream
+            .set_read_timeout(Some(wait.max(Duration::from_millis(1))));
+        let mut buffer = vec![0u8; 64 * 1024];
+        loop {
+            if let Some(answer) = self.buffered_answer()? {
+                return Ok(Some(answer));
+            }
+            let count = match self.stream.read(&mut buffer) {
+                Ok(count) => count,
+                Err(error)
+                    if matches!(
+                        error.kind(),
+                        std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                    ) =>
+                {
+                    return Ok(None)
+                }
+                Err(error) => return Err(self.io_error(error)),
+            };
+            if count == 0 {
+                return Err(ClientError::Closed(self.address.clone()));
+            }
+            self.decoder.push(&buffer[..count]);
+        }
+    }
+
     /// Sends a request and waits for its answer.
     pub fn call(&mut self, correlation_id: u64, payload: &[u8]) -> Result<Vec<u8>, ClientError> {
         self.send(payload)?;
         self.receive(correlation_id)
+    }
+
+    /// The socket, to wait on several connections at once.
+    pub fn socket(&self) -> &impl std::os::fd::AsFd {
+        &self.stream
     }
 
     fn io_error(&self, source: std::io::Error) -> ClientError {

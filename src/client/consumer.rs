@@ -6,9 +6,7 @@ use std::time::Duration;
 
 use crate::client::cluster::{ClusterClient, ConsumedRecord};
 use crate::client::error::ClientError;
-
-/// Most bytes one fetch asks for.
-const FETCH_MAX_BYTES: u32 = 1024 * 1024;
+use crate::constants::CLIENT_FETCH_MAX_BYTES;
 
 /// A record and the partition it came from.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -57,7 +55,7 @@ impl Consumer {
             let (partition, offset) = self.positions[slot];
             let fetched =
                 self.client
-                    .fetch(&self.topic, partition, offset, FETCH_MAX_BYTES, wait)?;
+                    .fetch(&self.topic, partition, offset, CLIENT_FETCH_MAX_BYTES, wait)?;
             if let Some(last) = fetched.records.last() {
                 assert!(last.offset >= offset, "fetch went back");
                 self.positions[slot].1 = last.offset + 1;

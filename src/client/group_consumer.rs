@@ -9,17 +9,21 @@
 //! the last commit, so a record is consumed again at most once per uncommitted window.
 //! Blocking, like the rest of the client; never skips a record: each partition is read
 //! from where the previous poll stopped.
+//!
+//! Fetching runs ahead of `poll` (`FetchPipeline`): a fetch in flight per assigned
+//! partition, at the shard leading it. Every positioning (assignment, seek, reset, a
+//! failed fetch placed again) tells the pipeline anew; a fetch counts only if it starts
+//! where its partition's position is.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
 
 use crate::client::cluster::{ClusterClient, ConsumedRecord};
 use crate::client::error::ClientError;
+use crate::client::fetch_pipeline::{Fetch, FetchPipeline};
 use crate::client::group_calls::{JoinOptions, Membership, TopicPartition};
+use crate::constants::FETCH_RETRY_BACKOFF;
 use crate::protocol::wire::ErrorCode;
-
-/// Most bytes one fetch asks for.
-const FETCH_MAX_BYTES: u32 = 1024 * 1024;
 
 /// Attempts of a commit that meets rebalances (each followed before the next): members
 /// joining or leaving together move the generation several times in a row.
@@ -104,9 +108,11 @@ pub struct GroupConsumer {
     consumed: BTreeMap<TopicPartition, u64>,
     /// What was last committed, per partition (nothing to commit when unchanged).
     committed: BTreeMap<TopicPartition, u64>,
+    /// Assigned partitions not yet handed to the pipeline, and when to try.
+    unplaced: BTreeMap<TopicPartition, Instant>,
+    pipeline: FetchPipeline,
     last_heartbeat: Instant,
     last_commit: Instant,
-    next: usize,
     listener: Option<RebalanceListener>,
 }
 
@@ -129,9 +135,10 @@ impl GroupConsumer {
             positions: BTreeMap::new(),
             consumed: BTreeMap::new(),
             committed: BTreeMap::new(),
+            unplaced: BTreeMap::new(),
+            pipeline: FetchPipeline::default(),
             last_heartbeat: Instant::now(),
             last_commit: Instant::now(),
-            next: 0,
             listener: None,
         };
         consumer.take_assignment(membership)?;
@@ -172,13 +179,13 @@ impl GroupConsumer {
                 partition.0, partition.1
             )));
         }
-        self.positions.insert(partition.clone(), offset);
-        self.consumed.insert(partition.clone(), offset);
+        self.position(partition, offset);
         Ok(())
     }
 
     /// Heartbeats and commits when due, then returns the next records of some assigned
-    /// partition, waiting up to `max_wait` (split over the partitions) when none has any.
+    /// partition (one fetch's worth), waiting up to `max_wait` (and no longer than the
+    /// next heartbeat is due) when none has any.
     pub fn poll(&mut self, max_wait: Duration) -> Result<Vec<GroupRecord>, ClientError> {
         self.heartbeat_if_due()?;
         if let Some(interval) = self.config.auto_commit {
@@ -186,57 +193,119 @@ impl GroupConsumer {
                 self.commit()?;
             }
         }
-        let partitions: Vec<TopicPartition> = self.positions.keys().cloned().collect();
-        if partitions.is_empty() {
-            std::thread::sleep(max_wait.min(self.heartbeat_interval()));
+        let heartbeat_due = self.last_heartbeat + self.heartbeat_interval();
+        let deadline = (Instant::now() + max_wait).min(heartbeat_due);
+        if self.positions.is_empty() {
+            std::thread::sleep(deadline.saturating_duration_since(Instant::now()));
             return Ok(Vec::new());
         }
-        let wait = max_wait / partitions.len() as u32;
-        for _ in 0..partitions.len() {
-            let slot = self.next % partitions.len();
-            self.next = (self.next + 1) % partitions.len();
-            let records = self.fetch(&partitions[slot], wait)?;
-            if !records.is_empty() {
-                return Ok(records);
+        loop {
+            self.place_due()?;
+            let now = Instant::now();
+            let mut until = deadline;
+            if let Some(retry) = self.unplaced.values().min() {
+                until = until.min((*retry).max(now));
+            }
+            match self.pipeline.next(until.saturating_duration_since(now)) {
+                Some(fetch) => {
+                    if let Some(records) = self.accept(fetch)? {
+                        return Ok(records);
+                    }
+                }
+                None if Instant::now() >= deadline => return Ok(Vec::new()),
+                None => {}
             }
         }
-        Ok(Vec::new())
     }
 
-    fn fetch(
-        &mut self,
-        tp: &TopicPartition,
-        wait: Duration,
-    ) -> Result<Vec<GroupRecord>, ClientError> {
-        let offset = self.positions[tp];
-        let fetched = match self
-            .client
-            .fetch(&tp.0, tp.1, offset, FETCH_MAX_BYTES, wait)
-        {
+    /// Starts (again) reading `tp` from `offset`, placed at the next poll (what is in
+    /// flight for it counts for nothing from now on).
+    fn position(&mut self, tp: &TopicPartition, offset: u64) {
+        self.positions.insert(tp.clone(), offset);
+        self.consumed.insert(tp.clone(), offset);
+        self.pipeline.forget(tp);
+        self.unplaced.insert(tp.clone(), Instant::now());
+    }
+
+    /// Hands the partitions due to the pipeline, at the shard leading each.
+    fn place_due(&mut self) -> Result<(), ClientError> {
+        let now = Instant::now();
+        let due: Vec<TopicPartition> = self
+            .unplaced
+            .iter()
+            .filter(|(_, at)| **at <= now)
+            .map(|(tp, _)| tp.clone())
+            .collect();
+        for tp in due {
+            match self.client.place(&tp.0, tp.1) {
+                Ok(address) => {
+                    self.unplaced.remove(&tp);
+                    self.pipeline.read(&address, &tp, self.positions[&tp]);
+                }
+                Err(error) if error.is_retriable() => {
+                    self.unplaced.insert(tp, now + FETCH_RETRY_BACKOFF);
+                }
+                Err(error) => return Err(error),
+            }
+        }
+        Ok(())
+    }
+
+    /// Takes a fetch of the pipeline: its records if it continues an assigned partition
+    /// from its position, else nothing.
+    fn accept(&mut self, fetch: Fetch) -> Result<Option<Vec<GroupRecord>>, ClientError> {
+        let Fetch { tp, from, outcome } = fetch;
+        if self.positions.get(&tp) != Some(&from) {
+            return Ok(None);
+        }
+        let fetched = match outcome {
             Ok(fetched) => fetched,
             Err(error) if is_code(&error, ErrorCode::OffsetOutOfRange) => {
-                let reset = self.reset_position(tp)?;
-                self.positions.insert(tp.clone(), reset);
-                self.consumed.insert(tp.clone(), reset);
-                return Ok(Vec::new());
+                match self.reset_position(&tp) {
+                    Ok(reset) => self.position(&tp, reset),
+                    Err(error) => {
+                        // `OffsetReset::Error`: every poll says so until the application
+                        // seeks.
+                        self.position(&tp, from);
+                        self.unplaced
+                            .insert(tp, Instant::now() + FETCH_RETRY_BACKOFF);
+                        return Err(error);
+                    }
+                }
+                return Ok(None);
             }
-            Err(error) => return Err(error),
+            Err(error) => {
+                // Placed again after a pause (the leader may have moved).
+                self.position(&tp, from);
+                self.unplaced
+                    .insert(tp, Instant::now() + FETCH_RETRY_BACKOFF);
+                if error.is_retriable() {
+                    let _ = self.client.refresh_metadata();
+                    return Ok(None);
+                }
+                return Err(error);
+            }
         };
         let Some(last) = fetched.records.last() else {
-            return Ok(Vec::new());
+            return Ok(None);
         };
-        assert!(last.offset >= offset, "a fetch went back");
+        assert!(
+            fetched.records[0].offset >= from && last.offset >= from,
+            "a fetch from {from} went back"
+        );
         self.positions.insert(tp.clone(), last.offset + 1);
         self.consumed.insert(tp.clone(), last.offset + 1);
-        Ok(fetched
-            .records
-            .into_iter()
-            .map(|record| GroupRecord {
-                topic: tp.0.clone(),
-                partition: tp.1,
-                record,
-            })
-            .collect())
+        Ok(Some(
+            fetched
+                .records
+                .into_iter()
+                .map(|record| GroupRecord {
+                    topic: tp.0.clone(),
+                    partition: tp.1,
+                    record,
+                })
+                .collect(),
+        ))
     }
 
     /// Commits the offsets after every record polls returned (at-least-once: call it
@@ -349,6 +418,8 @@ impl GroupConsumer {
             self.positions.remove(tp);
             self.consumed.remove(tp);
             self.committed.remove(tp);
+            self.unplaced.remove(tp);
+            self.pipeline.forget(tp);
         }
         self.position_assigned(&assigned)?;
         let rebalance = Rebalance {
@@ -385,8 +456,7 @@ impl GroupConsumer {
                 }
                 None => self.reset_position(tp)?,
             };
-            self.positions.insert(tp.clone(), start);
-            self.consumed.insert(tp.clone(), start);
+            self.position(tp, start);
         }
         Ok(())
     }

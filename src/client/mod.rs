@@ -19,12 +19,14 @@ pub mod cluster;
 pub mod connection;
 pub mod consumer;
 pub mod error;
+mod fetch_pipeline;
 pub mod group_calls;
 pub mod group_consumer;
 pub mod producer;
 pub mod producer_identity;
 mod replay;
 pub mod spill_journal;
+mod time_lookup;
 
 pub use cluster::{ClusterClient, ConsumedRecord, Fetched, GroupStatus};
 pub use consumer::{Consumer, PartitionRecord};

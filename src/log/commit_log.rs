@@ -445,11 +445,30 @@ impl CommitLog {
     /// Reads entries `[low, high)` with at most about `max_bytes` of payload (always at
     /// least one entry). Recent entries come from the tail cache, older ones from disk.
     pub async fn read(&self, low: u64, high: u64, max_bytes: u64) -> LogResult<Vec<Entry>> {
-        let mut reader = {
+        let reader = {
             let state = self.state.borrow();
             state.check_range(low, high)?;
             EntryReader::new(low, high, max_bytes, state.config.max_entry_payload_bytes)
         };
+        self.run_reader(reader).await
+    }
+
+    /// Reads the entries at `indexes` (ascending, not empty) up to about `max_bytes` of
+    /// payload (at least one entry): a partition's batches among other entries, each
+    /// byte of the log read at most once.
+    pub async fn read_indexes(&self, indexes: &[u64], max_bytes: u64) -> LogResult<Vec<Entry>> {
+        let reader = {
+            let state = self.state.borrow();
+            let (Some(&low), Some(&high)) = (indexes.first(), indexes.last()) else {
+                return Ok(Vec::new());
+            };
+            state.check_range(low, high + 1)?;
+            EntryReader::sparse(indexes, max_bytes, state.config.max_entry_payload_bytes)
+        };
+        self.run_reader(reader).await
+    }
+
+    async fn run_reader(&self, mut reader: EntryReader) -> LogResult<Vec<Entry>> {
         loop {
             let request = {
                 let state = self.state.borrow();

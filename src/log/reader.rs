@@ -1,4 +1,6 @@
-//! Reading entries by index range: from the tail cache, else from segment files.
+//! Reading entries by index range, or a sparse ascending list of indexes (a partition's
+//! batches among other entries): from the tail cache, else from segment files, each
+//! byte read at most once per reader.
 //!
 //! `EntryReader` is a small state machine shared by the asynchronous path (aligned DMA
 //! reads through glommio) and the synchronous one that `raft::Storage` needs: it says
@@ -39,6 +41,8 @@ pub struct EntryReader {
     minimum_read: usize,
     /// Entries from here on are in the tail cache (possibly not yet on disk).
     cached_from: u64,
+    /// A sparse read's indexes after `next_index`, descending (the next is last).
+    wanted: Vec<u64>,
     /// The entries read so far, in order.
     pub entries: Vec<Entry>,
     /// Where each of `entries` is stored.
@@ -78,9 +82,27 @@ impl EntryReader {
             position: None,
             minimum_read: READ_CHUNK_BYTES,
             cached_from: u64::MAX,
+            wanted: Vec::new(),
             entries: Vec::new(),
             locations: Vec::new(),
         }
+    }
+
+    /// A reader for the entries at `indexes` (ascending, not empty; the caller has
+    /// checked their range against the log), up to about `max_bytes` of payload (at least
+    /// one entry). Entries between them are read past (within a read chunk) or jumped over
+    /// (by the sparse index), never returned.
+    pub fn sparse(indexes: &[u64], max_bytes: u64, max_payload_bytes: u32) -> Self {
+        assert!(
+            indexes.windows(2).all(|pair| pair[0] < pair[1]),
+            "a sparse read's indexes ascend"
+        );
+        let (Some(&first), Some(&last)) = (indexes.first(), indexes.last()) else {
+            panic!("a sparse read of no index");
+        };
+        let mut reader = EntryReader::new(first, last + 1, max_bytes, max_payload_bytes);
+        reader.wanted = indexes[1..].iter().rev().copied().collect();
+        reader
     }
 
     fn is_done(&self) -> bool {
@@ -95,7 +117,7 @@ impl EntryReader {
             return false;
         }
         self.payload_bytes += size;
-        self.next_index += 1;
+        self.next_index = self.wanted.pop().unwrap_or(self.next_index + 1);
         self.entries.push(entry);
         self.locations.push(location);
         true
@@ -124,14 +146,18 @@ impl EntryReader {
             "index {} in no segment",
             self.next_index
         );
-        let offset = match self.position {
-            Some(location) if location.segment_first_index == segment.first_index => {
-                location.offset
+        let indexed = segment
+            .sparse
+            .lookup(self.next_index)
+            .map(|(_, offset)| offset);
+        let offset = match (self.position, indexed) {
+            // Go on from where the last read stopped, unless the sparse index knows a
+            // place further on (a sparse read's next entry is ahead).
+            (Some(location), _) if location.segment_first_index == segment.first_index => {
+                location.offset.max(indexed.unwrap_or(0))
             }
-            _ => {
-                let (_, offset) = segment.sparse.lookup(self.next_index)?;
-                offset
-            }
+            (_, Some(indexed)) => indexed,
+            (_, None) => return None,
         };
         self.position = Some(EntryLocation {
             segment_first_index: segment.first_index,

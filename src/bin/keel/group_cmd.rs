@@ -60,6 +60,11 @@ pub(crate) struct ResetArgs {
     /// To this offset in each partition.
     #[arg(long, group = "to")]
     to_offset: Option<u64>,
+    /// To each partition's first record stamped at or after this time: an RFC 3339 time
+    /// (2026-12-02T09:30:00Z), milliseconds since the Unix epoch, or a duration ago (15m,
+    /// 2h). A partition with no such record goes to its end.
+    #[arg(long, group = "to", value_parser = parse_time)]
+    to_time: Option<i64>,
     #[command(flatten)]
     connect: ConnectArgs,
 }
@@ -170,11 +175,18 @@ fn reset(args: &ResetArgs) -> Result<(), ClientError> {
     let mut offsets = Vec::with_capacity(partitions.len());
     for partition in partitions {
         let (start, end) = client.partition_offsets(&args.topic, partition)?;
-        // clap makes exactly one of the three present.
-        let offset = match (args.to_earliest, args.to_latest, args.to_offset) {
-            (true, _, _) => start,
-            (_, true, _) => end,
-            (_, _, offset) => offset.unwrap_or(start),
+        // clap makes exactly one of the four present.
+        let offset = match (
+            args.to_earliest,
+            args.to_latest,
+            args.to_offset,
+            args.to_time,
+        ) {
+            (true, ..) => start,
+            (_, true, ..) => end,
+            (_, _, Some(offset), _) => offset,
+            (_, _, None, Some(time)) => client.offset_for_time(&args.topic, partition, time)?,
+            (_, _, None, None) => start,
         };
         offsets.push(((args.topic.clone(), partition), offset, "reset".to_string()));
     }
@@ -183,6 +195,25 @@ fn reset(args: &ResetArgs) -> Result<(), ClientError> {
         println!("{} {topic}/{partition} -> {offset}", args.group);
     }
     Ok(())
+}
+
+/// A time for `--to-time`, in milliseconds since the Unix epoch.
+fn parse_time(text: &str) -> Result<i64, String> {
+    if let Ok(milliseconds) = text.parse::<i64>() {
+        return Ok(milliseconds);
+    }
+    if let Ok(time) =
+        time::OffsetDateTime::parse(text, &time::format_description::well_known::Rfc3339)
+    {
+        return Ok((time.unix_timestamp_nanos() / 1_000_000) as i64);
+    }
+    let ago = keel::units::parse_duration(text).map_err(|_| {
+        format!("{text:?} is not a time: an RFC 3339 time (2026-12-02T09:30:00Z), milliseconds since the Unix epoch, or a duration ago (15m)")
+    })?;
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
+    Ok(now.saturating_sub(ago).as_millis() as i64)
 }
 
 /// What `keel consume --group` was asked.

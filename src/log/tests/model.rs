@@ -8,14 +8,33 @@ use crate::log::CommitLog;
 
 #[derive(Clone, Debug)]
 enum Operation {
-    Append { count: u64, new_term: bool },
+    Append {
+        count: u64,
+        new_term: bool,
+    },
     Flush,
-    Truncate { at_per_mille: u64 },
-    RemovePrefix { at_per_mille: u64 },
+    Truncate {
+        at_per_mille: u64,
+    },
+    RemovePrefix {
+        at_per_mille: u64,
+    },
     Restart,
     Crash,
-    CrashDuringFlush { yields: u8 },
-    Read { from_per_mille: u64, max_bytes: u64 },
+    CrashDuringFlush {
+        yields: u8,
+    },
+    Read {
+        from_per_mille: u64,
+        max_bytes: u64,
+    },
+    /// A sparse read: from a point, indexes `strides` apart in turn (a partition's
+    /// batches among others').
+    ReadIndexes {
+        from_per_mille: u64,
+        strides: Vec<u64>,
+        max_bytes: u64,
+    },
 }
 
 fn operation() -> impl Strategy<Value = Operation> {
@@ -28,6 +47,8 @@ fn operation() -> impl Strategy<Value = Operation> {
         1 => Just(Operation::Crash),
         1 => (0u8..4).prop_map(|yields| Operation::CrashDuringFlush { yields }),
         2 => (0u64..1000, 0u64..5000).prop_map(|(from_per_mille, max_bytes)| Operation::Read { from_per_mille, max_bytes }),
+        2 => (0u64..1000, proptest::collection::vec(1u64..60, 1..8), 0u64..20_000).prop_map(
+            |(from_per_mille, strides, max_bytes)| Operation::ReadIndexes { from_per_mille, strides, max_bytes }),
     ]
 }
 
@@ -175,6 +196,30 @@ async fn run_operations(operations: Vec<Operation>) {
                 assert!(!got.is_empty());
                 for (offset, got) in got.iter().enumerate() {
                     let (index, term) = model.entries[(from - model.first_index) as usize + offset];
+                    assert_eq!(*got, entry(index, term));
+                }
+            }
+            Operation::ReadIndexes {
+                from_per_mille,
+                strides,
+                max_bytes,
+            } => {
+                if model.entries.is_empty() {
+                    continue;
+                }
+                let mut wanted = vec![model.pick(model.first_index, from_per_mille)];
+                for stride in strides.iter().cycle().take(40) {
+                    let next = wanted[wanted.len() - 1] + stride;
+                    if next > model.last_index() {
+                        break;
+                    }
+                    wanted.push(next);
+                }
+                let got = log.read_indexes(&wanted, max_bytes).await.unwrap();
+                assert!(!got.is_empty(), "at least one entry");
+                assert!(got.len() <= wanted.len());
+                for (got, index) in got.iter().zip(&wanted) {
+                    let (index, term) = model.entries[(index - model.first_index) as usize];
                     assert_eq!(*got, entry(index, term));
                 }
             }
