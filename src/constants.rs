@@ -316,6 +316,13 @@ pub const CLIENT_FETCH_MAX_BYTES: u32 = 1024 * 1024;
 /// partition costs one request per this.
 pub const FETCH_LONG_POLL: std::time::Duration = std::time::Duration::from_millis(500);
 
+/// Longest pause between a group member's heartbeats (a third of its session timeout when
+/// that is shorter). A member hears of a rebalance at its next heartbeat: until then it
+/// reads on partitions that moved (records read twice) and leaves new ones unread, so a
+/// crashed member's partitions are read again at most this long after its removal. A
+/// heartbeat is a read of the coordinator's state (no log entry): 4 per second per member.
+pub const MAX_HEARTBEAT_INTERVAL: std::time::Duration = std::time::Duration::from_millis(250);
+
 /// How long a group consumer waits before placing again a partition whose fetch failed
 /// (its leader moved, its node is down).
 pub const FETCH_RETRY_BACKOFF: std::time::Duration = std::time::Duration::from_millis(50);

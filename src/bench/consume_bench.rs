@@ -2,7 +2,9 @@
 //!
 //! - Drain: the topic is filled with `records` records of `record_bytes` (100 per
 //!   request, acks=quorum), then a new group of `members` members reads all of them from
-//!   the start; records/s and MB/s from the group's start to its last record.
+//!   the start; records/s and MB/s from the moment every member has joined and heard the
+//!   group's assignment until every record was consumed (a record read again by a member that had not yet heard of a rebalance
+//!   counts once; such re-reads are reported).
 //! - End to end (`rate` > 0): a producer writes `rate` records/s for `duration` (open
 //!   loop: each record carries its intended send time, and every millisecond the producer
 //!   sends what is due, so a stall is charged to every record it delayed); the members
@@ -11,7 +13,7 @@
 
 use std::collections::BTreeSet;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Barrier, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use hdrhistogram::Histogram;
@@ -51,6 +53,9 @@ pub struct ConsumeBenchReport {
     pub drain_records_per_second: f64,
     /// Drain: records per second of each drain, in order.
     pub drain_rounds: Vec<f64>,
+    /// Drain: records consumed more than once, over all drains (members that had not
+    /// yet heard of a rebalance read on partitions that had moved).
+    pub drain_reread: u64,
     /// Drain: payload megabytes (10^6) per second.
     pub drain_megabytes_per_second: f64,
     /// End to end: latency from intended send to consumption, microseconds.
@@ -68,16 +73,19 @@ pub fn run_consume_bench(options: &ConsumeBenchOptions) -> Result<ConsumeBenchRe
     let partitions = client.metadata()?.topics[&options.topic];
     let base = Instant::now();
     let mut drain_rounds = Vec::new();
+    let mut drain_reread = 0;
     if options.records > 0 {
         let ends = fill(&mut client, options, partitions)?;
         for round in 0..options.drains.max(1) {
             let group = format!("keel-bench-drain-{}-{round}", std::process::id());
-            let started = Instant::now();
             let consumed = Arc::new(AtomicU64::new(0));
             let until = Until::Ends(ends.clone());
-            run_members(options, &group, (base, &consumed), until, None)?;
-            let consumed = consumed.load(Ordering::Relaxed);
-            drain_rounds.push(consumed as f64 / started.elapsed().as_secs_f64());
+            let started = run_members(options, &group, (base, &consumed), until, None)?;
+            // Until every record was consumed at least once; records read again (by a
+            // member that had not yet heard of a rebalance) count once.
+            let total: u64 = ends.iter().sum();
+            drain_rounds.push(total as f64 / started.elapsed().as_secs_f64());
+            drain_reread += consumed.load(Ordering::Relaxed).saturating_sub(total);
         }
     }
     let mut sorted = drain_rounds.clone();
@@ -95,6 +103,7 @@ pub fn run_consume_bench(options: &ConsumeBenchOptions) -> Result<ConsumeBenchRe
     Ok(ConsumeBenchReport {
         drain_records_per_second: records_per_second,
         drain_rounds,
+        drain_reread,
         drain_megabytes_per_second: megabytes_per_second,
         latency,
         end_to_end_records,
@@ -142,19 +151,37 @@ fn run_members(
     (base, consumed): (Instant, &Arc<AtomicU64>),
     until: Until,
     histogram: Option<Arc<Mutex<Histogram<u64>>>>,
-) -> Result<(), ClientError> {
+) -> Result<Instant, ClientError> {
     let done: Arc<Mutex<BTreeSet<u32>>> = Arc::default();
+    let (joined, settled) = (
+        Arc::new(Barrier::new(options.members)),
+        Arc::new(Barrier::new(options.members)),
+    );
+    let started: Arc<OnceLock<Instant>> = Arc::default();
     let threads: Vec<_> = (0..options.members)
         .map(|_| {
             let (options, group, until) = (options.clone(), group.to_string(), until.clone());
             let (consumed, done, histogram) = (consumed.clone(), done.clone(), histogram.clone());
+            let (joined, settled, started) = (joined.clone(), settled.clone(), started.clone());
             std::thread::spawn(move || -> Result<(), ClientError> {
                 let mut config = GroupConsumerConfig::new(&group, &[options.topic.as_str()]);
                 config.auto_commit = Some(Duration::from_secs(1));
                 if histogram.is_some() {
                     config.offset_reset = OffsetReset::Latest;
                 }
-                let mut consumer = GroupConsumer::subscribe(&options.bootstrap, config)?;
+                let mut consumer = GroupConsumer::subscribe(&options.bootstrap, config);
+                // Every member joins, then hears the final assignment, before any reads
+                // (the clock starts then): a member still in an earlier generation would
+                // read partitions another one also reads.
+                joined.wait();
+                let refreshed = match consumer.as_mut() {
+                    Ok(consumer) => consumer.refresh(),
+                    Err(_) => Ok(()),
+                };
+                settled.wait();
+                started.get_or_init(Instant::now);
+                let mut consumer = consumer?;
+                refreshed?;
                 let mut local = hgrm::new_histogram();
                 while !finished(&until, &done) {
                     for record in consumer.poll(Duration::from_millis(4))? {
@@ -182,7 +209,7 @@ fn run_members(
             .join()
             .map_err(|_| ClientError::Unexpected("a member thread panicked".into()))??;
     }
-    Ok(())
+    Ok(started.get().copied().unwrap_or_else(Instant::now))
 }
 
 fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {

@@ -1208,12 +1208,13 @@ fn bench_consume(args: ConsumeBenchArgs) -> ExitCode {
             .map(|rate| format!("{rate:.0}"))
             .collect();
         println!(
-            "drain of {} records: {:.0} records/s, {:.1} MB/s (median of {} drain(s), each a new group: {} records/s)",
+            "drain of {} records: {:.0} records/s, {:.1} MB/s (median of {} drain(s), each a new group: {} records/s; {} record(s) read again after rebalances)",
             options.records,
             report.drain_records_per_second,
             report.drain_megabytes_per_second,
             rounds.len(),
-            rounds.join(", ")
+            rounds.join(", "),
+            report.drain_reread
         );
     }
     if options.rate > 0 {

@@ -22,7 +22,7 @@ use crate::client::cluster::{ClusterClient, ConsumedRecord};
 use crate::client::error::ClientError;
 use crate::client::fetch_pipeline::{Fetch, FetchPipeline};
 use crate::client::group_calls::{JoinOptions, Membership, TopicPartition};
-use crate::constants::FETCH_RETRY_BACKOFF;
+use crate::constants::{FETCH_RETRY_BACKOFF, MAX_HEARTBEAT_INTERVAL};
 use crate::protocol::wire::ErrorCode;
 
 /// Attempts of a commit that meets rebalances (each followed before the next): members
@@ -371,6 +371,13 @@ impl GroupConsumer {
 
     fn heartbeat_interval(&self) -> Duration {
         Duration::from_millis(u64::from(self.config.join.session_timeout_ms) / 3)
+            .min(MAX_HEARTBEAT_INTERVAL)
+    }
+
+    /// Asks the coordinator now for the group's generation and this member's partitions
+    /// (`poll` does every `MAX_HEARTBEAT_INTERVAL`), following a rebalance at once.
+    pub fn refresh(&mut self) -> Result<(), ClientError> {
+        self.heartbeat()
     }
 
     fn heartbeat_if_due(&mut self) -> Result<(), ClientError> {

@@ -426,7 +426,6 @@ async fn read_batches(
     high_watermark: u64,
     locations: &[crate::broker::state::BatchLocation],
 ) -> Result<Vec<u8>, WireError> {
-    let mut builder = FlatBufferBuilder::with_capacity(1024);
     let mut batches = Vec::new();
     let mut total = 0usize;
     // The answer stays within the frame limit, whatever `max_bytes` asks (its first batch
@@ -459,6 +458,12 @@ async fn read_batches(
         }
         Err(error) => return Err(WireError::new(ErrorCode::InternalError, error.to_string())),
     };
+    // Room for the whole answer at once: a builder growing from a small buffer copied
+    // what it held at every doubling.
+    let read: usize = entries.iter().map(|entry| entry.data.len()).sum();
+    let mut builder = FlatBufferBuilder::with_capacity(
+        read + entries.len() * FETCH_ANSWER_BYTES_PER_BATCH + FETCH_ANSWER_HEADROOM_BYTES,
+    );
     for (location, entry) in locations.iter().zip(&entries) {
         assert_eq!(entry.index, location.log_index, "a sparse read in order");
         let Ok(BrokerEntry::RecordBatch {
