@@ -298,6 +298,15 @@ pub const MAX_OFFSET_METADATA_BYTES: usize = 1024;
 /// removed at most this long after its session timeout.
 pub const SESSION_CHECK_INTERVAL: std::time::Duration = std::time::Duration::from_millis(100);
 
+/// How long a shard asked for a partition's bounds (a commit's check) waits for its
+/// replica's end to reach the offset committed: a follower trails its leader by a
+/// heartbeat or two; an offset still past the end after this is refused.
+pub const BOUNDS_CATCH_UP_WAIT: std::time::Duration = std::time::Duration::from_millis(500);
+
+/// Bounds questions a shard keeps waiting for its end to catch up; beyond them it answers
+/// at once (an offset its replica has not yet applied is then refused).
+pub const MAX_BOUNDS_WAITS: usize = 1024;
+
 /// Shortest session timeout a member may ask for (heartbeats every third of it).
 pub const MIN_SESSION_TIMEOUT_MS: u32 = 1_000;
 

@@ -165,12 +165,22 @@ fn check_refusals(client: &mut ClusterClient, a: &Membership, b: &Membership, ba
     assert_eq!(code_of(not_mine.unwrap_err()), ErrorCode::NotAssigned);
     let unknown = client.heartbeat(GROUP, "nobody", a.generation);
     assert_eq!(code_of(unknown.unwrap_err()), ErrorCode::UnknownMember);
+    // Past the end (10), on the coordinating shard and on the other one (asked over
+    // the shards' mesh: accepted unchecked before).
     let coordinator = coordinator_shard(GROUP, 2);
-    let local = (0..PARTITIONS).find(|&p| shard_of_partition(client, p, base_ports) == coordinator);
-    if let Some(partition) = local {
+    let shards: Vec<u32> = (0..PARTITIONS)
+        .map(|p| shard_of_partition(client, p, base_ports))
+        .collect();
+    assert!(shards.contains(&coordinator) && shards.iter().any(|&s| s != coordinator));
+    for partition in 0..PARTITIONS {
         let past_end = ((TOPIC.to_string(), partition), 11, String::new());
         let refused = client.commit_offsets(GROUP, &a.member_id, a.generation, &[past_end]);
-        assert_eq!(code_of(refused.unwrap_err()), ErrorCode::OffsetOutOfRange);
+        assert_eq!(
+            code_of(refused.unwrap_err()),
+            ErrorCode::OffsetOutOfRange,
+            "partition {partition} on shard {} (coordinator {coordinator})",
+            shards[partition as usize]
+        );
     }
 }
 

@@ -41,6 +41,7 @@ use crate::replication::{
 };
 use crate::shard::commit_log_store::storage_failure;
 use crate::shard::group_sessions::GroupSessions;
+use crate::shard::partition_bounds::BoundsQuery;
 use crate::shard::snapshots::SnapshotFiles;
 use crate::transport::PeerLinks;
 
@@ -52,6 +53,9 @@ pub type TopicsHook = Box<dyn Fn(Topics)>;
 
 /// Called with (group, leader node) whenever this shard's group changes leader.
 pub type LeaderHook = Box<dyn Fn(u32, u32)>;
+
+/// How a shard sends a question to another shard of its node.
+pub type ShardAsker = Box<dyn Fn(u32, BoundsQuery)>;
 
 /// A replica group's state, for `keel cluster status`.
 #[derive(Clone, Debug)]
@@ -126,6 +130,7 @@ pub struct ShardCore {
     /// Leader of each group as last heard (0: unknown), for metadata answers.
     leaders: RefCell<Vec<u32>>,
     leader_changed: RefCell<Option<LeaderHook>>,
+    shard_asker: RefCell<Option<ShardAsker>>,
     hand_over_done: RefCell<Option<LocalSender<Option<u64>>>>,
     /// Snapshots of the applied state, next to the log.
     pub(super) snapshots: SnapshotFiles,
@@ -218,6 +223,7 @@ impl ShardCore {
             peers,
             leaders: RefCell::new(leaders),
             leader_changed: RefCell::new(None),
+            shard_asker: RefCell::new(None),
             hand_over_done: RefCell::new(None),
             snapshots,
             queue: glommio::executor().current_task_queue(),
@@ -359,6 +365,18 @@ impl ShardCore {
     pub fn on_topics_changed(&self, hook: TopicsHook) {
         hook(self.state().topics.clone());
         *self.topics_changed.borrow_mut() = Some(hook);
+    }
+
+    /// Sets how questions go to the other shards of this node (the mesh).
+    pub fn on_ask_shard(&self, asker: ShardAsker) {
+        *self.shard_asker.borrow_mut() = Some(asker);
+    }
+
+    /// Sends a question to shard `shard` of this node (unanswered without a mesh).
+    pub fn ask_shard(&self, shard: u32, query: BoundsQuery) {
+        if let Some(asker) = self.shard_asker.borrow().as_ref() {
+            asker(shard, query);
+        }
     }
 
     /// Sets what to do when this shard's group changes leader (tell the other shards);

@@ -26,6 +26,7 @@ use crate::constants::{
 };
 use crate::protocol::wire::{self, ErrorCode, Request, RequestBody, ResponseBody};
 use crate::shard::group_driver::ShardCore;
+use crate::shard::partition_bounds;
 use crate::shard::requests::{finish_response, propose_admin, WireError};
 
 /// Whether a request body is one of the consumer group requests.
@@ -424,6 +425,7 @@ async fn commit(
         .iter()
         .map(|offset| checked_offset(core, offset))
         .collect::<Result<Vec<_>, _>>()?;
+    check_other_shards_bounds(core, &checked).await?;
     let entry = GroupEntry::Commit {
         group,
         member,
@@ -478,10 +480,7 @@ fn checked_offset<'a>(
             .partition(topic.id, partition)
             .map_or((0, 0), |p| (p.start_offset(), p.high_watermark()));
         if next < start || next > end {
-            return Err(WireError::new(
-                ErrorCode::OffsetOutOfRange,
-                format!("offset {next} of {name:?} partition {partition} is outside {start}..={end} (its first kept offset to its end)"),
-            ));
+            return Err(out_of_range(next, name, partition, (start, end)));
         }
     }
     let metadata = bounded(
@@ -490,6 +489,44 @@ fn checked_offset<'a>(
         MAX_OFFSET_METADATA_BYTES,
     )?;
     Ok(((topic.id, partition), next, metadata))
+}
+
+fn out_of_range(next: u64, name: &str, partition: u32, (start, end): (u64, u64)) -> WireError {
+    WireError::new(
+        ErrorCode::OffsetOutOfRange,
+        format!("offset {next} of {name:?} partition {partition} is outside {start}..={end} (its first kept offset to its end)"),
+    )
+}
+
+/// Offsets of partitions another shard of this node holds, checked against that shard's
+/// bounds (`checked_offset` checks this shard's own). Unchecked if the shard does not
+/// answer in time.
+async fn check_other_shards_bounds(
+    core: &Rc<ShardCore>,
+    offsets: &[(TopicPartition, u64, &str)],
+) -> Result<(), WireError> {
+    for &((topic_id, partition), next, _) in offsets {
+        let shard = shard_of(topic_id, partition, core.config.shards);
+        if shard == core.shard_id {
+            continue;
+        }
+        let Some(bounds) = partition_bounds::ask(core, shard, topic_id, partition, next).await
+        else {
+            tracing::warn!(
+                shard,
+                topic_id,
+                partition,
+                "no answer about a partition's bounds: a commit to it is not checked"
+            );
+            continue;
+        };
+        if next < bounds.0 || next > bounds.1 {
+            let names = topic_names(core);
+            let name = names.get(&topic_id).map_or("?", String::as_str);
+            return Err(out_of_range(next, name, partition, bounds));
+        }
+    }
+    Ok(())
 }
 
 fn fetch_offsets(

@@ -17,6 +17,7 @@ pub mod group_driver;
 mod group_requests;
 mod group_sessions;
 mod no_space;
+pub mod partition_bounds;
 pub mod requests;
 pub mod server;
 pub mod snapshots;
@@ -48,6 +49,8 @@ pub enum ShardMessage {
     Topics(Topics),
     /// A group's leader changed (group, leader node; 0 when unknown).
     Leader(u32, u32),
+    /// A coordinator asks for a partition's bounds.
+    Bounds(partition_bounds::BoundsQuery),
 }
 
 /// Queue length of each shard-to-shard channel.
@@ -171,6 +174,18 @@ async fn run_shard(
     core.on_leader_changed(Box::new(move |group, leader| {
         broadcast(ShardMessage::Leader(group, leader))
     }));
+    core.on_ask_shard({
+        let senders = senders.clone();
+        Box::new(move |shard, query| {
+            let senders = senders.clone();
+            glommio::spawn_local(async move {
+                let _ = senders
+                    .send_to(shard as usize, ShardMessage::Bounds(query))
+                    .await;
+            })
+            .detach();
+        })
+    });
     for (peer, stream) in receivers.streams() {
         let core = core.clone();
         let from_controller = peer as u32 == CONTROLLER_SHARD;
@@ -182,6 +197,10 @@ async fn run_shard(
                     }
                     ShardMessage::Topics(_) => {}
                     ShardMessage::Leader(group, leader) => core.set_leader(group, leader),
+                    ShardMessage::Bounds(query) => {
+                        glommio::spawn_local(partition_bounds::answer(core.clone(), query))
+                            .detach();
+                    }
                 }
             }
         })
