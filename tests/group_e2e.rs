@@ -396,14 +396,30 @@ fn the_cli_consumes_as_a_group_and_shows_resets_and_deletes_it() {
     assert!(!success && err.contains("no consumer group \"g\""), "{err}");
 }
 
-/// A member commits part of what it read, then the whole cluster is killed (kill -9 of
-/// every node) and restarted: the group's next member starts exactly after the last
-/// commit (nothing skipped; re-delivered only what was not committed).
-#[test]
-fn after_a_whole_cluster_restart_a_member_resumes_from_the_committed_offsets() {
-    use keel::client::{GroupConsumer, GroupConsumerConfig};
-    let root = tempfile::tempdir().unwrap();
-    let mut nodes = start_cluster(root.path(), 3, 1);
+/// One node of one shard with `topic` created: the node, its address, a client.
+fn one_node(
+    root: &std::path::Path,
+    topic: &str,
+    partitions: u32,
+) -> (support::Broker, String, ClusterClient) {
+    let node = support::Broker::start(&root.join("node"), support::free_ports(1), 1);
+    let at = node.address(0);
+    let mut client = ClusterClient::new(&at);
+    retry("create topic", || client.create_topic(topic, partitions));
+    (node, at, client)
+}
+
+/// Three nodes of one shard, `TOPIC` filled (ten records per partition), and a member's
+/// configuration without automatic commits.
+fn filled_cluster(
+    root: &std::path::Path,
+) -> (
+    Vec<support::Broker>,
+    String,
+    ClusterClient,
+    keel::client::GroupConsumerConfig,
+) {
+    let nodes = start_cluster(root, 3, 1);
     let bootstrap = nodes
         .iter()
         .map(|n| n.address(0))
@@ -412,8 +428,19 @@ fn after_a_whole_cluster_restart_a_member_resumes_from_the_committed_offsets() {
     let mut client = ClusterClient::new(&bootstrap);
     retry("create topic", || client.create_topic(TOPIC, PARTITIONS));
     fill(&mut client);
-    let mut config = GroupConsumerConfig::new(GROUP, &[TOPIC]);
+    let mut config = keel::client::GroupConsumerConfig::new(GROUP, &[TOPIC]);
     config.auto_commit = None;
+    (nodes, bootstrap, client, config)
+}
+
+/// A member commits part of what it read, then the whole cluster is killed (kill -9 of
+/// every node) and restarted: the group's next member starts exactly after the last
+/// commit (nothing skipped; re-delivered only what was not committed).
+#[test]
+fn after_a_whole_cluster_restart_a_member_resumes_from_the_committed_offsets() {
+    use keel::client::GroupConsumer;
+    let root = tempfile::tempdir().unwrap();
+    let (mut nodes, bootstrap, _client, mut config) = filled_cluster(root.path());
     let mut consumer = GroupConsumer::subscribe(&bootstrap, config.clone()).unwrap();
     let mut read = Vec::new();
     while read.len() < 40 {
@@ -502,10 +529,7 @@ fn a_killed_consumer_process_s_partitions_go_to_the_other_member() {
     use std::process::{Command, Stdio};
     use std::sync::mpsc;
     let root = tempfile::tempdir().unwrap();
-    let node = support::Broker::start(&root.path().join("node"), support::free_ports(1), 1);
-    let at = node.address(0);
-    let mut client = ClusterClient::new(&at);
-    retry("create topic", || client.create_topic("kill", 2));
+    let (_node, at, mut client) = one_node(root.path(), "kill", 2);
     let start = |name: &'static str, lines: mpsc::Sender<(&'static str, String)>| {
         let mut child = Command::new(env!("CARGO_BIN_EXE_keel"))
             .args(["consume", "kill", "--group", "k", "--follow", "--offsets"])
@@ -655,19 +679,9 @@ impl Drop for KilledOnDrop {
 /// new leader, every record once, in order.
 #[test]
 fn a_member_follows_its_seeks_and_its_partitions_new_leaders_without_skipping() {
-    use keel::client::{GroupConsumer, GroupConsumerConfig, GroupRecord};
+    use keel::client::{GroupConsumer, GroupRecord};
     let root = tempfile::tempdir().unwrap();
-    let mut nodes = start_cluster(root.path(), 3, 1);
-    let bootstrap = nodes
-        .iter()
-        .map(|n| n.address(0))
-        .collect::<Vec<_>>()
-        .join(",");
-    let mut client = ClusterClient::new(&bootstrap);
-    retry("create topic", || client.create_topic(TOPIC, PARTITIONS));
-    fill(&mut client);
-    let mut config = GroupConsumerConfig::new(GROUP, &[TOPIC]);
-    config.auto_commit = None;
+    let (mut nodes, bootstrap, mut client, config) = filled_cluster(root.path());
     let mut consumer = GroupConsumer::subscribe(&bootstrap, config).unwrap();
     let poll_until = |consumer: &mut GroupConsumer, count: usize| -> Vec<GroupRecord> {
         let mut read = Vec::new();
@@ -731,10 +745,7 @@ fn assert_in_order_once(read: &mut [(u32, u64)], expected: &[(u32, u64)], when: 
 #[test]
 fn a_reset_to_a_time_finds_the_first_record_stamped_at_or_after_it() {
     let root = tempfile::tempdir().unwrap();
-    let node = support::Broker::start(&root.path().join("node"), support::free_ports(1), 1);
-    let at = node.address(0);
-    let mut client = ClusterClient::new(&at);
-    retry("create topic", || client.create_topic("timed", 1));
+    let (_node, at, mut client) = one_node(root.path(), "timed", 1);
     // 40 batches of 1 to 7 records; batch b starts at 1,000,000 + 100 b ms, its records
     // 10 ms apart: every timestamp is known.
     let mut stamps: Vec<i64> = Vec::new();
@@ -769,45 +780,24 @@ fn a_reset_to_a_time_finds_the_first_record_stamped_at_or_after_it() {
     }
 
     // The CLI: a time in the middle of batch 10 (its third record); then one ago.
-    let time = (1_000_000 + 100 * 10 + 15).to_string();
-    let (success, out, err) = keel(
-        &[
-            "group",
-            "reset",
-            "g",
-            "--topic",
-            "timed",
-            "--to-time",
-            &time,
-        ],
-        &at,
-        "",
-    );
-    assert!(success, "{err}");
-    let offset = expected(1_000_000 + 100 * 10 + 15);
-    assert!(out.contains(&format!("timed/0 -> {offset}")), "{out}");
-    let (success, out, err) = keel(
-        &["group", "reset", "g", "--topic", "timed", "--to-time", "1h"],
-        &at,
-        "",
-    );
+    let reset_to = |time: &str| {
+        keel(
+            &["group", "reset", "g", "--topic", "timed", "--to-time", time],
+            &at,
+            "",
+        )
+    };
+    let time = 1_000_000 + 100 * 10 + 15;
+    let (success, out, err) = reset_to(&time.to_string());
     assert!(success, "{err}");
     assert!(
-        out.contains(&format!("timed/0 -> {}", stamps.len())),
+        out.contains(&format!("timed/0 -> {}", expected(time))),
         "{out}"
     );
-    let (success, _, err) = keel(
-        &[
-            "group",
-            "reset",
-            "g",
-            "--topic",
-            "timed",
-            "--to-time",
-            "yesterday",
-        ],
-        &at,
-        "",
-    );
+    let (success, out, err) = reset_to("1h");
+    assert!(success, "{err}");
+    let end = stamps.len();
+    assert!(out.contains(&format!("timed/0 -> {end}")), "{out}");
+    let (success, _, err) = reset_to("yesterday");
     assert!(!success && err.contains("is not a time"), "{err}");
 }

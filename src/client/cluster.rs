@@ -13,6 +13,7 @@ use crate::protocol::codec::{
     check_record_batch, decode_response, encode_fetch_request, encode_produce_request,
     encode_request, PartitionBatchData,
 };
+use crate::protocol::records::RecordBatch;
 use crate::protocol::wire::{self, Acks, Response};
 
 /// How long an operation is retried before giving up: elections take 100-300 ms, a
@@ -94,22 +95,35 @@ pub struct Fetched {
     pub records: Vec<ConsumedRecord>,
 }
 
-/// Decodes a fetch answer (every batch's crc checked) into the records from `offset` on.
-pub(crate) fn decode_fetch_answer(answer: &[u8], offset: u64) -> Result<Fetched, ClientError> {
+/// A fetch answer's high watermark and its batches (base offset, batch), every batch's
+/// crc and form checked.
+pub(crate) fn checked_batches(
+    answer: &[u8],
+) -> Result<(u64, Vec<(u64, RecordBatch<'_>)>), ClientError> {
     let response = decode_response(answer)?;
     check_response(&response)?;
     let fetched = response
         .body_as_fetch_response()
         .ok_or_else(|| ClientError::Unexpected("not a fetch answer".into()))?;
-    let mut out = Fetched {
-        high_watermark: fetched.high_watermark(),
-        records: Vec::new(),
-    };
+    let mut batches = Vec::new();
     for stored in fetched.batches().iter().flatten() {
         let bytes = stored.batch().map(|v| v.bytes()).unwrap_or(&[]);
         let batch = check_record_batch(bytes, stored.crc32c(), usize::MAX)?;
+        batches.push((stored.base_offset(), batch));
+    }
+    Ok((fetched.high_watermark(), batches))
+}
+
+/// Decodes a fetch answer (every batch's crc checked) into the records from `offset` on.
+pub(crate) fn decode_fetch_answer(answer: &[u8], offset: u64) -> Result<Fetched, ClientError> {
+    let (high_watermark, batches) = checked_batches(answer)?;
+    let mut out = Fetched {
+        high_watermark,
+        records: Vec::new(),
+    };
+    for (base_offset, batch) in batches {
         for record in batch.records().iter().flatten() {
-            let record_offset = stored.base_offset() + u64::from(record.offset_delta());
+            let record_offset = base_offset + u64::from(record.offset_delta());
             if record_offset < offset {
                 continue;
             }

@@ -5,9 +5,9 @@
 //! partition. Owns nothing; assumes timestamps that do not go back (as producers stamp
 //! them): where they do, it finds one offset where they cross the time, not the first.
 
-use crate::client::cluster::{check_response, ClusterClient};
+use crate::client::cluster::{checked_batches, ClusterClient};
 use crate::client::error::ClientError;
-use crate::protocol::codec::{check_record_batch, decode_response, encode_fetch_request};
+use crate::protocol::codec::encode_fetch_request;
 
 impl ClusterClient {
     /// The offset of the first record of `topic/partition` stamped at or after
@@ -59,18 +59,12 @@ impl ClusterClient {
             let answer = client.call(&address, |id| {
                 encode_fetch_request(id, topic, partition, offset, 1, 0)
             })?;
-            let response = decode_response(&answer)?;
-            check_response(&response)?;
-            let fetched = response
-                .body_as_fetch_response()
-                .ok_or_else(|| ClientError::Unexpected("not a fetch answer".into()))?;
+            let (_, batches) = checked_batches(&answer)?;
             let mut times = Vec::new();
-            for stored in fetched.batches().iter().flatten() {
-                let bytes = stored.batch().map(|v| v.bytes()).unwrap_or(&[]);
-                let batch = check_record_batch(bytes, stored.crc32c(), usize::MAX)?;
+            for (base_offset, batch) in batches {
                 for record in batch.records().iter().flatten() {
                     times.push((
-                        stored.base_offset() + u64::from(record.offset_delta()),
+                        base_offset + u64::from(record.offset_delta()),
                         batch
                             .first_timestamp_ms()
                             .saturating_add(record.timestamp_delta_ms()),
