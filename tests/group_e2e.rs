@@ -801,3 +801,117 @@ fn a_reset_to_a_time_finds_the_first_record_stamped_at_or_after_it() {
     let (success, _, err) = reset_to("yesterday");
     assert!(!success && err.contains("is not a time"), "{err}");
 }
+
+/// A member joins while another consumes and a producer writes: it takes over partitions
+/// from their last commit, and the only records both read are those of the first
+/// member's one poll between the join and its next commit (it commits after every poll:
+/// that commit meets the rebalance and the member lets the moved partitions go). Every
+/// acknowledged record is read.
+#[test]
+fn a_member_joining_mid_stream_takes_over_with_no_duplicates_beyond_one_poll() {
+    use keel::client::{GroupConsumer, GroupConsumerConfig};
+    use std::collections::{BTreeMap, BTreeSet};
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::{Arc, Mutex};
+    let root = tempfile::tempdir().unwrap();
+    let (_node, at, mut client) = one_node(root.path(), "mid", 4);
+    let stop = Arc::new(AtomicBool::new(false));
+    // (member, poll number, partition, offset) of every record read.
+    type Reads = Arc<Mutex<Vec<(&'static str, usize, u32, u64)>>>;
+    let reads: Reads = Arc::default();
+    let member = |name: &'static str, delay: Duration| {
+        let (at, stop, reads) = (at.clone(), stop.clone(), reads.clone());
+        std::thread::spawn(move || {
+            std::thread::sleep(delay);
+            let mut config = GroupConsumerConfig::new("mid-group", &["mid"]);
+            config.auto_commit = None;
+            let mut consumer = GroupConsumer::subscribe(&at, config).unwrap();
+            let mut polls = 0;
+            while !stop.load(Ordering::Relaxed) {
+                let records = consumer.poll(Duration::from_millis(50)).unwrap();
+                polls += 1;
+                let mut reads = reads.lock().unwrap();
+                reads.extend(
+                    records
+                        .iter()
+                        .map(|r| (name, polls, r.partition, r.record.offset)),
+                );
+                drop(reads);
+                consumer.commit().unwrap();
+            }
+            consumer.close().unwrap();
+        })
+    };
+    let first = member("first", Duration::ZERO);
+    let second = member("second", Duration::from_secs(1));
+    let mut acknowledged: BTreeMap<u32, u64> = BTreeMap::new();
+    let started = Instant::now();
+    let mut partition = 0;
+    while started.elapsed() < Duration::from_secs(2) {
+        let records: Vec<RecordData> = (0..10)
+            .map(|n| RecordData {
+                value: format!("{partition}-{n}").into_bytes(),
+                ..Default::default()
+            })
+            .collect();
+        let (batch, crc) = encode_record_batch(BatchProducer::default(), 0, &records);
+        let base = client
+            .produce("mid", partition, &batch, crc, Acks::Quorum)
+            .unwrap();
+        acknowledged.insert(partition, base + 10);
+        partition = (partition + 1) % 4;
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    let all: BTreeSet<(u32, u64)> = acknowledged
+        .iter()
+        .flat_map(|(&p, &end)| (0..end).map(move |o| (p, o)))
+        .collect();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while Instant::now() < deadline {
+        let seen: BTreeSet<(u32, u64)> = reads.lock().unwrap().iter().map(|r| (r.2, r.3)).collect();
+        if all.is_subset(&seen) {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    stop.store(true, Ordering::Relaxed);
+    first.join().unwrap();
+    second.join().unwrap();
+    let reads = reads.lock().unwrap();
+    let seen: BTreeSet<(u32, u64)> = reads.iter().map(|r| (r.2, r.3)).collect();
+    assert!(
+        all.is_subset(&seen),
+        "{} acknowledged records never read",
+        all.difference(&seen).count()
+    );
+    let by = |name: &str| -> BTreeSet<(u32, u64)> {
+        reads
+            .iter()
+            .filter(|r| r.0 == name)
+            .map(|r| (r.2, r.3))
+            .collect()
+    };
+    let second_read = by("second");
+    assert!(
+        !second_read.is_empty(),
+        "the second member took partitions over"
+    );
+    let twice: Vec<&(&str, usize, u32, u64)> = reads
+        .iter()
+        .filter(|r| r.0 == "first" && second_read.contains(&(r.2, r.3)))
+        .collect();
+    let polls: BTreeSet<usize> = twice.iter().map(|r| r.1).collect();
+    eprintln!(
+        "records read by both members: {} (of {}), from {} poll(s) of the first",
+        twice.len(),
+        all.len(),
+        polls.len()
+    );
+    assert!(polls.len() <= 1, "read twice beyond one poll: {twice:?}");
+    let per_member: usize = reads.len() - seen.len();
+    assert_eq!(
+        per_member,
+        twice.len(),
+        "no member read a record twice itself"
+    );
+}
