@@ -41,7 +41,10 @@ fn consume_all(client: &mut ClusterClient, topic: &str, partition: u32) -> Vec<(
         }
         for record in fetched.records {
             assert_eq!(record.offset, offset, "offsets are dense and in order");
-            out.push((record.offset, String::from_utf8(record.value).unwrap()));
+            out.push((
+                record.offset,
+                String::from_utf8(record.value.to_vec()).unwrap(),
+            ));
             offset += 1;
         }
     }
@@ -386,7 +389,8 @@ fn a_batching_producer_and_a_consumer_round_trip_across_shards() {
     let mut seen = vec![Vec::new(); 4];
     while seen.iter().map(Vec::len).sum::<usize>() < 4000 {
         for item in consumer.poll(Duration::from_millis(200)).unwrap() {
-            seen[item.partition as usize].push(String::from_utf8(item.record.value).unwrap());
+            seen[item.partition as usize]
+                .push(String::from_utf8(item.record.value.to_vec()).unwrap());
         }
     }
     for partition in 0..4u32 {

@@ -45,7 +45,7 @@ fn read_partition_n(client: &mut ClusterClient, topic: &str, partition: u32) -> 
         }
         for record in fetched.records {
             assert_eq!(record.offset, offset, "offsets are dense and in order");
-            stored.push(String::from_utf8(record.value).unwrap());
+            stored.push(String::from_utf8(record.value.to_vec()).unwrap());
             offset += 1;
         }
     }
@@ -505,7 +505,7 @@ fn a_paused_leader_is_replaced_and_steps_down_when_it_wakes() {
     let values: Vec<String> = fetched
         .records
         .iter()
-        .map(|r| String::from_utf8(r.value.clone()).unwrap())
+        .map(|r| String::from_utf8(r.value.to_vec()).unwrap())
         .collect();
     assert_eq!(
         &values[..20],

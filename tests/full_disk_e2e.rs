@@ -111,7 +111,12 @@ fn read_all(client: &mut ClusterClient) -> Vec<(u64, Vec<u8>)> {
             );
             return out;
         }
-        out.extend(fetched.records.into_iter().map(|r| (r.offset, r.value)));
+        out.extend(
+            fetched
+                .records
+                .into_iter()
+                .map(|r| (r.offset, r.value.to_vec())),
+        );
     }
 }
 
@@ -360,11 +365,11 @@ fn a_full_disk_is_freed_by_retention_and_writes_resume_without_an_operator() {
     let values: Vec<_> = fetched
         .records
         .iter()
-        .map(|r| (r.offset, &r.value))
+        .map(|r| (r.offset, r.value.to_vec()))
         .collect();
     assert_eq!(
         values,
-        [(offset, &record_value(offset))],
+        [(offset, record_value(offset))],
         "the new record reads back"
     );
 }

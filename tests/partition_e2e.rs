@@ -231,7 +231,7 @@ fn a_partitioned_leader_stops_acknowledging_and_the_majority_goes_on() {
         }
         for record in fetched.records {
             assert_eq!(record.offset, offset);
-            stored.push(String::from_utf8(record.value).unwrap());
+            stored.push(String::from_utf8(record.value.to_vec()).unwrap());
             offset += 1;
         }
     }

@@ -179,7 +179,7 @@ fn outage_scenario(down: usize) {
             break;
         }
         for record in fetched.records {
-            stored.push(String::from_utf8(record.value).unwrap());
+            stored.push(String::from_utf8(record.value.to_vec()).unwrap());
             offset += 1;
         }
     }
@@ -280,7 +280,7 @@ fn a_batch_stored_but_never_acknowledged_is_spilled_and_replayed_once() {
             fetched
                 .records
                 .into_iter()
-                .map(|r| String::from_utf8(r.value).unwrap()),
+                .map(|r| String::from_utf8(r.value.to_vec()).unwrap()),
         );
     }
     let expected: Vec<String> = (0..700).map(|n| format!("u{n}")).collect();
@@ -310,7 +310,7 @@ fn partition_values(client: &mut ClusterClient, topic: &str) -> Vec<String> {
             fetched
                 .records
                 .into_iter()
-                .map(|r| String::from_utf8(r.value).unwrap()),
+                .map(|r| String::from_utf8(r.value.to_vec()).unwrap()),
         );
     }
 }

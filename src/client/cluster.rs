@@ -6,6 +6,8 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
+use bytes::Bytes;
+
 use crate::client::connection::Connection;
 use crate::client::error::ClientError;
 use crate::constants::INDETERMINATE_WRITE_WORDS;
@@ -75,15 +77,16 @@ pub struct GroupStatus {
     pub followers: Vec<(u32, u64, u64)>,
 }
 
-/// A record read back.
+/// A record read back. Its key and value are views of the fetch answer that brought
+/// them (no copy; the answer's memory is freed when the last of its records goes).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ConsumedRecord {
     /// Its offset in the partition.
     pub offset: u64,
     /// Key, if any.
-    pub key: Option<Vec<u8>>,
+    pub key: Option<Bytes>,
     /// Value.
-    pub value: Vec<u8>,
+    pub value: Bytes,
 }
 
 /// What a fetch returned.
@@ -114,9 +117,12 @@ pub(crate) fn checked_batches(
     Ok((fetched.high_watermark(), batches))
 }
 
-/// Decodes a fetch answer (every batch's crc checked) into the records from `offset` on.
-pub(crate) fn decode_fetch_answer(answer: &[u8], offset: u64) -> Result<Fetched, ClientError> {
-    let (high_watermark, batches) = checked_batches(answer)?;
+/// Decodes a fetch answer (every batch's crc checked) into the records from `offset` on;
+/// their keys and values are views of `answer`.
+pub(crate) fn decode_fetch_answer(answer: Bytes, offset: u64) -> Result<Fetched, ClientError> {
+    let (high_watermark, batches) = checked_batches(&answer)?;
+    // A part of the answer by its bytes (a flatbuffers vector inside it).
+    let view = |part: &[u8]| answer.slice_ref(part);
     let mut out = Fetched {
         high_watermark,
         records: Vec::new(),
@@ -129,11 +135,8 @@ pub(crate) fn decode_fetch_answer(answer: &[u8], offset: u64) -> Result<Fetched,
             }
             out.records.push(ConsumedRecord {
                 offset: record_offset,
-                key: record.key().map(|k| k.bytes().to_vec()),
-                value: record
-                    .value()
-                    .map(|v| v.bytes().to_vec())
-                    .unwrap_or_default(),
+                key: record.key().map(|k| view(k.bytes())),
+                value: record.value().map(|v| view(v.bytes())).unwrap_or_default(),
             });
         }
     }
@@ -686,7 +689,7 @@ impl ClusterClient {
             let answer = client.call(&address, |id| {
                 encode_fetch_request(id, topic, partition, offset, max_bytes, wait_ms)
             })?;
-            decode_fetch_answer(&answer, offset)
+            decode_fetch_answer(Bytes::from(answer), offset)
         })
     }
 

@@ -151,7 +151,7 @@ impl FetchPipeline {
             let buffered = self.connections.get_mut(&address)?.buffered_answer();
             match buffered {
                 Ok(Some((id, answer))) => {
-                    if let Some(fetch) = self.answered(&address, id, &answer) {
+                    if let Some(fetch) = self.answered(&address, id, answer) {
                         return Some(fetch);
                     }
                 }
@@ -197,7 +197,7 @@ impl FetchPipeline {
             .get_mut(address)?
             .receive_any(ANSWER_REST_WAIT);
         match received {
-            Ok(Some((id, answer))) => self.answered(address, id, &answer),
+            Ok(Some((id, answer))) => self.answered(address, id, answer),
             Ok(None) => None,
             Err(error) => {
                 self.fail_connection(address, &error);
@@ -208,7 +208,7 @@ impl FetchPipeline {
 
     /// Takes an answer: the next fetch of its partition leaves at once; `None` when it
     /// counts for nothing (asked before the consumer last said) or holds no record.
-    fn answered(&mut self, address: &str, id: u64, answer: &[u8]) -> Option<Fetch> {
+    fn answered(&mut self, address: &str, id: u64, answer: Vec<u8>) -> Option<Fetch> {
         let tp = self.in_flight.remove(&(address.to_string(), id))?;
         let read = self.reads.get_mut(&tp)?;
         if read.awaiting != Some(id) || read.address != address {
@@ -216,7 +216,7 @@ impl FetchPipeline {
         }
         read.awaiting = None;
         let from = read.from;
-        let outcome = decode_fetch_answer(answer, from);
+        let outcome = decode_fetch_answer(bytes::Bytes::from(answer), from);
         match &outcome {
             Ok(fetched) => {
                 // The long poll ended without data: asked again by the next `send_due`.
