@@ -16,6 +16,7 @@
 //! where its partition's position is.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::client::cluster::{ClusterClient, ConsumedRecord};
@@ -85,8 +86,8 @@ pub struct Rebalance {
 /// A consumed record and where it came from.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct GroupRecord {
-    /// Topic.
-    pub topic: String,
+    /// Topic (shared by the records of one fetch).
+    pub topic: Arc<str>,
     /// Partition.
     pub partition: u32,
     /// The record.
@@ -295,12 +296,13 @@ impl GroupConsumer {
         );
         self.positions.insert(tp.clone(), last.offset + 1);
         self.consumed.insert(tp.clone(), last.offset + 1);
+        let topic: Arc<str> = Arc::from(tp.0.as_str());
         Ok(Some(
             fetched
                 .records
                 .into_iter()
                 .map(|record| GroupRecord {
-                    topic: tp.0.clone(),
+                    topic: topic.clone(),
                     partition: tp.1,
                     record,
                 })
