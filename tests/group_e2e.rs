@@ -191,7 +191,7 @@ fn check_refusals(client: &mut ClusterClient, a: &Membership, b: &Membership, ba
 #[test]
 fn three_members_consume_everything_acknowledged_through_a_member_crash() {
     use keel::client::{GroupConsumer, GroupConsumerConfig};
-    use std::collections::{BTreeMap, BTreeSet};
+    use std::collections::BTreeSet;
     use std::sync::atomic::{AtomicBool, Ordering};
     use std::sync::{Arc, Mutex};
 
@@ -248,24 +248,7 @@ fn three_members_consume_everything_acknowledged_through_a_member_crash() {
         member(None),
         member(Some(Duration::from_secs(1))),
     ];
-    // The producer: 10 records per batch, the partitions in turn, for 3 s.
-    let mut acknowledged: BTreeMap<u32, u64> = BTreeMap::new();
-    let started = Instant::now();
-    let mut partition = 0;
-    while started.elapsed() < Duration::from_secs(3) {
-        let records: Vec<RecordData> = (0..10)
-            .map(|n| RecordData {
-                value: format!("{partition}-{n}").into_bytes(),
-                ..Default::default()
-            })
-            .collect();
-        let (batch, crc) = encode_record_batch(BatchProducer::default(), 0, &records);
-        let base = client
-            .produce(TOPIC12, partition, &batch, crc, Acks::Quorum)
-            .unwrap();
-        acknowledged.insert(partition, base + 10);
-        partition = (partition + 1) % 12;
-    }
+    let acknowledged = produce_for(&mut client, TOPIC12, 12, Duration::from_secs(3), None);
     let deadline = Instant::now() + Duration::from_secs(30);
     let missing = loop {
         let seen = consumed.lock().unwrap().clone();
@@ -313,6 +296,38 @@ fn three_members_consume_everything_acknowledged_through_a_member_crash() {
         "member crash to its partitions consumed again: {taken_over:?} (session timeout 2 s; at most {after_expiry:?} after the session expired)"
     );
     assert!(after_expiry < Duration::from_secs(1), "{taken_over:?}");
+}
+
+/// Produces batches of 10 records (acks=quorum) to the partitions in turn for `length`,
+/// pausing `pause` after each; returns each partition's acknowledged end.
+fn produce_for(
+    client: &mut ClusterClient,
+    topic: &str,
+    partitions: u32,
+    length: Duration,
+    pause: Option<Duration>,
+) -> std::collections::BTreeMap<u32, u64> {
+    let mut acknowledged = std::collections::BTreeMap::new();
+    let started = Instant::now();
+    let mut partition = 0;
+    while started.elapsed() < length {
+        let records: Vec<RecordData> = (0..10)
+            .map(|n| RecordData {
+                value: format!("{partition}-{n}").into_bytes(),
+                ..Default::default()
+            })
+            .collect();
+        let (batch, crc) = encode_record_batch(BatchProducer::default(), 0, &records);
+        let base = client
+            .produce(topic, partition, &batch, crc, Acks::Quorum)
+            .unwrap();
+        acknowledged.insert(partition, base + 10);
+        partition = (partition + 1) % partitions;
+        if let Some(pause) = pause {
+            std::thread::sleep(pause);
+        }
+    }
+    acknowledged
 }
 
 fn keel(args: &[&str], bootstrap: &str, stdin: &str) -> (bool, String, String) {
@@ -810,7 +825,7 @@ fn a_reset_to_a_time_finds_the_first_record_stamped_at_or_after_it() {
 #[test]
 fn a_member_joining_mid_stream_takes_over_with_no_duplicates_beyond_one_poll() {
     use keel::client::{GroupConsumer, GroupConsumerConfig};
-    use std::collections::{BTreeMap, BTreeSet};
+    use std::collections::BTreeSet;
     use std::sync::atomic::{AtomicBool, Ordering};
     use std::sync::{Arc, Mutex};
     let root = tempfile::tempdir().unwrap();
@@ -844,24 +859,8 @@ fn a_member_joining_mid_stream_takes_over_with_no_duplicates_beyond_one_poll() {
     };
     let first = member("first", Duration::ZERO);
     let second = member("second", Duration::from_secs(1));
-    let mut acknowledged: BTreeMap<u32, u64> = BTreeMap::new();
-    let started = Instant::now();
-    let mut partition = 0;
-    while started.elapsed() < Duration::from_secs(2) {
-        let records: Vec<RecordData> = (0..10)
-            .map(|n| RecordData {
-                value: format!("{partition}-{n}").into_bytes(),
-                ..Default::default()
-            })
-            .collect();
-        let (batch, crc) = encode_record_batch(BatchProducer::default(), 0, &records);
-        let base = client
-            .produce("mid", partition, &batch, crc, Acks::Quorum)
-            .unwrap();
-        acknowledged.insert(partition, base + 10);
-        partition = (partition + 1) % 4;
-        std::thread::sleep(Duration::from_millis(2));
-    }
+    let pause = Some(Duration::from_millis(2));
+    let acknowledged = produce_for(&mut client, "mid", 4, Duration::from_secs(2), pause);
     let all: BTreeSet<(u32, u64)> = acknowledged
         .iter()
         .flat_map(|(&p, &end)| (0..end).map(move |o| (p, o)))
