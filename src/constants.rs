@@ -38,6 +38,14 @@ pub const ZERO_FILL_CHUNK_BYTES: usize = 128 * 1024;
 /// Default bound of the in-memory tail cache of recent entries.
 pub const DEFAULT_TAIL_CACHE_BYTES: u64 = 64 * 1024 * 1024;
 
+/// glibc's mmap threshold in a broker process: blocks below it (answers and frames, up
+/// to the largest frame) come from the heap and are reused, not mapped fresh each time.
+pub const MALLOC_MMAP_THRESHOLD_BYTES: i32 = 32 * 1024 * 1024;
+
+/// Free memory at the top of a broker's heap beyond which glibc returns it to the kernel:
+/// several answers' worth, so their churn does not trim and regrow the heap.
+pub const MALLOC_TRIM_THRESHOLD_BYTES: i32 = 128 * 1024 * 1024;
+
 /// Default bound of appended but not yet durable bytes; `append` refuses beyond it.
 pub const DEFAULT_MAX_UNFLUSHED_BYTES: u64 = 64 * 1024 * 1024;
 

@@ -237,7 +237,7 @@ impl ClusterClient {
         &mut self,
         address: &str,
         build: impl FnOnce(u64) -> Vec<u8>,
-    ) -> Result<Vec<u8>, ClientError> {
+    ) -> Result<bytes::Bytes, ClientError> {
         let connection = self.connection(address)?;
         let id = connection.next_correlation_id();
         let result = connection.call(id, &build(id));
@@ -293,7 +293,7 @@ impl ClusterClient {
         &mut self,
         first: Option<String>,
         build: impl Fn(u64) -> Vec<u8>,
-    ) -> Result<Vec<u8>, ClientError> {
+    ) -> Result<bytes::Bytes, ClientError> {
         let mut queue: Vec<String> = first.into_iter().chain(self.candidates()).collect();
         let mut last = ClientError::Closed("no address to try".to_string());
         let mut hops = 0;
@@ -689,7 +689,7 @@ impl ClusterClient {
             let answer = client.call(&address, |id| {
                 encode_fetch_request(id, topic, partition, offset, max_bytes, wait_ms)
             })?;
-            decode_fetch_answer(Bytes::from(answer), offset)
+            decode_fetch_answer(answer, offset)
         })
     }
 

@@ -7,6 +7,8 @@ use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::time::Duration;
 
+use bytes::Bytes;
+
 use crate::client::error::ClientError;
 use crate::config::DEFAULT_MAX_FRAME_BYTES;
 use crate::protocol::codec::decode_response;
@@ -15,13 +17,18 @@ use crate::protocol::frame::{encode_frame, FrameDecoder};
 /// How long a connection waits for an answer before giving up.
 pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(35);
 
+/// Bytes asked of the socket by one read.
+const READ_CHUNK_BYTES: usize = 64 * 1024;
+
 /// A connection to one shard.
 pub struct Connection {
     stream: TcpStream,
     address: String,
     decoder: FrameDecoder,
+    /// Where reads land before the decoder takes them (allocated once).
+    read_buffer: Box<[u8]>,
     next_correlation_id: u64,
-    early_answers: HashMap<u64, Vec<u8>>,
+    early_answers: HashMap<u64, Bytes>,
 }
 
 impl Connection {
@@ -43,6 +50,7 @@ impl Connection {
                         stream,
                         address: address.to_string(),
                         decoder: FrameDecoder::new(DEFAULT_MAX_FRAME_BYTES),
+                        read_buffer: vec![0u8; READ_CHUNK_BYTES].into_boxed_slice(),
                         next_correlation_id: 1,
                         early_answers: HashMap::new(),
                     });
@@ -82,36 +90,28 @@ impl Connection {
     }
 
     /// Waits for the answer to `correlation_id` (answers to others are kept for later).
-    pub fn receive(&mut self, correlation_id: u64) -> Result<Vec<u8>, ClientError> {
+    pub fn receive(&mut self, correlation_id: u64) -> Result<Bytes, ClientError> {
         if let Some(answer) = self.early_answers.remove(&correlation_id) {
             return Ok(answer);
         }
-        let mut buffer = vec![0u8; 64 * 1024];
         loop {
-            while let Some(frame) = self.decoder.next_frame()? {
+            while let Some(frame) = self.decoder.next_frame_shared()? {
                 let id = decode_response(&frame)?.correlation_id();
                 if id == correlation_id {
                     return Ok(frame);
                 }
                 self.early_answers.insert(id, frame);
             }
-            let count = self
-                .stream
-                .read(&mut buffer)
-                .map_err(|e| self.io_error(e))?;
-            if count == 0 {
-                return Err(ClientError::Closed(self.address.clone()));
-            }
-            self.decoder.push(&buffer[..count]);
+            self.read_more().map_err(|e| self.io_error(e))?;
         }
     }
 
     /// An answer already read from the socket (to any request), if there is one.
-    pub fn buffered_answer(&mut self) -> Result<Option<(u64, Vec<u8>)>, ClientError> {
+    pub fn buffered_answer(&mut self) -> Result<Option<(u64, Bytes)>, ClientError> {
         if let Some(&id) = self.early_answers.keys().next() {
             return Ok(self.early_answers.remove(&id).map(|answer| (id, answer)));
         }
-        match self.decoder.next_frame()? {
+        match self.decoder.next_frame_shared()? {
             Some(frame) => Ok(Some((decode_response(&frame)?.correlation_id(), frame))),
             None => Ok(None),
         }
@@ -120,17 +120,16 @@ impl Connection {
     /// The next answer to any request, waiting up to `wait` for bytes to come (`None`
     /// when none came in time; a partly read answer stays buffered for the next call).
     /// Changes the read timeout: callers mixing this with `receive` set theirs again.
-    pub fn receive_any(&mut self, wait: Duration) -> Result<Option<(u64, Vec<u8>)>, ClientError> {
+    pub fn receive_any(&mut self, wait: Duration) -> Result<Option<(u64, Bytes)>, ClientError> {
         let _ = self
             .stream
             .set_read_timeout(Some(wait.max(Duration::from_millis(1))));
-        let mut buffer = vec![0u8; 64 * 1024];
         loop {
             if let Some(answer) = self.buffered_answer()? {
                 return Ok(Some(answer));
             }
-            let count = match self.stream.read(&mut buffer) {
-                Ok(count) => count,
+            match self.read_more() {
+                Ok(()) => {}
                 Err(error)
                     if matches!(
                         error.kind(),
@@ -140,16 +139,23 @@ impl Connection {
                     return Ok(None)
                 }
                 Err(error) => return Err(self.io_error(error)),
-            };
-            if count == 0 {
-                return Err(ClientError::Closed(self.address.clone()));
             }
-            self.decoder.push(&buffer[..count]);
         }
     }
 
+    /// One read of the socket, given to the decoder; the peer closing is an error
+    /// (`UnexpectedEof`).
+    fn read_more(&mut self) -> std::io::Result<()> {
+        let count = self.stream.read(&mut self.read_buffer)?;
+        if count == 0 {
+            return Err(std::io::ErrorKind::UnexpectedEof.into());
+        }
+        self.decoder.push(&self.read_buffer[..count]);
+        Ok(())
+    }
+
     /// Sends a request and waits for its answer.
-    pub fn call(&mut self, correlation_id: u64, payload: &[u8]) -> Result<Vec<u8>, ClientError> {
+    pub fn call(&mut self, correlation_id: u64, payload: &[u8]) -> Result<Bytes, ClientError> {
         self.send(payload)?;
         self.receive(correlation_id)
     }
@@ -160,6 +166,9 @@ impl Connection {
     }
 
     fn io_error(&self, source: std::io::Error) -> ClientError {
+        if source.kind() == std::io::ErrorKind::UnexpectedEof {
+            return ClientError::Closed(self.address.clone());
+        }
         ClientError::Io {
             address: self.address.clone(),
             source,

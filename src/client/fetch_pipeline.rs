@@ -208,7 +208,7 @@ impl FetchPipeline {
 
     /// Takes an answer: the next fetch of its partition leaves at once; `None` when it
     /// counts for nothing (asked before the consumer last said) or holds no record.
-    fn answered(&mut self, address: &str, id: u64, answer: Vec<u8>) -> Option<Fetch> {
+    fn answered(&mut self, address: &str, id: u64, answer: bytes::Bytes) -> Option<Fetch> {
         let tp = self.in_flight.remove(&(address.to_string(), id))?;
         let read = self.reads.get_mut(&tp)?;
         if read.awaiting != Some(id) || read.address != address {
@@ -216,7 +216,7 @@ impl FetchPipeline {
         }
         read.awaiting = None;
         let from = read.from;
-        let outcome = decode_fetch_answer(bytes::Bytes::from(answer), from);
+        let outcome = decode_fetch_answer(answer, from);
         match &outcome {
             Ok(fetched) => {
                 // The long poll ended without data: asked again by the next `send_due`.

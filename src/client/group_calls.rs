@@ -174,7 +174,7 @@ impl ClusterClient {
         &mut self,
         group: &str,
         build: impl Fn(u64) -> Vec<u8>,
-    ) -> Result<Vec<u8>, ClientError> {
+    ) -> Result<bytes::Bytes, ClientError> {
         self.with_retries(|client| {
             let hint = client.coordinator_hint(group);
             let answer = client.call_cluster(hint, &build)?;

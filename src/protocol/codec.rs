@@ -8,6 +8,7 @@
 
 use flatbuffers::{FlatBufferBuilder, VerifierOptions, WIPOffset};
 
+use crate::protocol::byte_vector::byte_vector;
 use crate::protocol::error::ProtocolError;
 use crate::protocol::records::{self, RecordBatch};
 use crate::protocol::wire::{self, Request, RequestBody, Response};
@@ -148,15 +149,18 @@ pub fn encode_record_batch(
     );
     let mut offsets = Vec::with_capacity(records.len());
     for (position, record) in records.iter().enumerate() {
-        let key = record.key.as_ref().map(|key| builder.create_vector(key));
-        let value = builder.create_vector(&record.value);
+        let key = record
+            .key
+            .as_ref()
+            .map(|key| byte_vector(&mut builder, key));
+        let value = byte_vector(&mut builder, &record.value);
         let headers: Vec<_> = record
             .headers
             .iter()
             .map(|(key, value)| {
                 let args = records::RecordHeaderArgs {
                     key: Some(builder.create_string(key)),
-                    value: Some(builder.create_vector(value)),
+                    value: Some(byte_vector(&mut builder, value)),
                 };
                 records::RecordHeader::create(&mut builder, &args)
             })
@@ -295,7 +299,7 @@ pub fn encode_produce_request(
     let entries: Vec<_> = batches
         .iter()
         .map(|entry| {
-            let batch = builder.create_vector(entry.batch);
+            let batch = byte_vector(&mut builder, entry.batch);
             wire::PartitionBatch::create(
                 &mut builder,
                 &wire::PartitionBatchArgs {

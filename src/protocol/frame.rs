@@ -8,6 +8,8 @@
 //! connection. A zero length is an error that ends the stream (no frame is empty, so the
 //! stream is not what it should be).
 
+use bytes::{Buf, Bytes, BytesMut};
+
 use crate::protocol::error::ProtocolError;
 
 /// Bytes of the length prefix.
@@ -16,8 +18,9 @@ pub const LENGTH_PREFIX_BYTES: usize = 4;
 /// Splits a byte stream into frames.
 #[derive(Debug)]
 pub struct FrameDecoder {
-    buffer: Vec<u8>,
-    consumed: usize,
+    /// Bytes read and not yet returned as frames (a frame handed out leaves it without
+    /// a copy: `next_frame_shared`).
+    buffer: BytesMut,
     max_frame_bytes: u32,
     /// Bytes of a refused oversized frame not yet arrived; discarded as they do. While
     /// non-zero nothing is buffered.
@@ -28,8 +31,7 @@ impl FrameDecoder {
     /// A decoder refusing frames longer than `max_frame_bytes`.
     pub fn new(max_frame_bytes: u32) -> Self {
         FrameDecoder {
-            buffer: Vec::new(),
-            consumed: 0,
+            buffer: BytesMut::new(),
             max_frame_bytes,
             skipping_bytes: 0,
         }
@@ -50,16 +52,27 @@ impl FrameDecoder {
             self.skipping_bytes -= skipped as u64;
             bytes = &bytes[skipped..];
         }
-        if self.consumed > 0 && self.consumed == self.buffer.len() {
-            self.buffer.clear();
-            self.consumed = 0;
+        // Room for the whole frame being read at once: growing by doubling copied what
+        // it held at every step.
+        let length = frame_length(&self.buffer, bytes).filter(|l| *l <= self.max_frame_bytes);
+        if let Some(length) = length {
+            let frame_bytes = LENGTH_PREFIX_BYTES + length as usize;
+            self.buffer.reserve(
+                frame_bytes
+                    .saturating_sub(self.buffer.len())
+                    .max(bytes.len()),
+            );
         }
         self.buffer.extend_from_slice(bytes);
     }
 
     /// Bytes buffered and not yet returned as frames.
     pub fn buffered_bytes(&self) -> usize {
-        self.buffer.len() - self.consumed
+        self.buffer.len()
+    }
+
+    fn pending_length(&self) -> Option<u32> {
+        frame_length(&self.buffer, &[])
     }
 
     /// Bytes of a refused oversized frame still to be discarded.
@@ -70,11 +83,17 @@ impl FrameDecoder {
     /// The next whole frame's payload, if one has arrived. `FrameTooLarge` means that
     /// frame is being skipped and the stream goes on; `EmptyFrame` means it cannot.
     pub fn next_frame(&mut self) -> Result<Option<Vec<u8>>, ProtocolError> {
-        let pending = &self.buffer[self.consumed..];
-        let Some(prefix) = pending.get(..LENGTH_PREFIX_BYTES) else {
+        // A copy: the frame does not keep the buffer it was read into alive (a
+        // server's small request must not pin a read buffer while it is answered).
+        Ok(self.next_frame_shared()?.map(|frame| frame.to_vec()))
+    }
+
+    /// As `next_frame`, without copying: the frame shares the buffer it was read into
+    /// (which stays allocated while any frame of it is held).
+    pub fn next_frame_shared(&mut self) -> Result<Option<Bytes>, ProtocolError> {
+        let Some(length) = self.pending_length() else {
             return Ok(None);
         };
-        let length = u32::from_le_bytes([prefix[0], prefix[1], prefix[2], prefix[3]]);
         if length == 0 {
             return Err(ProtocolError::EmptyFrame);
         }
@@ -86,28 +105,33 @@ impl FrameDecoder {
             });
         }
         let end = LENGTH_PREFIX_BYTES + length as usize;
-        let Some(payload) = pending.get(LENGTH_PREFIX_BYTES..end) else {
+        if self.buffer.len() < end {
             return Ok(None);
-        };
-        let frame = payload.to_vec();
-        self.consumed += end;
-        if self.consumed > self.buffer.len() / 2 {
-            self.buffer.drain(..self.consumed);
-            self.consumed = 0;
         }
-        Ok(Some(frame))
+        let mut frame = self.buffer.split_to(end);
+        frame.advance(LENGTH_PREFIX_BYTES);
+        Ok(Some(frame.freeze()))
     }
 
     /// Drops the oversized frame that starts at `consumed`: what of it is buffered now,
     /// and the rest as `push` brings it.
     fn skip_frame(&mut self, length: u32) {
-        self.consumed += LENGTH_PREFIX_BYTES;
+        self.buffer.advance(LENGTH_PREFIX_BYTES);
         let buffered_part = self.buffered_bytes().min(length as usize);
-        self.consumed += buffered_part;
+        self.buffer.advance(buffered_part);
         self.skipping_bytes = u64::from(length) - buffered_part as u64;
-        self.buffer.drain(..self.consumed);
-        self.consumed = 0;
     }
+}
+
+/// The length prefix of the frame that `buffered` followed by `more` starts with, once
+/// they hold all of it.
+fn frame_length(buffered: &[u8], more: &[u8]) -> Option<u32> {
+    let mut prefix = [0u8; LENGTH_PREFIX_BYTES];
+    let from_buffered = buffered.len().min(LENGTH_PREFIX_BYTES);
+    prefix[..from_buffered].copy_from_slice(&buffered[..from_buffered]);
+    let from_more = LENGTH_PREFIX_BYTES - from_buffered;
+    prefix[from_buffered..].copy_from_slice(more.get(..from_more)?);
+    Some(u32::from_le_bytes(prefix))
 }
 
 /// Prefixes `payload` with its length.

@@ -5,6 +5,7 @@
 //! frame: length u32 (little-endian) | flatbuffer of `length` bytes (Request or Response)
 //! ```
 //!
+//! - `byte_vector`: payload fields written with one copy.
 //! - `frame`: splitting a byte stream into frames, with a size limit.
 //! - `codec`: verifying frames (flatbuffers verifier, bounded) into typed views, record
 //!   batches checked against their crc32c, and building messages.
@@ -17,6 +18,7 @@
 //!
 //! Nothing here does I/O; bad input is an error value, never a panic.
 
+pub mod byte_vector;
 pub mod codec;
 pub mod error;
 pub mod frame;

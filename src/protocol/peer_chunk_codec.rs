@@ -6,6 +6,7 @@
 
 use flatbuffers::FlatBufferBuilder;
 
+use crate::protocol::byte_vector::byte_vector;
 use crate::protocol::codec::verifier_options;
 use crate::protocol::error::ProtocolError;
 use crate::protocol::peer_chunk_wire as wire;
@@ -33,7 +34,7 @@ pub struct FrameChunk<'a> {
 /// at `offset`.
 pub fn encode_peer_chunk(total_bytes: u64, offset: u64, data: &[u8]) -> Vec<u8> {
     let mut builder = FlatBufferBuilder::with_capacity(PEER_CHUNK_FIXED_BYTES + data.len());
-    let data = builder.create_vector(data);
+    let data = byte_vector(&mut builder, data);
     let chunk = wire::PeerChunk::create(
         &mut builder,
         &wire::PeerChunkArgs {

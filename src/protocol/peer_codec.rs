@@ -9,6 +9,7 @@ use raft::eraftpb::{
     ConfState, Entry, EntryType, Message, MessageType, Snapshot, SnapshotMetadata,
 };
 
+use crate::protocol::byte_vector::byte_vector;
 use crate::protocol::codec::verifier_options;
 use crate::protocol::error::ProtocolError;
 use crate::protocol::peer_wire as wire;
@@ -102,8 +103,8 @@ fn build_entry<'a>(
     builder: &mut FlatBufferBuilder<'a>,
     entry: &Entry,
 ) -> WIPOffset<wire::PeerEntry<'a>> {
-    let data = builder.create_vector(&entry.data);
-    let context = builder.create_vector(&entry.context);
+    let data = byte_vector(builder, &entry.data);
+    let context = byte_vector(builder, &entry.context);
     wire::PeerEntry::create(
         builder,
         &wire::PeerEntryArgs {
@@ -126,7 +127,7 @@ fn build_snapshot<'a>(
     let learners = builder.create_vector(&conf.learners);
     let voters_outgoing = builder.create_vector(&conf.voters_outgoing);
     let learners_next = builder.create_vector(&conf.learners_next);
-    let data = builder.create_vector(&snapshot.data);
+    let data = byte_vector(builder, &snapshot.data);
     wire::PeerSnapshot::create(
         builder,
         &wire::PeerSnapshotArgs {
@@ -156,7 +157,7 @@ fn build_message<'a>(
         .snapshot
         .as_ref()
         .map(|snapshot| build_snapshot(builder, snapshot));
-    let context = builder.create_vector(&message.context);
+    let context = byte_vector(builder, &message.context);
     wire::RaftMessage::create(
         builder,
         &wire::RaftMessageArgs {
@@ -255,7 +256,7 @@ pub fn encode_prefixed_peer_frame(
 /// Encodes the first frame of a peer connection: the hello, no messages.
 pub fn encode_peer_hello(hello: &PeerHello) -> Vec<u8> {
     let mut builder = FlatBufferBuilder::with_capacity(128 + hello.auth_data.len());
-    let auth_data = builder.create_vector(&hello.auth_data);
+    let auth_data = byte_vector(&mut builder, &hello.auth_data);
     let built = wire::PeerHello::create(
         &mut builder,
         &wire::PeerHelloArgs {

@@ -25,6 +25,7 @@ use crate::constants::{
     MAX_OFFSET_METADATA_BYTES, MAX_SESSION_TIMEOUT_MS, MIN_SESSION_TIMEOUT_MS,
 };
 use crate::protocol::wire::{self, ErrorCode, Request, RequestBody, ResponseBody};
+use crate::shard::answer_frame::AnswerFrame;
 use crate::shard::group_driver::ShardCore;
 use crate::shard::partition_bounds;
 use crate::shard::requests::{finish_response, propose_admin, WireError};
@@ -50,7 +51,7 @@ pub(super) async fn handle(
     core: &Rc<ShardCore>,
     correlation_id: u64,
     request: &Request<'_>,
-) -> Result<Vec<u8>, WireError> {
+) -> Result<AnswerFrame, WireError> {
     let id = correlation_id;
     match request.body_type() {
         RequestBody::FindCoordinatorRequest => {
@@ -155,7 +156,7 @@ fn find_coordinator(
     core: &Rc<ShardCore>,
     correlation_id: u64,
     request: wire::FindCoordinatorRequest<'_>,
-) -> Result<Vec<u8>, WireError> {
+) -> Result<AnswerFrame, WireError> {
     let group = group_name(request.group())?;
     let shard = coordinator_shard(group, core.config.shards);
     let node = core.leader_of(shard);
@@ -182,7 +183,7 @@ fn finish<T>(
     correlation_id: u64,
     kind: ResponseBody,
     body: WIPOffset<T>,
-) -> Vec<u8> {
+) -> AnswerFrame {
     finish_response(
         builder,
         correlation_id,
@@ -229,7 +230,7 @@ async fn join(
     core: &Rc<ShardCore>,
     correlation_id: u64,
     request: wire::JoinGroupRequest<'_>,
-) -> Result<Vec<u8>, WireError> {
+) -> Result<AnswerFrame, WireError> {
     let group = group_name(request.group())?;
     coordinating(core, group)?;
     let member = bounded(request.member_id(), "the member id", MAX_GROUP_NAME_BYTES)?;
@@ -342,7 +343,7 @@ fn heartbeat(
     core: &Rc<ShardCore>,
     correlation_id: u64,
     request: wire::HeartbeatRequest<'_>,
-) -> Result<Vec<u8>, WireError> {
+) -> Result<AnswerFrame, WireError> {
     let group = group_name(request.group())?;
     coordinating(core, group)?;
     let member = bounded(request.member_id(), "the member id", MAX_GROUP_NAME_BYTES)?;
@@ -376,7 +377,7 @@ async fn leave(
     core: &Rc<ShardCore>,
     correlation_id: u64,
     request: wire::LeaveGroupRequest<'_>,
-) -> Result<Vec<u8>, WireError> {
+) -> Result<AnswerFrame, WireError> {
     let group = group_name(request.group())?;
     coordinating(core, group)?;
     let member = bounded(request.member_id(), "the member id", MAX_GROUP_NAME_BYTES)?;
@@ -410,7 +411,7 @@ async fn commit(
     core: &Rc<ShardCore>,
     correlation_id: u64,
     request: wire::OffsetCommitRequest<'_>,
-) -> Result<Vec<u8>, WireError> {
+) -> Result<AnswerFrame, WireError> {
     let group = group_name(request.group())?;
     coordinating(core, group)?;
     let member = bounded(request.member_id(), "the member id", MAX_GROUP_NAME_BYTES)?;
@@ -533,7 +534,7 @@ fn fetch_offsets(
     core: &Rc<ShardCore>,
     correlation_id: u64,
     request: wire::OffsetFetchRequest<'_>,
-) -> Result<Vec<u8>, WireError> {
+) -> Result<AnswerFrame, WireError> {
     let group = group_name(request.group())?;
     coordinating(core, group)?;
     let instance = bounded(
@@ -599,7 +600,7 @@ fn build_offset<'b>(
     wire::PartitionOffset::create(builder, &args)
 }
 
-fn list_groups(core: &Rc<ShardCore>, correlation_id: u64) -> Result<Vec<u8>, WireError> {
+fn list_groups(core: &Rc<ShardCore>, correlation_id: u64) -> Result<AnswerFrame, WireError> {
     if !core.serves_reads() {
         return Err(WireError::not_leader(core));
     }
@@ -634,7 +635,7 @@ fn describe(
     core: &Rc<ShardCore>,
     correlation_id: u64,
     request: wire::DescribeGroupRequest<'_>,
-) -> Result<Vec<u8>, WireError> {
+) -> Result<AnswerFrame, WireError> {
     let group = group_name(request.group())?;
     coordinating(core, group)?;
     let names = topic_names(core);
@@ -694,7 +695,7 @@ async fn delete(
     core: &Rc<ShardCore>,
     correlation_id: u64,
     request: wire::DeleteGroupRequest<'_>,
-) -> Result<Vec<u8>, WireError> {
+) -> Result<AnswerFrame, WireError> {
     let group = group_name(request.group())?;
     coordinating(core, group)?;
     propose_group(core, GroupEntry::Delete { group }).await?;

@@ -12,6 +12,8 @@
 //! sent by the controller shard whenever it changes. Placement is unpinned by default
 //! (several nodes share small hosts); `pin_cores` gives each shard its own CPU.
 
+mod allocator;
+pub mod answer_frame;
 pub mod commit_log_store;
 pub mod group_driver;
 mod group_requests;
@@ -81,6 +83,11 @@ pub enum NodeError {
 /// Runs a node until `stop` is set (by SIGINT/SIGTERM in the `keel broker` command).
 pub fn run_node(config: NodeConfig, stop: Arc<AtomicBool>) -> Result<(), NodeError> {
     config.validate()?;
+    if !allocator::tune_for_broker() {
+        tracing::warn!(
+            "the C allocator refused its broker settings; large answers may cost page faults"
+        );
+    }
     std::fs::create_dir_all(&config.data_dir)
         .map_err(|e| NodeError::Start(format!("{}: {e}", config.data_dir.display())))?;
     let shards = config.shards as usize;

@@ -17,9 +17,11 @@ use crate::constants::{
     MAX_BATCHES_PER_FETCH,
 };
 use crate::log::LogError;
+use crate::protocol::byte_vector::byte_vector;
 use crate::protocol::codec::{check_record_batch, MESSAGE_IDENTIFIER};
 use crate::protocol::wire::{self, Acks, ErrorCode, Request, ResponseBody};
 use crate::replication::ShardError;
+use crate::shard::answer_frame::AnswerFrame;
 use crate::shard::group_driver::{Pending, ShardCore};
 use crate::shard::group_requests;
 
@@ -116,7 +118,7 @@ pub(super) fn finish_response(
     body_type: ResponseBody,
     body: Option<WIPOffset<flatbuffers::UnionWIPOffset>>,
     error: Option<&WireError>,
-) -> Vec<u8> {
+) -> AnswerFrame {
     let error = error.map(|e| build_error(&mut builder, e));
     let response = wire::Response::create(
         &mut builder,
@@ -128,11 +130,11 @@ pub(super) fn finish_response(
         },
     );
     builder.finish(response, Some(MESSAGE_IDENTIFIER));
-    builder.finished_data().to_vec()
+    AnswerFrame::from_finished(builder)
 }
 
 /// A response carrying only an error.
-pub fn error_response(correlation_id: u64, error: &WireError) -> Vec<u8> {
+pub fn error_response(correlation_id: u64, error: &WireError) -> AnswerFrame {
     finish_response(
         FlatBufferBuilder::with_capacity(256),
         correlation_id,
@@ -143,7 +145,7 @@ pub fn error_response(correlation_id: u64, error: &WireError) -> Vec<u8> {
 }
 
 /// Answers one verified request.
-pub async fn handle_request(core: &Rc<ShardCore>, request: Request<'_>) -> Vec<u8> {
+pub async fn handle_request(core: &Rc<ShardCore>, request: Request<'_>) -> AnswerFrame {
     let correlation_id = request.correlation_id();
     let result = match request.body_type() {
         wire::RequestBody::ProduceRequest => match request.body_as_produce_request() {
@@ -288,7 +290,7 @@ async fn handle_produce(
     core: &Rc<ShardCore>,
     correlation_id: u64,
     produce: wire::ProduceRequest<'_>,
-) -> Vec<u8> {
+) -> AnswerFrame {
     let topic = match topic_or_error(core, produce.topic()) {
         Ok(topic) => topic,
         Err(error) => return error_response(correlation_id, &error),
@@ -354,7 +356,7 @@ async fn handle_fetch(
     core: &Rc<ShardCore>,
     correlation_id: u64,
     fetch: wire::FetchRequest<'_>,
-) -> Result<Vec<u8>, WireError> {
+) -> Result<AnswerFrame, WireError> {
     let topic = topic_or_error(core, fetch.topic())?;
     check_partition(core, &topic, fetch.partition())?;
     if !core.serves_reads() {
@@ -425,7 +427,7 @@ async fn read_batches(
     max_bytes: u32,
     high_watermark: u64,
     locations: &[crate::broker::state::BatchLocation],
-) -> Result<Vec<u8>, WireError> {
+) -> Result<AnswerFrame, WireError> {
     let mut batches = Vec::new();
     let mut total = 0usize;
     // The answer stays within the frame limit, whatever `max_bytes` asks (its first batch
@@ -486,7 +488,7 @@ async fn read_batches(
         }
         total += batch.len();
         answer_bytes += batch_answer_bytes;
-        let bytes = builder.create_vector(batch);
+        let bytes = byte_vector(&mut builder, batch);
         batches.push(wire::FetchedBatch::create(
             &mut builder,
             &wire::FetchedBatchArgs {
@@ -516,7 +518,7 @@ async fn read_batches(
     ))
 }
 
-fn handle_metadata(core: &Rc<ShardCore>, correlation_id: u64) -> Vec<u8> {
+fn handle_metadata(core: &Rc<ShardCore>, correlation_id: u64) -> AnswerFrame {
     let mut builder = FlatBufferBuilder::with_capacity(1024);
     let mut known: Vec<(u32, String, u16)> = vec![(
         core.config.node_id,
@@ -594,7 +596,7 @@ fn handle_metadata(core: &Rc<ShardCore>, correlation_id: u64) -> Vec<u8> {
     )
 }
 
-fn handle_list_topics(core: &Rc<ShardCore>, correlation_id: u64) -> Vec<u8> {
+fn handle_list_topics(core: &Rc<ShardCore>, correlation_id: u64) -> AnswerFrame {
     let mut builder = FlatBufferBuilder::with_capacity(512);
     let topics: Vec<TopicInfo> = core.state().request_topics().list().cloned().collect();
     let summaries: Vec<_> = topics
@@ -659,7 +661,7 @@ async fn handle_create_topic(
     core: &Rc<ShardCore>,
     correlation_id: u64,
     create: wire::CreateTopicRequest<'_>,
-) -> Result<Vec<u8>, WireError> {
+) -> Result<AnswerFrame, WireError> {
     controller_only(core)?;
     let name = create.name().unwrap_or_default();
     if !valid_topic_name(name) {
@@ -737,7 +739,7 @@ async fn handle_delete_topic(
     core: &Rc<ShardCore>,
     correlation_id: u64,
     delete: wire::DeleteTopicRequest<'_>,
-) -> Result<Vec<u8>, WireError> {
+) -> Result<AnswerFrame, WireError> {
     controller_only(core)?;
     let topic = topic_or_error(core, delete.name())?;
     let data = BrokerEntry::DeleteTopic { topic_id: topic.id }.encode();
@@ -762,7 +764,7 @@ fn handle_partition_offsets(
     core: &Rc<ShardCore>,
     correlation_id: u64,
     asked: wire::PartitionOffsetsRequest<'_>,
-) -> Result<Vec<u8>, WireError> {
+) -> Result<AnswerFrame, WireError> {
     let topic = topic_or_error(core, asked.topic())?;
     check_partition(core, &topic, asked.partition())?;
     if !core.serves_reads() {
@@ -792,7 +794,7 @@ fn handle_partition_offsets(
     ))
 }
 
-fn handle_status(core: &Rc<ShardCore>, correlation_id: u64) -> Vec<u8> {
+fn handle_status(core: &Rc<ShardCore>, correlation_id: u64) -> AnswerFrame {
     let status = core.status();
     let mut builder = FlatBufferBuilder::with_capacity(512);
     let followers: Vec<_> = status

@@ -36,10 +36,11 @@ use glommio::sync::{Semaphore, StaticPermit};
 
 use crate::constants::{MAX_REQUEST_BYTES_PER_CONNECTION, MAX_REQUEST_BYTES_PER_SHARD};
 use crate::protocol::codec::decode_request;
-use crate::protocol::frame::{append_frame, FrameDecoder};
+use crate::protocol::frame::FrameDecoder;
 use crate::protocol::peer_codec::is_peer_frame;
 use crate::protocol::wire::ErrorCode;
 use crate::protocol::ProtocolError;
+use crate::shard::answer_frame::AnswerFrame;
 use crate::shard::group_driver::ShardCore;
 use crate::shard::requests::{error_response, handle_request, WireError};
 use crate::transport::ingress::RefusalLogLimiter;
@@ -169,7 +170,7 @@ impl RequestBudget {
 
 /// An answer on its way to the writer with what its request holds until it is written.
 struct QueuedAnswer {
-    payload: Vec<u8>,
+    answer: AnswerFrame,
     /// Its in-flight slot, freed once it is written.
     slot: StaticPermit,
     /// Its request's connection bytes (none for the read loop's own error answers),
@@ -272,7 +273,7 @@ fn spawn_answer(
         drop(held.shard);
         queued.set(queued.get() + 1);
         let queued_answer = QueuedAnswer {
-            payload: answer,
+            answer,
             slot,
             connection_bytes: Some(held.connection),
         };
@@ -294,12 +295,12 @@ async fn queue_own_answer(
     answers: &local_channel::LocalSender<QueuedAnswer>,
     queued: &Cell<usize>,
     in_flight: &Rc<Semaphore>,
-    payload: Vec<u8>,
+    answer: AnswerFrame,
 ) -> std::io::Result<()> {
     let slot = acquire_slot(in_flight).await?;
     queued.set(queued.get() + 1);
     let answer = QueuedAnswer {
-        payload,
+        answer,
         slot,
         connection_bytes: None,
     };
@@ -318,15 +319,23 @@ async fn write_answers(
     let mut out = Vec::new();
     // What the answers in `out` hold, freed once `out` is written.
     let mut held_by_out = Vec::new();
-    while let Some(answer) = to_write.recv().await {
+    while let Some(queued_answer) = to_write.recv().await {
         queued.set(queued.get().saturating_sub(1));
         let QueuedAnswer {
-            payload,
+            answer,
             slot,
             connection_bytes,
-        } = answer;
-        if append_frame(&mut out, &payload).is_err() {
-            continue;
+        } = queued_answer;
+        let frame = answer.frame();
+        if frame.len() >= WRITE_COALESCE_BYTES {
+            // A large answer goes out from where it was built, after what is ahead of it.
+            if !out.is_empty() {
+                writer.write_all(&out).await?;
+                out.clear();
+            }
+            writer.write_all(frame).await?;
+        } else {
+            out.extend_from_slice(frame);
         }
         held_by_out.push((slot, connection_bytes));
         if queued.get() == 0 || out.len() >= WRITE_COALESCE_BYTES {
@@ -347,7 +356,7 @@ fn refuse_peer_frame(
     core: &ShardCore,
     peer: Option<std::net::SocketAddr>,
     refusal_log: &RefCell<RefusalLogLimiter>,
-) -> Vec<u8> {
+) -> AnswerFrame {
     if let Some(suppressed) = refusal_log.borrow_mut().should_log(Instant::now()) {
         tracing::warn!(
             shard = core.shard_id,
@@ -364,7 +373,7 @@ fn refuse_peer_frame(
     error_response(0, &wire)
 }
 
-async fn answer_client_frame(core: &Rc<ShardCore>, frame: &[u8]) -> Vec<u8> {
+async fn answer_client_frame(core: &Rc<ShardCore>, frame: &[u8]) -> AnswerFrame {
     match decode_request(frame) {
         Ok(request) => handle_request(core, request).await,
         Err(error) => {
