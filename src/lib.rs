@@ -29,6 +29,7 @@ pub mod broker;
 pub mod client;
 pub mod config;
 pub mod constants;
+pub mod controller;
 pub mod log;
 pub mod protocol;
 pub mod replication;

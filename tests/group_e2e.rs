@@ -8,9 +8,9 @@ mod support;
 
 use std::time::{Duration, Instant};
 
-use keel::broker::groups::coordinator_shard;
 use keel::client::group_calls::{JoinOptions, Membership};
 use keel::client::{ClientError, ClusterClient};
+use keel::controller::placement::coordinator_index;
 use keel::protocol::codec::{encode_record_batch, BatchProducer, RecordData};
 use keel::protocol::wire::{Acks, ErrorCode};
 use support::{retry, start_cluster};
@@ -106,7 +106,7 @@ fn members_share_partitions_commits_survive_a_coordinator_kill_and_silent_member
     assert_eq!(before.len(), 2, "{before:?}");
 
     // kill -9 the coordinator's leader: the offsets are still there, the member goes on.
-    let coordinator = coordinator_shard(GROUP, 2);
+    let coordinator = coordinator_index(GROUP, 2);
     let leader = retry("coordinator leader", || {
         let rows = client.cluster_status()?;
         rows.iter()
@@ -167,7 +167,7 @@ fn check_refusals(client: &mut ClusterClient, a: &Membership, b: &Membership, ba
     assert_eq!(code_of(unknown.unwrap_err()), ErrorCode::UnknownMember);
     // Past the end (10), on the coordinating shard and on the other one (asked over
     // the shards' mesh: accepted unchecked before).
-    let coordinator = coordinator_shard(GROUP, 2);
+    let coordinator = coordinator_index(GROUP, 2);
     let shards: Vec<u32> = (0..PARTITIONS)
         .map(|p| shard_of_partition(client, p, base_ports))
         .collect();

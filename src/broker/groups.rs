@@ -1,6 +1,6 @@
 //! Consumer groups as part of a replica group's applied state: each group's members, its
 //! generation, which partitions each member consumes, and its committed offsets. The group
-//! lives in its coordinator's replica group (`coordinator_shard`); every change is an entry
+//! lives in its coordinator's replica group (`Placement::coordinator_of`); every change is an entry
 //! of that group's log, applied here in log order, so every replica holds the same groups,
 //! snapshots carry them, and a commit acknowledged with acks=quorum survives what the log
 //! survives.
@@ -19,17 +19,6 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use crate::constants::{MAX_COMMITTED_OFFSETS, MAX_CONSUMER_GROUPS, MAX_GROUP_MEMBERS};
-
-/// Which shard's replica group coordinates a consumer group (FNV-1a of the name).
-pub fn coordinator_shard(group: &str, shards: u32) -> u32 {
-    assert!(shards > 0);
-    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
-    for byte in group.bytes() {
-        hash ^= u64::from(byte);
-        hash = hash.wrapping_mul(0x100_0000_01b3);
-    }
-    (hash % u64::from(shards)) as u32
-}
 
 /// How a group's members share its topics.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
@@ -975,17 +964,5 @@ mod tests {
         let member = groups.groups["g"].members.values().next().unwrap();
         assert_eq!(member.assignment, vec![(9, 0), (9, 1), (9, 2)]);
         assert_eq!(groups.groups["g"].generation, generation + 1);
-    }
-
-    #[test]
-    fn the_coordinator_of_a_name_is_stable_and_spread() {
-        assert_eq!(
-            coordinator_shard("orders", 4),
-            coordinator_shard("orders", 4)
-        );
-        let used: BTreeSet<u32> = (0..64)
-            .map(|i| coordinator_shard(&format!("g{i}"), 4))
-            .collect();
-        assert_eq!(used.len(), 4);
     }
 }

@@ -29,13 +29,6 @@ pub struct TopicInfo {
     pub partitions: u32,
 }
 
-/// Which shard owns a partition: spread over the shards, starting at a topic-dependent
-/// shard so small topics do not all land on shard 0.
-pub fn shard_of(topic_id: u32, partition: u32, shards: u32) -> u32 {
-    assert!(shards > 0);
-    ((u64::from(topic_id) + u64::from(partition)) % u64::from(shards)) as u32
-}
-
 /// Topics by name.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Topics {
@@ -822,11 +815,5 @@ mod tests {
         assert!(stored(apply(7, 1, 2)));
         assert!(stored(apply(8, 3, 1)));
         assert_eq!(state.producer_entries(), 3);
-    }
-
-    #[test]
-    fn partitions_spread_over_shards() {
-        let shards: Vec<u32> = (0..4).map(|p| shard_of(7, p, 2)).collect();
-        assert_eq!(shards, vec![1, 0, 1, 0]);
     }
 }

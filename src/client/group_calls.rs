@@ -5,9 +5,10 @@
 
 use flatbuffers::{FlatBufferBuilder, ForwardsUOffset, Vector, WIPOffset};
 
-use crate::broker::groups::{coordinator_shard, AssignStrategy, GroupMode};
+use crate::broker::groups::{AssignStrategy, GroupMode};
 use crate::client::cluster::{check_response, ClusterClient};
 use crate::client::error::ClientError;
+use crate::controller::placement::coordinator_index;
 use crate::protocol::codec::{decode_response, encode_request};
 use crate::protocol::wire::{self, RequestBody};
 
@@ -162,10 +163,12 @@ fn request<'b, T>(
 
 impl ClusterClient {
     /// Where to send a group's requests first: its coordinating shard on the first node
-    /// (the shard's answer points to its leader when that is elsewhere).
+    /// (the shard's answer points to its leader when that is elsewhere). A guess from
+    /// the bootstrap placement (group i on shard i of every node): a wrong one is
+    /// answered with the right address.
     fn coordinator_hint(&mut self, group: &str) -> Option<String> {
         let (_, host, base_port, shards) = self.metadata().ok()?.nodes.first()?.clone();
-        let shard = coordinator_shard(group, shards.max(1));
+        let shard = coordinator_index(group, shards.max(1));
         Some(format!("{host}:{}", u32::from(base_port) + shard))
     }
 

@@ -33,11 +33,12 @@ use crate::constants::{
     MAX_GATHERED_PROPOSAL_BYTES, MAX_INFLIGHT_APPENDS, MAX_UNCOMMITTED_BYTES,
     MAX_WAITING_PROPOSALS, NO_SPACE_RETRY_INTERVAL, RAFT_MAX_MESSAGE_BYTES,
 };
+use crate::controller::{GroupId, Placement, CONTROLLER_GROUP};
 use crate::log::raft_storage::from_conf_state;
 use crate::log::{CommitLog, LogError};
 use crate::replication::{
-    preferred_leader_of, Defects, DiskWork, Effect, Input, OpId, Proposal, Replica, ReplicaConfig,
-    ReplicaError, RequestId, RetentionPolicy, ShardError, StorageFailure,
+    Defects, DiskWork, Effect, Input, OpId, Proposal, Replica, ReplicaConfig, ReplicaError,
+    RequestId, RetentionPolicy, ShardError, StorageFailure,
 };
 use crate::shard::commit_log_store::storage_failure;
 use crate::shard::group_sessions::GroupSessions;
@@ -52,7 +53,7 @@ pub const LEADERSHIP_TRANSFER_WAIT: Duration = Duration::from_secs(2);
 pub type TopicsHook = Box<dyn Fn(Topics)>;
 
 /// Called with (group, leader node) whenever this shard's group changes leader.
-pub type LeaderHook = Box<dyn Fn(u32, u32)>;
+pub type LeaderHook = Box<dyn Fn(GroupId, u32)>;
 
 /// How a shard sends a question to another shard of its node.
 pub type ShardAsker = Box<dyn Fn(u32, BoundsQuery)>;
@@ -102,6 +103,10 @@ struct Gathered {
 pub struct ShardCore {
     /// This shard's index.
     pub shard_id: u32,
+    /// The replica group this shard runs.
+    pub group: GroupId,
+    /// Where every group runs and what it holds.
+    pub placement: Placement,
     /// The node's configuration.
     pub config: NodeConfig,
     /// The group's CommitLog (the replica holds a clone as its store).
@@ -139,18 +144,22 @@ pub struct ShardCore {
     queue: TaskQueueHandle,
 }
 
-/// The replica's settings from the node's.
-pub(super) fn replica_config(shard_id: u32, config: &NodeConfig) -> ReplicaConfig {
-    let voters = config.voters();
+/// The settings of this node's replica of `group`.
+pub(super) fn replica_config(
+    group: GroupId,
+    placement: &Placement,
+    config: &NodeConfig,
+) -> ReplicaConfig {
+    let voters = placement.replicas(group).to_vec();
     let node = u64::from(config.node_id);
     let balancing = config.leader_balance_delay.is_some();
     let tick_ms = config.tick_ms.max(1);
     let max_unflushed_bytes = config.log.max_unflushed_bytes;
     ReplicaConfig {
         replica_id: node,
-        group_id: shard_id,
-        controller_group: shard_id == crate::shard::requests::CONTROLLER_SHARD,
-        campaign_at_start: balancing && preferred_leader_of(shard_id, &voters) == Some(node),
+        group_id: group.0,
+        controller_group: group == CONTROLLER_GROUP,
+        campaign_at_start: balancing && placement.preferred_leader(group) == Some(node),
         voters,
         election_ticks: config.election_ticks,
         heartbeat_ticks: config.heartbeat_ticks,
@@ -171,17 +180,17 @@ pub(super) fn replica_config(shard_id: u32, config: &NodeConfig) -> ReplicaConfi
         },
         snapshot_resend_ticks: 10 * config.election_ticks as u64,
         commit_persist_ticks: (100 / tick_ms).max(1),
-        seed: production_seed(config.node_id, shard_id),
+        seed: production_seed(config.node_id, group.0),
         defects: Defects::default(),
     }
 }
 
 /// Production draws its seed from the clock: runs need not repeat, only the simulator's.
-fn production_seed(node_id: u32, shard_id: u32) -> u64 {
+fn production_seed(node_id: u32, group: u32) -> u64 {
     let nanos = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_nanos() as u64);
-    nanos ^ (u64::from(node_id) << 48) ^ (u64::from(shard_id) << 32)
+    nanos ^ (u64::from(node_id) << 48) ^ (u64::from(group) << 32)
 }
 
 /// Milliseconds of the wall clock.
@@ -200,11 +209,23 @@ impl ShardCore {
         snapshots: SnapshotFiles,
         state: ShardState,
     ) -> Result<Rc<ShardCore>, ReplicaError> {
-        let replica = Replica::new(log.clone(), state, replica_config(shard_id, &config))?;
+        let placement = Placement::of_config(&config);
+        let group = placement
+            .group_on(u64::from(config.node_id), shard_id)
+            .ok_or_else(|| {
+                ReplicaError::Config(format!("shard {shard_id} of this node runs no group"))
+            })?;
+        let replica = Replica::new(
+            log.clone(),
+            state,
+            replica_config(group, &placement, &config),
+        )?;
         let peers = PeerLinks::start(&config, shard_id);
-        let leaders = vec![0u32; config.shards as usize];
+        let leaders = vec![0u32; placement.group_count() as usize];
         let core = Rc::new(ShardCore {
             shard_id,
+            group,
+            placement,
             config,
             log,
             replica: RefCell::new(replica),
@@ -350,13 +371,19 @@ impl ShardCore {
 
     fn note_leader(&self, leader: u64, term: u64) {
         let leader = u32::try_from(leader).unwrap_or(0);
-        if self.leader_of(self.shard_id) == leader {
+        if self.leader_of(self.group) == leader {
             return;
         }
-        self.set_leader(self.shard_id, leader);
-        tracing::info!(shard = self.shard_id, leader, term, "group leader");
+        self.set_leader(self.group, leader);
+        tracing::info!(
+            shard = self.shard_id,
+            group = self.group.0,
+            leader,
+            term,
+            "group leader"
+        );
         if let Some(hook) = self.leader_changed.borrow().as_ref() {
-            hook(self.shard_id, leader);
+            hook(self.group, leader);
         }
     }
 
@@ -382,27 +409,34 @@ impl ShardCore {
     /// Sets what to do when this shard's group changes leader (tell the other shards);
     /// a leader already known is told at once.
     pub fn on_leader_changed(&self, hook: LeaderHook) {
-        let known = self.leader_of(self.shard_id);
+        let known = self.leader_of(self.group);
         if known != 0 {
-            hook(self.shard_id, known);
+            hook(self.group, known);
         }
         *self.leader_changed.borrow_mut() = Some(hook);
     }
 
     /// Records the leader of a group (this shard's, or another shard's as told).
-    pub fn set_leader(&self, group: u32, leader: u32) {
-        if let Some(slot) = self.leaders.borrow_mut().get_mut(group as usize) {
+    pub fn set_leader(&self, group: GroupId, leader: u32) {
+        if let Some(slot) = self.leaders.borrow_mut().get_mut(group.0 as usize) {
             *slot = leader;
         }
     }
 
     /// The leader of `group` as last heard (0: unknown).
-    pub fn leader_of(&self, group: u32) -> u32 {
+    pub fn leader_of(&self, group: GroupId) -> u32 {
         self.leaders
             .borrow()
-            .get(group as usize)
+            .get(group.0 as usize)
             .copied()
             .unwrap_or(0)
+    }
+
+    /// The client address of `group`'s replica on node `node`, if that node holds one
+    /// and is known.
+    pub fn replica_address(&self, node: u32, group: GroupId) -> Option<String> {
+        let shard = self.placement.shard_on(u64::from(node), group)?;
+        self.config.peer_shard_address(node, shard)
     }
 
     /// Address of this group's leader (this shard on the leader node), if known.
@@ -411,7 +445,7 @@ impl ShardCore {
         u32::try_from(leader)
             .ok()
             .filter(|&l| l != 0)
-            .and_then(|l| self.config.peer_shard_address(l, self.shard_id))
+            .and_then(|l| self.replica_address(l, self.group))
     }
 
     /// The applied state (never hold it across an await).
@@ -482,7 +516,7 @@ impl ShardCore {
         if let Some(failure) = self.failure.borrow().as_ref() {
             // Alone, the group cannot take writes: say why. With peers, another replica
             // leads by now: the client goes there.
-            if self.config.voters().len() == 1 {
+            if self.placement.replicas(self.group).len() == 1 {
                 return Err(ShardError::Storage(failure.clone()));
             }
             return Err(ShardError::NotLeader);

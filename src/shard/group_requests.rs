@@ -1,7 +1,7 @@
 //! Answers consumer group requests: finding a group's coordinator, join, heartbeat,
 //! leave, offset commit and fetch, list, describe, delete.
 //!
-//! A group is coordinated by the leader of one replica group (`coordinator_shard` of its
+//! A group is coordinated by the leader of one replica group (`Placement::coordinator_of` of its
 //! name): other shards answer `WrongShard` with the coordinating shard's address, a
 //! follower `NotLeader` with its leader's. Changes (join, leave, commit, delete) are
 //! entries of that group's log, answered once applied; reads and heartbeats come from
@@ -15,11 +15,10 @@ use flatbuffers::{FlatBufferBuilder, ForwardsUOffset, Vector, WIPOffset};
 
 use crate::broker::group_entry::GroupEntry;
 use crate::broker::groups::{
-    coordinator_shard, AssignStrategy, Group, GroupApplied, GroupMode, GroupRefusal, Join,
-    TopicPartition,
+    AssignStrategy, Group, GroupApplied, GroupMode, GroupRefusal, Join, TopicPartition,
 };
 use crate::broker::log_entry::BrokerEntry;
-use crate::broker::state::{shard_of, Applied};
+use crate::broker::state::Applied;
 use crate::constants::{
     MAX_CLIENT_NAME_BYTES, MAX_GROUP_NAME_BYTES, MAX_GROUP_SUBSCRIPTIONS,
     MAX_OFFSET_METADATA_BYTES, MAX_SESSION_TIMEOUT_MS, MIN_SESSION_TIMEOUT_MS,
@@ -113,9 +112,9 @@ fn group_name(name: Option<&str>) -> Result<&str, WireError> {
 /// This shard coordinates `group` and may answer for it: it leads and has applied what
 /// its predecessors committed.
 fn coordinating(core: &ShardCore, group: &str) -> Result<(), WireError> {
-    let shard = coordinator_shard(group, core.config.shards);
-    if shard != core.shard_id {
-        return Err(WireError::wrong_shard(core, shard));
+    let coordinator = core.placement.coordinator_of(group);
+    if coordinator != core.group {
+        return Err(WireError::wrong_shard(core, coordinator));
     }
     if !core.serves_reads() {
         return Err(WireError::not_leader(core));
@@ -158,10 +157,10 @@ fn find_coordinator(
     request: wire::FindCoordinatorRequest<'_>,
 ) -> Result<AnswerFrame, WireError> {
     let group = group_name(request.group())?;
-    let shard = coordinator_shard(group, core.config.shards);
-    let node = core.leader_of(shard);
+    let coordinator = core.placement.coordinator_of(group);
+    let node = core.leader_of(coordinator);
     let address = (node != 0)
-        .then(|| core.config.peer_shard_address(node, shard))
+        .then(|| core.replica_address(node, coordinator))
         .flatten();
     let mut builder = FlatBufferBuilder::with_capacity(128);
     let args = wire::FindCoordinatorResponseArgs {
@@ -476,7 +475,7 @@ fn checked_offset<'a>(
             "a committed offset is never negative",
         )
     })?;
-    if shard_of(topic.id, partition, core.config.shards) == core.shard_id {
+    if core.placement.group_of_partition(topic.id, partition) == core.group {
         let (start, end) = state
             .partition(topic.id, partition)
             .map_or((0, 0), |p| (p.start_offset(), p.high_watermark()));
@@ -507,10 +506,18 @@ async fn check_other_shards_bounds(
     offsets: &[(TopicPartition, u64, &str)],
 ) -> Result<(), WireError> {
     for &((topic_id, partition), next, _) in offsets {
-        let shard = shard_of(topic_id, partition, core.config.shards);
-        if shard == core.shard_id {
+        let group = core.placement.group_of_partition(topic_id, partition);
+        if group == core.group {
             continue;
         }
+        // Asked of the shard running that group on this node; a group this node does
+        // not hold goes unchecked, as an unanswered one does.
+        let Some(shard) = core
+            .placement
+            .shard_on(u64::from(core.config.node_id), group)
+        else {
+            continue;
+        };
         let Some(bounds) = partition_bounds::ask(core, shard, topic_id, partition, next).await
         else {
             tracing::warn!(

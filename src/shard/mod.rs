@@ -38,9 +38,9 @@ use crate::broker::snapshot::decode_state;
 use crate::broker::state::{ShardState, Topics};
 use crate::config::{ConfigError, NodeConfig};
 use crate::constants::{LISTEN_IN_USE_WAIT, LISTEN_RETRY_INTERVAL, REPLICATION_QUEUE_LATENCY};
+use crate::controller::{GroupId, CONTROLLER_GROUP};
 use crate::log::CommitLog;
 use crate::shard::group_driver::ShardCore;
-use crate::shard::requests::CONTROLLER_SHARD;
 use crate::shard::snapshots::SnapshotFiles;
 use crate::transport::peer_listener::{serve_peers, Deliver, Lost, PeerIngress};
 
@@ -50,7 +50,7 @@ pub enum ShardMessage {
     /// The controller's topic list.
     Topics(Topics),
     /// A group's leader changed (group, leader node; 0 when unknown).
-    Leader(u32, u32),
+    Leader(GroupId, u32),
     /// A coordinator asks for a partition's bounds.
     Bounds(partition_bounds::BoundsQuery),
 }
@@ -172,7 +172,7 @@ async fn run_shard(
             .detach();
         }
     };
-    if shard_id == CONTROLLER_SHARD {
+    if core.group == CONTROLLER_GROUP {
         let broadcast = broadcast.clone();
         core.on_topics_changed(Box::new(move |topics: Topics| {
             broadcast(ShardMessage::Topics(topics))
@@ -195,7 +195,10 @@ async fn run_shard(
     });
     for (peer, stream) in receivers.streams() {
         let core = core.clone();
-        let from_controller = peer as u32 == CONTROLLER_SHARD;
+        let from_controller = core
+            .placement
+            .shard_on(u64::from(core.config.node_id), CONTROLLER_GROUP)
+            == Some(peer as u32);
         glommio::spawn_local(async move {
             while let Some(message) = stream.recv().await {
                 match message {
@@ -271,8 +274,8 @@ async fn serve_peer_port(
     tracing::info!(shard = shard_id, %address, "serving peers");
     let ingress = PeerIngress {
         this_node: u64::from(config.node_id),
-        group: shard_id,
-        voters: config.voters(),
+        group: core.group.0,
+        voters: core.placement.replicas(core.group).to_vec(),
         max_frame_bytes: config.max_frame_bytes,
     };
     let receiver = core.clone();

@@ -1,7 +1,8 @@
 //! The bounds of a partition another shard of this node holds (its first kept offset and
 //! its end), for a coordinator checking a commit: asked over the shards' mesh, answered by
-//! the holding shard from its replica's applied state. Every node holds a replica of
-//! every shard's group, so the holder is always here.
+//! the holding shard from its replica's applied state. In the bootstrap placement every
+//! node holds a replica of every group, so the holder is always here; a group this node
+//! does not hold is not asked (the commit goes unchecked, as on a timeout).
 //!
 //! A follower's end may trail its leader's by a moment: the holder waits (up to
 //! `BOUNDS_CATCH_UP_WAIT`) for its end to reach the offset asked before answering, so a

@@ -11,11 +11,12 @@ use std::time::{Duration, Instant};
 use flatbuffers::{FlatBufferBuilder, WIPOffset};
 
 use crate::broker::log_entry::BrokerEntry;
-use crate::broker::state::{shard_of, Applied, TopicInfo};
+use crate::broker::state::{Applied, TopicInfo};
 use crate::constants::{
     FETCH_ANSWER_BYTES_PER_BATCH, FETCH_ANSWER_HEADROOM_BYTES, INDETERMINATE_WRITE_WORDS,
     MAX_BATCHES_PER_FETCH,
 };
+use crate::controller::{GroupId, CONTROLLER_GROUP};
 use crate::log::LogError;
 use crate::protocol::byte_vector::byte_vector;
 use crate::protocol::codec::{check_record_batch, MESSAGE_IDENTIFIER};
@@ -24,9 +25,6 @@ use crate::replication::ShardError;
 use crate::shard::answer_frame::AnswerFrame;
 use crate::shard::group_driver::{Pending, ShardCore};
 use crate::shard::group_requests;
-
-/// The shard that holds topic metadata and takes topic changes.
-pub const CONTROLLER_SHARD: u32 = 0;
 
 /// Most partitions one topic may have.
 pub const MAX_PARTITIONS: u32 = 4096;
@@ -54,11 +52,14 @@ impl WireError {
         }
     }
 
-    pub(super) fn wrong_shard(core: &ShardCore, owner: u32) -> Self {
+    /// The request belongs to `owner`, which this shard does not run: the answer
+    /// points at `owner`'s replica on this node.
+    pub(super) fn wrong_shard(core: &ShardCore, owner: GroupId) -> Self {
+        let address = core.replica_address(core.config.node_id, owner);
         WireError {
             code: ErrorCode::WrongShard,
-            message: format!("served by shard {owner}"),
-            leader_address: Some(core.config.shard_address(owner)),
+            message: format!("served by replica group {}", owner.0),
+            leader_address: address,
         }
     }
 
@@ -216,8 +217,8 @@ pub(super) fn check_partition(
             ),
         ));
     }
-    let owner = shard_of(topic.id, partition, core.config.shards);
-    if owner != core.shard_id {
+    let owner = core.placement.group_of_partition(topic.id, partition);
+    if owner != core.group {
         return Err(WireError::wrong_shard(core, owner));
     }
     if !core.is_leader() {
@@ -549,19 +550,26 @@ fn handle_metadata(core: &Rc<ShardCore>, correlation_id: u64) -> AnswerFrame {
         })
         .collect();
     let nodes = builder.create_vector(&nodes);
-    let voters: Vec<u32> = core.config.voters().iter().map(|&v| v as u32).collect();
     let topics: Vec<TopicInfo> = core.state().request_topics().list().cloned().collect();
     let mut topic_offsets = Vec::with_capacity(topics.len());
     for topic in &topics {
         let partitions: Vec<_> = (0..topic.partitions)
             .map(|partition| {
-                let replicas = builder.create_vector(&voters);
-                let shard = shard_of(topic.id, partition, core.config.shards);
+                let group = core.placement.group_of_partition(topic.id, partition);
+                let replicas: Vec<u32> = core
+                    .placement
+                    .replicas(group)
+                    .iter()
+                    .map(|&node| node as u32)
+                    .collect();
+                let replicas = builder.create_vector(&replicas);
+                let leader_node = core.leader_of(group);
+                let shard = client_shard(core, group, leader_node);
                 wire::PartitionMetadata::create(
                     &mut builder,
                     &wire::PartitionMetadataArgs {
                         partition,
-                        leader_node: core.leader_of(shard),
+                        leader_node,
                         shard,
                         replicas: Some(replicas),
                     },
@@ -636,19 +644,28 @@ pub fn valid_topic_name(name: &str) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'_' || b == b'-')
 }
 
+/// The shard clients reach `group` at: the one running it on its leader, else on this
+/// node. The bootstrap placement puts every group on every node, at the same shard.
+fn client_shard(core: &ShardCore, group: GroupId, leader: u32) -> u32 {
+    [leader, core.config.node_id]
+        .into_iter()
+        .find_map(|node| core.placement.shard_on(u64::from(node), group))
+        .expect("the bootstrap placement puts every group on this node")
+}
+
 /// Topic changes go to the controller group's leader (shard 0 of its leader node).
 fn controller_only(core: &ShardCore) -> Result<(), WireError> {
-    if core.shard_id != CONTROLLER_SHARD {
-        let leader = core.leader_of(CONTROLLER_SHARD);
-        let address = if leader == 0 {
-            None
-        } else {
-            core.config.peer_shard_address(leader, CONTROLLER_SHARD)
-        };
+    if core.group != CONTROLLER_GROUP {
+        // Straight to the controller's leader when it is known.
+        let leader = core.leader_of(CONTROLLER_GROUP);
+        let at_leader = (leader != 0)
+            .then(|| core.replica_address(leader, CONTROLLER_GROUP))
+            .flatten();
+        let wrong_shard = WireError::wrong_shard(core, CONTROLLER_GROUP);
         return Err(WireError {
-            code: ErrorCode::WrongShard,
-            message: "topic changes are made on the controller shard".to_string(),
-            leader_address: address.or_else(|| Some(core.config.shard_address(CONTROLLER_SHARD))),
+            message: "topic changes are made by the controller group".to_string(),
+            leader_address: at_leader.or(wrong_shard.leader_address),
+            ..wrong_shard
         });
     }
     if !core.is_leader() {
@@ -813,7 +830,7 @@ fn handle_status(core: &Rc<ShardCore>, correlation_id: u64) -> AnswerFrame {
         &mut builder,
         &wire::GroupStatusArgs {
             node: core.config.node_id,
-            group: core.shard_id,
+            group: core.group.0,
             role: Some(role),
             leader: status.leader,
             term: status.term,
