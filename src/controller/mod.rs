@@ -8,9 +8,13 @@
 //!   on shard *i* of every node of `--peers`); nothing outside this module computes
 //!   those answers itself, so a placement recorded in the controller's log can take its
 //!   place.
+//! - `placer`: where a new group's replicas and preferred leader go, and the moves that
+//!   drain a node or even a cluster out (replicas per shard, leaderships per node);
+//!   rack-aware. Not used by the running broker yet: placement as data comes next.
 //!
 //! Pure: no I/O, no clock.
 
 pub mod placement;
+pub mod placer;
 
 pub use placement::{GroupId, Placement, CONTROLLER_GROUP};
