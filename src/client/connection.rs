@@ -49,7 +49,7 @@ impl Connection {
                     return Ok(Connection {
                         stream,
                         address: address.to_string(),
-                        decoder: FrameDecoder::new(DEFAULT_MAX_FRAME_BYTES),
+                        decoder: FrameDecoder::reserving_whole_frames(DEFAULT_MAX_FRAME_BYTES),
                         read_buffer: vec![0u8; READ_CHUNK_BYTES].into_boxed_slice(),
                         next_correlation_id: 1,
                         early_answers: HashMap::new(),

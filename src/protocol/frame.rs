@@ -25,6 +25,9 @@ pub struct FrameDecoder {
     /// Bytes of a refused oversized frame not yet arrived; discarded as they do. While
     /// non-zero nothing is buffered.
     skipping_bytes: u64,
+    /// Room for a whole frame is taken as soon as its length is known (for streams from
+    /// a trusted end: a length alone must not make a server allocate).
+    reserve_whole_frames: bool,
 }
 
 impl FrameDecoder {
@@ -34,6 +37,17 @@ impl FrameDecoder {
             buffer: BytesMut::new(),
             max_frame_bytes,
             skipping_bytes: 0,
+            reserve_whole_frames: false,
+        }
+    }
+
+    /// As `new`, taking room for each whole frame once its length has come (a client
+    /// reading its server's answers): a megabyte answer is then read into one buffer,
+    /// not copied at every doubling. A server's decoder grows only as bytes come.
+    pub fn reserving_whole_frames(max_frame_bytes: u32) -> Self {
+        FrameDecoder {
+            reserve_whole_frames: true,
+            ..FrameDecoder::new(max_frame_bytes)
         }
     }
 
@@ -52,9 +66,8 @@ impl FrameDecoder {
             self.skipping_bytes -= skipped as u64;
             bytes = &bytes[skipped..];
         }
-        // Room for the whole frame being read at once: growing by doubling copied what
-        // it held at every step.
-        let length = frame_length(&self.buffer, bytes).filter(|l| *l <= self.max_frame_bytes);
+        let length = frame_length(&self.buffer, bytes)
+            .filter(|l| self.reserve_whole_frames && *l <= self.max_frame_bytes);
         if let Some(length) = length {
             let frame_bytes = LENGTH_PREFIX_BYTES + length as usize;
             self.buffer.reserve(
@@ -64,6 +77,11 @@ impl FrameDecoder {
             );
         }
         self.buffer.extend_from_slice(bytes);
+    }
+
+    /// Bytes the buffer holds room for.
+    pub fn capacity(&self) -> usize {
+        self.buffer.capacity()
     }
 
     /// Bytes buffered and not yet returned as frames.

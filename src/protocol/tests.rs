@@ -128,21 +128,50 @@ fn frames_split_at_every_byte_come_out_whole() {
     let second = encode_frame(&encode_fetch_request(6, "t", 0, 0, 10, 0)).unwrap();
     let stream: Vec<u8> = first.iter().chain(second.iter()).copied().collect();
     for split in 0..stream.len() {
-        let mut decoder = FrameDecoder::new(MAX_FRAME);
-        let mut frames = Vec::new();
-        for piece in [&stream[..split], &stream[split..]] {
-            decoder.push(piece);
-            while let Some(frame) = decoder.next_frame().unwrap() {
-                frames.push(frame);
+        // Both decoders, and frames taken as copies and as shared views.
+        for reserving in [false, true] {
+            let mut decoder = if reserving {
+                FrameDecoder::reserving_whole_frames(MAX_FRAME)
+            } else {
+                FrameDecoder::new(MAX_FRAME)
+            };
+            let mut frames = Vec::new();
+            for piece in [&stream[..split], &stream[split..]] {
+                decoder.push(piece);
+                loop {
+                    let frame = if reserving {
+                        decoder.next_frame_shared().unwrap().map(|f| f.to_vec())
+                    } else {
+                        decoder.next_frame().unwrap()
+                    };
+                    let Some(frame) = frame else { break };
+                    frames.push(frame);
+                }
             }
+            assert_eq!(
+                frames,
+                vec![first[4..].to_vec(), second[4..].to_vec()],
+                "split at {split}, reserving {reserving}"
+            );
+            assert_eq!(decoder.buffered_bytes(), 0);
         }
-        assert_eq!(
-            frames,
-            vec![first[4..].to_vec(), second[4..].to_vec()],
-            "split at {split}"
-        );
-        assert_eq!(decoder.buffered_bytes(), 0);
     }
+}
+
+/// A length alone makes a server's decoder take no room; a client's takes room for the
+/// whole frame at once (and never for a frame beyond the limit).
+#[test]
+fn only_a_reserving_decoder_takes_room_for_a_frame_announced() {
+    let announced = 1_000_000u32.to_le_bytes();
+    let mut server = FrameDecoder::new(MAX_FRAME);
+    server.push(&announced);
+    assert!(server.capacity() < 64 * 1024, "{}", server.capacity());
+    let mut client = FrameDecoder::reserving_whole_frames(MAX_FRAME);
+    client.push(&announced);
+    assert!(client.capacity() >= 1_000_004, "{}", client.capacity());
+    let mut refusing = FrameDecoder::reserving_whole_frames(1000);
+    refusing.push(&announced);
+    assert!(refusing.capacity() < 64 * 1024, "{}", refusing.capacity());
 }
 
 #[test]
