@@ -41,6 +41,7 @@ use crate::replication::{
     RequestId, RetentionPolicy, ShardError, StorageFailure,
 };
 use crate::shard::commit_log_store::storage_failure;
+use crate::shard::election_watch::ElectionWatch;
 use crate::shard::group_sessions::GroupSessions;
 use crate::shard::partition_bounds::BoundsQuery;
 use crate::shard::snapshots::SnapshotFiles;
@@ -139,6 +140,8 @@ pub struct ShardCore {
     hand_over_done: RefCell<Option<LocalSender<Option<u64>>>>,
     /// Snapshots of the applied state, next to the log.
     pub(super) snapshots: SnapshotFiles,
+    /// Why the replica stood for election or stopped leading, for the log.
+    election_watch: ElectionWatch,
     /// The task queue the replica's own tasks run in (the one it was started in): work
     /// a client's request sets off (a flush, disk work) runs there, not in the clients'.
     queue: TaskQueueHandle,
@@ -247,6 +250,7 @@ impl ShardCore {
             shard_asker: RefCell::new(None),
             hand_over_done: RefCell::new(None),
             snapshots,
+            election_watch: ElectionWatch::new("follower"),
             queue: glommio::executor().current_task_queue(),
         });
         // The first pass runs once the caller has set its hooks (the shard's start goes
@@ -273,8 +277,20 @@ impl ShardCore {
 
     /// Hands one input to the replica and carries out what it asks.
     pub fn feed(self: &Rc<Self>, input: Input) {
+        match &input {
+            Input::Tick { .. } => self.election_watch.tick(),
+            Input::Peer { from, .. } => self.election_watch.heard(*from),
+            _ => {}
+        }
         let mut effects = Vec::new();
-        self.replica.borrow_mut().handle(input, &mut effects);
+        {
+            let mut replica = self.replica.borrow_mut();
+            replica.handle(input, &mut effects);
+            let (leader, term) = (replica.leader_id(), replica.term());
+            let _ = self
+                .election_watch
+                .role_now(self.shard_id, leader, term, replica.role());
+        }
         self.carry_out(effects);
     }
 

@@ -15,6 +15,7 @@
 mod allocator;
 pub mod answer_frame;
 pub mod commit_log_store;
+mod election_watch;
 pub mod group_driver;
 mod group_requests;
 mod group_sessions;
