@@ -609,8 +609,13 @@ impl CommitLog {
             state.written_index = index;
             paths
         };
-        remove_segment_files(paths.iter())?;
-        io::sync_directory(&self.state.borrow().dir)?;
+        let dir = self.state.borrow().dir.clone();
+        glommio::executor()
+            .spawn_blocking(move || {
+                remove_segment_files(paths.iter())?;
+                io::sync_directory(&dir)
+            })
+            .await?;
         if fenced {
             self.write_meta(&meta, index).await?;
         }
@@ -742,7 +747,7 @@ impl CommitLog {
                 create_segment_file(&path, size, Preparation::Fallocate).await?
             }
         };
-        io::sync_directory(&dir)?;
+        io::sync_directory_off_thread(&dir).await?;
         let sync = self.state.borrow().config.sync;
         // The preparation wrote through a plain handle (and synced); the flush's writes
         // go through one opened for its sync method.
@@ -833,8 +838,13 @@ impl CommitLog {
         // The cut segment's index file no longer describes it (the fence is recorded, so
         // recovery ignores the index until the cut is finished).
         segment_index::remove(&path)?;
-        remove_segment_files(removed.iter().rev())?;
-        io::sync_directory(&self.state.borrow().dir)?;
+        let dir = self.state.borrow().dir.clone();
+        glommio::executor()
+            .spawn_blocking(move || {
+                remove_segment_files(removed.iter().rev())?;
+                io::sync_directory(&dir)
+            })
+            .await?;
         let prefix = erase_range(&file, &path, location.offset, erase_end).await?;
         {
             let mut state = self.state.borrow_mut();

@@ -199,7 +199,18 @@ pub async fn fdatasync(file: &DmaFile, path: &Path) -> LogResult<()> {
         .map_err(|e| glommio_error("fdatasync", path, e))
 }
 
-/// Makes a directory's entries (created, renamed, removed files) durable.
+/// `sync_directory` on the executor's blocking thread: a directory's fsync commits the
+/// file system's journal and can take tens of milliseconds on a busy disk, which the
+/// shard's thread must spend on ticks and heartbeats instead.
+pub async fn sync_directory_off_thread(dir: &Path) -> LogResult<()> {
+    let dir = dir.to_path_buf();
+    glommio::executor()
+        .spawn_blocking(move || sync_directory(&dir))
+        .await
+}
+
+/// Makes a directory's entries (created, renamed, removed files) durable. Blocks: on a
+/// shard's thread, use `sync_directory_off_thread`.
 pub fn sync_directory(dir: &Path) -> LogResult<()> {
     let handle = std::fs::File::open(dir).map_err(|e| LogError::io("open directory", dir, e))?;
     handle

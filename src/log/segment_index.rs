@@ -132,7 +132,7 @@ pub async fn write(dir: &Path, segment_path: &Path, index: &SegmentIndex) -> Log
     file.rename(&final_path)
         .await
         .map_err(|e| io::glommio_error("rename", &temporary, e))?;
-    io::sync_directory(dir)
+    io::sync_directory_off_thread(dir).await
 }
 
 /// Removes the index file of a segment if there is one.

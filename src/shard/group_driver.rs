@@ -653,7 +653,8 @@ pub(crate) async fn carry_out_disk_work(
         }
         DiskWork::InstallSnapshot { snapshot } => {
             let metadata = snapshot.get_metadata().clone();
-            snapshots.write(&snapshot).map_err(file_failure)?;
+            let (snapshot, written) = snapshots.write_off_thread(snapshot).await;
+            written.map_err(file_failure)?;
             // The configuration first: `reset_to` writes the meta as set, so the new
             // compaction point and the snapshot's configuration are durable together. Set
             // after, it waited for the next flush, and a crash in between restarted the log
@@ -665,14 +666,22 @@ pub(crate) async fn carry_out_disk_work(
                 .await
                 .map_err(log_failure)?;
             log.set_snapshot(snapshot);
-            snapshots.remove_below(metadata.index).map_err(file_failure)
+            snapshots
+                .remove_below_off_thread(metadata.index)
+                .await
+                .map_err(file_failure)
         }
-        DiskWork::WriteSnapshotFile { snapshot } => {
-            snapshots.write(&snapshot).map_err(file_failure)
-        }
+        DiskWork::WriteSnapshotFile { snapshot } => snapshots
+            .write_off_thread(snapshot)
+            .await
+            .1
+            .map_err(file_failure),
         DiskWork::RemovePrefix { up_to_index } => {
             log.remove_prefix(up_to_index).await.map_err(log_failure)?;
-            snapshots.remove_below(up_to_index).map_err(file_failure)
+            snapshots
+                .remove_below_off_thread(up_to_index)
+                .await
+                .map_err(file_failure)
         }
         DiskWork::PersistCommitIndex => log.persist_commit_index().await.map_err(log_failure),
     }

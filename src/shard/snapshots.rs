@@ -63,6 +63,7 @@ fn io_error(what: &'static str, path: &Path, source: std::io::Error) -> Snapshot
 }
 
 /// The snapshot directory of one shard.
+#[derive(Clone)]
 pub struct SnapshotFiles {
     dir: PathBuf,
 }
@@ -159,6 +160,29 @@ impl SnapshotFiles {
             path: path.clone(),
             reason: reason.to_string(),
         })
+    }
+
+    /// `write` on the executor's blocking thread (a state's bytes written and synced, the
+    /// directory synced: never on a shard's thread); gives the snapshot back.
+    pub async fn write_off_thread(
+        &self,
+        snapshot: Snapshot,
+    ) -> (Snapshot, Result<(), SnapshotFileError>) {
+        let files = self.clone();
+        glommio::executor()
+            .spawn_blocking(move || {
+                let written = files.write(&snapshot);
+                (snapshot, written)
+            })
+            .await
+    }
+
+    /// `remove_below` on the executor's blocking thread.
+    pub async fn remove_below_off_thread(&self, index: u64) -> Result<(), SnapshotFileError> {
+        let files = self.clone();
+        glommio::executor()
+            .spawn_blocking(move || files.remove_below(index))
+            .await
     }
 
     /// Removes every snapshot below `index`.
