@@ -9,7 +9,10 @@
 //!                           | proposed_at_ms u64 | batch
 //! kind 1 v1 (still read)  : topic_id u32 | partition u32 | record_count u32 | batch_crc32c u32
 //!                           | batch                  (proposed_at_ms reads as 0: unknown)
-//! kind 2 v1, create topic : topic_id u32 | partitions u32 | name_length u16 | name (UTF-8)
+//! kind 2 v2, create topic : topic_id u32 | partitions u32 | name_length u16 | name (UTF-8)
+//!                           | group_count u32 (0 or partitions) | group u32 per partition
+//! kind 2 v1 (still read)  : topic_id u32 | partitions u32 | name_length u16 | name
+//!                           (no groups: the bootstrap spread, `controller::placement`)
 //! kind 3 v1, delete topic : topic_id u32
 //! kinds 4-7                : consumer group changes (`broker::group_entry`)
 //! ```
@@ -25,6 +28,10 @@ pub const ENTRY_VERSION: u8 = 1;
 
 /// Version of the record batch entry's format (2: with `proposed_at_ms`).
 pub const RECORD_BATCH_VERSION: u8 = 2;
+
+/// Version of the topic creation entry's format (2: with each partition's group; 1, still
+/// read, has none).
+pub const CREATE_TOPIC_VERSION: u8 = 2;
 const PREFIX_BYTES: usize = 4;
 
 /// One broker entry.
@@ -54,6 +61,9 @@ pub enum BrokerEntry<'a> {
         partitions: u32,
         /// Its name.
         name: &'a str,
+        /// Each partition's replica group (`TopicInfo::groups`; empty from a version 1
+        /// entry).
+        groups: Vec<u32>,
     },
     /// A topic removed.
     DeleteTopic {
@@ -81,6 +91,41 @@ pub enum EntryDecodeError {
     /// A topic name that is not UTF-8.
     #[error("topic name is not UTF-8")]
     BadName,
+    /// A topic creation whose groups are neither one per partition nor none.
+    #[error("a topic's groups do not match its partitions")]
+    BadGroups,
+}
+
+/// A topic creation's body: id, partitions, name, and from version 2 each partition's
+/// group (a count, which must be 0 or the partition count, then the groups).
+fn decode_create_topic(version: u8, body: &[u8]) -> Result<BrokerEntry<'_>, EntryDecodeError> {
+    let raw = body.get(8..10).ok_or(EntryDecodeError::Truncated)?;
+    let length = usize::from(u16::from_le_bytes([raw[0], raw[1]]));
+    let name = body
+        .get(10..10 + length)
+        .ok_or(EntryDecodeError::Truncated)?;
+    let partitions = u32_at(body, 4)?;
+    let mut groups = Vec::new();
+    if version >= CREATE_TOPIC_VERSION {
+        let at = 10 + length;
+        let count = u32_at(body, at)?;
+        if count != 0 && count != partitions {
+            return Err(EntryDecodeError::BadGroups);
+        }
+        let raw = body
+            .get(at + 4..at + 4 + 4 * count as usize)
+            .ok_or(EntryDecodeError::Truncated)?;
+        groups = raw
+            .chunks_exact(4)
+            .map(|g| u32::from_le_bytes([g[0], g[1], g[2], g[3]]))
+            .collect();
+    }
+    Ok(BrokerEntry::CreateTopic {
+        topic_id: u32_at(body, 0)?,
+        partitions,
+        name: std::str::from_utf8(name).map_err(|_| EntryDecodeError::BadName)?,
+        groups,
+    })
 }
 
 fn u32_at(bytes: &[u8], at: usize) -> Result<u32, EntryDecodeError> {
@@ -113,16 +158,25 @@ impl<'a> BrokerEntry<'a> {
                 topic_id,
                 partitions,
                 name,
+                groups,
             } => {
                 assert!(
                     name.len() <= usize::from(u16::MAX),
                     "topic names are checked before"
                 );
-                out.extend_from_slice(&[2, ENTRY_VERSION, 0, 0]);
+                assert!(
+                    groups.is_empty() || groups.len() == *partitions as usize,
+                    "a topic records a group for every partition or none"
+                );
+                out.extend_from_slice(&[2, CREATE_TOPIC_VERSION, 0, 0]);
                 out.extend_from_slice(&topic_id.to_le_bytes());
                 out.extend_from_slice(&partitions.to_le_bytes());
                 out.extend_from_slice(&(name.len() as u16).to_le_bytes());
                 out.extend_from_slice(name.as_bytes());
+                out.extend_from_slice(&(groups.len() as u32).to_le_bytes());
+                for group in groups {
+                    out.extend_from_slice(&group.to_le_bytes());
+                }
             }
             BrokerEntry::DeleteTopic { topic_id } => {
                 out.extend_from_slice(&[3, ENTRY_VERSION, 0, 0]);
@@ -166,19 +220,8 @@ impl<'a> BrokerEntry<'a> {
             (FIRST_GROUP_KIND..=LAST_GROUP_KIND, _) => {
                 GroupEntry::decode(kind, version, body).map(BrokerEntry::Group)
             }
+            (2, ENTRY_VERSION | CREATE_TOPIC_VERSION) => decode_create_topic(version, body),
             _ if version != ENTRY_VERSION => Err(EntryDecodeError::Unknown { kind, version }),
-            (2, _) => {
-                let raw = body.get(8..10).ok_or(EntryDecodeError::Truncated)?;
-                let length = usize::from(u16::from_le_bytes([raw[0], raw[1]]));
-                let name = body
-                    .get(10..10 + length)
-                    .ok_or(EntryDecodeError::Truncated)?;
-                Ok(BrokerEntry::CreateTopic {
-                    topic_id: u32_at(body, 0)?,
-                    partitions: u32_at(body, 4)?,
-                    name: std::str::from_utf8(name).map_err(|_| EntryDecodeError::BadName)?,
-                })
-            }
             (3, _) => Ok(BrokerEntry::DeleteTopic {
                 topic_id: u32_at(body, 0)?,
             }),
@@ -205,8 +248,15 @@ mod tests {
             },
             BrokerEntry::CreateTopic {
                 topic_id: 4,
-                partitions: 16,
+                partitions: 3,
                 name: "orders",
+                groups: vec![2, 0, 1],
+            },
+            BrokerEntry::CreateTopic {
+                topic_id: 5,
+                partitions: 2,
+                name: "legacy",
+                groups: Vec::new(),
             },
             BrokerEntry::DeleteTopic { topic_id: 4 },
         ];
@@ -232,6 +282,51 @@ mod tests {
                 proposed_at_ms: 0,
                 batch: b"batch bytes",
             })
+        );
+    }
+
+    /// A topic creation written before groups were recorded reads with none (its
+    /// partitions follow the bootstrap spread); one whose groups do not match its
+    /// partitions is refused.
+    #[test]
+    fn a_version_1_topic_creation_still_decodes_without_groups() {
+        let mut old = vec![2, 1, 0, 0];
+        old.extend_from_slice(&4u32.to_le_bytes());
+        old.extend_from_slice(&16u32.to_le_bytes());
+        old.extend_from_slice(&6u16.to_le_bytes());
+        old.extend_from_slice(b"orders");
+        assert_eq!(
+            BrokerEntry::decode(&old),
+            Ok(BrokerEntry::CreateTopic {
+                topic_id: 4,
+                partitions: 16,
+                name: "orders",
+                groups: Vec::new(),
+            })
+        );
+        let mut mismatched = BrokerEntry::CreateTopic {
+            topic_id: 4,
+            partitions: 2,
+            name: "orders",
+            groups: vec![1, 0],
+        }
+        .encode();
+        // The partition count says 3 while two groups follow.
+        mismatched[8..12].copy_from_slice(&3u32.to_le_bytes());
+        assert_eq!(
+            BrokerEntry::decode(&mismatched),
+            Err(EntryDecodeError::BadGroups)
+        );
+        let cut = BrokerEntry::CreateTopic {
+            topic_id: 4,
+            partitions: 2,
+            name: "orders",
+            groups: vec![1, 0],
+        }
+        .encode();
+        assert_eq!(
+            BrokerEntry::decode(&cut[..cut.len() - 1]),
+            Err(EntryDecodeError::Truncated)
         );
     }
 

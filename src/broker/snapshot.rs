@@ -11,6 +11,10 @@
 //! table's clock ms u64; the consumer groups (`broker::group_snapshot`); crc32c u32 of
 //! everything before it.
 //!
+//! From version 4 each topic also records its partitions' replica groups (count u32, 0
+//! or the partition count, then group u32 per partition, after the name); versions 1-3
+//! read with none (the bootstrap spread).
+//!
 //! Version 1 (still read) has neither the two last-use fields nor the clock: its
 //! producers read as last used by a batch without a time (`broker::producers`). Versions
 //! 1 and 2 have no consumer groups.
@@ -23,13 +27,16 @@ use crate::broker::producers::{ProducerSequence, ProducerTable};
 use crate::broker::state::{BatchLocation, PartitionIndex, ShardState, TopicInfo, Topics};
 
 const MAGIC: &[u8; 4] = b"KSNP";
-const VERSION: u16 = 3;
+const VERSION: u16 = 4;
 
 /// The version before the producer table kept last-use times and its clock.
 const VERSION_WITHOUT_LAST_USE: u16 = 1;
 
 /// The version before consumer groups (`broker::group_snapshot`).
 const VERSION_WITHOUT_GROUPS: u16 = 2;
+
+/// The version before topics recorded each partition's replica group.
+const VERSION_WITHOUT_PARTITION_GROUPS: u16 = 3;
 
 /// A snapshot that cannot be read.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -49,9 +56,15 @@ pub enum SnapshotError {
 /// keeps only its next offset: what a snapshot at the compaction point needs, since every
 /// batch at or below it is gone from the log.
 pub fn encode_state(state: &ShardState, with_batches: bool) -> Vec<u8> {
+    encode_versioned(state, with_batches, VERSION)
+}
+
+/// `encode_state` in the layout of `version` (2 and up; older ones only in tests, to
+/// check they still read).
+fn encode_versioned(state: &ShardState, with_batches: bool, version: u16) -> Vec<u8> {
     let mut out = Vec::new();
     out.extend_from_slice(MAGIC);
-    out.extend_from_slice(&VERSION.to_le_bytes());
+    out.extend_from_slice(&version.to_le_bytes());
     out.extend_from_slice(&state.applied_index.to_le_bytes());
     out.extend_from_slice(&state.topics.next_id.to_le_bytes());
     out.extend_from_slice(&(state.topics.by_name.len() as u32).to_le_bytes());
@@ -61,6 +74,12 @@ pub fn encode_state(state: &ShardState, with_batches: bool) -> Vec<u8> {
         let name = info.name.as_bytes();
         out.extend_from_slice(&(name.len().min(usize::from(u16::MAX)) as u16).to_le_bytes());
         out.extend_from_slice(&name[..name.len().min(usize::from(u16::MAX))]);
+        if version > VERSION_WITHOUT_PARTITION_GROUPS {
+            out.extend_from_slice(&(info.groups.len() as u32).to_le_bytes());
+            for group in &info.groups {
+                out.extend_from_slice(&group.to_le_bytes());
+            }
+        }
     }
     let mut partitions: Vec<_> = state.partitions.iter().collect();
     partitions.sort_by_key(|(key, _)| **key);
@@ -92,7 +111,9 @@ pub fn encode_state(state: &ShardState, with_batches: bool) -> Vec<u8> {
         out.extend_from_slice(&sequence.last_use_stamp.to_le_bytes());
     }
     out.extend_from_slice(&state.producers.clock_ms().to_le_bytes());
-    encode_groups(&state.groups, &mut out);
+    if version > VERSION_WITHOUT_GROUPS {
+        encode_groups(&state.groups, &mut out);
+    }
     let crc = crc32c::crc32c(&out);
     out.extend_from_slice(&crc.to_le_bytes());
     out
@@ -128,12 +149,25 @@ pub fn decode_state(bytes: &[u8]) -> Result<ShardState, SnapshotError> {
         let name = std::str::from_utf8(reader.take(length)?)
             .map_err(|_| SnapshotError::Malformed("topic name is not UTF-8"))?
             .to_string();
+        let mut groups = Vec::new();
+        if version > VERSION_WITHOUT_PARTITION_GROUPS {
+            let count = reader.count(4)?;
+            if count != 0 && count != partitions as usize {
+                return Err(SnapshotError::Malformed(
+                    "a topic's groups do not match its partitions",
+                ));
+            }
+            for _ in 0..count {
+                groups.push(reader.u32()?);
+            }
+        }
         by_name.insert(
             name.clone(),
             TopicInfo {
                 id,
                 name,
                 partitions,
+                groups,
             },
         );
     }
@@ -270,6 +304,7 @@ mod tests {
                 topic_id: 1,
                 partitions: 2,
                 name: "orders",
+                groups: vec![1, 0],
             },
         );
         for n in 0..5u32 {
@@ -333,19 +368,39 @@ mod tests {
         assert_eq!(group.offsets.len(), 2, "{group:?}");
         let copy = decode_state(&encode_state(&original, true)).unwrap();
         assert_eq!(copy.groups, original.groups);
-        let without_groups = ShardState {
-            topics: original.topics.clone(),
-            ..Default::default()
-        };
-        let mut bytes = encode_state(&without_groups, true);
-        // A version 2 snapshot: the same bytes without the (empty) groups' count.
-        bytes.truncate(bytes.len() - 8);
-        bytes[4..6].copy_from_slice(&2u16.to_le_bytes());
-        let crc = crc32c::crc32c(&bytes);
-        bytes.extend_from_slice(&crc.to_le_bytes());
-        let old = decode_state(&bytes).unwrap();
-        assert_eq!(old.topics, original.topics);
+        let old = decode_state(&encode_versioned(&original, true, 2)).unwrap();
+        assert_eq!(old.topics, without_partition_groups(&original.topics));
         assert_eq!(old.groups, ConsumerGroups::default());
+    }
+
+    /// Topics keep the groups their partitions were placed in through a snapshot, and a
+    /// version 3 snapshot (before they were recorded) reads with none, everything else
+    /// the same.
+    #[test]
+    fn partition_groups_survive_a_snapshot_and_version_3_still_reads() {
+        let original = populated();
+        let orders = original.topics.get("orders").unwrap();
+        assert_eq!(orders.groups, vec![1, 0]);
+        let copy = decode_state(&encode_state(&original, true)).unwrap();
+        assert_eq!(copy.topics, original.topics);
+        let old = decode_state(&encode_versioned(&original, true, 3)).unwrap();
+        assert_eq!(old.topics, without_partition_groups(&original.topics));
+        assert_eq!(old.groups, original.groups);
+        assert_eq!(old.partitions.len(), original.partitions.len());
+    }
+
+    fn without_partition_groups(topics: &Topics) -> Topics {
+        let by_name = topics
+            .list()
+            .map(|topic| {
+                let info = TopicInfo {
+                    groups: Vec::new(),
+                    ..topic.clone()
+                };
+                (topic.name.clone(), info)
+            })
+            .collect();
+        Topics::from_parts(by_name, topics.next_id())
     }
 
     #[test]
@@ -501,10 +556,10 @@ mod tests {
     fn a_version_1_snapshot_still_decodes() {
         let mut state = populated();
         state.groups = ConsumerGroups::default();
-        let v2 = encode_state(&state, true);
+        let v2 = encode_versioned(&state, true, 2);
         let producers = state.producers.sorted();
-        // It ends with: count, 54 bytes per producer, clock u64, groups u32 (0), crc32c.
-        let prefix = v2.len() - 4 - 4 - 54 * producers.len() - 8 - 4;
+        // It ends with: count, 54 bytes per producer, clock u64, crc32c.
+        let prefix = v2.len() - 4 - 4 - 54 * producers.len() - 8;
         let mut v1 = v2[..prefix].to_vec();
         v1[4..6].copy_from_slice(&1u16.to_le_bytes());
         v1.extend_from_slice(&(producers.len() as u32).to_le_bytes());
@@ -515,7 +570,7 @@ mod tests {
         v1.extend_from_slice(&crc.to_le_bytes());
         let mut copy = decode_state(&v1).unwrap();
         assert_eq!(copy.producer_entries(), producers.len());
-        assert_eq!(copy.topics, state.topics);
+        assert_eq!(copy.topics, without_partition_groups(&state.topics));
         copy.set_producer_limits(ProducerLimits {
             idle_expiry_ms: 1,
             max_entries: 100,

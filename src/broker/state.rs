@@ -27,6 +27,11 @@ pub struct TopicInfo {
     pub name: String,
     /// Number of partitions.
     pub partitions: u32,
+    /// Each partition's replica group, recorded when the topic was created, so that
+    /// groups added to the cluster later never move a partition; empty for a topic
+    /// created before groups were recorded (its partitions follow the bootstrap spread,
+    /// `controller::placement`).
+    pub groups: Vec<u32>,
 }
 
 /// Topics by name.
@@ -358,11 +363,13 @@ impl ShardState {
                 topic_id,
                 partitions,
                 name,
+                groups,
             } => {
                 let info = TopicInfo {
                     id: topic_id,
                     name: name.to_string(),
                     partitions,
+                    groups,
                 };
                 if self.topics.apply_create(info) {
                     let counts = self.partition_counts();
@@ -625,13 +632,19 @@ mod tests {
             topic_id: 1,
             partitions: 4,
             name: "a",
+            groups: vec![1, 2, 3, 0],
         }
         .encode();
         assert_eq!(state.apply(1, &create).unwrap(), Applied::TopicsChanged);
+        assert_eq!(
+            state.topics.get("a").map(|t| t.groups.clone()),
+            Some(vec![1, 2, 3, 0])
+        );
         let again = BrokerEntry::CreateTopic {
             topic_id: 2,
             partitions: 4,
             name: "a",
+            groups: Vec::new(),
         }
         .encode();
         assert_eq!(state.apply(2, &again).unwrap(), Applied::Nothing);

@@ -10,6 +10,7 @@
 //!
 //! Pure; never changes after it is built.
 
+use crate::broker::state::TopicInfo;
 use crate::config::NodeConfig;
 use crate::replication::preferred_leader_of;
 
@@ -55,9 +56,29 @@ impl Placement {
         self.groups
     }
 
-    /// The group holding `partition` of topic `topic_id`: spread over the groups,
-    /// starting at a topic-dependent one so small topics do not all land on group 0.
-    pub fn group_of_partition(&self, topic_id: u32, partition: u32) -> GroupId {
+    /// The group holding `partition` of `topic`: the one recorded when the topic was
+    /// created, or for a topic that recorded none, the bootstrap spread (`spread`). A
+    /// recorded group this placement does not have (a node restarted with fewer shards
+    /// than its cluster was created with) reads as the spread too, as every partition did
+    /// before groups were recorded, rather than stopping the node on its own metadata.
+    pub fn group_of_partition(&self, topic: &TopicInfo, partition: u32) -> GroupId {
+        match topic.groups.get(partition as usize) {
+            Some(&group) if group < self.groups => GroupId(group),
+            _ => self.spread(topic.id, partition),
+        }
+    }
+
+    /// The groups a new topic's partitions are placed in, recorded in its creation
+    /// (`TopicInfo::groups`): the bootstrap spread.
+    pub fn groups_for_new_topic(&self, topic_id: u32, partitions: u32) -> Vec<u32> {
+        (0..partitions)
+            .map(|partition| self.spread(topic_id, partition).0)
+            .collect()
+    }
+
+    /// The bootstrap spread: partitions over the groups, from a topic-dependent group so
+    /// small topics do not all land on group 0.
+    fn spread(&self, topic_id: u32, partition: u32) -> GroupId {
         GroupId(((u64::from(topic_id) + u64::from(partition)) % u64::from(self.groups)) as u32)
     }
 
@@ -128,14 +149,42 @@ mod tests {
             assert_eq!(placement.shard_on(9, GroupId(group)), None);
         }
         assert_eq!(placement.group_on(1, 4), None);
+        let unrecorded = topic(7, 4, Vec::new());
         let groups: Vec<u32> = (0..4)
-            .map(|p| placement.group_of_partition(7, p).0)
+            .map(|p| placement.group_of_partition(&unrecorded, p).0)
             .collect();
         assert_eq!(groups, vec![3, 0, 1, 2]);
+        assert_eq!(placement.groups_for_new_topic(7, 4), vec![3, 0, 1, 2]);
         let leaders: Vec<_> = (0..4)
             .map(|g| placement.preferred_leader(GroupId(g)))
             .collect();
         assert_eq!(leaders, vec![Some(1), Some(2), Some(3), Some(1)]);
+    }
+
+    fn topic(id: u32, partitions: u32, groups: Vec<u32>) -> TopicInfo {
+        TopicInfo {
+            id,
+            name: format!("t{id}"),
+            partitions,
+            groups,
+        }
+    }
+
+    /// A topic's recorded groups are where its partitions are, whatever the spread
+    /// would say: a cluster that gains groups never moves a partition; a recorded group
+    /// the placement lacks reads as the spread.
+    #[test]
+    fn a_partition_stays_in_the_group_recorded_at_its_topic_s_creation() {
+        let recorded = topic(7, 4, vec![0, 0, 2, 1]);
+        let placement = Placement::bootstrap(4, &[1, 2, 3]);
+        let groups: Vec<u32> = (0..4)
+            .map(|p| placement.group_of_partition(&recorded, p).0)
+            .collect();
+        assert_eq!(groups, vec![0, 0, 2, 1]);
+        let more_groups = Placement::bootstrap(6, &[1, 2, 3]);
+        assert_eq!(more_groups.group_of_partition(&recorded, 2), GroupId(2));
+        let fewer_groups = Placement::bootstrap(2, &[1, 2, 3]);
+        assert_eq!(fewer_groups.group_of_partition(&recorded, 2), GroupId(1));
     }
 
     /// A consumer group's coordinator is stable and the names spread over the groups.

@@ -110,6 +110,7 @@ pub(super) fn learn_topic(replica: &mut Replica<SimLogStore>, store: &SimLogStor
         id: 5,
         name: name.to_string(),
         partitions: 1,
+        groups: vec![0],
     });
     drive(replica, store, Input::ControllerTopics { topics });
 }
@@ -190,6 +191,7 @@ fn a_pass_of_many_topic_changes_tells_the_other_shards_once() {
             topic_id,
             partitions: 1,
             name: &name,
+            groups: vec![0],
         }
         .encode();
         let request = RequestId(u64::from(topic_id));

@@ -48,6 +48,7 @@ pub fn mirror_entries(
             topic_id: t.id,
             partitions: t.partitions,
             name: &t.name,
+            groups: t.groups.clone(),
         }
         .encode()
     });
@@ -100,6 +101,7 @@ mod tests {
                 id,
                 name: format!("t{id}"),
                 partitions: 1,
+                groups: vec![id % 2],
             });
         }
         topics.next_id = topics.next_id.max(next_id);

@@ -475,7 +475,7 @@ fn checked_offset<'a>(
             "a committed offset is never negative",
         )
     })?;
-    if core.placement.group_of_partition(topic.id, partition) == core.group {
+    if core.placement.group_of_partition(topic, partition) == core.group {
         let (start, end) = state
             .partition(topic.id, partition)
             .map_or((0, 0), |p| (p.start_offset(), p.high_watermark()));
@@ -506,10 +506,16 @@ async fn check_other_shards_bounds(
     offsets: &[(TopicPartition, u64, &str)],
 ) -> Result<(), WireError> {
     for &((topic_id, partition), next, _) in offsets {
-        let group = core.placement.group_of_partition(topic_id, partition);
-        if group == core.group {
+        let group = core
+            .state()
+            .request_topics()
+            .list()
+            .find(|topic| topic.id == topic_id)
+            .map(|topic| core.placement.group_of_partition(topic, partition));
+        // A topic deleted meanwhile: nothing to check against.
+        let Some(group) = group.filter(|&group| group != core.group) else {
             continue;
-        }
+        };
         // Asked of the shard running that group on this node; a group this node does
         // not hold goes unchecked, as an unanswered one does.
         let Some(shard) = core

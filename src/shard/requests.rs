@@ -217,7 +217,7 @@ pub(super) fn check_partition(
             ),
         ));
     }
-    let owner = core.placement.group_of_partition(topic.id, partition);
+    let owner = core.placement.group_of_partition(topic, partition);
     if owner != core.group {
         return Err(WireError::wrong_shard(core, owner));
     }
@@ -555,7 +555,7 @@ fn handle_metadata(core: &Rc<ShardCore>, correlation_id: u64) -> AnswerFrame {
     for topic in &topics {
         let partitions: Vec<_> = (0..topic.partitions)
             .map(|partition| {
-                let group = core.placement.group_of_partition(topic.id, partition);
+                let group = core.placement.group_of_partition(topic, partition);
                 let replicas: Vec<u32> = core
                     .placement
                     .replicas(group)
@@ -704,6 +704,9 @@ async fn handle_create_topic(
         topic_id,
         partitions: create.partitions(),
         name,
+        groups: core
+            .placement
+            .groups_for_new_topic(topic_id, create.partitions()),
     }
     .encode();
     match propose_admin(core, data).await? {

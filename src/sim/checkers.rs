@@ -309,6 +309,7 @@ mod tests {
                 topic_id: 1,
                 partitions: 1,
                 name,
+                groups: vec![0],
             }
             .encode()
         };

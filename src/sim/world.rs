@@ -1016,6 +1016,7 @@ impl World {
             topic_id,
             partitions: self.workload.partitions,
             name: TOPIC,
+            groups: vec![0; self.workload.partitions as usize],
         }
         .encode();
         self.propose_admin(target, request, data);

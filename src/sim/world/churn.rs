@@ -60,6 +60,7 @@ impl World {
                 topic_id: replica.reserve_topic_id(),
                 partitions: 1,
                 name: SCRATCH_TOPIC,
+                groups: Vec::new(),
             }
             .encode(),
         };

@@ -45,6 +45,7 @@ impl SimController {
             id,
             name: name.to_string(),
             partitions,
+            groups: Vec::new(),
         });
         id
     }

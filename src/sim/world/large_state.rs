@@ -66,6 +66,7 @@ impl World {
                 topic_id: FIRST_TOPIC_ID + index,
                 partitions: 1,
                 name: &name,
+                groups: vec![0],
             }
             .encode();
             let request = self.workload.request(Purpose::LargeState);
