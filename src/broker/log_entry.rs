@@ -304,29 +304,23 @@ mod tests {
                 groups: Vec::new(),
             })
         );
-        let mut mismatched = BrokerEntry::CreateTopic {
+        let two_partitions = BrokerEntry::CreateTopic {
             topic_id: 4,
             partitions: 2,
             name: "orders",
             groups: vec![1, 0],
         }
         .encode();
+        assert_eq!(
+            BrokerEntry::decode(&two_partitions[..two_partitions.len() - 1]),
+            Err(EntryDecodeError::Truncated)
+        );
         // The partition count says 3 while two groups follow.
+        let mut mismatched = two_partitions;
         mismatched[8..12].copy_from_slice(&3u32.to_le_bytes());
         assert_eq!(
             BrokerEntry::decode(&mismatched),
             Err(EntryDecodeError::BadGroups)
-        );
-        let cut = BrokerEntry::CreateTopic {
-            topic_id: 4,
-            partitions: 2,
-            name: "orders",
-            groups: vec![1, 0],
-        }
-        .encode();
-        assert_eq!(
-            BrokerEntry::decode(&cut[..cut.len() - 1]),
-            Err(EntryDecodeError::Truncated)
         );
     }
 
