@@ -410,8 +410,8 @@ fn an_acks_none_flood_of_1_mib_batches_leaves_the_node_responsive() {
 /// and the loops yielding when asked, it passed 28 of 28 (18 alternated with the build
 /// before, at a 5 ms queue latency; 10 at the 10 ms kept).
 ///
-/// It still failed about one run in ten to twenty (1 of 40, 1 of 30, 2 of 6, 1 of 12 on 2026-12-03),
-/// and not for anything the broker did: with the election watch's log
+/// It still failed about one run in ten to twenty (1 of 40, 1 of 30, 2 of 6, 1 of 12 on
+/// 2026-12-03), and not for anything the broker did: with the election watch's log
 /// (`shard/election_watch.rs`) and probes of each tick's lateness and of the shard
 /// thread's run and run-queue time (`/proc/thread-self/schedstat`), the leaders of this
 /// file's brokers (this cluster's and the single node's, three tests on two cores) went
