@@ -1,6 +1,6 @@
 //! Why a shard's replica stood for election or lost its leadership, in the log: the
 //! driver's wall-clock view of what the replica was fed before its role changed (how long
-//! since each peer's last message, the longest gap between its ticks), written once per
+//! since each peer's last message, the longest gap between its last ticks), written once per
 //! change, at warn level (a campaign with no leader known before, as at a start, at
 //! info). An election costs the group its writes for a while; an operator needs to know
 //! whether the leader went silent, the network held its messages, or this shard's own
@@ -9,7 +9,7 @@
 //! Owns only timestamps. Never feeds the replica, never decides anything: it watches.
 
 use std::cell::RefCell;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, VecDeque};
 use std::time::{Duration, Instant};
 
 /// What the watch remembers between role changes.
@@ -20,8 +20,8 @@ pub struct ElectionWatch {
 struct Watched {
     /// When the last tick was fed.
     last_tick: Option<Instant>,
-    /// The longest gap between two ticks since the role last changed.
-    worst_tick_gap: Duration,
+    /// The gaps between the last ticks (at most `RECENT_TICK_GAPS`), oldest first.
+    recent_tick_gaps: VecDeque<Duration>,
     /// When each peer's last messages were fed.
     last_heard: BTreeMap<u64, Instant>,
     /// The role after the last input.
@@ -35,7 +35,7 @@ impl ElectionWatch {
         ElectionWatch {
             inner: RefCell::new(Watched {
                 last_tick: None,
-                worst_tick_gap: Duration::ZERO,
+                recent_tick_gaps: VecDeque::with_capacity(RECENT_TICK_GAPS),
                 last_heard: BTreeMap::new(),
                 role,
                 leader: 0,
@@ -48,7 +48,10 @@ impl ElectionWatch {
         let now = Instant::now();
         let mut watched = self.inner.borrow_mut();
         if let Some(last) = watched.last_tick {
-            watched.worst_tick_gap = watched.worst_tick_gap.max(now - last);
+            if watched.recent_tick_gaps.len() == RECENT_TICK_GAPS {
+                watched.recent_tick_gaps.pop_front();
+            }
+            watched.recent_tick_gaps.push_back(now - last);
         }
         watched.last_tick = Some(now);
     }
@@ -77,8 +80,7 @@ impl ElectionWatch {
             return None;
         }
         let heard = heard_summary(&watched.last_heard);
-        let worst_tick_gap_ms = watched.worst_tick_gap.as_millis() as u64;
-        watched.worst_tick_gap = Duration::ZERO;
+        let worst_tick_gap_ms = watched.worst_recent_tick_gap().as_millis() as u64;
         if role == "pre-candidate" || (role == "candidate" && before != "pre-candidate") {
             if leader_before == 0 {
                 // A start, or a campaign after a lost one: nothing new to explain.
@@ -111,6 +113,21 @@ impl ElectionWatch {
     }
 }
 
+/// Tick gaps remembered: the last election timeout's worth at the longest default (20
+/// ticks), and some.
+const RECENT_TICK_GAPS: usize = 32;
+
+impl Watched {
+    /// The longest of the recent gaps between ticks.
+    fn worst_recent_tick_gap(&self) -> Duration {
+        self.recent_tick_gaps
+            .iter()
+            .copied()
+            .max()
+            .unwrap_or(Duration::ZERO)
+    }
+}
+
 /// What a role change was logged as.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Logged {
@@ -136,7 +153,9 @@ fn heard_summary(last_heard: &BTreeMap<u64, Instant>) -> String {
 
 #[cfg(test)]
 mod tests {
-    use super::{heard_summary, ElectionWatch, Logged};
+    use std::time::Duration;
+
+    use super::{heard_summary, ElectionWatch, Logged, RECENT_TICK_GAPS};
 
     #[test]
     fn only_a_campaign_or_a_lost_leadership_is_logged() {
@@ -177,5 +196,22 @@ mod tests {
             summary.starts_with("node 2: ") && summary.contains(", node 3: "),
             "{summary}"
         );
+    }
+
+    /// Only the last ticks' gaps count: a stall long ago says nothing about an election
+    /// now.
+    #[test]
+    fn the_worst_tick_gap_is_of_the_last_ticks_only() {
+        let watch = ElectionWatch::new("follower");
+        watch.tick();
+        std::thread::sleep(Duration::from_millis(30));
+        watch.tick();
+        assert!(watch.inner.borrow().worst_recent_tick_gap() >= Duration::from_millis(30));
+        for _ in 0..RECENT_TICK_GAPS {
+            watch.tick();
+        }
+        let watched = watch.inner.borrow();
+        assert_eq!(watched.recent_tick_gaps.len(), RECENT_TICK_GAPS);
+        assert!(watched.worst_recent_tick_gap() < Duration::from_millis(30));
     }
 }
