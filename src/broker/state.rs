@@ -216,6 +216,11 @@ pub enum Applied {
     UnknownTopic,
     /// A consumer group change (joined, left, committed, refused...).
     Group(GroupApplied),
+    /// A membership change of the group, at this index (`replication::membership`).
+    MembershipChanged {
+        /// Its log index.
+        index: u64,
+    },
     /// Nothing (the leader's empty entry, a create that lost a race).
     Nothing,
 }

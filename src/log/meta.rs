@@ -10,7 +10,8 @@
 //! slot: crc32c u32 | magic u32 | version u16 | 0 u16 | body_length u32 | body ...
 //! body: sequence, term, vote, commit, compaction index, compaction term (u64 each),
 //!       fence flag u8 + 7 zeros, fence segment u64, fence offset u64, auto_leave u8 + 3 zeros,
-//!       four member lists (voters, learners, voters_outgoing, learners_next): count u32, u64s
+//!       four member lists (voters, learners, voters_outgoing, learners_next): count u32, u64s,
+//!       configuration index u64 (version 2; a version 1 slot reads as index 0)
 //! ```
 
 use std::path::{Path, PathBuf};
@@ -25,7 +26,9 @@ use crate::log::io;
 /// File name of the meta file inside a log directory.
 pub const META_FILE_NAME: &str = "meta";
 const SLOT_MAGIC: u32 = u32::from_le_bytes(*b"KMTA");
-const SLOT_VERSION: u16 = 1;
+const SLOT_VERSION: u16 = 2;
+/// Slots written before the configuration carried its index (read as index 0).
+const SLOT_VERSION_WITHOUT_CONF_INDEX: u16 = 1;
 const SLOT_HEADER_BYTES: usize = 16;
 const SLOT_SIZE_BYTES: usize = BLOCK_SIZE_BYTES as usize;
 
@@ -53,6 +56,11 @@ pub struct ConfStateRecord {
     pub learners_next: Vec<u64>,
     /// Whether a joint configuration is left automatically.
     pub auto_leave: bool,
+    /// The log index this configuration is as of: of the configuration change that made
+    /// it, or of the snapshot that carried it (0: the bootstrap configuration). A
+    /// configuration change at or below it is already reflected and is not applied again
+    /// when committed entries are replayed.
+    pub index: u64,
 }
 
 /// A suffix truncation that was started: the log ends at `offset` of the segment whose
@@ -207,6 +215,7 @@ fn encode_slot(sequence: u64, state: &MetaState) -> Vec<u8> {
             body.extend_from_slice(&member.to_le_bytes());
         }
     }
+    body.extend_from_slice(&conf.index.to_le_bytes());
     let mut slot = vec![0u8; SLOT_HEADER_BYTES];
     slot[4..8].copy_from_slice(&SLOT_MAGIC.to_le_bytes());
     slot[8..10].copy_from_slice(&SLOT_VERSION.to_le_bytes());
@@ -250,7 +259,7 @@ fn decode_slot(slot: &[u8]) -> Option<(u64, MetaState)> {
     let magic = header.u32()?;
     let version = u16::from_le_bytes(header.take(4)?[..2].try_into().ok()?);
     let body_length = header.u32()? as usize;
-    if magic != SLOT_MAGIC || version != SLOT_VERSION {
+    if magic != SLOT_MAGIC || !(SLOT_VERSION_WITHOUT_CONF_INDEX..=SLOT_VERSION).contains(&version) {
         return None;
     }
     let covered = slot.get(4..SLOT_HEADER_BYTES.checked_add(body_length)?)?;
@@ -275,13 +284,17 @@ fn decode_slot(slot: &[u8]) -> Option<(u64, MetaState)> {
         offset: body.u64()?,
     };
     let auto_leave = body.take(4)?[0] == 1;
-    let conf_state = ConfStateRecord {
+    let mut conf_state = ConfStateRecord {
         voters: body.list()?,
         learners: body.list()?,
         voters_outgoing: body.list()?,
         learners_next: body.list()?,
         auto_leave,
+        index: 0,
     };
+    if version > SLOT_VERSION_WITHOUT_CONF_INDEX {
+        conf_state.index = body.u64()?;
+    }
     let state = MetaState {
         hard_state,
         conf_state,
@@ -309,6 +322,7 @@ mod tests {
                 voters_outgoing: vec![],
                 learners_next: vec![],
                 auto_leave: true,
+                index: 41,
             },
             compaction_index: 10,
             compaction_term: 3,
@@ -323,6 +337,23 @@ mod tests {
     fn slot_round_trip() {
         let slot = encode_slot(7, &sample());
         assert_eq!(decode_slot(&slot), Some((7, sample())));
+    }
+
+    /// A slot written before configurations carried their index (version 1: the lists
+    /// end the body) reads with index 0, the rest unchanged.
+    #[test]
+    fn a_version_1_slot_reads_with_configuration_index_0() {
+        let state = sample();
+        let current = encode_slot(7, &state);
+        let body_length = u32::from_le_bytes(current[12..16].try_into().unwrap()) as usize;
+        let mut old = current[..SLOT_HEADER_BYTES + body_length - 8].to_vec();
+        old[8..10].copy_from_slice(&SLOT_VERSION_WITHOUT_CONF_INDEX.to_le_bytes());
+        old[12..16].copy_from_slice(&((body_length - 8) as u32).to_le_bytes());
+        let crc = crc32c::crc32c(&old[4..]);
+        old[0..4].copy_from_slice(&crc.to_le_bytes());
+        let mut expected = state;
+        expected.conf_state.index = 0;
+        assert_eq!(decode_slot(&old), Some((7, expected)));
     }
 
     #[test]

@@ -95,9 +95,10 @@ pub fn to_conf_state(record: &ConfStateRecord) -> ConfState {
     }
 }
 
-/// Converts raft-rs's configuration into the stored form.
-pub fn from_conf_state(conf_state: &ConfState) -> ConfStateRecord {
+/// Converts raft-rs's configuration, as of log index `index`, into the stored form.
+pub fn from_conf_state(conf_state: &ConfState, index: u64) -> ConfStateRecord {
     ConfStateRecord {
+        index,
         voters: conf_state.voters.clone(),
         learners: conf_state.learners.clone(),
         voters_outgoing: conf_state.voters_outgoing.clone(),

@@ -24,7 +24,10 @@ impl<S: LogStore> Replica<S> {
         let mut any_batch = false;
         let mut topics_changed_at = None;
         for entry in committed {
-            let applied = self.apply_one(&entry);
+            let applied = match entry.get_entry_type() {
+                EntryType::EntryNormal => self.apply_one(&entry),
+                _ => self.apply_conf_entry(&entry, effects),
+            };
             match &applied {
                 Applied::Batch { .. } => any_batch = true,
                 Applied::TopicsChanged if topics_changed_at.is_none() => {
@@ -63,12 +66,6 @@ impl<S: LogStore> Replica<S> {
             entry.index,
             self.state.applied_index() + 1,
             "entries apply one by one, in order (A4)"
-        );
-        assert_eq!(
-            entry.get_entry_type(),
-            EntryType::EntryNormal,
-            "configuration changes are not used (entry {})",
-            entry.index
         );
         match self.state.apply(entry.index, &entry.data) {
             Ok(applied) => applied,

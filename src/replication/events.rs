@@ -40,6 +40,9 @@ pub enum ShardError {
     /// The shard is shutting down.
     #[error("shutting down")]
     ShuttingDown,
+    /// A membership change was refused (nothing was proposed).
+    #[error("membership change refused: {0}")]
+    MembershipRefused(String),
 }
 
 /// A client's entry to propose; with `wait`, answered once applied, else once accepted.
@@ -73,6 +76,13 @@ pub enum Input {
     Propose {
         /// At least one.
         proposals: Vec<Proposal>,
+    },
+    /// A membership change to propose (`replication::membership`); answered once applied.
+    ChangeMembership {
+        /// Who waits.
+        request: RequestId,
+        /// The change.
+        change: crate::replication::membership::MembershipChange,
     },
     /// The node is stopping: hand leadership over, take no more writes.
     HandOver,
@@ -225,6 +235,9 @@ pub enum Effect {
         /// The node that took over, if one did.
         handed_to: Option<u64>,
     },
+    /// A membership change removed this replica from its group: it takes no part any
+    /// more (the driver stops it; its log may be deleted).
+    Removed,
     /// The storage failed: the replica is silent from now on (it neither leads nor
     /// votes nor acknowledges); reads of what was stored go on.
     Failed {

@@ -130,15 +130,17 @@ impl<S: LogStore> Replica<S> {
         }
     }
 
-    /// The follower whose log is longest (and close to the leader's), if any.
+    /// The voter (of the incoming side: never a learner, nor a voter on its way out)
+    /// whose log is longest and close to the leader's, if any.
     pub(crate) fn most_current_follower(&self) -> Option<u64> {
         let last_index = self.raw.raft.raft_log.last_index();
         let me = self.config.replica_id;
+        let voters = &self.membership.voters;
         self.raw
             .raft
             .prs()
             .iter()
-            .filter(|(id, _)| **id != me)
+            .filter(|(id, _)| **id != me && voters.contains(id))
             .max_by_key(|(id, progress)| (progress.matched, u64::MAX - **id))
             .filter(|(_, progress)| progress.matched + CURRENT_FOLLOWER_LAG >= last_index)
             .map(|(id, _)| *id)
@@ -153,8 +155,13 @@ impl<S: LogStore> Replica<S> {
         if self.handing_over.is_some() || !self.is_leader() {
             return;
         }
-        let voters: Vec<u64> = self.raw.raft.prs().conf().voters().ids().iter().collect();
-        let preferred = preferred_leader_of(self.config.group_id, &voters)
+        let membership = &self.membership;
+        if membership.is_joint() {
+            // The change under way decides who may lead (`membership`).
+            self.preferred_current_ticks = 0;
+            return;
+        }
+        let preferred = preferred_leader_of(self.config.group_id, &membership.voters)
             .filter(|&p| p != self.config.replica_id && self.follower_is_current(p));
         let Some(preferred) = preferred else {
             self.preferred_current_ticks = 0;

@@ -16,6 +16,7 @@ pub mod events;
 pub mod leadership;
 pub mod log_store;
 pub mod low_space;
+pub mod membership;
 pub mod prng;
 pub mod proposals;
 pub mod raft_logging;
@@ -28,9 +29,12 @@ pub use events::{
     Defects, DiskWork, Effect, FlushId, Input, OpId, Proposal, RequestId, ShardError,
 };
 pub use log_store::{LogStore, SegmentSummary, StorageFailure};
+pub use membership::{Membership, MembershipChange};
 pub use prng::Prng;
 pub use replica::{preferred_leader_of, Replica, ReplicaConfig, ReplicaError, RetentionPolicy};
 
+#[cfg(test)]
+mod tests_membership;
 #[cfg(test)]
 mod tests_proposals;
 #[cfg(test)]

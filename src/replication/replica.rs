@@ -208,6 +208,10 @@ pub struct Replica<S: LogStore> {
     pub(crate) catch_up: crate::replication::catch_up::CatchUpReads,
     /// Index of this leader's first entry of its term (reads wait until it is applied).
     pub(crate) term_start_index: u64,
+    /// A membership change removed this replica (`Effect::Removed` was given).
+    pub(crate) removed: bool,
+    /// The configuration in force, as the store holds it (`membership`).
+    pub(crate) membership: crate::replication::membership::Membership,
 }
 
 impl<S: LogStore> Replica<S> {
@@ -224,7 +228,7 @@ impl<S: LogStore> Replica<S> {
                 voters: config.voters.clone(),
                 ..Default::default()
             };
-            store.set_conf_state(from_conf_state(&conf_state))?;
+            store.set_conf_state(from_conf_state(&conf_state, 0))?;
         }
         let compaction = store.compaction_point().0;
         assert_eq!(
@@ -238,6 +242,7 @@ impl<S: LogStore> Replica<S> {
         let raw = RawNode::new(&raft_config, store.view(), &logger)?;
         let rng = Prng::derive(config.seed, ELECTION_DOMAIN, config.replica_id);
         let durable_index = store.durable_index();
+        let store_conf = store.conf_state();
         let persisted_commit = store.hard_state().commit;
         let mut replica = Replica {
             last_term_role: (raw.raft.term, raw.raft.state),
@@ -277,6 +282,8 @@ impl<S: LogStore> Replica<S> {
             refused_messages: 0,
             catch_up: Default::default(),
             term_start_index: u64::MAX,
+            removed: false,
+            membership: crate::replication::membership::Membership::of_record(&store_conf),
             config,
         };
         replica.draw_election_timeout();
@@ -318,6 +325,9 @@ impl<S: LogStore> Replica<S> {
             Input::Tick { now_ms } => self.on_tick(now_ms, effects),
             Input::Peer { from, messages } => self.on_peer(from, messages),
             Input::Propose { proposals } => self.on_propose(proposals, effects),
+            Input::ChangeMembership { request, change } => {
+                self.on_change_membership(request, change, effects)
+            }
             Input::HandOver => self.on_hand_over(effects),
             Input::ControllerTopics { topics } => {
                 self.on_controller_topics(topics);
@@ -346,6 +356,10 @@ impl<S: LogStore> Replica<S> {
                 };
                 refuse_all(proposals, &refusal, effects);
             }
+            Input::ChangeMembership { request, .. } => effects.push(Effect::Answer {
+                request,
+                outcome: Err(ShardError::NotLeader),
+            }),
             Input::HandOver if !self.hand_over_done => {
                 self.hand_over_done = true;
                 effects.push(Effect::HandOverDone { handed_to: None });
@@ -377,6 +391,10 @@ impl<S: LogStore> Replica<S> {
                 parked.ticks += 1;
             }
             Input::Propose { proposals } => refuse_all(proposals, &ShardError::NotLeader, effects),
+            Input::ChangeMembership { request, .. } => effects.push(Effect::Answer {
+                request,
+                outcome: Err(ShardError::NotLeader),
+            }),
             Input::ControllerTopics { topics } => self.on_controller_topics(topics),
             Input::SpaceLow { low } => self.on_space_low(low),
             Input::FlushDone { .. } | Input::DiskDone { .. } | Input::HandOver => {
@@ -427,7 +445,7 @@ impl<S: LogStore> Replica<S> {
     fn admit_message(&mut self, from: u64, mut message: Message) -> Option<Message> {
         use raft::eraftpb::MessageType::*;
         let me = self.config.replica_id;
-        if message.from != from || message.to != me || from == me || !self.is_voter(from) {
+        if message.from != from || message.to != me || from == me || !self.is_member(from) {
             return None;
         }
         match message.get_msg_type() {
@@ -463,10 +481,6 @@ impl<S: LogStore> Replica<S> {
             _ => return None,
         }
         Some(message)
-    }
-
-    fn is_voter(&self, id: u64) -> bool {
-        self.raw.raft.prs().conf().voters().contains(id)
     }
 
     fn on_send_failed(&mut self, peer: u64, dropped_snapshot: bool) {

@@ -355,6 +355,14 @@ impl ShardCore {
                     let _ = sender.try_send(handed_to);
                 }
             }
+            Effect::Removed => {
+                // Membership changes are not driven from the broker yet: a removed replica
+                // stays idle (raft-rs neither campaigns nor hears from the group).
+                tracing::warn!(
+                    shard = self.shard_id,
+                    "this replica was removed from its group"
+                );
+            }
             Effect::Failed { failure } => {
                 tracing::error!(shard = self.shard_id, %failure, "storage failed: this shard stopped taking part in its group; reads go on");
                 self.no_space.set(failure == StorageFailure::NoSpace);
@@ -660,7 +668,7 @@ pub(crate) async fn carry_out_disk_work(
             // after, it waited for the next flush, and a crash in between restarted the log
             // after the snapshot with the configuration from before it (`sim_store_agrees`
             // seed 0x4).
-            log.set_conf_state(from_conf_state(metadata.get_conf_state()))
+            log.set_conf_state(from_conf_state(metadata.get_conf_state(), metadata.index))
                 .map_err(log_failure)?;
             log.reset_to(metadata.index, metadata.term)
                 .await
@@ -747,7 +755,7 @@ mod tests {
                 voters: vec![1, 2, 3],
                 ..Default::default()
             };
-            log.set_conf_state(from_conf_state(&old)).unwrap();
+            log.set_conf_state(from_conf_state(&old, 0)).unwrap();
             let entry = Entry {
                 index: 1,
                 term: 1,
@@ -774,7 +782,7 @@ mod tests {
                 .await
                 .unwrap();
             assert_eq!(log.compaction_point(), (20, 2));
-            assert_eq!(log.conf_state(), from_conf_state(&new));
+            assert_eq!(log.conf_state(), from_conf_state(&new, 20));
         })
         .unwrap();
     }

@@ -88,6 +88,7 @@ impl WireError {
             ShardError::Storage(_) => ErrorCode::StorageFull,
             ShardError::Overloaded => ErrorCode::RequestTimedOut,
             ShardError::ShuttingDown => ErrorCode::ShuttingDown,
+            ShardError::MembershipRefused(_) => ErrorCode::InvalidRequest,
         };
         WireError::new(code, error.to_string())
     }

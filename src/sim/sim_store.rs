@@ -372,7 +372,7 @@ impl SimLog {
         let (index, term) = (metadata.index, metadata.term);
         self.snapshot_files.insert(index, snapshot.clone());
         self.snapshot_files.retain(|&i, _| i >= index);
-        self.set_conf_state(from_conf_state(metadata.get_conf_state()));
+        self.set_conf_state(from_conf_state(metadata.get_conf_state(), metadata.index));
         self.entries.clear();
         self.compaction = (index, term);
         self.written_index = index;

@@ -481,6 +481,10 @@ impl World {
                 // effects of this step).
                 self.schedule(self.now, Event::Crash { node: id });
             }
+            Effect::Removed => {
+                self.trace
+                    .note(self.now, id, "removed from the group".to_string());
+            }
             Effect::DataArrived | Effect::TopicsChanged { .. } => {}
         }
     }

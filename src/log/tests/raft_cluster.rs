@@ -51,7 +51,7 @@ async fn start(dir: &Path, id: u64, fresh: bool) -> Node {
             voters: vec![1, 2, 3],
             ..Default::default()
         };
-        log.set_conf_state(from_conf_state(&voters)).unwrap();
+        log.set_conf_state(from_conf_state(&voters, 0)).unwrap();
         log.flush().await.unwrap();
     }
     let applied_index = log.hard_state().commit;

@@ -895,6 +895,7 @@ fn draw_conf_state(rng: &mut Prng) -> ConfStateRecord {
         voters_outgoing,
         learners_next,
         auto_leave: joint && rng.chance(1, 2),
+        index: rng.range(0, 100),
     }
 }
 

@@ -70,7 +70,7 @@ fn initial_state_comes_back_after_restart() {
             learners: vec![4],
             ..Default::default()
         };
-        log.set_conf_state(from_conf_state(&conf)).unwrap();
+        log.set_conf_state(from_conf_state(&conf, 0)).unwrap();
         append_range(&log, 1, 10, 5).await;
         log.set_hard_state(HardStateRecord {
             term: 5,
