@@ -98,6 +98,8 @@ pub struct LogState {
     /// The Raft snapshot at the compaction point, for followers behind it (kept by the
     /// owner of the applied state; the log does not interpret it).
     pub(crate) snapshot: Option<raft::eraftpb::Snapshot>,
+    /// A peer needs a snapshot newer than `snapshot` (`raft_storage::snapshot_for`).
+    pub(crate) snapshot_wanted: bool,
     /// Catch-up reads raft-rs asked for and entries read for them (`raft_storage`).
     pub(crate) catch_up: crate::log::raft_storage::CatchUp,
 }
@@ -233,6 +235,11 @@ impl CommitLog {
     /// at the compaction point.
     pub fn set_snapshot(&self, snapshot: raft::eraftpb::Snapshot) {
         self.state.borrow_mut().snapshot = Some(snapshot);
+    }
+
+    /// Whether a peer asked for a snapshot newer than the one held, since last asked.
+    pub fn take_snapshot_wanted(&self) -> bool {
+        std::mem::take(&mut self.state.borrow_mut().snapshot_wanted)
     }
 
     /// Bytes of entries stored in the segments (the active one included).
@@ -1124,6 +1131,7 @@ async fn build_state(
         writes_chain: None,
         sync_chain: None,
         snapshot: None,
+        snapshot_wanted: false,
         catch_up: Default::default(),
     })
 }

@@ -83,6 +83,38 @@ fn to_raft_error(error: LogError) -> raft::Error {
     }
 }
 
+/// The snapshot to hand raft-rs for peer `to`: the stored one, if it is recent enough and
+/// its configuration has `to` (a replica added after it would refuse it, raft-rs checks
+/// that it is in the configuration it restores). Otherwise `wanted` is set, so the replica
+/// takes a newer one, and raft-rs tries again later.
+pub fn snapshot_for(
+    snapshot: Option<&Snapshot>,
+    request_index: u64,
+    to: u64,
+    wanted: &mut bool,
+) -> raft::Result<Snapshot> {
+    let has_peer = |s: &Snapshot| {
+        let conf = s.get_metadata().get_conf_state();
+        [
+            &conf.voters,
+            &conf.learners,
+            &conf.voters_outgoing,
+            &conf.learners_next,
+        ]
+        .iter()
+        .any(|list| list.contains(&to))
+    };
+    match snapshot {
+        Some(s) if s.get_metadata().index >= request_index && has_peer(s) => Ok(s.clone()),
+        _ => {
+            *wanted = true;
+            Err(raft::Error::Store(
+                StorageError::SnapshotTemporarilyUnavailable,
+            ))
+        }
+    }
+}
+
 /// Converts the stored configuration into raft-rs's type.
 pub fn to_conf_state(record: &ConfStateRecord) -> ConfState {
     ConfState {
@@ -237,15 +269,14 @@ impl Storage for RaftLogStorage {
         Ok(self.state.borrow().last_index)
     }
 
-    fn snapshot(&self, request_index: u64, _to: u64) -> raft::Result<Snapshot> {
-        let state = self.state.borrow();
-        match &state.snapshot {
-            Some(snapshot) if snapshot.get_metadata().index >= request_index => {
-                Ok(snapshot.clone())
-            }
-            _ => Err(raft::Error::Store(
-                StorageError::SnapshotTemporarilyUnavailable,
-            )),
-        }
+    fn snapshot(&self, request_index: u64, to: u64) -> raft::Result<Snapshot> {
+        let mut state = self.state.borrow_mut();
+        let state = &mut *state;
+        snapshot_for(
+            state.snapshot.as_ref(),
+            request_index,
+            to,
+            &mut state.snapshot_wanted,
+        )
     }
 }

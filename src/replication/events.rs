@@ -235,9 +235,17 @@ pub enum Effect {
         /// The node that took over, if one did.
         handed_to: Option<u64>,
     },
-    /// A membership change removed this replica from its group: it takes no part any
-    /// more (the driver stops it; its log may be deleted).
-    Removed,
+    /// The group's configuration in force changed: a committed change was applied, or a
+    /// snapshot installed brought one (`from_snapshot`). One that leaves this replica out
+    /// is not the end of it: a replica catching up may be replaying its own removal from
+    /// an earlier time in the group, before the change that added it again. Whether a
+    /// replica is done with its group is the controller's to say, never the replica's.
+    MembershipChanged {
+        /// The configuration now.
+        membership: crate::replication::membership::Membership,
+        /// It came with a snapshot (changes in between were not seen one by one).
+        from_snapshot: bool,
+    },
     /// The storage failed: the replica is silent from now on (it neither leads nor
     /// votes nor acknowledges); reads of what was stored go on.
     Failed {

@@ -85,6 +85,9 @@ pub trait LogStore {
     fn last_sealed_index(&self) -> u64;
     /// The segments, oldest first (the last one is being written).
     fn segments(&self) -> Vec<SegmentSummary>;
+    /// Whether a peer asked for a snapshot the view does not have (none recent enough,
+    /// or one whose configuration lacks the peer), since last asked.
+    fn take_snapshot_wanted(&mut self) -> bool;
     /// Reads raft-rs asked for that the view could not serve from memory.
     fn take_misses(&mut self) -> Vec<FetchMiss>;
     /// Entries read for a miss from `low` on; the view's next call for `low` gets them.

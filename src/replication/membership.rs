@@ -17,6 +17,12 @@
 //! (a restart replays committed entries from the compaction point; a learner created at
 //! the change that added it receives the earlier ones too). Never decides which moves
 //! to make: the controller does.
+//!
+//! A node may hold a replica of a group again after its earlier one was removed and its
+//! log deleted. Raft's votes are per id and term, and a wiped log forgot them: the new
+//! replica starts in the term its predecessor reached, with `TOMBSTONE_VOTE` cast, so it
+//! never votes twice in a term. It is promoted only once it holds the log up to the
+//! change that added it (it then knows the current term).
 
 use raft::eraftpb::{
     ConfChangeSingle, ConfChangeTransition, ConfChangeType, ConfChangeV2, Entry, EntryType,
@@ -28,7 +34,11 @@ use crate::log::raft_storage::from_conf_state;
 use crate::log::ConfStateRecord;
 use crate::replication::events::{Effect, RequestId, ShardError};
 use crate::replication::log_store::LogStore;
-use crate::replication::replica::{Replica, Waiter};
+use crate::replication::replica::{Replica, Waiter, CURRENT_FOLLOWER_LAG};
+
+/// The vote a replica starts with when its node held one of the group before (in the
+/// term that one reached): a vote for no node, so none is given in that term.
+pub const TOMBSTONE_VOTE: u64 = u64::MAX;
 
 /// One step of a membership change.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -175,6 +185,11 @@ impl<S: LogStore> Replica<S> {
             return Err(refused("another membership change is not applied yet"));
         }
         check_against(&self.membership, change).map_err(refused)?;
+        if let MembershipChange::EnterJoint { promote, .. } = change {
+            if promote.iter().any(|&node| !self.is_caught_up(node)) {
+                return Err(refused("a learner to promote has not caught up yet"));
+            }
+        }
         let conf_change = change.to_conf_change();
         let mut changer = Changer::new(self.raw.raft.prs());
         let result = if conf_change.leave_joint() {
@@ -188,9 +203,12 @@ impl<S: LogStore> Replica<S> {
         let me = self.config.replica_id;
         let incoming = next.to_conf_state().voters;
         if !incoming.contains(&me) {
+            // A voter now and after: raft-rs ignores a transfer to a learner (the one being
+            // promoted is still one).
+            let voters_now = &self.membership.voters;
             let target = incoming
                 .into_iter()
-                .filter(|&id| id != me && self.follower_is_current(id))
+                .filter(|&id| id != me && voters_now.contains(&id) && self.follower_is_current(id))
                 .max_by_key(|&id| self.raw.raft.prs().get(id).map_or(0, |p| p.matched));
             if let Some(target) = target {
                 tracing::info!(
@@ -237,19 +255,23 @@ impl<S: LogStore> Replica<S> {
         {
             self.fail(failure, effects);
         }
-        self.refresh_membership(effects);
+        self.refresh_membership(false, effects);
         tracing::info!(group = self.config.group_id, index, membership = ?self.membership, "membership changed");
         Applied::MembershipChanged { index }
     }
 
     /// Takes the store's configuration as the one in force (after a change is applied or
-    /// a snapshot installed); a replica it leaves out is told it was removed.
-    pub(crate) fn refresh_membership(&mut self, effects: &mut Vec<Effect>) {
-        self.membership = Membership::of_record(&self.store.conf_state());
-        if !self.membership.contains(self.config.replica_id) && !self.removed {
-            self.removed = true;
-            effects.push(Effect::Removed);
+    /// a snapshot installed), and tells the driver.
+    pub(crate) fn refresh_membership(&mut self, from_snapshot: bool, effects: &mut Vec<Effect>) {
+        let membership = Membership::of_record(&self.store.conf_state());
+        if membership == self.membership {
+            return;
         }
+        self.membership = membership;
+        effects.push(Effect::MembershipChanged {
+            membership: self.membership.clone(),
+            from_snapshot,
+        });
     }
 
     /// The configuration this replica has applied.
@@ -257,9 +279,9 @@ impl<S: LogStore> Replica<S> {
         &self.membership
     }
 
-    /// Whether this replica was removed from its group (it takes no part any more).
-    pub fn is_removed(&self) -> bool {
-        self.removed
+    /// Whether the configuration this replica applied leaves it out.
+    pub fn is_left_out(&self) -> bool {
+        !self.membership.contains(self.config.replica_id)
     }
 
     /// Whether `node` is in this replica's configuration (a voter of either side, or a
@@ -269,12 +291,20 @@ impl<S: LogStore> Replica<S> {
         self.membership.contains(node)
     }
 
-    /// A learner's matched index as its leader knows it (leader only).
-    pub fn matched_index(&self, node: u64) -> Option<u64> {
+    /// Whether `node` holds the log past the configuration in force (the change that
+    /// added a learner) and up to `CURRENT_FOLLOWER_LAG` entries of this leader's last
+    /// one, and is not waiting for a snapshot (leader only). A learner that caught up while
+    /// the group was idle stays in raft-rs's probe state: matched is what counts.
+    pub fn is_caught_up(&self, node: u64) -> bool {
         if !self.is_leader() {
-            return None;
+            return false;
         }
-        self.raw.raft.prs().get(node).map(|p| p.matched)
+        let last_index = self.raw.raft.raft_log.last_index();
+        self.raw.raft.prs().get(node).is_some_and(|p| {
+            p.state != raft::ProgressState::Snapshot
+                && p.matched >= self.membership.index
+                && p.matched + CURRENT_FOLLOWER_LAG >= last_index
+        })
     }
 }
 

@@ -147,7 +147,7 @@ impl<S: LogStore> Replica<S> {
                 let installed = parked.install.is_some();
                 if let Some((index, state)) = parked.install {
                     self.installed_snapshot(index, state, effects);
-                    self.refresh_membership(effects);
+                    self.refresh_membership(true, effects);
                 }
                 self.durable_index = self.store.durable_index();
                 self.finish_ready(parked.ready, parked.persisted, installed, effects);

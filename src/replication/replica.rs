@@ -208,8 +208,8 @@ pub struct Replica<S: LogStore> {
     pub(crate) catch_up: crate::replication::catch_up::CatchUpReads,
     /// Index of this leader's first entry of its term (reads wait until it is applied).
     pub(crate) term_start_index: u64,
-    /// A membership change removed this replica (`Effect::Removed` was given).
-    pub(crate) removed: bool,
+    /// A snapshot being written is for a peer the store's lacked (`retention`).
+    pub(crate) snapshot_for_a_peer: bool,
     /// The configuration in force, as the store holds it (`membership`).
     pub(crate) membership: crate::replication::membership::Membership,
 }
@@ -282,7 +282,7 @@ impl<S: LogStore> Replica<S> {
             refused_messages: 0,
             catch_up: Default::default(),
             term_start_index: u64::MAX,
-            removed: false,
+            snapshot_for_a_peer: false,
             membership: crate::replication::membership::Membership::of_record(&store_conf),
             config,
         };
@@ -418,6 +418,7 @@ impl<S: LogStore> Replica<S> {
         self.start_catch_up_reads(effects);
         self.drain_ready(effects);
         self.start_catch_up_reads(effects);
+        self.take_snapshot_for_a_peer(effects);
         self.note_role(effects);
     }
 
@@ -440,12 +441,25 @@ impl<S: LogStore> Replica<S> {
         }
     }
 
-    /// Ingress checks (G7, G8, R8): from a voter of the group over its own connection,
-    /// addressed here, of a type peers send; appends only while the store has room.
+    /// Ingress checks (G7, G8, R8): over the sender's own connection (the transport
+    /// authenticated it as a node of the cluster), addressed here, of a type peers send;
+    /// appends only while the store has room. Answers and leadership hand-overs only from
+    /// members of the configuration this replica applied. A leader's messages and vote
+    /// requests from any node of the cluster: a replica behind on membership changes does
+    /// not know a leader or candidate added since, and must still hear it (it learns the
+    /// configuration from that leader; raft-rs's terms, pre-vote and check-quorum keep
+    /// a node outside the group from disrupting it).
     fn admit_message(&mut self, from: u64, mut message: Message) -> Option<Message> {
         use raft::eraftpb::MessageType::*;
         let me = self.config.replica_id;
-        if message.from != from || message.to != me || from == me || !self.is_member(from) {
+        if message.from != from || message.to != me || from == me {
+            return None;
+        }
+        let from_anyone = matches!(
+            message.get_msg_type(),
+            MsgAppend | MsgHeartbeat | MsgSnapshot | MsgRequestVote | MsgRequestPreVote
+        );
+        if !from_anyone && !self.is_member(from) {
             return None;
         }
         match message.get_msg_type() {

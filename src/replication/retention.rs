@@ -25,7 +25,11 @@ pub const MAX_KEPT_SNAPSHOTS: usize = 2;
 
 impl<S: LogStore> Replica<S> {
     /// Once the applied index passes the end of a newly sealed segment, writes a snapshot
-    /// of the applied state there (a future retention point).
+    /// of the applied state there (a future retention point). Not while the configuration
+    /// in force is ahead of the applied index (a learner replaying the log below the
+    /// change that added it, a restart replaying below its stored configuration): the
+    /// configuration as of the applied index is not known then, and a snapshot carrying a
+    /// later one would hand a joining replica changes it then applies a second time.
     pub(crate) fn maybe_take_snapshot(&mut self, effects: &mut Vec<Effect>) {
         if !self.config.retention.enabled() || self.disk_work_running(is_snapshot_write) {
             return;
@@ -35,8 +39,31 @@ impl<S: LogStore> Replica<S> {
         if sealed <= self.last_snapshot_index || applied < sealed {
             return;
         }
-        let Some(term) = self.store.term(applied) else {
+        self.write_snapshot_of_applied(effects);
+    }
+
+    /// A peer needs a snapshot the store does not hold (a replica added after the one at
+    /// the compaction point is not in its configuration, and would refuse it): a leader
+    /// writes one of its applied state now and hands it out once written.
+    pub(crate) fn take_snapshot_for_a_peer(&mut self, effects: &mut Vec<Effect>) {
+        if !self.store.take_snapshot_wanted() {
             return;
+        }
+        if !self.is_leader() || self.disk_work_running(is_snapshot_write) {
+            return; // raft-rs asks again at its next probe
+        }
+        self.snapshot_for_a_peer = self.write_snapshot_of_applied(effects);
+    }
+
+    /// Writes a snapshot of the applied state to its file; whether one was started.
+    fn write_snapshot_of_applied(&mut self, effects: &mut Vec<Effect>) -> bool {
+        let applied = self.state.applied_index();
+        let conf_state = self.store.conf_state();
+        if conf_state.index > applied || applied == 0 {
+            return false;
+        }
+        let Some(term) = self.store.term(applied) else {
+            return false;
         };
         let mut snapshot = Snapshot {
             data: encode_state(&self.state, false).into(),
@@ -45,8 +72,9 @@ impl<S: LogStore> Replica<S> {
         let metadata = snapshot.mut_metadata();
         metadata.index = applied;
         metadata.term = term;
-        metadata.set_conf_state(to_conf_state(&self.store.conf_state()));
+        metadata.set_conf_state(to_conf_state(&conf_state));
         self.start_disk_work(DiskWork::WriteSnapshotFile { snapshot }, effects);
+        true
     }
 
     /// Periodic storage upkeep, from the tick: retention cuts and the commit index.
@@ -148,6 +176,9 @@ impl<S: LogStore> Replica<S> {
             DiskWork::WriteSnapshotFile { snapshot } => {
                 let index = snapshot.get_metadata().index;
                 self.last_snapshot_index = self.last_snapshot_index.max(index);
+                if std::mem::take(&mut self.snapshot_for_a_peer) {
+                    self.store.set_snapshot(snapshot.clone());
+                }
                 self.kept_snapshots.insert(index, snapshot);
                 self.forget_old_snapshots();
             }

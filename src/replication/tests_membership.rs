@@ -129,7 +129,9 @@ impl Cluster {
                 Effect::Answer { request, outcome } => {
                     self.answers.insert(request, outcome);
                 }
-                Effect::Removed => self.removed.push(id),
+                Effect::MembershipChanged { membership, .. } if !membership.contains(id) => {
+                    self.removed.push(id)
+                }
                 _ => {}
             }
         }

@@ -86,6 +86,10 @@ impl LogStore for CommitLog {
         CommitLog::last_sealed_index(self)
     }
 
+    fn take_snapshot_wanted(&mut self) -> bool {
+        CommitLog::take_snapshot_wanted(self)
+    }
+
     fn take_misses(&mut self) -> Vec<FetchMiss> {
         self.take_fetch_misses()
     }

@@ -355,12 +355,11 @@ impl ShardCore {
                     let _ = sender.try_send(handed_to);
                 }
             }
-            Effect::Removed => {
-                // Membership changes are not driven from the broker yet: a removed replica
-                // stays idle (raft-rs neither campaigns nor hears from the group).
-                tracing::warn!(
+            Effect::MembershipChanged { membership, .. } => {
+                tracing::info!(
                     shard = self.shard_id,
-                    "this replica was removed from its group"
+                    ?membership,
+                    "the group's configuration changed"
                 );
             }
             Effect::Failed { failure } => {

@@ -9,6 +9,7 @@ use raft::eraftpb::{Message, MessageType};
 
 use crate::broker::log_entry::BrokerEntry;
 use crate::broker::snapshot::encode_state;
+use crate::replication::membership::Membership;
 use crate::replication::replica::Replica;
 use crate::sim::sim_store::{SimLog, SimLogStore};
 use crate::sim::workload::BatchRecord;
@@ -50,13 +51,15 @@ impl Checker {
     }
 
     /// S2 and S3 for a node whose commit index is `commit`: every newly committed entry
-    /// matches the group's one committed entry at its index, and a majority of the nodes
-    /// holds it durably.
+    /// matches the group's one committed entry at its index, and a majority of the voters
+    /// of one of `configurations` (the one it was committed in; both sides of a joint one)
+    /// holds it durably. Without `configurations`, S2 only.
     pub fn commit(
         &mut self,
         node: u64,
         commit: u64,
         logs: &BTreeMap<u64, SimLogStore>,
+        configurations: Option<&[Membership]>,
     ) -> Result<(), Violation> {
         let from = self.checked_commit.get(&node).copied().unwrap_or(0);
         if commit <= from {
@@ -91,21 +94,35 @@ impl Checker {
         let term = log.entry(commit).map(|e| e.term);
         drop(log);
         self.checked_commit.insert(node, commit);
-        if let Some(term) = term {
-            let holders = logs
-                .values()
-                .filter(|s| durably_holds(&s.log.borrow(), commit, term))
+        let (Some(term), Some(configurations)) = (term, configurations) else {
+            return Ok(());
+        };
+        let held_by_majority = |voters: &Vec<u64>| {
+            let holders = voters
+                .iter()
+                .filter(|id| {
+                    logs.get(id)
+                        .is_some_and(|s| durably_holds(&s.log.borrow(), commit, term))
+                })
                 .count();
-            if holders * 2 <= logs.len() {
-                return violation(
-                    "S3",
-                    format!(
-                        "node {node} reports commit {commit} (term {term}) but only {holders} of \
-                         {} nodes hold it durably",
-                        logs.len()
-                    ),
-                );
-            }
+            holders * 2 > voters.len()
+        };
+        let held = configurations.iter().any(|c| {
+            held_by_majority(&c.voters) && (!c.is_joint() || held_by_majority(&c.outgoing))
+        });
+        if !held {
+            let holders: Vec<u64> = logs
+                .iter()
+                .filter(|(_, s)| durably_holds(&s.log.borrow(), commit, term))
+                .map(|(id, _)| *id)
+                .collect();
+            return violation(
+                "S3",
+                format!(
+                    "node {node} reports commit {commit} (term {term}) but only {holders:?} hold \
+                     it durably, no majority of {configurations:?}"
+                ),
+            );
         }
         Ok(())
     }

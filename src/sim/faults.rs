@@ -20,7 +20,10 @@ pub fn inject(world: &mut World) {
     }
     let kind = kinds[world.fault_rng().range(0, kinds.len() as u64) as usize];
     let nodes = world.profile.nodes;
-    let node = world.fault_rng().range(1, nodes + 1);
+    // Nodes 1..=n, unless replicas moved (`world::membership`): the same draws either way.
+    let in_play = world.nodes_in_play();
+    let pick = |world: &mut World| pick(world, &in_play);
+    let node = pick(world);
     let now = world.now;
     let may_take_down = down_count(world) < (nodes - 1) / 2 && node_is_healthy(world, node);
     match kind {
@@ -29,15 +32,15 @@ pub fn inject(world: &mut World) {
             let until = now + world.fault_rng().range(50_000_000, 1_500_000_000);
             world.pause(node, until);
         }
-        FaultKind::Partition => partition(world),
+        FaultKind::Partition => partition(world, &in_play),
         FaultKind::Reset => {
-            let other = world.fault_rng().range(1, nodes + 1);
+            let other = pick(world);
             if other != node {
                 world.reset_path(node, other);
             }
         }
         FaultKind::Clog => {
-            let other = world.fault_rng().range(1, nodes + 1);
+            let other = pick(world);
             let until = now + world.fault_rng().range(50_000_000, 500_000_000);
             world.network().path(node, other).clogged_until = until;
         }
@@ -74,6 +77,10 @@ pub fn inject(world: &mut World) {
     world.trace.note(now, node, format!("fault {kind:?}"));
 }
 
+fn pick(world: &mut World, ids: &[u64]) -> u64 {
+    ids[world.fault_rng().range(0, ids.len() as u64) as usize]
+}
+
 fn node_is_healthy(world: &World, id: u64) -> bool {
     world.nodes.get(&id).is_some_and(|n| {
         n.up && !n.paused
@@ -86,31 +93,28 @@ fn node_is_healthy(world: &World, id: u64) -> bool {
 fn down_count(world: &World) -> u64 {
     world
         .nodes
-        .keys()
-        .filter(|id| !node_is_healthy(world, **id))
+        .values()
+        .filter(|n| n.in_play && !node_is_healthy(world, n.id))
         .count() as u64
 }
 
 /// Cuts the network: one node isolated, random halves, or one direction only; heals
 /// after a while.
-fn partition(world: &mut World) {
-    let nodes = world.profile.nodes;
+fn partition(world: &mut World, ids: &[u64]) {
     let now = world.now;
     let shape = world.fault_rng().range(0, 3);
     let side: Vec<bool> = match shape {
         0 => {
-            let isolated = world.fault_rng().range(1, nodes + 1);
-            (1..=nodes).map(|id| id == isolated).collect()
+            let isolated = pick(world, ids);
+            ids.iter().map(|&id| id == isolated).collect()
         }
-        _ => (1..=nodes)
-            .map(|_| world.fault_rng().chance(1, 2))
-            .collect(),
+        _ => ids.iter().map(|_| world.fault_rng().chance(1, 2)).collect(),
     };
     let one_way = shape == 2;
-    for a in 1..=nodes {
-        for b in 1..=nodes {
-            if a != b && side[(a - 1) as usize] != side[(b - 1) as usize] {
-                if one_way && side[(a - 1) as usize] {
+    for (i, &a) in ids.iter().enumerate() {
+        for (j, &b) in ids.iter().enumerate() {
+            if a != b && side[i] != side[j] {
+                if one_way && side[i] {
                     continue;
                 }
                 world.network().path(a, b).blocked = true;

@@ -1,5 +1,7 @@
 //! The liveness phase's test: once faults stop, the group must elect one leader, answer
 //! every client, and bring every replica to the same applied state, within a budget.
+//! Replicas are those of the group's members at the end (`World::is_member`): a node a
+//! move removed is left out.
 
 use crate::sim::checkers::{check_final, Violation};
 use crate::sim::world::World;
@@ -12,6 +14,7 @@ pub fn check(world: &World) -> Result<bool, Violation> {
     let replicas: Vec<_> = world
         .nodes
         .values()
+        .filter(|n| world.is_member(n.id))
         .filter_map(|n| n.replica.as_ref().map(|r| (n.id, r)))
         .filter(|(_, r)| r.failure().is_none())
         .collect();
@@ -30,12 +33,17 @@ fn converged(world: &World) -> bool {
         .producers
         .iter()
         .all(|p| p.in_flight.is_none() && p.closing_batches == 0);
-    if !producers_done || world.workload.topic_id.is_none() || !world.controller_settled() {
+    if !producers_done
+        || world.workload.topic_id.is_none()
+        || !world.controller_settled()
+        || !world.mover_settled()
+    {
         return false;
     }
     let mut leader = None;
-    let healthy =
-        |n: &&crate::sim::world::Node| n.replica.as_ref().is_none_or(|r| r.failure().is_none());
+    let healthy = |n: &&crate::sim::world::Node| {
+        world.is_member(n.id) && n.replica.as_ref().is_none_or(|r| r.failure().is_none())
+    };
     for node in world.nodes.values().filter(healthy) {
         let Some(replica) = node.replica.as_ref().filter(|_| node.up && !node.paused) else {
             return false;
@@ -85,6 +93,13 @@ pub fn pending(world: &World) -> String {
             )),
             None => parts.push(format!("node {}: down", node.id)),
         }
+    }
+    if world.profile.moves {
+        parts.push(format!(
+            "move under way {:?}, group configuration {:?}",
+            world.mover.current,
+            world.group_membership()
+        ));
     }
     if let Some(controller) = world.controller.as_ref() {
         let ids = |t: &crate::broker::state::Topics| t.list().map(|t| t.id).collect::<Vec<_>>();

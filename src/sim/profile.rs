@@ -12,6 +12,12 @@ const LARGE_STATE_DOMAIN: u64 = 11;
 /// One seed in this many grows a large state.
 const LARGE_STATE_ONE_IN: u64 = 8;
 
+/// PRNG domain of the membership-change choice (its own, like the large state's).
+const MOVES_DOMAIN: u64 = 12;
+
+/// One seed in this many (of groups of three or more) moves replicas between nodes.
+const MOVES_ONE_IN: u64 = 3;
+
 /// Bytes a large-state topic adds to the encoded state: its name
 /// (`world::LARGE_STATE_TOPIC_NAME_BYTES`), id, partition count and name length.
 const LARGE_STATE_BYTES_PER_TOPIC: u64 = 210;
@@ -85,6 +91,10 @@ pub struct Profile {
     /// that the applied state, which a snapshot carries, outgrows the frame limit: 1.2 to
     /// 2.5 frames of it. Such seeds always run retention (snapshots are sent).
     pub large_state_topics: u32,
+    /// Replicas move between nodes during the run (`world::membership`): spare nodes
+    /// join as learners, are promoted by joint consensus, and the replicas they replace
+    /// leave.
+    pub moves: bool,
 }
 
 /// The kinds of fault a run may inject.
@@ -128,6 +138,8 @@ impl Profile {
         // Drawn last, from its own generator: every other draw stays as it was.
         profile.large_state_topics = large_state_topics(seed, profile.max_frame_bytes);
         profile.retention |= profile.large_state_topics > 0;
+        let mut rng = Prng::derive(seed, MOVES_DOMAIN, 0);
+        profile.moves = profile.nodes >= 3 && rng.chance(1, MOVES_ONE_IN);
         profile
     }
 
@@ -186,6 +198,7 @@ impl Profile {
                 rng.range(4, 256)
             },
             large_state_topics: 0,
+            moves: false,
         }
     }
 

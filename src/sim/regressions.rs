@@ -130,3 +130,62 @@ fn seed_0x18_a_mirrored_creation_under_a_name_still_taken() {
 fn seed_0x17_a_topic_stored_before_its_creation_was_copied() {
     passes(0x17);
 }
+
+/// Replays `seed` with the profile it draws today (membership-change seeds need it).
+fn passes_as_drawn(seed: u64) {
+    let options = RunOptions::default();
+    let report = crate::sim::run_seed(seed, options);
+    if let Some(v) = report.violation {
+        panic!("seed {seed:#x}: {}: {}", v.property, v.detail);
+    }
+}
+
+/// A learner that joined at index 360 replayed the log below it; a snapshot it took at
+/// 263 carried its configuration of 360, and a node that installed it applied the changes
+/// in between a second time (S11: two configurations at index 266). Snapshots now wait
+/// until the applied index reaches the configuration's.
+#[test]
+fn seed_0x66_a_snapshot_never_carries_a_later_configuration() {
+    passes_as_drawn(0x66);
+}
+
+/// A leader asked to demote itself handed leadership to the learner being promoted;
+/// raft-rs ignores a transfer to a learner, and the move stalled for good (liveness).
+/// The target is now a voter both before and after the change.
+#[test]
+fn seed_0x1e_a_demoted_leader_hands_over_to_a_voter() {
+    passes_as_drawn(0x1e);
+}
+
+/// A new leader added by a move was unknown to a follower behind on changes, whose
+/// ingress refused all its messages: the follower never caught up (liveness). Leaders'
+/// messages and vote requests are now taken from any node of the cluster.
+#[test]
+fn seed_0x60_a_follower_behind_on_changes_hears_a_new_leader() {
+    passes_as_drawn(0x60);
+}
+
+/// The leader's snapshot predated the learner's addition; the learner refused it (not in
+/// its configuration) and waited for ever (liveness). The leader now writes a snapshot
+/// for such a peer.
+#[test]
+fn seed_0x1d_a_learner_gets_a_snapshot_that_names_it() {
+    passes_as_drawn(0x1d);
+}
+
+/// A learner whose progress held at matched 0 counted as current (within the lag of a
+/// short log) and was promoted with an empty log; with its node's earlier votes wiped it
+/// voted a second time in term 2: two leaders (S1). A learner is promoted only once it
+/// holds the change that added it, and a replica that returns starts at its
+/// predecessor's term with a vote cast (`TOMBSTONE_VOTE`).
+#[test]
+fn seed_0x3a1_a_learner_is_promoted_only_once_it_holds_its_own_addition() {
+    passes_as_drawn(0x3a1);
+}
+
+/// A learner that caught up while the group was idle stayed in raft-rs's probe state
+/// and never counted as current: the move never finished (liveness).
+#[test]
+fn seed_0x24_a_learner_caught_up_while_idle_is_promoted() {
+    passes_as_drawn(0x24);
+}

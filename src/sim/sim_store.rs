@@ -23,7 +23,7 @@ use std::rc::Rc;
 use raft::eraftpb::{ConfState, Entry, HardState, Snapshot};
 use raft::{GetEntriesContext, RaftState, Storage, StorageError};
 
-use crate::log::raft_storage::{from_conf_state, to_conf_state};
+use crate::log::raft_storage::{from_conf_state, snapshot_for, to_conf_state};
 use crate::log::{ConfStateRecord, HardStateRecord};
 use crate::replication::events::DiskWork;
 use crate::replication::log_store::{FetchMiss, LogStore, SegmentSummary, StorageFailure};
@@ -85,6 +85,8 @@ pub struct SimLog {
     pub conf_state: ConfStateRecord,
     /// What raft-rs is handed as the snapshot.
     pub snapshot: Option<Snapshot>,
+    /// A peer needs a snapshot newer than `snapshot`.
+    pub snapshot_wanted: bool,
     /// Last index handed to a flush.
     pub written_index: u64,
     /// Last durable index.
@@ -558,6 +560,10 @@ impl LogStore for SimLogStore {
         ((last - 1) / per) * per
     }
 
+    fn take_snapshot_wanted(&mut self) -> bool {
+        std::mem::take(&mut self.log.borrow_mut().snapshot_wanted)
+    }
+
     fn take_misses(&mut self) -> Vec<FetchMiss> {
         std::mem::take(&mut self.log.borrow_mut().catch_up.misses)
     }
@@ -644,15 +650,14 @@ impl Storage for SimLogStore {
         Ok(self.log.borrow().last_index())
     }
 
-    fn snapshot(&self, request_index: u64, _to: u64) -> raft::Result<Snapshot> {
-        let log = self.log.borrow();
-        match &log.snapshot {
-            Some(snapshot) if snapshot.get_metadata().index >= request_index => {
-                Ok(snapshot.clone())
-            }
-            _ => Err(raft::Error::Store(
-                StorageError::SnapshotTemporarilyUnavailable,
-            )),
-        }
+    fn snapshot(&self, request_index: u64, to: u64) -> raft::Result<Snapshot> {
+        let mut log = self.log.borrow_mut();
+        let log = &mut *log;
+        snapshot_for(
+            log.snapshot.as_ref(),
+            request_index,
+            to,
+            &mut log.snapshot_wanted,
+        )
     }
 }

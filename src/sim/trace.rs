@@ -119,6 +119,7 @@ fn summary(event: &Event) -> (u64, u64, u64) {
         Event::GrowState => (18, 0, 0),
         Event::ProposeGathered { node, .. } => (19, *node, 0),
         Event::GroupClient { token } => (20, 0, *token),
+        Event::Mover { token } => (21, 0, *token),
     }
 }
 

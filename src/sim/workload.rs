@@ -83,6 +83,8 @@ pub enum Purpose {
     LargeState,
     /// A consumer group change (`world::groups`).
     Group,
+    /// A membership change (`world::membership`).
+    Membership,
 }
 
 /// Every client of the run.

@@ -11,6 +11,7 @@ use crate::replication::events::{
     Defects, DiskWork, Effect, FlushId, Input, OpId, Proposal, RequestId,
 };
 use crate::replication::log_store::StorageFailure;
+use crate::replication::membership::Membership;
 use crate::replication::prng::Prng;
 use crate::replication::replica::{Replica, ReplicaConfig, RetentionPolicy};
 use crate::sim::checkers::{Checker, Violation};
@@ -25,10 +26,13 @@ mod controller;
 mod gathering;
 mod groups;
 mod large_state;
+mod membership;
 pub use churn::{Churn, SCRATCH_TOPIC};
 pub use controller::SimController;
 pub use groups::GroupClient;
 pub use large_state::{large_state_topic_name, LARGE_STATE_TOPIC_NAME_BYTES};
+pub use membership::Mover;
+pub(crate) use membership::Pick;
 
 /// PRNG domain of faults; of each node's disk.
 const FAULT_DOMAIN: u64 = 40;
@@ -102,6 +106,8 @@ pub enum Event {
     ProposeGathered { node: u64, incarnation: u64 },
     /// The group client acts (only its newest wake-up counts).
     GroupClient { token: u64 },
+    /// The mover takes its next step (only its newest wake-up counts).
+    Mover { token: u64 },
     /// A node learns the controller's topics (data-group seeds).
     ControllerTopics {
         node: u64,
@@ -139,6 +145,12 @@ pub struct Node {
     pub space_low_until: Option<u64>,
     /// Disk randomness.
     pub rng: Prng,
+    /// Started once and not retired since: it holds (or held) a replica of the group,
+    /// and faults and clients pick among such nodes (`world::membership`).
+    pub in_play: bool,
+    /// The term its last retired replica reached (0: none): a replica it starts again
+    /// begins there (`membership::TOMBSTONE_VOTE`).
+    pub tombstone_term: u64,
 }
 
 /// Counts for the coverage report.
@@ -176,6 +188,10 @@ pub struct Stats {
     pub group_commits: u64,
     /// Consumer group commits refused for a stale generation.
     pub stale_group_commits: u64,
+    /// Replicas moved to another node (`world::membership`).
+    pub moves_done: u64,
+    /// Moves rolled back (the learner did not catch up in time).
+    pub moves_rolled_back: u64,
 }
 
 /// The world of one run.
@@ -222,6 +238,8 @@ pub struct World {
     begun: bool,
     /// Large-state topics proposed so far.
     large_state_proposed: u32,
+    /// Membership changes (`world::membership`), in seeds that move replicas.
+    pub mover: Mover,
 }
 
 impl World {
@@ -238,7 +256,7 @@ impl World {
         split_frames: bool,
     ) -> World {
         let mut nodes = BTreeMap::new();
-        for id in 1..=profile.nodes {
+        for id in 1..=profile.nodes + membership::spare_nodes(&profile) {
             let log = SimLog {
                 segment_entries: profile.segment_entries,
                 cache_entries: profile.cache_entries,
@@ -262,6 +280,8 @@ impl World {
                     fail_next_flush: None,
                     space_low_until: None,
                     rng,
+                    in_play: false,
+                    tombstone_term: 0,
                 },
             );
         }
@@ -298,6 +318,7 @@ impl World {
             controller: SimController::draw(seed),
             begun: false,
             large_state_proposed: 0,
+            mover: Mover::new(seed),
         }
     }
 
@@ -372,8 +393,13 @@ impl World {
         node.replica = Some(replica);
         node.up = true;
         node.paused = false;
+        node.in_play = true;
         let incarnation = node.incarnation;
         self.checker.restarted(id, commit);
+        if let Some(replica) = self.nodes.get(&id).and_then(|n| n.replica.as_ref()) {
+            let membership = replica.membership().clone();
+            self.mover.started(id, membership);
+        }
         let mut effects = Vec::new();
         if let Some(replica) = self.nodes.get_mut(&id).and_then(|n| n.replica.as_mut()) {
             replica.start(&mut effects);
@@ -406,9 +432,10 @@ impl World {
         let Some(replica) = self.nodes.get_mut(&id).and_then(|n| n.replica.as_mut()) else {
             return;
         };
+        let before = self.profile.moves.then(|| replica.membership().clone());
         replica.handle(input, &mut effects);
         self.carry_out(id, effects);
-        self.after_step(id);
+        self.after_step(id, before);
     }
 
     fn carry_out(&mut self, id: u64, effects: Vec<Effect>) {
@@ -481,10 +508,10 @@ impl World {
                 // effects of this step).
                 self.schedule(self.now, Event::Crash { node: id });
             }
-            Effect::Removed => {
-                self.trace
-                    .note(self.now, id, "removed from the group".to_string());
-            }
+            Effect::MembershipChanged {
+                membership,
+                from_snapshot,
+            } => self.membership_changed(id, membership, from_snapshot),
             Effect::DataArrived | Effect::TopicsChanged { .. } => {}
         }
     }
@@ -596,6 +623,7 @@ impl World {
             }
             Purpose::FireAndForget | Purpose::Churn | Purpose::LargeState => {}
             Purpose::Group => self.group_answer(request, outcome),
+            Purpose::Membership => self.membership_answer(request, outcome),
             Purpose::Batch(producer) => {
                 let current = self.workload.producers[producer]
                     .in_flight
@@ -627,7 +655,7 @@ impl World {
         let target = if hint != 0 && hint != current {
             hint
         } else {
-            self.workload.rng.range(1, self.profile.nodes + 1)
+            self.pick_node(Pick::Workload)
         };
         self.workload.producers[producer].target = target;
         if let Some(p) = self.workload.producers[producer].in_flight.as_mut() {
@@ -637,11 +665,20 @@ impl World {
     }
 
     /// After a node handled an input: leaders per term (S1), commits (S2, S3).
-    fn after_step(&mut self, id: u64) {
+    fn after_step(&mut self, id: u64, before: Option<Membership>) {
         let Some(replica) = self.nodes.get(&id).and_then(|n| n.replica.as_ref()) else {
             return;
         };
         let (leading, term, commit) = (replica.is_leader(), replica.term(), replica.commit_index());
+        // S3 counts holders in the configuration the commit was decided in: the leader's
+        // own, before this step or after it (a change applies once committed under the
+        // configuration before it); a follower's may lag the leader's by changes. With
+        // fixed members, every node's.
+        let configurations = (leading || !self.profile.moves).then(|| {
+            let mut configurations = vec![replica.membership().clone()];
+            configurations.extend(before);
+            configurations
+        });
         // A parked Ready's entries are not in the store yet: its commits are checked once
         // the store has them.
         let commit = if replica.is_parked() { 0 } else { commit };
@@ -655,7 +692,10 @@ impl World {
             .iter()
             .map(|(k, n)| (*k, n.store.clone()))
             .collect();
-        if let Err(v) = self.checker.commit(id, commit, &logs) {
+        if let Err(v) = self
+            .checker
+            .commit(id, commit, &logs, configurations.as_deref())
+        {
             self.fail(v.property, v.detail);
         }
     }
@@ -725,6 +765,8 @@ impl World {
         self.stats.acked = self.workload.acked;
         self.stats.group_commits = self.group_client.acknowledged_commits;
         self.stats.stale_group_commits = self.group_client.stale_refusals;
+        self.stats.moves_done = self.mover.done;
+        self.stats.moves_rolled_back = self.mover.rolled_back;
     }
 
     /// Starts the nodes, the clients and the fault schedule (once).
@@ -741,6 +783,9 @@ impl World {
             self.wake(producer, self.now + 1_000_000);
         }
         self.wake_group_client(self.now + 1_000_000);
+        if self.profile.moves {
+            self.wake_mover(self.now + 1_000_000);
+        }
         if self.profile.fault_every_ns > 0 {
             let at = self.rng.range(0, self.profile.fault_every_ns);
             self.schedule(at, Event::Fault);
@@ -846,7 +891,7 @@ impl World {
             }
             Event::Fault => self.inject_fault(),
             Event::Restart { node } => {
-                if !self.nodes.get(&node).is_some_and(|n| n.up) {
+                if self.nodes.get(&node).is_some_and(|n| !n.up && n.in_play) {
                     self.start_node(node);
                 }
             }
@@ -865,6 +910,7 @@ impl World {
             }
             Event::GrowState => self.grow_state(),
             Event::GroupClient { token } => self.group_client_wakes(token),
+            Event::Mover { token } => self.mover_wakes(token),
             Event::ProposeGathered { node, incarnation } => {
                 self.propose_gathered(node, incarnation)
             }
@@ -1008,7 +1054,7 @@ impl World {
             }
             return self.churn();
         }
-        let target = self.workload.rng.range(1, self.profile.nodes + 1);
+        let target = self.pick_node(Pick::Workload);
         let request = self.workload.request(Purpose::CreateTopic);
         let Some(replica) = self.nodes.get_mut(&target).and_then(|n| n.replica.as_mut()) else {
             self.workload.requests.remove(&request);
@@ -1094,7 +1140,7 @@ impl World {
         let Some(data) = self.workload.fire_and_forget(scratch) else {
             return;
         };
-        let target = self.workload.rng.range(1, self.profile.nodes + 1);
+        let target = self.pick_node(Pick::Workload);
         let request = self.workload.request(Purpose::FireAndForget);
         self.propose(
             target,
@@ -1124,7 +1170,7 @@ impl World {
             .max()
             .unwrap_or(0);
         for partition in 0..self.workload.partitions {
-            let target = self.workload.rng.range(1, self.profile.nodes + 1);
+            let target = self.pick_node(Pick::Workload);
             let Some(node) = self.nodes.get(&target).filter(|n| n.up && !n.paused) else {
                 continue;
             };

@@ -9,7 +9,7 @@
 use crate::broker::log_entry::BrokerEntry;
 use crate::replication::prng::Prng;
 use crate::sim::workload::Purpose;
-use crate::sim::world::World;
+use crate::sim::world::{Pick, World};
 
 const CHURN_DOMAIN: u64 = 50;
 /// The churned topic's name.
@@ -19,7 +19,7 @@ const CHURN_EVERY_NS: u64 = 150_000_000;
 
 /// The churn's own random choices, and whether this seed churns.
 pub struct Churn {
-    rng: Prng,
+    pub(super) rng: Prng,
     /// Whether this seed churns a topic.
     pub enabled: bool,
     /// The scratch topic's newest id at the controller (data-group seeds).
@@ -50,7 +50,7 @@ impl World {
         if self.controller.is_some() {
             return self.churn_at_controller();
         }
-        let target = self.churn.rng.range(1, self.profile.nodes + 1);
+        let target = self.pick_node(Pick::Churn);
         let Some(replica) = self.nodes.get_mut(&target).and_then(|n| n.replica.as_mut()) else {
             return;
         };

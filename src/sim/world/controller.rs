@@ -116,13 +116,17 @@ impl World {
         };
         let wanted: Vec<u32> = controller.topics.list().map(|t| t.id).collect();
         let told = controller.told_at.values().all(|&at| at <= self.now);
-        told && self.nodes.values().all(|n| {
-            n.replica.as_ref().is_none_or(|r| {
-                let state = r.state();
-                r.failure().is_some()
-                    || (state.topics.list().map(|t| t.id).eq(wanted.iter().copied())
-                        && state.stored_topic_ids().iter().all(|t| wanted.contains(t)))
+        told && self
+            .nodes
+            .values()
+            .filter(|n| self.is_member(n.id))
+            .all(|n| {
+                n.replica.as_ref().is_none_or(|r| {
+                    let state = r.state();
+                    r.failure().is_some()
+                        || (state.topics.list().map(|t| t.id).eq(wanted.iter().copied())
+                            && state.stored_topic_ids().iter().all(|t| wanted.contains(t)))
+                })
             })
-        })
     }
 }

@@ -42,7 +42,7 @@ use crate::replication::replica::Replica;
 use crate::sim::checkers::Violation;
 use crate::sim::sim_store::SimLogStore;
 use crate::sim::workload::Purpose;
-use crate::sim::world::{Event, World, CLIENT_TIMEOUT_NS};
+use crate::sim::world::{Event, Pick, World, CLIENT_TIMEOUT_NS};
 
 const GROUPS_DOMAIN: u64 = 52;
 /// The consumer group's name.
@@ -108,7 +108,7 @@ struct CommitRecord {
 
 /// The group client of a run.
 pub struct GroupClient {
-    rng: Prng,
+    pub(super) rng: Prng,
     /// Whether this seed has a group client.
     pub enabled: bool,
     wake_token: u64,
@@ -609,7 +609,7 @@ impl World {
         self.group_client.target = if hint != 0 && hint != current {
             hint
         } else {
-            self.group_client.rng.range(1, self.profile.nodes + 1)
+            self.pick_node(Pick::GroupClient)
         };
     }
 }
