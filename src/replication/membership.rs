@@ -18,11 +18,14 @@
 //! the change that added it receives the earlier ones too). Never decides which moves
 //! to make: the controller does.
 //!
-//! A node may hold a replica of a group again after its earlier one was removed and its
-//! log deleted. Raft's votes are per id and term, and a wiped log forgot them: the new
-//! replica starts in the term its predecessor reached, with `TOMBSTONE_VOTE` cast, so it
-//! never votes twice in a term. It is promoted only once it holds the log up to the
-//! change that added it (it then knows the current term).
+//! A learner is promoted only once it holds the log up to the change that added it.
+//!
+//! A replica id (the node id today) is never used again in a group once its replica was
+//! removed: a leader of an old configuration, cut off meanwhile, still counts that id's
+//! votes and acknowledgements, and a new replica under the same id, its log empty, would
+//! answer for the old one (the simulator found a stale voter elected by such a vote, and
+//! a committed index replaced: S2). Ids that carry a generation will let a node return to
+//! a group; until then, a node never holds a replica of a group twice.
 
 use raft::eraftpb::{
     ConfChangeSingle, ConfChangeTransition, ConfChangeType, ConfChangeV2, Entry, EntryType,
@@ -35,10 +38,6 @@ use crate::log::ConfStateRecord;
 use crate::replication::events::{Effect, RequestId, ShardError};
 use crate::replication::log_store::LogStore;
 use crate::replication::replica::{Replica, Waiter, CURRENT_FOLLOWER_LAG};
-
-/// The vote a replica starts with when its node held one of the group before (in the
-/// term that one reached): a vote for no node, so none is given in that term.
-pub const TOMBSTONE_VOTE: u64 = u64::MAX;
 
 /// One step of a membership change.
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -29,7 +29,7 @@ pub use events::{
     Defects, DiskWork, Effect, FlushId, Input, OpId, Proposal, RequestId, ShardError,
 };
 pub use log_store::{LogStore, SegmentSummary, StorageFailure};
-pub use membership::{Membership, MembershipChange, TOMBSTONE_VOTE};
+pub use membership::{Membership, MembershipChange};
 pub use prng::Prng;
 pub use replica::{preferred_leader_of, Replica, ReplicaConfig, ReplicaError, RetentionPolicy};
 

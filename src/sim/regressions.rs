@@ -174,10 +174,11 @@ fn seed_0x1d_a_learner_gets_a_snapshot_that_names_it() {
 }
 
 /// A learner whose progress held at matched 0 counted as current (within the lag of a
-/// short log) and was promoted with an empty log; with its node's earlier votes wiped it
-/// voted a second time in term 2: two leaders (S1). A learner is promoted only once it
-/// holds the change that added it, and a replica that returns starts at its
-/// predecessor's term with a vote cast (`TOMBSTONE_VOTE`).
+/// short log) and was promoted with an empty log; its node had held a replica of the
+/// group before, whose votes its wiped log forgot: it voted a second time in term 2, two
+/// leaders (S1). A learner is promoted only once it holds the change that added it, and a
+/// node never holds a replica of a group twice (seed 0x1df2 found the same reuse of an
+/// id electing a stale voter).
 #[test]
 fn seed_0x3a1_a_learner_is_promoted_only_once_it_holds_its_own_addition() {
     passes_as_drawn(0x3a1);

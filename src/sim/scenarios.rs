@@ -5,7 +5,7 @@ use crate::sim::profile::{LinkMode, Profile};
 use crate::sim::world::{Event, World};
 use crate::sim::{run_world, RunOptions};
 
-/// Three nodes, no random faults, retention cutting the log often, the smallest frame
+/// Three nodes (no replica moves), no random faults, retention cutting the log often, the smallest frame
 /// limit of any profile, and a state of `large_state_topics` long-named topics.
 fn quiet_profile(seed: u64, large_state_topics: u32) -> Profile {
     let mut profile = Profile::draw(seed);
@@ -25,6 +25,7 @@ fn quiet_profile(seed: u64, large_state_topics: u32) -> Profile {
     profile.balance_ticks = None;
     profile.producers = 1;
     profile.partitions = 1;
+    profile.moves = false;
     profile
 }
 

@@ -148,9 +148,6 @@ pub struct Node {
     /// Started once and not retired since: it holds (or held) a replica of the group,
     /// and faults and clients pick among such nodes (`world::membership`).
     pub in_play: bool,
-    /// The term its last retired replica reached (0: none): a replica it starts again
-    /// begins there (`membership::TOMBSTONE_VOTE`).
-    pub tombstone_term: u64,
 }
 
 /// Counts for the coverage report.
@@ -281,7 +278,6 @@ impl World {
                     space_low_until: None,
                     rng,
                     in_play: false,
-                    tombstone_term: 0,
                 },
             );
         }

@@ -3,8 +3,8 @@
 //! whose memory survives any crash, as the controller's log does) moves one replica at a
 //! time: the spare joins as a learner, is promoted when current while the replica it
 //! replaces is demoted (a joint configuration), the joint configuration is left and the
-//! old replica removed; the mover then stops it and wipes its disk (it may join again
-//! later, and then replays its own earlier removal before the change that re-adds it).
+//! old replica removed; the mover then stops that node for good (a replica id is never
+//! used twice in a group).
 //! A learner that does not catch up in time is removed again (the move rolls back).
 //!
 //! Every step is decided from the configuration the group has applied (the newest one
@@ -22,13 +22,12 @@
 use std::collections::BTreeMap;
 
 use crate::broker::state::Applied;
-use crate::log::{ConfStateRecord, HardStateRecord};
+use crate::log::ConfStateRecord;
 use crate::replication::events::{Input, RequestId, ShardError};
-use crate::replication::membership::{Membership, MembershipChange, TOMBSTONE_VOTE};
+use crate::replication::membership::{Membership, MembershipChange};
 use crate::replication::prng::Prng;
 use crate::replication::LogStore;
 use crate::sim::profile::Profile;
-use crate::sim::sim_store::{SimLog, SimLogStore};
 use crate::sim::workload::Purpose;
 use crate::sim::world::{Event, World};
 
@@ -218,7 +217,7 @@ impl World {
         let spares: Vec<u64> = self
             .nodes
             .values()
-            .filter(|n| !n.in_play && !membership.contains(n.id))
+            .filter(|n| !n.in_play && n.incarnation == 0 && !membership.contains(n.id))
             .map(|n| n.id)
             .collect();
         if spares.is_empty() {
@@ -338,13 +337,6 @@ impl World {
         store
             .set_conf_state(record)
             .expect("an empty log takes a configuration");
-        if node.tombstone_term > 0 {
-            store.set_hard_state(HardStateRecord {
-                term: node.tombstone_term,
-                vote: TOMBSTONE_VOTE,
-                commit: 0,
-            });
-        }
         store.log.borrow_mut().begin_flush();
         if let Err(failure) = store.log.borrow_mut().complete_flush(None) {
             return self.fail("P7", format!("node {to} cannot join: {failure}"));
@@ -404,18 +396,13 @@ impl World {
     }
 
     /// A node whose replica left the group (the move is done: the controller says so,
-    /// never the replica) stops, and its disk is wiped; it may join the group again.
+    /// never the replica) stops for good. It never joins the group again (replica ids are
+    /// not reused: `replication::membership`); its disk stays as it was, so S3 still sees
+    /// what it held when a leader of an old configuration counts its acknowledgements.
     fn retire(&mut self, id: u64) {
         let Some(node) = self.nodes.get_mut(&id) else {
             return;
         };
-        let log = SimLog {
-            segment_entries: self.profile.segment_entries,
-            cache_entries: self.profile.cache_entries,
-            ..Default::default()
-        };
-        let term = node.store.log.borrow().hard_state.term;
-        node.tombstone_term = node.tombstone_term.max(term);
         node.up = false;
         node.paused = false;
         node.in_play = false;
@@ -425,7 +412,6 @@ impl World {
         node.gathered.clear();
         node.fail_next_flush = None;
         node.space_low_until = None;
-        node.store = SimLogStore::new(log);
         self.mover.seen.remove(&id);
         self.trace.note(self.now, id, "retired".to_string());
         self.connections_closed_by(id);
