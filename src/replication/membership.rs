@@ -126,6 +126,18 @@ impl Membership {
         }
     }
 
+    /// The stored form: what a replica that joins starts with (its learners are plain
+    /// learners: a replica joins outside a joint configuration).
+    pub fn to_record(&self) -> ConfStateRecord {
+        ConfStateRecord {
+            voters: self.voters.clone(),
+            learners: self.learners.clone(),
+            voters_outgoing: self.outgoing.clone(),
+            index: self.index,
+            ..Default::default()
+        }
+    }
+
     /// Whether a joint configuration is in force.
     pub fn is_joint(&self) -> bool {
         !self.outgoing.is_empty()

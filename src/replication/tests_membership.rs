@@ -5,7 +5,6 @@
 use std::collections::{BTreeMap, VecDeque};
 
 use crate::broker::state::{Applied, ShardState};
-use crate::log::ConfStateRecord;
 use crate::replication::events::{Effect, Input, RequestId, ShardError};
 use crate::replication::membership::{Membership, MembershipChange};
 use crate::replication::prng::Prng;
@@ -67,13 +66,7 @@ impl Cluster {
     /// it (`index`: that change's).
     fn join(&mut self, id: u64, membership: &Membership) {
         let store = SimLogStore::new(SimLog::default());
-        let record = ConfStateRecord {
-            voters: membership.voters.clone(),
-            learners: membership.learners.clone(),
-            voters_outgoing: membership.outgoing.clone(),
-            index: membership.index,
-            ..Default::default()
-        };
+        let record = membership.to_record();
         let mut writer = store.clone();
         LogStore::set_conf_state(&mut writer, record).unwrap();
         store.log.borrow_mut().begin_flush();

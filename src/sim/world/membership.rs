@@ -22,7 +22,6 @@
 use std::collections::BTreeMap;
 
 use crate::broker::state::Applied;
-use crate::log::ConfStateRecord;
 use crate::replication::events::{Input, RequestId, ShardError};
 use crate::replication::membership::{Membership, MembershipChange};
 use crate::replication::prng::Prng;
@@ -326,13 +325,7 @@ impl World {
         if node.in_play {
             return;
         }
-        let record = ConfStateRecord {
-            voters: membership.voters.clone(),
-            learners: membership.learners.clone(),
-            voters_outgoing: membership.outgoing.clone(),
-            index: membership.index,
-            ..Default::default()
-        };
+        let record = membership.to_record();
         let mut store = node.store.clone();
         store
             .set_conf_state(record)
