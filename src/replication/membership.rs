@@ -241,7 +241,7 @@ impl<S: LogStore> Replica<S> {
         self.state
             .apply(index, &[])
             .expect("an empty entry applies");
-        if index <= self.store.conf_state().index {
+        if index <= self.membership.index {
             return Applied::MembershipChanged { index };
         }
         let conf_state = match entry.get_entry_type() {
