@@ -48,9 +48,13 @@ pub struct NodeConfig {
     pub max_batch_bytes: u32,
     /// Milliseconds between Raft ticks.
     pub tick_ms: u64,
-    /// Every node of the cluster, this one included (empty: a single node). Replica group
-    /// i is shard i of every node.
+    /// Every node of the cluster, this one included (empty: a single node). Where the
+    /// replica groups run follows from these, `shards` and `replication_factor`
+    /// (`controller::placement`): every node of a cluster must give the same three.
     pub peers: Vec<PeerAddress>,
+    /// Replicas of each data group (1, 3 or 5; fewer in a cluster of fewer nodes). A
+    /// cluster larger than this spreads the groups out: each node holds some of them.
+    pub replication_factor: u32,
     /// Ticks without hearing a leader before a follower starts an election (randomized
     /// between this and twice it): 10 x 10 ms = 100-200 ms by default.
     pub election_ticks: usize,
@@ -67,6 +71,9 @@ pub struct NodeConfig {
     /// are removed (same snapshot rule); `None` keeps them.
     pub retention_age: Option<std::time::Duration>,
 }
+
+/// Replicas of each data group unless configured.
+pub const DEFAULT_REPLICATION_FACTOR: u32 = 3;
 
 /// How long a preferred leader must be up to date before leadership moves to it.
 pub const DEFAULT_LEADER_BALANCE_DELAY: std::time::Duration = std::time::Duration::from_secs(5);
@@ -162,6 +169,7 @@ impl Default for NodeConfig {
             max_batch_bytes: DEFAULT_MAX_BATCH_BYTES,
             tick_ms: DEFAULT_TICK_MS,
             peers: Vec::new(),
+            replication_factor: DEFAULT_REPLICATION_FACTOR,
             election_ticks: 10,
             heartbeat_ticks: 2,
             leader_balance_delay: Some(DEFAULT_LEADER_BALANCE_DELAY),
@@ -193,6 +201,7 @@ impl Default for NodeConfig {
 /// retention_bytes = "10GiB"      # per group log; unset keeps everything
 /// retention_age = "7d"           # sealed segments older than this go; unset keeps them
 /// peers = "1=10.0.0.5:9700/9800,2=10.0.0.6:9700/9800,3=10.0.0.7:9700/9800"
+/// replication_factor = 3         # replicas per data group; the same on every node
 /// ```
 #[derive(Debug, Default, serde::Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -223,6 +232,8 @@ pub struct ConfigFile {
     pub tick_ms: Option<u64>,
     /// Every node of the cluster: "1=host:port/peer_port,2=host:port,3=host:port".
     pub peers: Option<String>,
+    /// Replicas of each data group (1, 3 or 5).
+    pub replication_factor: Option<u32>,
     /// Ticks before an election.
     pub election_ticks: Option<usize>,
     /// Ticks between heartbeats.
@@ -295,6 +306,9 @@ impl ConfigFile {
         }
         if let Some(peers) = &self.peers {
             config.peers = parse_peers(peers).map_err(ConfigError)?;
+        }
+        if let Some(factor) = self.replication_factor {
+            config.replication_factor = factor;
         }
         if let Some(ticks) = self.election_ticks {
             config.election_ticks = ticks;
@@ -380,6 +394,13 @@ impl NodeConfig {
         }
         if self.tick_ms == 0 {
             return fail("tick_ms must be at least 1".to_string());
+        }
+        if ![1, 3, 5].contains(&self.replication_factor) {
+            return fail(format!(
+                "replication factor must be 1, 3 or 5, not {} (an even number of replicas \
+                 survives no more failures than one fewer)",
+                self.replication_factor
+            ));
         }
         if !self.peers.is_empty() && !self.peers.iter().any(|p| p.node_id == self.node_id) {
             return fail(format!("--peers must include this node ({})", self.node_id));

@@ -541,7 +541,7 @@ fn retention_keeps_a_single_node_within_budget_across_restarts_and_needs_its_sna
         sent += 100;
     }
     let log_bytes = |dir: &std::path::Path| -> u64 {
-        std::fs::read_dir(dir.join("shard-0"))
+        std::fs::read_dir(dir.join("group-0"))
             .unwrap()
             .filter_map(|e| e.ok())
             .filter(|e| e.file_name().to_string_lossy().ends_with(".segment"))
@@ -573,7 +573,7 @@ fn retention_keeps_a_single_node_within_budget_across_restarts_and_needs_its_sna
     assert_eq!(fetched.records.len(), 1);
     // Without that snapshot the state cannot be rebuilt: the node refuses to start.
     assert!(broker.terminate(Duration::from_secs(10)).is_some());
-    std::fs::remove_dir_all(dir.path().join("shard-0.snapshots")).unwrap();
+    std::fs::remove_dir_all(dir.path().join("group-0.snapshots")).unwrap();
     let output = std::process::Command::new(env!("CARGO_BIN_EXE_keel"))
         .args(["broker", "--port", &port.to_string(), "--shards", "1"])
         .args(["--io-memory", "512KiB", "--segment-size", "4MiB"])

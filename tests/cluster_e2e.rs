@@ -144,7 +144,7 @@ fn acknowledged_writes_survive_a_leader_kill_and_replicas_agree() {
         assert!(status.success());
     }
     let dirs: Vec<_> = (1..=3)
-        .map(|n| root.path().join(format!("node-{n}/shard-0")))
+        .map(|n| root.path().join(format!("node-{n}/group-0")))
         .collect();
     let logs = keel::runtime::run_on_executor("compare", 512 * 1024, move || async move {
         let mut out = Vec::new();

@@ -154,6 +154,11 @@ struct BrokerArgs {
     /// --peers the node is a cluster of one.
     #[arg(long)]
     peers: Option<String>,
+    /// Replicas of each data group: 1, 3 or 5 (fewer in a smaller cluster). A cluster of
+    /// more nodes spreads its groups out, each node holding some. Every node of a
+    /// cluster must give the same value [default: 3].
+    #[arg(long)]
+    replication_factor: Option<u32>,
     /// Milliseconds between Raft ticks [default: 10].
     #[arg(long)]
     tick_ms: Option<u64>,
@@ -193,6 +198,10 @@ struct DevArgs {
     /// Shards per node.
     #[arg(long, default_value_t = 1)]
     shards: u32,
+    /// Replicas of each data group (1, 3 or 5); with more nodes than this, each node
+    /// holds only some of the groups.
+    #[arg(long, default_value_t = 3)]
+    replication_factor: u32,
     /// Segment size of every log.
     #[arg(long, default_value = "64MiB")]
     segment_size: String,
@@ -761,6 +770,9 @@ fn broker_config(args: BrokerArgs) -> Result<NodeConfig, String> {
     }
     if let Some(peers) = &args.peers {
         config.peers = parse_peers(peers)?;
+    }
+    if let Some(factor) = args.replication_factor {
+        config.replication_factor = factor;
     }
     if let Some(tick_ms) = args.tick_ms {
         config.tick_ms = tick_ms;
@@ -1342,6 +1354,8 @@ fn dev(args: DevArgs) -> ExitCode {
                 &args.segment_size,
                 "--peers",
                 &peers,
+                "--replication-factor",
+                &args.replication_factor.to_string(),
             ])
             .arg("--data-dir")
             .arg(args.data_dir.join(format!("node-{node}")))
@@ -1361,10 +1375,12 @@ fn dev(args: DevArgs) -> ExitCode {
         .map(|n| peer_port_of(n).to_string())
         .collect();
     eprintln!(
-        "keel dev: {} nodes x {} shards, data in {}; clients use --bootstrap {}; \
-         the nodes talk to each other on peer ports {} (shard i: + i)\nCtrl-C stops the cluster.",
+        "keel dev: {} nodes x {} shards, {} replicas per group, data in {}; clients use \
+         --bootstrap {}; the nodes talk to each other on peer ports {} (shard i: + i)\n\
+         Ctrl-C stops the cluster.",
         args.nodes,
         args.shards,
+        args.replication_factor.min(args.nodes),
         args.data_dir.display(),
         bootstrap.join(","),
         peer_ports.join(", ")

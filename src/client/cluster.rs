@@ -52,6 +52,106 @@ pub struct Metadata {
     pub nodes: Vec<(u32, String, u16, u32)>,
 }
 
+impl Metadata {
+    /// Shard 0's address of node `node`, if listed.
+    fn node_address(&self, node: u32) -> Option<String> {
+        self.nodes
+            .iter()
+            .find(|(id, ..)| *id == node)
+            .map(|(_, host, port, _)| format!("{host}:{port}"))
+    }
+}
+
+/// One group's state from a status answer.
+fn group_status(status: &wire::GroupStatus<'_>) -> GroupStatus {
+    GroupStatus {
+        node: status.node(),
+        group: status.group(),
+        role: status.role().unwrap_or("unknown").to_string(),
+        leader: status.leader(),
+        term: status.term(),
+        commit: status.commit(),
+        applied: status.applied(),
+        last_index: status.last_index(),
+        durable: status.durable(),
+        followers: status
+            .followers()
+            .iter()
+            .flatten()
+            .map(|f| (f.node(), f.matched(), f.lag()))
+            .collect(),
+    }
+}
+
+/// A metadata request.
+fn encode_metadata_request(id: u64) -> Vec<u8> {
+    let mut builder = flatbuffers::FlatBufferBuilder::new();
+    let body =
+        wire::MetadataRequest::create(&mut builder, &wire::MetadataRequestArgs { topics: None });
+    encode_request(
+        &mut builder,
+        id,
+        wire::RequestBody::MetadataRequest,
+        body.as_union_value(),
+    )
+}
+
+/// A metadata answer: what it says, and the partitions whose leader it does not know
+/// with their group's replicas.
+#[allow(clippy::type_complexity)]
+fn parse_metadata(
+    answer: &[u8],
+) -> Result<(Metadata, Vec<((String, u32), Vec<u32>)>), ClientError> {
+    let response = decode_response(answer)?;
+    check_response(&response)?;
+    let metadata = response
+        .body_as_metadata_response()
+        .ok_or_else(|| ClientError::Unexpected("not a metadata answer".into()))?;
+    let mut fresh = Metadata::default();
+    let mut nodes = HashMap::new();
+    for node in metadata.nodes().iter().flatten() {
+        let host = node.host().unwrap_or("127.0.0.1").to_string();
+        fresh.nodes.push((
+            node.node_id(),
+            host.clone(),
+            node.base_port(),
+            node.shards(),
+        ));
+        nodes.insert(node.node_id(), (host, node.base_port()));
+    }
+    if let Some((host, port)) = nodes.values().next() {
+        fresh.controller = Some(format!("{host}:{port}"));
+    }
+    fresh.node_addresses = nodes
+        .values()
+        .map(|(host, port)| format!("{host}:{port}"))
+        .collect();
+    let mut unknown = Vec::new();
+    for topic in metadata.topics().iter().flatten() {
+        let name = topic.name().unwrap_or_default().to_string();
+        let mut count = 0;
+        for partition in topic.partitions().iter().flatten() {
+            count += 1;
+            let key = (name.clone(), partition.partition());
+            match nodes
+                .get(&partition.leader_node())
+                .filter(|_| partition.leader_node() != 0)
+            {
+                Some((host, port)) => {
+                    let address = format!("{host}:{}", u32::from(*port) + partition.shard());
+                    fresh.places.insert(key, PartitionPlace { address });
+                }
+                None => {
+                    let replicas = partition.replicas().iter().flatten().collect();
+                    unknown.push((key, replicas));
+                }
+            }
+        }
+        fresh.topics.insert(name, count);
+    }
+    Ok((fresh, unknown))
+}
+
 /// One replica's view of its group (`keel cluster status`).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct GroupStatus {
@@ -328,67 +428,35 @@ impl ClusterClient {
         Err(last)
     }
 
-    /// Asks the cluster where everything is.
+    /// Asks the cluster where everything is. A node knows the leaders of the groups it
+    /// holds a replica of; a partition whose leader the answering node does not know is
+    /// asked of a node holding its group (each such node once).
     pub fn refresh_metadata(&mut self) -> Result<&Metadata, ClientError> {
-        let answer = self.call_cluster(None, |id| {
-            let mut builder = flatbuffers::FlatBufferBuilder::new();
-            let body = wire::MetadataRequest::create(
-                &mut builder,
-                &wire::MetadataRequestArgs { topics: None },
-            );
-            encode_request(
-                &mut builder,
-                id,
-                wire::RequestBody::MetadataRequest,
-                body.as_union_value(),
-            )
-        })?;
-        let response = decode_response(&answer)?;
-        check_response(&response)?;
-        let metadata = response
-            .body_as_metadata_response()
-            .ok_or_else(|| ClientError::Unexpected("not a metadata answer".into()))?;
-        let mut fresh = Metadata::default();
-        let mut nodes = HashMap::new();
-        for node in metadata.nodes().iter().flatten() {
-            fresh.nodes.push((
-                node.node_id(),
-                node.host().unwrap_or("127.0.0.1").to_string(),
-                node.base_port(),
-                node.shards(),
-            ));
-            nodes.insert(
-                node.node_id(),
-                (
-                    node.host().unwrap_or("127.0.0.1").to_string(),
-                    node.base_port(),
-                ),
-            );
-        }
-        if let Some((host, port)) = nodes.values().next() {
-            fresh.controller = Some(format!("{host}:{port}"));
-        }
-        fresh.node_addresses = nodes
-            .values()
-            .map(|(host, port)| format!("{host}:{port}"))
-            .collect();
-        for topic in metadata.topics().iter().flatten() {
-            let name = topic.name().unwrap_or_default().to_string();
-            let mut count = 0;
-            for partition in topic.partitions().iter().flatten() {
-                count += 1;
-                if let Some((host, port)) = nodes
-                    .get(&partition.leader_node())
-                    .filter(|_| partition.leader_node() != 0)
-                {
-                    let address = format!("{host}:{}", u32::from(*port) + partition.shard());
-                    fresh.places.insert(
-                        (name.clone(), partition.partition()),
-                        PartitionPlace { address },
-                    );
+        let answer = self.call_cluster(None, encode_metadata_request)?;
+        let (mut fresh, unknown) = parse_metadata(&answer)?;
+        let mut asked = Vec::new();
+        for (key, replicas) in unknown {
+            for node in replicas {
+                if fresh.places.contains_key(&key) {
+                    break;
+                }
+                if asked.contains(&node) {
+                    continue;
+                }
+                asked.push(node);
+                let Some(address) = fresh.node_address(node) else {
+                    continue;
+                };
+                // Best effort: a node that does not answer leaves its partitions to
+                // the next replica, or unknown (retriable for a producer).
+                if let Ok(answer) = self.call(&address, encode_metadata_request) {
+                    if let Ok((theirs, _)) = parse_metadata(&answer) {
+                        for (key, place) in theirs.places {
+                            fresh.places.entry(key).or_insert(place);
+                        }
+                    }
                 }
             }
-            fresh.topics.insert(name, count);
         }
         self.metadata = fresh;
         Ok(&self.metadata)
@@ -475,43 +543,27 @@ impl ClusterClient {
                         body.as_union_value(),
                     )
                 });
-                let parsed = answer.ok().and_then(|answer| {
+                let parsed: Option<Vec<GroupStatus>> = answer.ok().and_then(|answer| {
                     let response = decode_response(&answer).ok()?;
-                    let status = response
-                        .body_as_status_response()?
-                        .groups()?
-                        .iter()
-                        .next()?;
-                    Some(GroupStatus {
-                        node: status.node(),
-                        group: status.group(),
-                        role: status.role().unwrap_or("unknown").to_string(),
-                        leader: status.leader(),
-                        term: status.term(),
-                        commit: status.commit(),
-                        applied: status.applied(),
-                        last_index: status.last_index(),
-                        durable: status.durable(),
-                        followers: status
-                            .followers()
-                            .iter()
-                            .flatten()
-                            .map(|f| (f.node(), f.matched(), f.lag()))
-                            .collect(),
-                    })
+                    let groups = response.body_as_status_response()?.groups()?;
+                    Some(groups.iter().map(|status| group_status(&status)).collect())
                 });
-                out.push(parsed.unwrap_or(GroupStatus {
-                    node,
-                    group: shard,
-                    role: "down".to_string(),
-                    leader: 0,
-                    term: 0,
-                    commit: 0,
-                    applied: 0,
-                    last_index: 0,
-                    durable: 0,
-                    followers: Vec::new(),
-                }));
+                match parsed {
+                    Some(groups) => out.extend(groups),
+                    // A shard that does not answer: its groups are not known from here.
+                    None => out.push(GroupStatus {
+                        node,
+                        group: shard,
+                        role: "down".to_string(),
+                        leader: 0,
+                        term: 0,
+                        commit: 0,
+                        applied: 0,
+                        last_index: 0,
+                        durable: 0,
+                        followers: Vec::new(),
+                    }),
+                }
             }
         }
         out.sort_by_key(|s| (s.group, s.node));

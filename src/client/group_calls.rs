@@ -378,37 +378,50 @@ impl ClusterClient {
         Ok(())
     }
 
-    /// Every group of the cluster: asks each shard's leader for the groups it
-    /// coordinates.
+    /// Every group of the cluster: asks every shard of every node for the groups
+    /// coordinated by the replica groups it leads, and joins the answers (a group
+    /// listed twice, by an old leader and a new one, once).
     pub fn list_groups(&mut self) -> Result<Vec<GroupSummary>, ClientError> {
-        let (_, host, base_port, shards) = self
-            .metadata()?
-            .nodes
-            .first()
-            .cloned()
-            .ok_or_else(|| ClientError::Unexpected("the cluster lists no node".into()))?;
-        let mut out = Vec::new();
-        for shard in 0..shards {
-            let first = format!("{host}:{}", u32::from(base_port) + shard);
-            let answer = self.with_retries(|client| {
-                let answer = client.call_cluster(Some(first.clone()), |id| {
+        let nodes = self.refresh_metadata()?.nodes.clone();
+        let mut out: Vec<GroupSummary> = Vec::new();
+        let mut answered = false;
+        let mut last = None;
+        for (_, host, base_port, shards) in nodes {
+            for shard in 0..shards {
+                let address = format!("{host}:{}", u32::from(base_port) + shard);
+                let answer = match self.call(&address, |id| {
                     request(id, RequestBody::ListGroupsRequest, |b| {
                         wire::ListGroupsRequest::create(b, &wire::ListGroupsRequestArgs {})
                     })
-                })?;
-                check_response(&decode_response(&answer)?)?;
-                Ok(answer)
-            })?;
-            let response = decode_response(&answer)?;
-            let listed = response
-                .body_as_list_groups_response()
-                .ok_or_else(|| unexpected("list groups"))?;
-            out.extend(listed.groups().iter().flatten().map(|g| GroupSummary {
-                name: g.name().unwrap_or_default().to_string(),
-                members: g.members(),
-                generation: g.generation(),
-                mode: GroupMode::from_code(g.mode().0).unwrap_or(GroupMode::Clustering),
-            }));
+                }) {
+                    Ok(answer) => answer,
+                    Err(error) => {
+                        last = Some(error);
+                        continue;
+                    }
+                };
+                let response = decode_response(&answer)?;
+                check_response(&response)?;
+                answered = true;
+                let listed = response
+                    .body_as_list_groups_response()
+                    .ok_or_else(|| unexpected("list groups"))?;
+                for g in listed.groups().iter().flatten() {
+                    let name = g.name().unwrap_or_default().to_string();
+                    if out.iter().any(|known| known.name == name) {
+                        continue;
+                    }
+                    out.push(GroupSummary {
+                        name,
+                        members: g.members(),
+                        generation: g.generation(),
+                        mode: GroupMode::from_code(g.mode().0).unwrap_or(GroupMode::Clustering),
+                    });
+                }
+            }
+        }
+        if !answered {
+            return Err(last.unwrap_or_else(|| unexpected("list groups")));
         }
         out.sort_by(|a, b| a.name.cmp(&b.name));
         Ok(out)

@@ -1,59 +1,149 @@
 //! Where replica groups run and what each holds: the one place that answers "which
 //! group", "which nodes" and "which shard".
 //!
-//! The bootstrap placement (the only one today): a node runs `shards` shards, and group
-//! *i* runs on shard *i* of every node of the cluster (all of them are its voters).
-//! Partitions spread over the groups from a topic-dependent group; consumer groups are
-//! coordinated by the group their name hashes to; each group prefers the (i mod N)-th
-//! voter by id as leader. Callers never derive any of this themselves: they ask here,
-//! so placement can become data without touching them.
+//! The bootstrap placement, computed alike by every node from `--peers`, `shards` and
+//! `replication_factor`:
+//! - A cluster no larger than the replication factor keeps every group on every node:
+//!   `shards` groups, group *i* on shard *i* of each node, all of them voters.
+//! - A larger cluster spreads out: the controller group 0 runs on shard 0 of every node,
+//!   its voters the `CONTROLLER_VOTERS` (or replication-factor, if larger) lowest node
+//!   ids and every other node a learner (so every node learns the metadata from its own
+//!   replica); it holds no partitions. The data groups, enough to give each shard about
+//!   one (`nodes × shards / replication_factor`, at least `shards`), each go on
+//!   `replication_factor` nodes, at the least loaded shards (`placer::place`).
+//!
+//! Partitions spread over the data groups from a topic-dependent group; consumer groups
+//! are coordinated by the data group their name hashes to; each group prefers the
+//! (i mod N)-th voter by id as leader. Callers never derive any of this themselves: they
+//! ask here, so placement can become data without touching them.
 //!
 //! Pure; never changes after it is built.
 
+use std::collections::BTreeMap;
+
 use crate::broker::state::TopicInfo;
 use crate::config::NodeConfig;
+use crate::controller::placer::{self, GroupSlots, NodeSlots, NodeState, Slot};
 use crate::replication::preferred_leader_of;
 
-/// A replica group's id. In the bootstrap placement it equals the index of the shard
-/// that runs it on every node; nothing else may assume so.
+/// A replica group's id. In a cluster no larger than its replication factor it equals
+/// the index of the shard that runs it on every node; nothing else may assume so.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct GroupId(pub u32);
 
 /// The group holding the cluster's metadata (topics today).
 pub const CONTROLLER_GROUP: GroupId = GroupId(0);
 
+/// Voters of the controller group in a cluster larger than its replication factor (more
+/// when the replication factor is larger): its other nodes follow it as learners.
+pub const CONTROLLER_VOTERS: usize = 3;
+
+/// Where one group's replicas run.
+#[derive(Clone, Debug, PartialEq, Eq)]
+struct GroupPlace {
+    /// Its voters, sorted.
+    voters: Vec<u64>,
+    /// Its learners (replicas that vote on nothing), sorted.
+    learners: Vec<u64>,
+    /// The shard running it on each of its nodes.
+    shard_of: BTreeMap<u64, u32>,
+}
+
 /// Where the groups of a cluster run.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Placement {
-    /// Groups (and shards per node).
-    groups: u32,
-    /// The nodes, sorted: every group's replicas.
-    nodes: Vec<u64>,
+    /// Every group, by id.
+    groups: Vec<GroupPlace>,
+    /// The groups partitions and consumer groups are spread over.
+    data_groups: Vec<GroupId>,
 }
 
 impl Placement {
-    /// The bootstrap placement of a cluster of `nodes` each running `shards` shards.
-    pub fn bootstrap(shards: u32, nodes: &[u64]) -> Placement {
+    /// The bootstrap placement of a cluster of `nodes` each running `shards` shards,
+    /// with `replication_factor` replicas per data group (fewer when there are fewer
+    /// nodes).
+    pub fn bootstrap(shards: u32, nodes: &[u64], replication_factor: u32) -> Placement {
         assert!(shards > 0, "a node runs at least one shard");
         assert!(!nodes.is_empty(), "a cluster has at least one node");
+        assert!(replication_factor > 0, "a group has at least one replica");
         let mut nodes = nodes.to_vec();
         nodes.sort_unstable();
         nodes.dedup();
+        let factor = (replication_factor as usize).min(nodes.len());
+        if factor == nodes.len() {
+            Placement::everywhere(shards, &nodes)
+        } else {
+            Placement::spread_out(shards, &nodes, factor)
+        }
+    }
+
+    /// Every group on every node: group i on shard i.
+    fn everywhere(shards: u32, nodes: &[u64]) -> Placement {
+        let groups = (0..shards)
+            .map(|shard| GroupPlace {
+                voters: nodes.to_vec(),
+                learners: Vec::new(),
+                shard_of: nodes.iter().map(|&node| (node, shard)).collect(),
+            })
+            .collect();
         Placement {
-            groups: shards,
-            nodes,
+            groups,
+            data_groups: (0..shards).map(GroupId).collect(),
+        }
+    }
+
+    /// The controller on shard 0 of every node; data groups of `factor` replicas each.
+    fn spread_out(shards: u32, nodes: &[u64], factor: usize) -> Placement {
+        let controller_voters = factor.max(CONTROLLER_VOTERS).min(nodes.len());
+        let controller = GroupPlace {
+            voters: nodes[..controller_voters].to_vec(),
+            learners: nodes[controller_voters..].to_vec(),
+            shard_of: nodes.iter().map(|&node| (node, 0)).collect(),
+        };
+        let slots: Vec<NodeSlots> = nodes
+            .iter()
+            .map(|&id| NodeSlots {
+                id,
+                shards,
+                rack: None,
+                state: NodeState::Active,
+            })
+            .collect();
+        let mut placed = vec![GroupSlots {
+            replicas: nodes.iter().map(|&node| Slot { node, shard: 0 }).collect(),
+            preferred_leader: nodes[0],
+        }];
+        let data_count = (nodes.len() * shards as usize)
+            .div_ceil(factor)
+            .max(shards as usize);
+        let mut groups = vec![controller];
+        for _ in 0..data_count {
+            let slots = placer::place(&slots, &placed, factor)
+                .expect("a replication factor no larger than the nodes is placed");
+            let mut voters: Vec<u64> = slots.replicas.iter().map(|s| s.node).collect();
+            voters.sort_unstable();
+            groups.push(GroupPlace {
+                voters,
+                learners: Vec::new(),
+                shard_of: slots.replicas.iter().map(|s| (s.node, s.shard)).collect(),
+            });
+            placed.push(slots);
+        }
+        Placement {
+            groups,
+            data_groups: (1..=data_count as u32).map(GroupId).collect(),
         }
     }
 
     /// The bootstrap placement of the cluster `config` belongs to (its `--peers`, or
     /// this node alone).
     pub fn of_config(config: &NodeConfig) -> Placement {
-        Placement::bootstrap(config.shards, &config.voters())
+        Placement::bootstrap(config.shards, &config.voters(), config.replication_factor)
     }
 
     /// How many groups there are.
     pub fn group_count(&self) -> u32 {
-        self.groups
+        self.groups.len() as u32
     }
 
     /// The group holding `partition` of `topic`: the one recorded when the topic was
@@ -63,7 +153,7 @@ impl Placement {
     /// before groups were recorded, rather than stopping the node on its own metadata.
     pub fn group_of_partition(&self, topic: &TopicInfo, partition: u32) -> GroupId {
         match topic.groups.get(partition as usize) {
-            Some(&group) if group < self.groups => GroupId(group),
+            Some(&group) if group < self.group_count() => GroupId(group),
             _ => self.spread(topic.id, partition),
         }
     }
@@ -76,21 +166,35 @@ impl Placement {
             .collect()
     }
 
-    /// The bootstrap spread: partitions over the groups, from a topic-dependent group so
-    /// small topics do not all land on group 0.
+    /// The bootstrap spread: partitions over the data groups, from a topic-dependent
+    /// group so small topics do not all land on the first.
     fn spread(&self, topic_id: u32, partition: u32) -> GroupId {
-        GroupId(((u64::from(topic_id) + u64::from(partition)) % u64::from(self.groups)) as u32)
+        let count = self.data_groups.len() as u64;
+        self.data_groups[((u64::from(topic_id) + u64::from(partition)) % count) as usize]
     }
 
     /// The group coordinating consumer group `name`.
     pub fn coordinator_of(&self, name: &str) -> GroupId {
-        GroupId(coordinator_index(name, self.groups))
+        self.data_groups[coordinator_index(name, self.data_groups.len() as u32) as usize]
     }
 
-    /// The nodes holding a replica of `group` (sorted by id).
+    /// The voters of `group` (sorted by id).
     pub fn replicas(&self, group: GroupId) -> &[u64] {
-        self.check(group);
-        &self.nodes
+        &self.place(group).voters
+    }
+
+    /// Every node holding a replica of `group`, voters and learners (sorted by id).
+    pub fn members(&self, group: GroupId) -> Vec<u64> {
+        let place = self.place(group);
+        let mut members: Vec<u64> = place.shard_of.keys().copied().collect();
+        members.sort_unstable();
+        debug_assert_eq!(members.len(), place.voters.len() + place.learners.len());
+        members
+    }
+
+    /// The learners of `group` (sorted by id).
+    pub fn learners(&self, group: GroupId) -> &[u64] {
+        &self.place(group).learners
     }
 
     /// The node that should lead `group` when the cluster balances leadership.
@@ -100,21 +204,25 @@ impl Placement {
 
     /// The shard running `group` on `node`, if `node` holds a replica of it.
     pub fn shard_on(&self, node: u64, group: GroupId) -> Option<u32> {
-        self.replicas(group).contains(&node).then_some(group.0)
+        self.place(group).shard_of.get(&node).copied()
     }
 
-    /// The group shard `shard` of `node` runs, if any.
-    pub fn group_on(&self, node: u64, shard: u32) -> Option<GroupId> {
-        (shard < self.groups && self.nodes.contains(&node)).then_some(GroupId(shard))
+    /// The groups shard `shard` of `node` runs (none, one or several), in id order.
+    pub fn groups_on(&self, node: u64, shard: u32) -> Vec<GroupId> {
+        (0..self.group_count())
+            .map(GroupId)
+            .filter(|&group| self.shard_on(node, group) == Some(shard))
+            .collect()
     }
 
-    fn check(&self, group: GroupId) {
-        assert!(
-            group.0 < self.groups,
-            "group {} does not exist ({} groups)",
-            group.0,
-            self.groups
-        );
+    fn place(&self, group: GroupId) -> &GroupPlace {
+        self.groups.get(group.0 as usize).unwrap_or_else(|| {
+            panic!(
+                "group {} does not exist ({} groups)",
+                group.0,
+                self.groups.len()
+            )
+        })
     }
 }
 
@@ -138,17 +246,18 @@ mod tests {
     /// from a topic-dependent group, coordinators by name hash, leaders spread.
     #[test]
     fn the_bootstrap_placement_runs_group_i_on_shard_i_of_every_node() {
-        let placement = Placement::bootstrap(4, &[3, 1, 2]);
+        let placement = Placement::bootstrap(4, &[3, 1, 2], 3);
         assert_eq!(placement.group_count(), 4);
         for group in 0..4 {
             assert_eq!(placement.replicas(GroupId(group)), &[1, 2, 3]);
             for node in 1..=3 {
                 assert_eq!(placement.shard_on(node, GroupId(group)), Some(group));
-                assert_eq!(placement.group_on(node, group), Some(GroupId(group)));
+                assert_eq!(placement.groups_on(node, group), vec![GroupId(group)]);
             }
             assert_eq!(placement.shard_on(9, GroupId(group)), None);
         }
-        assert_eq!(placement.group_on(1, 4), None);
+        assert!(placement.groups_on(1, 4).is_empty());
+        assert!(placement.groups_on(9, 0).is_empty());
         let unrecorded = topic(7, 4, Vec::new());
         let groups: Vec<u32> = (0..4)
             .map(|p| placement.group_of_partition(&unrecorded, p).0)
@@ -176,21 +285,21 @@ mod tests {
     #[test]
     fn a_partition_stays_in_the_group_recorded_at_its_topic_s_creation() {
         let recorded = topic(7, 4, vec![0, 0, 2, 1]);
-        let placement = Placement::bootstrap(4, &[1, 2, 3]);
+        let placement = Placement::bootstrap(4, &[1, 2, 3], 3);
         let groups: Vec<u32> = (0..4)
             .map(|p| placement.group_of_partition(&recorded, p).0)
             .collect();
         assert_eq!(groups, vec![0, 0, 2, 1]);
-        let more_groups = Placement::bootstrap(6, &[1, 2, 3]);
+        let more_groups = Placement::bootstrap(6, &[1, 2, 3], 3);
         assert_eq!(more_groups.group_of_partition(&recorded, 2), GroupId(2));
-        let fewer_groups = Placement::bootstrap(2, &[1, 2, 3]);
+        let fewer_groups = Placement::bootstrap(2, &[1, 2, 3], 3);
         assert_eq!(fewer_groups.group_of_partition(&recorded, 2), GroupId(1));
     }
 
     /// A consumer group's coordinator is stable and the names spread over the groups.
     #[test]
     fn coordinators_are_stable_and_spread() {
-        let placement = Placement::bootstrap(4, &[1]);
+        let placement = Placement::bootstrap(4, &[1], 3);
         assert_eq!(
             placement.coordinator_of("orders"),
             placement.coordinator_of("orders")
@@ -205,10 +314,75 @@ mod tests {
         );
     }
 
+    /// A cluster larger than its replication factor spreads out: the controller on
+    /// shard 0 of every node (three voters, the rest learners, no partitions), data
+    /// groups of three replicas each, about one per shard, every shard running one, no
+    /// node holding two replicas of a group; every node computes the same placement.
+    #[test]
+    fn a_cluster_larger_than_its_replication_factor_spreads_its_groups_out() {
+        let nodes = [6, 5, 4, 3, 2, 1];
+        let placement = Placement::bootstrap(2, &nodes, 3);
+        assert_eq!(placement, Placement::bootstrap(2, &[1, 2, 3, 4, 5, 6], 3));
+        assert_eq!(
+            placement.group_count(),
+            5,
+            "the controller and 6 x 2 / 3 data groups"
+        );
+        assert_eq!(placement.replicas(CONTROLLER_GROUP), &[1, 2, 3]);
+        assert_eq!(placement.learners(CONTROLLER_GROUP), &[4, 5, 6]);
+        assert_eq!(placement.members(CONTROLLER_GROUP), vec![1, 2, 3, 4, 5, 6]);
+        let mut per_shard = BTreeMap::new();
+        for group in 1..5 {
+            let voters = placement.replicas(GroupId(group));
+            assert_eq!(voters.len(), 3, "group {group}: {voters:?}");
+            assert!(placement.learners(GroupId(group)).is_empty());
+            for &node in voters {
+                let shard = placement.shard_on(node, GroupId(group)).unwrap();
+                *per_shard.entry((node, shard)).or_insert(0) += 1;
+            }
+        }
+        assert_eq!(
+            per_shard.len(),
+            12,
+            "every shard runs a data group: {per_shard:?}"
+        );
+        assert!(per_shard.values().all(|&count| count == 1));
+        for node in 1..=6 {
+            assert_eq!(placement.groups_on(node, 0)[0], CONTROLLER_GROUP);
+        }
+        let topic = topic(7, 40, Vec::new());
+        let used: std::collections::BTreeSet<u32> = (0..40)
+            .map(|p| placement.group_of_partition(&topic, p).0)
+            .collect();
+        assert_eq!(
+            used,
+            (1..5).collect(),
+            "partitions go to the data groups only"
+        );
+        let coordinators: std::collections::BTreeSet<u32> = (0..64)
+            .map(|i| placement.coordinator_of(&format!("g{i}")).0)
+            .collect();
+        assert_eq!(coordinators, (1..5).collect());
+    }
+
+    /// A replication factor of one on a larger cluster keeps three controller voters;
+    /// one of five takes five.
+    #[test]
+    fn the_controller_has_three_voters_or_the_replication_factor() {
+        let single = Placement::bootstrap(1, &[1, 2, 3, 4], 1);
+        assert_eq!(single.replicas(CONTROLLER_GROUP), &[1, 2, 3]);
+        assert_eq!(single.group_count(), 5, "4 x 1 / 1 data groups");
+        assert!((1..5).all(|g| single.replicas(GroupId(g)).len() == 1));
+        let five = Placement::bootstrap(1, &[1, 2, 3, 4, 5, 6, 7], 5);
+        assert_eq!(five.replicas(CONTROLLER_GROUP), &[1, 2, 3, 4, 5]);
+        assert_eq!(five.learners(CONTROLLER_GROUP), &[6, 7]);
+        assert!((1..five.group_count()).all(|g| five.replicas(GroupId(g)).len() == 5));
+    }
+
     /// Asking about a group that does not exist is a bug, caught where it happens.
     #[test]
     #[should_panic(expected = "group 4 does not exist")]
     fn a_group_beyond_the_placement_is_an_invariant_violation() {
-        Placement::bootstrap(4, &[1, 2, 3]).replicas(GroupId(4));
+        Placement::bootstrap(4, &[1, 2, 3], 3).replicas(GroupId(4));
     }
 }

@@ -82,6 +82,9 @@ pub struct ReplicaConfig {
     pub group_id: u32,
     /// The group's voters when the log holds no configuration yet.
     pub voters: Vec<u64>,
+    /// The group's learners when the log holds no configuration yet (replicas that
+    /// follow the log and vote on nothing).
+    pub learners: Vec<u64>,
     /// The controller group: topics are created and deleted by the admin's entries in its
     /// log. Any other group is a data group, whose leader copies the controller's changes
     /// into its own log (`topic_mirror`).
@@ -226,6 +229,7 @@ impl<S: LogStore> Replica<S> {
         if store.conf_state().voters.is_empty() {
             let conf_state = ConfState {
                 voters: config.voters.clone(),
+                learners: config.learners.clone(),
                 ..Default::default()
             };
             store.set_conf_state(from_conf_state(&conf_state, 0))?;

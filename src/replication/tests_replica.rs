@@ -13,6 +13,7 @@ pub(super) fn config() -> ReplicaConfig {
         group_id: 1,
         controller_group: false,
         voters: vec![1],
+        learners: Vec::new(),
         election_ticks: 10,
         heartbeat_ticks: 2,
         max_message_bytes: 64 * 1024,

@@ -164,6 +164,7 @@ pub(super) fn replica_config(
         controller_group: group == CONTROLLER_GROUP,
         campaign_at_start: balancing && placement.preferred_leader(group) == Some(node),
         voters,
+        learners: placement.learners(group).to_vec(),
         election_ticks: config.election_ticks,
         heartbeat_ticks: config.heartbeat_ticks,
         max_message_bytes: RAFT_MAX_MESSAGE_BYTES,
@@ -204,26 +205,33 @@ fn wall_clock_ms() -> u64 {
 }
 
 impl ShardCore {
-    /// Opens the shard's replica over its log and starts its tick task.
+    /// Opens this node's replica of `group` (run by shard `shard_id`) over its log and
+    /// starts its tick task.
     pub fn start(
-        shard_id: u32,
+        (shard_id, group): (u32, GroupId),
         config: NodeConfig,
         log: CommitLog,
         snapshots: SnapshotFiles,
         state: ShardState,
     ) -> Result<Rc<ShardCore>, ReplicaError> {
         let placement = Placement::of_config(&config);
-        let group = placement
-            .group_on(u64::from(config.node_id), shard_id)
-            .ok_or_else(|| {
-                ReplicaError::Config(format!("shard {shard_id} of this node runs no group"))
-            })?;
+        if placement.shard_on(u64::from(config.node_id), group) != Some(shard_id) {
+            return Err(ReplicaError::Config(format!(
+                "group {} is not placed on shard {shard_id} of this node",
+                group.0
+            )));
+        }
         let replica = Replica::new(
             log.clone(),
             state,
             replica_config(group, &placement, &config),
         )?;
-        let peers = PeerLinks::start(&config, shard_id);
+        let replicas: Vec<(u64, u32)> = placement
+            .members(group)
+            .into_iter()
+            .filter_map(|node| Some((node, placement.shard_on(node, group)?)))
+            .collect();
+        let peers = PeerLinks::start(&config, group.0, &replicas);
         let leaders = vec![0u32; placement.group_count() as usize];
         let core = Rc::new(ShardCore {
             shard_id,
@@ -801,7 +809,14 @@ mod tests {
                 shards: 1,
                 ..NodeConfig::default()
             };
-            let core = ShardCore::start(0, config, log, snapshots, ShardState::default()).unwrap();
+            let core = ShardCore::start(
+                (0, crate::controller::GroupId(0)),
+                config,
+                log,
+                snapshots,
+                ShardState::default(),
+            )
+            .unwrap();
             for _ in 0..3 * MAX_FETCH_WAITERS {
                 drop(core.data_arrival());
             }

@@ -26,6 +26,7 @@ use crate::constants::{
 use crate::protocol::wire::{self, ErrorCode, Request, RequestBody, ResponseBody};
 use crate::shard::answer_frame::AnswerFrame;
 use crate::shard::group_driver::ShardCore;
+use crate::shard::hosted_groups::HostedGroups;
 use crate::shard::partition_bounds;
 use crate::shard::requests::{finish_response, propose_admin, WireError};
 
@@ -39,7 +40,6 @@ pub(super) fn is_group_request(body: RequestBody) -> bool {
             | RequestBody::LeaveGroupRequest
             | RequestBody::OffsetCommitRequest
             | RequestBody::OffsetFetchRequest
-            | RequestBody::ListGroupsRequest
             | RequestBody::DescribeGroupRequest
             | RequestBody::DeleteGroupRequest
     )
@@ -71,7 +71,6 @@ pub(super) async fn handle(
         RequestBody::OffsetFetchRequest => {
             fetch_offsets(core, id, body(request.body_as_offset_fetch_request())?)
         }
-        RequestBody::ListGroupsRequest => list_groups(core, id),
         RequestBody::DescribeGroupRequest => {
             describe(core, id, body(request.body_as_describe_group_request())?)
         }
@@ -498,7 +497,7 @@ fn out_of_range(next: u64, name: &str, partition: u32, (start, end): (u64, u64))
     )
 }
 
-/// Offsets of partitions another shard of this node holds, checked against that shard's
+/// Offsets of partitions another group of this node holds, checked against that group's
 /// bounds (`checked_offset` checks this shard's own). Unchecked if the shard does not
 /// answer in time.
 async fn check_other_shards_bounds(
@@ -524,7 +523,8 @@ async fn check_other_shards_bounds(
         else {
             continue;
         };
-        let Some(bounds) = partition_bounds::ask(core, shard, topic_id, partition, next).await
+        let holder = (shard, group);
+        let Some(bounds) = partition_bounds::ask(core, holder, topic_id, partition, next).await
         else {
             tracing::warn!(
                 shard,
@@ -613,35 +613,33 @@ fn build_offset<'b>(
     wire::PartitionOffset::create(builder, &args)
 }
 
-fn list_groups(core: &Rc<ShardCore>, correlation_id: u64) -> Result<AnswerFrame, WireError> {
-    if !core.serves_reads() {
-        return Err(WireError::not_leader(core));
-    }
-    let state = core.state();
+/// The consumer groups coordinated by every replica group this shard leads (none when
+/// it leads none: the client asks every shard of every node and joins the answers).
+pub(super) fn list_groups(groups: &HostedGroups, correlation_id: u64) -> AnswerFrame {
     let mut builder = FlatBufferBuilder::with_capacity(256);
-    let built: Vec<_> = state
-        .consumer_groups()
-        .list()
-        .map(|(name, group)| {
+    let mut built = Vec::new();
+    for core in groups.all().filter(|core| core.serves_reads()) {
+        let state = core.state();
+        for (name, group) in state.consumer_groups().list() {
             let args = wire::GroupSummaryArgs {
                 name: Some(builder.create_string(name)),
                 members: group.members.len() as u32,
                 generation: group.generation,
                 mode: wire::GroupMode(group.mode.code()),
             };
-            wire::GroupSummary::create(&mut builder, &args)
-        })
-        .collect();
+            built.push(wire::GroupSummary::create(&mut builder, &args));
+        }
+    }
     let args = wire::ListGroupsResponseArgs {
         groups: Some(builder.create_vector(&built)),
     };
     let response = wire::ListGroupsResponse::create(&mut builder, &args);
-    Ok(finish(
+    finish(
         builder,
         correlation_id,
         ResponseBody::ListGroupsResponse,
         response,
-    ))
+    )
 }
 
 fn describe(

@@ -1,24 +1,30 @@
-//! Shards: one glommio executor per shard, each owning its replica group (a CommitLog in
-//! `data_dir/shard-<i>`), its partitions, its clients (port `base_port + i`) and, in a
-//! cluster, its peers (port `peer_port + i`: the same shard of the other nodes).
+//! Shards: one glommio executor per shard, each running the replica groups placed on it
+//! (`hosted_groups`; each group a CommitLog in `data_dir/group-<g>`, `data_layout`), their
+//! partitions, its clients (port `base_port + i`) and, in a cluster, its peers (port
+//! `peer_port + i`: connections from the other replicas of its groups, each naming its
+//! group).
 //!
 //! ```text
-//! node ─┬─ shard 0 (controller: topics) ── port base+0, peer+0 ── log shard-0
-//!       ├─ shard 1 ───────────────────────── port base+1, peer+1 ── log shard-1
-//!       └─ ...      topics flow from shard 0 to the others over a channel mesh
+//! node ─┬─ shard 0: group 0 (controller: topics) ── port base+0, peer+0 ── log group-0
+//!       ├─ shard 1: group 1 ──────────────────────── port base+1, peer+1 ── log group-1
+//!       └─ ...      topics flow from the controller's shard to every group over a
+//!                   channel mesh
 //! ```
 //!
-//! Shards share no memory: the only thing crossing between them is the topic list,
-//! sent by the controller shard whenever it changes. Placement is unpinned by default
+//! Shards share no memory: the only things crossing between them are the topic list,
+//! sent by the controller's shard whenever it changes, leader changes and questions
+//! about a partition's bounds. Placement is unpinned by default
 //! (several nodes share small hosts); `pin_cores` gives each shard its own CPU.
 
 mod allocator;
 pub mod answer_frame;
 pub mod commit_log_store;
+pub mod data_layout;
 mod election_watch;
 pub mod group_driver;
 mod group_requests;
 mod group_sessions;
+pub mod hosted_groups;
 mod no_space;
 pub mod partition_bounds;
 pub mod requests;
@@ -31,7 +37,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use glommio::channels::channel_mesh::MeshBuilder;
+use glommio::channels::channel_mesh::{MeshBuilder, Receivers, Senders};
 use glommio::net::TcpListener;
 use glommio::{Latency, LocalExecutorPoolBuilder, PoolPlacement, Shares};
 
@@ -39,9 +45,10 @@ use crate::broker::snapshot::decode_state;
 use crate::broker::state::{ShardState, Topics};
 use crate::config::{ConfigError, NodeConfig};
 use crate::constants::{LISTEN_IN_USE_WAIT, LISTEN_RETRY_INTERVAL, REPLICATION_QUEUE_LATENCY};
-use crate::controller::{GroupId, CONTROLLER_GROUP};
+use crate::controller::{GroupId, Placement, CONTROLLER_GROUP};
 use crate::log::CommitLog;
 use crate::shard::group_driver::ShardCore;
+use crate::shard::hosted_groups::HostedGroups;
 use crate::shard::snapshots::SnapshotFiles;
 use crate::transport::peer_listener::{serve_peers, Deliver, Lost, PeerIngress};
 
@@ -91,6 +98,11 @@ pub fn run_node(config: NodeConfig, stop: Arc<AtomicBool>) -> Result<(), NodeErr
     }
     std::fs::create_dir_all(&config.data_dir)
         .map_err(|e| NodeError::Start(format!("{}: {e}", config.data_dir.display())))?;
+    let renamed = data_layout::adopt_shard_names(&config.data_dir)
+        .map_err(|e| NodeError::Start(format!("{}: {e}", config.data_dir.display())))?;
+    if !renamed.is_empty() {
+        tracing::info!(?renamed, "group files renamed from their shard names");
+    }
     let shards = config.shards as usize;
     let placement = if config.pin_cores {
         PoolPlacement::MaxSpread(shards, None)
@@ -139,7 +151,7 @@ async fn run_shard(
     stop: Arc<AtomicBool>,
     mesh: MeshBuilder<ShardMessage, glommio::channels::channel_mesh::Full>,
 ) -> Result<(), NodeError> {
-    let (senders, mut receivers) = mesh
+    let (senders, receivers) = mesh
         .join()
         .await
         .map_err(|_| NodeError::Start("channel mesh".into()))?;
@@ -148,17 +160,87 @@ async fn run_shard(
         shard: shard_id,
         message,
     };
-    let log_dir = config.data_dir.join(format!("shard-{shard_id}"));
-    let log = CommitLog::open(&log_dir, config.log.clone())
+    let groups = Rc::new(start_groups(shard_id, &config).await.map_err(shard_error)?);
+    connect_groups(&groups, Rc::new(senders), receivers);
+    for core in groups.all() {
+        core.spawn(group_sessions::expire_sessions(core.clone()));
+    }
+    let address = config.shard_address(shard_id);
+    let listener = listen_retrying(&address)
         .await
-        .map_err(|e| shard_error(e.to_string()))?;
-    let snapshots =
-        SnapshotFiles::open(&config.data_dir.join(format!("shard-{shard_id}.snapshots")))
-            .map_err(|e| shard_error(e.to_string()))?;
-    let state = restore_state(&log, &snapshots).map_err(shard_error)?;
-    let core = ShardCore::start(shard_id, config.clone(), log, snapshots, state)
-        .map_err(|e| shard_error(e.to_string()))?;
-    let senders = Rc::new(senders);
+        .map_err(|e| shard_error(format!("listen on {address}: {e}")))?;
+    tracing::info!(shard = shard_id, %address, groups = ?groups.ids(), "serving");
+    let stopping = Rc::new(Cell::new(false));
+    let clients = glommio::executor().create_task_queue(
+        Shares::Static(1000),
+        Latency::NotImportant,
+        "clients",
+    );
+    let server = glommio::spawn_local_into(
+        server::serve(groups.clone(), listener, stopping.clone()),
+        clients,
+    )
+    .map_err(|e| shard_error(format!("clients task queue: {e}")))?;
+    let peer_server = serve_peer_port(&config, &groups, &stopping)
+        .await
+        .map_err(shard_error)?;
+    while !stop.load(Ordering::Relaxed) {
+        glommio::timer::sleep(STOP_POLL).await;
+    }
+    tracing::info!(
+        shard = shard_id,
+        "shutting down: handing over leadership, flushing the log"
+    );
+    // Still serving clients and peers while the followers take over.
+    for core in groups.all() {
+        core.hand_over_leadership().await;
+    }
+    stopping.set(true);
+    drop(server);
+    drop(peer_server);
+    for core in groups.all() {
+        core.shut_down()
+            .await
+            .map_err(|e| shard_error(format!("group {}: {e}", core.group.0)))?;
+    }
+    tracing::info!(shard = shard_id, "stopped");
+    Ok(())
+}
+
+/// Opens the log, snapshots and state of every group placed on this shard and starts
+/// their replicas.
+async fn start_groups(shard_id: u32, config: &NodeConfig) -> Result<HostedGroups, String> {
+    let placement = Placement::of_config(config);
+    let mut cores = Vec::new();
+    for group in placement.groups_on(u64::from(config.node_id), shard_id) {
+        let in_group = |message: String| format!("group {}: {message}", group.0);
+        let log = CommitLog::open(
+            &data_layout::log_dir(&config.data_dir, group),
+            config.log.clone(),
+        )
+        .await
+        .map_err(|e| in_group(e.to_string()))?;
+        let snapshots = SnapshotFiles::open(&data_layout::snapshot_dir(&config.data_dir, group))
+            .map_err(|e| in_group(e.to_string()))?;
+        let state = restore_state(&log, &snapshots).map_err(in_group)?;
+        let core = ShardCore::start((shard_id, group), config.clone(), log, snapshots, state)
+            .map_err(|e| in_group(e.to_string()))?;
+        cores.push(core);
+    }
+    if cores.is_empty() {
+        return Err(format!("no replica group is placed on shard {shard_id}"));
+    }
+    Ok(HostedGroups::new(shard_id, cores))
+}
+
+/// Wires the groups of a shard to each other and to the other shards of the node: the
+/// controller's topics and every leader change reach every group of the node, and a
+/// partition's bounds are asked of the shard running its group.
+fn connect_groups(
+    groups: &Rc<HostedGroups>,
+    senders: Rc<Senders<ShardMessage>>,
+    mut receivers: Receivers<ShardMessage>,
+) {
     let broadcast = {
         let senders = senders.clone();
         move |message: ShardMessage| {
@@ -173,18 +255,31 @@ async fn run_shard(
             .detach();
         }
     };
-    if core.group == CONTROLLER_GROUP {
-        let broadcast = broadcast.clone();
-        core.on_topics_changed(Box::new(move |topics: Topics| {
+    if let Some(controller) = groups.core(CONTROLLER_GROUP) {
+        let (broadcast, local) = (broadcast.clone(), Rc::downgrade(groups));
+        controller.on_topics_changed(Box::new(move |topics: Topics| {
+            if let Some(local) = local.upgrade() {
+                local.controller_topics(&topics);
+            }
             broadcast(ShardMessage::Topics(topics))
         }));
     }
-    core.on_leader_changed(Box::new(move |group, leader| {
-        broadcast(ShardMessage::Leader(group, leader))
-    }));
-    core.on_ask_shard({
-        let senders = senders.clone();
-        Box::new(move |shard, query| {
+    for core in groups.all() {
+        let (broadcast, local) = (broadcast.clone(), Rc::downgrade(groups));
+        core.on_leader_changed(Box::new(move |group, leader| {
+            if let Some(local) = local.upgrade() {
+                local.set_leader(group, leader);
+            }
+            broadcast(ShardMessage::Leader(group, leader))
+        }));
+        let (senders, local) = (senders.clone(), Rc::downgrade(groups));
+        core.on_ask_shard(Box::new(move |shard, query| {
+            if shard == senders.peer_id() as u32 {
+                if let Some(local) = local.upgrade() {
+                    local.answer_bounds(query);
+                }
+                return;
+            }
             let senders = senders.clone();
             glommio::spawn_local(async move {
                 let _ = senders
@@ -192,99 +287,65 @@ async fn run_shard(
                     .await;
             })
             .detach();
-        })
-    });
+        }));
+    }
+    let first = groups.first();
+    let controller_shard = first
+        .placement
+        .shard_on(u64::from(first.config.node_id), CONTROLLER_GROUP);
     for (peer, stream) in receivers.streams() {
-        let core = core.clone();
-        let from_controller = core
-            .placement
-            .shard_on(u64::from(core.config.node_id), CONTROLLER_GROUP)
-            == Some(peer as u32);
+        let groups = groups.clone();
+        let from_controller = controller_shard == Some(peer as u32);
         glommio::spawn_local(async move {
             while let Some(message) = stream.recv().await {
                 match message {
                     ShardMessage::Topics(topics) if from_controller => {
-                        core.controller_topics(topics)
+                        groups.controller_topics(&topics)
                     }
                     ShardMessage::Topics(_) => {}
-                    ShardMessage::Leader(group, leader) => core.set_leader(group, leader),
-                    ShardMessage::Bounds(query) => {
-                        glommio::spawn_local(partition_bounds::answer(core.clone(), query))
-                            .detach();
-                    }
+                    ShardMessage::Leader(group, leader) => groups.set_leader(group, leader),
+                    ShardMessage::Bounds(query) => groups.answer_bounds(query),
                 }
             }
         })
         .detach();
     }
-    core.spawn(group_sessions::expire_sessions(core.clone()));
-    let address = config.shard_address(shard_id);
-    let listener = listen_retrying(&address)
-        .await
-        .map_err(|e| shard_error(format!("listen on {address}: {e}")))?;
-    tracing::info!(shard = shard_id, %address, "serving");
-    let stopping = Rc::new(Cell::new(false));
-    let clients = glommio::executor().create_task_queue(
-        Shares::Static(1000),
-        Latency::NotImportant,
-        "clients",
-    );
-    let server = glommio::spawn_local_into(
-        server::serve(core.clone(), listener, stopping.clone()),
-        clients,
-    )
-    .map_err(|e| shard_error(format!("clients task queue: {e}")))?;
-    let peer_server = serve_peer_port(&config, shard_id, &core, &stopping)
-        .await
-        .map_err(shard_error)?;
-    while !stop.load(Ordering::Relaxed) {
-        glommio::timer::sleep(STOP_POLL).await;
-    }
-    tracing::info!(
-        shard = shard_id,
-        "shutting down: handing over leadership, flushing the log"
-    );
-    // Still serving clients and peers while the follower takes over.
-    core.hand_over_leadership().await;
-    stopping.set(true);
-    drop(server);
-    drop(peer_server);
-    core.shut_down()
-        .await
-        .map_err(|e| shard_error(e.to_string()))?;
-    tracing::info!(shard = shard_id, "stopped");
-    Ok(())
 }
 
 /// In a cluster, listens on the shard's peer port (`peer_port + shard`) and steps what
-/// its connections are admitted to send (`transport::peer_listener`); a single node
-/// opens none.
+/// its connections are admitted to send (`transport::peer_listener`) in the group each
+/// connection's hello names; a single node opens none.
 async fn serve_peer_port(
     config: &NodeConfig,
-    shard_id: u32,
-    core: &Rc<ShardCore>,
+    groups: &Rc<HostedGroups>,
     stopping: &Rc<Cell<bool>>,
 ) -> Result<Option<glommio::Task<()>>, String> {
     if config.peers.is_empty() {
         return Ok(None);
     }
-    let address = config.peer_listen_address(shard_id);
+    let address = config.peer_listen_address(groups.shard_id);
     let listener = listen_retrying(&address)
         .await
         .map_err(|e| format!("listen for peers on {address}: {e}"))?;
-    tracing::info!(shard = shard_id, %address, "serving peers");
+    tracing::info!(shard = groups.shard_id, %address, "serving peers");
     let ingress = PeerIngress {
         this_node: u64::from(config.node_id),
-        group: core.group.0,
-        voters: core.placement.replicas(core.group).to_vec(),
+        groups: groups.ids(),
+        voters: config.voters(),
         max_frame_bytes: config.max_frame_bytes,
     };
-    let receiver = core.clone();
-    let deliver: Deliver = Rc::new(move |node, messages| {
-        receiver.step_peer_messages(node, messages);
+    let receiver = groups.clone();
+    let deliver: Deliver = Rc::new(move |group, node, messages| {
+        if let Some(core) = receiver.core(GroupId(group)) {
+            core.step_peer_messages(node, messages);
+        }
     });
-    let receiver = core.clone();
-    let lost: Lost = Rc::new(move |node| receiver.peer_lost(node));
+    let receiver = groups.clone();
+    let lost: Lost = Rc::new(move |group, node| {
+        if let Some(core) = receiver.core(GroupId(group)) {
+            core.peer_lost(node);
+        }
+    });
     Ok(Some(glommio::spawn_local(serve_peers(
         listener,
         ingress,

@@ -3,8 +3,8 @@
 //! new replica starts over it; completions of the old replica's I/O are dropped (the
 //! driver's generation counter).
 //!
-//! Each shard keeps a reserve of space (`SPACE_RESERVE_SEGMENTS` segments, a file of
-//! allocated blocks next to its log). When its replica stops on ENOSPC the reserve is
+//! Each group keeps a reserve of space (`SPACE_RESERVE_SEGMENTS` segments, a file of
+//! allocated blocks next to its log, `data_layout::space_reserve`). When its replica stops on ENOSPC the reserve is
 //! released, so the replica restarts at once with room for what needs no new segment: its
 //! snapshots, the meta file, topic changes. It is told the disk is short of space
 //! (`replication::low_space`: records refused, retention goes on) until the reserve can
@@ -69,9 +69,7 @@ impl ShardCore {
     }
 
     fn reserve_path(&self) -> std::path::PathBuf {
-        self.config
-            .data_dir
-            .join(format!("shard-{}.space-reserve", self.shard_id))
+        crate::shard::data_layout::space_reserve(&self.config.data_dir, self.group)
     }
 
     fn reserve_bytes(&self) -> u64 {

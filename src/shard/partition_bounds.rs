@@ -1,8 +1,8 @@
-//! The bounds of a partition another shard of this node holds (its first kept offset and
-//! its end), for a coordinator checking a commit: asked over the shards' mesh, answered by
-//! the holding shard from its replica's applied state. In the bootstrap placement every
-//! node holds a replica of every group, so the holder is always here; a group this node
-//! does not hold is not asked (the commit goes unchecked, as on a timeout).
+//! The bounds of a partition another group of this node holds (its first kept offset and
+//! its end), for a coordinator checking a commit: asked of the shard running that group
+//! (over the shards' mesh, or on this shard when it runs both), answered from that
+//! group's applied state. A group this node does not hold is not asked (the commit goes
+//! unchecked, as on a timeout).
 //!
 //! A follower's end may trail its leader's by a moment: the holder waits (up to
 //! `BOUNDS_CATCH_UP_WAIT`) for its end to reach the offset asked before answering, so a
@@ -15,11 +15,14 @@ use std::rc::Rc;
 use std::time::{Duration, Instant};
 
 use crate::constants::{BOUNDS_CATCH_UP_WAIT, MAX_BOUNDS_WAITS};
+use crate::controller::GroupId;
 use crate::shard::group_driver::ShardCore;
 
 /// A question to the shard holding a partition.
 #[derive(Debug, Clone)]
 pub struct BoundsQuery {
+    /// The group holding the partition.
+    pub group: GroupId,
     /// The partition's topic id.
     pub topic_id: u32,
     /// The partition.
@@ -60,13 +63,14 @@ pub async fn answer(core: Rc<ShardCore>, query: BoundsQuery) {
 /// in time (the caller does without the check).
 pub async fn ask(
     core: &ShardCore,
-    shard: u32,
+    (shard, group): (u32, GroupId),
     topic_id: u32,
     partition: u32,
     at_least: u64,
 ) -> Option<(u64, u64)> {
     let (reply, answer) = flume::bounded(1);
     let query = BoundsQuery {
+        group,
         topic_id,
         partition,
         at_least,

@@ -25,6 +25,7 @@ use crate::replication::ShardError;
 use crate::shard::answer_frame::AnswerFrame;
 use crate::shard::group_driver::{Pending, ShardCore};
 use crate::shard::group_requests;
+use crate::shard::hosted_groups::HostedGroups;
 
 /// Most partitions one topic may have.
 pub const MAX_PARTITIONS: u32 = 4096;
@@ -53,9 +54,20 @@ impl WireError {
     }
 
     /// The request belongs to `owner`, which this shard does not run: the answer
-    /// points at `owner`'s replica on this node.
+    /// points at `owner`'s replica on this node, else at its leader, else at its first
+    /// voter (whose answer points on to the leader).
     pub(super) fn wrong_shard(core: &ShardCore, owner: GroupId) -> Self {
-        let address = core.replica_address(core.config.node_id, owner);
+        let leader = core.leader_of(owner);
+        let first_voter = core.placement.replicas(owner).first().copied();
+        let address = [
+            Some(core.config.node_id),
+            Some(leader),
+            first_voter.map(|n| n as u32),
+        ]
+        .into_iter()
+        .flatten()
+        .filter(|&node| node != 0)
+        .find_map(|node| core.replica_address(node, owner));
         WireError {
             code: ErrorCode::WrongShard,
             message: format!("served by replica group {}", owner.0),
@@ -147,11 +159,12 @@ pub fn error_response(correlation_id: u64, error: &WireError) -> AnswerFrame {
 }
 
 /// Answers one verified request.
-pub async fn handle_request(core: &Rc<ShardCore>, request: Request<'_>) -> AnswerFrame {
+pub async fn handle_request(groups: &HostedGroups, request: Request<'_>) -> AnswerFrame {
     let correlation_id = request.correlation_id();
+    let core = groups.for_request(&request);
     let result = match request.body_type() {
         wire::RequestBody::ProduceRequest => match request.body_as_produce_request() {
-            Some(produce) => Ok(handle_produce(core, correlation_id, produce).await),
+            Some(produce) => Ok(handle_produce(groups, correlation_id, produce).await),
             None => Err(WireError::new(
                 ErrorCode::MalformedFrame,
                 "produce body missing",
@@ -166,7 +179,10 @@ pub async fn handle_request(core: &Rc<ShardCore>, request: Request<'_>) -> Answe
         },
         wire::RequestBody::MetadataRequest => Ok(handle_metadata(core, correlation_id)),
         wire::RequestBody::ListTopicsRequest => Ok(handle_list_topics(core, correlation_id)),
-        wire::RequestBody::StatusRequest => Ok(handle_status(core, correlation_id)),
+        wire::RequestBody::StatusRequest => Ok(handle_status(groups, correlation_id)),
+        wire::RequestBody::ListGroupsRequest => {
+            Ok(group_requests::list_groups(groups, correlation_id))
+        }
         wire::RequestBody::CreateTopicRequest => match request.body_as_create_topic_request() {
             Some(create) => handle_create_topic(core, correlation_id, create).await,
             None => Err(WireError::new(
@@ -289,11 +305,11 @@ async fn await_batch(pending: Pending, deadline: Instant) -> Result<u64, WireErr
 }
 
 async fn handle_produce(
-    core: &Rc<ShardCore>,
+    groups: &HostedGroups,
     correlation_id: u64,
     produce: wire::ProduceRequest<'_>,
 ) -> AnswerFrame {
-    let topic = match topic_or_error(core, produce.topic()) {
+    let topic = match topic_or_error(groups.first(), produce.topic()) {
         Ok(topic) => topic,
         Err(error) => return error_response(correlation_id, &error),
     };
@@ -304,6 +320,7 @@ async fn handle_produce(
         .iter()
         .flatten()
         .map(|entry| {
+            let core = groups.for_partition(&topic, entry.partition());
             (
                 entry.partition(),
                 submit_batch(core, &topic, entry, produce.acks()),
@@ -646,12 +663,18 @@ pub fn valid_topic_name(name: &str) -> bool {
 }
 
 /// The shard clients reach `group` at: the one running it on its leader, else on this
-/// node. The bootstrap placement puts every group on every node, at the same shard.
+/// node, else on its first voter (a client told no leader asks that node).
 fn client_shard(core: &ShardCore, group: GroupId, leader: u32) -> u32 {
-    [leader, core.config.node_id]
-        .into_iter()
-        .find_map(|node| core.placement.shard_on(u64::from(node), group))
-        .expect("the bootstrap placement puts every group on this node")
+    let first_voter = core.placement.replicas(group).first().copied();
+    [
+        Some(u64::from(leader)),
+        Some(u64::from(core.config.node_id)),
+        first_voter,
+    ]
+    .into_iter()
+    .flatten()
+    .find_map(|node| core.placement.shard_on(node, group))
+    .unwrap_or(0)
 }
 
 /// Topic changes go to the controller group's leader (shard 0 of its leader node).
@@ -815,37 +838,14 @@ fn handle_partition_offsets(
     ))
 }
 
-fn handle_status(core: &Rc<ShardCore>, correlation_id: u64) -> AnswerFrame {
-    let status = core.status();
+/// The state of every group this shard runs.
+fn handle_status(groups: &HostedGroups, correlation_id: u64) -> AnswerFrame {
     let mut builder = FlatBufferBuilder::with_capacity(512);
-    let followers: Vec<_> = status
-        .followers
-        .iter()
-        .map(|&(node, matched, lag)| {
-            wire::FollowerStatus::create(
-                &mut builder,
-                &wire::FollowerStatusArgs { node, matched, lag },
-            )
-        })
+    let statuses: Vec<_> = groups
+        .all()
+        .map(|core| group_status(&mut builder, core))
         .collect();
-    let followers = builder.create_vector(&followers);
-    let role = builder.create_string(status.role);
-    let group = wire::GroupStatus::create(
-        &mut builder,
-        &wire::GroupStatusArgs {
-            node: core.config.node_id,
-            group: core.group.0,
-            role: Some(role),
-            leader: status.leader,
-            term: status.term,
-            commit: status.commit,
-            applied: status.applied,
-            last_index: status.last_index,
-            durable: status.durable,
-            followers: Some(followers),
-        },
-    );
-    let groups = builder.create_vector(&[group]);
+    let groups = builder.create_vector(&statuses);
     let body = wire::StatusResponse::create(
         &mut builder,
         &wire::StatusResponseArgs {
@@ -858,6 +858,37 @@ fn handle_status(core: &Rc<ShardCore>, correlation_id: u64) -> AnswerFrame {
         ResponseBody::StatusResponse,
         Some(body.as_union_value()),
         None,
+    )
+}
+
+fn group_status<'b>(
+    builder: &mut FlatBufferBuilder<'b>,
+    core: &ShardCore,
+) -> WIPOffset<wire::GroupStatus<'b>> {
+    let status = core.status();
+    let followers: Vec<_> = status
+        .followers
+        .iter()
+        .map(|&(node, matched, lag)| {
+            wire::FollowerStatus::create(builder, &wire::FollowerStatusArgs { node, matched, lag })
+        })
+        .collect();
+    let followers = builder.create_vector(&followers);
+    let role = builder.create_string(status.role);
+    wire::GroupStatus::create(
+        builder,
+        &wire::GroupStatusArgs {
+            node: core.config.node_id,
+            group: core.group.0,
+            role: Some(role),
+            leader: status.leader,
+            term: status.term,
+            commit: status.commit,
+            applied: status.applied,
+            last_index: status.last_index,
+            durable: status.durable,
+            followers: Some(followers),
+        },
     )
 }
 

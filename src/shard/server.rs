@@ -41,7 +41,7 @@ use crate::protocol::peer_codec::is_peer_frame;
 use crate::protocol::wire::ErrorCode;
 use crate::protocol::ProtocolError;
 use crate::shard::answer_frame::AnswerFrame;
-use crate::shard::group_driver::ShardCore;
+use crate::shard::hosted_groups::HostedGroups;
 use crate::shard::requests::{error_response, handle_request, WireError};
 use crate::transport::ingress::RefusalLogLimiter;
 
@@ -58,7 +58,7 @@ const READ_BUFFER_BYTES: usize = 64 * 1024;
 const WRITE_COALESCE_BYTES: usize = 256 * 1024;
 
 /// Accepts connections until `stopping` is set.
-pub async fn serve(core: Rc<ShardCore>, listener: TcpListener, stopping: Rc<Cell<bool>>) {
+pub async fn serve(groups: Rc<HostedGroups>, listener: TcpListener, stopping: Rc<Cell<bool>>) {
     let open = Rc::new(Cell::new(0usize));
     let refusal_log = Rc::new(RefCell::new(RefusalLogLimiter::default()));
     let shard_bytes = Rc::new(ByteBound::new(MAX_REQUEST_BYTES_PER_SHARD));
@@ -66,23 +66,23 @@ pub async fn serve(core: Rc<ShardCore>, listener: TcpListener, stopping: Rc<Cell
         let stream = match listener.accept().await {
             Ok(stream) => stream,
             Err(error) => {
-                tracing::warn!(shard = core.shard_id, %error, "accept failed");
+                tracing::warn!(shard = groups.shard_id, %error, "accept failed");
                 glommio::timer::sleep(std::time::Duration::from_millis(10)).await;
                 continue;
             }
         };
         if open.get() >= MAX_CONNECTIONS_PER_SHARD {
             tracing::warn!(
-                shard = core.shard_id,
+                shard = groups.shard_id,
                 "too many connections; closing a new one"
             );
             continue;
         }
         open.set(open.get() + 1);
-        let (core, open, refusal_log) = (core.clone(), open.clone(), refusal_log.clone());
+        let (groups, open, refusal_log) = (groups.clone(), open.clone(), refusal_log.clone());
         let budget = RequestBudget::new(shard_bytes.clone(), MAX_REQUEST_BYTES_PER_CONNECTION);
         glommio::spawn_local(async move {
-            if let Err(error) = handle_connection(core, stream, refusal_log, budget).await {
+            if let Err(error) = handle_connection(groups, stream, refusal_log, budget).await {
                 tracing::debug!(%error, "connection closed");
             }
             open.set(open.get() - 1);
@@ -179,7 +179,7 @@ struct QueuedAnswer {
 }
 
 async fn handle_connection(
-    core: Rc<ShardCore>,
+    groups: Rc<HostedGroups>,
     stream: TcpStream,
     refusal_log: Rc<RefCell<RefusalLogLimiter>>,
     budget: RequestBudget,
@@ -208,7 +208,7 @@ async fn handle_connection(
             written
         })
     };
-    let mut decoder = FrameDecoder::new(core.config.max_frame_bytes);
+    let mut decoder = FrameDecoder::new(groups.first().config.max_frame_bytes);
     let mut buffer = vec![0u8; READ_BUFFER_BYTES];
     'reading: loop {
         let count = reader.read(&mut buffer).await?;
@@ -238,13 +238,13 @@ async fn handle_connection(
                 }
             };
             if is_peer_frame(&frame) {
-                let answer = refuse_peer_frame(&core, peer, &refusal_log);
+                let answer = refuse_peer_frame(groups.shard_id, peer, &refusal_log);
                 queue_own_answer(&answers, &queued, &in_flight, answer).await?;
                 break 'reading;
             }
             let slot = acquire_slot(&in_flight).await?;
             let held = budget.admit(frame.len() as u64).await?;
-            spawn_answer(&core, frame, slot, held, &answers, &queued);
+            spawn_answer(&groups, frame, slot, held, &answers, &queued);
             // A socket that always has the next frame ready never makes this loop wait:
             // it gives way when the executor asks (a tick or peer message is due).
             glommio::yield_if_needed().await;
@@ -259,16 +259,16 @@ async fn handle_connection(
 /// Answers a request in its own task: once the answer is ready the frame and the shard's
 /// bytes are freed, and the answer goes to the writer with the rest of what it holds.
 fn spawn_answer(
-    core: &Rc<ShardCore>,
+    groups: &Rc<HostedGroups>,
     frame: Vec<u8>,
     slot: StaticPermit,
     held: HeldRequest,
     answers: &Rc<local_channel::LocalSender<QueuedAnswer>>,
     queued: &Rc<Cell<usize>>,
 ) {
-    let (core, answers, queued) = (core.clone(), answers.clone(), queued.clone());
+    let (groups, answers, queued) = (groups.clone(), answers.clone(), queued.clone());
     glommio::spawn_local(async move {
-        let answer = answer_client_frame(&core, &frame).await;
+        let answer = answer_client_frame(&groups, &frame).await;
         drop(frame);
         drop(held.shard);
         queued.set(queued.get() + 1);
@@ -353,13 +353,13 @@ async fn write_answers(
 /// to the peer port, where the sender is checked; a peer frame here comes from a
 /// misconfigured node or from someone posing as one.
 fn refuse_peer_frame(
-    core: &ShardCore,
+    shard_id: u32,
     peer: Option<std::net::SocketAddr>,
     refusal_log: &RefCell<RefusalLogLimiter>,
 ) -> AnswerFrame {
     if let Some(suppressed) = refusal_log.borrow_mut().should_log(Instant::now()) {
         tracing::warn!(
-            shard = core.shard_id,
+            shard = shard_id,
             ?peer,
             suppressed_since_last = suppressed,
             "a peer frame on the client port refused"
@@ -373,9 +373,9 @@ fn refuse_peer_frame(
     error_response(0, &wire)
 }
 
-async fn answer_client_frame(core: &Rc<ShardCore>, frame: &[u8]) -> AnswerFrame {
+async fn answer_client_frame(groups: &HostedGroups, frame: &[u8]) -> AnswerFrame {
     match decode_request(frame) {
-        Ok(request) => handle_request(core, request).await,
+        Ok(request) => handle_request(groups, request).await,
         Err(error) => {
             let correlation_id = correlation_id_of(frame, &error);
             let wire = WireError {

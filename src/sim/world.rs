@@ -335,6 +335,7 @@ impl World {
             controller_group: self.controller.is_none(),
             campaign_at_start: p.balance_ticks.is_some() && id == 1,
             voters,
+            learners: Vec::new(),
             election_ticks: p.election_ticks,
             heartbeat_ticks: p.heartbeat_ticks,
             max_message_bytes: p.max_message_bytes,

@@ -80,13 +80,13 @@ pub enum Refusal {
         /// This node.
         node: u64,
     },
-    /// A hello for another replica group than the listener's.
-    #[error("hello for group {hello_group} on group {group}'s peer port")]
+    /// A hello for a replica group the listener's shard does not run.
+    #[error("hello for group {hello_group} on the peer port of a shard running groups {groups:?}")]
     HelloForOtherGroup {
         /// Group in the hello.
         hello_group: u32,
-        /// The listener's group.
-        group: u32,
+        /// The groups the listener's shard runs.
+        groups: Vec<u32>,
     },
     /// A peer protocol version this node does not speak.
     #[error("peer format version {version}; this node speaks {PEER_FORMAT_VERSION}")]
@@ -147,13 +147,14 @@ pub enum Refusal {
     },
 }
 
-/// Checks the first frame of a peer connection; answers the node it belongs to.
+/// Checks the first frame of a peer connection for a shard running `groups`; answers
+/// the node and the group the connection belongs to.
 pub fn admit_hello(
     frame: &PeerMessages,
     this_node: u64,
-    group: u32,
+    groups: &[u32],
     voters: &[u64],
-) -> Result<u64, Refusal> {
+) -> Result<(u64, u32), Refusal> {
     let hello = frame.hello.as_ref().ok_or(Refusal::NoHello)?;
     let node = u64::from(hello.node_id);
     if !frame.messages.is_empty() {
@@ -180,13 +181,13 @@ pub fn admit_hello(
         });
     }
     check_node(node, this_node, voters)?;
-    if hello.group != group {
+    if !groups.contains(&hello.group) {
         return Err(Refusal::HelloForOtherGroup {
             hello_group: hello.group,
-            group,
+            groups: groups.to_vec(),
         });
     }
-    Ok(node)
+    Ok((node, hello.group))
 }
 
 fn check_node(node: u64, this_node: u64, voters: &[u64]) -> Result<(), Refusal> {
@@ -317,12 +318,26 @@ mod tests {
     #[test]
     fn a_hello_from_another_node_of_the_cluster_for_this_group_is_admitted() {
         let hello = hello_frame(PeerHello::new(3, GROUP));
-        assert_eq!(admit_hello(&hello, THIS, GROUP, &VOTERS), Ok(3));
+        assert_eq!(admit_hello(&hello, THIS, &[GROUP], &VOTERS), Ok((3, GROUP)));
+    }
+
+    /// A shard running several groups admits a hello for any of them, and the
+    /// connection belongs to the group its hello names.
+    #[test]
+    fn a_shard_running_several_groups_admits_a_hello_for_each() {
+        for group in [GROUP, 4] {
+            let hello = hello_frame(PeerHello::new(3, group));
+            assert_eq!(
+                admit_hello(&hello, THIS, &[GROUP, 4], &VOTERS),
+                Ok((3, group))
+            );
+        }
     }
 
     #[test]
     fn every_bad_hello_is_refused() {
-        let refused = |hello: PeerMessages| admit_hello(&hello, THIS, GROUP, &VOTERS).unwrap_err();
+        let refused =
+            |hello: PeerMessages| admit_hello(&hello, THIS, &[GROUP], &VOTERS).unwrap_err();
         let heartbeat = message(MessageType::MsgHeartbeat, 3, THIS);
         assert_eq!(
             refused(frame(3, GROUP, vec![heartbeat.clone()])),
@@ -340,7 +355,7 @@ mod tests {
             refused(hello_frame(PeerHello::new(3, 0))),
             Refusal::HelloForOtherGroup {
                 hello_group: 0,
-                group: GROUP
+                groups: vec![GROUP]
             }
         );
         let mut old = PeerHello::new(3, GROUP);

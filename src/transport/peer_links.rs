@@ -101,18 +101,24 @@ pub struct PeerLinks {
 }
 
 impl PeerLinks {
-    /// Starts a link task for every other node of the cluster.
-    pub fn start(config: &NodeConfig, group: u32) -> PeerLinks {
+    /// Starts a link task to each of `group`'s other replicas: (node, the shard running
+    /// the group there). Nodes without a known address get no link.
+    pub fn start(config: &NodeConfig, group: u32, replicas: &[(u64, u32)]) -> PeerLinks {
         let unreachable = Rc::new(RefCell::new(Vec::new()));
         let lost_snapshots = Rc::new(RefCell::new(Vec::new()));
         let mut links = BTreeMap::new();
         let hello = Rc::new(encode_peer_hello(&PeerHello::new(config.node_id, group)));
-        for peer in config.peers.iter().filter(|p| p.node_id != config.node_id) {
-            let Some(address) = config.peer_link_address(peer.node_id, group) else {
+        for &(node, shard) in replicas {
+            let Ok(node_id) = u32::try_from(node) else {
+                continue;
+            };
+            if node_id == config.node_id {
+                continue;
+            }
+            let Some(address) = config.peer_link_address(node_id, shard) else {
                 continue;
             };
             let (sender, receiver) = local_channel::new_bounded(PEER_QUEUE_FRAMES);
-            let node = u64::from(peer.node_id);
             let link = Link {
                 address,
                 peer: node,

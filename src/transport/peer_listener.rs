@@ -47,20 +47,21 @@ use crate::transport::ingress::{admit, admit_hello, RefusalLogLimiter};
 
 const READ_BUFFER_BYTES: usize = 64 * 1024;
 
-/// Hands admitted messages to the replica group: (sending node, messages in order).
-pub type Deliver = Rc<dyn Fn(u64, Vec<Message>)>;
+/// Hands admitted messages to a replica group: (group, sending node, messages in order).
+pub type Deliver = Rc<dyn Fn(u32, u64, Vec<Message>)>;
 
-/// Called with a peer's node id when its admitted connection ends (closed, reset, or
-/// refused for a fault of its own).
-pub type Lost = Rc<dyn Fn(u64)>;
+/// Called with (group, peer's node id) when its admitted connection ends (closed,
+/// reset, or refused for a fault of its own).
+pub type Lost = Rc<dyn Fn(u32, u64)>;
 
 /// Who may send what to this listener.
 #[derive(Clone, Debug)]
 pub struct PeerIngress {
     /// This node's id.
     pub this_node: u64,
-    /// The listener's replica group (shard index).
-    pub group: u32,
+    /// The replica groups the listener's shard runs: a connection belongs to one of
+    /// them, named by its hello.
+    pub groups: Vec<u32>,
     /// Every node of the cluster (`--peers`), this one included.
     pub voters: Vec<u64>,
     /// Largest frame accepted.
@@ -84,7 +85,7 @@ impl Listener {
             return;
         };
         tracing::warn!(
-            group = self.ingress.group,
+            groups = ?self.ingress.groups,
             peer = ?peer,
             suppressed_since_last = suppressed,
             "peer port: {what}: {reason}"
@@ -112,7 +113,7 @@ pub async fn serve_peers(
         let stream = match listener.accept().await {
             Ok(stream) => stream,
             Err(error) => {
-                tracing::warn!(group = state.ingress.group, %error, "peer accept failed");
+                tracing::warn!(groups = ?state.ingress.groups, %error, "peer accept failed");
                 glommio::timer::sleep(Duration::from_millis(10)).await;
                 continue;
             }
@@ -173,11 +174,11 @@ async fn handle_peer_connection(
     let hello = decode_peer_frame(&first)
         .map_err(|e| e.to_string())
         .and_then(|frame| {
-            admit_hello(&frame, ingress.this_node, ingress.group, &ingress.voters)
+            admit_hello(&frame, ingress.this_node, &ingress.groups, &ingress.voters)
                 .map_err(|e| e.to_string())
         });
-    let node = match hello {
-        Ok(node) => node,
+    let (node, group) = match hello {
+        Ok(admitted) => admitted,
         Err(reason) => {
             state.log_refusal(peer, "connection refused", &reason);
             return Ok(());
@@ -188,21 +189,16 @@ async fn handle_peer_connection(
         return Ok(());
     }
     state.admitted.set(state.admitted.get() + 1);
-    tracing::debug!(
-        group = ingress.group,
-        node,
-        ?peer,
-        "peer connection admitted"
-    );
-    let result = serve_admitted(state, node, stream, decoder, buffer, peer).await;
+    tracing::debug!(group, node, ?peer, "peer connection admitted");
+    let result = serve_admitted(state, (node, group), stream, decoder, buffer, peer).await;
     state.admitted.set(state.admitted.get() - 1);
-    (state.lost)(node);
+    (state.lost)(group, node);
     result
 }
 
 async fn serve_admitted(
     state: &Rc<Listener>,
-    node: u64,
+    (node, group): (u64, u32),
     mut stream: TcpStream,
     mut decoder: FrameDecoder,
     mut buffer: Vec<u8>,
@@ -235,18 +231,12 @@ async fn serve_admitted(
                 continue;
             }
         };
-        let (messages, refusals) = admit(
-            node,
-            ingress.this_node,
-            ingress.group,
-            &ingress.voters,
-            frame,
-        );
+        let (messages, refusals) = admit(node, ingress.this_node, group, &ingress.voters, frame);
         for refusal in &refusals {
             state.log_refusal(peer, "dropped", refusal);
         }
         if !messages.is_empty() {
-            (state.deliver)(node, messages);
+            (state.deliver)(group, node, messages);
         }
         // A leader's appends can keep the socket full: give way between frames when the
         // executor asks (a tick is due).

@@ -45,13 +45,13 @@ fn listening_node() -> (u16, Received) {
     let port = listener.local_addr().expect("its address").port();
     let received: Received = Rc::default();
     let sink = received.clone();
-    let deliver: Deliver = Rc::new(move |node, messages| {
+    let deliver: Deliver = Rc::new(move |_group, node, messages| {
         sink.borrow_mut()
             .extend(messages.into_iter().map(|m| (node, m)))
     });
     let ingress = PeerIngress {
         this_node: 2,
-        group: 0,
+        groups: vec![0],
         voters: vec![1, 2],
         max_frame_bytes: LIMIT,
     };
@@ -59,7 +59,7 @@ fn listening_node() -> (u16, Received) {
     glommio::spawn_local(serve_peers(
         listener,
         ingress,
-        (deliver, Rc::new(|_| {})),
+        (deliver, Rc::new(|_, _| {})),
         stopping,
     ))
     .detach();
@@ -128,7 +128,7 @@ async fn wait_for(received: &Received, count: usize) {
 fn a_snapshot_larger_than_the_frame_limit_arrives_whole_and_in_order() {
     on_executor(|| async {
         let (port, received) = listening_node();
-        let links = PeerLinks::start(&node_one_config(port), 0);
+        let links = PeerLinks::start(&node_one_config(port), 0, &[(2, 0)]);
         let first = vec![heartbeat(1), snapshot_message(40, 1 << 20), heartbeat(2)];
         assert_eq!(links.send(2, first.clone()), None, "queued");
         // The link holds one chunked frame: a second one before it is written is dropped
@@ -267,7 +267,7 @@ fn a_snapshot_whose_connection_fails_while_it_is_written_is_reported_lost() {
             closing.set(true);
         })
         .detach();
-        let links = PeerLinks::start(&node_one_config(port), 0);
+        let links = PeerLinks::start(&node_one_config(port), 0, &[(2, 0)]);
         let deadline = Instant::now() + Duration::from_secs(5);
         while !closed.get() && Instant::now() < deadline {
             glommio::timer::sleep(Duration::from_millis(5)).await;

@@ -1,0 +1,181 @@
+//! Clusters larger than their replication factor, as real broker processes on loopback:
+//! six nodes, three replicas per data group. Each node holds only the groups placed on
+//! it (its data directory says so), producers write to every partition with
+//! acks=quorum through a kill -9 of a node, and every acknowledged record is read back
+//! exactly once, in order.
+
+mod support;
+
+use std::collections::BTreeSet;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use keel::client::{ClientError, ClusterClient};
+use keel::controller::{GroupId, Placement};
+use keel::protocol::codec::{encode_record_batch, BatchProducer, RecordData};
+use keel::protocol::wire::Acks;
+use support::{retry, start_cluster_with};
+
+const NODES: u32 = 6;
+const PARTITIONS: u32 = 6;
+
+fn batch_of(partition: u32, first: u64) -> (Vec<u8>, u32) {
+    let records: Vec<RecordData> = (first..first + 5)
+        .map(|n| RecordData {
+            value: format!("p{partition}-{n}").into_bytes(),
+            ..Default::default()
+        })
+        .collect();
+    encode_record_batch(BatchProducer::default(), 0, &records)
+}
+
+/// Every record of `partition`, offsets checked dense and in order.
+fn read_partition(client: &mut ClusterClient, topic: &str, partition: u32) -> Vec<String> {
+    let mut stored = Vec::new();
+    let mut offset = 0;
+    loop {
+        let fetched = retry("fetch", || {
+            client.fetch(topic, partition, offset, 1 << 20, Duration::ZERO)
+        });
+        if fetched.records.is_empty() {
+            return stored;
+        }
+        for record in fetched.records {
+            assert_eq!(record.offset, offset, "offsets are dense and in order");
+            stored.push(String::from_utf8(record.value.to_vec()).unwrap());
+            offset += 1;
+        }
+    }
+}
+
+/// The groups whose files a node's data directory holds.
+fn groups_on_disk(node_dir: &std::path::Path) -> BTreeSet<u32> {
+    std::fs::read_dir(node_dir)
+        .unwrap()
+        .filter_map(|entry| {
+            let name = entry.unwrap().file_name().to_string_lossy().into_owned();
+            name.strip_prefix("group-")?.parse().ok()
+        })
+        .collect()
+}
+
+#[test]
+fn six_nodes_hold_three_replicas_each_and_lose_nothing_to_a_kill() {
+    let root = tempfile::tempdir().unwrap();
+    let mut nodes = start_cluster_with(root.path(), NODES, 1, &["--replication-factor", "3"]);
+    let bootstrap: Vec<String> = nodes.iter().map(|n| n.address(0)).collect();
+    let bootstrap = bootstrap.join(",");
+    let mut client = ClusterClient::new(&bootstrap);
+    retry("create topic", || client.create_topic("wide", PARTITIONS));
+
+    // Each node runs the controller (a voter or a learner) and only its data groups.
+    let node_ids: Vec<u64> = (1..=u64::from(NODES)).collect();
+    let placement = Placement::bootstrap(1, &node_ids, 3);
+    for node in 1..=NODES {
+        let placed: BTreeSet<u32> = placement
+            .groups_on(u64::from(node), 0)
+            .into_iter()
+            .map(|g| g.0)
+            .collect();
+        let on_disk = groups_on_disk(&root.path().join(format!("node-{node}")));
+        assert_eq!(on_disk, placed, "node {node}'s groups");
+        assert!(placed.len() < placement.group_count() as usize);
+    }
+    let status = retry("every group led", || {
+        let rows = client.cluster_status()?;
+        let led: BTreeSet<u32> = rows
+            .iter()
+            .filter(|r| r.role == "leader")
+            .map(|r| r.group)
+            .collect();
+        if led.len() == placement.group_count() as usize {
+            Ok(rows)
+        } else {
+            Err(ClientError::Unexpected(format!(
+                "not every group led: {rows:?}"
+            )))
+        }
+    });
+    for group in 1..placement.group_count() {
+        let rows = status.iter().filter(|r| r.group == group).count();
+        assert_eq!(rows, 3, "group {group} has three replicas: {status:?}");
+    }
+
+    // Producers on every partition; a node holding data groups is killed meanwhile.
+    let stop = Arc::new(AtomicBool::new(false));
+    let acked: Arc<Mutex<Vec<(u32, u64, u64)>>> = Arc::default();
+    let maybe: Arc<Mutex<Vec<(u32, u64)>>> = Arc::default();
+    let producer = {
+        let (stop, acked, maybe, bootstrap) = (
+            stop.clone(),
+            acked.clone(),
+            maybe.clone(),
+            bootstrap.clone(),
+        );
+        std::thread::spawn(move || {
+            let mut client = ClusterClient::new(&bootstrap);
+            let mut next = vec![0u64; PARTITIONS as usize];
+            while !stop.load(Ordering::Relaxed) {
+                for partition in 0..PARTITIONS {
+                    let first = next[partition as usize];
+                    let (batch, crc) = batch_of(partition, first);
+                    match client.produce("wide", partition, &batch, crc, Acks::Quorum) {
+                        Ok(offset) => acked.lock().unwrap().push((partition, offset, first)),
+                        Err(ClientError::Unacknowledged(_)) => {
+                            maybe.lock().unwrap().push((partition, first))
+                        }
+                        Err(error) => panic!("produce to {partition} failed for good: {error}"),
+                    }
+                    next[partition as usize] += 5;
+                }
+            }
+        })
+    };
+    std::thread::sleep(Duration::from_millis(1000));
+    let victim = (1..placement.group_count())
+        .flat_map(|g| placement.replicas(GroupId(g)).to_vec())
+        .find(|&node| node > 3)
+        .expect("a data group on a node that is no controller voter");
+    let before_kill = acked.lock().unwrap().len();
+    nodes[victim as usize - 1].kill();
+    std::thread::sleep(Duration::from_millis(2500));
+    stop.store(true, Ordering::Relaxed);
+    producer.join().unwrap();
+    let acked = acked.lock().unwrap().clone();
+    assert!(before_kill > 10, "progress before the kill: {before_kill}");
+    assert!(
+        acked.len() > before_kill + 10,
+        "progress after the kill: {before_kill} -> {}",
+        acked.len()
+    );
+
+    // Every acknowledged batch is there, once, in order, on every partition.
+    let mut client = ClusterClient::new(&bootstrap);
+    let maybe = maybe.lock().unwrap().clone();
+    for partition in 0..PARTITIONS {
+        let stored = read_partition(&mut client, "wide", partition);
+        let mine: Vec<_> = acked.iter().filter(|(p, ..)| *p == partition).collect();
+        assert!(!mine.is_empty(), "partition {partition} took writes");
+        for &&(_, offset, first) in &mine {
+            for k in 0..5 {
+                assert_eq!(
+                    stored[(offset + k) as usize],
+                    format!("p{partition}-{}", first + k),
+                    "acknowledged record at {partition}/{}",
+                    offset + k
+                );
+            }
+        }
+        let values: Vec<u64> = stored
+            .iter()
+            .map(|v| v.rsplit('-').next().unwrap().parse().unwrap())
+            .collect();
+        assert!(
+            values.windows(2).all(|w| w[0] < w[1]),
+            "once, in send order"
+        );
+        let unsure = maybe.iter().filter(|(p, _)| *p == partition).count();
+        assert!(stored.len() >= mine.len() * 5 && stored.len() <= (mine.len() + unsure) * 5);
+    }
+}
