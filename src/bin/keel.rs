@@ -42,9 +42,9 @@ enum Command {
     /// Run a broker node (one shard per core; shard i listens for clients on --port + i
     /// and, in a cluster, for the other nodes on --peer-port + i).
     Broker(BrokerArgs),
-    /// Run a local three-node cluster on loopback (nodes on client ports 9700, 9710, 9720
-    /// and peer ports 9800, 9810, 9820), for trying Keel out and for benchmarks. Ctrl-C
-    /// stops it.
+    /// Run a local cluster on loopback, three nodes by default (client ports 9700, 9710,
+    /// 9720 and peer ports 9800, 9810, 9820; `--nodes 6`: six nodes, each holding the
+    /// groups placed on it), for trying Keel out and for benchmarks. Ctrl-C stops it.
     Dev(DevArgs),
     /// Create, list and delete topics.
     #[command(subcommand)]

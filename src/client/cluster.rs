@@ -477,6 +477,13 @@ impl ClusterClient {
 
     /// Creates a topic.
     pub fn create_topic(&mut self, name: &str, partitions: u32) -> Result<(), ClientError> {
+        // While the controller elects its leader (a cluster just started) the request is
+        // refused before anything is proposed: it is asked again. A creation whose
+        // outcome was lost is asked again too, and then answered TopicAlreadyExists.
+        self.with_retries(|client| client.create_topic_once(name, partitions))
+    }
+
+    fn create_topic_once(&mut self, name: &str, partitions: u32) -> Result<(), ClientError> {
         let controller = self.controller()?;
         let answer = self.call_cluster(Some(controller), |id| {
             let mut builder = flatbuffers::FlatBufferBuilder::new();
