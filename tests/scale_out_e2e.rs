@@ -179,3 +179,84 @@ fn six_nodes_hold_three_replicas_each_and_lose_nothing_to_a_kill() {
         assert!(stored.len() >= mine.len() * 5 && stored.len() <= (mine.len() + unsure) * 5);
     }
 }
+
+/// Topics with another replication factor than the cluster's get a replica group of
+/// their own, placed by the controller: one replica for `one`, five for `five`, on six
+/// nodes. The group's files exist on exactly its nodes; it comes back after a restart of
+/// its node (the node learns its groups from its controller replica); `five` takes
+/// writes through a kill -9 of one of its nodes; a factor the cluster cannot give is
+/// refused with a reason.
+#[test]
+fn topics_with_their_own_replication_factor_get_groups_of_their_own() {
+    let root = tempfile::tempdir().unwrap();
+    let mut nodes = start_cluster_with(root.path(), NODES, 1, &["--replication-factor", "3"]);
+    let bootstrap: Vec<String> = nodes.iter().map(|n| n.address(0)).collect();
+    let bootstrap = bootstrap.join(",");
+    let mut client = ClusterClient::new(&bootstrap);
+    retry("create one", || client.create_topic_with("one", 2, 1));
+    retry("create five", || client.create_topic_with("five", 2, 5));
+    match client.create_topic_with("seven", 1, 7) {
+        Err(ClientError::Broker { message, .. }) => {
+            assert!(message.contains("1, 3 or 5"), "{message}")
+        }
+        other => panic!("a factor of 7 was not refused: {other:?}"),
+    }
+    let bootstrap_groups = Placement::bootstrap(1, &(1..=6).collect::<Vec<u64>>(), 3).group_count();
+    let (one_group, five_group) = (bootstrap_groups, bootstrap_groups + 1);
+    let holders = |group: u32| -> BTreeSet<u32> {
+        (1..=NODES)
+            .filter(|n| groups_on_disk(&root.path().join(format!("node-{n}"))).contains(&group))
+            .collect()
+    };
+    let one_nodes = retry("one's group started", || {
+        let held = holders(one_group);
+        if held.len() == 1 {
+            Ok(held)
+        } else {
+            Err(format!("one's group on {held:?}"))
+        }
+    });
+    let five_nodes = retry("five's group started", || {
+        let held = holders(five_group);
+        if held.len() == 5 {
+            Ok(held)
+        } else {
+            Err(format!("five's group on {held:?}"))
+        }
+    });
+
+    let produce = |client: &mut ClusterClient, topic: &str, partition: u32, first: u64| {
+        let (batch, crc) = batch_of(partition, first);
+        retry("produce", || {
+            client.produce(topic, partition, &batch, crc, Acks::Quorum)
+        })
+    };
+    for partition in 0..2 {
+        for round in 0..3 {
+            produce(&mut client, "one", partition, round * 5);
+            produce(&mut client, "five", partition, round * 5);
+        }
+    }
+    // The node holding `one`'s only replica restarts; the group comes back with it.
+    let one_node = *one_nodes.iter().next().unwrap() as usize;
+    let restarted = nodes.remove(one_node - 1).restart();
+    nodes.insert(one_node - 1, restarted);
+    // A node of `five`'s group other than that one dies; `five` goes on.
+    let victim = *five_nodes
+        .iter()
+        .find(|&&n| n as usize != one_node)
+        .unwrap() as usize;
+    nodes[victim - 1].kill();
+    for partition in 0..2 {
+        produce(&mut client, "five", partition, 15);
+        produce(&mut client, "one", partition, 15);
+    }
+    let mut client = ClusterClient::new(&bootstrap);
+    for topic in ["one", "five"] {
+        for partition in 0..2 {
+            let stored = read_partition(&mut client, topic, partition);
+            let expected: Vec<String> = (0..20).map(|n| format!("p{partition}-{n}")).collect();
+            assert_eq!(stored, expected, "{topic}/{partition}");
+        }
+    }
+}

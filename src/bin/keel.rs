@@ -224,6 +224,10 @@ enum TopicCommand {
         /// Number of partitions.
         #[arg(long, default_value_t = 1)]
         partitions: u32,
+        /// Replicas of the topic's data: 1, 3 or 5 [default: the cluster's]. Another
+        /// number than the cluster's gives the topic a replica group of its own.
+        #[arg(long)]
+        replication_factor: Option<u16>,
         #[command(flatten)]
         connect: ConnectArgs,
     },
@@ -893,8 +897,13 @@ fn topic(command: TopicCommand) -> ExitCode {
         TopicCommand::Create {
             name,
             partitions,
+            replication_factor,
             connect,
-        } => match ClusterClient::new(&connect.bootstrap).create_topic(&name, partitions) {
+        } => match ClusterClient::new(&connect.bootstrap).create_topic_with(
+            &name,
+            partitions,
+            replication_factor.unwrap_or(0),
+        ) {
             Ok(()) => {
                 println!("created topic {name} with {partitions} partitions");
                 ExitCode::SUCCESS

@@ -22,6 +22,7 @@
 //! are deterministic.
 
 use crate::broker::group_entry::{GroupEntry, FIRST_GROUP_KIND, LAST_GROUP_KIND};
+use crate::broker::state::PlacedGroup;
 
 /// Version of the topic entries' format.
 pub const ENTRY_VERSION: u8 = 1;
@@ -29,9 +30,17 @@ pub const ENTRY_VERSION: u8 = 1;
 /// Version of the record batch entry's format (2: with `proposed_at_ms`).
 pub const RECORD_BATCH_VERSION: u8 = 2;
 
-/// Version of the topic creation entry's format (2: with each partition's group; 1, still
-/// read, has none).
-pub const CREATE_TOPIC_VERSION: u8 = 2;
+/// Version of the topic creation entry's format (3: with the groups the creation places;
+/// 2, still read, places none; 1, still read, records no partition's group either).
+pub const CREATE_TOPIC_VERSION: u8 = 3;
+
+/// The topic creation format that first recorded each partition's group.
+const CREATE_TOPIC_WITH_GROUPS: u8 = 2;
+
+/// Most groups one topic creation places, and most replicas of one group: what a decoded
+/// entry may claim (a creation places one group of at most 5 replicas).
+const MAX_PLACED_GROUPS: usize = 64;
+const MAX_PLACED_REPLICAS: usize = 16;
 const PREFIX_BYTES: usize = 4;
 
 /// One broker entry.
@@ -64,6 +73,9 @@ pub enum BrokerEntry<'a> {
         /// Each partition's replica group (`TopicInfo::groups`; empty from a version 1
         /// entry).
         groups: Vec<u32>,
+        /// Groups this creation places (a topic whose replication factor is not the
+        /// cluster's gets a group of its own; empty before version 3).
+        new_groups: Vec<PlacedGroup>,
     },
     /// A topic removed.
     DeleteTopic {
@@ -106,26 +118,62 @@ fn decode_create_topic(version: u8, body: &[u8]) -> Result<BrokerEntry<'_>, Entr
         .ok_or(EntryDecodeError::Truncated)?;
     let partitions = u32_at(body, 4)?;
     let mut groups = Vec::new();
-    if version >= CREATE_TOPIC_VERSION {
+    let mut new_groups = Vec::new();
+    if version >= CREATE_TOPIC_WITH_GROUPS {
         let at = 10 + length;
         let count = u32_at(body, at)?;
         if count != 0 && count != partitions {
             return Err(EntryDecodeError::BadGroups);
         }
-        let raw = body
-            .get(at + 4..at + 4 + 4 * count as usize)
-            .ok_or(EntryDecodeError::Truncated)?;
+        let end = at + 4 + 4 * count as usize;
+        let raw = body.get(at + 4..end).ok_or(EntryDecodeError::Truncated)?;
         groups = raw
             .chunks_exact(4)
             .map(|g| u32::from_le_bytes([g[0], g[1], g[2], g[3]]))
             .collect();
+        if version >= CREATE_TOPIC_VERSION {
+            new_groups = decode_placed_groups(body, end)?;
+        }
     }
     Ok(BrokerEntry::CreateTopic {
         topic_id: u32_at(body, 0)?,
         partitions,
         name: std::str::from_utf8(name).map_err(|_| EntryDecodeError::BadName)?,
         groups,
+        new_groups,
     })
+}
+
+/// Groups placed by a creation: count u32, then per group its id u32, its replica count
+/// u32 and (node u64, shard u32) per replica.
+fn decode_placed_groups(body: &[u8], mut at: usize) -> Result<Vec<PlacedGroup>, EntryDecodeError> {
+    let count = u32_at(body, at)? as usize;
+    at += 4;
+    if count > MAX_PLACED_GROUPS {
+        return Err(EntryDecodeError::BadGroups);
+    }
+    let mut placed = Vec::with_capacity(count);
+    for _ in 0..count {
+        let id = u32_at(body, at)?;
+        let replicas = u32_at(body, at + 4)? as usize;
+        at += 8;
+        if replicas == 0 || replicas > MAX_PLACED_REPLICAS {
+            return Err(EntryDecodeError::BadGroups);
+        }
+        let mut slots = Vec::with_capacity(replicas);
+        for _ in 0..replicas {
+            let raw = body.get(at..at + 8).ok_or(EntryDecodeError::Truncated)?;
+            let mut node = [0u8; 8];
+            node.copy_from_slice(raw);
+            slots.push((u64::from_le_bytes(node), u32_at(body, at + 8)?));
+            at += 12;
+        }
+        placed.push(PlacedGroup {
+            id,
+            replicas: slots,
+        });
+    }
+    Ok(placed)
 }
 
 fn u32_at(bytes: &[u8], at: usize) -> Result<u32, EntryDecodeError> {
@@ -159,10 +207,18 @@ impl<'a> BrokerEntry<'a> {
                 partitions,
                 name,
                 groups,
+                new_groups,
             } => {
                 assert!(
                     name.len() <= usize::from(u16::MAX),
                     "topic names are checked before"
+                );
+                assert!(
+                    new_groups.len() <= MAX_PLACED_GROUPS
+                        && new_groups
+                            .iter()
+                            .all(|g| { (1..=MAX_PLACED_REPLICAS).contains(&g.replicas.len()) }),
+                    "a creation places a few groups of a few replicas"
                 );
                 assert!(
                     groups.is_empty() || groups.len() == *partitions as usize,
@@ -176,6 +232,15 @@ impl<'a> BrokerEntry<'a> {
                 out.extend_from_slice(&(groups.len() as u32).to_le_bytes());
                 for group in groups {
                     out.extend_from_slice(&group.to_le_bytes());
+                }
+                out.extend_from_slice(&(new_groups.len() as u32).to_le_bytes());
+                for placed in new_groups {
+                    out.extend_from_slice(&placed.id.to_le_bytes());
+                    out.extend_from_slice(&(placed.replicas.len() as u32).to_le_bytes());
+                    for (node, shard) in &placed.replicas {
+                        out.extend_from_slice(&node.to_le_bytes());
+                        out.extend_from_slice(&shard.to_le_bytes());
+                    }
                 }
             }
             BrokerEntry::DeleteTopic { topic_id } => {
@@ -220,7 +285,7 @@ impl<'a> BrokerEntry<'a> {
             (FIRST_GROUP_KIND..=LAST_GROUP_KIND, _) => {
                 GroupEntry::decode(kind, version, body).map(BrokerEntry::Group)
             }
-            (2, ENTRY_VERSION | CREATE_TOPIC_VERSION) => decode_create_topic(version, body),
+            (2, ENTRY_VERSION..=CREATE_TOPIC_VERSION) => decode_create_topic(version, body),
             _ if version != ENTRY_VERSION => Err(EntryDecodeError::Unknown { kind, version }),
             (3, _) => Ok(BrokerEntry::DeleteTopic {
                 topic_id: u32_at(body, 0)?,
@@ -251,12 +316,24 @@ mod tests {
                 partitions: 3,
                 name: "orders",
                 groups: vec![2, 0, 1],
+                new_groups: Vec::new(),
             },
             BrokerEntry::CreateTopic {
                 topic_id: 5,
                 partitions: 2,
                 name: "legacy",
                 groups: Vec::new(),
+                new_groups: Vec::new(),
+            },
+            BrokerEntry::CreateTopic {
+                topic_id: 6,
+                partitions: 2,
+                name: "alone",
+                groups: vec![9, 9],
+                new_groups: vec![PlacedGroup {
+                    id: 9,
+                    replicas: vec![(4, 1), (2, 0), (6, 3)],
+                }],
             },
             BrokerEntry::DeleteTopic { topic_id: 4 },
         ];
@@ -302,6 +379,7 @@ mod tests {
                 partitions: 16,
                 name: "orders",
                 groups: Vec::new(),
+                new_groups: Vec::new(),
             })
         );
         let two_partitions = BrokerEntry::CreateTopic {
@@ -309,8 +387,16 @@ mod tests {
             partitions: 2,
             name: "orders",
             groups: vec![1, 0],
+            new_groups: Vec::new(),
         }
         .encode();
+        // Version 2 (groups, none placed) still reads.
+        let mut version_2 = two_partitions[..two_partitions.len() - 4].to_vec();
+        version_2[1] = 2;
+        assert_eq!(
+            BrokerEntry::decode(&version_2),
+            BrokerEntry::decode(&two_partitions)
+        );
         assert_eq!(
             BrokerEntry::decode(&two_partitions[..two_partitions.len() - 1]),
             Err(EntryDecodeError::Truncated)
@@ -322,6 +408,40 @@ mod tests {
             BrokerEntry::decode(&mismatched),
             Err(EntryDecodeError::BadGroups)
         );
+    }
+
+    /// A creation claiming more placed groups or replicas than any creation places, or
+    /// a group of no replica, is refused; one cut short is truncated.
+    #[test]
+    fn a_creation_placing_groups_out_of_bounds_is_refused() {
+        let placing = |replicas: Vec<(u64, u32)>| {
+            BrokerEntry::CreateTopic {
+                topic_id: 6,
+                partitions: 1,
+                name: "alone",
+                groups: vec![9],
+                new_groups: vec![PlacedGroup { id: 9, replicas }],
+            }
+            .encode()
+        };
+        let good = placing(vec![(1, 0), (2, 0)]);
+        assert!(BrokerEntry::decode(&good).is_ok());
+        assert_eq!(
+            BrokerEntry::decode(&good[..good.len() - 3]),
+            Err(EntryDecodeError::Truncated)
+        );
+        // The replica count says 0, then 17.
+        let count_at = good.len() - 2 * 12 - 4;
+        for claimed in [0u32, MAX_PLACED_REPLICAS as u32 + 1] {
+            let mut bad = good.clone();
+            bad[count_at..count_at + 4].copy_from_slice(&claimed.to_le_bytes());
+            assert_eq!(BrokerEntry::decode(&bad), Err(EntryDecodeError::BadGroups));
+        }
+        // The group count says 65.
+        let mut bad = good.clone();
+        let groups_at = count_at - 8;
+        bad[groups_at..groups_at + 4].copy_from_slice(&65u32.to_le_bytes());
+        assert_eq!(BrokerEntry::decode(&bad), Err(EntryDecodeError::BadGroups));
     }
 
     proptest! {

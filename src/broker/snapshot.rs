@@ -13,7 +13,9 @@
 //!
 //! From version 4 each topic also records its partitions' replica groups (count u32, 0
 //! or the partition count, then group u32 per partition, after the name); versions 1-3
-//! read with none (the bootstrap spread).
+//! read with none (the bootstrap spread). From version 5 the groups placed by topic
+//! creations follow the topics (count u32, then per group its id u32, replica count u32
+//! and (node u64, shard u32) per replica); versions 1-4 read with none.
 //!
 //! Version 1 (still read) has neither the two last-use fields nor the clock: its
 //! producers read as last used by a batch without a time (`broker::producers`). Versions
@@ -24,10 +26,12 @@ use std::collections::{BTreeMap, HashMap};
 use crate::broker::group_snapshot::{decode_groups, encode_groups};
 use crate::broker::groups::ConsumerGroups;
 use crate::broker::producers::{ProducerSequence, ProducerTable};
-use crate::broker::state::{BatchLocation, PartitionIndex, ShardState, TopicInfo, Topics};
+use crate::broker::state::{
+    BatchLocation, PartitionIndex, PlacedGroup, ShardState, TopicInfo, Topics,
+};
 
 const MAGIC: &[u8; 4] = b"KSNP";
-const VERSION: u16 = 4;
+const VERSION: u16 = 5;
 
 /// The version before the producer table kept last-use times and its clock.
 const VERSION_WITHOUT_LAST_USE: u16 = 1;
@@ -37,6 +41,9 @@ const VERSION_WITHOUT_GROUPS: u16 = 2;
 
 /// The version before topics recorded each partition's replica group.
 const VERSION_WITHOUT_PARTITION_GROUPS: u16 = 3;
+
+/// The version before the groups placed by topic creations were recorded.
+const VERSION_WITHOUT_PLACED_GROUPS: u16 = 4;
 
 /// A snapshot that cannot be read.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -78,6 +85,17 @@ fn encode_versioned(state: &ShardState, with_batches: bool, version: u16) -> Vec
             out.extend_from_slice(&(info.groups.len() as u32).to_le_bytes());
             for group in &info.groups {
                 out.extend_from_slice(&group.to_le_bytes());
+            }
+        }
+    }
+    if version > VERSION_WITHOUT_PLACED_GROUPS {
+        out.extend_from_slice(&(state.topics.placed.len() as u32).to_le_bytes());
+        for placed in state.topics.placed.values() {
+            out.extend_from_slice(&placed.id.to_le_bytes());
+            out.extend_from_slice(&(placed.replicas.len() as u32).to_le_bytes());
+            for (node, shard) in &placed.replicas {
+                out.extend_from_slice(&node.to_le_bytes());
+                out.extend_from_slice(&shard.to_le_bytes());
             }
         }
     }
@@ -171,6 +189,16 @@ pub fn decode_state(bytes: &[u8]) -> Result<ShardState, SnapshotError> {
             },
         );
     }
+    let mut placed = BTreeMap::new();
+    if version > VERSION_WITHOUT_PLACED_GROUPS {
+        for _ in 0..reader.count(8)? {
+            let id = reader.u32()?;
+            let replicas = (0..reader.count(12)?)
+                .map(|_| Ok((reader.u64()?, reader.u32()?)))
+                .collect::<Result<Vec<_>, SnapshotError>>()?;
+            placed.insert(id, PlacedGroup { id, replicas });
+        }
+    }
     let partition_count = reader.count(20)?;
     let mut partitions = HashMap::with_capacity(partition_count);
     for _ in 0..partition_count {
@@ -204,7 +232,7 @@ pub fn decode_state(bytes: &[u8]) -> Result<ShardState, SnapshotError> {
         return Err(SnapshotError::Malformed("trailing bytes"));
     }
     Ok(ShardState {
-        topics: Topics::from_parts(by_name, next_id),
+        topics: Topics::from_parts(by_name, next_id, placed),
         partitions,
         producers,
         groups,
@@ -305,6 +333,10 @@ mod tests {
                 partitions: 2,
                 name: "orders",
                 groups: vec![1, 0],
+                new_groups: vec![crate::broker::state::PlacedGroup {
+                    id: 7,
+                    replicas: vec![(1, 0), (3, 2)],
+                }],
             },
         );
         for n in 0..5u32 {
@@ -383,6 +415,19 @@ mod tests {
         assert_eq!(orders.groups, vec![1, 0]);
         let copy = decode_state(&encode_state(&original, true)).unwrap();
         assert_eq!(copy.topics, original.topics);
+        assert_eq!(
+            copy.topics
+                .placed_groups()
+                .map(|g| g.id)
+                .collect::<Vec<_>>(),
+            [7]
+        );
+        let version_4 = decode_state(&encode_versioned(&original, true, 4)).unwrap();
+        assert_eq!(version_4.topics.placed_groups().count(), 0);
+        assert_eq!(
+            version_4.topics.get("orders"),
+            original.topics.get("orders")
+        );
         let old = decode_state(&encode_versioned(&original, true, 3)).unwrap();
         assert_eq!(old.topics, without_partition_groups(&original.topics));
         assert_eq!(old.groups, original.groups);
@@ -400,7 +445,7 @@ mod tests {
                 (topic.name.clone(), info)
             })
             .collect();
-        Topics::from_parts(by_name, topics.next_id())
+        Topics::from_parts(by_name, topics.next_id(), BTreeMap::new())
     }
 
     #[test]

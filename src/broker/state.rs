@@ -34,24 +34,64 @@ pub struct TopicInfo {
     pub groups: Vec<u32>,
 }
 
-/// Topics by name.
+/// A replica group placed after the cluster's bootstrap, by a topic's creation: its
+/// replicas, all voters, as (node, shard running it there).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PlacedGroup {
+    /// The group's id (never reused).
+    pub id: u32,
+    /// Its replicas: (node, shard), on distinct nodes.
+    pub replicas: Vec<(u64, u32)>,
+}
+
+/// Topics by name, and the groups placed for them (the controller's metadata).
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Topics {
     pub(crate) by_name: BTreeMap<String, TopicInfo>,
     pub(crate) next_id: u32,
     /// The ids of `by_name`'s topics (a batch's topic is looked up by id).
     ids: BTreeSet<u32>,
+    /// Groups placed by topic creations, by id (kept when their topic is deleted: ids are
+    /// never reused). Only the controller group's log places groups.
+    pub(crate) placed: BTreeMap<u32, PlacedGroup>,
 }
 
 impl Topics {
-    /// Topics from their list by name (a snapshot's).
-    pub(crate) fn from_parts(by_name: BTreeMap<String, TopicInfo>, next_id: u32) -> Topics {
+    /// Topics from their list by name and the groups placed (a snapshot's).
+    pub(crate) fn from_parts(
+        by_name: BTreeMap<String, TopicInfo>,
+        next_id: u32,
+        placed: BTreeMap<u32, PlacedGroup>,
+    ) -> Topics {
         let ids = by_name.values().map(|info| info.id).collect();
         Topics {
             by_name,
             next_id,
             ids,
+            placed,
         }
+    }
+
+    /// The groups placed by topic creations, in id order.
+    pub fn placed_groups(&self) -> impl Iterator<Item = &PlacedGroup> {
+        self.placed.values()
+    }
+
+    /// Applies a creation that places `new_groups` too: nothing happens if the name
+    /// exists or a group id is taken (two creations raced), else the topic and its
+    /// groups are added together.
+    pub fn apply_create_placing(&mut self, info: TopicInfo, new_groups: Vec<PlacedGroup>) -> bool {
+        if new_groups.iter().any(|g| self.placed.contains_key(&g.id)) {
+            self.next_id = self.next_id.max(info.id + 1);
+            return false;
+        }
+        if !self.apply_create(info) {
+            return false;
+        }
+        for group in new_groups {
+            self.placed.insert(group.id, group);
+        }
+        true
     }
 
     /// A topic by name.
@@ -369,6 +409,7 @@ impl ShardState {
                 partitions,
                 name,
                 groups,
+                new_groups,
             } => {
                 let info = TopicInfo {
                     id: topic_id,
@@ -376,7 +417,7 @@ impl ShardState {
                     partitions,
                     groups,
                 };
-                if self.topics.apply_create(info) {
+                if self.topics.apply_create_placing(info, new_groups) {
                     let counts = self.partition_counts();
                     let partitions_of = |topic| counts.get(&topic).copied().unwrap_or(0);
                     self.groups.topic_created(topic_id, &partitions_of);
@@ -638,6 +679,7 @@ mod tests {
             partitions: 4,
             name: "a",
             groups: vec![1, 2, 3, 0],
+            new_groups: Vec::new(),
         }
         .encode();
         assert_eq!(state.apply(1, &create).unwrap(), Applied::TopicsChanged);
@@ -650,6 +692,7 @@ mod tests {
             partitions: 4,
             name: "a",
             groups: Vec::new(),
+            new_groups: Vec::new(),
         }
         .encode();
         assert_eq!(state.apply(2, &again).unwrap(), Applied::Nothing);
@@ -661,6 +704,40 @@ mod tests {
             Applied::TopicsChanged
         );
         assert!(state.topics.get("a").is_none());
+    }
+
+    /// A creation placing a group whose id is taken (two creations raced to it) creates
+    /// nothing, on every replica alike; the group placed first stays.
+    #[test]
+    fn a_creation_racing_to_a_group_id_creates_nothing() {
+        let mut state = ShardState::default();
+        let create = |topic_id, name, replicas| {
+            BrokerEntry::CreateTopic {
+                topic_id,
+                partitions: 1,
+                name,
+                groups: vec![5],
+                new_groups: vec![PlacedGroup { id: 5, replicas }],
+            }
+            .encode()
+        };
+        let first = create(1, "one", vec![(2, 0)]);
+        assert_eq!(state.apply(1, &first).unwrap(), Applied::TopicsChanged);
+        let second = create(2, "other", vec![(3, 0)]);
+        assert_eq!(state.apply(2, &second).unwrap(), Applied::Nothing);
+        assert!(state.topics.get("other").is_none());
+        let placed: Vec<_> = state.topics.placed_groups().cloned().collect();
+        assert_eq!(
+            placed,
+            vec![PlacedGroup {
+                id: 5,
+                replicas: vec![(2, 0)]
+            }]
+        );
+        assert!(
+            state.topics.next_id() > 2,
+            "the refused topic's id is spent"
+        );
     }
 
     fn idempotent_batch(sequence: u32, count: u32, epoch: u16, value: u8) -> Vec<u8> {

@@ -475,15 +475,31 @@ impl ClusterClient {
         Ok(self.metadata()?.controller.clone().unwrap_or(fallback))
     }
 
-    /// Creates a topic.
+    /// Creates a topic with the cluster's replication factor.
     pub fn create_topic(&mut self, name: &str, partitions: u32) -> Result<(), ClientError> {
+        self.create_topic_with(name, partitions, 0)
+    }
+
+    /// Creates a topic with `replication_factor` replicas (1, 3 or 5; 0: the
+    /// cluster's). Another factor than the cluster's gets a replica group of its own.
+    pub fn create_topic_with(
+        &mut self,
+        name: &str,
+        partitions: u32,
+        replication_factor: u16,
+    ) -> Result<(), ClientError> {
         // While the controller elects its leader (a cluster just started) the request is
         // refused before anything is proposed: it is asked again. A creation whose
         // outcome was lost is asked again too, and then answered TopicAlreadyExists.
-        self.with_retries(|client| client.create_topic_once(name, partitions))
+        self.with_retries(|client| client.create_topic_once(name, partitions, replication_factor))
     }
 
-    fn create_topic_once(&mut self, name: &str, partitions: u32) -> Result<(), ClientError> {
+    fn create_topic_once(
+        &mut self,
+        name: &str,
+        partitions: u32,
+        replication_factor: u16,
+    ) -> Result<(), ClientError> {
         let controller = self.controller()?;
         let answer = self.call_cluster(Some(controller), |id| {
             let mut builder = flatbuffers::FlatBufferBuilder::new();
@@ -493,7 +509,7 @@ impl ClusterClient {
                 &wire::CreateTopicRequestArgs {
                     name: Some(name),
                     partitions,
-                    replication_factor: 1,
+                    replication_factor,
                 },
             );
             encode_request(

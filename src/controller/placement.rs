@@ -21,9 +21,9 @@
 
 use std::collections::BTreeMap;
 
-use crate::broker::state::TopicInfo;
+use crate::broker::state::{PlacedGroup, TopicInfo};
 use crate::config::NodeConfig;
-use crate::controller::placer::{self, GroupSlots, NodeSlots, NodeState, Slot};
+use crate::controller::placer::{self, GroupSlots, NodeSlots, NodeState, PlaceError, Slot};
 use crate::replication::preferred_leader_of;
 
 /// A replica group's id. In a cluster no larger than its replication factor it equals
@@ -52,8 +52,10 @@ struct GroupPlace {
 /// Where the groups of a cluster run.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Placement {
+    /// Shards per node.
+    shards: u32,
     /// Every group, by id.
-    groups: Vec<GroupPlace>,
+    groups: BTreeMap<u32, GroupPlace>,
     /// The groups partitions and consumer groups are spread over.
     data_groups: Vec<GroupId>,
 }
@@ -80,13 +82,17 @@ impl Placement {
     /// Every group on every node: group i on shard i.
     fn everywhere(shards: u32, nodes: &[u64]) -> Placement {
         let groups = (0..shards)
-            .map(|shard| GroupPlace {
-                voters: nodes.to_vec(),
-                learners: Vec::new(),
-                shard_of: nodes.iter().map(|&node| (node, shard)).collect(),
+            .map(|shard| {
+                let place = GroupPlace {
+                    voters: nodes.to_vec(),
+                    learners: Vec::new(),
+                    shard_of: nodes.iter().map(|&node| (node, shard)).collect(),
+                };
+                (shard, place)
             })
             .collect();
         Placement {
+            shards,
             groups,
             data_groups: (0..shards).map(GroupId).collect(),
         }
@@ -116,20 +122,22 @@ impl Placement {
         let data_count = (nodes.len() * shards as usize)
             .div_ceil(factor)
             .max(shards as usize);
-        let mut groups = vec![controller];
-        for _ in 0..data_count {
+        let mut groups = BTreeMap::from([(CONTROLLER_GROUP.0, controller)]);
+        for id in 1..=data_count as u32 {
             let slots = placer::place(&slots, &placed, factor)
                 .expect("a replication factor no larger than the nodes is placed");
             let mut voters: Vec<u64> = slots.replicas.iter().map(|s| s.node).collect();
             voters.sort_unstable();
-            groups.push(GroupPlace {
+            let place = GroupPlace {
                 voters,
                 learners: Vec::new(),
                 shard_of: slots.replicas.iter().map(|s| (s.node, s.shard)).collect(),
-            });
+            };
+            groups.insert(id, place);
             placed.push(slots);
         }
         Placement {
+            shards,
             groups,
             data_groups: (1..=data_count as u32).map(GroupId).collect(),
         }
@@ -146,6 +154,70 @@ impl Placement {
         self.groups.len() as u32
     }
 
+    /// Every group's id, in order.
+    pub fn group_ids(&self) -> Vec<GroupId> {
+        self.groups.keys().map(|&id| GroupId(id)).collect()
+    }
+
+    /// Adds the groups topic creations placed (`Topics::placed_groups`), all of their
+    /// replicas voters; a group already known keeps its place.
+    pub fn with_placed<'a>(mut self, placed: impl Iterator<Item = &'a PlacedGroup>) -> Self {
+        for group in placed {
+            let mut voters: Vec<u64> = group.replicas.iter().map(|&(node, _)| node).collect();
+            voters.sort_unstable();
+            voters.dedup();
+            self.groups.entry(group.id).or_insert_with(|| GroupPlace {
+                voters,
+                learners: Vec::new(),
+                shard_of: group.replicas.iter().copied().collect(),
+            });
+        }
+        self
+    }
+
+    /// The id a newly placed group gets: above every group's, and at least `reserved`
+    /// (ids never reused, even when two placements race before either is applied).
+    pub fn next_group_id(&self, reserved: u32) -> u32 {
+        let above = self.groups.keys().next_back().map_or(0, |&id| id + 1);
+        above.max(reserved)
+    }
+
+    /// Places a new group of `replication_factor` replicas on the nodes of `nodes` (each
+    /// running this placement's shards), counting the load of every group placed.
+    pub fn place_new_group(
+        &self,
+        id: u32,
+        nodes: &[u64],
+        replication_factor: usize,
+    ) -> Result<PlacedGroup, PlaceError> {
+        let slots: Vec<NodeSlots> = nodes
+            .iter()
+            .map(|&node| NodeSlots {
+                id: node,
+                shards: self.shards,
+                rack: None,
+                state: NodeState::Active,
+            })
+            .collect();
+        let existing: Vec<GroupSlots> = self
+            .groups
+            .iter()
+            .map(|(&group, place)| GroupSlots {
+                replicas: place
+                    .shard_of
+                    .iter()
+                    .map(|(&node, &shard)| Slot { node, shard })
+                    .collect(),
+                preferred_leader: preferred_leader_of(group, &place.voters).unwrap_or(0),
+            })
+            .collect();
+        let placed = placer::place(&slots, &existing, replication_factor)?;
+        Ok(PlacedGroup {
+            id,
+            replicas: placed.replicas.iter().map(|s| (s.node, s.shard)).collect(),
+        })
+    }
+
     /// The group holding `partition` of `topic`: the one recorded when the topic was
     /// created, or for a topic that recorded none, the bootstrap spread (`spread`). A
     /// recorded group this placement does not have (a node restarted with fewer shards
@@ -153,7 +225,7 @@ impl Placement {
     /// before groups were recorded, rather than stopping the node on its own metadata.
     pub fn group_of_partition(&self, topic: &TopicInfo, partition: u32) -> GroupId {
         match topic.groups.get(partition as usize) {
-            Some(&group) if group < self.group_count() => GroupId(group),
+            Some(&group) if self.contains(GroupId(group)) => GroupId(group),
             _ => self.spread(topic.id, partition),
         }
     }
@@ -209,14 +281,19 @@ impl Placement {
 
     /// The groups shard `shard` of `node` runs (none, one or several), in id order.
     pub fn groups_on(&self, node: u64, shard: u32) -> Vec<GroupId> {
-        (0..self.group_count())
-            .map(GroupId)
+        self.group_ids()
+            .into_iter()
             .filter(|&group| self.shard_on(node, group) == Some(shard))
             .collect()
     }
 
+    /// Whether `group` exists.
+    pub fn contains(&self, group: GroupId) -> bool {
+        self.groups.contains_key(&group.0)
+    }
+
     fn place(&self, group: GroupId) -> &GroupPlace {
-        self.groups.get(group.0 as usize).unwrap_or_else(|| {
+        self.groups.get(&group.0).unwrap_or_else(|| {
             panic!(
                 "group {} does not exist ({} groups)",
                 group.0,
@@ -377,6 +454,40 @@ mod tests {
         assert_eq!(five.replicas(CONTROLLER_GROUP), &[1, 2, 3, 4, 5]);
         assert_eq!(five.learners(CONTROLLER_GROUP), &[6, 7]);
         assert!((1..five.group_count()).all(|g| five.replicas(GroupId(g)).len() == 5));
+    }
+
+    /// A group placed by a topic's creation joins the placement: its replicas are its
+    /// voters at their shards, new ids come after every group's (and after any id
+    /// reserved), and a new group goes to the least loaded nodes.
+    #[test]
+    fn groups_placed_by_topic_creations_join_the_placement() {
+        let nodes = [1, 2, 3, 4, 5, 6];
+        let base = Placement::bootstrap(1, &nodes, 3);
+        let id = base.next_group_id(0);
+        assert_eq!(id, base.group_count());
+        assert_eq!(base.next_group_id(id + 5), id + 5);
+        let single = base.place_new_group(id, &nodes, 1).unwrap();
+        assert_eq!(single.replicas.len(), 1);
+        let placement = base.clone().with_placed([&single].into_iter());
+        let node = single.replicas[0].0;
+        assert_eq!(placement.replicas(GroupId(id)), &[node]);
+        assert_eq!(placement.shard_on(node, GroupId(id)), Some(0));
+        assert!(placement.groups_on(node, 0).contains(&GroupId(id)));
+        assert_eq!(placement.next_group_id(0), id + 1);
+        let five = placement.place_new_group(id + 1, &nodes, 5).unwrap();
+        assert_eq!(five.replicas.len(), 5);
+        assert!(
+            !five.replicas.iter().any(|&(n, _)| n == node),
+            "the node given the single replica is the most loaded: {five:?}"
+        );
+        assert!(placement.place_new_group(id + 1, &nodes, 7).is_err());
+        let recorded = topic(9, 2, vec![id, id]);
+        assert_eq!(placement.group_of_partition(&recorded, 1), GroupId(id));
+        assert_ne!(
+            base.group_of_partition(&recorded, 1),
+            GroupId(id),
+            "unknown: the spread"
+        );
     }
 
     /// Asking about a group that does not exist is a bug, caught where it happens.

@@ -193,6 +193,7 @@ fn a_pass_of_many_topic_changes_tells_the_other_shards_once() {
             partitions: 1,
             name: &name,
             groups: vec![0],
+            new_groups: Vec::new(),
         }
         .encode();
         let request = RequestId(u64::from(topic_id));

@@ -49,6 +49,7 @@ pub fn mirror_entries(
             partitions: t.partitions,
             name: &t.name,
             groups: t.groups.clone(),
+            new_groups: Vec::new(),
         }
         .encode()
     });

@@ -106,8 +106,9 @@ pub struct ShardCore {
     pub shard_id: u32,
     /// The replica group this shard runs.
     pub group: GroupId,
-    /// Where every group runs and what it holds.
-    pub placement: Placement,
+    /// Where every group runs and what it holds (updated as the controller places
+    /// groups: `set_placement`).
+    placement: RefCell<Placement>,
     /// The node's configuration.
     pub config: NodeConfig,
     /// The group's CommitLog (the replica holds a clone as its store).
@@ -120,6 +121,8 @@ pub struct ShardCore {
     /// Consumer group members' sessions (while this shard coordinates as leader).
     pub(super) sessions: RefCell<GroupSessions>,
     next_request: Cell<u64>,
+    /// The next group id this driver may give out (`reserve_group_id`).
+    reserved_group_id: Cell<u32>,
     data_waiters: RefCell<Vec<LocalSender<()>>>,
     pub(super) failure: RefCell<Option<String>>,
     /// The failure was a full disk: the replica starts again once space is free.
@@ -133,8 +136,8 @@ pub struct ShardCore {
     topics_changed: RefCell<Option<TopicsHook>>,
     /// Links to the same shard of the other nodes.
     peers: PeerLinks,
-    /// Leader of each group as last heard (0: unknown), for metadata answers.
-    leaders: RefCell<Vec<u32>>,
+    /// Leader of each group as last heard (absent or 0: unknown), for metadata answers.
+    leaders: RefCell<BTreeMap<GroupId, u32>>,
     leader_changed: RefCell<Option<LeaderHook>>,
     shard_asker: RefCell<Option<ShardAsker>>,
     hand_over_done: RefCell<Option<LocalSender<Option<u64>>>>,
@@ -209,12 +212,11 @@ impl ShardCore {
     /// starts its tick task.
     pub fn start(
         (shard_id, group): (u32, GroupId),
-        config: NodeConfig,
+        (config, placement): (NodeConfig, Placement),
         log: CommitLog,
         snapshots: SnapshotFiles,
         state: ShardState,
     ) -> Result<Rc<ShardCore>, ReplicaError> {
-        let placement = Placement::of_config(&config);
         if placement.shard_on(u64::from(config.node_id), group) != Some(shard_id) {
             return Err(ReplicaError::Config(format!(
                 "group {} is not placed on shard {shard_id} of this node",
@@ -232,11 +234,10 @@ impl ShardCore {
             .filter_map(|node| Some((node, placement.shard_on(node, group)?)))
             .collect();
         let peers = PeerLinks::start(&config, group.0, &replicas);
-        let leaders = vec![0u32; placement.group_count() as usize];
         let core = Rc::new(ShardCore {
             shard_id,
             group,
-            placement,
+            placement: RefCell::new(placement),
             config,
             log,
             replica: RefCell::new(replica),
@@ -244,6 +245,7 @@ impl ShardCore {
             gathered: RefCell::new(Gathered::default()),
             sessions: RefCell::new(GroupSessions::default()),
             next_request: Cell::new(1),
+            reserved_group_id: Cell::new(0),
             data_waiters: RefCell::new(Vec::new()),
             failure: RefCell::new(None),
             no_space: Cell::new(false),
@@ -253,7 +255,7 @@ impl ShardCore {
             stopping: Cell::new(false),
             topics_changed: RefCell::new(None),
             peers,
-            leaders: RefCell::new(leaders),
+            leaders: RefCell::new(BTreeMap::new()),
             leader_changed: RefCell::new(None),
             shard_asker: RefCell::new(None),
             hand_over_done: RefCell::new(None),
@@ -272,6 +274,16 @@ impl ShardCore {
         });
         core.spawn(tick_loop(core.clone()));
         Ok(core)
+    }
+
+    /// Where every group runs (never hold it across an await).
+    pub fn placement(&self) -> Ref<'_, Placement> {
+        self.placement.borrow()
+    }
+
+    /// Takes a newer placement (groups the controller placed since).
+    pub fn set_placement(&self, placement: Placement) {
+        *self.placement.borrow_mut() = placement;
     }
 
     /// Starts `task` in the replica's task queue, whichever task asks.
@@ -449,24 +461,30 @@ impl ShardCore {
 
     /// Records the leader of a group (this shard's, or another shard's as told).
     pub fn set_leader(&self, group: GroupId, leader: u32) {
-        if let Some(slot) = self.leaders.borrow_mut().get_mut(group.0 as usize) {
-            *slot = leader;
+        // Bounded by the groups placed: a leader is only ever told for one of them.
+        if self.placement().contains(group) {
+            self.leaders.borrow_mut().insert(group, leader);
         }
+    }
+
+    /// Every group's leader as last heard.
+    pub fn known_leaders(&self) -> Vec<(GroupId, u32)> {
+        self.leaders
+            .borrow()
+            .iter()
+            .map(|(&g, &l)| (g, l))
+            .collect()
     }
 
     /// The leader of `group` as last heard (0: unknown).
     pub fn leader_of(&self, group: GroupId) -> u32 {
-        self.leaders
-            .borrow()
-            .get(group.0 as usize)
-            .copied()
-            .unwrap_or(0)
+        self.leaders.borrow().get(&group).copied().unwrap_or(0)
     }
 
     /// The client address of `group`'s replica on node `node`, if that node holds one
     /// and is known.
     pub fn replica_address(&self, node: u32, group: GroupId) -> Option<String> {
-        let shard = self.placement.shard_on(u64::from(node), group)?;
+        let shard = self.placement().shard_on(u64::from(node), group)?;
         self.config.peer_shard_address(node, shard)
     }
 
@@ -547,7 +565,7 @@ impl ShardCore {
         if let Some(failure) = self.failure.borrow().as_ref() {
             // Alone, the group cannot take writes: say why. With peers, another replica
             // leads by now: the client goes there.
-            if self.placement.replicas(self.group).len() == 1 {
+            if self.placement().replicas(self.group).len() == 1 {
                 return Err(ShardError::Storage(failure.clone()));
             }
             return Err(ShardError::NotLeader);
@@ -617,6 +635,14 @@ impl ShardCore {
         for waiter in self.data_waiters.borrow_mut().drain(..) {
             let _ = waiter.try_send(());
         }
+    }
+
+    /// Reserves the id of a group being placed (ids never reused, even when two
+    /// placements race before either is applied).
+    pub fn reserve_group_id(&self) -> u32 {
+        let id = self.placement().next_group_id(self.reserved_group_id.get());
+        self.reserved_group_id.set(id + 1);
+        id
     }
 
     /// Reserves the id of a topic being created.
@@ -809,9 +835,10 @@ mod tests {
                 shards: 1,
                 ..NodeConfig::default()
             };
+            let placement = crate::controller::Placement::of_config(&config);
             let core = ShardCore::start(
                 (0, crate::controller::GroupId(0)),
-                config,
+                (config, placement),
                 log,
                 snapshots,
                 ShardState::default(),

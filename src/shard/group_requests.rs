@@ -111,7 +111,7 @@ fn group_name(name: Option<&str>) -> Result<&str, WireError> {
 /// This shard coordinates `group` and may answer for it: it leads and has applied what
 /// its predecessors committed.
 fn coordinating(core: &ShardCore, group: &str) -> Result<(), WireError> {
-    let coordinator = core.placement.coordinator_of(group);
+    let coordinator = core.placement().coordinator_of(group);
     if coordinator != core.group {
         return Err(WireError::wrong_shard(core, coordinator));
     }
@@ -156,7 +156,7 @@ fn find_coordinator(
     request: wire::FindCoordinatorRequest<'_>,
 ) -> Result<AnswerFrame, WireError> {
     let group = group_name(request.group())?;
-    let coordinator = core.placement.coordinator_of(group);
+    let coordinator = core.placement().coordinator_of(group);
     let node = core.leader_of(coordinator);
     let address = (node != 0)
         .then(|| core.replica_address(node, coordinator))
@@ -474,7 +474,7 @@ fn checked_offset<'a>(
             "a committed offset is never negative",
         )
     })?;
-    if core.placement.group_of_partition(topic, partition) == core.group {
+    if core.placement().group_of_partition(topic, partition) == core.group {
         let (start, end) = state
             .partition(topic.id, partition)
             .map_or((0, 0), |p| (p.start_offset(), p.high_watermark()));
@@ -510,7 +510,7 @@ async fn check_other_shards_bounds(
             .request_topics()
             .list()
             .find(|topic| topic.id == topic_id)
-            .map(|topic| core.placement.group_of_partition(topic, partition));
+            .map(|topic| core.placement().group_of_partition(topic, partition));
         // A topic deleted meanwhile: nothing to check against.
         let Some(group) = group.filter(|&group| group != core.group) else {
             continue;
@@ -518,7 +518,7 @@ async fn check_other_shards_bounds(
         // Asked of the shard running that group on this node; a group this node does
         // not hold goes unchecked, as an unanswered one does.
         let Some(shard) = core
-            .placement
+            .placement()
             .shard_on(u64::from(core.config.node_id), group)
         else {
             continue;
@@ -618,7 +618,7 @@ fn build_offset<'b>(
 pub(super) fn list_groups(groups: &HostedGroups, correlation_id: u64) -> AnswerFrame {
     let mut builder = FlatBufferBuilder::with_capacity(256);
     let mut built = Vec::new();
-    for core in groups.all().filter(|core| core.serves_reads()) {
+    for core in groups.all().into_iter().filter(|core| core.serves_reads()) {
         let state = core.state();
         for (name, group) in state.consumer_groups().list() {
             let args = wire::GroupSummaryArgs {

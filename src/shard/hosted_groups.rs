@@ -10,105 +10,196 @@
 //! Owns the map from group to driver; never decides placement (it asks `Placement`) and
 //! never touches a replica itself.
 
+use std::cell::RefCell;
 use std::collections::BTreeMap;
 use std::rc::Rc;
 
 use crate::broker::state::{TopicInfo, Topics};
-use crate::controller::{GroupId, CONTROLLER_GROUP};
+use crate::config::NodeConfig;
+use crate::controller::{GroupId, Placement, CONTROLLER_GROUP};
+use crate::log::CommitLog;
 use crate::protocol::wire::{Request, RequestBody};
+use crate::shard::data_layout;
 use crate::shard::group_driver::ShardCore;
 use crate::shard::partition_bounds::{self, BoundsQuery};
+use crate::shard::snapshots::SnapshotFiles;
+
+/// Wires a newly started group into its shard (hooks to the other shards).
+pub type WireGroup = Box<dyn Fn(&Rc<ShardCore>)>;
 
 /// The groups of one shard.
 pub struct HostedGroups {
     /// This shard's index.
     pub shard_id: u32,
-    cores: BTreeMap<GroupId, Rc<ShardCore>>,
+    config: NodeConfig,
+    cores: RefCell<BTreeMap<GroupId, Rc<ShardCore>>>,
+    /// The ids of `cores`, shared with the peer listener (which admits hellos for them).
+    ids: Rc<RefCell<Vec<u32>>>,
+    /// Groups being started (placed here, not running yet).
+    starting: RefCell<Vec<GroupId>>,
+    wire: RefCell<Option<WireGroup>>,
+    /// The controller's topics as last told (fed to each group started later).
+    topics: RefCell<Option<Topics>>,
 }
 
 impl HostedGroups {
-    /// The groups shard `shard_id` runs; at least one (a shard placed no group does
-    /// not serve).
-    pub fn new(shard_id: u32, cores: Vec<Rc<ShardCore>>) -> HostedGroups {
-        assert!(!cores.is_empty(), "shard {shard_id} runs no replica group");
-        let cores: BTreeMap<GroupId, Rc<ShardCore>> =
-            cores.into_iter().map(|core| (core.group, core)).collect();
-        for (group, core) in &cores {
-            assert_eq!(
-                core.shard_id, shard_id,
-                "group {} runs on shard {}, not {shard_id}",
-                group.0, core.shard_id
-            );
+    /// Starts the groups `placement` puts on shard `shard_id`; at least one (a shard
+    /// placed no group does not serve).
+    pub async fn start(
+        shard_id: u32,
+        config: &NodeConfig,
+        placement: &Placement,
+    ) -> Result<HostedGroups, String> {
+        let mut cores = BTreeMap::new();
+        for group in placement.groups_on(u64::from(config.node_id), shard_id) {
+            let core = start_group((shard_id, group), config, placement).await?;
+            cores.insert(group, core);
         }
-        HostedGroups { shard_id, cores }
+        if cores.is_empty() {
+            return Err(format!("no replica group is placed on shard {shard_id}"));
+        }
+        let ids = cores.keys().map(|group: &GroupId| group.0).collect();
+        Ok(HostedGroups {
+            shard_id,
+            config: config.clone(),
+            cores: RefCell::new(cores),
+            ids: Rc::new(RefCell::new(ids)),
+            starting: RefCell::new(Vec::new()),
+            wire: RefCell::new(None),
+            topics: RefCell::new(None),
+        })
+    }
+
+    /// Sets how a group started later is wired into the shard; wires the running ones.
+    pub fn on_start(&self, wire: WireGroup) {
+        for core in self.all() {
+            wire(&core);
+        }
+        *self.wire.borrow_mut() = Some(wire);
     }
 
     /// The driver of `group`, if this shard runs it.
-    pub fn core(&self, group: GroupId) -> Option<&Rc<ShardCore>> {
-        self.cores.get(&group)
+    pub fn core(&self, group: GroupId) -> Option<Rc<ShardCore>> {
+        self.cores.borrow().get(&group).cloned()
     }
 
     /// The shard's first group: it answers what concerns no group of this shard.
-    pub fn first(&self) -> &Rc<ShardCore> {
+    pub fn first(&self) -> Rc<ShardCore> {
         self.cores
+            .borrow()
             .values()
             .next()
+            .cloned()
             .expect("a shard runs at least one group (checked when built)")
     }
 
     /// Every group's driver, in group order.
-    pub fn all(&self) -> impl Iterator<Item = &Rc<ShardCore>> {
-        self.cores.values()
+    pub fn all(&self) -> Vec<Rc<ShardCore>> {
+        self.cores.borrow().values().cloned().collect()
     }
 
-    /// The groups this shard runs, in order.
-    pub fn ids(&self) -> Vec<u32> {
-        self.cores.keys().map(|group| group.0).collect()
+    /// The groups this shard runs, in order, as the peer listener sees them.
+    pub fn ids(&self) -> Rc<RefCell<Vec<u32>>> {
+        self.ids.clone()
     }
 
     /// The driver of `group` if this shard runs it, else the first (which answers
     /// `WrongShard` for it).
-    pub fn for_group(&self, group: GroupId) -> &Rc<ShardCore> {
+    pub fn for_group(&self, group: GroupId) -> Rc<ShardCore> {
         self.core(group).unwrap_or_else(|| self.first())
     }
 
     /// The driver holding `partition` of `topic`, or the first.
-    pub fn for_partition(&self, topic: &TopicInfo, partition: u32) -> &Rc<ShardCore> {
-        let first = self.first();
-        self.for_group(first.placement.group_of_partition(topic, partition))
+    pub fn for_partition(&self, topic: &TopicInfo, partition: u32) -> Rc<ShardCore> {
+        let group = self
+            .first()
+            .placement()
+            .group_of_partition(topic, partition);
+        self.for_group(group)
     }
 
     /// The driver a request concerns: its partition's, its consumer group
     /// coordinator's, the controller's for topic changes; else the first.
-    pub fn for_request(&self, request: &Request<'_>) -> &Rc<ShardCore> {
+    pub fn for_request(&self, request: &Request<'_>) -> Rc<ShardCore> {
         let first = self.first();
-        let placement = &first.placement;
-        let by_partition = |topic: Option<&str>, partition: u32| {
-            let topic = first.state().request_topics().get(topic?).cloned()?;
-            Some(placement.group_of_partition(&topic, partition))
-        };
-        let group = match request.body_type() {
-            RequestBody::FetchRequest => request
-                .body_as_fetch_request()
-                .and_then(|fetch| by_partition(fetch.topic(), fetch.partition())),
-            RequestBody::PartitionOffsetsRequest => request
-                .body_as_partition_offsets_request()
-                .and_then(|asked| by_partition(asked.topic(), asked.partition())),
-            RequestBody::CreateTopicRequest | RequestBody::DeleteTopicRequest => {
-                Some(CONTROLLER_GROUP)
+        let group = {
+            let placement = first.placement();
+            let by_partition = |topic: Option<&str>, partition: u32| {
+                let topic = first.state().request_topics().get(topic?).cloned()?;
+                Some(placement.group_of_partition(&topic, partition))
+            };
+            match request.body_type() {
+                RequestBody::FetchRequest => request
+                    .body_as_fetch_request()
+                    .and_then(|fetch| by_partition(fetch.topic(), fetch.partition())),
+                RequestBody::PartitionOffsetsRequest => request
+                    .body_as_partition_offsets_request()
+                    .and_then(|asked| by_partition(asked.topic(), asked.partition())),
+                RequestBody::CreateTopicRequest | RequestBody::DeleteTopicRequest => {
+                    Some(CONTROLLER_GROUP)
+                }
+                _ => coordinator_name(request).map(|name| placement.coordinator_of(name)),
             }
-            _ => coordinator_name(request).map(|name| placement.coordinator_of(name)),
         };
         group.map_or(first, |group| self.for_group(group))
     }
-}
 
-impl HostedGroups {
-    /// The controller's topics, for every group here but the controller's own.
-    pub fn controller_topics(&self, topics: &Topics) {
-        for core in self.all().filter(|core| core.group != CONTROLLER_GROUP) {
-            core.controller_topics(topics.clone());
+    /// The controller's topics: every group takes the placement they make (groups
+    /// placed by topic creations), every group but the controller's own takes the
+    /// topics, and a group newly placed on this shard starts.
+    pub fn controller_topics(self: &Rc<Self>, topics: &Topics) {
+        let placement = Placement::of_config(&self.config).with_placed(topics.placed_groups());
+        *self.topics.borrow_mut() = Some(topics.clone());
+        for core in self.all() {
+            core.set_placement(placement.clone());
+            if core.group != CONTROLLER_GROUP {
+                core.controller_topics(topics.clone());
+            }
         }
+        let node = u64::from(self.config.node_id);
+        for group in placement.groups_on(node, self.shard_id) {
+            let known = self.cores.borrow().contains_key(&group);
+            if known || self.starting.borrow().contains(&group) {
+                continue;
+            }
+            self.starting.borrow_mut().push(group);
+            let (hosted, placement) = (self.clone(), placement.clone());
+            glommio::spawn_local(async move { hosted.start_placed(group, placement).await })
+                .detach();
+        }
+    }
+
+    /// Starts a group placed here since the shard started.
+    async fn start_placed(self: Rc<Self>, group: GroupId, placement: Placement) {
+        let started = start_group((self.shard_id, group), &self.config, &placement).await;
+        self.starting.borrow_mut().retain(|&g| g != group);
+        let core = match started {
+            Ok(core) => core,
+            Err(error) => {
+                tracing::error!(shard = self.shard_id, group = group.0, %error, "a group placed on this shard could not start");
+                return;
+            }
+        };
+        if let Some(wire) = self.wire.borrow().as_ref() {
+            wire(&core);
+        }
+        if let Some(topics) = self.topics.borrow().clone() {
+            core.set_placement(
+                Placement::of_config(&self.config).with_placed(topics.placed_groups()),
+            );
+            core.controller_topics(topics);
+        }
+        for (known, leader) in self.first().known_leaders() {
+            core.set_leader(known, leader);
+        }
+        self.cores.borrow_mut().insert(group, core.clone());
+        self.ids.borrow_mut().push(group.0);
+        self.ids.borrow_mut().sort_unstable();
+        tracing::info!(
+            shard = self.shard_id,
+            group = group.0,
+            "a group placed on this shard started"
+        );
     }
 
     /// Records a group's leader in every group's view (for metadata and redirects).
@@ -122,9 +213,36 @@ impl HostedGroups {
     /// group this shard does not run leaves it unanswered: the asker does without).
     pub fn answer_bounds(&self, query: BoundsQuery) {
         if let Some(core) = self.core(query.group) {
-            glommio::spawn_local(partition_bounds::answer(core.clone(), query)).detach();
+            glommio::spawn_local(partition_bounds::answer(core, query)).detach();
         }
     }
+}
+
+/// Opens the log, snapshots and state of `group` (run by shard `shard_id`) and starts
+/// its replica.
+async fn start_group(
+    (shard_id, group): (u32, GroupId),
+    config: &NodeConfig,
+    placement: &Placement,
+) -> Result<Rc<ShardCore>, String> {
+    let in_group = |message: String| format!("group {}: {message}", group.0);
+    let log = CommitLog::open(
+        &data_layout::log_dir(&config.data_dir, group),
+        config.log.clone(),
+    )
+    .await
+    .map_err(|e| in_group(e.to_string()))?;
+    let snapshots = SnapshotFiles::open(&data_layout::snapshot_dir(&config.data_dir, group))
+        .map_err(|e| in_group(e.to_string()))?;
+    let state = crate::shard::restore_state(&log, &snapshots).map_err(in_group)?;
+    ShardCore::start(
+        (shard_id, group),
+        (config.clone(), placement.clone()),
+        log,
+        snapshots,
+        state,
+    )
+    .map_err(|e| in_group(e.to_string()))
 }
 
 /// The consumer group a group request names.

@@ -160,16 +160,18 @@ async fn run_shard(
         shard: shard_id,
         message,
     };
-    let groups = Rc::new(start_groups(shard_id, &config).await.map_err(shard_error)?);
+    let placement = Placement::of_config(&config);
+    let groups = Rc::new(
+        HostedGroups::start(shard_id, &config, &placement)
+            .await
+            .map_err(shard_error)?,
+    );
     connect_groups(&groups, Rc::new(senders), receivers);
-    for core in groups.all() {
-        core.spawn(group_sessions::expire_sessions(core.clone()));
-    }
     let address = config.shard_address(shard_id);
     let listener = listen_retrying(&address)
         .await
         .map_err(|e| shard_error(format!("listen on {address}: {e}")))?;
-    tracing::info!(shard = shard_id, %address, groups = ?groups.ids(), "serving");
+    tracing::info!(shard = shard_id, %address, groups = ?groups.ids().borrow(), "serving");
     let stopping = Rc::new(Cell::new(false));
     let clients = glommio::executor().create_task_queue(
         Shares::Static(1000),
@@ -207,32 +209,6 @@ async fn run_shard(
     Ok(())
 }
 
-/// Opens the log, snapshots and state of every group placed on this shard and starts
-/// their replicas.
-async fn start_groups(shard_id: u32, config: &NodeConfig) -> Result<HostedGroups, String> {
-    let placement = Placement::of_config(config);
-    let mut cores = Vec::new();
-    for group in placement.groups_on(u64::from(config.node_id), shard_id) {
-        let in_group = |message: String| format!("group {}: {message}", group.0);
-        let log = CommitLog::open(
-            &data_layout::log_dir(&config.data_dir, group),
-            config.log.clone(),
-        )
-        .await
-        .map_err(|e| in_group(e.to_string()))?;
-        let snapshots = SnapshotFiles::open(&data_layout::snapshot_dir(&config.data_dir, group))
-            .map_err(|e| in_group(e.to_string()))?;
-        let state = restore_state(&log, &snapshots).map_err(in_group)?;
-        let core = ShardCore::start((shard_id, group), config.clone(), log, snapshots, state)
-            .map_err(|e| in_group(e.to_string()))?;
-        cores.push(core);
-    }
-    if cores.is_empty() {
-        return Err(format!("no replica group is placed on shard {shard_id}"));
-    }
-    Ok(HostedGroups::new(shard_id, cores))
-}
-
 /// Wires the groups of a shard to each other and to the other shards of the node: the
 /// controller's topics and every leader change reach every group of the node, and a
 /// partition's bounds are asked of the shard running its group.
@@ -255,44 +231,50 @@ fn connect_groups(
             .detach();
         }
     };
-    if let Some(controller) = groups.core(CONTROLLER_GROUP) {
-        let (broadcast, local) = (broadcast.clone(), Rc::downgrade(groups));
-        controller.on_topics_changed(Box::new(move |topics: Topics| {
-            if let Some(local) = local.upgrade() {
-                local.controller_topics(&topics);
+    let wire = {
+        let local = Rc::downgrade(groups);
+        move |core: &Rc<ShardCore>| {
+            if core.group == CONTROLLER_GROUP {
+                let (broadcast, local) = (broadcast.clone(), local.clone());
+                core.on_topics_changed(Box::new(move |topics: Topics| {
+                    if let Some(local) = local.upgrade() {
+                        local.controller_topics(&topics);
+                    }
+                    broadcast(ShardMessage::Topics(topics))
+                }));
             }
-            broadcast(ShardMessage::Topics(topics))
-        }));
-    }
-    for core in groups.all() {
-        let (broadcast, local) = (broadcast.clone(), Rc::downgrade(groups));
-        core.on_leader_changed(Box::new(move |group, leader| {
-            if let Some(local) = local.upgrade() {
-                local.set_leader(group, leader);
-            }
-            broadcast(ShardMessage::Leader(group, leader))
-        }));
-        let (senders, local) = (senders.clone(), Rc::downgrade(groups));
-        core.on_ask_shard(Box::new(move |shard, query| {
-            if shard == senders.peer_id() as u32 {
-                if let Some(local) = local.upgrade() {
-                    local.answer_bounds(query);
+            let (broadcast, leaders) = (broadcast.clone(), local.clone());
+            core.on_leader_changed(Box::new(move |group, leader| {
+                if let Some(local) = leaders.upgrade() {
+                    local.set_leader(group, leader);
                 }
-                return;
-            }
-            let senders = senders.clone();
-            glommio::spawn_local(async move {
-                let _ = senders
-                    .send_to(shard as usize, ShardMessage::Bounds(query))
-                    .await;
-            })
-            .detach();
-        }));
-    }
+                broadcast(ShardMessage::Leader(group, leader))
+            }));
+            let (senders, asked) = (senders.clone(), local.clone());
+            core.on_ask_shard(Box::new(move |shard, query| {
+                if shard == senders.peer_id() as u32 {
+                    if let Some(local) = asked.upgrade() {
+                        local.answer_bounds(query);
+                    }
+                    return;
+                }
+                let senders = senders.clone();
+                glommio::spawn_local(async move {
+                    let _ = senders
+                        .send_to(shard as usize, ShardMessage::Bounds(query))
+                        .await;
+                })
+                .detach();
+            }));
+            core.spawn(group_sessions::expire_sessions(core.clone()));
+        }
+    };
+    groups.on_start(Box::new(wire));
     let first = groups.first();
     let controller_shard = first
-        .placement
+        .placement()
         .shard_on(u64::from(first.config.node_id), CONTROLLER_GROUP);
+    drop(first);
     for (peer, stream) in receivers.streams() {
         let groups = groups.clone();
         let from_controller = controller_shard == Some(peer as u32);

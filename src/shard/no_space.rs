@@ -50,7 +50,7 @@ impl ShardCore {
     async fn restart_replica(self: &Rc<Self>) -> Result<(), String> {
         self.log.reopen().await.map_err(|e| e.to_string())?;
         let state = crate::shard::restore_state(&self.log, &self.snapshots)?;
-        let config = replica_config(self.group, &self.placement, &self.config);
+        let config = replica_config(self.group, &self.placement(), &self.config);
         let replica = Replica::new(self.log.clone(), state, config).map_err(|e| e.to_string())?;
         self.generation.set(self.generation.get() + 1);
         *self.replica.borrow_mut() = replica;

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use flatbuffers::{FlatBufferBuilder, WIPOffset};
 
 use crate::broker::log_entry::BrokerEntry;
-use crate::broker::state::{Applied, TopicInfo};
+use crate::broker::state::{Applied, PlacedGroup, TopicInfo};
 use crate::constants::{
     FETCH_ANSWER_BYTES_PER_BATCH, FETCH_ANSWER_HEADROOM_BYTES, INDETERMINATE_WRITE_WORDS,
     MAX_BATCHES_PER_FETCH,
@@ -58,7 +58,7 @@ impl WireError {
     /// voter (whose answer points on to the leader).
     pub(super) fn wrong_shard(core: &ShardCore, owner: GroupId) -> Self {
         let leader = core.leader_of(owner);
-        let first_voter = core.placement.replicas(owner).first().copied();
+        let first_voter = core.placement().replicas(owner).first().copied();
         let address = [
             Some(core.config.node_id),
             Some(leader),
@@ -161,7 +161,7 @@ pub fn error_response(correlation_id: u64, error: &WireError) -> AnswerFrame {
 /// Answers one verified request.
 pub async fn handle_request(groups: &HostedGroups, request: Request<'_>) -> AnswerFrame {
     let correlation_id = request.correlation_id();
-    let core = groups.for_request(&request);
+    let core = &groups.for_request(&request);
     let result = match request.body_type() {
         wire::RequestBody::ProduceRequest => match request.body_as_produce_request() {
             Some(produce) => Ok(handle_produce(groups, correlation_id, produce).await),
@@ -234,7 +234,7 @@ pub(super) fn check_partition(
             ),
         ));
     }
-    let owner = core.placement.group_of_partition(topic, partition);
+    let owner = core.placement().group_of_partition(topic, partition);
     if owner != core.group {
         return Err(WireError::wrong_shard(core, owner));
     }
@@ -309,7 +309,7 @@ async fn handle_produce(
     correlation_id: u64,
     produce: wire::ProduceRequest<'_>,
 ) -> AnswerFrame {
-    let topic = match topic_or_error(groups.first(), produce.topic()) {
+    let topic = match topic_or_error(&groups.first(), produce.topic()) {
         Ok(topic) => topic,
         Err(error) => return error_response(correlation_id, &error),
     };
@@ -320,7 +320,7 @@ async fn handle_produce(
         .iter()
         .flatten()
         .map(|entry| {
-            let core = groups.for_partition(&topic, entry.partition());
+            let core = &groups.for_partition(&topic, entry.partition());
             (
                 entry.partition(),
                 submit_batch(core, &topic, entry, produce.acks()),
@@ -573,9 +573,9 @@ fn handle_metadata(core: &Rc<ShardCore>, correlation_id: u64) -> AnswerFrame {
     for topic in &topics {
         let partitions: Vec<_> = (0..topic.partitions)
             .map(|partition| {
-                let group = core.placement.group_of_partition(topic, partition);
+                let group = core.placement().group_of_partition(topic, partition);
                 let replicas: Vec<u32> = core
-                    .placement
+                    .placement()
                     .replicas(group)
                     .iter()
                     .map(|&node| node as u32)
@@ -665,7 +665,7 @@ pub fn valid_topic_name(name: &str) -> bool {
 /// The shard clients reach `group` at: the one running it on its leader, else on this
 /// node, else on its first voter (a client told no leader asks that node).
 fn client_shard(core: &ShardCore, group: GroupId, leader: u32) -> u32 {
-    let first_voter = core.placement.replicas(group).first().copied();
+    let first_voter = core.placement().replicas(group).first().copied();
     [
         Some(u64::from(leader)),
         Some(u64::from(core.config.node_id)),
@@ -673,7 +673,7 @@ fn client_shard(core: &ShardCore, group: GroupId, leader: u32) -> u32 {
     ]
     .into_iter()
     .flatten()
-    .find_map(|node| core.placement.shard_on(node, group))
+    .find_map(|node| core.placement().shard_on(node, group))
     .unwrap_or(0)
 }
 
@@ -724,17 +724,24 @@ async fn handle_create_topic(
         ));
     }
     let topic_id = core.reserve_topic_id();
+    let (groups, new_groups) = groups_of_new_topic(core, topic_id, &create)?;
     let data = BrokerEntry::CreateTopic {
         topic_id,
         partitions: create.partitions(),
         name,
-        groups: core
-            .placement
-            .groups_for_new_topic(topic_id, create.partitions()),
+        groups,
+        new_groups,
     }
     .encode();
     match propose_admin(core, data).await? {
         Applied::TopicsChanged => {}
+        _ if core.state().topics.get(name).is_none() => {
+            // A creation raced this one to the new group's id: nothing was created.
+            return Err(WireError::new(
+                ErrorCode::NotLeader,
+                format!("topic {name:?} not created: a concurrent creation took its group's id; ask again"),
+            ));
+        }
         _ => {
             return Err(WireError::new(
                 ErrorCode::TopicAlreadyExists,
@@ -755,6 +762,36 @@ async fn handle_create_topic(
         Some(body.as_union_value()),
         None,
     ))
+}
+
+/// Where a new topic's partitions go. With the cluster's replication factor (asked as
+/// 0, or the same number): spread over the data groups. With another: a new group of
+/// that many replicas, placed on the least loaded nodes and shards, holds them all.
+fn groups_of_new_topic(
+    core: &ShardCore,
+    topic_id: u32,
+    create: &wire::CreateTopicRequest<'_>,
+) -> Result<(Vec<u32>, Vec<PlacedGroup>), WireError> {
+    let partitions = create.partitions();
+    let asked = u32::from(create.replication_factor());
+    let nodes = core.config.voters();
+    let cluster = core.config.replication_factor.min(nodes.len() as u32);
+    if asked == 0 || asked == cluster {
+        let groups = core.placement().groups_for_new_topic(topic_id, partitions);
+        return Ok((groups, Vec::new()));
+    }
+    if ![1, 3, 5].contains(&asked) {
+        return Err(WireError::new(
+            ErrorCode::InvalidRequest,
+            format!("replication factor must be 1, 3 or 5, not {asked}"),
+        ));
+    }
+    let id = core.reserve_group_id();
+    let placed = core
+        .placement()
+        .place_new_group(id, &nodes, asked as usize)
+        .map_err(|error| WireError::new(ErrorCode::InvalidRequest, error.to_string()))?;
+    Ok((vec![id; partitions as usize], vec![placed]))
 }
 
 /// Proposes an admin change (topics, consumer groups) and waits (bounded) for it to be
@@ -843,6 +880,7 @@ fn handle_status(groups: &HostedGroups, correlation_id: u64) -> AnswerFrame {
     let mut builder = FlatBufferBuilder::with_capacity(512);
     let statuses: Vec<_> = groups
         .all()
+        .iter()
         .map(|core| group_status(&mut builder, core))
         .collect();
     let groups = builder.create_vector(&statuses);

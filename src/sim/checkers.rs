@@ -327,6 +327,7 @@ mod tests {
                 partitions: 1,
                 name,
                 groups: vec![0],
+                new_groups: Vec::new(),
             }
             .encode()
         };

@@ -1064,6 +1064,7 @@ impl World {
             partitions: self.workload.partitions,
             name: TOPIC,
             groups: vec![0; self.workload.partitions as usize],
+            new_groups: Vec::new(),
         }
         .encode();
         self.propose_admin(target, request, data);

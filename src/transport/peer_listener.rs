@@ -59,9 +59,9 @@ pub type Lost = Rc<dyn Fn(u32, u64)>;
 pub struct PeerIngress {
     /// This node's id.
     pub this_node: u64,
-    /// The replica groups the listener's shard runs: a connection belongs to one of
-    /// them, named by its hello.
-    pub groups: Vec<u32>,
+    /// The replica groups the listener's shard runs (more as groups are placed on it):
+    /// a connection belongs to one of them, named by its hello.
+    pub groups: Rc<RefCell<Vec<u32>>>,
     /// Every node of the cluster (`--peers`), this one included.
     pub voters: Vec<u64>,
     /// Largest frame accepted.
@@ -174,8 +174,13 @@ async fn handle_peer_connection(
     let hello = decode_peer_frame(&first)
         .map_err(|e| e.to_string())
         .and_then(|frame| {
-            admit_hello(&frame, ingress.this_node, &ingress.groups, &ingress.voters)
-                .map_err(|e| e.to_string())
+            admit_hello(
+                &frame,
+                ingress.this_node,
+                &ingress.groups.borrow(),
+                &ingress.voters,
+            )
+            .map_err(|e| e.to_string())
         });
     let (node, group) = match hello {
         Ok(admitted) => admitted,

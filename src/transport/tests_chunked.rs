@@ -51,7 +51,7 @@ fn listening_node() -> (u16, Received) {
     });
     let ingress = PeerIngress {
         this_node: 2,
-        groups: vec![0],
+        groups: Rc::new(std::cell::RefCell::new(vec![0])),
         voters: vec![1, 2],
         max_frame_bytes: LIMIT,
     };

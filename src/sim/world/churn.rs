@@ -61,6 +61,7 @@ impl World {
                 partitions: 1,
                 name: SCRATCH_TOPIC,
                 groups: Vec::new(),
+                new_groups: Vec::new(),
             }
             .encode(),
         };

@@ -67,6 +67,7 @@ impl World {
                 partitions: 1,
                 name: &name,
                 groups: vec![0],
+                new_groups: Vec::new(),
             }
             .encode();
             let request = self.workload.request(Purpose::LargeState);
