@@ -1,5 +1,6 @@
 //! Node configuration: defaults, command-line flags, validated once at start.
 
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 
 use crate::constants::PEER_FRAME_HEADROOM_BYTES;
@@ -97,10 +98,14 @@ pub struct PeerAddress {
     pub base_port: u16,
     /// Peer port of its shard 0 (its shard i takes Raft messages on peer_port + i).
     pub peer_port: u16,
+    /// Its failure domain (`@rack` in `--peers`): no two replicas of a group share one
+    /// while enough racks remain.
+    pub rack: Option<String>,
 }
 
-/// Parses `1=host:port/peer_port,2=host:port,...`: each node's shard-0 client port and,
-/// after a slash, its shard-0 peer port (without one: port + `DEFAULT_PEER_PORT_OFFSET`).
+/// Parses `1=host:port/peer_port@rack,2=host:port,...`: each node's shard-0 client port
+/// and, after a slash, its shard-0 peer port (without one: port +
+/// `DEFAULT_PEER_PORT_OFFSET`) and, after an `@`, its rack (1-64 of [A-Za-z0-9._-]).
 pub fn parse_peers(text: &str) -> Result<Vec<PeerAddress>, String> {
     let mut peers = Vec::new();
     for item in text
@@ -111,6 +116,21 @@ pub fn parse_peers(text: &str) -> Result<Vec<PeerAddress>, String> {
         let (id, address) = item
             .split_once('=')
             .ok_or_else(|| format!("{item:?}: expected id=host:port"))?;
+        let (address, rack) = match address.rsplit_once('@') {
+            Some((address, rack)) => {
+                let valid = (1..=64).contains(&rack.len())
+                    && rack
+                        .bytes()
+                        .all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b));
+                if !valid {
+                    return Err(format!(
+                        "{item:?}: rack {rack:?} must be 1-64 of [A-Za-z0-9._-]"
+                    ));
+                }
+                (address, Some(rack.to_string()))
+            }
+            None => (address, None),
+        };
         let node_id: u32 = id
             .parse()
             .map_err(|_| format!("{item:?}: {id:?} is not a node id"))?;
@@ -147,6 +167,7 @@ pub fn parse_peers(text: &str) -> Result<Vec<PeerAddress>, String> {
             host: host.to_string(),
             base_port,
             peer_port,
+            rack,
         });
     }
     Ok(peers)
@@ -504,6 +525,14 @@ impl NodeConfig {
         }
     }
 
+    /// The rack of each node of `--peers` that names one.
+    pub fn racks(&self) -> BTreeMap<u64, String> {
+        self.peers
+            .iter()
+            .filter_map(|p| Some((u64::from(p.node_id), p.rack.clone()?)))
+            .collect()
+    }
+
     /// The address of shard `shard` on node `node_id`, if that node is known.
     pub fn peer_shard_address(&self, node_id: u32, shard: u32) -> Option<String> {
         if node_id == self.node_id {
@@ -556,8 +585,18 @@ mod tests {
                 host: "10.0.0.2".into(),
                 base_port: 9710,
                 peer_port: 9810,
+                rack: None,
             }
         );
+        let racked = parse_peers("1=a:9700/9800@east-1,2=b:9700@west").unwrap();
+        assert_eq!(racked[0].rack.as_deref(), Some("east-1"));
+        assert_eq!(racked[0].peer_port, 9800);
+        assert_eq!(
+            (racked[1].rack.as_deref(), racked[1].peer_port),
+            (Some("west"), 9800)
+        );
+        assert!(parse_peers("1=a:1@").unwrap_err().contains("rack"));
+        assert!(parse_peers("1=a:1@bad rack").unwrap_err().contains("rack"));
         assert!(parse_peers("1=a:1,1=b:2").unwrap_err().contains("unique"));
         assert!(
             parse_peers("x=a:1").is_err()

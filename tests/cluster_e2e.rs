@@ -13,7 +13,7 @@ use keel::client::{ClientError, ClusterClient};
 use keel::log::{CommitLog, LogConfig};
 use keel::protocol::codec::{encode_record_batch, BatchProducer, RecordData};
 use keel::protocol::wire::Acks;
-use support::{retry, start_cluster, start_cluster_with};
+use support::{read_partition, retry, start_cluster, start_cluster_with};
 
 fn batch_of(first: u64) -> (Vec<u8>, u32) {
     let records: Vec<RecordData> = (first..first + 10)
@@ -27,28 +27,8 @@ fn batch_of(first: u64) -> (Vec<u8>, u32) {
 
 /// Every record of partition 0 of `topic`, from offset 0 to the end (offsets checked
 /// dense and in order).
-fn read_partition(client: &mut ClusterClient, topic: &str) -> Vec<String> {
-    read_partition_n(client, topic, 0)
-}
-
-/// Every record of `partition` of `topic`, from offset 0 to the end (offsets checked
-/// dense and in order).
-fn read_partition_n(client: &mut ClusterClient, topic: &str, partition: u32) -> Vec<String> {
-    let mut stored = Vec::new();
-    let mut offset = 0;
-    loop {
-        let fetched = retry("fetch", || {
-            client.fetch(topic, partition, offset, 1 << 20, Duration::ZERO)
-        });
-        if fetched.records.is_empty() {
-            return stored;
-        }
-        for record in fetched.records {
-            assert_eq!(record.offset, offset, "offsets are dense and in order");
-            stored.push(String::from_utf8(record.value.to_vec()).unwrap());
-            offset += 1;
-        }
-    }
+fn read_partition0(client: &mut ClusterClient, topic: &str) -> Vec<String> {
+    read_partition(client, topic, 0)
 }
 
 fn leader_of_partition(client: &mut ClusterClient, topic: &str, partition: u32) -> String {
@@ -116,7 +96,7 @@ fn acknowledged_writes_survive_a_leader_kill_and_replicas_agree() {
     let restarted = nodes.remove(victim).restart();
     nodes.insert(victim, restarted);
     let mut client = ClusterClient::new(&bootstrap);
-    let stored = read_partition(&mut client, "replicated");
+    let stored = read_partition0(&mut client, "replicated");
     for &(offset, first) in &acked {
         for k in 0..10 {
             assert_eq!(
@@ -303,7 +283,7 @@ fn a_follower_kill_and_a_whole_cluster_kill_lose_nothing_acknowledged() {
     let nodes: Vec<_> = nodes.into_iter().map(|n| n.restart()).collect();
     let mut client = ClusterClient::new(&bootstrap);
     produce_some(&mut client, &mut acked, 5);
-    let stored = read_partition(&mut client, "durable");
+    let stored = read_partition0(&mut client, "durable");
     assert_eq!(
         stored.len(),
         acked.len() * 10,
@@ -430,7 +410,7 @@ fn an_idempotent_producer_writes_through_a_leader_kill_exactly_once() {
         offsets.windows(2).all(|w| w[1] == w[0] + 1),
         "dense offsets in send order"
     );
-    let stored = read_partition(&mut client, "exactly-once");
+    let stored = read_partition0(&mut client, "exactly-once");
     let expected: Vec<String> = (0..3000).map(|n| format!("r{n}")).collect();
     assert_eq!(stored, expected, "every record once, in order");
 }
@@ -762,7 +742,7 @@ fn a_producer_spills_while_the_cluster_is_down_and_replays_in_order_once_it_is_b
     }
     drop(producer);
     let mut client = ClusterClient::new(&bootstrap);
-    let stored = read_partition(&mut client, "spilled");
+    let stored = read_partition0(&mut client, "spilled");
     let expected: Vec<String> = (0..1300).map(|n| format!("s{n}")).collect();
     assert_eq!(stored, expected, "every record once, in order");
     drop(nodes);
@@ -856,7 +836,7 @@ fn assert_all_acknowledged_and_stored(
             .step_by(STEADY_PARTITIONS as usize)
             .map(|(n, outcome)| (n, outcome.as_ref().ok().and_then(|d| d.offset()).unwrap()))
             .collect();
-        let stored = read_partition_n(client, topic, partition);
+        let stored = read_partition(client, topic, partition);
         assert_eq!(
             stored.len(),
             sent.len(),

@@ -14,11 +14,11 @@ use std::time::{Duration, Instant};
 
 use keel::client::ClusterClient;
 use keel::protocol::codec::{
-    decode_response, encode_fetch_request, encode_produce_request, encode_record_batch,
-    encode_request, BatchProducer, PartitionBatchData, RecordData,
+    decode_response, encode_fetch_request, encode_metadata_request, encode_produce_request,
+    encode_record_batch, BatchProducer, PartitionBatchData, RecordData,
 };
 use keel::protocol::frame::{encode_frame, FrameDecoder};
-use keel::protocol::wire::{self, Acks, ErrorCode};
+use keel::protocol::wire::{Acks, ErrorCode};
 use support::{free_ports, retry, start_cluster_with_segments, Broker};
 
 /// A batch of one record of `value_bytes` bytes.
@@ -244,7 +244,7 @@ fn probe(address: &str, topic: &str, stop: &AtomicBool) -> ProbeReport {
         report.rounds += 1;
         id += 3;
         let requests: [(&'static str, Vec<u8>); 3] = [
-            ("metadata", metadata_request(id)),
+            ("metadata", encode_metadata_request(id)),
             (
                 "produce",
                 encode_produce_request(id + 1, topic, Acks::Quorum, 1500, &batches),
@@ -476,18 +476,6 @@ fn connect_with_small_receive_buffer(address: &str) -> TcpStream {
     stream
 }
 
-fn metadata_request(id: u64) -> Vec<u8> {
-    let mut builder = flatbuffers::FlatBufferBuilder::new();
-    let body =
-        wire::MetadataRequest::create(&mut builder, &wire::MetadataRequestArgs { topics: None });
-    encode_request(
-        &mut builder,
-        id,
-        wire::RequestBody::MetadataRequest,
-        body.as_union_value(),
-    )
-}
-
 /// Waits until `written` stops moving for `quiet`, within `limit`; its last value.
 fn wait_until_still(written: &AtomicU64, quiet: Duration, limit: Duration) -> u64 {
     let deadline = Instant::now() + limit;
@@ -547,7 +535,7 @@ fn a_client_that_does_not_read_its_answers_cannot_grow_the_broker_without_bound(
             for _ in 0..SMALL {
                 id += 1;
                 writer
-                    .write_all(&encode_frame(&metadata_request(id)).unwrap())
+                    .write_all(&encode_frame(&encode_metadata_request(id)).unwrap())
                     .unwrap();
             }
             let batches = [PartitionBatchData {

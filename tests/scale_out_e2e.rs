@@ -15,7 +15,7 @@ use keel::client::{ClientError, ClusterClient};
 use keel::controller::{GroupId, Placement};
 use keel::protocol::codec::{encode_record_batch, BatchProducer, RecordData};
 use keel::protocol::wire::Acks;
-use support::{retry, start_cluster_with};
+use support::{read_partition, retry, start_cluster_with};
 
 const NODES: u32 = 6;
 const PARTITIONS: u32 = 6;
@@ -28,25 +28,6 @@ fn batch_of(partition: u32, first: u64) -> (Vec<u8>, u32) {
         })
         .collect();
     encode_record_batch(BatchProducer::default(), 0, &records)
-}
-
-/// Every record of `partition`, offsets checked dense and in order.
-fn read_partition(client: &mut ClusterClient, topic: &str, partition: u32) -> Vec<String> {
-    let mut stored = Vec::new();
-    let mut offset = 0;
-    loop {
-        let fetched = retry("fetch", || {
-            client.fetch(topic, partition, offset, 1 << 20, Duration::ZERO)
-        });
-        if fetched.records.is_empty() {
-            return stored;
-        }
-        for record in fetched.records {
-            assert_eq!(record.offset, offset, "offsets are dense and in order");
-            stored.push(String::from_utf8(record.value.to_vec()).unwrap());
-            offset += 1;
-        }
-    }
 }
 
 /// The groups whose files a node's data directory holds.
@@ -101,6 +82,16 @@ fn six_nodes_hold_three_replicas_each_and_lose_nothing_to_a_kill() {
         let rows = status.iter().filter(|r| r.group == group).count();
         assert_eq!(rows, 3, "group {group} has three replicas: {status:?}");
     }
+    let learners: BTreeSet<u32> = status
+        .iter()
+        .filter(|r| r.group == 0 && r.role == "learner")
+        .map(|r| r.node)
+        .collect();
+    assert_eq!(
+        learners,
+        BTreeSet::from([4, 5, 6]),
+        "the controller's learners"
+    );
 
     // Producers on every partition; a node holding data groups is killed meanwhile.
     let stop = Arc::new(AtomicBool::new(false));
@@ -259,4 +250,43 @@ fn topics_with_their_own_replication_factor_get_groups_of_their_own() {
             assert_eq!(stored, expected, "{topic}/{partition}");
         }
     }
+}
+
+/// Leaderships spread over the nodes: six nodes of two shards, every group ends led by
+/// the leader its placement prefers, and every node leads within one of the average.
+#[test]
+fn leaderships_spread_evenly_over_six_nodes() {
+    let root = tempfile::tempdir().unwrap();
+    let nodes = start_cluster_with(root.path(), NODES, 2, &["--leader-balance-delay", "200ms"]);
+    let ids: Vec<u64> = (1..=u64::from(NODES)).collect();
+    let placement = Placement::bootstrap(2, &ids, 3);
+    let mut client = ClusterClient::new(&nodes[0].address(0));
+    let leaders = retry("every group led by its preferred leader", || {
+        let rows = client.cluster_status()?;
+        let led: Vec<(u32, u32)> = rows
+            .iter()
+            .filter(|r| r.role == "leader")
+            .map(|r| (r.group, r.node))
+            .collect();
+        let wanted: Vec<(u32, u32)> = placement
+            .group_ids()
+            .into_iter()
+            .map(|g| (g.0, placement.preferred_leader(g).unwrap() as u32))
+            .collect();
+        if led == wanted {
+            Ok(led)
+        } else {
+            Err(ClientError::Unexpected(format!(
+                "led {led:?}, preferred {wanted:?}"
+            )))
+        }
+    });
+    let per_node: Vec<usize> = (1..=NODES)
+        .map(|node| leaders.iter().filter(|(_, n)| *n == node).count())
+        .collect();
+    let (low, high) = (
+        per_node.iter().min().unwrap(),
+        per_node.iter().max().unwrap(),
+    );
+    assert!(high - low <= 1, "leaderships per node: {per_node:?}");
 }

@@ -150,8 +150,9 @@ struct BrokerArgs {
     /// Every node of the cluster, this one included:
     /// "1=host:port/peer_port,2=host:port/peer_port,3=host:port/peer_port" (each node's
     /// shard-0 client port and shard-0 peer port; without "/peer_port" the peer port is
-    /// port + 100). This node's entry must name its own --port and --peer-port. Without
-    /// --peers the node is a cluster of one.
+    /// port + 100; "@rack" after it puts the node in a rack, and no two replicas of a
+    /// group share a rack while enough racks remain). This node's entry must name its own
+    /// --port and --peer-port. Without --peers the node is a cluster of one.
     #[arg(long)]
     peers: Option<String>,
     /// Replicas of each data group: 1, 3 or 5 (fewer in a smaller cluster). A cluster of

@@ -12,8 +12,8 @@ use crate::client::connection::Connection;
 use crate::client::error::ClientError;
 use crate::constants::INDETERMINATE_WRITE_WORDS;
 use crate::protocol::codec::{
-    check_record_batch, decode_response, encode_fetch_request, encode_produce_request,
-    encode_request, PartitionBatchData,
+    check_record_batch, decode_response, encode_fetch_request, encode_metadata_request,
+    encode_produce_request, encode_request, PartitionBatchData,
 };
 use crate::protocol::records::RecordBatch;
 use crate::protocol::wire::{self, Acks, Response};
@@ -83,19 +83,6 @@ fn group_status(status: &wire::GroupStatus<'_>) -> GroupStatus {
     }
 }
 
-/// A metadata request.
-fn encode_metadata_request(id: u64) -> Vec<u8> {
-    let mut builder = flatbuffers::FlatBufferBuilder::new();
-    let body =
-        wire::MetadataRequest::create(&mut builder, &wire::MetadataRequestArgs { topics: None });
-    encode_request(
-        &mut builder,
-        id,
-        wire::RequestBody::MetadataRequest,
-        body.as_union_value(),
-    )
-}
-
 /// A metadata answer: what it says, and the partitions whose leader it does not know
 /// with their group's replicas.
 #[allow(clippy::type_complexity)]
@@ -159,7 +146,7 @@ pub struct GroupStatus {
     pub node: u32,
     /// The group (shard index).
     pub group: u32,
-    /// leader, follower, candidate, pre-candidate; "down" when it did not answer.
+    /// leader, follower, learner, candidate, pre-candidate; "down" when it did not answer.
     pub role: String,
     /// Leader node as this replica knows it (0: unknown).
     pub leader: u32,

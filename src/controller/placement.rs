@@ -47,6 +47,8 @@ struct GroupPlace {
     learners: Vec<u64>,
     /// The shard running it on each of its nodes.
     shard_of: BTreeMap<u64, u32>,
+    /// The voter that should lead it.
+    preferred_leader: u64,
 }
 
 /// Where the groups of a cluster run.
@@ -54,6 +56,8 @@ struct GroupPlace {
 pub struct Placement {
     /// Shards per node.
     shards: u32,
+    /// Each node's rack, when the operator gave one.
+    racks: BTreeMap<u64, String>,
     /// Every group, by id.
     groups: BTreeMap<u32, GroupPlace>,
     /// The groups partitions and consumer groups are spread over.
@@ -65,6 +69,17 @@ impl Placement {
     /// with `replication_factor` replicas per data group (fewer when there are fewer
     /// nodes).
     pub fn bootstrap(shards: u32, nodes: &[u64], replication_factor: u32) -> Placement {
+        Placement::bootstrap_in_racks(shards, nodes, &BTreeMap::new(), replication_factor)
+    }
+
+    /// The same, the nodes of `racks` in their racks: no two replicas of a group on one
+    /// rack while enough racks remain (the controller's voters too).
+    pub fn bootstrap_in_racks(
+        shards: u32,
+        nodes: &[u64],
+        racks: &BTreeMap<u64, String>,
+        replication_factor: u32,
+    ) -> Placement {
         assert!(shards > 0, "a node runs at least one shard");
         assert!(!nodes.is_empty(), "a cluster has at least one node");
         assert!(replication_factor > 0, "a group has at least one replica");
@@ -72,11 +87,26 @@ impl Placement {
         nodes.sort_unstable();
         nodes.dedup();
         let factor = (replication_factor as usize).min(nodes.len());
-        if factor == nodes.len() {
+        let mut placement = if factor == nodes.len() {
             Placement::everywhere(shards, &nodes)
         } else {
-            Placement::spread_out(shards, &nodes, factor)
-        }
+            Placement::spread_out(shards, &nodes, racks, factor)
+        };
+        placement.racks = racks.clone();
+        placement
+    }
+
+    /// The nodes as the placer sees them, all active, each in its rack.
+    fn node_slots(shards: u32, nodes: &[u64], racks: &BTreeMap<u64, String>) -> Vec<NodeSlots> {
+        nodes
+            .iter()
+            .map(|&id| NodeSlots {
+                id,
+                shards,
+                rack: racks.get(&id).cloned(),
+                state: NodeState::Active,
+            })
+            .collect()
     }
 
     /// Every group on every node: group i on shard i.
@@ -87,37 +117,49 @@ impl Placement {
                     voters: nodes.to_vec(),
                     learners: Vec::new(),
                     shard_of: nodes.iter().map(|&node| (node, shard)).collect(),
+                    preferred_leader: preferred_leader_of(shard, nodes).unwrap_or(nodes[0]),
                 };
                 (shard, place)
             })
             .collect();
         Placement {
             shards,
+            racks: BTreeMap::new(),
             groups,
             data_groups: (0..shards).map(GroupId).collect(),
         }
     }
 
-    /// The controller on shard 0 of every node; data groups of `factor` replicas each.
-    fn spread_out(shards: u32, nodes: &[u64], factor: usize) -> Placement {
+    /// The controller on shard 0 of every node (its voters the lowest ids, one per rack
+    /// while racks remain); data groups of `factor` replicas each.
+    fn spread_out(
+        shards: u32,
+        nodes: &[u64],
+        racks: &BTreeMap<u64, String>,
+        factor: usize,
+    ) -> Placement {
+        let slots = Placement::node_slots(shards, nodes, racks);
         let controller_voters = factor.max(CONTROLLER_VOTERS).min(nodes.len());
-        let controller = GroupPlace {
-            voters: nodes[..controller_voters].to_vec(),
-            learners: nodes[controller_voters..].to_vec(),
-            shard_of: nodes.iter().map(|&node| (node, 0)).collect(),
-        };
-        let slots: Vec<NodeSlots> = nodes
+        let mut voters: Vec<u64> = placer::place(&slots, &[], controller_voters)
+            .expect("no more controller voters than nodes")
+            .replicas
             .iter()
-            .map(|&id| NodeSlots {
-                id,
-                shards,
-                rack: None,
-                state: NodeState::Active,
-            })
+            .map(|slot| slot.node)
             .collect();
+        voters.sort_unstable();
+        let controller = GroupPlace {
+            learners: nodes
+                .iter()
+                .copied()
+                .filter(|n| !voters.contains(n))
+                .collect(),
+            shard_of: nodes.iter().map(|&node| (node, 0)).collect(),
+            preferred_leader: voters[0],
+            voters,
+        };
         let mut placed = vec![GroupSlots {
             replicas: nodes.iter().map(|&node| Slot { node, shard: 0 }).collect(),
-            preferred_leader: nodes[0],
+            preferred_leader: controller.preferred_leader,
         }];
         let data_count = (nodes.len() * shards as usize)
             .div_ceil(factor)
@@ -132,12 +174,14 @@ impl Placement {
                 voters,
                 learners: Vec::new(),
                 shard_of: slots.replicas.iter().map(|s| (s.node, s.shard)).collect(),
+                preferred_leader: slots.preferred_leader,
             };
             groups.insert(id, place);
             placed.push(slots);
         }
         Placement {
             shards,
+            racks: racks.clone(),
             groups,
             data_groups: (1..=data_count as u32).map(GroupId).collect(),
         }
@@ -146,7 +190,12 @@ impl Placement {
     /// The bootstrap placement of the cluster `config` belongs to (its `--peers`, or
     /// this node alone).
     pub fn of_config(config: &NodeConfig) -> Placement {
-        Placement::bootstrap(config.shards, &config.voters(), config.replication_factor)
+        Placement::bootstrap_in_racks(
+            config.shards,
+            &config.voters(),
+            &config.racks(),
+            config.replication_factor,
+        )
     }
 
     /// How many groups there are.
@@ -166,10 +215,12 @@ impl Placement {
             let mut voters: Vec<u64> = group.replicas.iter().map(|&(node, _)| node).collect();
             voters.sort_unstable();
             voters.dedup();
+            let preferred_leader = preferred_leader_of(group.id, &voters).unwrap_or(0);
             self.groups.entry(group.id).or_insert_with(|| GroupPlace {
                 voters,
                 learners: Vec::new(),
                 shard_of: group.replicas.iter().copied().collect(),
+                preferred_leader,
             });
         }
         self
@@ -190,25 +241,17 @@ impl Placement {
         nodes: &[u64],
         replication_factor: usize,
     ) -> Result<PlacedGroup, PlaceError> {
-        let slots: Vec<NodeSlots> = nodes
-            .iter()
-            .map(|&node| NodeSlots {
-                id: node,
-                shards: self.shards,
-                rack: None,
-                state: NodeState::Active,
-            })
-            .collect();
+        let slots = Placement::node_slots(self.shards, nodes, &self.racks);
         let existing: Vec<GroupSlots> = self
             .groups
-            .iter()
-            .map(|(&group, place)| GroupSlots {
+            .values()
+            .map(|place| GroupSlots {
                 replicas: place
                     .shard_of
                     .iter()
                     .map(|(&node, &shard)| Slot { node, shard })
                     .collect(),
-                preferred_leader: preferred_leader_of(group, &place.voters).unwrap_or(0),
+                preferred_leader: place.preferred_leader,
             })
             .collect();
         let placed = placer::place(&slots, &existing, replication_factor)?;
@@ -269,9 +312,12 @@ impl Placement {
         &self.place(group).learners
     }
 
-    /// The node that should lead `group` when the cluster balances leadership.
+    /// The node that should lead `group` when the cluster balances leadership: in a
+    /// cluster that spreads out, the placer's choice (leaderships even over the nodes),
+    /// else the (group mod N)-th voter by id.
     pub fn preferred_leader(&self, group: GroupId) -> Option<u64> {
-        preferred_leader_of(group.0, self.replicas(group))
+        let place = self.place(group);
+        Some(place.preferred_leader).filter(|leader| place.voters.contains(leader))
     }
 
     /// The shard running `group` on `node`, if `node` holds a replica of it.
@@ -440,6 +486,55 @@ mod tests {
             .map(|i| placement.coordinator_of(&format!("g{i}")).0)
             .collect();
         assert_eq!(coordinators, (1..5).collect());
+    }
+
+    /// Preferred leaderships spread evenly over the nodes of a cluster that spreads
+    /// out: every node within one of the average, each leader one of its group's voters.
+    #[test]
+    fn preferred_leaders_spread_evenly_over_the_nodes() {
+        for (nodes, shards) in [(6u64, 2u32), (6, 1), (9, 3), (4, 4), (12, 2)] {
+            let ids: Vec<u64> = (1..=nodes).collect();
+            let placement = Placement::bootstrap(shards, &ids, 3);
+            let mut leads = BTreeMap::new();
+            for group in placement.group_ids() {
+                let leader = placement.preferred_leader(group).unwrap();
+                assert!(placement.replicas(group).contains(&leader));
+                *leads.entry(leader).or_insert(0u32) += 1;
+            }
+            let counts: Vec<u32> = ids
+                .iter()
+                .map(|n| leads.get(n).copied().unwrap_or(0))
+                .collect();
+            let (low, high) = (counts.iter().min().unwrap(), counts.iter().max().unwrap());
+            assert!(
+                high - low <= 1,
+                "{nodes} nodes x {shards}: leaderships {counts:?}"
+            );
+        }
+    }
+
+    /// Nodes in racks: every group's replicas (the controller's voters too, and a group
+    /// placed later) on distinct racks while there are enough of them.
+    #[test]
+    fn replicas_of_a_group_go_to_distinct_racks() {
+        let nodes: Vec<u64> = (1..=6).collect();
+        // Racks a, a, b, b, c, c: the lowest ids alone would put two voters in rack a.
+        let racks: BTreeMap<u64, String> = nodes
+            .iter()
+            .map(|&n| (n, ["a", "b", "c"][((n - 1) / 2) as usize].to_string()))
+            .collect();
+        let placement = Placement::bootstrap_in_racks(2, &nodes, &racks, 3);
+        let racks_of = |voters: &[u64]| -> std::collections::BTreeSet<String> {
+            voters.iter().map(|n| racks[n].clone()).collect()
+        };
+        for group in placement.group_ids() {
+            let voters = placement.replicas(group);
+            assert_eq!(racks_of(voters).len(), 3, "group {}: {voters:?}", group.0);
+        }
+        let id = placement.next_group_id(0);
+        let placed = placement.place_new_group(id, &nodes, 3).unwrap();
+        let voters: Vec<u64> = placed.replicas.iter().map(|r| r.0).collect();
+        assert_eq!(racks_of(&voters).len(), 3, "{voters:?}");
     }
 
     /// A replication factor of one on a larger cluster keeps three controller voters;

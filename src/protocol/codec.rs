@@ -285,6 +285,19 @@ pub struct PartitionBatchData<'b> {
     pub crc32c: u32,
 }
 
+/// A metadata request (every topic).
+pub fn encode_metadata_request(correlation_id: u64) -> Vec<u8> {
+    let mut builder = FlatBufferBuilder::new();
+    let body =
+        wire::MetadataRequest::create(&mut builder, &wire::MetadataRequestArgs { topics: None });
+    encode_request(
+        &mut builder,
+        correlation_id,
+        wire::RequestBody::MetadataRequest,
+        body.as_union_value(),
+    )
+}
+
 /// Builds a produce request.
 pub fn encode_produce_request(
     correlation_id: u64,

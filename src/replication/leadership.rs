@@ -161,7 +161,11 @@ impl<S: LogStore> Replica<S> {
             self.preferred_current_ticks = 0;
             return;
         }
-        let preferred = preferred_leader_of(self.config.group_id, &membership.voters)
+        let preferred = self
+            .config
+            .preferred_leader
+            .filter(|p| membership.voters.contains(p))
+            .or_else(|| preferred_leader_of(self.config.group_id, &membership.voters))
             .filter(|&p| p != self.config.replica_id && self.follower_is_current(p));
         let Some(preferred) = preferred else {
             self.preferred_current_ticks = 0;

@@ -85,6 +85,10 @@ pub struct ReplicaConfig {
     /// The group's learners when the log holds no configuration yet (replicas that
     /// follow the log and vote on nothing).
     pub learners: Vec<u64>,
+    /// The voter leader balancing hands the group to (the placement's choice, spreading
+    /// leaderships over the nodes); `None`, or one that is no longer a voter: the
+    /// (group mod N)-th voter by id.
+    pub preferred_leader: Option<u64>,
     /// The controller group: topics are created and deleted by the admin's entries in its
     /// log. Any other group is a data group, whose leader copies the controller's changes
     /// into its own log (`topic_mirror`).

@@ -26,6 +26,7 @@ fn node_config(id: u64, voters: &[u64]) -> ReplicaConfig {
         replica_id: id,
         voters: voters.to_vec(),
         learners: Vec::new(),
+        preferred_leader: None,
         campaign_at_start: id == 1,
         max_waiting_proposals: 64,
         ..config()

@@ -14,6 +14,7 @@ pub(super) fn config() -> ReplicaConfig {
         controller_group: false,
         voters: vec![1],
         learners: Vec::new(),
+        preferred_leader: None,
         election_ticks: 10,
         heartbeat_ticks: 2,
         max_message_bytes: 64 * 1024,

@@ -62,7 +62,7 @@ pub type ShardAsker = Box<dyn Fn(u32, BoundsQuery)>;
 /// A replica group's state, for `keel cluster status`.
 #[derive(Clone, Debug)]
 pub struct GroupStatusView {
-    /// leader, follower, candidate, pre-candidate or failed.
+    /// leader, follower, learner, candidate, pre-candidate or failed.
     pub role: &'static str,
     /// Leader node (0: unknown).
     pub leader: u32,
@@ -168,6 +168,7 @@ pub(super) fn replica_config(
         campaign_at_start: balancing && placement.preferred_leader(group) == Some(node),
         voters,
         learners: placement.learners(group).to_vec(),
+        preferred_leader: placement.preferred_leader(group),
         election_ticks: config.election_ticks,
         heartbeat_ticks: config.heartbeat_ticks,
         max_message_bytes: RAFT_MAX_MESSAGE_BYTES,
@@ -506,8 +507,14 @@ impl ShardCore {
     pub fn status(&self) -> GroupStatusView {
         let replica = self.replica.borrow();
         let last_index = replica.last_index();
+        let node = u64::from(self.config.node_id);
+        let learner = replica.membership().learners.contains(&node);
         GroupStatusView {
-            role: replica.role(),
+            // A learner follows without a vote; status says which it is.
+            role: match replica.role() {
+                "follower" if learner => "learner",
+                role => role,
+            },
             leader: u32::try_from(replica.leader_id()).unwrap_or(0),
             term: replica.term(),
             commit: replica.commit_index(),

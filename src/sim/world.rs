@@ -336,6 +336,7 @@ impl World {
             campaign_at_start: p.balance_ticks.is_some() && id == 1,
             voters,
             learners: Vec::new(),
+            preferred_leader: None,
             election_ticks: p.election_ticks,
             heartbeat_ticks: p.heartbeat_ticks,
             max_message_bytes: p.max_message_bytes,

@@ -72,6 +72,7 @@ fn node_one_config(peer_port: u16) -> NodeConfig {
         host: "127.0.0.1".to_string(),
         base_port: 1,
         peer_port,
+        rack: None,
     };
     NodeConfig {
         node_id: 1,

@@ -505,3 +505,27 @@ pub fn settled(client: &mut keel::client::ClusterClient) -> Vec<keel::client::Gr
         }
     })
 }
+
+/// Every record of `partition` of `topic`, from offset 0 to the end, as text (offsets
+/// checked dense and in order).
+pub fn read_partition(
+    client: &mut keel::client::ClusterClient,
+    topic: &str,
+    partition: u32,
+) -> Vec<String> {
+    let mut stored = Vec::new();
+    let mut offset = 0;
+    loop {
+        let fetched = retry("fetch", || {
+            client.fetch(topic, partition, offset, 1 << 20, Duration::ZERO)
+        });
+        if fetched.records.is_empty() {
+            return stored;
+        }
+        for record in fetched.records {
+            assert_eq!(record.offset, offset, "offsets are dense and in order");
+            stored.push(String::from_utf8(record.value.to_vec()).unwrap());
+            offset += 1;
+        }
+    }
+}
