@@ -290,3 +290,66 @@ fn leaderships_spread_evenly_over_six_nodes() {
     );
     assert!(high - low <= 1, "leaderships per node: {per_node:?}");
 }
+
+/// `keel topic create` while the controller elects a leader (its leader was just
+/// killed) waits the election out (it was refused "NotLeader: this replica does not lead
+/// the group"), and the CLI's --replication-factor gives the topic a group of its own.
+#[test]
+fn the_cli_creates_topics_while_the_controller_elects() {
+    let root = tempfile::tempdir().unwrap();
+    let mut nodes = start_cluster_with(root.path(), 3, 1, &[]);
+    let bootstrap: Vec<String> = nodes.iter().map(|n| n.address(0)).collect();
+    let mut client = ClusterClient::new(&bootstrap.join(","));
+    let leader = retry("a controller leader", || {
+        let status = client.cluster_status()?;
+        status
+            .iter()
+            .find(|r| r.group == 0 && r.role == "leader")
+            .map(|r| r.node)
+            .ok_or_else(|| ClientError::Unexpected(format!("{status:?}")))
+    });
+    nodes[leader as usize - 1].kill();
+    let survivors: Vec<String> = (1..=3u32)
+        .filter(|&n| n != leader)
+        .map(|n| bootstrap[n as usize - 1].clone())
+        .collect();
+    let survivors = survivors.join(",");
+    for (topic, factor) in [("early", None), ("single", Some("1"))] {
+        let mut command = std::process::Command::new(support::keel_binary());
+        command.args([
+            "topic",
+            "create",
+            topic,
+            "--partitions",
+            "2",
+            "--bootstrap",
+            &survivors,
+        ]);
+        if let Some(factor) = factor {
+            command.args(["--replication-factor", factor]);
+        }
+        let output = command.output().unwrap();
+        assert!(
+            output.status.success(),
+            "keel topic create {topic}: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+    }
+    // The new group is placed on a node the controller's leader hears from, not on the
+    // killed one.
+    let mut client = ClusterClient::new(&survivors);
+    retry("the single-replica group runs", || {
+        let status = client.cluster_status()?;
+        let groups: BTreeSet<u32> = status.iter().map(|r| r.group).collect();
+        let single = *groups.iter().max().unwrap();
+        let running = status
+            .iter()
+            .filter(|r| r.group == single && r.role != "down")
+            .count();
+        if groups.len() == 2 && running == 1 {
+            Ok(())
+        } else {
+            Err(ClientError::Unexpected(format!("{status:?}")))
+        }
+    });
+}

@@ -196,6 +196,18 @@ impl<S: LogStore> Replica<S> {
         })
     }
 
+    /// Whether `follower` was heard from within the last election timeout, when leading
+    /// (raft-rs's check-quorum activity).
+    pub fn follower_is_active(&self, follower: u64) -> bool {
+        self.is_leader()
+            && self
+                .raw
+                .raft
+                .prs()
+                .get(follower)
+                .is_some_and(|p| p.recent_active)
+    }
+
     /// A snapshot sent to `peer` was lost: raft-rs sends it again after probing (R10).
     pub(crate) fn report_snapshot_lost(&mut self, peer: u64) {
         self.snapshots_in_flight.remove(&peer);

@@ -559,6 +559,18 @@ impl ShardCore {
         self.replica.borrow().serves_reads()
     }
 
+    /// The nodes of `nodes` this replica hears from: itself, and when leading, the
+    /// followers heard from within the last election timeout.
+    pub fn live_nodes(&self, nodes: &[u64]) -> Vec<u64> {
+        let replica = self.replica.borrow();
+        let this = u64::from(self.config.node_id);
+        nodes
+            .iter()
+            .copied()
+            .filter(|&node| node == this || replica.follower_is_active(node))
+            .collect()
+    }
+
     /// Whether this shard leads its group.
     pub fn is_leader(&self) -> bool {
         self.replica.borrow().is_leader()

@@ -786,12 +786,30 @@ fn groups_of_new_topic(
             format!("replication factor must be 1, 3 or 5, not {asked}"),
         ));
     }
-    let id = core.reserve_group_id();
-    let placed = core
+    if asked as usize > nodes.len() {
+        return Err(WireError::new(
+            ErrorCode::InvalidRequest,
+            format!(
+                "replication factor {asked} needs {asked} nodes; the cluster has {}",
+                nodes.len()
+            ),
+        ));
+    }
+    // Only on nodes the controller's leader hears from: a group placed on a node that
+    // is down would have no replica running. Too few of them is for now (retriable).
+    let live = core.live_nodes(&nodes);
+    let mut placed = core
         .placement()
-        .place_new_group(id, &nodes, asked as usize)
-        .map_err(|error| WireError::new(ErrorCode::InvalidRequest, error.to_string()))?;
-    Ok((vec![id; partitions as usize], vec![placed]))
+        .place_new_group(0, &live, asked as usize)
+        .map_err(|error| {
+            WireError::new(
+                ErrorCode::NotEnoughReplicas,
+                format!("{error} (nodes heard from by the controller's leader)"),
+            )
+        })?;
+    // The id is taken only once the group can be placed: ids skip nothing.
+    placed.id = core.reserve_group_id();
+    Ok((vec![placed.id; partitions as usize], vec![placed]))
 }
 
 /// Proposes an admin change (topics, consumer groups) and waits (bounded) for it to be
