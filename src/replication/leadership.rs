@@ -199,13 +199,15 @@ impl<S: LogStore> Replica<S> {
     /// Whether `follower` was heard from within the last election timeout, when leading
     /// (raft-rs's check-quorum activity).
     pub fn follower_is_active(&self, follower: u64) -> bool {
+        self.leader_view_of(follower)
+            .is_some_and(|p| p.recent_active)
+    }
+
+    /// raft-rs's progress of `follower`, when leading.
+    fn leader_view_of(&self, follower: u64) -> Option<&raft::Progress> {
         self.is_leader()
-            && self
-                .raw
-                .raft
-                .prs()
-                .get(follower)
-                .is_some_and(|p| p.recent_active)
+            .then(|| self.raw.raft.prs().get(follower))
+            .flatten()
     }
 
     /// A snapshot sent to `peer` was lost: raft-rs sends it again after probing (R10).
@@ -388,12 +390,7 @@ impl<S: LogStore> Replica<S> {
 
     /// Whether `follower` is in raft-rs's snapshot state (leader only).
     pub fn follower_awaits_snapshot(&self, follower: u64) -> bool {
-        self.is_leader()
-            && self
-                .raw
-                .raft
-                .prs()
-                .get(follower)
-                .is_some_and(|p| p.state == ProgressState::Snapshot)
+        self.leader_view_of(follower)
+            .is_some_and(|p| p.state == ProgressState::Snapshot)
     }
 }

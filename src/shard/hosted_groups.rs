@@ -125,8 +125,9 @@ impl HostedGroups {
         let group = {
             let placement = first.placement();
             let by_partition = |topic: Option<&str>, partition: u32| {
-                let topic = first.state().request_topics().get(topic?).cloned()?;
-                Some(placement.group_of_partition(&topic, partition))
+                let state = first.state();
+                let topic = state.request_topics().get(topic?)?;
+                Some(placement.group_of_partition(topic, partition))
             };
             match request.body_type() {
                 RequestBody::FetchRequest => request
@@ -148,7 +149,7 @@ impl HostedGroups {
     /// placed by topic creations), every group but the controller's own takes the
     /// topics, and a group newly placed on this shard starts.
     pub fn controller_topics(self: &Rc<Self>, topics: &Topics) {
-        let placement = Placement::of_config(&self.config).with_placed(topics.placed_groups());
+        let placement = self.placement_with(topics);
         *self.topics.borrow_mut() = Some(topics.clone());
         for core in self.all() {
             core.set_placement(placement.clone());
@@ -184,9 +185,7 @@ impl HostedGroups {
             wire(&core);
         }
         if let Some(topics) = self.topics.borrow().clone() {
-            core.set_placement(
-                Placement::of_config(&self.config).with_placed(topics.placed_groups()),
-            );
+            core.set_placement(self.placement_with(&topics));
             core.controller_topics(topics);
         }
         for (known, leader) in self.first().known_leaders() {
@@ -200,6 +199,12 @@ impl HostedGroups {
             group = group.0,
             "a group placed on this shard started"
         );
+    }
+
+    /// The placement the controller's topics make: the bootstrap one and the groups
+    /// topic creations placed.
+    fn placement_with(&self, topics: &Topics) -> Placement {
+        Placement::of_config(&self.config).with_placed(topics.placed_groups())
     }
 
     /// Records a group's leader in every group's view (for metadata and redirects).
