@@ -458,7 +458,14 @@ fn a_paused_leader_is_replaced_and_steps_down_when_it_wakes() {
         majority.produce("paused", 0, &batch, crc, Acks::Quorum)
     });
     assert_eq!(offset, 10);
-    assert_ne!(leader_of_partition(&mut majority, "paused", 0), leader);
+    let now_leading = leader_of_partition(&mut majority, "paused", 0);
+    assert_ne!(
+        now_leading,
+        leader,
+        "the paused node (node {}) is still named leader: {:?}",
+        victim + 1,
+        majority.cluster_status()
+    );
     // The old leader wakes up: it must not lead or acknowledge anything now.
     nodes[victim].signal("CONT");
     std::thread::sleep(Duration::from_millis(300));

@@ -1,5 +1,7 @@
 //! The `keel` command line: parses arguments and calls into the library.
 
+#[path = "keel/cluster_cmd.rs"]
+mod cluster_cmd;
 #[path = "keel/group_cmd.rs"]
 mod group_cmd;
 
@@ -54,9 +56,12 @@ enum Command {
     /// Print the records of a partition from an offset, or with --group those the group
     /// assigns this consumer.
     Consume(ConsumeArgs),
-    /// Inspect the cluster.
+    /// Inspect the cluster; move replicas between its nodes.
     #[command(subcommand)]
-    Cluster(ClusterCommand),
+    Cluster(cluster_cmd::ClusterCommand),
+    /// Take nodes out of service.
+    #[command(subcommand)]
+    Node(cluster_cmd::NodeCommand),
     /// List, describe, reset and delete consumer groups.
     #[command(subcommand)]
     Group(group_cmd::GroupCommand),
@@ -336,15 +341,6 @@ struct ConsumeArgs {
 }
 
 #[derive(Subcommand)]
-enum ClusterCommand {
-    /// Nodes, groups, leaders, terms, commit/applied/durable indexes and follower lag.
-    Status {
-        #[command(flatten)]
-        connect: ConnectArgs,
-    },
-}
-
-#[derive(Subcommand)]
 enum LogCommand {
     /// Report what opening a log directory would find and do, without changing it.
     ///
@@ -573,7 +569,8 @@ fn main() -> ExitCode {
             None => consume(args),
         },
         Command::Group(command) => group_cmd::group(command),
-        Command::Cluster(ClusterCommand::Status { connect }) => cluster_status(&connect.bootstrap),
+        Command::Cluster(command) => cluster_cmd::cluster(command),
+        Command::Node(command) => cluster_cmd::node(command),
         Command::Log(LogCommand::Check {
             dir,
             max_entry_bytes,
@@ -1531,38 +1528,6 @@ fn bench_failover(args: FailoverBenchArgs) -> ExitCode {
         "result failover_p50_ms={p50:.0} failover_max_ms={max:.0} kills={}",
         millis.len()
     );
-    ExitCode::SUCCESS
-}
-
-fn cluster_status(bootstrap: &str) -> ExitCode {
-    let rows = match ClusterClient::new(bootstrap).cluster_status() {
-        Ok(rows) => rows,
-        Err(error) => return fail("cluster status", error),
-    };
-    println!(
-        "{:>5} {:>4} {:<13} {:>6} {:>6} {:>10} {:>10} {:>10} {:>10}  followers (node:matched/lag)",
-        "group", "node", "role", "leader", "term", "commit", "applied", "last", "durable"
-    );
-    for row in rows {
-        let followers: Vec<String> = row
-            .followers
-            .iter()
-            .map(|(node, matched, lag)| format!("{node}:{matched}/{lag}"))
-            .collect();
-        println!(
-            "{:>5} {:>4} {:<13} {:>6} {:>6} {:>10} {:>10} {:>10} {:>10}  {}",
-            row.group,
-            row.node,
-            row.role,
-            row.leader,
-            row.term,
-            row.commit,
-            row.applied,
-            row.last_index,
-            row.durable,
-            followers.join(" ")
-        );
-    }
     ExitCode::SUCCESS
 }
 

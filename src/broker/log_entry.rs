@@ -15,6 +15,7 @@
 //!                           (no groups: the bootstrap spread, `controller::placement`)
 //! kind 3 v1, delete topic : topic_id u32
 //! kinds 4-7                : consumer group changes (`broker::group_entry`)
+//! kind 8                   : replica moves (`broker::replica_moves`)
 //! ```
 //!
 //! `proposed_at_ms` is the leader's wall clock when it proposed the batch: the one clock
@@ -22,6 +23,7 @@
 //! are deterministic.
 
 use crate::broker::group_entry::{GroupEntry, FIRST_GROUP_KIND, LAST_GROUP_KIND};
+use crate::broker::replica_moves::{MoveEntry, MOVE_KIND};
 use crate::broker::state::PlacedGroup;
 
 /// Version of the topic entries' format.
@@ -84,6 +86,8 @@ pub enum BrokerEntry<'a> {
     },
     /// A consumer group change (in the group's coordinator).
     Group(GroupEntry<'a>),
+    /// A replica move's step (in the controller group).
+    Move(MoveEntry),
 }
 
 /// Why an entry could not be decoded.
@@ -248,6 +252,7 @@ impl<'a> BrokerEntry<'a> {
                 out.extend_from_slice(&topic_id.to_le_bytes());
             }
             BrokerEntry::Group(entry) => entry.encode(&mut out),
+            BrokerEntry::Move(entry) => entry.encode(&mut out),
         }
         out
     }
@@ -286,6 +291,7 @@ impl<'a> BrokerEntry<'a> {
                 GroupEntry::decode(kind, version, body).map(BrokerEntry::Group)
             }
             (2, ENTRY_VERSION..=CREATE_TOPIC_VERSION) => decode_create_topic(version, body),
+            (MOVE_KIND, _) => MoveEntry::decode(bytes).map(BrokerEntry::Move),
             _ if version != ENTRY_VERSION => Err(EntryDecodeError::Unknown { kind, version }),
             (3, _) => Ok(BrokerEntry::DeleteTopic {
                 topic_id: u32_at(body, 0)?,

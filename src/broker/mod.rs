@@ -4,6 +4,7 @@
 //! - `state`: topics and partition indexes, rebuilt by applying the log.
 //! - `groups`: consumer groups (members, generations, assignment, committed offsets).
 //! - `producers`: the idempotent producers' table (sequence checks, expiry, cap).
+//! - `replica_moves`: replica moves the controller recorded.
 //! - `snapshot`: that state as bytes (Raft snapshots, the state file next to the log).
 
 pub mod group_entry;
@@ -11,5 +12,6 @@ mod group_snapshot;
 pub mod groups;
 pub mod log_entry;
 pub mod producers;
+pub mod replica_moves;
 pub mod snapshot;
 pub mod state;

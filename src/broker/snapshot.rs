@@ -15,7 +15,12 @@
 //! or the partition count, then group u32 per partition, after the name); versions 1-3
 //! read with none (the bootstrap spread). From version 5 the groups placed by topic
 //! creations follow the topics (count u32, then per group its id u32, replica count u32
-//! and (node u64, shard u32) per replica); versions 1-4 read with none.
+//! and (node u64, shard u32) per replica); versions 1-4 read with none. From version 6
+//! the replica moves follow them (`broker::replica_moves`: count u32 of moves under way,
+//! each group u32, from u64, to node u64, to shard u32, config index u64, voters and
+//! learners as count u32 then u64s; count u32 of groups replaced, each group u32 and
+//! replicas as count u32 then (node u64, shard u32); count u32 of groups with retired
+//! nodes, each group u32 and nodes as count u32 then u64s); versions 1-5 read with none.
 //!
 //! Version 1 (still read) has neither the two last-use fields nor the clock: its
 //! producers read as last used by a batch without a time (`broker::producers`). Versions
@@ -26,12 +31,13 @@ use std::collections::{BTreeMap, HashMap};
 use crate::broker::group_snapshot::{decode_groups, encode_groups};
 use crate::broker::groups::ConsumerGroups;
 use crate::broker::producers::{ProducerSequence, ProducerTable};
+use crate::broker::replica_moves::{ReplicaMove, ReplicaMoves};
 use crate::broker::state::{
     BatchLocation, PartitionIndex, PlacedGroup, ShardState, TopicInfo, Topics,
 };
 
 const MAGIC: &[u8; 4] = b"KSNP";
-const VERSION: u16 = 5;
+const VERSION: u16 = 6;
 
 /// The version before the producer table kept last-use times and its clock.
 const VERSION_WITHOUT_LAST_USE: u16 = 1;
@@ -44,6 +50,9 @@ const VERSION_WITHOUT_PARTITION_GROUPS: u16 = 3;
 
 /// The version before the groups placed by topic creations were recorded.
 const VERSION_WITHOUT_PLACED_GROUPS: u16 = 4;
+
+/// The version before replica moves were recorded.
+const VERSION_WITHOUT_MOVES: u16 = 5;
 
 /// A snapshot that cannot be read.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -98,6 +107,9 @@ fn encode_versioned(state: &ShardState, with_batches: bool, version: u16) -> Vec
                 out.extend_from_slice(&shard.to_le_bytes());
             }
         }
+    }
+    if version > VERSION_WITHOUT_MOVES {
+        encode_moves(&state.topics.moves, &mut out);
     }
     let mut partitions: Vec<_> = state.partitions.iter().collect();
     partitions.sort_by_key(|(key, _)| **key);
@@ -199,6 +211,11 @@ pub fn decode_state(bytes: &[u8]) -> Result<ShardState, SnapshotError> {
             placed.insert(id, PlacedGroup { id, replicas });
         }
     }
+    let moves = if version > VERSION_WITHOUT_MOVES {
+        decode_moves(&mut reader)?
+    } else {
+        ReplicaMoves::default()
+    };
     let partition_count = reader.count(20)?;
     let mut partitions = HashMap::with_capacity(partition_count);
     for _ in 0..partition_count {
@@ -231,8 +248,10 @@ pub fn decode_state(bytes: &[u8]) -> Result<ShardState, SnapshotError> {
     if !reader.bytes.is_empty() {
         return Err(SnapshotError::Malformed("trailing bytes"));
     }
+    let mut topics = Topics::from_parts(by_name, next_id, placed);
+    topics.moves = moves;
     Ok(ShardState {
-        topics: Topics::from_parts(by_name, next_id, placed),
+        topics,
         partitions,
         producers,
         groups,
@@ -310,12 +329,82 @@ impl<'a> Reader<'a> {
     }
 }
 
+/// The replica moves section (version 6).
+fn encode_moves(moves: &ReplicaMoves, out: &mut Vec<u8>) {
+    let nodes = |out: &mut Vec<u8>, nodes: &mut dyn Iterator<Item = u64>, count: usize| {
+        out.extend_from_slice(&(count as u32).to_le_bytes());
+        for node in nodes {
+            out.extend_from_slice(&node.to_le_bytes());
+        }
+    };
+    out.extend_from_slice(&(moves.under_way.len() as u32).to_le_bytes());
+    for moving in moves.under_way.values() {
+        out.extend_from_slice(&moving.group.to_le_bytes());
+        out.extend_from_slice(&moving.from.to_le_bytes());
+        out.extend_from_slice(&moving.to.0.to_le_bytes());
+        out.extend_from_slice(&moving.to.1.to_le_bytes());
+        out.extend_from_slice(&moving.join_index.to_le_bytes());
+        let voters = &moving.join_voters;
+        nodes(out, &mut voters.iter().copied(), voters.len());
+        let learners = &moving.join_learners;
+        nodes(out, &mut learners.iter().copied(), learners.len());
+    }
+    out.extend_from_slice(&(moves.replaced.len() as u32).to_le_bytes());
+    for (group, replicas) in &moves.replaced {
+        out.extend_from_slice(&group.to_le_bytes());
+        out.extend_from_slice(&(replicas.len() as u32).to_le_bytes());
+        for (node, shard) in replicas {
+            out.extend_from_slice(&node.to_le_bytes());
+            out.extend_from_slice(&shard.to_le_bytes());
+        }
+    }
+    out.extend_from_slice(&(moves.retired.len() as u32).to_le_bytes());
+    for (group, retired) in &moves.retired {
+        out.extend_from_slice(&group.to_le_bytes());
+        nodes(out, &mut retired.iter().copied(), retired.len());
+    }
+}
+
+fn decode_moves(reader: &mut Reader<'_>) -> Result<ReplicaMoves, SnapshotError> {
+    let mut moves = ReplicaMoves::default();
+    let nodes = |reader: &mut Reader<'_>| -> Result<Vec<u64>, SnapshotError> {
+        (0..reader.count(8)?).map(|_| reader.u64()).collect()
+    };
+    for _ in 0..reader.count(40)? {
+        let group = reader.u32()?;
+        let moving = ReplicaMove {
+            group,
+            from: reader.u64()?,
+            to: (reader.u64()?, reader.u32()?),
+            join_index: reader.u64()?,
+            join_voters: nodes(reader)?,
+            join_learners: nodes(reader)?,
+        };
+        moves.under_way.insert(group, moving);
+    }
+    for _ in 0..reader.count(8)? {
+        let group = reader.u32()?;
+        let replicas = (0..reader.count(12)?)
+            .map(|_| Ok((reader.u64()?, reader.u32()?)))
+            .collect::<Result<Vec<_>, SnapshotError>>()?;
+        moves.replaced.insert(group, replicas);
+    }
+    for _ in 0..reader.count(8)? {
+        let group = reader.u32()?;
+        moves
+            .retired
+            .insert(group, nodes(reader)?.into_iter().collect());
+    }
+    Ok(moves)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::broker::group_entry::GroupEntry;
     use crate::broker::groups::{AssignStrategy, GroupMode, Join};
     use crate::broker::log_entry::BrokerEntry;
+    use crate::broker::replica_moves::MoveEntry;
     use crate::broker::state::{Applied, ProducerLimits, SequenceRefusal};
     use crate::protocol::codec::{encode_record_batch, BatchProducer, RecordData};
 
@@ -339,6 +428,25 @@ mod tests {
                 }],
             },
         );
+        // Replica moves: one of group 7 done (node 1 left it), one of group 0 under way.
+        let start = |group, from, to| {
+            BrokerEntry::Move(MoveEntry::Start(ReplicaMove {
+                group,
+                from,
+                to: (to, 1),
+                join_voters: vec![1, 3],
+                join_learners: vec![to],
+                join_index: 9,
+            }))
+        };
+        apply(&mut state, start(7, 1, 4));
+        let replicas = vec![(3, 2), (4, 1)];
+        apply(
+            &mut state,
+            BrokerEntry::Move(MoveEntry::Finish { group: 7, replicas }),
+        );
+        apply(&mut state, start(0, 2, 5));
+        assert!(state.topics.moves().has_left(7, 1));
         for n in 0..5u32 {
             let records = vec![RecordData {
                 value: vec![n as u8; 3],
@@ -518,11 +626,12 @@ mod tests {
     fn forgetting_removed_batches_keeps_offsets_going() {
         let mut state = populated();
         let before = state.partition(1, 0).unwrap().high_watermark();
-        state.forget_below(5);
+        // The batches are at indexes 5 to 9 (after the creation and three moves).
+        state.forget_below(8);
         let index = state.partition(1, 0).unwrap();
         assert_eq!(index.high_watermark(), before);
         assert!(index.start_offset() > 0);
-        assert!(index.from_offset(0).iter().all(|b| b.log_index >= 5));
+        assert!(index.from_offset(0).iter().all(|b| b.log_index >= 8));
     }
 
     /// A batch of producer `producer` (epoch 0) on topic 1 partition 0.

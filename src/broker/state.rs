@@ -17,6 +17,7 @@ use crate::broker::group_entry::GroupEntry;
 use crate::broker::groups::{CommittedOffset, ConsumerGroups, GroupApplied};
 use crate::broker::log_entry::{BrokerEntry, EntryDecodeError};
 use crate::broker::producers::{ProducerSequence, ProducerTable};
+use crate::broker::replica_moves::ReplicaMoves;
 
 /// A topic as the controller knows it.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -54,6 +55,8 @@ pub struct Topics {
     /// Groups placed by topic creations, by id (kept when their topic is deleted: ids are
     /// never reused). Only the controller group's log places groups.
     pub(crate) placed: BTreeMap<u32, PlacedGroup>,
+    /// Replica moves under way and done (`broker::replica_moves`).
+    pub(crate) moves: ReplicaMoves,
 }
 
 impl Topics {
@@ -69,7 +72,13 @@ impl Topics {
             next_id,
             ids,
             placed,
+            moves: ReplicaMoves::default(),
         }
+    }
+
+    /// Replica moves under way and done.
+    pub fn moves(&self) -> &ReplicaMoves {
+        &self.moves
     }
 
     /// The groups placed by topic creations, in id order.
@@ -440,6 +449,13 @@ impl ShardState {
                 }
             }
             BrokerEntry::Group(entry) => Applied::Group(self.apply_group(index, entry)),
+            BrokerEntry::Move(entry) => {
+                if self.topics.moves.apply(entry) {
+                    Applied::TopicsChanged
+                } else {
+                    Applied::Nothing
+                }
+            }
         })
     }
 

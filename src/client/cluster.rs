@@ -457,7 +457,7 @@ impl ClusterClient {
         Ok(&self.metadata)
     }
 
-    fn controller(&mut self) -> Result<String, ClientError> {
+    pub(crate) fn controller(&mut self) -> Result<String, ClientError> {
         let fallback = self.bootstrap.first().cloned().unwrap_or_default();
         Ok(self.metadata()?.controller.clone().unwrap_or(fallback))
     }

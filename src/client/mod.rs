@@ -22,6 +22,8 @@ pub mod error;
 mod fetch_pipeline;
 pub mod group_calls;
 pub mod group_consumer;
+pub mod move_calls;
+pub mod mover;
 pub mod producer;
 pub mod producer_identity;
 mod replay;

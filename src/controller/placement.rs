@@ -21,6 +21,7 @@
 
 use std::collections::BTreeMap;
 
+use crate::broker::replica_moves::ReplicaMoves;
 use crate::broker::state::{PlacedGroup, TopicInfo};
 use crate::config::NodeConfig;
 use crate::controller::placer::{self, GroupSlots, NodeSlots, NodeState, PlaceError, Slot};
@@ -160,6 +161,7 @@ impl Placement {
         let mut placed = vec![GroupSlots {
             replicas: nodes.iter().map(|&node| Slot { node, shard: 0 }).collect(),
             preferred_leader: controller.preferred_leader,
+            left: Vec::new(),
         }];
         let data_count = (nodes.len() * shards as usize)
             .div_ceil(factor)
@@ -226,6 +228,46 @@ impl Placement {
         self
     }
 
+    /// With the replica moves the controller recorded: a group a finished move changed
+    /// runs on its new replicas, and a move under way adds its new replica as a learner
+    /// (on the node and shard it goes to).
+    pub fn with_moves(mut self, moves: &ReplicaMoves) -> Self {
+        for (group, replicas) in moves.replaced() {
+            let Some(place) = self.groups.get_mut(&group) else {
+                continue;
+            };
+            let mut voters: Vec<u64> = replicas.iter().map(|&(node, _)| node).collect();
+            voters.sort_unstable();
+            voters.dedup();
+            place.learners.retain(|node| !voters.contains(node));
+            let learners = place.learners.clone();
+            let mut shard_of: BTreeMap<u64, u32> = replicas.iter().copied().collect();
+            for learner in &learners {
+                if let Some(&shard) = place.shard_of.get(learner) {
+                    shard_of.insert(*learner, shard);
+                }
+            }
+            place.shard_of = shard_of;
+            if !voters.contains(&place.preferred_leader) {
+                place.preferred_leader = preferred_leader_of(group, &voters).unwrap_or(0);
+            }
+            place.voters = voters;
+        }
+        for moving in moves.all_under_way() {
+            let Some(place) = self.groups.get_mut(&moving.group) else {
+                continue;
+            };
+            let (node, shard) = moving.to;
+            if place.shard_of.contains_key(&node) {
+                continue;
+            }
+            place.shard_of.insert(node, shard);
+            place.learners.push(node);
+            place.learners.sort_unstable();
+        }
+        self
+    }
+
     /// The id a newly placed group gets: above every group's, and at least `reserved`
     /// (ids never reused, even when two placements race before either is applied).
     pub fn next_group_id(&self, reserved: u32) -> u32 {
@@ -252,6 +294,7 @@ impl Placement {
                     .map(|(&node, &shard)| Slot { node, shard })
                     .collect(),
                 preferred_leader: place.preferred_leader,
+                left: Vec::new(),
             })
             .collect();
         let placed = placer::place(&slots, &existing, replication_factor)?;
@@ -259,6 +302,52 @@ impl Placement {
             id,
             replicas: placed.replicas.iter().map(|s| (s.node, s.shard)).collect(),
         })
+    }
+
+    /// The replica moves that take every data group's replicas off the `draining` nodes,
+    /// then even out replicas over the others (`placer::plan_moves`), at most `limit`:
+    /// (group, from, to). The controller group and the groups in `busy` (a move under
+    /// way) stay as they are; `left(group)` names the nodes that never take it again.
+    pub fn plan_replica_moves(
+        &self,
+        (nodes, draining): (&[u64], &[u64]),
+        left: impl Fn(u32) -> Vec<u64>,
+        busy: &[u32],
+        limit: usize,
+    ) -> Vec<(u32, Slot, Slot)> {
+        let mut slots = Placement::node_slots(self.shards, nodes, &self.racks);
+        for node in &mut slots {
+            if draining.contains(&node.id) {
+                node.state = NodeState::Draining;
+            }
+        }
+        let movable: Vec<(u32, GroupSlots)> = self
+            .groups
+            .iter()
+            .filter(|(&id, place)| {
+                id != CONTROLLER_GROUP.0 && !busy.contains(&id) && place.learners.is_empty()
+            })
+            .map(|(&id, place)| {
+                let slots = GroupSlots {
+                    replicas: place
+                        .shard_of
+                        .iter()
+                        .map(|(&node, &shard)| Slot { node, shard })
+                        .collect(),
+                    preferred_leader: place.preferred_leader,
+                    left: left(id),
+                };
+                (id, slots)
+            })
+            .collect();
+        let groups: Vec<GroupSlots> = movable.iter().map(|(_, g)| g.clone()).collect();
+        placer::plan_moves(&slots, &groups, limit)
+            .into_iter()
+            .filter_map(|planned| match planned {
+                placer::Move::Replica { group, from, to } => Some((movable[group].0, from, to)),
+                placer::Move::Leader { .. } => None,
+            })
+            .collect()
     }
 
     /// The group holding `partition` of `topic`: the one recorded when the topic was

@@ -52,6 +52,9 @@ pub struct GroupSlots {
     pub replicas: Vec<Slot>,
     /// The node that should lead it (one of the replicas' nodes).
     pub preferred_leader: u64,
+    /// Nodes whose replica left it: they never take it again (a replica id is never
+    /// used twice in a group).
+    pub left: Vec<u64>,
 }
 
 /// A change the placer asks for.
@@ -155,7 +158,12 @@ fn lighter(load: &Load, a: &NodeSlots, b: &NodeSlots) -> std::cmp::Ordering {
 
 /// The best active node for one more replica of a group already on `taken` nodes:
 /// a rack the group does not use yet first, then the lightest.
-fn best_node<'a>(nodes: &'a [NodeSlots], load: &Load, taken: &[u64]) -> Option<&'a NodeSlots> {
+fn best_node<'a>(
+    nodes: &'a [NodeSlots],
+    load: &Load,
+    taken: &[u64],
+    left: &[u64],
+) -> Option<&'a NodeSlots> {
     let racks_used: Vec<&str> = nodes
         .iter()
         .filter(|n| taken.contains(&n.id))
@@ -165,6 +173,7 @@ fn best_node<'a>(nodes: &'a [NodeSlots], load: &Load, taken: &[u64]) -> Option<&
     nodes
         .iter()
         .filter(|n| n.state == NodeState::Active && !taken.contains(&n.id))
+        .filter(|n| !left.contains(&n.id))
         .min_by(|a, b| {
             new_rack(b)
                 .cmp(&new_rack(a))
@@ -193,7 +202,7 @@ pub fn place(
     let mut replicas: Vec<Slot> = Vec::with_capacity(replication_factor);
     for _ in 0..replication_factor {
         let taken: Vec<u64> = replicas.iter().map(|s| s.node).collect();
-        let node = best_node(nodes, &load, &taken).expect("enough active nodes were counted");
+        let node = best_node(nodes, &load, &taken, &[]).expect("enough active nodes were counted");
         let slot = Slot {
             node: node.id,
             shard: load.best_shard(node),
@@ -209,6 +218,7 @@ pub fn place(
     Ok(GroupSlots {
         replicas,
         preferred_leader,
+        left: Vec::new(),
     })
 }
 
@@ -269,7 +279,7 @@ fn drain_group(
             continue;
         }
         let taken: Vec<u64> = group.replicas.iter().map(|s| s.node).collect();
-        let Some(node) = best_node(nodes, load, &taken) else {
+        let Some(node) = best_node(nodes, load, &taken, &group.left) else {
             continue;
         };
         let to = Slot {
@@ -368,6 +378,7 @@ fn replica_rebalance(nodes: &[NodeSlots], groups: &[GroupSlots], load: &Load) ->
                 .enumerate()
                 .filter(|(_, group)| {
                     !group.replicas.iter().any(|s| s.node == light.id)
+                        && !group.left.contains(&light.id)
                         && keeps_racks_apart(nodes, group, heavy.id, light)
                 })
                 .filter_map(|(index, group)| {

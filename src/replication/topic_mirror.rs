@@ -117,6 +117,7 @@ mod tests {
                 BrokerEntry::DeleteTopic { topic_id } => format!("delete {topic_id}"),
                 BrokerEntry::RecordBatch { .. } => "batch".to_string(),
                 BrokerEntry::Group(_) => "group".to_string(),
+                BrokerEntry::Move(_) => "move".to_string(),
             })
             .collect()
     }

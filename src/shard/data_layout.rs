@@ -32,6 +32,31 @@ pub fn space_reserve(data_dir: &Path, group: GroupId) -> PathBuf {
     data_dir.join(format!("group-{}.space-reserve", group.0))
 }
 
+/// Whether `data_dir` holds the log of any group (a node that ran before).
+pub fn holds_any_group(data_dir: &Path) -> bool {
+    std::fs::read_dir(data_dir).is_ok_and(|entries| {
+        entries.flatten().any(|entry| {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            name.strip_prefix("group-")
+                .is_some_and(|id| id.parse::<u32>().is_ok())
+        })
+    })
+}
+
+/// Removes every file of `group` (its replica left this node for good).
+pub fn remove_group_files(data_dir: &Path, group: GroupId) -> std::io::Result<()> {
+    for dir in [log_dir(data_dir, group), snapshot_dir(data_dir, group)] {
+        match std::fs::remove_dir_all(&dir) {
+            Err(error) if error.kind() != std::io::ErrorKind::NotFound => return Err(error),
+            _ => {}
+        }
+    }
+    match std::fs::remove_file(space_reserve(data_dir, group)) {
+        Err(error) if error.kind() != std::io::ErrorKind::NotFound => Err(error),
+        _ => Ok(()),
+    }
+}
+
 /// Renames the files of a data directory written with shard names (`shard-<i>`,
 /// `shard-<i>.snapshots`, `shard-<i>.space-reserve`) to their group's names. A name
 /// whose group name exists too is left alone and reported: which one holds the group

@@ -36,6 +36,7 @@ use crate::constants::{
 use crate::controller::{GroupId, Placement, CONTROLLER_GROUP};
 use crate::log::raft_storage::from_conf_state;
 use crate::log::{CommitLog, LogError};
+use crate::replication::membership::{Membership, MembershipChange};
 use crate::replication::{
     Defects, DiskWork, Effect, Input, OpId, Proposal, Replica, ReplicaConfig, ReplicaError,
     RequestId, RetentionPolicy, ShardError, StorageFailure,
@@ -133,6 +134,8 @@ pub struct ShardCore {
     pub(super) generation: Cell<u64>,
     pub(super) recovering: Cell<bool>,
     pub(super) stopping: Cell<bool>,
+    /// The group moved off this node: this replica stopped for good (`retire`).
+    retired: Cell<bool>,
     topics_changed: RefCell<Option<TopicsHook>>,
     /// Links to the same shard of the other nodes.
     peers: PeerLinks,
@@ -193,6 +196,15 @@ pub(super) fn replica_config(
     }
 }
 
+/// `group`'s members as (node, the shard running it there).
+fn replicas_of(placement: &Placement, group: GroupId) -> Vec<(u64, u32)> {
+    placement
+        .members(group)
+        .into_iter()
+        .filter_map(|node| Some((node, placement.shard_on(node, group)?)))
+        .collect()
+}
+
 /// Production draws its seed from the clock: runs need not repeat, only the simulator's.
 fn production_seed(node_id: u32, group: u32) -> u64 {
     let nanos = std::time::SystemTime::now()
@@ -229,12 +241,7 @@ impl ShardCore {
             state,
             replica_config(group, &placement, &config),
         )?;
-        let replicas: Vec<(u64, u32)> = placement
-            .members(group)
-            .into_iter()
-            .filter_map(|node| Some((node, placement.shard_on(node, group)?)))
-            .collect();
-        let peers = PeerLinks::start(&config, group.0, &replicas);
+        let peers = PeerLinks::start(&config, group.0, &replicas_of(&placement, group));
         let core = Rc::new(ShardCore {
             shard_id,
             group,
@@ -254,6 +261,7 @@ impl ShardCore {
             generation: Cell::new(0),
             recovering: Cell::new(false),
             stopping: Cell::new(false),
+            retired: Cell::new(false),
             topics_changed: RefCell::new(None),
             peers,
             leaders: RefCell::new(BTreeMap::new()),
@@ -282,9 +290,32 @@ impl ShardCore {
         self.placement.borrow()
     }
 
-    /// Takes a newer placement (groups the controller placed since).
+    /// Takes a newer placement (groups the controller placed since, replicas moved): the
+    /// peer links follow this group's members.
     pub fn set_placement(&self, placement: Placement) {
+        let replicas = placement
+            .contains(self.group)
+            .then(|| replicas_of(&placement, self.group));
         *self.placement.borrow_mut() = placement;
+        if let Some(replicas) = replicas.filter(|_| !self.retired.get()) {
+            self.peers.follow(&replicas);
+        }
+    }
+
+    /// Stops this replica for good: its group moved off this node. It takes no more
+    /// requests, its ticks and peer links end, and whoever waits is answered
+    /// `ShuttingDown` (their senders dropped).
+    pub fn retire(&self) {
+        self.retired.set(true);
+        self.stopping.set(true);
+        self.peers.close();
+        self.requests.borrow_mut().clear();
+        self.wake_data_waiters();
+        tracing::info!(
+            shard = self.shard_id,
+            group = self.group.0,
+            "this replica left its group: stopped"
+        );
     }
 
     /// Starts `task` in the replica's task queue, whichever task asks.
@@ -626,6 +657,36 @@ impl ShardCore {
         if !proposals.is_empty() {
             self.feed(Input::Propose { proposals });
         }
+    }
+
+    /// Proposes a membership change (leader only); answered once it is applied.
+    pub fn change_membership(
+        self: &Rc<Self>,
+        change: MembershipChange,
+    ) -> Result<Pending, ShardError> {
+        if self.stopping.get() {
+            return Err(ShardError::ShuttingDown);
+        }
+        let request = RequestId(self.next_request.get());
+        self.next_request.set(request.0 + 1);
+        let (sender, receiver) = local_channel::new_bounded(1);
+        self.requests.borrow_mut().insert(request, sender);
+        self.feed(Input::ChangeMembership { request, change });
+        Ok(Pending(receiver))
+    }
+
+    /// The configuration this replica applied, and (leading) the learners it counts as
+    /// caught up.
+    pub fn membership_view(&self) -> (Membership, Vec<u64>) {
+        let replica = self.replica.borrow();
+        let membership = replica.membership().clone();
+        let caught_up = membership
+            .learners
+            .iter()
+            .copied()
+            .filter(|&node| replica.is_caught_up(node))
+            .collect();
+        (membership, caught_up)
     }
 
     /// Proposes an entry and waits for what applying it did.

@@ -14,10 +14,11 @@ use std::cell::RefCell;
 use std::collections::BTreeMap;
 use std::rc::Rc;
 
+use crate::broker::replica_moves::ReplicaMove;
 use crate::broker::state::{TopicInfo, Topics};
 use crate::config::NodeConfig;
 use crate::controller::{GroupId, Placement, CONTROLLER_GROUP};
-use crate::log::CommitLog;
+use crate::log::{CommitLog, ConfStateRecord};
 use crate::protocol::wire::{Request, RequestBody};
 use crate::shard::data_layout;
 use crate::shard::group_driver::ShardCore;
@@ -40,6 +41,9 @@ pub struct HostedGroups {
     wire: RefCell<Option<WireGroup>>,
     /// The controller's topics as last told (fed to each group started later).
     topics: RefCell<Option<Topics>>,
+    /// The last group to leave this shard when none is left: it still answers what
+    /// concerns no group of this shard (`first`), stopped.
+    retired_last: RefCell<Option<Rc<ShardCore>>>,
 }
 
 impl HostedGroups {
@@ -51,7 +55,7 @@ impl HostedGroups {
         placement: &Placement,
     ) -> Result<HostedGroups, String> {
         let mut cores = BTreeMap::new();
-        for group in placement.groups_on(u64::from(config.node_id), shard_id) {
+        for group in groups_to_open(shard_id, config, placement) {
             let core = start_group((shard_id, group), config, placement).await?;
             cores.insert(group, core);
         }
@@ -67,6 +71,7 @@ impl HostedGroups {
             starting: RefCell::new(Vec::new()),
             wire: RefCell::new(None),
             topics: RefCell::new(None),
+            retired_last: RefCell::new(None),
         })
     }
 
@@ -90,7 +95,8 @@ impl HostedGroups {
             .values()
             .next()
             .cloned()
-            .expect("a shard runs at least one group (checked when built)")
+            .or_else(|| self.retired_last.borrow().clone())
+            .expect("a shard runs at least one group (checked when built), or keeps the last")
     }
 
     /// Every group's driver, in group order.
@@ -136,9 +142,13 @@ impl HostedGroups {
                 RequestBody::PartitionOffsetsRequest => request
                     .body_as_partition_offsets_request()
                     .and_then(|asked| by_partition(asked.topic(), asked.partition())),
-                RequestBody::CreateTopicRequest | RequestBody::DeleteTopicRequest => {
-                    Some(CONTROLLER_GROUP)
-                }
+                RequestBody::CreateTopicRequest
+                | RequestBody::DeleteTopicRequest
+                | RequestBody::MoveReplicaRequest
+                | RequestBody::PlanMovesRequest => Some(CONTROLLER_GROUP),
+                RequestBody::ChangeMembershipRequest => request
+                    .body_as_change_membership_request()
+                    .map(|asked| GroupId(asked.group())),
                 _ => coordinator_name(request).map(|name| placement.coordinator_of(name)),
             }
         };
@@ -164,15 +174,64 @@ impl HostedGroups {
                 continue;
             }
             self.starting.borrow_mut().push(group);
+            let join = topics
+                .moves()
+                .under_way(group.0)
+                .filter(|moving| moving.to == (node, self.shard_id))
+                .map(join_record);
             let (hosted, placement) = (self.clone(), placement.clone());
-            glommio::spawn_local(async move { hosted.start_placed(group, placement).await })
+            glommio::spawn_local(async move { hosted.start_placed(group, placement, join).await })
                 .detach();
+        }
+        self.retire_moved_away(&placement);
+    }
+
+    /// Stops the groups whose replica on this shard moved away, and deletes their files.
+    fn retire_moved_away(&self, placement: &Placement) {
+        let node = u64::from(self.config.node_id);
+        let gone: Vec<GroupId> = self
+            .cores
+            .borrow()
+            .keys()
+            .copied()
+            .filter(|&g| {
+                placement.contains(g) && placement.shard_on(node, g) != Some(self.shard_id)
+            })
+            .collect();
+        for group in gone {
+            let Some(core) = self.cores.borrow_mut().remove(&group) else {
+                continue;
+            };
+            self.ids.borrow_mut().retain(|&g| g != group.0);
+            core.retire();
+            if self.cores.borrow().is_empty() {
+                *self.retired_last.borrow_mut() = Some(core);
+            }
+            let data_dir = self.config.data_dir.clone();
+            // Off the shard's thread: a large log's files take a while to unlink.
+            std::thread::spawn(move || {
+                if let Err(error) = data_layout::remove_group_files(&data_dir, group) {
+                    tracing::warn!(group = group.0, %error, "files of a group that left could not be deleted");
+                }
+            });
+            tracing::info!(
+                shard = self.shard_id,
+                group = group.0,
+                "a group moved off this shard: its files are deleted"
+            );
         }
     }
 
-    /// Starts a group placed here since the shard started.
-    async fn start_placed(self: Rc<Self>, group: GroupId, placement: Placement) {
-        let started = start_group((self.shard_id, group), &self.config, &placement).await;
+    /// Starts a group placed here since the shard started (a moved replica's learner
+    /// starts from `join`, the configuration of the change that added it).
+    async fn start_placed(
+        self: Rc<Self>,
+        group: GroupId,
+        placement: Placement,
+        join: Option<ConfStateRecord>,
+    ) {
+        let started =
+            start_group_joining((self.shard_id, group), &self.config, &placement, join).await;
         self.starting.borrow_mut().retain(|&g| g != group);
         let core = match started {
             Ok(core) => core,
@@ -204,7 +263,9 @@ impl HostedGroups {
     /// The placement the controller's topics make: the bootstrap one and the groups
     /// topic creations placed.
     fn placement_with(&self, topics: &Topics) -> Placement {
-        Placement::of_config(&self.config).with_placed(topics.placed_groups())
+        Placement::of_config(&self.config)
+            .with_placed(topics.placed_groups())
+            .with_moves(topics.moves())
     }
 
     /// Records a group's leader in every group's view (for metadata and redirects).
@@ -223,12 +284,45 @@ impl HostedGroups {
     }
 }
 
+/// The groups a shard opens at start: the bootstrap placement's on a node's first start;
+/// later, only those whose files are here (a group moved off this node since must not
+/// come back as an empty replica of its old configuration; groups placed or moved here
+/// since start once the controller's topics name them). A shard left with none opens
+/// its bootstrap groups (retired again once the controller's topics say so).
+fn groups_to_open(shard_id: u32, config: &NodeConfig, placement: &Placement) -> Vec<GroupId> {
+    let placed = placement.groups_on(u64::from(config.node_id), shard_id);
+    if !data_layout::holds_any_group(&config.data_dir) {
+        return placed;
+    }
+    let on_disk: Vec<GroupId> = placed
+        .iter()
+        .copied()
+        .filter(|&group| data_layout::log_dir(&config.data_dir, group).exists())
+        .collect();
+    if on_disk.is_empty() {
+        placed
+    } else {
+        on_disk
+    }
+}
+
 /// Opens the log, snapshots and state of `group` (run by shard `shard_id`) and starts
 /// its replica.
 async fn start_group(
+    at: (u32, GroupId),
+    config: &NodeConfig,
+    placement: &Placement,
+) -> Result<Rc<ShardCore>, String> {
+    start_group_joining(at, config, placement, None).await
+}
+
+/// `start_group`; a log without a configuration takes `join` first, durably (a replica
+/// created by a move starts as the learner the group added).
+async fn start_group_joining(
     (shard_id, group): (u32, GroupId),
     config: &NodeConfig,
     placement: &Placement,
+    join: Option<ConfStateRecord>,
 ) -> Result<Rc<ShardCore>, String> {
     let in_group = |message: String| format!("group {}: {message}", group.0);
     let log = CommitLog::open(
@@ -237,6 +331,11 @@ async fn start_group(
     )
     .await
     .map_err(|e| in_group(e.to_string()))?;
+    if let Some(join) = join.filter(|_| log.conf_state().voters.is_empty()) {
+        log.set_conf_state(join)
+            .map_err(|e| in_group(e.to_string()))?;
+        log.flush().await.map_err(|e| in_group(e.to_string()))?;
+    }
     let snapshots = SnapshotFiles::open(&data_layout::snapshot_dir(&config.data_dir, group))
         .map_err(|e| in_group(e.to_string()))?;
     let state = crate::shard::restore_state(&log, &snapshots).map_err(in_group)?;
@@ -248,6 +347,16 @@ async fn start_group(
         state,
     )
     .map_err(|e| in_group(e.to_string()))
+}
+
+/// The configuration a moved replica starts with: the group's once its learner was added.
+fn join_record(moving: &ReplicaMove) -> ConfStateRecord {
+    ConfStateRecord {
+        voters: moving.join_voters.clone(),
+        learners: moving.join_learners.clone(),
+        index: moving.join_index,
+        ..Default::default()
+    }
 }
 
 /// The consumer group a group request names.

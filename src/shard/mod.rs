@@ -25,6 +25,7 @@ pub mod group_driver;
 mod group_requests;
 mod group_sessions;
 pub mod hosted_groups;
+mod move_requests;
 mod no_space;
 pub mod partition_bounds;
 pub mod requests;

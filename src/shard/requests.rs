@@ -26,6 +26,7 @@ use crate::shard::answer_frame::AnswerFrame;
 use crate::shard::group_driver::{Pending, ShardCore};
 use crate::shard::group_requests;
 use crate::shard::hosted_groups::HostedGroups;
+use crate::shard::move_requests;
 
 /// Most partitions one topic may have.
 pub const MAX_PARTITIONS: u32 = 4096;
@@ -203,6 +204,22 @@ pub async fn handle_request(groups: &HostedGroups, request: Request<'_>) -> Answ
                 None => Err(WireError::new(ErrorCode::MalformedFrame, "body missing")),
             }
         }
+        wire::RequestBody::MoveReplicaRequest => match request.body_as_move_replica_request() {
+            Some(asked) => move_requests::handle_move_replica(core, correlation_id, asked).await,
+            None => Err(WireError::new(ErrorCode::MalformedFrame, "body missing")),
+        },
+        wire::RequestBody::ChangeMembershipRequest => {
+            match request.body_as_change_membership_request() {
+                Some(asked) => {
+                    move_requests::handle_change_membership(core, correlation_id, asked).await
+                }
+                None => Err(WireError::new(ErrorCode::MalformedFrame, "body missing")),
+            }
+        }
+        wire::RequestBody::PlanMovesRequest => match request.body_as_plan_moves_request() {
+            Some(asked) => move_requests::handle_plan_moves(core, correlation_id, asked),
+            None => Err(WireError::new(ErrorCode::MalformedFrame, "body missing")),
+        },
         body if group_requests::is_group_request(body) => {
             group_requests::handle(core, correlation_id, &request).await
         }
@@ -678,7 +695,7 @@ fn client_shard(core: &ShardCore, group: GroupId, leader: u32) -> u32 {
 }
 
 /// Topic changes go to the controller group's leader (shard 0 of its leader node).
-fn controller_only(core: &ShardCore) -> Result<(), WireError> {
+pub(super) fn controller_only(core: &ShardCore) -> Result<(), WireError> {
     if core.group != CONTROLLER_GROUP {
         // Straight to the controller's leader when it is known.
         let leader = core.leader_of(CONTROLLER_GROUP);

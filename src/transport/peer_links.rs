@@ -86,15 +86,28 @@ struct LinkQueue {
     frames: LocalSender<Outgoing>,
     /// Frames over the limit queued or being written.
     chunked_taken: Rc<Cell<usize>>,
+    /// The shard of the peer it goes to.
+    shard: u32,
+    /// Set when the peer left the group: the link task ends (it also ends once this
+    /// queue is dropped and drained).
+    closed: Rc<Cell<bool>>,
+}
+
+impl Drop for LinkQueue {
+    fn drop(&mut self) {
+        self.closed.set(true);
+    }
 }
 
 /// The links of one shard's replica group.
 pub struct PeerLinks {
-    node_id: u32,
+    config: NodeConfig,
     group: u32,
+    /// This node's hello for this group, encoded.
+    hello: Rc<Vec<u8>>,
     /// The receivers' frame limit (every node runs with the same `max_frame_bytes`).
     max_frame_bytes: usize,
-    links: BTreeMap<u64, LinkQueue>,
+    links: RefCell<BTreeMap<u64, LinkQueue>>,
     unreachable: Rc<RefCell<Vec<u64>>>,
     /// Peers a snapshot was being written to when their connection failed.
     lost_snapshots: Rc<RefCell<Vec<u64>>>,
@@ -104,44 +117,66 @@ impl PeerLinks {
     /// Starts a link task to each of `group`'s other replicas: (node, the shard running
     /// the group there). Nodes without a known address get no link.
     pub fn start(config: &NodeConfig, group: u32, replicas: &[(u64, u32)]) -> PeerLinks {
-        let unreachable = Rc::new(RefCell::new(Vec::new()));
-        let lost_snapshots = Rc::new(RefCell::new(Vec::new()));
-        let mut links = BTreeMap::new();
-        let hello = Rc::new(encode_peer_hello(&PeerHello::new(config.node_id, group)));
-        for &(node, shard) in replicas {
-            let Ok(node_id) = u32::try_from(node) else {
-                continue;
-            };
-            if node_id == config.node_id {
+        let links = PeerLinks {
+            config: config.clone(),
+            group,
+            hello: Rc::new(encode_peer_hello(&PeerHello::new(config.node_id, group))),
+            max_frame_bytes: config.max_frame_bytes as usize,
+            links: RefCell::new(BTreeMap::new()),
+            unreachable: Rc::new(RefCell::new(Vec::new())),
+            lost_snapshots: Rc::new(RefCell::new(Vec::new())),
+        };
+        links.follow(replicas);
+        links
+    }
+
+    /// Links to exactly `replicas` (the group's members now): a link to a new member
+    /// starts, one to a member that left ends (its queued frames are dropped).
+    pub fn follow(&self, replicas: &[(u64, u32)]) {
+        let wanted: BTreeMap<u64, u32> = replicas
+            .iter()
+            .copied()
+            .filter(|&(node, _)| node != u64::from(self.config.node_id))
+            .collect();
+        let mut links = self.links.borrow_mut();
+        links.retain(|node, link| wanted.get(node) == Some(&link.shard));
+        for (&node, &shard) in &wanted {
+            if links.contains_key(&node) {
                 continue;
             }
-            let Some(address) = config.peer_link_address(node_id, shard) else {
-                continue;
-            };
-            let (sender, receiver) = local_channel::new_bounded(PEER_QUEUE_FRAMES);
-            let link = Link {
-                address,
-                peer: node,
-                hello: hello.clone(),
-                unreachable: unreachable.clone(),
-                lost_snapshots: lost_snapshots.clone(),
-                max_frame_bytes: config.max_frame_bytes as usize,
-            };
-            glommio::spawn_local(link_task(link, receiver)).detach();
-            let queue = LinkQueue {
-                frames: sender,
-                chunked_taken: Rc::new(Cell::new(0)),
-            };
-            links.insert(node, queue);
+            if let Some(queue) = self.start_link(node, shard) {
+                links.insert(node, queue);
+            }
         }
-        PeerLinks {
-            node_id: config.node_id,
-            group,
-            max_frame_bytes: config.max_frame_bytes as usize,
-            links,
-            unreachable,
-            lost_snapshots,
-        }
+    }
+
+    /// Starts the link task to `node`'s shard `shard`; none without a known address.
+    fn start_link(&self, node: u64, shard: u32) -> Option<LinkQueue> {
+        let node_id = u32::try_from(node).ok()?;
+        let address = self.config.peer_link_address(node_id, shard)?;
+        let (sender, receiver) = local_channel::new_bounded(PEER_QUEUE_FRAMES);
+        let closed = Rc::new(Cell::new(false));
+        let link = Link {
+            address,
+            peer: node,
+            hello: self.hello.clone(),
+            unreachable: self.unreachable.clone(),
+            lost_snapshots: self.lost_snapshots.clone(),
+            max_frame_bytes: self.max_frame_bytes,
+            closed: closed.clone(),
+        };
+        glommio::spawn_local(link_task(link, receiver)).detach();
+        Some(LinkQueue {
+            frames: sender,
+            chunked_taken: Rc::new(Cell::new(0)),
+            shard,
+            closed,
+        })
+    }
+
+    /// Ends every link (the group stopped on this node).
+    pub fn close(&self) {
+        self.links.borrow_mut().clear();
     }
 
     /// Sends one peer's messages, in order, in frames each below the frame limit (one
@@ -152,7 +187,8 @@ impl PeerLinks {
         let snapshot = messages
             .iter()
             .any(|m| m.get_msg_type() == raft::eraftpb::MessageType::MsgSnapshot);
-        let Some(link) = self.links.get(&peer) else {
+        let links = self.links.borrow();
+        let Some(link) = links.get(&peer) else {
             tracing::warn!(peer, "message for an unknown peer dropped");
             return Some(Dropped { snapshot });
         };
@@ -184,7 +220,7 @@ impl PeerLinks {
                 return false;
             }
         }
-        let frame = encode_prefixed_peer_frame(self.node_id, self.group, messages);
+        let frame = encode_prefixed_peer_frame(self.config.node_id, self.group, messages);
         let length = frame.payload().len();
         if length as u64 > MAX_CHUNKED_PEER_FRAME_BYTES {
             // Only a message that cannot be cut: a snapshot of a very large state.
@@ -235,6 +271,8 @@ struct Link {
     lost_snapshots: Rc<RefCell<Vec<u64>>>,
     /// The peer's frame limit: a larger frame is written as chunks.
     max_frame_bytes: usize,
+    /// Set once the peer left the group.
+    closed: Rc<Cell<bool>>,
 }
 
 /// Connects (again, with backoff, after any failure), sends the hello, then the queued
@@ -247,9 +285,13 @@ async fn link_task(link: Link, frames: LocalReceiver<Outgoing>) {
         unreachable,
         lost_snapshots,
         max_frame_bytes,
+        closed,
     } = link;
     let mut backoff = FIRST_BACKOFF;
     loop {
+        if closed.get() {
+            return;
+        }
         let mut stream = match connect_with_hello(&address, &hello).await {
             Ok(stream) => stream,
             Err(_) => {

@@ -307,9 +307,11 @@ impl Broker {
     /// Sends a signal (SIGSTOP, SIGCONT, ...) to the broker process.
     pub fn signal(&self, signal: &str) {
         if let Some(child) = &self.child {
-            let _ = Command::new("kill")
+            let status = Command::new("kill")
                 .args([&format!("-{signal}"), &child.id().to_string()])
-                .status();
+                .status()
+                .expect("run kill");
+            assert!(status.success(), "kill -{signal} {}: {status}", child.id());
         }
     }
 

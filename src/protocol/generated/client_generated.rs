@@ -935,12 +935,201 @@ impl<'a> ::flatbuffers::Verifiable for Acks {
 
 impl ::flatbuffers::SimpleToVerifyInSlice for Acks {}
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
-pub const ENUM_MIN_REQUEST_BODY: u8 = 0;
+pub const ENUM_MIN_MOVE_ACTION: u8 = 0;
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
-pub const ENUM_MAX_REQUEST_BODY: u8 = 17;
+pub const ENUM_MAX_MOVE_ACTION: u8 = 2;
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
 #[allow(non_camel_case_types)]
-pub const ENUM_VALUES_REQUEST_BODY: [RequestBody; 18] = [
+pub const ENUM_VALUES_MOVE_ACTION: [MoveAction; 3] = [
+  MoveAction::Start,
+  MoveAction::Finish,
+  MoveAction::Abandon,
+];
+
+/// What a replica move's step records in the controller (`keel cluster move`).
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
+#[repr(transparent)]
+pub struct MoveAction(pub u8);
+#[allow(non_upper_case_globals)]
+impl MoveAction {
+  /// The new replica was added to the group as a learner: it starts on its node.
+  pub const Start: Self = Self(0);
+  /// The old replica left the group: the group runs on its other replicas and the new.
+  pub const Finish: Self = Self(1);
+  /// The learner was removed again: the move rolled back.
+  pub const Abandon: Self = Self(2);
+
+  pub const ENUM_MIN: u8 = 0;
+  pub const ENUM_MAX: u8 = 2;
+  pub const ENUM_VALUES: &'static [Self] = &[
+    Self::Start,
+    Self::Finish,
+    Self::Abandon,
+  ];
+  /// Returns the variant's name or "" if unknown.
+  pub fn variant_name(self) -> Option<&'static str> {
+    match self {
+      Self::Start => Some("Start"),
+      Self::Finish => Some("Finish"),
+      Self::Abandon => Some("Abandon"),
+      _ => None,
+    }
+  }
+}
+impl ::core::fmt::Debug for MoveAction {
+  fn fmt(&self, f: &mut ::core::fmt::Formatter) -> ::core::fmt::Result {
+    if let Some(name) = self.variant_name() {
+      f.write_str(name)
+    } else {
+      f.write_fmt(format_args!("<UNKNOWN {:?}>", self.0))
+    }
+  }
+}
+impl<'a> ::flatbuffers::Follow<'a> for MoveAction {
+  type Inner = Self;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    let b = unsafe { ::flatbuffers::read_scalar_at::<u8>(buf, loc) };
+    Self(b)
+  }
+}
+
+impl ::flatbuffers::Push for MoveAction {
+    type Output = MoveAction;
+    #[inline]
+    unsafe fn push(&self, dst: &mut [u8], _written_len: usize) {
+        unsafe { ::flatbuffers::emplace_scalar::<u8>(dst, self.0) };
+    }
+}
+
+impl ::flatbuffers::EndianScalar for MoveAction {
+  type Scalar = u8;
+  #[inline]
+  fn to_little_endian(self) -> u8 {
+    self.0.to_le()
+  }
+  #[inline]
+  #[allow(clippy::wrong_self_convention)]
+  fn from_little_endian(v: u8) -> Self {
+    let b = u8::from_le(v);
+    Self(b)
+  }
+}
+
+impl<'a> ::flatbuffers::Verifiable for MoveAction {
+  #[inline]
+  fn run_verifier(
+    v: &mut ::flatbuffers::Verifier, pos: usize
+  ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
+    u8::run_verifier(v, pos)
+  }
+}
+
+impl ::flatbuffers::SimpleToVerifyInSlice for MoveAction {}
+#[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
+pub const ENUM_MIN_MEMBERSHIP_ACTION: u8 = 0;
+#[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
+pub const ENUM_MAX_MEMBERSHIP_ACTION: u8 = 4;
+#[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
+#[allow(non_camel_case_types)]
+pub const ENUM_VALUES_MEMBERSHIP_ACTION: [MembershipAction; 5] = [
+  MembershipAction::Query,
+  MembershipAction::AddLearner,
+  MembershipAction::EnterJoint,
+  MembershipAction::LeaveJoint,
+  MembershipAction::RemoveLearner,
+];
+
+/// A membership change asked of a group's leader (`Query` changes nothing).
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
+#[repr(transparent)]
+pub struct MembershipAction(pub u8);
+#[allow(non_upper_case_globals)]
+impl MembershipAction {
+  pub const Query: Self = Self(0);
+  pub const AddLearner: Self = Self(1);
+  pub const EnterJoint: Self = Self(2);
+  pub const LeaveJoint: Self = Self(3);
+  pub const RemoveLearner: Self = Self(4);
+
+  pub const ENUM_MIN: u8 = 0;
+  pub const ENUM_MAX: u8 = 4;
+  pub const ENUM_VALUES: &'static [Self] = &[
+    Self::Query,
+    Self::AddLearner,
+    Self::EnterJoint,
+    Self::LeaveJoint,
+    Self::RemoveLearner,
+  ];
+  /// Returns the variant's name or "" if unknown.
+  pub fn variant_name(self) -> Option<&'static str> {
+    match self {
+      Self::Query => Some("Query"),
+      Self::AddLearner => Some("AddLearner"),
+      Self::EnterJoint => Some("EnterJoint"),
+      Self::LeaveJoint => Some("LeaveJoint"),
+      Self::RemoveLearner => Some("RemoveLearner"),
+      _ => None,
+    }
+  }
+}
+impl ::core::fmt::Debug for MembershipAction {
+  fn fmt(&self, f: &mut ::core::fmt::Formatter) -> ::core::fmt::Result {
+    if let Some(name) = self.variant_name() {
+      f.write_str(name)
+    } else {
+      f.write_fmt(format_args!("<UNKNOWN {:?}>", self.0))
+    }
+  }
+}
+impl<'a> ::flatbuffers::Follow<'a> for MembershipAction {
+  type Inner = Self;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    let b = unsafe { ::flatbuffers::read_scalar_at::<u8>(buf, loc) };
+    Self(b)
+  }
+}
+
+impl ::flatbuffers::Push for MembershipAction {
+    type Output = MembershipAction;
+    #[inline]
+    unsafe fn push(&self, dst: &mut [u8], _written_len: usize) {
+        unsafe { ::flatbuffers::emplace_scalar::<u8>(dst, self.0) };
+    }
+}
+
+impl ::flatbuffers::EndianScalar for MembershipAction {
+  type Scalar = u8;
+  #[inline]
+  fn to_little_endian(self) -> u8 {
+    self.0.to_le()
+  }
+  #[inline]
+  #[allow(clippy::wrong_self_convention)]
+  fn from_little_endian(v: u8) -> Self {
+    let b = u8::from_le(v);
+    Self(b)
+  }
+}
+
+impl<'a> ::flatbuffers::Verifiable for MembershipAction {
+  #[inline]
+  fn run_verifier(
+    v: &mut ::flatbuffers::Verifier, pos: usize
+  ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
+    u8::run_verifier(v, pos)
+  }
+}
+
+impl ::flatbuffers::SimpleToVerifyInSlice for MembershipAction {}
+#[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
+pub const ENUM_MIN_REQUEST_BODY: u8 = 0;
+#[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
+pub const ENUM_MAX_REQUEST_BODY: u8 = 20;
+#[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
+#[allow(non_camel_case_types)]
+pub const ENUM_VALUES_REQUEST_BODY: [RequestBody; 21] = [
   RequestBody::NONE,
   RequestBody::ProduceRequest,
   RequestBody::FetchRequest,
@@ -959,6 +1148,9 @@ pub const ENUM_VALUES_REQUEST_BODY: [RequestBody; 18] = [
   RequestBody::DescribeGroupRequest,
   RequestBody::DeleteGroupRequest,
   RequestBody::PartitionOffsetsRequest,
+  RequestBody::MoveReplicaRequest,
+  RequestBody::ChangeMembershipRequest,
+  RequestBody::PlanMovesRequest,
 ];
 
 #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
@@ -984,9 +1176,12 @@ impl RequestBody {
   pub const DescribeGroupRequest: Self = Self(15);
   pub const DeleteGroupRequest: Self = Self(16);
   pub const PartitionOffsetsRequest: Self = Self(17);
+  pub const MoveReplicaRequest: Self = Self(18);
+  pub const ChangeMembershipRequest: Self = Self(19);
+  pub const PlanMovesRequest: Self = Self(20);
 
   pub const ENUM_MIN: u8 = 0;
-  pub const ENUM_MAX: u8 = 17;
+  pub const ENUM_MAX: u8 = 20;
   pub const ENUM_VALUES: &'static [Self] = &[
     Self::NONE,
     Self::ProduceRequest,
@@ -1006,6 +1201,9 @@ impl RequestBody {
     Self::DescribeGroupRequest,
     Self::DeleteGroupRequest,
     Self::PartitionOffsetsRequest,
+    Self::MoveReplicaRequest,
+    Self::ChangeMembershipRequest,
+    Self::PlanMovesRequest,
   ];
   /// Returns the variant's name or "" if unknown.
   pub fn variant_name(self) -> Option<&'static str> {
@@ -1028,6 +1226,9 @@ impl RequestBody {
       Self::DescribeGroupRequest => Some("DescribeGroupRequest"),
       Self::DeleteGroupRequest => Some("DeleteGroupRequest"),
       Self::PartitionOffsetsRequest => Some("PartitionOffsetsRequest"),
+      Self::MoveReplicaRequest => Some("MoveReplicaRequest"),
+      Self::ChangeMembershipRequest => Some("ChangeMembershipRequest"),
+      Self::PlanMovesRequest => Some("PlanMovesRequest"),
       _ => None,
     }
   }
@@ -1087,10 +1288,10 @@ pub struct RequestBodyUnionTableOffset {}
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
 pub const ENUM_MIN_RESPONSE_BODY: u8 = 0;
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
-pub const ENUM_MAX_RESPONSE_BODY: u8 = 17;
+pub const ENUM_MAX_RESPONSE_BODY: u8 = 20;
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
 #[allow(non_camel_case_types)]
-pub const ENUM_VALUES_RESPONSE_BODY: [ResponseBody; 18] = [
+pub const ENUM_VALUES_RESPONSE_BODY: [ResponseBody; 21] = [
   ResponseBody::NONE,
   ResponseBody::ProduceResponse,
   ResponseBody::FetchResponse,
@@ -1109,6 +1310,9 @@ pub const ENUM_VALUES_RESPONSE_BODY: [ResponseBody; 18] = [
   ResponseBody::DescribeGroupResponse,
   ResponseBody::DeleteGroupResponse,
   ResponseBody::PartitionOffsetsResponse,
+  ResponseBody::MoveReplicaResponse,
+  ResponseBody::ChangeMembershipResponse,
+  ResponseBody::PlanMovesResponse,
 ];
 
 #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
@@ -1134,9 +1338,12 @@ impl ResponseBody {
   pub const DescribeGroupResponse: Self = Self(15);
   pub const DeleteGroupResponse: Self = Self(16);
   pub const PartitionOffsetsResponse: Self = Self(17);
+  pub const MoveReplicaResponse: Self = Self(18);
+  pub const ChangeMembershipResponse: Self = Self(19);
+  pub const PlanMovesResponse: Self = Self(20);
 
   pub const ENUM_MIN: u8 = 0;
-  pub const ENUM_MAX: u8 = 17;
+  pub const ENUM_MAX: u8 = 20;
   pub const ENUM_VALUES: &'static [Self] = &[
     Self::NONE,
     Self::ProduceResponse,
@@ -1156,6 +1363,9 @@ impl ResponseBody {
     Self::DescribeGroupResponse,
     Self::DeleteGroupResponse,
     Self::PartitionOffsetsResponse,
+    Self::MoveReplicaResponse,
+    Self::ChangeMembershipResponse,
+    Self::PlanMovesResponse,
   ];
   /// Returns the variant's name or "" if unknown.
   pub fn variant_name(self) -> Option<&'static str> {
@@ -1178,6 +1388,9 @@ impl ResponseBody {
       Self::DescribeGroupResponse => Some("DescribeGroupResponse"),
       Self::DeleteGroupResponse => Some("DeleteGroupResponse"),
       Self::PartitionOffsetsResponse => Some("PartitionOffsetsResponse"),
+      Self::MoveReplicaResponse => Some("MoveReplicaResponse"),
+      Self::ChangeMembershipResponse => Some("ChangeMembershipResponse"),
+      Self::PlanMovesResponse => Some("PlanMovesResponse"),
       _ => None,
     }
   }
@@ -7295,6 +7508,1069 @@ impl ::core::fmt::Debug for PartitionOffsetsResponse<'_> {
       ds.finish()
   }
 }
+pub enum MoveReplicaRequestOffset {}
+#[derive(Copy, Clone, PartialEq)]
+
+/// Asked of the controller's leader: record a step of moving one replica of `group`.
+pub struct MoveReplicaRequest<'a> {
+  pub _tab: ::flatbuffers::Table<'a>,
+}
+
+impl<'a> ::flatbuffers::Follow<'a> for MoveReplicaRequest<'a> {
+  type Inner = MoveReplicaRequest<'a>;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    Self { _tab: unsafe { ::flatbuffers::Table::new(buf, loc) } }
+  }
+}
+
+impl<'a> MoveReplicaRequest<'a> {
+  pub const VT_GROUP: ::flatbuffers::VOffsetT = 4;
+  pub const VT_ACTION: ::flatbuffers::VOffsetT = 6;
+  pub const VT_FROM_NODE: ::flatbuffers::VOffsetT = 8;
+  pub const VT_TO_NODE: ::flatbuffers::VOffsetT = 10;
+  pub const VT_TO_SHARD: ::flatbuffers::VOffsetT = 12;
+  pub const VT_VOTERS: ::flatbuffers::VOffsetT = 14;
+  pub const VT_LEARNERS: ::flatbuffers::VOffsetT = 16;
+  pub const VT_CONFIG_INDEX: ::flatbuffers::VOffsetT = 18;
+
+  #[inline]
+  pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
+    MoveReplicaRequest { _tab: table }
+  }
+  #[allow(unused_mut)]
+  pub fn create<'bldr: 'args, 'args: 'mut_bldr, 'mut_bldr, A: ::flatbuffers::Allocator + 'bldr>(
+    _fbb: &'mut_bldr mut ::flatbuffers::FlatBufferBuilder<'bldr, A>,
+    args: &'args MoveReplicaRequestArgs<'args>
+  ) -> ::flatbuffers::WIPOffset<MoveReplicaRequest<'bldr>> {
+    let mut builder = MoveReplicaRequestBuilder::new(_fbb);
+    builder.add_config_index(args.config_index);
+    builder.add_to_node(args.to_node);
+    builder.add_from_node(args.from_node);
+    if let Some(x) = args.learners { builder.add_learners(x); }
+    if let Some(x) = args.voters { builder.add_voters(x); }
+    builder.add_to_shard(args.to_shard);
+    builder.add_group(args.group);
+    builder.add_action(args.action);
+    builder.finish()
+  }
+
+
+  #[inline]
+  pub fn group(&self) -> u32 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u32>(MoveReplicaRequest::VT_GROUP, Some(0)).unwrap()}
+  }
+  #[inline]
+  pub fn action(&self) -> MoveAction {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<MoveAction>(MoveReplicaRequest::VT_ACTION, Some(MoveAction::Start)).unwrap()}
+  }
+  /// Start: the node giving its replica up, and the node and shard taking it (shard
+  /// 4294967295: the controller picks the shard of that node running the fewest groups).
+  #[inline]
+  pub fn from_node(&self) -> u64 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u64>(MoveReplicaRequest::VT_FROM_NODE, Some(0)).unwrap()}
+  }
+  #[inline]
+  pub fn to_node(&self) -> u64 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u64>(MoveReplicaRequest::VT_TO_NODE, Some(0)).unwrap()}
+  }
+  #[inline]
+  pub fn to_shard(&self) -> u32 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u32>(MoveReplicaRequest::VT_TO_SHARD, Some(0)).unwrap()}
+  }
+  /// Start: the group's configuration once the learner was added (the learner starts
+  /// with it): voters, learners and the index of that change.
+  #[inline]
+  pub fn voters(&self) -> Option<::flatbuffers::Vector<'a, u64>> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'a, u64>>>(MoveReplicaRequest::VT_VOTERS, None)}
+  }
+  #[inline]
+  pub fn learners(&self) -> Option<::flatbuffers::Vector<'a, u64>> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'a, u64>>>(MoveReplicaRequest::VT_LEARNERS, None)}
+  }
+  #[inline]
+  pub fn config_index(&self) -> u64 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u64>(MoveReplicaRequest::VT_CONFIG_INDEX, Some(0)).unwrap()}
+  }
+}
+
+impl ::flatbuffers::Verifiable for MoveReplicaRequest<'_> {
+  #[inline]
+  fn run_verifier(
+    v: &mut ::flatbuffers::Verifier, pos: usize
+  ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
+    v.visit_table(pos)?
+     .visit_field::<u32>("group", Self::VT_GROUP, false)?
+     .visit_field::<MoveAction>("action", Self::VT_ACTION, false)?
+     .visit_field::<u64>("from_node", Self::VT_FROM_NODE, false)?
+     .visit_field::<u64>("to_node", Self::VT_TO_NODE, false)?
+     .visit_field::<u32>("to_shard", Self::VT_TO_SHARD, false)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'_, u64>>>("voters", Self::VT_VOTERS, false)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'_, u64>>>("learners", Self::VT_LEARNERS, false)?
+     .visit_field::<u64>("config_index", Self::VT_CONFIG_INDEX, false)?
+     .finish();
+    Ok(())
+  }
+}
+pub struct MoveReplicaRequestArgs<'a> {
+    pub group: u32,
+    pub action: MoveAction,
+    pub from_node: u64,
+    pub to_node: u64,
+    pub to_shard: u32,
+    pub voters: Option<::flatbuffers::WIPOffset<::flatbuffers::Vector<'a, u64>>>,
+    pub learners: Option<::flatbuffers::WIPOffset<::flatbuffers::Vector<'a, u64>>>,
+    pub config_index: u64,
+}
+impl<'a> Default for MoveReplicaRequestArgs<'a> {
+  #[inline]
+  fn default() -> Self {
+    MoveReplicaRequestArgs {
+      group: 0,
+      action: MoveAction::Start,
+      from_node: 0,
+      to_node: 0,
+      to_shard: 0,
+      voters: None,
+      learners: None,
+      config_index: 0,
+    }
+  }
+}
+
+pub struct MoveReplicaRequestBuilder<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> {
+  fbb_: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>,
+  start_: ::flatbuffers::WIPOffset<::flatbuffers::TableUnfinishedWIPOffset>,
+}
+impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> MoveReplicaRequestBuilder<'a, 'b, A> {
+  #[inline]
+  pub fn add_group(&mut self, group: u32) {
+    self.fbb_.push_slot::<u32>(MoveReplicaRequest::VT_GROUP, group, 0);
+  }
+  #[inline]
+  pub fn add_action(&mut self, action: MoveAction) {
+    self.fbb_.push_slot::<MoveAction>(MoveReplicaRequest::VT_ACTION, action, MoveAction::Start);
+  }
+  #[inline]
+  pub fn add_from_node(&mut self, from_node: u64) {
+    self.fbb_.push_slot::<u64>(MoveReplicaRequest::VT_FROM_NODE, from_node, 0);
+  }
+  #[inline]
+  pub fn add_to_node(&mut self, to_node: u64) {
+    self.fbb_.push_slot::<u64>(MoveReplicaRequest::VT_TO_NODE, to_node, 0);
+  }
+  #[inline]
+  pub fn add_to_shard(&mut self, to_shard: u32) {
+    self.fbb_.push_slot::<u32>(MoveReplicaRequest::VT_TO_SHARD, to_shard, 0);
+  }
+  #[inline]
+  pub fn add_voters(&mut self, voters: ::flatbuffers::WIPOffset<::flatbuffers::Vector<'b , u64>>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(MoveReplicaRequest::VT_VOTERS, voters);
+  }
+  #[inline]
+  pub fn add_learners(&mut self, learners: ::flatbuffers::WIPOffset<::flatbuffers::Vector<'b , u64>>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(MoveReplicaRequest::VT_LEARNERS, learners);
+  }
+  #[inline]
+  pub fn add_config_index(&mut self, config_index: u64) {
+    self.fbb_.push_slot::<u64>(MoveReplicaRequest::VT_CONFIG_INDEX, config_index, 0);
+  }
+  #[inline]
+  pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> MoveReplicaRequestBuilder<'a, 'b, A> {
+    let start = _fbb.start_table();
+    MoveReplicaRequestBuilder {
+      fbb_: _fbb,
+      start_: start,
+    }
+  }
+  #[inline]
+  pub fn finish(self) -> ::flatbuffers::WIPOffset<MoveReplicaRequest<'a>> {
+    let o = self.fbb_.end_table(self.start_);
+    ::flatbuffers::WIPOffset::new(o.value())
+  }
+}
+
+impl ::core::fmt::Debug for MoveReplicaRequest<'_> {
+  fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
+    let mut ds = f.debug_struct("MoveReplicaRequest");
+      ds.field("group", &self.group());
+      ds.field("action", &self.action());
+      ds.field("from_node", &self.from_node());
+      ds.field("to_node", &self.to_node());
+      ds.field("to_shard", &self.to_shard());
+      ds.field("voters", &self.voters());
+      ds.field("learners", &self.learners());
+      ds.field("config_index", &self.config_index());
+      ds.finish()
+  }
+}
+pub enum MoveReplicaResponseOffset {}
+#[derive(Copy, Clone, PartialEq)]
+
+pub struct MoveReplicaResponse<'a> {
+  pub _tab: ::flatbuffers::Table<'a>,
+}
+
+impl<'a> ::flatbuffers::Follow<'a> for MoveReplicaResponse<'a> {
+  type Inner = MoveReplicaResponse<'a>;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    Self { _tab: unsafe { ::flatbuffers::Table::new(buf, loc) } }
+  }
+}
+
+impl<'a> MoveReplicaResponse<'a> {
+  pub const VT_GROUP: ::flatbuffers::VOffsetT = 4;
+  pub const VT_TO_SHARD: ::flatbuffers::VOffsetT = 6;
+  pub const VT_APPLIED: ::flatbuffers::VOffsetT = 8;
+
+  #[inline]
+  pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
+    MoveReplicaResponse { _tab: table }
+  }
+  #[allow(unused_mut)]
+  pub fn create<'bldr: 'args, 'args: 'mut_bldr, 'mut_bldr, A: ::flatbuffers::Allocator + 'bldr>(
+    _fbb: &'mut_bldr mut ::flatbuffers::FlatBufferBuilder<'bldr, A>,
+    args: &'args MoveReplicaResponseArgs
+  ) -> ::flatbuffers::WIPOffset<MoveReplicaResponse<'bldr>> {
+    let mut builder = MoveReplicaResponseBuilder::new(_fbb);
+    builder.add_to_shard(args.to_shard);
+    builder.add_group(args.group);
+    builder.add_applied(args.applied);
+    builder.finish()
+  }
+
+
+  #[inline]
+  pub fn group(&self) -> u32 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u32>(MoveReplicaResponse::VT_GROUP, Some(0)).unwrap()}
+  }
+  /// Start: the shard the new replica runs on.
+  #[inline]
+  pub fn to_shard(&self) -> u32 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u32>(MoveReplicaResponse::VT_TO_SHARD, Some(0)).unwrap()}
+  }
+  /// Whether the step took effect (false: the move was already past it, or refused).
+  #[inline]
+  pub fn applied(&self) -> bool {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<bool>(MoveReplicaResponse::VT_APPLIED, Some(false)).unwrap()}
+  }
+}
+
+impl ::flatbuffers::Verifiable for MoveReplicaResponse<'_> {
+  #[inline]
+  fn run_verifier(
+    v: &mut ::flatbuffers::Verifier, pos: usize
+  ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
+    v.visit_table(pos)?
+     .visit_field::<u32>("group", Self::VT_GROUP, false)?
+     .visit_field::<u32>("to_shard", Self::VT_TO_SHARD, false)?
+     .visit_field::<bool>("applied", Self::VT_APPLIED, false)?
+     .finish();
+    Ok(())
+  }
+}
+pub struct MoveReplicaResponseArgs {
+    pub group: u32,
+    pub to_shard: u32,
+    pub applied: bool,
+}
+impl<'a> Default for MoveReplicaResponseArgs {
+  #[inline]
+  fn default() -> Self {
+    MoveReplicaResponseArgs {
+      group: 0,
+      to_shard: 0,
+      applied: false,
+    }
+  }
+}
+
+pub struct MoveReplicaResponseBuilder<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> {
+  fbb_: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>,
+  start_: ::flatbuffers::WIPOffset<::flatbuffers::TableUnfinishedWIPOffset>,
+}
+impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> MoveReplicaResponseBuilder<'a, 'b, A> {
+  #[inline]
+  pub fn add_group(&mut self, group: u32) {
+    self.fbb_.push_slot::<u32>(MoveReplicaResponse::VT_GROUP, group, 0);
+  }
+  #[inline]
+  pub fn add_to_shard(&mut self, to_shard: u32) {
+    self.fbb_.push_slot::<u32>(MoveReplicaResponse::VT_TO_SHARD, to_shard, 0);
+  }
+  #[inline]
+  pub fn add_applied(&mut self, applied: bool) {
+    self.fbb_.push_slot::<bool>(MoveReplicaResponse::VT_APPLIED, applied, false);
+  }
+  #[inline]
+  pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> MoveReplicaResponseBuilder<'a, 'b, A> {
+    let start = _fbb.start_table();
+    MoveReplicaResponseBuilder {
+      fbb_: _fbb,
+      start_: start,
+    }
+  }
+  #[inline]
+  pub fn finish(self) -> ::flatbuffers::WIPOffset<MoveReplicaResponse<'a>> {
+    let o = self.fbb_.end_table(self.start_);
+    ::flatbuffers::WIPOffset::new(o.value())
+  }
+}
+
+impl ::core::fmt::Debug for MoveReplicaResponse<'_> {
+  fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
+    let mut ds = f.debug_struct("MoveReplicaResponse");
+      ds.field("group", &self.group());
+      ds.field("to_shard", &self.to_shard());
+      ds.field("applied", &self.applied());
+      ds.finish()
+  }
+}
+pub enum ChangeMembershipRequestOffset {}
+#[derive(Copy, Clone, PartialEq)]
+
+pub struct ChangeMembershipRequest<'a> {
+  pub _tab: ::flatbuffers::Table<'a>,
+}
+
+impl<'a> ::flatbuffers::Follow<'a> for ChangeMembershipRequest<'a> {
+  type Inner = ChangeMembershipRequest<'a>;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    Self { _tab: unsafe { ::flatbuffers::Table::new(buf, loc) } }
+  }
+}
+
+impl<'a> ChangeMembershipRequest<'a> {
+  pub const VT_GROUP: ::flatbuffers::VOffsetT = 4;
+  pub const VT_ACTION: ::flatbuffers::VOffsetT = 6;
+  pub const VT_NODE: ::flatbuffers::VOffsetT = 8;
+  pub const VT_PROMOTE: ::flatbuffers::VOffsetT = 10;
+  pub const VT_DEMOTE: ::flatbuffers::VOffsetT = 12;
+
+  #[inline]
+  pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
+    ChangeMembershipRequest { _tab: table }
+  }
+  #[allow(unused_mut)]
+  pub fn create<'bldr: 'args, 'args: 'mut_bldr, 'mut_bldr, A: ::flatbuffers::Allocator + 'bldr>(
+    _fbb: &'mut_bldr mut ::flatbuffers::FlatBufferBuilder<'bldr, A>,
+    args: &'args ChangeMembershipRequestArgs<'args>
+  ) -> ::flatbuffers::WIPOffset<ChangeMembershipRequest<'bldr>> {
+    let mut builder = ChangeMembershipRequestBuilder::new(_fbb);
+    builder.add_node(args.node);
+    if let Some(x) = args.demote { builder.add_demote(x); }
+    if let Some(x) = args.promote { builder.add_promote(x); }
+    builder.add_group(args.group);
+    builder.add_action(args.action);
+    builder.finish()
+  }
+
+
+  #[inline]
+  pub fn group(&self) -> u32 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u32>(ChangeMembershipRequest::VT_GROUP, Some(0)).unwrap()}
+  }
+  #[inline]
+  pub fn action(&self) -> MembershipAction {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<MembershipAction>(ChangeMembershipRequest::VT_ACTION, Some(MembershipAction::Query)).unwrap()}
+  }
+  /// AddLearner, RemoveLearner: the node.
+  #[inline]
+  pub fn node(&self) -> u64 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u64>(ChangeMembershipRequest::VT_NODE, Some(0)).unwrap()}
+  }
+  /// EnterJoint: learners that become voters, voters that become learners.
+  #[inline]
+  pub fn promote(&self) -> Option<::flatbuffers::Vector<'a, u64>> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'a, u64>>>(ChangeMembershipRequest::VT_PROMOTE, None)}
+  }
+  #[inline]
+  pub fn demote(&self) -> Option<::flatbuffers::Vector<'a, u64>> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'a, u64>>>(ChangeMembershipRequest::VT_DEMOTE, None)}
+  }
+}
+
+impl ::flatbuffers::Verifiable for ChangeMembershipRequest<'_> {
+  #[inline]
+  fn run_verifier(
+    v: &mut ::flatbuffers::Verifier, pos: usize
+  ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
+    v.visit_table(pos)?
+     .visit_field::<u32>("group", Self::VT_GROUP, false)?
+     .visit_field::<MembershipAction>("action", Self::VT_ACTION, false)?
+     .visit_field::<u64>("node", Self::VT_NODE, false)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'_, u64>>>("promote", Self::VT_PROMOTE, false)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'_, u64>>>("demote", Self::VT_DEMOTE, false)?
+     .finish();
+    Ok(())
+  }
+}
+pub struct ChangeMembershipRequestArgs<'a> {
+    pub group: u32,
+    pub action: MembershipAction,
+    pub node: u64,
+    pub promote: Option<::flatbuffers::WIPOffset<::flatbuffers::Vector<'a, u64>>>,
+    pub demote: Option<::flatbuffers::WIPOffset<::flatbuffers::Vector<'a, u64>>>,
+}
+impl<'a> Default for ChangeMembershipRequestArgs<'a> {
+  #[inline]
+  fn default() -> Self {
+    ChangeMembershipRequestArgs {
+      group: 0,
+      action: MembershipAction::Query,
+      node: 0,
+      promote: None,
+      demote: None,
+    }
+  }
+}
+
+pub struct ChangeMembershipRequestBuilder<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> {
+  fbb_: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>,
+  start_: ::flatbuffers::WIPOffset<::flatbuffers::TableUnfinishedWIPOffset>,
+}
+impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> ChangeMembershipRequestBuilder<'a, 'b, A> {
+  #[inline]
+  pub fn add_group(&mut self, group: u32) {
+    self.fbb_.push_slot::<u32>(ChangeMembershipRequest::VT_GROUP, group, 0);
+  }
+  #[inline]
+  pub fn add_action(&mut self, action: MembershipAction) {
+    self.fbb_.push_slot::<MembershipAction>(ChangeMembershipRequest::VT_ACTION, action, MembershipAction::Query);
+  }
+  #[inline]
+  pub fn add_node(&mut self, node: u64) {
+    self.fbb_.push_slot::<u64>(ChangeMembershipRequest::VT_NODE, node, 0);
+  }
+  #[inline]
+  pub fn add_promote(&mut self, promote: ::flatbuffers::WIPOffset<::flatbuffers::Vector<'b , u64>>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(ChangeMembershipRequest::VT_PROMOTE, promote);
+  }
+  #[inline]
+  pub fn add_demote(&mut self, demote: ::flatbuffers::WIPOffset<::flatbuffers::Vector<'b , u64>>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(ChangeMembershipRequest::VT_DEMOTE, demote);
+  }
+  #[inline]
+  pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> ChangeMembershipRequestBuilder<'a, 'b, A> {
+    let start = _fbb.start_table();
+    ChangeMembershipRequestBuilder {
+      fbb_: _fbb,
+      start_: start,
+    }
+  }
+  #[inline]
+  pub fn finish(self) -> ::flatbuffers::WIPOffset<ChangeMembershipRequest<'a>> {
+    let o = self.fbb_.end_table(self.start_);
+    ::flatbuffers::WIPOffset::new(o.value())
+  }
+}
+
+impl ::core::fmt::Debug for ChangeMembershipRequest<'_> {
+  fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
+    let mut ds = f.debug_struct("ChangeMembershipRequest");
+      ds.field("group", &self.group());
+      ds.field("action", &self.action());
+      ds.field("node", &self.node());
+      ds.field("promote", &self.promote());
+      ds.field("demote", &self.demote());
+      ds.finish()
+  }
+}
+pub enum ChangeMembershipResponseOffset {}
+#[derive(Copy, Clone, PartialEq)]
+
+/// The group's configuration as its leader applied it, after the change.
+pub struct ChangeMembershipResponse<'a> {
+  pub _tab: ::flatbuffers::Table<'a>,
+}
+
+impl<'a> ::flatbuffers::Follow<'a> for ChangeMembershipResponse<'a> {
+  type Inner = ChangeMembershipResponse<'a>;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    Self { _tab: unsafe { ::flatbuffers::Table::new(buf, loc) } }
+  }
+}
+
+impl<'a> ChangeMembershipResponse<'a> {
+  pub const VT_GROUP: ::flatbuffers::VOffsetT = 4;
+  pub const VT_VOTERS: ::flatbuffers::VOffsetT = 6;
+  pub const VT_OUTGOING: ::flatbuffers::VOffsetT = 8;
+  pub const VT_LEARNERS: ::flatbuffers::VOffsetT = 10;
+  pub const VT_INDEX: ::flatbuffers::VOffsetT = 12;
+  pub const VT_CAUGHT_UP: ::flatbuffers::VOffsetT = 14;
+
+  #[inline]
+  pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
+    ChangeMembershipResponse { _tab: table }
+  }
+  #[allow(unused_mut)]
+  pub fn create<'bldr: 'args, 'args: 'mut_bldr, 'mut_bldr, A: ::flatbuffers::Allocator + 'bldr>(
+    _fbb: &'mut_bldr mut ::flatbuffers::FlatBufferBuilder<'bldr, A>,
+    args: &'args ChangeMembershipResponseArgs<'args>
+  ) -> ::flatbuffers::WIPOffset<ChangeMembershipResponse<'bldr>> {
+    let mut builder = ChangeMembershipResponseBuilder::new(_fbb);
+    builder.add_index(args.index);
+    if let Some(x) = args.caught_up { builder.add_caught_up(x); }
+    if let Some(x) = args.learners { builder.add_learners(x); }
+    if let Some(x) = args.outgoing { builder.add_outgoing(x); }
+    if let Some(x) = args.voters { builder.add_voters(x); }
+    builder.add_group(args.group);
+    builder.finish()
+  }
+
+
+  #[inline]
+  pub fn group(&self) -> u32 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u32>(ChangeMembershipResponse::VT_GROUP, Some(0)).unwrap()}
+  }
+  #[inline]
+  pub fn voters(&self) -> Option<::flatbuffers::Vector<'a, u64>> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'a, u64>>>(ChangeMembershipResponse::VT_VOTERS, None)}
+  }
+  /// The outgoing voters of a joint configuration (empty outside one).
+  #[inline]
+  pub fn outgoing(&self) -> Option<::flatbuffers::Vector<'a, u64>> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'a, u64>>>(ChangeMembershipResponse::VT_OUTGOING, None)}
+  }
+  #[inline]
+  pub fn learners(&self) -> Option<::flatbuffers::Vector<'a, u64>> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'a, u64>>>(ChangeMembershipResponse::VT_LEARNERS, None)}
+  }
+  /// The index the configuration is as of.
+  #[inline]
+  pub fn index(&self) -> u64 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u64>(ChangeMembershipResponse::VT_INDEX, Some(0)).unwrap()}
+  }
+  /// Learners the leader counts as caught up (they may be promoted).
+  #[inline]
+  pub fn caught_up(&self) -> Option<::flatbuffers::Vector<'a, u64>> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'a, u64>>>(ChangeMembershipResponse::VT_CAUGHT_UP, None)}
+  }
+}
+
+impl ::flatbuffers::Verifiable for ChangeMembershipResponse<'_> {
+  #[inline]
+  fn run_verifier(
+    v: &mut ::flatbuffers::Verifier, pos: usize
+  ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
+    v.visit_table(pos)?
+     .visit_field::<u32>("group", Self::VT_GROUP, false)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'_, u64>>>("voters", Self::VT_VOTERS, false)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'_, u64>>>("outgoing", Self::VT_OUTGOING, false)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'_, u64>>>("learners", Self::VT_LEARNERS, false)?
+     .visit_field::<u64>("index", Self::VT_INDEX, false)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'_, u64>>>("caught_up", Self::VT_CAUGHT_UP, false)?
+     .finish();
+    Ok(())
+  }
+}
+pub struct ChangeMembershipResponseArgs<'a> {
+    pub group: u32,
+    pub voters: Option<::flatbuffers::WIPOffset<::flatbuffers::Vector<'a, u64>>>,
+    pub outgoing: Option<::flatbuffers::WIPOffset<::flatbuffers::Vector<'a, u64>>>,
+    pub learners: Option<::flatbuffers::WIPOffset<::flatbuffers::Vector<'a, u64>>>,
+    pub index: u64,
+    pub caught_up: Option<::flatbuffers::WIPOffset<::flatbuffers::Vector<'a, u64>>>,
+}
+impl<'a> Default for ChangeMembershipResponseArgs<'a> {
+  #[inline]
+  fn default() -> Self {
+    ChangeMembershipResponseArgs {
+      group: 0,
+      voters: None,
+      outgoing: None,
+      learners: None,
+      index: 0,
+      caught_up: None,
+    }
+  }
+}
+
+pub struct ChangeMembershipResponseBuilder<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> {
+  fbb_: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>,
+  start_: ::flatbuffers::WIPOffset<::flatbuffers::TableUnfinishedWIPOffset>,
+}
+impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> ChangeMembershipResponseBuilder<'a, 'b, A> {
+  #[inline]
+  pub fn add_group(&mut self, group: u32) {
+    self.fbb_.push_slot::<u32>(ChangeMembershipResponse::VT_GROUP, group, 0);
+  }
+  #[inline]
+  pub fn add_voters(&mut self, voters: ::flatbuffers::WIPOffset<::flatbuffers::Vector<'b , u64>>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(ChangeMembershipResponse::VT_VOTERS, voters);
+  }
+  #[inline]
+  pub fn add_outgoing(&mut self, outgoing: ::flatbuffers::WIPOffset<::flatbuffers::Vector<'b , u64>>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(ChangeMembershipResponse::VT_OUTGOING, outgoing);
+  }
+  #[inline]
+  pub fn add_learners(&mut self, learners: ::flatbuffers::WIPOffset<::flatbuffers::Vector<'b , u64>>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(ChangeMembershipResponse::VT_LEARNERS, learners);
+  }
+  #[inline]
+  pub fn add_index(&mut self, index: u64) {
+    self.fbb_.push_slot::<u64>(ChangeMembershipResponse::VT_INDEX, index, 0);
+  }
+  #[inline]
+  pub fn add_caught_up(&mut self, caught_up: ::flatbuffers::WIPOffset<::flatbuffers::Vector<'b , u64>>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(ChangeMembershipResponse::VT_CAUGHT_UP, caught_up);
+  }
+  #[inline]
+  pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> ChangeMembershipResponseBuilder<'a, 'b, A> {
+    let start = _fbb.start_table();
+    ChangeMembershipResponseBuilder {
+      fbb_: _fbb,
+      start_: start,
+    }
+  }
+  #[inline]
+  pub fn finish(self) -> ::flatbuffers::WIPOffset<ChangeMembershipResponse<'a>> {
+    let o = self.fbb_.end_table(self.start_);
+    ::flatbuffers::WIPOffset::new(o.value())
+  }
+}
+
+impl ::core::fmt::Debug for ChangeMembershipResponse<'_> {
+  fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
+    let mut ds = f.debug_struct("ChangeMembershipResponse");
+      ds.field("group", &self.group());
+      ds.field("voters", &self.voters());
+      ds.field("outgoing", &self.outgoing());
+      ds.field("learners", &self.learners());
+      ds.field("index", &self.index());
+      ds.field("caught_up", &self.caught_up());
+      ds.finish()
+  }
+}
+pub enum PlanMovesRequestOffset {}
+#[derive(Copy, Clone, PartialEq)]
+
+/// Asked of the controller's leader: the replica moves that take every replica off the
+/// `drain` nodes, then even out replicas over the others. Changes nothing.
+pub struct PlanMovesRequest<'a> {
+  pub _tab: ::flatbuffers::Table<'a>,
+}
+
+impl<'a> ::flatbuffers::Follow<'a> for PlanMovesRequest<'a> {
+  type Inner = PlanMovesRequest<'a>;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    Self { _tab: unsafe { ::flatbuffers::Table::new(buf, loc) } }
+  }
+}
+
+impl<'a> PlanMovesRequest<'a> {
+  pub const VT_DRAIN: ::flatbuffers::VOffsetT = 4;
+  pub const VT_MAX_MOVES: ::flatbuffers::VOffsetT = 6;
+
+  #[inline]
+  pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
+    PlanMovesRequest { _tab: table }
+  }
+  #[allow(unused_mut)]
+  pub fn create<'bldr: 'args, 'args: 'mut_bldr, 'mut_bldr, A: ::flatbuffers::Allocator + 'bldr>(
+    _fbb: &'mut_bldr mut ::flatbuffers::FlatBufferBuilder<'bldr, A>,
+    args: &'args PlanMovesRequestArgs<'args>
+  ) -> ::flatbuffers::WIPOffset<PlanMovesRequest<'bldr>> {
+    let mut builder = PlanMovesRequestBuilder::new(_fbb);
+    builder.add_max_moves(args.max_moves);
+    if let Some(x) = args.drain { builder.add_drain(x); }
+    builder.finish()
+  }
+
+
+  #[inline]
+  pub fn drain(&self) -> Option<::flatbuffers::Vector<'a, u64>> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'a, u64>>>(PlanMovesRequest::VT_DRAIN, None)}
+  }
+  /// At most this many moves (0: the broker's bound).
+  #[inline]
+  pub fn max_moves(&self) -> u32 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u32>(PlanMovesRequest::VT_MAX_MOVES, Some(0)).unwrap()}
+  }
+}
+
+impl ::flatbuffers::Verifiable for PlanMovesRequest<'_> {
+  #[inline]
+  fn run_verifier(
+    v: &mut ::flatbuffers::Verifier, pos: usize
+  ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
+    v.visit_table(pos)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'_, u64>>>("drain", Self::VT_DRAIN, false)?
+     .visit_field::<u32>("max_moves", Self::VT_MAX_MOVES, false)?
+     .finish();
+    Ok(())
+  }
+}
+pub struct PlanMovesRequestArgs<'a> {
+    pub drain: Option<::flatbuffers::WIPOffset<::flatbuffers::Vector<'a, u64>>>,
+    pub max_moves: u32,
+}
+impl<'a> Default for PlanMovesRequestArgs<'a> {
+  #[inline]
+  fn default() -> Self {
+    PlanMovesRequestArgs {
+      drain: None,
+      max_moves: 0,
+    }
+  }
+}
+
+pub struct PlanMovesRequestBuilder<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> {
+  fbb_: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>,
+  start_: ::flatbuffers::WIPOffset<::flatbuffers::TableUnfinishedWIPOffset>,
+}
+impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> PlanMovesRequestBuilder<'a, 'b, A> {
+  #[inline]
+  pub fn add_drain(&mut self, drain: ::flatbuffers::WIPOffset<::flatbuffers::Vector<'b , u64>>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(PlanMovesRequest::VT_DRAIN, drain);
+  }
+  #[inline]
+  pub fn add_max_moves(&mut self, max_moves: u32) {
+    self.fbb_.push_slot::<u32>(PlanMovesRequest::VT_MAX_MOVES, max_moves, 0);
+  }
+  #[inline]
+  pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> PlanMovesRequestBuilder<'a, 'b, A> {
+    let start = _fbb.start_table();
+    PlanMovesRequestBuilder {
+      fbb_: _fbb,
+      start_: start,
+    }
+  }
+  #[inline]
+  pub fn finish(self) -> ::flatbuffers::WIPOffset<PlanMovesRequest<'a>> {
+    let o = self.fbb_.end_table(self.start_);
+    ::flatbuffers::WIPOffset::new(o.value())
+  }
+}
+
+impl ::core::fmt::Debug for PlanMovesRequest<'_> {
+  fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
+    let mut ds = f.debug_struct("PlanMovesRequest");
+      ds.field("drain", &self.drain());
+      ds.field("max_moves", &self.max_moves());
+      ds.finish()
+  }
+}
+pub enum PlannedMoveOffset {}
+#[derive(Copy, Clone, PartialEq)]
+
+/// One replica move of a plan.
+pub struct PlannedMove<'a> {
+  pub _tab: ::flatbuffers::Table<'a>,
+}
+
+impl<'a> ::flatbuffers::Follow<'a> for PlannedMove<'a> {
+  type Inner = PlannedMove<'a>;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    Self { _tab: unsafe { ::flatbuffers::Table::new(buf, loc) } }
+  }
+}
+
+impl<'a> PlannedMove<'a> {
+  pub const VT_GROUP: ::flatbuffers::VOffsetT = 4;
+  pub const VT_FROM_NODE: ::flatbuffers::VOffsetT = 6;
+  pub const VT_TO_NODE: ::flatbuffers::VOffsetT = 8;
+  pub const VT_TO_SHARD: ::flatbuffers::VOffsetT = 10;
+
+  #[inline]
+  pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
+    PlannedMove { _tab: table }
+  }
+  #[allow(unused_mut)]
+  pub fn create<'bldr: 'args, 'args: 'mut_bldr, 'mut_bldr, A: ::flatbuffers::Allocator + 'bldr>(
+    _fbb: &'mut_bldr mut ::flatbuffers::FlatBufferBuilder<'bldr, A>,
+    args: &'args PlannedMoveArgs
+  ) -> ::flatbuffers::WIPOffset<PlannedMove<'bldr>> {
+    let mut builder = PlannedMoveBuilder::new(_fbb);
+    builder.add_to_node(args.to_node);
+    builder.add_from_node(args.from_node);
+    builder.add_to_shard(args.to_shard);
+    builder.add_group(args.group);
+    builder.finish()
+  }
+
+
+  #[inline]
+  pub fn group(&self) -> u32 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u32>(PlannedMove::VT_GROUP, Some(0)).unwrap()}
+  }
+  #[inline]
+  pub fn from_node(&self) -> u64 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u64>(PlannedMove::VT_FROM_NODE, Some(0)).unwrap()}
+  }
+  #[inline]
+  pub fn to_node(&self) -> u64 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u64>(PlannedMove::VT_TO_NODE, Some(0)).unwrap()}
+  }
+  #[inline]
+  pub fn to_shard(&self) -> u32 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u32>(PlannedMove::VT_TO_SHARD, Some(0)).unwrap()}
+  }
+}
+
+impl ::flatbuffers::Verifiable for PlannedMove<'_> {
+  #[inline]
+  fn run_verifier(
+    v: &mut ::flatbuffers::Verifier, pos: usize
+  ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
+    v.visit_table(pos)?
+     .visit_field::<u32>("group", Self::VT_GROUP, false)?
+     .visit_field::<u64>("from_node", Self::VT_FROM_NODE, false)?
+     .visit_field::<u64>("to_node", Self::VT_TO_NODE, false)?
+     .visit_field::<u32>("to_shard", Self::VT_TO_SHARD, false)?
+     .finish();
+    Ok(())
+  }
+}
+pub struct PlannedMoveArgs {
+    pub group: u32,
+    pub from_node: u64,
+    pub to_node: u64,
+    pub to_shard: u32,
+}
+impl<'a> Default for PlannedMoveArgs {
+  #[inline]
+  fn default() -> Self {
+    PlannedMoveArgs {
+      group: 0,
+      from_node: 0,
+      to_node: 0,
+      to_shard: 0,
+    }
+  }
+}
+
+pub struct PlannedMoveBuilder<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> {
+  fbb_: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>,
+  start_: ::flatbuffers::WIPOffset<::flatbuffers::TableUnfinishedWIPOffset>,
+}
+impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> PlannedMoveBuilder<'a, 'b, A> {
+  #[inline]
+  pub fn add_group(&mut self, group: u32) {
+    self.fbb_.push_slot::<u32>(PlannedMove::VT_GROUP, group, 0);
+  }
+  #[inline]
+  pub fn add_from_node(&mut self, from_node: u64) {
+    self.fbb_.push_slot::<u64>(PlannedMove::VT_FROM_NODE, from_node, 0);
+  }
+  #[inline]
+  pub fn add_to_node(&mut self, to_node: u64) {
+    self.fbb_.push_slot::<u64>(PlannedMove::VT_TO_NODE, to_node, 0);
+  }
+  #[inline]
+  pub fn add_to_shard(&mut self, to_shard: u32) {
+    self.fbb_.push_slot::<u32>(PlannedMove::VT_TO_SHARD, to_shard, 0);
+  }
+  #[inline]
+  pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> PlannedMoveBuilder<'a, 'b, A> {
+    let start = _fbb.start_table();
+    PlannedMoveBuilder {
+      fbb_: _fbb,
+      start_: start,
+    }
+  }
+  #[inline]
+  pub fn finish(self) -> ::flatbuffers::WIPOffset<PlannedMove<'a>> {
+    let o = self.fbb_.end_table(self.start_);
+    ::flatbuffers::WIPOffset::new(o.value())
+  }
+}
+
+impl ::core::fmt::Debug for PlannedMove<'_> {
+  fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
+    let mut ds = f.debug_struct("PlannedMove");
+      ds.field("group", &self.group());
+      ds.field("from_node", &self.from_node());
+      ds.field("to_node", &self.to_node());
+      ds.field("to_shard", &self.to_shard());
+      ds.finish()
+  }
+}
+pub enum PlanMovesResponseOffset {}
+#[derive(Copy, Clone, PartialEq)]
+
+pub struct PlanMovesResponse<'a> {
+  pub _tab: ::flatbuffers::Table<'a>,
+}
+
+impl<'a> ::flatbuffers::Follow<'a> for PlanMovesResponse<'a> {
+  type Inner = PlanMovesResponse<'a>;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    Self { _tab: unsafe { ::flatbuffers::Table::new(buf, loc) } }
+  }
+}
+
+impl<'a> PlanMovesResponse<'a> {
+  pub const VT_MOVES: ::flatbuffers::VOffsetT = 4;
+
+  #[inline]
+  pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
+    PlanMovesResponse { _tab: table }
+  }
+  #[allow(unused_mut)]
+  pub fn create<'bldr: 'args, 'args: 'mut_bldr, 'mut_bldr, A: ::flatbuffers::Allocator + 'bldr>(
+    _fbb: &'mut_bldr mut ::flatbuffers::FlatBufferBuilder<'bldr, A>,
+    args: &'args PlanMovesResponseArgs<'args>
+  ) -> ::flatbuffers::WIPOffset<PlanMovesResponse<'bldr>> {
+    let mut builder = PlanMovesResponseBuilder::new(_fbb);
+    if let Some(x) = args.moves { builder.add_moves(x); }
+    builder.finish()
+  }
+
+
+  #[inline]
+  pub fn moves(&self) -> Option<::flatbuffers::Vector<'a, ::flatbuffers::ForwardsUOffset<PlannedMove<'a>>>> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'a, ::flatbuffers::ForwardsUOffset<PlannedMove>>>>(PlanMovesResponse::VT_MOVES, None)}
+  }
+}
+
+impl ::flatbuffers::Verifiable for PlanMovesResponse<'_> {
+  #[inline]
+  fn run_verifier(
+    v: &mut ::flatbuffers::Verifier, pos: usize
+  ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
+    v.visit_table(pos)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'_, ::flatbuffers::ForwardsUOffset<PlannedMove>>>>("moves", Self::VT_MOVES, false)?
+     .finish();
+    Ok(())
+  }
+}
+pub struct PlanMovesResponseArgs<'a> {
+    pub moves: Option<::flatbuffers::WIPOffset<::flatbuffers::Vector<'a, ::flatbuffers::ForwardsUOffset<PlannedMove<'a>>>>>,
+}
+impl<'a> Default for PlanMovesResponseArgs<'a> {
+  #[inline]
+  fn default() -> Self {
+    PlanMovesResponseArgs {
+      moves: None,
+    }
+  }
+}
+
+pub struct PlanMovesResponseBuilder<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> {
+  fbb_: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>,
+  start_: ::flatbuffers::WIPOffset<::flatbuffers::TableUnfinishedWIPOffset>,
+}
+impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> PlanMovesResponseBuilder<'a, 'b, A> {
+  #[inline]
+  pub fn add_moves(&mut self, moves: ::flatbuffers::WIPOffset<::flatbuffers::Vector<'b , ::flatbuffers::ForwardsUOffset<PlannedMove<'b >>>>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(PlanMovesResponse::VT_MOVES, moves);
+  }
+  #[inline]
+  pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> PlanMovesResponseBuilder<'a, 'b, A> {
+    let start = _fbb.start_table();
+    PlanMovesResponseBuilder {
+      fbb_: _fbb,
+      start_: start,
+    }
+  }
+  #[inline]
+  pub fn finish(self) -> ::flatbuffers::WIPOffset<PlanMovesResponse<'a>> {
+    let o = self.fbb_.end_table(self.start_);
+    ::flatbuffers::WIPOffset::new(o.value())
+  }
+}
+
+impl ::core::fmt::Debug for PlanMovesResponse<'_> {
+  fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
+    let mut ds = f.debug_struct("PlanMovesResponse");
+      ds.field("moves", &self.moves());
+      ds.finish()
+  }
+}
 pub enum RequestOffset {}
 #[derive(Copy, Clone, PartialEq)]
 
@@ -7620,6 +8896,51 @@ impl<'a> Request<'a> {
     }
   }
 
+  #[inline]
+  #[allow(non_snake_case)]
+  pub fn body_as_move_replica_request(&self) -> Option<MoveReplicaRequest<'a>> {
+    if self.body_type() == RequestBody::MoveReplicaRequest {
+      self.body().map(|t| {
+       // Safety:
+       // Created from a valid Table for this object
+       // Which contains a valid union in this slot
+       unsafe { MoveReplicaRequest::init_from_table(t) }
+     })
+    } else {
+      None
+    }
+  }
+
+  #[inline]
+  #[allow(non_snake_case)]
+  pub fn body_as_change_membership_request(&self) -> Option<ChangeMembershipRequest<'a>> {
+    if self.body_type() == RequestBody::ChangeMembershipRequest {
+      self.body().map(|t| {
+       // Safety:
+       // Created from a valid Table for this object
+       // Which contains a valid union in this slot
+       unsafe { ChangeMembershipRequest::init_from_table(t) }
+     })
+    } else {
+      None
+    }
+  }
+
+  #[inline]
+  #[allow(non_snake_case)]
+  pub fn body_as_plan_moves_request(&self) -> Option<PlanMovesRequest<'a>> {
+    if self.body_type() == RequestBody::PlanMovesRequest {
+      self.body().map(|t| {
+       // Safety:
+       // Created from a valid Table for this object
+       // Which contains a valid union in this slot
+       unsafe { PlanMovesRequest::init_from_table(t) }
+     })
+    } else {
+      None
+    }
+  }
+
 }
 
 impl ::flatbuffers::Verifiable for Request<'_> {
@@ -7649,6 +8970,9 @@ impl ::flatbuffers::Verifiable for Request<'_> {
           RequestBody::DescribeGroupRequest => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<DescribeGroupRequest>>("RequestBody::DescribeGroupRequest", pos),
           RequestBody::DeleteGroupRequest => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<DeleteGroupRequest>>("RequestBody::DeleteGroupRequest", pos),
           RequestBody::PartitionOffsetsRequest => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<PartitionOffsetsRequest>>("RequestBody::PartitionOffsetsRequest", pos),
+          RequestBody::MoveReplicaRequest => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<MoveReplicaRequest>>("RequestBody::MoveReplicaRequest", pos),
+          RequestBody::ChangeMembershipRequest => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<ChangeMembershipRequest>>("RequestBody::ChangeMembershipRequest", pos),
+          RequestBody::PlanMovesRequest => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<PlanMovesRequest>>("RequestBody::PlanMovesRequest", pos),
           _ => Ok(()),
         }
      })?
@@ -7831,6 +9155,27 @@ impl ::core::fmt::Debug for Request<'_> {
         },
         RequestBody::PartitionOffsetsRequest => {
           if let Some(x) = self.body_as_partition_offsets_request() {
+            ds.field("body", &x)
+          } else {
+            ds.field("body", &"InvalidFlatbuffer: Union discriminant does not match value.")
+          }
+        },
+        RequestBody::MoveReplicaRequest => {
+          if let Some(x) = self.body_as_move_replica_request() {
+            ds.field("body", &x)
+          } else {
+            ds.field("body", &"InvalidFlatbuffer: Union discriminant does not match value.")
+          }
+        },
+        RequestBody::ChangeMembershipRequest => {
+          if let Some(x) = self.body_as_change_membership_request() {
+            ds.field("body", &x)
+          } else {
+            ds.field("body", &"InvalidFlatbuffer: Union discriminant does not match value.")
+          }
+        },
+        RequestBody::PlanMovesRequest => {
+          if let Some(x) = self.body_as_plan_moves_request() {
             ds.field("body", &x)
           } else {
             ds.field("body", &"InvalidFlatbuffer: Union discriminant does not match value.")
@@ -8167,6 +9512,51 @@ impl<'a> Response<'a> {
     }
   }
 
+  #[inline]
+  #[allow(non_snake_case)]
+  pub fn body_as_move_replica_response(&self) -> Option<MoveReplicaResponse<'a>> {
+    if self.body_type() == ResponseBody::MoveReplicaResponse {
+      self.body().map(|t| {
+       // Safety:
+       // Created from a valid Table for this object
+       // Which contains a valid union in this slot
+       unsafe { MoveReplicaResponse::init_from_table(t) }
+     })
+    } else {
+      None
+    }
+  }
+
+  #[inline]
+  #[allow(non_snake_case)]
+  pub fn body_as_change_membership_response(&self) -> Option<ChangeMembershipResponse<'a>> {
+    if self.body_type() == ResponseBody::ChangeMembershipResponse {
+      self.body().map(|t| {
+       // Safety:
+       // Created from a valid Table for this object
+       // Which contains a valid union in this slot
+       unsafe { ChangeMembershipResponse::init_from_table(t) }
+     })
+    } else {
+      None
+    }
+  }
+
+  #[inline]
+  #[allow(non_snake_case)]
+  pub fn body_as_plan_moves_response(&self) -> Option<PlanMovesResponse<'a>> {
+    if self.body_type() == ResponseBody::PlanMovesResponse {
+      self.body().map(|t| {
+       // Safety:
+       // Created from a valid Table for this object
+       // Which contains a valid union in this slot
+       unsafe { PlanMovesResponse::init_from_table(t) }
+     })
+    } else {
+      None
+    }
+  }
+
 }
 
 impl ::flatbuffers::Verifiable for Response<'_> {
@@ -8196,6 +9586,9 @@ impl ::flatbuffers::Verifiable for Response<'_> {
           ResponseBody::DescribeGroupResponse => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<DescribeGroupResponse>>("ResponseBody::DescribeGroupResponse", pos),
           ResponseBody::DeleteGroupResponse => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<DeleteGroupResponse>>("ResponseBody::DeleteGroupResponse", pos),
           ResponseBody::PartitionOffsetsResponse => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<PartitionOffsetsResponse>>("ResponseBody::PartitionOffsetsResponse", pos),
+          ResponseBody::MoveReplicaResponse => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<MoveReplicaResponse>>("ResponseBody::MoveReplicaResponse", pos),
+          ResponseBody::ChangeMembershipResponse => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<ChangeMembershipResponse>>("ResponseBody::ChangeMembershipResponse", pos),
+          ResponseBody::PlanMovesResponse => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<PlanMovesResponse>>("ResponseBody::PlanMovesResponse", pos),
           _ => Ok(()),
         }
      })?
@@ -8378,6 +9771,27 @@ impl ::core::fmt::Debug for Response<'_> {
         },
         ResponseBody::PartitionOffsetsResponse => {
           if let Some(x) = self.body_as_partition_offsets_response() {
+            ds.field("body", &x)
+          } else {
+            ds.field("body", &"InvalidFlatbuffer: Union discriminant does not match value.")
+          }
+        },
+        ResponseBody::MoveReplicaResponse => {
+          if let Some(x) = self.body_as_move_replica_response() {
+            ds.field("body", &x)
+          } else {
+            ds.field("body", &"InvalidFlatbuffer: Union discriminant does not match value.")
+          }
+        },
+        ResponseBody::ChangeMembershipResponse => {
+          if let Some(x) = self.body_as_change_membership_response() {
+            ds.field("body", &x)
+          } else {
+            ds.field("body", &"InvalidFlatbuffer: Union discriminant does not match value.")
+          }
+        },
+        ResponseBody::PlanMovesResponse => {
+          if let Some(x) = self.body_as_plan_moves_response() {
             ds.field("body", &x)
           } else {
             ds.field("body", &"InvalidFlatbuffer: Union discriminant does not match value.")

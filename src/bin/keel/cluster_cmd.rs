@@ -1,0 +1,234 @@
+//! `keel cluster ...`: the cluster's state, and replicas moved between its nodes.
+//! Prints for people; exit status 0 on success, 1 on any error (with the broker's words
+//! on stderr).
+
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::{Args, Subcommand};
+use keel::client::mover::{move_replica, MoveBudget, MoveOutcome, ReplicaMovePlan};
+use keel::client::ClusterClient;
+
+use super::{fail, parse_duration, ConnectArgs};
+
+#[derive(Subcommand)]
+pub(crate) enum ClusterCommand {
+    /// Nodes, groups, leaders, terms, commit/applied/durable indexes and follower lag.
+    Status {
+        #[command(flatten)]
+        connect: ConnectArgs,
+    },
+    /// Move one replica of a replica group from one node to another while the group
+    /// serves: the new replica joins as a learner, catches up (snapshot and log), is
+    /// promoted while the old one is demoted (joint consensus), then the old one leaves
+    /// and its node deletes its files. Interrupted (this command, a node, the
+    /// controller's leader killed), it resumes when asked again; a learner that does not
+    /// catch up in time is removed again (the move rolls back).
+    Move(MoveArgs),
+    /// Even out replicas over the nodes: prints the moves the controller plans, then
+    /// makes them one at a time (each as `keel cluster move`), planning again until none
+    /// is left. With --dry-run, only prints them.
+    Rebalance(PlanArgs),
+}
+
+/// `keel node ...`: taking a node out of service.
+#[derive(Subcommand)]
+pub(crate) enum NodeCommand {
+    /// Move every replica off node N (one at a time, while the groups serve), so it can
+    /// be stopped for good. With --dry-run, only prints the moves.
+    Drain {
+        /// The node.
+        node: u64,
+        #[command(flatten)]
+        plan: PlanArgs,
+    },
+}
+
+#[derive(Args)]
+pub(crate) struct PlanArgs {
+    /// Print the moves; make none.
+    #[arg(long)]
+    dry_run: bool,
+    /// At most this many moves.
+    #[arg(long, default_value_t = 256)]
+    max_moves: u32,
+    /// Each new replica must be caught up within this, else its move rolls back.
+    #[arg(long, value_parser = parse_duration, default_value = "10m")]
+    catch_up_timeout: Duration,
+    /// Each move must end within this.
+    #[arg(long, value_parser = parse_duration, default_value = "30m")]
+    timeout: Duration,
+    #[command(flatten)]
+    connect: ConnectArgs,
+}
+
+#[derive(Args)]
+pub(crate) struct MoveArgs {
+    /// The replica group (`keel cluster status` lists them).
+    #[arg(long)]
+    group: u32,
+    /// The node giving its replica up.
+    #[arg(long)]
+    from: u64,
+    /// The node taking it (one that never held a replica of the group).
+    #[arg(long)]
+    to: u64,
+    /// Its shard there [default: the one running the fewest groups].
+    #[arg(long)]
+    to_shard: Option<u32>,
+    /// The new replica must be caught up within this, else the move rolls back.
+    #[arg(long, value_parser = parse_duration, default_value = "10m")]
+    catch_up_timeout: Duration,
+    /// The whole move must end within this (it resumes when asked again).
+    #[arg(long, value_parser = parse_duration, default_value = "30m")]
+    timeout: Duration,
+    #[command(flatten)]
+    connect: ConnectArgs,
+}
+
+pub(crate) fn cluster(command: ClusterCommand) -> ExitCode {
+    match command {
+        ClusterCommand::Status { connect } => cluster_status(&connect.bootstrap),
+        ClusterCommand::Move(args) => cluster_move(args),
+        ClusterCommand::Rebalance(args) => run_plan("cluster rebalance", &[], args),
+    }
+}
+
+pub(crate) fn node(command: NodeCommand) -> ExitCode {
+    match command {
+        NodeCommand::Drain { node, plan } => run_plan("node drain", &[node], plan),
+    }
+}
+
+/// Plans, prints and (without --dry-run) makes the moves, planning again after each
+/// round until nothing is left to move.
+fn run_plan(what: &str, drain: &[u64], args: PlanArgs) -> ExitCode {
+    let mut client = ClusterClient::new(&args.connect.bootstrap);
+    let budget = MoveBudget {
+        catch_up: args.catch_up_timeout,
+        total: args.timeout,
+    };
+    let mut made: u32 = 0;
+    loop {
+        let left = args.max_moves.saturating_sub(made);
+        let plan = match client.plan_moves(drain, left) {
+            Ok(plan) => plan,
+            Err(error) => return fail(what, error),
+        };
+        if plan.is_empty() || left == 0 {
+            println!("{what}: {made} replica(s) moved; nothing left to move");
+            return ExitCode::SUCCESS;
+        }
+        println!("{what}: {} move(s) planned", plan.len());
+        for planned in &plan {
+            println!(
+                "  group {:>4}: node {} -> node {} (shard {})",
+                planned.group,
+                planned.from,
+                planned.to,
+                planned.to_shard.unwrap_or(0)
+            );
+        }
+        if args.dry_run {
+            return ExitCode::SUCCESS;
+        }
+        for planned in &plan {
+            if move_one(&mut client, planned, budget) != ExitCode::SUCCESS {
+                return ExitCode::FAILURE;
+            }
+            made += 1;
+        }
+    }
+}
+
+fn cluster_move(args: MoveArgs) -> ExitCode {
+    let mut client = ClusterClient::new(&args.connect.bootstrap);
+    let plan = ReplicaMovePlan {
+        group: args.group,
+        from: args.from,
+        to: args.to,
+        to_shard: args.to_shard,
+    };
+    let budget = MoveBudget {
+        catch_up: args.catch_up_timeout,
+        total: args.timeout,
+    };
+    move_one(&mut client, &plan, budget)
+}
+
+/// Makes one move, printing each step.
+fn move_one(client: &mut ClusterClient, plan: &ReplicaMovePlan, budget: MoveBudget) -> ExitCode {
+    let started = std::time::Instant::now();
+    let mut last_step = "";
+    let mut report = |progress: &keel::client::mover::MoveProgress| {
+        if progress.step != last_step {
+            let m = &progress.membership;
+            println!(
+                "{:>7.1}s  {}  (voters {:?}{}, learners {:?}, as of index {})",
+                started.elapsed().as_secs_f64(),
+                progress.step,
+                m.voters,
+                if m.is_joint() {
+                    format!(" + outgoing {:?}", m.outgoing)
+                } else {
+                    String::new()
+                },
+                m.learners,
+                m.index
+            );
+            last_step = progress.step;
+        }
+    };
+    match move_replica(client, plan, budget, &mut report) {
+        Ok(MoveOutcome::Done) => {
+            println!(
+                "group {}: replica moved from node {} to node {} in {:.1} s",
+                plan.group,
+                plan.from,
+                plan.to,
+                started.elapsed().as_secs_f64()
+            );
+            ExitCode::SUCCESS
+        }
+        Ok(MoveOutcome::RolledBack) => {
+            eprintln!(
+                "group {}: node {} did not catch up within {:?}: the move rolled back (the group is as before)",
+                plan.group, plan.to, budget.catch_up
+            );
+            ExitCode::FAILURE
+        }
+        Err(error) => fail("cluster move", error),
+    }
+}
+
+fn cluster_status(bootstrap: &str) -> ExitCode {
+    let rows = match ClusterClient::new(bootstrap).cluster_status() {
+        Ok(rows) => rows,
+        Err(error) => return fail("cluster status", error),
+    };
+    println!(
+        "{:>5} {:>4} {:<13} {:>6} {:>6} {:>10} {:>10} {:>10} {:>10}  followers (node:matched/lag)",
+        "group", "node", "role", "leader", "term", "commit", "applied", "last", "durable"
+    );
+    for row in rows {
+        let followers: Vec<String> = row
+            .followers
+            .iter()
+            .map(|(node, matched, lag)| format!("{node}:{matched}/{lag}"))
+            .collect();
+        println!(
+            "{:>5} {:>4} {:<13} {:>6} {:>6} {:>10} {:>10} {:>10} {:>10}  {}",
+            row.group,
+            row.node,
+            row.role,
+            row.leader,
+            row.term,
+            row.commit,
+            row.applied,
+            row.last_index,
+            row.durable,
+            followers.join(" ")
+        );
+    }
+    ExitCode::SUCCESS
+}

@@ -1,0 +1,360 @@
+//! Replica moves as the controller group records them: which replica of which group is
+//! on its way to which node and shard, the replicas of groups a finished move changed,
+//! and the nodes that left a group (a replica id is never used again in a group:
+//! `replication::membership`).
+//!
+//! Owns the move records and their entry format; applying an entry is deterministic
+//! (every controller replica decides alike whether it takes effect). Never proposes a
+//! membership change itself: the mover (`controller::mover`) takes each group through
+//! its changes and records here where the move stands.
+//!
+//! ```text
+//! kind 8 v1, replica move : action u8 (1 start, 2 finish, 3 abandon) | 0 u8 u16 | group u32 | body
+//!   start   : from u64 | to node u64 | to shard u32 | config index u64
+//!             | voter count u32 | voter u64 ... | learner count u32 | learner u64 ...
+//!   finish  : replica count u32 | (node u64, shard u32) ...
+//!   abandon : (nothing)
+//! ```
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use crate::broker::log_entry::EntryDecodeError;
+
+/// Kind byte of a replica move entry.
+pub const MOVE_KIND: u8 = 8;
+
+/// Version of the replica move entry's format.
+const MOVE_VERSION: u8 = 1;
+
+/// Most replicas (voters, learners, final replicas) a decoded move entry may claim: a
+/// group has at most 5 voters and the learner being added.
+const MAX_MOVE_MEMBERS: usize = 16;
+
+/// Most moves under way at once in a cluster (a start beyond it is refused): bounds the
+/// controller's table; a rebalance runs fewer concurrently (`MAX_CONCURRENT_MOVES`).
+pub const MAX_MOVES_UNDER_WAY: usize = 64;
+
+/// One replica on its way from one node to another.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ReplicaMove {
+    /// The replica group.
+    pub group: u32,
+    /// The node giving its replica up.
+    pub from: u64,
+    /// The node and shard taking it.
+    pub to: (u64, u32),
+    /// The group's configuration once the new replica was added as a learner: the one the
+    /// new replica starts with (voters, learners, the index it is as of).
+    pub join_voters: Vec<u64>,
+    /// Learners of that configuration (the new replica among them).
+    pub join_learners: Vec<u64>,
+    /// The index of the change that added the learner.
+    pub join_index: u64,
+}
+
+/// A replica move entry of the controller's log.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum MoveEntry {
+    /// A move starts: its learner was added to the group.
+    Start(ReplicaMove),
+    /// A move finished: the group's replicas are now these (the old one removed).
+    Finish {
+        /// The group.
+        group: u32,
+        /// Its replicas, (node, shard).
+        replicas: Vec<(u64, u32)>,
+    },
+    /// A move rolled back: its learner was removed again.
+    Abandon {
+        /// The group.
+        group: u32,
+    },
+}
+
+/// The moves the controller recorded.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ReplicaMoves {
+    /// Moves under way, by group (one per group).
+    pub(crate) under_way: BTreeMap<u32, ReplicaMove>,
+    /// Groups whose replicas a finished move changed: their replicas now.
+    pub(crate) replaced: BTreeMap<u32, Vec<(u64, u32)>>,
+    /// Per group, the nodes whose replica left it (never taken back).
+    pub(crate) retired: BTreeMap<u32, BTreeSet<u64>>,
+}
+
+impl ReplicaMoves {
+    /// Applies a move entry; whether it took effect (a start for a group already moving,
+    /// to a node that left the group, or beyond the bound, a finish or abandon of no move
+    /// under way, do nothing, on every replica alike).
+    pub fn apply(&mut self, entry: MoveEntry) -> bool {
+        match entry {
+            MoveEntry::Start(start) => {
+                let refused = self.under_way.contains_key(&start.group)
+                    || self.under_way.len() >= MAX_MOVES_UNDER_WAY
+                    || start.from == start.to.0
+                    || self.has_left(start.group, start.to.0);
+                if refused {
+                    return false;
+                }
+                self.under_way.insert(start.group, start);
+                true
+            }
+            MoveEntry::Finish { group, replicas } => {
+                let Some(under_way) = self.under_way.get(&group) else {
+                    return false;
+                };
+                let nodes: Vec<u64> = replicas.iter().map(|&(node, _)| node).collect();
+                if !replicas.contains(&under_way.to) || nodes.contains(&under_way.from) {
+                    return false;
+                }
+                let from = under_way.from;
+                self.under_way.remove(&group);
+                self.retired.entry(group).or_default().insert(from);
+                self.replaced.insert(group, replicas);
+                true
+            }
+            MoveEntry::Abandon { group } => {
+                let Some(under_way) = self.under_way.remove(&group) else {
+                    return false;
+                };
+                // Its id was the group's once (as a learner): never again.
+                self.retired
+                    .entry(group)
+                    .or_default()
+                    .insert(under_way.to.0);
+                true
+            }
+        }
+    }
+
+    /// Whether `node`'s replica left `group` once (a move to it is refused).
+    pub fn has_left(&self, group: u32, node: u64) -> bool {
+        self.retired.get(&group).is_some_and(|r| r.contains(&node))
+    }
+
+    /// The move under way of `group`, if any.
+    pub fn under_way(&self, group: u32) -> Option<&ReplicaMove> {
+        self.under_way.get(&group)
+    }
+
+    /// Every move under way, in group order.
+    pub fn all_under_way(&self) -> impl Iterator<Item = &ReplicaMove> {
+        self.under_way.values()
+    }
+
+    /// Groups whose replicas a finished move changed, with their replicas.
+    pub fn replaced(&self) -> impl Iterator<Item = (u32, &[(u64, u32)])> {
+        self.replaced.iter().map(|(&g, r)| (g, r.as_slice()))
+    }
+}
+
+impl MoveEntry {
+    /// Appends the entry's bytes.
+    pub fn encode(&self, out: &mut Vec<u8>) {
+        let (action, group) = match self {
+            MoveEntry::Start(start) => (1u8, start.group),
+            MoveEntry::Finish { group, .. } => (2, *group),
+            MoveEntry::Abandon { group } => (3, *group),
+        };
+        out.extend_from_slice(&[MOVE_KIND, MOVE_VERSION, action, 0]);
+        out.extend_from_slice(&group.to_le_bytes());
+        match self {
+            MoveEntry::Start(start) => {
+                assert!(
+                    start.join_voters.len() <= MAX_MOVE_MEMBERS
+                        && start.join_learners.len() <= MAX_MOVE_MEMBERS,
+                    "a group has a few members"
+                );
+                out.extend_from_slice(&start.from.to_le_bytes());
+                out.extend_from_slice(&start.to.0.to_le_bytes());
+                out.extend_from_slice(&start.to.1.to_le_bytes());
+                out.extend_from_slice(&start.join_index.to_le_bytes());
+                for list in [&start.join_voters, &start.join_learners] {
+                    out.extend_from_slice(&(list.len() as u32).to_le_bytes());
+                    for node in list {
+                        out.extend_from_slice(&node.to_le_bytes());
+                    }
+                }
+            }
+            MoveEntry::Finish { replicas, .. } => {
+                assert!(
+                    replicas.len() <= MAX_MOVE_MEMBERS,
+                    "a group has a few replicas"
+                );
+                out.extend_from_slice(&(replicas.len() as u32).to_le_bytes());
+                for (node, shard) in replicas {
+                    out.extend_from_slice(&node.to_le_bytes());
+                    out.extend_from_slice(&shard.to_le_bytes());
+                }
+            }
+            MoveEntry::Abandon { .. } => {}
+        }
+    }
+
+    /// Decodes a move entry (its four prefix bytes included).
+    pub fn decode(bytes: &[u8]) -> Result<MoveEntry, EntryDecodeError> {
+        let mut at = Cursor { bytes, at: 2 };
+        let action = at.u8()?;
+        let version = bytes.get(1).copied().unwrap_or(0);
+        if version != MOVE_VERSION {
+            return Err(EntryDecodeError::Unknown {
+                kind: MOVE_KIND,
+                version,
+            });
+        }
+        at.at = 4;
+        let group = at.u32()?;
+        match action {
+            1 => {
+                let from = at.u64()?;
+                let to = (at.u64()?, at.u32()?);
+                let join_index = at.u64()?;
+                let join_voters = at.nodes()?;
+                let join_learners = at.nodes()?;
+                Ok(MoveEntry::Start(ReplicaMove {
+                    group,
+                    from,
+                    to,
+                    join_voters,
+                    join_learners,
+                    join_index,
+                }))
+            }
+            2 => {
+                let count = at.count()?;
+                let replicas = (0..count)
+                    .map(|_| Ok((at.u64()?, at.u32()?)))
+                    .collect::<Result<Vec<_>, EntryDecodeError>>()?;
+                Ok(MoveEntry::Finish { group, replicas })
+            }
+            3 => Ok(MoveEntry::Abandon { group }),
+            _ => Err(EntryDecodeError::Unknown {
+                kind: MOVE_KIND,
+                version,
+            }),
+        }
+    }
+}
+
+/// Reads a move entry's fields.
+struct Cursor<'a> {
+    bytes: &'a [u8],
+    at: usize,
+}
+
+impl Cursor<'_> {
+    fn take(&mut self, n: usize) -> Result<&[u8], EntryDecodeError> {
+        let raw = self
+            .bytes
+            .get(self.at..self.at + n)
+            .ok_or(EntryDecodeError::Truncated)?;
+        self.at += n;
+        Ok(raw)
+    }
+
+    fn u8(&mut self) -> Result<u8, EntryDecodeError> {
+        Ok(self.take(1)?[0])
+    }
+
+    fn u32(&mut self) -> Result<u32, EntryDecodeError> {
+        let raw = self.take(4)?;
+        Ok(u32::from_le_bytes([raw[0], raw[1], raw[2], raw[3]]))
+    }
+
+    fn u64(&mut self) -> Result<u64, EntryDecodeError> {
+        let mut value = [0u8; 8];
+        value.copy_from_slice(self.take(8)?);
+        Ok(u64::from_le_bytes(value))
+    }
+
+    /// A member count, bounded by `MAX_MOVE_MEMBERS`.
+    fn count(&mut self) -> Result<usize, EntryDecodeError> {
+        let count = self.u32()? as usize;
+        if count > MAX_MOVE_MEMBERS {
+            return Err(EntryDecodeError::BadGroups);
+        }
+        Ok(count)
+    }
+
+    fn nodes(&mut self) -> Result<Vec<u64>, EntryDecodeError> {
+        (0..self.count()?).map(|_| self.u64()).collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn start(group: u32, from: u64, to: u64) -> MoveEntry {
+        MoveEntry::Start(ReplicaMove {
+            group,
+            from,
+            to: (to, 1),
+            join_voters: vec![1, 2, 3],
+            join_learners: vec![to],
+            join_index: 42,
+        })
+    }
+
+    #[test]
+    fn entries_round_trip_and_bad_bytes_are_refused() {
+        let entries = [
+            start(3, 1, 4),
+            MoveEntry::Finish {
+                group: 3,
+                replicas: vec![(2, 0), (3, 0), (4, 1)],
+            },
+            MoveEntry::Abandon { group: 3 },
+        ];
+        for entry in entries {
+            let mut bytes = Vec::new();
+            entry.encode(&mut bytes);
+            assert_eq!(MoveEntry::decode(&bytes), Ok(entry.clone()));
+            for cut in 0..bytes.len() {
+                assert!(MoveEntry::decode(&bytes[..cut]).is_err(), "cut at {cut}");
+            }
+        }
+        let mut bytes = Vec::new();
+        MoveEntry::Finish {
+            group: 1,
+            replicas: vec![(1, 0)],
+        }
+        .encode(&mut bytes);
+        bytes[8..12].copy_from_slice(&u32::MAX.to_le_bytes());
+        assert_eq!(MoveEntry::decode(&bytes), Err(EntryDecodeError::BadGroups));
+    }
+
+    #[test]
+    fn a_move_starts_once_finishes_once_and_never_returns_to_a_node_that_left() {
+        let mut moves = ReplicaMoves::default();
+        assert!(moves.apply(start(3, 1, 4)));
+        assert!(!moves.apply(start(3, 2, 5)), "one move per group");
+        let wrong = MoveEntry::Finish {
+            group: 3,
+            replicas: vec![(1, 0), (2, 0), (3, 0)],
+        };
+        assert!(
+            !moves.apply(wrong),
+            "a finish must name the new replica, not the old"
+        );
+        let finish = MoveEntry::Finish {
+            group: 3,
+            replicas: vec![(2, 0), (3, 0), (4, 1)],
+        };
+        assert!(moves.apply(finish.clone()));
+        assert!(!moves.apply(finish), "finished once");
+        assert!(moves.under_way(3).is_none());
+        assert!(moves.has_left(3, 1));
+        assert!(!moves.apply(start(3, 4, 1)), "node 1 left group 3");
+        assert!(moves.apply(start(3, 2, 5)));
+        assert!(moves.apply(MoveEntry::Abandon { group: 3 }));
+        assert!(
+            moves.has_left(3, 5),
+            "an abandoned learner's id is used up too"
+        );
+        assert_eq!(
+            moves.replaced().collect::<Vec<_>>(),
+            vec![(3, &[(2, 0), (3, 0), (4, 1)][..])]
+        );
+    }
+}

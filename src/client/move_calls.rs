@@ -1,0 +1,246 @@
+//! The calls a replica move is made of: a group's membership, asked of (or changed at)
+//! its leader, and the move's steps recorded by the controller's leader.
+//!
+//! Owns the requests' encoding and their answers' decoding; never decides which step
+//! comes next (`client::mover` does).
+
+use crate::client::cluster::check_response;
+use crate::client::mover::ReplicaMovePlan;
+use crate::client::{ClientError, ClusterClient};
+use crate::protocol::codec::{decode_response, encode_request};
+use crate::protocol::wire::{self, MembershipAction, MoveAction};
+
+/// A group's configuration as its leader applied it.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct GroupMembership {
+    /// The group.
+    pub group: u32,
+    /// Its voters (the incoming ones in a joint configuration).
+    pub voters: Vec<u64>,
+    /// The outgoing voters of a joint configuration (else empty).
+    pub outgoing: Vec<u64>,
+    /// Its learners.
+    pub learners: Vec<u64>,
+    /// The index the configuration is as of.
+    pub index: u64,
+    /// Learners the leader counts as caught up.
+    pub caught_up: Vec<u64>,
+}
+
+impl GroupMembership {
+    /// Whether a joint configuration is in force.
+    pub fn is_joint(&self) -> bool {
+        !self.outgoing.is_empty()
+    }
+
+    /// Whether `node` holds a replica (voter of either side, or learner).
+    pub fn contains(&self, node: u64) -> bool {
+        self.voters.contains(&node)
+            || self.outgoing.contains(&node)
+            || self.learners.contains(&node)
+    }
+}
+
+/// A membership change to ask of a group's leader.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum MembershipCall {
+    /// Describe it only.
+    Query,
+    /// Add `node` as a learner.
+    AddLearner(u64),
+    /// Promote learners and demote voters together (a joint configuration).
+    EnterJoint {
+        /// Learners that become voters.
+        promote: Vec<u64>,
+        /// Voters that become learners.
+        demote: Vec<u64>,
+    },
+    /// Leave the joint configuration.
+    LeaveJoint,
+    /// Remove `node`, a learner.
+    RemoveLearner(u64),
+}
+
+/// A move's step for the controller to record.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum MoveRecord {
+    /// The learner was added: it starts on `to` (shard `to_shard`, or the controller's
+    /// choice when `None`) with `join`, the configuration that added it.
+    Start {
+        /// The node giving its replica up.
+        from: u64,
+        /// The node taking it.
+        to: u64,
+        /// Its shard there (`None`: the least loaded).
+        to_shard: Option<u32>,
+        /// The configuration once the learner was added.
+        join: GroupMembership,
+    },
+    /// The old replica left the group.
+    Finish,
+    /// The learner was removed again.
+    Abandon,
+}
+
+impl ClusterClient {
+    /// Asks `group`'s leader for its configuration, or to change it first (answered once
+    /// the change is applied). Found by following the nodes' redirects.
+    pub fn membership(
+        &mut self,
+        group: u32,
+        call: &MembershipCall,
+    ) -> Result<GroupMembership, ClientError> {
+        let (action, node, promote, demote) = match call {
+            MembershipCall::Query => (MembershipAction::Query, 0, &[][..], &[][..]),
+            MembershipCall::AddLearner(node) => {
+                (MembershipAction::AddLearner, *node, &[][..], &[][..])
+            }
+            MembershipCall::EnterJoint { promote, demote } => (
+                MembershipAction::EnterJoint,
+                0,
+                promote.as_slice(),
+                demote.as_slice(),
+            ),
+            MembershipCall::LeaveJoint => (MembershipAction::LeaveJoint, 0, &[][..], &[][..]),
+            MembershipCall::RemoveLearner(node) => {
+                (MembershipAction::RemoveLearner, *node, &[][..], &[][..])
+            }
+        };
+        let answer = self.call_cluster(None, |id| {
+            let mut builder = flatbuffers::FlatBufferBuilder::new();
+            let promote = builder.create_vector(promote);
+            let demote = builder.create_vector(demote);
+            let body = wire::ChangeMembershipRequest::create(
+                &mut builder,
+                &wire::ChangeMembershipRequestArgs {
+                    group,
+                    action,
+                    node,
+                    promote: Some(promote),
+                    demote: Some(demote),
+                },
+            );
+            encode_request(
+                &mut builder,
+                id,
+                wire::RequestBody::ChangeMembershipRequest,
+                body.as_union_value(),
+            )
+        })?;
+        let response = decode_response(&answer)?;
+        check_response(&response)?;
+        let body = response
+            .body_as_change_membership_response()
+            .ok_or_else(|| ClientError::Unexpected("not a membership answer".into()))?;
+        let list = |v: Option<flatbuffers::Vector<'_, u64>>| v.iter().flatten().collect();
+        Ok(GroupMembership {
+            group: body.group(),
+            voters: list(body.voters()),
+            outgoing: list(body.outgoing()),
+            learners: list(body.learners()),
+            index: body.index(),
+            caught_up: list(body.caught_up()),
+        })
+    }
+
+    /// Asks the controller's leader to record a step of moving a replica of `group`.
+    /// Answers whether it took effect and (a start) the new replica's shard.
+    pub fn record_move(
+        &mut self,
+        group: u32,
+        record: &MoveRecord,
+    ) -> Result<(bool, u32), ClientError> {
+        self.with_retries(|client| client.record_move_once(group, record))
+    }
+
+    /// Asks the controller's leader which replica moves would take every replica off
+    /// `drain` and even out the rest (at most `max_moves`; 0: the broker's bound).
+    pub fn plan_moves(
+        &mut self,
+        drain: &[u64],
+        max_moves: u32,
+    ) -> Result<Vec<ReplicaMovePlan>, ClientError> {
+        self.with_retries(|client| {
+            let controller = client.controller()?;
+            let answer = client.call_cluster(Some(controller), |id| {
+                let mut builder = flatbuffers::FlatBufferBuilder::new();
+                let drain = builder.create_vector(drain);
+                let body = wire::PlanMovesRequest::create(
+                    &mut builder,
+                    &wire::PlanMovesRequestArgs {
+                        drain: Some(drain),
+                        max_moves,
+                    },
+                );
+                encode_request(
+                    &mut builder,
+                    id,
+                    wire::RequestBody::PlanMovesRequest,
+                    body.as_union_value(),
+                )
+            })?;
+            let response = decode_response(&answer)?;
+            check_response(&response)?;
+            let body = response
+                .body_as_plan_moves_response()
+                .ok_or_else(|| ClientError::Unexpected("not a plan answer".into()))?;
+            Ok(body
+                .moves()
+                .iter()
+                .flatten()
+                .map(|planned| ReplicaMovePlan {
+                    group: planned.group(),
+                    from: planned.from_node(),
+                    to: planned.to_node(),
+                    to_shard: Some(planned.to_shard()),
+                })
+                .collect())
+        })
+    }
+
+    fn record_move_once(
+        &mut self,
+        group: u32,
+        record: &MoveRecord,
+    ) -> Result<(bool, u32), ClientError> {
+        let controller = self.controller()?;
+        let answer = self.call_cluster(Some(controller), |id| {
+            let mut builder = flatbuffers::FlatBufferBuilder::new();
+            let mut args = wire::MoveReplicaRequestArgs {
+                group,
+                ..Default::default()
+            };
+            match record {
+                MoveRecord::Start {
+                    from,
+                    to,
+                    to_shard,
+                    join,
+                } => {
+                    args.action = MoveAction::Start;
+                    args.from_node = *from;
+                    args.to_node = *to;
+                    args.to_shard = to_shard.unwrap_or(u32::MAX);
+                    args.voters = Some(builder.create_vector(&join.voters));
+                    args.learners = Some(builder.create_vector(&join.learners));
+                    args.config_index = join.index;
+                }
+                MoveRecord::Finish => args.action = MoveAction::Finish,
+                MoveRecord::Abandon => args.action = MoveAction::Abandon,
+            }
+            let body = wire::MoveReplicaRequest::create(&mut builder, &args);
+            encode_request(
+                &mut builder,
+                id,
+                wire::RequestBody::MoveReplicaRequest,
+                body.as_union_value(),
+            )
+        })?;
+        let response = decode_response(&answer)?;
+        check_response(&response)?;
+        let body = response
+            .body_as_move_replica_response()
+            .ok_or_else(|| ClientError::Unexpected("not a move answer".into()))?;
+        Ok((body.applied(), body.to_shard()))
+    }
+}

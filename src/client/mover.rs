@@ -1,0 +1,374 @@
+//! Moves one replica of a replica group from one node to another, by joint consensus,
+//! while the group goes on serving:
+//!
+//! ```text
+//! AddLearner to ─▶ record Start (to starts, catches up from the leader: snapshot + log)
+//!   ─▶ EnterJoint +to −from ─▶ LeaveJoint ─▶ RemoveLearner from ─▶ record Finish
+//!   (from stops and deletes its files)
+//! a learner not caught up within the budget: RemoveLearner to ─▶ record Abandon
+//! ```
+//!
+//! Every step is decided from the configuration the group's leader applied, and every
+//! step the controller records is idempotent, so a move interrupted anywhere (its
+//! leader, the controller's leader or this process killed) resumes when asked again: a
+//! change whose answer was lost is seen done, or asked again. The group never has fewer
+//! voters than it started with: the new replica votes before the old one stops.
+//!
+//! Owns the order of the steps; never changes a configuration itself (the group's leader
+//! checks and applies each change, `replication::membership`).
+
+use std::time::{Duration, Instant};
+
+use crate::client::move_calls::{GroupMembership, MembershipCall, MoveRecord};
+use crate::client::{ClientError, ClusterClient};
+
+/// How often the mover looks at the group again while its learner catches up.
+const MOVER_POLL: Duration = Duration::from_millis(200);
+
+/// One replica to move.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ReplicaMovePlan {
+    /// The replica group.
+    pub group: u32,
+    /// The node giving its replica up.
+    pub from: u64,
+    /// The node taking it.
+    pub to: u64,
+    /// Its shard there (`None`: the controller picks the least loaded).
+    pub to_shard: Option<u32>,
+}
+
+/// How a move ended.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum MoveOutcome {
+    /// The group runs on `to` instead of `from`.
+    Done,
+    /// The learner did not catch up within the budget: it was removed again.
+    RolledBack,
+}
+
+/// Why a move stopped before it ended.
+#[derive(Debug, thiserror::Error)]
+pub enum MoveError {
+    /// The cluster refused a step (the move makes no sense: a node not in the group...).
+    #[error("group {group}: {error}")]
+    Refused {
+        /// The group.
+        group: u32,
+        /// The refusal.
+        error: ClientError,
+    },
+    /// The move did not end within the time allowed (it goes on when asked again).
+    #[error("group {group}: the move did not end within {seconds} s; ask again to resume it")]
+    TimedOut {
+        /// The group.
+        group: u32,
+        /// The time allowed.
+        seconds: u64,
+    },
+}
+
+/// Where a move stands, as the mover reports it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct MoveProgress {
+    /// The step just asked for or waited on.
+    pub step: &'static str,
+    /// The group's configuration as last seen.
+    pub membership: GroupMembership,
+}
+
+/// How long a move may take.
+#[derive(Clone, Copy, Debug)]
+pub struct MoveBudget {
+    /// The learner must be caught up within this, else the move rolls back.
+    pub catch_up: Duration,
+    /// The whole move must end within this.
+    pub total: Duration,
+}
+
+/// Moves `plan`'s replica, telling `progress` each step. Resumes a move of the same
+/// replica left half-way.
+pub fn move_replica(
+    client: &mut ClusterClient,
+    plan: &ReplicaMovePlan,
+    budget: MoveBudget,
+    progress: &mut dyn FnMut(&MoveProgress),
+) -> Result<MoveOutcome, MoveError> {
+    let started = Instant::now();
+    let mut rolling_back = false;
+    let mut recorded_start = false;
+    // A start the controller refused (the learner then leaves again).
+    let mut refusal: Option<ClientError> = None;
+    loop {
+        if started.elapsed() > budget.total {
+            return Err(MoveError::TimedOut {
+                group: plan.group,
+                seconds: budget.total.as_secs(),
+            });
+        }
+        let membership = match client.membership(plan.group, &MembershipCall::Query) {
+            Ok(membership) => membership,
+            Err(error) => {
+                retry_or_refuse(plan.group, error)?;
+                continue;
+            }
+        };
+        let step = if rolling_back {
+            roll_back_step(plan, &membership)
+        } else {
+            move_step(plan, &membership, started.elapsed() > budget.catch_up)
+        };
+        progress(&MoveProgress {
+            step: step.name(),
+            membership: membership.clone(),
+        });
+        let outcome = match step {
+            Step::Change(call) => client.membership(plan.group, &call).map(|_| ()),
+            Step::RecordStart if !recorded_start => {
+                let record = MoveRecord::Start {
+                    from: plan.from,
+                    to: plan.to,
+                    to_shard: plan.to_shard,
+                    join: membership,
+                };
+                match client.record_move(plan.group, &record) {
+                    Ok(_) => recorded_start = true,
+                    Err(error) => {
+                        tracing::warn!(group = plan.group, %error, "the move's start was refused: its learner leaves again");
+                        refusal = Some(error);
+                        rolling_back = true;
+                    }
+                }
+                Ok(())
+            }
+            Step::RecordStart => {
+                std::thread::sleep(MOVER_POLL);
+                Ok(())
+            }
+            Step::RollBack => {
+                rolling_back = true;
+                Ok(())
+            }
+            Step::Finish => {
+                client
+                    .record_move(plan.group, &MoveRecord::Finish)
+                    .map_err(|error| MoveError::Refused {
+                        group: plan.group,
+                        error,
+                    })?;
+                return Ok(MoveOutcome::Done);
+            }
+            Step::Abandoned => {
+                client
+                    .record_move(plan.group, &MoveRecord::Abandon)
+                    .map_err(|error| MoveError::Refused {
+                        group: plan.group,
+                        error,
+                    })?;
+                return match refusal {
+                    Some(error) => Err(MoveError::Refused {
+                        group: plan.group,
+                        error,
+                    }),
+                    None => Ok(MoveOutcome::RolledBack),
+                };
+            }
+            Step::NotHeld => {
+                return Err(MoveError::Refused {
+                    group: plan.group,
+                    error: ClientError::Unexpected(format!(
+                        "neither node {} nor node {} holds a replica of the group",
+                        plan.from, plan.to
+                    )),
+                })
+            }
+        };
+        if let Err(error) = outcome {
+            retry_or_refuse(plan.group, error)?;
+        }
+    }
+}
+
+/// A retriable error (a leader changing, a node down) waits and goes on, and so does a
+/// refused change: the group may have made it already (its answer lost), or be busy
+/// with another; the next look at the configuration decides. Anything else ends the move
+/// (it resumes when asked again).
+fn retry_or_refuse(group: u32, error: ClientError) -> Result<(), MoveError> {
+    if error.is_retriable() || matches!(error, ClientError::Broker { .. }) {
+        tracing::debug!(group, %error, "move step not taken; looking again");
+        std::thread::sleep(MOVER_POLL);
+        return Ok(());
+    }
+    Err(MoveError::Refused { group, error })
+}
+
+/// The next thing a move does.
+#[derive(Clone, Debug, PartialEq, Eq)]
+enum Step {
+    /// Ask the group's leader for this change.
+    Change(MembershipCall),
+    /// Record the start (the learner then starts on its node), then wait for the
+    /// learner to catch up.
+    RecordStart,
+    /// The learner took too long: remove it again.
+    RollBack,
+    /// The old replica is out: record the end.
+    Finish,
+    /// The learner is out again: record the roll-back.
+    Abandoned,
+    /// Neither node holds a replica: the plan is wrong.
+    NotHeld,
+}
+
+impl Step {
+    fn name(&self) -> &'static str {
+        match self {
+            Step::Change(MembershipCall::Query) => "looking",
+            Step::Change(MembershipCall::AddLearner(_)) => "adding the new replica as a learner",
+            Step::Change(MembershipCall::EnterJoint { .. }) => {
+                "promoting the new replica, demoting the old (joint configuration)"
+            }
+            Step::Change(MembershipCall::LeaveJoint) => "leaving the joint configuration",
+            Step::Change(MembershipCall::RemoveLearner(_)) => "removing a learner",
+            Step::RecordStart => "the new replica catches up",
+            Step::RollBack => "the new replica did not catch up in time: rolling back",
+            Step::Finish => "recording the end",
+            Step::Abandoned => "recording the roll-back",
+            Step::NotHeld => "neither node holds a replica",
+        }
+    }
+}
+
+/// The next step of a move going forward, from the configuration applied.
+fn move_step(plan: &ReplicaMovePlan, membership: &GroupMembership, late: bool) -> Step {
+    let (from, to) = (plan.from, plan.to);
+    if membership.is_joint() {
+        return Step::Change(MembershipCall::LeaveJoint);
+    }
+    if !membership.contains(to) {
+        if !membership.contains(from) {
+            return Step::NotHeld;
+        }
+        return Step::Change(MembershipCall::AddLearner(to));
+    }
+    if membership.learners.contains(&to) {
+        if membership.caught_up.contains(&to) {
+            return Step::Change(MembershipCall::EnterJoint {
+                promote: vec![to],
+                demote: vec![from],
+            });
+        }
+        if late {
+            return Step::RollBack;
+        }
+        return Step::RecordStart;
+    }
+    if membership.learners.contains(&from) {
+        return Step::Change(MembershipCall::RemoveLearner(from));
+    }
+    if membership.contains(from) {
+        // `to` votes beside `from`: only a joint configuration left half-way does that.
+        return Step::Change(MembershipCall::EnterJoint {
+            promote: Vec::new(),
+            demote: vec![from],
+        });
+    }
+    Step::Finish
+}
+
+/// The next step of a move rolling back. A promotion asked before the roll-back was
+/// decided may have been applied since: the move then goes on instead.
+fn roll_back_step(plan: &ReplicaMovePlan, membership: &GroupMembership) -> Step {
+    let to = plan.to;
+    if membership.voters.contains(&to) || membership.outgoing.contains(&to) {
+        return move_step(plan, membership, false);
+    }
+    if membership.learners.contains(&to) {
+        return Step::Change(MembershipCall::RemoveLearner(to));
+    }
+    Step::Abandoned
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn plan() -> ReplicaMovePlan {
+        ReplicaMovePlan {
+            group: 1,
+            from: 1,
+            to: 4,
+            to_shard: None,
+        }
+    }
+
+    fn config(
+        voters: &[u64],
+        outgoing: &[u64],
+        learners: &[u64],
+        caught_up: &[u64],
+    ) -> GroupMembership {
+        GroupMembership {
+            group: 1,
+            voters: voters.to_vec(),
+            outgoing: outgoing.to_vec(),
+            learners: learners.to_vec(),
+            index: 10,
+            caught_up: caught_up.to_vec(),
+        }
+    }
+
+    /// Each configuration a move passes through leads to the step after it, whatever
+    /// step was asked last (a resumed move starts anywhere on this path).
+    #[test]
+    fn every_configuration_of_a_move_leads_to_its_next_step() {
+        let plan = plan();
+        let path = [
+            (
+                config(&[1, 2, 3], &[], &[], &[]),
+                Step::Change(MembershipCall::AddLearner(4)),
+            ),
+            (config(&[1, 2, 3], &[], &[4], &[]), Step::RecordStart),
+            (
+                config(&[1, 2, 3], &[], &[4], &[4]),
+                Step::Change(MembershipCall::EnterJoint {
+                    promote: vec![4],
+                    demote: vec![1],
+                }),
+            ),
+            (
+                config(&[2, 3, 4], &[1, 2, 3], &[1], &[]),
+                Step::Change(MembershipCall::LeaveJoint),
+            ),
+            (
+                config(&[2, 3, 4], &[], &[1], &[]),
+                Step::Change(MembershipCall::RemoveLearner(1)),
+            ),
+            (config(&[2, 3, 4], &[], &[], &[]), Step::Finish),
+        ];
+        for (membership, step) in path {
+            assert_eq!(move_step(&plan, &membership, false), step, "{membership:?}");
+        }
+        let late = config(&[1, 2, 3], &[], &[4], &[]);
+        assert_eq!(move_step(&plan, &late, true), Step::RollBack);
+    }
+
+    #[test]
+    fn a_roll_back_removes_the_learner_or_goes_on_once_it_was_promoted() {
+        let plan = plan();
+        let learner = config(&[1, 2, 3], &[], &[4], &[]);
+        assert_eq!(
+            roll_back_step(&plan, &learner),
+            Step::Change(MembershipCall::RemoveLearner(4))
+        );
+        assert_eq!(
+            roll_back_step(&plan, &config(&[1, 2, 3], &[], &[], &[])),
+            Step::Abandoned
+        );
+        let promoted = config(&[2, 3, 4], &[1, 2, 3], &[1], &[]);
+        assert_eq!(
+            roll_back_step(&plan, &promoted),
+            Step::Change(MembershipCall::LeaveJoint)
+        );
+    }
+}

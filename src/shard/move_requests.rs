@@ -1,0 +1,321 @@
+//! The requests a replica move is made of (`controller::mover` asks them): a group's
+//! leader changes its membership (or describes it), and the controller's leader records
+//! where the move stands.
+//!
+//! Owns checking these requests and answering them; never decides which move to make
+//! nor which step comes next (the mover does, from the configuration the group applied).
+//! The controller group itself is not moved (its replicas are on every node).
+
+use std::rc::Rc;
+
+use flatbuffers::FlatBufferBuilder;
+
+use crate::broker::log_entry::BrokerEntry;
+use crate::broker::replica_moves::{MoveEntry, ReplicaMove};
+use crate::broker::state::Applied;
+use crate::constants::ADMIN_TIMEOUT;
+use crate::controller::{GroupId, CONTROLLER_GROUP};
+use crate::protocol::wire::{self, ErrorCode, MembershipAction, MoveAction, ResponseBody};
+use crate::replication::membership::MembershipChange;
+use crate::shard::answer_frame::AnswerFrame;
+use crate::shard::group_driver::ShardCore;
+use crate::shard::requests::{controller_only, finish_response, propose_admin, WireError};
+
+/// Most members a request may name (a group has at most 5 voters and a learner).
+const MAX_NAMED_MEMBERS: usize = 16;
+
+/// Most moves one plan lists (a rebalance of a large cluster is planned again as it
+/// goes).
+const MAX_PLANNED_MOVES: usize = 256;
+
+/// A move's target shard left to the controller.
+pub const ANY_SHARD: u32 = u32::MAX;
+
+/// Records a move's step in the controller's log.
+pub(super) async fn handle_move_replica(
+    core: &Rc<ShardCore>,
+    correlation_id: u64,
+    asked: wire::MoveReplicaRequest<'_>,
+) -> Result<AnswerFrame, WireError> {
+    controller_only(core)?;
+    let group = asked.group();
+    check_movable(core, group)?;
+    let nodes = |list: Option<flatbuffers::Vector<'_, u64>>| -> Result<Vec<u64>, WireError> {
+        let list: Vec<u64> = list.iter().flatten().collect();
+        if list.len() > MAX_NAMED_MEMBERS {
+            return Err(invalid(format!("at most {MAX_NAMED_MEMBERS} members")));
+        }
+        Ok(list)
+    };
+    let entry = match asked.action() {
+        MoveAction::Start => {
+            let to_node = asked.to_node();
+            let to_shard = match asked.to_shard() {
+                ANY_SHARD => least_loaded_shard(core, to_node),
+                shard => shard,
+            };
+            let moving = ReplicaMove {
+                group,
+                from: asked.from_node(),
+                to: (to_node, to_shard),
+                join_voters: nodes(asked.voters())?,
+                join_learners: nodes(asked.learners())?,
+                join_index: asked.config_index(),
+            };
+            check_start(core, &moving)?;
+            MoveEntry::Start(moving)
+        }
+        MoveAction::Finish => match replicas_after_move(core, group) {
+            Some(replicas) => MoveEntry::Finish { group, replicas },
+            // Recorded already (an end asked again): nothing to do.
+            None => return Ok(move_answer(correlation_id, group, 0, false)),
+        },
+        MoveAction::Abandon => MoveEntry::Abandon { group },
+        _ => return Err(invalid("unknown move action")),
+    };
+    let to_shard = match &entry {
+        MoveEntry::Start(moving) => moving.to.1,
+        _ => 0,
+    };
+    let applied = matches!(
+        propose_admin(core, BrokerEntry::Move(entry).encode()).await?,
+        Applied::TopicsChanged
+    );
+    Ok(move_answer(correlation_id, group, to_shard, applied))
+}
+
+fn move_answer(correlation_id: u64, group: u32, to_shard: u32, applied: bool) -> AnswerFrame {
+    let mut builder = FlatBufferBuilder::with_capacity(64);
+    let body = wire::MoveReplicaResponse::create(
+        &mut builder,
+        &wire::MoveReplicaResponseArgs {
+            group,
+            to_shard,
+            applied,
+        },
+    );
+    finish_response(
+        builder,
+        correlation_id,
+        ResponseBody::MoveReplicaResponse,
+        Some(body.as_union_value()),
+        None,
+    )
+}
+
+/// Plans the moves that drain the nodes asked and even out the rest (changes nothing).
+pub(super) fn handle_plan_moves(
+    core: &Rc<ShardCore>,
+    correlation_id: u64,
+    asked: wire::PlanMovesRequest<'_>,
+) -> Result<AnswerFrame, WireError> {
+    controller_only(core)?;
+    let draining: Vec<u64> = asked.drain().iter().flatten().collect();
+    let nodes = core.config.voters();
+    if let Some(unknown) = draining.iter().find(|n| !nodes.contains(n)) {
+        return Err(invalid(format!("node {unknown} is not in the cluster")));
+    }
+    if draining.len() >= nodes.len() {
+        return Err(invalid("draining every node leaves nowhere to move to"));
+    }
+    let limit = match asked.max_moves() {
+        0 => MAX_PLANNED_MOVES,
+        asked => (asked as usize).min(MAX_PLANNED_MOVES),
+    };
+    let planned = {
+        let state = core.state();
+        let moves = state.topics.moves();
+        let busy: Vec<u32> = moves.all_under_way().map(|m| m.group).collect();
+        let left = |group: u32| {
+            moves
+                .retired
+                .get(&group)
+                .map(|nodes| nodes.iter().copied().collect())
+                .unwrap_or_default()
+        };
+        core.placement()
+            .plan_replica_moves((&nodes, &draining), left, &busy, limit)
+    };
+    let mut builder = FlatBufferBuilder::with_capacity(64 + 32 * planned.len());
+    let moves: Vec<_> = planned
+        .iter()
+        .map(|(group, from, to)| {
+            wire::PlannedMove::create(
+                &mut builder,
+                &wire::PlannedMoveArgs {
+                    group: *group,
+                    from_node: from.node,
+                    to_node: to.node,
+                    to_shard: to.shard,
+                },
+            )
+        })
+        .collect();
+    let moves = builder.create_vector(&moves);
+    let body = wire::PlanMovesResponse::create(
+        &mut builder,
+        &wire::PlanMovesResponseArgs { moves: Some(moves) },
+    );
+    Ok(finish_response(
+        builder,
+        correlation_id,
+        ResponseBody::PlanMovesResponse,
+        Some(body.as_union_value()),
+        None,
+    ))
+}
+
+/// The shard of `node` running the fewest groups (the lowest of those).
+fn least_loaded_shard(core: &ShardCore, node: u64) -> u32 {
+    let placement = core.placement();
+    (0..core.config.shards)
+        .min_by_key(|&shard| (placement.groups_on(node, shard).len(), shard))
+        .unwrap_or(0)
+}
+
+/// The group's replicas once its move under way is done: every member but the node
+/// that gave its replica up, each on the shard running it there (none without a move).
+fn replicas_after_move(core: &ShardCore, group: u32) -> Option<Vec<(u64, u32)>> {
+    let state = core.state();
+    let moving = state.topics.moves().under_way(group)?;
+    let placement = core.placement();
+    Some(
+        placement
+            .members(GroupId(group))
+            .into_iter()
+            .filter(|&node| node != moving.from)
+            .filter_map(|node| Some((node, placement.shard_on(node, GroupId(group))?)))
+            .collect(),
+    )
+}
+
+/// A data group that exists.
+fn check_movable(core: &ShardCore, group: u32) -> Result<(), WireError> {
+    if group == CONTROLLER_GROUP.0 {
+        return Err(invalid("the controller group is not moved"));
+    }
+    if !core.placement().contains(GroupId(group)) {
+        return Err(invalid(format!("no replica group {group}")));
+    }
+    Ok(())
+}
+
+/// A start that can happen: from a voter, to a node of the cluster not in the group, on
+/// one of its shards, with the learner in the configuration it starts with.
+fn check_start(core: &ShardCore, moving: &ReplicaMove) -> Result<(), WireError> {
+    let group = GroupId(moving.group);
+    let placement = core.placement();
+    let (to, shard) = moving.to;
+    if !placement.replicas(group).contains(&moving.from) {
+        return Err(invalid(format!(
+            "node {} holds no voter of group {}",
+            moving.from, moving.group
+        )));
+    }
+    if !core.config.voters().contains(&to) {
+        return Err(invalid(format!("node {to} is not in the cluster")));
+    }
+    if shard >= core.config.shards {
+        return Err(invalid(format!("nodes run {} shards", core.config.shards)));
+    }
+    if core.state().topics.moves().has_left(moving.group, to) {
+        return Err(invalid(format!(
+            "node {to} held group {} before: a replica id is never used twice in a group",
+            moving.group
+        )));
+    }
+    if !moving.join_learners.contains(&to) || moving.join_voters.is_empty() {
+        return Err(invalid("the learner starts with a configuration naming it"));
+    }
+    Ok(())
+}
+
+/// Changes (or describes) a group's membership at its leader.
+pub(super) async fn handle_change_membership(
+    core: &Rc<ShardCore>,
+    correlation_id: u64,
+    asked: wire::ChangeMembershipRequest<'_>,
+) -> Result<AnswerFrame, WireError> {
+    let group = GroupId(asked.group());
+    if core.group != group {
+        if !core.placement().contains(group) {
+            return Err(invalid(format!("no replica group {}", group.0)));
+        }
+        return Err(WireError::wrong_shard(core, group));
+    }
+    if !core.is_leader() {
+        return Err(WireError::not_leader(core));
+    }
+    if let Some(change) = change_of(&asked)? {
+        let pending = core
+            .change_membership(change)
+            .map_err(|error| WireError::from_shard(&error))?;
+        match glommio::timer::timeout(ADMIN_TIMEOUT, async { Ok(pending.wait().await) }).await {
+            Ok(answer) => answer.map_err(|error| WireError::from_shard(&error))?,
+            Err(_) => {
+                return Err(WireError::new(
+                    ErrorCode::RequestTimedOut,
+                    "the change was not applied in time (it may still be)",
+                ))
+            }
+        };
+    }
+    Ok(membership_answer(core, correlation_id))
+}
+
+/// The change asked for (none for a query).
+fn change_of(
+    asked: &wire::ChangeMembershipRequest<'_>,
+) -> Result<Option<MembershipChange>, WireError> {
+    let list = |nodes: Option<flatbuffers::Vector<'_, u64>>| -> Result<Vec<u64>, WireError> {
+        let nodes: Vec<u64> = nodes.iter().flatten().collect();
+        if nodes.len() > MAX_NAMED_MEMBERS {
+            return Err(invalid(format!("at most {MAX_NAMED_MEMBERS} members")));
+        }
+        Ok(nodes)
+    };
+    let node = asked.node();
+    Ok(match asked.action() {
+        MembershipAction::Query => None,
+        MembershipAction::AddLearner => Some(MembershipChange::AddLearner { node }),
+        MembershipAction::EnterJoint => Some(MembershipChange::EnterJoint {
+            promote: list(asked.promote())?,
+            demote: list(asked.demote())?,
+        }),
+        MembershipAction::LeaveJoint => Some(MembershipChange::LeaveJoint),
+        MembershipAction::RemoveLearner => Some(MembershipChange::RemoveLearner { node }),
+        _ => return Err(invalid("unknown membership action")),
+    })
+}
+
+/// The configuration the leader applied, with the learners it counts as caught up.
+fn membership_answer(core: &ShardCore, correlation_id: u64) -> AnswerFrame {
+    let (membership, caught_up) = core.membership_view();
+    let mut builder = FlatBufferBuilder::with_capacity(256);
+    let voters = builder.create_vector(&membership.voters);
+    let outgoing = builder.create_vector(&membership.outgoing);
+    let learners = builder.create_vector(&membership.learners);
+    let caught_up = builder.create_vector(&caught_up);
+    let body = wire::ChangeMembershipResponse::create(
+        &mut builder,
+        &wire::ChangeMembershipResponseArgs {
+            group: core.group.0,
+            voters: Some(voters),
+            outgoing: Some(outgoing),
+            learners: Some(learners),
+            index: membership.index,
+            caught_up: Some(caught_up),
+        },
+    );
+    finish_response(
+        builder,
+        correlation_id,
+        ResponseBody::ChangeMembershipResponse,
+        Some(body.as_union_value()),
+        None,
+    )
+}
+
+fn invalid(message: impl Into<String>) -> WireError {
+    WireError::new(ErrorCode::InvalidRequest, message)
+}

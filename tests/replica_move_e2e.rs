@@ -1,0 +1,410 @@
+//! Replica moves between broker processes on loopback: four nodes, three replicas per
+//! data group, so each group has a node it can move to. `keel cluster move` moves a
+//! replica (its leader's, so leadership moves first) while idempotent producers write
+//! with acks=quorum: the producers see no error, every acknowledged record is read back
+//! once and in order, the group ends on its new nodes, and the node it left deletes its
+//! files.
+
+mod support;
+
+use std::collections::BTreeSet;
+use std::process::Command;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use keel::client::{ClientError, ClusterClient, GroupStatus};
+use keel::controller::{GroupId, Placement};
+use keel::protocol::codec::{encode_record_batch, BatchProducer, RecordData};
+use keel::protocol::wire::Acks;
+use support::{keel_binary, read_partition, retry, start_cluster};
+
+const NODES: u32 = 4;
+const PARTITIONS: u32 = 2;
+const TOPIC: &str = "moving";
+
+/// Five records of `partition` from `first`, from that partition's idempotent producer
+/// (a retry after a lost answer is stored once).
+fn batch_of(partition: u32, first: u64) -> (Vec<u8>, u32) {
+    let records: Vec<RecordData> = (first..first + 5)
+        .map(|n| RecordData {
+            value: format!("p{partition}-{n}").into_bytes(),
+            ..Default::default()
+        })
+        .collect();
+    let producer = BatchProducer {
+        producer_id: 100 + u64::from(partition),
+        producer_epoch: 0,
+        base_sequence: first as u32,
+    };
+    encode_record_batch(producer, 0, &records)
+}
+
+/// The groups whose files a node's data directory holds.
+fn groups_on_disk(node_dir: &std::path::Path) -> BTreeSet<u32> {
+    std::fs::read_dir(node_dir)
+        .unwrap()
+        .filter_map(|entry| {
+            let name = entry.unwrap().file_name().to_string_lossy().into_owned();
+            name.strip_prefix("group-")?.parse().ok()
+        })
+        .collect()
+}
+
+/// Producers writing every partition until stopped: what was acknowledged
+/// (partition, offset, first record) and every error they saw.
+struct Writers {
+    stop: Arc<AtomicBool>,
+    acked: Arc<Mutex<Vec<(u32, u64, u64)>>>,
+    errors: Arc<Mutex<Vec<String>>>,
+    thread: JoinHandle<()>,
+}
+
+impl Writers {
+    fn start(bootstrap: &str) -> Writers {
+        let stop = Arc::new(AtomicBool::new(false));
+        let acked: Arc<Mutex<Vec<(u32, u64, u64)>>> = Arc::default();
+        let errors: Arc<Mutex<Vec<String>>> = Arc::default();
+        let (s, a, e, bootstrap) = (
+            stop.clone(),
+            acked.clone(),
+            errors.clone(),
+            bootstrap.to_string(),
+        );
+        let thread = std::thread::spawn(move || {
+            let mut client = ClusterClient::new(&bootstrap);
+            let mut next = vec![0u64; PARTITIONS as usize];
+            while !s.load(Ordering::Relaxed) {
+                for partition in 0..PARTITIONS {
+                    let first = next[partition as usize];
+                    let (batch, crc) = batch_of(partition, first);
+                    match client.produce(TOPIC, partition, &batch, crc, Acks::Quorum) {
+                        Ok(offset) => a.lock().unwrap().push((partition, offset, first)),
+                        Err(error) => {
+                            e.lock()
+                                .unwrap()
+                                .push(format!("{partition}/{first}: {error}"));
+                            // Sent again with the same sequence: stored once.
+                            continue;
+                        }
+                    }
+                    next[partition as usize] += 5;
+                }
+            }
+        });
+        Writers {
+            stop,
+            acked,
+            errors,
+            thread,
+        }
+    }
+
+    fn acked_count(&self) -> usize {
+        self.acked.lock().unwrap().len()
+    }
+
+    fn stop(self) -> (Vec<(u32, u64, u64)>, Vec<String>) {
+        self.stop.store(true, Ordering::Relaxed);
+        self.thread.join().unwrap();
+        let acked = self.acked.lock().unwrap().clone();
+        let errors = self.errors.lock().unwrap().clone();
+        (acked, errors)
+    }
+}
+
+/// Every acknowledged batch is stored where it was acknowledged, once, in send order.
+fn check_every_acknowledged_record(bootstrap: &str, acked: &[(u32, u64, u64)]) {
+    let mut client = ClusterClient::new(bootstrap);
+    for partition in 0..PARTITIONS {
+        let stored = read_partition(&mut client, TOPIC, partition);
+        for &(_, offset, first) in acked.iter().filter(|(p, ..)| *p == partition) {
+            for k in 0..5 {
+                assert_eq!(
+                    stored[(offset + k) as usize],
+                    format!("p{partition}-{}", first + k),
+                    "acknowledged record at {partition}/{}",
+                    offset + k
+                );
+            }
+        }
+        let values: Vec<u64> = stored
+            .iter()
+            .map(|v| v.rsplit('-').next().unwrap().parse().unwrap())
+            .collect();
+        assert!(
+            values.windows(2).all(|w| w[0] < w[1]),
+            "partition {partition}: once, in send order"
+        );
+    }
+}
+
+/// `group`'s rows of `keel cluster status` once it has a leader and `count` replicas.
+fn group_rows(client: &mut ClusterClient, group: u32, count: usize) -> Vec<GroupStatus> {
+    retry("the group settled", || {
+        let rows: Vec<GroupStatus> = client
+            .cluster_status()?
+            .into_iter()
+            .filter(|r| r.group == group && r.role != "down")
+            .collect();
+        let leaders = rows.iter().filter(|r| r.role == "leader").count();
+        if leaders == 1 && rows.len() == count {
+            Ok(rows)
+        } else {
+            Err(ClientError::Unexpected(format!("not settled: {rows:?}")))
+        }
+    })
+}
+
+/// Runs `keel cluster move`; its output.
+fn keel_cluster_move(bootstrap: &str, group: u32, from: u64, to: u64) -> std::process::Output {
+    Command::new(keel_binary())
+        .args(["cluster", "move", "--bootstrap", bootstrap])
+        .args(["--group", &group.to_string()])
+        .args(["--from", &from.to_string(), "--to", &to.to_string()])
+        .args(["--timeout", "60s"])
+        .output()
+        .expect("run keel cluster move")
+}
+
+#[test]
+fn a_leaders_replica_moves_to_another_node_while_producers_write_and_nothing_is_lost() {
+    let root = tempfile::tempdir().unwrap();
+    let mut nodes = start_cluster(root.path(), NODES, 1);
+    let bootstrap: Vec<String> = nodes.iter().map(|n| n.address(0)).collect();
+    let bootstrap = bootstrap.join(",");
+    let mut client = ClusterClient::new(&bootstrap);
+    retry("create topic", || client.create_topic(TOPIC, PARTITIONS));
+
+    let node_ids: Vec<u64> = (1..=u64::from(NODES)).collect();
+    let placement = Placement::bootstrap(1, &node_ids, 3);
+    let group = 1;
+    let members: BTreeSet<u64> = placement.members(GroupId(group)).into_iter().collect();
+    let to = *node_ids.iter().find(|n| !members.contains(n)).unwrap();
+    let rows = group_rows(&mut client, group, 3);
+    let from = u64::from(rows.iter().find(|r| r.role == "leader").unwrap().node);
+
+    let writers = Writers::start(&bootstrap);
+    std::thread::sleep(Duration::from_millis(1000));
+    let before = writers.acked_count();
+    let moved = keel_cluster_move(&bootstrap, group, from, to);
+    let during = writers.acked_count() - before;
+    std::thread::sleep(Duration::from_millis(1000));
+    let (acked, errors) = writers.stop();
+    let output = String::from_utf8_lossy(&moved.stdout).into_owned()
+        + &String::from_utf8_lossy(&moved.stderr);
+    println!("{output}");
+    assert!(
+        moved.status.success(),
+        "keel cluster move failed:\n{output}"
+    );
+    assert!(output.contains("replica moved"), "{output}");
+    assert!(errors.is_empty(), "the producers saw errors: {errors:?}");
+    assert!(during > 10, "writes went on during the move: {during}");
+
+    // The group runs on its new nodes, one of them leading; the old node let it go.
+    let rows = group_rows(&mut client, group, 3);
+    let now: BTreeSet<u64> = rows.iter().map(|r| u64::from(r.node)).collect();
+    let mut expected = members.clone();
+    expected.remove(&from);
+    expected.insert(to);
+    assert_eq!(now, expected, "{rows:?}");
+    let from_dir = root.path().join(format!("node-{from}"));
+    retry("the old replica's files deleted", || {
+        let on_disk = groups_on_disk(&from_dir);
+        if on_disk.contains(&group) {
+            Err(format!("node {from} still holds {on_disk:?}"))
+        } else {
+            Ok(())
+        }
+    });
+    assert!(groups_on_disk(&root.path().join(format!("node-{to}"))).contains(&group));
+    check_every_acknowledged_record(&bootstrap, &acked);
+
+    // Restarted, the old node does not bring the group back; the new one rejoins it.
+    for node in [from, to] {
+        let broker = nodes.remove(node as usize - 1);
+        nodes.insert(node as usize - 1, broker.restart());
+    }
+    let rows = group_rows(&mut client, group, 3);
+    let now: BTreeSet<u64> = rows.iter().map(|r| u64::from(r.node)).collect();
+    assert_eq!(now, expected, "after the restarts: {rows:?}");
+    assert!(!groups_on_disk(&from_dir).contains(&group));
+    check_every_acknowledged_record(&bootstrap, &acked);
+}
+
+/// The controller's leader, also holding a replica of the group, is killed (kill -9)
+/// while its replica is moved away, and so is the `keel cluster move` doing it; asked
+/// again, the move resumes from where the group is and ends. The killed node, started
+/// again, no longer holds the group. Producers see no error; nothing acknowledged is lost.
+#[test]
+fn a_move_interrupted_by_a_kill_of_the_controllers_leader_and_of_the_mover_resumes() {
+    let root = tempfile::tempdir().unwrap();
+    let mut nodes = start_cluster(root.path(), NODES, 1);
+    let bootstrap: Vec<String> = nodes.iter().map(|n| n.address(0)).collect();
+    let bootstrap = bootstrap.join(",");
+    let mut client = ClusterClient::new(&bootstrap);
+    retry("create topic", || client.create_topic(TOPIC, PARTITIONS));
+    let controller_rows = group_rows(&mut client, 0, NODES as usize);
+    let leader = u64::from(
+        controller_rows
+            .iter()
+            .find(|r| r.role == "leader")
+            .unwrap()
+            .node,
+    );
+    let node_ids: Vec<u64> = (1..=u64::from(NODES)).collect();
+    let placement = Placement::bootstrap(1, &node_ids, 3);
+    let group = (1..placement.group_count())
+        .find(|&g| placement.members(GroupId(g)).contains(&leader))
+        .expect("a data group on the controller's leader");
+    let members: BTreeSet<u64> = placement.members(GroupId(group)).into_iter().collect();
+    let to = *node_ids.iter().find(|n| !members.contains(n)).unwrap();
+    group_rows(&mut client, group, 3);
+
+    let writers = Writers::start(&bootstrap);
+    std::thread::sleep(Duration::from_millis(500));
+    // The mover starts; at its first step both it and the controller's leader die.
+    let mut mover = Command::new(keel_binary())
+        .args(["cluster", "move", "--bootstrap", &bootstrap])
+        .args(["--group", &group.to_string()])
+        .args(["--from", &leader.to_string(), "--to", &to.to_string()])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("run keel cluster move");
+    let mut first_line = String::new();
+    let mut stdout = std::io::BufReader::new(mover.stdout.take().unwrap());
+    std::io::BufRead::read_line(&mut stdout, &mut first_line).unwrap();
+    nodes[leader as usize - 1].kill();
+    let _ = mover.kill();
+    let _ = mover.wait();
+
+    let moved = keel_cluster_move(&bootstrap, group, leader, to);
+    let output = String::from_utf8_lossy(&moved.stdout).into_owned()
+        + &String::from_utf8_lossy(&moved.stderr);
+    println!("first mover: {first_line}second mover:\n{output}");
+    assert!(
+        moved.status.success(),
+        "keel cluster move failed:\n{output}"
+    );
+    std::thread::sleep(Duration::from_millis(500));
+    let (acked, errors) = writers.stop();
+    assert!(errors.is_empty(), "the producers saw errors: {errors:?}");
+
+    let mut expected = members.clone();
+    expected.remove(&leader);
+    expected.insert(to);
+    let rows = group_rows(&mut client, group, 3);
+    let now: BTreeSet<u64> = rows.iter().map(|r| u64::from(r.node)).collect();
+    assert_eq!(now, expected, "{rows:?}");
+    check_every_acknowledged_record(&bootstrap, &acked);
+
+    // Started again, the old leader learns from the controller that the group left it.
+    let broker = nodes.remove(leader as usize - 1);
+    nodes.insert(leader as usize - 1, broker.restart());
+    let leader_dir = root.path().join(format!("node-{leader}"));
+    retry("the old replica's files deleted", || {
+        let on_disk = groups_on_disk(&leader_dir);
+        if on_disk.contains(&group) {
+            Err(format!("node {leader} still holds {on_disk:?}"))
+        } else {
+            Ok(())
+        }
+    });
+    let rows = group_rows(&mut client, group, 3);
+    let now: BTreeSet<u64> = rows.iter().map(|r| u64::from(r.node)).collect();
+    assert_eq!(now, expected, "after the restart: {rows:?}");
+    check_every_acknowledged_record(&bootstrap, &acked);
+}
+
+/// `keel node drain` moves every data replica off a node while producers write: the
+/// dry run lists the moves, the drain makes them, the node ends holding only the
+/// controller, a second drain finds nothing to move, and nothing acknowledged is lost.
+#[test]
+fn draining_a_node_moves_every_replica_off_it_while_producers_write() {
+    let root = tempfile::tempdir().unwrap();
+    let _nodes = start_cluster(root.path(), NODES, 1);
+    let bootstrap: Vec<String> = _nodes.iter().map(|n| n.address(0)).collect();
+    let bootstrap = bootstrap.join(",");
+    let mut client = ClusterClient::new(&bootstrap);
+    retry("create topic", || client.create_topic(TOPIC, PARTITIONS));
+    let node_ids: Vec<u64> = (1..=u64::from(NODES)).collect();
+    let placement = Placement::bootstrap(1, &node_ids, 3);
+    // The node holding the most data groups.
+    let victim = *node_ids
+        .iter()
+        .max_by_key(|&&n| {
+            (1..placement.group_count())
+                .filter(|&g| placement.members(GroupId(g)).contains(&n))
+                .count()
+        })
+        .unwrap();
+    let victim_dir = root.path().join(format!("node-{victim}"));
+    let held: BTreeSet<u32> = groups_on_disk(&victim_dir)
+        .into_iter()
+        .filter(|&g| g != 0)
+        .collect();
+    assert!(!held.is_empty());
+    for group in 1..placement.group_count() {
+        group_rows(&mut client, group, 3);
+    }
+
+    let drain = |extra: &[&str]| {
+        let output = Command::new(keel_binary())
+            .args([
+                "node",
+                "drain",
+                &victim.to_string(),
+                "--bootstrap",
+                &bootstrap,
+            ])
+            .args(extra)
+            .output()
+            .expect("run keel node drain");
+        let text = String::from_utf8_lossy(&output.stdout).into_owned()
+            + &String::from_utf8_lossy(&output.stderr);
+        assert!(output.status.success(), "keel node drain failed:\n{text}");
+        text
+    };
+    let dry = drain(&["--dry-run"]);
+    assert!(
+        dry.contains(&format!("{} move(s) planned", held.len())),
+        "{dry}"
+    );
+    assert_eq!(
+        groups_on_disk(&victim_dir).len(),
+        held.len() + 1,
+        "a dry run moves nothing"
+    );
+
+    let writers = Writers::start(&bootstrap);
+    std::thread::sleep(Duration::from_millis(500));
+    let text = drain(&[]);
+    println!("{text}");
+    std::thread::sleep(Duration::from_millis(500));
+    let (acked, errors) = writers.stop();
+    assert!(errors.is_empty(), "the producers saw errors: {errors:?}");
+    assert!(
+        text.contains(&format!("{} replica(s) moved", held.len())),
+        "{text}"
+    );
+
+    for &group in &held {
+        let rows = group_rows(&mut client, group, 3);
+        assert!(
+            rows.iter().all(|r| u64::from(r.node) != victim),
+            "group {group} left node {victim}: {rows:?}"
+        );
+    }
+    retry("the drained node's files deleted", || {
+        let on_disk = groups_on_disk(&victim_dir);
+        if on_disk == BTreeSet::from([0]) {
+            Ok(())
+        } else {
+            Err(format!("node {victim} still holds {on_disk:?}"))
+        }
+    });
+    assert!(drain(&[]).contains("0 replica(s) moved"));
+    check_every_acknowledged_record(&bootstrap, &acked);
+}
