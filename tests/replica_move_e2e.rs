@@ -408,3 +408,71 @@ fn draining_a_node_moves_every_replica_off_it_while_producers_write() {
     assert!(drain(&[]).contains("0 replica(s) moved"));
     check_every_acknowledged_record(&bootstrap, &acked);
 }
+
+/// A move whose new replica cannot catch up (its node is stopped, SIGSTOP) shows in
+/// `keel cluster status` as under way; once the node runs again, the move asked again
+/// ends, and the status lists no move.
+#[test]
+fn a_move_under_way_shows_in_the_status_and_ends_once_its_node_runs() {
+    let root = tempfile::tempdir().unwrap();
+    let nodes = start_cluster(root.path(), NODES, 1);
+    let bootstrap: Vec<String> = nodes.iter().map(|n| n.address(0)).collect();
+    let bootstrap = bootstrap.join(",");
+    let mut client = ClusterClient::new(&bootstrap);
+    retry("create topic", || client.create_topic(TOPIC, PARTITIONS));
+    let node_ids: Vec<u64> = (1..=u64::from(NODES)).collect();
+    let placement = Placement::bootstrap(1, &node_ids, 3);
+    let group = 1;
+    let members: BTreeSet<u64> = placement.members(GroupId(group)).into_iter().collect();
+    let to = *node_ids.iter().find(|n| !members.contains(n)).unwrap();
+    let from = *members.iter().max().unwrap();
+    group_rows(&mut client, group, 3);
+    // Status asked of a node that runs (the stopped one would not answer).
+    let ask = nodes
+        .iter()
+        .enumerate()
+        .find(|(i, _)| *i as u64 + 1 != to)
+        .map(|(_, n)| n.address(0))
+        .unwrap();
+
+    nodes[to as usize - 1].signal("STOP");
+    let mut mover = Command::new(keel_binary())
+        .args(["cluster", "move", "--bootstrap", &ask])
+        .args(["--group", &group.to_string()])
+        .args(["--from", &from.to_string(), "--to", &to.to_string()])
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .expect("run keel cluster move");
+    let status = retry("the move listed as under way", || {
+        let output = Command::new(keel_binary())
+            .args(["cluster", "status", "--bootstrap", &ask])
+            .output()
+            .expect("run keel cluster status");
+        let text = String::from_utf8_lossy(&output.stdout).into_owned();
+        let line = format!("group    {group}: node {from} -> node {to}");
+        if text.contains("moves under way:") && text.contains(&line) {
+            Ok(text)
+        } else {
+            Err(text)
+        }
+    });
+    println!("{status}");
+    let _ = mover.kill();
+    let _ = mover.wait();
+
+    nodes[to as usize - 1].signal("CONT");
+    let moved = keel_cluster_move(&bootstrap, group, from, to);
+    let output = String::from_utf8_lossy(&moved.stdout).into_owned()
+        + &String::from_utf8_lossy(&moved.stderr);
+    assert!(
+        moved.status.success(),
+        "keel cluster move failed:\n{output}"
+    );
+    let rows = group_rows(&mut client, group, 3);
+    let now: BTreeSet<u64> = rows.iter().map(|r| u64::from(r.node)).collect();
+    let mut expected = members.clone();
+    expected.remove(&from);
+    expected.insert(to);
+    assert_eq!(now, expected, "{rows:?}");
+    assert!(client.moves_under_way().unwrap().is_empty());
+}

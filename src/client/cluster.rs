@@ -275,6 +275,10 @@ pub(crate) fn check_response(response: &Response<'_>) -> Result<(), ClientError>
     }
 }
 
+/// How long `cluster_status` waits for each shard's answer before it reports it down: a
+/// status answer is immediate, and a stopped node must not hold the whole listing.
+const STATUS_TIMEOUT: Duration = Duration::from_secs(3);
+
 impl ClusterClient {
     /// A client that starts from `bootstrap`: "host:port" of any shard, or several
     /// separated by commas (tried in turn when one does not answer).
@@ -536,6 +540,16 @@ impl ClusterClient {
     /// Asks every shard of every node for its group's state; a shard that does not answer
     /// is listed with role "down".
     pub fn cluster_status(&mut self) -> Result<Vec<GroupStatus>, ClientError> {
+        // A node that does not answer is reported down after a short wait, not after a
+        // produce's long one.
+        let saved = self.request_timeout;
+        self.set_request_timeout(saved.min(STATUS_TIMEOUT));
+        let rows = self.cluster_status_within();
+        self.set_request_timeout(saved);
+        rows
+    }
+
+    fn cluster_status_within(&mut self) -> Result<Vec<GroupStatus>, ClientError> {
         self.refresh_metadata()?;
         let nodes = self.metadata.nodes.clone();
         let mut out = Vec::new();

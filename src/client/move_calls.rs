@@ -198,6 +198,32 @@ impl ClusterClient {
         })
     }
 
+    /// The replica moves under way, as the first node that answers knows them: (group,
+    /// from, to, to's shard).
+    pub fn moves_under_way(&mut self) -> Result<Vec<(u32, u64, u64, u32)>, ClientError> {
+        let answer = self.call_cluster(None, |id| {
+            let mut builder = flatbuffers::FlatBufferBuilder::new();
+            let body = wire::StatusRequest::create(&mut builder, &wire::StatusRequestArgs {});
+            encode_request(
+                &mut builder,
+                id,
+                wire::RequestBody::StatusRequest,
+                body.as_union_value(),
+            )
+        })?;
+        let response = decode_response(&answer)?;
+        check_response(&response)?;
+        let body = response
+            .body_as_status_response()
+            .ok_or_else(|| ClientError::Unexpected("not a status answer".into()))?;
+        Ok(body
+            .moves()
+            .iter()
+            .flatten()
+            .map(|m| (m.group(), m.from_node(), m.to_node(), m.to_shard()))
+            .collect())
+    }
+
     fn record_move_once(
         &mut self,
         group: u32,

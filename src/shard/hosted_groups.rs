@@ -268,6 +268,15 @@ impl HostedGroups {
             .with_moves(topics.moves())
     }
 
+    /// The replica moves under way, as the controller's topics last told say.
+    pub fn moves_under_way(&self) -> Vec<ReplicaMove> {
+        self.topics
+            .borrow()
+            .as_ref()
+            .map(|topics| topics.moves().all_under_way().cloned().collect())
+            .unwrap_or_default()
+    }
+
     /// Records a group's leader in every group's view (for metadata and redirects).
     pub fn set_leader(&self, group: GroupId, leader: u32) {
         for core in self.all() {

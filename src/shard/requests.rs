@@ -918,11 +918,28 @@ fn handle_status(groups: &HostedGroups, correlation_id: u64) -> AnswerFrame {
         .iter()
         .map(|core| group_status(&mut builder, core))
         .collect();
-    let groups = builder.create_vector(&statuses);
+    let groups_list = builder.create_vector(&statuses);
+    let moves: Vec<_> = groups
+        .moves_under_way()
+        .iter()
+        .map(|moving| {
+            wire::MoveStatus::create(
+                &mut builder,
+                &wire::MoveStatusArgs {
+                    group: moving.group,
+                    from_node: moving.from,
+                    to_node: moving.to.0,
+                    to_shard: moving.to.1,
+                },
+            )
+        })
+        .collect();
+    let moves = builder.create_vector(&moves);
     let body = wire::StatusResponse::create(
         &mut builder,
         &wire::StatusResponseArgs {
-            groups: Some(groups),
+            groups: Some(groups_list),
+            moves: Some(moves),
         },
     );
     finish_response(

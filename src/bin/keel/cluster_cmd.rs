@@ -202,7 +202,8 @@ fn move_one(client: &mut ClusterClient, plan: &ReplicaMovePlan, budget: MoveBudg
 }
 
 fn cluster_status(bootstrap: &str) -> ExitCode {
-    let rows = match ClusterClient::new(bootstrap).cluster_status() {
+    let mut client = ClusterClient::new(bootstrap);
+    let rows = match client.cluster_status() {
         Ok(rows) => rows,
         Err(error) => return fail("cluster status", error),
     };
@@ -210,7 +211,7 @@ fn cluster_status(bootstrap: &str) -> ExitCode {
         "{:>5} {:>4} {:<13} {:>6} {:>6} {:>10} {:>10} {:>10} {:>10}  followers (node:matched/lag)",
         "group", "node", "role", "leader", "term", "commit", "applied", "last", "durable"
     );
-    for row in rows {
+    for row in &rows {
         let followers: Vec<String> = row
             .followers
             .iter()
@@ -229,6 +230,22 @@ fn cluster_status(bootstrap: &str) -> ExitCode {
             row.durable,
             followers.join(" ")
         );
+    }
+    let moves = client.moves_under_way().unwrap_or_default();
+    if !moves.is_empty() {
+        println!("moves under way:");
+    }
+    for (group, from, to, shard) in moves {
+        // The new replica's progress, as the group's leader sees it.
+        let progress = rows
+            .iter()
+            .filter(|r| r.group == group && r.role == "leader")
+            .flat_map(|r| r.followers.iter())
+            .find(|(node, ..)| u64::from(*node) == to)
+            .map_or("not heard from yet".to_string(), |(_, matched, lag)| {
+                format!("matched {matched}, {lag} entries behind")
+            });
+        println!("  group {group:>4}: node {from} -> node {to} (shard {shard}): {progress}");
     }
     ExitCode::SUCCESS
 }

@@ -4372,6 +4372,154 @@ impl ::core::fmt::Debug for GroupStatus<'_> {
       ds.finish()
   }
 }
+pub enum MoveStatusOffset {}
+#[derive(Copy, Clone, PartialEq)]
+
+/// A replica move under way, as the controller recorded it.
+pub struct MoveStatus<'a> {
+  pub _tab: ::flatbuffers::Table<'a>,
+}
+
+impl<'a> ::flatbuffers::Follow<'a> for MoveStatus<'a> {
+  type Inner = MoveStatus<'a>;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    Self { _tab: unsafe { ::flatbuffers::Table::new(buf, loc) } }
+  }
+}
+
+impl<'a> MoveStatus<'a> {
+  pub const VT_GROUP: ::flatbuffers::VOffsetT = 4;
+  pub const VT_FROM_NODE: ::flatbuffers::VOffsetT = 6;
+  pub const VT_TO_NODE: ::flatbuffers::VOffsetT = 8;
+  pub const VT_TO_SHARD: ::flatbuffers::VOffsetT = 10;
+
+  #[inline]
+  pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
+    MoveStatus { _tab: table }
+  }
+  #[allow(unused_mut)]
+  pub fn create<'bldr: 'args, 'args: 'mut_bldr, 'mut_bldr, A: ::flatbuffers::Allocator + 'bldr>(
+    _fbb: &'mut_bldr mut ::flatbuffers::FlatBufferBuilder<'bldr, A>,
+    args: &'args MoveStatusArgs
+  ) -> ::flatbuffers::WIPOffset<MoveStatus<'bldr>> {
+    let mut builder = MoveStatusBuilder::new(_fbb);
+    builder.add_to_node(args.to_node);
+    builder.add_from_node(args.from_node);
+    builder.add_to_shard(args.to_shard);
+    builder.add_group(args.group);
+    builder.finish()
+  }
+
+
+  #[inline]
+  pub fn group(&self) -> u32 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u32>(MoveStatus::VT_GROUP, Some(0)).unwrap()}
+  }
+  #[inline]
+  pub fn from_node(&self) -> u64 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u64>(MoveStatus::VT_FROM_NODE, Some(0)).unwrap()}
+  }
+  #[inline]
+  pub fn to_node(&self) -> u64 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u64>(MoveStatus::VT_TO_NODE, Some(0)).unwrap()}
+  }
+  #[inline]
+  pub fn to_shard(&self) -> u32 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u32>(MoveStatus::VT_TO_SHARD, Some(0)).unwrap()}
+  }
+}
+
+impl ::flatbuffers::Verifiable for MoveStatus<'_> {
+  #[inline]
+  fn run_verifier(
+    v: &mut ::flatbuffers::Verifier, pos: usize
+  ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
+    v.visit_table(pos)?
+     .visit_field::<u32>("group", Self::VT_GROUP, false)?
+     .visit_field::<u64>("from_node", Self::VT_FROM_NODE, false)?
+     .visit_field::<u64>("to_node", Self::VT_TO_NODE, false)?
+     .visit_field::<u32>("to_shard", Self::VT_TO_SHARD, false)?
+     .finish();
+    Ok(())
+  }
+}
+pub struct MoveStatusArgs {
+    pub group: u32,
+    pub from_node: u64,
+    pub to_node: u64,
+    pub to_shard: u32,
+}
+impl<'a> Default for MoveStatusArgs {
+  #[inline]
+  fn default() -> Self {
+    MoveStatusArgs {
+      group: 0,
+      from_node: 0,
+      to_node: 0,
+      to_shard: 0,
+    }
+  }
+}
+
+pub struct MoveStatusBuilder<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> {
+  fbb_: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>,
+  start_: ::flatbuffers::WIPOffset<::flatbuffers::TableUnfinishedWIPOffset>,
+}
+impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> MoveStatusBuilder<'a, 'b, A> {
+  #[inline]
+  pub fn add_group(&mut self, group: u32) {
+    self.fbb_.push_slot::<u32>(MoveStatus::VT_GROUP, group, 0);
+  }
+  #[inline]
+  pub fn add_from_node(&mut self, from_node: u64) {
+    self.fbb_.push_slot::<u64>(MoveStatus::VT_FROM_NODE, from_node, 0);
+  }
+  #[inline]
+  pub fn add_to_node(&mut self, to_node: u64) {
+    self.fbb_.push_slot::<u64>(MoveStatus::VT_TO_NODE, to_node, 0);
+  }
+  #[inline]
+  pub fn add_to_shard(&mut self, to_shard: u32) {
+    self.fbb_.push_slot::<u32>(MoveStatus::VT_TO_SHARD, to_shard, 0);
+  }
+  #[inline]
+  pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> MoveStatusBuilder<'a, 'b, A> {
+    let start = _fbb.start_table();
+    MoveStatusBuilder {
+      fbb_: _fbb,
+      start_: start,
+    }
+  }
+  #[inline]
+  pub fn finish(self) -> ::flatbuffers::WIPOffset<MoveStatus<'a>> {
+    let o = self.fbb_.end_table(self.start_);
+    ::flatbuffers::WIPOffset::new(o.value())
+  }
+}
+
+impl ::core::fmt::Debug for MoveStatus<'_> {
+  fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
+    let mut ds = f.debug_struct("MoveStatus");
+      ds.field("group", &self.group());
+      ds.field("from_node", &self.from_node());
+      ds.field("to_node", &self.to_node());
+      ds.field("to_shard", &self.to_shard());
+      ds.finish()
+  }
+}
 pub enum StatusResponseOffset {}
 #[derive(Copy, Clone, PartialEq)]
 
@@ -4389,6 +4537,7 @@ impl<'a> ::flatbuffers::Follow<'a> for StatusResponse<'a> {
 
 impl<'a> StatusResponse<'a> {
   pub const VT_GROUPS: ::flatbuffers::VOffsetT = 4;
+  pub const VT_MOVES: ::flatbuffers::VOffsetT = 6;
 
   #[inline]
   pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
@@ -4400,6 +4549,7 @@ impl<'a> StatusResponse<'a> {
     args: &'args StatusResponseArgs<'args>
   ) -> ::flatbuffers::WIPOffset<StatusResponse<'bldr>> {
     let mut builder = StatusResponseBuilder::new(_fbb);
+    if let Some(x) = args.moves { builder.add_moves(x); }
     if let Some(x) = args.groups { builder.add_groups(x); }
     builder.finish()
   }
@@ -4412,6 +4562,14 @@ impl<'a> StatusResponse<'a> {
     // which contains a valid value in this slot
     unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'a, ::flatbuffers::ForwardsUOffset<GroupStatus>>>>(StatusResponse::VT_GROUPS, None)}
   }
+  /// Replica moves under way (as this node's controller replica knows them).
+  #[inline]
+  pub fn moves(&self) -> Option<::flatbuffers::Vector<'a, ::flatbuffers::ForwardsUOffset<MoveStatus<'a>>>> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'a, ::flatbuffers::ForwardsUOffset<MoveStatus>>>>(StatusResponse::VT_MOVES, None)}
+  }
 }
 
 impl ::flatbuffers::Verifiable for StatusResponse<'_> {
@@ -4421,18 +4579,21 @@ impl ::flatbuffers::Verifiable for StatusResponse<'_> {
   ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
     v.visit_table(pos)?
      .visit_field::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'_, ::flatbuffers::ForwardsUOffset<GroupStatus>>>>("groups", Self::VT_GROUPS, false)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'_, ::flatbuffers::ForwardsUOffset<MoveStatus>>>>("moves", Self::VT_MOVES, false)?
      .finish();
     Ok(())
   }
 }
 pub struct StatusResponseArgs<'a> {
     pub groups: Option<::flatbuffers::WIPOffset<::flatbuffers::Vector<'a, ::flatbuffers::ForwardsUOffset<GroupStatus<'a>>>>>,
+    pub moves: Option<::flatbuffers::WIPOffset<::flatbuffers::Vector<'a, ::flatbuffers::ForwardsUOffset<MoveStatus<'a>>>>>,
 }
 impl<'a> Default for StatusResponseArgs<'a> {
   #[inline]
   fn default() -> Self {
     StatusResponseArgs {
       groups: None,
+      moves: None,
     }
   }
 }
@@ -4445,6 +4606,10 @@ impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> StatusResponseBuilder<'a, 'b,
   #[inline]
   pub fn add_groups(&mut self, groups: ::flatbuffers::WIPOffset<::flatbuffers::Vector<'b , ::flatbuffers::ForwardsUOffset<GroupStatus<'b >>>>) {
     self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(StatusResponse::VT_GROUPS, groups);
+  }
+  #[inline]
+  pub fn add_moves(&mut self, moves: ::flatbuffers::WIPOffset<::flatbuffers::Vector<'b , ::flatbuffers::ForwardsUOffset<MoveStatus<'b >>>>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(StatusResponse::VT_MOVES, moves);
   }
   #[inline]
   pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> StatusResponseBuilder<'a, 'b, A> {
@@ -4465,6 +4630,7 @@ impl ::core::fmt::Debug for StatusResponse<'_> {
   fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
     let mut ds = f.debug_struct("StatusResponse");
       ds.field("groups", &self.groups());
+      ds.field("moves", &self.moves());
       ds.finish()
   }
 }
