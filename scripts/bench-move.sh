@@ -4,12 +4,12 @@
 #
 # A local 4-node cluster (one shard per node, 3 replicas per data group: each group has
 # a node to move to). Topic `moving` (one partition) is filled with $FILL_SECONDS of
-# closed-loop writes of 16 x 64 KiB records per request (about 1 GiB on this host);
+# closed-loop writes of 8 x 32 KiB records per request (about 1 GiB on this host);
 # then an open-loop `keel bench produce` of 1 KiB records at $RATE requests/s
 # (acks=quorum, fsync on every flush) runs $PROBE_SECONDS seconds idle, and again while
 # `keel cluster move` moves a follower's replica of that group to the fourth node. The
 # new replica catches up from the leader (the log from its first entry, in frames of
-# at most the peer frame limit, paced by raft-rs's in-flight window).
+# at most the peer frame limit, paced at $LEARNER_RATE per second, default 24MiB).
 #
 # Prints the group's size, the move's time and both latency rows (p50/p99/p99.9).
 # Usage: scripts/bench-move.sh [data-dir]   (the directory is removed afterwards)
@@ -18,15 +18,17 @@ cd "$(dirname "$0")/.."
 cargo build --release --quiet
 KEEL=target/release/keel
 DATA=${1:-keel-bench-move}
-FILL_SECONDS=${FILL_SECONDS:-12}
+FILL_SECONDS=${FILL_SECONDS:-5}
 RATE=${RATE:-500}
-PROBE_SECONDS=${PROBE_SECONDS:-20}
+PROBE_SECONDS=${PROBE_SECONDS:-30}
 PORT=${PORT:-19800}
+LEARNER_RATE=${LEARNER_RATE:-24MiB}
 BOOTSTRAP="127.0.0.1:$PORT,127.0.0.1:$((PORT + 10)),127.0.0.1:$((PORT + 20)),127.0.0.1:$((PORT + 30))"
 
 rm -rf "$DATA"
 mkdir -p "$DATA"
 "$KEEL" dev --nodes 4 --shards 1 --replication-factor 3 --port "$PORT" --data-dir "$DATA" \
+  --learner-rate "$LEARNER_RATE" \
   2>"$DATA/dev.log" &
 DEV=$!
 trap 'kill -TERM $DEV 2>/dev/null; wait $DEV 2>/dev/null; rm -rf "$DATA"' EXIT
@@ -37,7 +39,7 @@ done
 "$KEEL" topic create moving --partitions 1 --bootstrap "$BOOTSTRAP" >/dev/null
 sleep 2
 "$KEEL" bench produce --bootstrap "$BOOTSTRAP" --topic moving --rate 0 \
-  --duration "${FILL_SECONDS}s" --record-bytes 64KiB --records-per-request 16 --window 8 \
+  --duration "${FILL_SECONDS}s" --record-bytes 32KiB --records-per-request 8 --window 8 \
   --hgrm "$DATA/fill.hgrm" | grep '^result' | sed 's/^/fill: /'
 
 # The group holding the topic: the data group whose log grew the most.

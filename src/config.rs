@@ -71,7 +71,16 @@ pub struct NodeConfig {
     /// Retention: sealed segments whose newest entry was written longer ago than this
     /// are removed (same snapshot rule); `None` keeps them.
     pub retention_age: Option<std::time::Duration>,
+    /// Bytes per second a leader sends to each learner (a replica being moved here,
+    /// catching up): a move takes the disk and network at a bounded rate while the
+    /// group serves (0: unpaced).
+    pub learner_bytes_per_second: u64,
 }
+
+/// Bytes per second a leader sends a catching-up learner unless configured: a 1 GiB
+/// replica moves in about 45 s (`scripts/bench-move.sh` measures what it costs the
+/// producers).
+pub const DEFAULT_LEARNER_BYTES_PER_SECOND: u64 = 24 << 20;
 
 /// Replicas of each data group unless configured.
 pub const DEFAULT_REPLICATION_FACTOR: u32 = 3;
@@ -196,6 +205,7 @@ impl Default for NodeConfig {
             leader_balance_delay: Some(DEFAULT_LEADER_BALANCE_DELAY),
             retention_bytes: None,
             retention_age: None,
+            learner_bytes_per_second: DEFAULT_LEARNER_BYTES_PER_SECOND,
         }
     }
 }
@@ -221,6 +231,7 @@ impl Default for NodeConfig {
 /// leader_balance_delay = "5s"   # or "off"
 /// retention_bytes = "10GiB"      # per group log; unset keeps everything
 /// retention_age = "7d"           # sealed segments older than this go; unset keeps them
+/// learner_rate = "24MiB"         # per second, to each replica being moved here; "0": unpaced
 /// peers = "1=10.0.0.5:9700/9800,2=10.0.0.6:9700/9800,3=10.0.0.7:9700/9800"
 /// replication_factor = 3         # replicas per data group; the same on every node
 /// ```
@@ -265,6 +276,8 @@ pub struct ConfigFile {
     pub retention_bytes: Option<String>,
     /// Age after which sealed segments are removed ("7d").
     pub retention_age: Option<String>,
+    /// Bytes per second sent to a learner catching up ("24MiB"; "0": unpaced).
+    pub learner_rate: Option<String>,
 }
 
 impl ConfigFile {
@@ -339,6 +352,9 @@ impl ConfigFile {
         }
         if let Some(bytes) = size(&self.retention_bytes, "retention_bytes")? {
             config.retention_bytes = Some(bytes);
+        }
+        if let Some(bytes) = size(&self.learner_rate, "learner_rate")? {
+            config.learner_bytes_per_second = bytes;
         }
         if let Some(text) = &self.retention_age {
             config.retention_age = Some(

@@ -290,7 +290,13 @@ fn a_move_interrupted_by_a_kill_of_the_controllers_leader_and_of_the_mover_resum
     );
     std::thread::sleep(Duration::from_millis(500));
     let (acked, errors) = writers.stop();
-    assert!(errors.is_empty(), "the producers saw errors: {errors:?}");
+    // A request in flight to the killed node is unacknowledged (then sent again with
+    // the same sequence, and stored once); nothing else goes wrong.
+    let other: Vec<_> = errors
+        .iter()
+        .filter(|e| !e.contains("unacknowledged"))
+        .collect();
+    assert!(other.is_empty(), "the producers saw errors: {errors:?}");
 
     let mut expected = members.clone();
     expected.remove(&leader);
@@ -407,6 +413,49 @@ fn draining_a_node_moves_every_replica_off_it_while_producers_write() {
     });
     assert!(drain(&[]).contains("0 replica(s) moved"));
     check_every_acknowledged_record(&bootstrap, &acked);
+
+    // The status says it drains; it cannot be removed while it votes in the controller
+    // (or holds a replica); a node holding data is refused too; it can come back.
+    let keel = |args: &[&str]| {
+        let output = Command::new(keel_binary())
+            .args(args)
+            .args(["--bootstrap", &bootstrap])
+            .output()
+            .expect("run keel");
+        let text = String::from_utf8_lossy(&output.stdout).into_owned()
+            + &String::from_utf8_lossy(&output.stderr);
+        (output.status.success(), text)
+    };
+    let (_, status) = keel(&["cluster", "status"]);
+    assert!(
+        status.contains(&format!("nodes draining: [{victim}]")),
+        "{status}"
+    );
+    let (removed, text) = keel(&["node", "remove", &victim.to_string()]);
+    if placement.replicas(GroupId(0)).contains(&victim) {
+        assert!(
+            !removed && text.contains("voter of the controller group"),
+            "{text}"
+        );
+    } else {
+        assert!(removed && text.contains("removed"), "{text}");
+    }
+    let holder = *placement
+        .members(GroupId(1))
+        .iter()
+        .find(|&&n| n != victim)
+        .unwrap();
+    let (removed, text) = keel(&["node", "remove", &holder.to_string()]);
+    assert!(!removed, "{text}");
+    if !placement.replicas(GroupId(0)).contains(&holder) {
+        assert!(text.contains("drain it first"), "{text}");
+    }
+    if placement.replicas(GroupId(0)).contains(&victim) {
+        let (active, text) = keel(&["node", "activate", &victim.to_string()]);
+        assert!(active && text.contains("is active"), "{text}");
+        let (_, status) = keel(&["cluster", "status"]);
+        assert!(!status.contains("nodes draining"), "{status}");
+    }
 }
 
 /// A move whose new replica cannot catch up (its node is stopped, SIGSTOP) shows in
@@ -436,13 +485,17 @@ fn a_move_under_way_shows_in_the_status_and_ends_once_its_node_runs() {
         .unwrap();
 
     nodes[to as usize - 1].signal("STOP");
+    let mover_log = root.path().join("mover.txt");
     let mut mover = Command::new(keel_binary())
         .args(["cluster", "move", "--bootstrap", &ask])
         .args(["--group", &group.to_string()])
         .args(["--from", &from.to_string(), "--to", &to.to_string()])
-        .stdout(std::process::Stdio::null())
+        .env("KEEL_LOG", "keel=debug")
+        .stdout(std::fs::File::create(&mover_log).unwrap())
+        .stderr(std::fs::File::create(root.path().join("mover.err")).unwrap())
         .spawn()
         .expect("run keel cluster move");
+    let started = std::time::Instant::now();
     let status = retry("the move listed as under way", || {
         let output = Command::new(keel_binary())
             .args(["cluster", "status", "--bootstrap", &ask])
@@ -453,7 +506,13 @@ fn a_move_under_way_shows_in_the_status_and_ends_once_its_node_runs() {
         if text.contains("moves under way:") && text.contains(&line) {
             Ok(text)
         } else {
-            Err(text)
+            let mover = std::fs::read_to_string(&mover_log).unwrap_or_default();
+            let errors = std::fs::read_to_string(root.path().join("mover.err")).unwrap_or_default();
+            let tail: String = errors.lines().rev().take(15).collect::<Vec<_>>().join("\n");
+            Err(format!(
+                "after {:?}:\n{text}\nthe mover said:\n{mover}\n{tail}",
+                started.elapsed()
+            ))
         }
     });
     println!("{status}");

@@ -187,6 +187,10 @@ struct BrokerArgs {
     /// ("7d", "12h") [default: keep them].
     #[arg(long, value_parser = parse_duration)]
     retention_age: Option<Duration>,
+    /// Bytes per second a leader sends to each replica being moved here while it catches
+    /// up ("0": unpaced) [default: 24MiB].
+    #[arg(long, value_parser = parse_size)]
+    learner_rate: Option<u64>,
 }
 
 #[derive(Args)]
@@ -211,6 +215,10 @@ struct DevArgs {
     /// Segment size of every log.
     #[arg(long, default_value = "64MiB")]
     segment_size: String,
+    /// Bytes per second sent to each replica being moved while it catches up ("0":
+    /// unpaced).
+    #[arg(long, default_value = "24MiB")]
+    learner_rate: String,
 }
 
 #[derive(Args)]
@@ -791,6 +799,9 @@ fn broker_config(args: BrokerArgs) -> Result<NodeConfig, String> {
     if let Some(age) = args.retention_age {
         config.retention_age = Some(age);
     }
+    if let Some(rate) = args.learner_rate {
+        config.learner_bytes_per_second = rate;
+    }
     if let Some(BalanceDelay(delay)) = args.leader_balance_delay {
         config.leader_balance_delay = delay;
     }
@@ -1363,6 +1374,8 @@ fn dev(args: DevArgs) -> ExitCode {
                 &peers,
                 "--replication-factor",
                 &args.replication_factor.to_string(),
+                "--learner-rate",
+                &args.learner_rate,
             ])
             .arg("--data-dir")
             .arg(args.data_dir.join(format!("node-{node}")))

@@ -14,7 +14,11 @@
 //!             | voter count u32 | voter u64 ... | learner count u32 | learner u64 ...
 //!   finish  : replica count u32 | (node u64, shard u32) ...
 //!   abandon : (nothing)
+//!   node    : (group 0) node u64 | state u8 (0 active, 1 draining, 2 removed)
 //! ```
+//!
+//! A node's service state says what it may be given: a draining node takes no new
+//! replica (its replicas are being moved off), a removed one nothing ever again.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -52,6 +56,42 @@ pub struct ReplicaMove {
     pub join_index: u64,
 }
 
+/// What a node may be given.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum NodeService {
+    /// Takes replicas (every node unless recorded otherwise).
+    Active,
+    /// Gives its replicas away; takes none.
+    Draining,
+    /// Out of the cluster for good: takes nothing, never active again.
+    Removed,
+}
+
+impl NodeService {
+    fn code(self) -> u8 {
+        match self {
+            NodeService::Active => 0,
+            NodeService::Draining => 1,
+            NodeService::Removed => 2,
+        }
+    }
+
+    /// From its stored code.
+    pub fn of_code(code: u8) -> Option<NodeService> {
+        match code {
+            0 => Some(NodeService::Active),
+            1 => Some(NodeService::Draining),
+            2 => Some(NodeService::Removed),
+            _ => None,
+        }
+    }
+
+    /// Its stored code.
+    pub fn to_code(self) -> u8 {
+        self.code()
+    }
+}
+
 /// A replica move entry of the controller's log.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum MoveEntry {
@@ -69,6 +109,13 @@ pub enum MoveEntry {
         /// The group.
         group: u32,
     },
+    /// A node's service state changes.
+    Node {
+        /// The node.
+        node: u64,
+        /// What it may be given from now on.
+        state: NodeService,
+    },
 }
 
 /// The moves the controller recorded.
@@ -80,6 +127,8 @@ pub struct ReplicaMoves {
     pub(crate) replaced: BTreeMap<u32, Vec<(u64, u32)>>,
     /// Per group, the nodes whose replica left it (never taken back).
     pub(crate) retired: BTreeMap<u32, BTreeSet<u64>>,
+    /// Nodes not active (draining or removed).
+    pub(crate) node_states: BTreeMap<u64, NodeService>,
 }
 
 impl ReplicaMoves {
@@ -113,6 +162,18 @@ impl ReplicaMoves {
                 self.replaced.insert(group, replicas);
                 true
             }
+            MoveEntry::Node { node, state } => {
+                let now = self.node_state(node);
+                if now == state || now == NodeService::Removed {
+                    return false;
+                }
+                if state == NodeService::Active {
+                    self.node_states.remove(&node);
+                } else {
+                    self.node_states.insert(node, state);
+                }
+                true
+            }
             MoveEntry::Abandon { group } => {
                 let Some(under_way) = self.under_way.remove(&group) else {
                     return false;
@@ -125,6 +186,19 @@ impl ReplicaMoves {
                 true
             }
         }
+    }
+
+    /// What `node` may be given.
+    pub fn node_state(&self, node: u64) -> NodeService {
+        self.node_states
+            .get(&node)
+            .copied()
+            .unwrap_or(NodeService::Active)
+    }
+
+    /// The nodes draining or removed, with their state.
+    pub fn inactive_nodes(&self) -> impl Iterator<Item = (u64, NodeService)> + '_ {
+        self.node_states.iter().map(|(&n, &s)| (n, s))
     }
 
     /// Whether `node`'s replica left `group` once (a move to it is refused).
@@ -155,6 +229,7 @@ impl MoveEntry {
             MoveEntry::Start(start) => (1u8, start.group),
             MoveEntry::Finish { group, .. } => (2, *group),
             MoveEntry::Abandon { group } => (3, *group),
+            MoveEntry::Node { .. } => (4, 0),
         };
         out.extend_from_slice(&[MOVE_KIND, MOVE_VERSION, action, 0]);
         out.extend_from_slice(&group.to_le_bytes());
@@ -188,6 +263,10 @@ impl MoveEntry {
                 }
             }
             MoveEntry::Abandon { .. } => {}
+            MoveEntry::Node { node, state } => {
+                out.extend_from_slice(&node.to_le_bytes());
+                out.push(state.code());
+            }
         }
     }
 
@@ -228,6 +307,14 @@ impl MoveEntry {
                 Ok(MoveEntry::Finish { group, replicas })
             }
             3 => Ok(MoveEntry::Abandon { group }),
+            4 => {
+                let node = at.u64()?;
+                let state = NodeService::of_code(at.u8()?).ok_or(EntryDecodeError::Unknown {
+                    kind: MOVE_KIND,
+                    version,
+                })?;
+                Ok(MoveEntry::Node { node, state })
+            }
             _ => Err(EntryDecodeError::Unknown {
                 kind: MOVE_KIND,
                 version,
@@ -305,6 +392,10 @@ mod tests {
                 replicas: vec![(2, 0), (3, 0), (4, 1)],
             },
             MoveEntry::Abandon { group: 3 },
+            MoveEntry::Node {
+                node: 2,
+                state: NodeService::Draining,
+            },
         ];
         for entry in entries {
             let mut bytes = Vec::new();
@@ -356,5 +447,19 @@ mod tests {
             moves.replaced().collect::<Vec<_>>(),
             vec![(3, &[(2, 0), (3, 0), (4, 1)][..])]
         );
+    }
+
+    #[test]
+    fn a_node_drains_returns_to_service_or_is_removed_for_good() {
+        let mut moves = ReplicaMoves::default();
+        let set = |moves: &mut ReplicaMoves, state| moves.apply(MoveEntry::Node { node: 2, state });
+        assert_eq!(moves.node_state(2), NodeService::Active);
+        assert!(!set(&mut moves, NodeService::Active), "active already");
+        assert!(set(&mut moves, NodeService::Draining));
+        assert_eq!(moves.node_state(2), NodeService::Draining);
+        assert!(set(&mut moves, NodeService::Active));
+        assert!(set(&mut moves, NodeService::Removed));
+        assert!(!set(&mut moves, NodeService::Active), "removed for good");
+        assert_eq!(moves.node_state(2), NodeService::Removed);
     }
 }

@@ -21,6 +21,8 @@
 //! learners as count u32 then u64s; count u32 of groups replaced, each group u32 and
 //! replicas as count u32 then (node u64, shard u32); count u32 of groups with retired
 //! nodes, each group u32 and nodes as count u32 then u64s); versions 1-5 read with none.
+//! From version 7 the nodes' service states follow (count u32, then node u64 and state
+//! u8: 1 draining, 2 removed); versions 1-6 read every node active.
 //!
 //! Version 1 (still read) has neither the two last-use fields nor the clock: its
 //! producers read as last used by a batch without a time (`broker::producers`). Versions
@@ -31,13 +33,13 @@ use std::collections::{BTreeMap, HashMap};
 use crate::broker::group_snapshot::{decode_groups, encode_groups};
 use crate::broker::groups::ConsumerGroups;
 use crate::broker::producers::{ProducerSequence, ProducerTable};
-use crate::broker::replica_moves::{ReplicaMove, ReplicaMoves};
+use crate::broker::replica_moves::{NodeService, ReplicaMove, ReplicaMoves};
 use crate::broker::state::{
     BatchLocation, PartitionIndex, PlacedGroup, ShardState, TopicInfo, Topics,
 };
 
 const MAGIC: &[u8; 4] = b"KSNP";
-const VERSION: u16 = 6;
+const VERSION: u16 = 7;
 
 /// The version before the producer table kept last-use times and its clock.
 const VERSION_WITHOUT_LAST_USE: u16 = 1;
@@ -53,6 +55,9 @@ const VERSION_WITHOUT_PLACED_GROUPS: u16 = 4;
 
 /// The version before replica moves were recorded.
 const VERSION_WITHOUT_MOVES: u16 = 5;
+
+/// The version before nodes' service states (draining, removed) were recorded.
+const VERSION_WITHOUT_NODE_STATES: u16 = 6;
 
 /// A snapshot that cannot be read.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -110,6 +115,14 @@ fn encode_versioned(state: &ShardState, with_batches: bool, version: u16) -> Vec
     }
     if version > VERSION_WITHOUT_MOVES {
         encode_moves(&state.topics.moves, &mut out);
+    }
+    if version > VERSION_WITHOUT_NODE_STATES {
+        let states: Vec<_> = state.topics.moves.inactive_nodes().collect();
+        out.extend_from_slice(&(states.len() as u32).to_le_bytes());
+        for (node, service) in states {
+            out.extend_from_slice(&node.to_le_bytes());
+            out.push(service.to_code());
+        }
     }
     let mut partitions: Vec<_> = state.partitions.iter().collect();
     partitions.sort_by_key(|(key, _)| **key);
@@ -211,11 +224,20 @@ pub fn decode_state(bytes: &[u8]) -> Result<ShardState, SnapshotError> {
             placed.insert(id, PlacedGroup { id, replicas });
         }
     }
-    let moves = if version > VERSION_WITHOUT_MOVES {
+    let mut moves = if version > VERSION_WITHOUT_MOVES {
         decode_moves(&mut reader)?
     } else {
         ReplicaMoves::default()
     };
+    if version > VERSION_WITHOUT_NODE_STATES {
+        for _ in 0..reader.count(9)? {
+            let node = reader.u64()?;
+            let code = reader.take(1)?[0];
+            let service = NodeService::of_code(code)
+                .ok_or(SnapshotError::Malformed("unknown node service state"))?;
+            moves.node_states.insert(node, service);
+        }
+    }
     let partition_count = reader.count(20)?;
     let mut partitions = HashMap::with_capacity(partition_count);
     for _ in 0..partition_count {
@@ -447,6 +469,11 @@ mod tests {
         );
         apply(&mut state, start(0, 2, 5));
         assert!(state.topics.moves().has_left(7, 1));
+        let draining = MoveEntry::Node {
+            node: 1,
+            state: NodeService::Draining,
+        };
+        apply(&mut state, BrokerEntry::Move(draining));
         for n in 0..5u32 {
             let records = vec![RecordData {
                 value: vec![n as u8; 3],
@@ -626,12 +653,12 @@ mod tests {
     fn forgetting_removed_batches_keeps_offsets_going() {
         let mut state = populated();
         let before = state.partition(1, 0).unwrap().high_watermark();
-        // The batches are at indexes 5 to 9 (after the creation and three moves).
-        state.forget_below(8);
+        // The batches are at indexes 6 to 10 (after the creation and four move entries).
+        state.forget_below(9);
         let index = state.partition(1, 0).unwrap();
         assert_eq!(index.high_watermark(), before);
         assert!(index.start_offset() > 0);
-        assert!(index.from_offset(0).iter().all(|b| b.log_index >= 8));
+        assert!(index.from_offset(0).iter().all(|b| b.log_index >= 9));
     }
 
     /// A batch of producer `producer` (epoch 0) on topic 1 partition 0.

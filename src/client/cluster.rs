@@ -106,7 +106,9 @@ fn parse_metadata(
         ));
         nodes.insert(node.node_id(), (host, node.base_port()));
     }
-    if let Some((host, port)) = nodes.values().next() {
+    // The answering node lists itself first: it answered, so topic changes go there
+    // first (its answer points on to the controller's leader).
+    if let Some((_, host, port, _)) = fresh.nodes.first() {
         fresh.controller = Some(format!("{host}:{port}"));
     }
     fresh.node_addresses = nodes
@@ -275,9 +277,10 @@ pub(crate) fn check_response(response: &Response<'_>) -> Result<(), ClientError>
     }
 }
 
-/// How long `cluster_status` waits for each shard's answer before it reports it down: a
-/// status answer is immediate, and a stopped node must not hold the whole listing.
-const STATUS_TIMEOUT: Duration = Duration::from_secs(3);
+/// How long the client waits for an answer that a node gives at once (metadata, status)
+/// before it asks another or reports the node down: a stopped node must not hold a
+/// metadata refresh or the status listing for a produce's long timeout.
+const QUICK_ANSWER_TIMEOUT: Duration = Duration::from_secs(3);
 
 impl ClusterClient {
     /// A client that starts from `bootstrap`: "host:port" of any shard, or several
@@ -423,6 +426,12 @@ impl ClusterClient {
     /// holds a replica of; a partition whose leader the answering node does not know is
     /// asked of a node holding its group (each such node once).
     pub fn refresh_metadata(&mut self) -> Result<&Metadata, ClientError> {
+        let fresh = self.with_quick_answers(Self::ask_metadata)?;
+        self.metadata = fresh;
+        Ok(&self.metadata)
+    }
+
+    fn ask_metadata(&mut self) -> Result<Metadata, ClientError> {
         let answer = self.call_cluster(None, encode_metadata_request)?;
         let (mut fresh, unknown) = parse_metadata(&answer)?;
         let mut asked = Vec::new();
@@ -449,8 +458,7 @@ impl ClusterClient {
                 }
             }
         }
-        self.metadata = fresh;
-        Ok(&self.metadata)
+        Ok(fresh)
     }
 
     /// The metadata known (refreshed when empty).
@@ -542,11 +550,16 @@ impl ClusterClient {
     pub fn cluster_status(&mut self) -> Result<Vec<GroupStatus>, ClientError> {
         // A node that does not answer is reported down after a short wait, not after a
         // produce's long one.
+        self.with_quick_answers(Self::cluster_status_within)
+    }
+
+    /// Runs `calls` waiting at most `QUICK_ANSWER_TIMEOUT` for each answer.
+    fn with_quick_answers<T>(&mut self, calls: impl FnOnce(&mut Self) -> T) -> T {
         let saved = self.request_timeout;
-        self.set_request_timeout(saved.min(STATUS_TIMEOUT));
-        let rows = self.cluster_status_within();
+        self.set_request_timeout(saved.min(QUICK_ANSWER_TIMEOUT));
+        let result = calls(self);
         self.set_request_timeout(saved);
-        rows
+        result
     }
 
     fn cluster_status_within(&mut self) -> Result<Vec<GroupStatus>, ClientError> {

@@ -4,6 +4,7 @@
 //! Owns the requests' encoding and their answers' decoding; never decides which step
 //! comes next (`client::mover` does).
 
+pub use crate::broker::replica_moves::NodeService;
 use crate::client::cluster::check_response;
 use crate::client::mover::ReplicaMovePlan;
 use crate::client::{ClientError, ClusterClient};
@@ -39,6 +40,17 @@ impl GroupMembership {
             || self.outgoing.contains(&node)
             || self.learners.contains(&node)
     }
+}
+
+/// What changes the placement, as the controller recorded it.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct PlacementChanges {
+    /// Moves under way: (group, from, to, to's shard).
+    pub moves: Vec<(u32, u64, u64, u32)>,
+    /// Nodes draining.
+    pub draining: Vec<u64>,
+    /// Nodes removed.
+    pub removed: Vec<u64>,
 }
 
 /// A membership change to ask of a group's leader.
@@ -198,9 +210,40 @@ impl ClusterClient {
         })
     }
 
-    /// The replica moves under way, as the first node that answers knows them: (group,
-    /// from, to, to's shard).
-    pub fn moves_under_way(&mut self) -> Result<Vec<(u32, u64, u64, u32)>, ClientError> {
+    /// Records node `node`'s service state at the controller; whether it changed.
+    pub fn set_node_state(&mut self, node: u64, state: NodeService) -> Result<bool, ClientError> {
+        let state = match state {
+            NodeService::Active => wire::NodeService::Active,
+            NodeService::Draining => wire::NodeService::Draining,
+            NodeService::Removed => wire::NodeService::Removed,
+        };
+        self.with_retries(|client| {
+            let controller = client.controller()?;
+            let answer = client.call_cluster(Some(controller), |id| {
+                let mut builder = flatbuffers::FlatBufferBuilder::new();
+                let body = wire::SetNodeStateRequest::create(
+                    &mut builder,
+                    &wire::SetNodeStateRequestArgs { node, state },
+                );
+                encode_request(
+                    &mut builder,
+                    id,
+                    wire::RequestBody::SetNodeStateRequest,
+                    body.as_union_value(),
+                )
+            })?;
+            let response = decode_response(&answer)?;
+            check_response(&response)?;
+            let body = response
+                .body_as_set_node_state_response()
+                .ok_or_else(|| ClientError::Unexpected("not a node state answer".into()))?;
+            Ok(body.applied())
+        })
+    }
+
+    /// The replica moves under way and the nodes not active, as the first node that
+    /// answers knows them.
+    pub fn placement_changes(&mut self) -> Result<PlacementChanges, ClientError> {
         let answer = self.call_cluster(None, |id| {
             let mut builder = flatbuffers::FlatBufferBuilder::new();
             let body = wire::StatusRequest::create(&mut builder, &wire::StatusRequestArgs {});
@@ -216,12 +259,23 @@ impl ClusterClient {
         let body = response
             .body_as_status_response()
             .ok_or_else(|| ClientError::Unexpected("not a status answer".into()))?;
-        Ok(body
-            .moves()
-            .iter()
-            .flatten()
-            .map(|m| (m.group(), m.from_node(), m.to_node(), m.to_shard()))
-            .collect())
+        let list = |v: Option<flatbuffers::Vector<'_, u64>>| v.iter().flatten().collect();
+        Ok(PlacementChanges {
+            moves: body
+                .moves()
+                .iter()
+                .flatten()
+                .map(|m| (m.group(), m.from_node(), m.to_node(), m.to_shard()))
+                .collect(),
+            draining: list(body.draining()),
+            removed: list(body.removed()),
+        })
+    }
+
+    /// The replica moves under way, as the first node that answers knows them: (group,
+    /// from, to, to's shard).
+    pub fn moves_under_way(&mut self) -> Result<Vec<(u32, u64, u64, u32)>, ClientError> {
+        Ok(self.placement_changes()?.moves)
     }
 
     fn record_move_once(

@@ -242,6 +242,10 @@ impl ShardCore {
             replica_config(group, &placement, &config),
         )?;
         let peers = PeerLinks::start(&config, group.0, &replicas_of(&placement, group));
+        peers.pace(
+            &replica.membership().learners,
+            config.learner_bytes_per_second,
+        );
         let core = Rc::new(ShardCore {
             shard_id,
             group,
@@ -413,6 +417,8 @@ impl ShardCore {
                     ?membership,
                     "the group's configuration changed"
                 );
+                self.peers
+                    .pace(&membership.learners, self.config.learner_bytes_per_second);
             }
             Effect::Failed { failure } => {
                 tracing::error!(shard = self.shard_id, %failure, "storage failed: this shard stopped taking part in its group; reads go on");

@@ -14,7 +14,7 @@ use std::cell::RefCell;
 use std::collections::BTreeMap;
 use std::rc::Rc;
 
-use crate::broker::replica_moves::ReplicaMove;
+use crate::broker::replica_moves::{NodeService, ReplicaMove};
 use crate::broker::state::{TopicInfo, Topics};
 use crate::config::NodeConfig;
 use crate::controller::{GroupId, Placement, CONTROLLER_GROUP};
@@ -145,7 +145,8 @@ impl HostedGroups {
                 RequestBody::CreateTopicRequest
                 | RequestBody::DeleteTopicRequest
                 | RequestBody::MoveReplicaRequest
-                | RequestBody::PlanMovesRequest => Some(CONTROLLER_GROUP),
+                | RequestBody::PlanMovesRequest
+                | RequestBody::SetNodeStateRequest => Some(CONTROLLER_GROUP),
                 RequestBody::ChangeMembershipRequest => request
                     .body_as_change_membership_request()
                     .map(|asked| GroupId(asked.group())),
@@ -274,6 +275,15 @@ impl HostedGroups {
             .borrow()
             .as_ref()
             .map(|topics| topics.moves().all_under_way().cloned().collect())
+            .unwrap_or_default()
+    }
+
+    /// The nodes draining or removed, as the controller's topics last told say.
+    pub fn inactive_nodes(&self) -> Vec<(u64, NodeService)> {
+        self.topics
+            .borrow()
+            .as_ref()
+            .map(|topics| topics.moves().inactive_nodes().collect())
             .unwrap_or_default()
     }
 

@@ -11,7 +11,7 @@ use std::rc::Rc;
 use flatbuffers::FlatBufferBuilder;
 
 use crate::broker::log_entry::BrokerEntry;
-use crate::broker::replica_moves::{MoveEntry, ReplicaMove};
+use crate::broker::replica_moves::{MoveEntry, NodeService, ReplicaMove};
 use crate::broker::state::Applied;
 use crate::constants::ADMIN_TIMEOUT;
 use crate::controller::{GroupId, CONTROLLER_GROUP};
@@ -110,8 +110,17 @@ pub(super) fn handle_plan_moves(
     asked: wire::PlanMovesRequest<'_>,
 ) -> Result<AnswerFrame, WireError> {
     controller_only(core)?;
-    let draining: Vec<u64> = asked.drain().iter().flatten().collect();
+    let mut draining: Vec<u64> = asked.drain().iter().flatten().collect();
     let nodes = core.config.voters();
+    draining.extend(
+        core.state()
+            .topics
+            .moves()
+            .inactive_nodes()
+            .map(|(node, _)| node),
+    );
+    draining.sort_unstable();
+    draining.dedup();
     if let Some(unknown) = draining.iter().find(|n| !nodes.contains(n)) {
         return Err(invalid(format!("node {unknown} is not in the cluster")));
     }
@@ -163,6 +172,76 @@ pub(super) fn handle_plan_moves(
         Some(body.as_union_value()),
         None,
     ))
+}
+
+/// Records a node's service state: draining (takes no new replica), active again, or
+/// removed (only once it holds no data replica nor a controller vote).
+pub(super) async fn handle_set_node_state(
+    core: &Rc<ShardCore>,
+    correlation_id: u64,
+    asked: wire::SetNodeStateRequest<'_>,
+) -> Result<AnswerFrame, WireError> {
+    controller_only(core)?;
+    let node = asked.node();
+    if !core.config.voters().contains(&node) {
+        return Err(invalid(format!("node {node} is not in the cluster")));
+    }
+    let state = match asked.state() {
+        wire::NodeService::Active => NodeService::Active,
+        wire::NodeService::Draining => NodeService::Draining,
+        wire::NodeService::Removed => NodeService::Removed,
+        _ => return Err(invalid("unknown node state")),
+    };
+    if state == NodeService::Removed {
+        check_removable(core, node)?;
+    }
+    let applied = matches!(
+        propose_admin(
+            core,
+            BrokerEntry::Move(MoveEntry::Node { node, state }).encode()
+        )
+        .await?,
+        Applied::TopicsChanged
+    );
+    if !applied && core.state().topics.moves().node_state(node) != state {
+        return Err(invalid(format!(
+            "node {node} was removed: it never serves again"
+        )));
+    }
+    let mut builder = FlatBufferBuilder::with_capacity(64);
+    let body = wire::SetNodeStateResponse::create(
+        &mut builder,
+        &wire::SetNodeStateResponseArgs { node, applied },
+    );
+    Ok(finish_response(
+        builder,
+        correlation_id,
+        ResponseBody::SetNodeStateResponse,
+        Some(body.as_union_value()),
+        None,
+    ))
+}
+
+/// A node may be removed once it holds no data replica and no controller vote.
+fn check_removable(core: &ShardCore, node: u64) -> Result<(), WireError> {
+    let placement = core.placement();
+    if placement.replicas(CONTROLLER_GROUP).contains(&node) {
+        return Err(invalid(format!(
+            "node {node} is a voter of the controller group, which does not move yet"
+        )));
+    }
+    let held: Vec<u32> = placement
+        .group_ids()
+        .into_iter()
+        .filter(|&g| g != CONTROLLER_GROUP && placement.members(g).contains(&node))
+        .map(|g| g.0)
+        .collect();
+    if !held.is_empty() {
+        return Err(invalid(format!(
+            "node {node} still holds groups {held:?}: drain it first (keel node drain {node})"
+        )));
+    }
+    Ok(())
 }
 
 /// The shard of `node` running the fewest groups (the lowest of those).

@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 use flatbuffers::{FlatBufferBuilder, WIPOffset};
 
 use crate::broker::log_entry::BrokerEntry;
+use crate::broker::replica_moves::NodeService;
 use crate::broker::state::{Applied, PlacedGroup, TopicInfo};
 use crate::constants::{
     FETCH_ANSWER_BYTES_PER_BATCH, FETCH_ANSWER_HEADROOM_BYTES, INDETERMINATE_WRITE_WORDS,
@@ -216,6 +217,10 @@ pub async fn handle_request(groups: &HostedGroups, request: Request<'_>) -> Answ
                 None => Err(WireError::new(ErrorCode::MalformedFrame, "body missing")),
             }
         }
+        wire::RequestBody::SetNodeStateRequest => match request.body_as_set_node_state_request() {
+            Some(asked) => move_requests::handle_set_node_state(core, correlation_id, asked).await,
+            None => Err(WireError::new(ErrorCode::MalformedFrame, "body missing")),
+        },
         wire::RequestBody::PlanMovesRequest => match request.body_as_plan_moves_request() {
             Some(asked) => move_requests::handle_plan_moves(core, correlation_id, asked),
             None => Err(WireError::new(ErrorCode::MalformedFrame, "body missing")),
@@ -814,7 +819,12 @@ fn groups_of_new_topic(
     }
     // Only on nodes the controller's leader hears from: a group placed on a node that
     // is down would have no replica running. Too few of them is for now (retriable).
-    let live = core.live_nodes(&nodes);
+    // Never on a node draining or removed.
+    let mut live = core.live_nodes(&nodes);
+    {
+        let state = core.state();
+        live.retain(|&node| state.topics.moves().node_state(node) == NodeService::Active);
+    }
     let mut placed = core
         .placement()
         .place_new_group(0, &live, asked as usize)
@@ -935,11 +945,23 @@ fn handle_status(groups: &HostedGroups, correlation_id: u64) -> AnswerFrame {
         })
         .collect();
     let moves = builder.create_vector(&moves);
+    let states = groups.inactive_nodes();
+    let of = |wanted: NodeService| -> Vec<u64> {
+        states
+            .iter()
+            .filter(|(_, s)| *s == wanted)
+            .map(|(n, _)| *n)
+            .collect()
+    };
+    let draining = builder.create_vector(&of(NodeService::Draining));
+    let removed = builder.create_vector(&of(NodeService::Removed));
     let body = wire::StatusResponse::create(
         &mut builder,
         &wire::StatusResponseArgs {
             groups: Some(groups_list),
             moves: Some(moves),
+            draining: Some(draining),
+            removed: Some(removed),
         },
     );
     finish_response(

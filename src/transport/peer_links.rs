@@ -91,6 +91,8 @@ struct LinkQueue {
     /// Set when the peer left the group: the link task ends (it also ends once this
     /// queue is dropped and drained).
     closed: Rc<Cell<bool>>,
+    /// Bytes per second this link may write (0: as fast as it goes).
+    pace: Rc<Cell<u64>>,
 }
 
 impl Drop for LinkQueue {
@@ -108,6 +110,8 @@ pub struct PeerLinks {
     /// The receivers' frame limit (every node runs with the same `max_frame_bytes`).
     max_frame_bytes: usize,
     links: RefCell<BTreeMap<u64, LinkQueue>>,
+    /// The peers whose links are paced, and at how many bytes per second.
+    paced: RefCell<(Vec<u64>, u64)>,
     unreachable: Rc<RefCell<Vec<u64>>>,
     /// Peers a snapshot was being written to when their connection failed.
     lost_snapshots: Rc<RefCell<Vec<u64>>>,
@@ -123,6 +127,7 @@ impl PeerLinks {
             hello: Rc::new(encode_peer_hello(&PeerHello::new(config.node_id, group))),
             max_frame_bytes: config.max_frame_bytes as usize,
             links: RefCell::new(BTreeMap::new()),
+            paced: RefCell::new((Vec::new(), 0)),
             unreachable: Rc::new(RefCell::new(Vec::new())),
             lost_snapshots: Rc::new(RefCell::new(Vec::new())),
         };
@@ -156,6 +161,10 @@ impl PeerLinks {
         let address = self.config.peer_link_address(node_id, shard)?;
         let (sender, receiver) = local_channel::new_bounded(PEER_QUEUE_FRAMES);
         let closed = Rc::new(Cell::new(false));
+        let pace = {
+            let (peers, rate) = &*self.paced.borrow();
+            Rc::new(Cell::new(if peers.contains(&node) { *rate } else { 0 }))
+        };
         let link = Link {
             address,
             peer: node,
@@ -164,6 +173,7 @@ impl PeerLinks {
             lost_snapshots: self.lost_snapshots.clone(),
             max_frame_bytes: self.max_frame_bytes,
             closed: closed.clone(),
+            pace: pace.clone(),
         };
         glommio::spawn_local(link_task(link, receiver)).detach();
         Some(LinkQueue {
@@ -171,7 +181,23 @@ impl PeerLinks {
             chunked_taken: Rc::new(Cell::new(0)),
             shard,
             closed,
+            pace,
         })
+    }
+
+    /// Paces the links to `peers` at `bytes_per_second` (0: unpaced), the others not: a
+    /// learner catching up a large log takes the disk and network at a bounded rate,
+    /// while the group's voters get theirs at once.
+    pub fn pace(&self, peers: &[u64], bytes_per_second: u64) {
+        *self.paced.borrow_mut() = (peers.to_vec(), bytes_per_second);
+        for (node, link) in self.links.borrow().iter() {
+            let rate = if peers.contains(node) {
+                bytes_per_second
+            } else {
+                0
+            };
+            link.pace.set(rate);
+        }
     }
 
     /// Ends every link (the group stopped on this node).
@@ -273,6 +299,8 @@ struct Link {
     max_frame_bytes: usize,
     /// Set once the peer left the group.
     closed: Rc<Cell<bool>>,
+    /// Bytes per second the link may write (0: unpaced).
+    pace: Rc<Cell<u64>>,
 }
 
 /// Connects (again, with backoff, after any failure), sends the hello, then the queued
@@ -286,8 +314,10 @@ async fn link_task(link: Link, frames: LocalReceiver<Outgoing>) {
         lost_snapshots,
         max_frame_bytes,
         closed,
+        pace,
     } = link;
     let mut backoff = FIRST_BACKOFF;
+    let mut pacer = Pacer::default();
     loop {
         if closed.get() {
             return;
@@ -316,35 +346,72 @@ async fn link_task(link: Link, frames: LocalReceiver<Outgoing>) {
                 &mut out,
                 (max_frame_bytes, &mut snapshot),
             );
-            if written.await.is_err() {
-                unreachable.borrow_mut().push(peer);
-                if snapshot {
-                    lost_snapshots.borrow_mut().push(peer);
+            match written.await {
+                Ok(bytes) => pacer.wait(bytes, pace.get()).await,
+                Err(_) => {
+                    unreachable.borrow_mut().push(peer);
+                    if snapshot {
+                        lost_snapshots.borrow_mut().push(peer);
+                    }
+                    break;
                 }
-                break;
             }
             glommio::yield_if_needed().await;
         }
     }
 }
 
+/// Keeps a paced link's writes at its rate, averaged over windows of `PACE_WINDOW`.
+#[derive(Default)]
+struct Pacer {
+    window_start: Option<std::time::Instant>,
+    window_bytes: u64,
+}
+
+/// The span a paced link's rate is averaged over.
+const PACE_WINDOW: Duration = Duration::from_secs(1);
+
+impl Pacer {
+    /// After `bytes` were written: waits until they fit `bytes_per_second` (0: at once).
+    async fn wait(&mut self, bytes: usize, bytes_per_second: u64) {
+        if bytes_per_second == 0 {
+            self.window_start = None;
+            return;
+        }
+        let now = std::time::Instant::now();
+        let start = *self.window_start.get_or_insert(now);
+        if now.duration_since(start) > PACE_WINDOW {
+            self.window_start = Some(now);
+            self.window_bytes = 0;
+        }
+        self.window_bytes += bytes as u64;
+        let due = Duration::from_secs_f64(self.window_bytes as f64 / bytes_per_second as f64);
+        let elapsed = now.duration_since(self.window_start.unwrap_or(now));
+        if due > elapsed {
+            glommio::timer::sleep(due - elapsed).await;
+        }
+    }
+}
+
 /// Writes `first` and the frames queued while the last write ran, together (in writes of
 /// about `COALESCE_BYTES`); a frame over `max_frame_bytes` as its chunks. Sets `snapshot`
-/// when any of them held a snapshot.
+/// when any of them held a snapshot. Answers the bytes of the frames written.
 async fn write_queued(
     stream: &mut TcpStream,
     frames: &LocalReceiver<Outgoing>,
     first: Outgoing,
     out: &mut Vec<u8>,
     (max_frame_bytes, snapshot): (usize, &mut bool),
-) -> std::io::Result<()> {
+) -> std::io::Result<usize> {
     out.clear();
+    let mut bytes = 0;
     // A lone frame is written from its own buffer; frames that coalesce are copied into
     // `out` (in order: a held frame goes in before anything after it).
     let mut held: Option<Outgoing> = None;
     let mut next = Some(first);
     while let Some(outgoing) = next.take() {
         *snapshot |= outgoing.snapshot;
+        bytes += outgoing.frame.payload().len();
         let chunked = outgoing.frame.payload().len() > max_frame_bytes;
         if out.is_empty() && held.is_none() && !chunked {
             held = Some(outgoing);
@@ -366,9 +433,10 @@ async fn write_queued(
         }
     }
     match held {
-        Some(held) => write_out(stream, held.frame.with_prefix()).await,
-        None => write_out(stream, out).await,
+        Some(held) => write_out(stream, held.frame.with_prefix()).await?,
+        None => write_out(stream, out).await?,
     }
+    Ok(bytes)
 }
 
 /// Appends the chunks of `frame` to `out`, writing `out` whenever it holds about
@@ -422,4 +490,29 @@ fn sorted_once(mut peers: Vec<u64>) -> Vec<u64> {
     peers.sort_unstable();
     peers.dedup();
     peers
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::{Duration, Instant};
+
+    use super::Pacer;
+
+    /// A paced link waits until what it wrote fits its rate; an unpaced one does not.
+    #[test]
+    fn a_paced_link_keeps_to_its_rate() {
+        let run = crate::runtime::run_on_executor("pacer-test", 512 * 1024, || async {
+            let mut pacer = Pacer::default();
+            let started = Instant::now();
+            for _ in 0..4 {
+                pacer.wait(256 << 10, 10 << 20).await;
+            }
+            // 1 MiB at 10 MiB/s: at least 100 ms (less a first write's own share).
+            assert!(started.elapsed() >= Duration::from_millis(90));
+            let unpaced = Instant::now();
+            pacer.wait(64 << 20, 0).await;
+            assert!(unpaced.elapsed() < Duration::from_millis(50));
+        });
+        run.expect("the executor ran");
+    }
 }

@@ -6,6 +6,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::{Args, Subcommand};
+use keel::client::move_calls::NodeService;
 use keel::client::mover::{move_replica, MoveBudget, MoveOutcome, ReplicaMovePlan};
 use keel::client::ClusterClient;
 
@@ -41,6 +42,22 @@ pub(crate) enum NodeCommand {
         node: u64,
         #[command(flatten)]
         plan: PlanArgs,
+    },
+    /// Return a draining node to service: it takes replicas again (not a removed one).
+    Activate {
+        /// The node.
+        node: u64,
+        #[command(flatten)]
+        connect: ConnectArgs,
+    },
+    /// Take a drained node out of the cluster for good: it is given nothing again and
+    /// may be stopped. Refused while it holds a replica (drain it first) or votes in the
+    /// controller group.
+    Remove {
+        /// The node.
+        node: u64,
+        #[command(flatten)]
+        connect: ConnectArgs,
     },
 }
 
@@ -95,8 +112,36 @@ pub(crate) fn cluster(command: ClusterCommand) -> ExitCode {
 }
 
 pub(crate) fn node(command: NodeCommand) -> ExitCode {
-    match command {
-        NodeCommand::Drain { node, plan } => run_plan("node drain", &[node], plan),
+    let (what, node, state, connect) = match command {
+        NodeCommand::Drain { node, plan } => {
+            // Draining first: nothing new is placed on it while its replicas move off.
+            if !plan.dry_run {
+                let mut client = ClusterClient::new(&plan.connect.bootstrap);
+                if let Err(error) = client.set_node_state(node, NodeService::Draining) {
+                    return fail("node drain", error);
+                }
+            }
+            return run_plan("node drain", &[node], plan);
+        }
+        NodeCommand::Activate { node, connect } => {
+            ("node activate", node, NodeService::Active, connect)
+        }
+        NodeCommand::Remove { node, connect } => {
+            ("node remove", node, NodeService::Removed, connect)
+        }
+    };
+    match ClusterClient::new(&connect.bootstrap).set_node_state(node, state) {
+        Ok(changed) => {
+            let now = match state {
+                NodeService::Active => "active",
+                NodeService::Draining => "draining",
+                NodeService::Removed => "removed: it may be stopped",
+            };
+            let already = if changed { "" } else { " (already)" };
+            println!("{what}: node {node} is {now}{already}");
+            ExitCode::SUCCESS
+        }
+        Err(error) => fail(what, error),
     }
 }
 
@@ -231,11 +276,17 @@ fn cluster_status(bootstrap: &str) -> ExitCode {
             followers.join(" ")
         );
     }
-    let moves = client.moves_under_way().unwrap_or_default();
-    if !moves.is_empty() {
+    let changes = client.placement_changes().unwrap_or_default();
+    if !changes.draining.is_empty() {
+        println!("nodes draining: {:?}", changes.draining);
+    }
+    if !changes.removed.is_empty() {
+        println!("nodes removed: {:?}", changes.removed);
+    }
+    if !changes.moves.is_empty() {
         println!("moves under way:");
     }
-    for (group, from, to, shard) in moves {
+    for (group, from, to, shard) in changes.moves {
         // The new replica's progress, as the group's leader sees it.
         let progress = rows
             .iter()

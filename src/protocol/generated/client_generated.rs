@@ -1124,12 +1124,104 @@ impl<'a> ::flatbuffers::Verifiable for MembershipAction {
 
 impl ::flatbuffers::SimpleToVerifyInSlice for MembershipAction {}
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
-pub const ENUM_MIN_REQUEST_BODY: u8 = 0;
+pub const ENUM_MIN_NODE_SERVICE: u8 = 0;
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
-pub const ENUM_MAX_REQUEST_BODY: u8 = 20;
+pub const ENUM_MAX_NODE_SERVICE: u8 = 2;
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
 #[allow(non_camel_case_types)]
-pub const ENUM_VALUES_REQUEST_BODY: [RequestBody; 21] = [
+pub const ENUM_VALUES_NODE_SERVICE: [NodeService; 3] = [
+  NodeService::Active,
+  NodeService::Draining,
+  NodeService::Removed,
+];
+
+/// What a node may be given.
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
+#[repr(transparent)]
+pub struct NodeService(pub u8);
+#[allow(non_upper_case_globals)]
+impl NodeService {
+  /// Takes replicas.
+  pub const Active: Self = Self(0);
+  /// Gives its replicas away (`keel node drain`); takes none.
+  pub const Draining: Self = Self(1);
+  /// Out of the cluster for good (`keel node remove`, once it holds no replica).
+  pub const Removed: Self = Self(2);
+
+  pub const ENUM_MIN: u8 = 0;
+  pub const ENUM_MAX: u8 = 2;
+  pub const ENUM_VALUES: &'static [Self] = &[
+    Self::Active,
+    Self::Draining,
+    Self::Removed,
+  ];
+  /// Returns the variant's name or "" if unknown.
+  pub fn variant_name(self) -> Option<&'static str> {
+    match self {
+      Self::Active => Some("Active"),
+      Self::Draining => Some("Draining"),
+      Self::Removed => Some("Removed"),
+      _ => None,
+    }
+  }
+}
+impl ::core::fmt::Debug for NodeService {
+  fn fmt(&self, f: &mut ::core::fmt::Formatter) -> ::core::fmt::Result {
+    if let Some(name) = self.variant_name() {
+      f.write_str(name)
+    } else {
+      f.write_fmt(format_args!("<UNKNOWN {:?}>", self.0))
+    }
+  }
+}
+impl<'a> ::flatbuffers::Follow<'a> for NodeService {
+  type Inner = Self;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    let b = unsafe { ::flatbuffers::read_scalar_at::<u8>(buf, loc) };
+    Self(b)
+  }
+}
+
+impl ::flatbuffers::Push for NodeService {
+    type Output = NodeService;
+    #[inline]
+    unsafe fn push(&self, dst: &mut [u8], _written_len: usize) {
+        unsafe { ::flatbuffers::emplace_scalar::<u8>(dst, self.0) };
+    }
+}
+
+impl ::flatbuffers::EndianScalar for NodeService {
+  type Scalar = u8;
+  #[inline]
+  fn to_little_endian(self) -> u8 {
+    self.0.to_le()
+  }
+  #[inline]
+  #[allow(clippy::wrong_self_convention)]
+  fn from_little_endian(v: u8) -> Self {
+    let b = u8::from_le(v);
+    Self(b)
+  }
+}
+
+impl<'a> ::flatbuffers::Verifiable for NodeService {
+  #[inline]
+  fn run_verifier(
+    v: &mut ::flatbuffers::Verifier, pos: usize
+  ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
+    u8::run_verifier(v, pos)
+  }
+}
+
+impl ::flatbuffers::SimpleToVerifyInSlice for NodeService {}
+#[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
+pub const ENUM_MIN_REQUEST_BODY: u8 = 0;
+#[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
+pub const ENUM_MAX_REQUEST_BODY: u8 = 21;
+#[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
+#[allow(non_camel_case_types)]
+pub const ENUM_VALUES_REQUEST_BODY: [RequestBody; 22] = [
   RequestBody::NONE,
   RequestBody::ProduceRequest,
   RequestBody::FetchRequest,
@@ -1151,6 +1243,7 @@ pub const ENUM_VALUES_REQUEST_BODY: [RequestBody; 21] = [
   RequestBody::MoveReplicaRequest,
   RequestBody::ChangeMembershipRequest,
   RequestBody::PlanMovesRequest,
+  RequestBody::SetNodeStateRequest,
 ];
 
 #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
@@ -1179,9 +1272,10 @@ impl RequestBody {
   pub const MoveReplicaRequest: Self = Self(18);
   pub const ChangeMembershipRequest: Self = Self(19);
   pub const PlanMovesRequest: Self = Self(20);
+  pub const SetNodeStateRequest: Self = Self(21);
 
   pub const ENUM_MIN: u8 = 0;
-  pub const ENUM_MAX: u8 = 20;
+  pub const ENUM_MAX: u8 = 21;
   pub const ENUM_VALUES: &'static [Self] = &[
     Self::NONE,
     Self::ProduceRequest,
@@ -1204,6 +1298,7 @@ impl RequestBody {
     Self::MoveReplicaRequest,
     Self::ChangeMembershipRequest,
     Self::PlanMovesRequest,
+    Self::SetNodeStateRequest,
   ];
   /// Returns the variant's name or "" if unknown.
   pub fn variant_name(self) -> Option<&'static str> {
@@ -1229,6 +1324,7 @@ impl RequestBody {
       Self::MoveReplicaRequest => Some("MoveReplicaRequest"),
       Self::ChangeMembershipRequest => Some("ChangeMembershipRequest"),
       Self::PlanMovesRequest => Some("PlanMovesRequest"),
+      Self::SetNodeStateRequest => Some("SetNodeStateRequest"),
       _ => None,
     }
   }
@@ -1288,10 +1384,10 @@ pub struct RequestBodyUnionTableOffset {}
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
 pub const ENUM_MIN_RESPONSE_BODY: u8 = 0;
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
-pub const ENUM_MAX_RESPONSE_BODY: u8 = 20;
+pub const ENUM_MAX_RESPONSE_BODY: u8 = 21;
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
 #[allow(non_camel_case_types)]
-pub const ENUM_VALUES_RESPONSE_BODY: [ResponseBody; 21] = [
+pub const ENUM_VALUES_RESPONSE_BODY: [ResponseBody; 22] = [
   ResponseBody::NONE,
   ResponseBody::ProduceResponse,
   ResponseBody::FetchResponse,
@@ -1313,6 +1409,7 @@ pub const ENUM_VALUES_RESPONSE_BODY: [ResponseBody; 21] = [
   ResponseBody::MoveReplicaResponse,
   ResponseBody::ChangeMembershipResponse,
   ResponseBody::PlanMovesResponse,
+  ResponseBody::SetNodeStateResponse,
 ];
 
 #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
@@ -1341,9 +1438,10 @@ impl ResponseBody {
   pub const MoveReplicaResponse: Self = Self(18);
   pub const ChangeMembershipResponse: Self = Self(19);
   pub const PlanMovesResponse: Self = Self(20);
+  pub const SetNodeStateResponse: Self = Self(21);
 
   pub const ENUM_MIN: u8 = 0;
-  pub const ENUM_MAX: u8 = 20;
+  pub const ENUM_MAX: u8 = 21;
   pub const ENUM_VALUES: &'static [Self] = &[
     Self::NONE,
     Self::ProduceResponse,
@@ -1366,6 +1464,7 @@ impl ResponseBody {
     Self::MoveReplicaResponse,
     Self::ChangeMembershipResponse,
     Self::PlanMovesResponse,
+    Self::SetNodeStateResponse,
   ];
   /// Returns the variant's name or "" if unknown.
   pub fn variant_name(self) -> Option<&'static str> {
@@ -1391,6 +1490,7 @@ impl ResponseBody {
       Self::MoveReplicaResponse => Some("MoveReplicaResponse"),
       Self::ChangeMembershipResponse => Some("ChangeMembershipResponse"),
       Self::PlanMovesResponse => Some("PlanMovesResponse"),
+      Self::SetNodeStateResponse => Some("SetNodeStateResponse"),
       _ => None,
     }
   }
@@ -4538,6 +4638,8 @@ impl<'a> ::flatbuffers::Follow<'a> for StatusResponse<'a> {
 impl<'a> StatusResponse<'a> {
   pub const VT_GROUPS: ::flatbuffers::VOffsetT = 4;
   pub const VT_MOVES: ::flatbuffers::VOffsetT = 6;
+  pub const VT_DRAINING: ::flatbuffers::VOffsetT = 8;
+  pub const VT_REMOVED: ::flatbuffers::VOffsetT = 10;
 
   #[inline]
   pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
@@ -4549,6 +4651,8 @@ impl<'a> StatusResponse<'a> {
     args: &'args StatusResponseArgs<'args>
   ) -> ::flatbuffers::WIPOffset<StatusResponse<'bldr>> {
     let mut builder = StatusResponseBuilder::new(_fbb);
+    if let Some(x) = args.removed { builder.add_removed(x); }
+    if let Some(x) = args.draining { builder.add_draining(x); }
     if let Some(x) = args.moves { builder.add_moves(x); }
     if let Some(x) = args.groups { builder.add_groups(x); }
     builder.finish()
@@ -4570,6 +4674,21 @@ impl<'a> StatusResponse<'a> {
     // which contains a valid value in this slot
     unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'a, ::flatbuffers::ForwardsUOffset<MoveStatus>>>>(StatusResponse::VT_MOVES, None)}
   }
+  /// Nodes draining, and nodes removed.
+  #[inline]
+  pub fn draining(&self) -> Option<::flatbuffers::Vector<'a, u64>> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'a, u64>>>(StatusResponse::VT_DRAINING, None)}
+  }
+  #[inline]
+  pub fn removed(&self) -> Option<::flatbuffers::Vector<'a, u64>> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'a, u64>>>(StatusResponse::VT_REMOVED, None)}
+  }
 }
 
 impl ::flatbuffers::Verifiable for StatusResponse<'_> {
@@ -4580,6 +4699,8 @@ impl ::flatbuffers::Verifiable for StatusResponse<'_> {
     v.visit_table(pos)?
      .visit_field::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'_, ::flatbuffers::ForwardsUOffset<GroupStatus>>>>("groups", Self::VT_GROUPS, false)?
      .visit_field::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'_, ::flatbuffers::ForwardsUOffset<MoveStatus>>>>("moves", Self::VT_MOVES, false)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'_, u64>>>("draining", Self::VT_DRAINING, false)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'_, u64>>>("removed", Self::VT_REMOVED, false)?
      .finish();
     Ok(())
   }
@@ -4587,6 +4708,8 @@ impl ::flatbuffers::Verifiable for StatusResponse<'_> {
 pub struct StatusResponseArgs<'a> {
     pub groups: Option<::flatbuffers::WIPOffset<::flatbuffers::Vector<'a, ::flatbuffers::ForwardsUOffset<GroupStatus<'a>>>>>,
     pub moves: Option<::flatbuffers::WIPOffset<::flatbuffers::Vector<'a, ::flatbuffers::ForwardsUOffset<MoveStatus<'a>>>>>,
+    pub draining: Option<::flatbuffers::WIPOffset<::flatbuffers::Vector<'a, u64>>>,
+    pub removed: Option<::flatbuffers::WIPOffset<::flatbuffers::Vector<'a, u64>>>,
 }
 impl<'a> Default for StatusResponseArgs<'a> {
   #[inline]
@@ -4594,6 +4717,8 @@ impl<'a> Default for StatusResponseArgs<'a> {
     StatusResponseArgs {
       groups: None,
       moves: None,
+      draining: None,
+      removed: None,
     }
   }
 }
@@ -4610,6 +4735,14 @@ impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> StatusResponseBuilder<'a, 'b,
   #[inline]
   pub fn add_moves(&mut self, moves: ::flatbuffers::WIPOffset<::flatbuffers::Vector<'b , ::flatbuffers::ForwardsUOffset<MoveStatus<'b >>>>) {
     self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(StatusResponse::VT_MOVES, moves);
+  }
+  #[inline]
+  pub fn add_draining(&mut self, draining: ::flatbuffers::WIPOffset<::flatbuffers::Vector<'b , u64>>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(StatusResponse::VT_DRAINING, draining);
+  }
+  #[inline]
+  pub fn add_removed(&mut self, removed: ::flatbuffers::WIPOffset<::flatbuffers::Vector<'b , u64>>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(StatusResponse::VT_REMOVED, removed);
   }
   #[inline]
   pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> StatusResponseBuilder<'a, 'b, A> {
@@ -4631,6 +4764,8 @@ impl ::core::fmt::Debug for StatusResponse<'_> {
     let mut ds = f.debug_struct("StatusResponse");
       ds.field("groups", &self.groups());
       ds.field("moves", &self.moves());
+      ds.field("draining", &self.draining());
+      ds.field("removed", &self.removed());
       ds.finish()
   }
 }
@@ -8737,6 +8872,234 @@ impl ::core::fmt::Debug for PlanMovesResponse<'_> {
       ds.finish()
   }
 }
+pub enum SetNodeStateRequestOffset {}
+#[derive(Copy, Clone, PartialEq)]
+
+/// Asked of the controller's leader: record a node's service state.
+pub struct SetNodeStateRequest<'a> {
+  pub _tab: ::flatbuffers::Table<'a>,
+}
+
+impl<'a> ::flatbuffers::Follow<'a> for SetNodeStateRequest<'a> {
+  type Inner = SetNodeStateRequest<'a>;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    Self { _tab: unsafe { ::flatbuffers::Table::new(buf, loc) } }
+  }
+}
+
+impl<'a> SetNodeStateRequest<'a> {
+  pub const VT_NODE: ::flatbuffers::VOffsetT = 4;
+  pub const VT_STATE: ::flatbuffers::VOffsetT = 6;
+
+  #[inline]
+  pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
+    SetNodeStateRequest { _tab: table }
+  }
+  #[allow(unused_mut)]
+  pub fn create<'bldr: 'args, 'args: 'mut_bldr, 'mut_bldr, A: ::flatbuffers::Allocator + 'bldr>(
+    _fbb: &'mut_bldr mut ::flatbuffers::FlatBufferBuilder<'bldr, A>,
+    args: &'args SetNodeStateRequestArgs
+  ) -> ::flatbuffers::WIPOffset<SetNodeStateRequest<'bldr>> {
+    let mut builder = SetNodeStateRequestBuilder::new(_fbb);
+    builder.add_node(args.node);
+    builder.add_state(args.state);
+    builder.finish()
+  }
+
+
+  #[inline]
+  pub fn node(&self) -> u64 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u64>(SetNodeStateRequest::VT_NODE, Some(0)).unwrap()}
+  }
+  #[inline]
+  pub fn state(&self) -> NodeService {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<NodeService>(SetNodeStateRequest::VT_STATE, Some(NodeService::Active)).unwrap()}
+  }
+}
+
+impl ::flatbuffers::Verifiable for SetNodeStateRequest<'_> {
+  #[inline]
+  fn run_verifier(
+    v: &mut ::flatbuffers::Verifier, pos: usize
+  ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
+    v.visit_table(pos)?
+     .visit_field::<u64>("node", Self::VT_NODE, false)?
+     .visit_field::<NodeService>("state", Self::VT_STATE, false)?
+     .finish();
+    Ok(())
+  }
+}
+pub struct SetNodeStateRequestArgs {
+    pub node: u64,
+    pub state: NodeService,
+}
+impl<'a> Default for SetNodeStateRequestArgs {
+  #[inline]
+  fn default() -> Self {
+    SetNodeStateRequestArgs {
+      node: 0,
+      state: NodeService::Active,
+    }
+  }
+}
+
+pub struct SetNodeStateRequestBuilder<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> {
+  fbb_: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>,
+  start_: ::flatbuffers::WIPOffset<::flatbuffers::TableUnfinishedWIPOffset>,
+}
+impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> SetNodeStateRequestBuilder<'a, 'b, A> {
+  #[inline]
+  pub fn add_node(&mut self, node: u64) {
+    self.fbb_.push_slot::<u64>(SetNodeStateRequest::VT_NODE, node, 0);
+  }
+  #[inline]
+  pub fn add_state(&mut self, state: NodeService) {
+    self.fbb_.push_slot::<NodeService>(SetNodeStateRequest::VT_STATE, state, NodeService::Active);
+  }
+  #[inline]
+  pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> SetNodeStateRequestBuilder<'a, 'b, A> {
+    let start = _fbb.start_table();
+    SetNodeStateRequestBuilder {
+      fbb_: _fbb,
+      start_: start,
+    }
+  }
+  #[inline]
+  pub fn finish(self) -> ::flatbuffers::WIPOffset<SetNodeStateRequest<'a>> {
+    let o = self.fbb_.end_table(self.start_);
+    ::flatbuffers::WIPOffset::new(o.value())
+  }
+}
+
+impl ::core::fmt::Debug for SetNodeStateRequest<'_> {
+  fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
+    let mut ds = f.debug_struct("SetNodeStateRequest");
+      ds.field("node", &self.node());
+      ds.field("state", &self.state());
+      ds.finish()
+  }
+}
+pub enum SetNodeStateResponseOffset {}
+#[derive(Copy, Clone, PartialEq)]
+
+pub struct SetNodeStateResponse<'a> {
+  pub _tab: ::flatbuffers::Table<'a>,
+}
+
+impl<'a> ::flatbuffers::Follow<'a> for SetNodeStateResponse<'a> {
+  type Inner = SetNodeStateResponse<'a>;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    Self { _tab: unsafe { ::flatbuffers::Table::new(buf, loc) } }
+  }
+}
+
+impl<'a> SetNodeStateResponse<'a> {
+  pub const VT_NODE: ::flatbuffers::VOffsetT = 4;
+  pub const VT_APPLIED: ::flatbuffers::VOffsetT = 6;
+
+  #[inline]
+  pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
+    SetNodeStateResponse { _tab: table }
+  }
+  #[allow(unused_mut)]
+  pub fn create<'bldr: 'args, 'args: 'mut_bldr, 'mut_bldr, A: ::flatbuffers::Allocator + 'bldr>(
+    _fbb: &'mut_bldr mut ::flatbuffers::FlatBufferBuilder<'bldr, A>,
+    args: &'args SetNodeStateResponseArgs
+  ) -> ::flatbuffers::WIPOffset<SetNodeStateResponse<'bldr>> {
+    let mut builder = SetNodeStateResponseBuilder::new(_fbb);
+    builder.add_node(args.node);
+    builder.add_applied(args.applied);
+    builder.finish()
+  }
+
+
+  #[inline]
+  pub fn node(&self) -> u64 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u64>(SetNodeStateResponse::VT_NODE, Some(0)).unwrap()}
+  }
+  /// Whether the state changed (false: it was so already).
+  #[inline]
+  pub fn applied(&self) -> bool {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<bool>(SetNodeStateResponse::VT_APPLIED, Some(false)).unwrap()}
+  }
+}
+
+impl ::flatbuffers::Verifiable for SetNodeStateResponse<'_> {
+  #[inline]
+  fn run_verifier(
+    v: &mut ::flatbuffers::Verifier, pos: usize
+  ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
+    v.visit_table(pos)?
+     .visit_field::<u64>("node", Self::VT_NODE, false)?
+     .visit_field::<bool>("applied", Self::VT_APPLIED, false)?
+     .finish();
+    Ok(())
+  }
+}
+pub struct SetNodeStateResponseArgs {
+    pub node: u64,
+    pub applied: bool,
+}
+impl<'a> Default for SetNodeStateResponseArgs {
+  #[inline]
+  fn default() -> Self {
+    SetNodeStateResponseArgs {
+      node: 0,
+      applied: false,
+    }
+  }
+}
+
+pub struct SetNodeStateResponseBuilder<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> {
+  fbb_: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>,
+  start_: ::flatbuffers::WIPOffset<::flatbuffers::TableUnfinishedWIPOffset>,
+}
+impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> SetNodeStateResponseBuilder<'a, 'b, A> {
+  #[inline]
+  pub fn add_node(&mut self, node: u64) {
+    self.fbb_.push_slot::<u64>(SetNodeStateResponse::VT_NODE, node, 0);
+  }
+  #[inline]
+  pub fn add_applied(&mut self, applied: bool) {
+    self.fbb_.push_slot::<bool>(SetNodeStateResponse::VT_APPLIED, applied, false);
+  }
+  #[inline]
+  pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> SetNodeStateResponseBuilder<'a, 'b, A> {
+    let start = _fbb.start_table();
+    SetNodeStateResponseBuilder {
+      fbb_: _fbb,
+      start_: start,
+    }
+  }
+  #[inline]
+  pub fn finish(self) -> ::flatbuffers::WIPOffset<SetNodeStateResponse<'a>> {
+    let o = self.fbb_.end_table(self.start_);
+    ::flatbuffers::WIPOffset::new(o.value())
+  }
+}
+
+impl ::core::fmt::Debug for SetNodeStateResponse<'_> {
+  fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
+    let mut ds = f.debug_struct("SetNodeStateResponse");
+      ds.field("node", &self.node());
+      ds.field("applied", &self.applied());
+      ds.finish()
+  }
+}
 pub enum RequestOffset {}
 #[derive(Copy, Clone, PartialEq)]
 
@@ -9107,6 +9470,21 @@ impl<'a> Request<'a> {
     }
   }
 
+  #[inline]
+  #[allow(non_snake_case)]
+  pub fn body_as_set_node_state_request(&self) -> Option<SetNodeStateRequest<'a>> {
+    if self.body_type() == RequestBody::SetNodeStateRequest {
+      self.body().map(|t| {
+       // Safety:
+       // Created from a valid Table for this object
+       // Which contains a valid union in this slot
+       unsafe { SetNodeStateRequest::init_from_table(t) }
+     })
+    } else {
+      None
+    }
+  }
+
 }
 
 impl ::flatbuffers::Verifiable for Request<'_> {
@@ -9139,6 +9517,7 @@ impl ::flatbuffers::Verifiable for Request<'_> {
           RequestBody::MoveReplicaRequest => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<MoveReplicaRequest>>("RequestBody::MoveReplicaRequest", pos),
           RequestBody::ChangeMembershipRequest => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<ChangeMembershipRequest>>("RequestBody::ChangeMembershipRequest", pos),
           RequestBody::PlanMovesRequest => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<PlanMovesRequest>>("RequestBody::PlanMovesRequest", pos),
+          RequestBody::SetNodeStateRequest => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<SetNodeStateRequest>>("RequestBody::SetNodeStateRequest", pos),
           _ => Ok(()),
         }
      })?
@@ -9342,6 +9721,13 @@ impl ::core::fmt::Debug for Request<'_> {
         },
         RequestBody::PlanMovesRequest => {
           if let Some(x) = self.body_as_plan_moves_request() {
+            ds.field("body", &x)
+          } else {
+            ds.field("body", &"InvalidFlatbuffer: Union discriminant does not match value.")
+          }
+        },
+        RequestBody::SetNodeStateRequest => {
+          if let Some(x) = self.body_as_set_node_state_request() {
             ds.field("body", &x)
           } else {
             ds.field("body", &"InvalidFlatbuffer: Union discriminant does not match value.")
@@ -9723,6 +10109,21 @@ impl<'a> Response<'a> {
     }
   }
 
+  #[inline]
+  #[allow(non_snake_case)]
+  pub fn body_as_set_node_state_response(&self) -> Option<SetNodeStateResponse<'a>> {
+    if self.body_type() == ResponseBody::SetNodeStateResponse {
+      self.body().map(|t| {
+       // Safety:
+       // Created from a valid Table for this object
+       // Which contains a valid union in this slot
+       unsafe { SetNodeStateResponse::init_from_table(t) }
+     })
+    } else {
+      None
+    }
+  }
+
 }
 
 impl ::flatbuffers::Verifiable for Response<'_> {
@@ -9755,6 +10156,7 @@ impl ::flatbuffers::Verifiable for Response<'_> {
           ResponseBody::MoveReplicaResponse => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<MoveReplicaResponse>>("ResponseBody::MoveReplicaResponse", pos),
           ResponseBody::ChangeMembershipResponse => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<ChangeMembershipResponse>>("ResponseBody::ChangeMembershipResponse", pos),
           ResponseBody::PlanMovesResponse => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<PlanMovesResponse>>("ResponseBody::PlanMovesResponse", pos),
+          ResponseBody::SetNodeStateResponse => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<SetNodeStateResponse>>("ResponseBody::SetNodeStateResponse", pos),
           _ => Ok(()),
         }
      })?
@@ -9958,6 +10360,13 @@ impl ::core::fmt::Debug for Response<'_> {
         },
         ResponseBody::PlanMovesResponse => {
           if let Some(x) = self.body_as_plan_moves_response() {
+            ds.field("body", &x)
+          } else {
+            ds.field("body", &"InvalidFlatbuffer: Union discriminant does not match value.")
+          }
+        },
+        ResponseBody::SetNodeStateResponse => {
+          if let Some(x) = self.body_as_set_node_state_response() {
             ds.field("body", &x)
           } else {
             ds.field("body", &"InvalidFlatbuffer: Union discriminant does not match value.")
