@@ -220,6 +220,10 @@ fn a_leaders_replica_moves_to_another_node_while_producers_write_and_nothing_is_
         }
     });
     assert!(groups_on_disk(&root.path().join(format!("node-{to}"))).contains(&group));
+    assert!(
+        from_dir.join(format!("group-{group}.left")).exists(),
+        "the old node marks the group left before deleting its files"
+    );
     check_every_acknowledged_record(&bootstrap, &acked);
 
     // Restarted, the old node does not bring the group back; the new one rejoins it.

@@ -12,8 +12,8 @@
 //! kind 8 v1, replica move : action u8 (1 start, 2 finish, 3 abandon) | 0 u8 u16 | group u32 | body
 //!   start   : from u64 | to node u64 | to shard u32 | config index u64
 //!             | voter count u32 | voter u64 ... | learner count u32 | learner u64 ...
-//!   finish  : replica count u32 | (node u64, shard u32) ...
-//!   abandon : (nothing)
+//!   finish  : from u64 | to u64 | replica count u32 | (node u64, shard u32) ...
+//!   abandon : from u64 | to u64
 //!   node    : (group 0) node u64 | state u8 (0 active, 1 draining, 2 removed)
 //! ```
 //!
@@ -97,17 +97,27 @@ impl NodeService {
 pub enum MoveEntry {
     /// A move starts: its learner was added to the group.
     Start(ReplicaMove),
-    /// A move finished: the group's replicas are now these (the old one removed).
+    /// A move finished: the group's replicas are now these (the old one removed). Only
+    /// the move under way from `from` to `to` finishes.
     Finish {
         /// The group.
         group: u32,
+        /// The node that gave its replica up.
+        from: u64,
+        /// The node that took it.
+        to: u64,
         /// Its replicas, (node, shard).
         replicas: Vec<(u64, u32)>,
     },
-    /// A move rolled back: its learner was removed again.
+    /// A move rolled back: its learner was removed again. Only the move under way from
+    /// `from` to `to` rolls back.
     Abandon {
         /// The group.
         group: u32,
+        /// The node that was giving its replica up.
+        from: u64,
+        /// The node whose learner left.
+        to: u64,
     },
     /// A node's service state changes.
     Node {
@@ -141,19 +151,28 @@ impl ReplicaMoves {
                 let refused = self.under_way.contains_key(&start.group)
                     || self.under_way.len() >= MAX_MOVES_UNDER_WAY
                     || start.from == start.to.0
-                    || self.has_left(start.group, start.to.0);
+                    || self.has_left(start.group, start.to.0)
+                    || self.node_state(start.to.0) != NodeService::Active;
                 if refused {
                     return false;
                 }
                 self.under_way.insert(start.group, start);
                 true
             }
-            MoveEntry::Finish { group, replicas } => {
+            MoveEntry::Finish {
+                group,
+                from,
+                to,
+                replicas,
+            } => {
                 let Some(under_way) = self.under_way.get(&group) else {
                     return false;
                 };
                 let nodes: Vec<u64> = replicas.iter().map(|&(node, _)| node).collect();
-                if !replicas.contains(&under_way.to) || nodes.contains(&under_way.from) {
+                if (under_way.from, under_way.to.0) != (from, to)
+                    || !replicas.contains(&under_way.to)
+                    || nodes.contains(&under_way.from)
+                {
                     return false;
                 }
                 let from = under_way.from;
@@ -164,7 +183,12 @@ impl ReplicaMoves {
             }
             MoveEntry::Node { node, state } => {
                 let now = self.node_state(node);
+                let target = self.under_way.values().any(|m| m.to.0 == node);
                 if now == state || now == NodeService::Removed {
+                    return false;
+                }
+                if state == NodeService::Removed && target {
+                    // A replica is moving onto it: not removed under it.
                     return false;
                 }
                 if state == NodeService::Active {
@@ -174,7 +198,14 @@ impl ReplicaMoves {
                 }
                 true
             }
-            MoveEntry::Abandon { group } => {
+            MoveEntry::Abandon { group, from, to } => {
+                let matches = self
+                    .under_way
+                    .get(&group)
+                    .is_some_and(|m| (m.from, m.to.0) == (from, to));
+                if !matches {
+                    return false;
+                }
                 let Some(under_way) = self.under_way.remove(&group) else {
                     return false;
                 };
@@ -228,7 +259,7 @@ impl MoveEntry {
         let (action, group) = match self {
             MoveEntry::Start(start) => (1u8, start.group),
             MoveEntry::Finish { group, .. } => (2, *group),
-            MoveEntry::Abandon { group } => (3, *group),
+            MoveEntry::Abandon { group, .. } => (3, *group),
             MoveEntry::Node { .. } => (4, 0),
         };
         out.extend_from_slice(&[MOVE_KIND, MOVE_VERSION, action, 0]);
@@ -251,18 +282,25 @@ impl MoveEntry {
                     }
                 }
             }
-            MoveEntry::Finish { replicas, .. } => {
+            MoveEntry::Finish {
+                from, to, replicas, ..
+            } => {
                 assert!(
                     replicas.len() <= MAX_MOVE_MEMBERS,
                     "a group has a few replicas"
                 );
+                out.extend_from_slice(&from.to_le_bytes());
+                out.extend_from_slice(&to.to_le_bytes());
                 out.extend_from_slice(&(replicas.len() as u32).to_le_bytes());
                 for (node, shard) in replicas {
                     out.extend_from_slice(&node.to_le_bytes());
                     out.extend_from_slice(&shard.to_le_bytes());
                 }
             }
-            MoveEntry::Abandon { .. } => {}
+            MoveEntry::Abandon { from, to, .. } => {
+                out.extend_from_slice(&from.to_le_bytes());
+                out.extend_from_slice(&to.to_le_bytes());
+            }
             MoveEntry::Node { node, state } => {
                 out.extend_from_slice(&node.to_le_bytes());
                 out.push(state.code());
@@ -300,13 +338,23 @@ impl MoveEntry {
                 }))
             }
             2 => {
+                let (from, to) = (at.u64()?, at.u64()?);
                 let count = at.count()?;
                 let replicas = (0..count)
                     .map(|_| Ok((at.u64()?, at.u32()?)))
                     .collect::<Result<Vec<_>, EntryDecodeError>>()?;
-                Ok(MoveEntry::Finish { group, replicas })
+                Ok(MoveEntry::Finish {
+                    group,
+                    from,
+                    to,
+                    replicas,
+                })
             }
-            3 => Ok(MoveEntry::Abandon { group }),
+            3 => Ok(MoveEntry::Abandon {
+                group,
+                from: at.u64()?,
+                to: at.u64()?,
+            }),
             4 => {
                 let node = at.u64()?;
                 let state = NodeService::of_code(at.u8()?).ok_or(EntryDecodeError::Unknown {
@@ -383,15 +431,25 @@ mod tests {
         })
     }
 
+    fn finish(group: u32, from: u64, to: u64, replicas: &[(u64, u32)]) -> MoveEntry {
+        MoveEntry::Finish {
+            group,
+            from,
+            to,
+            replicas: replicas.to_vec(),
+        }
+    }
+
     #[test]
     fn entries_round_trip_and_bad_bytes_are_refused() {
         let entries = [
             start(3, 1, 4),
-            MoveEntry::Finish {
+            finish(3, 1, 4, &[(2, 0), (3, 0), (4, 1)]),
+            MoveEntry::Abandon {
                 group: 3,
-                replicas: vec![(2, 0), (3, 0), (4, 1)],
+                from: 1,
+                to: 4,
             },
-            MoveEntry::Abandon { group: 3 },
             MoveEntry::Node {
                 node: 2,
                 state: NodeService::Draining,
@@ -406,12 +464,8 @@ mod tests {
             }
         }
         let mut bytes = Vec::new();
-        MoveEntry::Finish {
-            group: 1,
-            replicas: vec![(1, 0)],
-        }
-        .encode(&mut bytes);
-        bytes[8..12].copy_from_slice(&u32::MAX.to_le_bytes());
+        finish(1, 2, 1, &[(1, 0)]).encode(&mut bytes);
+        bytes[24..28].copy_from_slice(&u32::MAX.to_le_bytes());
         assert_eq!(MoveEntry::decode(&bytes), Err(EntryDecodeError::BadGroups));
     }
 
@@ -420,28 +474,54 @@ mod tests {
         let mut moves = ReplicaMoves::default();
         assert!(moves.apply(start(3, 1, 4)));
         assert!(!moves.apply(start(3, 2, 5)), "one move per group");
-        let wrong = MoveEntry::Finish {
-            group: 3,
-            replicas: vec![(1, 0), (2, 0), (3, 0)],
-        };
+        let wrong = finish(3, 1, 4, &[(1, 0), (2, 0), (3, 0)]);
         assert!(
             !moves.apply(wrong),
             "a finish must name the new replica, not the old"
         );
-        let finish = MoveEntry::Finish {
+        let another = finish(3, 2, 5, &[(1, 0), (3, 0), (5, 1)]);
+        assert!(!moves.apply(another), "only the move under way finishes");
+        let other_abandon = MoveEntry::Abandon {
             group: 3,
-            replicas: vec![(2, 0), (3, 0), (4, 1)],
+            from: 2,
+            to: 5,
         };
-        assert!(moves.apply(finish.clone()));
-        assert!(!moves.apply(finish), "finished once");
+        assert!(
+            !moves.apply(other_abandon),
+            "only the move under way rolls back"
+        );
+        let done = finish(3, 1, 4, &[(2, 0), (3, 0), (4, 1)]);
+        assert!(moves.apply(done.clone()));
+        assert!(!moves.apply(done), "finished once");
         assert!(moves.under_way(3).is_none());
         assert!(moves.has_left(3, 1));
         assert!(!moves.apply(start(3, 4, 1)), "node 1 left group 3");
         assert!(moves.apply(start(3, 2, 5)));
-        assert!(moves.apply(MoveEntry::Abandon { group: 3 }));
+        let removing_the_target = MoveEntry::Node {
+            node: 5,
+            state: NodeService::Removed,
+        };
+        assert!(
+            !moves.apply(removing_the_target),
+            "a node a move goes to stays"
+        );
+        assert!(moves.apply(MoveEntry::Abandon {
+            group: 3,
+            from: 2,
+            to: 5,
+        }));
         assert!(
             moves.has_left(3, 5),
             "an abandoned learner's id is used up too"
+        );
+        let draining = MoveEntry::Node {
+            node: 6,
+            state: NodeService::Draining,
+        };
+        assert!(moves.apply(draining));
+        assert!(
+            !moves.apply(start(3, 2, 6)),
+            "nothing moves onto a draining node"
         );
         assert_eq!(
             moves.replaced().collect::<Vec<_>>(),

@@ -465,7 +465,12 @@ mod tests {
         let replicas = vec![(3, 2), (4, 1)];
         apply(
             &mut state,
-            BrokerEntry::Move(MoveEntry::Finish { group: 7, replicas }),
+            BrokerEntry::Move(MoveEntry::Finish {
+                group: 7,
+                from: 1,
+                to: 4,
+                replicas,
+            }),
         );
         apply(&mut state, start(0, 2, 5));
         assert!(state.topics.moves().has_left(7, 1));

@@ -89,9 +89,19 @@ pub enum MoveRecord {
         join: GroupMembership,
     },
     /// The old replica left the group.
-    Finish,
+    Finish {
+        /// The node that gave its replica up.
+        from: u64,
+        /// The node that took it.
+        to: u64,
+    },
     /// The learner was removed again.
-    Abandon,
+    Abandon {
+        /// The node that was giving its replica up.
+        from: u64,
+        /// The node whose learner left.
+        to: u64,
+    },
 }
 
 impl ClusterClient {
@@ -305,8 +315,14 @@ impl ClusterClient {
                     args.learners = Some(builder.create_vector(&join.learners));
                     args.config_index = join.index;
                 }
-                MoveRecord::Finish => args.action = MoveAction::Finish,
-                MoveRecord::Abandon => args.action = MoveAction::Abandon,
+                MoveRecord::Finish { from, to } => {
+                    args.action = MoveAction::Finish;
+                    (args.from_node, args.to_node) = (*from, *to);
+                }
+                MoveRecord::Abandon { from, to } => {
+                    args.action = MoveAction::Abandon;
+                    (args.from_node, args.to_node) = (*from, *to);
+                }
             }
             let body = wire::MoveReplicaRequest::create(&mut builder, &args);
             encode_request(

@@ -96,9 +96,12 @@ pub fn move_replica(
 ) -> Result<MoveOutcome, MoveError> {
     let started = Instant::now();
     let mut rolling_back = false;
-    let mut recorded_start = false;
     // A start the controller refused (the learner then leaves again).
     let mut refusal: Option<ClientError> = None;
+    let refused = |error: ClientError| MoveError::Refused {
+        group: plan.group,
+        error,
+    };
     loop {
         if started.elapsed() > budget.total {
             return Err(MoveError::TimedOut {
@@ -106,17 +109,35 @@ pub fn move_replica(
                 seconds: budget.total.as_secs(),
             });
         }
-        let membership = match client.membership(plan.group, &MembershipCall::Query) {
-            Ok(membership) => membership,
+        let looked = client
+            .membership(plan.group, &MembershipCall::Query)
+            .and_then(|membership| Ok((membership, client.placement_changes()?)));
+        let (membership, changes) = match looked {
+            Ok(looked) => looked,
             Err(error) => {
                 retry_or_refuse(plan.group, error)?;
                 continue;
             }
         };
+        // Only this plan's move may change the group: another one under way is finished
+        // (or rolled back) first, by whoever started it.
+        let under_way = changes.moves.iter().find(|m| m.0 == plan.group);
+        if let Some(&(_, from, to, _)) = under_way.filter(|m| (m.1, m.2) != (plan.from, plan.to)) {
+            return Err(refused(ClientError::Unexpected(format!(
+                "group {} has another move under way (node {from} -> node {to}): finish it first",
+                plan.group
+            ))));
+        }
+        let recorded = under_way.is_some();
         let step = if rolling_back {
-            roll_back_step(plan, &membership)
+            roll_back_step(plan, &membership, recorded)
         } else {
-            move_step(plan, &membership, started.elapsed() > budget.catch_up)
+            move_step(
+                plan,
+                &membership,
+                started.elapsed() > budget.catch_up,
+                recorded,
+            )
         };
         progress(&MoveProgress {
             step: step.name(),
@@ -124,24 +145,22 @@ pub fn move_replica(
         });
         let outcome = match step {
             Step::Change(call) => client.membership(plan.group, &call).map(|_| ()),
-            Step::RecordStart if !recorded_start => {
+            Step::RecordStart => {
                 let record = MoveRecord::Start {
                     from: plan.from,
                     to: plan.to,
                     to_shard: plan.to_shard,
                     join: membership,
                 };
-                match client.record_move(plan.group, &record) {
-                    Ok(_) => recorded_start = true,
-                    Err(error) => {
-                        tracing::warn!(group = plan.group, %error, "the move's start was refused: its learner leaves again");
-                        refusal = Some(error);
-                        rolling_back = true;
-                    }
+                // Recorded now, or before by this plan (seen at the next look).
+                if let Err(error) = client.record_move(plan.group, &record) {
+                    tracing::warn!(group = plan.group, %error, "the move's start was refused: its learner leaves again");
+                    refusal = Some(error);
+                    rolling_back = true;
                 }
                 Ok(())
             }
-            Step::RecordStart => {
+            Step::Wait => {
                 std::thread::sleep(MOVER_POLL);
                 Ok(())
             }
@@ -150,38 +169,26 @@ pub fn move_replica(
                 Ok(())
             }
             Step::Finish => {
-                client
-                    .record_move(plan.group, &MoveRecord::Finish)
-                    .map_err(|error| MoveError::Refused {
-                        group: plan.group,
-                        error,
-                    })?;
+                let record = MoveRecord::Finish {
+                    from: plan.from,
+                    to: plan.to,
+                };
+                client.record_move(plan.group, &record).map_err(refused)?;
                 return Ok(MoveOutcome::Done);
             }
+            Step::Done => return Ok(MoveOutcome::Done),
             Step::Abandoned => {
-                client
-                    .record_move(plan.group, &MoveRecord::Abandon)
-                    .map_err(|error| MoveError::Refused {
-                        group: plan.group,
-                        error,
-                    })?;
+                let record = MoveRecord::Abandon {
+                    from: plan.from,
+                    to: plan.to,
+                };
+                client.record_move(plan.group, &record).map_err(refused)?;
                 return match refusal {
-                    Some(error) => Err(MoveError::Refused {
-                        group: plan.group,
-                        error,
-                    }),
+                    Some(error) => Err(refused(error)),
                     None => Ok(MoveOutcome::RolledBack),
                 };
             }
-            Step::NotHeld => {
-                return Err(MoveError::Refused {
-                    group: plan.group,
-                    error: ClientError::Unexpected(format!(
-                        "neither node {} nor node {} holds a replica of the group",
-                        plan.from, plan.to
-                    )),
-                })
-            }
+            Step::Refuse(why) => return Err(refused(ClientError::Unexpected(why))),
         };
         if let Err(error) = outcome {
             retry_or_refuse(plan.group, error)?;
@@ -194,7 +201,8 @@ pub fn move_replica(
 /// with another; the next look at the configuration decides. Anything else ends the move
 /// (it resumes when asked again).
 fn retry_or_refuse(group: u32, error: ClientError) -> Result<(), MoveError> {
-    if error.is_retriable() || matches!(error, ClientError::Broker { .. }) {
+    let refused_change = error.to_string().contains("membership change refused");
+    if error.is_retriable() || refused_change {
         tracing::debug!(group, %error, "move step not taken; looking again");
         std::thread::sleep(MOVER_POLL);
         return Ok(());
@@ -207,17 +215,20 @@ fn retry_or_refuse(group: u32, error: ClientError) -> Result<(), MoveError> {
 enum Step {
     /// Ask the group's leader for this change.
     Change(MembershipCall),
-    /// Record the start (the learner then starts on its node), then wait for the
-    /// learner to catch up.
+    /// Record the start (the learner then starts on its node).
     RecordStart,
+    /// Wait (for the learner to catch up, or for the controller's record to show).
+    Wait,
+    /// The move already ended (its end recorded before).
+    Done,
+    /// The group is not where this plan can take it.
+    Refuse(String),
     /// The learner took too long: remove it again.
     RollBack,
     /// The old replica is out: record the end.
     Finish,
     /// The learner is out again: record the roll-back.
     Abandoned,
-    /// Neither node holds a replica: the plan is wrong.
-    NotHeld,
 }
 
 impl Step {
@@ -230,44 +241,72 @@ impl Step {
             }
             Step::Change(MembershipCall::LeaveJoint) => "leaving the joint configuration",
             Step::Change(MembershipCall::RemoveLearner(_)) => "removing a learner",
-            Step::RecordStart => "the new replica catches up",
+            Step::RecordStart => "recording the start",
+            Step::Wait => "the new replica catches up",
+            Step::Done => "done before",
+            Step::Refuse(_) => "refused",
             Step::RollBack => "the new replica did not catch up in time: rolling back",
             Step::Finish => "recording the end",
             Step::Abandoned => "recording the roll-back",
-            Step::NotHeld => "neither node holds a replica",
         }
     }
 }
 
-/// The next step of a move going forward, from the configuration applied.
-fn move_step(plan: &ReplicaMovePlan, membership: &GroupMembership, late: bool) -> Step {
+/// The next step of a move going forward, from the configuration applied and whether
+/// the controller shows this plan's move under way (`recorded`). Only a recorded move
+/// promotes, demotes or removes anyone: a plan that does not match the group changes
+/// nothing but adding its learner.
+fn move_step(
+    plan: &ReplicaMovePlan,
+    membership: &GroupMembership,
+    late: bool,
+    recorded: bool,
+) -> Step {
     let (from, to) = (plan.from, plan.to);
-    if membership.is_joint() {
-        return Step::Change(MembershipCall::LeaveJoint);
+    let settled = !membership.is_joint() && membership.learners.is_empty();
+    if settled && membership.voters.contains(&to) && !membership.contains(from) {
+        return if recorded { Step::Finish } else { Step::Done };
     }
     if !membership.contains(to) {
-        if !membership.contains(from) {
-            return Step::NotHeld;
+        if !membership.voters.contains(&from) || !settled {
+            return Step::Refuse(format!(
+                "node {from} holds no voter of group {}, or the group is changing: {membership:?}",
+                plan.group
+            ));
         }
         return Step::Change(MembershipCall::AddLearner(to));
     }
+    if !recorded {
+        if membership.learners.contains(&to) && !membership.is_joint() {
+            return Step::RecordStart;
+        }
+        if settled {
+            return Step::Refuse(format!(
+                "node {to} already holds a replica of group {}",
+                plan.group
+            ));
+        }
+        // Further along than a learner: the record shows once the controller's replica
+        // that answered applied it.
+        return Step::Wait;
+    }
+    if membership.is_joint() {
+        return Step::Change(MembershipCall::LeaveJoint);
+    }
     if membership.learners.contains(&to) {
-        if membership.caught_up.contains(&to) {
+        if membership.caught_up.contains(&to) && membership.voters.contains(&from) {
             return Step::Change(MembershipCall::EnterJoint {
                 promote: vec![to],
                 demote: vec![from],
             });
         }
-        if late {
-            return Step::RollBack;
-        }
-        return Step::RecordStart;
+        return if late { Step::RollBack } else { Step::Wait };
     }
     if membership.learners.contains(&from) {
         return Step::Change(MembershipCall::RemoveLearner(from));
     }
-    if membership.contains(from) {
-        // `to` votes beside `from`: only a joint configuration left half-way does that.
+    if membership.voters.contains(&from) {
+        // `to` votes beside `from`: a joint configuration left half-way does that.
         return Step::Change(MembershipCall::EnterJoint {
             promote: Vec::new(),
             demote: vec![from],
@@ -278,10 +317,10 @@ fn move_step(plan: &ReplicaMovePlan, membership: &GroupMembership, late: bool) -
 
 /// The next step of a move rolling back. A promotion asked before the roll-back was
 /// decided may have been applied since: the move then goes on instead.
-fn roll_back_step(plan: &ReplicaMovePlan, membership: &GroupMembership) -> Step {
+fn roll_back_step(plan: &ReplicaMovePlan, membership: &GroupMembership, recorded: bool) -> Step {
     let to = plan.to;
     if membership.voters.contains(&to) || membership.outgoing.contains(&to) {
-        return move_step(plan, membership, false);
+        return move_step(plan, membership, false, recorded);
     }
     if membership.learners.contains(&to) {
         return Step::Change(MembershipCall::RemoveLearner(to));
@@ -302,33 +341,33 @@ mod tests {
         }
     }
 
-    fn config(
-        voters: &[u64],
-        outgoing: &[u64],
-        learners: &[u64],
-        caught_up: &[u64],
-    ) -> GroupMembership {
+    fn config(v: &[u64], out: &[u64], learners: &[u64], caught_up: &[u64]) -> GroupMembership {
         GroupMembership {
             group: 1,
-            voters: voters.to_vec(),
-            outgoing: outgoing.to_vec(),
+            voters: v.to_vec(),
+            outgoing: out.to_vec(),
             learners: learners.to_vec(),
             index: 10,
             caught_up: caught_up.to_vec(),
         }
     }
 
-    /// Each configuration a move passes through leads to the step after it, whatever
-    /// step was asked last (a resumed move starts anywhere on this path).
+    /// Each configuration a recorded move passes through leads to the step after it,
+    /// whatever step was asked last (a resumed move starts anywhere on this path).
     #[test]
     fn every_configuration_of_a_move_leads_to_its_next_step() {
         let plan = plan();
+        let unrecorded_learner = config(&[1, 2, 3], &[], &[4], &[]);
+        assert_eq!(
+            move_step(&plan, &unrecorded_learner, false, false),
+            Step::RecordStart
+        );
         let path = [
             (
                 config(&[1, 2, 3], &[], &[], &[]),
                 Step::Change(MembershipCall::AddLearner(4)),
             ),
-            (config(&[1, 2, 3], &[], &[4], &[]), Step::RecordStart),
+            (config(&[1, 2, 3], &[], &[4], &[]), Step::Wait),
             (
                 config(&[1, 2, 3], &[], &[4], &[4]),
                 Step::Change(MembershipCall::EnterJoint {
@@ -347,10 +386,44 @@ mod tests {
             (config(&[2, 3, 4], &[], &[], &[]), Step::Finish),
         ];
         for (membership, step) in path {
-            assert_eq!(move_step(&plan, &membership, false), step, "{membership:?}");
+            assert_eq!(
+                move_step(&plan, &membership, false, true),
+                step,
+                "{membership:?}"
+            );
         }
         let late = config(&[1, 2, 3], &[], &[4], &[]);
-        assert_eq!(move_step(&plan, &late, true), Step::RollBack);
+        assert_eq!(move_step(&plan, &late, true, true), Step::RollBack);
+    }
+
+    /// A move the controller does not show changes nothing past adding its learner: a
+    /// finished one is done, a group further along waits, a wrong plan is refused.
+    #[test]
+    fn an_unrecorded_move_promotes_demotes_and_removes_no_one() {
+        let plan = plan();
+        let joint = config(&[2, 3, 4], &[1, 2, 3], &[1], &[]);
+        assert_eq!(move_step(&plan, &joint, false, false), Step::Wait);
+        let left_half_way = config(&[1, 2, 3, 4], &[], &[], &[]);
+        assert!(matches!(
+            move_step(&plan, &left_half_way, false, false),
+            Step::Refuse(_)
+        ));
+        let done = config(&[2, 3, 4], &[], &[], &[]);
+        assert_eq!(move_step(&plan, &done, false, false), Step::Done);
+        let settled = config(&[1, 2, 3], &[], &[], &[]);
+        let stranger = ReplicaMovePlan {
+            from: 5,
+            ..plan.clone()
+        };
+        assert!(matches!(
+            move_step(&stranger, &settled, false, false),
+            Step::Refuse(_)
+        ));
+        let onto_a_voter = ReplicaMovePlan { to: 2, ..plan };
+        assert!(matches!(
+            move_step(&onto_a_voter, &settled, false, false),
+            Step::Refuse(_)
+        ));
     }
 
     #[test]
@@ -358,16 +431,14 @@ mod tests {
         let plan = plan();
         let learner = config(&[1, 2, 3], &[], &[4], &[]);
         assert_eq!(
-            roll_back_step(&plan, &learner),
+            roll_back_step(&plan, &learner, true),
             Step::Change(MembershipCall::RemoveLearner(4))
         );
-        assert_eq!(
-            roll_back_step(&plan, &config(&[1, 2, 3], &[], &[], &[])),
-            Step::Abandoned
-        );
+        let before = config(&[1, 2, 3], &[], &[], &[]);
+        assert_eq!(roll_back_step(&plan, &before, true), Step::Abandoned);
         let promoted = config(&[2, 3, 4], &[1, 2, 3], &[1], &[]);
         assert_eq!(
-            roll_back_step(&plan, &promoted),
+            roll_back_step(&plan, &promoted, true),
             Step::Change(MembershipCall::LeaveJoint)
         );
     }

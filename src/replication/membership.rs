@@ -337,7 +337,7 @@ fn check_against(now: &Membership, change: &MembershipChange) -> Result<(), &'st
             if promote.is_empty() && demote.is_empty() {
                 return Err("a joint change promotes or demotes someone");
             }
-            let left = now.voters.len() + promote.len() - demote.len();
+            let left = (now.voters.len() + promote.len()).saturating_sub(demote.len());
             if left == 0 {
                 return Err("a group keeps at least one voter");
             }

@@ -7,6 +7,7 @@
 //! data_dir/group-<g>/                 the group's CommitLog
 //! data_dir/group-<g>.snapshots/       snapshots of its applied state
 //! data_dir/group-<g>.space-reserve    the space held back for it (`no_space`)
+//! data_dir/group-<g>.left             its replica here left the group for good
 //! ```
 //!
 //! Data directories written before groups had their own names used `shard-<i>` for
@@ -41,6 +42,24 @@ pub fn holds_any_group(data_dir: &Path) -> bool {
                 .is_some_and(|id| id.parse::<u32>().is_ok())
         })
     })
+}
+
+/// The marker saying this node's replica of `group` left it for good.
+pub fn left_marker(data_dir: &Path, group: GroupId) -> PathBuf {
+    data_dir.join(format!("group-{}.left", group.0))
+}
+
+/// Whether this node's replica of `group` left it for good (it is never opened again).
+pub fn has_left(data_dir: &Path, group: GroupId) -> bool {
+    left_marker(data_dir, group).exists()
+}
+
+/// Marks `group` left, durably (file and directory synced) before its files go: a crash
+/// in the middle of deleting them never reopens a partial log.
+pub fn mark_left(data_dir: &Path, group: GroupId) -> std::io::Result<()> {
+    let marker = std::fs::File::create(left_marker(data_dir, group))?;
+    marker.sync_all()?;
+    std::fs::File::open(data_dir)?.sync_all()
 }
 
 /// Removes every file of `group` (its replica left this node for good).

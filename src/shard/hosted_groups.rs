@@ -59,8 +59,17 @@ impl HostedGroups {
             let core = start_group((shard_id, group), config, placement).await?;
             cores.insert(group, core);
         }
+        let mut retired_last = None;
         if cores.is_empty() {
-            return Err(format!("no replica group is placed on shard {shard_id}"));
+            // Every group placed here left this node: a stopped stand-in answers what
+            // concerns no group of this shard (it never takes part in its group).
+            let placed = placement.groups_on(u64::from(config.node_id), shard_id);
+            let Some(&stand_in) = placed.first() else {
+                return Err(format!("no replica group is placed on shard {shard_id}"));
+            };
+            let core = start_group((shard_id, stand_in), config, placement).await?;
+            core.retire();
+            retired_last = Some(core);
         }
         let ids = cores.keys().map(|group: &GroupId| group.0).collect();
         Ok(HostedGroups {
@@ -71,7 +80,7 @@ impl HostedGroups {
             starting: RefCell::new(Vec::new()),
             wire: RefCell::new(None),
             topics: RefCell::new(None),
-            retired_last: RefCell::new(None),
+            retired_last: RefCell::new(retired_last),
         })
     }
 
@@ -168,10 +177,17 @@ impl HostedGroups {
                 core.controller_topics(topics.clone());
             }
         }
+        if let Some(last) = self.retired_last.borrow().as_ref() {
+            // Stopped, it still routes what concerns no group of this shard.
+            last.set_placement(placement.clone());
+        }
         let node = u64::from(self.config.node_id);
         for group in placement.groups_on(node, self.shard_id) {
             let known = self.cores.borrow().contains_key(&group);
             if known || self.starting.borrow().contains(&group) {
+                continue;
+            }
+            if data_layout::has_left(&self.config.data_dir, group) {
                 continue;
             }
             self.starting.borrow_mut().push(group);
@@ -180,6 +196,14 @@ impl HostedGroups {
                 .under_way(group.0)
                 .filter(|moving| moving.to == (node, self.shard_id))
                 .map(join_record);
+            // A group a move changed is created here only by a move to here: placed by
+            // topics not yet as new as this node's files (a snapshot older than the
+            // move's end), it would come back as an empty replica of an old configuration.
+            let moved = topics.moves().replaced().any(|(g, _)| g == group.0);
+            let files_here = data_layout::log_dir(&self.config.data_dir, group).exists();
+            if moved && join.is_none() && !files_here {
+                continue;
+            }
             let (hosted, placement) = (self.clone(), placement.clone());
             glommio::spawn_local(async move { hosted.start_placed(group, placement, join).await })
                 .detach();
@@ -205,6 +229,12 @@ impl HostedGroups {
             };
             self.ids.borrow_mut().retain(|&g| g != group.0);
             core.retire();
+            if let Err(error) = data_layout::mark_left(&self.config.data_dir, group) {
+                // Its files stay: a restart opens the group again, and the controller's
+                // topics retire it again.
+                tracing::error!(group = group.0, %error, "could not mark a group that left; its files stay");
+                continue;
+            }
             if self.cores.borrow().is_empty() {
                 *self.retired_last.borrow_mut() = Some(core);
             }
@@ -259,6 +289,15 @@ impl HostedGroups {
             group = group.0,
             "a group placed on this shard started"
         );
+        // Placed elsewhere meanwhile (a move rolled back while it opened): it stops.
+        let now = self
+            .topics
+            .borrow()
+            .as_ref()
+            .map(|t| self.placement_with(t));
+        if let Some(now) = now {
+            self.retire_moved_away(&now);
+        }
     }
 
     /// The placement the controller's topics make: the bootstrap one and the groups
@@ -309,7 +348,11 @@ impl HostedGroups {
 /// since start once the controller's topics name them). A shard left with none opens
 /// its bootstrap groups (retired again once the controller's topics say so).
 fn groups_to_open(shard_id: u32, config: &NodeConfig, placement: &Placement) -> Vec<GroupId> {
-    let placed = placement.groups_on(u64::from(config.node_id), shard_id);
+    let placed: Vec<GroupId> = placement
+        .groups_on(u64::from(config.node_id), shard_id)
+        .into_iter()
+        .filter(|&group| !data_layout::has_left(&config.data_dir, group))
+        .collect();
     if !data_layout::holds_any_group(&config.data_dir) {
         return placed;
     }

@@ -66,11 +66,20 @@ pub(super) async fn handle_move_replica(
             MoveEntry::Start(moving)
         }
         MoveAction::Finish => match replicas_after_move(core, group) {
-            Some(replicas) => MoveEntry::Finish { group, replicas },
+            Some(replicas) => MoveEntry::Finish {
+                group,
+                from: asked.from_node(),
+                to: asked.to_node(),
+                replicas,
+            },
             // Recorded already (an end asked again): nothing to do.
             None => return Ok(move_answer(correlation_id, group, 0, false)),
         },
-        MoveAction::Abandon => MoveEntry::Abandon { group },
+        MoveAction::Abandon => MoveEntry::Abandon {
+            group,
+            from: asked.from_node(),
+            to: asked.to_node(),
+        },
         _ => return Err(invalid("unknown move action")),
     };
     let to_shard = match &entry {
@@ -303,6 +312,11 @@ fn check_start(core: &ShardCore, moving: &ReplicaMove) -> Result<(), WireError> 
             moving.group
         )));
     }
+    if core.state().topics.moves().node_state(to) != NodeService::Active {
+        return Err(invalid(format!(
+            "node {to} is draining or removed: nothing moves onto it"
+        )));
+    }
     if !moving.join_learners.contains(&to) || moving.join_voters.is_empty() {
         return Err(invalid("the learner starts with a configuration naming it"));
     }
@@ -347,10 +361,12 @@ fn change_of(
     asked: &wire::ChangeMembershipRequest<'_>,
 ) -> Result<Option<MembershipChange>, WireError> {
     let list = |nodes: Option<flatbuffers::Vector<'_, u64>>| -> Result<Vec<u64>, WireError> {
-        let nodes: Vec<u64> = nodes.iter().flatten().collect();
+        let mut nodes: Vec<u64> = nodes.iter().flatten().collect();
         if nodes.len() > MAX_NAMED_MEMBERS {
             return Err(invalid(format!("at most {MAX_NAMED_MEMBERS} members")));
         }
+        nodes.sort_unstable();
+        nodes.dedup();
         Ok(nodes)
     };
     let node = asked.node();
