@@ -157,6 +157,33 @@ fn group_rows(client: &mut ClusterClient, group: u32, count: usize) -> Vec<Group
     })
 }
 
+/// A cluster of `NODES` nodes with the topic created: the nodes, the bootstrap list, a
+/// client, the node ids and the placement every node computes.
+struct Cluster {
+    nodes: Vec<support::Broker>,
+    bootstrap: String,
+    client: ClusterClient,
+    node_ids: Vec<u64>,
+    placement: Placement,
+}
+
+fn cluster_with_topic(root: &std::path::Path) -> Cluster {
+    let nodes = start_cluster(root, NODES, 1);
+    let bootstrap: Vec<String> = nodes.iter().map(|n| n.address(0)).collect();
+    let bootstrap = bootstrap.join(",");
+    let mut client = ClusterClient::new(&bootstrap);
+    retry("create topic", || client.create_topic(TOPIC, PARTITIONS));
+    let node_ids: Vec<u64> = (1..=u64::from(NODES)).collect();
+    let placement = Placement::bootstrap(1, &node_ids, 3);
+    Cluster {
+        nodes,
+        bootstrap,
+        client,
+        node_ids,
+        placement,
+    }
+}
+
 /// Runs `keel cluster move`; its output.
 fn keel_cluster_move(bootstrap: &str, group: u32, from: u64, to: u64) -> std::process::Output {
     Command::new(keel_binary())
@@ -171,14 +198,13 @@ fn keel_cluster_move(bootstrap: &str, group: u32, from: u64, to: u64) -> std::pr
 #[test]
 fn a_leaders_replica_moves_to_another_node_while_producers_write_and_nothing_is_lost() {
     let root = tempfile::tempdir().unwrap();
-    let mut nodes = start_cluster(root.path(), NODES, 1);
-    let bootstrap: Vec<String> = nodes.iter().map(|n| n.address(0)).collect();
-    let bootstrap = bootstrap.join(",");
-    let mut client = ClusterClient::new(&bootstrap);
-    retry("create topic", || client.create_topic(TOPIC, PARTITIONS));
-
-    let node_ids: Vec<u64> = (1..=u64::from(NODES)).collect();
-    let placement = Placement::bootstrap(1, &node_ids, 3);
+    let Cluster {
+        mut nodes,
+        bootstrap,
+        mut client,
+        node_ids,
+        placement,
+    } = cluster_with_topic(root.path());
     let group = 1;
     let members: BTreeSet<u64> = placement.members(GroupId(group)).into_iter().collect();
     let to = *node_ids.iter().find(|n| !members.contains(n)).unwrap();
@@ -245,11 +271,13 @@ fn a_leaders_replica_moves_to_another_node_while_producers_write_and_nothing_is_
 #[test]
 fn a_move_interrupted_by_a_kill_of_the_controllers_leader_and_of_the_mover_resumes() {
     let root = tempfile::tempdir().unwrap();
-    let mut nodes = start_cluster(root.path(), NODES, 1);
-    let bootstrap: Vec<String> = nodes.iter().map(|n| n.address(0)).collect();
-    let bootstrap = bootstrap.join(",");
-    let mut client = ClusterClient::new(&bootstrap);
-    retry("create topic", || client.create_topic(TOPIC, PARTITIONS));
+    let Cluster {
+        mut nodes,
+        bootstrap,
+        mut client,
+        node_ids,
+        placement,
+    } = cluster_with_topic(root.path());
     let controller_rows = group_rows(&mut client, 0, NODES as usize);
     let leader = u64::from(
         controller_rows
@@ -258,8 +286,6 @@ fn a_move_interrupted_by_a_kill_of_the_controllers_leader_and_of_the_mover_resum
             .unwrap()
             .node,
     );
-    let node_ids: Vec<u64> = (1..=u64::from(NODES)).collect();
-    let placement = Placement::bootstrap(1, &node_ids, 3);
     let group = (1..placement.group_count())
         .find(|&g| placement.members(GroupId(g)).contains(&leader))
         .expect("a data group on the controller's leader");
@@ -334,13 +360,13 @@ fn a_move_interrupted_by_a_kill_of_the_controllers_leader_and_of_the_mover_resum
 #[test]
 fn draining_a_node_moves_every_replica_off_it_while_producers_write() {
     let root = tempfile::tempdir().unwrap();
-    let _nodes = start_cluster(root.path(), NODES, 1);
-    let bootstrap: Vec<String> = _nodes.iter().map(|n| n.address(0)).collect();
-    let bootstrap = bootstrap.join(",");
-    let mut client = ClusterClient::new(&bootstrap);
-    retry("create topic", || client.create_topic(TOPIC, PARTITIONS));
-    let node_ids: Vec<u64> = (1..=u64::from(NODES)).collect();
-    let placement = Placement::bootstrap(1, &node_ids, 3);
+    let Cluster {
+        nodes: _nodes,
+        bootstrap,
+        mut client,
+        node_ids,
+        placement,
+    } = cluster_with_topic(root.path());
     // The node holding the most data groups.
     let victim = *node_ids
         .iter()
@@ -468,13 +494,13 @@ fn draining_a_node_moves_every_replica_off_it_while_producers_write() {
 #[test]
 fn a_move_under_way_shows_in_the_status_and_ends_once_its_node_runs() {
     let root = tempfile::tempdir().unwrap();
-    let nodes = start_cluster(root.path(), NODES, 1);
-    let bootstrap: Vec<String> = nodes.iter().map(|n| n.address(0)).collect();
-    let bootstrap = bootstrap.join(",");
-    let mut client = ClusterClient::new(&bootstrap);
-    retry("create topic", || client.create_topic(TOPIC, PARTITIONS));
-    let node_ids: Vec<u64> = (1..=u64::from(NODES)).collect();
-    let placement = Placement::bootstrap(1, &node_ids, 3);
+    let Cluster {
+        nodes,
+        bootstrap,
+        mut client,
+        node_ids,
+        placement,
+    } = cluster_with_topic(root.path());
     let group = 1;
     let members: BTreeSet<u64> = placement.members(GroupId(group)).into_iter().collect();
     let to = *node_ids.iter().find(|n| !members.contains(n)).unwrap();

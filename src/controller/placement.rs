@@ -52,6 +52,21 @@ struct GroupPlace {
     preferred_leader: u64,
 }
 
+impl GroupPlace {
+    /// The group as the placer sees it; `left` never take it again.
+    fn slots(&self, left: Vec<u64>) -> GroupSlots {
+        GroupSlots {
+            replicas: self
+                .shard_of
+                .iter()
+                .map(|(&node, &shard)| Slot { node, shard })
+                .collect(),
+            preferred_leader: self.preferred_leader,
+            left,
+        }
+    }
+}
+
 /// Where the groups of a cluster run.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Placement {
@@ -287,15 +302,7 @@ impl Placement {
         let existing: Vec<GroupSlots> = self
             .groups
             .values()
-            .map(|place| GroupSlots {
-                replicas: place
-                    .shard_of
-                    .iter()
-                    .map(|(&node, &shard)| Slot { node, shard })
-                    .collect(),
-                preferred_leader: place.preferred_leader,
-                left: Vec::new(),
-            })
+            .map(|place| place.slots(Vec::new()))
             .collect();
         let placed = placer::place(&slots, &existing, replication_factor)?;
         Ok(PlacedGroup {
@@ -327,18 +334,7 @@ impl Placement {
             .filter(|(&id, place)| {
                 id != CONTROLLER_GROUP.0 && !busy.contains(&id) && place.learners.is_empty()
             })
-            .map(|(&id, place)| {
-                let slots = GroupSlots {
-                    replicas: place
-                        .shard_of
-                        .iter()
-                        .map(|(&node, &shard)| Slot { node, shard })
-                        .collect(),
-                    preferred_leader: place.preferred_leader,
-                    left: left(id),
-                };
-                (id, slots)
-            })
+            .map(|(&id, place)| (id, place.slots(left(id))))
             .collect();
         let groups: Vec<GroupSlots> = movable.iter().map(|(_, g)| g.clone()).collect();
         placer::plan_moves(&slots, &groups, limit)

@@ -69,14 +69,30 @@ pub(crate) struct PlanArgs {
     /// At most this many moves.
     #[arg(long, default_value_t = 256)]
     max_moves: u32,
-    /// Each new replica must be caught up within this, else its move rolls back.
-    #[arg(long, value_parser = parse_duration, default_value = "10m")]
-    catch_up_timeout: Duration,
-    /// Each move must end within this.
-    #[arg(long, value_parser = parse_duration, default_value = "30m")]
-    timeout: Duration,
+    #[command(flatten)]
+    budget: BudgetArgs,
     #[command(flatten)]
     connect: ConnectArgs,
+}
+
+/// How long each move may take.
+#[derive(Args)]
+pub(crate) struct BudgetArgs {
+    /// The new replica must be caught up within this, else its move rolls back.
+    #[arg(long, value_parser = parse_duration, default_value = "10m")]
+    catch_up_timeout: Duration,
+    /// A move must end within this (it resumes when asked again).
+    #[arg(long, value_parser = parse_duration, default_value = "30m")]
+    timeout: Duration,
+}
+
+impl BudgetArgs {
+    fn budget(&self) -> MoveBudget {
+        MoveBudget {
+            catch_up: self.catch_up_timeout,
+            total: self.timeout,
+        }
+    }
 }
 
 #[derive(Args)]
@@ -93,12 +109,8 @@ pub(crate) struct MoveArgs {
     /// Its shard there [default: the one running the fewest groups].
     #[arg(long)]
     to_shard: Option<u32>,
-    /// The new replica must be caught up within this, else the move rolls back.
-    #[arg(long, value_parser = parse_duration, default_value = "10m")]
-    catch_up_timeout: Duration,
-    /// The whole move must end within this (it resumes when asked again).
-    #[arg(long, value_parser = parse_duration, default_value = "30m")]
-    timeout: Duration,
+    #[command(flatten)]
+    budget: BudgetArgs,
     #[command(flatten)]
     connect: ConnectArgs,
 }
@@ -149,10 +161,7 @@ pub(crate) fn node(command: NodeCommand) -> ExitCode {
 /// round until nothing is left to move.
 fn run_plan(what: &str, drain: &[u64], args: PlanArgs) -> ExitCode {
     let mut client = ClusterClient::new(&args.connect.bootstrap);
-    let budget = MoveBudget {
-        catch_up: args.catch_up_timeout,
-        total: args.timeout,
-    };
+    let budget = args.budget.budget();
     let mut made: u32 = 0;
     loop {
         let left = args.max_moves.saturating_sub(made);
@@ -194,10 +203,7 @@ fn cluster_move(args: MoveArgs) -> ExitCode {
         to: args.to,
         to_shard: args.to_shard,
     };
-    let budget = MoveBudget {
-        catch_up: args.catch_up_timeout,
-        total: args.timeout,
-    };
+    let budget = args.budget.budget();
     move_one(&mut client, &plan, budget)
 }
 
