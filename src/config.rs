@@ -75,6 +75,17 @@ pub struct NodeConfig {
     /// catching up): a move takes the disk and network at a bounded rate while the
     /// group serves (0: unpaced).
     pub learner_bytes_per_second: u64,
+    /// A node of a running cluster to join through (`host:port`, its client port) on
+    /// this node's first start; the cluster's bootstrap nodes, shards and replication
+    /// factor come from there (`shard::join_cluster`) and are kept in the data directory
+    /// for every later start. Not given with `peers`.
+    pub join: Option<String>,
+    /// This node's failure domain when it joins (the bootstrap nodes name theirs in
+    /// `peers`).
+    pub rack: Option<String>,
+    /// Set once this node joined (never from flags or files): the controller group's
+    /// configuration that added it, its replica's first one.
+    pub joined: Option<crate::log::ConfStateRecord>,
 }
 
 /// Bytes per second a leader sends a catching-up learner unless configured: a 1 GiB
@@ -127,15 +138,7 @@ pub fn parse_peers(text: &str) -> Result<Vec<PeerAddress>, String> {
             .ok_or_else(|| format!("{item:?}: expected id=host:port"))?;
         let (address, rack) = match address.rsplit_once('@') {
             Some((address, rack)) => {
-                let valid = (1..=64).contains(&rack.len())
-                    && rack
-                        .bytes()
-                        .all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b));
-                if !valid {
-                    return Err(format!(
-                        "{item:?}: rack {rack:?} must be 1-64 of [A-Za-z0-9._-]"
-                    ));
-                }
+                check_rack(rack).map_err(|e| format!("{item:?}: {e}"))?;
                 (address, Some(rack.to_string()))
             }
             None => (address, None),
@@ -182,6 +185,34 @@ pub fn parse_peers(text: &str) -> Result<Vec<PeerAddress>, String> {
     Ok(peers)
 }
 
+/// A rack label: 1-64 of [A-Za-z0-9._-].
+pub fn check_rack(rack: &str) -> Result<(), String> {
+    let valid = (1..=64).contains(&rack.len())
+        && rack
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b));
+    if valid {
+        Ok(())
+    } else {
+        Err(format!("rack {rack:?} must be 1-64 of [A-Za-z0-9._-]"))
+    }
+}
+
+/// The nodes as `--peers` names them (what `parse_peers` reads back).
+pub fn format_peers(peers: &[PeerAddress]) -> String {
+    peers
+        .iter()
+        .map(|p| {
+            let rack = p.rack.as_ref().map_or(String::new(), |r| format!("@{r}"));
+            format!(
+                "{}={}:{}/{}{rack}",
+                p.node_id, p.host, p.base_port, p.peer_port
+            )
+        })
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
 impl Default for NodeConfig {
     fn default() -> Self {
         let cores = std::thread::available_parallelism().map_or(1, |n| n.get()) as u32;
@@ -206,6 +237,9 @@ impl Default for NodeConfig {
             retention_bytes: None,
             retention_age: None,
             learner_bytes_per_second: DEFAULT_LEARNER_BYTES_PER_SECOND,
+            join: None,
+            rack: None,
+            joined: None,
         }
     }
 }
@@ -233,6 +267,9 @@ impl Default for NodeConfig {
 /// retention_age = "7d"           # sealed segments older than this go; unset keeps them
 /// learner_rate = "24MiB"         # per second, to each replica being moved here; "0": unpaced
 /// peers = "1=10.0.0.5:9700/9800,2=10.0.0.6:9700/9800,3=10.0.0.7:9700/9800"
+/// # or, for a node added to a running cluster (instead of peers):
+/// # join = "10.0.0.5:9700"      # any node's client port; its first start joins there
+/// # rack = "east-1"
 /// replication_factor = 3         # replicas per data group; the same on every node
 /// ```
 #[derive(Debug, Default, serde::Deserialize)]
@@ -278,6 +315,10 @@ pub struct ConfigFile {
     pub retention_age: Option<String>,
     /// Bytes per second sent to a learner catching up ("24MiB"; "0": unpaced).
     pub learner_rate: Option<String>,
+    /// A node of a running cluster to join ("10.0.0.5:9700").
+    pub join: Option<String>,
+    /// This node's rack when it joins.
+    pub rack: Option<String>,
 }
 
 impl ConfigFile {
@@ -352,6 +393,12 @@ impl ConfigFile {
         }
         if let Some(bytes) = size(&self.retention_bytes, "retention_bytes")? {
             config.retention_bytes = Some(bytes);
+        }
+        if let Some(join) = &self.join {
+            config.join = Some(join.clone());
+        }
+        if let Some(rack) = &self.rack {
+            config.rack = Some(rack.clone());
         }
         if let Some(bytes) = size(&self.learner_rate, "learner_rate")? {
             config.learner_bytes_per_second = bytes;
@@ -439,8 +486,27 @@ impl NodeConfig {
                 self.replication_factor
             ));
         }
-        if !self.peers.is_empty() && !self.peers.iter().any(|p| p.node_id == self.node_id) {
+        let named = self.peers.iter().any(|p| p.node_id == self.node_id);
+        if self.joined.is_some() {
+            if named {
+                return fail(format!(
+                    "node {} is a bootstrap node of the cluster it joined (in its --peers): \
+                     start it with --peers, not --join",
+                    self.node_id
+                ));
+            }
+        } else if self.join.is_some() {
+            if !self.peers.is_empty() {
+                return fail(
+                    "give --peers (a bootstrap node) or --join (a node added later), not both"
+                        .into(),
+                );
+            }
+        } else if !self.peers.is_empty() && !named {
             return fail(format!("--peers must include this node ({})", self.node_id));
+        }
+        if let Some(rack) = &self.rack {
+            check_rack(rack).map_err(ConfigError)?;
         }
         self.log
             .validate()
@@ -484,8 +550,18 @@ impl NodeConfig {
                 )));
             }
         }
-        let ranges: Vec<(&str, u32, String)> = self
-            .peers
+        let mut nodes = self.peers.clone();
+        if self.joined.is_some() && !nodes.iter().any(|p| p.node_id == self.node_id) {
+            // A node that joined listens beside the bootstrap nodes: its ranges count too.
+            nodes.push(PeerAddress {
+                node_id: self.node_id,
+                host: self.host.clone(),
+                base_port: self.base_port,
+                peer_port: u16::try_from(peer_base).unwrap_or(u16::MAX),
+                rack: None,
+            });
+        }
+        let ranges: Vec<(&str, u32, String)> = nodes
             .iter()
             .flat_map(|p| {
                 [
@@ -614,6 +690,7 @@ mod tests {
         assert!(parse_peers("1=a:1@").unwrap_err().contains("rack"));
         assert!(parse_peers("1=a:1@bad rack").unwrap_err().contains("rack"));
         assert!(parse_peers("1=a:1,1=b:2").unwrap_err().contains("unique"));
+        assert_eq!(parse_peers(&format_peers(&racked)).unwrap(), racked);
         assert!(
             parse_peers("x=a:1").is_err()
                 && parse_peers("1=a").is_err()
@@ -629,6 +706,33 @@ mod tests {
             .unwrap_err()
             .0
             .contains("include this node"));
+        let joining = NodeConfig {
+            join: Some("10.0.0.2:9710".into()),
+            ..config.clone()
+        };
+        assert!(joining.validate().unwrap_err().0.contains("not both"));
+        let joined = NodeConfig {
+            joined: Some(Default::default()),
+            base_port: 9720,
+            ..joining.clone()
+        };
+        let overlapping = NodeConfig {
+            base_port: 9701,
+            ..joined.clone()
+        };
+        assert!(overlapping.validate().unwrap_err().0.contains("overlap"));
+        assert!(joined.validate().is_ok(), "a joined node is not in --peers");
+        let bootstrap = NodeConfig {
+            node_id: 2,
+            host: "10.0.0.2".into(),
+            base_port: 9710,
+            ..joined
+        };
+        assert!(bootstrap
+            .validate()
+            .unwrap_err()
+            .0
+            .contains("bootstrap node"));
         let config = NodeConfig {
             election_ticks: 2,
             heartbeat_ticks: 2,

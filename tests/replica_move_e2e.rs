@@ -9,37 +9,16 @@ mod support;
 
 use std::collections::BTreeSet;
 use std::process::Command;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
-use std::thread::JoinHandle;
 use std::time::Duration;
 
 use keel::client::{ClientError, ClusterClient, GroupStatus};
 use keel::controller::{GroupId, Placement};
-use keel::protocol::codec::{encode_record_batch, BatchProducer, RecordData};
-use keel::protocol::wire::Acks;
-use support::{keel_binary, read_partition, retry, start_cluster};
+use support::writers::{check_every_acknowledged_record, Writers};
+use support::{keel_binary, retry, start_cluster};
 
 const NODES: u32 = 4;
 const PARTITIONS: u32 = 2;
 const TOPIC: &str = "moving";
-
-/// Five records of `partition` from `first`, from that partition's idempotent producer
-/// (a retry after a lost answer is stored once).
-fn batch_of(partition: u32, first: u64) -> (Vec<u8>, u32) {
-    let records: Vec<RecordData> = (first..first + 5)
-        .map(|n| RecordData {
-            value: format!("p{partition}-{n}").into_bytes(),
-            ..Default::default()
-        })
-        .collect();
-    let producer = BatchProducer {
-        producer_id: 100 + u64::from(partition),
-        producer_epoch: 0,
-        base_sequence: first as u32,
-    };
-    encode_record_batch(producer, 0, &records)
-}
 
 /// The groups whose files a node's data directory holds.
 fn groups_on_disk(node_dir: &std::path::Path) -> BTreeSet<u32> {
@@ -50,94 +29,6 @@ fn groups_on_disk(node_dir: &std::path::Path) -> BTreeSet<u32> {
             name.strip_prefix("group-")?.parse().ok()
         })
         .collect()
-}
-
-/// Producers writing every partition until stopped: what was acknowledged
-/// (partition, offset, first record) and every error they saw.
-struct Writers {
-    stop: Arc<AtomicBool>,
-    acked: Arc<Mutex<Vec<(u32, u64, u64)>>>,
-    errors: Arc<Mutex<Vec<String>>>,
-    thread: JoinHandle<()>,
-}
-
-impl Writers {
-    fn start(bootstrap: &str) -> Writers {
-        let stop = Arc::new(AtomicBool::new(false));
-        let acked: Arc<Mutex<Vec<(u32, u64, u64)>>> = Arc::default();
-        let errors: Arc<Mutex<Vec<String>>> = Arc::default();
-        let (s, a, e, bootstrap) = (
-            stop.clone(),
-            acked.clone(),
-            errors.clone(),
-            bootstrap.to_string(),
-        );
-        let thread = std::thread::spawn(move || {
-            let mut client = ClusterClient::new(&bootstrap);
-            let mut next = vec![0u64; PARTITIONS as usize];
-            while !s.load(Ordering::Relaxed) {
-                for partition in 0..PARTITIONS {
-                    let first = next[partition as usize];
-                    let (batch, crc) = batch_of(partition, first);
-                    match client.produce(TOPIC, partition, &batch, crc, Acks::Quorum) {
-                        Ok(offset) => a.lock().unwrap().push((partition, offset, first)),
-                        Err(error) => {
-                            e.lock()
-                                .unwrap()
-                                .push(format!("{partition}/{first}: {error}"));
-                            // Sent again with the same sequence: stored once.
-                            continue;
-                        }
-                    }
-                    next[partition as usize] += 5;
-                }
-            }
-        });
-        Writers {
-            stop,
-            acked,
-            errors,
-            thread,
-        }
-    }
-
-    fn acked_count(&self) -> usize {
-        self.acked.lock().unwrap().len()
-    }
-
-    fn stop(self) -> (Vec<(u32, u64, u64)>, Vec<String>) {
-        self.stop.store(true, Ordering::Relaxed);
-        self.thread.join().unwrap();
-        let acked = self.acked.lock().unwrap().clone();
-        let errors = self.errors.lock().unwrap().clone();
-        (acked, errors)
-    }
-}
-
-/// Every acknowledged batch is stored where it was acknowledged, once, in send order.
-fn check_every_acknowledged_record(bootstrap: &str, acked: &[(u32, u64, u64)]) {
-    let mut client = ClusterClient::new(bootstrap);
-    for partition in 0..PARTITIONS {
-        let stored = read_partition(&mut client, TOPIC, partition);
-        for &(_, offset, first) in acked.iter().filter(|(p, ..)| *p == partition) {
-            for k in 0..5 {
-                assert_eq!(
-                    stored[(offset + k) as usize],
-                    format!("p{partition}-{}", first + k),
-                    "acknowledged record at {partition}/{}",
-                    offset + k
-                );
-            }
-        }
-        let values: Vec<u64> = stored
-            .iter()
-            .map(|v| v.rsplit('-').next().unwrap().parse().unwrap())
-            .collect();
-        assert!(
-            values.windows(2).all(|w| w[0] < w[1]),
-            "partition {partition}: once, in send order"
-        );
-    }
 }
 
 /// `group`'s rows of `keel cluster status` once it has a leader and `count` replicas.
@@ -211,7 +102,7 @@ fn a_leaders_replica_moves_to_another_node_while_producers_write_and_nothing_is_
     let rows = group_rows(&mut client, group, 3);
     let from = u64::from(rows.iter().find(|r| r.role == "leader").unwrap().node);
 
-    let writers = Writers::start(&bootstrap);
+    let writers = Writers::start(&bootstrap, TOPIC, PARTITIONS);
     std::thread::sleep(Duration::from_millis(1000));
     let before = writers.acked_count();
     let moved = keel_cluster_move(&bootstrap, group, from, to);
@@ -250,7 +141,7 @@ fn a_leaders_replica_moves_to_another_node_while_producers_write_and_nothing_is_
         from_dir.join(format!("group-{group}.left")).exists(),
         "the old node marks the group left before deleting its files"
     );
-    check_every_acknowledged_record(&bootstrap, &acked);
+    check_every_acknowledged_record(&bootstrap, TOPIC, PARTITIONS, &acked);
 
     // Restarted, the old node does not bring the group back; the new one rejoins it.
     for node in [from, to] {
@@ -261,7 +152,7 @@ fn a_leaders_replica_moves_to_another_node_while_producers_write_and_nothing_is_
     let now: BTreeSet<u64> = rows.iter().map(|r| u64::from(r.node)).collect();
     assert_eq!(now, expected, "after the restarts: {rows:?}");
     assert!(!groups_on_disk(&from_dir).contains(&group));
-    check_every_acknowledged_record(&bootstrap, &acked);
+    check_every_acknowledged_record(&bootstrap, TOPIC, PARTITIONS, &acked);
 }
 
 /// The controller's leader, also holding a replica of the group, is killed (kill -9)
@@ -293,7 +184,7 @@ fn a_move_interrupted_by_a_kill_of_the_controllers_leader_and_of_the_mover_resum
     let to = *node_ids.iter().find(|n| !members.contains(n)).unwrap();
     group_rows(&mut client, group, 3);
 
-    let writers = Writers::start(&bootstrap);
+    let writers = Writers::start(&bootstrap, TOPIC, PARTITIONS);
     std::thread::sleep(Duration::from_millis(500));
     // The mover starts; at its first step both it and the controller's leader die.
     let mut mover = Command::new(keel_binary())
@@ -334,7 +225,7 @@ fn a_move_interrupted_by_a_kill_of_the_controllers_leader_and_of_the_mover_resum
     let rows = group_rows(&mut client, group, 3);
     let now: BTreeSet<u64> = rows.iter().map(|r| u64::from(r.node)).collect();
     assert_eq!(now, expected, "{rows:?}");
-    check_every_acknowledged_record(&bootstrap, &acked);
+    check_every_acknowledged_record(&bootstrap, TOPIC, PARTITIONS, &acked);
 
     // Started again, the old leader learns from the controller that the group left it.
     let broker = nodes.remove(leader as usize - 1);
@@ -351,7 +242,7 @@ fn a_move_interrupted_by_a_kill_of_the_controllers_leader_and_of_the_mover_resum
     let rows = group_rows(&mut client, group, 3);
     let now: BTreeSet<u64> = rows.iter().map(|r| u64::from(r.node)).collect();
     assert_eq!(now, expected, "after the restart: {rows:?}");
-    check_every_acknowledged_record(&bootstrap, &acked);
+    check_every_acknowledged_record(&bootstrap, TOPIC, PARTITIONS, &acked);
 }
 
 /// `keel node drain` moves every data replica off a node while producers write: the
@@ -414,7 +305,7 @@ fn draining_a_node_moves_every_replica_off_it_while_producers_write() {
         "a dry run moves nothing"
     );
 
-    let writers = Writers::start(&bootstrap);
+    let writers = Writers::start(&bootstrap, TOPIC, PARTITIONS);
     std::thread::sleep(Duration::from_millis(500));
     let text = drain(&[]);
     println!("{text}");
@@ -442,7 +333,7 @@ fn draining_a_node_moves_every_replica_off_it_while_producers_write() {
         }
     });
     assert!(drain(&[]).contains("0 replica(s) moved"));
-    check_every_acknowledged_record(&bootstrap, &acked);
+    check_every_acknowledged_record(&bootstrap, TOPIC, PARTITIONS, &acked);
 
     // The status says it drains; it cannot be removed while it votes in the controller
     // (or holds a replica); a node holding data is refused too; it can come back.

@@ -191,6 +191,16 @@ struct BrokerArgs {
     /// up ("0": unpaced) [default: 24MiB].
     #[arg(long, value_parser = parse_size)]
     learner_rate: Option<u64>,
+    /// Join a running cluster through one of its nodes (HOST:PORT, a client port)
+    /// instead of --peers: on the first start (empty data directory) the node registers
+    /// itself with the controller and learns the cluster's nodes, shards and replication
+    /// factor; later starts read them from the data directory. It holds no replica until
+    /// `keel cluster rebalance` (or a move) gives it some.
+    #[arg(long)]
+    join: Option<String>,
+    /// This node's rack when it joins (a bootstrap node names its rack in --peers).
+    #[arg(long)]
+    rack: Option<String>,
 }
 
 #[derive(Args)]
@@ -799,6 +809,12 @@ fn broker_config(args: BrokerArgs) -> Result<NodeConfig, String> {
     if let Some(age) = args.retention_age {
         config.retention_age = Some(age);
     }
+    if let Some(join) = args.join {
+        config.join = Some(join);
+    }
+    if let Some(rack) = args.rack {
+        config.rack = Some(rack);
+    }
     if let Some(rate) = args.learner_rate {
         config.learner_bytes_per_second = rate;
     }
@@ -865,7 +881,7 @@ fn broker(args: BrokerArgs) -> ExitCode {
             return ExitCode::from(1);
         }
     }
-    let peer_ports = if config.peers.is_empty() {
+    let peer_ports = if config.peers.is_empty() && config.join.is_none() {
         String::new()
     } else {
         format!(

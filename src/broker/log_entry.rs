@@ -110,6 +110,9 @@ pub enum EntryDecodeError {
     /// A topic creation whose groups are neither one per partition nor none.
     #[error("a topic's groups do not match its partitions")]
     BadGroups,
+    /// A joined node's record with an id, host or rack out of bounds.
+    #[error("a joined node's record is malformed")]
+    BadNode,
 }
 
 /// A topic creation's body: id, partitions, name, and from version 2 each partition's

@@ -15,7 +15,13 @@
 //!   finish  : from u64 | to u64 | replica count u32 | (node u64, shard u32) ...
 //!   abandon : from u64 | to u64
 //!   node    : (group 0) node u64 | state u8 (0 active, 1 draining, 2 removed)
+//!   join    : (group 0) node u64 | client port u16 | peer port u16
+//!             | host length u16 | host | rack length u16 | rack (0: none)
 //! ```
+//!
+//! A node that joined a running cluster (`--join`) is recorded with its addresses: every
+//! node links to it, routes clients to it and places replicas on it from then on; the
+//! nodes of `--peers` are known from the configuration and never recorded.
 //!
 //! A node's service state says what it may be given: a draining node takes no new
 //! replica (its replicas are being moved off), a removed one nothing ever again.
@@ -23,6 +29,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use crate::broker::log_entry::EntryDecodeError;
+use crate::config::PeerAddress;
 
 /// Kind byte of a replica move entry.
 pub const MOVE_KIND: u8 = 8;
@@ -37,6 +44,13 @@ const MAX_MOVE_MEMBERS: usize = 16;
 /// Most moves under way at once in a cluster (a start beyond it is refused): bounds the
 /// controller's table; a rebalance runs fewer concurrently (`MAX_CONCURRENT_MOVES`).
 pub const MAX_MOVES_UNDER_WAY: usize = 64;
+
+/// Most nodes that may join a cluster after its bootstrap (a join beyond it is refused):
+/// bounds the controller's node table and every metadata answer.
+pub const MAX_JOINED_NODES: usize = 250;
+
+/// Longest host name or rack label a join records (a DNS name is at most 253 bytes).
+pub const MAX_NODE_LABEL_BYTES: usize = 255;
 
 /// One replica on its way from one node to another.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -126,6 +140,8 @@ pub enum MoveEntry {
         /// What it may be given from now on.
         state: NodeService,
     },
+    /// A node joined the running cluster (or, already joined, moved to new addresses).
+    Join(PeerAddress),
 }
 
 /// The moves the controller recorded.
@@ -139,6 +155,8 @@ pub struct ReplicaMoves {
     pub(crate) retired: BTreeMap<u32, BTreeSet<u64>>,
     /// Nodes not active (draining or removed).
     pub(crate) node_states: BTreeMap<u64, NodeService>,
+    /// Nodes that joined after the bootstrap, with their addresses.
+    pub(crate) joined: BTreeMap<u64, PeerAddress>,
 }
 
 impl ReplicaMoves {
@@ -198,6 +216,18 @@ impl ReplicaMoves {
                 }
                 true
             }
+            MoveEntry::Join(node) => {
+                let id = u64::from(node.node_id);
+                let refused = self.node_state(id) == NodeService::Removed
+                    || (!self.joined.contains_key(&id) && self.joined.len() >= MAX_JOINED_NODES)
+                    || self.joined.get(&id) == Some(&node)
+                    || !node_labels_fit(&node);
+                if refused {
+                    return false;
+                }
+                self.joined.insert(id, node);
+                true
+            }
             MoveEntry::Abandon { group, from, to } => {
                 let matches = self
                     .under_way
@@ -247,6 +277,11 @@ impl ReplicaMoves {
         self.under_way.values()
     }
 
+    /// The nodes that joined after the bootstrap, in id order.
+    pub fn joined(&self) -> impl Iterator<Item = &PeerAddress> {
+        self.joined.values()
+    }
+
     /// Groups whose replicas a finished move changed, with their replicas.
     pub fn replaced(&self) -> impl Iterator<Item = (u32, &[(u64, u32)])> {
         self.replaced.iter().map(|(&g, r)| (g, r.as_slice()))
@@ -261,6 +296,7 @@ impl MoveEntry {
             MoveEntry::Finish { group, .. } => (2, *group),
             MoveEntry::Abandon { group, .. } => (3, *group),
             MoveEntry::Node { .. } => (4, 0),
+            MoveEntry::Join(_) => (5, 0),
         };
         out.extend_from_slice(&[MOVE_KIND, MOVE_VERSION, action, 0]);
         out.extend_from_slice(&group.to_le_bytes());
@@ -305,6 +341,7 @@ impl MoveEntry {
                 out.extend_from_slice(&node.to_le_bytes());
                 out.push(state.code());
             }
+            MoveEntry::Join(node) => encode_node(node, out),
         }
     }
 
@@ -363,12 +400,48 @@ impl MoveEntry {
                 })?;
                 Ok(MoveEntry::Node { node, state })
             }
+            5 => Ok(MoveEntry::Join(at.node()?)),
             _ => Err(EntryDecodeError::Unknown {
                 kind: MOVE_KIND,
                 version,
             }),
         }
     }
+}
+
+/// Whether a node's host and rack are short enough to record.
+fn node_labels_fit(node: &PeerAddress) -> bool {
+    node.host.len() <= MAX_NODE_LABEL_BYTES
+        && node
+            .rack
+            .as_ref()
+            .is_none_or(|r| r.len() <= MAX_NODE_LABEL_BYTES)
+}
+
+/// Appends a joined node's record: node u64 | client port u16 | peer port u16 | host
+/// length u16 | host | rack length u16 | rack (shared with the snapshot's node table).
+pub(crate) fn encode_node(node: &PeerAddress, out: &mut Vec<u8>) {
+    assert!(
+        node_labels_fit(node),
+        "a joined node's labels are bounded at its join"
+    );
+    out.extend_from_slice(&u64::from(node.node_id).to_le_bytes());
+    out.extend_from_slice(&node.base_port.to_le_bytes());
+    out.extend_from_slice(&node.peer_port.to_le_bytes());
+    for label in [node.host.as_str(), node.rack.as_deref().unwrap_or("")] {
+        out.extend_from_slice(&(label.len() as u16).to_le_bytes());
+        out.extend_from_slice(label.as_bytes());
+    }
+}
+
+/// Decodes what `encode_node` wrote from `bytes` at `at`; the position after it.
+pub(crate) fn decode_node(
+    bytes: &[u8],
+    at: usize,
+) -> Result<(PeerAddress, usize), EntryDecodeError> {
+    let mut cursor = Cursor { bytes, at };
+    let node = cursor.node()?;
+    Ok((node, cursor.at))
 }
 
 /// Reads a move entry's fields.
@@ -414,6 +487,36 @@ impl Cursor<'_> {
     fn nodes(&mut self) -> Result<Vec<u64>, EntryDecodeError> {
         (0..self.count()?).map(|_| self.u64()).collect()
     }
+
+    fn u16(&mut self) -> Result<u16, EntryDecodeError> {
+        let raw = self.take(2)?;
+        Ok(u16::from_le_bytes([raw[0], raw[1]]))
+    }
+
+    /// A bounded UTF-8 label.
+    fn label(&mut self) -> Result<String, EntryDecodeError> {
+        let length = usize::from(self.u16()?);
+        if length > MAX_NODE_LABEL_BYTES {
+            return Err(EntryDecodeError::BadNode);
+        }
+        let raw = self.take(length)?;
+        String::from_utf8(raw.to_vec()).map_err(|_| EntryDecodeError::BadNode)
+    }
+
+    /// A joined node's record.
+    fn node(&mut self) -> Result<PeerAddress, EntryDecodeError> {
+        let node_id = u32::try_from(self.u64()?).map_err(|_| EntryDecodeError::BadNode)?;
+        let (base_port, peer_port) = (self.u16()?, self.u16()?);
+        let host = self.label()?;
+        let rack = Some(self.label()?).filter(|rack| !rack.is_empty());
+        Ok(PeerAddress {
+            node_id,
+            host,
+            base_port,
+            peer_port,
+            rack,
+        })
+    }
 }
 
 #[cfg(test)]
@@ -454,6 +557,8 @@ mod tests {
                 node: 2,
                 state: NodeService::Draining,
             },
+            MoveEntry::Join(joined(7, Some("east"))),
+            MoveEntry::Join(joined(8, None)),
         ];
         for entry in entries {
             let mut bytes = Vec::new();
@@ -527,6 +632,45 @@ mod tests {
             moves.replaced().collect::<Vec<_>>(),
             vec![(3, &[(2, 0), (3, 0), (4, 1)][..])]
         );
+    }
+
+    fn joined(node_id: u32, rack: Option<&str>) -> PeerAddress {
+        PeerAddress {
+            node_id,
+            host: format!("host-{node_id}"),
+            base_port: 9700,
+            peer_port: 9800,
+            rack: rack.map(str::to_string),
+        }
+    }
+
+    #[test]
+    fn a_node_joins_once_may_change_its_addresses_and_never_after_removal() {
+        let mut moves = ReplicaMoves::default();
+        assert!(moves.apply(MoveEntry::Join(joined(4, None))));
+        assert!(
+            !moves.apply(MoveEntry::Join(joined(4, None))),
+            "joined already"
+        );
+        let mut moved = joined(4, None);
+        moved.host = "elsewhere".into();
+        assert!(moves.apply(MoveEntry::Join(moved.clone())));
+        assert_eq!(moves.joined().collect::<Vec<_>>(), vec![&moved]);
+        let mut long = joined(5, None);
+        long.host = "h".repeat(MAX_NODE_LABEL_BYTES + 1);
+        assert!(!moves.apply(MoveEntry::Join(long)), "labels are bounded");
+        assert!(moves.apply(MoveEntry::Node {
+            node: 6,
+            state: NodeService::Removed,
+        }));
+        assert!(
+            !moves.apply(MoveEntry::Join(joined(6, None))),
+            "a removed node never comes back"
+        );
+        for node in 10..10 + MAX_JOINED_NODES as u32 {
+            moves.apply(MoveEntry::Join(joined(node, None)));
+        }
+        assert_eq!(moves.joined().count(), MAX_JOINED_NODES);
     }
 
     #[test]

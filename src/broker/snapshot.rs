@@ -22,7 +22,9 @@
 //! replicas as count u32 then (node u64, shard u32); count u32 of groups with retired
 //! nodes, each group u32 and nodes as count u32 then u64s); versions 1-5 read with none.
 //! From version 7 the nodes' service states follow (count u32, then node u64 and state
-//! u8: 1 draining, 2 removed); versions 1-6 read every node active.
+//! u8: 1 draining, 2 removed); versions 1-6 read every node active. From version 8 the
+//! nodes that joined after the bootstrap follow (count u32, then each as a join entry
+//! records it: `replica_moves::encode_node`); versions 1-7 read with none.
 //!
 //! Version 1 (still read) has neither the two last-use fields nor the clock: its
 //! producers read as last used by a batch without a time (`broker::producers`). Versions
@@ -33,13 +35,15 @@ use std::collections::{BTreeMap, HashMap};
 use crate::broker::group_snapshot::{decode_groups, encode_groups};
 use crate::broker::groups::ConsumerGroups;
 use crate::broker::producers::{ProducerSequence, ProducerTable};
-use crate::broker::replica_moves::{NodeService, ReplicaMove, ReplicaMoves};
+use crate::broker::replica_moves::{
+    decode_node, encode_node, NodeService, ReplicaMove, ReplicaMoves,
+};
 use crate::broker::state::{
     BatchLocation, PartitionIndex, PlacedGroup, ShardState, TopicInfo, Topics,
 };
 
 const MAGIC: &[u8; 4] = b"KSNP";
-const VERSION: u16 = 7;
+const VERSION: u16 = 8;
 
 /// The version before the producer table kept last-use times and its clock.
 const VERSION_WITHOUT_LAST_USE: u16 = 1;
@@ -58,6 +62,9 @@ const VERSION_WITHOUT_MOVES: u16 = 5;
 
 /// The version before nodes' service states (draining, removed) were recorded.
 const VERSION_WITHOUT_NODE_STATES: u16 = 6;
+
+/// The version before the nodes that joined were recorded.
+const VERSION_WITHOUT_JOINED_NODES: u16 = 7;
 
 /// A snapshot that cannot be read.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -122,6 +129,12 @@ fn encode_versioned(state: &ShardState, with_batches: bool, version: u16) -> Vec
         for (node, service) in states {
             out.extend_from_slice(&node.to_le_bytes());
             out.push(service.to_code());
+        }
+    }
+    if version > VERSION_WITHOUT_JOINED_NODES {
+        out.extend_from_slice(&(state.topics.moves.joined.len() as u32).to_le_bytes());
+        for node in state.topics.moves.joined() {
+            encode_node(node, &mut out);
         }
     }
     let mut partitions: Vec<_> = state.partitions.iter().collect();
@@ -236,6 +249,14 @@ pub fn decode_state(bytes: &[u8]) -> Result<ShardState, SnapshotError> {
             let service = NodeService::of_code(code)
                 .ok_or(SnapshotError::Malformed("unknown node service state"))?;
             moves.node_states.insert(node, service);
+        }
+    }
+    if version > VERSION_WITHOUT_JOINED_NODES {
+        for _ in 0..reader.count(16)? {
+            let (node, used) = decode_node(reader.bytes, 0)
+                .map_err(|_| SnapshotError::Malformed("a joined node's record"))?;
+            reader.take(used)?;
+            moves.joined.insert(u64::from(node.node_id), node);
         }
     }
     let partition_count = reader.count(20)?;
@@ -479,6 +500,14 @@ mod tests {
             state: NodeService::Draining,
         };
         apply(&mut state, BrokerEntry::Move(draining));
+        let joined = crate::config::PeerAddress {
+            node_id: 6,
+            host: "10.0.0.6".into(),
+            base_port: 9700,
+            peer_port: 9800,
+            rack: Some("east".into()),
+        };
+        apply(&mut state, BrokerEntry::Move(MoveEntry::Join(joined)));
         for n in 0..5u32 {
             let records = vec![RecordData {
                 value: vec![n as u8; 3],
@@ -586,6 +615,17 @@ mod tests {
             })
             .collect();
         Topics::from_parts(by_name, topics.next_id(), BTreeMap::new())
+    }
+
+    #[test]
+    fn joined_nodes_survive_a_snapshot_and_version_7_reads_none() {
+        let original = populated();
+        assert_eq!(original.topics.moves().joined().count(), 1);
+        let copy = decode_state(&encode_state(&original, true)).unwrap();
+        assert_eq!(copy.topics.moves(), original.topics.moves());
+        let v7 = decode_state(&encode_versioned(&original, true, 7)).unwrap();
+        assert_eq!(v7.topics.moves().joined().count(), 0);
+        assert_eq!(v7.topics.moves().inactive_nodes().count(), 1);
     }
 
     #[test]

@@ -80,7 +80,35 @@ fn group_status(status: &wire::GroupStatus<'_>) -> GroupStatus {
             .flatten()
             .map(|f| (f.node(), f.matched(), f.lag()))
             .collect(),
+        members: status.members().iter().flatten().collect(),
     }
+}
+
+/// Rows with role "down" for each member of a group, as the answering replicas'
+/// configurations name them, that gave no answer for it.
+fn missing_replicas(rows: &[GroupStatus]) -> Vec<GroupStatus> {
+    let answered: std::collections::BTreeSet<(u32, u32)> =
+        rows.iter().map(|r| (r.group, r.node)).collect();
+    let expected: std::collections::BTreeSet<(u32, u32)> = rows
+        .iter()
+        .flat_map(|r| r.members.iter().map(|&node| (r.group, node)))
+        .collect();
+    expected
+        .difference(&answered)
+        .map(|&(group, node)| GroupStatus {
+            node,
+            group,
+            role: "down".to_string(),
+            leader: 0,
+            term: 0,
+            commit: 0,
+            applied: 0,
+            last_index: 0,
+            durable: 0,
+            followers: Vec::new(),
+            members: Vec::new(),
+        })
+        .collect()
 }
 
 /// A metadata answer: what it says, and the partitions whose leader it does not know
@@ -146,7 +174,7 @@ fn parse_metadata(
 pub struct GroupStatus {
     /// The replica's node.
     pub node: u32,
-    /// The group (shard index).
+    /// The replica group.
     pub group: u32,
     /// leader, follower, learner, candidate, pre-candidate; "down" when it did not answer.
     pub role: String,
@@ -164,6 +192,8 @@ pub struct GroupStatus {
     pub durable: u64,
     /// (follower node, matched index, lag), from a leader.
     pub followers: Vec<(u32, u64, u64)>,
+    /// The group's members as this replica's configuration names them.
+    pub members: Vec<u32>,
 }
 
 /// A record read back. Its key and value are views of the fetch answer that brought
@@ -545,8 +575,9 @@ impl ClusterClient {
         Ok(())
     }
 
-    /// Asks every shard of every node for its group's state; a shard that does not answer
-    /// is listed with role "down".
+    /// Asks every shard of every node for its groups' state; a member of a group (as any
+    /// answering replica's configuration names it) that gives no answer for it is listed
+    /// with role "down".
     pub fn cluster_status(&mut self) -> Result<Vec<GroupStatus>, ClientError> {
         // A node that does not answer is reported down after a short wait, not after a
         // produce's long one.
@@ -566,7 +597,7 @@ impl ClusterClient {
         self.refresh_metadata()?;
         let nodes = self.metadata.nodes.clone();
         let mut out = Vec::new();
-        for (node, host, base_port, shards) in nodes {
+        for (_, host, base_port, shards) in nodes {
             for shard in 0..shards {
                 let address = format!("{host}:{}", u32::from(base_port) + shard);
                 let answer = self.call(&address, |id| {
@@ -585,24 +616,12 @@ impl ClusterClient {
                     let groups = response.body_as_status_response()?.groups()?;
                     Some(groups.iter().map(|status| group_status(&status)).collect())
                 });
-                match parsed {
-                    Some(groups) => out.extend(groups),
-                    // A shard that does not answer: its groups are not known from here.
-                    None => out.push(GroupStatus {
-                        node,
-                        group: shard,
-                        role: "down".to_string(),
-                        leader: 0,
-                        term: 0,
-                        commit: 0,
-                        applied: 0,
-                        last_index: 0,
-                        durable: 0,
-                        followers: Vec::new(),
-                    }),
+                if let Some(groups) = parsed {
+                    out.extend(groups);
                 }
             }
         }
+        out.extend(missing_replicas(&out));
         out.sort_by_key(|s| (s.group, s.node));
         Ok(out)
     }

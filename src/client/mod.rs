@@ -22,6 +22,7 @@ pub mod error;
 mod fetch_pipeline;
 pub mod group_calls;
 pub mod group_consumer;
+pub mod join_calls;
 pub mod move_calls;
 pub mod mover;
 pub mod producer;

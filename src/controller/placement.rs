@@ -17,13 +17,18 @@
 //! (i mod N)-th voter by id as leader. Callers never derive any of this themselves: they
 //! ask here, so placement can become data without touching them.
 //!
+//! It also holds the node directory: every node of the cluster (those of `--peers` and
+//! those that joined since, `with_joined`) and where each listens. A node that joined
+//! is a learner of the controller group on its shard 0 (it learns the metadata from its
+//! own replica) until replicas are moved to it.
+//!
 //! Pure; never changes after it is built.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use crate::broker::replica_moves::ReplicaMoves;
 use crate::broker::state::{PlacedGroup, TopicInfo};
-use crate::config::NodeConfig;
+use crate::config::{NodeConfig, PeerAddress};
 use crate::controller::placer::{self, GroupSlots, NodeSlots, NodeState, PlaceError, Slot};
 use crate::replication::preferred_leader_of;
 
@@ -63,6 +68,7 @@ impl GroupPlace {
                 .collect(),
             preferred_leader: self.preferred_leader,
             left,
+            fixed: false,
         }
     }
 }
@@ -78,6 +84,12 @@ pub struct Placement {
     groups: BTreeMap<u32, GroupPlace>,
     /// The groups partitions and consumer groups are spread over.
     data_groups: Vec<GroupId>,
+    /// Every node of the cluster: the bootstrap's and those that joined.
+    nodes: BTreeSet<u64>,
+    /// Where each node listens, when known (from `--peers` or its join).
+    addresses: BTreeMap<u64, PeerAddress>,
+    /// The nodes that joined after the bootstrap.
+    joined: BTreeSet<u64>,
 }
 
 impl Placement {
@@ -109,6 +121,7 @@ impl Placement {
             Placement::spread_out(shards, &nodes, racks, factor)
         };
         placement.racks = racks.clone();
+        placement.nodes = nodes.iter().copied().collect();
         placement
     }
 
@@ -143,6 +156,9 @@ impl Placement {
             racks: BTreeMap::new(),
             groups,
             data_groups: (0..shards).map(GroupId).collect(),
+            nodes: BTreeSet::new(),
+            addresses: BTreeMap::new(),
+            joined: BTreeSet::new(),
         }
     }
 
@@ -177,6 +193,7 @@ impl Placement {
             replicas: nodes.iter().map(|&node| Slot { node, shard: 0 }).collect(),
             preferred_leader: controller.preferred_leader,
             left: Vec::new(),
+            fixed: true,
         }];
         let data_count = (nodes.len() * shards as usize)
             .div_ceil(factor)
@@ -201,18 +218,111 @@ impl Placement {
             racks: racks.clone(),
             groups,
             data_groups: (1..=data_count as u32).map(GroupId).collect(),
+            nodes: BTreeSet::new(),
+            addresses: BTreeMap::new(),
+            joined: BTreeSet::new(),
         }
     }
 
     /// The bootstrap placement of the cluster `config` belongs to (its `--peers`, or
     /// this node alone).
     pub fn of_config(config: &NodeConfig) -> Placement {
-        Placement::bootstrap_in_racks(
+        let mut placement = Placement::bootstrap_in_racks(
             config.shards,
             &config.voters(),
             &config.racks(),
             config.replication_factor,
-        )
+        );
+        let this_node = PeerAddress {
+            node_id: config.node_id,
+            host: config.host.clone(),
+            base_port: config.base_port,
+            peer_port: u16::try_from(config.peer_base_port()).unwrap_or(0),
+            rack: config.rack.clone(),
+        };
+        let addresses = if config.peers.is_empty() {
+            vec![this_node.clone()]
+        } else {
+            config.peers.clone()
+        };
+        placement.addresses = addresses
+            .into_iter()
+            .map(|address| (u64::from(address.node_id), address))
+            .collect();
+        if config.joined.is_some() {
+            // This node joined after the bootstrap: it knows itself before the
+            // controller's topics tell it so.
+            placement = placement.with_joined(std::iter::once(&this_node));
+        }
+        placement
+    }
+
+    /// With the nodes that joined the cluster after its bootstrap: each in the node
+    /// directory (with its rack) and a learner of the controller group on its shard 0.
+    /// A node of the bootstrap named again keeps its place.
+    pub fn with_joined<'a>(mut self, joined: impl Iterator<Item = &'a PeerAddress>) -> Self {
+        for address in joined {
+            let node = u64::from(address.node_id);
+            if self.nodes.contains(&node) && !self.joined.contains(&node) {
+                continue; // a bootstrap node keeps the place and address it has
+            }
+            self.joined.insert(node);
+            if let Some(rack) = &address.rack {
+                self.racks.insert(node, rack.clone());
+            }
+            self.nodes.insert(node);
+            self.addresses.insert(node, address.clone());
+            if let Some(controller) = self.groups.get_mut(&CONTROLLER_GROUP.0) {
+                if let std::collections::btree_map::Entry::Vacant(slot) =
+                    controller.shard_of.entry(node)
+                {
+                    slot.insert(0);
+                    controller.learners.push(node);
+                    controller.learners.sort_unstable();
+                }
+            }
+        }
+        self
+    }
+
+    /// Every node of the cluster, in id order: the bootstrap's and those that joined.
+    pub fn node_ids(&self) -> Vec<u64> {
+        self.nodes.iter().copied().collect()
+    }
+
+    /// Whether `node` joined after the bootstrap.
+    pub fn is_joined(&self, node: u64) -> bool {
+        self.joined.contains(&node)
+    }
+
+    /// Where `node` listens, if known.
+    pub fn address_of(&self, node: u64) -> Option<&PeerAddress> {
+        self.addresses.get(&node)
+    }
+
+    /// The peer port address of shard `shard` of `node`, if its address is known.
+    pub fn peer_link_address(&self, node: u64, shard: u32) -> Option<String> {
+        let address = self.addresses.get(&node)?;
+        Some(format!(
+            "{}:{}",
+            address.host,
+            u32::from(address.peer_port) + shard
+        ))
+    }
+
+    /// The client address of shard `shard` of `node`, if its address is known.
+    pub fn client_address(&self, node: u64, shard: u32) -> Option<String> {
+        let address = self.addresses.get(&node)?;
+        Some(format!(
+            "{}:{}",
+            address.host,
+            u32::from(address.base_port) + shard
+        ))
+    }
+
+    /// The shards every node runs.
+    pub fn shards(&self) -> u32 {
+        self.shards
     }
 
     /// How many groups there are.
@@ -328,19 +438,21 @@ impl Placement {
                 node.state = NodeState::Draining;
             }
         }
-        let movable: Vec<(u32, GroupSlots)> = self
+        // Every group counts in the load; the controller group and the groups with a
+        // move under way (a learner) stay where they are.
+        let ids: Vec<u32> = self.groups.keys().copied().collect();
+        let groups: Vec<GroupSlots> = self
             .groups
             .iter()
-            .filter(|(&id, place)| {
-                id != CONTROLLER_GROUP.0 && !busy.contains(&id) && place.learners.is_empty()
+            .map(|(&id, place)| GroupSlots {
+                fixed: id == CONTROLLER_GROUP.0 || busy.contains(&id) || !place.learners.is_empty(),
+                ..place.slots(left(id))
             })
-            .map(|(&id, place)| (id, place.slots(left(id))))
             .collect();
-        let groups: Vec<GroupSlots> = movable.iter().map(|(_, g)| g.clone()).collect();
         placer::plan_moves(&slots, &groups, limit)
             .into_iter()
             .filter_map(|planned| match planned {
-                placer::Move::Replica { group, from, to } => Some((movable[group].0, from, to)),
+                placer::Move::Replica { group, from, to } => Some((ids[group], from, to)),
                 placer::Move::Leader { .. } => None,
             })
             .collect()
@@ -675,5 +787,39 @@ mod tests {
     #[should_panic(expected = "group 4 does not exist")]
     fn a_group_beyond_the_placement_is_an_invariant_violation() {
         Placement::bootstrap(4, &[1, 2, 3], 3).replicas(GroupId(4));
+    }
+
+    fn joined(node_id: u32) -> PeerAddress {
+        PeerAddress {
+            node_id,
+            host: "127.0.0.1".into(),
+            base_port: 9700 + 10 * node_id as u16,
+            peer_port: 9800 + 10 * node_id as u16,
+            rack: None,
+        }
+    }
+
+    #[test]
+    fn nodes_that_join_learn_the_controller_and_a_rebalance_fills_their_free_shards() {
+        let joined: Vec<PeerAddress> = (4..=6).map(joined).collect();
+        let placement = Placement::bootstrap(3, &[1, 2, 3], 3).with_joined(joined.iter());
+        assert_eq!(placement.node_ids(), vec![1, 2, 3, 4, 5, 6]);
+        assert_eq!(placement.learners(CONTROLLER_GROUP), &[4, 5, 6]);
+        assert_eq!(placement.shard_on(5, CONTROLLER_GROUP), Some(0));
+        assert_eq!(
+            placement.peer_link_address(5, 2).as_deref(),
+            Some("127.0.0.1:9852")
+        );
+        assert!(placement.is_joined(4) && !placement.is_joined(1));
+        let again = placement.clone().with_joined(joined.iter());
+        assert_eq!(again, placement, "joining twice changes nothing");
+        let nodes = placement.node_ids();
+        let moves = placement.plan_replica_moves((&nodes, &[]), |_| Vec::new(), &[], 64);
+        assert_eq!(moves.len(), 3, "{moves:?}");
+        for (group, from, to) in moves {
+            assert_ne!(group, CONTROLLER_GROUP.0, "the controller stays");
+            assert!(from.node <= 3 && to.node >= 4, "{from:?} -> {to:?}");
+            assert_ne!(to.shard, 0, "shard 0 runs the controller's learner there");
+        }
     }
 }

@@ -55,6 +55,9 @@ pub struct GroupSlots {
     /// Nodes whose replica left it: they never take it again (a replica id is never
     /// used twice in a group).
     pub left: Vec<u64>,
+    /// Counted in the load but never moved (the controller group, a group with a move
+    /// under way).
+    pub fixed: bool,
 }
 
 /// A change the placer asks for.
@@ -219,6 +222,7 @@ pub fn place(
         replicas,
         preferred_leader,
         left: Vec::new(),
+        fixed: false,
     })
 }
 
@@ -231,7 +235,9 @@ pub fn plan_moves(nodes: &[NodeSlots], groups: &[GroupSlots], limit: usize) -> V
     let mut moves = Vec::new();
     // Off draining and unknown nodes, replicas then leaderships.
     for (index, group) in groups.iter_mut().enumerate() {
-        drain_group(nodes, index, group, &mut load, &mut moves, limit);
+        if !group.fixed {
+            drain_group(nodes, index, group, &mut load, &mut moves, limit);
+        }
     }
     while moves.len() < limit {
         let Some(next) = replica_rebalance(nodes, &groups, &load) else {
@@ -377,7 +383,8 @@ fn replica_rebalance(nodes: &[NodeSlots], groups: &[GroupSlots], load: &Load) ->
                 .iter()
                 .enumerate()
                 .filter(|(_, group)| {
-                    !group.replicas.iter().any(|s| s.node == light.id)
+                    !group.fixed
+                        && !group.replicas.iter().any(|s| s.node == light.id)
                         && !group.left.contains(&light.id)
                         && keeps_racks_apart(nodes, group, heavy.id, light)
                 })
@@ -442,7 +449,7 @@ fn leader_rebalance(nodes: &[NodeSlots], groups: &[GroupSlots], load: &Load) -> 
                 return Some(leader_path(&reached, heavy, at));
             }
             for (index, group) in groups.iter().enumerate() {
-                if group.preferred_leader != at {
+                if group.preferred_leader != at || group.fixed {
                     continue;
                 }
                 for slot in &group.replicas {

@@ -43,6 +43,10 @@ pub enum ShardError {
     /// A membership change was refused (nothing was proposed).
     #[error("membership change refused: {0}")]
     MembershipRefused(String),
+    /// Another membership change is proposed and not applied yet (nothing was
+    /// proposed): ask again shortly.
+    #[error("another membership change is not applied yet: ask again shortly")]
+    MembershipPending,
 }
 
 /// A client's entry to propose; with `wait`, answered once applied, else once accepted.

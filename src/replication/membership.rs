@@ -193,7 +193,7 @@ impl<S: LogStore> Replica<S> {
     fn check_membership_change(&mut self, change: &MembershipChange) -> Result<(), ShardError> {
         self.admit_proposals(0, 1)?;
         if self.raw.raft.has_pending_conf() {
-            return Err(refused("another membership change is not applied yet"));
+            return Err(ShardError::MembershipPending);
         }
         check_against(&self.membership, change).map_err(refused)?;
         if let MembershipChange::EnterJoint { promote, .. } = change {

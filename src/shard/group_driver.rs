@@ -46,6 +46,7 @@ use crate::shard::election_watch::ElectionWatch;
 use crate::shard::group_sessions::GroupSessions;
 use crate::shard::partition_bounds::BoundsQuery;
 use crate::shard::snapshots::SnapshotFiles;
+use crate::transport::peer_links::LinkTarget;
 use crate::transport::PeerLinks;
 
 /// How long a stopping leader waits for a follower to take over.
@@ -197,11 +198,16 @@ pub(super) fn replica_config(
 }
 
 /// `group`'s members as (node, the shard running it there).
-fn replicas_of(placement: &Placement, group: GroupId) -> Vec<(u64, u32)> {
+/// The replicas of `group` a link can reach: each (node, shard, peer address) whose
+/// address is known.
+fn replicas_of(placement: &Placement, group: GroupId) -> Vec<LinkTarget> {
     placement
         .members(group)
         .into_iter()
-        .filter_map(|node| Some((node, placement.shard_on(node, group)?)))
+        .filter_map(|node| {
+            let shard = placement.shard_on(node, group)?;
+            Some((node, shard, placement.peer_link_address(node, shard)?))
+        })
         .collect()
 }
 
@@ -522,8 +528,9 @@ impl ShardCore {
     /// The client address of `group`'s replica on node `node`, if that node holds one
     /// and is known.
     pub fn replica_address(&self, node: u32, group: GroupId) -> Option<String> {
-        let shard = self.placement().shard_on(u64::from(node), group)?;
-        self.config.peer_shard_address(node, shard)
+        let placement = self.placement();
+        let shard = placement.shard_on(u64::from(node), group)?;
+        placement.client_address(u64::from(node), shard)
     }
 
     /// Address of this group's leader (this shard on the leader node), if known.

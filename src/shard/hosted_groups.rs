@@ -41,6 +41,9 @@ pub struct HostedGroups {
     wire: RefCell<Option<WireGroup>>,
     /// The controller's topics as last told (fed to each group started later).
     topics: RefCell<Option<Topics>>,
+    /// Every node of the cluster, shared with the peer listener (which admits hellos
+    /// from them): the bootstrap's and those that joined since.
+    nodes: Rc<RefCell<Vec<u64>>>,
     /// The last group to leave this shard when none is left: it still answers what
     /// concerns no group of this shard (`first`), stopped.
     retired_last: RefCell<Option<Rc<ShardCore>>>,
@@ -56,21 +59,23 @@ impl HostedGroups {
     ) -> Result<HostedGroups, String> {
         let mut cores = BTreeMap::new();
         for group in groups_to_open(shard_id, config, placement) {
-            let core = start_group((shard_id, group), config, placement).await?;
+            // A node that joined starts its controller replica as the learner it was
+            // added as (its log's first configuration).
+            let join = config.joined.clone().filter(|_| group == CONTROLLER_GROUP);
+            let core = start_group_joining((shard_id, group), config, placement, join).await?;
             cores.insert(group, core);
         }
         let mut retired_last = None;
-        if cores.is_empty() {
+        let placed = placement.groups_on(u64::from(config.node_id), shard_id);
+        if let (true, Some(&stand_in)) = (cores.is_empty(), placed.first()) {
             // Every group placed here left this node: a stopped stand-in answers what
             // concerns no group of this shard (it never takes part in its group).
-            let placed = placement.groups_on(u64::from(config.node_id), shard_id);
-            let Some(&stand_in) = placed.first() else {
-                return Err(format!("no replica group is placed on shard {shard_id}"));
-            };
             let core = start_group((shard_id, stand_in), config, placement).await?;
             core.retire();
             retired_last = Some(core);
         }
+        // Else a shard of a node that joined, placed nothing yet: it serves clients once
+        // a group is moved here (`is_serving`).
         let ids = cores.keys().map(|group: &GroupId| group.0).collect();
         Ok(HostedGroups {
             shard_id,
@@ -80,6 +85,7 @@ impl HostedGroups {
             starting: RefCell::new(Vec::new()),
             wire: RefCell::new(None),
             topics: RefCell::new(None),
+            nodes: Rc::new(RefCell::new(placement.node_ids())),
             retired_last: RefCell::new(retired_last),
         })
     }
@@ -97,7 +103,24 @@ impl HostedGroups {
         self.cores.borrow().get(&group).cloned()
     }
 
-    /// The shard's first group: it answers what concerns no group of this shard.
+    /// Whether the shard runs a group (or keeps a stand-in): only then does it serve
+    /// clients.
+    pub fn is_serving(&self) -> bool {
+        !self.cores.borrow().is_empty() || self.retired_last.borrow().is_some()
+    }
+
+    /// This node's id.
+    pub fn node_id(&self) -> u32 {
+        self.config.node_id
+    }
+
+    /// The nodes of the cluster as the peer listener admits them.
+    pub fn nodes(&self) -> Rc<RefCell<Vec<u64>>> {
+        self.nodes.clone()
+    }
+
+    /// The shard's first group: it answers what concerns no group of this shard (called
+    /// only once `is_serving`).
     pub fn first(&self) -> Rc<ShardCore> {
         self.cores
             .borrow()
@@ -155,7 +178,8 @@ impl HostedGroups {
                 | RequestBody::DeleteTopicRequest
                 | RequestBody::MoveReplicaRequest
                 | RequestBody::PlanMovesRequest
-                | RequestBody::SetNodeStateRequest => Some(CONTROLLER_GROUP),
+                | RequestBody::SetNodeStateRequest
+                | RequestBody::JoinClusterRequest => Some(CONTROLLER_GROUP),
                 RequestBody::ChangeMembershipRequest => request
                     .body_as_change_membership_request()
                     .map(|asked| GroupId(asked.group())),
@@ -171,6 +195,7 @@ impl HostedGroups {
     pub fn controller_topics(self: &Rc<Self>, topics: &Topics) {
         let placement = self.placement_with(topics);
         *self.topics.borrow_mut() = Some(topics.clone());
+        *self.nodes.borrow_mut() = placement.node_ids();
         for core in self.all() {
             core.set_placement(placement.clone());
             if core.group != CONTROLLER_GROUP {
@@ -278,7 +303,8 @@ impl HostedGroups {
             core.set_placement(self.placement_with(&topics));
             core.controller_topics(topics);
         }
-        for (known, leader) in self.first().known_leaders() {
+        let known_leaders = self.all().first().map(|first| first.known_leaders());
+        for (known, leader) in known_leaders.unwrap_or_default() {
             core.set_leader(known, leader);
         }
         self.cores.borrow_mut().insert(group, core.clone());
@@ -304,6 +330,7 @@ impl HostedGroups {
     /// topic creations placed.
     fn placement_with(&self, topics: &Topics) -> Placement {
         Placement::of_config(&self.config)
+            .with_joined(topics.moves().joined())
             .with_placed(topics.placed_groups())
             .with_moves(topics.moves())
     }

@@ -25,6 +25,8 @@ pub mod group_driver;
 mod group_requests;
 mod group_sessions;
 pub mod hosted_groups;
+pub mod join_cluster;
+mod join_requests;
 mod move_requests;
 mod no_space;
 pub mod partition_bounds;
@@ -76,6 +78,9 @@ pub enum NodeError {
     /// The configuration is unusable.
     #[error(transparent)]
     Config(#[from] ConfigError),
+    /// The node could not join its cluster (`--join`).
+    #[error(transparent)]
+    Join(#[from] join_cluster::JoinError),
     /// Executors could not start.
     #[error("cannot start the shards: {0}")]
     Start(String),
@@ -91,6 +96,7 @@ pub enum NodeError {
 
 /// Runs a node until `stop` is set (by SIGINT/SIGTERM in the `keel broker` command).
 pub fn run_node(config: NodeConfig, stop: Arc<AtomicBool>) -> Result<(), NodeError> {
+    let config = join_cluster::resolve(config)?;
     config.validate()?;
     if !allocator::tune_for_broker() {
         tracing::warn!(
@@ -167,13 +173,20 @@ async fn run_shard(
             .await
             .map_err(shard_error)?,
     );
-    connect_groups(&groups, Rc::new(senders), receivers);
+    connect_groups(&groups, &placement, Rc::new(senders), receivers);
+    let stopping = Rc::new(Cell::new(false));
+    let peer_server = serve_peer_port(&config, &groups, &stopping)
+        .await
+        .map_err(shard_error)?;
+    // A shard of a node that joined serves clients once a group is moved to it.
+    while !groups.is_serving() && !stop.load(Ordering::Relaxed) {
+        glommio::timer::sleep(STOP_POLL).await;
+    }
     let address = config.shard_address(shard_id);
     let listener = listen_retrying(&address)
         .await
         .map_err(|e| shard_error(format!("listen on {address}: {e}")))?;
     tracing::info!(shard = shard_id, %address, groups = ?groups.ids().borrow(), "serving");
-    let stopping = Rc::new(Cell::new(false));
     let clients = glommio::executor().create_task_queue(
         Shares::Static(1000),
         Latency::NotImportant,
@@ -184,9 +197,6 @@ async fn run_shard(
         clients,
     )
     .map_err(|e| shard_error(format!("clients task queue: {e}")))?;
-    let peer_server = serve_peer_port(&config, &groups, &stopping)
-        .await
-        .map_err(shard_error)?;
     while !stop.load(Ordering::Relaxed) {
         glommio::timer::sleep(STOP_POLL).await;
     }
@@ -215,6 +225,7 @@ async fn run_shard(
 /// partition's bounds are asked of the shard running its group.
 fn connect_groups(
     groups: &Rc<HostedGroups>,
+    placement: &Placement,
     senders: Rc<Senders<ShardMessage>>,
     mut receivers: Receivers<ShardMessage>,
 ) {
@@ -271,11 +282,7 @@ fn connect_groups(
         }
     };
     groups.on_start(Box::new(wire));
-    let first = groups.first();
-    let controller_shard = first
-        .placement()
-        .shard_on(u64::from(first.config.node_id), CONTROLLER_GROUP);
-    drop(first);
+    let controller_shard = placement.shard_on(u64::from(groups.node_id()), CONTROLLER_GROUP);
     for (peer, stream) in receivers.streams() {
         let groups = groups.clone();
         let from_controller = controller_shard == Some(peer as u32);
@@ -314,7 +321,7 @@ async fn serve_peer_port(
     let ingress = PeerIngress {
         this_node: u64::from(config.node_id),
         groups: groups.ids(),
-        voters: config.voters(),
+        nodes: groups.nodes(),
         max_frame_bytes: config.max_frame_bytes,
     };
     let receiver = groups.clone();

@@ -120,7 +120,7 @@ pub(super) fn handle_plan_moves(
 ) -> Result<AnswerFrame, WireError> {
     controller_only(core)?;
     let mut draining: Vec<u64> = asked.drain().iter().flatten().collect();
-    let nodes = core.config.voters();
+    let nodes = core.placement().node_ids();
     draining.extend(
         core.state()
             .topics
@@ -192,7 +192,7 @@ pub(super) async fn handle_set_node_state(
 ) -> Result<AnswerFrame, WireError> {
     controller_only(core)?;
     let node = asked.node();
-    if !core.config.voters().contains(&node) {
+    if !core.placement().node_ids().contains(&node) {
         return Err(invalid(format!("node {node} is not in the cluster")));
     }
     let state = match asked.state() {
@@ -300,7 +300,7 @@ fn check_start(core: &ShardCore, moving: &ReplicaMove) -> Result<(), WireError> 
             moving.from, moving.group
         )));
     }
-    if !core.config.voters().contains(&to) {
+    if !placement.node_ids().contains(&to) {
         return Err(invalid(format!("node {to} is not in the cluster")));
     }
     if shard >= core.config.shards {

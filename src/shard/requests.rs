@@ -27,7 +27,7 @@ use crate::shard::answer_frame::AnswerFrame;
 use crate::shard::group_driver::{Pending, ShardCore};
 use crate::shard::group_requests;
 use crate::shard::hosted_groups::HostedGroups;
-use crate::shard::move_requests;
+use crate::shard::{join_requests, move_requests};
 
 /// Most partitions one topic may have.
 pub const MAX_PARTITIONS: u32 = 4096;
@@ -103,6 +103,8 @@ impl WireError {
             ShardError::Overloaded => ErrorCode::RequestTimedOut,
             ShardError::ShuttingDown => ErrorCode::ShuttingDown,
             ShardError::MembershipRefused(_) => ErrorCode::InvalidRequest,
+            // Retriable: the change under way is applied within a round trip or two.
+            ShardError::MembershipPending => ErrorCode::RequestTimedOut,
         };
         WireError::new(code, error.to_string())
     }
@@ -219,6 +221,10 @@ pub async fn handle_request(groups: &HostedGroups, request: Request<'_>) -> Answ
         }
         wire::RequestBody::SetNodeStateRequest => match request.body_as_set_node_state_request() {
             Some(asked) => move_requests::handle_set_node_state(core, correlation_id, asked).await,
+            None => Err(WireError::new(ErrorCode::MalformedFrame, "body missing")),
+        },
+        wire::RequestBody::JoinClusterRequest => match request.body_as_join_cluster_request() {
+            Some(asked) => join_requests::handle_join_cluster(core, correlation_id, asked).await,
             None => Err(WireError::new(ErrorCode::MalformedFrame, "body missing")),
         },
         wire::RequestBody::PlanMovesRequest => match request.body_as_plan_moves_request() {
@@ -561,18 +567,23 @@ async fn read_batches(
 
 fn handle_metadata(core: &Rc<ShardCore>, correlation_id: u64) -> AnswerFrame {
     let mut builder = FlatBufferBuilder::with_capacity(1024);
+    // This node first (clients take it as the one that answered), then every other
+    // node whose address is known: the bootstrap's and those that joined.
     let mut known: Vec<(u32, String, u16)> = vec![(
         core.config.node_id,
         core.config.host.clone(),
         core.config.base_port,
     )];
-    for peer in core
-        .config
-        .peers
-        .iter()
-        .filter(|p| p.node_id != core.config.node_id)
     {
-        known.push((peer.node_id, peer.host.clone(), peer.base_port));
+        let placement = core.placement();
+        for node in placement.node_ids() {
+            if let Some(peer) = placement
+                .address_of(node)
+                .filter(|p| p.node_id != core.config.node_id)
+            {
+                known.push((peer.node_id, peer.host.clone(), peer.base_port));
+            }
+        }
     }
     let nodes: Vec<_> = known
         .iter()
@@ -796,7 +807,7 @@ fn groups_of_new_topic(
 ) -> Result<(Vec<u32>, Vec<PlacedGroup>), WireError> {
     let partitions = create.partitions();
     let asked = u32::from(create.replication_factor());
-    let nodes = core.config.voters();
+    let nodes = core.placement().node_ids();
     let cluster = core.config.replication_factor.min(nodes.len() as u32);
     if asked == 0 || asked == cluster {
         let groups = core.placement().groups_for_new_topic(topic_id, partitions);
@@ -986,6 +997,23 @@ fn group_status<'b>(
         })
         .collect();
     let followers = builder.create_vector(&followers);
+    let members: Vec<u32> = {
+        let (membership, _) = core.membership_view();
+        let mut members: Vec<u64> = membership
+            .voters
+            .iter()
+            .chain(&membership.outgoing)
+            .chain(&membership.learners)
+            .copied()
+            .collect();
+        members.sort_unstable();
+        members.dedup();
+        members
+            .into_iter()
+            .filter_map(|n| u32::try_from(n).ok())
+            .collect()
+    };
+    let members = builder.create_vector(&members);
     let role = builder.create_string(status.role);
     wire::GroupStatus::create(
         builder,
@@ -1000,6 +1028,7 @@ fn group_status<'b>(
             last_index: status.last_index,
             durable: status.durable,
             followers: Some(followers),
+            members: Some(members),
         },
     )
 }

@@ -81,13 +81,17 @@ impl Drop for ChunkedSlot {
     }
 }
 
+/// A replica a group links to: (node, the shard running the group there, that shard's
+/// peer address).
+pub type LinkTarget = (u64, u32, String);
+
 /// The sending end of one link.
 struct LinkQueue {
     frames: LocalSender<Outgoing>,
     /// Frames over the limit queued or being written.
     chunked_taken: Rc<Cell<usize>>,
-    /// The shard of the peer it goes to.
-    shard: u32,
+    /// The shard of the peer it goes to, and its peer address.
+    target: (u32, String),
     /// Set when the peer left the group: the link task ends (it also ends once this
     /// queue is dropped and drained).
     closed: Rc<Cell<bool>>,
@@ -119,8 +123,8 @@ pub struct PeerLinks {
 
 impl PeerLinks {
     /// Starts a link task to each of `group`'s other replicas: (node, the shard running
-    /// the group there). Nodes without a known address get no link.
-    pub fn start(config: &NodeConfig, group: u32, replicas: &[(u64, u32)]) -> PeerLinks {
+    /// the group there, that shard's peer address).
+    pub fn start(config: &NodeConfig, group: u32, replicas: &[LinkTarget]) -> PeerLinks {
         let links = PeerLinks {
             config: config.clone(),
             group,
@@ -136,29 +140,26 @@ impl PeerLinks {
     }
 
     /// Links to exactly `replicas` (the group's members now): a link to a new member
-    /// starts, one to a member that left ends (its queued frames are dropped).
-    pub fn follow(&self, replicas: &[(u64, u32)]) {
-        let wanted: BTreeMap<u64, u32> = replicas
+    /// starts, one to a member that left (or moved to another address) ends (its queued
+    /// frames are dropped).
+    pub fn follow(&self, replicas: &[LinkTarget]) {
+        let wanted: BTreeMap<u64, (u32, String)> = replicas
             .iter()
-            .copied()
-            .filter(|&(node, _)| node != u64::from(self.config.node_id))
+            .filter(|(node, _, _)| *node != u64::from(self.config.node_id))
+            .map(|(node, shard, address)| (*node, (*shard, address.clone())))
             .collect();
         let mut links = self.links.borrow_mut();
-        links.retain(|node, link| wanted.get(node) == Some(&link.shard));
-        for (&node, &shard) in &wanted {
+        links.retain(|node, link| wanted.get(node) == Some(&link.target));
+        for (&node, (shard, address)) in &wanted {
             if links.contains_key(&node) {
                 continue;
             }
-            if let Some(queue) = self.start_link(node, shard) {
-                links.insert(node, queue);
-            }
+            links.insert(node, self.start_link(node, *shard, address.clone()));
         }
     }
 
-    /// Starts the link task to `node`'s shard `shard`; none without a known address.
-    fn start_link(&self, node: u64, shard: u32) -> Option<LinkQueue> {
-        let node_id = u32::try_from(node).ok()?;
-        let address = self.config.peer_link_address(node_id, shard)?;
+    /// Starts the link task to `node`'s shard `shard` at `address`.
+    fn start_link(&self, node: u64, shard: u32, address: String) -> LinkQueue {
         let (sender, receiver) = local_channel::new_bounded(PEER_QUEUE_FRAMES);
         let closed = Rc::new(Cell::new(false));
         let pace = {
@@ -166,7 +167,7 @@ impl PeerLinks {
             Rc::new(Cell::new(if peers.contains(&node) { *rate } else { 0 }))
         };
         let link = Link {
-            address,
+            address: address.clone(),
             peer: node,
             hello: self.hello.clone(),
             unreachable: self.unreachable.clone(),
@@ -176,13 +177,13 @@ impl PeerLinks {
             pace: pace.clone(),
         };
         glommio::spawn_local(link_task(link, receiver)).detach();
-        Some(LinkQueue {
+        LinkQueue {
             frames: sender,
             chunked_taken: Rc::new(Cell::new(0)),
-            shard,
+            target: (shard, address),
             closed,
             pace,
-        })
+        }
     }
 
     /// Paces the links to `peers` at `bytes_per_second` (0: unpaced), the others not: a

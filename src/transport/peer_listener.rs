@@ -62,8 +62,9 @@ pub struct PeerIngress {
     /// The replica groups the listener's shard runs (more as groups are placed on it):
     /// a connection belongs to one of them, named by its hello.
     pub groups: Rc<RefCell<Vec<u32>>>,
-    /// Every node of the cluster (`--peers`), this one included.
-    pub voters: Vec<u64>,
+    /// Every node of the cluster (`--peers` and those that joined since), this one
+    /// included.
+    pub nodes: Rc<RefCell<Vec<u64>>>,
     /// Largest frame accepted.
     pub max_frame_bytes: u32,
 }
@@ -178,7 +179,7 @@ async fn handle_peer_connection(
                 &frame,
                 ingress.this_node,
                 &ingress.groups.borrow(),
-                &ingress.voters,
+                &ingress.nodes.borrow(),
             )
             .map_err(|e| e.to_string())
         });
@@ -236,7 +237,13 @@ async fn serve_admitted(
                 continue;
             }
         };
-        let (messages, refusals) = admit(node, ingress.this_node, group, &ingress.voters, frame);
+        let (messages, refusals) = admit(
+            node,
+            ingress.this_node,
+            group,
+            &ingress.nodes.borrow(),
+            frame,
+        );
         for refusal in &refusals {
             state.log_refusal(peer, "dropped", refusal);
         }

@@ -52,7 +52,7 @@ fn listening_node() -> (u16, Received) {
     let ingress = PeerIngress {
         this_node: 2,
         groups: Rc::new(std::cell::RefCell::new(vec![0])),
-        voters: vec![1, 2],
+        nodes: Rc::new(RefCell::new(vec![1, 2])),
         max_frame_bytes: LIMIT,
     };
     let stopping = Rc::new(Cell::new(false));
@@ -129,7 +129,9 @@ async fn wait_for(received: &Received, count: usize) {
 fn a_snapshot_larger_than_the_frame_limit_arrives_whole_and_in_order() {
     on_executor(|| async {
         let (port, received) = listening_node();
-        let links = PeerLinks::start(&node_one_config(port), 0, &[(2, 0)]);
+        let config = node_one_config(port);
+        let to_two = (2, 0, config.peer_link_address(2, 0).unwrap());
+        let links = PeerLinks::start(&config, 0, &[to_two]);
         let first = vec![heartbeat(1), snapshot_message(40, 1 << 20), heartbeat(2)];
         assert_eq!(links.send(2, first.clone()), None, "queued");
         // The link holds one chunked frame: a second one before it is written is dropped
@@ -268,7 +270,9 @@ fn a_snapshot_whose_connection_fails_while_it_is_written_is_reported_lost() {
             closing.set(true);
         })
         .detach();
-        let links = PeerLinks::start(&node_one_config(port), 0, &[(2, 0)]);
+        let config = node_one_config(port);
+        let to_two = (2, 0, config.peer_link_address(2, 0).unwrap());
+        let links = PeerLinks::start(&config, 0, &[to_two]);
         let deadline = Instant::now() + Duration::from_secs(5);
         while !closed.get() && Instant::now() < deadline {
             glommio::timer::sleep(Duration::from_millis(5)).await;

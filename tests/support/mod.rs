@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 pub mod netns;
+pub mod writers;
 
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
@@ -234,7 +235,7 @@ impl Broker {
         let written = || std::fs::read_to_string(stderr_path).unwrap_or_default();
         let deadline = Instant::now() + Duration::from_secs(20);
         loop {
-            let answering = (0..broker.shards)
+            let answering = (0..broker.serving_shards())
                 .all(|shard| std::net::TcpStream::connect(broker.address(shard)).is_ok());
             if answering {
                 return Ok(broker);
@@ -278,9 +279,20 @@ impl Broker {
         format!("{}:{}", self.host, peer_port + shard)
     }
 
+    /// The shards it serves clients on once started: all of them, or for a node that
+    /// joined a running cluster (`--join`), shard 0 (the others serve once a replica
+    /// group is moved to them).
+    fn serving_shards(&self) -> u32 {
+        if self.extra_args.iter().any(|a| a == "--join") {
+            1
+        } else {
+            self.shards
+        }
+    }
+
     fn wait_until_serving(&mut self) {
         let deadline = Instant::now() + Duration::from_secs(20);
-        for shard in 0..self.shards {
+        for shard in 0..self.serving_shards() {
             while std::net::TcpStream::connect(self.address(shard)).is_err() {
                 if let Some(Ok(Some(status))) = self.child.as_mut().map(Child::try_wait) {
                     panic!(
@@ -473,6 +485,27 @@ pub fn start_cluster_with_segments(
         })
         .collect();
     children
+}
+
+/// Node `node_id` (`shards` shards, on free ports, in `root/node-<id>`) started with
+/// `--join through`: it joins the running cluster `through` belongs to.
+pub fn join_node(root: &Path, node_id: u32, shards: u32, through: &str) -> Broker {
+    let bases = free_port_ranges(2, shards as u16);
+    let args = [
+        "--node-id".to_string(),
+        node_id.to_string(),
+        "--peer-port".to_string(),
+        bases[1].to_string(),
+        "--join".to_string(),
+        through.to_string(),
+    ];
+    Broker::start_with_args(
+        &root.join(format!("node-{node_id}")),
+        bases[0],
+        shards,
+        "4MiB",
+        &args,
+    )
 }
 
 /// Calls `attempt` until it succeeds, for up to 20 s (a cluster electing a leader, a

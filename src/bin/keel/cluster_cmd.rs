@@ -32,9 +32,27 @@ pub(crate) enum ClusterCommand {
     Rebalance(PlanArgs),
 }
 
-/// `keel node ...`: taking a node out of service.
+/// `keel node ...`: adding a node, taking one out of service.
 #[derive(Subcommand)]
 pub(crate) enum NodeCommand {
+    /// Register a node with the running cluster before (or instead of) starting it with
+    /// `keel broker --join`: the controller records its addresses and adds it to the
+    /// controller group as a learner. It holds no replica until a rebalance (`keel
+    /// cluster rebalance`) or a move gives it some. A node started with --join
+    /// registers itself the same way.
+    Add {
+        /// The new node's id (never one of --peers, nor a removed node's).
+        node: u32,
+        /// Where it listens: HOST:PORT (shard 0's client port) or HOST:PORT/PEER_PORT
+        /// (without it, the peer port is PORT + 100); "@rack" after it names its rack.
+        address: String,
+        /// Shards it runs (every node of the cluster runs as many) [default: the
+        /// cluster's].
+        #[arg(long)]
+        shards: Option<u32>,
+        #[command(flatten)]
+        connect: ConnectArgs,
+    },
     /// Move every replica off node N (one at a time, while the groups serve), so it can
     /// be stopped for good. With --dry-run, only prints the moves.
     Drain {
@@ -125,6 +143,12 @@ pub(crate) fn cluster(command: ClusterCommand) -> ExitCode {
 
 pub(crate) fn node(command: NodeCommand) -> ExitCode {
     let (what, node, state, connect) = match command {
+        NodeCommand::Add {
+            node,
+            address,
+            shards,
+            connect,
+        } => return node_add(node, &address, shards, &connect),
         NodeCommand::Drain { node, plan } => {
             // Draining first: nothing new is placed on it while its replicas move off.
             if !plan.dry_run {
@@ -154,6 +178,45 @@ pub(crate) fn node(command: NodeCommand) -> ExitCode {
             ExitCode::SUCCESS
         }
         Err(error) => fail(what, error),
+    }
+}
+
+/// `keel node add`: records the node at the controller.
+fn node_add(node: u32, address: &str, shards: Option<u32>, connect: &ConnectArgs) -> ExitCode {
+    let parsed = match keel::config::parse_peers(&format!("{node}={address}")) {
+        Ok(mut parsed) if parsed.len() == 1 => parsed.remove(0),
+        Ok(_) => return fail("node add", "give one address: HOST:PORT[/PEER_PORT][@RACK]"),
+        Err(error) => return fail("node add", error),
+    };
+    let mut client = ClusterClient::new(&connect.bootstrap);
+    let shards = match shards {
+        Some(shards) => shards,
+        None => match client.metadata() {
+            Ok(metadata) => metadata
+                .nodes
+                .first()
+                .map_or(1, |&(_, _, _, shards)| shards),
+            Err(error) => return fail("node add", error),
+        },
+    };
+    match client.join_cluster(&parsed, shards) {
+        Ok(answer) => {
+            println!(
+                "node add: node {node} is in the cluster ({}:{} for clients, peer port {}); \
+                 start it with: keel broker --node-id {node} --host {} --port {} --peer-port {} \
+                 --shards {} --join {}",
+                parsed.host,
+                parsed.base_port,
+                parsed.peer_port,
+                parsed.host,
+                parsed.base_port,
+                parsed.peer_port,
+                answer.shards,
+                connect.bootstrap
+            );
+            ExitCode::SUCCESS
+        }
+        Err(error) => fail("node add", error),
     }
 }
 

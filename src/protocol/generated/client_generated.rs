@@ -1218,10 +1218,10 @@ impl ::flatbuffers::SimpleToVerifyInSlice for NodeService {}
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
 pub const ENUM_MIN_REQUEST_BODY: u8 = 0;
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
-pub const ENUM_MAX_REQUEST_BODY: u8 = 21;
+pub const ENUM_MAX_REQUEST_BODY: u8 = 22;
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
 #[allow(non_camel_case_types)]
-pub const ENUM_VALUES_REQUEST_BODY: [RequestBody; 22] = [
+pub const ENUM_VALUES_REQUEST_BODY: [RequestBody; 23] = [
   RequestBody::NONE,
   RequestBody::ProduceRequest,
   RequestBody::FetchRequest,
@@ -1244,6 +1244,7 @@ pub const ENUM_VALUES_REQUEST_BODY: [RequestBody; 22] = [
   RequestBody::ChangeMembershipRequest,
   RequestBody::PlanMovesRequest,
   RequestBody::SetNodeStateRequest,
+  RequestBody::JoinClusterRequest,
 ];
 
 #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
@@ -1273,9 +1274,10 @@ impl RequestBody {
   pub const ChangeMembershipRequest: Self = Self(19);
   pub const PlanMovesRequest: Self = Self(20);
   pub const SetNodeStateRequest: Self = Self(21);
+  pub const JoinClusterRequest: Self = Self(22);
 
   pub const ENUM_MIN: u8 = 0;
-  pub const ENUM_MAX: u8 = 21;
+  pub const ENUM_MAX: u8 = 22;
   pub const ENUM_VALUES: &'static [Self] = &[
     Self::NONE,
     Self::ProduceRequest,
@@ -1299,6 +1301,7 @@ impl RequestBody {
     Self::ChangeMembershipRequest,
     Self::PlanMovesRequest,
     Self::SetNodeStateRequest,
+    Self::JoinClusterRequest,
   ];
   /// Returns the variant's name or "" if unknown.
   pub fn variant_name(self) -> Option<&'static str> {
@@ -1325,6 +1328,7 @@ impl RequestBody {
       Self::ChangeMembershipRequest => Some("ChangeMembershipRequest"),
       Self::PlanMovesRequest => Some("PlanMovesRequest"),
       Self::SetNodeStateRequest => Some("SetNodeStateRequest"),
+      Self::JoinClusterRequest => Some("JoinClusterRequest"),
       _ => None,
     }
   }
@@ -1384,10 +1388,10 @@ pub struct RequestBodyUnionTableOffset {}
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
 pub const ENUM_MIN_RESPONSE_BODY: u8 = 0;
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
-pub const ENUM_MAX_RESPONSE_BODY: u8 = 21;
+pub const ENUM_MAX_RESPONSE_BODY: u8 = 22;
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
 #[allow(non_camel_case_types)]
-pub const ENUM_VALUES_RESPONSE_BODY: [ResponseBody; 22] = [
+pub const ENUM_VALUES_RESPONSE_BODY: [ResponseBody; 23] = [
   ResponseBody::NONE,
   ResponseBody::ProduceResponse,
   ResponseBody::FetchResponse,
@@ -1410,6 +1414,7 @@ pub const ENUM_VALUES_RESPONSE_BODY: [ResponseBody; 22] = [
   ResponseBody::ChangeMembershipResponse,
   ResponseBody::PlanMovesResponse,
   ResponseBody::SetNodeStateResponse,
+  ResponseBody::JoinClusterResponse,
 ];
 
 #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
@@ -1439,9 +1444,10 @@ impl ResponseBody {
   pub const ChangeMembershipResponse: Self = Self(19);
   pub const PlanMovesResponse: Self = Self(20);
   pub const SetNodeStateResponse: Self = Self(21);
+  pub const JoinClusterResponse: Self = Self(22);
 
   pub const ENUM_MIN: u8 = 0;
-  pub const ENUM_MAX: u8 = 21;
+  pub const ENUM_MAX: u8 = 22;
   pub const ENUM_VALUES: &'static [Self] = &[
     Self::NONE,
     Self::ProduceResponse,
@@ -1465,6 +1471,7 @@ impl ResponseBody {
     Self::ChangeMembershipResponse,
     Self::PlanMovesResponse,
     Self::SetNodeStateResponse,
+    Self::JoinClusterResponse,
   ];
   /// Returns the variant's name or "" if unknown.
   pub fn variant_name(self) -> Option<&'static str> {
@@ -1491,6 +1498,7 @@ impl ResponseBody {
       Self::ChangeMembershipResponse => Some("ChangeMembershipResponse"),
       Self::PlanMovesResponse => Some("PlanMovesResponse"),
       Self::SetNodeStateResponse => Some("SetNodeStateResponse"),
+      Self::JoinClusterResponse => Some("JoinClusterResponse"),
       _ => None,
     }
   }
@@ -4247,6 +4255,7 @@ impl<'a> GroupStatus<'a> {
   pub const VT_LAST_INDEX: ::flatbuffers::VOffsetT = 18;
   pub const VT_DURABLE: ::flatbuffers::VOffsetT = 20;
   pub const VT_FOLLOWERS: ::flatbuffers::VOffsetT = 22;
+  pub const VT_MEMBERS: ::flatbuffers::VOffsetT = 24;
 
   #[inline]
   pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
@@ -4263,6 +4272,7 @@ impl<'a> GroupStatus<'a> {
     builder.add_applied(args.applied);
     builder.add_commit(args.commit);
     builder.add_term(args.term);
+    if let Some(x) = args.members { builder.add_members(x); }
     if let Some(x) = args.followers { builder.add_followers(x); }
     builder.add_leader(args.leader);
     if let Some(x) = args.role { builder.add_role(x); }
@@ -4344,6 +4354,15 @@ impl<'a> GroupStatus<'a> {
     // which contains a valid value in this slot
     unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'a, ::flatbuffers::ForwardsUOffset<FollowerStatus>>>>(GroupStatus::VT_FOLLOWERS, None)}
   }
+  /// The group's members as this replica's configuration names them (voters of both
+  /// sides of a joint configuration, and learners).
+  #[inline]
+  pub fn members(&self) -> Option<::flatbuffers::Vector<'a, u32>> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'a, u32>>>(GroupStatus::VT_MEMBERS, None)}
+  }
 }
 
 impl ::flatbuffers::Verifiable for GroupStatus<'_> {
@@ -4362,6 +4381,7 @@ impl ::flatbuffers::Verifiable for GroupStatus<'_> {
      .visit_field::<u64>("last_index", Self::VT_LAST_INDEX, false)?
      .visit_field::<u64>("durable", Self::VT_DURABLE, false)?
      .visit_field::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'_, ::flatbuffers::ForwardsUOffset<FollowerStatus>>>>("followers", Self::VT_FOLLOWERS, false)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'_, u32>>>("members", Self::VT_MEMBERS, false)?
      .finish();
     Ok(())
   }
@@ -4377,6 +4397,7 @@ pub struct GroupStatusArgs<'a> {
     pub last_index: u64,
     pub durable: u64,
     pub followers: Option<::flatbuffers::WIPOffset<::flatbuffers::Vector<'a, ::flatbuffers::ForwardsUOffset<FollowerStatus<'a>>>>>,
+    pub members: Option<::flatbuffers::WIPOffset<::flatbuffers::Vector<'a, u32>>>,
 }
 impl<'a> Default for GroupStatusArgs<'a> {
   #[inline]
@@ -4392,6 +4413,7 @@ impl<'a> Default for GroupStatusArgs<'a> {
       last_index: 0,
       durable: 0,
       followers: None,
+      members: None,
     }
   }
 }
@@ -4442,6 +4464,10 @@ impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> GroupStatusBuilder<'a, 'b, A>
     self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(GroupStatus::VT_FOLLOWERS, followers);
   }
   #[inline]
+  pub fn add_members(&mut self, members: ::flatbuffers::WIPOffset<::flatbuffers::Vector<'b , u32>>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(GroupStatus::VT_MEMBERS, members);
+  }
+  #[inline]
   pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> GroupStatusBuilder<'a, 'b, A> {
     let start = _fbb.start_table();
     GroupStatusBuilder {
@@ -4469,6 +4495,7 @@ impl ::core::fmt::Debug for GroupStatus<'_> {
       ds.field("last_index", &self.last_index());
       ds.field("durable", &self.durable());
       ds.field("followers", &self.followers());
+      ds.field("members", &self.members());
       ds.finish()
   }
 }
@@ -9100,6 +9127,378 @@ impl ::core::fmt::Debug for SetNodeStateResponse<'_> {
       ds.finish()
   }
 }
+pub enum JoinClusterRequestOffset {}
+#[derive(Copy, Clone, PartialEq)]
+
+/// A node joining the running cluster (`keel broker --join`, `keel node add`) gives the
+/// controller's leader its addresses; the leader records the node and adds it to the
+/// controller group as a learner (once: asking again changes nothing but addresses).
+pub struct JoinClusterRequest<'a> {
+  pub _tab: ::flatbuffers::Table<'a>,
+}
+
+impl<'a> ::flatbuffers::Follow<'a> for JoinClusterRequest<'a> {
+  type Inner = JoinClusterRequest<'a>;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    Self { _tab: unsafe { ::flatbuffers::Table::new(buf, loc) } }
+  }
+}
+
+impl<'a> JoinClusterRequest<'a> {
+  pub const VT_NODE: ::flatbuffers::VOffsetT = 4;
+  pub const VT_HOST: ::flatbuffers::VOffsetT = 6;
+  pub const VT_BASE_PORT: ::flatbuffers::VOffsetT = 8;
+  pub const VT_PEER_PORT: ::flatbuffers::VOffsetT = 10;
+  pub const VT_SHARDS: ::flatbuffers::VOffsetT = 12;
+  pub const VT_RACK: ::flatbuffers::VOffsetT = 14;
+
+  #[inline]
+  pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
+    JoinClusterRequest { _tab: table }
+  }
+  #[allow(unused_mut)]
+  pub fn create<'bldr: 'args, 'args: 'mut_bldr, 'mut_bldr, A: ::flatbuffers::Allocator + 'bldr>(
+    _fbb: &'mut_bldr mut ::flatbuffers::FlatBufferBuilder<'bldr, A>,
+    args: &'args JoinClusterRequestArgs<'args>
+  ) -> ::flatbuffers::WIPOffset<JoinClusterRequest<'bldr>> {
+    let mut builder = JoinClusterRequestBuilder::new(_fbb);
+    if let Some(x) = args.rack { builder.add_rack(x); }
+    builder.add_shards(args.shards);
+    if let Some(x) = args.host { builder.add_host(x); }
+    builder.add_node(args.node);
+    builder.add_peer_port(args.peer_port);
+    builder.add_base_port(args.base_port);
+    builder.finish()
+  }
+
+
+  #[inline]
+  pub fn node(&self) -> u32 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u32>(JoinClusterRequest::VT_NODE, Some(0)).unwrap()}
+  }
+  #[inline]
+  pub fn host(&self) -> Option<&'a str> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<&str>>(JoinClusterRequest::VT_HOST, None)}
+  }
+  /// Client port of its shard 0.
+  #[inline]
+  pub fn base_port(&self) -> u16 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u16>(JoinClusterRequest::VT_BASE_PORT, Some(0)).unwrap()}
+  }
+  /// Peer port of its shard 0.
+  #[inline]
+  pub fn peer_port(&self) -> u16 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u16>(JoinClusterRequest::VT_PEER_PORT, Some(0)).unwrap()}
+  }
+  /// Shards it runs (every node of a cluster runs as many).
+  #[inline]
+  pub fn shards(&self) -> u32 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u32>(JoinClusterRequest::VT_SHARDS, Some(0)).unwrap()}
+  }
+  /// Its failure domain (empty: none).
+  #[inline]
+  pub fn rack(&self) -> Option<&'a str> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<&str>>(JoinClusterRequest::VT_RACK, None)}
+  }
+}
+
+impl ::flatbuffers::Verifiable for JoinClusterRequest<'_> {
+  #[inline]
+  fn run_verifier(
+    v: &mut ::flatbuffers::Verifier, pos: usize
+  ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
+    v.visit_table(pos)?
+     .visit_field::<u32>("node", Self::VT_NODE, false)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<&str>>("host", Self::VT_HOST, false)?
+     .visit_field::<u16>("base_port", Self::VT_BASE_PORT, false)?
+     .visit_field::<u16>("peer_port", Self::VT_PEER_PORT, false)?
+     .visit_field::<u32>("shards", Self::VT_SHARDS, false)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<&str>>("rack", Self::VT_RACK, false)?
+     .finish();
+    Ok(())
+  }
+}
+pub struct JoinClusterRequestArgs<'a> {
+    pub node: u32,
+    pub host: Option<::flatbuffers::WIPOffset<&'a str>>,
+    pub base_port: u16,
+    pub peer_port: u16,
+    pub shards: u32,
+    pub rack: Option<::flatbuffers::WIPOffset<&'a str>>,
+}
+impl<'a> Default for JoinClusterRequestArgs<'a> {
+  #[inline]
+  fn default() -> Self {
+    JoinClusterRequestArgs {
+      node: 0,
+      host: None,
+      base_port: 0,
+      peer_port: 0,
+      shards: 0,
+      rack: None,
+    }
+  }
+}
+
+pub struct JoinClusterRequestBuilder<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> {
+  fbb_: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>,
+  start_: ::flatbuffers::WIPOffset<::flatbuffers::TableUnfinishedWIPOffset>,
+}
+impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> JoinClusterRequestBuilder<'a, 'b, A> {
+  #[inline]
+  pub fn add_node(&mut self, node: u32) {
+    self.fbb_.push_slot::<u32>(JoinClusterRequest::VT_NODE, node, 0);
+  }
+  #[inline]
+  pub fn add_host(&mut self, host: ::flatbuffers::WIPOffset<&'b  str>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(JoinClusterRequest::VT_HOST, host);
+  }
+  #[inline]
+  pub fn add_base_port(&mut self, base_port: u16) {
+    self.fbb_.push_slot::<u16>(JoinClusterRequest::VT_BASE_PORT, base_port, 0);
+  }
+  #[inline]
+  pub fn add_peer_port(&mut self, peer_port: u16) {
+    self.fbb_.push_slot::<u16>(JoinClusterRequest::VT_PEER_PORT, peer_port, 0);
+  }
+  #[inline]
+  pub fn add_shards(&mut self, shards: u32) {
+    self.fbb_.push_slot::<u32>(JoinClusterRequest::VT_SHARDS, shards, 0);
+  }
+  #[inline]
+  pub fn add_rack(&mut self, rack: ::flatbuffers::WIPOffset<&'b  str>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(JoinClusterRequest::VT_RACK, rack);
+  }
+  #[inline]
+  pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> JoinClusterRequestBuilder<'a, 'b, A> {
+    let start = _fbb.start_table();
+    JoinClusterRequestBuilder {
+      fbb_: _fbb,
+      start_: start,
+    }
+  }
+  #[inline]
+  pub fn finish(self) -> ::flatbuffers::WIPOffset<JoinClusterRequest<'a>> {
+    let o = self.fbb_.end_table(self.start_);
+    ::flatbuffers::WIPOffset::new(o.value())
+  }
+}
+
+impl ::core::fmt::Debug for JoinClusterRequest<'_> {
+  fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
+    let mut ds = f.debug_struct("JoinClusterRequest");
+      ds.field("node", &self.node());
+      ds.field("host", &self.host());
+      ds.field("base_port", &self.base_port());
+      ds.field("peer_port", &self.peer_port());
+      ds.field("shards", &self.shards());
+      ds.field("rack", &self.rack());
+      ds.finish()
+  }
+}
+pub enum JoinClusterResponseOffset {}
+#[derive(Copy, Clone, PartialEq)]
+
+pub struct JoinClusterResponse<'a> {
+  pub _tab: ::flatbuffers::Table<'a>,
+}
+
+impl<'a> ::flatbuffers::Follow<'a> for JoinClusterResponse<'a> {
+  type Inner = JoinClusterResponse<'a>;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    Self { _tab: unsafe { ::flatbuffers::Table::new(buf, loc) } }
+  }
+}
+
+impl<'a> JoinClusterResponse<'a> {
+  pub const VT_PEERS: ::flatbuffers::VOffsetT = 4;
+  pub const VT_REPLICATION_FACTOR: ::flatbuffers::VOffsetT = 6;
+  pub const VT_SHARDS: ::flatbuffers::VOffsetT = 8;
+  pub const VT_VOTERS: ::flatbuffers::VOffsetT = 10;
+  pub const VT_LEARNERS: ::flatbuffers::VOffsetT = 12;
+  pub const VT_INDEX: ::flatbuffers::VOffsetT = 14;
+
+  #[inline]
+  pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
+    JoinClusterResponse { _tab: table }
+  }
+  #[allow(unused_mut)]
+  pub fn create<'bldr: 'args, 'args: 'mut_bldr, 'mut_bldr, A: ::flatbuffers::Allocator + 'bldr>(
+    _fbb: &'mut_bldr mut ::flatbuffers::FlatBufferBuilder<'bldr, A>,
+    args: &'args JoinClusterResponseArgs<'args>
+  ) -> ::flatbuffers::WIPOffset<JoinClusterResponse<'bldr>> {
+    let mut builder = JoinClusterResponseBuilder::new(_fbb);
+    builder.add_index(args.index);
+    if let Some(x) = args.learners { builder.add_learners(x); }
+    if let Some(x) = args.voters { builder.add_voters(x); }
+    builder.add_shards(args.shards);
+    builder.add_replication_factor(args.replication_factor);
+    if let Some(x) = args.peers { builder.add_peers(x); }
+    builder.finish()
+  }
+
+
+  /// The cluster's bootstrap nodes, as `--peers` names them.
+  #[inline]
+  pub fn peers(&self) -> Option<&'a str> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<&str>>(JoinClusterResponse::VT_PEERS, None)}
+  }
+  #[inline]
+  pub fn replication_factor(&self) -> u32 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u32>(JoinClusterResponse::VT_REPLICATION_FACTOR, Some(0)).unwrap()}
+  }
+  #[inline]
+  pub fn shards(&self) -> u32 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u32>(JoinClusterResponse::VT_SHARDS, Some(0)).unwrap()}
+  }
+  /// The controller group's configuration with the node among its learners: the one the
+  /// node's controller replica starts with.
+  #[inline]
+  pub fn voters(&self) -> Option<::flatbuffers::Vector<'a, u64>> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'a, u64>>>(JoinClusterResponse::VT_VOTERS, None)}
+  }
+  #[inline]
+  pub fn learners(&self) -> Option<::flatbuffers::Vector<'a, u64>> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'a, u64>>>(JoinClusterResponse::VT_LEARNERS, None)}
+  }
+  #[inline]
+  pub fn index(&self) -> u64 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u64>(JoinClusterResponse::VT_INDEX, Some(0)).unwrap()}
+  }
+}
+
+impl ::flatbuffers::Verifiable for JoinClusterResponse<'_> {
+  #[inline]
+  fn run_verifier(
+    v: &mut ::flatbuffers::Verifier, pos: usize
+  ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
+    v.visit_table(pos)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<&str>>("peers", Self::VT_PEERS, false)?
+     .visit_field::<u32>("replication_factor", Self::VT_REPLICATION_FACTOR, false)?
+     .visit_field::<u32>("shards", Self::VT_SHARDS, false)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'_, u64>>>("voters", Self::VT_VOTERS, false)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'_, u64>>>("learners", Self::VT_LEARNERS, false)?
+     .visit_field::<u64>("index", Self::VT_INDEX, false)?
+     .finish();
+    Ok(())
+  }
+}
+pub struct JoinClusterResponseArgs<'a> {
+    pub peers: Option<::flatbuffers::WIPOffset<&'a str>>,
+    pub replication_factor: u32,
+    pub shards: u32,
+    pub voters: Option<::flatbuffers::WIPOffset<::flatbuffers::Vector<'a, u64>>>,
+    pub learners: Option<::flatbuffers::WIPOffset<::flatbuffers::Vector<'a, u64>>>,
+    pub index: u64,
+}
+impl<'a> Default for JoinClusterResponseArgs<'a> {
+  #[inline]
+  fn default() -> Self {
+    JoinClusterResponseArgs {
+      peers: None,
+      replication_factor: 0,
+      shards: 0,
+      voters: None,
+      learners: None,
+      index: 0,
+    }
+  }
+}
+
+pub struct JoinClusterResponseBuilder<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> {
+  fbb_: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>,
+  start_: ::flatbuffers::WIPOffset<::flatbuffers::TableUnfinishedWIPOffset>,
+}
+impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> JoinClusterResponseBuilder<'a, 'b, A> {
+  #[inline]
+  pub fn add_peers(&mut self, peers: ::flatbuffers::WIPOffset<&'b  str>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(JoinClusterResponse::VT_PEERS, peers);
+  }
+  #[inline]
+  pub fn add_replication_factor(&mut self, replication_factor: u32) {
+    self.fbb_.push_slot::<u32>(JoinClusterResponse::VT_REPLICATION_FACTOR, replication_factor, 0);
+  }
+  #[inline]
+  pub fn add_shards(&mut self, shards: u32) {
+    self.fbb_.push_slot::<u32>(JoinClusterResponse::VT_SHARDS, shards, 0);
+  }
+  #[inline]
+  pub fn add_voters(&mut self, voters: ::flatbuffers::WIPOffset<::flatbuffers::Vector<'b , u64>>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(JoinClusterResponse::VT_VOTERS, voters);
+  }
+  #[inline]
+  pub fn add_learners(&mut self, learners: ::flatbuffers::WIPOffset<::flatbuffers::Vector<'b , u64>>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(JoinClusterResponse::VT_LEARNERS, learners);
+  }
+  #[inline]
+  pub fn add_index(&mut self, index: u64) {
+    self.fbb_.push_slot::<u64>(JoinClusterResponse::VT_INDEX, index, 0);
+  }
+  #[inline]
+  pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> JoinClusterResponseBuilder<'a, 'b, A> {
+    let start = _fbb.start_table();
+    JoinClusterResponseBuilder {
+      fbb_: _fbb,
+      start_: start,
+    }
+  }
+  #[inline]
+  pub fn finish(self) -> ::flatbuffers::WIPOffset<JoinClusterResponse<'a>> {
+    let o = self.fbb_.end_table(self.start_);
+    ::flatbuffers::WIPOffset::new(o.value())
+  }
+}
+
+impl ::core::fmt::Debug for JoinClusterResponse<'_> {
+  fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
+    let mut ds = f.debug_struct("JoinClusterResponse");
+      ds.field("peers", &self.peers());
+      ds.field("replication_factor", &self.replication_factor());
+      ds.field("shards", &self.shards());
+      ds.field("voters", &self.voters());
+      ds.field("learners", &self.learners());
+      ds.field("index", &self.index());
+      ds.finish()
+  }
+}
 pub enum RequestOffset {}
 #[derive(Copy, Clone, PartialEq)]
 
@@ -9485,6 +9884,21 @@ impl<'a> Request<'a> {
     }
   }
 
+  #[inline]
+  #[allow(non_snake_case)]
+  pub fn body_as_join_cluster_request(&self) -> Option<JoinClusterRequest<'a>> {
+    if self.body_type() == RequestBody::JoinClusterRequest {
+      self.body().map(|t| {
+       // Safety:
+       // Created from a valid Table for this object
+       // Which contains a valid union in this slot
+       unsafe { JoinClusterRequest::init_from_table(t) }
+     })
+    } else {
+      None
+    }
+  }
+
 }
 
 impl ::flatbuffers::Verifiable for Request<'_> {
@@ -9518,6 +9932,7 @@ impl ::flatbuffers::Verifiable for Request<'_> {
           RequestBody::ChangeMembershipRequest => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<ChangeMembershipRequest>>("RequestBody::ChangeMembershipRequest", pos),
           RequestBody::PlanMovesRequest => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<PlanMovesRequest>>("RequestBody::PlanMovesRequest", pos),
           RequestBody::SetNodeStateRequest => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<SetNodeStateRequest>>("RequestBody::SetNodeStateRequest", pos),
+          RequestBody::JoinClusterRequest => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<JoinClusterRequest>>("RequestBody::JoinClusterRequest", pos),
           _ => Ok(()),
         }
      })?
@@ -9728,6 +10143,13 @@ impl ::core::fmt::Debug for Request<'_> {
         },
         RequestBody::SetNodeStateRequest => {
           if let Some(x) = self.body_as_set_node_state_request() {
+            ds.field("body", &x)
+          } else {
+            ds.field("body", &"InvalidFlatbuffer: Union discriminant does not match value.")
+          }
+        },
+        RequestBody::JoinClusterRequest => {
+          if let Some(x) = self.body_as_join_cluster_request() {
             ds.field("body", &x)
           } else {
             ds.field("body", &"InvalidFlatbuffer: Union discriminant does not match value.")
@@ -10124,6 +10546,21 @@ impl<'a> Response<'a> {
     }
   }
 
+  #[inline]
+  #[allow(non_snake_case)]
+  pub fn body_as_join_cluster_response(&self) -> Option<JoinClusterResponse<'a>> {
+    if self.body_type() == ResponseBody::JoinClusterResponse {
+      self.body().map(|t| {
+       // Safety:
+       // Created from a valid Table for this object
+       // Which contains a valid union in this slot
+       unsafe { JoinClusterResponse::init_from_table(t) }
+     })
+    } else {
+      None
+    }
+  }
+
 }
 
 impl ::flatbuffers::Verifiable for Response<'_> {
@@ -10157,6 +10594,7 @@ impl ::flatbuffers::Verifiable for Response<'_> {
           ResponseBody::ChangeMembershipResponse => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<ChangeMembershipResponse>>("ResponseBody::ChangeMembershipResponse", pos),
           ResponseBody::PlanMovesResponse => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<PlanMovesResponse>>("ResponseBody::PlanMovesResponse", pos),
           ResponseBody::SetNodeStateResponse => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<SetNodeStateResponse>>("ResponseBody::SetNodeStateResponse", pos),
+          ResponseBody::JoinClusterResponse => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<JoinClusterResponse>>("ResponseBody::JoinClusterResponse", pos),
           _ => Ok(()),
         }
      })?
@@ -10367,6 +10805,13 @@ impl ::core::fmt::Debug for Response<'_> {
         },
         ResponseBody::SetNodeStateResponse => {
           if let Some(x) = self.body_as_set_node_state_response() {
+            ds.field("body", &x)
+          } else {
+            ds.field("body", &"InvalidFlatbuffer: Union discriminant does not match value.")
+          }
+        },
+        ResponseBody::JoinClusterResponse => {
+          if let Some(x) = self.body_as_join_cluster_response() {
             ds.field("body", &x)
           } else {
             ds.field("body", &"InvalidFlatbuffer: Union discriminant does not match value.")

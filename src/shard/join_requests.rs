@@ -1,0 +1,167 @@
+//! A node joining a running cluster: the controller's leader records it (its addresses,
+//! rack) in the controller's log and adds it to the controller group as a learner, then
+//! tells it what it needs to start: the bootstrap nodes, the shards and replication
+//! factor every node runs, and the controller's configuration it starts its replica
+//! with. Asking again is harmless: a node recorded and added already changes nothing
+//! (its addresses excepted).
+//!
+//! Owns checking a join and answering it; never places a replica on the new node (a
+//! rebalance or a drain moves replicas there) and never starts anything on it.
+
+use std::rc::Rc;
+
+use flatbuffers::FlatBufferBuilder;
+
+use crate::broker::log_entry::BrokerEntry;
+use crate::broker::replica_moves::{MoveEntry, NodeService, MAX_NODE_LABEL_BYTES};
+use crate::config::{check_rack, format_peers, PeerAddress};
+use crate::constants::ADMIN_TIMEOUT;
+use crate::protocol::wire::{self, ErrorCode, ResponseBody};
+use crate::replication::membership::MembershipChange;
+use crate::shard::answer_frame::AnswerFrame;
+use crate::shard::group_driver::ShardCore;
+use crate::shard::requests::{controller_only, finish_response, propose_admin, WireError};
+
+/// Records the node and adds it to the controller group as a learner.
+pub(super) async fn handle_join_cluster(
+    core: &Rc<ShardCore>,
+    correlation_id: u64,
+    asked: wire::JoinClusterRequest<'_>,
+) -> Result<AnswerFrame, WireError> {
+    controller_only(core)?;
+    let node = joining_node(core, &asked)?;
+    let id = u64::from(node.node_id);
+    let known = core.placement().address_of(id) == Some(&node);
+    if !known {
+        propose_admin(core, BrokerEntry::Move(MoveEntry::Join(node)).encode()).await?;
+    }
+    if !core.membership_view().0.contains(id) {
+        let pending = core
+            .change_membership(MembershipChange::AddLearner { node: id })
+            .map_err(|error| WireError::from_shard(&error))?;
+        match glommio::timer::timeout(ADMIN_TIMEOUT, async { Ok(pending.wait().await) }).await {
+            Ok(answer) => answer.map_err(|error| WireError::from_shard(&error))?,
+            Err(_) => {
+                return Err(WireError::new(
+                    ErrorCode::RequestTimedOut,
+                    "the controller did not add the node in time (ask again)",
+                ))
+            }
+        };
+    }
+    Ok(join_answer(core, correlation_id))
+}
+
+/// The node asking, checked: not a bootstrap node, not removed, running the cluster's
+/// shard count, with bounded labels and ports that fit.
+fn joining_node(
+    core: &ShardCore,
+    asked: &wire::JoinClusterRequest<'_>,
+) -> Result<PeerAddress, WireError> {
+    if core.config.peers.is_empty() {
+        return Err(invalid(
+            "this node runs alone (started without --peers): it takes no other nodes",
+        ));
+    }
+    let id = asked.node();
+    let host = asked.host().unwrap_or("");
+    if id == 0 || host.is_empty() || host.len() > MAX_NODE_LABEL_BYTES {
+        return Err(invalid(format!(
+            "a joining node names its id (from 1) and its host (1-{MAX_NODE_LABEL_BYTES} bytes)"
+        )));
+    }
+    let rack = asked.rack().filter(|rack| !rack.is_empty());
+    if let Some(rack) = rack {
+        check_rack(rack).map_err(invalid)?;
+    }
+    let placement = core.placement();
+    if placement.node_ids().contains(&u64::from(id)) && !placement.is_joined(u64::from(id)) {
+        return Err(invalid(format!(
+            "node {id} is a bootstrap node of this cluster: it starts with --peers"
+        )));
+    }
+    if core.state().topics.moves().node_state(u64::from(id)) == NodeService::Removed {
+        return Err(invalid(format!(
+            "node {id} was removed from this cluster: it never serves again (use a new id)"
+        )));
+    }
+    if asked.shards() != placement.shards() {
+        return Err(invalid(format!(
+            "every node of this cluster runs {} shards; node {id} runs {} (start it with --shards {})",
+            placement.shards(),
+            asked.shards(),
+            placement.shards()
+        )));
+    }
+    let ports_fit = |base: u16| u32::from(base) + placement.shards() <= 65_536 && base != 0;
+    if !ports_fit(asked.base_port()) || !ports_fit(asked.peer_port()) {
+        return Err(invalid(
+            "its client and peer ports (one per shard) must fit",
+        ));
+    }
+    let node = PeerAddress {
+        node_id: id,
+        host: host.to_string(),
+        base_port: asked.base_port(),
+        peer_port: asked.peer_port(),
+        rack: rack.map(str::to_string),
+    };
+    if let Some(other) = overlapping_node(&placement, &node) {
+        return Err(invalid(format!(
+            "node {id}'s ports on {host} overlap node {other}'s (each shard takes a port)"
+        )));
+    }
+    Ok(node)
+}
+
+/// Another node on the same host whose client or peer port range overlaps `node`'s.
+fn overlapping_node(placement: &crate::controller::Placement, node: &PeerAddress) -> Option<u64> {
+    let shards = placement.shards();
+    let ranges = |p: &PeerAddress| {
+        [u32::from(p.base_port), u32::from(p.peer_port)].map(|start| start..start + shards)
+    };
+    let mine = ranges(node);
+    placement.node_ids().into_iter().find(|&other| {
+        let Some(address) = placement.address_of(other) else {
+            return false;
+        };
+        other != u64::from(node.node_id)
+            && address.host == node.host
+            && ranges(address).iter().any(|theirs| {
+                mine.iter()
+                    .any(|r| r.start < theirs.end && theirs.start < r.end)
+            })
+    })
+}
+
+/// What the node needs to start: the bootstrap nodes, shards, replication factor and
+/// the controller's configuration with it as a learner.
+fn join_answer(core: &ShardCore, correlation_id: u64) -> AnswerFrame {
+    let (membership, _) = core.membership_view();
+    let mut builder = FlatBufferBuilder::with_capacity(512);
+    let peers = builder.create_string(&format_peers(&core.config.peers));
+    let voters = builder.create_vector(&membership.voters);
+    let learners = builder.create_vector(&membership.learners);
+    let body = wire::JoinClusterResponse::create(
+        &mut builder,
+        &wire::JoinClusterResponseArgs {
+            peers: Some(peers),
+            replication_factor: core.config.replication_factor,
+            shards: core.config.shards,
+            voters: Some(voters),
+            learners: Some(learners),
+            index: membership.index,
+        },
+    );
+    finish_response(
+        builder,
+        correlation_id,
+        ResponseBody::JoinClusterResponse,
+        Some(body.as_union_value()),
+        None,
+    )
+}
+
+fn invalid(message: impl Into<String>) -> WireError {
+    WireError::new(ErrorCode::InvalidRequest, message)
+}

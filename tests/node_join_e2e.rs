@@ -1,0 +1,135 @@
+//! Growing a running cluster: three nodes bootstrapped with `--peers`, three more started
+//! with `--join` while idempotent producers write with acks=quorum, then `keel cluster
+//! rebalance`. The producers see no error, every acknowledged record is read back once
+//! and in order, and every node ends within one of the average number of replicas and
+//! of leaderships. A node that joined restarts from what its join recorded.
+
+mod support;
+
+use std::collections::BTreeMap;
+use std::process::Command;
+
+use keel::client::{ClientError, ClusterClient, GroupStatus};
+use support::writers::{check_every_acknowledged_record, Writers};
+use support::{join_node, keel_binary, retry, start_cluster};
+
+const SHARDS: u32 = 3;
+const PARTITIONS: u32 = 6;
+const TOPIC: &str = "growing";
+
+/// Voter replicas and leaderships per node, from `keel cluster status` rows (a learner
+/// holds a copy but takes no part in the group's quorum; nodes without any count 0).
+fn replicas_and_leaders(rows: &[GroupStatus], nodes: u32) -> (Vec<u32>, Vec<u32>) {
+    let mut replicas: BTreeMap<u32, u32> = (1..=nodes).map(|n| (n, 0)).collect();
+    let mut leaders = replicas.clone();
+    for row in rows {
+        if matches!(row.role.as_str(), "leader" | "follower") {
+            *replicas.entry(row.node).or_default() += 1;
+        }
+        if row.role == "leader" {
+            *leaders.entry(row.node).or_default() += 1;
+        }
+    }
+    (
+        replicas.into_values().collect(),
+        leaders.into_values().collect(),
+    )
+}
+
+/// Every count within one of their average.
+fn within_one_of_average(counts: &[u32]) -> bool {
+    let average = f64::from(counts.iter().sum::<u32>()) / counts.len() as f64;
+    counts
+        .iter()
+        .all(|&c| (f64::from(c) - average).abs() <= 1.0)
+}
+
+#[test]
+fn three_nodes_grow_to_six_and_rebalance_while_producers_write_and_nothing_is_lost() {
+    let root = tempfile::tempdir().unwrap();
+    let mut nodes = start_cluster(root.path(), 3, SHARDS);
+    let bootstrap: Vec<String> = nodes.iter().map(|n| n.address(0)).collect();
+    let bootstrap = bootstrap.join(",");
+    let mut client = ClusterClient::new(&bootstrap);
+    retry("create topic", || client.create_topic(TOPIC, PARTITIONS));
+    let writers = Writers::start(&bootstrap, TOPIC, PARTITIONS);
+    retry("first writes", || match writers.acked_count() {
+        0..=20 => Err("not yet"),
+        _ => Ok(()),
+    });
+
+    let through = nodes[0].address(0);
+    for node in 4..=6 {
+        nodes.push(join_node(root.path(), node, SHARDS, &through));
+    }
+    retry("the new nodes learn the controller's log", || {
+        let rows = client.cluster_status()?;
+        let learners: Vec<u32> = rows
+            .iter()
+            .filter(|r| r.group == 0 && r.role == "learner")
+            .map(|r| r.node)
+            .collect();
+        if learners == [4, 5, 6] {
+            Ok(())
+        } else {
+            Err(ClientError::Unexpected(format!(
+                "learners {learners:?}: {rows:?}"
+            )))
+        }
+    });
+
+    let rebalance = Command::new(keel_binary())
+        .args(["cluster", "rebalance", "--bootstrap", &bootstrap])
+        .args(["--catch-up-timeout", "60s", "--timeout", "120s"])
+        .output()
+        .unwrap();
+    let said = String::from_utf8_lossy(&rebalance.stdout).into_owned()
+        + &String::from_utf8_lossy(&rebalance.stderr);
+    assert!(rebalance.status.success(), "keel cluster rebalance: {said}");
+    assert!(said.contains("nothing left to move"), "{said}");
+    eprintln!("{said}");
+    let before = writers.acked_count();
+    retry("writes after the rebalance", || {
+        if writers.acked_count() > before + 20 {
+            Ok(())
+        } else {
+            Err("not yet")
+        }
+    });
+    let (acked, errors) = writers.stop();
+    assert!(errors.is_empty(), "the producers saw errors: {errors:?}");
+    check_every_acknowledged_record(&bootstrap, TOPIC, PARTITIONS, &acked);
+
+    // Leadership follows each group's preferred leader within the balance delay.
+    let (replicas, leaders) = retry("replicas and leaders even", || {
+        let rows = client.cluster_status()?;
+        let (replicas, leaders) = replicas_and_leaders(&rows, 6);
+        let groups = rows.iter().filter(|r| r.role == "leader").count();
+        if within_one_of_average(&replicas) && within_one_of_average(&leaders) && groups == 3 {
+            Ok((replicas, leaders))
+        } else {
+            Err(ClientError::Unexpected(format!(
+                "replicas {replicas:?}, leaders {leaders:?}: {rows:?}"
+            )))
+        }
+    });
+    eprintln!("replicas per node {replicas:?}, leaders per node {leaders:?}");
+    assert!(
+        replicas[3..].iter().all(|&r| r > 0),
+        "every new node holds a replica: {replicas:?} (leaders {leaders:?})"
+    );
+
+    // A node that joined restarts from its join record: back in every group it holds.
+    let joined = nodes.remove(4).restart();
+    nodes.push(joined);
+    retry("node 5 back", || {
+        let rows = client.cluster_status()?;
+        let down: Vec<&GroupStatus> = rows.iter().filter(|r| r.role == "down").collect();
+        let node_five = rows.iter().filter(|r| r.node == 5).count();
+        if down.is_empty() && node_five >= 2 {
+            Ok(())
+        } else {
+            Err(ClientError::Unexpected(format!("{rows:?}")))
+        }
+    });
+}
