@@ -17,6 +17,7 @@
 //!   node    : (group 0) node u64 | state u8 (0 active, 1 draining, 2 removed)
 //!   join    : (group 0) node u64 | client port u16 | peer port u16
 //!             | host length u16 | host | rack length u16 | rack (0: none)
+//!   leader  : node u64 (the group's preferred leader from now on)
 //! ```
 //!
 //! A node that joined a running cluster (`--join`) is recorded with its addresses: every
@@ -142,6 +143,14 @@ pub enum MoveEntry {
     },
     /// A node joined the running cluster (or, already joined, moved to new addresses).
     Join(PeerAddress),
+    /// A group's preferred leader (leader balancing hands it the group): a rebalance
+    /// evens out leaderships with these.
+    Leader {
+        /// The group.
+        group: u32,
+        /// The node that should lead it (a voter of it; ignored while it is not).
+        node: u64,
+    },
 }
 
 /// The moves the controller recorded.
@@ -157,6 +166,8 @@ pub struct ReplicaMoves {
     pub(crate) node_states: BTreeMap<u64, NodeService>,
     /// Nodes that joined after the bootstrap, with their addresses.
     pub(crate) joined: BTreeMap<u64, PeerAddress>,
+    /// Preferred leaders recorded, by group.
+    pub(crate) preferred: BTreeMap<u32, u64>,
 }
 
 impl ReplicaMoves {
@@ -228,6 +239,13 @@ impl ReplicaMoves {
                 self.joined.insert(id, node);
                 true
             }
+            MoveEntry::Leader { group, node } => {
+                if node == 0 || self.preferred.get(&group) == Some(&node) {
+                    return false;
+                }
+                self.preferred.insert(group, node);
+                true
+            }
             MoveEntry::Abandon { group, from, to } => {
                 let matches = self
                     .under_way
@@ -277,6 +295,11 @@ impl ReplicaMoves {
         self.under_way.values()
     }
 
+    /// The preferred leaders recorded: (group, node), in group order.
+    pub fn preferred_leaders(&self) -> impl Iterator<Item = (u32, u64)> + '_ {
+        self.preferred.iter().map(|(&g, &n)| (g, n))
+    }
+
     /// The nodes that joined after the bootstrap, in id order.
     pub fn joined(&self) -> impl Iterator<Item = &PeerAddress> {
         self.joined.values()
@@ -297,6 +320,7 @@ impl MoveEntry {
             MoveEntry::Abandon { group, .. } => (3, *group),
             MoveEntry::Node { .. } => (4, 0),
             MoveEntry::Join(_) => (5, 0),
+            MoveEntry::Leader { group, .. } => (6, *group),
         };
         out.extend_from_slice(&[MOVE_KIND, MOVE_VERSION, action, 0]);
         out.extend_from_slice(&group.to_le_bytes());
@@ -342,6 +366,7 @@ impl MoveEntry {
                 out.push(state.code());
             }
             MoveEntry::Join(node) => encode_node(node, out),
+            MoveEntry::Leader { node, .. } => out.extend_from_slice(&node.to_le_bytes()),
         }
     }
 
@@ -401,6 +426,10 @@ impl MoveEntry {
                 Ok(MoveEntry::Node { node, state })
             }
             5 => Ok(MoveEntry::Join(at.node()?)),
+            6 => Ok(MoveEntry::Leader {
+                group,
+                node: at.u64()?,
+            }),
             _ => Err(EntryDecodeError::Unknown {
                 kind: MOVE_KIND,
                 version,
@@ -558,6 +587,7 @@ mod tests {
                 state: NodeService::Draining,
             },
             MoveEntry::Join(joined(7, Some("east"))),
+            MoveEntry::Leader { group: 3, node: 5 },
             MoveEntry::Join(joined(8, None)),
         ];
         for entry in entries {
@@ -671,6 +701,21 @@ mod tests {
             moves.apply(MoveEntry::Join(joined(node, None)));
         }
         assert_eq!(moves.joined().count(), MAX_JOINED_NODES);
+    }
+
+    #[test]
+    fn a_preferred_leader_is_recorded_per_group_and_replaced() {
+        let mut moves = ReplicaMoves::default();
+        let lead = |group, node| MoveEntry::Leader { group, node };
+        assert!(moves.apply(lead(3, 5)));
+        assert!(!moves.apply(lead(3, 5)), "recorded already");
+        assert!(!moves.apply(lead(3, 0)), "no node 0");
+        assert!(moves.apply(lead(3, 6)));
+        assert!(moves.apply(lead(4, 6)));
+        assert_eq!(
+            moves.preferred_leaders().collect::<Vec<_>>(),
+            vec![(3, 6), (4, 6)]
+        );
     }
 
     #[test]

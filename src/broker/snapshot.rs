@@ -24,7 +24,9 @@
 //! From version 7 the nodes' service states follow (count u32, then node u64 and state
 //! u8: 1 draining, 2 removed); versions 1-6 read every node active. From version 8 the
 //! nodes that joined after the bootstrap follow (count u32, then each as a join entry
-//! records it: `replica_moves::encode_node`); versions 1-7 read with none.
+//! records it: `replica_moves::encode_node`); versions 1-7 read with none. From version 9
+//! the preferred leaders recorded follow (count u32, then group u32 and node u64);
+//! versions 1-8 read with none.
 //!
 //! Version 1 (still read) has neither the two last-use fields nor the clock: its
 //! producers read as last used by a batch without a time (`broker::producers`). Versions
@@ -43,7 +45,7 @@ use crate::broker::state::{
 };
 
 const MAGIC: &[u8; 4] = b"KSNP";
-const VERSION: u16 = 8;
+const VERSION: u16 = 9;
 
 /// The version before the producer table kept last-use times and its clock.
 const VERSION_WITHOUT_LAST_USE: u16 = 1;
@@ -65,6 +67,9 @@ const VERSION_WITHOUT_NODE_STATES: u16 = 6;
 
 /// The version before the nodes that joined were recorded.
 const VERSION_WITHOUT_JOINED_NODES: u16 = 7;
+
+/// The version before preferred leaders were recorded.
+const VERSION_WITHOUT_PREFERRED_LEADERS: u16 = 8;
 
 /// A snapshot that cannot be read.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -135,6 +140,14 @@ fn encode_versioned(state: &ShardState, with_batches: bool, version: u16) -> Vec
         out.extend_from_slice(&(state.topics.moves.joined.len() as u32).to_le_bytes());
         for node in state.topics.moves.joined() {
             encode_node(node, &mut out);
+        }
+    }
+    if version > VERSION_WITHOUT_PREFERRED_LEADERS {
+        let preferred = &state.topics.moves.preferred;
+        out.extend_from_slice(&(preferred.len() as u32).to_le_bytes());
+        for (group, node) in preferred {
+            out.extend_from_slice(&group.to_le_bytes());
+            out.extend_from_slice(&node.to_le_bytes());
         }
     }
     let mut partitions: Vec<_> = state.partitions.iter().collect();
@@ -257,6 +270,12 @@ pub fn decode_state(bytes: &[u8]) -> Result<ShardState, SnapshotError> {
                 .map_err(|_| SnapshotError::Malformed("a joined node's record"))?;
             reader.take(used)?;
             moves.joined.insert(u64::from(node.node_id), node);
+        }
+    }
+    if version > VERSION_WITHOUT_PREFERRED_LEADERS {
+        for _ in 0..reader.count(12)? {
+            let group = reader.u32()?;
+            moves.preferred.insert(group, reader.u64()?);
         }
     }
     let partition_count = reader.count(20)?;
@@ -508,6 +527,8 @@ mod tests {
             rack: Some("east".into()),
         };
         apply(&mut state, BrokerEntry::Move(MoveEntry::Join(joined)));
+        let leader = MoveEntry::Leader { group: 7, node: 4 };
+        apply(&mut state, BrokerEntry::Move(leader));
         for n in 0..5u32 {
             let records = vec![RecordData {
                 value: vec![n as u8; 3],
@@ -626,6 +647,13 @@ mod tests {
         let v7 = decode_state(&encode_versioned(&original, true, 7)).unwrap();
         assert_eq!(v7.topics.moves().joined().count(), 0);
         assert_eq!(v7.topics.moves().inactive_nodes().count(), 1);
+        let v8 = decode_state(&encode_versioned(&original, true, 8)).unwrap();
+        assert_eq!(v8.topics.moves().joined().count(), 1);
+        assert_eq!(v8.topics.moves().preferred_leaders().count(), 0);
+        assert_eq!(
+            copy.topics.moves().preferred_leaders().collect::<Vec<_>>(),
+            vec![(7, 4)]
+        );
     }
 
     #[test]

@@ -73,6 +73,22 @@ pub enum MembershipCall {
     RemoveLearner(u64),
 }
 
+/// A change a rebalance or drain plan asks for.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum PlannedChange {
+    /// Move a replica.
+    Replica(ReplicaMovePlan),
+    /// Make `to` the group's preferred leader instead of `from`.
+    Leader {
+        /// The group.
+        group: u32,
+        /// Its preferred leader now.
+        from: u64,
+        /// Its preferred leader then.
+        to: u64,
+    },
+}
+
 /// A move's step for the controller to record.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum MoveRecord {
@@ -100,6 +116,11 @@ pub enum MoveRecord {
         /// The node that was giving its replica up.
         from: u64,
         /// The node whose learner left.
+        to: u64,
+    },
+    /// `to` is the group's preferred leader from now on.
+    Leader {
+        /// The node.
         to: u64,
     },
 }
@@ -176,12 +197,13 @@ impl ClusterClient {
     }
 
     /// Asks the controller's leader which replica moves would take every replica off
-    /// `drain` and even out the rest (at most `max_moves`; 0: the broker's bound).
+    /// `drain` and even out the rest (at most `max_moves`; 0: the broker's bound); once
+    /// no replica is left to move, which leaderships would even out the leaders.
     pub fn plan_moves(
         &mut self,
         drain: &[u64],
         max_moves: u32,
-    ) -> Result<Vec<ReplicaMovePlan>, ClientError> {
+    ) -> Result<Vec<PlannedChange>, ClientError> {
         self.with_retries(|client| {
             let controller = client.controller()?;
             let answer = client.call_cluster(Some(controller), |id| {
@@ -210,11 +232,18 @@ impl ClusterClient {
                 .moves()
                 .iter()
                 .flatten()
-                .map(|planned| ReplicaMovePlan {
-                    group: planned.group(),
-                    from: planned.from_node(),
-                    to: planned.to_node(),
-                    to_shard: Some(planned.to_shard()),
+                .map(|planned| match planned.leader() {
+                    true => PlannedChange::Leader {
+                        group: planned.group(),
+                        from: planned.from_node(),
+                        to: planned.to_node(),
+                    },
+                    false => PlannedChange::Replica(ReplicaMovePlan {
+                        group: planned.group(),
+                        from: planned.from_node(),
+                        to: planned.to_node(),
+                        to_shard: Some(planned.to_shard()),
+                    }),
                 })
                 .collect())
         })
@@ -322,6 +351,10 @@ impl ClusterClient {
                 MoveRecord::Abandon { from, to } => {
                     args.action = MoveAction::Abandon;
                     (args.from_node, args.to_node) = (*from, *to);
+                }
+                MoveRecord::Leader { to } => {
+                    args.action = MoveAction::Leader;
+                    args.to_node = *to;
                 }
             }
             let body = wire::MoveReplicaRequest::create(&mut builder, &args);

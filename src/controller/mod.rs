@@ -17,4 +17,4 @@
 pub mod placement;
 pub mod placer;
 
-pub use placement::{GroupId, Placement, CONTROLLER_GROUP};
+pub use placement::{GroupId, Placement, PlannedChange, CONTROLLER_GROUP};

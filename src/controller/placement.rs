@@ -73,6 +73,29 @@ impl GroupPlace {
     }
 }
 
+/// A change a rebalance plan asks for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PlannedChange {
+    /// Move `group`'s replica from one slot to another.
+    Replica {
+        /// The group.
+        group: u32,
+        /// Where its replica is.
+        from: Slot,
+        /// Where it goes.
+        to: Slot,
+    },
+    /// Make `to` the group's preferred leader instead of `from`.
+    Leader {
+        /// The group.
+        group: u32,
+        /// Its preferred leader now.
+        from: u64,
+        /// Its preferred leader then.
+        to: u64,
+    },
+}
+
 /// Where the groups of a cluster run.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Placement {
@@ -378,6 +401,13 @@ impl Placement {
             }
             place.voters = voters;
         }
+        for (group, node) in moves.preferred_leaders() {
+            if let Some(place) = self.groups.get_mut(&group) {
+                if place.voters.contains(&node) {
+                    place.preferred_leader = node;
+                }
+            }
+        }
         for moving in moves.all_under_way() {
             let Some(place) = self.groups.get_mut(&moving.group) else {
                 continue;
@@ -431,7 +461,7 @@ impl Placement {
         left: impl Fn(u32) -> Vec<u64>,
         busy: &[u32],
         limit: usize,
-    ) -> Vec<(u32, Slot, Slot)> {
+    ) -> Vec<PlannedChange> {
         let mut slots = Placement::node_slots(self.shards, nodes, &self.racks);
         for node in &mut slots {
             if draining.contains(&node.id) {
@@ -451,9 +481,17 @@ impl Placement {
             .collect();
         placer::plan_moves(&slots, &groups, limit)
             .into_iter()
-            .filter_map(|planned| match planned {
-                placer::Move::Replica { group, from, to } => Some((ids[group], from, to)),
-                placer::Move::Leader { .. } => None,
+            .map(|planned| match planned {
+                placer::Move::Replica { group, from, to } => PlannedChange::Replica {
+                    group: ids[group],
+                    from,
+                    to,
+                },
+                placer::Move::Leader { group, to } => PlannedChange::Leader {
+                    group: ids[group],
+                    from: groups[group].preferred_leader,
+                    to,
+                },
             })
             .collect()
     }
@@ -814,12 +852,48 @@ mod tests {
         let again = placement.clone().with_joined(joined.iter());
         assert_eq!(again, placement, "joining twice changes nothing");
         let nodes = placement.node_ids();
-        let moves = placement.plan_replica_moves((&nodes, &[]), |_| Vec::new(), &[], 64);
-        assert_eq!(moves.len(), 3, "{moves:?}");
+        let planned = placement.plan_replica_moves((&nodes, &[]), |_| Vec::new(), &[], 64);
+        let moves: Vec<(u32, Slot, Slot)> = planned
+            .iter()
+            .filter_map(|change| match *change {
+                PlannedChange::Replica { group, from, to } => Some((group, from, to)),
+                PlannedChange::Leader { .. } => None,
+            })
+            .collect();
+        assert_eq!(moves.len(), 3, "{planned:?}");
         for (group, from, to) in moves {
             assert_ne!(group, CONTROLLER_GROUP.0, "the controller stays");
             assert!(from.node <= 3 && to.node >= 4, "{from:?} -> {to:?}");
             assert_ne!(to.shard, 0, "shard 0 runs the controller's learner there");
         }
+    }
+
+    #[test]
+    fn a_recorded_preferred_leader_holds_while_it_is_a_voter() {
+        use crate::broker::replica_moves::MoveEntry;
+        let bootstrap = Placement::bootstrap(2, &[1, 2, 3], 3);
+        let default = bootstrap.preferred_leader(GroupId(1));
+        let mut moves = ReplicaMoves::default();
+        let other = [1, 2, 3].into_iter().find(|&n| Some(n) != default).unwrap();
+        assert!(moves.apply(MoveEntry::Leader {
+            group: 1,
+            node: other
+        }));
+        let recorded = bootstrap.clone().with_moves(&moves);
+        assert_eq!(recorded.preferred_leader(GroupId(1)), Some(other));
+        assert_eq!(
+            recorded.preferred_leader(GroupId(0)),
+            bootstrap.preferred_leader(GroupId(0)),
+            "other groups keep theirs"
+        );
+        assert!(moves.apply(MoveEntry::Leader { group: 1, node: 9 }));
+        assert_eq!(
+            bootstrap
+                .clone()
+                .with_moves(&moves)
+                .preferred_leader(GroupId(1)),
+            default,
+            "a node that is no voter does not lead"
+        );
     }
 }

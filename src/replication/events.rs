@@ -136,6 +136,12 @@ pub enum Input {
         /// Short of space.
         low: bool,
     },
+    /// The node that should lead the group changed (the controller recorded another:
+    /// leader balancing hands it the group once it is current).
+    PreferredLeader {
+        /// The node (`None`: the default spread over the voters).
+        node: Option<u64>,
+    },
 }
 
 impl Input {

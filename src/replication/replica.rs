@@ -350,6 +350,7 @@ impl<S: LogStore> Replica<S> {
             } => self.on_send_failed(peer, dropped_snapshot),
             Input::PeerUnreachable { peer } => self.on_peer_unreachable(peer),
             Input::SpaceLow { low } => self.on_space_low(low),
+            Input::PreferredLeader { node } => self.config.preferred_leader = node,
         }
         self.after_input(effects);
     }
@@ -374,6 +375,7 @@ impl<S: LogStore> Replica<S> {
             }
             Input::ControllerTopics { topics } => self.on_controller_topics(topics),
             Input::SpaceLow { low } => self.on_space_low(low),
+            Input::PreferredLeader { node } => self.config.preferred_leader = node,
             Input::DiskDone { op, .. } => {
                 self.disk_ops.remove(&op);
             }
@@ -405,6 +407,7 @@ impl<S: LogStore> Replica<S> {
             }),
             Input::ControllerTopics { topics } => self.on_controller_topics(topics),
             Input::SpaceLow { low } => self.on_space_low(low),
+            Input::PreferredLeader { node } => self.config.preferred_leader = node,
             Input::FlushDone { .. } | Input::DiskDone { .. } | Input::HandOver => {
                 parked.queue.push_back(input)
             }

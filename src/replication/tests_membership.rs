@@ -324,3 +324,24 @@ fn changes_that_make_no_sense_are_refused_with_a_reason() {
     ));
     assert_eq!(cluster.replica(1).membership().learners, vec![4]);
 }
+
+#[test]
+fn a_new_preferred_leader_takes_the_group_once_it_is_current() {
+    let mut cluster = Cluster::new(&[1, 2, 3]);
+    for (replica, _) in cluster.nodes.values_mut() {
+        replica.config.leader_balance_delay_ticks = Some(3);
+    }
+    cluster.settle();
+    let before = cluster.leader();
+    for target in [1, 2, 3].into_iter().filter(|&n| n != before) {
+        for id in [1, 2, 3] {
+            cluster.feed(id, Input::PreferredLeader { node: Some(target) });
+        }
+        cluster.settle();
+        assert_eq!(
+            cluster.leader(),
+            target,
+            "handed to the recorded preferred leader"
+        );
+    }
+}

@@ -300,15 +300,28 @@ impl ShardCore {
         self.placement.borrow()
     }
 
-    /// Takes a newer placement (groups the controller placed since, replicas moved): the
-    /// peer links follow this group's members.
-    pub fn set_placement(&self, placement: Placement) {
+    /// Takes a newer placement (groups the controller placed since, replicas moved,
+    /// preferred leaders recorded): the peer links follow this group's members, and the
+    /// replica its preferred leader.
+    pub fn set_placement(self: &Rc<Self>, placement: Placement) {
+        let preferred = |p: &Placement| {
+            p.contains(self.group)
+                .then(|| p.preferred_leader(self.group))
+                .flatten()
+        };
+        let (before, after) = (preferred(&self.placement.borrow()), preferred(&placement));
         let replicas = placement
             .contains(self.group)
             .then(|| replicas_of(&placement, self.group));
         *self.placement.borrow_mut() = placement;
-        if let Some(replicas) = replicas.filter(|_| !self.retired.get()) {
+        if self.retired.get() {
+            return;
+        }
+        if let Some(replicas) = replicas {
             self.peers.follow(&replicas);
+        }
+        if before != after {
+            self.feed(Input::PreferredLeader { node: after });
         }
     }
 

@@ -14,7 +14,7 @@ use crate::broker::log_entry::BrokerEntry;
 use crate::broker::replica_moves::{MoveEntry, NodeService, ReplicaMove};
 use crate::broker::state::Applied;
 use crate::constants::ADMIN_TIMEOUT;
-use crate::controller::{GroupId, CONTROLLER_GROUP};
+use crate::controller::{GroupId, PlannedChange, CONTROLLER_GROUP};
 use crate::protocol::wire::{self, ErrorCode, MembershipAction, MoveAction, ResponseBody};
 use crate::replication::membership::MembershipChange;
 use crate::shard::answer_frame::AnswerFrame;
@@ -80,6 +80,15 @@ pub(super) async fn handle_move_replica(
             from: asked.from_node(),
             to: asked.to_node(),
         },
+        MoveAction::Leader => {
+            let node = asked.to_node();
+            if !core.placement().replicas(GroupId(group)).contains(&node) {
+                return Err(invalid(format!(
+                    "node {node} is not a voter of group {group}: it cannot lead it"
+                )));
+            }
+            MoveEntry::Leader { group, node }
+        }
         _ => return Err(invalid("unknown move action")),
     };
     let to_shard = match &entry {
@@ -154,19 +163,33 @@ pub(super) fn handle_plan_moves(
         core.placement()
             .plan_replica_moves((&nodes, &draining), left, &busy, limit)
     };
-    let mut builder = FlatBufferBuilder::with_capacity(64 + 32 * planned.len());
+    // Replica moves first; leadership moves once none is left (they assume the replicas
+    // where the replica moves put them).
+    let replica_moves = planned
+        .iter()
+        .any(|change| matches!(change, PlannedChange::Replica { .. }));
+    let mut builder = FlatBufferBuilder::with_capacity(64 + 40 * planned.len());
     let moves: Vec<_> = planned
         .iter()
-        .map(|(group, from, to)| {
-            wire::PlannedMove::create(
-                &mut builder,
-                &wire::PlannedMoveArgs {
-                    group: *group,
+        .filter_map(|change| {
+            let args = match *change {
+                PlannedChange::Replica { group, from, to } => wire::PlannedMoveArgs {
+                    group,
                     from_node: from.node,
                     to_node: to.node,
                     to_shard: to.shard,
+                    leader: false,
                 },
-            )
+                PlannedChange::Leader { .. } if replica_moves => return None,
+                PlannedChange::Leader { group, from, to } => wire::PlannedMoveArgs {
+                    group,
+                    from_node: from,
+                    to_node: to,
+                    to_shard: 0,
+                    leader: true,
+                },
+            };
+            Some(wire::PlannedMove::create(&mut builder, &args))
         })
         .collect();
     let moves = builder.create_vector(&moves);

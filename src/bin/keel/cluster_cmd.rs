@@ -6,7 +6,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::{Args, Subcommand};
-use keel::client::move_calls::NodeService;
+use keel::client::move_calls::{MoveRecord, NodeService, PlannedChange};
 use keel::client::mover::{move_replica, MoveBudget, MoveOutcome, ReplicaMovePlan};
 use keel::client::ClusterClient;
 
@@ -225,7 +225,8 @@ fn node_add(node: u32, address: &str, shards: Option<u32>, connect: &ConnectArgs
 fn run_plan(what: &str, drain: &[u64], args: PlanArgs) -> ExitCode {
     let mut client = ClusterClient::new(&args.connect.bootstrap);
     let budget = args.budget.budget();
-    let mut made: u32 = 0;
+    // Changes made, replica moves among them.
+    let (mut made, mut moved): (u32, u32) = (0, 0);
     loop {
         let left = args.max_moves.saturating_sub(made);
         let plan = match client.plan_moves(drain, left) {
@@ -233,28 +234,55 @@ fn run_plan(what: &str, drain: &[u64], args: PlanArgs) -> ExitCode {
             Err(error) => return fail(what, error),
         };
         if plan.is_empty() || left == 0 {
-            println!("{what}: {made} replica(s) moved; nothing left to move");
+            println!(
+                "{what}: {moved} replica(s) moved, {led} leadership(s) moved; nothing left to move",
+                led = made - moved
+            );
             return ExitCode::SUCCESS;
         }
         println!("{what}: {} move(s) planned", plan.len());
         for planned in &plan {
-            println!(
-                "  group {:>4}: node {} -> node {} (shard {})",
-                planned.group,
-                planned.from,
-                planned.to,
-                planned.to_shard.unwrap_or(0)
-            );
+            match planned {
+                PlannedChange::Replica(m) => println!(
+                    "  group {:>4}: node {} -> node {} (shard {})",
+                    m.group,
+                    m.from,
+                    m.to,
+                    m.to_shard.unwrap_or(0)
+                ),
+                PlannedChange::Leader { group, from, to } => {
+                    println!("  group {group:>4}: leadership node {from} -> node {to}")
+                }
+            }
         }
         if args.dry_run {
             return ExitCode::SUCCESS;
         }
         for planned in &plan {
-            if move_one(&mut client, planned, budget) != ExitCode::SUCCESS {
+            let done = match planned {
+                PlannedChange::Replica(m) => {
+                    moved += 1;
+                    move_one(&mut client, m, budget)
+                }
+                PlannedChange::Leader { group, to, .. } => lead(&mut client, *group, *to),
+            };
+            if done != ExitCode::SUCCESS {
                 return ExitCode::FAILURE;
             }
             made += 1;
         }
+    }
+}
+
+/// Records `to` as `group`'s preferred leader: leader balancing hands it the group once
+/// it is up to date (`leader_balance_delay`).
+fn lead(client: &mut ClusterClient, group: u32, to: u64) -> ExitCode {
+    match client.record_move(group, &MoveRecord::Leader { to }) {
+        Ok(_) => {
+            println!("group {group}: node {to} is its preferred leader");
+            ExitCode::SUCCESS
+        }
+        Err(error) => fail("leadership move", error),
     }
 }
 

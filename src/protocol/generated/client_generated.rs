@@ -937,13 +937,14 @@ impl ::flatbuffers::SimpleToVerifyInSlice for Acks {}
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
 pub const ENUM_MIN_MOVE_ACTION: u8 = 0;
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
-pub const ENUM_MAX_MOVE_ACTION: u8 = 2;
+pub const ENUM_MAX_MOVE_ACTION: u8 = 3;
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
 #[allow(non_camel_case_types)]
-pub const ENUM_VALUES_MOVE_ACTION: [MoveAction; 3] = [
+pub const ENUM_VALUES_MOVE_ACTION: [MoveAction; 4] = [
   MoveAction::Start,
   MoveAction::Finish,
   MoveAction::Abandon,
+  MoveAction::Leader,
 ];
 
 /// What a replica move's step records in the controller (`keel cluster move`).
@@ -958,13 +959,17 @@ impl MoveAction {
   pub const Finish: Self = Self(1);
   /// The learner was removed again: the move rolled back.
   pub const Abandon: Self = Self(2);
+  /// `to_node` is the group's preferred leader from now on (leader balancing hands it
+  /// the group).
+  pub const Leader: Self = Self(3);
 
   pub const ENUM_MIN: u8 = 0;
-  pub const ENUM_MAX: u8 = 2;
+  pub const ENUM_MAX: u8 = 3;
   pub const ENUM_VALUES: &'static [Self] = &[
     Self::Start,
     Self::Finish,
     Self::Abandon,
+    Self::Leader,
   ];
   /// Returns the variant's name or "" if unknown.
   pub fn variant_name(self) -> Option<&'static str> {
@@ -972,6 +977,7 @@ impl MoveAction {
       Self::Start => Some("Start"),
       Self::Finish => Some("Finish"),
       Self::Abandon => Some("Abandon"),
+      Self::Leader => Some("Leader"),
       _ => None,
     }
   }
@@ -8676,6 +8682,7 @@ impl<'a> PlannedMove<'a> {
   pub const VT_FROM_NODE: ::flatbuffers::VOffsetT = 6;
   pub const VT_TO_NODE: ::flatbuffers::VOffsetT = 8;
   pub const VT_TO_SHARD: ::flatbuffers::VOffsetT = 10;
+  pub const VT_LEADER: ::flatbuffers::VOffsetT = 12;
 
   #[inline]
   pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
@@ -8691,6 +8698,7 @@ impl<'a> PlannedMove<'a> {
     builder.add_from_node(args.from_node);
     builder.add_to_shard(args.to_shard);
     builder.add_group(args.group);
+    builder.add_leader(args.leader);
     builder.finish()
   }
 
@@ -8723,6 +8731,15 @@ impl<'a> PlannedMove<'a> {
     // which contains a valid value in this slot
     unsafe { self._tab.get::<u32>(PlannedMove::VT_TO_SHARD, Some(0)).unwrap()}
   }
+  /// A leadership move: `to_node` becomes the group's preferred leader (from_node its
+  /// preferred leader now); no replica moves.
+  #[inline]
+  pub fn leader(&self) -> bool {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<bool>(PlannedMove::VT_LEADER, Some(false)).unwrap()}
+  }
 }
 
 impl ::flatbuffers::Verifiable for PlannedMove<'_> {
@@ -8735,6 +8752,7 @@ impl ::flatbuffers::Verifiable for PlannedMove<'_> {
      .visit_field::<u64>("from_node", Self::VT_FROM_NODE, false)?
      .visit_field::<u64>("to_node", Self::VT_TO_NODE, false)?
      .visit_field::<u32>("to_shard", Self::VT_TO_SHARD, false)?
+     .visit_field::<bool>("leader", Self::VT_LEADER, false)?
      .finish();
     Ok(())
   }
@@ -8744,6 +8762,7 @@ pub struct PlannedMoveArgs {
     pub from_node: u64,
     pub to_node: u64,
     pub to_shard: u32,
+    pub leader: bool,
 }
 impl<'a> Default for PlannedMoveArgs {
   #[inline]
@@ -8753,6 +8772,7 @@ impl<'a> Default for PlannedMoveArgs {
       from_node: 0,
       to_node: 0,
       to_shard: 0,
+      leader: false,
     }
   }
 }
@@ -8779,6 +8799,10 @@ impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> PlannedMoveBuilder<'a, 'b, A>
     self.fbb_.push_slot::<u32>(PlannedMove::VT_TO_SHARD, to_shard, 0);
   }
   #[inline]
+  pub fn add_leader(&mut self, leader: bool) {
+    self.fbb_.push_slot::<bool>(PlannedMove::VT_LEADER, leader, false);
+  }
+  #[inline]
   pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> PlannedMoveBuilder<'a, 'b, A> {
     let start = _fbb.start_table();
     PlannedMoveBuilder {
@@ -8800,6 +8824,7 @@ impl ::core::fmt::Debug for PlannedMove<'_> {
       ds.field("from_node", &self.from_node());
       ds.field("to_node", &self.to_node());
       ds.field("to_shard", &self.to_shard());
+      ds.field("leader", &self.leader());
       ds.finish()
   }
 }
