@@ -119,6 +119,27 @@ fn three_nodes_grow_to_six_and_rebalance_while_producers_write_and_nothing_is_lo
         "every new node holds a replica: {replicas:?} (leaders {leaders:?})"
     );
 
+    // What is not a join is refused, saying why.
+    let refused = |args: &[&str], why: &str| {
+        let out = Command::new(keel_binary())
+            .args(["node", "add"])
+            .args(args)
+            .args(["--bootstrap", &bootstrap])
+            .output()
+            .unwrap();
+        let said = String::from_utf8_lossy(&out.stderr).into_owned();
+        assert!(
+            !out.status.success() && said.contains(why),
+            "{args:?}: {said}"
+        );
+    };
+    refused(&["4", "127.0.0.1:7/20"], "holds replicas");
+    refused(&["2", "127.0.0.1:7/20"], "bootstrap node");
+    refused(&["9", "127.0.0.1:7/20", "--shards", "2"], "runs 3 shards");
+    refused(&["9", "0.0.0.0:7/20"], "not an address");
+    let taken = nodes[0].port.to_string();
+    refused(&["9", &format!("127.0.0.1:{taken}/20")], "overlap");
+
     // A node that joined restarts from its join record: back in every group it holds.
     let joined = nodes.remove(4).restart();
     nodes.push(joined);

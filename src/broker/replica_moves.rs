@@ -47,8 +47,10 @@ const MAX_MOVE_MEMBERS: usize = 16;
 pub const MAX_MOVES_UNDER_WAY: usize = 64;
 
 /// Most nodes that may join a cluster after its bootstrap (a join beyond it is refused):
-/// bounds the controller's node table and every metadata answer.
-pub const MAX_JOINED_NODES: usize = 250;
+/// bounds the controller's node table and every metadata answer. Each is a learner of
+/// the controller group, whose stored configuration holds `MAX_CONF_MEMBERS` (the join
+/// handler refuses a join beyond that first).
+pub const MAX_JOINED_NODES: usize = crate::constants::MAX_CONF_MEMBERS;
 
 /// Longest host name or rack label a join records (a DNS name is at most 253 bytes).
 pub const MAX_NODE_LABEL_BYTES: usize = 255;

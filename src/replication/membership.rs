@@ -33,6 +33,7 @@ use raft::eraftpb::{
 use raft::Changer;
 
 use crate::broker::state::Applied;
+use crate::constants::MAX_CONF_MEMBERS;
 use crate::log::raft_storage::from_conf_state;
 use crate::log::ConfStateRecord;
 use crate::replication::events::{Effect, RequestId, ShardError};
@@ -141,6 +142,20 @@ impl Membership {
     /// Whether a joint configuration is in force.
     pub fn is_joint(&self) -> bool {
         !self.outgoing.is_empty()
+    }
+
+    /// How many nodes hold a replica (voters of either side, and learners).
+    pub fn member_count(&self) -> usize {
+        let mut members: Vec<u64> = self
+            .voters
+            .iter()
+            .chain(&self.outgoing)
+            .chain(&self.learners)
+            .copied()
+            .collect();
+        members.sort_unstable();
+        members.dedup();
+        members.len()
     }
 
     /// Whether `node` takes part (voter of either side, or learner).
@@ -326,6 +341,9 @@ fn check_against(now: &Membership, change: &MembershipChange) -> Result<(), &'st
         MembershipChange::AddLearner { node } if now.contains(*node) => {
             Err("the node is already in the group")
         }
+        MembershipChange::AddLearner { .. } if now.member_count() >= MAX_CONF_MEMBERS => Err(
+            "the group has as many members as its stored configuration holds (MAX_CONF_MEMBERS)",
+        ),
         MembershipChange::AddLearner { .. } | MembershipChange::LeaveJoint => Ok(()),
         MembershipChange::EnterJoint { promote, demote } => {
             if promote.iter().any(|n| !now.learners.contains(n)) {

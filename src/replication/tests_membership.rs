@@ -345,3 +345,22 @@ fn a_new_preferred_leader_takes_the_group_once_it_is_current() {
         );
     }
 }
+
+#[test]
+fn a_group_takes_no_more_members_than_its_stored_configuration_holds() {
+    let mut cluster = Cluster::new(&[1, 2, 3]);
+    let most = crate::constants::MAX_CONF_MEMBERS as u64;
+    for node in 4..=most {
+        let added = cluster.change(1, MembershipChange::AddLearner { node });
+        assert!(added.is_ok(), "learner {node}: {added:?}");
+    }
+    let refused = cluster.change(1, MembershipChange::AddLearner { node: most + 1 });
+    assert!(
+        matches!(&refused, Err(ShardError::MembershipRefused(r)) if r.contains("MAX_CONF_MEMBERS")),
+        "{refused:?}"
+    );
+    assert_eq!(
+        cluster.replica(1).membership().member_count(),
+        most as usize
+    );
+}

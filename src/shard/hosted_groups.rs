@@ -254,14 +254,15 @@ impl HostedGroups {
             };
             self.ids.borrow_mut().retain(|&g| g != group.0);
             core.retire();
+            if self.cores.borrow().is_empty() {
+                // The shard still answers what concerns no group of it (`first`).
+                *self.retired_last.borrow_mut() = Some(core);
+            }
             if let Err(error) = data_layout::mark_left(&self.config.data_dir, group) {
                 // Its files stay: a restart opens the group again, and the controller's
                 // topics retire it again.
                 tracing::error!(group = group.0, %error, "could not mark a group that left; its files stay");
                 continue;
-            }
-            if self.cores.borrow().is_empty() {
-                *self.retired_last.borrow_mut() = Some(core);
             }
             let data_dir = self.config.data_dir.clone();
             // Off the shard's thread: a large log's files take a while to unlink.

@@ -15,7 +15,8 @@ use flatbuffers::FlatBufferBuilder;
 use crate::broker::log_entry::BrokerEntry;
 use crate::broker::replica_moves::{MoveEntry, NodeService, MAX_NODE_LABEL_BYTES};
 use crate::config::{check_rack, format_peers, PeerAddress};
-use crate::constants::ADMIN_TIMEOUT;
+use crate::constants::{ADMIN_TIMEOUT, MAX_CONF_MEMBERS};
+use crate::controller::CONTROLLER_GROUP;
 use crate::protocol::wire::{self, ErrorCode, ResponseBody};
 use crate::replication::membership::MembershipChange;
 use crate::shard::answer_frame::AnswerFrame;
@@ -31,9 +32,32 @@ pub(super) async fn handle_join_cluster(
     controller_only(core)?;
     let node = joining_node(core, &asked)?;
     let id = u64::from(node.node_id);
+    let (membership, _) = core.membership_view();
+    if membership.is_joint() {
+        // Its replica would start from a configuration that is not the group's.
+        return Err(WireError::new(
+            ErrorCode::RequestTimedOut,
+            "the controller group is changing its voters: ask again shortly",
+        ));
+    }
+    if !membership.contains(id) && membership.member_count() >= MAX_CONF_MEMBERS {
+        return Err(invalid(format!(
+            "the controller group holds at most {MAX_CONF_MEMBERS} nodes (a removed node \
+             still counts): no room for node {id}"
+        )));
+    }
     let known = core.placement().address_of(id) == Some(&node);
     if !known {
-        propose_admin(core, BrokerEntry::Move(MoveEntry::Join(node)).encode()).await?;
+        propose_admin(
+            core,
+            BrokerEntry::Move(MoveEntry::Join(node.clone())).encode(),
+        )
+        .await?;
+        if core.placement().address_of(id) != Some(&node) {
+            return Err(invalid(format!(
+                "node {id} was not recorded (removed meanwhile, or the node table is full)"
+            )));
+        }
     }
     if !core.membership_view().0.contains(id) {
         let pending = core
@@ -52,8 +76,9 @@ pub(super) async fn handle_join_cluster(
     Ok(join_answer(core, correlation_id))
 }
 
-/// The node asking, checked: not a bootstrap node, not removed, running the cluster's
-/// shard count, with bounded labels and ports that fit.
+/// The node asking, checked: not a bootstrap node, holding no data replica (a rejoin
+/// after lost data, or an address moved under live replicas), not removed, running the
+/// cluster's shard count, with a reachable host, bounded labels and ports that fit.
 fn joining_node(
     core: &ShardCore,
     asked: &wire::JoinClusterRequest<'_>,
@@ -70,6 +95,13 @@ fn joining_node(
             "a joining node names its id (from 1) and its host (1-{MAX_NODE_LABEL_BYTES} bytes)"
         )));
     }
+    if host.chars().any(|c| c.is_whitespace() || c.is_control())
+        || ["0.0.0.0", "::", "[::]"].contains(&host)
+    {
+        return Err(invalid(format!(
+            "{host:?} is not an address other nodes can reach"
+        )));
+    }
     let rack = asked.rack().filter(|rack| !rack.is_empty());
     if let Some(rack) = rack {
         check_rack(rack).map_err(invalid)?;
@@ -78,6 +110,17 @@ fn joining_node(
     if placement.node_ids().contains(&u64::from(id)) && !placement.is_joined(u64::from(id)) {
         return Err(invalid(format!(
             "node {id} is a bootstrap node of this cluster: it starts with --peers"
+        )));
+    }
+    let recorded = placement.address_of(u64::from(id)).cloned();
+    let held = data_groups_held(&placement, u64::from(id));
+    if !held.is_empty() {
+        // A node holding replicas that asks to join again lost its data (a replica
+        // created empty could vote away what it had acknowledged) or wants to move its
+        // replicas' addresses under them: neither is a join.
+        return Err(invalid(format!(
+            "node {id} holds replicas of groups {held:?}: a node that lost its data joins \
+             under a new id (drain and remove this one: keel node drain {id})"
         )));
     }
     if core.state().topics.moves().node_state(u64::from(id)) == NodeService::Removed {
@@ -104,7 +147,10 @@ fn joining_node(
         host: host.to_string(),
         base_port: asked.base_port(),
         peer_port: asked.peer_port(),
-        rack: rack.map(str::to_string),
+        // A join naming no rack keeps the one recorded (`keel node add ...@rack`).
+        rack: rack
+            .map(str::to_string)
+            .or_else(|| recorded.and_then(|r| r.rack)),
     };
     if let Some(other) = overlapping_node(&placement, &node) {
         return Err(invalid(format!(
@@ -112,6 +158,16 @@ fn joining_node(
         )));
     }
     Ok(node)
+}
+
+/// The data groups (every group but the controller's) `node` holds a replica of.
+fn data_groups_held(placement: &crate::controller::Placement, node: u64) -> Vec<u32> {
+    placement
+        .group_ids()
+        .into_iter()
+        .filter(|&g| g != CONTROLLER_GROUP && placement.members(g).contains(&node))
+        .map(|g| g.0)
+        .collect()
 }
 
 /// Another node on the same host whose client or peer port range overlaps `node`'s.

@@ -182,6 +182,12 @@ async fn run_shard(
     while !groups.is_serving() && !stop.load(Ordering::Relaxed) {
         glommio::timer::sleep(STOP_POLL).await;
     }
+    if !groups.is_serving() {
+        // Stopped before any group was placed here: nothing to hand over or flush.
+        stopping.set(true);
+        drop(peer_server);
+        return Ok(());
+    }
     let address = config.shard_address(shard_id);
     let listener = listen_retrying(&address)
         .await

@@ -808,7 +808,11 @@ fn groups_of_new_topic(
     let partitions = create.partitions();
     let asked = u32::from(create.replication_factor());
     let nodes = core.placement().node_ids();
-    let cluster = core.config.replication_factor.min(nodes.len() as u32);
+    // The bootstrap data groups' size: nodes that joined later do not enlarge them.
+    let cluster = core
+        .config
+        .replication_factor
+        .min(core.config.voters().len() as u32);
     if asked == 0 || asked == cluster {
         let groups = core.placement().groups_for_new_topic(topic_id, partitions);
         return Ok((groups, Vec::new()));

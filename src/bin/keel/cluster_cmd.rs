@@ -201,10 +201,14 @@ fn node_add(node: u32, address: &str, shards: Option<u32>, connect: &ConnectArgs
     };
     match client.join_cluster(&parsed, shards) {
         Ok(answer) => {
+            let rack = parsed
+                .rack
+                .as_ref()
+                .map_or(String::new(), |r| format!(" --rack {r}"));
             println!(
                 "node add: node {node} is in the cluster ({}:{} for clients, peer port {}); \
                  start it with: keel broker --node-id {node} --host {} --port {} --peer-port {} \
-                 --shards {} --join {}",
+                 --shards {}{rack} --join {}",
                 parsed.host,
                 parsed.base_port,
                 parsed.peer_port,
