@@ -52,6 +52,14 @@ fn three_nodes_grow_to_six_and_rebalance_while_producers_write_and_nothing_is_lo
     let bootstrap = bootstrap.join(",");
     let mut client = ClusterClient::new(&bootstrap);
     retry("create topic", || client.create_topic(TOPIC, PARTITIONS));
+    let created = retry("the topic in the metadata", || {
+        let metadata = client.refresh_metadata()?;
+        match metadata.topics.contains_key(TOPIC) {
+            true => Ok(metadata.epoch),
+            false => Err(ClientError::Unexpected("not yet".into())),
+        }
+    });
+    assert!(created > 0, "metadata answers carry the controller's epoch");
     let writers = Writers::start(&bootstrap, TOPIC, PARTITIONS);
     retry("first writes", || match writers.acked_count() {
         0..=20 => Err("not yet"),
@@ -77,6 +85,13 @@ fn three_nodes_grow_to_six_and_rebalance_while_producers_write_and_nothing_is_lo
             )))
         }
     });
+
+    let joined_epoch = client.refresh_metadata().unwrap().epoch;
+    assert!(
+        joined_epoch > created,
+        "the joins changed the metadata: epoch {joined_epoch} after {created}"
+    );
+    assert_eq!(client.refresh_metadata().unwrap().nodes.len(), 6);
 
     let rebalance = Command::new(keel_binary())
         .args(["cluster", "rebalance", "--bootstrap", &bootstrap])

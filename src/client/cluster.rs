@@ -50,6 +50,8 @@ pub struct Metadata {
     pub node_addresses: Vec<String>,
     /// Every node: (id, host, shard-0 port, shards).
     pub nodes: Vec<(u32, String, u16, u32)>,
+    /// The controller's applied index the answer reflects: larger is newer.
+    pub epoch: u64,
 }
 
 impl Metadata {
@@ -82,6 +84,23 @@ fn group_status(status: &wire::GroupStatus<'_>) -> GroupStatus {
             .collect(),
         members: status.members().iter().flatten().collect(),
     }
+}
+
+/// Most other nodes asked for metadata when an answer is older than what the client
+/// knows (each a quick answer at most).
+const MAX_METADATA_RETRIES: usize = 8;
+
+/// Of `answers`, the newest that is at least as new as `known` (none: keep what is
+/// known).
+#[allow(clippy::type_complexity)]
+fn newest(
+    known: u64,
+    answers: Vec<(Metadata, Vec<((String, u32), Vec<u32>)>)>,
+) -> Option<(Metadata, Vec<((String, u32), Vec<u32>)>)> {
+    answers
+        .into_iter()
+        .filter(|(m, _)| m.epoch >= known)
+        .max_by_key(|(m, _)| m.epoch)
 }
 
 /// Rows with role "down" for each member of a group, as the answering replicas'
@@ -122,7 +141,10 @@ fn parse_metadata(
     let metadata = response
         .body_as_metadata_response()
         .ok_or_else(|| ClientError::Unexpected("not a metadata answer".into()))?;
-    let mut fresh = Metadata::default();
+    let mut fresh = Metadata {
+        epoch: metadata.epoch(),
+        ..Metadata::default()
+    };
     let mut nodes = HashMap::new();
     for node in metadata.nodes().iter().flatten() {
         let host = node.host().unwrap_or("127.0.0.1").to_string();
@@ -463,7 +485,28 @@ impl ClusterClient {
 
     fn ask_metadata(&mut self) -> Result<Metadata, ClientError> {
         let answer = self.call_cluster(None, encode_metadata_request)?;
-        let (mut fresh, unknown) = parse_metadata(&answer)?;
+        let (mut fresh, mut unknown) = parse_metadata(&answer)?;
+        if fresh.epoch < self.metadata.epoch {
+            // That node's controller replica is behind what this client saw: another
+            // node's answer, else what the client knows.
+            let mut others = self.metadata.node_addresses.clone();
+            others.extend(self.bootstrap.iter().cloned());
+            others.sort();
+            others.dedup();
+            let mut answers = Vec::new();
+            for address in others.iter().take(MAX_METADATA_RETRIES) {
+                if let Ok(answer) = self.call(address, encode_metadata_request) {
+                    answers.extend(parse_metadata(&answer).ok());
+                }
+                if answers.iter().any(|(m, _)| m.epoch >= self.metadata.epoch) {
+                    break;
+                }
+            }
+            match newest(self.metadata.epoch, answers) {
+                Some(newer) => (fresh, unknown) = newer,
+                None => return Ok(self.metadata.clone()),
+            }
+        }
         let mut asked = Vec::new();
         for (key, replicas) in unknown {
             for node in replicas {
@@ -833,5 +876,45 @@ impl ClusterClient {
                 .ok_or_else(|| ClientError::Unexpected("not a partition offsets answer".into()))?;
             Ok((offsets.start_offset(), offsets.high_watermark()))
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn answer_of(epoch: u64) -> Vec<u8> {
+        let mut builder = flatbuffers::FlatBufferBuilder::new();
+        let body = wire::MetadataResponse::create(
+            &mut builder,
+            &wire::MetadataResponseArgs {
+                epoch,
+                ..Default::default()
+            },
+        );
+        let response = wire::Response::create(
+            &mut builder,
+            &wire::ResponseArgs {
+                correlation_id: 1,
+                body_type: wire::ResponseBody::MetadataResponse,
+                body: Some(body.as_union_value()),
+                ..Default::default()
+            },
+        );
+        builder.finish(response, Some(crate::protocol::codec::MESSAGE_IDENTIFIER));
+        builder.finished_data().to_vec()
+    }
+
+    #[test]
+    fn a_metadata_answer_older_than_what_is_known_is_not_taken() {
+        let parsed = |epoch| parse_metadata(&answer_of(epoch)).unwrap();
+        assert_eq!(parsed(17).0.epoch, 17);
+        let chosen = newest(10, vec![parsed(7), parsed(12), parsed(11)]);
+        assert_eq!(chosen.map(|(m, _)| m.epoch), Some(12), "the newest");
+        assert!(
+            newest(10, vec![parsed(7), parsed(9)]).is_none(),
+            "all stale"
+        );
+        assert_eq!(newest(10, vec![parsed(10)]).map(|(m, _)| m.epoch), Some(10));
     }
 }

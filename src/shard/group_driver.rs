@@ -53,7 +53,8 @@ use crate::transport::PeerLinks;
 pub const LEADERSHIP_TRANSFER_WAIT: Duration = Duration::from_secs(2);
 
 /// Called with the topic list whenever the applied topics change.
-pub type TopicsHook = Box<dyn Fn(Topics)>;
+/// Told the controller's topics and their epoch (the controller's applied index then).
+pub type TopicsHook = Box<dyn Fn(Topics, u64)>;
 
 /// Called with (group, leader node) whenever this shard's group changes leader.
 pub type LeaderHook = Box<dyn Fn(GroupId, u32)>;
@@ -138,6 +139,9 @@ pub struct ShardCore {
     /// The group moved off this node: this replica stopped for good (`retire`).
     retired: Cell<bool>,
     topics_changed: RefCell<Option<TopicsHook>>,
+    /// The controller's applied index when its topics, as this shard knows them, were
+    /// told: metadata answers carry it, so a client can tell a stale answer.
+    metadata_epoch: Cell<u64>,
     /// Links to the same shard of the other nodes.
     peers: PeerLinks,
     /// Leader of each group as last heard (absent or 0: unknown), for metadata answers.
@@ -273,6 +277,7 @@ impl ShardCore {
             stopping: Cell::new(false),
             retired: Cell::new(false),
             topics_changed: RefCell::new(None),
+            metadata_epoch: Cell::new(0),
             peers,
             leaders: RefCell::new(BTreeMap::new()),
             leader_changed: RefCell::new(None),
@@ -421,7 +426,7 @@ impl ShardCore {
             Effect::DataArrived => self.wake_data_waiters(),
             Effect::TopicsChanged { topics } => {
                 if let Some(hook) = self.topics_changed.borrow().as_ref() {
-                    hook(topics);
+                    hook(topics, self.state().applied_index);
                 }
             }
             Effect::LeaderChanged { leader, term } => self.note_leader(leader, term),
@@ -490,7 +495,11 @@ impl ShardCore {
     /// Sets what to do when this shard's applied topics change (the controller shard
     /// tells the others); the topics already applied are told at once.
     pub fn on_topics_changed(&self, hook: TopicsHook) {
-        hook(self.state().topics.clone());
+        let (topics, epoch) = {
+            let state = self.state();
+            (state.topics.clone(), state.applied_index)
+        };
+        hook(topics, epoch);
         *self.topics_changed.borrow_mut() = Some(hook);
     }
 
@@ -531,6 +540,17 @@ impl ShardCore {
             .iter()
             .map(|(&g, &l)| (g, l))
             .collect()
+    }
+
+    /// The metadata epoch this shard knows (see `metadata_epoch`).
+    pub fn metadata_epoch(&self) -> u64 {
+        self.metadata_epoch.get()
+    }
+
+    /// Takes a newer metadata epoch (never an older one).
+    pub fn set_metadata_epoch(&self, epoch: u64) {
+        self.metadata_epoch
+            .set(self.metadata_epoch.get().max(epoch));
     }
 
     /// The leader of `group` as last heard (0: unknown).

@@ -10,7 +10,7 @@
 //! Owns the map from group to driver; never decides placement (it asks `Placement`) and
 //! never touches a replica itself.
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::collections::BTreeMap;
 use std::rc::Rc;
 
@@ -39,8 +39,10 @@ pub struct HostedGroups {
     /// Groups being started (placed here, not running yet).
     starting: RefCell<Vec<GroupId>>,
     wire: RefCell<Option<WireGroup>>,
-    /// The controller's topics as last told (fed to each group started later).
+    /// The controller's topics as last told (fed to each group started later), and
+    /// their epoch.
     topics: RefCell<Option<Topics>>,
+    epoch: Cell<u64>,
     /// Every node of the cluster, shared with the peer listener (which admits hellos
     /// from them): the bootstrap's and those that joined since.
     nodes: Rc<RefCell<Vec<u64>>>,
@@ -85,6 +87,7 @@ impl HostedGroups {
             starting: RefCell::new(Vec::new()),
             wire: RefCell::new(None),
             topics: RefCell::new(None),
+            epoch: Cell::new(0),
             nodes: Rc::new(RefCell::new(placement.node_ids())),
             retired_last: RefCell::new(retired_last),
         })
@@ -192,12 +195,14 @@ impl HostedGroups {
     /// The controller's topics: every group takes the placement they make (groups
     /// placed by topic creations), every group but the controller's own takes the
     /// topics, and a group newly placed on this shard starts.
-    pub fn controller_topics(self: &Rc<Self>, topics: &Topics) {
+    pub fn controller_topics(self: &Rc<Self>, topics: &Topics, epoch: u64) {
         let placement = self.placement_with(topics);
         *self.topics.borrow_mut() = Some(topics.clone());
+        self.epoch.set(self.epoch.get().max(epoch));
         *self.nodes.borrow_mut() = placement.node_ids();
         for core in self.all() {
             core.set_placement(placement.clone());
+            core.set_metadata_epoch(epoch);
             if core.group != CONTROLLER_GROUP {
                 core.controller_topics(topics.clone());
             }
@@ -205,6 +210,7 @@ impl HostedGroups {
         if let Some(last) = self.retired_last.borrow().as_ref() {
             // Stopped, it still routes what concerns no group of this shard.
             last.set_placement(placement.clone());
+            last.set_metadata_epoch(epoch);
         }
         let node = u64::from(self.config.node_id);
         for group in placement.groups_on(node, self.shard_id) {
@@ -302,6 +308,7 @@ impl HostedGroups {
         }
         if let Some(topics) = self.topics.borrow().clone() {
             core.set_placement(self.placement_with(&topics));
+            core.set_metadata_epoch(self.epoch.get());
             core.controller_topics(topics);
         }
         let known_leaders = self.all().first().map(|first| first.known_leaders());

@@ -15,12 +15,13 @@ use flatbuffers::FlatBufferBuilder;
 use crate::broker::log_entry::BrokerEntry;
 use crate::broker::replica_moves::{MoveEntry, NodeService, MAX_NODE_LABEL_BYTES};
 use crate::config::{check_rack, format_peers, PeerAddress};
-use crate::constants::{ADMIN_TIMEOUT, MAX_CONF_MEMBERS};
+use crate::constants::MAX_CONF_MEMBERS;
 use crate::controller::CONTROLLER_GROUP;
 use crate::protocol::wire::{self, ErrorCode, ResponseBody};
 use crate::replication::membership::MembershipChange;
 use crate::shard::answer_frame::AnswerFrame;
 use crate::shard::group_driver::ShardCore;
+use crate::shard::move_requests::apply_membership_change;
 use crate::shard::requests::{controller_only, finish_response, propose_admin, WireError};
 
 /// Records the node and adds it to the controller group as a learner.
@@ -60,18 +61,7 @@ pub(super) async fn handle_join_cluster(
         }
     }
     if !core.membership_view().0.contains(id) {
-        let pending = core
-            .change_membership(MembershipChange::AddLearner { node: id })
-            .map_err(|error| WireError::from_shard(&error))?;
-        match glommio::timer::timeout(ADMIN_TIMEOUT, async { Ok(pending.wait().await) }).await {
-            Ok(answer) => answer.map_err(|error| WireError::from_shard(&error))?,
-            Err(_) => {
-                return Err(WireError::new(
-                    ErrorCode::RequestTimedOut,
-                    "the controller did not add the node in time (ask again)",
-                ))
-            }
-        };
+        apply_membership_change(core, MembershipChange::AddLearner { node: id }).await?;
     }
     Ok(join_answer(core, correlation_id))
 }

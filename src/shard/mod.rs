@@ -58,8 +58,8 @@ use crate::transport::peer_listener::{serve_peers, Deliver, Lost, PeerIngress};
 /// Messages between shards.
 #[derive(Debug, Clone)]
 pub enum ShardMessage {
-    /// The controller's topic list.
-    Topics(Topics),
+    /// The controller's topic list and its epoch (the controller's applied index).
+    Topics(Topics, u64),
     /// A group's leader changed (group, leader node; 0 when unknown).
     Leader(GroupId, u32),
     /// A coordinator asks for a partition's bounds.
@@ -254,11 +254,11 @@ fn connect_groups(
         move |core: &Rc<ShardCore>| {
             if core.group == CONTROLLER_GROUP {
                 let (broadcast, local) = (broadcast.clone(), local.clone());
-                core.on_topics_changed(Box::new(move |topics: Topics| {
+                core.on_topics_changed(Box::new(move |topics: Topics, epoch| {
                     if let Some(local) = local.upgrade() {
-                        local.controller_topics(&topics);
+                        local.controller_topics(&topics, epoch);
                     }
-                    broadcast(ShardMessage::Topics(topics))
+                    broadcast(ShardMessage::Topics(topics, epoch))
                 }));
             }
             let (broadcast, leaders) = (broadcast.clone(), local.clone());
@@ -295,10 +295,10 @@ fn connect_groups(
         glommio::spawn_local(async move {
             while let Some(message) = stream.recv().await {
                 match message {
-                    ShardMessage::Topics(topics) if from_controller => {
-                        groups.controller_topics(&topics)
+                    ShardMessage::Topics(topics, epoch) if from_controller => {
+                        groups.controller_topics(&topics, epoch)
                     }
-                    ShardMessage::Topics(_) => {}
+                    ShardMessage::Topics(..) => {}
                     ShardMessage::Leader(group, leader) => groups.set_leader(group, leader),
                     ShardMessage::Bounds(query) => groups.answer_bounds(query),
                 }

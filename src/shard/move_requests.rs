@@ -363,20 +363,29 @@ pub(super) async fn handle_change_membership(
         return Err(WireError::not_leader(core));
     }
     if let Some(change) = change_of(&asked)? {
-        let pending = core
-            .change_membership(change)
-            .map_err(|error| WireError::from_shard(&error))?;
-        match glommio::timer::timeout(ADMIN_TIMEOUT, async { Ok(pending.wait().await) }).await {
-            Ok(answer) => answer.map_err(|error| WireError::from_shard(&error))?,
-            Err(_) => {
-                return Err(WireError::new(
-                    ErrorCode::RequestTimedOut,
-                    "the change was not applied in time (it may still be)",
-                ))
-            }
-        };
+        apply_membership_change(core, change).await?;
     }
     Ok(membership_answer(core, correlation_id))
+}
+
+/// Proposes `change` to this leader's group and waits (at most `ADMIN_TIMEOUT`) until it
+/// is applied.
+pub(super) async fn apply_membership_change(
+    core: &Rc<ShardCore>,
+    change: MembershipChange,
+) -> Result<(), WireError> {
+    let pending = core
+        .change_membership(change)
+        .map_err(|error| WireError::from_shard(&error))?;
+    match glommio::timer::timeout(ADMIN_TIMEOUT, async { Ok(pending.wait().await) }).await {
+        Ok(answer) => answer
+            .map(|_| ())
+            .map_err(|error| WireError::from_shard(&error)),
+        Err(_) => Err(WireError::new(
+            ErrorCode::RequestTimedOut,
+            "the change was not applied in time (it may still be; ask again)",
+        )),
+    }
 }
 
 /// The change asked for (none for a query).

@@ -644,6 +644,7 @@ fn handle_metadata(core: &Rc<ShardCore>, correlation_id: u64) -> AnswerFrame {
         &wire::MetadataResponseArgs {
             nodes: Some(nodes),
             topics: Some(topics),
+            epoch: core.metadata_epoch(),
         },
     );
     finish_response(
