@@ -169,3 +169,84 @@ fn three_nodes_grow_to_six_and_rebalance_while_producers_write_and_nothing_is_lo
         }
     });
 }
+
+#[test]
+fn an_original_node_hands_its_controller_vote_and_replicas_to_a_joined_node_and_leaves() {
+    let root = tempfile::tempdir().unwrap();
+    let mut nodes = start_cluster(root.path(), 3, 2);
+    let bootstrap: Vec<String> = nodes.iter().map(|n| n.address(0)).collect();
+    let bootstrap = bootstrap.join(",");
+    let mut client = ClusterClient::new(&bootstrap);
+    retry("create topic", || client.create_topic(TOPIC, PARTITIONS));
+    nodes.push(join_node(root.path(), 4, 2, &nodes[1].address(0)));
+    retry("node 4 learns the controller's log", || {
+        let rows = client.cluster_status()?;
+        match rows
+            .iter()
+            .any(|r| r.group == 0 && r.node == 4 && r.role == "learner")
+        {
+            true => Ok(()),
+            false => Err(ClientError::Unexpected(format!("{rows:?}"))),
+        }
+    });
+    let writers = Writers::start(&bootstrap, TOPIC, PARTITIONS);
+    retry("first writes", || match writers.acked_count() {
+        0..=20 => Err("not yet"),
+        _ => Ok(()),
+    });
+
+    let keel = |args: &[&str]| {
+        let out = Command::new(keel_binary())
+            .args(args)
+            .args(["--bootstrap", &bootstrap])
+            .output()
+            .unwrap();
+        let said = String::from_utf8_lossy(&out.stdout).into_owned()
+            + &String::from_utf8_lossy(&out.stderr);
+        (out.status.success(), said)
+    };
+    let (removed, said) = keel(&["node", "remove", "1"]);
+    assert!(
+        !removed && said.contains("voter of the controller group"),
+        "{said}"
+    );
+    let (drained, said) = keel(&["node", "drain", "1", "--catch-up-timeout", "60s"]);
+    assert!(drained, "keel node drain 1: {said}");
+    eprintln!("{said}");
+    let before = writers.acked_count();
+    retry("writes after the drain", || {
+        if writers.acked_count() > before + 20 {
+            Ok(())
+        } else {
+            Err("not yet")
+        }
+    });
+    let (acked, errors) = writers.stop();
+    assert!(errors.is_empty(), "the producers saw errors: {errors:?}");
+    check_every_acknowledged_record(&bootstrap, TOPIC, PARTITIONS, &acked);
+
+    let (removed, said) = keel(&["node", "remove", "1"]);
+    assert!(removed, "keel node remove 1: {said}");
+    let rows = client.cluster_status().unwrap();
+    let voters_of = |group: u32| -> Vec<u32> {
+        let mut voters: Vec<u32> = rows
+            .iter()
+            .filter(|r| r.group == group && matches!(r.role.as_str(), "leader" | "follower"))
+            .map(|r| r.node)
+            .collect();
+        voters.sort_unstable();
+        voters
+    };
+    assert_eq!(voters_of(0), [2, 3, 4], "{rows:?}");
+    assert_eq!(voters_of(1), [2, 3, 4], "{rows:?}");
+    // Its controller replica left too: the node holds nothing and may be stopped.
+    let node_one = nodes[0].data_dir.clone();
+    retry("node 1 let its last replica go", || {
+        let rows = client.cluster_status()?;
+        let listed = rows.iter().any(|r| r.node == 1);
+        match (listed, node_one.join("group-0.left").exists()) {
+            (false, true) => Ok(()),
+            _ => Err(ClientError::Unexpected(format!("{rows:?}"))),
+        }
+    });
+}

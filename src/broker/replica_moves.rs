@@ -31,6 +31,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use crate::broker::log_entry::EntryDecodeError;
 use crate::config::PeerAddress;
+use crate::controller::CONTROLLER_GROUP;
 
 /// Kind byte of a replica move entry.
 pub const MOVE_KIND: u8 = 8;
@@ -208,7 +209,10 @@ impl ReplicaMoves {
                 }
                 let from = under_way.from;
                 self.under_way.remove(&group);
-                self.retired.entry(group).or_default().insert(from);
+                if group != CONTROLLER_GROUP.0 {
+                    // A controller replica never leaves its node: its vote moved.
+                    self.retired.entry(group).or_default().insert(from);
+                }
                 self.replaced.insert(group, replicas);
                 true
             }
@@ -259,11 +263,13 @@ impl ReplicaMoves {
                 let Some(under_way) = self.under_way.remove(&group) else {
                     return false;
                 };
-                // Its id was the group's once (as a learner): never again.
-                self.retired
-                    .entry(group)
-                    .or_default()
-                    .insert(under_way.to.0);
+                if group != CONTROLLER_GROUP.0 {
+                    // Its id was the group's once (as a learner): never again.
+                    self.retired
+                        .entry(group)
+                        .or_default()
+                        .insert(under_way.to.0);
+                }
                 true
             }
         }

@@ -21,6 +21,7 @@ use std::time::{Duration, Instant};
 
 use crate::client::move_calls::{GroupMembership, MembershipCall, MoveRecord};
 use crate::client::{ClientError, ClusterClient};
+use crate::controller::CONTROLLER_GROUP;
 
 /// How often the mover looks at the group again while its learner catches up.
 const MOVER_POLL: Duration = Duration::from_millis(200);
@@ -129,15 +130,12 @@ pub fn move_replica(
             ))));
         }
         let recorded = under_way.is_some();
-        let step = if rolling_back {
-            roll_back_step(plan, &membership, recorded)
-        } else {
-            move_step(
-                plan,
-                &membership,
-                started.elapsed() > budget.catch_up,
-                recorded,
-            )
+        let late = started.elapsed() > budget.catch_up;
+        let step = match (plan.group == CONTROLLER_GROUP.0, rolling_back) {
+            (true, true) => controller_roll_back_step(plan, &membership, recorded),
+            (true, false) => controller_step(plan, &membership, late, recorded),
+            (false, true) => roll_back_step(plan, &membership, recorded),
+            (false, false) => move_step(plan, &membership, late, recorded),
         };
         progress(&MoveProgress {
             step: step.name(),
@@ -315,6 +313,62 @@ fn move_step(
     Step::Finish
 }
 
+/// The next step of moving a vote of the controller group. Every node holds a replica
+/// of it (a learner where it does not vote), so the vote moves from one replica to
+/// another: `to`, a learner, is promoted while `from` is demoted to a learner, and no
+/// replica starts or leaves.
+fn controller_step(
+    plan: &ReplicaMovePlan,
+    membership: &GroupMembership,
+    late: bool,
+    recorded: bool,
+) -> Step {
+    let (from, to) = (plan.from, plan.to);
+    if membership.is_joint() {
+        return if recorded {
+            Step::Change(MembershipCall::LeaveJoint)
+        } else {
+            Step::Wait
+        };
+    }
+    if membership.voters.contains(&to) && !membership.voters.contains(&from) {
+        return if recorded { Step::Finish } else { Step::Done };
+    }
+    if !membership.learners.contains(&to) || !membership.voters.contains(&from) {
+        return Step::Refuse(format!(
+            "node {to} is not a learner of the controller group or node {from} not a voter: \
+             {membership:?}"
+        ));
+    }
+    if !recorded {
+        return Step::RecordStart;
+    }
+    if membership.caught_up.contains(&to) {
+        return Step::Change(MembershipCall::EnterJoint {
+            promote: vec![to],
+            demote: vec![from],
+        });
+    }
+    if late {
+        Step::RollBack
+    } else {
+        Step::Wait
+    }
+}
+
+/// The next step of a controller vote's move rolling back: nothing to remove (`to`
+/// stays the learner it was), unless it was promoted meanwhile (the move goes on).
+fn controller_roll_back_step(
+    plan: &ReplicaMovePlan,
+    membership: &GroupMembership,
+    recorded: bool,
+) -> Step {
+    if membership.voters.contains(&plan.to) || membership.outgoing.contains(&plan.to) {
+        return controller_step(plan, membership, false, recorded);
+    }
+    Step::Abandoned
+}
+
 /// The next step of a move rolling back. A promotion asked before the roll-back was
 /// decided may have been applied since: the move then goes on instead.
 fn roll_back_step(plan: &ReplicaMovePlan, membership: &GroupMembership, recorded: bool) -> Step {
@@ -422,6 +476,47 @@ mod tests {
         let onto_a_voter = ReplicaMovePlan { to: 2, ..plan };
         assert!(matches!(
             move_step(&onto_a_voter, &settled, false, false),
+            Step::Refuse(_)
+        ));
+    }
+
+    #[test]
+    fn a_controller_vote_moves_between_replicas_and_none_starts_or_leaves() {
+        let plan = ReplicaMovePlan { group: 0, ..plan() };
+        let path = [
+            (config(&[1, 2, 3], &[], &[4, 5], &[]), Step::Wait),
+            (
+                config(&[1, 2, 3], &[], &[4, 5], &[4, 5]),
+                Step::Change(MembershipCall::EnterJoint {
+                    promote: vec![4],
+                    demote: vec![1],
+                }),
+            ),
+            (
+                config(&[2, 3, 4], &[1, 2, 3], &[1, 5], &[]),
+                Step::Change(MembershipCall::LeaveJoint),
+            ),
+            (config(&[2, 3, 4], &[], &[1, 5], &[]), Step::Finish),
+        ];
+        for (membership, step) in path {
+            assert_eq!(controller_step(&plan, &membership, false, true), step);
+        }
+        let learner = config(&[1, 2, 3], &[], &[4, 5], &[]);
+        assert_eq!(
+            controller_step(&plan, &learner, false, false),
+            Step::RecordStart
+        );
+        assert_eq!(controller_step(&plan, &learner, true, true), Step::RollBack);
+        assert_eq!(
+            controller_roll_back_step(&plan, &learner, true),
+            Step::Abandoned,
+            "the learner stays"
+        );
+        let done = config(&[2, 3, 4], &[], &[1, 5], &[]);
+        assert_eq!(controller_step(&plan, &done, false, false), Step::Done);
+        let not_a_learner = config(&[1, 2, 3], &[], &[5], &[]);
+        assert!(matches!(
+            controller_step(&plan, &not_a_learner, false, false),
             Step::Refuse(_)
         ));
     }

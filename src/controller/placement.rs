@@ -26,7 +26,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use crate::broker::replica_moves::ReplicaMoves;
+use crate::broker::replica_moves::{NodeService, ReplicaMoves};
 use crate::broker::state::{PlacedGroup, TopicInfo};
 use crate::config::{NodeConfig, PeerAddress};
 use crate::controller::placer::{self, GroupSlots, NodeSlots, NodeState, PlaceError, Slot};
@@ -387,6 +387,20 @@ impl Placement {
             let mut voters: Vec<u64> = replicas.iter().map(|&(node, _)| node).collect();
             voters.sort_unstable();
             voters.dedup();
+            if group == CONTROLLER_GROUP.0 {
+                // Its vote moved: every replica stays, those without a vote as learners.
+                place.learners = place
+                    .shard_of
+                    .keys()
+                    .copied()
+                    .filter(|node| !voters.contains(node))
+                    .collect();
+                if !voters.contains(&place.preferred_leader) {
+                    place.preferred_leader = preferred_leader_of(group, &voters).unwrap_or(0);
+                }
+                place.voters = voters;
+                continue;
+            }
             place.learners.retain(|node| !voters.contains(node));
             let learners = place.learners.clone();
             let mut shard_of: BTreeMap<u64, u32> = replicas.iter().copied().collect();
@@ -405,6 +419,15 @@ impl Placement {
             if let Some(place) = self.groups.get_mut(&group) {
                 if place.voters.contains(&node) {
                     place.preferred_leader = node;
+                }
+            }
+        }
+        if let Some(controller) = self.groups.get_mut(&CONTROLLER_GROUP.0) {
+            // A removed node's controller replica left (`keel node remove`).
+            for (node, state) in moves.inactive_nodes() {
+                if state == NodeService::Removed && !controller.voters.contains(&node) {
+                    controller.learners.retain(|&n| n != node);
+                    controller.shard_of.remove(&node);
                 }
             }
         }
@@ -479,7 +502,9 @@ impl Placement {
                 ..place.slots(left(id))
             })
             .collect();
-        placer::plan_moves(&slots, &groups, limit)
+        let mut changes = self.controller_votes_off(draining, nodes, busy);
+        changes.truncate(limit);
+        let data = placer::plan_moves(&slots, &groups, limit - changes.len())
             .into_iter()
             .map(|planned| match planned {
                 placer::Move::Replica { group, from, to } => PlannedChange::Replica {
@@ -492,8 +517,56 @@ impl Placement {
                     from: groups[group].preferred_leader,
                     to,
                 },
-            })
-            .collect()
+            });
+        changes.extend(data);
+        changes
+    }
+
+    /// The controller group's votes held by `draining` nodes, each moved to an active
+    /// learner of it (every node holds a controller replica), the one holding the fewest
+    /// replicas first. None while a move of the controller group is under way.
+    fn controller_votes_off(
+        &self,
+        draining: &[u64],
+        nodes: &[u64],
+        busy: &[u32],
+    ) -> Vec<PlannedChange> {
+        let Some(controller) = self.groups.get(&CONTROLLER_GROUP.0) else {
+            return Vec::new();
+        };
+        if busy.contains(&CONTROLLER_GROUP.0) {
+            return Vec::new();
+        }
+        let held = |node: u64| {
+            self.groups
+                .values()
+                .filter(|place| place.voters.contains(&node))
+                .count()
+        };
+        let mut voters = controller.voters.clone();
+        let mut changes = Vec::new();
+        for &from in controller.voters.iter().filter(|v| draining.contains(v)) {
+            let to = controller
+                .learners
+                .iter()
+                .copied()
+                .filter(|n| nodes.contains(n) && !draining.contains(n) && !voters.contains(n))
+                .min_by_key(|&n| (held(n), n));
+            let Some(to) = to else {
+                continue;
+            };
+            voters.retain(|&v| v != from);
+            voters.push(to);
+            changes.push(PlannedChange::Replica {
+                group: CONTROLLER_GROUP.0,
+                from: Slot {
+                    node: from,
+                    shard: 0,
+                },
+                to: Slot { node: to, shard: 0 },
+            });
+        }
+        changes
     }
 
     /// The group holding `partition` of `topic`: the one recorded when the topic was
@@ -894,6 +967,57 @@ mod tests {
                 .preferred_leader(GroupId(1)),
             default,
             "a node that is no voter does not lead"
+        );
+    }
+
+    #[test]
+    fn a_draining_controller_voter_hands_its_vote_to_a_learner_and_stays_one() {
+        use crate::broker::replica_moves::{MoveEntry, ReplicaMove};
+        let joined = [joined(4)];
+        let placement = Placement::bootstrap(2, &[1, 2, 3], 3).with_joined(joined.iter());
+        let nodes = placement.node_ids();
+        let planned = placement.plan_replica_moves((&nodes, &[1]), |_| Vec::new(), &[], 64);
+        assert_eq!(
+            planned.first(),
+            Some(&PlannedChange::Replica {
+                group: 0,
+                from: Slot { node: 1, shard: 0 },
+                to: Slot { node: 4, shard: 0 },
+            }),
+            "{planned:?}"
+        );
+        let mut moves = ReplicaMoves::default();
+        assert!(moves.apply(MoveEntry::Start(ReplicaMove {
+            group: 0,
+            from: 1,
+            to: (4, 0),
+            join_voters: vec![1, 2, 3],
+            join_learners: vec![4],
+            join_index: 9,
+        })));
+        assert!(moves.apply(MoveEntry::Finish {
+            group: 0,
+            from: 1,
+            to: 4,
+            replicas: vec![(2, 0), (3, 0), (4, 0)],
+        }));
+        assert!(!moves.has_left(0, 1), "a controller replica never leaves");
+        let after = Placement::bootstrap(2, &[1, 2, 3], 3)
+            .with_joined(joined.iter())
+            .with_moves(&moves);
+        assert_eq!(after.replicas(CONTROLLER_GROUP), &[2, 3, 4]);
+        assert_eq!(after.learners(CONTROLLER_GROUP), &[1]);
+        assert_eq!(
+            after.shard_on(1, CONTROLLER_GROUP),
+            Some(0),
+            "node 1 keeps it"
+        );
+        let again = after.plan_replica_moves((&nodes, &[1]), |_| Vec::new(), &[], 64);
+        assert!(
+            again
+                .iter()
+                .all(|c| !matches!(c, PlannedChange::Replica { group: 0, .. })),
+            "{again:?}"
         );
     }
 }

@@ -323,7 +323,18 @@ impl ShardCore {
             return;
         }
         if let Some(replicas) = replicas {
-            self.peers.follow(&replicas);
+            let configured: Vec<u64> = {
+                let replica = self.replica.borrow();
+                let membership = replica.membership();
+                membership
+                    .voters
+                    .iter()
+                    .chain(&membership.outgoing)
+                    .chain(&membership.learners)
+                    .copied()
+                    .collect()
+            };
+            self.peers.follow(&replicas, &configured);
         }
         if before != after {
             self.feed(Input::PreferredLeader { node: after });
@@ -425,8 +436,10 @@ impl ShardCore {
             }
             Effect::DataArrived => self.wake_data_waiters(),
             Effect::TopicsChanged { topics } => {
+                // Read before the hook runs: it may feed this replica again.
+                let epoch = self.state().applied_index;
                 if let Some(hook) = self.topics_changed.borrow().as_ref() {
-                    hook(topics, self.state().applied_index);
+                    hook(topics, epoch);
                 }
             }
             Effect::LeaderChanged { leader, term } => self.note_leader(leader, term),

@@ -43,8 +43,8 @@ pub(super) async fn handle_join_cluster(
     }
     if !membership.contains(id) && membership.member_count() >= MAX_CONF_MEMBERS {
         return Err(invalid(format!(
-            "the controller group holds at most {MAX_CONF_MEMBERS} nodes (a removed node \
-             still counts): no room for node {id}"
+            "the controller group holds at most {MAX_CONF_MEMBERS} nodes (remove one first: \
+             keel node remove): no room for node {id}"
         )));
     }
     let known = core.placement().address_of(id) == Some(&node);

@@ -28,6 +28,10 @@ const MAX_NAMED_MEMBERS: usize = 16;
 /// goes).
 const MAX_PLANNED_MOVES: usize = 256;
 
+/// How long `keel node remove` waits for a running node to have the entry that removes
+/// it before its controller replica leaves the group (a stopped node is not waited for).
+const REMOVED_NODE_NOTICE_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
+
 /// A move's target shard left to the controller.
 pub const ANY_SHARD: u32 = u32::MAX;
 
@@ -51,6 +55,8 @@ pub(super) async fn handle_move_replica(
         MoveAction::Start => {
             let to_node = asked.to_node();
             let to_shard = match asked.to_shard() {
+                // The controller's replica runs on shard 0 of every node.
+                _ if group == CONTROLLER_GROUP.0 => 0,
                 ANY_SHARD => least_loaded_shard(core, to_node),
                 shard => shard,
             };
@@ -240,6 +246,29 @@ pub(super) async fn handle_set_node_state(
             "node {node} was removed: it never serves again"
         )));
     }
+    if state == NodeService::Removed && core.membership_view().0.learners.contains(&node) {
+        // Its controller replica leaves too: a removed node holds nothing and keeps no
+        // place in the controller's configuration. Told first, while it still gets the
+        // log (a replica removed from its group hears nothing more), when it runs.
+        let removed_at = core.state().applied_index;
+        let deadline = std::time::Instant::now() + REMOVED_NODE_NOTICE_WAIT;
+        while std::time::Instant::now() < deadline {
+            let matched = core
+                .status()
+                .followers
+                .iter()
+                .find(|&&(id, ..)| u64::from(id) == node)
+                .map_or(0, |&(_, matched, _)| matched);
+            if matched >= removed_at {
+                // The next heartbeats carry the commit index to it.
+                let heartbeat = core.config.tick_ms * core.config.heartbeat_ticks as u64;
+                glommio::timer::sleep(std::time::Duration::from_millis(3 * heartbeat)).await;
+                break;
+            }
+            glommio::timer::sleep(std::time::Duration::from_millis(20)).await;
+        }
+        apply_membership_change(core, MembershipChange::RemoveLearner { node }).await?;
+    }
     let mut builder = FlatBufferBuilder::with_capacity(64);
     let body = wire::SetNodeStateResponse::create(
         &mut builder,
@@ -259,7 +288,8 @@ fn check_removable(core: &ShardCore, node: u64) -> Result<(), WireError> {
     let placement = core.placement();
     if placement.replicas(CONTROLLER_GROUP).contains(&node) {
         return Err(invalid(format!(
-            "node {node} is a voter of the controller group, which does not move yet"
+            "node {node} is a voter of the controller group: drain it first (keel node drain \
+             {node} moves its vote to another node)"
         )));
     }
     let held: Vec<u32> = placement
@@ -286,10 +316,23 @@ fn least_loaded_shard(core: &ShardCore, node: u64) -> u32 {
 
 /// The group's replicas once its move under way is done: every member but the node
 /// that gave its replica up, each on the shard running it there (none without a move).
+/// The controller group's are its voters: the vote moved, every replica stays.
 fn replicas_after_move(core: &ShardCore, group: u32) -> Option<Vec<(u64, u32)>> {
     let state = core.state();
     let moving = state.topics.moves().under_way(group)?;
     let placement = core.placement();
+    if group == CONTROLLER_GROUP.0 {
+        let mut voters: Vec<u64> = placement
+            .replicas(CONTROLLER_GROUP)
+            .iter()
+            .copied()
+            .filter(|&node| node != moving.from)
+            .chain(std::iter::once(moving.to.0))
+            .collect();
+        voters.sort_unstable();
+        voters.dedup();
+        return Some(voters.into_iter().map(|node| (node, 0)).collect());
+    }
     Some(
         placement
             .members(GroupId(group))
@@ -300,11 +343,8 @@ fn replicas_after_move(core: &ShardCore, group: u32) -> Option<Vec<(u64, u32)>> 
     )
 }
 
-/// A data group that exists.
+/// A group that exists (the controller's moves a vote: `move_step`'s controller path).
 fn check_movable(core: &ShardCore, group: u32) -> Result<(), WireError> {
-    if group == CONTROLLER_GROUP.0 {
-        return Err(invalid("the controller group is not moved"));
-    }
     if !core.placement().contains(GroupId(group)) {
         return Err(invalid(format!("no replica group {group}")));
     }

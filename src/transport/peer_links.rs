@@ -135,21 +135,26 @@ impl PeerLinks {
             unreachable: Rc::new(RefCell::new(Vec::new())),
             lost_snapshots: Rc::new(RefCell::new(Vec::new())),
         };
-        links.follow(replicas);
+        links.follow(replicas, &[]);
         links
     }
 
-    /// Links to exactly `replicas` (the group's members now): a link to a new member
+    /// Links to exactly `replicas` (the group's members now), and keeps those to `keep`
+    /// (members of the replica's configuration the placement no longer names: a node
+    /// being removed still gets the entry that removes it): a link to a new member
     /// starts, one to a member that left (or moved to another address) ends (its queued
     /// frames are dropped).
-    pub fn follow(&self, replicas: &[LinkTarget]) {
+    pub fn follow(&self, replicas: &[LinkTarget], keep: &[u64]) {
         let wanted: BTreeMap<u64, (u32, String)> = replicas
             .iter()
             .filter(|(node, _, _)| *node != u64::from(self.config.node_id))
             .map(|(node, shard, address)| (*node, (*shard, address.clone())))
             .collect();
         let mut links = self.links.borrow_mut();
-        links.retain(|node, link| wanted.get(node) == Some(&link.target));
+        links.retain(|node, link| {
+            wanted.get(node) == Some(&link.target)
+                || (!wanted.contains_key(node) && keep.contains(node))
+        });
         for (&node, (shard, address)) in &wanted {
             if links.contains_key(&node) {
                 continue;
