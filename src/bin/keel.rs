@@ -59,7 +59,7 @@ enum Command {
     /// Inspect the cluster; move replicas between its nodes.
     #[command(subcommand)]
     Cluster(cluster_cmd::ClusterCommand),
-    /// Take nodes out of service.
+    /// Add nodes to a running cluster, drain them, take them out of service.
     #[command(subcommand)]
     Node(cluster_cmd::NodeCommand),
     /// List, describe, reset and delete consumer groups.
