@@ -63,6 +63,13 @@ struct JoinRecord {
     controller_voters: Vec<u64>,
     controller_learners: Vec<u64>,
     controller_index: u64,
+    /// Where this node said it listens when it joined (the cluster records it so).
+    #[serde(default)]
+    host: String,
+    #[serde(default)]
+    base_port: u16,
+    #[serde(default)]
+    peer_port: u16,
 }
 
 /// The configuration to run with: unchanged for a node of the bootstrap; for a node that
@@ -104,6 +111,21 @@ pub fn resolve(mut config: NodeConfig) -> Result<NodeConfig, JoinError> {
             record
         }
     };
+    let peer_port = u16::try_from(config.peer_base_port()).unwrap_or(0);
+    let joined_at = (record.host.as_str(), record.base_port, record.peer_port);
+    if !record.host.is_empty() && joined_at != (config.host.as_str(), config.base_port, peer_port) {
+        return Err(JoinError::Config(format!(
+            "node {} joined its cluster listening on {}:{} (peer port {}); the cluster sends \
+             there: start it with --host {} --port {} --peer-port {}",
+            config.node_id,
+            record.host,
+            record.base_port,
+            record.peer_port,
+            record.host,
+            record.base_port,
+            record.peer_port
+        )));
+    }
     if record.shards != config.shards {
         return Err(JoinError::Config(format!(
             "every node of this cluster runs {} shards; start node {} with --shards {}",
@@ -153,6 +175,9 @@ fn ask(config: &NodeConfig, through: &str) -> Result<JoinRecord, JoinError> {
         controller_voters: answer.voters,
         controller_learners: answer.learners,
         controller_index: answer.index,
+        host: node.host,
+        base_port: node.base_port,
+        peer_port: node.peer_port,
     })
 }
 
@@ -216,6 +241,9 @@ mod tests {
             controller_voters: vec![1, 2],
             controller_learners: vec![4],
             controller_index: 17,
+            host: "127.0.0.1".into(),
+            base_port: 9720,
+            peer_port: 9820,
         };
         write(&path, &record).unwrap();
         assert_eq!(read(&path).unwrap(), Some(record));
@@ -230,6 +258,14 @@ mod tests {
         assert_eq!(resolved.peers.len(), 2);
         assert_eq!(resolved.joined.as_ref().unwrap().learners, vec![4]);
         resolved.validate().unwrap();
+        let moved = NodeConfig {
+            base_port: 9730,
+            ..config.clone()
+        };
+        assert!(resolve(moved)
+            .unwrap_err()
+            .to_string()
+            .contains("--port 9720 --peer-port 9820"));
         let wrong_shards = NodeConfig {
             shards: 3,
             ..config
