@@ -10,7 +10,7 @@ use std::collections::BTreeMap;
 use std::process::Command;
 
 use keel::client::{ClientError, ClusterClient, GroupStatus};
-use support::writers::{check_every_acknowledged_record, Writers};
+use support::writers::Writers;
 use support::{join_node, keel_binary, retry, start_cluster};
 
 const SHARDS: u32 = 3;
@@ -103,17 +103,7 @@ fn three_nodes_grow_to_six_and_rebalance_while_producers_write_and_nothing_is_lo
     assert!(rebalance.status.success(), "keel cluster rebalance: {said}");
     assert!(said.contains("nothing left to move"), "{said}");
     eprintln!("{said}");
-    let before = writers.acked_count();
-    retry("writes after the rebalance", || {
-        if writers.acked_count() > before + 20 {
-            Ok(())
-        } else {
-            Err("not yet")
-        }
-    });
-    let (acked, errors) = writers.stop();
-    assert!(errors.is_empty(), "the producers saw errors: {errors:?}");
-    check_every_acknowledged_record(&bootstrap, TOPIC, PARTITIONS, &acked);
+    writers.finish_cleanly(&bootstrap, TOPIC, PARTITIONS, 20);
 
     // Leadership follows each group's preferred leader within the balance delay.
     let (replicas, leaders) = retry("replicas and leaders even", || {
@@ -213,17 +203,7 @@ fn an_original_node_hands_its_controller_vote_and_replicas_to_a_joined_node_and_
     let (drained, said) = keel(&["node", "drain", "1", "--catch-up-timeout", "60s"]);
     assert!(drained, "keel node drain 1: {said}");
     eprintln!("{said}");
-    let before = writers.acked_count();
-    retry("writes after the drain", || {
-        if writers.acked_count() > before + 20 {
-            Ok(())
-        } else {
-            Err("not yet")
-        }
-    });
-    let (acked, errors) = writers.stop();
-    assert!(errors.is_empty(), "the producers saw errors: {errors:?}");
-    check_every_acknowledged_record(&bootstrap, TOPIC, PARTITIONS, &acked);
+    writers.finish_cleanly(&bootstrap, TOPIC, PARTITIONS, 20);
 
     let (removed, said) = keel(&["node", "remove", "1"]);
     assert!(removed, "keel node remove 1: {said}");

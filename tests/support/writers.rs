@@ -84,6 +84,22 @@ impl Writers {
         self.acked.lock().unwrap().len()
     }
 
+    /// Lets them have `more` batches acknowledged past now, stops them, and checks that
+    /// they saw no error and that every acknowledged record is stored once, in order.
+    pub fn finish_cleanly(self, bootstrap: &str, topic: &str, partitions: u32, more: usize) {
+        let before = self.acked_count();
+        super::retry("writes after the change", || {
+            if self.acked_count() > before + more {
+                Ok(())
+            } else {
+                Err("not yet")
+            }
+        });
+        let (acked, errors) = self.stop();
+        assert!(errors.is_empty(), "the producers saw errors: {errors:?}");
+        check_every_acknowledged_record(bootstrap, topic, partitions, &acked);
+    }
+
     /// Stops them: what was acknowledged and the errors seen.
     pub fn stop(self) -> (Vec<(u32, u64, u64)>, Vec<String>) {
         self.stop.store(true, Ordering::Relaxed);
