@@ -102,6 +102,9 @@ pub struct LogState {
     pub(crate) snapshot_wanted: bool,
     /// Catch-up reads raft-rs asked for and entries read for them (`raft_storage`).
     pub(crate) catch_up: crate::log::raft_storage::CatchUp,
+    /// Bytes read from segment files since the log was opened (reads of entries no longer
+    /// in the tail cache: catch-up, fetches of old data).
+    pub(crate) disk_read_bytes: u64,
 }
 
 /// One segment as retention sees it.
@@ -449,6 +452,11 @@ impl CommitLog {
         Ok(())
     }
 
+    /// Bytes read from segment files since the log was opened.
+    pub fn disk_read_bytes(&self) -> u64 {
+        self.state.borrow().disk_read_bytes
+    }
+
     /// Reads entries `[low, high)` with at most about `max_bytes` of payload (always at
     /// least one entry). Recent entries come from the tail cache, older ones from disk.
     pub async fn read(&self, low: u64, high: u64, max_bytes: u64) -> LogResult<Vec<Entry>> {
@@ -487,6 +495,7 @@ impl CommitLog {
                 None => io::open_read_write(&request.path, false).await?,
             };
             let bytes = io::read_at(&file, &request.path, request.offset, request.length).await?;
+            self.state.borrow_mut().disk_read_bytes += bytes.len() as u64;
             reader.feed(&request, &bytes)?;
         }
         Ok(reader.entries)
@@ -809,6 +818,7 @@ impl CommitLog {
             let Some(request) = request else { break };
             let file = request.file.clone().ok_or(LogError::Poisoned)?;
             let bytes = io::read_at(&file, &request.path, request.offset, request.length).await?;
+            self.state.borrow_mut().disk_read_bytes += bytes.len() as u64;
             reader.feed(&request, &bytes)?;
         }
         reader
@@ -1133,6 +1143,7 @@ async fn build_state(
         snapshot: None,
         snapshot_wanted: false,
         catch_up: Default::default(),
+        disk_read_bytes: 0,
     })
 }
 

@@ -242,6 +242,7 @@ impl Storage for RaftLogStorage {
         }
         while let Some(request) = next.take() {
             let bytes = read_blocking(&mut state, &request).map_err(to_raft_error)?;
+            state.disk_read_bytes += bytes.len() as u64;
             reader.feed(&request, &bytes).map_err(to_raft_error)?;
             next = reader.next_request(&state.segments, &state.cache);
         }

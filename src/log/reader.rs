@@ -123,6 +123,17 @@ impl EntryReader {
         true
     }
 
+    /// Ends the read when the entry at `index`, of `payload_length` bytes, is the next
+    /// wanted and would not be accepted for the byte budget (the check `accept` makes).
+    fn stop_if_over_budget(&mut self, index: u64, payload_length: u32) {
+        if index == self.next_index
+            && !self.entries.is_empty()
+            && self.payload_bytes + u64::from(payload_length) > self.max_bytes
+        {
+            self.max_bytes = 0;
+        }
+    }
+
     /// Takes what the cache holds; returns the next disk read needed, or `None` when done.
     pub fn next_request(&mut self, segments: &[Segment], cache: &TailCache) -> Option<ReadRequest> {
         while !self.is_done() {
@@ -188,7 +199,14 @@ impl EntryReader {
             };
             let view = match decode_entry(rest, self.max_payload_bytes) {
                 Ok(view) => view,
-                Err(EntryDefect::Truncated) if at > 0 => break,
+                Err(EntryDefect::Truncated) if at > 0 => {
+                    // Cut off at the end of this read: when its header says it would not
+                    // fit the byte budget, the read is over (never read it only to drop it).
+                    if let Ok(header) = decode_header(rest, self.max_payload_bytes) {
+                        self.stop_if_over_budget(header.index, header.payload_length);
+                    }
+                    break;
+                }
                 Err(EntryDefect::Truncated) => {
                     let header = decode_header(rest, self.max_payload_bytes)
                         .map_err(|defect| corrupt(format!("unreadable entry: {defect:?}")))?;

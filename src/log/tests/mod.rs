@@ -4,6 +4,7 @@ mod boundaries;
 mod full_disk;
 mod model;
 mod raft_cluster;
+mod read_budget;
 mod recovery;
 mod round_trip;
 mod sim_store_agrees;
