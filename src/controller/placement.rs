@@ -523,8 +523,9 @@ impl Placement {
     }
 
     /// The controller group's votes held by `draining` nodes, each moved to an active
-    /// learner of it (every node holds a controller replica), the one holding the fewest
-    /// replicas first. None while a move of the controller group is under way.
+    /// learner of it (every node holds a controller replica): one on a rack no other voter
+    /// is on first (while there is one), then the one holding the fewest replicas. None
+    /// while a move of the controller group is under way.
     fn controller_votes_off(
         &self,
         draining: &[u64],
@@ -546,12 +547,20 @@ impl Placement {
         let mut voters = controller.voters.clone();
         let mut changes = Vec::new();
         for &from in controller.voters.iter().filter(|v| draining.contains(v)) {
+            let staying: Vec<u64> = voters.iter().copied().filter(|&v| v != from).collect();
+            let shares_a_rack = |node: u64| {
+                self.racks.get(&node).is_some_and(|rack| {
+                    staying
+                        .iter()
+                        .any(|voter| self.racks.get(voter) == Some(rack))
+                })
+            };
             let to = controller
                 .learners
                 .iter()
                 .copied()
                 .filter(|n| nodes.contains(n) && !draining.contains(n) && !voters.contains(n))
-                .min_by_key(|&n| (held(n), n));
+                .min_by_key(|&n| (shares_a_rack(n), held(n), n));
             let Some(to) = to else {
                 continue;
             };
@@ -968,6 +977,37 @@ mod tests {
             default,
             "a node that is no voter does not lead"
         );
+    }
+
+    #[test]
+    fn a_controller_vote_moves_to_a_rack_no_other_voter_is_on() {
+        let racks: BTreeMap<u64, String> = [(1, "a"), (2, "b"), (3, "c")]
+            .into_iter()
+            .map(|(node, rack)| (node, rack.to_string()))
+            .collect();
+        let in_rack = |node_id: u32, rack: &str| PeerAddress {
+            rack: Some(rack.to_string()),
+            ..joined(node_id)
+        };
+        // Node 4 holds nothing but shares rack "b" with voter 2; node 5 is on a free rack.
+        let joined = [in_rack(4, "b"), in_rack(5, "d")];
+        let placement =
+            Placement::bootstrap_in_racks(1, &[1, 2, 3], &racks, 3).with_joined(joined.iter());
+        let nodes = placement.node_ids();
+        let planned = placement.plan_replica_moves((&nodes, &[1]), |_| Vec::new(), &[], 64);
+        let to = |planned: &[PlannedChange]| {
+            planned.iter().find_map(|change| match change {
+                PlannedChange::Replica { group: 0, to, .. } => Some(to.node),
+                _ => None,
+            })
+        };
+        assert_eq!(to(&planned), Some(5), "{planned:?}");
+        // With no free rack left, the least loaded learner takes it.
+        let joined = [in_rack(4, "b"), in_rack(5, "c")];
+        let placement =
+            Placement::bootstrap_in_racks(1, &[1, 2, 3], &racks, 3).with_joined(joined.iter());
+        let planned = placement.plan_replica_moves((&nodes, &[1]), |_| Vec::new(), &[], 64);
+        assert_eq!(to(&planned), Some(4), "{planned:?}");
     }
 
     #[test]
