@@ -108,7 +108,7 @@ fn run_many(args: &Args, options: RunOptions) -> ExitCode {
     // data group, a replica short of space, a frame sent in chunks, several proposals
     // in one replica input, an acknowledged consumer group commit, a group commit refused
     // for a stale generation.
-    let mut seeds_with = [0u64; 12];
+    let mut seeds_with = [0u64; 13];
     let mut first_failure = None;
     let (mut ran, mut max_outbox) = (0, 0);
     for seed in args.first..args.first + args.seeds {
@@ -134,6 +134,7 @@ fn run_many(args: &Args, options: RunOptions) -> ExitCode {
             stats.stale_group_commits,
             stats.moves_done,
             stats.moves_rolled_back,
+            stats.vote_moves,
         ]
         .into_iter()
         .enumerate()
@@ -163,7 +164,7 @@ fn run_many(args: &Args, options: RunOptions) -> ExitCode {
     println!("seeds with each fault: {}", coverage.join(", "));
     let share = |n: u64| 100.0 * n as f64 / ran as f64;
     println!(
-        "seeds with: catch-up reads {:.0}%, snapshot installs {:.0}%, Readies parked for disk work {:.0}%, topic churn {:.0}%, a data group {:.0}%, a replica short of space {:.0}%, frames sent in chunks {:.1}%, gathered proposals {:.0}%, acknowledged group commits {:.0}%, stale group commits refused {:.0}%, replicas moved {:.0}%, moves rolled back {:.0}%; largest outbox {max_outbox} Readies",
+        "seeds with: catch-up reads {:.0}%, snapshot installs {:.0}%, Readies parked for disk work {:.0}%, topic churn {:.0}%, a data group {:.0}%, a replica short of space {:.0}%, frames sent in chunks {:.1}%, gathered proposals {:.0}%, acknowledged group commits {:.0}%, stale group commits refused {:.0}%, replicas moved {:.0}%, moves rolled back {:.0}%, votes moved {:.0}%; largest outbox {max_outbox} Readies",
         share(seeds_with[0]),
         share(seeds_with[1]),
         share(seeds_with[2]),
@@ -175,7 +176,8 @@ fn run_many(args: &Args, options: RunOptions) -> ExitCode {
         share(seeds_with[8]),
         share(seeds_with[9]),
         share(seeds_with[10]),
-        share(seeds_with[11])
+        share(seeds_with[11]),
+        share(seeds_with[12])
     );
     println!(
         "{ran} seeds, {failures} failed{}; {:.0} events/seed; {:.1} seeds/s; {:.0} simulated s per real s",

@@ -189,6 +189,8 @@ pub struct Stats {
     pub moves_done: u64,
     /// Moves rolled back (the learner did not catch up in time).
     pub moves_rolled_back: u64,
+    /// Vote moves done (the demoted voter stays a learner, as in the controller group).
+    pub vote_moves: u64,
 }
 
 /// The world of one run.
@@ -765,6 +767,7 @@ impl World {
         self.stats.stale_group_commits = self.group_client.stale_refusals;
         self.stats.moves_done = self.mover.done;
         self.stats.moves_rolled_back = self.mover.rolled_back;
+        self.stats.vote_moves = self.mover.vote_moves;
     }
 
     /// Starts the nodes, the clients and the fault schedule (once).

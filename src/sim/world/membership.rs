@@ -6,6 +6,10 @@
 //! old replica removed; the mover then stops that node for good (a replica id is never
 //! used twice in a group).
 //! A learner that does not catch up in time is removed again (the move rolls back).
+//! A third of the moves are vote moves, as the controller group's are (every node holds
+//! a controller replica): the demoted voter stays a learner for good, and a later vote
+//! move may promote such a learner back instead of a spare (then a roll-back leaves it a
+//! learner).
 //!
 //! Every step is decided from the configuration the group has applied (the newest one
 //! any replica holds), so a step whose answer was lost (its leader crashed) is seen done
@@ -41,6 +45,9 @@ const MOVER_STEP_NS: u64 = 50_000_000;
 
 /// A move starts at a step with this chance (1 in n) while faults run.
 const MOVE_START_ONE_IN: u64 = 6;
+
+/// A move is a vote move (the demoted voter stays a learner) with this chance (1 in n).
+const VOTE_MOVE_ONE_IN: u64 = 3;
 
 /// A learner not caught up this long after the move started is removed again, ns.
 const CATCH_UP_BUDGET_NS: u64 = 3_000_000_000;
@@ -78,6 +85,10 @@ pub struct MoveUnderWay {
     pub started_at: u64,
     /// The learner is being removed again.
     pub rolling_back: bool,
+    /// A vote move: `from` stays a learner once demoted.
+    pub vote: bool,
+    /// `to` was a learner kept by an earlier vote move (a roll-back leaves it one).
+    pub to_kept: bool,
 }
 
 /// The mover of a seed that moves replicas.
@@ -92,6 +103,10 @@ pub struct Mover {
     pub done: u64,
     /// Moves rolled back.
     pub rolled_back: u64,
+    /// Vote moves done.
+    pub vote_moves: u64,
+    /// Voters a vote move demoted: learners of the group for good (unless promoted back).
+    pub kept: Vec<u64>,
     /// Per node, the configuration it applied last (S11).
     seen: BTreeMap<u64, Membership>,
     /// The configuration applied at each index (S11).
@@ -108,6 +123,8 @@ impl Mover {
             pending: None,
             done: 0,
             rolled_back: 0,
+            kept: Vec::new(),
+            vote_moves: 0,
             seen: BTreeMap::new(),
             by_index: BTreeMap::new(),
         }
@@ -204,37 +221,50 @@ impl World {
         }
     }
 
-    /// Starts a move (faults running, the group settled in a simple configuration):
-    /// a voter's replica to a spare node.
+    /// Starts a move (faults running, the group settled in a simple configuration, its
+    /// only learners those vote moves kept): a voter's replica to a spare node, or a
+    /// vote to a spare or a kept learner.
     fn maybe_start_move(&mut self, membership: &Membership) {
-        if !self.faults_on || membership.is_joint() || !membership.learners.is_empty() {
+        let only_kept = membership
+            .learners
+            .iter()
+            .all(|l| self.mover.kept.contains(l));
+        if !self.faults_on || membership.is_joint() || !only_kept {
             return;
         }
         if !self.mover.rng.chance(1, MOVE_START_ONE_IN) {
             return;
         }
+        let vote = self.mover.rng.chance(1, VOTE_MOVE_ONE_IN);
+        let kept: Vec<u64> = membership.learners.clone();
         let spares: Vec<u64> = self
             .nodes
             .values()
             .filter(|n| !n.in_play && n.incarnation == 0 && !membership.contains(n.id))
             .map(|n| n.id)
             .collect();
-        if spares.is_empty() {
+        let to_kept =
+            vote && !kept.is_empty() && (spares.is_empty() || self.mover.rng.chance(1, 2));
+        let pool = if to_kept { &kept } else { &spares };
+        if pool.is_empty() {
             return;
         }
-        let to = spares[self.mover.rng.range(0, spares.len() as u64) as usize];
+        let to = pool[self.mover.rng.range(0, pool.len() as u64) as usize];
         let voters = &membership.voters;
         let from = voters[self.mover.rng.range(0, voters.len() as u64) as usize];
+        let what = if vote { "vote" } else { "replica" };
         self.trace.note(
             self.now,
             0,
-            format!("move of {from}'s replica to {to} starts"),
+            format!("move of {from}'s {what} to {to} starts"),
         );
         self.mover.current = Some(MoveUnderWay {
             from,
             to,
             started_at: self.now,
             rolling_back: false,
+            vote,
+            to_kept,
         });
     }
 
@@ -264,6 +294,16 @@ impl World {
                     current.rolling_back = true;
                 }
             }
+            return None;
+        }
+        if membership.learners.contains(&from) && moving.vote {
+            self.trace
+                .note(self.now, 0, format!("vote of {from} moved to {to}"));
+            self.mover.current = None;
+            self.mover.done += 1;
+            self.mover.vote_moves += 1;
+            self.mover.kept.retain(|&k| k != to);
+            self.mover.kept.push(from);
             return None;
         }
         if membership.learners.contains(&from) {
@@ -305,14 +345,16 @@ impl World {
                 membership,
             );
         }
-        if membership.learners.contains(&to) {
+        if membership.learners.contains(&to) && !moving.to_kept {
             return Some(MembershipChange::RemoveLearner { node: to });
         }
         self.trace
             .note(self.now, 0, format!("move to {to} rolled back"));
         self.mover.current = None;
         self.mover.rolled_back += 1;
-        self.retire(to);
+        if !moving.to_kept {
+            self.retire(to);
+        }
         None
     }
 
