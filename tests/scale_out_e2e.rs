@@ -250,6 +250,21 @@ fn topics_with_their_own_replication_factor_get_groups_of_their_own() {
             assert_eq!(stored, expected, "{topic}/{partition}");
         }
     }
+    // With its only replica down, `one`'s group is still listed: down, on that node.
+    nodes[one_node - 1].kill();
+    retry("one's group listed down", || {
+        let status = client.cluster_status()?;
+        let rows: Vec<(u32, String)> = status
+            .iter()
+            .filter(|r| r.group == one_group)
+            .map(|r| (r.node, r.role.clone()))
+            .collect();
+        if rows == [(one_node as u32, "down".to_string())] {
+            Ok(())
+        } else {
+            Err(ClientError::Unexpected(format!("one's group: {rows:?}")))
+        }
+    });
 }
 
 /// Leaderships spread over the nodes: six nodes of two shards, every group ends led by

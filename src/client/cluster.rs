@@ -103,14 +103,22 @@ fn newest(
         .max_by_key(|(m, _)| m.epoch)
 }
 
-/// Rows with role "down" for each member of a group, as the answering replicas'
-/// configurations name them, that gave no answer for it.
-fn missing_replicas(rows: &[GroupStatus]) -> Vec<GroupStatus> {
-    let answered: std::collections::BTreeSet<(u32, u32)> =
-        rows.iter().map(|r| (r.group, r.node)).collect();
-    let expected: std::collections::BTreeSet<(u32, u32)> = rows
+/// Rows with role "down" for each member of a group that gave no answer for it: the
+/// members as the answering replicas' configurations name them, and for a group none of
+/// whose replicas answered, as the answering nodes' placements (`placed`) name them.
+fn missing_replicas(rows: &[GroupStatus], placed: &[(u32, u32)]) -> Vec<GroupStatus> {
+    use std::collections::BTreeSet;
+    let answered: BTreeSet<(u32, u32)> = rows.iter().map(|r| (r.group, r.node)).collect();
+    let answered_groups: BTreeSet<u32> = rows.iter().map(|r| r.group).collect();
+    let expected: BTreeSet<(u32, u32)> = rows
         .iter()
         .flat_map(|r| r.members.iter().map(|&node| (r.group, node)))
+        .chain(
+            placed
+                .iter()
+                .copied()
+                .filter(|(group, _)| !answered_groups.contains(group)),
+        )
         .collect();
     expected
         .difference(&answered)
@@ -126,6 +134,23 @@ fn missing_replicas(rows: &[GroupStatus]) -> Vec<GroupStatus> {
             durable: 0,
             followers: Vec::new(),
             members: Vec::new(),
+        })
+        .collect()
+}
+
+/// (group, node) for every member of every group a status answer's placement lists.
+fn placed_members(status: &wire::StatusResponse<'_>) -> Vec<(u32, u32)> {
+    status
+        .placement()
+        .iter()
+        .flatten()
+        .flat_map(|place| {
+            let group = place.group();
+            let members = place.members().map(|m| m.iter().collect::<Vec<u64>>());
+            members
+                .unwrap_or_default()
+                .into_iter()
+                .filter_map(move |node| u32::try_from(node).ok().map(|node| (group, node)))
         })
         .collect()
 }
@@ -640,6 +665,7 @@ impl ClusterClient {
         self.refresh_metadata()?;
         let nodes = self.metadata.nodes.clone();
         let mut out = Vec::new();
+        let mut placed = Vec::new();
         for (_, host, base_port, shards) in nodes {
             for shard in 0..shards {
                 let address = format!("{host}:{}", u32::from(base_port) + shard);
@@ -654,17 +680,20 @@ impl ClusterClient {
                         body.as_union_value(),
                     )
                 });
-                let parsed: Option<Vec<GroupStatus>> = answer.ok().and_then(|answer| {
+                let parsed = answer.ok().and_then(|answer| {
                     let response = decode_response(&answer).ok()?;
-                    let groups = response.body_as_status_response()?.groups()?;
-                    Some(groups.iter().map(|status| group_status(&status)).collect())
+                    let status = response.body_as_status_response()?;
+                    let groups: Vec<GroupStatus> =
+                        status.groups()?.iter().map(|s| group_status(&s)).collect();
+                    Some((groups, placed_members(&status)))
                 });
-                if let Some(groups) = parsed {
+                if let Some((groups, members)) = parsed {
                     out.extend(groups);
+                    placed.extend(members);
                 }
             }
         }
-        out.extend(missing_replicas(&out));
+        out.extend(missing_replicas(&out, &placed));
         out.sort_by_key(|s| (s.group, s.node));
         Ok(out)
     }

@@ -352,6 +352,20 @@ impl HostedGroups {
             .unwrap_or_default()
     }
 
+    /// Every group with the nodes holding a replica of it (voters and learners), as the
+    /// controller's topics last told say (the bootstrap placement before they did).
+    pub fn placed_members(&self) -> Vec<(u32, Vec<u64>)> {
+        let placement = match self.topics.borrow().as_ref() {
+            Some(topics) => self.placement_with(topics),
+            None => Placement::of_config(&self.config),
+        };
+        placement
+            .group_ids()
+            .into_iter()
+            .map(|group| (group.0, placement.members(group)))
+            .collect()
+    }
+
     /// The nodes draining or removed, as the controller's topics last told say.
     pub fn inactive_nodes(&self) -> Vec<(u64, NodeService)> {
         self.topics

@@ -971,6 +971,21 @@ fn handle_status(groups: &HostedGroups, correlation_id: u64) -> AnswerFrame {
     };
     let draining = builder.create_vector(&of(NodeService::Draining));
     let removed = builder.create_vector(&of(NodeService::Removed));
+    let placement: Vec<_> = groups
+        .placed_members()
+        .iter()
+        .map(|(group, members)| {
+            let members = builder.create_vector(members);
+            wire::GroupMembers::create(
+                &mut builder,
+                &wire::GroupMembersArgs {
+                    group: *group,
+                    members: Some(members),
+                },
+            )
+        })
+        .collect();
+    let placement = builder.create_vector(&placement);
     let body = wire::StatusResponse::create(
         &mut builder,
         &wire::StatusResponseArgs {
@@ -978,6 +993,7 @@ fn handle_status(groups: &HostedGroups, correlation_id: u64) -> AnswerFrame {
             moves: Some(moves),
             draining: Some(draining),
             removed: Some(removed),
+            placement: Some(placement),
         },
     );
     finish_response(

@@ -4672,6 +4672,120 @@ impl ::core::fmt::Debug for MoveStatus<'_> {
       ds.finish()
   }
 }
+pub enum GroupMembersOffset {}
+#[derive(Copy, Clone, PartialEq)]
+
+/// A group and the nodes holding a replica of it, as the answering node's placement says.
+pub struct GroupMembers<'a> {
+  pub _tab: ::flatbuffers::Table<'a>,
+}
+
+impl<'a> ::flatbuffers::Follow<'a> for GroupMembers<'a> {
+  type Inner = GroupMembers<'a>;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    Self { _tab: unsafe { ::flatbuffers::Table::new(buf, loc) } }
+  }
+}
+
+impl<'a> GroupMembers<'a> {
+  pub const VT_GROUP: ::flatbuffers::VOffsetT = 4;
+  pub const VT_MEMBERS: ::flatbuffers::VOffsetT = 6;
+
+  #[inline]
+  pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
+    GroupMembers { _tab: table }
+  }
+  #[allow(unused_mut)]
+  pub fn create<'bldr: 'args, 'args: 'mut_bldr, 'mut_bldr, A: ::flatbuffers::Allocator + 'bldr>(
+    _fbb: &'mut_bldr mut ::flatbuffers::FlatBufferBuilder<'bldr, A>,
+    args: &'args GroupMembersArgs<'args>
+  ) -> ::flatbuffers::WIPOffset<GroupMembers<'bldr>> {
+    let mut builder = GroupMembersBuilder::new(_fbb);
+    if let Some(x) = args.members { builder.add_members(x); }
+    builder.add_group(args.group);
+    builder.finish()
+  }
+
+
+  #[inline]
+  pub fn group(&self) -> u32 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u32>(GroupMembers::VT_GROUP, Some(0)).unwrap()}
+  }
+  #[inline]
+  pub fn members(&self) -> Option<::flatbuffers::Vector<'a, u64>> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'a, u64>>>(GroupMembers::VT_MEMBERS, None)}
+  }
+}
+
+impl ::flatbuffers::Verifiable for GroupMembers<'_> {
+  #[inline]
+  fn run_verifier(
+    v: &mut ::flatbuffers::Verifier, pos: usize
+  ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
+    v.visit_table(pos)?
+     .visit_field::<u32>("group", Self::VT_GROUP, false)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'_, u64>>>("members", Self::VT_MEMBERS, false)?
+     .finish();
+    Ok(())
+  }
+}
+pub struct GroupMembersArgs<'a> {
+    pub group: u32,
+    pub members: Option<::flatbuffers::WIPOffset<::flatbuffers::Vector<'a, u64>>>,
+}
+impl<'a> Default for GroupMembersArgs<'a> {
+  #[inline]
+  fn default() -> Self {
+    GroupMembersArgs {
+      group: 0,
+      members: None,
+    }
+  }
+}
+
+pub struct GroupMembersBuilder<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> {
+  fbb_: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>,
+  start_: ::flatbuffers::WIPOffset<::flatbuffers::TableUnfinishedWIPOffset>,
+}
+impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> GroupMembersBuilder<'a, 'b, A> {
+  #[inline]
+  pub fn add_group(&mut self, group: u32) {
+    self.fbb_.push_slot::<u32>(GroupMembers::VT_GROUP, group, 0);
+  }
+  #[inline]
+  pub fn add_members(&mut self, members: ::flatbuffers::WIPOffset<::flatbuffers::Vector<'b , u64>>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(GroupMembers::VT_MEMBERS, members);
+  }
+  #[inline]
+  pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> GroupMembersBuilder<'a, 'b, A> {
+    let start = _fbb.start_table();
+    GroupMembersBuilder {
+      fbb_: _fbb,
+      start_: start,
+    }
+  }
+  #[inline]
+  pub fn finish(self) -> ::flatbuffers::WIPOffset<GroupMembers<'a>> {
+    let o = self.fbb_.end_table(self.start_);
+    ::flatbuffers::WIPOffset::new(o.value())
+  }
+}
+
+impl ::core::fmt::Debug for GroupMembers<'_> {
+  fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
+    let mut ds = f.debug_struct("GroupMembers");
+      ds.field("group", &self.group());
+      ds.field("members", &self.members());
+      ds.finish()
+  }
+}
 pub enum StatusResponseOffset {}
 #[derive(Copy, Clone, PartialEq)]
 
@@ -4692,6 +4806,7 @@ impl<'a> StatusResponse<'a> {
   pub const VT_MOVES: ::flatbuffers::VOffsetT = 6;
   pub const VT_DRAINING: ::flatbuffers::VOffsetT = 8;
   pub const VT_REMOVED: ::flatbuffers::VOffsetT = 10;
+  pub const VT_PLACEMENT: ::flatbuffers::VOffsetT = 12;
 
   #[inline]
   pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
@@ -4703,6 +4818,7 @@ impl<'a> StatusResponse<'a> {
     args: &'args StatusResponseArgs<'args>
   ) -> ::flatbuffers::WIPOffset<StatusResponse<'bldr>> {
     let mut builder = StatusResponseBuilder::new(_fbb);
+    if let Some(x) = args.placement { builder.add_placement(x); }
     if let Some(x) = args.removed { builder.add_removed(x); }
     if let Some(x) = args.draining { builder.add_draining(x); }
     if let Some(x) = args.moves { builder.add_moves(x); }
@@ -4741,6 +4857,15 @@ impl<'a> StatusResponse<'a> {
     // which contains a valid value in this slot
     unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'a, u64>>>(StatusResponse::VT_REMOVED, None)}
   }
+  /// Every group of the cluster with its members (as this node's controller replica
+  /// knows them): a group none of whose replicas answers is still listed.
+  #[inline]
+  pub fn placement(&self) -> Option<::flatbuffers::Vector<'a, ::flatbuffers::ForwardsUOffset<GroupMembers<'a>>>> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'a, ::flatbuffers::ForwardsUOffset<GroupMembers>>>>(StatusResponse::VT_PLACEMENT, None)}
+  }
 }
 
 impl ::flatbuffers::Verifiable for StatusResponse<'_> {
@@ -4753,6 +4878,7 @@ impl ::flatbuffers::Verifiable for StatusResponse<'_> {
      .visit_field::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'_, ::flatbuffers::ForwardsUOffset<MoveStatus>>>>("moves", Self::VT_MOVES, false)?
      .visit_field::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'_, u64>>>("draining", Self::VT_DRAINING, false)?
      .visit_field::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'_, u64>>>("removed", Self::VT_REMOVED, false)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'_, ::flatbuffers::ForwardsUOffset<GroupMembers>>>>("placement", Self::VT_PLACEMENT, false)?
      .finish();
     Ok(())
   }
@@ -4762,6 +4888,7 @@ pub struct StatusResponseArgs<'a> {
     pub moves: Option<::flatbuffers::WIPOffset<::flatbuffers::Vector<'a, ::flatbuffers::ForwardsUOffset<MoveStatus<'a>>>>>,
     pub draining: Option<::flatbuffers::WIPOffset<::flatbuffers::Vector<'a, u64>>>,
     pub removed: Option<::flatbuffers::WIPOffset<::flatbuffers::Vector<'a, u64>>>,
+    pub placement: Option<::flatbuffers::WIPOffset<::flatbuffers::Vector<'a, ::flatbuffers::ForwardsUOffset<GroupMembers<'a>>>>>,
 }
 impl<'a> Default for StatusResponseArgs<'a> {
   #[inline]
@@ -4771,6 +4898,7 @@ impl<'a> Default for StatusResponseArgs<'a> {
       moves: None,
       draining: None,
       removed: None,
+      placement: None,
     }
   }
 }
@@ -4797,6 +4925,10 @@ impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> StatusResponseBuilder<'a, 'b,
     self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(StatusResponse::VT_REMOVED, removed);
   }
   #[inline]
+  pub fn add_placement(&mut self, placement: ::flatbuffers::WIPOffset<::flatbuffers::Vector<'b , ::flatbuffers::ForwardsUOffset<GroupMembers<'b >>>>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(StatusResponse::VT_PLACEMENT, placement);
+  }
+  #[inline]
   pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> StatusResponseBuilder<'a, 'b, A> {
     let start = _fbb.start_table();
     StatusResponseBuilder {
@@ -4818,6 +4950,7 @@ impl ::core::fmt::Debug for StatusResponse<'_> {
       ds.field("moves", &self.moves());
       ds.field("draining", &self.draining());
       ds.field("removed", &self.removed());
+      ds.field("placement", &self.placement());
       ds.finish()
   }
 }
