@@ -229,4 +229,19 @@ fn an_original_node_hands_its_controller_vote_and_replicas_to_a_joined_node_and_
             _ => Err(ClientError::Unexpected(format!("{rows:?}"))),
         }
     });
+    // Stopped, it is no longer named to clients.
+    nodes[0].kill();
+    retry("node 1 left the metadata", || {
+        let named: Vec<u32> = client
+            .refresh_metadata()?
+            .nodes
+            .iter()
+            .map(|n| n.0)
+            .collect();
+        if named.contains(&1) {
+            Err(ClientError::Unexpected(format!("metadata names {named:?}")))
+        } else {
+            Ok(())
+        }
+    });
 }

@@ -113,6 +113,8 @@ pub struct Placement {
     addresses: BTreeMap<u64, PeerAddress>,
     /// The nodes that joined after the bootstrap.
     joined: BTreeSet<u64>,
+    /// The nodes `keel node remove` took out: clients are not sent to them.
+    removed: BTreeSet<u64>,
 }
 
 impl Placement {
@@ -182,6 +184,7 @@ impl Placement {
             nodes: BTreeSet::new(),
             addresses: BTreeMap::new(),
             joined: BTreeSet::new(),
+            removed: BTreeSet::new(),
         }
     }
 
@@ -244,6 +247,7 @@ impl Placement {
             nodes: BTreeSet::new(),
             addresses: BTreeMap::new(),
             joined: BTreeSet::new(),
+            removed: BTreeSet::new(),
         }
     }
 
@@ -311,6 +315,11 @@ impl Placement {
     /// Every node of the cluster, in id order: the bootstrap's and those that joined.
     pub fn node_ids(&self) -> Vec<u64> {
         self.nodes.iter().copied().collect()
+    }
+
+    /// Whether `keel node remove` took `node` out of the cluster.
+    pub fn is_removed(&self, node: u64) -> bool {
+        self.removed.contains(&node)
     }
 
     /// Whether `node` joined after the bootstrap.
@@ -425,6 +434,9 @@ impl Placement {
         if let Some(controller) = self.groups.get_mut(&CONTROLLER_GROUP.0) {
             // A removed node's controller replica left (`keel node remove`).
             for (node, state) in moves.inactive_nodes() {
+                if state == NodeService::Removed {
+                    self.removed.insert(node);
+                }
                 if state == NodeService::Removed && !controller.voters.contains(&node) {
                     controller.learners.retain(|&n| n != node);
                     controller.shard_of.remove(&node);

@@ -568,7 +568,8 @@ async fn read_batches(
 fn handle_metadata(core: &Rc<ShardCore>, correlation_id: u64) -> AnswerFrame {
     let mut builder = FlatBufferBuilder::with_capacity(1024);
     // This node first (clients take it as the one that answered), then every other
-    // node whose address is known: the bootstrap's and those that joined.
+    // node whose address is known: the bootstrap's and those that joined, but not those
+    // removed (clients are not sent to them).
     let mut known: Vec<(u32, String, u16)> = vec![(
         core.config.node_id,
         core.config.host.clone(),
@@ -579,7 +580,7 @@ fn handle_metadata(core: &Rc<ShardCore>, correlation_id: u64) -> AnswerFrame {
         for node in placement.node_ids() {
             if let Some(peer) = placement
                 .address_of(node)
-                .filter(|p| p.node_id != core.config.node_id)
+                .filter(|p| p.node_id != core.config.node_id && !placement.is_removed(node))
             {
                 known.push((peer.node_id, peer.host.clone(), peer.base_port));
             }
