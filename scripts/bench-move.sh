@@ -13,7 +13,7 @@
 #
 # $ROUNDS rounds (default 3), each on a fresh cluster: prints per round the group's
 # size, the move's time, both latency rows (p50/p90/p99/p99.9) and the p99 ratio, then
-# the medians over the rounds.
+# the medians over the rounds (the lower middle value for an even count).
 # Usage: scripts/bench-move.sh [data-dir]   (the directory is removed afterwards)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -72,21 +72,31 @@ round() {
   END=$(date +%s.%N)
   wait $PROBE
   DURING=$(cat "$DATA/during.txt")
-  kill -TERM $DEV 2>/dev/null
-  wait $DEV 2>/dev/null || true
+  kill -TERM "$DEV" 2>/dev/null || true
+  wait "$DEV" 2>/dev/null || true
   DEV=
   MOVE_SECONDS=$(echo "$END - $START" | bc)
   echo "round $1: group $GROUP ($SIZE MiB on its leader, node $LEADER) moved from node $FROM to node $TO in ${MOVE_SECONDS} s"
   echo "  $IDLE"
   echo "  $DURING"
+  for value in "$(field "$IDLE" p99_us)" "$(field "$DURING" p99_us)" "$(field "$DURING" errors)"; do
+    if [ -z "$value" ]; then
+      echo "round $1: a probe printed no result" >&2
+      exit 1
+    fi
+  done
   RATIO=$(echo "scale=2; $(field "$DURING" p99_us) / $(field "$IDLE" p99_us)" | bc)
   echo "  p99 during / idle: $RATIO"
   echo "$SIZE $MOVE_SECONDS $(field "$IDLE" p99_us) $(field "$DURING" p99_us) $RATIO $(field "$DURING" errors)" >> "$ROWS"
 }
 
+if [ "$ROUNDS" -lt 1 ]; then
+  echo "ROUNDS must be at least 1" >&2
+  exit 2
+fi
 ROWS=$(mktemp)
 DEV=
-trap '{ test -n "$DEV" && kill -TERM $DEV; } 2>/dev/null || true; rm -rf "$DATA" "$ROWS"' EXIT
+trap '{ test -n "$DEV" && kill -TERM $DEV && wait $DEV; } 2>/dev/null || true; rm -rf "$DATA" "$ROWS"' EXIT
 for r in $(seq 1 "$ROUNDS"); do
   round "$r"
 done

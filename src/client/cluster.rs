@@ -665,7 +665,7 @@ impl ClusterClient {
         self.refresh_metadata()?;
         let nodes = self.metadata.nodes.clone();
         let mut out = Vec::new();
-        let mut placed = Vec::new();
+        let mut placed = std::collections::BTreeSet::new();
         for (_, host, base_port, shards) in nodes {
             for shard in 0..shards {
                 let address = format!("{host}:{}", u32::from(base_port) + shard);
@@ -693,6 +693,7 @@ impl ClusterClient {
                 }
             }
         }
+        let placed: Vec<(u32, u32)> = placed.into_iter().collect();
         out.extend(missing_replicas(&out, &placed));
         out.sort_by_key(|s| (s.group, s.node));
         Ok(out)

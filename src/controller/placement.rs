@@ -559,7 +559,11 @@ impl Placement {
         let mut voters = controller.voters.clone();
         let mut changes = Vec::new();
         for &from in controller.voters.iter().filter(|v| draining.contains(v)) {
-            let staying: Vec<u64> = voters.iter().copied().filter(|&v| v != from).collect();
+            let staying: Vec<u64> = voters
+                .iter()
+                .copied()
+                .filter(|v| *v != from && !draining.contains(v))
+                .collect();
             let shares_a_rack = |node: u64| {
                 self.racks.get(&node).is_some_and(|rack| {
                     staying
@@ -1014,7 +1018,8 @@ mod tests {
             })
         };
         assert_eq!(to(&planned), Some(5), "{planned:?}");
-        // With no free rack left, the least loaded learner takes it.
+        // With no free rack left, racks no longer decide: the usual order (fewest
+        // replicas, then id) does.
         let joined = [in_rack(4, "b"), in_rack(5, "c")];
         let placement =
             Placement::bootstrap_in_racks(1, &[1, 2, 3], &racks, 3).with_joined(joined.iter());

@@ -214,6 +214,10 @@ impl EntryReader {
                     if needed <= request.length || request.length < self.minimum_read {
                         return Err(corrupt("entry cut short on read".to_string()));
                     }
+                    self.stop_if_over_budget(header.index, header.payload_length);
+                    if self.is_done() {
+                        return Ok(());
+                    }
                     self.minimum_read = needed;
                     return Ok(());
                 }

@@ -353,11 +353,20 @@ impl HostedGroups {
     }
 
     /// Every group with the nodes holding a replica of it (voters and learners), as the
-    /// controller's topics last told say (the bootstrap placement before they did).
+    /// controller's topics last told say; none before they did (the bootstrap placement
+    /// may name nodes that gave their replicas away long ago).
     pub fn placed_members(&self) -> Vec<(u32, Vec<u64>)> {
-        let placement = match self.topics.borrow().as_ref() {
-            Some(topics) => self.placement_with(topics),
-            None => Placement::of_config(&self.config),
+        // Shard 0 of each node answers for the node: the list is the cluster's size.
+        if self.shard_id != 0 {
+            return Vec::new();
+        }
+        let Some(placement) = self
+            .topics
+            .borrow()
+            .as_ref()
+            .map(|t| self.placement_with(t))
+        else {
+            return Vec::new();
         };
         placement
             .group_ids()

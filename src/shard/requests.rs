@@ -568,19 +568,28 @@ async fn read_batches(
 fn handle_metadata(core: &Rc<ShardCore>, correlation_id: u64) -> AnswerFrame {
     let mut builder = FlatBufferBuilder::with_capacity(1024);
     // This node first (clients take it as the one that answered), then every other
-    // node whose address is known: the bootstrap's and those that joined, but not those
-    // removed (clients are not sent to them).
-    let mut known: Vec<(u32, String, u16)> = vec![(
-        core.config.node_id,
-        core.config.host.clone(),
-        core.config.base_port,
-    )];
+    // node whose address is known: the bootstrap's and those that joined. A removed node
+    // is named by no one, itself included (clients are not sent to it), unless a group
+    // was placed on it anyway (a topic created as it was removed): its partitions stay
+    // reachable.
+    let mut known: Vec<(u32, String, u16)> = Vec::new();
     {
         let placement = core.placement();
+        let named = |node: u64| {
+            !placement.is_removed(node)
+                || (0..placement.shards()).any(|shard| !placement.groups_on(node, shard).is_empty())
+        };
+        if named(u64::from(core.config.node_id)) {
+            known.push((
+                core.config.node_id,
+                core.config.host.clone(),
+                core.config.base_port,
+            ));
+        }
         for node in placement.node_ids() {
             if let Some(peer) = placement
                 .address_of(node)
-                .filter(|p| p.node_id != core.config.node_id && !placement.is_removed(node))
+                .filter(|p| p.node_id != core.config.node_id && named(node))
             {
                 known.push((peer.node_id, peer.host.clone(), peer.base_port));
             }

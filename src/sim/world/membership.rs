@@ -206,6 +206,9 @@ impl World {
             return;
         };
         if self.mover.current.is_none() {
+            self.adopt_stale_joint(&membership);
+        }
+        if self.mover.current.is_none() {
             self.maybe_start_move(&membership);
         }
         let Some(moving) = self.mover.current.clone() else {
@@ -219,6 +222,41 @@ impl World {
         if let Some(change) = step {
             self.propose_change(change);
         }
+    }
+
+    /// A joint configuration with no move under way: a vote move to a kept learner rolled
+    /// back while its promotion, proposed before and unanswered, was still in a log; a
+    /// later leader committed it. The mover finishes it as the vote move it was.
+    fn adopt_stale_joint(&mut self, membership: &Membership) {
+        if !membership.is_joint() {
+            return;
+        }
+        let to = membership
+            .voters
+            .iter()
+            .copied()
+            .find(|v| !membership.outgoing.contains(v));
+        let from = membership
+            .outgoing
+            .iter()
+            .copied()
+            .find(|v| !membership.voters.contains(v));
+        let (Some(to), Some(from)) = (to, from) else {
+            return;
+        };
+        self.trace.note(
+            self.now,
+            0,
+            format!("a promotion of {to} committed after its move rolled back: the vote of {from} moves"),
+        );
+        self.mover.current = Some(MoveUnderWay {
+            from,
+            to,
+            started_at: self.now,
+            rolling_back: false,
+            vote: true,
+            to_kept: true,
+        });
     }
 
     /// Starts a move (faults running, the group settled in a simple configuration, its
