@@ -229,7 +229,22 @@ fn an_original_node_hands_its_controller_vote_and_replicas_to_a_joined_node_and_
             _ => Err(ClientError::Unexpected(format!("{rows:?}"))),
         }
     });
-    // Stopped, it is no longer named to clients.
+    // Still running, it names no node to clients, itself included.
+    let mut at_one = ClusterClient::new(&nodes[0].address(0));
+    retry("node 1 does not name itself", || {
+        let named: Vec<u32> = at_one
+            .refresh_metadata()?
+            .nodes
+            .iter()
+            .map(|n| n.0)
+            .collect();
+        if named.contains(&1) {
+            Err(ClientError::Unexpected(format!("node 1 names {named:?}")))
+        } else {
+            Ok(())
+        }
+    });
+    // Stopped, the others do not name it either.
     nodes[0].kill();
     retry("node 1 left the metadata", || {
         let named: Vec<u32> = client
