@@ -231,32 +231,23 @@ fn an_original_node_hands_its_controller_vote_and_replicas_to_a_joined_node_and_
     });
     // Still running, it names no node to clients, itself included.
     let mut at_one = ClusterClient::new(&nodes[0].address(0));
-    retry("node 1 does not name itself", || {
-        let named: Vec<u32> = at_one
-            .refresh_metadata()?
-            .nodes
-            .iter()
-            .map(|n| n.0)
-            .collect();
-        if named.contains(&1) {
-            Err(ClientError::Unexpected(format!("node 1 names {named:?}")))
-        } else {
-            Ok(())
-        }
-    });
+    retry("node 1 does not name itself", || not_named(&mut at_one, 1));
     // Stopped, the others do not name it either.
     nodes[0].kill();
-    retry("node 1 left the metadata", || {
-        let named: Vec<u32> = client
-            .refresh_metadata()?
-            .nodes
-            .iter()
-            .map(|n| n.0)
-            .collect();
-        if named.contains(&1) {
-            Err(ClientError::Unexpected(format!("metadata names {named:?}")))
-        } else {
-            Ok(())
-        }
-    });
+    retry("node 1 left the metadata", || not_named(&mut client, 1));
+}
+
+/// Ok once `client`'s metadata (asked again) names no node `node`.
+fn not_named(client: &mut ClusterClient, node: u32) -> Result<(), ClientError> {
+    let named: Vec<u32> = client
+        .refresh_metadata()?
+        .nodes
+        .iter()
+        .map(|n| n.0)
+        .collect();
+    if named.contains(&node) {
+        Err(ClientError::Unexpected(format!("metadata names {named:?}")))
+    } else {
+        Ok(())
+    }
 }
