@@ -9,7 +9,7 @@
 # (acks=quorum, fsync on every flush) runs $PROBE_SECONDS seconds idle, and again while
 # `keel cluster move` moves a follower's replica of that group to the fourth node. The
 # new replica catches up from the leader (the log from its first entry, in frames of
-# at most the peer frame limit, paced at $LEARNER_RATE per second, default 24MiB).
+# at most the peer frame limit, paced at $LEARNER_RATE per second, default 8MiB).
 #
 # $ROUNDS rounds (default 3), each on a fresh cluster: prints per round the group's
 # size, the move's time, both latency rows (p50/p90/p99/p99.9) and the p99 ratio, then
@@ -25,7 +25,7 @@ ROUNDS=${ROUNDS:-3}
 RATE=${RATE:-500}
 PROBE_SECONDS=${PROBE_SECONDS:-30}
 PORT=${PORT:-19800}
-LEARNER_RATE=${LEARNER_RATE:-24MiB}
+LEARNER_RATE=${LEARNER_RATE:-8MiB}
 BOOTSTRAP="127.0.0.1:$PORT,127.0.0.1:$((PORT + 10)),127.0.0.1:$((PORT + 20)),127.0.0.1:$((PORT + 30))"
 
 probe() {

@@ -14,7 +14,7 @@ use std::time::Duration;
 use keel::client::{ClientError, ClusterClient, GroupStatus};
 use keel::controller::{GroupId, Placement};
 use support::writers::{check_every_acknowledged_record, Writers};
-use support::{keel_binary, retry, start_cluster};
+use support::{keel_binary, retry, start_cluster, start_cluster_with};
 
 const NODES: u32 = 4;
 const PARTITIONS: u32 = 2;
@@ -59,12 +59,21 @@ struct Cluster {
 }
 
 fn cluster_with_topic(root: &std::path::Path) -> Cluster {
-    let nodes = start_cluster(root, NODES, 1);
+    cluster_with_topic_and(root, NODES, &[])
+}
+
+/// `cluster_with_topic` of `count` nodes with `extra` flags for each.
+fn cluster_with_topic_and(root: &std::path::Path, count: u32, extra: &[&str]) -> Cluster {
+    let nodes = if extra.is_empty() {
+        start_cluster(root, count, 1)
+    } else {
+        start_cluster_with(root, count, 1, extra)
+    };
     let bootstrap: Vec<String> = nodes.iter().map(|n| n.address(0)).collect();
     let bootstrap = bootstrap.join(",");
     let mut client = ClusterClient::new(&bootstrap);
     retry("create topic", || client.create_topic(TOPIC, PARTITIONS));
-    let node_ids: Vec<u64> = (1..=u64::from(NODES)).collect();
+    let node_ids: Vec<u64> = (1..=u64::from(count)).collect();
     let placement = Placement::bootstrap(1, &node_ids, 3);
     Cluster {
         nodes,
@@ -457,4 +466,114 @@ fn a_move_under_way_shows_in_the_status_and_ends_once_its_node_runs() {
     expected.insert(to);
     assert_eq!(now, expected, "{rows:?}");
     assert!(client.moves_under_way().unwrap().is_empty());
+}
+
+/// The catch-up budget bounds a stall, not the catch-up: a move to a node that stopped
+/// (SIGSTOP) rolls back once its learner's log has not grown for `--catch-up-timeout`,
+/// and a move whose catch-up takes several times that budget, paced but steady, ends
+/// (to another node: a node never takes back a group it was in, so five nodes).
+#[test]
+fn a_stalled_catch_up_rolls_back_and_a_slow_steady_one_ends() {
+    let root = tempfile::tempdir().unwrap();
+    // 2 MiB/s to a learner: about 12 MiB of log takes about 6 s to copy.
+    let Cluster {
+        nodes,
+        bootstrap,
+        mut client,
+        node_ids,
+        ..
+    } = cluster_with_topic_and(root.path(), 5, &["--learner-rate", "2MiB"]);
+    let filled = Command::new(keel_binary())
+        .args([
+            "bench",
+            "produce",
+            "--bootstrap",
+            &bootstrap,
+            "--topic",
+            TOPIC,
+        ])
+        .args([
+            "--rate",
+            "48",
+            "--duration",
+            "1s",
+            "--record-bytes",
+            "32KiB",
+        ])
+        .args(["--records-per-request", "8", "--acks", "quorum"])
+        .output()
+        .expect("run keel bench produce");
+    assert!(filled.status.success(), "{filled:?}");
+    // The group that took the writes: the data group whose leader's log is longest.
+    let rows = client.cluster_status().unwrap();
+    let leader = rows
+        .iter()
+        .filter(|r| r.group != 0 && r.role == "leader")
+        .max_by_key(|r| r.last_index)
+        .unwrap();
+    let group = leader.group;
+    let members: BTreeSet<u64> = group_rows(&mut client, group, 3)
+        .iter()
+        .map(|r| u64::from(r.node))
+        .collect();
+    let spares: Vec<u64> = node_ids
+        .iter()
+        .copied()
+        .filter(|n| !members.contains(n))
+        .collect();
+    let (stopped, to) = (spares[0], spares[1]);
+    let from = *members
+        .iter()
+        .find(|&&n| n != u64::from(leader.node))
+        .unwrap();
+    let move_with_budget = |ask: &str, to: u64| {
+        let output = Command::new(keel_binary())
+            .args(["cluster", "move", "--bootstrap", ask])
+            .args(["--group", &group.to_string()])
+            .args(["--from", &from.to_string(), "--to", &to.to_string()])
+            .args(["--catch-up-timeout", "2s", "--timeout", "120s"])
+            .output()
+            .expect("run keel cluster move");
+        let said = String::from_utf8_lossy(&output.stdout).into_owned()
+            + &String::from_utf8_lossy(&output.stderr);
+        println!("{said}");
+        (output.status.success(), said)
+    };
+    // Asked of a node that runs (the stopped one would not answer).
+    let ask = nodes[from as usize - 1].address(0);
+
+    nodes[stopped as usize - 1].signal("STOP");
+    let started = std::time::Instant::now();
+    let (moved, said) = move_with_budget(&ask, stopped);
+    nodes[stopped as usize - 1].signal("CONT");
+    assert!(!moved, "a move to a stopped node ended: {said}");
+    assert!(said.contains("the move rolled back"), "{said}");
+    assert!(started.elapsed() < Duration::from_secs(60), "{said}");
+    let now: BTreeSet<u64> = group_rows(&mut client, group, 3)
+        .iter()
+        .map(|r| u64::from(r.node))
+        .collect();
+    assert_eq!(now, members, "the group is as before the move");
+    assert!(client.moves_under_way().unwrap().is_empty());
+
+    let started = std::time::Instant::now();
+    let (moved, said) = move_with_budget(&ask, to);
+    let took = started.elapsed();
+    assert!(moved, "a paced move making progress rolled back: {said}");
+    assert!(
+        took > Duration::from_secs(4),
+        "the catch-up took {took:?}: not several times the 2 s budget, the test proves nothing"
+    );
+    let now: BTreeSet<u64> = group_rows(&mut client, group, 3)
+        .iter()
+        .map(|r| u64::from(r.node))
+        .collect();
+    let mut expected = members.clone();
+    expected.remove(&from);
+    expected.insert(to);
+    assert_eq!(now, expected);
+    assert!(
+        said.contains(&format!("node {to} at index")),
+        "progress printed: {said}"
+    );
 }

@@ -188,7 +188,7 @@ struct BrokerArgs {
     #[arg(long, value_parser = parse_duration)]
     retention_age: Option<Duration>,
     /// Bytes per second a leader sends to each replica being moved here while it catches
-    /// up ("0": unpaced) [default: 24MiB].
+    /// up ("0": unpaced) [default: 8MiB].
     #[arg(long, value_parser = parse_size)]
     learner_rate: Option<u64>,
     /// Join a running cluster through one of its nodes (HOST:PORT, a client port)
@@ -227,7 +227,7 @@ struct DevArgs {
     segment_size: String,
     /// Bytes per second sent to each replica being moved while it catches up ("0":
     /// unpaced).
-    #[arg(long, default_value = "24MiB")]
+    #[arg(long, default_value = "8MiB")]
     learner_rate: String,
 }
 

@@ -26,12 +26,23 @@ pub struct GroupMembership {
     pub index: u64,
     /// Learners the leader counts as caught up.
     pub caught_up: Vec<u64>,
+    /// Each learner's matched index as the leader sees it, in the order of `learners`
+    /// (empty from a replica that does not lead).
+    pub learner_matched: Vec<u64>,
+    /// The leader's last log index (0 from a replica that does not lead).
+    pub last_index: u64,
 }
 
 impl GroupMembership {
     /// Whether a joint configuration is in force.
     pub fn is_joint(&self) -> bool {
         !self.outgoing.is_empty()
+    }
+
+    /// How far learner `node`'s log matches the leader's, when the answer says.
+    pub fn learner_matched(&self, node: u64) -> Option<u64> {
+        let at = self.learners.iter().position(|&n| n == node)?;
+        self.learner_matched.get(at).copied()
     }
 
     /// Whether `node` holds a replica (voter of either side, or learner).
@@ -183,6 +194,8 @@ impl ClusterClient {
             learners: list(body.learners()),
             index: body.index(),
             caught_up: list(body.caught_up()),
+            learner_matched: list(body.learner_matched()),
+            last_index: body.last_index(),
         })
     }
 

@@ -81,10 +81,50 @@ pub struct MoveProgress {
 /// How long a move may take.
 #[derive(Clone, Copy, Debug)]
 pub struct MoveBudget {
-    /// The learner must be caught up within this, else the move rolls back.
+    /// The learner's log must grow at least once within this while it catches up (a
+    /// large group takes as long as its size at the leader's `learner_rate`), else the
+    /// move rolls back.
     pub catch_up: Duration,
-    /// The whole move must end within this.
-    pub total: Duration,
+    /// The whole move must end within this (`None`: no bound but the catch-up's).
+    pub total: Option<Duration>,
+}
+
+/// Watches a learner's catch-up: when its lag behind the leader's last index last
+/// reached a new low. A learner copying steadily sets one at each look; one that stopped,
+/// or that the group's writes outrun (written faster than `learner_rate`), does not.
+struct CatchUpWatch {
+    lowest_lag: Option<u64>,
+    since: Instant,
+}
+
+impl CatchUpWatch {
+    fn new() -> Self {
+        Self {
+            lowest_lag: None,
+            since: Instant::now(),
+        }
+    }
+
+    /// Takes a look at the configuration: answers whether learner `to`'s lag set no new
+    /// low for longer than `stall`. An answer without the learner's progress (from a
+    /// replica that does not lead, or an older broker) leaves the watch as it was.
+    fn stalled(&mut self, membership: &GroupMembership, to: u64, stall: Duration) -> bool {
+        let lag = membership
+            .learner_matched(to)
+            .filter(|_| membership.last_index > 0)
+            .map(|matched| membership.last_index.saturating_sub(matched));
+        self.stalled_at(lag, stall, Instant::now())
+    }
+
+    fn stalled_at(&mut self, lag: Option<u64>, stall: Duration, now: Instant) -> bool {
+        if let Some(lag) = lag {
+            if self.lowest_lag.is_none_or(|lowest| lag < lowest) {
+                self.lowest_lag = Some(lag);
+                self.since = now;
+            }
+        }
+        now.duration_since(self.since) > stall
+    }
 }
 
 /// Moves `plan`'s replica, telling `progress` each step. Resumes a move of the same
@@ -103,11 +143,12 @@ pub fn move_replica(
         group: plan.group,
         error,
     };
+    let mut watch = CatchUpWatch::new();
     loop {
-        if started.elapsed() > budget.total {
+        if let Some(total) = budget.total.filter(|total| started.elapsed() > *total) {
             return Err(MoveError::TimedOut {
                 group: plan.group,
-                seconds: budget.total.as_secs(),
+                seconds: total.as_secs(),
             });
         }
         let looked = client
@@ -130,7 +171,7 @@ pub fn move_replica(
             ))));
         }
         let recorded = under_way.is_some();
-        let late = started.elapsed() > budget.catch_up;
+        let late = watch.stalled(&membership, plan.to, budget.catch_up);
         let step = match (plan.group == CONTROLLER_GROUP.0, rolling_back) {
             (true, true) => controller_roll_back_step(plan, &membership, recorded),
             (true, false) => controller_step(plan, &membership, late, recorded),
@@ -243,7 +284,7 @@ impl Step {
             Step::Wait => "the new replica catches up",
             Step::Done => "done before",
             Step::Refuse(_) => "refused",
-            Step::RollBack => "the new replica did not catch up in time: rolling back",
+            Step::RollBack => "the new replica stopped catching up: rolling back",
             Step::Finish => "recording the end",
             Step::Abandoned => "recording the roll-back",
         }
@@ -403,7 +444,44 @@ mod tests {
             learners: learners.to_vec(),
             index: 10,
             caught_up: caught_up.to_vec(),
+            ..GroupMembership::default()
         }
+    }
+
+    /// A learner catching up slowly but steadily is never late; one whose lag stops
+    /// shrinking is, once that lasts longer than the budget: stopped, or outrun by the
+    /// group's writes.
+    #[test]
+    fn a_catch_up_is_late_only_when_it_stops_progressing() {
+        let stall = Duration::from_secs(60);
+        let start = Instant::now();
+        let mut watch = CatchUpWatch {
+            lowest_lag: None,
+            since: start,
+        };
+        let at = |s: u64| start + Duration::from_secs(s);
+        // Ten minutes of steady progress: never late.
+        for minute in 0..10 {
+            let lag = 100_000 - minute * 1000;
+            assert!(!watch.stalled_at(Some(lag), stall, at(minute * 60)));
+        }
+        // The lag stays at 91,000 (since 540 s): late once 60 s have passed.
+        assert!(!watch.stalled_at(Some(91_000), stall, at(590)));
+        assert!(watch.stalled_at(Some(91_000), stall, at(601)));
+        // It shrinks again: no longer late.
+        assert!(!watch.stalled_at(Some(90_999), stall, at(602)));
+        // Outrun: the learner copies, but the leader's log grows faster.
+        for second in 0..=60 {
+            watch.stalled_at(Some(91_000 + second * 10), stall, at(603 + second));
+        }
+        assert!(watch.stalled_at(Some(92_000), stall, at(663)));
+        // Answers without the learner's progress: only the time since the last low.
+        let mut blind = CatchUpWatch {
+            lowest_lag: None,
+            since: start,
+        };
+        assert!(!blind.stalled_at(None, stall, at(59)));
+        assert!(blind.stalled_at(None, stall, at(61)));
     }
 
     /// Each configuration a recorded move passes through leads to the step after it,

@@ -62,6 +62,19 @@ pub type LeaderHook = Box<dyn Fn(GroupId, u32)>;
 /// How a shard sends a question to another shard of its node.
 pub type ShardAsker = Box<dyn Fn(u32, BoundsQuery)>;
 
+/// A replica's configuration as a membership answer carries it.
+pub struct MembershipView {
+    /// The configuration this replica applied.
+    pub membership: Membership,
+    /// Learners the leader counts as caught up (empty unless leading).
+    pub caught_up: Vec<u64>,
+    /// Each learner's matched index, in the order of `membership.learners` (empty unless
+    /// leading).
+    pub learner_matched: Vec<u64>,
+    /// The leader's last log index (0 unless leading).
+    pub last_index: u64,
+}
+
 /// A replica group's state, for `keel cluster status`.
 #[derive(Clone, Debug)]
 pub struct GroupStatusView {
@@ -734,9 +747,8 @@ impl ShardCore {
         Ok(Pending(receiver))
     }
 
-    /// The configuration this replica applied, and (leading) the learners it counts as
-    /// caught up.
-    pub fn membership_view(&self) -> (Membership, Vec<u64>) {
+    /// The configuration this replica applied and, leading, how far its learners are.
+    pub fn membership_view(&self) -> MembershipView {
         let replica = self.replica.borrow();
         let membership = replica.membership().clone();
         let caught_up = membership
@@ -745,7 +757,23 @@ impl ShardCore {
             .copied()
             .filter(|&node| replica.is_caught_up(node))
             .collect();
-        (membership, caught_up)
+        let matched: std::collections::HashMap<u64, u64> =
+            replica.follower_progress().into_iter().collect();
+        let (learner_matched, last_index) = if replica.is_leader() {
+            let learners = &membership.learners;
+            let each = learners
+                .iter()
+                .map(|n| matched.get(n).copied().unwrap_or(0));
+            (each.collect(), replica.last_index())
+        } else {
+            (Vec::new(), 0)
+        };
+        MembershipView {
+            membership,
+            caught_up,
+            learner_matched,
+            last_index,
+        }
     }
 
     /// Proposes an entry and waits for what applying it did.

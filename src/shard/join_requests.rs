@@ -33,7 +33,7 @@ pub(super) async fn handle_join_cluster(
     controller_only(core)?;
     let node = joining_node(core, &asked)?;
     let id = u64::from(node.node_id);
-    let (membership, _) = core.membership_view();
+    let membership = core.membership_view().membership;
     if membership.is_joint() {
         // Its replica would start from a configuration that is not the group's.
         return Err(WireError::new(
@@ -60,7 +60,7 @@ pub(super) async fn handle_join_cluster(
             )));
         }
     }
-    if !core.membership_view().0.contains(id) {
+    if !core.membership_view().membership.contains(id) {
         apply_membership_change(core, MembershipChange::AddLearner { node: id }).await?;
     }
     Ok(join_answer(core, correlation_id))
@@ -183,7 +183,7 @@ fn overlapping_node(placement: &crate::controller::Placement, node: &PeerAddress
 /// What the node needs to start: the bootstrap nodes, shards, replication factor and
 /// the controller's configuration with it as a learner.
 fn join_answer(core: &ShardCore, correlation_id: u64) -> AnswerFrame {
-    let (membership, _) = core.membership_view();
+    let membership = core.membership_view().membership;
     let mut builder = FlatBufferBuilder::with_capacity(512);
     let peers = builder.create_string(&format_peers(&core.config.peers));
     let voters = builder.create_vector(&membership.voters);

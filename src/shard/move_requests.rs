@@ -246,7 +246,7 @@ pub(super) async fn handle_set_node_state(
             "node {node} was removed: it never serves again"
         )));
     }
-    if state == NodeService::Removed && core.membership_view().0.learners.contains(&node) {
+    if state == NodeService::Removed && core.membership_view().membership.learners.contains(&node) {
         // Its controller replica leaves too: a removed node holds nothing and keeps no
         // place in the controller's configuration. Told first, while it still gets the
         // log (a replica removed from its group hears nothing more), when it runs.
@@ -457,12 +457,14 @@ fn change_of(
 
 /// The configuration the leader applied, with the learners it counts as caught up.
 fn membership_answer(core: &ShardCore, correlation_id: u64) -> AnswerFrame {
-    let (membership, caught_up) = core.membership_view();
+    let view = core.membership_view();
+    let membership = &view.membership;
     let mut builder = FlatBufferBuilder::with_capacity(256);
     let voters = builder.create_vector(&membership.voters);
     let outgoing = builder.create_vector(&membership.outgoing);
     let learners = builder.create_vector(&membership.learners);
-    let caught_up = builder.create_vector(&caught_up);
+    let caught_up = builder.create_vector(&view.caught_up);
+    let learner_matched = builder.create_vector(&view.learner_matched);
     let body = wire::ChangeMembershipResponse::create(
         &mut builder,
         &wire::ChangeMembershipResponseArgs {
@@ -472,6 +474,8 @@ fn membership_answer(core: &ShardCore, correlation_id: u64) -> AnswerFrame {
             learners: Some(learners),
             index: membership.index,
             caught_up: Some(caught_up),
+            learner_matched: Some(learner_matched),
+            last_index: view.last_index,
         },
     );
     finish_response(

@@ -1029,7 +1029,7 @@ fn group_status<'b>(
         .collect();
     let followers = builder.create_vector(&followers);
     let members: Vec<u32> = {
-        let (membership, _) = core.membership_view();
+        let membership = core.membership_view().membership;
         let mut members: Vec<u64> = membership
             .voters
             .iter()

@@ -96,12 +96,15 @@ pub(crate) struct PlanArgs {
 /// How long each move may take.
 #[derive(Args)]
 pub(crate) struct BudgetArgs {
-    /// The new replica must be caught up within this, else its move rolls back.
-    #[arg(long, value_parser = parse_duration, default_value = "10m")]
+    /// The new replica's log must grow at least once within this while it catches up,
+    /// else its move rolls back (a large group takes as long as its size at the
+    /// leaders' `learner_rate`: 8 MiB/s by default, about 2 minutes a GiB).
+    #[arg(long, value_parser = parse_duration, default_value = "2m")]
     catch_up_timeout: Duration,
-    /// A move must end within this (it resumes when asked again).
-    #[arg(long, value_parser = parse_duration, default_value = "30m")]
-    timeout: Duration,
+    /// A move must end within this (it resumes when asked again) [default: no bound
+    /// but the catch-up's].
+    #[arg(long, value_parser = parse_duration)]
+    timeout: Option<Duration>,
 }
 
 impl BudgetArgs {
@@ -302,13 +305,31 @@ fn cluster_move(args: MoveArgs) -> ExitCode {
     move_one(&mut client, &plan, budget)
 }
 
-/// Makes one move, printing each step.
+/// How often a move in progress prints the new replica's catch-up.
+const MOVE_PROGRESS_EVERY: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// Makes one move, printing each step and, every few seconds, the catch-up.
 fn move_one(client: &mut ClusterClient, plan: &ReplicaMovePlan, budget: MoveBudget) -> ExitCode {
     let started = std::time::Instant::now();
     let mut last_step = "";
+    let mut last_print = started;
     let mut report = |progress: &keel::client::mover::MoveProgress| {
+        let m = &progress.membership;
+        let matched = m.learner_matched(plan.to).filter(|_| m.last_index > 0);
+        if progress.step == last_step && last_print.elapsed() >= MOVE_PROGRESS_EVERY {
+            if let Some(matched) = matched {
+                println!(
+                    "{:>7.1}s  node {} at index {matched} of {} ({} behind)",
+                    started.elapsed().as_secs_f64(),
+                    plan.to,
+                    m.last_index,
+                    m.last_index.saturating_sub(matched)
+                );
+                last_print = std::time::Instant::now();
+            }
+        }
         if progress.step != last_step {
-            let m = &progress.membership;
+            last_print = std::time::Instant::now();
             println!(
                 "{:>7.1}s  {}  (voters {:?}{}, learners {:?}, as of index {})",
                 started.elapsed().as_secs_f64(),
@@ -338,7 +359,7 @@ fn move_one(client: &mut ClusterClient, plan: &ReplicaMovePlan, budget: MoveBudg
         }
         Ok(MoveOutcome::RolledBack) => {
             eprintln!(
-                "group {}: node {} did not catch up within {:?}: the move rolled back (the group is as before)",
+                "group {}: node {}'s log did not grow for {:?} while it caught up: the move rolled back (the group is as before)",
                 plan.group, plan.to, budget.catch_up
             );
             ExitCode::FAILURE

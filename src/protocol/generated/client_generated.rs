@@ -8535,6 +8535,8 @@ impl<'a> ChangeMembershipResponse<'a> {
   pub const VT_LEARNERS: ::flatbuffers::VOffsetT = 10;
   pub const VT_INDEX: ::flatbuffers::VOffsetT = 12;
   pub const VT_CAUGHT_UP: ::flatbuffers::VOffsetT = 14;
+  pub const VT_LEARNER_MATCHED: ::flatbuffers::VOffsetT = 16;
+  pub const VT_LAST_INDEX: ::flatbuffers::VOffsetT = 18;
 
   #[inline]
   pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
@@ -8546,7 +8548,9 @@ impl<'a> ChangeMembershipResponse<'a> {
     args: &'args ChangeMembershipResponseArgs<'args>
   ) -> ::flatbuffers::WIPOffset<ChangeMembershipResponse<'bldr>> {
     let mut builder = ChangeMembershipResponseBuilder::new(_fbb);
+    builder.add_last_index(args.last_index);
     builder.add_index(args.index);
+    if let Some(x) = args.learner_matched { builder.add_learner_matched(x); }
     if let Some(x) = args.caught_up { builder.add_caught_up(x); }
     if let Some(x) = args.learners { builder.add_learners(x); }
     if let Some(x) = args.outgoing { builder.add_outgoing(x); }
@@ -8601,6 +8605,23 @@ impl<'a> ChangeMembershipResponse<'a> {
     // which contains a valid value in this slot
     unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'a, u64>>>(ChangeMembershipResponse::VT_CAUGHT_UP, None)}
   }
+  /// Each learner's matched index as the leader sees it, in the order of `learners`
+  /// (empty when the answering replica does not lead).
+  #[inline]
+  pub fn learner_matched(&self) -> Option<::flatbuffers::Vector<'a, u64>> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'a, u64>>>(ChangeMembershipResponse::VT_LEARNER_MATCHED, None)}
+  }
+  /// The leader's last log index (0 when the answering replica does not lead).
+  #[inline]
+  pub fn last_index(&self) -> u64 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u64>(ChangeMembershipResponse::VT_LAST_INDEX, Some(0)).unwrap()}
+  }
 }
 
 impl ::flatbuffers::Verifiable for ChangeMembershipResponse<'_> {
@@ -8615,6 +8636,8 @@ impl ::flatbuffers::Verifiable for ChangeMembershipResponse<'_> {
      .visit_field::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'_, u64>>>("learners", Self::VT_LEARNERS, false)?
      .visit_field::<u64>("index", Self::VT_INDEX, false)?
      .visit_field::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'_, u64>>>("caught_up", Self::VT_CAUGHT_UP, false)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'_, u64>>>("learner_matched", Self::VT_LEARNER_MATCHED, false)?
+     .visit_field::<u64>("last_index", Self::VT_LAST_INDEX, false)?
      .finish();
     Ok(())
   }
@@ -8626,6 +8649,8 @@ pub struct ChangeMembershipResponseArgs<'a> {
     pub learners: Option<::flatbuffers::WIPOffset<::flatbuffers::Vector<'a, u64>>>,
     pub index: u64,
     pub caught_up: Option<::flatbuffers::WIPOffset<::flatbuffers::Vector<'a, u64>>>,
+    pub learner_matched: Option<::flatbuffers::WIPOffset<::flatbuffers::Vector<'a, u64>>>,
+    pub last_index: u64,
 }
 impl<'a> Default for ChangeMembershipResponseArgs<'a> {
   #[inline]
@@ -8637,6 +8662,8 @@ impl<'a> Default for ChangeMembershipResponseArgs<'a> {
       learners: None,
       index: 0,
       caught_up: None,
+      learner_matched: None,
+      last_index: 0,
     }
   }
 }
@@ -8671,6 +8698,14 @@ impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> ChangeMembershipResponseBuild
     self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(ChangeMembershipResponse::VT_CAUGHT_UP, caught_up);
   }
   #[inline]
+  pub fn add_learner_matched(&mut self, learner_matched: ::flatbuffers::WIPOffset<::flatbuffers::Vector<'b , u64>>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(ChangeMembershipResponse::VT_LEARNER_MATCHED, learner_matched);
+  }
+  #[inline]
+  pub fn add_last_index(&mut self, last_index: u64) {
+    self.fbb_.push_slot::<u64>(ChangeMembershipResponse::VT_LAST_INDEX, last_index, 0);
+  }
+  #[inline]
   pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> ChangeMembershipResponseBuilder<'a, 'b, A> {
     let start = _fbb.start_table();
     ChangeMembershipResponseBuilder {
@@ -8694,6 +8729,8 @@ impl ::core::fmt::Debug for ChangeMembershipResponse<'_> {
       ds.field("learners", &self.learners());
       ds.field("index", &self.index());
       ds.field("caught_up", &self.caught_up());
+      ds.field("learner_matched", &self.learner_matched());
+      ds.field("last_index", &self.last_index());
       ds.finish()
   }
 }
