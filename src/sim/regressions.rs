@@ -190,3 +190,13 @@ fn seed_0x3a1_a_learner_is_promoted_only_once_it_holds_its_own_addition() {
 fn seed_0x24_a_learner_caught_up_while_idle_is_promoted() {
     passes_as_drawn(0x24);
 }
+
+/// A vote move to a kept learner rolled back with its promotion unanswered; the next
+/// vote move chose the same learner, and a later leader then committed the first one's
+/// promotion (demoting another voter): the new move found its learner voting beside the
+/// voter it was to demote and waited for ever (liveness). The mover now ends a move
+/// whose learner already votes.
+#[test]
+fn seed_0xdd8_a_vote_move_overtaken_by_a_stale_promotion_ends() {
+    passes_as_drawn(0xdd8);
+}
