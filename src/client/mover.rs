@@ -228,6 +228,14 @@ pub fn move_replica(
                 };
             }
             Step::Refuse(why) => return Err(refused(ClientError::Unexpected(why))),
+            Step::Overtaken(why) => {
+                let record = MoveRecord::Abandon {
+                    from: plan.from,
+                    to: plan.to,
+                };
+                client.record_move(plan.group, &record).map_err(refused)?;
+                return Err(refused(ClientError::Unexpected(why)));
+            }
         };
         if let Err(error) = outcome {
             retry_or_refuse(plan.group, error)?;
@@ -268,6 +276,9 @@ enum Step {
     Finish,
     /// The learner is out again: record the roll-back.
     Abandoned,
+    /// The group got where this plan can no longer take it after its start was
+    /// recorded: record the roll-back, then refuse with the reason.
+    Overtaken(String),
 }
 
 impl Step {
@@ -287,6 +298,7 @@ impl Step {
             Step::RollBack => "the new replica stopped catching up: rolling back",
             Step::Finish => "recording the end",
             Step::Abandoned => "recording the roll-back",
+            Step::Overtaken(_) => "overtaken by another change: recording the roll-back",
         }
     }
 }
@@ -374,6 +386,16 @@ fn controller_step(
     }
     if membership.voters.contains(&to) && !membership.voters.contains(&from) {
         return if recorded { Step::Finish } else { Step::Done };
+    }
+    if recorded && membership.voters.contains(&to) {
+        // `to` votes beside `from`: an earlier vote move's promotion of `to`, proposed
+        // before that move rolled back and committed since, demoted another voter. This
+        // move has nothing left to do; left recorded, it would block every later one.
+        return Step::Overtaken(format!(
+            "node {to} already votes in the controller group beside node {from} (an \
+             earlier promotion of it committed late): the move ends without a change; \
+             plan again"
+        ));
     }
     if !membership.learners.contains(&to) || !membership.voters.contains(&from) {
         return Step::Refuse(format!(
@@ -595,6 +617,29 @@ mod tests {
         let not_a_learner = config(&[1, 2, 3], &[], &[5], &[]);
         assert!(matches!(
             controller_step(&plan, &not_a_learner, false, false),
+            Step::Refuse(_)
+        ));
+    }
+
+    /// A vote move whose learner a late promotion (of an earlier, rolled-back move, which
+    /// demoted another voter) made a voter beside the voter this move demotes: its start
+    /// recorded, it records a roll-back and says why, instead of refusing for ever with
+    /// its record blocking every later move of the group.
+    #[test]
+    fn a_controller_vote_move_overtaken_by_a_late_promotion_records_its_end() {
+        let plan = ReplicaMovePlan { group: 0, ..plan() };
+        // Node 4's promotion from an earlier move demoted node 2.
+        let overtaken = config(&[1, 3, 4], &[], &[2, 5], &[]);
+        assert!(matches!(
+            controller_step(&plan, &overtaken, false, true),
+            Step::Overtaken(_)
+        ));
+        assert!(matches!(
+            controller_roll_back_step(&plan, &overtaken, true),
+            Step::Overtaken(_)
+        ));
+        assert!(matches!(
+            controller_step(&plan, &overtaken, false, false),
             Step::Refuse(_)
         ));
     }
