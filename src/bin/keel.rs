@@ -561,6 +561,13 @@ struct LogBenchArgs {
     io_memory: u64,
 }
 
+/// mimalloc serves every allocation of the process: at full load glibc's malloc, free
+/// and chunk consolidation were a fifth of a leader's CPU samples (1 KiB records make
+/// entries of about 1.1 KiB, just above glibc's per-thread cache), and the cluster's
+/// maximum throughput rose by a fifth with mimalloc (README, "What a request costs").
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> ExitCode {
     tracing_subscriber::fmt()
         .with_env_filter(

@@ -7,7 +7,10 @@
 //! heap was trimmed and grown again, and every answer paid page faults and zeroing (a
 //! tenth of a leader's CPU while it fed a consumer group; the drain rate from the tail
 //! cache rose from 0.86 to 1.43 GB/s with fixed thresholds). Fixed thresholds keep such
-//! blocks in the heap, reused. This module owns nothing else and never allocates.
+//! blocks in the heap, reused. The `keel` binary allocates through mimalloc (its global
+//! allocator), so these settings matter there only for what still calls the C library's
+//! malloc; they hold for any other program that runs shards on glibc. This module owns
+//! nothing else and never allocates.
 
 use crate::constants::{MALLOC_MMAP_THRESHOLD_BYTES, MALLOC_TRIM_THRESHOLD_BYTES};
 
