@@ -35,7 +35,8 @@ fio --name=sync3 --directory="$dir/fio" --rw=write --bs=4k --direct=1 --ioengine
 rm -rf "$dir/fio" "$dir/cluster"
 "$keel" dev --data-dir "$dir/cluster" --port 9900 >"$out/dev.log" 2>&1 &
 dev=$!
-trap 'kill $dev 2>/dev/null; wait $dev 2>/dev/null || true' EXIT
+# The cluster's logs are removed on exit: the throughput runs write tens of GB.
+trap 'kill $dev 2>/dev/null; wait $dev 2>/dev/null || true; rm -rf "$dir/cluster"' EXIT
 bootstrap=127.0.0.1:9900,127.0.0.1:9910,127.0.0.1:9920
 sleep 2
 nodes=$(pgrep -d, -P "$dev")
