@@ -468,8 +468,16 @@ fn a_move_under_way_shows_in_the_status_and_ends_once_its_node_runs() {
     assert!(client.moves_under_way().unwrap().is_empty());
 }
 
+/// The nodes holding `group`'s three replicas.
+fn members_of(client: &mut ClusterClient, group: u32) -> BTreeSet<u64> {
+    group_rows(client, group, 3)
+        .iter()
+        .map(|r| u64::from(r.node))
+        .collect()
+}
+
 /// The catch-up budget bounds a stall, not the catch-up: a move to a node that stopped
-/// (SIGSTOP) rolls back once its learner's log has not grown for `--catch-up-timeout`,
+/// (SIGSTOP) rolls back once its learner's lag set no new low for `--catch-up-timeout`,
 /// and a move whose catch-up takes several times that budget, paced but steady, ends
 /// (to another node: a node never takes back a group it was in, so five nodes).
 #[test]
@@ -512,10 +520,7 @@ fn a_stalled_catch_up_rolls_back_and_a_slow_steady_one_ends() {
         .max_by_key(|r| r.last_index)
         .unwrap();
     let group = leader.group;
-    let members: BTreeSet<u64> = group_rows(&mut client, group, 3)
-        .iter()
-        .map(|r| u64::from(r.node))
-        .collect();
+    let members: BTreeSet<u64> = members_of(&mut client, group);
     let spares: Vec<u64> = node_ids
         .iter()
         .copied()
@@ -549,10 +554,7 @@ fn a_stalled_catch_up_rolls_back_and_a_slow_steady_one_ends() {
     assert!(!moved, "a move to a stopped node ended: {said}");
     assert!(said.contains("the move rolled back"), "{said}");
     assert!(started.elapsed() < Duration::from_secs(60), "{said}");
-    let now: BTreeSet<u64> = group_rows(&mut client, group, 3)
-        .iter()
-        .map(|r| u64::from(r.node))
-        .collect();
+    let now: BTreeSet<u64> = members_of(&mut client, group);
     assert_eq!(now, members, "the group is as before the move");
     assert!(client.moves_under_way().unwrap().is_empty());
 
@@ -564,10 +566,7 @@ fn a_stalled_catch_up_rolls_back_and_a_slow_steady_one_ends() {
         took > Duration::from_secs(4),
         "the catch-up took {took:?}: not several times the 2 s budget, the test proves nothing"
     );
-    let now: BTreeSet<u64> = group_rows(&mut client, group, 3)
-        .iter()
-        .map(|r| u64::from(r.node))
-        .collect();
+    let now: BTreeSet<u64> = members_of(&mut client, group);
     let mut expected = members.clone();
     expected.remove(&from);
     expected.insert(to);
