@@ -81,11 +81,13 @@ pub struct MoveProgress {
 /// How long a move may take.
 #[derive(Clone, Copy, Debug)]
 pub struct MoveBudget {
-    /// The learner's log must grow at least once within this while it catches up (a
-    /// large group takes as long as its size at the leader's `learner_rate`), else the
-    /// move rolls back.
+    /// The learner's lag behind the leader (in entries) must set a new low at least once
+    /// within this while it catches up (a large group takes as long as its size at the
+    /// leader's `learner_rate`), else the move rolls back. Against a broker whose answers
+    /// do not carry the learner's progress, this bounds the whole catch-up.
     pub catch_up: Duration,
-    /// The whole move must end within this (`None`: no bound but the catch-up's).
+    /// The whole move must end within this (`None`: unbounded; waits for a leader or a
+    /// quorum then last as long as they do).
     pub total: Option<Duration>,
 }
 
@@ -392,9 +394,10 @@ fn controller_step(
         // before that move rolled back and committed since, demoted another voter. This
         // move has nothing left to do; left recorded, it would block every later one.
         return Step::Overtaken(format!(
-            "node {to} already votes in the controller group beside node {from} (an \
-             earlier promotion of it committed late): the move ends without a change; \
-             plan again"
+            "node {to} already votes in the controller group beside node {from}: an \
+             earlier move's promotion of it committed after that move rolled back, and \
+             demoted another voter; this move is recorded as rolled back; check \
+             `keel cluster status` and plan again"
         ));
     }
     if !membership.learners.contains(&to) || !membership.voters.contains(&from) {

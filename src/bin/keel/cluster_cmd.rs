@@ -96,22 +96,22 @@ pub(crate) struct PlanArgs {
 /// How long each move may take.
 #[derive(Args)]
 pub(crate) struct BudgetArgs {
-    /// The new replica's log must grow at least once within this while it catches up,
-    /// else its move rolls back (a large group takes as long as its size at the
-    /// leaders' `learner_rate`: 8 MiB/s by default, about 2 minutes a GiB).
+    /// The new replica's lag behind its leader (in entries) must set a new low at least
+    /// once within this while it catches up, else its move rolls back: a large group
+    /// takes as long as its size at the leaders' `learner_rate` (8 MiB/s by default,
+    /// about 2 minutes a GiB), a group written faster than that never closes in.
     #[arg(long, value_parser = parse_duration, default_value = "2m")]
     catch_up_timeout: Duration,
-    /// A move must end within this (it resumes when asked again) [default: no bound
-    /// but the catch-up's].
-    #[arg(long, value_parser = parse_duration)]
-    timeout: Option<Duration>,
+    /// A move must end within this (it resumes when asked again).
+    #[arg(long, value_parser = parse_duration, default_value = "12h")]
+    timeout: Duration,
 }
 
 impl BudgetArgs {
     fn budget(&self) -> MoveBudget {
         MoveBudget {
             catch_up: self.catch_up_timeout,
-            total: self.timeout,
+            total: Some(self.timeout),
         }
     }
 }
@@ -359,7 +359,7 @@ fn move_one(client: &mut ClusterClient, plan: &ReplicaMovePlan, budget: MoveBudg
         }
         Ok(MoveOutcome::RolledBack) => {
             eprintln!(
-                "group {}: node {}'s log did not grow for {:?} while it caught up: the move rolled back (the group is as before)",
+                "group {}: node {}'s lag behind the leader set no new low for {:?} while it caught up: the move rolled back (the group is as before)",
                 plan.group, plan.to, budget.catch_up
             );
             ExitCode::FAILURE
