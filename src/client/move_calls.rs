@@ -29,8 +29,12 @@ pub struct GroupMembership {
     /// Each learner's matched index as the leader sees it, in the order of `learners`
     /// (empty from a replica that does not lead).
     pub learner_matched: Vec<u64>,
-    /// The leader's last log index (0 from a replica that does not lead).
+    /// The leader's last log index (0 from a replica that does not lead, or a broker
+    /// too old to say).
     pub last_index: u64,
+    /// No change proposed before can take effect any more (the leader applied an entry
+    /// of its own term and has none pending).
+    pub settled: bool,
 }
 
 impl GroupMembership {
@@ -43,6 +47,13 @@ impl GroupMembership {
     pub fn learner_matched(&self, node: u64) -> Option<u64> {
         let at = self.learners.iter().position(|&n| n == node)?;
         self.learner_matched.get(at).copied()
+    }
+
+    /// Whether a roll-back that proposes nothing is final: no change proposed before
+    /// can take effect any more. A broker too old to say (no last index) is taken at
+    /// its word, as before.
+    pub fn changes_settled(&self) -> bool {
+        self.settled || self.last_index == 0
     }
 
     /// Whether `node` holds a replica (voter of either side, or learner).
@@ -196,6 +207,7 @@ impl ClusterClient {
             caught_up: list(body.caught_up()),
             learner_matched: list(body.learner_matched()),
             last_index: body.last_index(),
+            settled: body.settled(),
         })
     }
 

@@ -423,7 +423,10 @@ fn controller_step(
 }
 
 /// The next step of a controller vote's move rolling back: nothing to remove (`to`
-/// stays the learner it was), unless it was promoted meanwhile (the move goes on).
+/// stays the learner it was), unless it was promoted meanwhile (the move goes on). The
+/// roll-back proposes nothing, so it is recorded only once no promotion proposed before
+/// (its answer lost in a leader change) can still commit: else the group's voters would
+/// change after the controller recorded that they did not.
 fn controller_roll_back_step(
     plan: &ReplicaMovePlan,
     membership: &GroupMembership,
@@ -431,6 +434,9 @@ fn controller_roll_back_step(
 ) -> Step {
     if membership.voters.contains(&plan.to) || membership.outgoing.contains(&plan.to) {
         return controller_step(plan, membership, false, recorded);
+    }
+    if !membership.changes_settled() {
+        return Step::Wait;
     }
     Step::Abandoned
 }
@@ -622,6 +628,31 @@ mod tests {
             controller_step(&plan, &not_a_learner, false, false),
             Step::Refuse(_)
         ));
+    }
+
+    /// A controller vote move rolls back only once the leader says no promotion proposed
+    /// before can still commit; a broker too old to say is taken at its word.
+    #[test]
+    fn a_controller_roll_back_waits_until_no_promotion_can_commit_late() {
+        let plan = ReplicaMovePlan { group: 0, ..plan() };
+        let learner = GroupMembership {
+            last_index: 40,
+            ..config(&[1, 2, 3], &[], &[4, 5], &[])
+        };
+        assert_eq!(controller_roll_back_step(&plan, &learner, true), Step::Wait);
+        let settled = GroupMembership {
+            settled: true,
+            ..learner.clone()
+        };
+        assert_eq!(
+            controller_roll_back_step(&plan, &settled, true),
+            Step::Abandoned
+        );
+        let older_broker = config(&[1, 2, 3], &[], &[4, 5], &[]);
+        assert_eq!(
+            controller_roll_back_step(&plan, &older_broker, true),
+            Step::Abandoned
+        );
     }
 
     /// A vote move whose learner a late promotion (of an earlier, rolled-back move, which

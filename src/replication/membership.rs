@@ -317,6 +317,16 @@ impl<S: LogStore> Replica<S> {
         self.membership.contains(node)
     }
 
+    /// Whether no configuration change proposed before can still take effect (leader
+    /// only): this leader applied an entry of its own term (any entry not in its log is
+    /// dead) and has no change pending (one in its log, a stale one from an earlier
+    /// term included, is applied). A roll-back that proposes nothing is final only then.
+    pub fn changes_settled(&self) -> bool {
+        self.is_leader()
+            && self.raw.raft.apply_to_current_term()
+            && !self.raw.raft.has_pending_conf()
+    }
+
     /// Whether `node` holds the log past the configuration in force (the change that
     /// added a learner) and up to `CURRENT_FOLLOWER_LAG` entries of this leader's last
     /// one, and is not waiting for a snapshot (leader only). A learner that caught up while

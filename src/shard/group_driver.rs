@@ -73,6 +73,8 @@ pub struct MembershipView {
     pub learner_matched: Vec<u64>,
     /// The leader's last log index (0 unless leading).
     pub last_index: u64,
+    /// No change proposed before can take effect any more (`Replica::changes_settled`).
+    pub settled: bool,
 }
 
 /// A replica group's state, for `keel cluster status`.
@@ -773,6 +775,7 @@ impl ShardCore {
             caught_up,
             learner_matched,
             last_index,
+            settled: replica.changes_settled(),
         }
     }
 

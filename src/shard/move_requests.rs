@@ -476,6 +476,7 @@ fn membership_answer(core: &ShardCore, correlation_id: u64) -> AnswerFrame {
             caught_up: Some(caught_up),
             learner_matched: Some(learner_matched),
             last_index: view.last_index,
+            settled: view.settled,
         },
     );
     finish_response(

@@ -8537,6 +8537,7 @@ impl<'a> ChangeMembershipResponse<'a> {
   pub const VT_CAUGHT_UP: ::flatbuffers::VOffsetT = 14;
   pub const VT_LEARNER_MATCHED: ::flatbuffers::VOffsetT = 16;
   pub const VT_LAST_INDEX: ::flatbuffers::VOffsetT = 18;
+  pub const VT_SETTLED: ::flatbuffers::VOffsetT = 20;
 
   #[inline]
   pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
@@ -8556,6 +8557,7 @@ impl<'a> ChangeMembershipResponse<'a> {
     if let Some(x) = args.outgoing { builder.add_outgoing(x); }
     if let Some(x) = args.voters { builder.add_voters(x); }
     builder.add_group(args.group);
+    builder.add_settled(args.settled);
     builder.finish()
   }
 
@@ -8622,6 +8624,15 @@ impl<'a> ChangeMembershipResponse<'a> {
     // which contains a valid value in this slot
     unsafe { self._tab.get::<u64>(ChangeMembershipResponse::VT_LAST_INDEX, Some(0)).unwrap()}
   }
+  /// The leader has applied an entry of its own term and has no configuration change
+  /// pending: no change proposed before (to any leader) can take effect any more.
+  #[inline]
+  pub fn settled(&self) -> bool {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<bool>(ChangeMembershipResponse::VT_SETTLED, Some(false)).unwrap()}
+  }
 }
 
 impl ::flatbuffers::Verifiable for ChangeMembershipResponse<'_> {
@@ -8638,6 +8649,7 @@ impl ::flatbuffers::Verifiable for ChangeMembershipResponse<'_> {
      .visit_field::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'_, u64>>>("caught_up", Self::VT_CAUGHT_UP, false)?
      .visit_field::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'_, u64>>>("learner_matched", Self::VT_LEARNER_MATCHED, false)?
      .visit_field::<u64>("last_index", Self::VT_LAST_INDEX, false)?
+     .visit_field::<bool>("settled", Self::VT_SETTLED, false)?
      .finish();
     Ok(())
   }
@@ -8651,6 +8663,7 @@ pub struct ChangeMembershipResponseArgs<'a> {
     pub caught_up: Option<::flatbuffers::WIPOffset<::flatbuffers::Vector<'a, u64>>>,
     pub learner_matched: Option<::flatbuffers::WIPOffset<::flatbuffers::Vector<'a, u64>>>,
     pub last_index: u64,
+    pub settled: bool,
 }
 impl<'a> Default for ChangeMembershipResponseArgs<'a> {
   #[inline]
@@ -8664,6 +8677,7 @@ impl<'a> Default for ChangeMembershipResponseArgs<'a> {
       caught_up: None,
       learner_matched: None,
       last_index: 0,
+      settled: false,
     }
   }
 }
@@ -8706,6 +8720,10 @@ impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> ChangeMembershipResponseBuild
     self.fbb_.push_slot::<u64>(ChangeMembershipResponse::VT_LAST_INDEX, last_index, 0);
   }
   #[inline]
+  pub fn add_settled(&mut self, settled: bool) {
+    self.fbb_.push_slot::<bool>(ChangeMembershipResponse::VT_SETTLED, settled, false);
+  }
+  #[inline]
   pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> ChangeMembershipResponseBuilder<'a, 'b, A> {
     let start = _fbb.start_table();
     ChangeMembershipResponseBuilder {
@@ -8731,6 +8749,7 @@ impl ::core::fmt::Debug for ChangeMembershipResponse<'_> {
       ds.field("caught_up", &self.caught_up());
       ds.field("learner_matched", &self.learner_matched());
       ds.field("last_index", &self.last_index());
+      ds.field("settled", &self.settled());
       ds.finish()
   }
 }
