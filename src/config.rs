@@ -5,6 +5,7 @@ use std::path::PathBuf;
 
 use crate::constants::PEER_FRAME_HEADROOM_BYTES;
 use crate::log::LogConfig;
+use crate::security::PeerSecret;
 
 /// Largest frame a client may send, by default.
 pub const DEFAULT_MAX_FRAME_BYTES: u32 = 8 * 1024 * 1024;
@@ -86,6 +87,10 @@ pub struct NodeConfig {
     /// Set once this node joined (never from flags or files): the controller group's
     /// configuration that added it, its replica's first one.
     pub joined: Option<crate::log::ConfStateRecord>,
+    /// The cluster's shared secret (read from `peer_secret_file`, the same on every
+    /// node): a peer connection's hello and a join must prove it. Required of a node of
+    /// a cluster (with `peers` or `join`); a node without it admits no peer connection.
+    pub peer_secret: Option<PeerSecret>,
 }
 
 /// Bytes per second a leader sends a catching-up learner unless configured: a 1 GiB
@@ -241,6 +246,7 @@ impl Default for NodeConfig {
             join: None,
             rack: None,
             joined: None,
+            peer_secret: None,
         }
     }
 }
@@ -271,6 +277,7 @@ impl Default for NodeConfig {
 /// # or, for a node added to a running cluster (instead of peers):
 /// # join = "10.0.0.5:9700"      # any node's client port; its first start joins there
 /// # rack = "east-1"
+/// peer_secret_file = "/etc/keel/peer.secret"   # the same secret file on every node
 /// replication_factor = 3         # replicas per data group; the same on every node
 /// ```
 #[derive(Debug, Default, serde::Deserialize)]
@@ -320,6 +327,8 @@ pub struct ConfigFile {
     pub join: Option<String>,
     /// This node's rack when it joins.
     pub rack: Option<String>,
+    /// A file holding the cluster's shared peer secret (at least 32 bytes).
+    pub peer_secret_file: Option<PathBuf>,
 }
 
 impl ConfigFile {
@@ -400,6 +409,10 @@ impl ConfigFile {
         }
         if let Some(rack) = &self.rack {
             config.rack = Some(rack.clone());
+        }
+        if let Some(path) = &self.peer_secret_file {
+            config.peer_secret =
+                Some(PeerSecret::load(path).map_err(|e| ConfigError(e.to_string()))?);
         }
         if let Some(bytes) = size(&self.learner_rate, "learner_rate")? {
             config.learner_bytes_per_second = bytes;
@@ -505,6 +518,15 @@ impl NodeConfig {
             }
         } else if !self.peers.is_empty() && !named {
             return fail(format!("--peers must include this node ({})", self.node_id));
+        }
+        let in_cluster = !self.peers.is_empty() || self.join.is_some() || self.joined.is_some();
+        if in_cluster && self.peer_secret.is_none() {
+            return fail(
+                "a node of a cluster needs the cluster's shared secret, the same file on \
+                 every node: --peer-secret-file FILE (TOML peer_secret_file); make one with \
+                 `head -c 32 /dev/urandom | base64 > FILE` (keel dev makes its own)"
+                    .to_string(),
+            );
         }
         if let Some(rack) = &self.rack {
             check_rack(rack).map_err(ConfigError)?;
@@ -642,6 +664,36 @@ impl NodeConfig {
 mod tests {
     use super::*;
 
+    /// Defaults with a peer secret (a node of a cluster needs one).
+    fn secured() -> NodeConfig {
+        NodeConfig {
+            peer_secret: PeerSecret::from_bytes(&[4; 32]).ok(),
+            ..NodeConfig::default()
+        }
+    }
+
+    #[test]
+    fn a_node_of_a_cluster_needs_the_peer_secret() {
+        let alone = NodeConfig::default();
+        assert!(alone.validate().is_ok(), "a node alone needs none");
+        let in_cluster = NodeConfig {
+            peers: parse_peers("1=h:9700,2=h:9710").unwrap(),
+            ..NodeConfig::default()
+        };
+        let error = in_cluster.validate().unwrap_err().0;
+        assert!(error.contains("--peer-secret-file"), "{error}");
+        let joining = NodeConfig {
+            join: Some("h:9700".into()),
+            ..NodeConfig::default()
+        };
+        assert!(joining.validate().is_err());
+        let secured = NodeConfig {
+            peer_secret: PeerSecret::from_bytes(&[4; 32]).ok(),
+            ..in_cluster
+        };
+        assert!(secured.validate().is_ok());
+    }
+
     #[test]
     fn a_file_sets_what_it_names_and_unknown_keys_are_refused() {
         let file: ConfigFile =
@@ -700,7 +752,7 @@ mod tests {
         let config = NodeConfig {
             node_id: 3,
             peers,
-            ..NodeConfig::default()
+            ..secured()
         };
         assert!(config
             .validate()
@@ -737,7 +789,7 @@ mod tests {
         let config = NodeConfig {
             election_ticks: 2,
             heartbeat_ticks: 2,
-            ..NodeConfig::default()
+            ..secured()
         };
         assert!(config.validate().unwrap_err().0.contains("election ticks"));
     }
@@ -772,7 +824,7 @@ mod tests {
             node_id,
             shards: 2,
             peers: parse_peers(peers).unwrap(),
-            ..NodeConfig::default()
+            ..secured()
         }
     }
 
@@ -809,7 +861,7 @@ mod tests {
         let config = NodeConfig {
             base_port: 65_500,
             shards: 2,
-            ..NodeConfig::default()
+            ..secured()
         };
         config.validate().unwrap();
         let mut config = cluster_node(1, "1=h:65400/65500,2=h:9710");
@@ -828,18 +880,18 @@ mod tests {
     fn impossible_settings_are_explained() {
         let config = NodeConfig {
             shards: 0,
-            ..NodeConfig::default()
+            ..secured()
         };
         assert!(config.validate().unwrap_err().0.contains("shards"));
         let config = NodeConfig {
             base_port: 65_535,
             shards: 4,
-            ..NodeConfig::default()
+            ..secured()
         };
         assert!(config.validate().unwrap_err().0.contains("ports"));
         let mut config = NodeConfig {
             max_frame_bytes: 2 << 20,
-            ..NodeConfig::default()
+            ..secured()
         };
         config.validate().unwrap();
         config.log.max_entry_payload_bytes = 2 << 20;

@@ -164,8 +164,25 @@ pub const MAX_PEER_CONNECTIONS_AWAITING_HELLO: usize = 64;
 /// while a link is made again; far above any cluster's size.
 pub const MAX_PEER_CONNECTIONS_PER_SHARD: usize = 256;
 
-/// A peer connection whose first frame (the hello) has not arrived by then is closed.
+/// A peer connection whose first frame (the hello) has not arrived by then is closed;
+/// a connecting node waits as long for the receiver's challenge.
 pub const PEER_HELLO_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// The shortest peer secret accepted: 32 bytes (256 bits from a random source, or their
+/// hex or base64 text), the HMAC-SHA256 key's full strength.
+pub const MIN_PEER_SECRET_BYTES: usize = 32;
+
+/// The longest peer secret accepted: a secret file is a key, not a document.
+pub const MAX_PEER_SECRET_BYTES: usize = 4096;
+
+/// A challenge frame (the receiver's one frame on a peer connection) is a nonce and a
+/// node id: a connecting node reads no more than this while waiting for it.
+pub const MAX_PEER_CHALLENGE_FRAME_BYTES: u32 = 1024;
+
+/// A join request's proof must be made within this long of the controller leader's
+/// clock (either way): a join seen on the wire cannot be replayed later to add the node
+/// back after it was removed.
+pub const JOIN_PROOF_MAX_AGE: std::time::Duration = std::time::Duration::from_secs(300);
 
 /// Catch-up reads (entries for followers behind the tail cache) in flight per shard: they
 /// run off the Ready path, and raft-rs asks for more only as a follower's window frees, so

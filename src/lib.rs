@@ -34,6 +34,7 @@ pub mod log;
 pub mod protocol;
 pub mod replication;
 pub mod runtime;
+pub mod security;
 pub mod shard;
 pub mod sim;
 pub mod transport;

@@ -11,7 +11,7 @@ use std::process::Command;
 
 use keel::client::{ClientError, ClusterClient, GroupStatus};
 use support::writers::Writers;
-use support::{join_node, keel_binary, retry, start_cluster};
+use support::{join_node, keel_binary, peer_secret_file, retry, start_cluster};
 
 const SHARDS: u32 = 3;
 const PARTITIONS: u32 = 6;
@@ -125,11 +125,14 @@ fn three_nodes_grow_to_six_and_rebalance_while_producers_write_and_nothing_is_lo
     );
 
     // What is not a join is refused, saying why.
-    let refused = |args: &[&str], why: &str| {
+    let secret = peer_secret_file();
+    let refused_with = |secret: &std::path::Path, args: &[&str], why: &str| {
         let out = Command::new(keel_binary())
             .args(["node", "add"])
             .args(args)
             .args(["--bootstrap", &bootstrap])
+            .arg("--peer-secret-file")
+            .arg(secret)
             .output()
             .unwrap();
         let said = String::from_utf8_lossy(&out.stderr).into_owned();
@@ -138,6 +141,17 @@ fn three_nodes_grow_to_six_and_rebalance_while_producers_write_and_nothing_is_lo
             "{args:?}: {said}"
         );
     };
+    let refused = |args: &[&str], why: &str| refused_with(&secret, args, why);
+    // Issue 13: only a holder of the cluster's peer secret adds a node, and it is asked
+    // before anything else (node 4 holds replicas: not said to a stranger).
+    let wrong = root.path().join("wrong.secret");
+    std::fs::write(&wrong, "not-the-cluster-secret-0123456789abcdef").unwrap();
+    refused_with(&wrong, &["4", "127.0.0.1:7/20"], "does not hold");
+    refused_with(
+        &wrong,
+        &["9", "127.0.0.1:7/20"],
+        "not the cluster's peer secret",
+    );
     refused(&["4", "127.0.0.1:7/20"], "holds replicas");
     refused(&["2", "127.0.0.1:7/20"], "bootstrap node");
     refused(&["9", "127.0.0.1:7/20", "--shards", "2"], "runs 3 shards");

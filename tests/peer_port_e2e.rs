@@ -7,6 +7,10 @@
 //! refused or dropped, the node keeps serving, no election (leader and term unchanged),
 //! and a produce afterwards is acknowledged by the whole cluster.
 //!
+//! Issue 13: a peer connection opens with the receiver's challenge; a hello without the
+//! proof of the cluster's secret over it (none, another secret's, another connection's)
+//! is refused and the connection closed before any Raft message on it is looked at.
+//!
 //! Issue 11 H10: appends bigger than the frame limit travel in several frames, so big
 //! batches in flight together and a follower far behind cost no election.
 
@@ -19,10 +23,13 @@ use std::time::Duration;
 use keel::client::{ClusterClient, GroupStatus};
 use keel::protocol::codec::{decode_response, encode_record_batch, BatchProducer, RecordData};
 use keel::protocol::frame::{encode_frame, FrameDecoder};
-use keel::protocol::peer_codec::{encode_peer_frame, encode_peer_hello, PeerHello};
+use keel::protocol::peer_codec::{
+    decode_peer_frame, encode_peer_frame, encode_peer_hello, PeerChallenge, PeerHello,
+};
 use keel::protocol::wire::{Acks, ErrorCode};
+use keel::security::PeerSecret;
 use raft::eraftpb::{Message, MessageType};
-use support::{retry, settled, start_cluster_with, Broker};
+use support::{peer_secret_file, retry, settled, start_cluster_with, Broker};
 
 fn raft_message(msg_type: MessageType, from: u64, to: u64, term: u64, commit: u64) -> Message {
     let mut message = Message {
@@ -53,6 +60,33 @@ fn closed_by_peer(stream: &mut TcpStream) -> bool {
         Ok(_) => false,
         Err(error) => !matches!(error.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut),
     }
+}
+
+/// A connection to a peer port, and the challenge the receiver opened it with.
+fn open_peer(address: &str) -> (TcpStream, PeerChallenge) {
+    let mut stream = connect(address);
+    let mut decoder = FrameDecoder::new(1024);
+    let mut buffer = [0u8; 256];
+    let frame = loop {
+        if let Some(frame) = decoder.next_frame().unwrap() {
+            break frame;
+        }
+        let count = stream.read(&mut buffer).expect("a challenge");
+        assert!(count > 0, "closed before its challenge");
+        decoder.push(&buffer[..count]);
+    };
+    let challenge = decode_peer_frame(&frame)
+        .unwrap()
+        .challenge
+        .expect("the receiver's first frame is a challenge");
+    assert_eq!(challenge.nonce.len(), 32);
+    (stream, challenge)
+}
+
+/// A hello from `node` proving `secret` over `challenge`.
+fn proven_hello(secret: &PeerSecret, challenge: &PeerChallenge, node: u32) -> Vec<u8> {
+    let proof = secret.hello_proof(&challenge.nonce, challenge.node_id, node, 0);
+    encode_frame(&encode_peer_hello(&PeerHello::proven(node, 0, proof))).unwrap()
 }
 
 /// Sends `payload` as one frame on a fresh client connection: the answer's error code
@@ -167,26 +201,60 @@ fn peer_messages_are_accepted_only_from_a_hello_of_a_cluster_node_on_the_peer_po
     assert_undisturbed(&mut client, &before, "client port", 1);
 
     // 2. On the follower's peer port without a hello: the connection is closed.
+    let peer_port = follower_node.peer_address(0);
     for frame in [&timeout_frame, &heartbeat_frame] {
-        let mut stream = connect(&follower_node.peer_address(0));
+        let (mut stream, challenge) = open_peer(&peer_port);
+        assert_eq!(u64::from(challenge.node_id), follower_id);
         stream.write_all(&encode_frame(frame).unwrap()).unwrap();
         assert!(closed_by_peer(&mut stream), "no hello: closed");
     }
-    // Nor with a hello claiming the follower's own id or an unknown node.
+    // Nor with a proven hello claiming the follower's own id or an unknown node.
+    let secret = PeerSecret::load(&peer_secret_file()).unwrap();
     for claimed in [follower, 77] {
-        let mut stream = connect(&follower_node.peer_address(0));
-        let hello = encode_peer_hello(&PeerHello::new(claimed, 0));
-        stream.write_all(&encode_frame(&hello).unwrap()).unwrap();
+        let (mut stream, challenge) = open_peer(&peer_port);
+        stream
+            .write_all(&proven_hello(&secret, &challenge, claimed))
+            .unwrap();
         let _ = stream.write_all(&encode_frame(&timeout_frame).unwrap());
         assert!(closed_by_peer(&mut stream), "hello from {claimed}: closed");
     }
-    assert_undisturbed(&mut client, &before, "peer port without a hello", 2);
+    // Issue 13: nor with a hello of a node of the cluster without the secret's proof
+    // over this connection's challenge: none, another secret's, another challenge's.
+    let other = PeerSecret::from_bytes(b"not-the-cluster-secret-0123456789").unwrap();
+    let (_, earlier) = open_peer(&peer_port);
+    let unproven = encode_frame(&encode_peer_hello(&PeerHello::new(third, 0))).unwrap();
+    for (what, hello) in [
+        (
+            "no proof",
+            Box::new(move |_: &PeerChallenge| unproven.clone())
+                as Box<dyn Fn(&PeerChallenge) -> Vec<u8>>,
+        ),
+        (
+            "another secret",
+            Box::new(move |c: &PeerChallenge| proven_hello(&other, c, third)),
+        ),
+        (
+            "a replayed proof",
+            Box::new({
+                let secret = secret.clone();
+                move |_: &PeerChallenge| proven_hello(&secret, &earlier, third)
+            }),
+        ),
+    ] {
+        let (mut stream, challenge) = open_peer(&peer_port);
+        let mut out = hello(&challenge);
+        out.extend(encode_frame(&timeout_frame).unwrap());
+        let _ = stream.write_all(&out);
+        assert!(closed_by_peer(&mut stream), "{what}: closed");
+    }
+    assert_undisturbed(&mut client, &before, "peer port without a proven hello", 2);
 
-    // 3. A hello claiming a node of the cluster, messages from another: dropped (as is
+    // 3. A proven hello of a node of the cluster, messages from another: dropped (as is
     //    a frame whose from_node is not the hello's).
-    let mut stream = connect(&follower_node.peer_address(0));
-    let hello = encode_peer_hello(&PeerHello::new(third, 0));
-    stream.write_all(&encode_frame(&hello).unwrap()).unwrap();
+    let (mut stream, challenge) = open_peer(&peer_port);
+    stream
+        .write_all(&proven_hello(&secret, &challenge, third))
+        .unwrap();
     let mut out = Vec::new();
     for message in [&timeout_now, &heartbeat] {
         // from = the leader, on the third node's connection.

@@ -6,6 +6,8 @@
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 
+use crate::security::PeerSecret;
+
 /// Nodes of the cluster.
 pub const NODES: u32 = 3;
 
@@ -47,12 +49,15 @@ impl LocalCluster {
         let peers: Vec<String> = (1..=NODES)
             .map(|n| format!("{n}=127.0.0.1:{}", self.port(n)))
             .collect();
+        let secret = PeerSecret::file_in(&self.spec.data_dir).map_err(std::io::Error::other)?;
         let child = Command::new(&self.spec.executable)
             .args(["broker", "--node-id", &node.to_string()])
             .args(["--port", &self.port(node).to_string()])
             .args(["--shards", "1", "--segment-size", "16MiB"])
             .args(["--io-memory", "512KiB", "--peers", &peers.join(",")])
             .args(&self.spec.extra_args)
+            .arg("--peer-secret-file")
+            .arg(secret)
             .arg("--data-dir")
             .arg(self.spec.data_dir.join(format!("node-{node}")))
             .stdout(Stdio::null())

@@ -28,6 +28,7 @@ use keel::log::{Preallocation, SyncMethod};
 use keel::protocol::codec::{encode_record_batch, BatchProducer, RecordData};
 use keel::protocol::wire::Acks;
 use keel::runtime::{run_on_executor, DEFAULT_IO_MEMORY_BYTES};
+use keel::security::PeerSecret;
 use keel::shard::{run_node, NodeError};
 use keel::units::{parse_duration, parse_size};
 
@@ -201,6 +202,12 @@ struct BrokerArgs {
     /// This node's rack when it joins (a bootstrap node names its rack in --peers).
     #[arg(long)]
     rack: Option<String>,
+    /// A file holding the cluster's shared secret, the same on every node (at least 32
+    /// bytes; `head -c 32 /dev/urandom | base64 > FILE`, readable by the broker only).
+    /// Required with --peers or --join: a peer connection's hello and a join must prove
+    /// it, so no one without it can speak Raft to a node or add one.
+    #[arg(long)]
+    peer_secret_file: Option<PathBuf>,
 }
 
 #[derive(Args)]
@@ -822,6 +829,9 @@ fn broker_config(args: BrokerArgs) -> Result<NodeConfig, String> {
     if let Some(rack) = args.rack {
         config.rack = Some(rack);
     }
+    if let Some(path) = &args.peer_secret_file {
+        config.peer_secret = Some(PeerSecret::load(path).map_err(|e| e.to_string())?);
+    }
     if let Some(rate) = args.learner_rate {
         config.learner_bytes_per_second = rate;
     }
@@ -1370,6 +1380,10 @@ fn dev(args: DevArgs) -> ExitCode {
         .map(|n| format!("{n}=127.0.0.1:{}/{}", port_of(n), peer_port_of(n)))
         .collect();
     let peers = peers.join(",");
+    let secret_file = match PeerSecret::file_in(&args.data_dir) {
+        Ok(path) => path,
+        Err(error) => return fail("dev", error),
+    };
     let stop = Arc::new(AtomicBool::new(false));
     for signal in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
         if let Err(error) = signal_hook::flag::register(signal, stop.clone()) {
@@ -1400,6 +1414,8 @@ fn dev(args: DevArgs) -> ExitCode {
                 "--learner-rate",
                 &args.learner_rate,
             ])
+            .arg("--peer-secret-file")
+            .arg(&secret_file)
             .arg("--data-dir")
             .arg(args.data_dir.join(format!("node-{node}")))
             .spawn();

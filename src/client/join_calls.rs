@@ -6,9 +6,26 @@
 
 use crate::client::cluster::check_response;
 use crate::client::{ClientError, ClusterClient};
-use crate::config::PeerAddress;
+use crate::config::{format_peers, PeerAddress};
 use crate::protocol::codec::{decode_response, encode_request};
 use crate::protocol::wire;
+use crate::security::PeerSecret;
+
+/// What a join's proof covers besides its time: the node's id, addresses, rack and
+/// shards, as one text (the same on both sides).
+pub fn join_proof_text(node: &PeerAddress, shards: u32) -> String {
+    format!(
+        "{} shards={shards}",
+        format_peers(std::slice::from_ref(node))
+    )
+}
+
+/// Milliseconds since the Unix epoch by this host's clock.
+pub fn unix_millis() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
 
 /// What a node that joined needs to start, as the controller's leader answered.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -29,19 +46,27 @@ pub struct JoinAnswer {
 
 impl ClusterClient {
     /// Asks the controller's leader to record `node` (running `shards` shards) as a
-    /// node of the cluster and to add it to the controller group; asking again changes
-    /// nothing but its addresses.
+    /// node of the cluster and to add it to the controller group, proving the cluster's
+    /// peer secret (without it the cluster refuses: `NotAuthorized`); asking again
+    /// changes nothing but its addresses.
     pub fn join_cluster(
         &mut self,
         node: &PeerAddress,
         shards: u32,
+        secret: Option<&PeerSecret>,
     ) -> Result<JoinAnswer, ClientError> {
+        let text = join_proof_text(node, shards);
         self.with_retries(|client| {
             let controller = client.controller()?;
             let answer = client.call_cluster(Some(controller), |id| {
                 let mut builder = flatbuffers::FlatBufferBuilder::new();
                 let host = builder.create_string(&node.host);
                 let rack = builder.create_string(node.rack.as_deref().unwrap_or(""));
+                let proof_time_ms = unix_millis();
+                let proof = secret.map(|secret| {
+                    let proof = secret.join_proof(node.node_id, &text, proof_time_ms);
+                    builder.create_vector(&proof)
+                });
                 let body = wire::JoinClusterRequest::create(
                     &mut builder,
                     &wire::JoinClusterRequestArgs {
@@ -51,6 +76,8 @@ impl ClusterClient {
                         peer_port: node.peer_port,
                         shards,
                         rack: Some(rack),
+                        proof_time_ms,
+                        proof,
                     },
                 );
                 encode_request(

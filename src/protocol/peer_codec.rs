@@ -18,10 +18,15 @@ use crate::protocol::peer_wire as wire;
 pub const PEER_IDENTIFIER: &str = "KPR1";
 
 /// Version of the peer protocol a hello announces; a node refuses a hello with another.
-pub const PEER_FORMAT_VERSION: u16 = 1;
+/// 2: the connection opens with the receiver's challenge, the hello proves the secret.
+pub const PEER_FORMAT_VERSION: u16 = 2;
 
-/// `PeerHello.auth_method`: no proof of identity (the only method so far).
+/// `PeerHello.auth_method`: no proof of identity (always refused).
 pub const AUTH_METHOD_NONE: u8 = 0;
+
+/// `PeerHello.auth_method`: an HMAC-SHA256 with the cluster's shared secret over the
+/// receiver's challenge and the hello (`security::PeerSecret::hello_proof`).
+pub const AUTH_METHOD_SECRET: u8 = 1;
 
 /// The hello that opens a peer connection (`PeerHello` in the schema).
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -32,14 +37,14 @@ pub struct PeerHello {
     pub group: u32,
     /// The sender's peer protocol version.
     pub format_version: u16,
-    /// How the sender proves its identity (`AUTH_METHOD_NONE` today).
+    /// How the sender proves its identity (`AUTH_METHOD_SECRET`).
     pub auth_method: u8,
     /// The proof (empty with `AUTH_METHOD_NONE`).
     pub auth_data: Vec<u8>,
 }
 
 impl PeerHello {
-    /// This build's hello from `node_id` for `group`.
+    /// A hello from `node_id` for `group` without a proof (always refused: tests use it).
     pub fn new(node_id: u32, group: u32) -> PeerHello {
         PeerHello {
             node_id,
@@ -47,6 +52,15 @@ impl PeerHello {
             format_version: PEER_FORMAT_VERSION,
             auth_method: AUTH_METHOD_NONE,
             auth_data: Vec::new(),
+        }
+    }
+
+    /// This build's hello from `node_id` for `group`, proving the cluster's secret.
+    pub fn proven(node_id: u32, group: u32, proof: Vec<u8>) -> PeerHello {
+        PeerHello {
+            auth_method: AUTH_METHOD_SECRET,
+            auth_data: proof,
+            ..PeerHello::new(node_id, group)
         }
     }
 }
@@ -62,6 +76,17 @@ pub struct PeerMessages {
     pub messages: Vec<Message>,
     /// The hello, on the first frame of a connection.
     pub hello: Option<PeerHello>,
+    /// The challenge, on the receiver's one frame.
+    pub challenge: Option<PeerChallenge>,
+}
+
+/// The receiver's challenge that opens a peer connection (`PeerChallenge`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PeerChallenge {
+    /// The receiving node.
+    pub node_id: u32,
+    /// The nonce the sender's hello proof must cover.
+    pub nonce: Vec<u8>,
 }
 
 fn message_type_from(value: u8) -> Option<MessageType> {
@@ -233,6 +258,7 @@ pub fn encode_prefixed_peer_frame(
             group,
             messages: Some(messages),
             hello: None,
+            challenge: None,
         },
     );
     builder.finish(frame, Some(PEER_IDENTIFIER));
@@ -274,10 +300,46 @@ pub fn encode_peer_hello(hello: &PeerHello) -> Vec<u8> {
             group: hello.group,
             messages: None,
             hello: Some(built),
+            challenge: None,
         },
     );
     builder.finish(frame, Some(PEER_IDENTIFIER));
     builder.finished_data().to_vec()
+}
+
+/// Encodes the receiver's one frame of a peer connection: its challenge, for `group`.
+pub fn encode_peer_challenge(challenge: &PeerChallenge, group: u32) -> Vec<u8> {
+    let mut builder = FlatBufferBuilder::with_capacity(128 + challenge.nonce.len());
+    let nonce = byte_vector(&mut builder, &challenge.nonce);
+    let built = wire::PeerChallenge::create(
+        &mut builder,
+        &wire::PeerChallengeArgs {
+            node_id: challenge.node_id,
+            nonce: Some(nonce),
+        },
+    );
+    let frame = wire::PeerFrame::create(
+        &mut builder,
+        &wire::PeerFrameArgs {
+            from_node: challenge.node_id,
+            group,
+            messages: None,
+            hello: None,
+            challenge: Some(built),
+        },
+    );
+    builder.finish(frame, Some(PEER_IDENTIFIER));
+    builder.finished_data().to_vec()
+}
+
+fn decode_challenge(challenge: wire::PeerChallenge<'_>) -> PeerChallenge {
+    PeerChallenge {
+        node_id: challenge.node_id(),
+        nonce: challenge
+            .nonce()
+            .map(|v| v.bytes().to_vec())
+            .unwrap_or_default(),
+    }
 }
 
 fn decode_hello(hello: wire::PeerHello<'_>) -> PeerHello {
@@ -407,6 +469,7 @@ pub fn decode_peer_frame(bytes: &[u8]) -> Result<PeerMessages, ProtocolError> {
         group: frame.group(),
         messages,
         hello: frame.hello().map(decode_hello),
+        challenge: frame.challenge().map(decode_challenge),
     })
 }
 
@@ -503,6 +566,7 @@ mod tests {
                 group: 2,
                 messages,
                 hello: None,
+                challenge: None,
             }
         );
     }
@@ -539,8 +603,17 @@ mod tests {
                 group: 5,
                 messages: Vec::new(),
                 hello: Some(hello),
+                challenge: None,
             }
         );
+        let challenge = PeerChallenge {
+            node_id: 2,
+            nonce: vec![9; 32],
+        };
+        let decoded = decode_peer_frame(&encode_peer_challenge(&challenge, 5)).unwrap();
+        assert_eq!((decoded.from_node, decoded.group), (2, 5));
+        assert!(decoded.messages.is_empty() && decoded.hello.is_none());
+        assert_eq!(decoded.challenge, Some(challenge));
     }
 
     #[test]

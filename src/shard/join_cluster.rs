@@ -160,7 +160,7 @@ fn ask(config: &NodeConfig, through: &str) -> Result<JoinRecord, JoinError> {
     };
     let mut client = ClusterClient::new(through);
     let answer: JoinAnswer = client
-        .join_cluster(&node, config.shards)
+        .join_cluster(&node, config.shards, config.peer_secret.as_ref())
         .map_err(|e| refused(e.to_string()))?;
     if !answer.learners.contains(&u64::from(config.node_id)) {
         return Err(refused(format!(
@@ -252,6 +252,7 @@ mod tests {
             data_dir: dir.path().to_path_buf(),
             shards: 2,
             base_port: 9720,
+            peer_secret: crate::security::PeerSecret::from_bytes(&[4; 32]).ok(),
             ..NodeConfig::default()
         };
         let resolved = resolve(config.clone()).unwrap();

@@ -14,8 +14,9 @@ use flatbuffers::FlatBufferBuilder;
 
 use crate::broker::log_entry::BrokerEntry;
 use crate::broker::replica_moves::{MoveEntry, NodeService, MAX_NODE_LABEL_BYTES};
+use crate::client::join_calls::{join_proof_text, unix_millis};
 use crate::config::{check_rack, format_peers, PeerAddress};
-use crate::constants::MAX_CONF_MEMBERS;
+use crate::constants::{JOIN_PROOF_MAX_AGE, MAX_CONF_MEMBERS};
 use crate::controller::CONTROLLER_GROUP;
 use crate::protocol::wire::{self, ErrorCode, ResponseBody};
 use crate::replication::membership::MembershipChange;
@@ -31,6 +32,7 @@ pub(super) async fn handle_join_cluster(
     asked: wire::JoinClusterRequest<'_>,
 ) -> Result<AnswerFrame, WireError> {
     controller_only(core)?;
+    check_join_proof(core, &asked)?;
     let node = joining_node(core, &asked)?;
     let id = u64::from(node.node_id);
     let membership = core.membership_view().membership;
@@ -64,6 +66,50 @@ pub(super) async fn handle_join_cluster(
         apply_membership_change(core, MembershipChange::AddLearner { node: id }).await?;
     }
     Ok(join_answer(core, correlation_id))
+}
+
+/// Refuses a join that does not prove the cluster's peer secret over its own fields
+/// (made within `JOIN_PROOF_MAX_AGE` of this node's clock), before anything about the
+/// cluster is looked at or answered.
+fn check_join_proof(
+    core: &ShardCore,
+    asked: &wire::JoinClusterRequest<'_>,
+) -> Result<(), WireError> {
+    let refuse = |why: String| Err(WireError::new(ErrorCode::NotAuthorized, why));
+    let Some(secret) = core.config.peer_secret.as_ref() else {
+        return refuse("this node has no peer secret (peer_secret_file): it adds no node".into());
+    };
+    let Some(proof) = asked.proof().filter(|p| !p.is_empty()) else {
+        return refuse(
+            "a join must prove the cluster's peer secret: give the joining node (or keel \
+             node add) the nodes' --peer-secret-file"
+                .into(),
+        );
+    };
+    let now = unix_millis();
+    let age = now.abs_diff(asked.proof_time_ms());
+    if u128::from(age) > JOIN_PROOF_MAX_AGE.as_millis() {
+        return refuse(format!(
+            "the join's proof was made {age} ms from this node's clock (at most {} s): \
+             are the hosts' clocks set?",
+            JOIN_PROOF_MAX_AGE.as_secs()
+        ));
+    }
+    let proven = PeerAddress {
+        node_id: asked.node(),
+        host: asked.host().unwrap_or("").to_string(),
+        base_port: asked.base_port(),
+        peer_port: asked.peer_port(),
+        rack: asked.rack().filter(|r| !r.is_empty()).map(str::to_string),
+    };
+    let text = join_proof_text(&proven, asked.shards());
+    if !secret.check_join_proof(asked.node(), &text, asked.proof_time_ms(), proof.bytes()) {
+        return refuse(format!(
+            "the join's proof for node {} does not hold: not the cluster's peer secret",
+            asked.node()
+        ));
+    }
+    Ok(())
 }
 
 /// The node asking, checked: not a bootstrap node, holding no data replica (a rejoin

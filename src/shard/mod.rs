@@ -329,6 +329,7 @@ async fn serve_peer_port(
         groups: groups.ids(),
         nodes: groups.nodes(),
         max_frame_bytes: config.max_frame_bytes,
+        secret: config.peer_secret.clone(),
     };
     let receiver = groups.clone();
     let deliver: Deliver = Rc::new(move |group, node, messages| {

@@ -2,8 +2,9 @@
 //! from anyone).
 //!
 //! ```text
-//! connect ─▶ first frame: a hello? from a node of --peers, not this one, for this
-//!            group, our format version, a known auth method, no messages?
+//! connect ─▶ this node's challenge (a fresh nonce) ─▶ the peer's first frame: a hello?
+//!            no messages, our format version, the secret's proof over the nonce and
+//!            the hello? from a node of the cluster, not this one, for this group?
 //!              no ─▶ refuse: log, close the connection
 //!              yes ─▶ the connection belongs to that node
 //! each later frame: from_node and group those of the hello, no second hello?
@@ -15,9 +16,11 @@
 //! Only the ten message types replicas send each other pass (`ACCEPTED_FROM_PEERS`);
 //! local ones (`MsgHup`, `MsgBeat`, `MsgPropose`, `MsgCheckQuorum`, `MsgUnreachable`,
 //! `MsgSnapStatus`), `MsgTransferLeader` and read-index ones never come from a peer here.
-//! Until hellos are authenticated (`auth_method`), anyone who reaches the peer port can
-//! still claim to be a node of the cluster: the peer port belongs on a network only the
-//! nodes reach.
+//! A hello is authenticated before anything else about the cluster is checked: one
+//! without the proof of the cluster's shared secret (`security::PeerSecret`) over this
+//! connection's challenge is refused, and so is every hello at a node that has no secret.
+//! The proof names the sending node, so a node holding the secret could still claim
+//! another's id: the secret keeps strangers out, not the nodes apart (mutual TLS would).
 //!
 //! Pure: decisions take the decoded frame and return what to step and what was refused;
 //! the listener logs the refusals, at most `PEER_REFUSAL_LOGS_PER_WINDOW` per
@@ -28,7 +31,8 @@ use std::time::Instant;
 use raft::eraftpb::{Message, MessageType};
 
 use crate::constants::{PEER_REFUSAL_LOGS_PER_WINDOW, PEER_REFUSAL_LOG_WINDOW};
-use crate::protocol::peer_codec::{PeerMessages, AUTH_METHOD_NONE, PEER_FORMAT_VERSION};
+use crate::protocol::peer_codec::{PeerMessages, AUTH_METHOD_SECRET, PEER_FORMAT_VERSION};
+use crate::security::PeerSecret;
 
 /// The message types a replica sends its peers: the only ones accepted from them.
 pub const ACCEPTED_FROM_PEERS: [MessageType; 10] = [
@@ -94,11 +98,22 @@ pub enum Refusal {
         /// The version in the hello.
         version: u16,
     },
-    /// An authentication method this node does not know.
-    #[error("authentication method {method} is not known")]
+    /// An authentication method this node does not take (0: none).
+    #[error("authentication method {method} is not accepted: the hello must prove the cluster's peer secret (method {AUTH_METHOD_SECRET})")]
     AuthMethod {
         /// The method in the hello.
         method: u8,
+    },
+    /// This node has no peer secret, so it can check no proof.
+    #[error("this node has no peer secret (peer_secret_file): it admits no peer connection")]
+    NoSecret,
+    /// The proof is not the secret's over this connection's challenge and the hello.
+    #[error(
+        "the hello's proof does not hold (it claims node {node}): not the cluster's peer secret"
+    )]
+    BadProof {
+        /// The node the hello claims.
+        node: u64,
     },
     /// A hello after the first frame.
     #[error("a second hello on the connection")]
@@ -147,14 +162,30 @@ pub enum Refusal {
     },
 }
 
-/// Checks the first frame of a peer connection for a shard running `groups`; answers
-/// the node and the group the connection belongs to.
-pub fn admit_hello(
-    frame: &PeerMessages,
-    this_node: u64,
-    groups: &[u32],
-    voters: &[u64],
-) -> Result<(u64, u32), Refusal> {
+/// What the first frame of a peer connection is checked against.
+#[derive(Clone, Copy, Debug)]
+pub struct HelloCheck<'a> {
+    /// This node.
+    pub this_node: u64,
+    /// The groups the listener's shard runs.
+    pub groups: &'a [u32],
+    /// Every node of the cluster.
+    pub voters: &'a [u64],
+    /// The cluster's shared secret, if this node has one.
+    pub secret: Option<&'a PeerSecret>,
+    /// The nonce of the challenge this node sent on the connection.
+    pub nonce: &'a [u8],
+}
+
+/// Checks the first frame of a peer connection; answers the node and the group the
+/// connection belongs to.
+pub fn admit_hello(frame: &PeerMessages, check: &HelloCheck<'_>) -> Result<(u64, u32), Refusal> {
+    let HelloCheck {
+        this_node,
+        groups,
+        voters,
+        ..
+    } = *check;
     let hello = frame.hello.as_ref().ok_or(Refusal::NoHello)?;
     let node = u64::from(hello.node_id);
     if !frame.messages.is_empty() {
@@ -175,10 +206,16 @@ pub fn admit_hello(
             version: hello.format_version,
         });
     }
-    if hello.auth_method != AUTH_METHOD_NONE {
+    if hello.auth_method != AUTH_METHOD_SECRET {
         return Err(Refusal::AuthMethod {
             method: hello.auth_method,
         });
+    }
+    let secret = check.secret.ok_or(Refusal::NoSecret)?;
+    let receiver = u32::try_from(this_node).unwrap_or(u32::MAX);
+    let fields = (receiver, hello.node_id, hello.group);
+    if !secret.check_hello_proof(check.nonce, fields, &hello.auth_data) {
+        return Err(Refusal::BadProof { node });
     }
     check_node(node, this_node, voters)?;
     if !groups.contains(&hello.group) {
@@ -289,9 +326,32 @@ mod tests {
     const THIS: u64 = 2;
     const GROUP: u32 = 1;
     const VOTERS: [u64; 3] = [1, 2, 3];
+    const NONCE: [u8; 32] = [5; 32];
+
+    fn secret() -> PeerSecret {
+        PeerSecret::from_bytes(&[1; 32]).unwrap()
+    }
+
+    /// A hello from `node` for `group` with the proof of `secret()` over `NONCE`.
+    fn proven(node: u32, group: u32) -> PeerHello {
+        let proof = secret().hello_proof(&NONCE, THIS as u32, node, group);
+        PeerHello::proven(node, group, proof)
+    }
 
     fn hello_frame(hello: PeerHello) -> PeerMessages {
         decode_peer_frame(&encode_peer_hello(&hello)).unwrap()
+    }
+
+    fn admit_at(hello: &PeerMessages, groups: &[u32]) -> Result<(u64, u32), Refusal> {
+        let secret = secret();
+        let check = HelloCheck {
+            this_node: THIS,
+            groups,
+            voters: &VOTERS,
+            secret: Some(&secret),
+            nonce: &NONCE,
+        };
+        admit_hello(hello, &check)
     }
 
     fn message(msg_type: MessageType, from: u64, to: u64) -> Message {
@@ -312,13 +372,60 @@ mod tests {
             group,
             messages,
             hello: None,
+            challenge: None,
         }
     }
 
     #[test]
     fn a_hello_from_another_node_of_the_cluster_for_this_group_is_admitted() {
-        let hello = hello_frame(PeerHello::new(3, GROUP));
-        assert_eq!(admit_hello(&hello, THIS, &[GROUP], &VOTERS), Ok((3, GROUP)));
+        let hello = hello_frame(proven(3, GROUP));
+        assert_eq!(admit_at(&hello, &[GROUP]), Ok((3, GROUP)));
+    }
+
+    /// Issue 13: a hello without the secret's proof over this connection's nonce is
+    /// refused, whatever it claims, before the node or group it names are looked at.
+    #[test]
+    fn a_hello_without_the_secrets_proof_over_this_nonce_is_refused() {
+        let unproven = hello_frame(PeerHello::new(3, GROUP));
+        assert_eq!(
+            admit_at(&unproven, &[GROUP]),
+            Err(Refusal::AuthMethod { method: 0 })
+        );
+        let other_secret = PeerSecret::from_bytes(&[2; 32]).unwrap();
+        let forged = PeerHello::proven(3, GROUP, other_secret.hello_proof(&NONCE, 2, 3, GROUP));
+        assert_eq!(
+            admit_at(&hello_frame(forged), &[GROUP]),
+            Err(Refusal::BadProof { node: 3 })
+        );
+        let replayed = secret().hello_proof(&[6; 32], THIS as u32, 3, GROUP);
+        assert_eq!(
+            admit_at(
+                &hello_frame(PeerHello::proven(3, GROUP, replayed)),
+                &[GROUP]
+            ),
+            Err(Refusal::BadProof { node: 3 })
+        );
+        let renamed = secret().hello_proof(&NONCE, THIS as u32, 1, GROUP);
+        assert_eq!(
+            admit_at(&hello_frame(PeerHello::proven(3, GROUP, renamed)), &[GROUP]),
+            Err(Refusal::BadProof { node: 3 })
+        );
+        let unknown = hello_frame(PeerHello::proven(9, GROUP, vec![0; 32]));
+        assert_eq!(
+            admit_at(&unknown, &[GROUP]),
+            Err(Refusal::BadProof { node: 9 })
+        );
+        let no_secret = HelloCheck {
+            this_node: THIS,
+            groups: &[GROUP],
+            voters: &VOTERS,
+            secret: None,
+            nonce: &NONCE,
+        };
+        assert_eq!(
+            admit_hello(&hello_frame(proven(3, GROUP)), &no_secret),
+            Err(Refusal::NoSecret)
+        );
     }
 
     /// A shard running several groups admits a hello for any of them, and the
@@ -326,57 +433,53 @@ mod tests {
     #[test]
     fn a_shard_running_several_groups_admits_a_hello_for_each() {
         for group in [GROUP, 4] {
-            let hello = hello_frame(PeerHello::new(3, group));
-            assert_eq!(
-                admit_hello(&hello, THIS, &[GROUP, 4], &VOTERS),
-                Ok((3, group))
-            );
+            let hello = hello_frame(proven(3, group));
+            assert_eq!(admit_at(&hello, &[GROUP, 4]), Ok((3, group)));
         }
     }
 
     #[test]
     fn every_bad_hello_is_refused() {
-        let refused =
-            |hello: PeerMessages| admit_hello(&hello, THIS, &[GROUP], &VOTERS).unwrap_err();
+        let refused = |hello: PeerMessages| admit_at(&hello, &[GROUP]).unwrap_err();
         let heartbeat = message(MessageType::MsgHeartbeat, 3, THIS);
         assert_eq!(
             refused(frame(3, GROUP, vec![heartbeat.clone()])),
             Refusal::NoHello
         );
         assert_eq!(
-            refused(hello_frame(PeerHello::new(9, GROUP))),
+            refused(hello_frame(proven(9, GROUP))),
             Refusal::UnknownNode { node: 9 }
         );
         assert_eq!(
-            refused(hello_frame(PeerHello::new(THIS as u32, GROUP))),
+            refused(hello_frame(proven(THIS as u32, GROUP))),
             Refusal::ClaimsThisNode { node: THIS }
         );
         assert_eq!(
-            refused(hello_frame(PeerHello::new(3, 0))),
+            refused(hello_frame(proven(3, 0))),
             Refusal::HelloForOtherGroup {
                 hello_group: 0,
                 groups: vec![GROUP]
             }
         );
-        let mut old = PeerHello::new(3, GROUP);
-        old.format_version = 0;
+        let mut old = proven(3, GROUP);
+        old.format_version = 1;
         assert_eq!(
             refused(hello_frame(old)),
-            Refusal::FormatVersion { version: 0 }
+            Refusal::FormatVersion { version: 1 }
         );
-        let mut signed = PeerHello::new(3, GROUP);
-        signed.auth_method = 1;
+        let mut unknown_method = proven(3, GROUP);
+        unknown_method.auth_method = 7;
         assert_eq!(
-            refused(hello_frame(signed)),
-            Refusal::AuthMethod { method: 1 }
+            refused(hello_frame(unknown_method)),
+            Refusal::AuthMethod { method: 7 }
         );
-        let mut mismatch = hello_frame(PeerHello::new(3, GROUP));
+        let mut mismatch = hello_frame(proven(3, GROUP));
         mismatch.from_node = 1;
         assert!(matches!(
             refused(mismatch),
             Refusal::HelloFrameMismatch { .. }
         ));
-        let mut loaded = hello_frame(PeerHello::new(3, GROUP));
+        let mut loaded = hello_frame(proven(3, GROUP));
         loaded.messages.push(heartbeat);
         assert_eq!(refused(loaded), Refusal::MessagesWithHello { count: 1 });
     }

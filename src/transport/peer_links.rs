@@ -1,5 +1,6 @@
 //! Outgoing links from one shard to the same shard of every peer node, on their peer
-//! ports: each connection opens with this node's hello, then carries frames of messages,
+//! ports: each connection opens with the receiver's challenge and this node's hello
+//! proving the cluster's secret over it (`security`), then carries frames of messages,
 //! each below the receiver's frame limit (`frame_split`).
 //!
 //! A frame that is still over the limit once split (only a message that cannot be cut: a
@@ -18,17 +19,21 @@ use std::collections::BTreeMap;
 use std::rc::Rc;
 use std::time::Duration;
 
-use futures_lite::AsyncWriteExt;
+use futures_lite::{AsyncReadExt, AsyncWriteExt};
 use glommio::channels::local_channel::{self, LocalReceiver, LocalSender};
 use glommio::net::TcpStream;
 use raft::eraftpb::Message;
 
 use crate::config::NodeConfig;
-use crate::constants::{MAX_CHUNKED_FRAMES_PER_PEER, MAX_CHUNKED_PEER_FRAME_BYTES};
-use crate::protocol::frame::append_frame;
-use crate::protocol::peer_codec::{
-    encode_peer_hello, encode_prefixed_peer_frame, PeerHello, PrefixedFrame,
+use crate::constants::{
+    MAX_CHUNKED_FRAMES_PER_PEER, MAX_CHUNKED_PEER_FRAME_BYTES, MAX_PEER_CHALLENGE_FRAME_BYTES,
+    PEER_HELLO_TIMEOUT,
 };
+use crate::protocol::frame::{append_frame, FrameDecoder};
+use crate::protocol::peer_codec::{
+    decode_peer_frame, encode_peer_hello, encode_prefixed_peer_frame, PeerHello, PrefixedFrame,
+};
+use crate::security::PeerSecret;
 use crate::transport::chunks::chunk_frame;
 use crate::transport::frame_split::{
     encoded_size_estimate, split_into_frames, PEER_FRAME_FIXED_BYTES,
@@ -109,8 +114,8 @@ impl Drop for LinkQueue {
 pub struct PeerLinks {
     config: NodeConfig,
     group: u32,
-    /// This node's hello for this group, encoded.
-    hello: Rc<Vec<u8>>,
+    /// What opens each connection.
+    opener: Rc<Opener>,
     /// The receivers' frame limit (every node runs with the same `max_frame_bytes`).
     max_frame_bytes: usize,
     links: RefCell<BTreeMap<u64, LinkQueue>>,
@@ -128,7 +133,11 @@ impl PeerLinks {
         let links = PeerLinks {
             config: config.clone(),
             group,
-            hello: Rc::new(encode_peer_hello(&PeerHello::new(config.node_id, group))),
+            opener: Rc::new(Opener {
+                node_id: config.node_id,
+                group,
+                secret: config.peer_secret.clone(),
+            }),
             max_frame_bytes: config.max_frame_bytes as usize,
             links: RefCell::new(BTreeMap::new()),
             paced: RefCell::new((Vec::new(), 0)),
@@ -174,7 +183,7 @@ impl PeerLinks {
         let link = Link {
             address: address.clone(),
             peer: node,
-            hello: self.hello.clone(),
+            opener: self.opener.clone(),
             unreachable: self.unreachable.clone(),
             lost_snapshots: self.lost_snapshots.clone(),
             max_frame_bytes: self.max_frame_bytes,
@@ -297,8 +306,8 @@ struct Link {
     /// The peer's peer port for this group.
     address: String,
     peer: u64,
-    /// This node's hello for this group, encoded.
-    hello: Rc<Vec<u8>>,
+    /// What opens each connection.
+    opener: Rc<Opener>,
     unreachable: Rc<RefCell<Vec<u64>>>,
     lost_snapshots: Rc<RefCell<Vec<u64>>>,
     /// The peer's frame limit: a larger frame is written as chunks.
@@ -315,7 +324,7 @@ async fn link_task(link: Link, frames: LocalReceiver<Outgoing>) {
     let Link {
         address,
         peer,
-        hello,
+        opener,
         unreachable,
         lost_snapshots,
         max_frame_bytes,
@@ -328,9 +337,10 @@ async fn link_task(link: Link, frames: LocalReceiver<Outgoing>) {
         if closed.get() {
             return;
         }
-        let mut stream = match connect_with_hello(&address, &hello).await {
+        let mut stream = match opener.connect(&address, peer).await {
             Ok(stream) => stream,
-            Err(_) => {
+            Err(error) => {
+                tracing::trace!(peer, %address, %error, "peer link not up");
                 unreachable.borrow_mut().push(peer);
                 glommio::timer::sleep(backoff).await;
                 backoff = (backoff * 2).min(MAX_BACKOFF);
@@ -480,16 +490,72 @@ async fn write_out(stream: &mut TcpStream, out: &[u8]) -> std::io::Result<()> {
     stream.flush().await
 }
 
-/// A connection to `address` that has sent `hello` as its first frame.
-async fn connect_with_hello(address: &str, hello: &[u8]) -> std::io::Result<TcpStream> {
-    let mut stream = TcpStream::connect(address).await?;
-    stream.set_nodelay(true)?;
-    let mut frame = Vec::with_capacity(hello.len() + 4);
-    append_frame(&mut frame, hello)
-        .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e))?;
-    stream.write_all(&frame).await?;
-    stream.flush().await?;
-    Ok(stream)
+/// What opens a connection of this node's links for one group.
+struct Opener {
+    node_id: u32,
+    group: u32,
+    /// The cluster's secret the hello proves (without it the receiver refuses the hello).
+    secret: Option<PeerSecret>,
+}
+
+impl Opener {
+    /// A connection to `peer`'s peer port at `address` that has read the receiver's
+    /// challenge and sent this node's hello, proven over it, as its first frame.
+    async fn connect(&self, address: &str, peer: u64) -> std::io::Result<TcpStream> {
+        let mut stream = TcpStream::connect(address).await?;
+        stream.set_nodelay(true)?;
+        let nonce = futures_lite::future::or(read_challenge(&mut stream, peer), async {
+            glommio::timer::sleep(PEER_HELLO_TIMEOUT).await;
+            Err(invalid(format!(
+                "no challenge from node {peer} within {PEER_HELLO_TIMEOUT:?}"
+            )))
+        })
+        .await?;
+        let hello = match &self.secret {
+            Some(secret) => {
+                let receiver = u32::try_from(peer).unwrap_or(u32::MAX);
+                let proof = secret.hello_proof(&nonce, receiver, self.node_id, self.group);
+                PeerHello::proven(self.node_id, self.group, proof)
+            }
+            None => PeerHello::new(self.node_id, self.group),
+        };
+        let mut frame = Vec::new();
+        append_frame(&mut frame, &encode_peer_hello(&hello)).map_err(invalid)?;
+        stream.write_all(&frame).await?;
+        stream.flush().await?;
+        Ok(stream)
+    }
+}
+
+fn invalid(error: impl ToString) -> std::io::Error {
+    std::io::Error::new(std::io::ErrorKind::InvalidData, error.to_string())
+}
+
+/// The nonce of the challenge `peer` opens the connection with (its one frame).
+async fn read_challenge(stream: &mut TcpStream, peer: u64) -> std::io::Result<Vec<u8>> {
+    let mut decoder = FrameDecoder::new(MAX_PEER_CHALLENGE_FRAME_BYTES);
+    let mut buffer = [0u8; 256];
+    let frame = loop {
+        if let Some(frame) = decoder.next_frame().map_err(invalid)? {
+            break frame;
+        }
+        let count = stream.read(&mut buffer).await?;
+        if count == 0 {
+            return Err(invalid(format!("node {peer} closed before its challenge")));
+        }
+        decoder.push(&buffer[..count]);
+    };
+    let challenge = decode_peer_frame(&frame)
+        .map_err(invalid)?
+        .challenge
+        .ok_or_else(|| invalid(format!("node {peer}'s first frame is not a challenge")))?;
+    if u64::from(challenge.node_id) != peer {
+        return Err(invalid(format!(
+            "the peer port of node {peer} answers as node {}",
+            challenge.node_id
+        )));
+    }
+    Ok(challenge.nonce)
 }
 
 fn sorted_once(mut peers: Vec<u64>) -> Vec<u64> {

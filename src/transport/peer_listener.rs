@@ -2,7 +2,8 @@
 //! their Raft messages for this shard's replica group.
 //!
 //! ```text
-//! accept ─▶ first frame within PEER_HELLO_TIMEOUT ─▶ ingress::admit_hello
+//! accept ─▶ write the challenge (a fresh nonce) ─▶ first frame within
+//!          PEER_HELLO_TIMEOUT ─▶ ingress::admit_hello (the secret's proof first)
 //!             refused (or no hello in time) ─▶ log, close
 //!             admitted ─▶ each frame ─▶ chunks::ChunkAssembler ─▶ ingress::admit ─▶ deliver
 //!                           chunk: held until its frame is whole     refusals ─▶ log
@@ -31,7 +32,7 @@ use std::net::SocketAddr;
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
-use futures_lite::AsyncReadExt;
+use futures_lite::{AsyncReadExt, AsyncWriteExt};
 use glommio::net::{TcpListener, TcpStream};
 use raft::eraftpb::Message;
 
@@ -39,11 +40,12 @@ use crate::constants::{
     MAX_CHUNKED_PEER_FRAME_BYTES, MAX_JOINING_PEER_BYTES_PER_SHARD,
     MAX_PEER_CONNECTIONS_AWAITING_HELLO, MAX_PEER_CONNECTIONS_PER_SHARD, PEER_HELLO_TIMEOUT,
 };
-use crate::protocol::frame::FrameDecoder;
-use crate::protocol::peer_codec::decode_peer_frame;
+use crate::protocol::frame::{append_frame, FrameDecoder};
+use crate::protocol::peer_codec::{decode_peer_frame, encode_peer_challenge, PeerChallenge};
 use crate::protocol::ProtocolError;
+use crate::security::{peer_secret::random_bytes, PeerSecret, NONCE_BYTES};
 use crate::transport::chunks::{ChunkAssembler, JoiningBudget};
-use crate::transport::ingress::{admit, admit_hello, RefusalLogLimiter};
+use crate::transport::ingress::{admit, admit_hello, HelloCheck, RefusalLogLimiter};
 
 const READ_BUFFER_BYTES: usize = 64 * 1024;
 
@@ -67,6 +69,8 @@ pub struct PeerIngress {
     pub nodes: Rc<RefCell<Vec<u64>>>,
     /// Largest frame accepted.
     pub max_frame_bytes: u32,
+    /// The cluster's shared secret: a hello must prove it (without one, none is admitted).
+    pub secret: Option<PeerSecret>,
 }
 
 struct Listener {
@@ -154,8 +158,19 @@ async fn handle_peer_connection(
 ) -> std::io::Result<()> {
     let mut decoder = FrameDecoder::new(state.ingress.max_frame_bytes);
     let mut buffer = vec![0u8; READ_BUFFER_BYTES];
+    let nonce = match random_bytes::<NONCE_BYTES>() {
+        Ok(nonce) => nonce,
+        Err(error) => {
+            state.awaiting_hello.set(state.awaiting_hello.get() - 1);
+            state.log_refusal(peer, "connection closed", &error);
+            return Ok(());
+        }
+    };
     let first = futures_lite::future::or(
-        async { next_frame(state, &mut stream, &mut decoder, &mut buffer, peer).await },
+        async {
+            send_challenge(state, &mut stream, &nonce).await?;
+            next_frame(state, &mut stream, &mut decoder, &mut buffer, peer).await
+        },
         async {
             glommio::timer::sleep(PEER_HELLO_TIMEOUT).await;
             Err(ReadEnd::TimedOut)
@@ -175,13 +190,14 @@ async fn handle_peer_connection(
     let hello = decode_peer_frame(&first)
         .map_err(|e| e.to_string())
         .and_then(|frame| {
-            admit_hello(
-                &frame,
-                ingress.this_node,
-                &ingress.groups.borrow(),
-                &ingress.nodes.borrow(),
-            )
-            .map_err(|e| e.to_string())
+            let check = HelloCheck {
+                this_node: ingress.this_node,
+                groups: &ingress.groups.borrow(),
+                voters: &ingress.nodes.borrow(),
+                secret: ingress.secret.as_ref(),
+                nonce: &nonce,
+            };
+            admit_hello(&frame, &check).map_err(|e| e.to_string())
         });
     let (node, group) = match hello {
         Ok(admitted) => admitted,
@@ -256,6 +272,22 @@ async fn serve_admitted(
     }
     let _ = state.joining.update(joining, 0);
     Ok(())
+}
+
+/// Writes this node's challenge, the one frame it sends on a peer connection.
+async fn send_challenge(
+    state: &Listener,
+    stream: &mut TcpStream,
+    nonce: &[u8],
+) -> Result<(), ReadEnd> {
+    let challenge = PeerChallenge {
+        node_id: u32::try_from(state.ingress.this_node).unwrap_or(u32::MAX),
+        nonce: nonce.to_vec(),
+    };
+    // The group is the hello's to name; the challenge's frame says none in particular.
+    let mut frame = Vec::new();
+    append_frame(&mut frame, &encode_peer_challenge(&challenge, 0)).map_err(|_| ReadEnd::Closed)?;
+    stream.write_all(&frame).await.map_err(|_| ReadEnd::Closed)
 }
 
 /// The next frame of the connection; an oversized one is logged and skipped.

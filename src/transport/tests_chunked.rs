@@ -14,9 +14,12 @@ use glommio::{LocalExecutorBuilder, Placement};
 use raft::eraftpb::{Message, MessageType, Snapshot};
 
 use crate::config::{NodeConfig, PeerAddress};
-use crate::protocol::frame::encode_frame;
+use crate::protocol::frame::{encode_frame, FrameDecoder};
 use crate::protocol::peer_chunk_codec::encode_peer_chunk;
-use crate::protocol::peer_codec::{encode_peer_frame, encode_peer_hello, PeerHello};
+use crate::protocol::peer_codec::{
+    decode_peer_frame, encode_peer_challenge, encode_peer_frame, encode_peer_hello, PeerChallenge,
+    PeerHello,
+};
 use crate::transport::peer_links::Dropped;
 use crate::transport::peer_listener::{serve_peers, Deliver, PeerIngress};
 use crate::transport::PeerLinks;
@@ -54,6 +57,7 @@ fn listening_node() -> (u16, Received) {
         groups: Rc::new(std::cell::RefCell::new(vec![0])),
         nodes: Rc::new(RefCell::new(vec![1, 2])),
         max_frame_bytes: LIMIT,
+        secret: Some(test_secret()),
     };
     let stopping = Rc::new(Cell::new(false));
     glommio::spawn_local(serve_peers(
@@ -64,6 +68,11 @@ fn listening_node() -> (u16, Received) {
     ))
     .detach();
     (port, received)
+}
+
+/// The two nodes' shared peer secret.
+fn test_secret() -> crate::security::PeerSecret {
+    crate::security::PeerSecret::from_bytes(&[3; 32]).expect("a secret")
 }
 
 fn node_one_config(peer_port: u16) -> NodeConfig {
@@ -78,6 +87,7 @@ fn node_one_config(peer_port: u16) -> NodeConfig {
         node_id: 1,
         max_frame_bytes: LIMIT,
         peers: vec![peer(1, 1), peer(2, peer_port)],
+        peer_secret: Some(test_secret()),
         ..NodeConfig::default()
     }
 }
@@ -153,12 +163,39 @@ fn a_snapshot_larger_than_the_frame_limit_arrives_whole_and_in_order() {
     });
 }
 
-/// Whether the listener closed the connection after `frames` (within 5 s).
-async fn closed_after(port: u16, frames: &[Vec<u8>]) -> bool {
+/// A connection to node 2's peer port past its challenge, and node 1's hello proven
+/// over it.
+async fn open_as_node_one(port: u16) -> (TcpStream, Vec<u8>) {
     let mut stream = TcpStream::connect(format!("127.0.0.1:{port}"))
         .await
         .expect("a connection");
+    let mut decoder = FrameDecoder::new(1024);
+    let mut buffer = [0u8; 256];
+    let frame = loop {
+        if let Some(frame) = decoder.next_frame().expect("a challenge frame") {
+            break frame;
+        }
+        let count = stream.read(&mut buffer).await.expect("a challenge");
+        assert!(count > 0, "closed before its challenge");
+        decoder.push(&buffer[..count]);
+    };
+    let challenge = decode_peer_frame(&frame)
+        .expect("a peer frame")
+        .challenge
+        .expect("a challenge");
+    let proof = test_secret().hello_proof(&challenge.nonce, 2, 1, 0);
+    (stream, encode_peer_hello(&PeerHello::proven(1, 0, proof)))
+}
+
+/// Stands for node 1's proven hello in a list of frames to send.
+const HELLO: Vec<u8> = Vec::new();
+
+/// Whether the listener closed the connection after `frames` (within 5 s; `HELLO` is
+/// node 1's hello proven over the connection's challenge).
+async fn closed_after(port: u16, frames: &[Vec<u8>]) -> bool {
+    let (mut stream, hello) = open_as_node_one(port).await;
     for frame in frames {
+        let frame = if frame.is_empty() { &hello } else { frame };
         let bytes = encode_frame(frame).expect("a frame");
         if stream.write_all(&bytes).await.is_err() {
             return true;
@@ -178,7 +215,7 @@ async fn closed_after(port: u16, frames: &[Vec<u8>]) -> bool {
 fn a_broken_chunk_sequence_or_chunks_before_the_hello_close_the_connection() {
     on_executor(|| async {
         let (port, received) = listening_node();
-        let hello = encode_peer_hello(&PeerHello::new(1, 0));
+        let hello = HELLO;
         let frame = encode_peer_frame(1, 0, &[heartbeat(7)]);
         let head = encode_peer_chunk(100, 0, &[1; 40]);
         let cases = [
@@ -227,15 +264,13 @@ fn a_broken_chunk_sequence_or_chunks_before_the_hello_close_the_connection() {
         let whole = encode_peer_frame(1, 0, &[heartbeat(8)]);
         let half = whole.len() / 2;
         let total = whole.len() as u64;
+        let (mut stream, hello) = open_as_node_one(port).await;
         let good = vec![
             hello,
             encode_peer_chunk(total, 0, &whole[..half]),
             encode_peer_chunk(total, half as u64, &whole[half..]),
             frame,
         ];
-        let mut stream = TcpStream::connect(format!("127.0.0.1:{port}"))
-            .await
-            .unwrap();
         for frame in &good {
             stream
                 .write_all(&encode_frame(frame).unwrap())
@@ -261,8 +296,18 @@ fn a_snapshot_whose_connection_fails_while_it_is_written_is_reported_lost() {
         let closed = Rc::new(Cell::new(false));
         let closing = closed.clone();
         glommio::spawn_local(async move {
-            // Take the link's connection and its hello, then close it and stop listening.
+            // Take the link's connection: challenge it, read its hello, then close it and
+            // stop listening.
             let mut stream = listener.accept().await.expect("the link connects");
+            let challenge = PeerChallenge {
+                node_id: 2,
+                nonce: vec![1; 32],
+            };
+            let frame = encode_frame(&encode_peer_challenge(&challenge, 0)).expect("a frame");
+            stream
+                .write_all(&frame)
+                .await
+                .expect("the challenge is written");
             let mut hello = [0u8; 16];
             let _ = stream.read(&mut hello).await;
             drop(stream);

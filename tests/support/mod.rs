@@ -50,6 +50,19 @@ fn broker_log(spec: &Broker) -> Stdio {
         .unwrap_or_else(|_| Stdio::null())
 }
 
+/// The peer secret file every broker of this test process is given (`--peer-secret-file`):
+/// the same for all, so any of them may form or join a cluster with the others.
+pub fn peer_secret_file() -> PathBuf {
+    static FILE: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    FILE.get_or_init(|| {
+        let path =
+            std::env::temp_dir().join(format!("keel-test-{}-peer.secret", std::process::id()));
+        std::fs::write(&path, "keel-test-peer-secret-0123456789abcdef\n").expect("secret file");
+        path
+    })
+    .clone()
+}
+
 /// The last lines a broker wrote to its standard error.
 fn broker_log_tail(spec: &Broker) -> String {
     let written = std::fs::read_to_string(broker_log_path(spec)).unwrap_or_default();
@@ -194,6 +207,8 @@ impl Broker {
                 "512KiB",
             ])
             .args(&spec.extra_args)
+            .arg("--peer-secret-file")
+            .arg(peer_secret_file())
             .arg("--data-dir")
             .arg(&spec.data_dir)
             .stdout(Stdio::null())

@@ -50,6 +50,10 @@ pub(crate) enum NodeCommand {
         /// cluster's].
         #[arg(long)]
         shards: Option<u32>,
+        /// The cluster's peer secret file (the nodes' --peer-secret-file): only a holder
+        /// of the secret adds a node.
+        #[arg(long)]
+        peer_secret_file: std::path::PathBuf,
         #[command(flatten)]
         connect: ConnectArgs,
     },
@@ -150,8 +154,9 @@ pub(crate) fn node(command: NodeCommand) -> ExitCode {
             node,
             address,
             shards,
+            peer_secret_file,
             connect,
-        } => return node_add(node, &address, shards, &connect),
+        } => return node_add(node, &address, (shards, &peer_secret_file), &connect),
         NodeCommand::Drain { node, plan } => {
             // Draining first: nothing new is placed on it while its replicas move off.
             if !plan.dry_run {
@@ -185,7 +190,16 @@ pub(crate) fn node(command: NodeCommand) -> ExitCode {
 }
 
 /// `keel node add`: records the node at the controller.
-fn node_add(node: u32, address: &str, shards: Option<u32>, connect: &ConnectArgs) -> ExitCode {
+fn node_add(
+    node: u32,
+    address: &str,
+    (shards, secret_file): (Option<u32>, &std::path::Path),
+    connect: &ConnectArgs,
+) -> ExitCode {
+    let secret = match keel::security::PeerSecret::load(secret_file) {
+        Ok(secret) => secret,
+        Err(error) => return fail("node add", error),
+    };
     let parsed = match keel::config::parse_peers(&format!("{node}={address}")) {
         Ok(mut parsed) if parsed.len() == 1 => parsed.remove(0),
         Ok(_) => return fail("node add", "give one address: HOST:PORT[/PEER_PORT][@RACK]"),
@@ -202,7 +216,7 @@ fn node_add(node: u32, address: &str, shards: Option<u32>, connect: &ConnectArgs
             Err(error) => return fail("node add", error),
         },
     };
-    match client.join_cluster(&parsed, shards) {
+    match client.join_cluster(&parsed, shards, Some(&secret)) {
         Ok(answer) => {
             let rack = parsed
                 .rack
@@ -211,7 +225,7 @@ fn node_add(node: u32, address: &str, shards: Option<u32>, connect: &ConnectArgs
             println!(
                 "node add: node {node} is in the cluster ({}:{} for clients, peer port {}); \
                  start it with: keel broker --node-id {node} --host {} --port {} --peer-port {} \
-                 --shards {}{rack} --join {}",
+                 --shards {}{rack} --peer-secret-file {} --join {}",
                 parsed.host,
                 parsed.base_port,
                 parsed.peer_port,
@@ -219,6 +233,7 @@ fn node_add(node: u32, address: &str, shards: Option<u32>, connect: &ConnectArgs
                 parsed.base_port,
                 parsed.peer_port,
                 answer.shards,
+                secret_file.display(),
                 connect.bootstrap
             );
             ExitCode::SUCCESS

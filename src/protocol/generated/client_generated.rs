@@ -468,10 +468,10 @@ pub mod protocol {
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
 pub const ENUM_MIN_ERROR_CODE: u16 = 0;
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
-pub const ENUM_MAX_ERROR_CODE: u16 = 26;
+pub const ENUM_MAX_ERROR_CODE: u16 = 27;
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
 #[allow(non_camel_case_types)]
-pub const ENUM_VALUES_ERROR_CODE: [ErrorCode; 27] = [
+pub const ENUM_VALUES_ERROR_CODE: [ErrorCode; 28] = [
   ErrorCode::None,
   ErrorCode::MalformedFrame,
   ErrorCode::FrameTooLarge,
@@ -499,6 +499,7 @@ pub const ENUM_VALUES_ERROR_CODE: [ErrorCode; 27] = [
   ErrorCode::StaleGeneration,
   ErrorCode::NotAssigned,
   ErrorCode::GroupNotEmpty,
+  ErrorCode::NotAuthorized,
 ];
 
 /// Error codes on the wire. Numbers are stable forever; new codes are appended.
@@ -547,9 +548,12 @@ impl ErrorCode {
   pub const NotAssigned: Self = Self(25);
   /// The group has members: reset and delete need an empty group.
   pub const GroupNotEmpty: Self = Self(26);
+  /// The request lacks a permission or proof it needs (a join without the cluster's
+  /// peer secret); the message names what. The connection stays usable.
+  pub const NotAuthorized: Self = Self(27);
 
   pub const ENUM_MIN: u16 = 0;
-  pub const ENUM_MAX: u16 = 26;
+  pub const ENUM_MAX: u16 = 27;
   pub const ENUM_VALUES: &'static [Self] = &[
     Self::None,
     Self::MalformedFrame,
@@ -578,6 +582,7 @@ impl ErrorCode {
     Self::StaleGeneration,
     Self::NotAssigned,
     Self::GroupNotEmpty,
+    Self::NotAuthorized,
   ];
   /// Returns the variant's name or "" if unknown.
   pub fn variant_name(self) -> Option<&'static str> {
@@ -609,6 +614,7 @@ impl ErrorCode {
       Self::StaleGeneration => Some("StaleGeneration"),
       Self::NotAssigned => Some("NotAssigned"),
       Self::GroupNotEmpty => Some("GroupNotEmpty"),
+      Self::NotAuthorized => Some("NotAuthorized"),
       _ => None,
     }
   }
@@ -9385,6 +9391,8 @@ impl<'a> JoinClusterRequest<'a> {
   pub const VT_PEER_PORT: ::flatbuffers::VOffsetT = 10;
   pub const VT_SHARDS: ::flatbuffers::VOffsetT = 12;
   pub const VT_RACK: ::flatbuffers::VOffsetT = 14;
+  pub const VT_PROOF_TIME_MS: ::flatbuffers::VOffsetT = 16;
+  pub const VT_PROOF: ::flatbuffers::VOffsetT = 18;
 
   #[inline]
   pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
@@ -9396,6 +9404,8 @@ impl<'a> JoinClusterRequest<'a> {
     args: &'args JoinClusterRequestArgs<'args>
   ) -> ::flatbuffers::WIPOffset<JoinClusterRequest<'bldr>> {
     let mut builder = JoinClusterRequestBuilder::new(_fbb);
+    builder.add_proof_time_ms(args.proof_time_ms);
+    if let Some(x) = args.proof { builder.add_proof(x); }
     if let Some(x) = args.rack { builder.add_rack(x); }
     builder.add_shards(args.shards);
     if let Some(x) = args.host { builder.add_host(x); }
@@ -9452,6 +9462,24 @@ impl<'a> JoinClusterRequest<'a> {
     // which contains a valid value in this slot
     unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<&str>>(JoinClusterRequest::VT_RACK, None)}
   }
+  /// When the proof was made (Unix milliseconds): the controller's leader takes it only
+  /// within minutes of its own clock.
+  #[inline]
+  pub fn proof_time_ms(&self) -> u64 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u64>(JoinClusterRequest::VT_PROOF_TIME_MS, Some(0)).unwrap()}
+  }
+  /// HMAC-SHA256 with the cluster's peer secret over the node's fields and proof_time_ms
+  /// (`security::PeerSecret::join_proof`): only a holder of the secret adds a node.
+  #[inline]
+  pub fn proof(&self) -> Option<::flatbuffers::Vector<'a, u8>> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'a, u8>>>(JoinClusterRequest::VT_PROOF, None)}
+  }
 }
 
 impl ::flatbuffers::Verifiable for JoinClusterRequest<'_> {
@@ -9466,6 +9494,8 @@ impl ::flatbuffers::Verifiable for JoinClusterRequest<'_> {
      .visit_field::<u16>("peer_port", Self::VT_PEER_PORT, false)?
      .visit_field::<u32>("shards", Self::VT_SHARDS, false)?
      .visit_field::<::flatbuffers::ForwardsUOffset<&str>>("rack", Self::VT_RACK, false)?
+     .visit_field::<u64>("proof_time_ms", Self::VT_PROOF_TIME_MS, false)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'_, u8>>>("proof", Self::VT_PROOF, false)?
      .finish();
     Ok(())
   }
@@ -9477,6 +9507,8 @@ pub struct JoinClusterRequestArgs<'a> {
     pub peer_port: u16,
     pub shards: u32,
     pub rack: Option<::flatbuffers::WIPOffset<&'a str>>,
+    pub proof_time_ms: u64,
+    pub proof: Option<::flatbuffers::WIPOffset<::flatbuffers::Vector<'a, u8>>>,
 }
 impl<'a> Default for JoinClusterRequestArgs<'a> {
   #[inline]
@@ -9488,6 +9520,8 @@ impl<'a> Default for JoinClusterRequestArgs<'a> {
       peer_port: 0,
       shards: 0,
       rack: None,
+      proof_time_ms: 0,
+      proof: None,
     }
   }
 }
@@ -9522,6 +9556,14 @@ impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> JoinClusterRequestBuilder<'a,
     self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(JoinClusterRequest::VT_RACK, rack);
   }
   #[inline]
+  pub fn add_proof_time_ms(&mut self, proof_time_ms: u64) {
+    self.fbb_.push_slot::<u64>(JoinClusterRequest::VT_PROOF_TIME_MS, proof_time_ms, 0);
+  }
+  #[inline]
+  pub fn add_proof(&mut self, proof: ::flatbuffers::WIPOffset<::flatbuffers::Vector<'b , u8>>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(JoinClusterRequest::VT_PROOF, proof);
+  }
+  #[inline]
   pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> JoinClusterRequestBuilder<'a, 'b, A> {
     let start = _fbb.start_table();
     JoinClusterRequestBuilder {
@@ -9545,6 +9587,8 @@ impl ::core::fmt::Debug for JoinClusterRequest<'_> {
       ds.field("peer_port", &self.peer_port());
       ds.field("shards", &self.shards());
       ds.field("rack", &self.rack());
+      ds.field("proof_time_ms", &self.proof_time_ms());
+      ds.field("proof", &self.proof());
       ds.finish()
   }
 }

@@ -786,7 +786,8 @@ impl<'a> PeerHello<'a> {
     // which contains a valid value in this slot
     unsafe { self._tab.get::<u32>(PeerHello::VT_GROUP, Some(0)).unwrap()}
   }
-  /// The peer protocol's version (1); a receiver refuses one it does not speak.
+  /// The peer protocol's version (2: the connection opens with a challenge); a receiver
+  /// refuses one it does not speak.
   #[inline]
   pub fn format_version(&self) -> u16 {
     // Safety:
@@ -794,9 +795,9 @@ impl<'a> PeerHello<'a> {
     // which contains a valid value in this slot
     unsafe { self._tab.get::<u16>(PeerHello::VT_FORMAT_VERSION, Some(0)).unwrap()}
   }
-  /// How the sender proves it is node_id: 0 none (today: anyone who can reach the peer
-  /// port can claim any node id). Room for authentication (a MAC with a cluster secret,
-  /// a TLS channel binding): a receiver refuses a method it does not know.
+  /// How the sender proves it is node_id: 0 none (always refused), 1 an HMAC-SHA256 with
+  /// the cluster's shared secret over the receiver's challenge and this hello. A
+  /// receiver refuses a method it does not know.
   #[inline]
   pub fn auth_method(&self) -> u8 {
     // Safety:
@@ -804,7 +805,7 @@ impl<'a> PeerHello<'a> {
     // which contains a valid value in this slot
     unsafe { self._tab.get::<u8>(PeerHello::VT_AUTH_METHOD, Some(0)).unwrap()}
   }
-  /// The method's proof; empty with method 0.
+  /// The method's proof (32 bytes with method 1).
   #[inline]
   pub fn auth_data(&self) -> Option<::flatbuffers::Vector<'a, u8>> {
     // Safety:
@@ -900,6 +901,123 @@ impl ::core::fmt::Debug for PeerHello<'_> {
       ds.finish()
   }
 }
+pub enum PeerChallengeOffset {}
+#[derive(Copy, Clone, PartialEq)]
+
+/// The receiver's first frame on a peer connection: what the sender's hello must prove
+/// it saw.
+pub struct PeerChallenge<'a> {
+  pub _tab: ::flatbuffers::Table<'a>,
+}
+
+impl<'a> ::flatbuffers::Follow<'a> for PeerChallenge<'a> {
+  type Inner = PeerChallenge<'a>;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    Self { _tab: unsafe { ::flatbuffers::Table::new(buf, loc) } }
+  }
+}
+
+impl<'a> PeerChallenge<'a> {
+  pub const VT_NODE_ID: ::flatbuffers::VOffsetT = 4;
+  pub const VT_NONCE: ::flatbuffers::VOffsetT = 6;
+
+  #[inline]
+  pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
+    PeerChallenge { _tab: table }
+  }
+  #[allow(unused_mut)]
+  pub fn create<'bldr: 'args, 'args: 'mut_bldr, 'mut_bldr, A: ::flatbuffers::Allocator + 'bldr>(
+    _fbb: &'mut_bldr mut ::flatbuffers::FlatBufferBuilder<'bldr, A>,
+    args: &'args PeerChallengeArgs<'args>
+  ) -> ::flatbuffers::WIPOffset<PeerChallenge<'bldr>> {
+    let mut builder = PeerChallengeBuilder::new(_fbb);
+    if let Some(x) = args.nonce { builder.add_nonce(x); }
+    builder.add_node_id(args.node_id);
+    builder.finish()
+  }
+
+
+  /// The receiving node's id.
+  #[inline]
+  pub fn node_id(&self) -> u32 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u32>(PeerChallenge::VT_NODE_ID, Some(0)).unwrap()}
+  }
+  /// A fresh random nonce (32 bytes), never used for another connection.
+  #[inline]
+  pub fn nonce(&self) -> Option<::flatbuffers::Vector<'a, u8>> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'a, u8>>>(PeerChallenge::VT_NONCE, None)}
+  }
+}
+
+impl ::flatbuffers::Verifiable for PeerChallenge<'_> {
+  #[inline]
+  fn run_verifier(
+    v: &mut ::flatbuffers::Verifier, pos: usize
+  ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
+    v.visit_table(pos)?
+     .visit_field::<u32>("node_id", Self::VT_NODE_ID, false)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'_, u8>>>("nonce", Self::VT_NONCE, false)?
+     .finish();
+    Ok(())
+  }
+}
+pub struct PeerChallengeArgs<'a> {
+    pub node_id: u32,
+    pub nonce: Option<::flatbuffers::WIPOffset<::flatbuffers::Vector<'a, u8>>>,
+}
+impl<'a> Default for PeerChallengeArgs<'a> {
+  #[inline]
+  fn default() -> Self {
+    PeerChallengeArgs {
+      node_id: 0,
+      nonce: None,
+    }
+  }
+}
+
+pub struct PeerChallengeBuilder<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> {
+  fbb_: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>,
+  start_: ::flatbuffers::WIPOffset<::flatbuffers::TableUnfinishedWIPOffset>,
+}
+impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> PeerChallengeBuilder<'a, 'b, A> {
+  #[inline]
+  pub fn add_node_id(&mut self, node_id: u32) {
+    self.fbb_.push_slot::<u32>(PeerChallenge::VT_NODE_ID, node_id, 0);
+  }
+  #[inline]
+  pub fn add_nonce(&mut self, nonce: ::flatbuffers::WIPOffset<::flatbuffers::Vector<'b , u8>>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(PeerChallenge::VT_NONCE, nonce);
+  }
+  #[inline]
+  pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> PeerChallengeBuilder<'a, 'b, A> {
+    let start = _fbb.start_table();
+    PeerChallengeBuilder {
+      fbb_: _fbb,
+      start_: start,
+    }
+  }
+  #[inline]
+  pub fn finish(self) -> ::flatbuffers::WIPOffset<PeerChallenge<'a>> {
+    let o = self.fbb_.end_table(self.start_);
+    ::flatbuffers::WIPOffset::new(o.value())
+  }
+}
+
+impl ::core::fmt::Debug for PeerChallenge<'_> {
+  fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
+    let mut ds = f.debug_struct("PeerChallenge");
+      ds.field("node_id", &self.node_id());
+      ds.field("nonce", &self.nonce());
+      ds.finish()
+  }
+}
 pub enum PeerFrameOffset {}
 #[derive(Copy, Clone, PartialEq)]
 
@@ -921,6 +1039,7 @@ impl<'a> PeerFrame<'a> {
   pub const VT_GROUP: ::flatbuffers::VOffsetT = 6;
   pub const VT_MESSAGES: ::flatbuffers::VOffsetT = 8;
   pub const VT_HELLO: ::flatbuffers::VOffsetT = 10;
+  pub const VT_CHALLENGE: ::flatbuffers::VOffsetT = 12;
 
   #[inline]
   pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
@@ -932,6 +1051,7 @@ impl<'a> PeerFrame<'a> {
     args: &'args PeerFrameArgs<'args>
   ) -> ::flatbuffers::WIPOffset<PeerFrame<'bldr>> {
     let mut builder = PeerFrameBuilder::new(_fbb);
+    if let Some(x) = args.challenge { builder.add_challenge(x); }
     if let Some(x) = args.hello { builder.add_hello(x); }
     if let Some(x) = args.messages { builder.add_messages(x); }
     builder.add_group(args.group);
@@ -971,6 +1091,14 @@ impl<'a> PeerFrame<'a> {
     // which contains a valid value in this slot
     unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<PeerHello>>(PeerFrame::VT_HELLO, None)}
   }
+  /// Set on the receiver's one frame only (its from_node is the receiver).
+  #[inline]
+  pub fn challenge(&self) -> Option<PeerChallenge<'a>> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<PeerChallenge>>(PeerFrame::VT_CHALLENGE, None)}
+  }
 }
 
 impl ::flatbuffers::Verifiable for PeerFrame<'_> {
@@ -983,6 +1111,7 @@ impl ::flatbuffers::Verifiable for PeerFrame<'_> {
      .visit_field::<u32>("group", Self::VT_GROUP, false)?
      .visit_field::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'_, ::flatbuffers::ForwardsUOffset<RaftMessage>>>>("messages", Self::VT_MESSAGES, false)?
      .visit_field::<::flatbuffers::ForwardsUOffset<PeerHello>>("hello", Self::VT_HELLO, false)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<PeerChallenge>>("challenge", Self::VT_CHALLENGE, false)?
      .finish();
     Ok(())
   }
@@ -992,6 +1121,7 @@ pub struct PeerFrameArgs<'a> {
     pub group: u32,
     pub messages: Option<::flatbuffers::WIPOffset<::flatbuffers::Vector<'a, ::flatbuffers::ForwardsUOffset<RaftMessage<'a>>>>>,
     pub hello: Option<::flatbuffers::WIPOffset<PeerHello<'a>>>,
+    pub challenge: Option<::flatbuffers::WIPOffset<PeerChallenge<'a>>>,
 }
 impl<'a> Default for PeerFrameArgs<'a> {
   #[inline]
@@ -1001,6 +1131,7 @@ impl<'a> Default for PeerFrameArgs<'a> {
       group: 0,
       messages: None,
       hello: None,
+      challenge: None,
     }
   }
 }
@@ -1027,6 +1158,10 @@ impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> PeerFrameBuilder<'a, 'b, A> {
     self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<PeerHello>>(PeerFrame::VT_HELLO, hello);
   }
   #[inline]
+  pub fn add_challenge(&mut self, challenge: ::flatbuffers::WIPOffset<PeerChallenge<'b >>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<PeerChallenge>>(PeerFrame::VT_CHALLENGE, challenge);
+  }
+  #[inline]
   pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> PeerFrameBuilder<'a, 'b, A> {
     let start = _fbb.start_table();
     PeerFrameBuilder {
@@ -1048,6 +1183,7 @@ impl ::core::fmt::Debug for PeerFrame<'_> {
       ds.field("group", &self.group());
       ds.field("messages", &self.messages());
       ds.field("hello", &self.hello());
+      ds.field("challenge", &self.challenge());
       ds.finish()
   }
 }
