@@ -5,7 +5,9 @@ use std::path::PathBuf;
 
 use crate::constants::PEER_FRAME_HEADROOM_BYTES;
 use crate::log::LogConfig;
+use crate::security::tls::{NodeTls, TlsFiles};
 use crate::security::PeerSecret;
+use std::sync::Arc;
 
 /// Largest frame a client may send, by default.
 pub const DEFAULT_MAX_FRAME_BYTES: u32 = 8 * 1024 * 1024;
@@ -91,6 +93,23 @@ pub struct NodeConfig {
     /// node): a peer connection's hello and a join must prove it. Required of a node of
     /// a cluster (with `peers` or `join`); a node without it admits no peer connection.
     pub peer_secret: Option<PeerSecret>,
+    /// The node's TLS certificate chain, key and the cluster's CA (PEM files; `tls_cert`,
+    /// `tls_key`, `tls_ca`): with the first two, the client port speaks TLS only; with
+    /// the CA too, the peer port speaks mutual TLS and clients may present certificates.
+    pub tls_files: TlsFileNames,
+    /// Those files read (`load_tls`); `None` without TLS.
+    pub tls: Option<Arc<NodeTls>>,
+}
+
+/// The TLS files a node is given, as named (`NodeConfig::load_tls` reads them).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct TlsFileNames {
+    /// Certificate chain.
+    pub cert: Option<PathBuf>,
+    /// Private key.
+    pub key: Option<PathBuf>,
+    /// CA.
+    pub ca: Option<PathBuf>,
 }
 
 /// Bytes per second a leader sends a catching-up learner unless configured: a 1 GiB
@@ -247,6 +266,8 @@ impl Default for NodeConfig {
             rack: None,
             joined: None,
             peer_secret: None,
+            tls_files: TlsFileNames::default(),
+            tls: None,
         }
     }
 }
@@ -329,6 +350,12 @@ pub struct ConfigFile {
     pub rack: Option<String>,
     /// A file holding the cluster's shared peer secret (at least 32 bytes).
     pub peer_secret_file: Option<PathBuf>,
+    /// The node's certificate chain (PEM).
+    pub tls_cert: Option<PathBuf>,
+    /// Its private key (PEM).
+    pub tls_key: Option<PathBuf>,
+    /// The cluster's CA (PEM).
+    pub tls_ca: Option<PathBuf>,
 }
 
 impl ConfigFile {
@@ -410,6 +437,15 @@ impl ConfigFile {
         if let Some(rack) = &self.rack {
             config.rack = Some(rack.clone());
         }
+        for (value, slot) in [
+            (&self.tls_cert, &mut config.tls_files.cert),
+            (&self.tls_key, &mut config.tls_files.key),
+            (&self.tls_ca, &mut config.tls_files.ca),
+        ] {
+            if let Some(path) = value {
+                *slot = Some(path.clone());
+            }
+        }
         if let Some(path) = &self.peer_secret_file {
             config.peer_secret =
                 Some(PeerSecret::load(path).map_err(|e| ConfigError(e.to_string()))?);
@@ -437,6 +473,32 @@ impl ConfigFile {
 pub struct ConfigError(pub String);
 
 impl NodeConfig {
+    /// Reads the TLS files named in `tls_files` into `tls` (a certificate and its key
+    /// go together; a CA needs them).
+    pub fn load_tls(&mut self) -> Result<(), ConfigError> {
+        let TlsFileNames { cert, key, ca } = self.tls_files.clone();
+        let files = match (cert, key) {
+            (Some(cert), Some(key)) => TlsFiles { cert, key, ca },
+            (None, None) if ca.is_none() => return Ok(()),
+            _ => {
+                return Err(ConfigError(
+                    "TLS needs the node's certificate and its key together (tls_cert, \
+                     tls_key); tls_ca adds mutual TLS between nodes"
+                        .into(),
+                ))
+            }
+        };
+        self.tls = Some(NodeTls::load(files).map_err(|e| ConfigError(e.to_string()))?);
+        Ok(())
+    }
+
+    /// Whether peer connections are mutual TLS (a CA is configured).
+    pub fn peer_tls(&self) -> bool {
+        self.tls
+            .as_ref()
+            .is_some_and(|tls| tls.files().ca.is_some())
+    }
+
     /// Checks the settings fit together.
     pub fn validate(&self) -> Result<(), ConfigError> {
         let fail = |message: String| Err(ConfigError(message));
@@ -520,11 +582,12 @@ impl NodeConfig {
             return fail(format!("--peers must include this node ({})", self.node_id));
         }
         let in_cluster = !self.peers.is_empty() || self.join.is_some() || self.joined.is_some();
-        if in_cluster && self.peer_secret.is_none() {
+        if in_cluster && self.peer_secret.is_none() && !self.peer_tls() {
             return fail(
                 "a node of a cluster needs the cluster's shared secret, the same file on \
                  every node: --peer-secret-file FILE (TOML peer_secret_file); make one with \
-                 `head -c 32 /dev/urandom | base64 > FILE` (keel dev makes its own)"
+                 `head -c 32 /dev/urandom | base64 > FILE` (keel dev makes its own); or \
+                 mutual TLS between the nodes (--tls-cert, --tls-key, --tls-ca)"
                     .to_string(),
             );
         }

@@ -168,6 +168,15 @@ pub const MAX_PEER_CONNECTIONS_PER_SHARD: usize = 256;
 /// a connecting node waits as long for the receiver's challenge.
 pub const PEER_HELLO_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
 
+/// A TLS connection (client or peer port) whose handshake has not ended by then is
+/// closed: a stalled or slow handshake holds a slot of `MAX_TLS_HANDSHAKES_PER_SHARD`.
+pub const TLS_HANDSHAKE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// TLS handshakes a shard's client port runs at once; a connection beyond is closed at
+/// once. Each costs a signature and a key exchange (about a millisecond of CPU): a flood
+/// of handshakes takes a bounded share of the shard, and served connections go on.
+pub const MAX_TLS_HANDSHAKES_PER_SHARD: usize = 64;
+
 /// The shortest peer secret accepted: 32 bytes (256 bits from a random source, or their
 /// hex or base64 text), the HMAC-SHA256 key's full strength.
 pub const MIN_PEER_SECRET_BYTES: usize = 32;

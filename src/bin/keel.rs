@@ -208,6 +208,19 @@ struct BrokerArgs {
     /// it, so no one without it can speak Raft to a node or add one.
     #[arg(long)]
     peer_secret_file: Option<PathBuf>,
+    /// The node's TLS certificate chain (PEM): with --tls-key, the client port speaks TLS
+    /// only. It serves the peer port too, so it names the host clients reach and the
+    /// node (DNS name keel-node-N).
+    #[arg(long)]
+    tls_cert: Option<PathBuf>,
+    /// The private key of --tls-cert (PEM).
+    #[arg(long)]
+    tls_key: Option<PathBuf>,
+    /// The cluster's CA (PEM): with it the nodes speak mutual TLS on their peer ports
+    /// (a peer's certificate must chain to it and name its node), and clients may
+    /// present certificates from it. SIGHUP reads the three files again.
+    #[arg(long)]
+    tls_ca: Option<PathBuf>,
 }
 
 #[derive(Args)]
@@ -244,6 +257,40 @@ struct ConnectArgs {
     /// finds `keel dev`'s three nodes and a lone `keel broker`.
     #[arg(long, default_value = "127.0.0.1:9700,127.0.0.1:9710,127.0.0.1:9720")]
     bootstrap: String,
+    /// Connect over TLS, trusting the brokers' certificates from this CA (PEM; the
+    /// brokers' --tls-ca, or the CA that signed their --tls-cert).
+    #[arg(long)]
+    tls_ca: Option<PathBuf>,
+    /// This client's certificate (PEM), for brokers that take client certificates as
+    /// the client's identity (with --tls-key and --tls-ca).
+    #[arg(long, requires = "tls_key", requires = "tls_ca")]
+    tls_cert: Option<PathBuf>,
+    /// The private key of --tls-cert (PEM).
+    #[arg(long, requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
+}
+
+impl ConnectArgs {
+    /// How to connect: TLS with --tls-ca. A file that cannot be read ends the command
+    /// (exit 2) saying which and why.
+    fn security(&self) -> keel::client::ClientSecurity {
+        let Some(ca) = &self.tls_ca else {
+            return keel::client::ClientSecurity::default();
+        };
+        let identity = self.tls_cert.as_deref().zip(self.tls_key.as_deref());
+        match keel::security::tls::client_config(ca, identity) {
+            Ok(tls) => keel::client::ClientSecurity { tls: Some(tls) },
+            Err(error) => {
+                eprintln!("keel: {error}");
+                std::process::exit(2);
+            }
+        }
+    }
+
+    /// A cluster client for these flags.
+    fn client(&self) -> ClusterClient {
+        ClusterClient::with_security(&self.bootstrap, self.security())
+    }
 }
 
 #[derive(Subcommand)]
@@ -596,7 +643,7 @@ fn main() -> ExitCode {
                 offsets: args.offsets,
                 follow: args.follow,
                 session_timeout: args.session_timeout,
-                bootstrap: &args.connect.bootstrap,
+                connect: &args.connect,
             }),
             None => consume(args),
         },
@@ -832,6 +879,16 @@ fn broker_config(args: BrokerArgs) -> Result<NodeConfig, String> {
     if let Some(path) = &args.peer_secret_file {
         config.peer_secret = Some(PeerSecret::load(path).map_err(|e| e.to_string())?);
     }
+    for (value, slot) in [
+        (args.tls_cert, &mut config.tls_files.cert),
+        (args.tls_key, &mut config.tls_files.key),
+        (args.tls_ca, &mut config.tls_files.ca),
+    ] {
+        if value.is_some() {
+            *slot = value;
+        }
+    }
+    config.load_tls().map_err(|e| e.to_string())?;
     if let Some(rate) = args.learner_rate {
         config.learner_bytes_per_second = rate;
     }
@@ -941,7 +998,7 @@ fn topic(command: TopicCommand) -> ExitCode {
             partitions,
             replication_factor,
             connect,
-        } => match ClusterClient::new(&connect.bootstrap).create_topic_with(
+        } => match connect.client().create_topic_with(
             &name,
             partitions,
             replication_factor.unwrap_or(0),
@@ -952,26 +1009,22 @@ fn topic(command: TopicCommand) -> ExitCode {
             }
             Err(error) => fail("topic create", error),
         },
-        TopicCommand::List { connect } => {
-            match ClusterClient::new(&connect.bootstrap).list_topics() {
-                Ok(topics) => {
-                    for (name, partitions) in topics {
-                        println!("{name}\t{partitions} partitions");
-                    }
-                    ExitCode::SUCCESS
+        TopicCommand::List { connect } => match connect.client().list_topics() {
+            Ok(topics) => {
+                for (name, partitions) in topics {
+                    println!("{name}\t{partitions} partitions");
                 }
-                Err(error) => fail("topic list", error),
+                ExitCode::SUCCESS
             }
-        }
-        TopicCommand::Delete { name, connect } => {
-            match ClusterClient::new(&connect.bootstrap).delete_topic(&name) {
-                Ok(()) => {
-                    println!("deleted topic {name}");
-                    ExitCode::SUCCESS
-                }
-                Err(error) => fail("topic delete", error),
+            Err(error) => fail("topic list", error),
+        },
+        TopicCommand::Delete { name, connect } => match connect.client().delete_topic(&name) {
+            Ok(()) => {
+                println!("deleted topic {name}");
+                ExitCode::SUCCESS
             }
-        }
+            Err(error) => fail("topic delete", error),
+        },
     }
 }
 
@@ -1050,7 +1103,7 @@ fn produce_plain(args: &ProduceArgs, acks: keel::protocol::wire::Acks) -> ExitCo
     use keel::client::producer::check_record_size;
     use keel::protocol::codec::{record_bytes_bound, RECORD_BATCH_OVERHEAD_BOUND_BYTES};
     let limit = usize::try_from(args.max_batch_bytes).unwrap_or(usize::MAX);
-    let mut client = ClusterClient::new(&args.connect.bootstrap);
+    let mut client = args.connect.client();
     let mut input = input_records(args).peekable();
     let (mut sent, mut refused, mut number) = (0u64, 0u64, 0u64);
     while input.peek().is_some() {
@@ -1149,6 +1202,7 @@ fn produce_with_spill(args: &ProduceArgs, acks: keel::protocol::wire::Acks) -> E
         return fail("produce", "no spill directory");
     };
     let mut config = ProducerConfig::new(&args.connect.bootstrap);
+    config.security = args.connect.security();
     config.acks = acks;
     config.delivery_timeout = args.delivery_timeout;
     config.max_batch_bytes = usize::try_from(args.max_batch_bytes).unwrap_or(usize::MAX);
@@ -1212,7 +1266,7 @@ fn produce_with_spill(args: &ProduceArgs, acks: keel::protocol::wire::Acks) -> E
 }
 
 fn consume(args: ConsumeArgs) -> ExitCode {
-    let mut client = ClusterClient::new(&args.connect.bootstrap);
+    let mut client = args.connect.client();
     let mut offset = args.offset;
     let stdout = std::io::stdout();
     loop {

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 
-use crate::client::connection::Connection;
+use crate::client::connection::{ClientSecurity, Connection};
 use crate::client::error::ClientError;
 use crate::constants::INDETERMINATE_WRITE_WORDS;
 use crate::protocol::codec::{
@@ -315,6 +315,7 @@ pub const PRODUCE_TIMEOUT: Duration = Duration::from_secs(30);
 /// A client of one cluster.
 pub struct ClusterClient {
     request_timeout: Duration,
+    security: ClientSecurity,
     bootstrap: Vec<String>,
     connections: HashMap<String, Connection>,
     metadata: Metadata,
@@ -363,8 +364,14 @@ impl ClusterClient {
     /// A client that starts from `bootstrap`: "host:port" of any shard, or several
     /// separated by commas (tried in turn when one does not answer).
     pub fn new(bootstrap: &str) -> ClusterClient {
+        ClusterClient::with_security(bootstrap, ClientSecurity::default())
+    }
+
+    /// A client that starts from `bootstrap` and connects as `security` says (TLS).
+    pub fn with_security(bootstrap: &str, security: ClientSecurity) -> ClusterClient {
         ClusterClient {
             request_timeout: crate::client::connection::DEFAULT_REQUEST_TIMEOUT,
+            security,
             bootstrap: bootstrap
                 .split(',')
                 .map(|a| a.trim().to_string())
@@ -373,6 +380,11 @@ impl ClusterClient {
             connections: HashMap::new(),
             metadata: Metadata::default(),
         }
+    }
+
+    /// How this client connects (TLS settings).
+    pub fn security(&self) -> &ClientSecurity {
+        &self.security
     }
 
     /// Sets how long to wait for each answer (default 35 s, above the broker's 30 s
@@ -394,7 +406,8 @@ impl ClusterClient {
 
     fn connection(&mut self, address: &str) -> Result<&mut Connection, ClientError> {
         if !self.connections.contains_key(address) {
-            let mut connection = Connection::connect(address, CONNECT_TIMEOUT)?;
+            let mut connection =
+                Connection::connect_with(address, CONNECT_TIMEOUT, &self.security)?;
             connection.set_request_timeout(self.request_timeout);
             self.connections.insert(address.to_string(), connection);
         }

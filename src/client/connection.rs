@@ -1,10 +1,13 @@
 //! One blocking connection to a shard: send requests (many may be outstanding), read the
 //! answers, matched by correlation id. For tools, tests and simple producers; it needs no
-//! async runtime.
+//! async runtime. Plain TCP, or TLS when the client's security says so (the handshake
+//! happens in `connect`, within its timeout, so a wrong CA or an expired certificate is a
+//! connect error naming rustls's reason).
 
 use std::collections::HashMap;
 use std::io::{Read, Write};
 use std::net::TcpStream;
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -20,9 +23,118 @@ pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(35);
 /// Bytes asked of the socket by one read.
 const READ_CHUNK_BYTES: usize = 64 * 1024;
 
+/// How a client reaches the brokers: TLS (the CA it trusts, its own certificate if it
+/// has one) or plain TCP.
+#[derive(Clone, Debug, Default)]
+pub struct ClientSecurity {
+    /// TLS settings (`security::tls::client_config`); `None`: plain TCP.
+    pub tls: Option<Arc<rustls::ClientConfig>>,
+}
+
+/// The bytes under a connection.
+enum Transport {
+    Plain(TcpStream),
+    Tls(Box<rustls::StreamOwned<rustls::ClientConnection, TcpStream>>),
+}
+
+impl Transport {
+    fn tcp(&self) -> &TcpStream {
+        match self {
+            Transport::Plain(tcp) => tcp,
+            Transport::Tls(tls) => &tls.sock,
+        }
+    }
+
+    /// Decrypted bytes rustls holds that no read has taken yet (a wait on the socket
+    /// would not see them).
+    fn pending(&mut self) -> usize {
+        match self {
+            Transport::Plain(_) => 0,
+            Transport::Tls(tls) => tls
+                .conn
+                .process_new_packets()
+                .map_or(0, |state| state.plaintext_bytes_to_read()),
+        }
+    }
+
+    fn set_read_timeout(&self, timeout: Duration) -> std::io::Result<()> {
+        self.tcp().set_read_timeout(Some(timeout))
+    }
+}
+
+impl Read for Transport {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        match self {
+            Transport::Plain(tcp) => tcp.read(buf),
+            Transport::Tls(tls) => tls.read(buf),
+        }
+    }
+}
+
+impl Write for Transport {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        match self {
+            Transport::Plain(tcp) => tcp.write(buf),
+            Transport::Tls(tls) => tls.write(buf),
+        }
+    }
+
+    fn write_all(&mut self, buf: &[u8]) -> std::io::Result<()> {
+        match self {
+            Transport::Plain(tcp) => tcp.write_all(buf),
+            Transport::Tls(tls) => {
+                tls.write_all(buf)?;
+                tls.flush()
+            }
+        }
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        match self {
+            Transport::Plain(tcp) => tcp.flush(),
+            Transport::Tls(tls) => tls.flush(),
+        }
+    }
+}
+
+/// The TLS side of `tcp` to `address` ("host:port"; the host is the name the broker's
+/// certificate must carry), its handshake done within `timeout`.
+fn start_tls(
+    config: &Arc<rustls::ClientConfig>,
+    address: &str,
+    mut tcp: TcpStream,
+    timeout: Duration,
+) -> std::io::Result<Transport> {
+    let invalid = |e: &dyn std::fmt::Display| {
+        std::io::Error::new(std::io::ErrorKind::InvalidData, format!("TLS: {e}"))
+    };
+    let host = address
+        .rsplit_once(':')
+        .map_or(address, |(host, _)| host)
+        .trim_start_matches('[')
+        .trim_end_matches(']');
+    let name = rustls_pki_types::ServerName::try_from(host.to_string()).map_err(|e| invalid(&e))?;
+    let mut conn = rustls::ClientConnection::new(config.clone(), name).map_err(|e| invalid(&e))?;
+    tcp.set_read_timeout(Some(timeout))?;
+    tcp.set_write_timeout(Some(timeout))?;
+    while conn.is_handshaking() {
+        conn.complete_io(&mut tcp).map_err(|e| {
+            if e.kind() == std::io::ErrorKind::InvalidData {
+                invalid(&e)
+            } else {
+                e
+            }
+        })?;
+    }
+    tcp.set_write_timeout(None)?;
+    Ok(Transport::Tls(Box::new(rustls::StreamOwned::new(
+        conn, tcp,
+    ))))
+}
+
 /// A connection to one shard.
 pub struct Connection {
-    stream: TcpStream,
+    stream: Transport,
     address: String,
     decoder: FrameDecoder,
     /// Where reads land before the decoder takes them (allocated once).
@@ -32,8 +144,17 @@ pub struct Connection {
 }
 
 impl Connection {
-    /// Connects to `address` ("host:port").
+    /// Connects to `address` ("host:port"), plain TCP.
     pub fn connect(address: &str, timeout: Duration) -> Result<Connection, ClientError> {
+        Connection::connect_with(address, timeout, &ClientSecurity::default())
+    }
+
+    /// Connects to `address` ("host:port") as `security` says.
+    pub fn connect_with(
+        address: &str,
+        timeout: Duration,
+        security: &ClientSecurity,
+    ) -> Result<Connection, ClientError> {
         let addresses: Vec<_> = std::net::ToSocketAddrs::to_socket_addrs(address)
             .map_err(|e| ClientError::Connect {
                 address: address.to_string(),
@@ -42,10 +163,16 @@ impl Connection {
             .collect();
         let mut last_error = std::io::Error::new(std::io::ErrorKind::NotFound, "no address");
         for socket_address in addresses {
-            match TcpStream::connect_timeout(&socket_address, timeout) {
+            let connected = TcpStream::connect_timeout(&socket_address, timeout).and_then(|tcp| {
+                tcp.set_nodelay(true).ok();
+                match &security.tls {
+                    Some(config) => start_tls(config, address, tcp, timeout),
+                    None => Ok(Transport::Plain(tcp)),
+                }
+            });
+            match connected {
                 Ok(stream) => {
-                    stream.set_nodelay(true).ok();
-                    stream.set_read_timeout(Some(DEFAULT_REQUEST_TIMEOUT)).ok();
+                    stream.set_read_timeout(DEFAULT_REQUEST_TIMEOUT).ok();
                     return Ok(Connection {
                         stream,
                         address: address.to_string(),
@@ -58,6 +185,12 @@ impl Connection {
                 Err(error) => last_error = error,
             }
         }
+        if security.tls.is_some() && last_error.kind() == std::io::ErrorKind::InvalidData {
+            return Err(ClientError::Tls {
+                address: address.to_string(),
+                reason: last_error.to_string(),
+            });
+        }
         Err(ClientError::Connect {
             address: address.to_string(),
             source: last_error,
@@ -68,7 +201,7 @@ impl Connection {
     pub fn set_request_timeout(&mut self, timeout: Duration) {
         let _ = self
             .stream
-            .set_read_timeout(Some(timeout.max(Duration::from_millis(1))));
+            .set_read_timeout(timeout.max(Duration::from_millis(1)));
     }
 
     /// The address connected to.
@@ -123,7 +256,7 @@ impl Connection {
     pub fn receive_any(&mut self, wait: Duration) -> Result<Option<(u64, Bytes)>, ClientError> {
         let _ = self
             .stream
-            .set_read_timeout(Some(wait.max(Duration::from_millis(1))));
+            .set_read_timeout(wait.max(Duration::from_millis(1)));
         loop {
             if let Some(answer) = self.buffered_answer()? {
                 return Ok(Some(answer));
@@ -143,14 +276,22 @@ impl Connection {
         }
     }
 
-    /// One read of the socket, given to the decoder; the peer closing is an error
-    /// (`UnexpectedEof`).
+    /// One read of the socket, given to the decoder (over TLS, with every decrypted byte
+    /// it brought: a wait on the socket would not see them); the peer closing is an
+    /// error (`UnexpectedEof`).
     fn read_more(&mut self) -> std::io::Result<()> {
         let count = self.stream.read(&mut self.read_buffer)?;
         if count == 0 {
             return Err(std::io::ErrorKind::UnexpectedEof.into());
         }
         self.decoder.push(&self.read_buffer[..count]);
+        while self.stream.pending() > 0 {
+            let count = self.stream.read(&mut self.read_buffer)?;
+            if count == 0 {
+                break;
+            }
+            self.decoder.push(&self.read_buffer[..count]);
+        }
         Ok(())
     }
 
@@ -162,12 +303,21 @@ impl Connection {
 
     /// The socket, to wait on several connections at once.
     pub fn socket(&self) -> &impl std::os::fd::AsFd {
-        &self.stream
+        self.stream.tcp()
     }
 
     fn io_error(&self, source: std::io::Error) -> ClientError {
         if source.kind() == std::io::ErrorKind::UnexpectedEof {
             return ClientError::Closed(self.address.clone());
+        }
+        if source.kind() == std::io::ErrorKind::InvalidData
+            && matches!(self.stream, Transport::Tls(_))
+        {
+            // The broker's TLS alert (it refused this client's certificate, ...).
+            return ClientError::Tls {
+                address: self.address.clone(),
+                reason: source.to_string(),
+            };
         }
         ClientError::Io {
             address: self.address.clone(),

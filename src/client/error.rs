@@ -6,6 +6,16 @@ use crate::protocol::ProtocolError;
 /// What went wrong talking to the cluster.
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
+    /// TLS failed: the broker's certificate is not from the trusted CA, has expired or
+    /// does not name the host, or the broker refused this client's certificate. Not
+    /// retried: asking again gets the same answer.
+    #[error("TLS with {address}: {reason}")]
+    Tls {
+        /// The broker's address.
+        address: String,
+        /// rustls's reason.
+        reason: String,
+    },
     /// No connection could be made.
     #[error("cannot connect to {address}: {source}")]
     Connect {

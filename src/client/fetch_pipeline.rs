@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 use nix::poll::{poll, PollFd, PollFlags};
 
 use crate::client::cluster::{decode_fetch_answer, Fetched};
-use crate::client::connection::Connection;
+use crate::client::connection::{ClientSecurity, Connection};
 use crate::client::error::ClientError;
 use crate::client::group_calls::TopicPartition;
 use crate::constants::{CLIENT_FETCH_MAX_BYTES, FETCH_LONG_POLL};
@@ -59,9 +59,19 @@ pub(crate) struct FetchPipeline {
     in_flight: HashMap<(String, u64), TopicPartition>,
     /// Failures to report before waiting again.
     failed: VecDeque<Fetch>,
+    /// How its connections are made (TLS).
+    security: ClientSecurity,
 }
 
 impl FetchPipeline {
+    /// A pipeline whose connections are made as `security` says.
+    pub fn with_security(security: ClientSecurity) -> FetchPipeline {
+        FetchPipeline {
+            security,
+            ..FetchPipeline::default()
+        }
+    }
+
     /// Reads `tp` from `from` at the shard at `address` from now on.
     pub(crate) fn read(&mut self, address: &str, tp: &TopicPartition, from: u64) {
         let read = Read {
@@ -122,7 +132,7 @@ impl FetchPipeline {
         };
         let (address, from) = (read.address.clone(), read.from);
         if !self.connections.contains_key(&address) {
-            match Connection::connect(&address, CONNECT_TIMEOUT) {
+            match Connection::connect_with(&address, CONNECT_TIMEOUT, &self.security) {
                 Ok(connection) => {
                     self.connections.insert(address.clone(), connection);
                 }

@@ -20,6 +20,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::client::cluster::{ClusterClient, ConsumedRecord};
+use crate::client::connection::ClientSecurity;
 use crate::client::error::ClientError;
 use crate::client::fetch_pipeline::{Fetch, FetchPipeline};
 use crate::client::group_calls::{JoinOptions, Membership, TopicPartition};
@@ -55,6 +56,8 @@ pub struct GroupConsumerConfig {
     pub auto_commit: Option<Duration>,
     /// Where partitions without a committed offset (or one retention removed) start.
     pub offset_reset: OffsetReset,
+    /// How it connects (TLS).
+    pub security: ClientSecurity,
 }
 
 impl GroupConsumerConfig {
@@ -67,6 +70,7 @@ impl GroupConsumerConfig {
             join: JoinOptions::default(),
             auto_commit: Some(Duration::from_secs(5)),
             offset_reset: OffsetReset::Earliest,
+            security: ClientSecurity::default(),
         }
     }
 }
@@ -123,8 +127,9 @@ impl GroupConsumer {
         bootstrap: &str,
         config: GroupConsumerConfig,
     ) -> Result<GroupConsumer, ClientError> {
-        let mut client = ClusterClient::new(bootstrap);
+        let mut client = ClusterClient::with_security(bootstrap, config.security.clone());
         let membership = client.join_group(&config.group, "", &config.topics, &config.join)?;
+        let pipeline = FetchPipeline::with_security(client.security().clone());
         let mut consumer = GroupConsumer {
             client,
             config,
@@ -137,7 +142,7 @@ impl GroupConsumer {
             consumed: BTreeMap::new(),
             committed: BTreeMap::new(),
             unplaced: BTreeMap::new(),
-            pipeline: FetchPipeline::default(),
+            pipeline,
             last_heartbeat: Instant::now(),
             last_commit: Instant::now(),
             listener: None,

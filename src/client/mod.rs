@@ -32,6 +32,7 @@ pub mod spill_journal;
 mod time_lookup;
 
 pub use cluster::{ClusterClient, ConsumedRecord, Fetched, GroupStatus};
+pub use connection::ClientSecurity;
 pub use consumer::{Consumer, PartitionRecord};
 pub use error::ClientError;
 pub use group_consumer::{

@@ -35,6 +35,7 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use crate::client::cluster::ClusterClient;
+use crate::client::connection::ClientSecurity;
 use crate::client::error::ClientError;
 use crate::client::producer_identity::Identity;
 use crate::client::spill_journal::{SpillError, SpillJournal, SpillStatus, SpilledBatch};
@@ -65,6 +66,8 @@ pub struct ProducerConfig {
     pub delivery_timeout: Duration,
     /// Where batches go when the cluster cannot take them (off when `None`).
     pub spill: Option<SpillConfig>,
+    /// How it connects (TLS).
+    pub security: ClientSecurity,
 }
 
 /// The spill journal's settings.
@@ -101,6 +104,7 @@ impl ProducerConfig {
             max_buffered_records: 100_000,
             delivery_timeout: Duration::from_secs(30),
             spill: None,
+            security: ClientSecurity::default(),
         }
     }
 }
@@ -577,7 +581,7 @@ pub(crate) fn sequence_refused(error: &ClientError) -> bool {
 /// timeout (it is the request's timeout), so a silent connection is given up soon after
 /// (a record's fate is known within about its delivery timeout, journal or not).
 pub(crate) fn client_for(config: &ProducerConfig) -> ClusterClient {
-    let mut client = ClusterClient::new(&config.bootstrap);
+    let mut client = ClusterClient::with_security(&config.bootstrap, config.security.clone());
     client.set_request_timeout(config.delivery_timeout.max(MIN_REQUEST_TIMEOUT) + ANSWER_MARGIN);
     client
 }

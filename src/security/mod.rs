@@ -1,10 +1,13 @@
-//! Who may talk to a node. Today: the cluster's shared peer secret and the proofs made
-//! with it, so that only the cluster's own nodes can open a peer connection (and speak
-//! Raft) or join the cluster.
+//! Who may talk to a node: the cluster's shared peer secret and the proofs made with it
+//! (only the cluster's own nodes open a peer connection, speak Raft or join the
+//! cluster), and TLS on the client and peer ports (`tls`, `stream`).
 //!
-//! Owns the secret (loading, generating, never printing it) and the MACs over it; never
-//! touches a socket or a file other than the secret's own.
+//! Owns the secret (loading, generating, never printing it), the MACs over it, the TLS
+//! configurations and the plain-or-TLS stream; never opens a socket.
 
+pub mod certs;
 pub mod peer_secret;
+pub mod stream;
+pub mod tls;
 
 pub use peer_secret::{PeerSecret, SecretError, NONCE_BYTES, PROOF_BYTES};

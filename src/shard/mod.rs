@@ -98,6 +98,7 @@ pub enum NodeError {
 pub fn run_node(config: NodeConfig, stop: Arc<AtomicBool>) -> Result<(), NodeError> {
     let config = join_cluster::resolve(config)?;
     config.validate()?;
+    reload_tls_on_sighup(config.tls.clone())?;
     if !allocator::tune_for_broker() {
         tracing::warn!(
             "the C allocator refused its broker settings; large answers may cost page faults"
@@ -133,6 +134,34 @@ pub fn run_node(config: NodeConfig, stop: Arc<AtomicBool>) -> Result<(), NodeErr
         }
     }
     failure.map_or(Ok(()), Err)
+}
+
+/// SIGHUP reads the node's TLS files again (new connections use them; open ones keep
+/// theirs; on an error the files in use stay). Without TLS, SIGHUP is logged and
+/// ignored: it never stops the node.
+fn reload_tls_on_sighup(tls: Option<Arc<crate::security::tls::NodeTls>>) -> Result<(), NodeError> {
+    let mut signals = signal_hook::iterator::Signals::new([signal_hook::consts::SIGHUP])
+        .map_err(|e| NodeError::Start(format!("cannot handle SIGHUP: {e}")))?;
+    std::thread::Builder::new()
+        .name("keel-sighup".into())
+        .spawn(move || {
+            for _ in signals.forever() {
+                match &tls {
+                    Some(tls) => match tls.reload() {
+                        Ok(()) => tracing::info!(
+                            files = ?tls.files(),
+                            "SIGHUP: TLS files read again; new connections use them"
+                        ),
+                        Err(error) => tracing::error!(
+                            "SIGHUP: TLS files not reloaded, the ones in use stay: {error}"
+                        ),
+                    },
+                    None => tracing::info!("SIGHUP: no TLS files to read again"),
+                }
+            }
+        })
+        .map_err(|e| NodeError::Start(format!("cannot start the SIGHUP thread: {e}")))?;
+    Ok(())
 }
 
 /// Runs `shard` in the shard's replication task queue: everything it starts (the

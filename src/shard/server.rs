@@ -19,6 +19,12 @@
 //!   writer: answer written ─▶ slot and connection bytes freed
 //! ```
 //!
+//! With TLS (`tls_cert`, `tls_key`) every connection is TLS: the handshake comes first,
+//! within `TLS_HANDSHAKE_TIMEOUT`, at most `MAX_TLS_HANDSHAKES_PER_SHARD` at once (more
+//! are closed at once, so a flood of handshakes costs the shard a bounded amount of work
+//! and never holds up served connections); a failed one is logged (rate-limited, with
+//! rustls's reason: an expired certificate, another CA) and closed.
+//!
 //! A frame longer than `max_frame_bytes` gets a `FrameTooLarge` answer (correlation id 0:
 //! the request is never read) naming the limit and its size; its bytes are dropped as they
 //! arrive, never buffered, and the connection goes on. A zero-length frame breaks the
@@ -34,12 +40,16 @@ use glommio::channels::local_channel;
 use glommio::net::{TcpListener, TcpStream};
 use glommio::sync::{Semaphore, StaticPermit};
 
-use crate::constants::{MAX_REQUEST_BYTES_PER_CONNECTION, MAX_REQUEST_BYTES_PER_SHARD};
+use crate::constants::{
+    MAX_REQUEST_BYTES_PER_CONNECTION, MAX_REQUEST_BYTES_PER_SHARD, MAX_TLS_HANDSHAKES_PER_SHARD,
+    TLS_HANDSHAKE_TIMEOUT,
+};
 use crate::protocol::codec::decode_request;
 use crate::protocol::frame::FrameDecoder;
 use crate::protocol::peer_codec::is_peer_frame;
 use crate::protocol::wire::ErrorCode;
 use crate::protocol::ProtocolError;
+use crate::security::stream::Stream;
 use crate::shard::answer_frame::AnswerFrame;
 use crate::shard::hosted_groups::HostedGroups;
 use crate::shard::requests::{error_response, handle_request, WireError};
@@ -62,6 +72,7 @@ pub async fn serve(groups: Rc<HostedGroups>, listener: TcpListener, stopping: Rc
     let open = Rc::new(Cell::new(0usize));
     let refusal_log = Rc::new(RefCell::new(RefusalLogLimiter::default()));
     let shard_bytes = Rc::new(ByteBound::new(MAX_REQUEST_BYTES_PER_SHARD));
+    let handshaking = Rc::new(Cell::new(0usize));
     while !stopping.get() {
         let stream = match listener.accept().await {
             Ok(stream) => stream,
@@ -78,16 +89,97 @@ pub async fn serve(groups: Rc<HostedGroups>, listener: TcpListener, stopping: Rc
             );
             continue;
         }
+        let tls = groups
+            .first()
+            .config
+            .tls
+            .as_ref()
+            .map(|tls| tls.client_port());
+        if tls.is_some() && handshaking.get() >= MAX_TLS_HANDSHAKES_PER_SHARD {
+            log_refusal(
+                &refusal_log,
+                groups.shard_id,
+                &stream,
+                &"too many TLS handshakes",
+            );
+            continue;
+        }
         open.set(open.get() + 1);
         let (groups, open, refusal_log) = (groups.clone(), open.clone(), refusal_log.clone());
+        let handshaking = handshaking.clone();
         let budget = RequestBudget::new(shard_bytes.clone(), MAX_REQUEST_BYTES_PER_CONNECTION);
         glommio::spawn_local(async move {
-            if let Err(error) = handle_connection(groups, stream, refusal_log, budget).await {
-                tracing::debug!(%error, "connection closed");
+            let stream = match tls {
+                None => Some(Stream::Plain(stream)),
+                Some(config) => {
+                    handshaking.set(handshaking.get() + 1);
+                    let accepted = accept_tls(config, stream, &refusal_log, groups.shard_id).await;
+                    handshaking.set(handshaking.get() - 1);
+                    accepted
+                }
+            };
+            if let Some(stream) = stream {
+                if let Err(error) = handle_connection(groups, stream, refusal_log, budget).await {
+                    tracing::debug!(%error, "connection closed");
+                }
             }
             open.set(open.get() - 1);
         })
         .detach();
+    }
+}
+
+/// The TLS side of a new connection, once its handshake ends within the timeout.
+async fn accept_tls(
+    config: std::sync::Arc<rustls::ServerConfig>,
+    stream: TcpStream,
+    refusal_log: &RefCell<RefusalLogLimiter>,
+    shard_id: u32,
+) -> Option<Stream> {
+    let peer = stream.peer_addr().ok();
+    let handshake = futures_rustls::TlsAcceptor::from(config).accept(stream);
+    let timeout = async {
+        glommio::timer::sleep(TLS_HANDSHAKE_TIMEOUT).await;
+        Err(std::io::Error::new(
+            std::io::ErrorKind::TimedOut,
+            format!("no TLS handshake within {TLS_HANDSHAKE_TIMEOUT:?}"),
+        ))
+    };
+    match futures_lite::future::or(handshake, timeout).await {
+        Ok(tls) => Some(Stream::Server(Box::new(tls))),
+        Err(error) if error.kind() == std::io::ErrorKind::UnexpectedEof => {
+            // Closed before a handshake (a port check, a client that gave up).
+            tracing::debug!(shard = shard_id, ?peer, "closed before its TLS handshake");
+            None
+        }
+        Err(error) => {
+            if let Some(suppressed) = refusal_log.borrow_mut().should_log(Instant::now()) {
+                tracing::warn!(
+                    shard = shard_id,
+                    ?peer,
+                    suppressed_since_last = suppressed,
+                    "client TLS handshake failed: {error}"
+                );
+            }
+            None
+        }
+    }
+}
+
+fn log_refusal(
+    refusal_log: &RefCell<RefusalLogLimiter>,
+    shard_id: u32,
+    stream: &TcpStream,
+    why: &dyn std::fmt::Display,
+) {
+    if let Some(suppressed) = refusal_log.borrow_mut().should_log(Instant::now()) {
+        let peer = stream.peer_addr().ok();
+        tracing::warn!(
+            shard = shard_id,
+            ?peer,
+            suppressed_since_last = suppressed,
+            "client connection closed: {why}"
+        );
     }
 }
 
@@ -180,12 +272,12 @@ struct QueuedAnswer {
 
 async fn handle_connection(
     groups: Rc<HostedGroups>,
-    stream: TcpStream,
+    stream: Stream,
     refusal_log: Rc<RefCell<RefusalLogLimiter>>,
     budget: RequestBudget,
 ) -> std::io::Result<()> {
-    stream.set_nodelay(true)?;
-    let peer = stream.peer_addr().ok();
+    stream.tcp().set_nodelay(true)?;
+    let peer = stream.tcp().peer_addr().ok();
     let (mut reader, writer) = futures_lite::io::split(stream);
     // Every queued answer holds an in-flight slot (the read loop's error answers too), so
     // the queue never fills and a task never waits to hand its answer over.
@@ -312,7 +404,7 @@ async fn queue_own_answer(
 
 /// Writes answers as they come; what an answer's request held is freed once it is out.
 async fn write_answers(
-    mut writer: futures_lite::io::WriteHalf<TcpStream>,
+    mut writer: futures_lite::io::WriteHalf<Stream>,
     to_write: local_channel::LocalReceiver<QueuedAnswer>,
     queued: &Cell<usize>,
 ) -> std::io::Result<()> {

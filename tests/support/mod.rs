@@ -58,6 +58,8 @@ pub fn peer_secret_file() -> PathBuf {
         let path =
             std::env::temp_dir().join(format!("keel-test-{}-peer.secret", std::process::id()));
         std::fs::write(&path, "keel-test-peer-secret-0123456789abcdef\n").expect("secret file");
+        let owner_only = std::os::unix::fs::PermissionsExt::from_mode(0o600);
+        std::fs::set_permissions(&path, owner_only).expect("secret file mode");
         path
     })
     .clone()
@@ -321,6 +323,11 @@ impl Broker {
                 std::thread::sleep(Duration::from_millis(20));
             }
         }
+    }
+
+    /// The last lines it wrote to its standard error.
+    pub fn log_tail(&self) -> String {
+        broker_log_tail(self)
     }
 
     /// kill -9.

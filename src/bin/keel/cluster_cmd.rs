@@ -142,7 +142,7 @@ pub(crate) struct MoveArgs {
 
 pub(crate) fn cluster(command: ClusterCommand) -> ExitCode {
     match command {
-        ClusterCommand::Status { connect } => cluster_status(&connect.bootstrap),
+        ClusterCommand::Status { connect } => cluster_status(&connect),
         ClusterCommand::Move(args) => cluster_move(args),
         ClusterCommand::Rebalance(args) => run_plan("cluster rebalance", &[], args),
     }
@@ -160,7 +160,7 @@ pub(crate) fn node(command: NodeCommand) -> ExitCode {
         NodeCommand::Drain { node, plan } => {
             // Draining first: nothing new is placed on it while its replicas move off.
             if !plan.dry_run {
-                let mut client = ClusterClient::new(&plan.connect.bootstrap);
+                let mut client = plan.connect.client();
                 if let Err(error) = client.set_node_state(node, NodeService::Draining) {
                     return fail("node drain", error);
                 }
@@ -174,7 +174,7 @@ pub(crate) fn node(command: NodeCommand) -> ExitCode {
             ("node remove", node, NodeService::Removed, connect)
         }
     };
-    match ClusterClient::new(&connect.bootstrap).set_node_state(node, state) {
+    match connect.client().set_node_state(node, state) {
         Ok(changed) => {
             let now = match state {
                 NodeService::Active => "active",
@@ -205,7 +205,7 @@ fn node_add(
         Ok(_) => return fail("node add", "give one address: HOST:PORT[/PEER_PORT][@RACK]"),
         Err(error) => return fail("node add", error),
     };
-    let mut client = ClusterClient::new(&connect.bootstrap);
+    let mut client = connect.client();
     let shards = match shards {
         Some(shards) => shards,
         None => match client.metadata() {
@@ -245,7 +245,7 @@ fn node_add(
 /// Plans, prints and (without --dry-run) makes the moves, planning again after each
 /// round until nothing is left to move.
 fn run_plan(what: &str, drain: &[u64], args: PlanArgs) -> ExitCode {
-    let mut client = ClusterClient::new(&args.connect.bootstrap);
+    let mut client = args.connect.client();
     let budget = args.budget.budget();
     // Changes made, replica moves among them.
     let (mut made, mut moved): (u32, u32) = (0, 0);
@@ -309,7 +309,7 @@ fn lead(client: &mut ClusterClient, group: u32, to: u64) -> ExitCode {
 }
 
 fn cluster_move(args: MoveArgs) -> ExitCode {
-    let mut client = ClusterClient::new(&args.connect.bootstrap);
+    let mut client = args.connect.client();
     let plan = ReplicaMovePlan {
         group: args.group,
         from: args.from,
@@ -383,8 +383,8 @@ fn move_one(client: &mut ClusterClient, plan: &ReplicaMovePlan, budget: MoveBudg
     }
 }
 
-fn cluster_status(bootstrap: &str) -> ExitCode {
-    let mut client = ClusterClient::new(bootstrap);
+fn cluster_status(connect: &ConnectArgs) -> ExitCode {
+    let mut client = connect.client();
     let rows = match client.cluster_status() {
         Ok(rows) => rows,
         Err(error) => return fail("cluster status", error),

@@ -75,7 +75,8 @@ pub(crate) fn group(command: GroupCommand) -> ExitCode {
         GroupCommand::List { connect } => list(&connect),
         GroupCommand::Describe { group, connect } => describe(&group, &connect),
         GroupCommand::Reset(args) => reset(&args),
-        GroupCommand::Delete { group, connect } => ClusterClient::new(&connect.bootstrap)
+        GroupCommand::Delete { group, connect } => connect
+            .client()
             .delete_group(&group)
             .map(|()| println!("deleted group {group}")),
     };
@@ -93,7 +94,7 @@ fn mode_name(mode: GroupMode) -> &'static str {
 }
 
 fn list(connect: &ConnectArgs) -> Result<(), ClientError> {
-    let groups = ClusterClient::new(&connect.bootstrap).list_groups()?;
+    let groups = connect.client().list_groups()?;
     println!("{:<30} {:>8} {:>11} MODE", "GROUP", "MEMBERS", "GENERATION");
     for group in groups {
         println!(
@@ -108,7 +109,7 @@ fn list(connect: &ConnectArgs) -> Result<(), ClientError> {
 }
 
 fn describe(group: &str, connect: &ConnectArgs) -> Result<(), ClientError> {
-    let mut client = ClusterClient::new(&connect.bootstrap);
+    let mut client = connect.client();
     let found = client.describe_group(group)?;
     println!(
         "group {}: generation {}, {}, {:?} assignment, {} member(s)",
@@ -161,7 +162,7 @@ fn print_offsets(client: &mut ClusterClient, found: &GroupDescription) -> Result
 }
 
 fn reset(args: &ResetArgs) -> Result<(), ClientError> {
-    let mut client = ClusterClient::new(&args.connect.bootstrap);
+    let mut client = args.connect.client();
     let count = *client
         .metadata()?
         .topics
@@ -223,7 +224,7 @@ pub(crate) struct GroupConsumeArgs<'a> {
     pub(crate) offsets: bool,
     pub(crate) follow: bool,
     pub(crate) session_timeout: Duration,
-    pub(crate) bootstrap: &'a str,
+    pub(crate) connect: &'a ConnectArgs,
 }
 
 /// `keel consume TOPIC --group G`: prints the records of the partitions the group
@@ -236,12 +237,13 @@ pub(crate) fn consume_group(args: GroupConsumeArgs<'_>) -> ExitCode {
         offsets,
         follow,
         session_timeout,
-        bootstrap,
+        connect,
     } = args;
     let mut config = GroupConsumerConfig::new(group, &[topic]);
+    config.security = connect.security();
     config.auto_commit = Some(Duration::from_secs(1));
     config.join.session_timeout_ms = u32::try_from(session_timeout.as_millis()).unwrap_or(u32::MAX);
-    let mut consumer = match GroupConsumer::subscribe(bootstrap, config) {
+    let mut consumer = match GroupConsumer::subscribe(&connect.bootstrap, config) {
         Ok(consumer) => consumer,
         Err(error) => return fail("consume", error),
     };

@@ -1,0 +1,220 @@
+//! Issue 13: clients over TLS. A real broker process with a certificate from a CA made
+//! here; clients trusting that CA write and read; a plain client, a client trusting
+//! another CA, a client presenting a certificate from another CA or an expired one, and
+//! a broker whose own certificate has expired are refused with rustls's reason; the
+//! broker keeps serving the others. SIGHUP reads new files without dropping the open
+//! connections.
+
+mod support;
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use keel::client::{ClientError, ClientSecurity, ClusterClient};
+use keel::protocol::codec::{encode_record_batch, BatchProducer, RecordData};
+use keel::protocol::wire::Acks;
+use keel::security::certs::{Authority, Issued, Validity};
+use keel::security::tls::client_config;
+use support::{free_ports, retry, Broker};
+
+/// Writes `issued` as NAME.crt and NAME.key in `dir`.
+fn write_pair(dir: &Path, name: &str, issued: &Issued) -> (PathBuf, PathBuf) {
+    let (cert, key) = (
+        dir.join(format!("{name}.crt")),
+        dir.join(format!("{name}.key")),
+    );
+    std::fs::write(&cert, &issued.cert_pem).unwrap();
+    std::fs::write(&key, &issued.key_pem).unwrap();
+    (cert, key)
+}
+
+fn write_ca(dir: &Path, name: &str, ca: &Authority) -> PathBuf {
+    let path = dir.join(format!("{name}.crt"));
+    std::fs::write(&path, ca.cert_pem()).unwrap();
+    path
+}
+
+fn expired() -> Validity {
+    let now = time::OffsetDateTime::now_utc();
+    Validity {
+        not_before: now - time::Duration::days(30),
+        not_after: now - time::Duration::days(1),
+    }
+}
+
+fn client(address: &str, ca: &Path, identity: Option<&(PathBuf, PathBuf)>) -> ClusterClient {
+    let identity = identity.map(|(c, k)| (c.as_path(), k.as_path()));
+    let tls = client_config(ca, identity).expect("client TLS settings");
+    let mut client = ClusterClient::with_security(address, ClientSecurity { tls: Some(tls) });
+    client.set_request_timeout(Duration::from_secs(5));
+    client
+}
+
+fn produce(client: &mut ClusterClient, value: &str) -> Result<u64, ClientError> {
+    let records = [RecordData {
+        value: value.as_bytes().to_vec(),
+        ..Default::default()
+    }];
+    let (batch, crc) = encode_record_batch(BatchProducer::default(), 0, &records);
+    client.produce("secured", 0, &batch, crc, Acks::Quorum)
+}
+
+/// The TLS error a client meets (never a retry loop's "gave up": it is not retried).
+fn tls_refusal(result: Result<impl std::fmt::Debug, ClientError>) -> String {
+    match result {
+        Err(ClientError::Tls { reason, .. }) => reason,
+        other => panic!("a TLS refusal expected, got {other:?}"),
+    }
+}
+
+#[test]
+fn clients_reach_a_tls_broker_only_with_its_ca_and_valid_certificates() {
+    let root = tempfile::tempdir().unwrap();
+    let dir = root.path();
+    let ca = Authority::new("keel test CA").unwrap();
+    let other = Authority::new("another CA").unwrap();
+    let ca_file = write_ca(dir, "ca", &ca);
+    let other_ca_file = write_ca(dir, "other-ca", &other);
+    let valid = Validity::days_from_now(30);
+    let (cert, key) = write_pair(
+        dir,
+        "node",
+        &ca.issue_node(1, &["127.0.0.1"], valid).unwrap(),
+    );
+    let port = free_ports(1);
+    let tls_args: Vec<String> = vec![
+        "--tls-cert".into(),
+        cert.display().to_string(),
+        "--tls-key".into(),
+        key.display().to_string(),
+        "--tls-ca".into(),
+        ca_file.display().to_string(),
+    ];
+    let broker = Broker::start_with_args(&dir.join("data"), port, 1, "4MiB", &tls_args);
+    let address = broker.address(0);
+
+    // Trusting the CA: a topic, a write, a read.
+    let mut trusted = client(&address, &ca_file, None);
+    retry("create topic", || trusted.create_topic("secured", 1));
+    let offset = produce(&mut trusted, "over TLS").expect("a write over TLS");
+    let fetched = trusted
+        .fetch("secured", 0, offset, 1 << 20, Duration::from_millis(100))
+        .unwrap();
+    assert_eq!(fetched.records.len(), 1);
+    assert_eq!(&fetched.records[0].value[..], b"over TLS");
+    // With a client certificate from the CA too.
+    let named = write_pair(dir, "alice", &ca.issue_client("alice", valid).unwrap());
+    let mut with_cert = client(&address, &ca_file, Some(&named));
+    produce(&mut with_cert, "with a certificate").expect("a client certificate from the CA");
+
+    // A plain client gets no answer it can read: the connection ends.
+    let mut plain = ClusterClient::new(&address);
+    plain.set_request_timeout(Duration::from_secs(2));
+    assert!(plain.list_topics().is_err(), "a plain client is not served");
+
+    // Trusting another CA: the broker's certificate is refused, with the reason.
+    let reason = tls_refusal(client(&address, &other_ca_file, None).list_topics());
+    assert!(reason.contains("UnknownIssuer"), "{reason}");
+    // A client certificate from another CA, or an expired one: the broker refuses it.
+    let foreign = write_pair(
+        dir,
+        "mallory",
+        &other.issue_client("mallory", valid).unwrap(),
+    );
+    let reason = tls_refusal(client(&address, &ca_file, Some(&foreign)).list_topics());
+    assert!(reason.contains("alert"), "{reason}");
+    let stale = write_pair(dir, "stale", &ca.issue_client("stale", expired()).unwrap());
+    let reason = tls_refusal(client(&address, &ca_file, Some(&stale)).list_topics());
+    assert!(reason.contains("alert"), "{reason}");
+    retry("the broker says why", || {
+        let logged = broker.log_tail();
+        if logged.contains("client TLS handshake failed") && logged.contains("expired") {
+            Ok(())
+        } else {
+            Err(logged)
+        }
+    });
+
+    // Garbage instead of a handshake: closed; the broker goes on serving.
+    {
+        use std::io::{Read, Write};
+        let mut raw = std::net::TcpStream::connect(&address).unwrap();
+        raw.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        let _ = raw.write_all(b"GET / HTTP/1.0\r\n\r\n\x00\x01garbage");
+        let mut rest = Vec::new();
+        let _ = raw.read_to_end(&mut rest);
+    }
+    produce(&mut trusted, "still serving").expect("served after the refusals");
+}
+
+#[test]
+fn a_broker_with_an_expired_certificate_is_refused_and_sighup_reloads_its_files() {
+    let root = tempfile::tempdir().unwrap();
+    let dir = root.path();
+    let ca = Authority::new("keel test CA").unwrap();
+    let ca_file = write_ca(dir, "ca", &ca);
+    let (cert, key) = write_pair(
+        dir,
+        "node",
+        &ca.issue_node(1, &["127.0.0.1"], expired()).unwrap(),
+    );
+    let port = free_ports(1);
+    let tls_args: Vec<String> = vec![
+        "--tls-cert".into(),
+        cert.display().to_string(),
+        "--tls-key".into(),
+        key.display().to_string(),
+    ];
+    let broker = Broker::start_with_args(&dir.join("data"), port, 1, "4MiB", &tls_args);
+    let address = broker.address(0);
+    let reason = tls_refusal(client(&address, &ca_file, None).list_topics());
+    assert!(reason.contains("certificate expired"), "{reason}");
+
+    // New files, same paths; SIGHUP: new connections get the new certificate.
+    let renewed = ca
+        .issue_node(1, &["127.0.0.1"], Validity::days_from_now(30))
+        .unwrap();
+    write_pair(dir, "node", &renewed);
+    broker.signal("HUP");
+    let mut renewed_client = client(&address, &ca_file, None);
+    retry("served with the renewed certificate", || {
+        renewed_client.create_topic("secured", 1)
+    });
+    produce(&mut renewed_client, "renewed").expect("a write");
+
+    // Files from a new CA: the client of the old CA keeps its open connection, a new
+    // connection trusting the old CA is refused, one trusting the new CA served.
+    let next_ca = Authority::new("next CA").unwrap();
+    let next_ca_file = write_ca(dir, "next-ca", &next_ca);
+    let next = next_ca
+        .issue_node(1, &["127.0.0.1"], Validity::days_from_now(30))
+        .unwrap();
+    write_pair(dir, "node", &next);
+    broker.signal("HUP");
+    retry("the new CA's certificate served", || {
+        let mut fresh = client(&address, &next_ca_file, None);
+        fresh.list_topics().map(|_| ())
+    });
+    produce(&mut renewed_client, "same connection").expect("the open connection goes on");
+    let reason = tls_refusal(client(&address, &ca_file, None).list_topics());
+    assert!(reason.contains("UnknownIssuer"), "{reason}");
+    // A reload that fails (a key that is not the certificate's) keeps the files in use.
+    std::fs::write(
+        &key,
+        ca.issue_client("x", Validity::days_from_now(1))
+            .unwrap()
+            .key_pem,
+    )
+    .unwrap();
+    broker.signal("HUP");
+    std::thread::sleep(Duration::from_millis(300));
+    let mut after = client(&address, &next_ca_file, None);
+    after
+        .list_topics()
+        .expect("still served with the files that worked");
+    assert!(
+        broker.log_tail().contains("not reloaded"),
+        "{}",
+        broker.log_tail()
+    );
+}
