@@ -28,6 +28,10 @@ pub const AUTH_METHOD_NONE: u8 = 0;
 /// receiver's challenge and the hello (`security::PeerSecret::hello_proof`).
 pub const AUTH_METHOD_SECRET: u8 = 1;
 
+/// `PeerHello.auth_method`: the connection is mutual TLS; its certificate names the node
+/// (`security::tls::certificate_names_node`). Refused on a plain connection.
+pub const AUTH_METHOD_TLS: u8 = 2;
+
 /// The hello that opens a peer connection (`PeerHello` in the schema).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct PeerHello {
@@ -52,6 +56,14 @@ impl PeerHello {
             format_version: PEER_FORMAT_VERSION,
             auth_method: AUTH_METHOD_NONE,
             auth_data: Vec::new(),
+        }
+    }
+
+    /// A hello from `node_id` for `group` over mutual TLS (its certificate proves it).
+    pub fn over_tls(node_id: u32, group: u32) -> PeerHello {
+        PeerHello {
+            auth_method: AUTH_METHOD_TLS,
+            ..PeerHello::new(node_id, group)
         }
     }
 

@@ -359,6 +359,7 @@ async fn serve_peer_port(
         nodes: groups.nodes(),
         max_frame_bytes: config.max_frame_bytes,
         secret: config.peer_secret.clone(),
+        tls: config.tls.clone().filter(|_| config.peer_tls()),
     };
     let receiver = groups.clone();
     let deliver: Deliver = Rc::new(move |group, node, messages| {

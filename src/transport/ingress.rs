@@ -20,7 +20,10 @@
 //! without the proof of the cluster's shared secret (`security::PeerSecret`) over this
 //! connection's challenge is refused, and so is every hello at a node that has no secret.
 //! The proof names the sending node, so a node holding the secret could still claim
-//! another's id: the secret keeps strangers out, not the nodes apart (mutual TLS would).
+//! another's id: the secret keeps strangers out, not the nodes apart. With mutual TLS the
+//! connection's certificate (from the cluster's CA) must name the node the hello claims
+//! (`keel-node-N`), so a node's certificate cannot speak for another; the hello then
+//! proves nothing more (`AUTH_METHOD_TLS`) or the secret too.
 //!
 //! Pure: decisions take the decoded frame and return what to step and what was refused;
 //! the listener logs the refusals, at most `PEER_REFUSAL_LOGS_PER_WINDOW` per
@@ -31,7 +34,12 @@ use std::time::Instant;
 use raft::eraftpb::{Message, MessageType};
 
 use crate::constants::{PEER_REFUSAL_LOGS_PER_WINDOW, PEER_REFUSAL_LOG_WINDOW};
-use crate::protocol::peer_codec::{PeerMessages, AUTH_METHOD_SECRET, PEER_FORMAT_VERSION};
+use rustls_pki_types::CertificateDer;
+
+use crate::protocol::peer_codec::{
+    PeerMessages, AUTH_METHOD_SECRET, AUTH_METHOD_TLS, PEER_FORMAT_VERSION,
+};
+use crate::security::tls::certificate_names_node;
 use crate::security::PeerSecret;
 
 /// The message types a replica sends its peers: the only ones accepted from them.
@@ -104,6 +112,12 @@ pub enum Refusal {
         /// The method in the hello.
         method: u8,
     },
+    /// The connection's certificate does not name the node its hello claims.
+    #[error("the hello claims node {node}, but the connection's certificate does not name keel-node-{node}")]
+    CertificateNotForNode {
+        /// The node the hello claims.
+        node: u64,
+    },
     /// This node has no peer secret, so it can check no proof.
     #[error("this node has no peer secret (peer_secret_file): it admits no peer connection")]
     NoSecret,
@@ -175,6 +189,9 @@ pub struct HelloCheck<'a> {
     pub secret: Option<&'a PeerSecret>,
     /// The nonce of the challenge this node sent on the connection.
     pub nonce: &'a [u8],
+    /// With mutual TLS, the certificate the peer opened the connection with (verified
+    /// against the cluster's CA): it must name the node the hello claims.
+    pub certificate: Option<&'a CertificateDer<'static>>,
 }
 
 /// Checks the first frame of a peer connection; answers the node and the group the
@@ -206,16 +223,22 @@ pub fn admit_hello(frame: &PeerMessages, check: &HelloCheck<'_>) -> Result<(u64,
             version: hello.format_version,
         });
     }
-    if hello.auth_method != AUTH_METHOD_SECRET {
-        return Err(Refusal::AuthMethod {
-            method: hello.auth_method,
-        });
+    if let Some(certificate) = check.certificate {
+        if !certificate_names_node(certificate, node) {
+            return Err(Refusal::CertificateNotForNode { node });
+        }
     }
-    let secret = check.secret.ok_or(Refusal::NoSecret)?;
-    let receiver = u32::try_from(this_node).unwrap_or(u32::MAX);
-    let fields = (receiver, hello.node_id, hello.group);
-    if !secret.check_hello_proof(check.nonce, fields, &hello.auth_data) {
-        return Err(Refusal::BadProof { node });
+    match (hello.auth_method, check.certificate) {
+        (AUTH_METHOD_TLS, Some(_)) => {}
+        (AUTH_METHOD_SECRET, _) => {
+            let secret = check.secret.ok_or(Refusal::NoSecret)?;
+            let receiver = u32::try_from(this_node).unwrap_or(u32::MAX);
+            let fields = (receiver, hello.node_id, hello.group);
+            if !secret.check_hello_proof(check.nonce, fields, &hello.auth_data) {
+                return Err(Refusal::BadProof { node });
+            }
+        }
+        (method, _) => return Err(Refusal::AuthMethod { method }),
     }
     check_node(node, this_node, voters)?;
     if !groups.contains(&hello.group) {
@@ -322,6 +345,7 @@ impl RefusalLogLimiter {
 mod tests {
     use super::*;
     use crate::protocol::peer_codec::{decode_peer_frame, encode_peer_hello, PeerHello};
+    use rustls_pki_types::pem::PemObject;
 
     const THIS: u64 = 2;
     const GROUP: u32 = 1;
@@ -350,6 +374,7 @@ mod tests {
             voters: &VOTERS,
             secret: Some(&secret),
             nonce: &NONCE,
+            certificate: None,
         };
         admit_hello(hello, &check)
     }
@@ -421,6 +446,7 @@ mod tests {
             voters: &VOTERS,
             secret: None,
             nonce: &NONCE,
+            certificate: None,
         };
         assert_eq!(
             admit_hello(&hello_frame(proven(3, GROUP)), &no_secret),
@@ -430,6 +456,43 @@ mod tests {
 
     /// A shard running several groups admits a hello for any of them, and the
     /// connection belongs to the group its hello names.
+    /// Issue 13: over mutual TLS a hello is admitted only for the node its connection's
+    /// certificate names, and a hello claiming TLS on a plain connection is refused.
+    #[test]
+    fn over_mutual_tls_the_certificate_must_name_the_hellos_node() {
+        use crate::security::certs::{Authority, Validity};
+        let ca = Authority::new("test CA").unwrap();
+        let issued = ca.issue_node(3, &["127.0.0.1"], Validity::days_from_now(1)).unwrap();
+        let der = CertificateDer::pem_slice_iter(issued.cert_pem.as_bytes())
+            .next()
+            .unwrap()
+            .unwrap();
+        let check = |hello: PeerHello, certificate| {
+            let check = HelloCheck {
+                this_node: THIS,
+                groups: &[GROUP],
+                voters: &VOTERS,
+                secret: None,
+                nonce: &NONCE,
+                certificate,
+            };
+            admit_hello(&hello_frame(hello), &check)
+        };
+        assert_eq!(check(PeerHello::over_tls(3, GROUP), Some(&der)), Ok((3, GROUP)));
+        assert_eq!(
+            check(PeerHello::over_tls(1, GROUP), Some(&der)),
+            Err(Refusal::CertificateNotForNode { node: 1 })
+        );
+        assert_eq!(
+            check(PeerHello::over_tls(3, GROUP), None),
+            Err(Refusal::AuthMethod { method: 2 })
+        );
+        assert_eq!(
+            check(PeerHello::new(3, GROUP), Some(&der)),
+            Err(Refusal::AuthMethod { method: 0 })
+        );
+    }
+
     #[test]
     fn a_shard_running_several_groups_admits_a_hello_for_each() {
         for group in [GROUP, 4] {

@@ -33,11 +33,15 @@ use crate::protocol::frame::{append_frame, FrameDecoder};
 use crate::protocol::peer_codec::{
     decode_peer_frame, encode_peer_hello, encode_prefixed_peer_frame, PeerHello, PrefixedFrame,
 };
+use crate::security::stream::Stream;
+use crate::security::tls::{node_name, NodeTls};
 use crate::security::PeerSecret;
 use crate::transport::chunks::chunk_frame;
 use crate::transport::frame_split::{
     encoded_size_estimate, split_into_frames, PEER_FRAME_FIXED_BYTES,
 };
+use rustls_pki_types::ServerName;
+use std::sync::Arc;
 
 /// Frames queued per peer before new ones are dropped.
 pub const PEER_QUEUE_FRAMES: usize = 256;
@@ -137,6 +141,7 @@ impl PeerLinks {
                 node_id: config.node_id,
                 group,
                 secret: config.peer_secret.clone(),
+                tls: config.tls.clone().filter(|_| config.peer_tls()),
             }),
             max_frame_bytes: config.max_frame_bytes as usize,
             links: RefCell::new(BTreeMap::new()),
@@ -413,7 +418,7 @@ impl Pacer {
 /// about `COALESCE_BYTES`); a frame over `max_frame_bytes` as its chunks. Sets `snapshot`
 /// when any of them held a snapshot. Answers the bytes of the frames written.
 async fn write_queued(
-    stream: &mut TcpStream,
+    stream: &mut Stream,
     frames: &LocalReceiver<Outgoing>,
     first: Outgoing,
     out: &mut Vec<u8>,
@@ -458,7 +463,7 @@ async fn write_queued(
 /// Appends the chunks of `frame` to `out`, writing `out` whenever it holds about
 /// `COALESCE_BYTES` (a large frame is never copied whole into `out`).
 async fn append_chunks(
-    stream: &mut TcpStream,
+    stream: &mut Stream,
     out: &mut Vec<u8>,
     frame: &[u8],
     max_frame_bytes: usize,
@@ -482,7 +487,7 @@ async fn append_chunks(
     Ok(())
 }
 
-async fn write_out(stream: &mut TcpStream, out: &[u8]) -> std::io::Result<()> {
+async fn write_out(stream: &mut Stream, out: &[u8]) -> std::io::Result<()> {
     if out.is_empty() {
         return Ok(());
     }
@@ -494,16 +499,34 @@ async fn write_out(stream: &mut TcpStream, out: &[u8]) -> std::io::Result<()> {
 struct Opener {
     node_id: u32,
     group: u32,
-    /// The cluster's secret the hello proves (without it the receiver refuses the hello).
+    /// The cluster's secret the hello proves (without it the receiver refuses the hello
+    /// but over mutual TLS).
     secret: Option<PeerSecret>,
+    /// With a CA: connections are mutual TLS (the peer's certificate must name it).
+    tls: Option<Arc<NodeTls>>,
 }
 
 impl Opener {
     /// A connection to `peer`'s peer port at `address` that has read the receiver's
     /// challenge and sent this node's hello, proven over it, as its first frame.
-    async fn connect(&self, address: &str, peer: u64) -> std::io::Result<TcpStream> {
-        let mut stream = TcpStream::connect(address).await?;
-        stream.set_nodelay(true)?;
+    async fn connect(&self, address: &str, peer: u64) -> std::io::Result<Stream> {
+        let tcp = TcpStream::connect(address).await?;
+        tcp.set_nodelay(true)?;
+        let mut stream = match self.tls.as_ref().and_then(|tls| tls.peer_connector()) {
+            Some(config) => {
+                let name = ServerName::try_from(node_name(peer)).map_err(invalid)?;
+                let handshake = futures_rustls::TlsConnector::from(config).connect(name, tcp);
+                let timeout = async {
+                    glommio::timer::sleep(PEER_HELLO_TIMEOUT).await;
+                    Err(invalid("no TLS handshake in time"))
+                };
+                let tls = futures_lite::future::or(handshake, timeout)
+                    .await
+                    .map_err(|e| invalid(format!("TLS with node {peer}: {e}")))?;
+                Stream::Client(Box::new(tls))
+            }
+            None => Stream::Plain(tcp),
+        };
         let nonce = futures_lite::future::or(read_challenge(&mut stream, peer), async {
             glommio::timer::sleep(PEER_HELLO_TIMEOUT).await;
             Err(invalid(format!(
@@ -517,7 +540,7 @@ impl Opener {
                 let proof = secret.hello_proof(&nonce, receiver, self.node_id, self.group);
                 PeerHello::proven(self.node_id, self.group, proof)
             }
-            None => PeerHello::new(self.node_id, self.group),
+            None => PeerHello::over_tls(self.node_id, self.group),
         };
         let mut frame = Vec::new();
         append_frame(&mut frame, &encode_peer_hello(&hello)).map_err(invalid)?;
@@ -532,7 +555,7 @@ fn invalid(error: impl ToString) -> std::io::Error {
 }
 
 /// The nonce of the challenge `peer` opens the connection with (its one frame).
-async fn read_challenge(stream: &mut TcpStream, peer: u64) -> std::io::Result<Vec<u8>> {
+async fn read_challenge(stream: &mut Stream, peer: u64) -> std::io::Result<Vec<u8>> {
     let mut decoder = FrameDecoder::new(MAX_PEER_CHALLENGE_FRAME_BYTES);
     let mut buffer = [0u8; 256];
     let frame = loop {

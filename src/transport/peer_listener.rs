@@ -30,6 +30,7 @@
 use std::cell::{Cell, RefCell};
 use std::net::SocketAddr;
 use std::rc::Rc;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use futures_lite::{AsyncReadExt, AsyncWriteExt};
@@ -43,6 +44,8 @@ use crate::constants::{
 use crate::protocol::frame::{append_frame, FrameDecoder};
 use crate::protocol::peer_codec::{decode_peer_frame, encode_peer_challenge, PeerChallenge};
 use crate::protocol::ProtocolError;
+use crate::security::stream::Stream;
+use crate::security::tls::NodeTls;
 use crate::security::{peer_secret::random_bytes, PeerSecret, NONCE_BYTES};
 use crate::transport::chunks::{ChunkAssembler, JoiningBudget};
 use crate::transport::ingress::{admit, admit_hello, HelloCheck, RefusalLogLimiter};
@@ -69,8 +72,11 @@ pub struct PeerIngress {
     pub nodes: Rc<RefCell<Vec<u64>>>,
     /// Largest frame accepted.
     pub max_frame_bytes: u32,
-    /// The cluster's shared secret: a hello must prove it (without one, none is admitted).
+    /// The cluster's shared secret: a hello must prove it (without one, none is admitted
+    /// but over mutual TLS).
     pub secret: Option<PeerSecret>,
+    /// With a CA: every connection is mutual TLS, its certificate naming the hello's node.
+    pub tls: Option<Arc<NodeTls>>,
 }
 
 struct Listener {
@@ -151,11 +157,41 @@ enum ReadEnd {
     TimedOut,
 }
 
+/// The connection as this listener speaks it: mutual TLS with a CA (the handshake within
+/// `PEER_HELLO_TIMEOUT`), plain otherwise.
+async fn open_stream(state: &Listener, tcp: TcpStream) -> Result<Stream, String> {
+    let Some(config) = state
+        .ingress
+        .tls
+        .as_ref()
+        .and_then(|tls| tls.peer_acceptor())
+    else {
+        return Ok(Stream::Plain(tcp));
+    };
+    let handshake = futures_rustls::TlsAcceptor::from(config).accept(tcp);
+    let timeout = async {
+        glommio::timer::sleep(PEER_HELLO_TIMEOUT).await;
+        Err(std::io::Error::other("no TLS handshake in time"))
+    };
+    match futures_lite::future::or(handshake, timeout).await {
+        Ok(tls) => Ok(Stream::Server(Box::new(tls))),
+        Err(error) => Err(format!("TLS handshake failed: {error}")),
+    }
+}
+
 async fn handle_peer_connection(
     state: &Rc<Listener>,
-    mut stream: TcpStream,
+    tcp: TcpStream,
     peer: Option<SocketAddr>,
 ) -> std::io::Result<()> {
+    let mut stream = match open_stream(state, tcp).await {
+        Ok(stream) => stream,
+        Err(reason) => {
+            state.awaiting_hello.set(state.awaiting_hello.get() - 1);
+            state.log_refusal(peer, "connection refused", &reason);
+            return Ok(());
+        }
+    };
     let mut decoder = FrameDecoder::new(state.ingress.max_frame_bytes);
     let mut buffer = vec![0u8; READ_BUFFER_BYTES];
     let nonce = match random_bytes::<NONCE_BYTES>() {
@@ -196,6 +232,7 @@ async fn handle_peer_connection(
                 voters: &ingress.nodes.borrow(),
                 secret: ingress.secret.as_ref(),
                 nonce: &nonce,
+                certificate: stream.peer_certificate(),
             };
             admit_hello(&frame, &check).map_err(|e| e.to_string())
         });
@@ -221,7 +258,7 @@ async fn handle_peer_connection(
 async fn serve_admitted(
     state: &Rc<Listener>,
     (node, group): (u64, u32),
-    mut stream: TcpStream,
+    mut stream: Stream,
     mut decoder: FrameDecoder,
     mut buffer: Vec<u8>,
     peer: Option<SocketAddr>,
@@ -277,7 +314,7 @@ async fn serve_admitted(
 /// Writes this node's challenge, the one frame it sends on a peer connection.
 async fn send_challenge(
     state: &Listener,
-    stream: &mut TcpStream,
+    stream: &mut Stream,
     nonce: &[u8],
 ) -> Result<(), ReadEnd> {
     let challenge = PeerChallenge {
@@ -287,13 +324,17 @@ async fn send_challenge(
     // The group is the hello's to name; the challenge's frame says none in particular.
     let mut frame = Vec::new();
     append_frame(&mut frame, &encode_peer_challenge(&challenge, 0)).map_err(|_| ReadEnd::Closed)?;
-    stream.write_all(&frame).await.map_err(|_| ReadEnd::Closed)
+    stream
+        .write_all(&frame)
+        .await
+        .map_err(|_| ReadEnd::Closed)?;
+    stream.flush().await.map_err(|_| ReadEnd::Closed)
 }
 
 /// The next frame of the connection; an oversized one is logged and skipped.
 async fn next_frame(
     state: &Listener,
-    stream: &mut TcpStream,
+    stream: &mut Stream,
     decoder: &mut FrameDecoder,
     buffer: &mut [u8],
     peer: Option<SocketAddr>,

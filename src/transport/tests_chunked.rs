@@ -58,6 +58,7 @@ fn listening_node() -> (u16, Received) {
         nodes: Rc::new(RefCell::new(vec![1, 2])),
         max_frame_bytes: LIMIT,
         secret: Some(test_secret()),
+        tls: None,
     };
     let stopping = Rc::new(Cell::new(false));
     glommio::spawn_local(serve_peers(

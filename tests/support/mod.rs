@@ -209,8 +209,15 @@ impl Broker {
                 "512KiB",
             ])
             .args(&spec.extra_args)
-            .arg("--peer-secret-file")
-            .arg(peer_secret_file())
+            .args(if spec.extra_args.iter().any(|a| a == "--tls-ca") {
+                // Mutual TLS between the nodes: no secret needed, none given.
+                Vec::<std::ffi::OsString>::new()
+            } else {
+                vec![
+                    "--peer-secret-file".into(),
+                    peer_secret_file().into_os_string(),
+                ]
+            })
             .arg("--data-dir")
             .arg(&spec.data_dir)
             .stdout(Stdio::null())
@@ -496,7 +503,12 @@ pub fn start_cluster_with_segments(
                 "--peer-port".to_string(),
                 peer_ports[i as usize].to_string(),
             ];
-            args.extend(extra.iter().map(|a| a.to_string()));
+            // "{node}" in an argument stands for the node's id (its own certificate).
+            args.extend(
+                extra
+                    .iter()
+                    .map(|a| a.replace("{node}", &(i + 1).to_string())),
+            );
             Broker::start_with_args(
                 &root.join(format!("node-{}", i + 1)),
                 ports[i as usize],

@@ -796,8 +796,9 @@ impl<'a> PeerHello<'a> {
     unsafe { self._tab.get::<u16>(PeerHello::VT_FORMAT_VERSION, Some(0)).unwrap()}
   }
   /// How the sender proves it is node_id: 0 none (always refused), 1 an HMAC-SHA256 with
-  /// the cluster's shared secret over the receiver's challenge and this hello. A
-  /// receiver refuses a method it does not know.
+  /// the cluster's shared secret over the receiver's challenge and this hello, 2 the
+  /// connection's mutual TLS (its certificate names keel-node-<node_id>). A receiver
+  /// refuses a method it does not know.
   #[inline]
   pub fn auth_method(&self) -> u8 {
     // Safety:
