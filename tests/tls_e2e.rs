@@ -218,3 +218,52 @@ fn a_broker_with_an_expired_certificate_is_refused_and_sighup_reloads_its_files(
         broker.log_tail()
     );
 }
+
+/// `keel dev --secure`: certificates made, nodes with TLS and mutual TLS, and the flags
+/// it prints are what a client needs (without them the CLI is not served).
+#[test]
+fn keel_dev_secure_prints_the_flags_that_reach_it() {
+    use std::io::{BufRead, BufReader};
+    use std::process::{Command, Stdio};
+    let root = tempfile::tempdir().unwrap();
+    let port = free_ports(130);
+    let mut dev = Command::new(support::keel_binary())
+        .args(["dev", "--secure", "--port", &port.to_string(), "--data-dir"])
+        .arg(root.path().join("dev"))
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(dev.stderr.take().unwrap()).lines();
+    let flags = loop {
+        let line = lines.next().expect("keel dev's flags line").unwrap();
+        if let Some((_, flags)) = line.split_once("clients add: ") {
+            break flags.to_string();
+        }
+    };
+    std::thread::spawn(move || lines.for_each(drop));
+    let bootstrap = format!("127.0.0.1:{port},127.0.0.1:{}", port + 10);
+    let keel = |extra: &[&str]| {
+        Command::new(support::keel_binary())
+            .args(["topic", "create", "dev-secure", "--bootstrap", &bootstrap])
+            .args(extra)
+            .output()
+            .unwrap()
+    };
+    let flags: Vec<&str> = flags.split_whitespace().collect();
+    assert!(flags.contains(&"--tls-ca"), "{flags:?}");
+    let created = retry("a topic over TLS", || {
+        let out = keel(&flags);
+        if out.status.success() {
+            Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+        } else {
+            Err(String::from_utf8_lossy(&out.stderr).into_owned())
+        }
+    });
+    assert!(created.contains("created topic dev-secure"), "{created}");
+    assert!(!keel(&[]).status.success(), "a plain client is not served");
+    let _ = Command::new("kill")
+        .args(["-TERM", &dev.id().to_string()])
+        .status();
+    let _ = dev.wait();
+}

@@ -28,6 +28,8 @@ use crate::protocol::wire::Acks;
 pub struct ConsumeBenchOptions {
     /// Any shard of the broker.
     pub bootstrap: String,
+    /// How it connects (TLS).
+    pub security: crate::client::ClientSecurity,
     /// Topic (created if missing).
     pub topic: String,
     /// Its partitions (when created).
@@ -66,7 +68,7 @@ pub struct ConsumeBenchReport {
 
 /// Runs both phases.
 pub fn run_consume_bench(options: &ConsumeBenchOptions) -> Result<ConsumeBenchReport, ClientError> {
-    let mut client = ClusterClient::new(&options.bootstrap);
+    let mut client = ClusterClient::with_security(&options.bootstrap, options.security.clone());
     if !client.metadata()?.topics.contains_key(&options.topic) {
         client.create_topic(&options.topic, options.partitions)?;
     }
@@ -165,6 +167,7 @@ fn run_members(
             let (joined, settled, started) = (joined.clone(), settled.clone(), started.clone());
             std::thread::spawn(move || -> Result<(), ClientError> {
                 let mut config = GroupConsumerConfig::new(&group, &[options.topic.as_str()]);
+                config.security = options.security.clone();
                 config.auto_commit = Some(Duration::from_secs(1));
                 if histogram.is_some() {
                     config.offset_reset = OffsetReset::Latest;
@@ -283,7 +286,7 @@ fn produce_paced(
     base: Instant,
     partitions: u32,
 ) -> Result<u64, ClientError> {
-    let mut client = ClusterClient::new(&options.bootstrap);
+    let mut client = ClusterClient::with_security(&options.bootstrap, options.security.clone());
     let started = Instant::now();
     let interval_ns = 1_000_000_000 / options.rate.max(1);
     let total = options.rate * options.duration.as_secs().max(1);

@@ -1,4 +1,5 @@
 //! Load generators and HdrHistogram output used by `keel bench`.
+pub mod bench_stream;
 pub mod catchup_bench;
 pub mod consume_bench;
 pub mod failover_bench;

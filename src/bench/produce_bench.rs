@@ -10,15 +10,13 @@
 //! Requests go to one partition, so to one shard and one connection; each carries
 //! `records_per_request` records of `record_bytes`.
 
-use std::io::{Read, Write};
-use std::net::TcpStream;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use hdrhistogram::Histogram;
 
-use crate::bench::hgrm;
-use crate::client::{ClientError, ClusterClient};
+use crate::bench::{bench_stream, hgrm};
+use crate::client::{ClientError, ClientSecurity, ClusterClient};
 use crate::protocol::codec::{
     decode_response, encode_produce_request, encode_record_batch, BatchProducer,
     PartitionBatchData, RecordData,
@@ -45,6 +43,8 @@ pub struct ProduceBenchOptions {
     pub window: usize,
     /// Acks mode.
     pub acks: Acks,
+    /// How it connects (TLS).
+    pub security: ClientSecurity,
 }
 
 /// What `keel bench produce` measured.
@@ -86,7 +86,7 @@ const LEADER_WAIT: Duration = Duration::from_secs(10);
 pub fn run_produce_bench(
     options: &ProduceBenchOptions,
 ) -> Result<ProduceBenchReport, ProduceBenchError> {
-    let mut client = ClusterClient::new(&options.bootstrap);
+    let mut client = ClusterClient::with_security(&options.bootstrap, options.security.clone());
     let topics = client.list_topics()?;
     if !topics.iter().any(|(name, _)| name == &options.topic) {
         // The node asked may not have applied a creation that just committed elsewhere.
@@ -125,8 +125,7 @@ pub fn run_produce_bench(
         })
         .collect();
     let (batch, crc) = encode_record_batch(BatchProducer::default(), 0, &records);
-    let stream = TcpStream::connect(&address)?;
-    stream.set_nodelay(true)?;
+    let (writer, mut reader) = bench_stream::open(&address, &options.security)?;
     let total = if options.rate > 0 {
         (options.rate as f64 * options.duration.as_secs_f64()) as u64
     } else {
@@ -138,7 +137,7 @@ pub fn run_produce_bench(
     let deadline = started + options.duration;
     let window = Arc::new((Mutex::new(0usize), std::sync::Condvar::new()));
     let sender = {
-        let mut stream = stream.try_clone()?;
+        let mut stream = writer;
         let (sent_at, window, options, batch) = (
             sent_at.clone(),
             window.clone(),
@@ -212,9 +211,8 @@ pub fn run_produce_bench(
             Ok(id)
         })
     };
-    let mut reader = stream;
     // Short reads so the loop notices when everything sent has been answered.
-    reader.set_read_timeout(Some(Duration::from_millis(100)))?;
+    reader.set_read_timeout(Duration::from_millis(100))?;
     let mut idle_since = Instant::now();
     let mut decoder = FrameDecoder::new(1 << 24);
     let mut buffer = vec![0u8; 64 * 1024];

@@ -2,6 +2,8 @@
 
 #[path = "keel/cluster_cmd.rs"]
 mod cluster_cmd;
+#[path = "keel/dev_secure.rs"]
+mod dev_secure;
 #[path = "keel/group_cmd.rs"]
 mod group_cmd;
 
@@ -249,6 +251,11 @@ struct DevArgs {
     /// unpaced).
     #[arg(long, default_value = "8MiB")]
     learner_rate: String,
+    /// Secure mode: makes a CA, node and client certificates into DATA_DIR/tls (once;
+    /// kept for later runs) and starts the nodes with TLS for clients and mutual TLS
+    /// between them; prints the flags clients give.
+    #[arg(long)]
+    secure: bool,
 }
 
 #[derive(Args)]
@@ -1300,6 +1307,7 @@ fn consume(args: ConsumeArgs) -> ExitCode {
 
 fn bench_consume(args: ConsumeBenchArgs) -> ExitCode {
     let options = keel::bench::consume_bench::ConsumeBenchOptions {
+        security: args.connect.security(),
         bootstrap: args.connect.bootstrap,
         topic: args.topic,
         partitions: args.partitions.max(1),
@@ -1363,6 +1371,7 @@ fn bench_produce(args: ProduceBenchArgs) -> ExitCode {
         Err(message) => return fail("bench produce", message),
     };
     let options = ProduceBenchOptions {
+        security: args.connect.security(),
         bootstrap: args.connect.bootstrap,
         topic: args.topic,
         rate: args.rate,
@@ -1438,6 +1447,14 @@ fn dev(args: DevArgs) -> ExitCode {
         Ok(path) => path,
         Err(error) => return fail("dev", error),
     };
+    let tls_dir = if args.secure {
+        match dev_secure::prepare(&args.data_dir, args.nodes) {
+            Ok(dir) => Some(dir),
+            Err(error) => return fail("dev", error),
+        }
+    } else {
+        None
+    };
     let stop = Arc::new(AtomicBool::new(false));
     for signal in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
         if let Err(error) = signal_hook::flag::register(signal, stop.clone()) {
@@ -1470,6 +1487,11 @@ fn dev(args: DevArgs) -> ExitCode {
             ])
             .arg("--peer-secret-file")
             .arg(&secret_file)
+            .args(
+                tls_dir
+                    .as_deref()
+                    .map_or_else(Vec::new, |dir| dev_secure::node_args(dir, node)),
+            )
             .arg("--data-dir")
             .arg(args.data_dir.join(format!("node-{node}")))
             .spawn();
@@ -1498,6 +1520,14 @@ fn dev(args: DevArgs) -> ExitCode {
         bootstrap.join(","),
         peer_ports.join(", ")
     );
+    if let Some(dir) = &tls_dir {
+        eprintln!(
+            "keel dev --secure: clients speak TLS, the nodes mutual TLS (certificates in {}); \
+             clients add: {}",
+            dir.display(),
+            dev_secure::client_flags(dir)
+        );
+    }
     while !stop.load(std::sync::atomic::Ordering::Relaxed) {
         if let Some(exited) = children
             .iter_mut()

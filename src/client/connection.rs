@@ -97,14 +97,15 @@ impl Write for Transport {
     }
 }
 
-/// The TLS side of `tcp` to `address` ("host:port"; the host is the name the broker's
-/// certificate must carry), its handshake done within `timeout`.
-fn start_tls(
+/// A TLS client connection over `tcp` to `address` ("host:port"; the host is the name
+/// the broker's certificate must carry), its handshake done within `timeout` (errors of
+/// kind `InvalidData` carry rustls's reason).
+pub(crate) fn tls_handshake(
     config: &Arc<rustls::ClientConfig>,
     address: &str,
-    mut tcp: TcpStream,
+    tcp: &mut TcpStream,
     timeout: Duration,
-) -> std::io::Result<Transport> {
+) -> std::io::Result<rustls::ClientConnection> {
     let invalid = |e: &dyn std::fmt::Display| {
         std::io::Error::new(std::io::ErrorKind::InvalidData, format!("TLS: {e}"))
     };
@@ -118,7 +119,7 @@ fn start_tls(
     tcp.set_read_timeout(Some(timeout))?;
     tcp.set_write_timeout(Some(timeout))?;
     while conn.is_handshaking() {
-        conn.complete_io(&mut tcp).map_err(|e| {
+        conn.complete_io(tcp).map_err(|e| {
             if e.kind() == std::io::ErrorKind::InvalidData {
                 invalid(&e)
             } else {
@@ -127,6 +128,16 @@ fn start_tls(
         })?;
     }
     tcp.set_write_timeout(None)?;
+    Ok(conn)
+}
+
+fn start_tls(
+    config: &Arc<rustls::ClientConfig>,
+    address: &str,
+    mut tcp: TcpStream,
+    timeout: Duration,
+) -> std::io::Result<Transport> {
+    let conn = tls_handshake(config, address, &mut tcp, timeout)?;
     Ok(Transport::Tls(Box::new(rustls::StreamOwned::new(
         conn, tcp,
     ))))

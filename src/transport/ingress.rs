@@ -462,7 +462,9 @@ mod tests {
     fn over_mutual_tls_the_certificate_must_name_the_hellos_node() {
         use crate::security::certs::{Authority, Validity};
         let ca = Authority::new("test CA").unwrap();
-        let issued = ca.issue_node(3, &["127.0.0.1"], Validity::days_from_now(1)).unwrap();
+        let issued = ca
+            .issue_node(3, &["127.0.0.1"], Validity::days_from_now(1))
+            .unwrap();
         let der = CertificateDer::pem_slice_iter(issued.cert_pem.as_bytes())
             .next()
             .unwrap()
@@ -478,7 +480,10 @@ mod tests {
             };
             admit_hello(&hello_frame(hello), &check)
         };
-        assert_eq!(check(PeerHello::over_tls(3, GROUP), Some(&der)), Ok((3, GROUP)));
+        assert_eq!(
+            check(PeerHello::over_tls(3, GROUP), Some(&der)),
+            Ok((3, GROUP))
+        );
         assert_eq!(
             check(PeerHello::over_tls(1, GROUP), Some(&der)),
             Err(Refusal::CertificateNotForNode { node: 1 })

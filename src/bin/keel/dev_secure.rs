@@ -1,0 +1,84 @@
+//! `keel dev --secure`: a CA, a certificate for each node (naming keel-node-N, 127.0.0.1
+//! and localhost) and one for a client (common name "admin"), made once into
+//! `DATA_DIR/tls` and kept for later runs; the nodes get them as --tls-cert, --tls-key
+//! and --tls-ca (TLS for clients, mutual TLS between nodes).
+//!
+//! Owns those files; the private keys are readable by their owner only.
+
+use std::ffi::OsString;
+use std::io::Write;
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
+
+use keel::security::certs::{Authority, Issued, Validity};
+
+/// Days the certificates made here are valid.
+const DEV_CERTIFICATE_DAYS: i64 = 365;
+
+/// The directory of the files, made on the first run for `nodes` nodes (and again if a
+/// node's files are missing: a run with more nodes).
+pub(crate) fn prepare(data_dir: &Path, nodes: u32) -> Result<PathBuf, String> {
+    let dir = data_dir.join("tls");
+    let complete = dir.join("ca.crt").exists()
+        && dir.join("client.crt").exists()
+        && (1..=nodes).all(|n| dir.join(format!("node-{n}.crt")).exists());
+    if complete {
+        return Ok(dir);
+    }
+    let fail = |e: &dyn std::fmt::Display| format!("cannot make {}: {e}", dir.display());
+    std::fs::create_dir_all(&dir).map_err(|e| fail(&e))?;
+    let ca = Authority::new("keel dev CA").map_err(|e| fail(&e))?;
+    write(&dir.join("ca.crt"), &ca.cert_pem(), 0o644)?;
+    write(&dir.join("ca.key"), ca.key_pem(), 0o600)?;
+    let valid = Validity::days_from_now(DEV_CERTIFICATE_DAYS);
+    for node in 1..=nodes {
+        let issued = ca
+            .issue_node(u64::from(node), &["127.0.0.1", "localhost"], valid)
+            .map_err(|e| fail(&e))?;
+        write_pair(&dir, &format!("node-{node}"), &issued)?;
+    }
+    let client = ca.issue_client("admin", valid).map_err(|e| fail(&e))?;
+    write_pair(&dir, "client", &client)?;
+    Ok(dir)
+}
+
+fn write_pair(dir: &Path, name: &str, issued: &Issued) -> Result<(), String> {
+    write(&dir.join(format!("{name}.crt")), &issued.cert_pem, 0o644)?;
+    write(&dir.join(format!("{name}.key")), &issued.key_pem, 0o600)
+}
+
+fn write(path: &Path, text: &str, mode: u32) -> Result<(), String> {
+    let _ = std::fs::remove_file(path);
+    std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(mode)
+        .open(path)
+        .and_then(|mut file| {
+            file.write_all(text.as_bytes())?;
+            file.sync_all()
+        })
+        .map_err(|e| format!("cannot write {}: {e}", path.display()))
+}
+
+/// Node `node`'s TLS flags.
+pub(crate) fn node_args(dir: &Path, node: u32) -> Vec<OsString> {
+    vec![
+        "--tls-cert".into(),
+        dir.join(format!("node-{node}.crt")).into(),
+        "--tls-key".into(),
+        dir.join(format!("node-{node}.key")).into(),
+        "--tls-ca".into(),
+        dir.join("ca.crt").into(),
+    ]
+}
+
+/// The flags a client gives to reach the cluster.
+pub(crate) fn client_flags(dir: &Path) -> String {
+    format!(
+        "--tls-ca {} --tls-cert {} --tls-key {}",
+        dir.join("ca.crt").display(),
+        dir.join("client.crt").display(),
+        dir.join("client.key").display()
+    )
+}
