@@ -177,6 +177,21 @@ pub const TLS_HANDSHAKE_TIMEOUT: std::time::Duration = std::time::Duration::from
 /// of handshakes takes a bounded share of the shard, and served connections go on.
 pub const MAX_TLS_HANDSHAKES_PER_SHARD: usize = 64;
 
+/// A SCRAM message (either side's) is a user name, nonces, a salt and a proof: one longer
+/// than this is refused unread.
+pub const MAX_SCRAM_MESSAGE_BYTES: usize = 1024;
+
+/// The fewest PBKDF2 iterations a SCRAM credential may have (RFC 7677's minimum).
+pub const MIN_SCRAM_ITERATIONS: u32 = 4096;
+
+/// The most PBKDF2 iterations a client computes for a server: more is a server making a
+/// client burn CPU (about 0.3 s at this count), not protecting a password.
+pub const MAX_SCRAM_ITERATIONS: u32 = 1_000_000;
+
+/// PBKDF2 iterations of a credential made for a new user: each authentication costs
+/// the server one HMAC chain this long (about 3 ms of a core).
+pub const DEFAULT_SCRAM_ITERATIONS: u32 = 8192;
+
 /// The shortest peer secret accepted: 32 bytes (256 bits from a random source, or their
 /// hex or base64 text), the HMAC-SHA256 key's full strength.
 pub const MIN_PEER_SECRET_BYTES: usize = 32;

@@ -7,6 +7,7 @@
 
 pub mod certs;
 pub mod peer_secret;
+pub mod scram;
 pub mod stream;
 pub mod tls;
 
