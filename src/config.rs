@@ -478,7 +478,12 @@ impl NodeConfig {
     pub fn load_tls(&mut self) -> Result<(), ConfigError> {
         let TlsFileNames { cert, key, ca } = self.tls_files.clone();
         let files = match (cert, key) {
-            (Some(cert), Some(key)) => TlsFiles { cert, key, ca },
+            (Some(cert), Some(key)) => TlsFiles {
+                node: u64::from(self.node_id),
+                cert,
+                key,
+                ca,
+            },
             (None, None) if ca.is_none() => return Ok(()),
             _ => {
                 return Err(ConfigError(

@@ -156,8 +156,9 @@ pub const PEER_REFUSAL_LOGS_PER_WINDOW: u32 = 20;
 /// The window of `PEER_REFUSAL_LOGS_PER_WINDOW`.
 pub const PEER_REFUSAL_LOG_WINDOW: std::time::Duration = std::time::Duration::from_secs(10);
 
-/// Peer connections of one shard that have not sent their hello yet; more are closed at
-/// once (a peer sends its hello as soon as it connects; anything else is a stranger).
+/// Peer connections of one shard that have not sent their hello yet; a new one beyond
+/// evicts the oldest (`transport::opening`: a peer sends its hello as soon as it reads
+/// the challenge; anything slower is a stranger).
 pub const MAX_PEER_CONNECTIONS_AWAITING_HELLO: usize = 64;
 
 /// Admitted peer connections of one shard: one per other node normally, briefly two
@@ -168,13 +169,15 @@ pub const MAX_PEER_CONNECTIONS_PER_SHARD: usize = 256;
 /// a connecting node waits as long for the receiver's challenge.
 pub const PEER_HELLO_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
 
-/// A TLS connection (client or peer port) whose handshake has not ended by then is
-/// closed: a stalled or slow handshake holds a slot of `MAX_TLS_HANDSHAKES_PER_SHARD`.
+/// A client connection whose TLS handshake has not ended by then is closed: a stalled
+/// or slow handshake holds a slot of `MAX_TLS_HANDSHAKES_PER_SHARD` (a peer connection's
+/// handshake counts in its `PEER_HELLO_TIMEOUT`).
 pub const TLS_HANDSHAKE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 
-/// TLS handshakes a shard's client port runs at once; a connection beyond is closed at
-/// once. Each costs a signature and a key exchange (about a millisecond of CPU): a flood
-/// of handshakes takes a bounded share of the shard, and served connections go on.
+/// TLS handshakes a shard's client port runs at once; a connection beyond evicts the
+/// oldest unfinished one (`transport::opening`). Each costs a signature and a key
+/// exchange (about a millisecond of CPU): a flood of handshakes takes a bounded share of
+/// the shard, and served connections go on.
 pub const MAX_TLS_HANDSHAKES_PER_SHARD: usize = 64;
 
 /// A SCRAM message (either side's) is a user name, nonces, a salt and a proof: one longer
@@ -191,6 +194,11 @@ pub const MAX_SCRAM_ITERATIONS: u32 = 1_000_000;
 /// PBKDF2 iterations of a credential made for a new user: each authentication costs
 /// the server one HMAC chain this long (about 3 ms of a core).
 pub const DEFAULT_SCRAM_ITERATIONS: u32 = 8192;
+
+/// The largest first frame (the hello) a peer connection may send: a hello is a node
+/// id, a group, a version and a 32-byte proof; until it is checked, a connection makes
+/// the shard hold no more than this.
+pub const MAX_PEER_HELLO_FRAME_BYTES: u32 = 4096;
 
 /// The shortest peer secret accepted: 32 bytes (256 bits from a random source, or their
 /// hex or base64 text), the HMAC-SHA256 key's full strength.

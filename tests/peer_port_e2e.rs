@@ -363,3 +363,90 @@ fn produce_one_to(client: &mut ClusterClient, topic: &str, n: u64) -> u64 {
         client.produce(topic, 0, &batch, crc, Acks::Quorum)
     })
 }
+
+/// Issue 13, hostile input on the peer port: hundreds of connections that never send a
+/// hello (silent, garbage, a hello frame's length with no hello) are held open at the
+/// leader's peer port while a follower is killed and restarted: the follower's new
+/// connection still gets in (the oldest connections without a hello are evicted) and it
+/// catches up; no election, the leader keeps serving.
+#[test]
+fn a_flood_of_connections_without_a_hello_never_keeps_a_node_out() {
+    let root = tempfile::tempdir().unwrap();
+    let mut nodes = start_cluster_with(root.path(), 3, 1, &["--leader-balance-delay", "off"]);
+    let everyone: Vec<String> = nodes.iter().map(|n| n.address(0)).collect();
+    let mut client = ClusterClient::new(&everyone.join(","));
+    retry("create topic", || client.create_topic("guarded", 1));
+    produce_one(&mut client, 0);
+    let before = settled(&mut client);
+    let leader = before.iter().find(|r| r.role == "leader").unwrap().clone();
+    let follower = before.iter().find(|r| r.role == "follower").unwrap().node;
+    let leader_port = nodes[leader.node as usize - 1].peer_address(0);
+    // Keeps 300 such connections open, opening a new one for each the leader closes.
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let flood = {
+        let (stop, address) = (stop.clone(), leader_port.clone());
+        std::thread::spawn(move || {
+            let open = |i: usize| {
+                let mut stream = TcpStream::connect(&address).ok()?;
+                let _ = match i % 3 {
+                    0 => Ok(()),
+                    1 => stream.write_all(&[0xff, 0xff, 0xff, 0x00, 1, 2, 3]),
+                    _ => stream.write_all(b"garbage before a hello"),
+                };
+                stream.set_nonblocking(true).ok()?;
+                Some(stream)
+            };
+            let mut streams: Vec<Option<TcpStream>> = (0..300).map(open).collect();
+            let mut opened = 300usize;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                for (i, slot) in streams.iter_mut().enumerate() {
+                    let mut buffer = [0u8; 256];
+                    let closed = match slot {
+                        Some(stream) => {
+                            matches!(stream.read(&mut buffer), Ok(0))
+                                || matches!(stream.read(&mut buffer), Err(e) if e.kind() != ErrorKind::WouldBlock)
+                        }
+                        None => true,
+                    };
+                    if closed {
+                        *slot = open(i);
+                        opened += 1;
+                    }
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            opened
+        })
+    };
+    let index = follower as usize - 1;
+    let restarted = nodes.remove(index).restart();
+    nodes.insert(index, restarted);
+    for n in 1..=5 {
+        produce_one(&mut client, n);
+    }
+    retry(
+        "the restarted follower caught up, as the leader sees it",
+        || {
+            let rows = settled(&mut client);
+            let leader_row = rows.iter().find(|r| r.role == "leader").unwrap();
+            let matched = leader_row
+                .followers
+                .iter()
+                .find(|(node, _, _)| *node == follower)
+                .map(|(_, matched, _)| *matched);
+            if matched == Some(leader_row.commit) && leader_row.term == leader.term {
+                Ok(())
+            } else {
+                Err(format!("{rows:?}"))
+            }
+        },
+    );
+    let after = settled(&mut client);
+    let now = after.iter().find(|r| r.role == "leader").unwrap();
+    assert_eq!(
+        (now.node, now.term),
+        (leader.node, leader.term),
+        "no election"
+    );
+    drop(flood);
+}

@@ -126,9 +126,19 @@ fn clients_reach_a_tls_broker_only_with_its_ca_and_valid_certificates() {
     let stale = write_pair(dir, "stale", &ca.issue_client("stale", expired()).unwrap());
     let reason = tls_refusal(client(&address, &ca_file, Some(&stale)).list_topics());
     assert!(reason.contains("alert"), "{reason}");
+    let early = Validity {
+        not_before: time::OffsetDateTime::now_utc() + time::Duration::days(2),
+        not_after: time::OffsetDateTime::now_utc() + time::Duration::days(30),
+    };
+    let early = write_pair(dir, "early", &ca.issue_client("early", early).unwrap());
+    let reason = tls_refusal(client(&address, &ca_file, Some(&early)).list_topics());
+    assert!(reason.contains("alert"), "{reason}");
     retry("the broker says why", || {
         let logged = broker.log_tail();
-        if logged.contains("client TLS handshake failed") && logged.contains("expired") {
+        if logged.contains("client TLS handshake failed")
+            && logged.contains("expired")
+            && logged.contains("not valid yet")
+        {
             Ok(())
         } else {
             Err(logged)
@@ -266,4 +276,66 @@ fn keel_dev_secure_prints_the_flags_that_reach_it() {
         .args(["-TERM", &dev.id().to_string()])
         .status();
     let _ = dev.wait();
+}
+
+/// Issue 13, hostile input: hundreds of connections that never finish a TLS handshake
+/// (silent, garbage, a truncated ClientHello) are held open against a TLS broker; a
+/// client that completes its handshake at once is still served (the oldest unfinished
+/// handshakes are evicted), and the broker keeps running.
+#[test]
+fn a_flood_of_unfinished_handshakes_never_keeps_a_real_client_out() {
+    use std::io::Write;
+    let root = tempfile::tempdir().unwrap();
+    let dir = root.path();
+    let ca = Authority::new("keel test CA").unwrap();
+    let ca_file = write_ca(dir, "ca", &ca);
+    let valid = Validity::days_from_now(30);
+    let (cert, key) = write_pair(
+        dir,
+        "node",
+        &ca.issue_node(1, &["127.0.0.1"], valid).unwrap(),
+    );
+    let port = free_ports(1);
+    let tls_args: Vec<String> = vec![
+        "--tls-cert".into(),
+        cert.display().to_string(),
+        "--tls-key".into(),
+        key.display().to_string(),
+    ];
+    let mut broker = Broker::start_with_args(&dir.join("data"), port, 1, "4MiB", &tls_args);
+    let address = broker.address(0);
+    let mut client_before = client(&address, &ca_file, None);
+    retry("create topic", || client_before.create_topic("secured", 1));
+    // A ClientHello record header announcing 512 bytes, and 10 of them.
+    let truncated: &[u8] = &[0x16, 0x03, 0x01, 0x02, 0x00, 0x01, 0x00, 0x01, 0xfc, 0x03];
+    let mut flood = Vec::new();
+    for i in 0..300 {
+        let mut stream = std::net::TcpStream::connect(&address).unwrap();
+        match i % 3 {
+            0 => {}
+            1 => {
+                let _ = stream.write_all(truncated);
+            }
+            _ => {
+                let _ = stream.write_all(b"\x16\x03\x03garbage-before-a-hello");
+            }
+        }
+        flood.push(stream);
+    }
+    let started = std::time::Instant::now();
+    let mut during = client(&address, &ca_file, None);
+    produce(&mut during, "during the flood").expect("a real client is served during the flood");
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "served within 5 s: {:?}",
+        started.elapsed()
+    );
+    produce(&mut client_before, "an open connection").expect("open connections go on");
+    assert!(broker.is_running(), "the broker survives the flood");
+    assert!(
+        broker.log_tail().contains("too many at once"),
+        "{}",
+        broker.log_tail()
+    );
+    drop(flood);
 }

@@ -81,15 +81,26 @@ impl BenchWriter {
         match self {
             BenchWriter::Plain(tcp) => tcp.write_all(bytes),
             BenchWriter::Tls(shared, tcp, sealed) => {
-                sealed.clear();
-                {
-                    let mut conn = lock(shared);
-                    conn.writer().write_all(bytes)?;
-                    while conn.wants_write() {
-                        conn.write_tls(sealed)?;
+                // rustls takes a bounded amount of plaintext at a time (64 KiB): seal and
+                // send piece by piece.
+                let mut rest = bytes;
+                while !rest.is_empty() {
+                    sealed.clear();
+                    let taken = {
+                        let mut conn = lock(shared);
+                        let taken = conn.writer().write(rest)?;
+                        while conn.wants_write() {
+                            conn.write_tls(sealed)?;
+                        }
+                        taken
+                    };
+                    if taken == 0 {
+                        return Err(std::io::ErrorKind::WriteZero.into());
                     }
+                    tcp.write_all(sealed)?;
+                    rest = &rest[taken..];
                 }
-                tcp.write_all(sealed)
+                Ok(())
             }
         }
     }

@@ -283,7 +283,13 @@ pub fn run_produce_bench(
             }
         }
     }
-    let _ = sender.join();
+    // A sender that failed (the connection broke under it) fails the run: a short run
+    // must not read as a clean one.
+    match sender.join() {
+        Ok(Ok(_)) => {}
+        Ok(Err(error)) => return Err(error.into()),
+        Err(_) => return Err(std::io::Error::other("the sender thread panicked").into()),
+    }
     let elapsed = started.elapsed().as_secs_f64();
     let records = acknowledged * options.records_per_request.max(1) as u64;
     Ok(ProduceBenchReport {

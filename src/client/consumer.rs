@@ -28,8 +28,13 @@ pub struct Consumer {
 impl Consumer {
     /// A consumer of `partitions` of `topic`, each from its offset.
     pub fn new(bootstrap: &str, topic: &str, partitions: &[(u32, u64)]) -> Consumer {
+        Consumer::with_client(ClusterClient::new(bootstrap), topic, partitions)
+    }
+
+    /// The same, reading through `client` (connected as its security says: TLS).
+    pub fn with_client(client: ClusterClient, topic: &str, partitions: &[(u32, u64)]) -> Consumer {
         Consumer {
-            client: ClusterClient::new(bootstrap),
+            client,
             topic: topic.to_string(),
             positions: partitions.to_vec(),
             next: 0,

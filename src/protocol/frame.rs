@@ -51,6 +51,12 @@ impl FrameDecoder {
         }
     }
 
+    /// Changes the frame limit for the frames still to come (a connection that proved
+    /// who it is may send larger ones than before).
+    pub fn set_max_frame_bytes(&mut self, max_frame_bytes: u32) {
+        self.max_frame_bytes = max_frame_bytes;
+    }
+
     /// Adds bytes read from the stream (the part of an oversized frame being skipped is
     /// dropped at once).
     pub fn push(&mut self, bytes: &[u8]) {

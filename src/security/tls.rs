@@ -45,9 +45,12 @@ pub enum TlsError {
     Config(String),
 }
 
-/// A node's TLS files (`tls_cert`, `tls_key`, `tls_ca`).
+/// A node's TLS files (`tls_cert`, `tls_key`, `tls_ca`), and the node they are for.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct TlsFiles {
+    /// The node: with a CA its certificate must name it (`keel-node-N`), or its peers
+    /// would refuse every connection of its.
+    pub node: u64,
     /// The node's certificate chain (PEM), leaf first.
     pub cert: PathBuf,
     /// Its private key (PEM: PKCS#8, PKCS#1 or SEC1).
@@ -141,6 +144,17 @@ impl Loaded {
         let certs = load_certificates("certificate", &files.cert)?;
         let key = load_key(&files.key)?;
         let roots = files.ca.as_deref().map(load_roots).transpose()?;
+        if roots.is_some() && !certificate_names_node(&certs[0], files.node) {
+            return Err(TlsError::File {
+                what: "certificate",
+                path: files.cert.display().to_string(),
+                reason: format!(
+                    "does not name {} (a DNS subject alt name): with tls_ca the nodes speak \
+                     mutual TLS and check that name",
+                    node_name(files.node)
+                ),
+            });
+        }
         let versions = [&rustls::version::TLS13];
         let server = || {
             ServerConfig::builder_with_provider(provider())
@@ -247,6 +261,17 @@ impl NodeTls {
     /// For peer links (mutual TLS; `None` without a CA).
     pub fn peer_connector(&self) -> Option<Arc<ClientConfig>> {
         self.current().peer_connector.clone()
+    }
+}
+
+impl NodeTls {
+    /// A client's settings for this node's own calls to the cluster (a join): the CA to
+    /// trust and its own certificate; `None` without a CA.
+    pub fn as_client(&self) -> Result<Option<Arc<ClientConfig>>, TlsError> {
+        let Some(ca) = &self.files.ca else {
+            return Ok(None);
+        };
+        client_config(ca, Some((&self.files.cert, &self.files.key))).map(Some)
     }
 }
 

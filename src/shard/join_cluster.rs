@@ -19,7 +19,7 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 use crate::client::join_calls::JoinAnswer;
-use crate::client::ClusterClient;
+use crate::client::{ClientSecurity, ClusterClient};
 use crate::config::{parse_peers, NodeConfig, PeerAddress};
 use crate::log::ConfStateRecord;
 use crate::shard::data_layout;
@@ -158,7 +158,21 @@ fn ask(config: &NodeConfig, through: &str) -> Result<JoinRecord, JoinError> {
             .map_err(|_| refused("the peer port does not fit (give --peer-port)".into()))?,
         rack: config.rack.clone(),
     };
-    let mut client = ClusterClient::new(through);
+    let security = match &config.tls {
+        None => ClientSecurity::default(),
+        Some(tls) => match tls.as_client() {
+            Ok(Some(tls)) => ClientSecurity { tls: Some(tls) },
+            Ok(None) => {
+                return Err(refused(
+                    "a node with TLS joins with the cluster's CA (--tls-ca) to trust the node \
+                     it joins through"
+                        .into(),
+                ))
+            }
+            Err(error) => return Err(refused(error.to_string())),
+        },
+    };
+    let mut client = ClusterClient::with_security(through, security);
     let answer: JoinAnswer = client
         .join_cluster(&node, config.shards, config.peer_secret.as_ref())
         .map_err(|e| refused(e.to_string()))?;

@@ -77,7 +77,12 @@ fn check_join_proof(
 ) -> Result<(), WireError> {
     let refuse = |why: String| Err(WireError::new(ErrorCode::NotAuthorized, why));
     let Some(secret) = core.config.peer_secret.as_ref() else {
-        return refuse("this node has no peer secret (peer_secret_file): it adds no node".into());
+        return refuse(
+            "this cluster has no peer secret (peer_secret_file), and a join proves it: give \
+             every node the same --peer-secret-file to add nodes (mutual TLS alone does not \
+             admit them)"
+                .into(),
+        );
     };
     let Some(proof) = asked.proof().filter(|p| !p.is_empty()) else {
         return refuse(

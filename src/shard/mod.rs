@@ -96,9 +96,10 @@ pub enum NodeError {
 
 /// Runs a node until `stop` is set (by SIGINT/SIGTERM in the `keel broker` command).
 pub fn run_node(config: NodeConfig, stop: Arc<AtomicBool>) -> Result<(), NodeError> {
+    // Before the join (which may wait on the cluster): SIGHUP never stops the node.
+    reload_tls_on_sighup(config.tls.clone())?;
     let config = join_cluster::resolve(config)?;
     config.validate()?;
-    reload_tls_on_sighup(config.tls.clone())?;
     if !allocator::tune_for_broker() {
         tracing::warn!(
             "the C allocator refused its broker settings; large answers may cost page faults"

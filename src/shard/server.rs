@@ -20,10 +20,12 @@
 //! ```
 //!
 //! With TLS (`tls_cert`, `tls_key`) every connection is TLS: the handshake comes first,
-//! within `TLS_HANDSHAKE_TIMEOUT`, at most `MAX_TLS_HANDSHAKES_PER_SHARD` at once (more
-//! are closed at once, so a flood of handshakes costs the shard a bounded amount of work
-//! and never holds up served connections); a failed one is logged (rate-limited, with
-//! rustls's reason: an expired certificate, another CA) and closed.
+//! within `TLS_HANDSHAKE_TIMEOUT`, at most `MAX_TLS_HANDSHAKES_PER_SHARD` at once (a new
+//! connection beyond evicts the oldest unfinished one, `transport::opening`: a flood of
+//! handshakes costs the shard a bounded amount of work, never holds up served
+//! connections, and a client that completes its handshake at once still gets in); a
+//! failed one is logged (rate-limited, with rustls's reason: an expired certificate,
+//! another CA) and closed.
 //!
 //! A frame longer than `max_frame_bytes` gets a `FrameTooLarge` answer (correlation id 0:
 //! the request is never read) naming the limit and its size; its bytes are dropped as they
@@ -54,6 +56,7 @@ use crate::shard::answer_frame::AnswerFrame;
 use crate::shard::hosted_groups::HostedGroups;
 use crate::shard::requests::{error_response, handle_request, WireError};
 use crate::transport::ingress::RefusalLogLimiter;
+use crate::transport::opening::{Opening, OpeningSlot};
 
 /// Requests of one connection being answered, or answered and waiting to be written, at
 /// once.
@@ -72,7 +75,7 @@ pub async fn serve(groups: Rc<HostedGroups>, listener: TcpListener, stopping: Rc
     let open = Rc::new(Cell::new(0usize));
     let refusal_log = Rc::new(RefCell::new(RefusalLogLimiter::default()));
     let shard_bytes = Rc::new(ByteBound::new(MAX_REQUEST_BYTES_PER_SHARD));
-    let handshaking = Rc::new(Cell::new(0usize));
+    let handshaking = Opening::new(MAX_TLS_HANDSHAKES_PER_SHARD);
     while !stopping.get() {
         let stream = match listener.accept().await {
             Ok(stream) => stream,
@@ -95,28 +98,28 @@ pub async fn serve(groups: Rc<HostedGroups>, listener: TcpListener, stopping: Rc
             .tls
             .as_ref()
             .map(|tls| tls.client_port());
-        if tls.is_some() && handshaking.get() >= MAX_TLS_HANDSHAKES_PER_SHARD {
-            log_refusal(
-                &refusal_log,
-                groups.shard_id,
-                &stream,
-                &"too many TLS handshakes",
-            );
-            continue;
-        }
+        let slot = tls.as_ref().map(|_| {
+            let (slot, evicted) = handshaking.enter();
+            if evicted {
+                log_refusal(
+                    &refusal_log,
+                    groups.shard_id,
+                    &stream,
+                    &"the oldest unfinished TLS handshake closed: too many at once",
+                );
+            }
+            slot
+        });
         open.set(open.get() + 1);
         let (groups, open, refusal_log) = (groups.clone(), open.clone(), refusal_log.clone());
-        let handshaking = handshaking.clone();
         let budget = RequestBudget::new(shard_bytes.clone(), MAX_REQUEST_BYTES_PER_CONNECTION);
         glommio::spawn_local(async move {
-            let stream = match tls {
-                None => Some(Stream::Plain(stream)),
-                Some(config) => {
-                    handshaking.set(handshaking.get() + 1);
-                    let accepted = accept_tls(config, stream, &refusal_log, groups.shard_id).await;
-                    handshaking.set(handshaking.get() - 1);
-                    accepted
+            let stream = match (tls, slot) {
+                (Some(config), Some(slot)) => {
+                    let accepted = accept_tls(config, stream, &slot, &refusal_log, groups.shard_id);
+                    accepted.await
                 }
+                _ => Some(Stream::Plain(stream)),
             };
             if let Some(stream) = stream {
                 if let Err(error) = handle_connection(groups, stream, refusal_log, budget).await {
@@ -133,17 +136,29 @@ pub async fn serve(groups: Rc<HostedGroups>, listener: TcpListener, stopping: Rc
 async fn accept_tls(
     config: std::sync::Arc<rustls::ServerConfig>,
     stream: TcpStream,
+    slot: &OpeningSlot,
     refusal_log: &RefCell<RefusalLogLimiter>,
     shard_id: u32,
 ) -> Option<Stream> {
     let peer = stream.peer_addr().ok();
     let handshake = futures_rustls::TlsAcceptor::from(config).accept(stream);
     let timeout = async {
-        glommio::timer::sleep(TLS_HANDSHAKE_TIMEOUT).await;
-        Err(std::io::Error::new(
-            std::io::ErrorKind::TimedOut,
-            format!("no TLS handshake within {TLS_HANDSHAKE_TIMEOUT:?}"),
-        ))
+        let evicted = futures_lite::future::or(
+            async {
+                glommio::timer::sleep(TLS_HANDSHAKE_TIMEOUT).await;
+                false
+            },
+            async {
+                slot.evicted().await;
+                true
+            },
+        );
+        let why = if evicted.await {
+            "evicted by newer handshakes".to_string()
+        } else {
+            format!("no TLS handshake within {TLS_HANDSHAKE_TIMEOUT:?}")
+        };
+        Err(std::io::Error::new(std::io::ErrorKind::TimedOut, why))
     };
     match futures_lite::future::or(handshake, timeout).await {
         Ok(tls) => Some(Stream::Server(Box::new(tls))),

@@ -25,6 +25,7 @@
 pub mod chunks;
 pub mod frame_split;
 pub mod ingress;
+pub mod opening;
 pub mod peer_links;
 pub mod peer_listener;
 

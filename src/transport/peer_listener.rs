@@ -15,8 +15,10 @@
 //! frame limit (a snapshot of a large state) comes as consecutive chunks; the connection
 //! joins them (`chunks`) and decodes and checks the whole frame like any other. Chunks are
 //! only taken from an admitted connection: before its hello a connection can make the
-//! shard hold no more than one frame. Bounds: `MAX_PEER_CONNECTIONS_AWAITING_HELLO`
-//! connections without a hello yet (each closed after `PEER_HELLO_TIMEOUT`),
+//! shard hold no more than one frame, of at most `MAX_PEER_HELLO_FRAME_BYTES`. Bounds:
+//! `MAX_PEER_CONNECTIONS_AWAITING_HELLO` connections without a hello yet (each closed
+//! after `PEER_HELLO_TIMEOUT`, the TLS handshake included; a new one beyond evicts the
+//! oldest, `transport::opening`),
 //! `MAX_PEER_CONNECTIONS_PER_SHARD` admitted ones; more are closed at once; one chunked
 //! frame being joined per connection, of at most `MAX_CHUNKED_PEER_FRAME_BYTES`, and
 //! `MAX_JOINING_PEER_BYTES_PER_SHARD` across them (`chunks::JoiningBudget`: a chunk that
@@ -39,7 +41,8 @@ use raft::eraftpb::Message;
 
 use crate::constants::{
     MAX_CHUNKED_PEER_FRAME_BYTES, MAX_JOINING_PEER_BYTES_PER_SHARD,
-    MAX_PEER_CONNECTIONS_AWAITING_HELLO, MAX_PEER_CONNECTIONS_PER_SHARD, PEER_HELLO_TIMEOUT,
+    MAX_PEER_CONNECTIONS_AWAITING_HELLO, MAX_PEER_CONNECTIONS_PER_SHARD,
+    MAX_PEER_HELLO_FRAME_BYTES, PEER_HELLO_TIMEOUT,
 };
 use crate::protocol::frame::{append_frame, FrameDecoder};
 use crate::protocol::peer_codec::{decode_peer_frame, encode_peer_challenge, PeerChallenge};
@@ -49,6 +52,7 @@ use crate::security::tls::NodeTls;
 use crate::security::{peer_secret::random_bytes, PeerSecret, NONCE_BYTES};
 use crate::transport::chunks::{ChunkAssembler, JoiningBudget};
 use crate::transport::ingress::{admit, admit_hello, HelloCheck, RefusalLogLimiter};
+use crate::transport::opening::{Opening, OpeningSlot};
 
 const READ_BUFFER_BYTES: usize = 64 * 1024;
 
@@ -83,7 +87,7 @@ struct Listener {
     ingress: PeerIngress,
     deliver: Deliver,
     lost: Lost,
-    awaiting_hello: Cell<usize>,
+    awaiting_hello: Rc<Opening>,
     admitted: Cell<usize>,
     /// Chunked frames being joined, across this shard's connections.
     joining: JoiningBudget,
@@ -115,7 +119,7 @@ pub async fn serve_peers(
         ingress,
         deliver,
         lost,
-        awaiting_hello: Cell::new(0),
+        awaiting_hello: Opening::new(MAX_PEER_CONNECTIONS_AWAITING_HELLO),
         admitted: Cell::new(0),
         joining: JoiningBudget::new(MAX_JOINING_PEER_BYTES_PER_SHARD),
         refusal_log: RefCell::new(RefusalLogLimiter::default()),
@@ -129,19 +133,18 @@ pub async fn serve_peers(
                 continue;
             }
         };
-        if state.awaiting_hello.get() >= MAX_PEER_CONNECTIONS_AWAITING_HELLO {
+        let (slot, evicted) = state.awaiting_hello.enter();
+        if evicted {
             state.log_refusal(
                 stream.peer_addr().ok(),
-                "connection closed",
+                "oldest connection without a hello closed",
                 &"too many connections without a hello",
             );
-            continue;
         }
-        state.awaiting_hello.set(state.awaiting_hello.get() + 1);
         let state = state.clone();
         glommio::spawn_local(async move {
             let peer = stream.peer_addr().ok();
-            if let Err(error) = handle_peer_connection(&state, stream, peer).await {
+            if let Err(error) = handle_peer_connection(&state, stream, peer, slot).await {
                 tracing::debug!(?peer, %error, "peer connection closed");
             }
         })
@@ -153,13 +156,22 @@ pub async fn serve_peers(
 enum ReadEnd {
     /// The connection is closed (or broken).
     Closed,
-    /// No frame within the hello timeout.
-    TimedOut,
+    /// Refused while opening (why).
+    Refused(String),
 }
 
-/// The connection as this listener speaks it: mutual TLS with a CA (the handshake within
-/// `PEER_HELLO_TIMEOUT`), plain otherwise.
-async fn open_stream(state: &Listener, tcp: TcpStream) -> Result<Stream, String> {
+/// A connection past its opening: the stream, the first frame, the challenge's nonce,
+/// and the reading state to go on with.
+struct Opened {
+    stream: Stream,
+    first: Vec<u8>,
+    nonce: [u8; NONCE_BYTES],
+    decoder: FrameDecoder,
+    buffer: Vec<u8>,
+}
+
+/// The connection as this listener speaks it: mutual TLS with a CA, plain otherwise.
+async fn open_stream(state: &Listener, tcp: TcpStream) -> Result<Stream, ReadEnd> {
     let Some(config) = state
         .ingress
         .tls
@@ -168,56 +180,77 @@ async fn open_stream(state: &Listener, tcp: TcpStream) -> Result<Stream, String>
     else {
         return Ok(Stream::Plain(tcp));
     };
-    let handshake = futures_rustls::TlsAcceptor::from(config).accept(tcp);
-    let timeout = async {
-        glommio::timer::sleep(PEER_HELLO_TIMEOUT).await;
-        Err(std::io::Error::other("no TLS handshake in time"))
-    };
-    match futures_lite::future::or(handshake, timeout).await {
+    match futures_rustls::TlsAcceptor::from(config).accept(tcp).await {
         Ok(tls) => Ok(Stream::Server(Box::new(tls))),
-        Err(error) => Err(format!("TLS handshake failed: {error}")),
+        Err(error) => Err(ReadEnd::Refused(format!("TLS handshake failed: {error}"))),
     }
+}
+
+/// Opens the connection: the TLS handshake (with a CA), the challenge, the first frame.
+async fn open(state: &Listener, tcp: TcpStream) -> Result<Opened, ReadEnd> {
+    let mut stream = open_stream(state, tcp).await?;
+    let nonce =
+        random_bytes::<NONCE_BYTES>().map_err(|error| ReadEnd::Refused(error.to_string()))?;
+    // Until the hello is checked, a connection may not make the shard hold a large frame.
+    let mut decoder = FrameDecoder::new(MAX_PEER_HELLO_FRAME_BYTES);
+    let mut buffer = vec![0u8; READ_BUFFER_BYTES];
+    send_challenge(state, &mut stream, &nonce).await?;
+    let first = loop {
+        match decoder.next_frame() {
+            Ok(Some(frame)) => break frame,
+            Ok(None) => {}
+            Err(error) => return Err(ReadEnd::Refused(format!("first frame: {error}"))),
+        }
+        match stream.read(&mut buffer).await {
+            Ok(0) | Err(_) => return Err(ReadEnd::Closed),
+            Ok(count) => decoder.push(&buffer[..count]),
+        }
+    };
+    decoder.set_max_frame_bytes(state.ingress.max_frame_bytes);
+    Ok(Opened {
+        stream,
+        first,
+        nonce,
+        decoder,
+        buffer,
+    })
 }
 
 async fn handle_peer_connection(
     state: &Rc<Listener>,
     tcp: TcpStream,
     peer: Option<SocketAddr>,
+    slot: OpeningSlot,
 ) -> std::io::Result<()> {
-    let mut stream = match open_stream(state, tcp).await {
-        Ok(stream) => stream,
-        Err(reason) => {
-            state.awaiting_hello.set(state.awaiting_hello.get() - 1);
-            state.log_refusal(peer, "connection refused", &reason);
-            return Ok(());
-        }
+    let deadline = async {
+        let evicted = futures_lite::future::or(
+            async {
+                glommio::timer::sleep(PEER_HELLO_TIMEOUT).await;
+                false
+            },
+            async {
+                slot.evicted().await;
+                true
+            },
+        );
+        Err(ReadEnd::Refused(if evicted.await {
+            "evicted by newer connections without a hello".to_string()
+        } else {
+            format!("no hello within {PEER_HELLO_TIMEOUT:?}")
+        }))
     };
-    let mut decoder = FrameDecoder::new(state.ingress.max_frame_bytes);
-    let mut buffer = vec![0u8; READ_BUFFER_BYTES];
-    let nonce = match random_bytes::<NONCE_BYTES>() {
-        Ok(nonce) => nonce,
-        Err(error) => {
-            state.awaiting_hello.set(state.awaiting_hello.get() - 1);
-            state.log_refusal(peer, "connection closed", &error);
-            return Ok(());
-        }
-    };
-    let first = futures_lite::future::or(
-        async {
-            send_challenge(state, &mut stream, &nonce).await?;
-            next_frame(state, &mut stream, &mut decoder, &mut buffer, peer).await
-        },
-        async {
-            glommio::timer::sleep(PEER_HELLO_TIMEOUT).await;
-            Err(ReadEnd::TimedOut)
-        },
-    )
-    .await;
-    state.awaiting_hello.set(state.awaiting_hello.get() - 1);
-    let first = match first {
-        Ok(frame) => frame,
-        Err(ReadEnd::TimedOut) => {
-            state.log_refusal(peer, "connection closed", &"no hello in time");
+    let opened = futures_lite::future::or(open(state, tcp), deadline).await;
+    drop(slot);
+    let Opened {
+        stream,
+        first,
+        nonce,
+        decoder,
+        buffer,
+    } = match opened {
+        Ok(opened) => opened,
+        Err(ReadEnd::Refused(reason)) => {
+            state.log_refusal(peer, "connection closed", &reason);
             return Ok(());
         }
         Err(ReadEnd::Closed) => return Ok(()),

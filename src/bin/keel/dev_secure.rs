@@ -19,9 +19,16 @@ const DEV_CERTIFICATE_DAYS: i64 = 365;
 /// node's files are missing: a run with more nodes).
 pub(crate) fn prepare(data_dir: &Path, nodes: u32) -> Result<PathBuf, String> {
     let dir = data_dir.join("tls");
-    let complete = dir.join("ca.crt").exists()
-        && dir.join("client.crt").exists()
-        && (1..=nodes).all(|n| dir.join(format!("node-{n}.crt")).exists());
+    let names = [
+        "ca.crt".to_string(),
+        "client.crt".into(),
+        "client.key".into(),
+    ];
+    let node_files = (1..=nodes).flat_map(|n| [format!("node-{n}.crt"), format!("node-{n}.key")]);
+    let complete = names
+        .into_iter()
+        .chain(node_files)
+        .all(|name| dir.join(name).exists());
     if complete {
         return Ok(dir);
     }
