@@ -20,20 +20,11 @@ use keel::protocol::peer_codec::{
     decode_peer_frame, encode_peer_frame, encode_peer_hello, PeerHello,
 };
 use keel::protocol::wire::Acks;
-use keel::security::certs::{Authority, Issued, Validity};
+use keel::security::certs::{Authority, Validity};
 use keel::security::tls::{client_config, node_name};
 use raft::eraftpb::{Message, MessageType};
+use support::certs::write_pair;
 use support::{retry, settled, start_cluster_with};
-
-fn write_pair(dir: &Path, name: &str, issued: &Issued) -> (PathBuf, PathBuf) {
-    let (cert, key) = (
-        dir.join(format!("{name}.crt")),
-        dir.join(format!("{name}.key")),
-    );
-    std::fs::write(&cert, &issued.cert_pem).unwrap();
-    std::fs::write(&key, &issued.key_pem).unwrap();
-    (cert, key)
-}
 
 type TlsStream = rustls::StreamOwned<rustls::ClientConnection, TcpStream>;
 

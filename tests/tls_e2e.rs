@@ -13,33 +13,32 @@ use std::time::Duration;
 use keel::client::{ClientError, ClientSecurity, ClusterClient};
 use keel::protocol::codec::{encode_record_batch, BatchProducer, RecordData};
 use keel::protocol::wire::Acks;
-use keel::security::certs::{Authority, Issued, Validity};
+use keel::security::certs::{Authority, Validity};
 use keel::security::tls::client_config;
+use support::certs::{expired, write_ca, write_pair};
 use support::{free_ports, retry, Broker};
 
-/// Writes `issued` as NAME.crt and NAME.key in `dir`.
-fn write_pair(dir: &Path, name: &str, issued: &Issued) -> (PathBuf, PathBuf) {
-    let (cert, key) = (
-        dir.join(format!("{name}.crt")),
-        dir.join(format!("{name}.key")),
-    );
-    std::fs::write(&cert, &issued.cert_pem).unwrap();
-    std::fs::write(&key, &issued.key_pem).unwrap();
-    (cert, key)
-}
-
-fn write_ca(dir: &Path, name: &str, ca: &Authority) -> PathBuf {
-    let path = dir.join(format!("{name}.crt"));
-    std::fs::write(&path, ca.cert_pem()).unwrap();
-    path
-}
-
-fn expired() -> Validity {
-    let now = time::OffsetDateTime::now_utc();
-    Validity {
-        not_before: now - time::Duration::days(30),
-        not_after: now - time::Duration::days(1),
+/// A broker on a free port with node 1's certificate from `ca` (valid in `validity`),
+/// and `ca_file` as its --tls-ca if given; its certificate and key files.
+fn tls_broker(
+    dir: &Path,
+    ca: &Authority,
+    validity: Validity,
+    ca_file: Option<&Path>,
+) -> (Broker, PathBuf, PathBuf) {
+    let issued = ca.issue_node(1, &["127.0.0.1"], validity).unwrap();
+    let (cert, key) = write_pair(dir, "node", &issued);
+    let mut args: Vec<String> = vec![
+        "--tls-cert".into(),
+        cert.display().to_string(),
+        "--tls-key".into(),
+        key.display().to_string(),
+    ];
+    if let Some(ca_file) = ca_file {
+        args.extend(["--tls-ca".into(), ca_file.display().to_string()]);
     }
+    let broker = Broker::start_with_args(&dir.join("data"), free_ports(1), 1, "4MiB", &args);
+    (broker, cert, key)
 }
 
 fn client(address: &str, ca: &Path, identity: Option<&(PathBuf, PathBuf)>) -> ClusterClient {
@@ -76,21 +75,7 @@ fn clients_reach_a_tls_broker_only_with_its_ca_and_valid_certificates() {
     let ca_file = write_ca(dir, "ca", &ca);
     let other_ca_file = write_ca(dir, "other-ca", &other);
     let valid = Validity::days_from_now(30);
-    let (cert, key) = write_pair(
-        dir,
-        "node",
-        &ca.issue_node(1, &["127.0.0.1"], valid).unwrap(),
-    );
-    let port = free_ports(1);
-    let tls_args: Vec<String> = vec![
-        "--tls-cert".into(),
-        cert.display().to_string(),
-        "--tls-key".into(),
-        key.display().to_string(),
-        "--tls-ca".into(),
-        ca_file.display().to_string(),
-    ];
-    let broker = Broker::start_with_args(&dir.join("data"), port, 1, "4MiB", &tls_args);
+    let (broker, _, _) = tls_broker(dir, &ca, valid, Some(&ca_file));
     let address = broker.address(0);
 
     // Trusting the CA: a topic, a write, a read.
@@ -163,19 +148,7 @@ fn a_broker_with_an_expired_certificate_is_refused_and_sighup_reloads_its_files(
     let dir = root.path();
     let ca = Authority::new("keel test CA").unwrap();
     let ca_file = write_ca(dir, "ca", &ca);
-    let (cert, key) = write_pair(
-        dir,
-        "node",
-        &ca.issue_node(1, &["127.0.0.1"], expired()).unwrap(),
-    );
-    let port = free_ports(1);
-    let tls_args: Vec<String> = vec![
-        "--tls-cert".into(),
-        cert.display().to_string(),
-        "--tls-key".into(),
-        key.display().to_string(),
-    ];
-    let broker = Broker::start_with_args(&dir.join("data"), port, 1, "4MiB", &tls_args);
+    let (broker, _, key) = tls_broker(dir, &ca, expired(), None);
     let address = broker.address(0);
     let reason = tls_refusal(client(&address, &ca_file, None).list_topics());
     assert!(reason.contains("certificate expired"), "{reason}");
@@ -289,20 +262,7 @@ fn a_flood_of_unfinished_handshakes_never_keeps_a_real_client_out() {
     let dir = root.path();
     let ca = Authority::new("keel test CA").unwrap();
     let ca_file = write_ca(dir, "ca", &ca);
-    let valid = Validity::days_from_now(30);
-    let (cert, key) = write_pair(
-        dir,
-        "node",
-        &ca.issue_node(1, &["127.0.0.1"], valid).unwrap(),
-    );
-    let port = free_ports(1);
-    let tls_args: Vec<String> = vec![
-        "--tls-cert".into(),
-        cert.display().to_string(),
-        "--tls-key".into(),
-        key.display().to_string(),
-    ];
-    let mut broker = Broker::start_with_args(&dir.join("data"), port, 1, "4MiB", &tls_args);
+    let (mut broker, _, _) = tls_broker(dir, &ca, Validity::days_from_now(30), None);
     let address = broker.address(0);
     let mut client_before = client(&address, &ca_file, None);
     retry("create topic", || client_before.create_topic("secured", 1));

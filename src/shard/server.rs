@@ -143,21 +143,9 @@ async fn accept_tls(
     let peer = stream.peer_addr().ok();
     let handshake = futures_rustls::TlsAcceptor::from(config).accept(stream);
     let timeout = async {
-        let evicted = futures_lite::future::or(
-            async {
-                glommio::timer::sleep(TLS_HANDSHAKE_TIMEOUT).await;
-                false
-            },
-            async {
-                slot.evicted().await;
-                true
-            },
-        );
-        let why = if evicted.await {
-            "evicted by newer handshakes".to_string()
-        } else {
-            format!("no TLS handshake within {TLS_HANDSHAKE_TIMEOUT:?}")
-        };
+        let why = slot
+            .out_of_time(TLS_HANDSHAKE_TIMEOUT, "TLS handshake")
+            .await;
         Err(std::io::Error::new(std::io::ErrorKind::TimedOut, why))
     };
     match futures_lite::future::or(handshake, timeout).await {

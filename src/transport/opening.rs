@@ -80,6 +80,26 @@ impl OpeningSlot {
         // entry is removed only when the slot is dropped).
         let _ = self.evicted.recv().await;
     }
+
+    /// Resolves once evicted or after `timeout`, whichever comes first: why the
+    /// connection is out of time (naming `what` it did not finish).
+    pub async fn out_of_time(&self, timeout: std::time::Duration, what: &str) -> String {
+        let evicted = futures_lite::future::or(
+            async {
+                glommio::timer::sleep(timeout).await;
+                false
+            },
+            async {
+                self.evicted().await;
+                true
+            },
+        );
+        if evicted.await {
+            format!("no {what} yet, evicted by newer connections (too many at once)")
+        } else {
+            format!("no {what} within {timeout:?}")
+        }
+    }
 }
 
 impl Drop for OpeningSlot {

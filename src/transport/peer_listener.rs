@@ -223,21 +223,9 @@ async fn handle_peer_connection(
     slot: OpeningSlot,
 ) -> std::io::Result<()> {
     let deadline = async {
-        let evicted = futures_lite::future::or(
-            async {
-                glommio::timer::sleep(PEER_HELLO_TIMEOUT).await;
-                false
-            },
-            async {
-                slot.evicted().await;
-                true
-            },
-        );
-        Err(ReadEnd::Refused(if evicted.await {
-            "evicted by newer connections without a hello".to_string()
-        } else {
-            format!("no hello within {PEER_HELLO_TIMEOUT:?}")
-        }))
+        Err(ReadEnd::Refused(
+            slot.out_of_time(PEER_HELLO_TIMEOUT, "hello").await,
+        ))
     };
     let opened = futures_lite::future::or(open(state, tcp), deadline).await;
     drop(slot);
