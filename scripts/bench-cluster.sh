@@ -16,6 +16,7 @@
 # of the rounds. Targets (issue 15): CPU <= 150 us and <= 8 context switches per request
 # at 2,000/s; closed-loop p50 <= 1.2x the floor; open loop 20,000/s p99 <= 1.5 ms and
 # p99.9 <= 4 ms; >= 120,000 records/s at 1 per request, >= 700,000 at 100 per request.
+# Last, scripts/bench-tls.sh: the same cluster plain and with TLS, alternated.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 dir=${1:-keel-bench-data}
@@ -108,3 +109,6 @@ for node in (1, 2, 3):
     top = re.search(f"top_node{node}=(\\S+)", calls).group(1)
     print(f"    node {node}: {total} syscalls per request ({top}; a run of their own)")
 PY
+# What TLS costs, on clusters of its own (after this one is stopped).
+kill $dev 2>/dev/null; wait $dev 2>/dev/null || true; rm -rf "$dir/cluster"
+scripts/bench-tls.sh "$rounds" "$dir/tls"

@@ -143,6 +143,10 @@ fn start_tls(
     ))))
 }
 
+/// How a TLS alert record starts (content type 21, version 3.x): what a TLS server
+/// answers a plain client with.
+const TLS_ALERT: [u8; 2] = [0x15, 0x03];
+
 /// A connection to one shard.
 pub struct Connection {
     stream: Transport,
@@ -295,6 +299,18 @@ impl Connection {
         if count == 0 {
             return Err(std::io::ErrorKind::UnexpectedEof.into());
         }
+        let fresh = self.decoder.buffered_bytes() == 0 && self.decoder.skipping_bytes() == 0;
+        if fresh
+            && matches!(self.stream, Transport::Plain(_))
+            && self.read_buffer[..count].starts_with(&TLS_ALERT)
+        {
+            // No frame starts so (a length of 200 KiB and more): a TLS record, an alert.
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::InvalidData,
+                "the broker answered with a TLS alert: it speaks TLS (give the client the \
+                 brokers' CA: --tls-ca)",
+            ));
+        }
         self.decoder.push(&self.read_buffer[..count]);
         while self.stream.pending() > 0 {
             let count = self.stream.read(&mut self.read_buffer)?;
@@ -321,9 +337,7 @@ impl Connection {
         if source.kind() == std::io::ErrorKind::UnexpectedEof {
             return ClientError::Closed(self.address.clone());
         }
-        if source.kind() == std::io::ErrorKind::InvalidData
-            && matches!(self.stream, Transport::Tls(_))
-        {
+        if source.kind() == std::io::ErrorKind::InvalidData {
             // The broker's TLS alert (it refused this client's certificate, ...).
             return ClientError::Tls {
                 address: self.address.clone(),
