@@ -200,6 +200,14 @@ pub const DEFAULT_SCRAM_ITERATIONS: u32 = 8192;
 /// the shard hold no more than this.
 pub const MAX_PEER_HELLO_FRAME_BYTES: u32 = 4096;
 
+/// The longest topic or group name (or prefix) an access rule names: a topic name is at
+/// most 200 characters (`shard::requests::valid_topic_name`), with room for group names.
+pub const MAX_ACL_NAME_BYTES: usize = 255;
+
+/// Access rules a cluster keeps: every request is checked against them on every shard,
+/// so they stay a short list (prefixes cover families of topics).
+pub const MAX_ACL_RULES: usize = 4096;
+
 /// The shortest peer secret accepted: 32 bytes (256 bits from a random source, or their
 /// hex or base64 text), the HMAC-SHA256 key's full strength.
 pub const MIN_PEER_SECRET_BYTES: usize = 32;

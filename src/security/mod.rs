@@ -5,6 +5,7 @@
 //! Owns the secret (loading, generating, never printing it), the MACs over it, the TLS
 //! configurations and the plain-or-TLS stream; never opens a socket.
 
+pub mod acl;
 pub mod certs;
 pub mod peer_secret;
 pub mod scram;
