@@ -149,15 +149,22 @@ fn assert_undisturbed(client: &mut ClusterClient, before: &[GroupStatus], step: 
     );
 }
 
-#[test]
-fn peer_messages_are_accepted_only_from_a_hello_of_a_cluster_node_on_the_peer_port() {
-    let root = tempfile::tempdir().unwrap();
-    let nodes = start_cluster_with(root.path(), 3, 1, &["--leader-balance-delay", "off"]);
+/// Three nodes with a topic "guarded" written once and settled: the nodes, a client of
+/// them, and the groups' status.
+fn guarded_cluster(root: &std::path::Path) -> (Vec<Broker>, ClusterClient, Vec<GroupStatus>) {
+    let nodes = start_cluster_with(root, 3, 1, &["--leader-balance-delay", "off"]);
     let everyone: Vec<String> = nodes.iter().map(|n| n.address(0)).collect();
     let mut client = ClusterClient::new(&everyone.join(","));
     retry("create topic", || client.create_topic("guarded", 1));
     produce_one(&mut client, 0);
     let before = settled(&mut client);
+    (nodes, client, before)
+}
+
+#[test]
+fn peer_messages_are_accepted_only_from_a_hello_of_a_cluster_node_on_the_peer_port() {
+    let root = tempfile::tempdir().unwrap();
+    let (nodes, mut client, before) = guarded_cluster(root.path());
     let leader = before.iter().find(|r| r.role == "leader").unwrap().clone();
     let follower = before.iter().find(|r| r.role == "follower").unwrap().node;
     let third = before
@@ -372,12 +379,7 @@ fn produce_one_to(client: &mut ClusterClient, topic: &str, n: u64) -> u64 {
 #[test]
 fn a_flood_of_connections_without_a_hello_never_keeps_a_node_out() {
     let root = tempfile::tempdir().unwrap();
-    let mut nodes = start_cluster_with(root.path(), 3, 1, &["--leader-balance-delay", "off"]);
-    let everyone: Vec<String> = nodes.iter().map(|n| n.address(0)).collect();
-    let mut client = ClusterClient::new(&everyone.join(","));
-    retry("create topic", || client.create_topic("guarded", 1));
-    produce_one(&mut client, 0);
-    let before = settled(&mut client);
+    let (mut nodes, mut client, before) = guarded_cluster(root.path());
     let leader = before.iter().find(|r| r.role == "leader").unwrap().clone();
     let follower = before.iter().find(|r| r.role == "follower").unwrap().node;
     let leader_port = nodes[leader.node as usize - 1].peer_address(0);

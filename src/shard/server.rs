@@ -98,28 +98,25 @@ pub async fn serve(groups: Rc<HostedGroups>, listener: TcpListener, stopping: Rc
             .tls
             .as_ref()
             .map(|tls| tls.client_port());
-        let slot = tls.as_ref().map(|_| {
+        let tls = tls.map(|config| {
             let (slot, evicted) = handshaking.enter();
             if evicted {
-                log_refusal(
-                    &refusal_log,
-                    groups.shard_id,
-                    &stream,
-                    &"the oldest unfinished TLS handshake closed: too many at once",
-                );
+                let why = "the oldest unfinished TLS handshake closed for a new connection: \
+                           too many at once";
+                log_refusal(&refusal_log, groups.shard_id, stream.peer_addr().ok(), why);
             }
-            slot
+            (config, slot)
         });
         open.set(open.get() + 1);
         let (groups, open, refusal_log) = (groups.clone(), open.clone(), refusal_log.clone());
         let budget = RequestBudget::new(shard_bytes.clone(), MAX_REQUEST_BYTES_PER_CONNECTION);
         glommio::spawn_local(async move {
-            let stream = match (tls, slot) {
-                (Some(config), Some(slot)) => {
+            let stream = match tls {
+                Some((config, slot)) => {
                     let accepted = accept_tls(config, stream, &slot, &refusal_log, groups.shard_id);
                     accepted.await
                 }
-                _ => Some(Stream::Plain(stream)),
+                None => Some(Stream::Plain(stream)),
             };
             if let Some(stream) = stream {
                 if let Err(error) = handle_connection(groups, stream, refusal_log, budget).await {
@@ -156,32 +153,27 @@ async fn accept_tls(
             None
         }
         Err(error) => {
-            if let Some(suppressed) = refusal_log.borrow_mut().should_log(Instant::now()) {
-                tracing::warn!(
-                    shard = shard_id,
-                    ?peer,
-                    suppressed_since_last = suppressed,
-                    "client TLS handshake failed: {error}"
-                );
-            }
+            let why = format!("client TLS handshake failed: {error}");
+            log_refusal(refusal_log, shard_id, peer, &why);
             None
         }
     }
 }
 
+/// Logs what was refused on the client port (at most `PEER_REFUSAL_LOGS_PER_WINDOW`
+/// lines per window: a flood of bad connections is not a flood of log lines).
 fn log_refusal(
     refusal_log: &RefCell<RefusalLogLimiter>,
     shard_id: u32,
-    stream: &TcpStream,
-    why: &dyn std::fmt::Display,
+    peer: Option<std::net::SocketAddr>,
+    what: &str,
 ) {
     if let Some(suppressed) = refusal_log.borrow_mut().should_log(Instant::now()) {
-        let peer = stream.peer_addr().ok();
         tracing::warn!(
             shard = shard_id,
             ?peer,
             suppressed_since_last = suppressed,
-            "client connection closed: {why}"
+            "{what}"
         );
     }
 }
@@ -452,14 +444,12 @@ fn refuse_peer_frame(
     peer: Option<std::net::SocketAddr>,
     refusal_log: &RefCell<RefusalLogLimiter>,
 ) -> AnswerFrame {
-    if let Some(suppressed) = refusal_log.borrow_mut().should_log(Instant::now()) {
-        tracing::warn!(
-            shard = shard_id,
-            ?peer,
-            suppressed_since_last = suppressed,
-            "a peer frame on the client port refused"
-        );
-    }
+    log_refusal(
+        refusal_log,
+        shard_id,
+        peer,
+        "a peer frame on the client port refused",
+    );
     let wire = WireError {
         code: ErrorCode::InvalidRequest,
         message: "peer frames go to the peer port".to_string(),

@@ -119,7 +119,7 @@ pub enum Refusal {
         node: u64,
     },
     /// This node has no peer secret, so it can check no proof.
-    #[error("this node has no peer secret (peer_secret_file): it admits no peer connection")]
+    #[error("the hello proves a peer secret, but this node has none (peer_secret_file) to check it with")]
     NoSecret,
     /// The proof is not the secret's over this connection's challenge and the hello.
     #[error(
