@@ -99,6 +99,16 @@ pub struct NodeConfig {
     pub tls_files: TlsFileNames,
     /// Those files read (`load_tls`); `None` without TLS.
     pub tls: Option<Arc<NodeTls>>,
+    /// Clients must authenticate (`client_auth`): SCRAM-SHA-256 with a user's password,
+    /// or a client certificate from `tls_ca` (its common name is the principal); every
+    /// request is then checked against the access rules. Off: every client may do
+    /// everything (the node warns at start that it is open).
+    pub client_auth: bool,
+    /// Principals allowed everything whatever the rules say (`superusers`).
+    pub superusers: Vec<String>,
+    /// This node's own users (read from `users_file`, `security::users_file`): for the
+    /// superuser who creates the replicated ones. A name in both: this one is used.
+    pub local_users: std::collections::BTreeMap<String, crate::security::scram::StoredCredential>,
 }
 
 /// The TLS files a node is given, as named (`NodeConfig::load_tls` reads them).
@@ -268,6 +278,9 @@ impl Default for NodeConfig {
             peer_secret: None,
             tls_files: TlsFileNames::default(),
             tls: None,
+            client_auth: false,
+            superusers: Vec::new(),
+            local_users: std::collections::BTreeMap::new(),
         }
     }
 }
@@ -356,6 +369,12 @@ pub struct ConfigFile {
     pub tls_key: Option<PathBuf>,
     /// The cluster's CA (PEM).
     pub tls_ca: Option<PathBuf>,
+    /// Clients must authenticate.
+    pub client_auth: Option<bool>,
+    /// Principals allowed everything.
+    pub superusers: Option<Vec<String>>,
+    /// A file of this node's own users (`keel user hash`).
+    pub users_file: Option<PathBuf>,
 }
 
 impl ConfigFile {
@@ -450,6 +469,16 @@ impl ConfigFile {
             config.peer_secret =
                 Some(PeerSecret::load(path).map_err(|e| ConfigError(e.to_string()))?);
         }
+        if let Some(on) = self.client_auth {
+            config.client_auth = on;
+        }
+        if let Some(superusers) = &self.superusers {
+            config.superusers = superusers.clone();
+        }
+        if let Some(path) = &self.users_file {
+            config.local_users =
+                crate::security::users_file::load_users(path).map_err(ConfigError)?;
+        }
         if let Some(bytes) = size(&self.learner_rate, "learner_rate")? {
             config.learner_bytes_per_second = bytes;
         }
@@ -473,6 +502,36 @@ impl ConfigFile {
 pub struct ConfigError(pub String);
 
 impl NodeConfig {
+    /// Authentication settings that work together: superusers and users only with
+    /// client authentication, which needs a superuser (no one could create a user or a
+    /// rule otherwise).
+    fn validate_client_auth(&self) -> Result<(), ConfigError> {
+        let fail = |message: &str| Err(ConfigError(message.to_string()));
+        if !self.client_auth {
+            if !self.superusers.is_empty() || !self.local_users.is_empty() {
+                return fail(
+                    "superusers and a users file are for client authentication: add                      --client-auth (TOML client_auth = true)",
+                );
+            }
+            return Ok(());
+        }
+        if self.superusers.is_empty() {
+            return fail(
+                "client authentication needs a superuser who may create users and rules:                  --superuser NAME (a user of --users-file, or a client certificate's common                  name)",
+            );
+        }
+        if let Some(bad) = self
+            .superusers
+            .iter()
+            .find(|name| !crate::broker::access::valid_principal(name))
+        {
+            return Err(ConfigError(format!(
+                "superuser {bad:?}: a name of 1-255 bytes without control characters, not *"
+            )));
+        }
+        Ok(())
+    }
+
     /// Reads the TLS files named in `tls_files` into `tls` (a certificate and its key
     /// go together; a CA needs them).
     pub fn load_tls(&mut self) -> Result<(), ConfigError> {
@@ -596,6 +655,7 @@ impl NodeConfig {
                     .to_string(),
             );
         }
+        self.validate_client_auth()?;
         if let Some(rack) = &self.rack {
             check_rack(rack).map_err(ConfigError)?;
         }

@@ -208,6 +208,10 @@ pub const MAX_ACL_NAME_BYTES: usize = 255;
 /// so they stay a short list (prefixes cover families of topics).
 pub const MAX_ACL_RULES: usize = 4096;
 
+/// Users the controller keeps (SCRAM credentials, about 100 bytes each): every shard
+/// holds the table, so it stays small.
+pub const MAX_USERS: usize = 4096;
+
 /// The shortest peer secret accepted: 32 bytes (256 bits from a random source, or their
 /// hex or base64 text), the HMAC-SHA256 key's full strength.
 pub const MIN_PEER_SECRET_BYTES: usize = 32;

@@ -136,7 +136,10 @@ fn nodes_speak_mutual_tls_and_a_certificate_speaks_only_for_its_node() {
     let nodes = start_cluster_with(dir, 3, 1, &args);
     let everyone: Vec<String> = nodes.iter().map(|n| n.address(0)).collect();
     let tls = client_config(&ca_file, None).unwrap();
-    let security = ClientSecurity { tls: Some(tls) };
+    let security = ClientSecurity {
+        tls: Some(tls),
+        credentials: None,
+    };
     let mut client = ClusterClient::with_security(&everyone.join(","), security);
     retry("create topic", || client.create_topic("guarded", 1));
     produce(&mut client, 0);

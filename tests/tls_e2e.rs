@@ -44,7 +44,13 @@ fn tls_broker(
 fn client(address: &str, ca: &Path, identity: Option<&(PathBuf, PathBuf)>) -> ClusterClient {
     let identity = identity.map(|(c, k)| (c.as_path(), k.as_path()));
     let tls = client_config(ca, identity).expect("client TLS settings");
-    let mut client = ClusterClient::with_security(address, ClientSecurity { tls: Some(tls) });
+    let mut client = ClusterClient::with_security(
+        address,
+        ClientSecurity {
+            tls: Some(tls),
+            credentials: None,
+        },
+    );
     client.set_request_timeout(Duration::from_secs(5));
     client
 }

@@ -13,8 +13,14 @@ use std::net::TcpStream;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use crate::client::connection::tls_handshake;
-use crate::client::ClientSecurity;
+use crate::client::connection::{
+    authenticate_answer, authenticate_request, scram_exchange, tls_handshake,
+};
+use crate::client::{ClientError, ClientSecurity, Credentials};
+use crate::protocol::frame::{encode_frame, FrameDecoder};
+
+/// The largest answer of an authentication step (a SCRAM message and an error).
+const MAX_SCRAM_ANSWER_BYTES: u32 = 16 * 1024;
 
 type Shared = Arc<Mutex<rustls::ClientConnection>>;
 
@@ -52,12 +58,22 @@ pub fn open(
     let mut tcp = TcpStream::connect(address)?;
     tcp.set_nodelay(true)?;
     let Some(config) = &security.tls else {
+        if let Some(credentials) = &security.credentials {
+            authenticate(&mut tcp, address, credentials)?;
+        }
         return Ok((
             BenchWriter::Plain(tcp.try_clone()?),
             BenchReader::Plain(tcp),
         ));
     };
-    let conn = tls_handshake(config, address, &mut tcp, Duration::from_secs(10))?;
+    let mut conn = tls_handshake(config, address, &mut tcp, Duration::from_secs(10))?;
+    if let Some(credentials) = &security.credentials {
+        authenticate(
+            &mut rustls::Stream::new(&mut conn, &mut tcp),
+            address,
+            credentials,
+        )?;
+    }
     let shared = Arc::new(Mutex::new(conn));
     Ok((
         BenchWriter::Tls(shared.clone(), tcp.try_clone()?, Vec::new()),
@@ -69,6 +85,40 @@ pub fn open(
             read: 0,
         })),
     ))
+}
+
+/// Authenticates the connection before it is split (SCRAM, two round trips, nothing
+/// else in flight).
+fn authenticate(
+    stream: &mut (impl Read + Write),
+    address: &str,
+    credentials: &Credentials,
+) -> std::io::Result<()> {
+    let mut decoder = FrameDecoder::new(MAX_SCRAM_ANSWER_BYTES);
+    let mut buffer = [0u8; 4096];
+    let mut id = 0;
+    scram_exchange(address, credentials, |message| {
+        id += 1;
+        let frame = encode_frame(&authenticate_request(id, message))?;
+        stream
+            .write_all(&frame)
+            .and_then(|()| stream.flush())
+            .map_err(io)?;
+        loop {
+            if let Some(answer) = decoder.next_frame()? {
+                return authenticate_answer(address, &answer);
+            }
+            match stream.read(&mut buffer).map_err(io)? {
+                0 => return Err(ClientError::Closed(address.to_string())),
+                read => decoder.push(&buffer[..read]),
+            }
+        }
+    })
+    .map_err(|e| std::io::Error::new(std::io::ErrorKind::PermissionDenied, e.to_string()))
+}
+
+fn io(error: std::io::Error) -> ClientError {
+    ClientError::Unexpected(error.to_string())
 }
 
 fn lock(shared: &Shared) -> std::sync::MutexGuard<'_, rustls::ClientConnection> {

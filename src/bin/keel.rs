@@ -1,5 +1,7 @@
 //! The `keel` command line: parses arguments and calls into the library.
 
+#[path = "keel/access_cmd.rs"]
+mod access_cmd;
 #[path = "keel/cluster_cmd.rs"]
 mod cluster_cmd;
 #[path = "keel/dev_secure.rs"]
@@ -68,6 +70,12 @@ enum Command {
     /// List, describe, reset and delete consumer groups.
     #[command(subcommand)]
     Group(group_cmd::GroupCommand),
+    /// Create, delete and list the users clients authenticate as (--client-auth).
+    #[command(subcommand)]
+    User(access_cmd::UserCommand),
+    /// Add, remove and list access rules: who may do what on which topics and groups.
+    #[command(subcommand)]
+    Acl(access_cmd::AclCommand),
     /// Inspect CommitLog directories.
     #[command(subcommand)]
     Log(LogCommand),
@@ -223,6 +231,21 @@ struct BrokerArgs {
     /// present certificates from it. SIGHUP reads the three files again.
     #[arg(long)]
     tls_ca: Option<PathBuf>,
+    /// Clients must authenticate: SCRAM-SHA-256 (`keel user create`; clients give --user
+    /// and --password-file) or a client certificate from --tls-ca (its common name is
+    /// the principal). Every request is then checked against the access rules (`keel
+    /// acl`): deny by default, superusers allowed everything. Without it every client
+    /// may do everything, and the node says so at start.
+    #[arg(long)]
+    client_auth: bool,
+    /// A principal allowed everything (repeatable): a user of --users-file or a client
+    /// certificate's common name. Needed with --client-auth.
+    #[arg(long = "superuser", value_name = "NAME")]
+    superusers: Vec<String>,
+    /// This node's own users, one credential line each (`keel user hash NAME
+    /// --password-file FILE`): the superuser's, who creates the others.
+    #[arg(long)]
+    users_file: Option<PathBuf>,
 }
 
 #[derive(Args)]
@@ -275,23 +298,36 @@ struct ConnectArgs {
     /// The private key of --tls-cert (PEM).
     #[arg(long, requires = "tls_cert")]
     tls_key: Option<PathBuf>,
+    /// Authenticate as this user (SCRAM-SHA-256), for brokers started with
+    /// --client-auth.
+    #[arg(long, requires = "password_file")]
+    user: Option<String>,
+    /// A file holding --user's password (its first line), or - for stdin.
+    #[arg(long, requires = "user")]
+    password_file: Option<PathBuf>,
 }
 
 impl ConnectArgs {
-    /// How to connect: TLS with --tls-ca. A file that cannot be read ends the command
-    /// (exit 2) saying which and why.
+    /// How to connect: TLS with --tls-ca, SCRAM with --user. A file that cannot be read
+    /// ends the command (exit 2) saying which and why.
     fn security(&self) -> keel::client::ClientSecurity {
-        let Some(ca) = &self.tls_ca else {
-            return keel::client::ClientSecurity::default();
+        let exit = |error: &dyn std::fmt::Display| -> ! {
+            eprintln!("keel: {error}");
+            std::process::exit(2);
         };
-        let identity = self.tls_cert.as_deref().zip(self.tls_key.as_deref());
-        match keel::security::tls::client_config(ca, identity) {
-            Ok(tls) => keel::client::ClientSecurity { tls: Some(tls) },
-            Err(error) => {
-                eprintln!("keel: {error}");
-                std::process::exit(2);
-            }
-        }
+        let tls = self.tls_ca.as_ref().map(|ca| {
+            let identity = self.tls_cert.as_deref().zip(self.tls_key.as_deref());
+            keel::security::tls::client_config(ca, identity).unwrap_or_else(|e| exit(&e))
+        });
+        let credentials =
+            self.user
+                .as_ref()
+                .zip(self.password_file.as_ref())
+                .map(|(user, file)| keel::client::Credentials {
+                    user: user.clone(),
+                    password: access_cmd::read_password(file).unwrap_or_else(|e| exit(&e)),
+                });
+        keel::client::ClientSecurity { tls, credentials }
     }
 
     /// A cluster client for these flags.
@@ -655,6 +691,8 @@ fn main() -> ExitCode {
             None => consume(args),
         },
         Command::Group(command) => group_cmd::group(command),
+        Command::User(command) => access_cmd::user(command),
+        Command::Acl(command) => access_cmd::acl(command),
         Command::Cluster(command) => cluster_cmd::cluster(command),
         Command::Node(command) => cluster_cmd::node(command),
         Command::Log(LogCommand::Check {
@@ -896,6 +934,15 @@ fn broker_config(args: BrokerArgs) -> Result<NodeConfig, String> {
         }
     }
     config.load_tls().map_err(|e| e.to_string())?;
+    if args.client_auth {
+        config.client_auth = true;
+    }
+    if !args.superusers.is_empty() {
+        config.superusers = args.superusers;
+    }
+    if let Some(path) = &args.users_file {
+        config.local_users = keel::security::users_file::load_users(path)?;
+    }
     if let Some(rate) = args.learner_rate {
         config.learner_bytes_per_second = rate;
     }
@@ -1522,10 +1569,12 @@ fn dev(args: DevArgs) -> ExitCode {
     );
     if let Some(dir) = &tls_dir {
         eprintln!(
-            "keel dev --secure: clients speak TLS, the nodes mutual TLS (certificates in {}); \
-             clients add: {}",
+            "keel dev --secure: clients speak TLS and authenticate, the nodes mutual TLS \
+             (certificates and the superuser's password in {}); clients add: {}\n\
+             (or, with the superuser's client certificate instead of its password: {})",
             dir.display(),
-            dev_secure::client_flags(dir)
+            dev_secure::client_flags(dir),
+            dev_secure::certificate_flags(dir)
         );
     }
     while !stop.load(std::sync::atomic::Ordering::Relaxed) {

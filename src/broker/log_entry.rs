@@ -16,12 +16,14 @@
 //! kind 3 v1, delete topic : topic_id u32
 //! kinds 4-7                : consumer group changes (`broker::group_entry`)
 //! kind 8                   : replica moves (`broker::replica_moves`)
+//! kind 9                   : users and access rules (`broker::access`)
 //! ```
 //!
 //! `proposed_at_ms` is the leader's wall clock when it proposed the batch: the one clock
 //! every replica sees the same, so time-based decisions at apply (idle producers expire)
 //! are deterministic.
 
+use crate::broker::access::{AccessEntry, ACCESS_KIND};
 use crate::broker::group_entry::{GroupEntry, FIRST_GROUP_KIND, LAST_GROUP_KIND};
 use crate::broker::replica_moves::{MoveEntry, MOVE_KIND};
 use crate::broker::state::PlacedGroup;
@@ -88,6 +90,8 @@ pub enum BrokerEntry<'a> {
     Group(GroupEntry<'a>),
     /// A replica move's step (in the controller group).
     Move(MoveEntry),
+    /// A user or access rule change (in the controller group).
+    Access(AccessEntry),
 }
 
 /// Why an entry could not be decoded.
@@ -113,6 +117,9 @@ pub enum EntryDecodeError {
     /// A joined node's record with an id, host or rack out of bounds.
     #[error("a joined node's record is malformed")]
     BadNode,
+    /// A user or access rule out of bounds or malformed.
+    #[error("a user or access rule entry is malformed")]
+    BadAccess,
 }
 
 /// A topic creation's body: id, partitions, name, and from version 2 each partition's
@@ -256,6 +263,7 @@ impl<'a> BrokerEntry<'a> {
             }
             BrokerEntry::Group(entry) => entry.encode(&mut out),
             BrokerEntry::Move(entry) => entry.encode(&mut out),
+            BrokerEntry::Access(entry) => entry.encode(&mut out),
         }
         out
     }
@@ -295,6 +303,7 @@ impl<'a> BrokerEntry<'a> {
             }
             (2, ENTRY_VERSION..=CREATE_TOPIC_VERSION) => decode_create_topic(version, body),
             (MOVE_KIND, _) => MoveEntry::decode(bytes).map(BrokerEntry::Move),
+            (ACCESS_KIND, _) => AccessEntry::decode(bytes).map(BrokerEntry::Access),
             _ if version != ENTRY_VERSION => Err(EntryDecodeError::Unknown { kind, version }),
             (3, _) => Ok(BrokerEntry::DeleteTopic {
                 topic_id: u32_at(body, 0)?,
@@ -345,6 +354,9 @@ mod tests {
                 }],
             },
             BrokerEntry::DeleteTopic { topic_id: 4 },
+            BrokerEntry::Access(AccessEntry::DeleteUser {
+                name: "alice".into(),
+            }),
         ];
         for entry in entries {
             assert_eq!(BrokerEntry::decode(&entry.encode()), Ok(entry.clone()));

@@ -7,6 +7,7 @@
 //! - `replica_moves`: replica moves the controller recorded.
 //! - `snapshot`: that state as bytes (Raft snapshots, the state file next to the log).
 
+pub mod access;
 pub mod group_entry;
 mod group_snapshot;
 pub mod groups;

@@ -26,7 +26,9 @@
 //! nodes that joined after the bootstrap follow (count u32, then each as a join entry
 //! records it: `replica_moves::encode_node`); versions 1-7 read with none. From version 9
 //! the preferred leaders recorded follow (count u32, then group u32 and node u64);
-//! versions 1-8 read with none.
+//! versions 1-8 read with none. From version 10 the users and access rules follow
+//! (`broker::access`: count u32 of users, each name and credential; count u32 of rules,
+//! each as an access entry writes it); versions 1-9 read with none.
 //!
 //! Version 1 (still read) has neither the two last-use fields nor the clock: its
 //! producers read as last used by a batch without a time (`broker::producers`). Versions
@@ -34,6 +36,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 
+use crate::broker::access::AccessControl;
 use crate::broker::group_snapshot::{decode_groups, encode_groups};
 use crate::broker::groups::ConsumerGroups;
 use crate::broker::producers::{ProducerSequence, ProducerTable};
@@ -45,7 +48,7 @@ use crate::broker::state::{
 };
 
 const MAGIC: &[u8; 4] = b"KSNP";
-const VERSION: u16 = 9;
+const VERSION: u16 = 10;
 
 /// The version before the producer table kept last-use times and its clock.
 const VERSION_WITHOUT_LAST_USE: u16 = 1;
@@ -70,6 +73,9 @@ const VERSION_WITHOUT_JOINED_NODES: u16 = 7;
 
 /// The version before preferred leaders were recorded.
 const VERSION_WITHOUT_PREFERRED_LEADERS: u16 = 8;
+
+/// The version before users and access rules were recorded.
+const VERSION_WITHOUT_ACCESS: u16 = 9;
 
 /// A snapshot that cannot be read.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -149,6 +155,9 @@ fn encode_versioned(state: &ShardState, with_batches: bool, version: u16) -> Vec
             out.extend_from_slice(&group.to_le_bytes());
             out.extend_from_slice(&node.to_le_bytes());
         }
+    }
+    if version > VERSION_WITHOUT_ACCESS {
+        state.topics.access.encode(&mut out);
     }
     let mut partitions: Vec<_> = state.partitions.iter().collect();
     partitions.sort_by_key(|(key, _)| **key);
@@ -278,6 +287,14 @@ pub fn decode_state(bytes: &[u8]) -> Result<ShardState, SnapshotError> {
             moves.preferred.insert(group, reader.u64()?);
         }
     }
+    let access = if version > VERSION_WITHOUT_ACCESS {
+        let (access, used) = AccessControl::decode(reader.bytes)
+            .map_err(|_| SnapshotError::Malformed("users and access rules"))?;
+        reader.take(used)?;
+        access
+    } else {
+        AccessControl::default()
+    };
     let partition_count = reader.count(20)?;
     let mut partitions = HashMap::with_capacity(partition_count);
     for _ in 0..partition_count {
@@ -312,6 +329,7 @@ pub fn decode_state(bytes: &[u8]) -> Result<ShardState, SnapshotError> {
     }
     let mut topics = Topics::from_parts(by_name, next_id, placed);
     topics.moves = moves;
+    topics.access = std::sync::Arc::new(access);
     Ok(ShardState {
         topics,
         partitions,
@@ -463,12 +481,14 @@ fn decode_moves(reader: &mut Reader<'_>) -> Result<ReplicaMoves, SnapshotError> 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::broker::access::AccessEntry;
     use crate::broker::group_entry::GroupEntry;
     use crate::broker::groups::{AssignStrategy, GroupMode, Join};
     use crate::broker::log_entry::BrokerEntry;
     use crate::broker::replica_moves::MoveEntry;
     use crate::broker::state::{Applied, ProducerLimits, SequenceRefusal};
     use crate::protocol::codec::{encode_record_batch, BatchProducer, RecordData};
+    use crate::security::scram::StoredCredential;
 
     fn populated() -> ShardState {
         let mut state = ShardState::default();
@@ -529,6 +549,18 @@ mod tests {
         apply(&mut state, BrokerEntry::Move(MoveEntry::Join(joined)));
         let leader = MoveEntry::Leader { group: 7, node: 4 };
         apply(&mut state, BrokerEntry::Move(leader));
+        let user = AccessEntry::SetUser {
+            name: "alice".into(),
+            credential: StoredCredential::from_password("pw", b"salt-of-alice", 4096),
+        };
+        apply(&mut state, BrokerEntry::Access(user));
+        let rule = crate::security::acl::Rule {
+            principal: Some("alice".into()),
+            pattern: crate::security::acl::Pattern::TopicPrefix("orders".into()),
+            operation: Some(crate::security::acl::Operation::Produce),
+            allow: true,
+        };
+        apply(&mut state, BrokerEntry::Access(AccessEntry::AddRule(rule)));
         for n in 0..5u32 {
             let records = vec![RecordData {
                 value: vec![n as u8; 3],
@@ -639,6 +671,18 @@ mod tests {
     }
 
     #[test]
+    fn users_and_rules_survive_a_snapshot_and_version_9_reads_none() {
+        let original = populated();
+        assert_eq!(original.topics.access().users().count(), 1);
+        assert_eq!(original.topics.access().rules().len(), 1);
+        let copy = decode_state(&encode_state(&original, true)).unwrap();
+        assert_eq!(copy.topics.access(), original.topics.access());
+        let v9 = decode_state(&encode_versioned(&original, true, 9)).unwrap();
+        assert_eq!(v9.topics.access(), &AccessControl::default());
+        assert_eq!(v9.topics.moves(), original.topics.moves());
+    }
+
+    #[test]
     fn joined_nodes_survive_a_snapshot_and_version_7_reads_none() {
         let original = populated();
         assert_eq!(original.topics.moves().joined().count(), 1);
@@ -726,12 +770,13 @@ mod tests {
     fn forgetting_removed_batches_keeps_offsets_going() {
         let mut state = populated();
         let before = state.partition(1, 0).unwrap().high_watermark();
-        // The batches are at indexes 6 to 10 (after the creation and four move entries).
-        state.forget_below(9);
+        // The batches are at indexes 10 to 14 (after the creation, six move entries, a
+        // user and a rule).
+        state.forget_below(11);
         let index = state.partition(1, 0).unwrap();
         assert_eq!(index.high_watermark(), before);
         assert!(index.start_offset() > 0);
-        assert!(index.from_offset(0).iter().all(|b| b.log_index >= 9));
+        assert!(index.from_offset(0).iter().all(|b| b.log_index >= 11));
     }
 
     /// A batch of producer `producer` (epoch 0) on topic 1 partition 0.

@@ -13,6 +13,7 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
+use crate::broker::access::AccessControl;
 use crate::broker::group_entry::GroupEntry;
 use crate::broker::groups::{CommittedOffset, ConsumerGroups, GroupApplied};
 use crate::broker::log_entry::{BrokerEntry, EntryDecodeError};
@@ -57,6 +58,10 @@ pub struct Topics {
     pub(crate) placed: BTreeMap<u32, PlacedGroup>,
     /// Replica moves under way and done (`broker::replica_moves`).
     pub(crate) moves: ReplicaMoves,
+    /// Users and access rules (`broker::access`; only the controller group's log has
+    /// any). Shared: the topics are copied to every shard at each change, the tables
+    /// only when they change.
+    pub(crate) access: std::sync::Arc<AccessControl>,
 }
 
 impl Topics {
@@ -73,12 +78,18 @@ impl Topics {
             ids,
             placed,
             moves: ReplicaMoves::default(),
+            access: Default::default(),
         }
     }
 
     /// Replica moves under way and done.
     pub fn moves(&self) -> &ReplicaMoves {
         &self.moves
+    }
+
+    /// Users and access rules.
+    pub fn access(&self) -> &AccessControl {
+        &self.access
     }
 
     /// The groups placed by topic creations, in id order.
@@ -451,6 +462,13 @@ impl ShardState {
             BrokerEntry::Group(entry) => Applied::Group(self.apply_group(index, entry)),
             BrokerEntry::Move(entry) => {
                 if self.topics.moves.apply(entry) {
+                    Applied::TopicsChanged
+                } else {
+                    Applied::Nothing
+                }
+            }
+            BrokerEntry::Access(entry) => {
+                if std::sync::Arc::make_mut(&mut self.topics.access).apply(entry) {
                     Applied::TopicsChanged
                 } else {
                     Applied::Nothing

@@ -192,6 +192,13 @@ fn parse_metadata(
         .collect();
     let mut unknown = Vec::new();
     for topic in metadata.topics().iter().flatten() {
+        if topic
+            .error()
+            .is_some_and(|e| e.code() != wire::ErrorCode::None)
+        {
+            // A topic named in the request and refused: not one this client may use.
+            continue;
+        }
         let name = topic.name().unwrap_or_default().to_string();
         let mut count = 0;
         for partition in topic.partitions().iter().flatten() {
@@ -348,6 +355,25 @@ pub(crate) fn produce_refusal(error: ClientError) -> ClientError {
     }
 }
 
+/// A metadata request naming `topic`.
+fn encode_named_metadata_request(correlation_id: u64, topic: &str) -> Vec<u8> {
+    let mut builder = flatbuffers::FlatBufferBuilder::with_capacity(128);
+    let name = builder.create_string(topic);
+    let topics = builder.create_vector(&[name]);
+    let body = wire::MetadataRequest::create(
+        &mut builder,
+        &wire::MetadataRequestArgs {
+            topics: Some(topics),
+        },
+    );
+    encode_request(
+        &mut builder,
+        correlation_id,
+        wire::RequestBody::MetadataRequest,
+        body.as_union_value(),
+    )
+}
+
 pub(crate) fn check_response(response: &Response<'_>) -> Result<(), ClientError> {
     match response.error() {
         Some(error) if error.code() != wire::ErrorCode::None => Err(broker_error(error)),
@@ -488,6 +514,9 @@ impl ClusterClient {
             }
             let answer = match self.call(&address, &build) {
                 Ok(answer) => answer,
+                // Another node would refuse the same credentials: one guess, not one per
+                // node.
+                Err(error @ ClientError::Authentication { .. }) => return Err(error),
                 Err(error) => {
                     last = error;
                     continue;
@@ -841,12 +870,34 @@ impl ClusterClient {
                 message: format!("topic {topic:?} has no partition {partition}"),
                 leader_address: None,
             }),
-            None => Err(ClientError::Broker {
+            // Not listed: it does not exist yet, or this client may not see it (then the
+            // broker says so, and that is not retried).
+            None => Err(self.topic_refusal(topic).unwrap_or(ClientError::Broker {
                 code: wire::ErrorCode::UnknownTopic,
                 message: format!("no topic {topic:?}"),
                 leader_address: None,
-            }),
+            })),
         }
+    }
+
+    /// The broker's refusal of a topic this client may not describe (`NotAuthorized`),
+    /// asked by name; `None` when there is none (or no answer).
+    fn topic_refusal(&mut self, topic: &str) -> Option<ClientError> {
+        if self.security.credentials.is_none() && self.security.tls.is_none() {
+            return None;
+        }
+        let answer = self
+            .call_cluster(None, |id| encode_named_metadata_request(id, topic))
+            .ok()?;
+        let response = decode_response(&answer).ok()?;
+        let metadata = response.body_as_metadata_response()?;
+        let refused = metadata
+            .topics()?
+            .iter()
+            .find(|t| t.name() == Some(topic))?
+            .error()
+            .filter(|e| e.code() != wire::ErrorCode::None)?;
+        Some(broker_error(refused))
     }
 
     /// Sends one batch (from `encode_record_batch`) to a partition; returns the offset of

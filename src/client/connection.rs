@@ -14,7 +14,12 @@ use bytes::Bytes;
 
 use crate::client::error::ClientError;
 use crate::config::DEFAULT_MAX_FRAME_BYTES;
-use crate::protocol::codec::decode_response;
+use crate::protocol::codec::{decode_response, encode_request};
+use crate::protocol::wire;
+use crate::security::scram;
+
+/// The SCRAM mechanism's name on the wire.
+const SCRAM_SHA_256: &str = "SCRAM-SHA-256";
 use crate::protocol::frame::{encode_frame, FrameDecoder};
 
 /// How long a connection waits for an answer before giving up.
@@ -24,11 +29,34 @@ pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(35);
 const READ_CHUNK_BYTES: usize = 64 * 1024;
 
 /// How a client reaches the brokers: TLS (the CA it trusts, its own certificate if it
-/// has one) or plain TCP.
+/// has one) or plain TCP; and who it is (SCRAM-SHA-256 credentials), if the brokers ask.
 #[derive(Clone, Debug, Default)]
 pub struct ClientSecurity {
     /// TLS settings (`security::tls::client_config`); `None`: plain TCP.
     pub tls: Option<Arc<rustls::ClientConfig>>,
+    /// A user and password to authenticate every connection with (SCRAM-SHA-256, before
+    /// any other request); `None`: none (a client certificate may name the client).
+    pub credentials: Option<Credentials>,
+}
+
+/// A user's name and password. The password is sent to no one (SCRAM proves it) and
+/// never printed.
+#[derive(Clone)]
+pub struct Credentials {
+    /// The user.
+    pub user: String,
+    /// The password.
+    pub password: String,
+}
+
+impl std::fmt::Debug for Credentials {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "Credentials {{ user: {:?}, password: <hidden> }}",
+            self.user
+        )
+    }
 }
 
 /// The bytes under a connection.
@@ -143,6 +171,70 @@ fn start_tls(
     ))))
 }
 
+/// Runs a SCRAM-SHA-256 exchange as `credentials`' user, `step` sending one message to
+/// the broker at `address` and returning its answer.
+pub(crate) fn scram_exchange(
+    address: &str,
+    credentials: &Credentials,
+    mut step: impl FnMut(&str) -> Result<String, ClientError>,
+) -> Result<(), ClientError> {
+    let failed = |reason: String| ClientError::Authentication {
+        address: address.to_string(),
+        reason,
+    };
+    let mut random = [0u8; 18];
+    getrandom::getrandom(&mut random).map_err(|e| failed(format!("no random nonce: {e}")))?;
+    let nonce = scram::encode_nonce(&random);
+    let (mut exchange, client_first) = scram::ClientExchange::start(&credentials.user, &nonce);
+    let server_first = step(&client_first)?;
+    let client_final = exchange
+        .finish(&server_first, &credentials.password)
+        .map_err(|e| failed(e.to_string()))?;
+    let server_final = step(&client_final)?;
+    exchange
+        .verify_server(&server_final)
+        .map_err(|e| failed(e.to_string()))
+}
+
+/// One step's request: `message` under correlation id `id`.
+pub(crate) fn authenticate_request(id: u64, message: &str) -> Vec<u8> {
+    let mut builder = flatbuffers::FlatBufferBuilder::with_capacity(256);
+    let mechanism = builder.create_string(SCRAM_SHA_256);
+    let message = builder.create_string(message);
+    let body = wire::AuthenticateRequest::create(
+        &mut builder,
+        &wire::AuthenticateRequestArgs {
+            mechanism: Some(mechanism),
+            message: Some(message),
+        },
+    );
+    encode_request(
+        &mut builder,
+        id,
+        wire::RequestBody::AuthenticateRequest,
+        body.as_union_value(),
+    )
+}
+
+/// The broker's message in a step's answer, or why it refused.
+pub(crate) fn authenticate_answer(address: &str, answer: &[u8]) -> Result<String, ClientError> {
+    let response = decode_response(answer)?;
+    if let Some(error) = response
+        .error()
+        .filter(|e| e.code() != wire::ErrorCode::None)
+    {
+        return Err(ClientError::Authentication {
+            address: address.to_string(),
+            reason: error.message().unwrap_or("refused").to_string(),
+        });
+    }
+    response
+        .body_as_authenticate_response()
+        .and_then(|answer| answer.message())
+        .map(str::to_string)
+        .ok_or_else(|| ClientError::Unexpected("not an authentication answer".into()))
+}
+
 /// How a TLS alert record starts (content type 21, version 3.x): what a TLS server
 /// answers a plain client with.
 const TLS_ALERT: [u8; 2] = [0x15, 0x03];
@@ -188,14 +280,18 @@ impl Connection {
             match connected {
                 Ok(stream) => {
                     stream.set_read_timeout(DEFAULT_REQUEST_TIMEOUT).ok();
-                    return Ok(Connection {
+                    let mut connection = Connection {
                         stream,
                         address: address.to_string(),
                         decoder: FrameDecoder::reserving_whole_frames(DEFAULT_MAX_FRAME_BYTES),
                         read_buffer: vec![0u8; READ_CHUNK_BYTES].into_boxed_slice(),
                         next_correlation_id: 1,
                         early_answers: HashMap::new(),
-                    });
+                    };
+                    if let Some(credentials) = &security.credentials {
+                        connection.authenticate(credentials)?;
+                    }
+                    return Ok(connection);
                 }
                 Err(error) => last_error = error,
             }
@@ -209,6 +305,17 @@ impl Connection {
         Err(ClientError::Connect {
             address: address.to_string(),
             source: last_error,
+        })
+    }
+
+    /// Authenticates the connection with SCRAM-SHA-256 (two round trips); the broker
+    /// proves it holds the user's credential too.
+    fn authenticate(&mut self, credentials: &Credentials) -> Result<(), ClientError> {
+        let address = self.address.clone();
+        scram_exchange(&address, credentials, |message| {
+            let id = self.next_correlation_id();
+            let answer = self.call(id, &authenticate_request(id, message))?;
+            authenticate_answer(&address, &answer)
         })
     }
 

@@ -16,6 +16,16 @@ pub enum ClientError {
         /// rustls's reason.
         reason: String,
     },
+    /// Authentication failed: no credentials for a broker that requires them, an unknown
+    /// user or a wrong password, or a broker that could not prove it holds the user's
+    /// credential. Not retried.
+    #[error("authentication with {address}: {reason}")]
+    Authentication {
+        /// The broker's address.
+        address: String,
+        /// Why.
+        reason: String,
+    },
     /// No connection could be made.
     #[error("cannot connect to {address}: {source}")]
     Connect {
@@ -88,6 +98,7 @@ impl ClientError {
         match self {
             ClientError::Broker { code, .. } => Some(*code),
             ClientError::RecordTooLarge { .. } => Some(ErrorCode::RecordTooLarge),
+            ClientError::Authentication { .. } => Some(ErrorCode::AuthenticationFailed),
             ClientError::GaveUp { last, .. } => last.code(),
             _ => None,
         }

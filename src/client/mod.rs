@@ -15,6 +15,7 @@
 //! # Ok::<(), keel::client::ClientError>(())
 //! ```
 
+pub mod access_calls;
 pub mod cluster;
 pub mod connection;
 pub mod consumer;
@@ -32,7 +33,7 @@ pub mod spill_journal;
 mod time_lookup;
 
 pub use cluster::{ClusterClient, ConsumedRecord, Fetched, GroupStatus};
-pub use connection::ClientSecurity;
+pub use connection::{ClientSecurity, Credentials};
 pub use consumer::{Consumer, PartitionRecord};
 pub use error::ClientError;
 pub use group_consumer::{

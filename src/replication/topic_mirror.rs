@@ -118,6 +118,7 @@ mod tests {
                 BrokerEntry::RecordBatch { .. } => "batch".to_string(),
                 BrokerEntry::Group(_) => "group".to_string(),
                 BrokerEntry::Move(_) => "move".to_string(),
+                BrokerEntry::Access(_) => "access".to_string(),
             })
             .collect()
     }

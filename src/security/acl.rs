@@ -175,6 +175,41 @@ pub struct Rule {
 }
 
 impl Rule {
+    /// A rule from its written parts: a principal (`None` or "*": everyone), a pattern
+    /// ("topic:orders"), an operation (`None` or "all": all of them), allow or deny.
+    pub fn parse(
+        principal: Option<&str>,
+        pattern: &str,
+        operation: Option<&str>,
+        allow: bool,
+    ) -> Result<Rule, String> {
+        let principal = principal.filter(|p| *p != "*").map(str::to_string);
+        if let Some(principal) = &principal {
+            let printable = !principal.chars().any(char::is_control);
+            if !(1..=MAX_ACL_NAME_BYTES).contains(&principal.len()) || !printable {
+                return Err(format!(
+                    "principal {principal:?}: 1-{MAX_ACL_NAME_BYTES} bytes without control \
+                     characters"
+                ));
+            }
+        }
+        let operation = match operation {
+            None | Some("all") => None,
+            Some(name) => Some(Operation::parse(name).ok_or_else(|| {
+                format!(
+                    "operation {name:?}: one of produce, fetch, create, delete, describe, \
+                     alter, admin, all"
+                )
+            })?),
+        };
+        Ok(Rule {
+            principal,
+            pattern: Pattern::parse(pattern)?,
+            operation,
+            allow,
+        })
+    }
+
     fn applies(&self, principal: &str, operation: Operation, resource: &Resource) -> bool {
         self.principal.as_deref().is_none_or(|p| p == principal)
             && self.pattern.matches(resource)
@@ -193,8 +228,8 @@ pub enum Decision {
 
 /// Whether `principal` may do `operation` on `resource` under `rules`, `superusers`
 /// allowed everything.
-pub fn authorize(
-    rules: &[Rule],
+pub fn authorize<'a>(
+    rules: impl IntoIterator<Item = &'a Rule> + Copy,
     superusers: &[String],
     principal: &str,
     operation: Operation,
@@ -211,7 +246,7 @@ pub fn authorize(
     };
     let applying = |op: Operation| {
         rules
-            .iter()
+            .into_iter()
             .filter(move |r| r.applies(principal, op, resource))
     };
     if applying(operation).any(|r| !r.allow) {

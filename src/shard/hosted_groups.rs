@@ -10,6 +10,7 @@
 //! Owns the map from group to driver; never decides placement (it asks `Placement`) and
 //! never touches a replica itself.
 
+use crate::broker::access::AccessControl;
 use std::cell::{Cell, RefCell};
 use std::collections::BTreeMap;
 use std::rc::Rc;
@@ -112,6 +113,20 @@ impl HostedGroups {
         !self.cores.borrow().is_empty() || self.retired_last.borrow().is_some()
     }
 
+    /// The node's configuration.
+    pub fn config(&self) -> &NodeConfig {
+        &self.config
+    }
+
+    /// Calls `f` with the users and access rules as the controller's topics last told
+    /// (none before they did: only superusers and this node's own users get in).
+    pub fn with_access<R>(&self, f: impl FnOnce(&AccessControl) -> R) -> R {
+        match self.topics.borrow().as_ref() {
+            Some(topics) => f(topics.access()),
+            None => f(&AccessControl::default()),
+        }
+    }
+
     /// This node's id.
     pub fn node_id(&self) -> u32 {
         self.config.node_id
@@ -182,7 +197,11 @@ impl HostedGroups {
                 | RequestBody::MoveReplicaRequest
                 | RequestBody::PlanMovesRequest
                 | RequestBody::SetNodeStateRequest
-                | RequestBody::JoinClusterRequest => Some(CONTROLLER_GROUP),
+                | RequestBody::JoinClusterRequest
+                | RequestBody::ChangeUserRequest
+                | RequestBody::ListUsersRequest
+                | RequestBody::ChangeAclRequest
+                | RequestBody::ListAclsRequest => Some(CONTROLLER_GROUP),
                 RequestBody::ChangeMembershipRequest => request
                     .body_as_change_membership_request()
                     .map(|asked| GroupId(asked.group())),
@@ -480,7 +499,7 @@ fn join_record(moving: &ReplicaMove) -> ConfStateRecord {
 }
 
 /// The consumer group a group request names.
-fn coordinator_name<'a>(request: &Request<'a>) -> Option<&'a str> {
+pub(super) fn coordinator_name<'a>(request: &Request<'a>) -> Option<&'a str> {
     match request.body_type() {
         RequestBody::FindCoordinatorRequest => request.body_as_find_coordinator_request()?.group(),
         RequestBody::JoinGroupRequest => request.body_as_join_group_request()?.group(),

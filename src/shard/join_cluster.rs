@@ -161,7 +161,10 @@ fn ask(config: &NodeConfig, through: &str) -> Result<JoinRecord, JoinError> {
     let security = match &config.tls {
         None => ClientSecurity::default(),
         Some(tls) => match tls.as_client() {
-            Ok(Some(tls)) => ClientSecurity { tls: Some(tls) },
+            Ok(Some(tls)) => ClientSecurity {
+                tls: Some(tls),
+                credentials: None,
+            },
             Ok(None) => {
                 return Err(refused(
                     "a node with TLS joins with the cluster's CA (--tls-ca) to trust the node \

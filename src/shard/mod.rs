@@ -16,8 +16,11 @@
 //! about a partition's bounds. Placement is unpinned by default
 //! (several nodes share small hosts); `pin_cores` gives each shard its own CPU.
 
+mod access_requests;
 mod allocator;
 pub mod answer_frame;
+pub mod authorize;
+pub mod client_auth;
 pub mod commit_log_store;
 pub mod data_layout;
 mod election_watch;
@@ -59,7 +62,7 @@ use crate::transport::peer_listener::{serve_peers, Deliver, Lost, PeerIngress};
 #[derive(Debug, Clone)]
 pub enum ShardMessage {
     /// The controller's topic list and its epoch (the controller's applied index).
-    Topics(Topics, u64),
+    Topics(Box<Topics>, u64),
     /// A group's leader changed (group, leader node; 0 when unknown).
     Leader(GroupId, u32),
     /// A coordinator asks for a partition's bounds.
@@ -94,12 +97,30 @@ pub enum NodeError {
     },
 }
 
+/// Says at start what a client may do without proving who it is.
+fn warn_if_open(config: &NodeConfig) {
+    if config.client_auth {
+        tracing::info!(
+            superusers = ?config.superusers,
+            local_users = config.local_users.len(),
+            "clients authenticate (SCRAM-SHA-256 or a client certificate); access rules apply"
+        );
+    } else {
+        tracing::warn!(
+            port = config.base_port,
+            "authentication is off: anyone who reaches the client port may read, write and \
+             delete every topic and run the cluster (--client-auth turns it on)"
+        );
+    }
+}
+
 /// Runs a node until `stop` is set (by SIGINT/SIGTERM in the `keel broker` command).
 pub fn run_node(config: NodeConfig, stop: Arc<AtomicBool>) -> Result<(), NodeError> {
     // Before the join (which may wait on the cluster): SIGHUP never stops the node.
     reload_tls_on_sighup(config.tls.clone())?;
     let config = join_cluster::resolve(config)?;
     config.validate()?;
+    warn_if_open(&config);
     if !allocator::tune_for_broker() {
         tracing::warn!(
             "the C allocator refused its broker settings; large answers may cost page faults"
@@ -288,7 +309,7 @@ fn connect_groups(
                     if let Some(local) = local.upgrade() {
                         local.controller_topics(&topics, epoch);
                     }
-                    broadcast(ShardMessage::Topics(topics, epoch))
+                    broadcast(ShardMessage::Topics(Box::new(topics), epoch))
                 }));
             }
             let (broadcast, leaders) = (broadcast.clone(), local.clone());

@@ -24,10 +24,11 @@ use crate::protocol::codec::{check_record_batch, MESSAGE_IDENTIFIER};
 use crate::protocol::wire::{self, Acks, ErrorCode, Request, ResponseBody};
 use crate::replication::ShardError;
 use crate::shard::answer_frame::AnswerFrame;
+use crate::shard::client_auth::Caller;
 use crate::shard::group_driver::{Pending, ShardCore};
 use crate::shard::group_requests;
 use crate::shard::hosted_groups::HostedGroups;
-use crate::shard::{join_requests, move_requests};
+use crate::shard::{access_requests, authorize, join_requests, move_requests};
 
 /// Most partitions one topic may have.
 pub const MAX_PARTITIONS: u32 = 4096;
@@ -162,10 +163,18 @@ pub fn error_response(correlation_id: u64, error: &WireError) -> AnswerFrame {
     )
 }
 
-/// Answers one verified request.
-pub async fn handle_request(groups: &HostedGroups, request: Request<'_>) -> AnswerFrame {
+/// Answers one verified request of `caller` (once it may make it: `shard::authorize`).
+pub async fn handle_request(
+    groups: &HostedGroups,
+    request: Request<'_>,
+    caller: &Caller,
+) -> AnswerFrame {
     let correlation_id = request.correlation_id();
+    if let Err(refused) = authorize::check(groups, caller, &request) {
+        return error_response(correlation_id, &refused);
+    }
     let core = &groups.for_request(&request);
+    let visible = |topic: &str| authorize::may_describe_topic(groups, caller, topic);
     let result = match request.body_type() {
         wire::RequestBody::ProduceRequest => match request.body_as_produce_request() {
             Some(produce) => Ok(handle_produce(groups, correlation_id, produce).await),
@@ -181,8 +190,15 @@ pub async fn handle_request(groups: &HostedGroups, request: Request<'_>) -> Answ
                 "fetch body missing",
             )),
         },
-        wire::RequestBody::MetadataRequest => Ok(handle_metadata(core, correlation_id)),
-        wire::RequestBody::ListTopicsRequest => Ok(handle_list_topics(core, correlation_id)),
+        wire::RequestBody::MetadataRequest => {
+            let named = request.body_as_metadata_request().and_then(|m| m.topics());
+            let refusal = |topic: &str| authorize::describe_refusal(groups, caller, topic);
+            let named: Vec<&str> = named.iter().flatten().collect();
+            Ok(handle_metadata(core, correlation_id, (&named, &refusal)))
+        }
+        wire::RequestBody::ListTopicsRequest => {
+            Ok(handle_list_topics(core, correlation_id, &visible))
+        }
         wire::RequestBody::StatusRequest => Ok(handle_status(groups, correlation_id)),
         wire::RequestBody::ListGroupsRequest => {
             Ok(group_requests::list_groups(groups, correlation_id))
@@ -231,6 +247,26 @@ pub async fn handle_request(groups: &HostedGroups, request: Request<'_>) -> Answ
             Some(asked) => move_requests::handle_plan_moves(core, correlation_id, asked),
             None => Err(WireError::new(ErrorCode::MalformedFrame, "body missing")),
         },
+        wire::RequestBody::ChangeUserRequest => match request.body_as_change_user_request() {
+            Some(asked) => access_requests::handle_change_user(core, correlation_id, asked).await,
+            None => Err(WireError::new(ErrorCode::MalformedFrame, "body missing")),
+        },
+        wire::RequestBody::ListUsersRequest => {
+            access_requests::handle_list_users(core, correlation_id)
+        }
+        wire::RequestBody::ChangeAclRequest => match request.body_as_change_acl_request() {
+            Some(asked) => access_requests::handle_change_acl(core, correlation_id, asked).await,
+            None => Err(WireError::new(ErrorCode::MalformedFrame, "body missing")),
+        },
+        wire::RequestBody::ListAclsRequest => match request.body_as_list_acls_request() {
+            Some(asked) => access_requests::handle_list_acls(core, correlation_id, asked),
+            None => Err(WireError::new(ErrorCode::MalformedFrame, "body missing")),
+        },
+        wire::RequestBody::AuthenticateRequest => Err(WireError::new(
+            ErrorCode::AuthenticationFailed,
+            "this broker does not authenticate clients (client_auth is off): connect \
+             without --user",
+        )),
         body if group_requests::is_group_request(body) => {
             group_requests::handle(core, correlation_id, &request).await
         }
@@ -565,7 +601,17 @@ async fn read_batches(
     ))
 }
 
-fn handle_metadata(core: &Rc<ShardCore>, correlation_id: u64) -> AnswerFrame {
+/// Why the caller may not describe a topic, if it may not.
+type TopicRefusal<'a> = &'a dyn Fn(&str) -> Option<WireError>;
+
+/// Every topic the caller may describe; a topic the request names that it may not is
+/// answered with `NotAuthorized` (whether it exists or not: the refusal tells nothing).
+fn handle_metadata(
+    core: &Rc<ShardCore>,
+    correlation_id: u64,
+    (named, refusal): (&[&str], TopicRefusal<'_>),
+) -> AnswerFrame {
+    let visible = |topic: &str| refusal(topic).is_none();
     let mut builder = FlatBufferBuilder::with_capacity(1024);
     // This node first (clients take it as the one that answered), then every other
     // node whose address is known: the bootstrap's and those that joined. A removed node
@@ -611,7 +657,13 @@ fn handle_metadata(core: &Rc<ShardCore>, correlation_id: u64) -> AnswerFrame {
         })
         .collect();
     let nodes = builder.create_vector(&nodes);
-    let topics: Vec<TopicInfo> = core.state().request_topics().list().cloned().collect();
+    let topics: Vec<TopicInfo> = core
+        .state()
+        .request_topics()
+        .list()
+        .filter(|topic| visible(&topic.name))
+        .cloned()
+        .collect();
     let mut topic_offsets = Vec::with_capacity(topics.len());
     for topic in &topics {
         let partitions: Vec<_> = (0..topic.partitions)
@@ -648,6 +700,20 @@ fn handle_metadata(core: &Rc<ShardCore>, correlation_id: u64) -> AnswerFrame {
             },
         ));
     }
+    for name in named {
+        if let Some(refused) = refusal(name) {
+            let error = build_error(&mut builder, &refused);
+            let name = builder.create_string(name);
+            topic_offsets.push(wire::TopicMetadata::create(
+                &mut builder,
+                &wire::TopicMetadataArgs {
+                    name: Some(name),
+                    error: Some(error),
+                    partitions: None,
+                },
+            ));
+        }
+    }
     let topics = builder.create_vector(&topic_offsets);
     let body = wire::MetadataResponse::create(
         &mut builder,
@@ -666,9 +732,19 @@ fn handle_metadata(core: &Rc<ShardCore>, correlation_id: u64) -> AnswerFrame {
     )
 }
 
-fn handle_list_topics(core: &Rc<ShardCore>, correlation_id: u64) -> AnswerFrame {
+fn handle_list_topics(
+    core: &Rc<ShardCore>,
+    correlation_id: u64,
+    visible: &dyn Fn(&str) -> bool,
+) -> AnswerFrame {
     let mut builder = FlatBufferBuilder::with_capacity(512);
-    let topics: Vec<TopicInfo> = core.state().request_topics().list().cloned().collect();
+    let topics: Vec<TopicInfo> = core
+        .state()
+        .request_topics()
+        .list()
+        .filter(|topic| visible(&topic.name))
+        .cloned()
+        .collect();
     let summaries: Vec<_> = topics
         .iter()
         .map(|topic| {

@@ -27,6 +27,10 @@
 //! failed one is logged (rate-limited, with rustls's reason: an expired certificate,
 //! another CA) and closed.
 //!
+//! With `client_auth` a connection is served only once authenticated (SCRAM-SHA-256 or
+//! a client certificate, `shard::client_auth`): until then the read loop looks at each
+//! frame itself; a failed exchange is answered and the connection closed.
+//!
 //! A frame longer than `max_frame_bytes` gets a `FrameTooLarge` answer (correlation id 0:
 //! the request is never read) naming the limit and its size; its bytes are dropped as they
 //! arrive, never buffered, and the connection goes on. A zero-length frame breaks the
@@ -53,6 +57,7 @@ use crate::protocol::wire::ErrorCode;
 use crate::protocol::ProtocolError;
 use crate::security::stream::Stream;
 use crate::shard::answer_frame::AnswerFrame;
+use crate::shard::client_auth::{Admission, Caller, ConnectionAuth};
 use crate::shard::hosted_groups::HostedGroups;
 use crate::shard::requests::{error_response, handle_request, WireError};
 use crate::transport::ingress::RefusalLogLimiter;
@@ -273,6 +278,8 @@ async fn handle_connection(
 ) -> std::io::Result<()> {
     stream.tcp().set_nodelay(true)?;
     let peer = stream.tcp().peer_addr().ok();
+    let client_auth = groups.config().client_auth;
+    let mut auth = ConnectionAuth::new(client_auth, stream.peer_certificate());
     let (mut reader, writer) = futures_lite::io::split(stream);
     // Every queued answer holds an in-flight slot (the read loop's error answers too), so
     // the queue never fills and a task never waits to hand its answer over.
@@ -329,9 +336,24 @@ async fn handle_connection(
                 queue_own_answer(&answers, &queued, &in_flight, answer).await?;
                 break 'reading;
             }
+            let caller = match auth.served() {
+                Some(caller) => caller,
+                None => match auth.admit(&groups, &frame) {
+                    Admission::Serve(caller) => caller,
+                    Admission::Answer(answer) => {
+                        queue_own_answer(&answers, &queued, &in_flight, answer).await?;
+                        continue;
+                    }
+                    Admission::Close(answer, why) => {
+                        log_refusal(&refusal_log, groups.shard_id, peer, &why);
+                        queue_own_answer(&answers, &queued, &in_flight, answer).await?;
+                        break 'reading;
+                    }
+                },
+            };
             let slot = acquire_slot(&in_flight).await?;
             let held = budget.admit(frame.len() as u64).await?;
-            spawn_answer(&groups, frame, slot, held, &answers, &queued);
+            spawn_answer(&groups, (frame, caller), slot, held, &answers, &queued);
             // A socket that always has the next frame ready never makes this loop wait:
             // it gives way when the executor asks (a tick or peer message is due).
             glommio::yield_if_needed().await;
@@ -347,7 +369,7 @@ async fn handle_connection(
 /// bytes are freed, and the answer goes to the writer with the rest of what it holds.
 fn spawn_answer(
     groups: &Rc<HostedGroups>,
-    frame: Vec<u8>,
+    (frame, caller): (Vec<u8>, Caller),
     slot: StaticPermit,
     held: HeldRequest,
     answers: &Rc<local_channel::LocalSender<QueuedAnswer>>,
@@ -355,7 +377,7 @@ fn spawn_answer(
 ) {
     let (groups, answers, queued) = (groups.clone(), answers.clone(), queued.clone());
     glommio::spawn_local(async move {
-        let answer = answer_client_frame(&groups, &frame).await;
+        let answer = answer_client_frame(&groups, &frame, &caller).await;
         drop(frame);
         drop(held.shard);
         queued.set(queued.get() + 1);
@@ -458,9 +480,9 @@ fn refuse_peer_frame(
     error_response(0, &wire)
 }
 
-async fn answer_client_frame(groups: &HostedGroups, frame: &[u8]) -> AnswerFrame {
+async fn answer_client_frame(groups: &HostedGroups, frame: &[u8], caller: &Caller) -> AnswerFrame {
     match decode_request(frame) {
-        Ok(request) => handle_request(groups, request).await,
+        Ok(request) => handle_request(groups, request, caller).await,
         Err(error) => {
             let correlation_id = correlation_id_of(frame, &error);
             let wire = WireError {

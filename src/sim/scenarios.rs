@@ -88,6 +88,47 @@ fn a_snapshot_larger_than_a_frame_reaches_a_follower_behind_the_compacted_log() 
     );
 }
 
+/// Issue 13: users and access rules, kept in the controller group's state, reach a
+/// replica that was behind the compacted log by a snapshot install: node 3 is cut off
+/// while the others create users and rules with the large-state topics and compact
+/// their logs; at the end its users and rules are the others' (and there are some).
+#[test]
+fn users_and_rules_reach_a_follower_by_a_snapshot_install() {
+    let seed = 0xacce55;
+    let mut world = World::with_profile(seed, quiet_profile(seed, 400), Default::default(), true);
+    world.controller = None;
+    for other in [1, 2] {
+        world.network().path(3, other).blocked = true;
+        world.network().path(other, 3).blocked = true;
+    }
+    world.schedule(2_500_000_000, Event::Heal);
+    world.run();
+    if let Some(v) = &world.violation {
+        panic!("seed {seed:#x}: {}: {}", v.property, v.detail);
+    }
+    assert!(
+        world.stats.snapshot_installs >= 1,
+        "node 3 installed a snapshot"
+    );
+    let access = |node: u64| {
+        let replica = world.nodes[&node].replica.as_ref().expect("running");
+        replica.state().topics.access().clone()
+    };
+    let (one, three) = (access(1), access(3));
+    assert!(
+        one.users().count() >= 40 && one.rules().len() >= 40,
+        "users and rules were created: {} users, {} rules",
+        one.users().count(),
+        one.rules().len()
+    );
+    assert_eq!(
+        (three.users().count(), three.rules().len()),
+        (one.users().count(), one.rules().len()),
+        "node 3 has the users and rules"
+    );
+    assert_eq!(three, one);
+}
+
 /// A full disk in a cluster: a leader told its disk is short of space hands the group to
 /// a current follower (it cannot take records), the group goes on without an election
 /// timeout, and once space is back (faults stop) everything converges as usual.

@@ -1,9 +1,12 @@
 //! `keel dev --secure`: a CA, a certificate for each node (naming keel-node-N, 127.0.0.1
-//! and localhost) and one for a client (common name "admin"), made once into
-//! `DATA_DIR/tls` and kept for later runs; the nodes get them as --tls-cert, --tls-key
-//! and --tls-ca (TLS for clients, mutual TLS between nodes).
+//! and localhost) and one for a client (common name "admin"), and the superuser "admin"
+//! with a random password (`admin.password` for clients, its credential in `users` for
+//! the nodes' --users-file), made once into `DATA_DIR/tls` and kept for later runs; the
+//! nodes get them as --tls-cert, --tls-key and --tls-ca (TLS for clients, mutual TLS
+//! between nodes) and --client-auth --superuser admin --users-file (SCRAM or the client
+//! certificate).
 //!
-//! Owns those files; the private keys are readable by their owner only.
+//! Owns those files; the private keys and the password are readable by their owner only.
 
 use std::ffi::OsString;
 use std::io::Write;
@@ -15,6 +18,9 @@ use keel::security::certs::{Authority, Issued, Validity};
 /// Days the certificates made here are valid.
 const DEV_CERTIFICATE_DAYS: i64 = 365;
 
+/// The superuser `keel dev --secure` makes.
+const SUPERUSER: &str = "admin";
+
 /// The directory of the files, made on the first run for `nodes` nodes (and again if a
 /// node's files are missing: a run with more nodes).
 pub(crate) fn prepare(data_dir: &Path, nodes: u32) -> Result<PathBuf, String> {
@@ -23,6 +29,8 @@ pub(crate) fn prepare(data_dir: &Path, nodes: u32) -> Result<PathBuf, String> {
         "ca.crt".to_string(),
         "client.crt".into(),
         "client.key".into(),
+        "admin.password".into(),
+        "users".into(),
     ];
     let node_files = (1..=nodes).flat_map(|n| [format!("node-{n}.crt"), format!("node-{n}.key")]);
     let complete = names
@@ -44,9 +52,24 @@ pub(crate) fn prepare(data_dir: &Path, nodes: u32) -> Result<PathBuf, String> {
             .map_err(|e| fail(&e))?;
         write_pair(&dir, &format!("node-{node}"), &issued)?;
     }
-    let client = ca.issue_client("admin", valid).map_err(|e| fail(&e))?;
+    let client = ca.issue_client(SUPERUSER, valid).map_err(|e| fail(&e))?;
     write_pair(&dir, "client", &client)?;
+    write_superuser(&dir)?;
     Ok(dir)
+}
+
+/// The superuser's random password (for clients) and its credential (for the nodes).
+fn write_superuser(dir: &Path) -> Result<(), String> {
+    let password = keel::security::PeerSecret::generate_text()
+        .map_err(|e| format!("cannot make a password: {e}"))?;
+    let password = password.trim();
+    write(&dir.join("admin.password"), &format!("{password}\n"), 0o600)?;
+    let credential = keel::client::access_calls::new_credential(password)
+        .map_err(|e| format!("cannot make a credential: {e}"))?;
+    let line = keel::security::users_file::credential_line(SUPERUSER, &credential);
+    let text =
+        format!("# keel dev --secure: the superuser (its password in admin.password)\n{line}\n");
+    write(&dir.join("users"), &text, 0o600)
 }
 
 fn write_pair(dir: &Path, name: &str, issued: &Issued) -> Result<(), String> {
@@ -77,11 +100,25 @@ pub(crate) fn node_args(dir: &Path, node: u32) -> Vec<OsString> {
         dir.join(format!("node-{node}.key")).into(),
         "--tls-ca".into(),
         dir.join("ca.crt").into(),
+        "--client-auth".into(),
+        "--superuser".into(),
+        SUPERUSER.into(),
+        "--users-file".into(),
+        dir.join("users").into(),
     ]
 }
 
-/// The flags a client gives to reach the cluster.
+/// The flags a client gives to reach the cluster as the superuser: TLS and SCRAM.
 pub(crate) fn client_flags(dir: &Path) -> String {
+    format!(
+        "--tls-ca {} --user {SUPERUSER} --password-file {}",
+        dir.join("ca.crt").display(),
+        dir.join("admin.password").display(),
+    )
+}
+
+/// The flags of the superuser's client certificate instead of its password.
+pub(crate) fn certificate_flags(dir: &Path) -> String {
     format!(
         "--tls-ca {} --tls-cert {} --tls-key {}",
         dir.join("ca.crt").display(),

@@ -468,10 +468,10 @@ pub mod protocol {
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
 pub const ENUM_MIN_ERROR_CODE: u16 = 0;
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
-pub const ENUM_MAX_ERROR_CODE: u16 = 27;
+pub const ENUM_MAX_ERROR_CODE: u16 = 28;
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
 #[allow(non_camel_case_types)]
-pub const ENUM_VALUES_ERROR_CODE: [ErrorCode; 28] = [
+pub const ENUM_VALUES_ERROR_CODE: [ErrorCode; 29] = [
   ErrorCode::None,
   ErrorCode::MalformedFrame,
   ErrorCode::FrameTooLarge,
@@ -500,6 +500,7 @@ pub const ENUM_VALUES_ERROR_CODE: [ErrorCode; 28] = [
   ErrorCode::NotAssigned,
   ErrorCode::GroupNotEmpty,
   ErrorCode::NotAuthorized,
+  ErrorCode::AuthenticationFailed,
 ];
 
 /// Error codes on the wire. Numbers are stable forever; new codes are appended.
@@ -551,9 +552,13 @@ impl ErrorCode {
   /// The request lacks a permission or proof it needs (a join without the cluster's
   /// peer secret); the message names what. The connection stays usable.
   pub const NotAuthorized: Self = Self(27);
+  /// The connection is not authenticated: the broker requires authentication
+  /// (`AuthenticateRequest` first), or the credentials do not hold (the broker closes
+  /// the connection after a failed exchange).
+  pub const AuthenticationFailed: Self = Self(28);
 
   pub const ENUM_MIN: u16 = 0;
-  pub const ENUM_MAX: u16 = 27;
+  pub const ENUM_MAX: u16 = 28;
   pub const ENUM_VALUES: &'static [Self] = &[
     Self::None,
     Self::MalformedFrame,
@@ -583,6 +588,7 @@ impl ErrorCode {
     Self::NotAssigned,
     Self::GroupNotEmpty,
     Self::NotAuthorized,
+    Self::AuthenticationFailed,
   ];
   /// Returns the variant's name or "" if unknown.
   pub fn variant_name(self) -> Option<&'static str> {
@@ -615,6 +621,7 @@ impl ErrorCode {
       Self::NotAssigned => Some("NotAssigned"),
       Self::GroupNotEmpty => Some("GroupNotEmpty"),
       Self::NotAuthorized => Some("NotAuthorized"),
+      Self::AuthenticationFailed => Some("AuthenticationFailed"),
       _ => None,
     }
   }
@@ -1230,10 +1237,10 @@ impl ::flatbuffers::SimpleToVerifyInSlice for NodeService {}
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
 pub const ENUM_MIN_REQUEST_BODY: u8 = 0;
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
-pub const ENUM_MAX_REQUEST_BODY: u8 = 22;
+pub const ENUM_MAX_REQUEST_BODY: u8 = 27;
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
 #[allow(non_camel_case_types)]
-pub const ENUM_VALUES_REQUEST_BODY: [RequestBody; 23] = [
+pub const ENUM_VALUES_REQUEST_BODY: [RequestBody; 28] = [
   RequestBody::NONE,
   RequestBody::ProduceRequest,
   RequestBody::FetchRequest,
@@ -1257,6 +1264,11 @@ pub const ENUM_VALUES_REQUEST_BODY: [RequestBody; 23] = [
   RequestBody::PlanMovesRequest,
   RequestBody::SetNodeStateRequest,
   RequestBody::JoinClusterRequest,
+  RequestBody::AuthenticateRequest,
+  RequestBody::ChangeUserRequest,
+  RequestBody::ListUsersRequest,
+  RequestBody::ChangeAclRequest,
+  RequestBody::ListAclsRequest,
 ];
 
 #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
@@ -1287,9 +1299,14 @@ impl RequestBody {
   pub const PlanMovesRequest: Self = Self(20);
   pub const SetNodeStateRequest: Self = Self(21);
   pub const JoinClusterRequest: Self = Self(22);
+  pub const AuthenticateRequest: Self = Self(23);
+  pub const ChangeUserRequest: Self = Self(24);
+  pub const ListUsersRequest: Self = Self(25);
+  pub const ChangeAclRequest: Self = Self(26);
+  pub const ListAclsRequest: Self = Self(27);
 
   pub const ENUM_MIN: u8 = 0;
-  pub const ENUM_MAX: u8 = 22;
+  pub const ENUM_MAX: u8 = 27;
   pub const ENUM_VALUES: &'static [Self] = &[
     Self::NONE,
     Self::ProduceRequest,
@@ -1314,6 +1331,11 @@ impl RequestBody {
     Self::PlanMovesRequest,
     Self::SetNodeStateRequest,
     Self::JoinClusterRequest,
+    Self::AuthenticateRequest,
+    Self::ChangeUserRequest,
+    Self::ListUsersRequest,
+    Self::ChangeAclRequest,
+    Self::ListAclsRequest,
   ];
   /// Returns the variant's name or "" if unknown.
   pub fn variant_name(self) -> Option<&'static str> {
@@ -1341,6 +1363,11 @@ impl RequestBody {
       Self::PlanMovesRequest => Some("PlanMovesRequest"),
       Self::SetNodeStateRequest => Some("SetNodeStateRequest"),
       Self::JoinClusterRequest => Some("JoinClusterRequest"),
+      Self::AuthenticateRequest => Some("AuthenticateRequest"),
+      Self::ChangeUserRequest => Some("ChangeUserRequest"),
+      Self::ListUsersRequest => Some("ListUsersRequest"),
+      Self::ChangeAclRequest => Some("ChangeAclRequest"),
+      Self::ListAclsRequest => Some("ListAclsRequest"),
       _ => None,
     }
   }
@@ -1400,10 +1427,10 @@ pub struct RequestBodyUnionTableOffset {}
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
 pub const ENUM_MIN_RESPONSE_BODY: u8 = 0;
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
-pub const ENUM_MAX_RESPONSE_BODY: u8 = 22;
+pub const ENUM_MAX_RESPONSE_BODY: u8 = 27;
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
 #[allow(non_camel_case_types)]
-pub const ENUM_VALUES_RESPONSE_BODY: [ResponseBody; 23] = [
+pub const ENUM_VALUES_RESPONSE_BODY: [ResponseBody; 28] = [
   ResponseBody::NONE,
   ResponseBody::ProduceResponse,
   ResponseBody::FetchResponse,
@@ -1427,6 +1454,11 @@ pub const ENUM_VALUES_RESPONSE_BODY: [ResponseBody; 23] = [
   ResponseBody::PlanMovesResponse,
   ResponseBody::SetNodeStateResponse,
   ResponseBody::JoinClusterResponse,
+  ResponseBody::AuthenticateResponse,
+  ResponseBody::ChangeUserResponse,
+  ResponseBody::ListUsersResponse,
+  ResponseBody::ChangeAclResponse,
+  ResponseBody::ListAclsResponse,
 ];
 
 #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
@@ -1457,9 +1489,14 @@ impl ResponseBody {
   pub const PlanMovesResponse: Self = Self(20);
   pub const SetNodeStateResponse: Self = Self(21);
   pub const JoinClusterResponse: Self = Self(22);
+  pub const AuthenticateResponse: Self = Self(23);
+  pub const ChangeUserResponse: Self = Self(24);
+  pub const ListUsersResponse: Self = Self(25);
+  pub const ChangeAclResponse: Self = Self(26);
+  pub const ListAclsResponse: Self = Self(27);
 
   pub const ENUM_MIN: u8 = 0;
-  pub const ENUM_MAX: u8 = 22;
+  pub const ENUM_MAX: u8 = 27;
   pub const ENUM_VALUES: &'static [Self] = &[
     Self::NONE,
     Self::ProduceResponse,
@@ -1484,6 +1521,11 @@ impl ResponseBody {
     Self::PlanMovesResponse,
     Self::SetNodeStateResponse,
     Self::JoinClusterResponse,
+    Self::AuthenticateResponse,
+    Self::ChangeUserResponse,
+    Self::ListUsersResponse,
+    Self::ChangeAclResponse,
+    Self::ListAclsResponse,
   ];
   /// Returns the variant's name or "" if unknown.
   pub fn variant_name(self) -> Option<&'static str> {
@@ -1511,6 +1553,11 @@ impl ResponseBody {
       Self::PlanMovesResponse => Some("PlanMovesResponse"),
       Self::SetNodeStateResponse => Some("SetNodeStateResponse"),
       Self::JoinClusterResponse => Some("JoinClusterResponse"),
+      Self::AuthenticateResponse => Some("AuthenticateResponse"),
+      Self::ChangeUserResponse => Some("ChangeUserResponse"),
+      Self::ListUsersResponse => Some("ListUsersResponse"),
+      Self::ChangeAclResponse => Some("ChangeAclResponse"),
+      Self::ListAclsResponse => Some("ListAclsResponse"),
       _ => None,
     }
   }
@@ -9776,6 +9823,1361 @@ impl ::core::fmt::Debug for JoinClusterResponse<'_> {
       ds.finish()
   }
 }
+pub enum AuthenticateRequestOffset {}
+#[derive(Copy, Clone, PartialEq)]
+
+/// One step of an authentication exchange: SCRAM-SHA-256 (RFC 5802/7677) takes two, the
+/// client-first message, then the client-final. A connection of a broker that requires
+/// authentication may send only this (and a node's join) until it is authenticated.
+pub struct AuthenticateRequest<'a> {
+  pub _tab: ::flatbuffers::Table<'a>,
+}
+
+impl<'a> ::flatbuffers::Follow<'a> for AuthenticateRequest<'a> {
+  type Inner = AuthenticateRequest<'a>;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    Self { _tab: unsafe { ::flatbuffers::Table::new(buf, loc) } }
+  }
+}
+
+impl<'a> AuthenticateRequest<'a> {
+  pub const VT_MECHANISM: ::flatbuffers::VOffsetT = 4;
+  pub const VT_MESSAGE: ::flatbuffers::VOffsetT = 6;
+
+  #[inline]
+  pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
+    AuthenticateRequest { _tab: table }
+  }
+  #[allow(unused_mut)]
+  pub fn create<'bldr: 'args, 'args: 'mut_bldr, 'mut_bldr, A: ::flatbuffers::Allocator + 'bldr>(
+    _fbb: &'mut_bldr mut ::flatbuffers::FlatBufferBuilder<'bldr, A>,
+    args: &'args AuthenticateRequestArgs<'args>
+  ) -> ::flatbuffers::WIPOffset<AuthenticateRequest<'bldr>> {
+    let mut builder = AuthenticateRequestBuilder::new(_fbb);
+    if let Some(x) = args.message { builder.add_message(x); }
+    if let Some(x) = args.mechanism { builder.add_mechanism(x); }
+    builder.finish()
+  }
+
+
+  /// "SCRAM-SHA-256".
+  #[inline]
+  pub fn mechanism(&self) -> Option<&'a str> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<&str>>(AuthenticateRequest::VT_MECHANISM, None)}
+  }
+  /// The SCRAM message of this step.
+  #[inline]
+  pub fn message(&self) -> Option<&'a str> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<&str>>(AuthenticateRequest::VT_MESSAGE, None)}
+  }
+}
+
+impl ::flatbuffers::Verifiable for AuthenticateRequest<'_> {
+  #[inline]
+  fn run_verifier(
+    v: &mut ::flatbuffers::Verifier, pos: usize
+  ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
+    v.visit_table(pos)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<&str>>("mechanism", Self::VT_MECHANISM, false)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<&str>>("message", Self::VT_MESSAGE, false)?
+     .finish();
+    Ok(())
+  }
+}
+pub struct AuthenticateRequestArgs<'a> {
+    pub mechanism: Option<::flatbuffers::WIPOffset<&'a str>>,
+    pub message: Option<::flatbuffers::WIPOffset<&'a str>>,
+}
+impl<'a> Default for AuthenticateRequestArgs<'a> {
+  #[inline]
+  fn default() -> Self {
+    AuthenticateRequestArgs {
+      mechanism: None,
+      message: None,
+    }
+  }
+}
+
+pub struct AuthenticateRequestBuilder<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> {
+  fbb_: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>,
+  start_: ::flatbuffers::WIPOffset<::flatbuffers::TableUnfinishedWIPOffset>,
+}
+impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> AuthenticateRequestBuilder<'a, 'b, A> {
+  #[inline]
+  pub fn add_mechanism(&mut self, mechanism: ::flatbuffers::WIPOffset<&'b  str>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(AuthenticateRequest::VT_MECHANISM, mechanism);
+  }
+  #[inline]
+  pub fn add_message(&mut self, message: ::flatbuffers::WIPOffset<&'b  str>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(AuthenticateRequest::VT_MESSAGE, message);
+  }
+  #[inline]
+  pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> AuthenticateRequestBuilder<'a, 'b, A> {
+    let start = _fbb.start_table();
+    AuthenticateRequestBuilder {
+      fbb_: _fbb,
+      start_: start,
+    }
+  }
+  #[inline]
+  pub fn finish(self) -> ::flatbuffers::WIPOffset<AuthenticateRequest<'a>> {
+    let o = self.fbb_.end_table(self.start_);
+    ::flatbuffers::WIPOffset::new(o.value())
+  }
+}
+
+impl ::core::fmt::Debug for AuthenticateRequest<'_> {
+  fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
+    let mut ds = f.debug_struct("AuthenticateRequest");
+      ds.field("mechanism", &self.mechanism());
+      ds.field("message", &self.message());
+      ds.finish()
+  }
+}
+pub enum AuthenticateResponseOffset {}
+#[derive(Copy, Clone, PartialEq)]
+
+pub struct AuthenticateResponse<'a> {
+  pub _tab: ::flatbuffers::Table<'a>,
+}
+
+impl<'a> ::flatbuffers::Follow<'a> for AuthenticateResponse<'a> {
+  type Inner = AuthenticateResponse<'a>;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    Self { _tab: unsafe { ::flatbuffers::Table::new(buf, loc) } }
+  }
+}
+
+impl<'a> AuthenticateResponse<'a> {
+  pub const VT_MESSAGE: ::flatbuffers::VOffsetT = 4;
+  pub const VT_PRINCIPAL: ::flatbuffers::VOffsetT = 6;
+
+  #[inline]
+  pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
+    AuthenticateResponse { _tab: table }
+  }
+  #[allow(unused_mut)]
+  pub fn create<'bldr: 'args, 'args: 'mut_bldr, 'mut_bldr, A: ::flatbuffers::Allocator + 'bldr>(
+    _fbb: &'mut_bldr mut ::flatbuffers::FlatBufferBuilder<'bldr, A>,
+    args: &'args AuthenticateResponseArgs<'args>
+  ) -> ::flatbuffers::WIPOffset<AuthenticateResponse<'bldr>> {
+    let mut builder = AuthenticateResponseBuilder::new(_fbb);
+    if let Some(x) = args.principal { builder.add_principal(x); }
+    if let Some(x) = args.message { builder.add_message(x); }
+    builder.finish()
+  }
+
+
+  /// The server's SCRAM message (server-first, then server-final).
+  #[inline]
+  pub fn message(&self) -> Option<&'a str> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<&str>>(AuthenticateResponse::VT_MESSAGE, None)}
+  }
+  /// Once authenticated (the last step): who the connection is.
+  #[inline]
+  pub fn principal(&self) -> Option<&'a str> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<&str>>(AuthenticateResponse::VT_PRINCIPAL, None)}
+  }
+}
+
+impl ::flatbuffers::Verifiable for AuthenticateResponse<'_> {
+  #[inline]
+  fn run_verifier(
+    v: &mut ::flatbuffers::Verifier, pos: usize
+  ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
+    v.visit_table(pos)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<&str>>("message", Self::VT_MESSAGE, false)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<&str>>("principal", Self::VT_PRINCIPAL, false)?
+     .finish();
+    Ok(())
+  }
+}
+pub struct AuthenticateResponseArgs<'a> {
+    pub message: Option<::flatbuffers::WIPOffset<&'a str>>,
+    pub principal: Option<::flatbuffers::WIPOffset<&'a str>>,
+}
+impl<'a> Default for AuthenticateResponseArgs<'a> {
+  #[inline]
+  fn default() -> Self {
+    AuthenticateResponseArgs {
+      message: None,
+      principal: None,
+    }
+  }
+}
+
+pub struct AuthenticateResponseBuilder<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> {
+  fbb_: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>,
+  start_: ::flatbuffers::WIPOffset<::flatbuffers::TableUnfinishedWIPOffset>,
+}
+impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> AuthenticateResponseBuilder<'a, 'b, A> {
+  #[inline]
+  pub fn add_message(&mut self, message: ::flatbuffers::WIPOffset<&'b  str>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(AuthenticateResponse::VT_MESSAGE, message);
+  }
+  #[inline]
+  pub fn add_principal(&mut self, principal: ::flatbuffers::WIPOffset<&'b  str>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(AuthenticateResponse::VT_PRINCIPAL, principal);
+  }
+  #[inline]
+  pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> AuthenticateResponseBuilder<'a, 'b, A> {
+    let start = _fbb.start_table();
+    AuthenticateResponseBuilder {
+      fbb_: _fbb,
+      start_: start,
+    }
+  }
+  #[inline]
+  pub fn finish(self) -> ::flatbuffers::WIPOffset<AuthenticateResponse<'a>> {
+    let o = self.fbb_.end_table(self.start_);
+    ::flatbuffers::WIPOffset::new(o.value())
+  }
+}
+
+impl ::core::fmt::Debug for AuthenticateResponse<'_> {
+  fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
+    let mut ds = f.debug_struct("AuthenticateResponse");
+      ds.field("message", &self.message());
+      ds.field("principal", &self.principal());
+      ds.finish()
+  }
+}
+pub enum ChangeUserRequestOffset {}
+#[derive(Copy, Clone, PartialEq)]
+
+/// Creates or replaces a user (`delete` false), or deletes one. The credential is the
+/// SCRAM stored credential, made by the client: the password never leaves it.
+pub struct ChangeUserRequest<'a> {
+  pub _tab: ::flatbuffers::Table<'a>,
+}
+
+impl<'a> ::flatbuffers::Follow<'a> for ChangeUserRequest<'a> {
+  type Inner = ChangeUserRequest<'a>;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    Self { _tab: unsafe { ::flatbuffers::Table::new(buf, loc) } }
+  }
+}
+
+impl<'a> ChangeUserRequest<'a> {
+  pub const VT_NAME: ::flatbuffers::VOffsetT = 4;
+  pub const VT_DELETE: ::flatbuffers::VOffsetT = 6;
+  pub const VT_SALT: ::flatbuffers::VOffsetT = 8;
+  pub const VT_ITERATIONS: ::flatbuffers::VOffsetT = 10;
+  pub const VT_STORED_KEY: ::flatbuffers::VOffsetT = 12;
+  pub const VT_SERVER_KEY: ::flatbuffers::VOffsetT = 14;
+
+  #[inline]
+  pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
+    ChangeUserRequest { _tab: table }
+  }
+  #[allow(unused_mut)]
+  pub fn create<'bldr: 'args, 'args: 'mut_bldr, 'mut_bldr, A: ::flatbuffers::Allocator + 'bldr>(
+    _fbb: &'mut_bldr mut ::flatbuffers::FlatBufferBuilder<'bldr, A>,
+    args: &'args ChangeUserRequestArgs<'args>
+  ) -> ::flatbuffers::WIPOffset<ChangeUserRequest<'bldr>> {
+    let mut builder = ChangeUserRequestBuilder::new(_fbb);
+    if let Some(x) = args.server_key { builder.add_server_key(x); }
+    if let Some(x) = args.stored_key { builder.add_stored_key(x); }
+    builder.add_iterations(args.iterations);
+    if let Some(x) = args.salt { builder.add_salt(x); }
+    if let Some(x) = args.name { builder.add_name(x); }
+    builder.add_delete(args.delete);
+    builder.finish()
+  }
+
+
+  #[inline]
+  pub fn name(&self) -> Option<&'a str> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<&str>>(ChangeUserRequest::VT_NAME, None)}
+  }
+  #[inline]
+  pub fn delete(&self) -> bool {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<bool>(ChangeUserRequest::VT_DELETE, Some(false)).unwrap()}
+  }
+  #[inline]
+  pub fn salt(&self) -> Option<::flatbuffers::Vector<'a, u8>> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'a, u8>>>(ChangeUserRequest::VT_SALT, None)}
+  }
+  #[inline]
+  pub fn iterations(&self) -> u32 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u32>(ChangeUserRequest::VT_ITERATIONS, Some(0)).unwrap()}
+  }
+  #[inline]
+  pub fn stored_key(&self) -> Option<::flatbuffers::Vector<'a, u8>> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'a, u8>>>(ChangeUserRequest::VT_STORED_KEY, None)}
+  }
+  #[inline]
+  pub fn server_key(&self) -> Option<::flatbuffers::Vector<'a, u8>> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'a, u8>>>(ChangeUserRequest::VT_SERVER_KEY, None)}
+  }
+}
+
+impl ::flatbuffers::Verifiable for ChangeUserRequest<'_> {
+  #[inline]
+  fn run_verifier(
+    v: &mut ::flatbuffers::Verifier, pos: usize
+  ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
+    v.visit_table(pos)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<&str>>("name", Self::VT_NAME, false)?
+     .visit_field::<bool>("delete", Self::VT_DELETE, false)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'_, u8>>>("salt", Self::VT_SALT, false)?
+     .visit_field::<u32>("iterations", Self::VT_ITERATIONS, false)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'_, u8>>>("stored_key", Self::VT_STORED_KEY, false)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'_, u8>>>("server_key", Self::VT_SERVER_KEY, false)?
+     .finish();
+    Ok(())
+  }
+}
+pub struct ChangeUserRequestArgs<'a> {
+    pub name: Option<::flatbuffers::WIPOffset<&'a str>>,
+    pub delete: bool,
+    pub salt: Option<::flatbuffers::WIPOffset<::flatbuffers::Vector<'a, u8>>>,
+    pub iterations: u32,
+    pub stored_key: Option<::flatbuffers::WIPOffset<::flatbuffers::Vector<'a, u8>>>,
+    pub server_key: Option<::flatbuffers::WIPOffset<::flatbuffers::Vector<'a, u8>>>,
+}
+impl<'a> Default for ChangeUserRequestArgs<'a> {
+  #[inline]
+  fn default() -> Self {
+    ChangeUserRequestArgs {
+      name: None,
+      delete: false,
+      salt: None,
+      iterations: 0,
+      stored_key: None,
+      server_key: None,
+    }
+  }
+}
+
+pub struct ChangeUserRequestBuilder<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> {
+  fbb_: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>,
+  start_: ::flatbuffers::WIPOffset<::flatbuffers::TableUnfinishedWIPOffset>,
+}
+impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> ChangeUserRequestBuilder<'a, 'b, A> {
+  #[inline]
+  pub fn add_name(&mut self, name: ::flatbuffers::WIPOffset<&'b  str>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(ChangeUserRequest::VT_NAME, name);
+  }
+  #[inline]
+  pub fn add_delete(&mut self, delete: bool) {
+    self.fbb_.push_slot::<bool>(ChangeUserRequest::VT_DELETE, delete, false);
+  }
+  #[inline]
+  pub fn add_salt(&mut self, salt: ::flatbuffers::WIPOffset<::flatbuffers::Vector<'b , u8>>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(ChangeUserRequest::VT_SALT, salt);
+  }
+  #[inline]
+  pub fn add_iterations(&mut self, iterations: u32) {
+    self.fbb_.push_slot::<u32>(ChangeUserRequest::VT_ITERATIONS, iterations, 0);
+  }
+  #[inline]
+  pub fn add_stored_key(&mut self, stored_key: ::flatbuffers::WIPOffset<::flatbuffers::Vector<'b , u8>>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(ChangeUserRequest::VT_STORED_KEY, stored_key);
+  }
+  #[inline]
+  pub fn add_server_key(&mut self, server_key: ::flatbuffers::WIPOffset<::flatbuffers::Vector<'b , u8>>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(ChangeUserRequest::VT_SERVER_KEY, server_key);
+  }
+  #[inline]
+  pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> ChangeUserRequestBuilder<'a, 'b, A> {
+    let start = _fbb.start_table();
+    ChangeUserRequestBuilder {
+      fbb_: _fbb,
+      start_: start,
+    }
+  }
+  #[inline]
+  pub fn finish(self) -> ::flatbuffers::WIPOffset<ChangeUserRequest<'a>> {
+    let o = self.fbb_.end_table(self.start_);
+    ::flatbuffers::WIPOffset::new(o.value())
+  }
+}
+
+impl ::core::fmt::Debug for ChangeUserRequest<'_> {
+  fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
+    let mut ds = f.debug_struct("ChangeUserRequest");
+      ds.field("name", &self.name());
+      ds.field("delete", &self.delete());
+      ds.field("salt", &self.salt());
+      ds.field("iterations", &self.iterations());
+      ds.field("stored_key", &self.stored_key());
+      ds.field("server_key", &self.server_key());
+      ds.finish()
+  }
+}
+pub enum ChangeUserResponseOffset {}
+#[derive(Copy, Clone, PartialEq)]
+
+pub struct ChangeUserResponse<'a> {
+  pub _tab: ::flatbuffers::Table<'a>,
+}
+
+impl<'a> ::flatbuffers::Follow<'a> for ChangeUserResponse<'a> {
+  type Inner = ChangeUserResponse<'a>;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    Self { _tab: unsafe { ::flatbuffers::Table::new(buf, loc) } }
+  }
+}
+
+impl<'a> ChangeUserResponse<'a> {
+  pub const VT_CHANGED: ::flatbuffers::VOffsetT = 4;
+
+  #[inline]
+  pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
+    ChangeUserResponse { _tab: table }
+  }
+  #[allow(unused_mut)]
+  pub fn create<'bldr: 'args, 'args: 'mut_bldr, 'mut_bldr, A: ::flatbuffers::Allocator + 'bldr>(
+    _fbb: &'mut_bldr mut ::flatbuffers::FlatBufferBuilder<'bldr, A>,
+    args: &'args ChangeUserResponseArgs
+  ) -> ::flatbuffers::WIPOffset<ChangeUserResponse<'bldr>> {
+    let mut builder = ChangeUserResponseBuilder::new(_fbb);
+    builder.add_changed(args.changed);
+    builder.finish()
+  }
+
+
+  /// Whether anything changed (a delete of a user that does not exist changes nothing).
+  #[inline]
+  pub fn changed(&self) -> bool {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<bool>(ChangeUserResponse::VT_CHANGED, Some(false)).unwrap()}
+  }
+}
+
+impl ::flatbuffers::Verifiable for ChangeUserResponse<'_> {
+  #[inline]
+  fn run_verifier(
+    v: &mut ::flatbuffers::Verifier, pos: usize
+  ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
+    v.visit_table(pos)?
+     .visit_field::<bool>("changed", Self::VT_CHANGED, false)?
+     .finish();
+    Ok(())
+  }
+}
+pub struct ChangeUserResponseArgs {
+    pub changed: bool,
+}
+impl<'a> Default for ChangeUserResponseArgs {
+  #[inline]
+  fn default() -> Self {
+    ChangeUserResponseArgs {
+      changed: false,
+    }
+  }
+}
+
+pub struct ChangeUserResponseBuilder<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> {
+  fbb_: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>,
+  start_: ::flatbuffers::WIPOffset<::flatbuffers::TableUnfinishedWIPOffset>,
+}
+impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> ChangeUserResponseBuilder<'a, 'b, A> {
+  #[inline]
+  pub fn add_changed(&mut self, changed: bool) {
+    self.fbb_.push_slot::<bool>(ChangeUserResponse::VT_CHANGED, changed, false);
+  }
+  #[inline]
+  pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> ChangeUserResponseBuilder<'a, 'b, A> {
+    let start = _fbb.start_table();
+    ChangeUserResponseBuilder {
+      fbb_: _fbb,
+      start_: start,
+    }
+  }
+  #[inline]
+  pub fn finish(self) -> ::flatbuffers::WIPOffset<ChangeUserResponse<'a>> {
+    let o = self.fbb_.end_table(self.start_);
+    ::flatbuffers::WIPOffset::new(o.value())
+  }
+}
+
+impl ::core::fmt::Debug for ChangeUserResponse<'_> {
+  fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
+    let mut ds = f.debug_struct("ChangeUserResponse");
+      ds.field("changed", &self.changed());
+      ds.finish()
+  }
+}
+pub enum ListUsersRequestOffset {}
+#[derive(Copy, Clone, PartialEq)]
+
+pub struct ListUsersRequest<'a> {
+  pub _tab: ::flatbuffers::Table<'a>,
+}
+
+impl<'a> ::flatbuffers::Follow<'a> for ListUsersRequest<'a> {
+  type Inner = ListUsersRequest<'a>;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    Self { _tab: unsafe { ::flatbuffers::Table::new(buf, loc) } }
+  }
+}
+
+impl<'a> ListUsersRequest<'a> {
+
+  #[inline]
+  pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
+    ListUsersRequest { _tab: table }
+  }
+  #[allow(unused_mut)]
+  pub fn create<'bldr: 'args, 'args: 'mut_bldr, 'mut_bldr, A: ::flatbuffers::Allocator + 'bldr>(
+    _fbb: &'mut_bldr mut ::flatbuffers::FlatBufferBuilder<'bldr, A>,
+    _args: &'args ListUsersRequestArgs
+  ) -> ::flatbuffers::WIPOffset<ListUsersRequest<'bldr>> {
+    let mut builder = ListUsersRequestBuilder::new(_fbb);
+    builder.finish()
+  }
+
+}
+
+impl ::flatbuffers::Verifiable for ListUsersRequest<'_> {
+  #[inline]
+  fn run_verifier(
+    v: &mut ::flatbuffers::Verifier, pos: usize
+  ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
+    v.visit_table(pos)?
+     .finish();
+    Ok(())
+  }
+}
+pub struct ListUsersRequestArgs {
+}
+impl<'a> Default for ListUsersRequestArgs {
+  #[inline]
+  fn default() -> Self {
+    ListUsersRequestArgs {
+    }
+  }
+}
+
+pub struct ListUsersRequestBuilder<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> {
+  fbb_: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>,
+  start_: ::flatbuffers::WIPOffset<::flatbuffers::TableUnfinishedWIPOffset>,
+}
+impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> ListUsersRequestBuilder<'a, 'b, A> {
+  #[inline]
+  pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> ListUsersRequestBuilder<'a, 'b, A> {
+    let start = _fbb.start_table();
+    ListUsersRequestBuilder {
+      fbb_: _fbb,
+      start_: start,
+    }
+  }
+  #[inline]
+  pub fn finish(self) -> ::flatbuffers::WIPOffset<ListUsersRequest<'a>> {
+    let o = self.fbb_.end_table(self.start_);
+    ::flatbuffers::WIPOffset::new(o.value())
+  }
+}
+
+impl ::core::fmt::Debug for ListUsersRequest<'_> {
+  fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
+    let mut ds = f.debug_struct("ListUsersRequest");
+      ds.finish()
+  }
+}
+pub enum UserSummaryOffset {}
+#[derive(Copy, Clone, PartialEq)]
+
+pub struct UserSummary<'a> {
+  pub _tab: ::flatbuffers::Table<'a>,
+}
+
+impl<'a> ::flatbuffers::Follow<'a> for UserSummary<'a> {
+  type Inner = UserSummary<'a>;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    Self { _tab: unsafe { ::flatbuffers::Table::new(buf, loc) } }
+  }
+}
+
+impl<'a> UserSummary<'a> {
+  pub const VT_NAME: ::flatbuffers::VOffsetT = 4;
+  pub const VT_ITERATIONS: ::flatbuffers::VOffsetT = 6;
+
+  #[inline]
+  pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
+    UserSummary { _tab: table }
+  }
+  #[allow(unused_mut)]
+  pub fn create<'bldr: 'args, 'args: 'mut_bldr, 'mut_bldr, A: ::flatbuffers::Allocator + 'bldr>(
+    _fbb: &'mut_bldr mut ::flatbuffers::FlatBufferBuilder<'bldr, A>,
+    args: &'args UserSummaryArgs<'args>
+  ) -> ::flatbuffers::WIPOffset<UserSummary<'bldr>> {
+    let mut builder = UserSummaryBuilder::new(_fbb);
+    builder.add_iterations(args.iterations);
+    if let Some(x) = args.name { builder.add_name(x); }
+    builder.finish()
+  }
+
+
+  #[inline]
+  pub fn name(&self) -> Option<&'a str> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<&str>>(UserSummary::VT_NAME, None)}
+  }
+  #[inline]
+  pub fn iterations(&self) -> u32 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u32>(UserSummary::VT_ITERATIONS, Some(0)).unwrap()}
+  }
+}
+
+impl ::flatbuffers::Verifiable for UserSummary<'_> {
+  #[inline]
+  fn run_verifier(
+    v: &mut ::flatbuffers::Verifier, pos: usize
+  ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
+    v.visit_table(pos)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<&str>>("name", Self::VT_NAME, false)?
+     .visit_field::<u32>("iterations", Self::VT_ITERATIONS, false)?
+     .finish();
+    Ok(())
+  }
+}
+pub struct UserSummaryArgs<'a> {
+    pub name: Option<::flatbuffers::WIPOffset<&'a str>>,
+    pub iterations: u32,
+}
+impl<'a> Default for UserSummaryArgs<'a> {
+  #[inline]
+  fn default() -> Self {
+    UserSummaryArgs {
+      name: None,
+      iterations: 0,
+    }
+  }
+}
+
+pub struct UserSummaryBuilder<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> {
+  fbb_: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>,
+  start_: ::flatbuffers::WIPOffset<::flatbuffers::TableUnfinishedWIPOffset>,
+}
+impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> UserSummaryBuilder<'a, 'b, A> {
+  #[inline]
+  pub fn add_name(&mut self, name: ::flatbuffers::WIPOffset<&'b  str>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(UserSummary::VT_NAME, name);
+  }
+  #[inline]
+  pub fn add_iterations(&mut self, iterations: u32) {
+    self.fbb_.push_slot::<u32>(UserSummary::VT_ITERATIONS, iterations, 0);
+  }
+  #[inline]
+  pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> UserSummaryBuilder<'a, 'b, A> {
+    let start = _fbb.start_table();
+    UserSummaryBuilder {
+      fbb_: _fbb,
+      start_: start,
+    }
+  }
+  #[inline]
+  pub fn finish(self) -> ::flatbuffers::WIPOffset<UserSummary<'a>> {
+    let o = self.fbb_.end_table(self.start_);
+    ::flatbuffers::WIPOffset::new(o.value())
+  }
+}
+
+impl ::core::fmt::Debug for UserSummary<'_> {
+  fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
+    let mut ds = f.debug_struct("UserSummary");
+      ds.field("name", &self.name());
+      ds.field("iterations", &self.iterations());
+      ds.finish()
+  }
+}
+pub enum ListUsersResponseOffset {}
+#[derive(Copy, Clone, PartialEq)]
+
+pub struct ListUsersResponse<'a> {
+  pub _tab: ::flatbuffers::Table<'a>,
+}
+
+impl<'a> ::flatbuffers::Follow<'a> for ListUsersResponse<'a> {
+  type Inner = ListUsersResponse<'a>;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    Self { _tab: unsafe { ::flatbuffers::Table::new(buf, loc) } }
+  }
+}
+
+impl<'a> ListUsersResponse<'a> {
+  pub const VT_USERS: ::flatbuffers::VOffsetT = 4;
+
+  #[inline]
+  pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
+    ListUsersResponse { _tab: table }
+  }
+  #[allow(unused_mut)]
+  pub fn create<'bldr: 'args, 'args: 'mut_bldr, 'mut_bldr, A: ::flatbuffers::Allocator + 'bldr>(
+    _fbb: &'mut_bldr mut ::flatbuffers::FlatBufferBuilder<'bldr, A>,
+    args: &'args ListUsersResponseArgs<'args>
+  ) -> ::flatbuffers::WIPOffset<ListUsersResponse<'bldr>> {
+    let mut builder = ListUsersResponseBuilder::new(_fbb);
+    if let Some(x) = args.users { builder.add_users(x); }
+    builder.finish()
+  }
+
+
+  #[inline]
+  pub fn users(&self) -> Option<::flatbuffers::Vector<'a, ::flatbuffers::ForwardsUOffset<UserSummary<'a>>>> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'a, ::flatbuffers::ForwardsUOffset<UserSummary>>>>(ListUsersResponse::VT_USERS, None)}
+  }
+}
+
+impl ::flatbuffers::Verifiable for ListUsersResponse<'_> {
+  #[inline]
+  fn run_verifier(
+    v: &mut ::flatbuffers::Verifier, pos: usize
+  ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
+    v.visit_table(pos)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'_, ::flatbuffers::ForwardsUOffset<UserSummary>>>>("users", Self::VT_USERS, false)?
+     .finish();
+    Ok(())
+  }
+}
+pub struct ListUsersResponseArgs<'a> {
+    pub users: Option<::flatbuffers::WIPOffset<::flatbuffers::Vector<'a, ::flatbuffers::ForwardsUOffset<UserSummary<'a>>>>>,
+}
+impl<'a> Default for ListUsersResponseArgs<'a> {
+  #[inline]
+  fn default() -> Self {
+    ListUsersResponseArgs {
+      users: None,
+    }
+  }
+}
+
+pub struct ListUsersResponseBuilder<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> {
+  fbb_: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>,
+  start_: ::flatbuffers::WIPOffset<::flatbuffers::TableUnfinishedWIPOffset>,
+}
+impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> ListUsersResponseBuilder<'a, 'b, A> {
+  #[inline]
+  pub fn add_users(&mut self, users: ::flatbuffers::WIPOffset<::flatbuffers::Vector<'b , ::flatbuffers::ForwardsUOffset<UserSummary<'b >>>>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(ListUsersResponse::VT_USERS, users);
+  }
+  #[inline]
+  pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> ListUsersResponseBuilder<'a, 'b, A> {
+    let start = _fbb.start_table();
+    ListUsersResponseBuilder {
+      fbb_: _fbb,
+      start_: start,
+    }
+  }
+  #[inline]
+  pub fn finish(self) -> ::flatbuffers::WIPOffset<ListUsersResponse<'a>> {
+    let o = self.fbb_.end_table(self.start_);
+    ::flatbuffers::WIPOffset::new(o.value())
+  }
+}
+
+impl ::core::fmt::Debug for ListUsersResponse<'_> {
+  fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
+    let mut ds = f.debug_struct("ListUsersResponse");
+      ds.field("users", &self.users());
+      ds.finish()
+  }
+}
+pub enum AclRuleOffset {}
+#[derive(Copy, Clone, PartialEq)]
+
+/// An access rule, as `keel acl` writes it.
+pub struct AclRule<'a> {
+  pub _tab: ::flatbuffers::Table<'a>,
+}
+
+impl<'a> ::flatbuffers::Follow<'a> for AclRule<'a> {
+  type Inner = AclRule<'a>;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    Self { _tab: unsafe { ::flatbuffers::Table::new(buf, loc) } }
+  }
+}
+
+impl<'a> AclRule<'a> {
+  pub const VT_PRINCIPAL: ::flatbuffers::VOffsetT = 4;
+  pub const VT_PATTERN: ::flatbuffers::VOffsetT = 6;
+  pub const VT_OPERATION: ::flatbuffers::VOffsetT = 8;
+  pub const VT_ALLOW: ::flatbuffers::VOffsetT = 10;
+
+  #[inline]
+  pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
+    AclRule { _tab: table }
+  }
+  #[allow(unused_mut)]
+  pub fn create<'bldr: 'args, 'args: 'mut_bldr, 'mut_bldr, A: ::flatbuffers::Allocator + 'bldr>(
+    _fbb: &'mut_bldr mut ::flatbuffers::FlatBufferBuilder<'bldr, A>,
+    args: &'args AclRuleArgs<'args>
+  ) -> ::flatbuffers::WIPOffset<AclRule<'bldr>> {
+    let mut builder = AclRuleBuilder::new(_fbb);
+    if let Some(x) = args.operation { builder.add_operation(x); }
+    if let Some(x) = args.pattern { builder.add_pattern(x); }
+    if let Some(x) = args.principal { builder.add_principal(x); }
+    builder.add_allow(args.allow);
+    builder.finish()
+  }
+
+
+  /// The principal (a user, or a client certificate's common name); absent: everyone
+  /// authenticated.
+  #[inline]
+  pub fn principal(&self) -> Option<&'a str> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<&str>>(AclRule::VT_PRINCIPAL, None)}
+  }
+  /// "topic:NAME", "topic:PREFIX*", "group:NAME", "group:PREFIX*" or "cluster".
+  #[inline]
+  pub fn pattern(&self) -> Option<&'a str> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<&str>>(AclRule::VT_PATTERN, None)}
+  }
+  /// "produce", "fetch", "create", "delete", "describe", "alter", "admin"; absent: all.
+  #[inline]
+  pub fn operation(&self) -> Option<&'a str> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<&str>>(AclRule::VT_OPERATION, None)}
+  }
+  #[inline]
+  pub fn allow(&self) -> bool {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<bool>(AclRule::VT_ALLOW, Some(false)).unwrap()}
+  }
+}
+
+impl ::flatbuffers::Verifiable for AclRule<'_> {
+  #[inline]
+  fn run_verifier(
+    v: &mut ::flatbuffers::Verifier, pos: usize
+  ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
+    v.visit_table(pos)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<&str>>("principal", Self::VT_PRINCIPAL, false)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<&str>>("pattern", Self::VT_PATTERN, false)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<&str>>("operation", Self::VT_OPERATION, false)?
+     .visit_field::<bool>("allow", Self::VT_ALLOW, false)?
+     .finish();
+    Ok(())
+  }
+}
+pub struct AclRuleArgs<'a> {
+    pub principal: Option<::flatbuffers::WIPOffset<&'a str>>,
+    pub pattern: Option<::flatbuffers::WIPOffset<&'a str>>,
+    pub operation: Option<::flatbuffers::WIPOffset<&'a str>>,
+    pub allow: bool,
+}
+impl<'a> Default for AclRuleArgs<'a> {
+  #[inline]
+  fn default() -> Self {
+    AclRuleArgs {
+      principal: None,
+      pattern: None,
+      operation: None,
+      allow: false,
+    }
+  }
+}
+
+pub struct AclRuleBuilder<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> {
+  fbb_: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>,
+  start_: ::flatbuffers::WIPOffset<::flatbuffers::TableUnfinishedWIPOffset>,
+}
+impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> AclRuleBuilder<'a, 'b, A> {
+  #[inline]
+  pub fn add_principal(&mut self, principal: ::flatbuffers::WIPOffset<&'b  str>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(AclRule::VT_PRINCIPAL, principal);
+  }
+  #[inline]
+  pub fn add_pattern(&mut self, pattern: ::flatbuffers::WIPOffset<&'b  str>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(AclRule::VT_PATTERN, pattern);
+  }
+  #[inline]
+  pub fn add_operation(&mut self, operation: ::flatbuffers::WIPOffset<&'b  str>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(AclRule::VT_OPERATION, operation);
+  }
+  #[inline]
+  pub fn add_allow(&mut self, allow: bool) {
+    self.fbb_.push_slot::<bool>(AclRule::VT_ALLOW, allow, false);
+  }
+  #[inline]
+  pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> AclRuleBuilder<'a, 'b, A> {
+    let start = _fbb.start_table();
+    AclRuleBuilder {
+      fbb_: _fbb,
+      start_: start,
+    }
+  }
+  #[inline]
+  pub fn finish(self) -> ::flatbuffers::WIPOffset<AclRule<'a>> {
+    let o = self.fbb_.end_table(self.start_);
+    ::flatbuffers::WIPOffset::new(o.value())
+  }
+}
+
+impl ::core::fmt::Debug for AclRule<'_> {
+  fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
+    let mut ds = f.debug_struct("AclRule");
+      ds.field("principal", &self.principal());
+      ds.field("pattern", &self.pattern());
+      ds.field("operation", &self.operation());
+      ds.field("allow", &self.allow());
+      ds.finish()
+  }
+}
+pub enum ChangeAclRequestOffset {}
+#[derive(Copy, Clone, PartialEq)]
+
+/// Adds a rule (`remove` false) or removes one.
+pub struct ChangeAclRequest<'a> {
+  pub _tab: ::flatbuffers::Table<'a>,
+}
+
+impl<'a> ::flatbuffers::Follow<'a> for ChangeAclRequest<'a> {
+  type Inner = ChangeAclRequest<'a>;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    Self { _tab: unsafe { ::flatbuffers::Table::new(buf, loc) } }
+  }
+}
+
+impl<'a> ChangeAclRequest<'a> {
+  pub const VT_REMOVE: ::flatbuffers::VOffsetT = 4;
+  pub const VT_RULE: ::flatbuffers::VOffsetT = 6;
+
+  #[inline]
+  pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
+    ChangeAclRequest { _tab: table }
+  }
+  #[allow(unused_mut)]
+  pub fn create<'bldr: 'args, 'args: 'mut_bldr, 'mut_bldr, A: ::flatbuffers::Allocator + 'bldr>(
+    _fbb: &'mut_bldr mut ::flatbuffers::FlatBufferBuilder<'bldr, A>,
+    args: &'args ChangeAclRequestArgs<'args>
+  ) -> ::flatbuffers::WIPOffset<ChangeAclRequest<'bldr>> {
+    let mut builder = ChangeAclRequestBuilder::new(_fbb);
+    if let Some(x) = args.rule { builder.add_rule(x); }
+    builder.add_remove(args.remove);
+    builder.finish()
+  }
+
+
+  #[inline]
+  pub fn remove(&self) -> bool {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<bool>(ChangeAclRequest::VT_REMOVE, Some(false)).unwrap()}
+  }
+  #[inline]
+  pub fn rule(&self) -> Option<AclRule<'a>> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<AclRule>>(ChangeAclRequest::VT_RULE, None)}
+  }
+}
+
+impl ::flatbuffers::Verifiable for ChangeAclRequest<'_> {
+  #[inline]
+  fn run_verifier(
+    v: &mut ::flatbuffers::Verifier, pos: usize
+  ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
+    v.visit_table(pos)?
+     .visit_field::<bool>("remove", Self::VT_REMOVE, false)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<AclRule>>("rule", Self::VT_RULE, false)?
+     .finish();
+    Ok(())
+  }
+}
+pub struct ChangeAclRequestArgs<'a> {
+    pub remove: bool,
+    pub rule: Option<::flatbuffers::WIPOffset<AclRule<'a>>>,
+}
+impl<'a> Default for ChangeAclRequestArgs<'a> {
+  #[inline]
+  fn default() -> Self {
+    ChangeAclRequestArgs {
+      remove: false,
+      rule: None,
+    }
+  }
+}
+
+pub struct ChangeAclRequestBuilder<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> {
+  fbb_: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>,
+  start_: ::flatbuffers::WIPOffset<::flatbuffers::TableUnfinishedWIPOffset>,
+}
+impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> ChangeAclRequestBuilder<'a, 'b, A> {
+  #[inline]
+  pub fn add_remove(&mut self, remove: bool) {
+    self.fbb_.push_slot::<bool>(ChangeAclRequest::VT_REMOVE, remove, false);
+  }
+  #[inline]
+  pub fn add_rule(&mut self, rule: ::flatbuffers::WIPOffset<AclRule<'b >>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<AclRule>>(ChangeAclRequest::VT_RULE, rule);
+  }
+  #[inline]
+  pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> ChangeAclRequestBuilder<'a, 'b, A> {
+    let start = _fbb.start_table();
+    ChangeAclRequestBuilder {
+      fbb_: _fbb,
+      start_: start,
+    }
+  }
+  #[inline]
+  pub fn finish(self) -> ::flatbuffers::WIPOffset<ChangeAclRequest<'a>> {
+    let o = self.fbb_.end_table(self.start_);
+    ::flatbuffers::WIPOffset::new(o.value())
+  }
+}
+
+impl ::core::fmt::Debug for ChangeAclRequest<'_> {
+  fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
+    let mut ds = f.debug_struct("ChangeAclRequest");
+      ds.field("remove", &self.remove());
+      ds.field("rule", &self.rule());
+      ds.finish()
+  }
+}
+pub enum ChangeAclResponseOffset {}
+#[derive(Copy, Clone, PartialEq)]
+
+pub struct ChangeAclResponse<'a> {
+  pub _tab: ::flatbuffers::Table<'a>,
+}
+
+impl<'a> ::flatbuffers::Follow<'a> for ChangeAclResponse<'a> {
+  type Inner = ChangeAclResponse<'a>;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    Self { _tab: unsafe { ::flatbuffers::Table::new(buf, loc) } }
+  }
+}
+
+impl<'a> ChangeAclResponse<'a> {
+  pub const VT_CHANGED: ::flatbuffers::VOffsetT = 4;
+
+  #[inline]
+  pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
+    ChangeAclResponse { _tab: table }
+  }
+  #[allow(unused_mut)]
+  pub fn create<'bldr: 'args, 'args: 'mut_bldr, 'mut_bldr, A: ::flatbuffers::Allocator + 'bldr>(
+    _fbb: &'mut_bldr mut ::flatbuffers::FlatBufferBuilder<'bldr, A>,
+    args: &'args ChangeAclResponseArgs
+  ) -> ::flatbuffers::WIPOffset<ChangeAclResponse<'bldr>> {
+    let mut builder = ChangeAclResponseBuilder::new(_fbb);
+    builder.add_changed(args.changed);
+    builder.finish()
+  }
+
+
+  #[inline]
+  pub fn changed(&self) -> bool {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<bool>(ChangeAclResponse::VT_CHANGED, Some(false)).unwrap()}
+  }
+}
+
+impl ::flatbuffers::Verifiable for ChangeAclResponse<'_> {
+  #[inline]
+  fn run_verifier(
+    v: &mut ::flatbuffers::Verifier, pos: usize
+  ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
+    v.visit_table(pos)?
+     .visit_field::<bool>("changed", Self::VT_CHANGED, false)?
+     .finish();
+    Ok(())
+  }
+}
+pub struct ChangeAclResponseArgs {
+    pub changed: bool,
+}
+impl<'a> Default for ChangeAclResponseArgs {
+  #[inline]
+  fn default() -> Self {
+    ChangeAclResponseArgs {
+      changed: false,
+    }
+  }
+}
+
+pub struct ChangeAclResponseBuilder<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> {
+  fbb_: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>,
+  start_: ::flatbuffers::WIPOffset<::flatbuffers::TableUnfinishedWIPOffset>,
+}
+impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> ChangeAclResponseBuilder<'a, 'b, A> {
+  #[inline]
+  pub fn add_changed(&mut self, changed: bool) {
+    self.fbb_.push_slot::<bool>(ChangeAclResponse::VT_CHANGED, changed, false);
+  }
+  #[inline]
+  pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> ChangeAclResponseBuilder<'a, 'b, A> {
+    let start = _fbb.start_table();
+    ChangeAclResponseBuilder {
+      fbb_: _fbb,
+      start_: start,
+    }
+  }
+  #[inline]
+  pub fn finish(self) -> ::flatbuffers::WIPOffset<ChangeAclResponse<'a>> {
+    let o = self.fbb_.end_table(self.start_);
+    ::flatbuffers::WIPOffset::new(o.value())
+  }
+}
+
+impl ::core::fmt::Debug for ChangeAclResponse<'_> {
+  fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
+    let mut ds = f.debug_struct("ChangeAclResponse");
+      ds.field("changed", &self.changed());
+      ds.finish()
+  }
+}
+pub enum ListAclsRequestOffset {}
+#[derive(Copy, Clone, PartialEq)]
+
+/// The rules, those naming `principal` only when it is given.
+pub struct ListAclsRequest<'a> {
+  pub _tab: ::flatbuffers::Table<'a>,
+}
+
+impl<'a> ::flatbuffers::Follow<'a> for ListAclsRequest<'a> {
+  type Inner = ListAclsRequest<'a>;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    Self { _tab: unsafe { ::flatbuffers::Table::new(buf, loc) } }
+  }
+}
+
+impl<'a> ListAclsRequest<'a> {
+  pub const VT_PRINCIPAL: ::flatbuffers::VOffsetT = 4;
+
+  #[inline]
+  pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
+    ListAclsRequest { _tab: table }
+  }
+  #[allow(unused_mut)]
+  pub fn create<'bldr: 'args, 'args: 'mut_bldr, 'mut_bldr, A: ::flatbuffers::Allocator + 'bldr>(
+    _fbb: &'mut_bldr mut ::flatbuffers::FlatBufferBuilder<'bldr, A>,
+    args: &'args ListAclsRequestArgs<'args>
+  ) -> ::flatbuffers::WIPOffset<ListAclsRequest<'bldr>> {
+    let mut builder = ListAclsRequestBuilder::new(_fbb);
+    if let Some(x) = args.principal { builder.add_principal(x); }
+    builder.finish()
+  }
+
+
+  #[inline]
+  pub fn principal(&self) -> Option<&'a str> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<&str>>(ListAclsRequest::VT_PRINCIPAL, None)}
+  }
+}
+
+impl ::flatbuffers::Verifiable for ListAclsRequest<'_> {
+  #[inline]
+  fn run_verifier(
+    v: &mut ::flatbuffers::Verifier, pos: usize
+  ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
+    v.visit_table(pos)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<&str>>("principal", Self::VT_PRINCIPAL, false)?
+     .finish();
+    Ok(())
+  }
+}
+pub struct ListAclsRequestArgs<'a> {
+    pub principal: Option<::flatbuffers::WIPOffset<&'a str>>,
+}
+impl<'a> Default for ListAclsRequestArgs<'a> {
+  #[inline]
+  fn default() -> Self {
+    ListAclsRequestArgs {
+      principal: None,
+    }
+  }
+}
+
+pub struct ListAclsRequestBuilder<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> {
+  fbb_: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>,
+  start_: ::flatbuffers::WIPOffset<::flatbuffers::TableUnfinishedWIPOffset>,
+}
+impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> ListAclsRequestBuilder<'a, 'b, A> {
+  #[inline]
+  pub fn add_principal(&mut self, principal: ::flatbuffers::WIPOffset<&'b  str>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(ListAclsRequest::VT_PRINCIPAL, principal);
+  }
+  #[inline]
+  pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> ListAclsRequestBuilder<'a, 'b, A> {
+    let start = _fbb.start_table();
+    ListAclsRequestBuilder {
+      fbb_: _fbb,
+      start_: start,
+    }
+  }
+  #[inline]
+  pub fn finish(self) -> ::flatbuffers::WIPOffset<ListAclsRequest<'a>> {
+    let o = self.fbb_.end_table(self.start_);
+    ::flatbuffers::WIPOffset::new(o.value())
+  }
+}
+
+impl ::core::fmt::Debug for ListAclsRequest<'_> {
+  fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
+    let mut ds = f.debug_struct("ListAclsRequest");
+      ds.field("principal", &self.principal());
+      ds.finish()
+  }
+}
+pub enum ListAclsResponseOffset {}
+#[derive(Copy, Clone, PartialEq)]
+
+pub struct ListAclsResponse<'a> {
+  pub _tab: ::flatbuffers::Table<'a>,
+}
+
+impl<'a> ::flatbuffers::Follow<'a> for ListAclsResponse<'a> {
+  type Inner = ListAclsResponse<'a>;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    Self { _tab: unsafe { ::flatbuffers::Table::new(buf, loc) } }
+  }
+}
+
+impl<'a> ListAclsResponse<'a> {
+  pub const VT_RULES: ::flatbuffers::VOffsetT = 4;
+
+  #[inline]
+  pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
+    ListAclsResponse { _tab: table }
+  }
+  #[allow(unused_mut)]
+  pub fn create<'bldr: 'args, 'args: 'mut_bldr, 'mut_bldr, A: ::flatbuffers::Allocator + 'bldr>(
+    _fbb: &'mut_bldr mut ::flatbuffers::FlatBufferBuilder<'bldr, A>,
+    args: &'args ListAclsResponseArgs<'args>
+  ) -> ::flatbuffers::WIPOffset<ListAclsResponse<'bldr>> {
+    let mut builder = ListAclsResponseBuilder::new(_fbb);
+    if let Some(x) = args.rules { builder.add_rules(x); }
+    builder.finish()
+  }
+
+
+  #[inline]
+  pub fn rules(&self) -> Option<::flatbuffers::Vector<'a, ::flatbuffers::ForwardsUOffset<AclRule<'a>>>> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'a, ::flatbuffers::ForwardsUOffset<AclRule>>>>(ListAclsResponse::VT_RULES, None)}
+  }
+}
+
+impl ::flatbuffers::Verifiable for ListAclsResponse<'_> {
+  #[inline]
+  fn run_verifier(
+    v: &mut ::flatbuffers::Verifier, pos: usize
+  ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
+    v.visit_table(pos)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'_, ::flatbuffers::ForwardsUOffset<AclRule>>>>("rules", Self::VT_RULES, false)?
+     .finish();
+    Ok(())
+  }
+}
+pub struct ListAclsResponseArgs<'a> {
+    pub rules: Option<::flatbuffers::WIPOffset<::flatbuffers::Vector<'a, ::flatbuffers::ForwardsUOffset<AclRule<'a>>>>>,
+}
+impl<'a> Default for ListAclsResponseArgs<'a> {
+  #[inline]
+  fn default() -> Self {
+    ListAclsResponseArgs {
+      rules: None,
+    }
+  }
+}
+
+pub struct ListAclsResponseBuilder<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> {
+  fbb_: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>,
+  start_: ::flatbuffers::WIPOffset<::flatbuffers::TableUnfinishedWIPOffset>,
+}
+impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> ListAclsResponseBuilder<'a, 'b, A> {
+  #[inline]
+  pub fn add_rules(&mut self, rules: ::flatbuffers::WIPOffset<::flatbuffers::Vector<'b , ::flatbuffers::ForwardsUOffset<AclRule<'b >>>>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(ListAclsResponse::VT_RULES, rules);
+  }
+  #[inline]
+  pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> ListAclsResponseBuilder<'a, 'b, A> {
+    let start = _fbb.start_table();
+    ListAclsResponseBuilder {
+      fbb_: _fbb,
+      start_: start,
+    }
+  }
+  #[inline]
+  pub fn finish(self) -> ::flatbuffers::WIPOffset<ListAclsResponse<'a>> {
+    let o = self.fbb_.end_table(self.start_);
+    ::flatbuffers::WIPOffset::new(o.value())
+  }
+}
+
+impl ::core::fmt::Debug for ListAclsResponse<'_> {
+  fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
+    let mut ds = f.debug_struct("ListAclsResponse");
+      ds.field("rules", &self.rules());
+      ds.finish()
+  }
+}
 pub enum RequestOffset {}
 #[derive(Copy, Clone, PartialEq)]
 
@@ -10176,6 +11578,81 @@ impl<'a> Request<'a> {
     }
   }
 
+  #[inline]
+  #[allow(non_snake_case)]
+  pub fn body_as_authenticate_request(&self) -> Option<AuthenticateRequest<'a>> {
+    if self.body_type() == RequestBody::AuthenticateRequest {
+      self.body().map(|t| {
+       // Safety:
+       // Created from a valid Table for this object
+       // Which contains a valid union in this slot
+       unsafe { AuthenticateRequest::init_from_table(t) }
+     })
+    } else {
+      None
+    }
+  }
+
+  #[inline]
+  #[allow(non_snake_case)]
+  pub fn body_as_change_user_request(&self) -> Option<ChangeUserRequest<'a>> {
+    if self.body_type() == RequestBody::ChangeUserRequest {
+      self.body().map(|t| {
+       // Safety:
+       // Created from a valid Table for this object
+       // Which contains a valid union in this slot
+       unsafe { ChangeUserRequest::init_from_table(t) }
+     })
+    } else {
+      None
+    }
+  }
+
+  #[inline]
+  #[allow(non_snake_case)]
+  pub fn body_as_list_users_request(&self) -> Option<ListUsersRequest<'a>> {
+    if self.body_type() == RequestBody::ListUsersRequest {
+      self.body().map(|t| {
+       // Safety:
+       // Created from a valid Table for this object
+       // Which contains a valid union in this slot
+       unsafe { ListUsersRequest::init_from_table(t) }
+     })
+    } else {
+      None
+    }
+  }
+
+  #[inline]
+  #[allow(non_snake_case)]
+  pub fn body_as_change_acl_request(&self) -> Option<ChangeAclRequest<'a>> {
+    if self.body_type() == RequestBody::ChangeAclRequest {
+      self.body().map(|t| {
+       // Safety:
+       // Created from a valid Table for this object
+       // Which contains a valid union in this slot
+       unsafe { ChangeAclRequest::init_from_table(t) }
+     })
+    } else {
+      None
+    }
+  }
+
+  #[inline]
+  #[allow(non_snake_case)]
+  pub fn body_as_list_acls_request(&self) -> Option<ListAclsRequest<'a>> {
+    if self.body_type() == RequestBody::ListAclsRequest {
+      self.body().map(|t| {
+       // Safety:
+       // Created from a valid Table for this object
+       // Which contains a valid union in this slot
+       unsafe { ListAclsRequest::init_from_table(t) }
+     })
+    } else {
+      None
+    }
+  }
+
 }
 
 impl ::flatbuffers::Verifiable for Request<'_> {
@@ -10210,6 +11687,11 @@ impl ::flatbuffers::Verifiable for Request<'_> {
           RequestBody::PlanMovesRequest => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<PlanMovesRequest>>("RequestBody::PlanMovesRequest", pos),
           RequestBody::SetNodeStateRequest => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<SetNodeStateRequest>>("RequestBody::SetNodeStateRequest", pos),
           RequestBody::JoinClusterRequest => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<JoinClusterRequest>>("RequestBody::JoinClusterRequest", pos),
+          RequestBody::AuthenticateRequest => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<AuthenticateRequest>>("RequestBody::AuthenticateRequest", pos),
+          RequestBody::ChangeUserRequest => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<ChangeUserRequest>>("RequestBody::ChangeUserRequest", pos),
+          RequestBody::ListUsersRequest => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<ListUsersRequest>>("RequestBody::ListUsersRequest", pos),
+          RequestBody::ChangeAclRequest => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<ChangeAclRequest>>("RequestBody::ChangeAclRequest", pos),
+          RequestBody::ListAclsRequest => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<ListAclsRequest>>("RequestBody::ListAclsRequest", pos),
           _ => Ok(()),
         }
      })?
@@ -10427,6 +11909,41 @@ impl ::core::fmt::Debug for Request<'_> {
         },
         RequestBody::JoinClusterRequest => {
           if let Some(x) = self.body_as_join_cluster_request() {
+            ds.field("body", &x)
+          } else {
+            ds.field("body", &"InvalidFlatbuffer: Union discriminant does not match value.")
+          }
+        },
+        RequestBody::AuthenticateRequest => {
+          if let Some(x) = self.body_as_authenticate_request() {
+            ds.field("body", &x)
+          } else {
+            ds.field("body", &"InvalidFlatbuffer: Union discriminant does not match value.")
+          }
+        },
+        RequestBody::ChangeUserRequest => {
+          if let Some(x) = self.body_as_change_user_request() {
+            ds.field("body", &x)
+          } else {
+            ds.field("body", &"InvalidFlatbuffer: Union discriminant does not match value.")
+          }
+        },
+        RequestBody::ListUsersRequest => {
+          if let Some(x) = self.body_as_list_users_request() {
+            ds.field("body", &x)
+          } else {
+            ds.field("body", &"InvalidFlatbuffer: Union discriminant does not match value.")
+          }
+        },
+        RequestBody::ChangeAclRequest => {
+          if let Some(x) = self.body_as_change_acl_request() {
+            ds.field("body", &x)
+          } else {
+            ds.field("body", &"InvalidFlatbuffer: Union discriminant does not match value.")
+          }
+        },
+        RequestBody::ListAclsRequest => {
+          if let Some(x) = self.body_as_list_acls_request() {
             ds.field("body", &x)
           } else {
             ds.field("body", &"InvalidFlatbuffer: Union discriminant does not match value.")
@@ -10838,6 +12355,81 @@ impl<'a> Response<'a> {
     }
   }
 
+  #[inline]
+  #[allow(non_snake_case)]
+  pub fn body_as_authenticate_response(&self) -> Option<AuthenticateResponse<'a>> {
+    if self.body_type() == ResponseBody::AuthenticateResponse {
+      self.body().map(|t| {
+       // Safety:
+       // Created from a valid Table for this object
+       // Which contains a valid union in this slot
+       unsafe { AuthenticateResponse::init_from_table(t) }
+     })
+    } else {
+      None
+    }
+  }
+
+  #[inline]
+  #[allow(non_snake_case)]
+  pub fn body_as_change_user_response(&self) -> Option<ChangeUserResponse<'a>> {
+    if self.body_type() == ResponseBody::ChangeUserResponse {
+      self.body().map(|t| {
+       // Safety:
+       // Created from a valid Table for this object
+       // Which contains a valid union in this slot
+       unsafe { ChangeUserResponse::init_from_table(t) }
+     })
+    } else {
+      None
+    }
+  }
+
+  #[inline]
+  #[allow(non_snake_case)]
+  pub fn body_as_list_users_response(&self) -> Option<ListUsersResponse<'a>> {
+    if self.body_type() == ResponseBody::ListUsersResponse {
+      self.body().map(|t| {
+       // Safety:
+       // Created from a valid Table for this object
+       // Which contains a valid union in this slot
+       unsafe { ListUsersResponse::init_from_table(t) }
+     })
+    } else {
+      None
+    }
+  }
+
+  #[inline]
+  #[allow(non_snake_case)]
+  pub fn body_as_change_acl_response(&self) -> Option<ChangeAclResponse<'a>> {
+    if self.body_type() == ResponseBody::ChangeAclResponse {
+      self.body().map(|t| {
+       // Safety:
+       // Created from a valid Table for this object
+       // Which contains a valid union in this slot
+       unsafe { ChangeAclResponse::init_from_table(t) }
+     })
+    } else {
+      None
+    }
+  }
+
+  #[inline]
+  #[allow(non_snake_case)]
+  pub fn body_as_list_acls_response(&self) -> Option<ListAclsResponse<'a>> {
+    if self.body_type() == ResponseBody::ListAclsResponse {
+      self.body().map(|t| {
+       // Safety:
+       // Created from a valid Table for this object
+       // Which contains a valid union in this slot
+       unsafe { ListAclsResponse::init_from_table(t) }
+     })
+    } else {
+      None
+    }
+  }
+
 }
 
 impl ::flatbuffers::Verifiable for Response<'_> {
@@ -10872,6 +12464,11 @@ impl ::flatbuffers::Verifiable for Response<'_> {
           ResponseBody::PlanMovesResponse => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<PlanMovesResponse>>("ResponseBody::PlanMovesResponse", pos),
           ResponseBody::SetNodeStateResponse => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<SetNodeStateResponse>>("ResponseBody::SetNodeStateResponse", pos),
           ResponseBody::JoinClusterResponse => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<JoinClusterResponse>>("ResponseBody::JoinClusterResponse", pos),
+          ResponseBody::AuthenticateResponse => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<AuthenticateResponse>>("ResponseBody::AuthenticateResponse", pos),
+          ResponseBody::ChangeUserResponse => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<ChangeUserResponse>>("ResponseBody::ChangeUserResponse", pos),
+          ResponseBody::ListUsersResponse => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<ListUsersResponse>>("ResponseBody::ListUsersResponse", pos),
+          ResponseBody::ChangeAclResponse => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<ChangeAclResponse>>("ResponseBody::ChangeAclResponse", pos),
+          ResponseBody::ListAclsResponse => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<ListAclsResponse>>("ResponseBody::ListAclsResponse", pos),
           _ => Ok(()),
         }
      })?
@@ -11089,6 +12686,41 @@ impl ::core::fmt::Debug for Response<'_> {
         },
         ResponseBody::JoinClusterResponse => {
           if let Some(x) = self.body_as_join_cluster_response() {
+            ds.field("body", &x)
+          } else {
+            ds.field("body", &"InvalidFlatbuffer: Union discriminant does not match value.")
+          }
+        },
+        ResponseBody::AuthenticateResponse => {
+          if let Some(x) = self.body_as_authenticate_response() {
+            ds.field("body", &x)
+          } else {
+            ds.field("body", &"InvalidFlatbuffer: Union discriminant does not match value.")
+          }
+        },
+        ResponseBody::ChangeUserResponse => {
+          if let Some(x) = self.body_as_change_user_response() {
+            ds.field("body", &x)
+          } else {
+            ds.field("body", &"InvalidFlatbuffer: Union discriminant does not match value.")
+          }
+        },
+        ResponseBody::ListUsersResponse => {
+          if let Some(x) = self.body_as_list_users_response() {
+            ds.field("body", &x)
+          } else {
+            ds.field("body", &"InvalidFlatbuffer: Union discriminant does not match value.")
+          }
+        },
+        ResponseBody::ChangeAclResponse => {
+          if let Some(x) = self.body_as_change_acl_response() {
+            ds.field("body", &x)
+          } else {
+            ds.field("body", &"InvalidFlatbuffer: Union discriminant does not match value.")
+          }
+        },
+        ResponseBody::ListAclsResponse => {
+          if let Some(x) = self.body_as_list_acls_response() {
             ds.field("body", &x)
           } else {
             ds.field("body", &"InvalidFlatbuffer: Union discriminant does not match value.")

@@ -7,11 +7,16 @@
 //! lost to a leader change is simply not made again), and never deleted (in data-group
 //! seeds they are created at the simulated controller instead). Their ids come
 //! from a range of their own, far above the ids the admin reserves for the main and the
-//! churned topic, so no two topics ever share an id. It checks nothing itself: every
+//! churned topic, so no two topics ever share an id. With every eighth topic a user and an
+//! access rule are proposed too (controller seeds only). It checks nothing itself: every
 //! replica ends with the same applied state (S5), and no frame goes over the limit (S8).
 
+use crate::broker::access::AccessEntry;
 use crate::broker::log_entry::BrokerEntry;
+use crate::constants::MIN_SCRAM_ITERATIONS;
 use crate::replication::events::Proposal;
+use crate::security::acl::{Operation, Pattern, Rule};
+use crate::security::scram::StoredCredential;
 use crate::sim::workload::Purpose;
 use crate::sim::world::{Event, World};
 
@@ -35,6 +40,34 @@ pub fn large_state_topic_name(index: u32) -> String {
         LARGE_STATE_TOPIC_NAME_BYTES - name.len(),
     ));
     name
+}
+
+/// Every this many large-state topics, a user and an access rule are created too (in
+/// the controller's own group): the snapshot carries them as well.
+const ACCESS_EVERY: u32 = 8;
+
+/// The user and the rule proposed with large-state topic `index`: a credential of fixed
+/// bytes (no key derivation: nothing authenticates in the simulator), a rule naming it.
+pub fn access_entries(index: u32) -> impl Iterator<Item = AccessEntry> {
+    let name = format!("user-{index:06}");
+    let byte = index as u8;
+    let credential = StoredCredential {
+        salt: vec![byte; 16],
+        iterations: MIN_SCRAM_ITERATIONS,
+        stored_key: [byte; 32],
+        server_key: [byte.wrapping_add(1); 32],
+    };
+    let rule = Rule {
+        principal: Some(name.clone()),
+        pattern: Pattern::TopicPrefix(format!("large-state-{index:06}")),
+        operation: Some(Operation::Produce),
+        allow: true,
+    };
+    [
+        AccessEntry::SetUser { name, credential },
+        AccessEntry::AddRule(rule),
+    ]
+    .into_iter()
 }
 
 impl World {
@@ -62,7 +95,7 @@ impl World {
         let end = (first + TOPICS_PER_WAKE).min(target);
         for index in first..end {
             let name = large_state_topic_name(index);
-            let data = BrokerEntry::CreateTopic {
+            let topic = BrokerEntry::CreateTopic {
                 topic_id: FIRST_TOPIC_ID + index,
                 partitions: 1,
                 name: &name,
@@ -70,15 +103,21 @@ impl World {
                 new_groups: Vec::new(),
             }
             .encode();
-            let request = self.workload.request(Purpose::LargeState);
-            self.propose(
-                leader,
-                Proposal {
-                    request,
-                    data,
-                    wait: false,
-                },
-            );
+            let mut entries = vec![topic];
+            if index % ACCESS_EVERY == 0 {
+                entries.extend(access_entries(index).map(|e| BrokerEntry::Access(e).encode()));
+            }
+            for data in entries {
+                let request = self.workload.request(Purpose::LargeState);
+                self.propose(
+                    leader,
+                    Proposal {
+                        request,
+                        data,
+                        wait: false,
+                    },
+                );
+            }
         }
         self.large_state_proposed = end;
     }
