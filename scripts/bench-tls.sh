@@ -1,13 +1,15 @@
 #!/usr/bin/env bash
-# What TLS costs: a plain local cluster (keel dev) and a secure one (keel dev --secure:
-# TLS for the client, mutual TLS between the three nodes) alternated, in the same minutes.
+# What security costs: a plain local cluster (keel dev) and a secure one (keel dev --secure:
+# TLS for the client, which authenticates with SCRAM-SHA-256 as a user of its own whose
+# every request is checked against an access rule; mutual TLS between the three nodes)
+# alternated, in the same minutes.
 #
 #   scripts/bench-tls.sh [ROUNDS=3] [DATA_DIR=keel-bench-tls]
 #
 # Each round, on a fresh cluster of each kind (acks=quorum, 1 KiB records, every flush
 # synced): closed loop with 1 request in flight (p50), max throughput with 1 record per
 # request (256 in flight) and with 100 per request (64 in flight). Prints the medians and
-# TLS against plain. Targets (issue 13, with SCRAM too): closed-loop p50 within +15%,
+# TLS+SCRAM against plain. Targets (issue 13): closed-loop p50 within +15%,
 # max throughput within -10%. scripts/bench-cluster.sh runs it after its own rounds.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -26,11 +28,21 @@ one() {
     rm -rf "$dir"
     if [ "$mode" = tls ]; then
         flags=(--secure)
-        tls=(--tls-ca "$dir/tls/ca.crt")
     fi
     "$keel" dev "${flags[@]}" --data-dir "$dir" --port 9900 >"$out/tls-dev.log" 2>&1 &
     dev=$!
     sleep 2.5
+    if [ "$mode" = tls ]; then
+        # A user of its own with one prefix rule, so every request is checked against
+        # the rules (the superuser would skip them).
+        local admin=(--bootstrap "$bootstrap" --tls-ca "$dir/tls/ca.crt" --user admin
+                     --password-file "$dir/tls/admin.password")
+        head -c 24 /dev/urandom | base64 >"$dir/tls/bench.password"
+        "$keel" user create bench --new-password-file "$dir/tls/bench.password" "${admin[@]}" >/dev/null
+        "$keel" acl add --principal bench --resource 'topic:keel-bench*' --operation all \
+            "${admin[@]}" >/dev/null
+        tls=(--tls-ca "$dir/tls/ca.crt" --user bench --password-file "$dir/tls/bench.password")
+    fi
     local run=("$keel" bench produce --bootstrap "$bootstrap" "${tls[@]}")
     "${run[@]}" --rate 2000 --duration 3s >/dev/null
     "${run[@]}" --rate 0 --window 1 --duration 10s >"$out/tls-$mode-closed-$round.txt"
@@ -51,7 +63,7 @@ out, rounds = sys.argv[1], int(sys.argv[2])
 def runs(mode, name, key):
     return [float(re.search(key + r"=([0-9.]+)", open(f"{out}/tls-{mode}-{name}-{r}.txt").read()).group(1))
             for r in range(1, rounds + 1)]
-print(f"TLS against plain (keel dev --secure: TLS to the client, mutual TLS between the nodes), medians of {rounds} rounds, alternated")
+print(f"TLS+SCRAM against plain (keel dev --secure: TLS and SCRAM for the client, mutual TLS between the nodes), medians of {rounds} rounds, alternated")
 for name, key, label, target in (("closed", "p50_us", "closed loop p50 (us)", "+15%"),
                                   ("max-1", "records_per_s", "max records/s, 1 per request", "-10%"),
                                   ("max-100", "records_per_s", "max records/s, 100 per request", "-10%")):

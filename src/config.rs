@@ -313,6 +313,12 @@ impl Default for NodeConfig {
 /// # rack = "east-1"
 /// peer_secret_file = "/etc/keel/peer.secret"   # the same secret file on every node
 /// replication_factor = 3         # replicas per data group; the same on every node
+/// # tls_cert = "/etc/keel/node.crt"   # with tls_key: clients speak TLS
+/// # tls_key = "/etc/keel/node.key"
+/// # tls_ca = "/etc/keel/ca.crt"       # mutual TLS between nodes; client certificates
+/// # client_auth = true                # clients authenticate (SCRAM or a certificate)
+/// # superusers = ["admin"]            # allowed everything
+/// # users_file = "/etc/keel/users"    # this node's own users (`keel user hash`)
 /// ```
 #[derive(Debug, Default, serde::Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -820,6 +826,33 @@ mod tests {
             ..in_cluster
         };
         assert!(secured.validate().is_ok());
+    }
+
+    #[test]
+    fn client_authentication_needs_a_superuser_and_superusers_need_it() {
+        let open_with_superuser = NodeConfig {
+            superusers: vec!["admin".into()],
+            ..NodeConfig::default()
+        };
+        let error = open_with_superuser.validate().unwrap_err().0;
+        assert!(error.contains("--client-auth"), "{error}");
+        let nobody = NodeConfig {
+            client_auth: true,
+            ..NodeConfig::default()
+        };
+        let error = nobody.validate().unwrap_err().0;
+        assert!(error.contains("--superuser"), "{error}");
+        let everyone = NodeConfig {
+            superusers: vec!["*".into()],
+            ..nobody
+        };
+        assert!(everyone.validate().is_err(), "* is not a principal");
+        let file: ConfigFile =
+            toml::from_str("client_auth = true\nsuperusers = [\"admin\"]\n").unwrap();
+        let mut config = NodeConfig::default();
+        file.apply(&mut config).unwrap();
+        assert!(config.client_auth && config.validate().is_ok());
+        assert_eq!(config.superusers, ["admin"]);
     }
 
     #[test]

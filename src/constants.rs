@@ -180,6 +180,16 @@ pub const TLS_HANDSHAKE_TIMEOUT: std::time::Duration = std::time::Duration::from
 /// the shard, and served connections go on.
 pub const MAX_TLS_HANDSHAKES_PER_SHARD: usize = 64;
 
+/// How long a client connection of a broker with `client_auth` may take to authenticate
+/// (TLS handshake done): a client authenticates at once (two round trips), a stranger
+/// holding connections open without doing so is closed.
+pub const AUTHENTICATION_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// Client connections of one shard that may be authenticating at once; one beyond evicts
+/// the oldest (`transport::opening`): unauthenticated connections never keep
+/// authenticated clients out, and each costs at most two SCRAM steps of work.
+pub const MAX_AUTHENTICATING_PER_SHARD: usize = 64;
+
 /// A SCRAM message (either side's) is a user name, nonces, a salt and a proof: one longer
 /// than this is refused unread.
 pub const MAX_SCRAM_MESSAGE_BYTES: usize = 1024;

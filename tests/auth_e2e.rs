@@ -262,3 +262,104 @@ fn a_client_certificate_names_its_principal_on_a_tls_broker() {
         "{refused:?}"
     );
 }
+
+/// Hostile input on the authentication path: 300 connections that never authenticate
+/// (silent, a request before authenticating, a malformed SCRAM message, an unknown
+/// mechanism) never keep a real client out; at most `MAX_AUTHENTICATING_PER_SHARD` of
+/// them stay open (a new one evicts the oldest), a malformed exchange is answered and
+/// closed, and the broker goes on.
+#[test]
+fn unauthenticated_connections_are_bounded_and_never_keep_a_client_out() {
+    use std::io::{Read, Write};
+    use std::net::TcpStream;
+    let root = tempfile::tempdir().unwrap();
+    let users = users_file(root.path());
+    let args: Vec<String> = [
+        "--client-auth",
+        "--superuser",
+        "admin",
+        "--users-file",
+        &users,
+    ]
+    .map(str::to_string)
+    .to_vec();
+    let broker = Broker::start_with_args(
+        &root.path().join("data"),
+        support::free_ports(1),
+        1,
+        "4MiB",
+        &args,
+    );
+    let address = broker.address(0);
+    let frame = |message: &str| {
+        let request = keel::client::connection::authenticate_request(1, message);
+        keel::protocol::frame::encode_frame(&request).unwrap()
+    };
+    // A malformed client-first message: answered AuthenticationFailed, then closed.
+    let mut malformed = TcpStream::connect(&address).unwrap();
+    malformed.write_all(&frame("not a SCRAM message")).unwrap();
+    malformed
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
+    let mut answer = Vec::new();
+    malformed
+        .read_to_end(&mut answer)
+        .expect("closed by the broker");
+    let response = keel::protocol::codec::decode_response(&answer[4..]).unwrap();
+    let error = response.error().unwrap();
+    assert_eq!(error.code(), ErrorCode::AuthenticationFailed);
+    assert!(
+        error.message().unwrap().contains("malformed SCRAM message"),
+        "{:?}",
+        error.message()
+    );
+    // 300 more that never authenticate.
+    let mut held = Vec::new();
+    for n in 0..300 {
+        let mut stream = TcpStream::connect(&address).unwrap();
+        match n % 3 {
+            0 => {}
+            1 => stream
+                .write_all(
+                    &keel::protocol::frame::encode_frame(
+                        &keel::protocol::codec::encode_metadata_request(7),
+                    )
+                    .unwrap(),
+                )
+                .unwrap(),
+            _ => stream.write_all(&frame("n,,n=admin,r=abc")).unwrap(),
+        }
+        held.push(stream);
+    }
+    // A real client gets in at once.
+    let started = Instant::now();
+    let mut admin = client_as(&address, Some(("admin", ADMIN_PASSWORD)));
+    retry("list topics as admin", || admin.list_topics());
+    assert!(started.elapsed() < Duration::from_secs(5));
+    // The broker closed all but the newest few (well before their 10 s were up).
+    let mut open = 0;
+    for stream in &mut held {
+        stream
+            .set_read_timeout(Some(Duration::from_millis(20)))
+            .unwrap();
+        let mut bytes = [0u8; 4096];
+        let closed = loop {
+            match stream.read(&mut bytes) {
+                Ok(0) => break true,
+                Ok(_) => continue,
+                Err(error) if error.kind() == std::io::ErrorKind::ConnectionReset => break true,
+                Err(_) => break false,
+            }
+        };
+        open += usize::from(!closed);
+    }
+    assert!(
+        open <= keel::constants::MAX_AUTHENTICATING_PER_SHARD,
+        "{open} unauthenticated connections still open"
+    );
+    assert!(
+        broker.log_tail().contains("too many at once"),
+        "{}",
+        broker.log_tail()
+    );
+}

@@ -197,7 +197,7 @@ pub(crate) fn scram_exchange(
 }
 
 /// One step's request: `message` under correlation id `id`.
-pub(crate) fn authenticate_request(id: u64, message: &str) -> Vec<u8> {
+pub fn authenticate_request(id: u64, message: &str) -> Vec<u8> {
     let mut builder = flatbuffers::FlatBufferBuilder::with_capacity(256);
     let mechanism = builder.create_string(SCRAM_SHA_256);
     let message = builder.create_string(message);

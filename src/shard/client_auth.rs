@@ -96,6 +96,12 @@ impl ConnectionAuth {
         }
     }
 
+    /// Whether the connection's principal is known (or authentication is off): it no
+    /// longer needs a place among the connections authenticating.
+    pub fn is_authenticated(&self) -> bool {
+        matches!(self.phase, Phase::Open) || self.principal.is_some()
+    }
+
     /// Decides about one frame of the handshake.
     pub fn admit(&mut self, groups: &HostedGroups, frame: &[u8]) -> Admission {
         let Ok(request) = decode_request(frame) else {

@@ -29,7 +29,9 @@
 //!
 //! With `client_auth` a connection is served only once authenticated (SCRAM-SHA-256 or
 //! a client certificate, `shard::client_auth`): until then the read loop looks at each
-//! frame itself; a failed exchange is answered and the connection closed.
+//! frame itself; a failed exchange is answered and the connection closed. It must
+//! authenticate within `AUTHENTICATION_TIMEOUT`, at most `MAX_AUTHENTICATING_PER_SHARD`
+//! at once (one beyond evicts the oldest, as TLS handshakes do).
 //!
 //! A frame longer than `max_frame_bytes` gets a `FrameTooLarge` answer (correlation id 0:
 //! the request is never read) naming the limit and its size; its bytes are dropped as they
@@ -47,8 +49,8 @@ use glommio::net::{TcpListener, TcpStream};
 use glommio::sync::{Semaphore, StaticPermit};
 
 use crate::constants::{
-    MAX_REQUEST_BYTES_PER_CONNECTION, MAX_REQUEST_BYTES_PER_SHARD, MAX_TLS_HANDSHAKES_PER_SHARD,
-    TLS_HANDSHAKE_TIMEOUT,
+    AUTHENTICATION_TIMEOUT, MAX_AUTHENTICATING_PER_SHARD, MAX_REQUEST_BYTES_PER_CONNECTION,
+    MAX_REQUEST_BYTES_PER_SHARD, MAX_TLS_HANDSHAKES_PER_SHARD, TLS_HANDSHAKE_TIMEOUT,
 };
 use crate::protocol::codec::decode_request;
 use crate::protocol::frame::FrameDecoder;
@@ -81,6 +83,7 @@ pub async fn serve(groups: Rc<HostedGroups>, listener: TcpListener, stopping: Rc
     let refusal_log = Rc::new(RefCell::new(RefusalLogLimiter::default()));
     let shard_bytes = Rc::new(ByteBound::new(MAX_REQUEST_BYTES_PER_SHARD));
     let handshaking = Opening::new(MAX_TLS_HANDSHAKES_PER_SHARD);
+    let authenticating = Opening::new(MAX_AUTHENTICATING_PER_SHARD);
     while !stopping.get() {
         let stream = match listener.accept().await {
             Ok(stream) => stream,
@@ -114,6 +117,7 @@ pub async fn serve(groups: Rc<HostedGroups>, listener: TcpListener, stopping: Rc
         });
         open.set(open.get() + 1);
         let (groups, open, refusal_log) = (groups.clone(), open.clone(), refusal_log.clone());
+        let authenticating = authenticating.clone();
         let budget = RequestBudget::new(shard_bytes.clone(), MAX_REQUEST_BYTES_PER_CONNECTION);
         glommio::spawn_local(async move {
             let stream = match tls {
@@ -124,7 +128,9 @@ pub async fn serve(groups: Rc<HostedGroups>, listener: TcpListener, stopping: Rc
                 None => Some(Stream::Plain(stream)),
             };
             if let Some(stream) = stream {
-                if let Err(error) = handle_connection(groups, stream, refusal_log, budget).await {
+                let connection =
+                    handle_connection(groups, stream, refusal_log, budget, authenticating);
+                if let Err(error) = connection.await {
                     tracing::debug!(%error, "connection closed");
                 }
             }
@@ -275,11 +281,22 @@ async fn handle_connection(
     stream: Stream,
     refusal_log: Rc<RefCell<RefusalLogLimiter>>,
     budget: RequestBudget,
+    authenticating: Rc<Opening>,
 ) -> std::io::Result<()> {
     stream.tcp().set_nodelay(true)?;
     let peer = stream.tcp().peer_addr().ok();
     let client_auth = groups.config().client_auth;
     let mut auth = ConnectionAuth::new(client_auth, stream.peer_certificate());
+    // Until it authenticates, the connection holds a place among those authenticating.
+    let mut auth_slot = (!auth.is_authenticated()).then(|| {
+        let (slot, evicted) = authenticating.enter();
+        if evicted {
+            let why = "the oldest unauthenticated connection closed for a new one: too many \
+                       at once";
+            log_refusal(&refusal_log, groups.shard_id, peer, why);
+        }
+        slot
+    });
     let (mut reader, writer) = futures_lite::io::split(stream);
     // Every queued answer holds an in-flight slot (the read loop's error answers too), so
     // the queue never fills and a task never waits to hand its answer over.
@@ -305,7 +322,28 @@ async fn handle_connection(
     let mut decoder = FrameDecoder::new(groups.first().config.max_frame_bytes);
     let mut buffer = vec![0u8; READ_BUFFER_BYTES];
     'reading: loop {
-        let count = reader.read(&mut buffer).await?;
+        if auth_slot.is_some() && auth.is_authenticated() {
+            auth_slot = None;
+        }
+        let count = match &auth_slot {
+            None => reader.read(&mut buffer).await?,
+            Some(slot) => {
+                let out_of_time = async {
+                    let why = slot
+                        .out_of_time(AUTHENTICATION_TIMEOUT, "authentication")
+                        .await;
+                    Err(std::io::Error::new(std::io::ErrorKind::TimedOut, why))
+                };
+                match futures_lite::future::or(reader.read(&mut buffer), out_of_time).await {
+                    Ok(count) => count,
+                    Err(error) if error.kind() == std::io::ErrorKind::TimedOut => {
+                        log_refusal(&refusal_log, groups.shard_id, peer, &error.to_string());
+                        break 'reading;
+                    }
+                    Err(error) => return Err(error),
+                }
+            }
+        };
         if count == 0 {
             break;
         }
