@@ -516,14 +516,17 @@ impl NodeConfig {
         if !self.client_auth {
             if !self.superusers.is_empty() || !self.local_users.is_empty() {
                 return fail(
-                    "superusers and a users file are for client authentication: add                      --client-auth (TOML client_auth = true)",
+                    "superusers and a users file are for client authentication: add --client-auth (TOML \
+                     client_auth = true)",
                 );
             }
             return Ok(());
         }
         if self.superusers.is_empty() {
             return fail(
-                "client authentication needs a superuser who may create users and rules:                  --superuser NAME (a user of --users-file, or a client certificate's common                  name)",
+                "client authentication needs a superuser who may create users and rules: \
+                 --superuser NAME (a user of --users-file, or a client certificate's common \
+                 name)",
             );
         }
         if let Some(bad) = self

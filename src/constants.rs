@@ -190,6 +190,10 @@ pub const AUTHENTICATION_TIMEOUT: std::time::Duration = std::time::Duration::fro
 /// authenticated clients out, and each costs at most two SCRAM steps of work.
 pub const MAX_AUTHENTICATING_PER_SHARD: usize = 64;
 
+/// The largest frame a client connection may send before it authenticated (an
+/// authentication step, a node's join): until then the shard holds no more for it.
+pub const MAX_UNAUTHENTICATED_FRAME_BYTES: u32 = 16 * 1024;
+
 /// A SCRAM message (either side's) is a user name, nonces, a salt and a proof: one longer
 /// than this is refused unread.
 pub const MAX_SCRAM_MESSAGE_BYTES: usize = 1024;

@@ -71,6 +71,27 @@ fn eventually(what: &str, mut check: impl FnMut() -> bool) {
     }
 }
 
+/// The salt a node's server-first message gives `user` (the exchange then abandoned).
+fn server_salt(address: &str, user: &str) -> String {
+    use std::io::{Read, Write};
+    let request = keel::client::connection::authenticate_request(1, &format!("n,,n={user},r=abc"));
+    let mut stream = std::net::TcpStream::connect(address).unwrap();
+    stream
+        .write_all(&keel::protocol::frame::encode_frame(&request).unwrap())
+        .unwrap();
+    let mut length = [0u8; 4];
+    stream.read_exact(&mut length).unwrap();
+    let mut answer = vec![0u8; u32::from_le_bytes(length) as usize];
+    stream.read_exact(&mut answer).unwrap();
+    let response = keel::protocol::codec::decode_response(&answer).unwrap();
+    let message = response
+        .body_as_authenticate_response()
+        .and_then(|a| a.message())
+        .expect("a server-first message");
+    let salt = message.split(',').find_map(|part| part.strip_prefix("s="));
+    salt.expect("a salt").to_string()
+}
+
 fn rule(principal: &str, pattern: &str, operation: &str, allow: bool) -> Rule {
     Rule::parse(Some(principal), pattern, Some(operation), allow).unwrap()
 }
@@ -184,6 +205,24 @@ fn clients_authenticate_and_rules_allow_and_deny_what_they_say_across_restarts()
     eventually("alice produces again", || {
         produce(&mut alice, "orders").is_ok()
     });
+    // A group of her own does not open other topics: a reset of her group's offsets
+    // naming a topic she may not see is refused for that topic (not answered about it).
+    retry("create a secret topic", || admin.create_topic("secret", 1));
+    let group_rule = rule("alice", "group:alice-*", "all", true);
+    assert!(admin.change_acl(&group_rule, false).unwrap());
+    let offsets = [(("secret".to_string(), 0), 0, String::new())];
+    eventually("the group rule applies", || {
+        matches!(alice.commit_offsets("alice-g", "", 0, &offsets),
+            Err(ClientError::Broker { code, ref message, .. })
+                if code == ErrorCode::NotAuthorized
+                    && message.contains("may not describe topic \"secret\""))
+    });
+    // An unknown user's salt is the same on every node, as a real user's is: asking
+    // does not tell which names exist.
+    for user in ["alice", "nobody"] {
+        let salts: Vec<String> = addresses.iter().map(|a| server_salt(a, user)).collect();
+        assert!(salts.iter().all(|s| *s == salts[0]), "{user}: {salts:?}");
+    }
     // A deleted user is refused from then on.
     assert!(admin.delete_user("alice").unwrap());
     eventually("alice is refused once deleted", || {

@@ -5,7 +5,7 @@
 //! (so every shard hears them with the topics) and in its snapshots.
 //!
 //! Owns the entry format and the tables; never authenticates nor authorizes anything
-//! itself (`shard::access` does, with these tables).
+//! itself (`shard::client_auth` and `shard::authorize` do, with these tables).
 //!
 //! ```text
 //! kind 9 v1, access : action u8 (1 set user, 2 delete user, 3 add rule, 4 remove rule) | 0 u8 | body
@@ -19,6 +19,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
+use crate::broker::entry_cursor::Cursor;
 use crate::broker::log_entry::EntryDecodeError;
 use crate::constants::{MAX_ACL_NAME_BYTES, MAX_ACL_RULES, MAX_SCRAM_ITERATIONS, MAX_USERS};
 use crate::security::acl::{Operation, Pattern, Rule};
@@ -138,7 +139,7 @@ impl AccessControl {
 
     /// Decodes what `encode` wrote at the start of `bytes`; the bytes it took.
     pub(crate) fn decode(bytes: &[u8]) -> Result<(AccessControl, usize), EntryDecodeError> {
-        let mut at = Cursor { bytes, at: 0 };
+        let mut at = Cursor::new(bytes, 0);
         let mut access = AccessControl::default();
         let users = at.u32()? as usize;
         if users > MAX_USERS {
@@ -187,7 +188,7 @@ impl AccessEntry {
             return Err(unknown);
         }
         let action = *bytes.get(2).ok_or(EntryDecodeError::Truncated)?;
-        let mut at = Cursor { bytes, at: 4 };
+        let mut at = Cursor::new(bytes, 4);
         let entry = match action {
             1 => {
                 let (name, credential) = at.user()?;
@@ -258,40 +259,10 @@ fn encode_rule(rule: &Rule, out: &mut Vec<u8>) {
     out.push(u8::from(rule.allow));
 }
 
-/// Reads an access entry's fields.
-struct Cursor<'a> {
-    bytes: &'a [u8],
-    at: usize,
-}
-
+/// An access entry's compound fields.
 impl Cursor<'_> {
-    fn take(&mut self, n: usize) -> Result<&[u8], EntryDecodeError> {
-        let raw = self
-            .bytes
-            .get(self.at..self.at + n)
-            .ok_or(EntryDecodeError::Truncated)?;
-        self.at += n;
-        Ok(raw)
-    }
-
-    fn u8(&mut self) -> Result<u8, EntryDecodeError> {
-        Ok(self.take(1)?[0])
-    }
-
-    fn u16(&mut self) -> Result<u16, EntryDecodeError> {
-        let raw = self.take(2)?;
-        Ok(u16::from_le_bytes([raw[0], raw[1]]))
-    }
-
-    fn u32(&mut self) -> Result<u32, EntryDecodeError> {
-        let raw = self.take(4)?;
-        Ok(u32::from_le_bytes([raw[0], raw[1], raw[2], raw[3]]))
-    }
-
     fn key(&mut self) -> Result<[u8; 32], EntryDecodeError> {
-        let mut key = [0u8; 32];
-        key.copy_from_slice(self.take(32)?);
-        Ok(key)
+        self.array()
     }
 
     /// A bounded UTF-8 name (possibly empty).

@@ -8,6 +8,7 @@
 //! - `snapshot`: that state as bytes (Raft snapshots, the state file next to the log).
 
 pub mod access;
+mod entry_cursor;
 pub mod group_entry;
 mod group_snapshot;
 pub mod groups;

@@ -29,6 +29,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
+use crate::broker::entry_cursor::Cursor;
 use crate::broker::log_entry::EntryDecodeError;
 use crate::config::PeerAddress;
 use crate::controller::CONTROLLER_GROUP;
@@ -380,7 +381,7 @@ impl MoveEntry {
 
     /// Decodes a move entry (its four prefix bytes included).
     pub fn decode(bytes: &[u8]) -> Result<MoveEntry, EntryDecodeError> {
-        let mut at = Cursor { bytes, at: 2 };
+        let mut at = Cursor::new(bytes, 2);
         let action = at.u8()?;
         let version = bytes.get(1).copied().unwrap_or(0);
         if version != MOVE_VERSION {
@@ -476,42 +477,13 @@ pub(crate) fn decode_node(
     bytes: &[u8],
     at: usize,
 ) -> Result<(PeerAddress, usize), EntryDecodeError> {
-    let mut cursor = Cursor { bytes, at };
+    let mut cursor = Cursor::new(bytes, at);
     let node = cursor.node()?;
     Ok((node, cursor.at))
 }
 
-/// Reads a move entry's fields.
-struct Cursor<'a> {
-    bytes: &'a [u8],
-    at: usize,
-}
-
+/// A move entry's compound fields.
 impl Cursor<'_> {
-    fn take(&mut self, n: usize) -> Result<&[u8], EntryDecodeError> {
-        let raw = self
-            .bytes
-            .get(self.at..self.at + n)
-            .ok_or(EntryDecodeError::Truncated)?;
-        self.at += n;
-        Ok(raw)
-    }
-
-    fn u8(&mut self) -> Result<u8, EntryDecodeError> {
-        Ok(self.take(1)?[0])
-    }
-
-    fn u32(&mut self) -> Result<u32, EntryDecodeError> {
-        let raw = self.take(4)?;
-        Ok(u32::from_le_bytes([raw[0], raw[1], raw[2], raw[3]]))
-    }
-
-    fn u64(&mut self) -> Result<u64, EntryDecodeError> {
-        let mut value = [0u8; 8];
-        value.copy_from_slice(self.take(8)?);
-        Ok(u64::from_le_bytes(value))
-    }
-
     /// A member count, bounded by `MAX_MOVE_MEMBERS`.
     fn count(&mut self) -> Result<usize, EntryDecodeError> {
         let count = self.u32()? as usize;
@@ -523,11 +495,6 @@ impl Cursor<'_> {
 
     fn nodes(&mut self) -> Result<Vec<u64>, EntryDecodeError> {
         (0..self.count()?).map(|_| self.u64()).collect()
-    }
-
-    fn u16(&mut self) -> Result<u16, EntryDecodeError> {
-        let raw = self.take(2)?;
-        Ok(u16::from_le_bytes([raw[0], raw[1]]))
     }
 
     /// A bounded UTF-8 label.

@@ -141,6 +141,16 @@ impl PeerSecret {
         mac
     }
 
+    /// A key derived from the secret, the same on every node, for the stand-in SCRAM
+    /// credentials of unknown users (`shard::client_auth`): every node then answers
+    /// an unknown name with the same salt, as it does a real user's.
+    pub fn decoy_key(&self) -> [u8; 32] {
+        self.mac(b"keel scram decoy v1")
+            .finalize()
+            .into_bytes()
+            .into()
+    }
+
     /// The proof a hello from `sender` for `group` carries, answering `receiver`'s
     /// challenge `nonce`.
     pub fn hello_proof(&self, nonce: &[u8], receiver: u32, sender: u32, group: u32) -> Vec<u8> {

@@ -27,6 +27,7 @@ use crate::protocol::codec::decode_request;
 use crate::protocol::wire::{self, ErrorCode, RequestBody, ResponseBody};
 use crate::security::scram::{encode_nonce, ScramError, ServerExchange, StoredCredential};
 use crate::security::users_file::certificate_principal;
+use crate::security::PeerSecret;
 use crate::shard::answer_frame::AnswerFrame;
 use crate::shard::hosted_groups::HostedGroups;
 use crate::shard::requests::{error_response, finish_response, WireError};
@@ -149,8 +150,9 @@ impl ConnectionAuth {
             Admission::Close(error_response(correlation_id, &error), why)
         };
         if mechanism != SCRAM_SHA_256 {
+            // Not echoed: it is the stranger's text, of any length.
             return close(format!(
-                "mechanism {mechanism:?} is not offered; this broker takes {SCRAM_SHA_256}"
+                "that mechanism is not offered; this broker takes {SCRAM_SHA_256}"
             ));
         }
         let answered = match self.exchange.take() {
@@ -160,7 +162,9 @@ impl ConnectionAuth {
                     Ok(nonce) => nonce,
                     Err(why) => return close(why),
                 };
-                ServerExchange::start(message, lookup, decoy_credential, &nonce).map(
+                let secret = groups.config().peer_secret.as_ref();
+                let decoy = |user: &str| decoy_credential(secret, user);
+                ServerExchange::start(message, lookup, decoy, &nonce).map(
                     |(exchange, server_first)| {
                         self.exchange = Some(exchange);
                         (server_first, None)
@@ -203,17 +207,22 @@ fn server_nonce() -> Result<String, String> {
 }
 
 /// The stand-in credential of a user no one created: a salt derived from the name and
-/// a key of this process (asked twice, the same answer), so the server-first message
-/// looks like a real user's and the exchange fails at the proof like a wrong password.
-fn decoy_credential(user: &str) -> StoredCredential {
-    static KEY: OnceLock<[u8; 32]> = OnceLock::new();
-    let key = KEY.get_or_init(|| {
-        let mut key = [0u8; 32];
-        // Without randomness the salt is still the name's: only the hiding weakens.
-        let _ = getrandom::getrandom(&mut key);
-        key
+/// a key derived from the cluster's peer secret (the same on every node, so the salt of
+/// an unknown name is as stable as a real user's), so the server-first message looks
+/// like a real user's and the exchange fails at the proof like a wrong password. A node
+/// without the secret (alone, or mutual TLS only) uses a random key of its process: its
+/// answers differ from other nodes' and across restarts (README's threat model).
+fn decoy_credential(secret: Option<&PeerSecret>, user: &str) -> StoredCredential {
+    static PROCESS_KEY: OnceLock<[u8; 32]> = OnceLock::new();
+    let key = secret.map(PeerSecret::decoy_key).unwrap_or_else(|| {
+        *PROCESS_KEY.get_or_init(|| {
+            let mut key = [0u8; 32];
+            // Without randomness the salt is still the name's: only the hiding weakens.
+            let _ = getrandom::getrandom(&mut key);
+            key
+        })
     });
-    let mut mac = <Hmac<Sha256> as KeyInit>::new_from_slice(key).expect("HMAC takes any key");
+    let mut mac = <Hmac<Sha256> as KeyInit>::new_from_slice(&key).expect("HMAC takes any key");
     mac.update(user.as_bytes());
     let derived: [u8; 32] = mac.finalize().into_bytes().into();
     StoredCredential {

@@ -105,6 +105,22 @@ fn warn_if_open(config: &NodeConfig) {
             local_users = config.local_users.len(),
             "clients authenticate (SCRAM-SHA-256 or a client certificate); access rules apply"
         );
+        if config.tls.is_none() {
+            tracing::warn!(
+                "clients authenticate without TLS: passwords never cross the network, but \
+                 requests and records do in the clear (--tls-cert, --tls-key)"
+            );
+        }
+        let certificates = config.tls.as_ref().is_some_and(|t| t.files().ca.is_some());
+        for superuser in &config.superusers {
+            if !certificates && !config.local_users.contains_key(superuser) {
+                tracing::warn!(
+                    superuser = %superuser,
+                    "this superuser cannot authenticate here: not in --users-file, and no \
+                     --tls-ca for a client certificate (unless it is a user of the cluster)"
+                );
+            }
+        }
     } else {
         tracing::warn!(
             port = config.base_port,

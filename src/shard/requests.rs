@@ -33,6 +33,10 @@ use crate::shard::{access_requests, authorize, join_requests, move_requests};
 /// Most partitions one topic may have.
 pub const MAX_PARTITIONS: u32 = 4096;
 
+/// Most topics one metadata request may name (clients name one, to learn why a topic is
+/// not listed).
+pub const MAX_NAMED_TOPICS: usize = 64;
+
 /// Longest fetch long-poll.
 pub const MAX_FETCH_WAIT: Duration = Duration::from_secs(30);
 
@@ -174,7 +178,9 @@ pub async fn handle_request(
         return error_response(correlation_id, &refused);
     }
     let core = &groups.for_request(&request);
-    let visible = |topic: &str| authorize::may_describe_topic(groups, caller, topic);
+    let caller_rules = authorize::CallerRules::of(groups, caller);
+    let refusal = |topic: &str| caller_rules.describe_refusal(topic);
+    let visible = |topic: &str| refusal(topic).is_none();
     let result = match request.body_type() {
         wire::RequestBody::ProduceRequest => match request.body_as_produce_request() {
             Some(produce) => Ok(handle_produce(groups, correlation_id, produce).await),
@@ -192,9 +198,8 @@ pub async fn handle_request(
         },
         wire::RequestBody::MetadataRequest => {
             let named = request.body_as_metadata_request().and_then(|m| m.topics());
-            let refusal = |topic: &str| authorize::describe_refusal(groups, caller, topic);
-            let named: Vec<&str> = named.iter().flatten().collect();
-            Ok(handle_metadata(core, correlation_id, (&named, &refusal)))
+            named_topics(named)
+                .map(|named| handle_metadata(core, correlation_id, (&named, &refusal)))
         }
         wire::RequestBody::ListTopicsRequest => {
             Ok(handle_list_topics(core, correlation_id, &visible))
@@ -599,6 +604,27 @@ async fn read_batches(
         Some(body.as_union_value()),
         None,
     ))
+}
+
+/// The topics a metadata request names: distinct, valid names, at most
+/// `MAX_NAMED_TOPICS` (an answer about each named topic it may not see stays small).
+fn named_topics<'a>(
+    named: Option<flatbuffers::Vector<'a, flatbuffers::ForwardsUOffset<&'a str>>>,
+) -> Result<Vec<&'a str>, WireError> {
+    let mut names: Vec<&str> = named
+        .iter()
+        .flatten()
+        .filter(|n| valid_topic_name(n))
+        .collect();
+    names.sort_unstable();
+    names.dedup();
+    if names.len() > MAX_NAMED_TOPICS {
+        return Err(WireError::new(
+            ErrorCode::InvalidRequest,
+            format!("a metadata request names at most {MAX_NAMED_TOPICS} topics (none: all)"),
+        ));
+    }
+    Ok(names)
 }
 
 /// Why the caller may not describe a topic, if it may not.

@@ -30,8 +30,9 @@
 //! With `client_auth` a connection is served only once authenticated (SCRAM-SHA-256 or
 //! a client certificate, `shard::client_auth`): until then the read loop looks at each
 //! frame itself; a failed exchange is answered and the connection closed. It must
-//! authenticate within `AUTHENTICATION_TIMEOUT`, at most `MAX_AUTHENTICATING_PER_SHARD`
-//! at once (one beyond evicts the oldest, as TLS handshakes do).
+//! authenticate within `AUTHENTICATION_TIMEOUT` (from its start, however it trickles),
+//! at most `MAX_AUTHENTICATING_PER_SHARD` at once (one beyond evicts the oldest, as TLS
+//! handshakes do), its frames at most `MAX_UNAUTHENTICATED_FRAME_BYTES` until then.
 //!
 //! A frame longer than `max_frame_bytes` gets a `FrameTooLarge` answer (correlation id 0:
 //! the request is never read) naming the limit and its size; its bytes are dropped as they
@@ -50,7 +51,8 @@ use glommio::sync::{Semaphore, StaticPermit};
 
 use crate::constants::{
     AUTHENTICATION_TIMEOUT, MAX_AUTHENTICATING_PER_SHARD, MAX_REQUEST_BYTES_PER_CONNECTION,
-    MAX_REQUEST_BYTES_PER_SHARD, MAX_TLS_HANDSHAKES_PER_SHARD, TLS_HANDSHAKE_TIMEOUT,
+    MAX_REQUEST_BYTES_PER_SHARD, MAX_TLS_HANDSHAKES_PER_SHARD, MAX_UNAUTHENTICATED_FRAME_BYTES,
+    TLS_HANDSHAKE_TIMEOUT,
 };
 use crate::protocol::codec::decode_request;
 use crate::protocol::frame::FrameDecoder;
@@ -80,7 +82,7 @@ const WRITE_COALESCE_BYTES: usize = 256 * 1024;
 /// Accepts connections until `stopping` is set.
 pub async fn serve(groups: Rc<HostedGroups>, listener: TcpListener, stopping: Rc<Cell<bool>>) {
     let open = Rc::new(Cell::new(0usize));
-    let refusal_log = Rc::new(RefCell::new(RefusalLogLimiter::default()));
+    let refusal_log = Rc::new(RefusalLogs::default());
     let shard_bytes = Rc::new(ByteBound::new(MAX_REQUEST_BYTES_PER_SHARD));
     let handshaking = Opening::new(MAX_TLS_HANDSHAKES_PER_SHARD);
     let authenticating = Opening::new(MAX_AUTHENTICATING_PER_SHARD);
@@ -111,7 +113,12 @@ pub async fn serve(groups: Rc<HostedGroups>, listener: TcpListener, stopping: Rc
             if evicted {
                 let why = "the oldest unfinished TLS handshake closed for a new connection: \
                            too many at once";
-                log_refusal(&refusal_log, groups.shard_id, stream.peer_addr().ok(), why);
+                log_refusal(
+                    &refusal_log.evictions,
+                    groups.shard_id,
+                    stream.peer_addr().ok(),
+                    why,
+                );
             }
             (config, slot)
         });
@@ -122,7 +129,13 @@ pub async fn serve(groups: Rc<HostedGroups>, listener: TcpListener, stopping: Rc
         glommio::spawn_local(async move {
             let stream = match tls {
                 Some((config, slot)) => {
-                    let accepted = accept_tls(config, stream, &slot, &refusal_log, groups.shard_id);
+                    let accepted = accept_tls(
+                        config,
+                        stream,
+                        &slot,
+                        &refusal_log.refusals,
+                        groups.shard_id,
+                    );
                     accepted.await
                 }
                 None => Some(Stream::Plain(stream)),
@@ -169,6 +182,15 @@ async fn accept_tls(
             None
         }
     }
+}
+
+/// The client port's rate-limited logs: refusals (failed handshakes and exchanges, peer
+/// frames), and evictions apart, so that a flood of failures never hides that the shard
+/// is evicting connections.
+#[derive(Default)]
+struct RefusalLogs {
+    refusals: RefCell<RefusalLogLimiter>,
+    evictions: RefCell<RefusalLogLimiter>,
 }
 
 /// Logs what was refused on the client port (at most `PEER_REFUSAL_LOGS_PER_WINDOW`
@@ -279,7 +301,7 @@ struct QueuedAnswer {
 async fn handle_connection(
     groups: Rc<HostedGroups>,
     stream: Stream,
-    refusal_log: Rc<RefCell<RefusalLogLimiter>>,
+    refusal_log: Rc<RefusalLogs>,
     budget: RequestBudget,
     authenticating: Rc<Opening>,
 ) -> std::io::Result<()> {
@@ -293,9 +315,12 @@ async fn handle_connection(
         if evicted {
             let why = "the oldest unauthenticated connection closed for a new one: too many \
                        at once";
-            log_refusal(&refusal_log, groups.shard_id, peer, why);
+            log_refusal(&refusal_log.evictions, groups.shard_id, peer, why);
         }
-        slot
+        AuthSlot {
+            slot,
+            deadline: Instant::now() + AUTHENTICATION_TIMEOUT,
+        }
     });
     let (mut reader, writer) = futures_lite::io::split(stream);
     // Every queued answer holds an in-flight slot (the read loop's error answers too), so
@@ -319,30 +344,29 @@ async fn handle_connection(
             written
         })
     };
-    let mut decoder = FrameDecoder::new(groups.first().config.max_frame_bytes);
+    let max_frame_bytes = groups.first().config.max_frame_bytes;
+    let mut decoder = FrameDecoder::new(max_frame_bytes);
+    if auth_slot.is_some() {
+        decoder.set_max_frame_bytes(MAX_UNAUTHENTICATED_FRAME_BYTES.min(max_frame_bytes));
+    }
     let mut buffer = vec![0u8; READ_BUFFER_BYTES];
     'reading: loop {
         if auth_slot.is_some() && auth.is_authenticated() {
             auth_slot = None;
+            decoder.set_max_frame_bytes(max_frame_bytes);
         }
-        let count = match &auth_slot {
-            None => reader.read(&mut buffer).await?,
-            Some(slot) => {
-                let out_of_time = async {
-                    let why = slot
-                        .out_of_time(AUTHENTICATION_TIMEOUT, "authentication")
-                        .await;
-                    Err(std::io::Error::new(std::io::ErrorKind::TimedOut, why))
-                };
-                match futures_lite::future::or(reader.read(&mut buffer), out_of_time).await {
-                    Ok(count) => count,
-                    Err(error) if error.kind() == std::io::ErrorKind::TimedOut => {
-                        log_refusal(&refusal_log, groups.shard_id, peer, &error.to_string());
-                        break 'reading;
-                    }
-                    Err(error) => return Err(error),
-                }
+        let count = match read_within(&mut reader, &mut buffer, auth_slot.as_ref()).await {
+            Ok(count) => count,
+            Err(error) if error.kind() == std::io::ErrorKind::TimedOut => {
+                log_refusal(
+                    &refusal_log.refusals,
+                    groups.shard_id,
+                    peer,
+                    &error.to_string(),
+                );
+                break 'reading;
             }
+            Err(error) => return Err(error),
         };
         if count == 0 {
             break;
@@ -370,7 +394,7 @@ async fn handle_connection(
                 }
             };
             if is_peer_frame(&frame) {
-                let answer = refuse_peer_frame(groups.shard_id, peer, &refusal_log);
+                let answer = refuse_peer_frame(groups.shard_id, peer, &refusal_log.refusals);
                 queue_own_answer(&answers, &queued, &in_flight, answer).await?;
                 break 'reading;
             }
@@ -380,10 +404,11 @@ async fn handle_connection(
                     Admission::Serve(caller) => caller,
                     Admission::Answer(answer) => {
                         queue_own_answer(&answers, &queued, &in_flight, answer).await?;
+                        glommio::yield_if_needed().await;
                         continue;
                     }
                     Admission::Close(answer, why) => {
-                        log_refusal(&refusal_log, groups.shard_id, peer, &why);
+                        log_refusal(&refusal_log.refusals, groups.shard_id, peer, &why);
                         queue_own_answer(&answers, &queued, &in_flight, answer).await?;
                         break 'reading;
                     }
@@ -401,6 +426,30 @@ async fn handle_connection(
     // every task has handed its answer over (the last sender is gone).
     drop(answers);
     writer_task.await
+}
+
+/// A connection's place among those authenticating, and when its time is up.
+struct AuthSlot {
+    slot: OpeningSlot,
+    deadline: Instant,
+}
+
+/// Reads what comes; for a connection still authenticating, within its deadline (an
+/// error of kind `TimedOut` saying why once it is out of time or evicted).
+async fn read_within(
+    reader: &mut futures_lite::io::ReadHalf<Stream>,
+    buffer: &mut [u8],
+    authenticating: Option<&AuthSlot>,
+) -> std::io::Result<usize> {
+    let Some(auth) = authenticating else {
+        return reader.read(buffer).await;
+    };
+    let left = auth.deadline.saturating_duration_since(Instant::now());
+    let out_of_time = async {
+        let why = auth.slot.out_of_time(left, "authentication").await;
+        Err(std::io::Error::new(std::io::ErrorKind::TimedOut, why))
+    };
+    futures_lite::future::or(reader.read(buffer), out_of_time).await
 }
 
 /// Answers a request in its own task: once the answer is ready the frame and the shard's
