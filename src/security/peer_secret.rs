@@ -205,6 +205,11 @@ pub fn random_bytes<const N: usize>() -> Result<[u8; N], SecretError> {
 }
 
 fn warn_if_readable_by_others(path: &Path) {
+    warn_if_shared(path, "the peer secret file");
+}
+
+/// Warns when `what` at `path` can be read by others than its owner.
+pub(crate) fn warn_if_shared(path: &Path, what: &str) {
     use std::os::unix::fs::PermissionsExt;
     if let Ok(metadata) = std::fs::metadata(path) {
         let mode = metadata.permissions().mode();
@@ -212,7 +217,7 @@ fn warn_if_readable_by_others(path: &Path) {
             tracing::warn!(
                 path = %path.display(),
                 mode = format!("{:o}", mode & 0o777),
-                "the peer secret file can be read by others than its owner: chmod 600 it"
+                "{what} can be read by others than its owner: chmod 600 it"
             );
         }
     }

@@ -80,6 +80,8 @@ pub fn parse_users(text: &str) -> Result<BTreeMap<String, StoredCredential>, Str
 pub fn load_users(path: &std::path::Path) -> Result<BTreeMap<String, StoredCredential>, String> {
     let text = std::fs::read_to_string(path)
         .map_err(|e| format!("cannot read users file {}: {e}", path.display()))?;
+    // Credentials are not passwords, but an offline guess at one starts from them.
+    crate::security::peer_secret::warn_if_shared(path, "the users file");
     parse_users(&text).map_err(|e| format!("users file {}: {e}", path.display()))
 }
 

@@ -45,11 +45,13 @@ pub(super) fn is_group_request(body: RequestBody) -> bool {
     )
 }
 
-/// Answers one consumer group request.
+/// Answers one consumer group request; `visible` says which topics the caller may see
+/// (a group's offsets and assignments of other topics are left out of what it is told).
 pub(super) async fn handle(
     core: &Rc<ShardCore>,
     correlation_id: u64,
     request: &Request<'_>,
+    visible: &dyn Fn(&str) -> bool,
 ) -> Result<AnswerFrame, WireError> {
     let id = correlation_id;
     match request.body_type() {
@@ -69,11 +71,15 @@ pub(super) async fn handle(
             commit(core, id, body(request.body_as_offset_commit_request())?).await
         }
         RequestBody::OffsetFetchRequest => {
-            fetch_offsets(core, id, body(request.body_as_offset_fetch_request())?)
+            let asked = body(request.body_as_offset_fetch_request())?;
+            fetch_offsets(core, id, asked, visible)
         }
-        RequestBody::DescribeGroupRequest => {
-            describe(core, id, body(request.body_as_describe_group_request())?)
-        }
+        RequestBody::DescribeGroupRequest => describe(
+            core,
+            id,
+            body(request.body_as_describe_group_request())?,
+            visible,
+        ),
         RequestBody::DeleteGroupRequest => {
             delete(core, id, body(request.body_as_delete_group_request())?).await
         }
@@ -547,6 +553,7 @@ fn fetch_offsets(
     core: &Rc<ShardCore>,
     correlation_id: u64,
     request: wire::OffsetFetchRequest<'_>,
+    visible: &dyn Fn(&str) -> bool,
 ) -> Result<AnswerFrame, WireError> {
     let group = group_name(request.group())?;
     coordinating(core, group)?;
@@ -559,7 +566,8 @@ fn fetch_offsets(
         .topics()
         .map(|t| t.iter().collect())
         .unwrap_or_default();
-    let names = topic_names(core);
+    let mut names = topic_names(core);
+    names.retain(|_, name| visible(name));
     let state = core.state();
     let mut builder = FlatBufferBuilder::with_capacity(256);
     let mut built = Vec::new();
@@ -646,10 +654,12 @@ fn describe(
     core: &Rc<ShardCore>,
     correlation_id: u64,
     request: wire::DescribeGroupRequest<'_>,
+    visible: &dyn Fn(&str) -> bool,
 ) -> Result<AnswerFrame, WireError> {
     let group = group_name(request.group())?;
     coordinating(core, group)?;
-    let names = topic_names(core);
+    let mut names = topic_names(core);
+    names.retain(|_, name| visible(name));
     let state = core.state();
     let found = state
         .consumer_groups()

@@ -273,7 +273,7 @@ pub async fn handle_request(
              without --user",
         )),
         body if group_requests::is_group_request(body) => {
-            group_requests::handle(core, correlation_id, &request).await
+            group_requests::handle(core, correlation_id, &request, &visible).await
         }
         _ => Err(WireError::new(ErrorCode::InvalidRequest, "unknown request")),
     };
