@@ -178,8 +178,13 @@ pub async fn handle_request(
         return error_response(correlation_id, &refused);
     }
     let core = &groups.for_request(&request);
-    let caller_rules = authorize::CallerRules::of(groups, caller);
-    let refusal = |topic: &str| caller_rules.describe_refusal(topic);
+    // Taken only by the answers that list topics (never on a produce's or fetch's path).
+    let caller_rules = std::cell::OnceCell::new();
+    let refusal = |topic: &str| {
+        caller_rules
+            .get_or_init(|| authorize::CallerRules::of(groups, caller))
+            .describe_refusal(topic)
+    };
     let visible = |topic: &str| refusal(topic).is_none();
     let result = match request.body_type() {
         wire::RequestBody::ProduceRequest => match request.body_as_produce_request() {

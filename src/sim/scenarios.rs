@@ -39,6 +39,20 @@ fn running_a_second(seed: u64, profile: Profile) -> World {
     world
 }
 
+/// The controller's group with 400 large-state topics (the topics, users and rules are
+/// proposed into its log directly, which retention compacts), node 3 cut off from the
+/// others until 2.5 s: it catches up by a snapshot install.
+fn node_3_behind_a_compacted_log(seed: u64) -> World {
+    let mut world = World::with_profile(seed, quiet_profile(seed, 400), Default::default(), true);
+    world.controller = None;
+    for other in [1, 2] {
+        world.network().path(3, other).blocked = true;
+        world.network().path(other, 3).blocked = true;
+    }
+    world.schedule(2_500_000_000, Event::Heal);
+    world
+}
+
 /// The node that leads now, and its term.
 fn leader_now(world: &World) -> Option<(u64, u64)> {
     world
@@ -58,14 +72,7 @@ fn leader_now(world: &World) -> Option<(u64, u64)> {
 #[test]
 fn a_snapshot_larger_than_a_frame_reaches_a_follower_behind_the_compacted_log() {
     let seed = 0x5ca1e;
-    let mut world = World::with_profile(seed, quiet_profile(seed, 400), Default::default(), true);
-    // The controller's group: the topics are proposed into its log directly.
-    world.controller = None;
-    for other in [1, 2] {
-        world.network().path(3, other).blocked = true;
-        world.network().path(other, 3).blocked = true;
-    }
-    world.schedule(2_500_000_000, Event::Heal);
+    let world = node_3_behind_a_compacted_log(seed);
     let report = run_world(world, RunOptions::default());
     if let Some(v) = &report.violation {
         let trace: Vec<&str> = report
@@ -95,13 +102,7 @@ fn a_snapshot_larger_than_a_frame_reaches_a_follower_behind_the_compacted_log() 
 #[test]
 fn users_and_rules_reach_a_follower_by_a_snapshot_install() {
     let seed = 0xacce55;
-    let mut world = World::with_profile(seed, quiet_profile(seed, 400), Default::default(), true);
-    world.controller = None;
-    for other in [1, 2] {
-        world.network().path(3, other).blocked = true;
-        world.network().path(other, 3).blocked = true;
-    }
-    world.schedule(2_500_000_000, Event::Heal);
+    let mut world = node_3_behind_a_compacted_log(seed);
     world.run();
     if let Some(v) = &world.violation {
         panic!("seed {seed:#x}: {}: {}", v.property, v.detail);
