@@ -109,6 +109,9 @@ pub struct NodeConfig {
     /// This node's own users (read from `users_file`, `security::users_file`): for the
     /// superuser who creates the replicated ones. A name in both: this one is used.
     pub local_users: std::collections::BTreeMap<String, crate::security::scram::StoredCredential>,
+    /// Port of the node's metrics endpoint (`metrics_port`: `GET /metrics`, Prometheus
+    /// text format, on `host`); `None`: metrics are counted but not served.
+    pub metrics_port: Option<u16>,
 }
 
 /// The TLS files a node is given, as named (`NodeConfig::load_tls` reads them).
@@ -281,6 +284,7 @@ impl Default for NodeConfig {
             client_auth: false,
             superusers: Vec::new(),
             local_users: std::collections::BTreeMap::new(),
+            metrics_port: None,
         }
     }
 }
@@ -319,6 +323,7 @@ impl Default for NodeConfig {
 /// # client_auth = true                # clients authenticate (SCRAM or a certificate)
 /// # superusers = ["admin"]            # allowed everything
 /// # users_file = "/etc/keel/users"    # this node's own users (`keel user hash`)
+/// metrics_port = 9900            # GET http://host:9900/metrics (Prometheus); unset: off
 /// ```
 #[derive(Debug, Default, serde::Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -381,6 +386,8 @@ pub struct ConfigFile {
     pub superusers: Option<Vec<String>>,
     /// A file of this node's own users (`keel user hash`).
     pub users_file: Option<PathBuf>,
+    /// Port of the metrics endpoint.
+    pub metrics_port: Option<u16>,
 }
 
 impl ConfigFile {
@@ -487,6 +494,9 @@ impl ConfigFile {
         }
         if let Some(bytes) = size(&self.learner_rate, "learner_rate")? {
             config.learner_bytes_per_second = bytes;
+        }
+        if let Some(port) = self.metrics_port {
+            config.metrics_port = Some(port);
         }
         if let Some(text) = &self.retention_age {
             config.retention_age = Some(
@@ -601,6 +611,7 @@ impl NodeConfig {
             ));
         }
         self.check_peer_ports()?;
+        self.check_metrics_port()?;
         if self.max_batch_bytes + 64 > self.log.max_entry_payload_bytes {
             return fail(format!(
                 "max batch {} bytes must leave 64 bytes of room in the log's entry limit {}",
@@ -688,6 +699,23 @@ impl NodeConfig {
     /// one host). Every node is assumed to run as many shards as this one (replica group
     /// i is shard i of every node). This node's own entry in `peers` must name the ports
     /// it listens on, or the others would send to the wrong place.
+    /// The metrics port is none of the node's client or peer ports.
+    fn check_metrics_port(&self) -> Result<(), ConfigError> {
+        let Some(port) = self.metrics_port.map(u32::from) else {
+            return Ok(());
+        };
+        let clients = u32::from(self.base_port)..u32::from(self.base_port) + self.shards;
+        let peer_base = self.peer_base_port();
+        let peers = peer_base..peer_base + self.shards;
+        if clients.contains(&port) || (!self.peers.is_empty() && peers.contains(&port)) {
+            return Err(ConfigError(format!(
+                "metrics port {port} is one of this node's client ports ({}..{}) or peer                  ports ({}..{}): give --metrics-port another",
+                clients.start, clients.end, peers.start, peers.end
+            )));
+        }
+        Ok(())
+    }
+
     fn check_peer_ports(&self) -> Result<(), ConfigError> {
         if self.peers.is_empty() {
             return Ok(()); // a single node opens no peer port

@@ -418,3 +418,21 @@ pub const MAX_HEARTBEAT_INTERVAL: std::time::Duration = std::time::Duration::fro
 /// How long a group consumer waits before placing again a partition whose fetch failed
 /// (its leader moved, its node is down).
 pub const FETCH_RETRY_BACKOFF: std::time::Duration = std::time::Duration::from_millis(50);
+
+/// Threads serving a node's metrics endpoint, each one connection at a time: scrapes
+/// never run on a shard's executor, and a flood of connections to the metrics port
+/// costs a fixed number of threads (the rest wait in the kernel's accept queue).
+pub const METRICS_HTTP_THREADS: usize = 2;
+
+/// How long the metrics endpoint waits for a request's head, or for its answer to be
+/// taken: a silent or slow connection holds one of its threads this long at most.
+pub const METRICS_HTTP_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// Largest request head the metrics endpoint reads (a scrape's is a few hundred bytes).
+pub const METRICS_MAX_REQUEST_BYTES: usize = 8 * 1024;
+
+/// How often a shard writes its groups' state (role, term, indexes, follower lag, log
+/// size) into the metrics, in ticks of the group: the gauges a scrape reads are at most
+/// this old (with 10 ms ticks: 100 ms); counters and histograms are counted as events
+/// happen.
+pub const METRICS_PUBLISH_TICKS: u64 = 10;

@@ -17,6 +17,7 @@
 //! - [`bench`]: load generators and HdrHistogram output for `keel bench`.
 //! - [`constants`]: every bound in one place.
 //! - [`shard`]: executors, the Ready loop of each shard, client connections.
+//! - [`metrics`]: what each shard counts, served in the Prometheus text format.
 //! - [`config`]: node configuration.
 //! - [`transport`]: Raft messages between nodes, on their peer ports.
 //! - [`runtime`]: starting glommio executors.
@@ -31,6 +32,7 @@ pub mod config;
 pub mod constants;
 pub mod controller;
 pub mod log;
+pub mod metrics;
 pub mod protocol;
 pub mod replication;
 pub mod runtime;

@@ -251,6 +251,16 @@ fn a_batch_stored_but_never_acknowledged_is_spilled_and_replayed_once() {
             .iter()
             .find(|r| !matches!(r, Ok(Delivered::Spilled)))
     );
+    // The application's metrics show the journal (read at the scrape).
+    let mut registry = prometheus_client::registry::Registry::default();
+    producer.register_metrics(&mut registry);
+    let mut scraped = String::new();
+    prometheus_client::encoding::text::encode(&mut scraped, &registry).unwrap();
+    let pending = producer.spill_status().unwrap().pending_batches;
+    assert!(
+        pending > 0 && scraped.contains(&format!("keel_client_spill_pending_batches {pending}\n")),
+        "{pending} pending: {scraped}"
+    );
     net.restore_answers_to_host();
     let deadline = Instant::now() + Duration::from_secs(60);
     while producer.spill_status().unwrap().pending_batches > 0 {

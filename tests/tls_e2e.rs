@@ -216,7 +216,7 @@ fn keel_dev_secure_prints_the_flags_that_reach_it() {
     use std::io::{BufRead, BufReader};
     use std::process::{Command, Stdio};
     let root = tempfile::tempdir().unwrap();
-    let port = free_ports(130);
+    let port = free_ports(230);
     let mut dev = Command::new(support::keel_binary())
         .args(["dev", "--secure", "--port", &port.to_string(), "--data-dir"])
         .arg(root.path().join("dev"))

@@ -45,6 +45,41 @@ pub enum FailoverBenchError {
 
 const RESUME_LIMIT: Duration = Duration::from_secs(20);
 
+/// The timeline around each kill: from this long before it...
+pub const TIMELINE_BEFORE: Duration = Duration::from_millis(200);
+/// ...to this long after it...
+pub const TIMELINE_AFTER: Duration = Duration::from_millis(800);
+/// ...counting acknowledged writes per bin of this length.
+pub const TIMELINE_BIN: Duration = Duration::from_millis(10);
+
+/// What a fail-over run measured.
+#[derive(Clone, Debug, Default)]
+pub struct FailoverReport {
+    /// Each kill's fail-over time: from the kill to the first write sent after it and
+    /// acknowledged.
+    pub times: Vec<Duration>,
+    /// Each kill's acknowledged writes per `TIMELINE_BIN`, from `TIMELINE_BEFORE` before
+    /// it to `TIMELINE_AFTER` after it.
+    pub timelines: Vec<Vec<u32>>,
+}
+
+/// Acknowledged writes per bin around `kill` (by the time each was acknowledged).
+fn timeline(acks: &[(Instant, Instant)], kill: Instant) -> Vec<u32> {
+    let bins = ((TIMELINE_BEFORE + TIMELINE_AFTER).as_millis() / TIMELINE_BIN.as_millis()) as usize;
+    let mut counts = vec![0u32; bins];
+    let start = kill.checked_sub(TIMELINE_BEFORE).unwrap_or(kill);
+    for &(_, acked) in acks {
+        if acked < start {
+            continue;
+        }
+        let bin = (acked.duration_since(start).as_millis() / TIMELINE_BIN.as_millis()) as usize;
+        if let Some(count) = counts.get_mut(bin) {
+            *count += 1;
+        }
+    }
+    counts
+}
+
 fn leader_node(client: &mut ClusterClient, cluster: &LocalCluster) -> Option<u32> {
     client.refresh_metadata().ok()?;
     let address = client
@@ -57,10 +92,10 @@ fn leader_node(client: &mut ClusterClient, cluster: &LocalCluster) -> Option<u32
     cluster.node_of(&address)
 }
 
-/// Runs the benchmark; returns the fail-over times.
+/// Runs the benchmark; returns the fail-over times and the timelines around the kills.
 pub fn run_failover_bench(
     options: &FailoverBenchOptions,
-) -> Result<Vec<Duration>, FailoverBenchError> {
+) -> Result<FailoverReport, FailoverBenchError> {
     let _ = std::fs::remove_dir_all(&options.data_dir);
     let mut cluster = LocalCluster::new(LocalClusterSpec {
         executable: options.executable.clone(),
@@ -105,6 +140,7 @@ pub fn run_failover_bench(
         })
     };
     let mut times = Vec::with_capacity(options.kills);
+    let mut kills = Vec::with_capacity(options.kills);
     let mut attempts = 0;
     while times.len() < options.kills && attempts < options.kills * 3 {
         attempts += 1;
@@ -133,11 +169,14 @@ pub fn run_failover_bench(
             std::thread::sleep(Duration::from_millis(1));
         };
         times.push(resumed.duration_since(killed_at));
+        kills.push(killed_at);
         cluster.start_node(leader)?;
         // Give the restarted node time to come back and catch up.
         std::thread::sleep(Duration::from_millis(1000));
     }
     stop.store(true, Ordering::Relaxed);
     let _ = producer.join();
-    Ok(times)
+    let acks = acks.lock().unwrap_or_else(|e| e.into_inner());
+    let timelines = kills.iter().map(|&kill| timeline(&acks, kill)).collect();
+    Ok(FailoverReport { times, timelines })
 }

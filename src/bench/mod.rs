@@ -7,5 +7,6 @@ pub mod hgrm;
 pub mod local_cluster;
 pub mod log_bench;
 pub mod pacer;
+pub mod plot;
 pub mod produce_bench;
 pub mod rtt_bench;

@@ -8,6 +8,10 @@ mod cluster_cmd;
 mod dev_secure;
 #[path = "keel/group_cmd.rs"]
 mod group_cmd;
+#[path = "keel/plot_cmd.rs"]
+mod plot_cmd;
+#[path = "keel/status_watch.rs"]
+mod status_watch;
 
 use std::io::Write;
 use std::path::PathBuf;
@@ -202,6 +206,10 @@ struct BrokerArgs {
     /// up ("0": unpaced) [default: 8MiB].
     #[arg(long, value_parser = parse_size)]
     learner_rate: Option<u64>,
+    /// Serve the node's metrics at http://HOST:PORT/metrics (Prometheus text format;
+    /// HOST is --host) [default: off].
+    #[arg(long)]
+    metrics_port: Option<u16>,
     /// Join a running cluster through one of its nodes (HOST:PORT, a client port)
     /// instead of --peers: on the first start (empty data directory) the node registers
     /// itself with the controller and learns the cluster's nodes, shards and replication
@@ -253,8 +261,8 @@ struct DevArgs {
     /// Directory for the nodes' data (node-1, node-2, node-3 inside).
     #[arg(long, default_value = "keel-dev")]
     data_dir: PathBuf,
-    /// Client port of node 1's shard 0; node n uses port + 10 * (n - 1), and its peer
-    /// port is 100 above that (shard i: both + i).
+    /// Client port of node 1's shard 0; node n uses port + 10 * (n - 1), its peer
+    /// port is 100 above that (shard i: both + i) and its metrics port 200 above.
     #[arg(long, default_value_t = 9700)]
     port: u16,
     /// Nodes in the cluster.
@@ -502,6 +510,9 @@ enum BenchCommand {
     /// Loopback round trip between two processes (1 KiB request, 16-byte answer): the
     /// network part of the floor under a replicated write.
     Rtt(RttBenchArgs),
+    /// Percentile plot (SVG) of one or more `.hgrm` histograms, overlaid with a legend:
+    /// `keel bench plot before=a.hgrm after=b.hgrm -o cmp.svg`.
+    Plot(plot_cmd::PlotArgs),
 }
 
 #[derive(Args)]
@@ -585,6 +596,9 @@ struct FailoverBenchArgs {
     /// Port of node 1; node n uses port + 10 * (n - 1).
     #[arg(long, default_value_t = 9800)]
     port: u16,
+    /// The timeline plot: acknowledged writes per 10 ms around each kill (SVG).
+    #[arg(long, default_value = "bench-results/failover-timeline.svg")]
+    plot: PathBuf,
 }
 
 #[derive(Args)]
@@ -665,14 +679,31 @@ struct LogBenchArgs {
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
+/// Log output on stderr: what `KEEL_LOG` lets through (an `EnvFilter`, default `warn`),
+/// as text, or with `KEEL_LOG_FORMAT=json` one JSON object per line (time, level, target,
+/// message and fields, the spans it is in) for log shippers.
+fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("KEEL_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+    let format = std::env::var("KEEL_LOG_FORMAT").unwrap_or_default();
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match format.as_str() {
+        "json" => builder.json().with_current_span(false).init(),
+        "" | "text" => builder.init(),
+        other => {
+            builder.init();
+            tracing::warn!(
+                KEEL_LOG_FORMAT = other,
+                "unknown log format (json or text): logging as text"
+            );
+        }
+    }
+}
+
 fn main() -> ExitCode {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("KEEL_LOG")
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
-        )
-        .with_writer(std::io::stderr)
-        .init();
+    init_logging();
     let cli = Cli::parse();
     match cli.command {
         Command::Broker(args) => broker(args),
@@ -710,6 +741,7 @@ fn main() -> ExitCode {
         Command::Bench(BenchCommand::Consume(args)) => bench_consume(args),
         Command::Bench(BenchCommand::Failover(args)) => bench_failover(args),
         Command::Bench(BenchCommand::Rtt(args)) => bench_rtt(args),
+        Command::Bench(BenchCommand::Plot(args)) => plot_cmd::plot_command(args),
         Command::Bench(BenchCommand::Catchup(args)) => bench_catchup(args),
         Command::Tune(TuneCommand::Apply { root, yes }) => {
             let changes = keel::tune::apply::plan_apply(&keel::tune::check(&root));
@@ -824,14 +856,14 @@ fn bench_log(args: LogBenchArgs) -> ExitCode {
             histogram.value_at_quantile(0.999),
             histogram.max()
         );
-        if let Err(error) = hgrm::write_hgrm(histogram, &options.hgrm_path) {
-            eprintln!(
-                "keel bench log: cannot write {}: {error}",
-                options.hgrm_path.display()
-            );
+        let title = format!(
+            "keel bench log: append-to-durable, {} B entries at {}/s for {:?}, open loop",
+            options.latency_entry_bytes, options.latency_rate_per_second, options.latency_duration
+        );
+        if let Err(error) = plot_cmd::write_histogram(histogram, &options.hgrm_path, &title) {
+            eprintln!("keel bench log: {error}");
             return ExitCode::from(1);
         }
-        println!("histogram: {}", options.hgrm_path.display());
     }
     ExitCode::SUCCESS
 }
@@ -946,6 +978,9 @@ fn broker_config(args: BrokerArgs) -> Result<NodeConfig, String> {
     if let Some(rate) = args.learner_rate {
         config.learner_bytes_per_second = rate;
     }
+    if let Some(port) = args.metrics_port {
+        config.metrics_port = Some(port);
+    }
     if let Some(BalanceDelay(delay)) = args.leader_balance_delay {
         config.leader_balance_delay = delay;
     }
@@ -1018,25 +1053,38 @@ fn broker(args: BrokerArgs) -> ExitCode {
             config.peer_base_port() + config.shards - 1
         )
     };
-    eprintln!(
-        "keel broker: node {} with {} shards on {}:{}..{}{peer_ports}, data in {}",
-        config.node_id,
-        config.shards,
-        config.host,
-        config.base_port,
-        u32::from(config.base_port) + config.shards - 1,
-        config.data_dir.display()
+    broker_says(
+        false,
+        &format!(
+            "keel broker: node {} with {} shards on {}:{}..{}{peer_ports}, data in {}",
+            config.node_id,
+            config.shards,
+            config.host,
+            config.base_port,
+            u32::from(config.base_port) + config.shards - 1,
+            config.data_dir.display()
+        ),
     );
     match run_node(config, stop) {
         Ok(()) => ExitCode::SUCCESS,
         Err(NodeError::Config(error)) => {
-            eprintln!("keel broker: {error}");
+            broker_says(true, &format!("keel broker: {error}"));
             ExitCode::from(2)
         }
         Err(error) => {
-            eprintln!("keel broker: {error}");
+            broker_says(true, &format!("keel broker: {error}"));
             ExitCode::from(3)
         }
+    }
+}
+
+/// A line of the broker's own on stderr: as text, or with `KEEL_LOG_FORMAT=json` as a log
+/// event (an error, or at info level), so every line is one JSON object.
+fn broker_says(error: bool, line: &str) {
+    match (std::env::var("KEEL_LOG_FORMAT").as_deref(), error) {
+        (Ok("json"), true) => tracing::error!("{line}"),
+        (Ok("json"), false) => tracing::info!("{line}"),
+        _ => eprintln!("{line}"),
     }
 }
 
@@ -1396,8 +1444,12 @@ fn bench_consume(args: ConsumeBenchArgs) -> ExitCode {
             report.end_to_end_records,
             hgrm::summary_line(&report.latency)
         );
-        if let Err(error) = hgrm::write_hgrm(&report.latency, &args.hgrm) {
-            return fail("bench consume", format!("{}: {error}", args.hgrm.display()));
+        let title = format!(
+            "keel bench consume: end to end at {} records/s, {} members, acks=quorum, open loop",
+            options.rate, options.members
+        );
+        if let Err(error) = plot_cmd::write_histogram(&report.latency, &args.hgrm, &title) {
+            return fail("bench consume", error);
         }
     }
     println!(
@@ -1456,19 +1508,23 @@ fn bench_produce(args: ProduceBenchArgs) -> ExitCode {
         report.records_per_second,
         report.errors
     );
-    if let Err(error) = hgrm::write_hgrm(&report.latency, &args.hgrm) {
-        return fail(
-            "bench produce",
-            format!("cannot write {}: {error}", args.hgrm.display()),
-        );
+    let title = format!(
+        "keel bench produce: {mode}, {} x {} B per request, acks={}",
+        options.records_per_request, options.record_bytes, args.acks
+    );
+    if let Err(error) = plot_cmd::write_histogram(&report.latency, &args.hgrm, &title) {
+        return fail("bench produce", error);
     }
-    println!("histogram: {}", args.hgrm.display());
     if report.errors > 0 {
         ExitCode::from(1)
     } else {
         ExitCode::SUCCESS
     }
 }
+
+/// `keel dev`: node n serves its metrics this far above its client port (9900, 9910,
+/// ... by default; its peer ports are 100 above the client port).
+const DEV_METRICS_PORT_OFFSET: u32 = 200;
 
 fn dev(args: DevArgs) -> ExitCode {
     if args.nodes == 0 || args.shards == 0 || args.shards > 9 {
@@ -1483,7 +1539,8 @@ fn dev(args: DevArgs) -> ExitCode {
     };
     let port_of = |node: u32| u32::from(args.port) + 10 * (node - 1);
     let peer_port_of = |node: u32| port_of(node) + u32::from(DEFAULT_PEER_PORT_OFFSET);
-    if peer_port_of(args.nodes) + args.shards > 65_535 {
+    let metrics_port_of = |node: u32| port_of(node) + DEV_METRICS_PORT_OFFSET;
+    if metrics_port_of(args.nodes) > 65_535 {
         return fail("dev", "ports do not fit");
     }
     let peers: Vec<String> = (1..=args.nodes)
@@ -1531,6 +1588,8 @@ fn dev(args: DevArgs) -> ExitCode {
                 &args.replication_factor.to_string(),
                 "--learner-rate",
                 &args.learner_rate,
+                "--metrics-port",
+                &metrics_port_of(node).to_string(),
             ])
             .arg("--peer-secret-file")
             .arg(&secret_file)
@@ -1567,6 +1626,10 @@ fn dev(args: DevArgs) -> ExitCode {
         bootstrap.join(","),
         peer_ports.join(", ")
     );
+    let metrics: Vec<String> = (1..=args.nodes)
+        .map(|n| format!("http://127.0.0.1:{}/metrics", metrics_port_of(n)))
+        .collect();
+    eprintln!("keel dev: metrics (Prometheus) at {}", metrics.join(" "));
     if let Some(dir) = &tls_dir {
         eprintln!(
             "keel dev --secure: clients speak TLS and authenticate, the nodes mutual TLS \
@@ -1633,11 +1696,14 @@ fn bench_catchup(args: CatchupBenchArgs) -> ExitCode {
     };
     for (name, histogram) in [("baseline", &report.baseline), ("during", &report.during)] {
         let path = args.hgrm_dir.join(format!("catchup-{name}.hgrm"));
-        if let Err(error) = hgrm::write_hgrm(histogram, &path) {
-            return fail(
-                "bench catchup",
-                format!("write {}: {error}", path.display()),
-            );
+        let title = format!(
+            "keel bench catchup ({name}): {} records/s, {} per request, acks=quorum, {} MiB backlog",
+            options.rate,
+            options.records_per_request,
+            args.backlog >> 20
+        );
+        if let Err(error) = plot_cmd::write_histogram(histogram, &path, &title) {
+            return fail("bench catchup", error);
         }
     }
     print_catchup_report(&report, args.backlog);
@@ -1687,12 +1753,16 @@ fn bench_failover(args: FailoverBenchArgs) -> ExitCode {
         port: args.port,
         kills: args.kills.max(1),
     };
-    let times = match run_failover_bench(&options) {
-        Ok(times) => times,
+    let report = match run_failover_bench(&options) {
+        Ok(report) => report,
         Err(error) => return fail("bench failover", error),
     };
     let _ = std::fs::remove_dir_all(&args.data_dir);
-    let mut millis: Vec<f64> = times.iter().map(|t| t.as_secs_f64() * 1000.0).collect();
+    let mut millis: Vec<f64> = report
+        .times
+        .iter()
+        .map(|t| t.as_secs_f64() * 1000.0)
+        .collect();
     println!(
         "keel bench failover: 3 nodes, acks=quorum, leader killed with SIGKILL {} times",
         millis.len()
@@ -1713,6 +1783,9 @@ fn bench_failover(args: FailoverBenchArgs) -> ExitCode {
         "result failover_p50_ms={p50:.0} failover_max_ms={max:.0} kills={}",
         millis.len()
     );
+    if let Err(error) = plot_cmd::write_failover_timeline(&report, &args.plot) {
+        return fail("bench failover", error);
+    }
     ExitCode::SUCCESS
 }
 

@@ -583,6 +583,12 @@ impl ShardState {
         self.partitions.keys().map(|&(topic, _)| topic).collect()
     }
 
+    /// Records stored in the group's partitions (their next offsets, summed; retention
+    /// does not lower it): its rate is the group's produce rate.
+    pub fn records_stored(&self) -> u64 {
+        self.partitions.values().map(|p| p.high_watermark()).sum()
+    }
+
     /// A partition's index, if it holds any batch.
     pub fn partition(&self, topic_id: u32, partition: u32) -> Option<&PartitionIndex> {
         self.partitions.get(&(topic_id, partition))

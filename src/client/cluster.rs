@@ -83,6 +83,7 @@ fn group_status(status: &wire::GroupStatus<'_>) -> GroupStatus {
             .map(|f| (f.node(), f.matched(), f.lag()))
             .collect(),
         members: status.members().iter().flatten().collect(),
+        records: status.records(),
     }
 }
 
@@ -134,6 +135,7 @@ fn missing_replicas(rows: &[GroupStatus], placed: &[(u32, u32)]) -> Vec<GroupSta
             durable: 0,
             followers: Vec::new(),
             members: Vec::new(),
+            records: 0,
         })
         .collect()
 }
@@ -248,6 +250,9 @@ pub struct GroupStatus {
     pub followers: Vec<(u32, u64, u64)>,
     /// The group's members as this replica's configuration names them.
     pub members: Vec<u32>,
+    /// Records stored in the group's partitions as this replica applied them (0 from a
+    /// node that does not say): its rate is the group's produce rate.
+    pub records: u64,
 }
 
 /// A record read back. Its key and value are views of the fetch answer that brought

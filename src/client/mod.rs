@@ -28,6 +28,7 @@ pub mod move_calls;
 pub mod mover;
 pub mod producer;
 pub mod producer_identity;
+pub mod producer_metrics;
 mod replay;
 pub mod spill_journal;
 mod time_lookup;

@@ -293,6 +293,19 @@ impl Producer {
         *lock(&self.shared.spill_status)
     }
 
+    /// Adds this producer's spill journal gauges to an application's Prometheus
+    /// registry, read at each scrape: `keel_client_spill_pending_batches`,
+    /// `keel_client_spill_bytes`, `keel_client_spill_oldest_age_seconds` (none without a
+    /// journal).
+    pub fn register_metrics(&self, registry: &mut prometheus_client::registry::Registry) {
+        let shared = self.shared.clone();
+        let source: crate::client::producer_metrics::StatusSource =
+            std::sync::Arc::new(move || *lock(&shared.spill_status));
+        registry.register_collector(Box::new(
+            crate::client::producer_metrics::SpillCollector::new(source),
+        ));
+    }
+
     /// The journal batches the replay skipped because they can never be delivered.
     pub fn spill_skipped(&self) -> SkippedBatches {
         lock(&self.shared.skipped).clone()

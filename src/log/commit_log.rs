@@ -255,6 +255,33 @@ impl CommitLog {
             .sum()
     }
 
+    /// Segment files of the log (the active one included).
+    pub fn segment_count(&self) -> usize {
+        self.state.borrow().segments.len()
+    }
+
+    /// Bytes of the entries after `index` (a follower matched up to it lacks them), to
+    /// within `SPARSE_INDEX_INTERVAL_BYTES`: counted from the sparse index's point at or
+    /// before the first of them.
+    pub fn bytes_after(&self, index: u64) -> u64 {
+        let next = index.saturating_add(1);
+        self.state
+            .borrow()
+            .segments
+            .iter()
+            .map(|s| {
+                if s.last_index < next {
+                    0
+                } else if s.first_index >= next {
+                    s.data_end
+                } else {
+                    let from = s.sparse.lookup(next).map_or(0, |(_, offset)| offset);
+                    s.data_end.saturating_sub(from)
+                }
+            })
+            .sum()
+    }
+
     /// Every segment, oldest first; the last one is the active segment.
     pub fn segment_layout(&self) -> Vec<SegmentInfo> {
         self.state

@@ -68,22 +68,51 @@ struct IssuedFlush {
     sync_done: SignalSender,
 }
 
+/// What one flush did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Flushed {
+    /// The durable index after it.
+    pub durable: u64,
+    /// Bytes of the log it wrote, in whole 4 KiB blocks (a partly filled last block is
+    /// written again by the next flush).
+    pub bytes: u64,
+    /// It wrote something (entries or the hard state); else everything was durable.
+    pub wrote: bool,
+}
+
 impl CommitLog {
     /// Makes every appended entry (and a changed hard state) durable; returns the durable
     /// index. Appends may go on while flushes run; each flush writes what was appended
     /// before it began, and consecutive flushes overlap on the device (see the module).
     pub async fn flush(&self) -> LogResult<u64> {
+        self.flush_counted().await.map(|flushed| flushed.durable)
+    }
+
+    /// `flush`, telling how many entry bytes this flush wrote.
+    pub async fn flush_counted(&self) -> LogResult<Flushed> {
         {
             let state = self.state.borrow();
             state.check_usable()?;
             if state.durable_index >= state.last_index && !state.meta_dirty() {
-                return Ok(state.durable_index);
+                return Ok(Flushed {
+                    durable: state.durable_index,
+                    bytes: 0,
+                    wrote: false,
+                });
             }
         }
         let _gate = self.gate.read().await.map_err(|_| LogError::Poisoned)?;
         let issued = self.issue_flush().await;
         let result = match issued {
-            Ok(issued) => self.finish_flush(issued).await,
+            Ok(issued) => {
+                let bytes = issued.plan_bytes;
+                let durable = self.finish_flush(issued).await;
+                durable.map(|durable| Flushed {
+                    durable,
+                    bytes,
+                    wrote: true,
+                })
+            }
             Err(error) => Err(error),
         };
         result.inspect_err(|error| {

@@ -9,7 +9,9 @@ use raft::{ProgressState, SnapshotStatus, StateRole};
 
 use crate::replication::events::{Effect, ShardError};
 use crate::replication::log_store::LogStore;
-use crate::replication::replica::{preferred_leader_of, Replica, CURRENT_FOLLOWER_LAG};
+use crate::replication::replica::{
+    preferred_leader_of, Replica, ReplicaCounts, CURRENT_FOLLOWER_LAG,
+};
 
 impl<S: LogStore> Replica<S> {
     pub(crate) fn on_tick(&mut self, now_ms: u64, effects: &mut Vec<Effect>) {
@@ -106,7 +108,7 @@ impl<S: LogStore> Replica<S> {
         };
         self.handing_over = Some((self.ticks, target));
         match target {
-            Some(target) => self.raw.transfer_leader(target),
+            Some(target) => self.transfer_leadership(target),
             None => {
                 self.hand_over_done = true;
                 effects.push(Effect::HandOverDone { handed_to: None });
@@ -181,7 +183,7 @@ impl<S: LogStore> Replica<S> {
             target = preferred,
             "handing leadership to the group's preferred leader"
         );
-        self.raw.transfer_leader(preferred);
+        self.transfer_leadership(preferred);
     }
 
     /// Whether `follower` replicates normally and is at most `CURRENT_FOLLOWER_LAG`
@@ -273,6 +275,17 @@ impl<S: LogStore> Replica<S> {
 
     fn alone_and_failed(&self) -> bool {
         self.failed.is_some() && self.voter_count() == 1
+    }
+
+    /// Asks raft-rs to hand leadership to `target` (counted: `ReplicaCounts`).
+    pub(crate) fn transfer_leadership(&mut self, target: u64) {
+        self.counts.transfers_started += 1;
+        self.raw.transfer_leader(target);
+    }
+
+    /// What this replica did so far, for the node's metrics.
+    pub fn counts(&self) -> ReplicaCounts {
+        self.counts
     }
 
     /// Current term.

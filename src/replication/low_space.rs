@@ -82,7 +82,7 @@ impl<S: LogStore> Replica<S> {
                 target,
                 "handing leadership over: this node's disk is short of space"
             );
-            self.raw.transfer_leader(target);
+            self.transfer_leadership(target);
         }
     }
 }

@@ -242,7 +242,7 @@ impl<S: LogStore> Replica<S> {
                     target,
                     "handing leadership over before a change that removes this leader"
                 );
-                self.raw.transfer_leader(target);
+                self.transfer_leadership(target);
             }
             return Err(ShardError::NotLeader);
         }

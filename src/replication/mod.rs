@@ -31,7 +31,9 @@ pub use events::{
 pub use log_store::{LogStore, SegmentSummary, StorageFailure};
 pub use membership::{Membership, MembershipChange};
 pub use prng::Prng;
-pub use replica::{preferred_leader_of, Replica, ReplicaConfig, ReplicaError, RetentionPolicy};
+pub use replica::{
+    preferred_leader_of, Replica, ReplicaConfig, ReplicaCounts, ReplicaError, RetentionPolicy,
+};
 
 #[cfg(test)]
 mod tests_membership;

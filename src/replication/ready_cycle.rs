@@ -390,6 +390,7 @@ impl<S: LogStore> Replica<S> {
         for message in messages {
             if message.get_msg_type() == MessageType::MsgSnapshot {
                 self.snapshots_in_flight.insert(message.to, self.ticks);
+                self.counts.snapshots_sent += 1;
             }
             match by_peer.iter_mut().find(|(to, _)| *to == message.to) {
                 Some((_, list)) => list.push(message),

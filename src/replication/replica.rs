@@ -158,6 +158,16 @@ pub(crate) struct Parked {
     pub(crate) install: Option<(u64, ShardState)>,
 }
 
+/// Events of a replica's life that the node's metrics count; they only grow.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ReplicaCounts {
+    /// Leadership transfers this replica asked raft-rs for, as leader (a hand-over, the
+    /// preferred leader's balancing, a short disk, a change removing this leader).
+    pub transfers_started: u64,
+    /// Snapshots sent to a follower.
+    pub snapshots_sent: u64,
+}
+
 /// One replica group's replica.
 pub struct Replica<S: LogStore> {
     pub(crate) raw: RawNode<S::View>,
@@ -194,6 +204,8 @@ pub struct Replica<S: LogStore> {
     /// Set by `HandOver`: (tick it started, target).
     pub(crate) handing_over: Option<(u64, Option<u64>)>,
     pub(crate) hand_over_done: bool,
+    /// What this replica did, counted for the node's metrics (the driver reads them).
+    pub(crate) counts: ReplicaCounts,
     /// Snapshots sent and not yet answered: peer → tick sent.
     pub(crate) snapshots_in_flight: BTreeMap<u64, u64>,
     /// Snapshots of the applied state written to files: index → snapshot (newest kept).
@@ -278,6 +290,7 @@ impl<S: LogStore> Replica<S> {
             preferred_current_ticks: 0,
             handing_over: None,
             hand_over_done: false,
+            counts: ReplicaCounts::default(),
             snapshots_in_flight: BTreeMap::new(),
             kept_snapshots: BTreeMap::new(),
             last_snapshot_index: compaction,

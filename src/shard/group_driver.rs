@@ -31,11 +31,12 @@ use crate::config::NodeConfig;
 use crate::constants::{
     MAX_COMMITTED_BYTES_PER_READY, MAX_FETCH_WAITERS, MAX_GATHERED_PROPOSALS,
     MAX_GATHERED_PROPOSAL_BYTES, MAX_INFLIGHT_APPENDS, MAX_UNCOMMITTED_BYTES,
-    MAX_WAITING_PROPOSALS, NO_SPACE_RETRY_INTERVAL, RAFT_MAX_MESSAGE_BYTES,
+    MAX_WAITING_PROPOSALS, METRICS_PUBLISH_TICKS, NO_SPACE_RETRY_INTERVAL, RAFT_MAX_MESSAGE_BYTES,
 };
 use crate::controller::{GroupId, Placement, CONTROLLER_GROUP};
 use crate::log::raft_storage::from_conf_state;
 use crate::log::{CommitLog, LogError};
+use crate::metrics::{GroupMetrics, GroupSnapshot};
 use crate::replication::membership::{Membership, MembershipChange};
 use crate::replication::{
     Defects, DiskWork, Effect, Input, OpId, Proposal, Replica, ReplicaConfig, ReplicaError,
@@ -168,6 +169,8 @@ pub struct ShardCore {
     pub(super) snapshots: SnapshotFiles,
     /// Why the replica stood for election or stopped leading, for the log.
     election_watch: ElectionWatch,
+    /// The group's series in the node's metrics.
+    metrics: GroupMetrics,
     /// The task queue the replica's own tasks run in (the one it was started in): work
     /// a client's request sets off (a flush, disk work) runs there, not in the clients'.
     queue: TaskQueueHandle,
@@ -251,9 +254,8 @@ impl ShardCore {
     pub fn start(
         (shard_id, group): (u32, GroupId),
         (config, placement): (NodeConfig, Placement),
-        log: CommitLog,
-        snapshots: SnapshotFiles,
-        state: ShardState,
+        (log, snapshots, state): (CommitLog, SnapshotFiles, ShardState),
+        metrics: GroupMetrics,
     ) -> Result<Rc<ShardCore>, ReplicaError> {
         if placement.shard_on(u64::from(config.node_id), group) != Some(shard_id) {
             return Err(ReplicaError::Config(format!(
@@ -300,6 +302,7 @@ impl ShardCore {
             hand_over_done: RefCell::new(None),
             snapshots,
             election_watch: ElectionWatch::new("follower"),
+            metrics,
             queue: glommio::executor().current_task_queue(),
         });
         // The first pass runs once the caller has set its hooks (the shard's start goes
@@ -360,6 +363,7 @@ impl ShardCore {
     /// requests, its ticks and peer links end, and whoever waits is answered
     /// `ShuttingDown` (their senders dropped).
     pub fn retire(&self) {
+        self.metrics.remove();
         self.retired.set(true);
         self.stopping.set(true);
         self.peers.close();
@@ -396,6 +400,7 @@ impl ShardCore {
             let _ = self
                 .election_watch
                 .role_now(self.shard_id, leader, term, replica.role());
+            self.metrics.observe_role(replica.role());
         }
         self.carry_out(effects);
     }
@@ -423,7 +428,14 @@ impl ShardCore {
             Effect::Flush { flush } => {
                 let (core, life) = (self.clone(), self.generation.get());
                 self.spawn(async move {
-                    let outcome = core.log.flush().await.map_err(|e| storage_failure(&e));
+                    let started = std::time::Instant::now();
+                    let flushed = core.log.flush_counted().await;
+                    if let Some(flushed) = flushed.as_ref().ok().filter(|f| f.wrote) {
+                        core.metrics.flushed(flushed.bytes, started.elapsed());
+                    }
+                    let outcome = flushed
+                        .map(|flushed| flushed.durable)
+                        .map_err(|e| storage_failure(&e));
                     core.feed_if_alive(life, Input::FlushDone { flush, outcome });
                 });
             }
@@ -499,7 +511,39 @@ impl ShardCore {
     }
 
     async fn do_disk_work(&self, work: DiskWork) -> Result<(), StorageFailure> {
-        carry_out_disk_work(&self.log, &self.snapshots, work).await
+        let counted = match &work {
+            DiskWork::RemovePrefix { .. } => Some(GroupMetrics::retention_cut as fn(&_)),
+            DiskWork::InstallSnapshot { .. } => Some(GroupMetrics::snapshot_installed as fn(&_)),
+            _ => None,
+        };
+        let outcome = carry_out_disk_work(&self.log, &self.snapshots, work).await;
+        if let (Ok(()), Some(count)) = (&outcome, counted) {
+            count(&self.metrics);
+        }
+        outcome
+    }
+
+    /// Writes the group's state into the node's metrics.
+    fn publish_metrics(&self) {
+        let status = self.status();
+        let followers: Vec<(u32, u64, u64)> = status
+            .followers
+            .iter()
+            .map(|&(node, matched, lag)| (node, lag, self.log.bytes_after(matched)))
+            .collect();
+        let counts = self.replica.borrow().counts();
+        self.metrics.publish(&GroupSnapshot {
+            role: status.role,
+            term: status.term,
+            commit: status.commit,
+            applied: status.applied,
+            durable: status.durable,
+            last: status.last_index,
+            followers: &followers,
+            log_bytes: self.log.size_bytes(),
+            log_segments: self.log.segment_count() as u64,
+            counts,
+        });
     }
 
     fn note_leader(&self, leader: u64, term: u64) {
@@ -925,6 +969,9 @@ async fn tick_loop(core: Rc<ShardCore>) {
         core.feed(Input::Tick {
             now_ms: wall_clock_ms(),
         });
+        if ticks.is_multiple_of(METRICS_PUBLISH_TICKS) {
+            core.publish_metrics();
+        }
     }
 }
 
@@ -1009,9 +1056,8 @@ mod tests {
             let core = ShardCore::start(
                 (0, crate::controller::GroupId(0)),
                 (config, placement),
-                log,
-                snapshots,
-                ShardState::default(),
+                (log, snapshots, ShardState::default()),
+                crate::metrics::ShardMetrics::detached(0).group(0),
             )
             .unwrap();
             for _ in 0..3 * MAX_FETCH_WAITERS {

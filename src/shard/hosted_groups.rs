@@ -20,6 +20,7 @@ use crate::broker::state::{TopicInfo, Topics};
 use crate::config::NodeConfig;
 use crate::controller::{GroupId, Placement, CONTROLLER_GROUP};
 use crate::log::{CommitLog, ConfStateRecord};
+use crate::metrics::ShardMetrics;
 use crate::protocol::wire::{Request, RequestBody};
 use crate::shard::data_layout;
 use crate::shard::group_driver::ShardCore;
@@ -50,6 +51,8 @@ pub struct HostedGroups {
     /// The last group to leave this shard when none is left: it still answers what
     /// concerns no group of this shard (`first`), stopped.
     retired_last: RefCell<Option<Rc<ShardCore>>>,
+    /// The shard's series in the node's metrics.
+    metrics: ShardMetrics,
 }
 
 impl HostedGroups {
@@ -59,13 +62,15 @@ impl HostedGroups {
         shard_id: u32,
         config: &NodeConfig,
         placement: &Placement,
+        metrics: ShardMetrics,
     ) -> Result<HostedGroups, String> {
         let mut cores = BTreeMap::new();
         for group in groups_to_open(shard_id, config, placement) {
             // A node that joined starts its controller replica as the learner it was
             // added as (its log's first configuration).
             let join = config.joined.clone().filter(|_| group == CONTROLLER_GROUP);
-            let core = start_group_joining((shard_id, group), config, placement, join).await?;
+            let core =
+                start_group_joining((shard_id, group), (config, &metrics), placement, join).await?;
             cores.insert(group, core);
         }
         let mut retired_last = None;
@@ -73,7 +78,7 @@ impl HostedGroups {
         if let (true, Some(&stand_in)) = (cores.is_empty(), placed.first()) {
             // Every group placed here left this node: a stopped stand-in answers what
             // concerns no group of this shard (it never takes part in its group).
-            let core = start_group((shard_id, stand_in), config, placement).await?;
+            let core = start_group((shard_id, stand_in), (config, &metrics), placement).await?;
             core.retire();
             retired_last = Some(core);
         }
@@ -91,6 +96,7 @@ impl HostedGroups {
             epoch: Cell::new(0),
             nodes: Rc::new(RefCell::new(placement.node_ids())),
             retired_last: RefCell::new(retired_last),
+            metrics,
         })
     }
 
@@ -116,6 +122,11 @@ impl HostedGroups {
     /// The node's configuration.
     pub fn config(&self) -> &NodeConfig {
         &self.config
+    }
+
+    /// The shard's series in the node's metrics.
+    pub fn metrics(&self) -> &ShardMetrics {
+        &self.metrics
     }
 
     /// Calls `f` with the users and access rules as the controller's topics last told
@@ -312,8 +323,13 @@ impl HostedGroups {
         placement: Placement,
         join: Option<ConfStateRecord>,
     ) {
-        let started =
-            start_group_joining((self.shard_id, group), &self.config, &placement, join).await;
+        let started = start_group_joining(
+            (self.shard_id, group),
+            (&self.config, &self.metrics),
+            &placement,
+            join,
+        )
+        .await;
         self.starting.borrow_mut().retain(|&g| g != group);
         let core = match started {
             Ok(core) => core,
@@ -449,7 +465,7 @@ fn groups_to_open(shard_id: u32, config: &NodeConfig, placement: &Placement) -> 
 /// its replica.
 async fn start_group(
     at: (u32, GroupId),
-    config: &NodeConfig,
+    config: (&NodeConfig, &ShardMetrics),
     placement: &Placement,
 ) -> Result<Rc<ShardCore>, String> {
     start_group_joining(at, config, placement, None).await
@@ -459,7 +475,7 @@ async fn start_group(
 /// created by a move starts as the learner the group added).
 async fn start_group_joining(
     (shard_id, group): (u32, GroupId),
-    config: &NodeConfig,
+    (config, metrics): (&NodeConfig, &ShardMetrics),
     placement: &Placement,
     join: Option<ConfStateRecord>,
 ) -> Result<Rc<ShardCore>, String> {
@@ -481,9 +497,8 @@ async fn start_group_joining(
     ShardCore::start(
         (shard_id, group),
         (config.clone(), placement.clone()),
-        log,
-        snapshots,
-        state,
+        (log, snapshots, state),
+        metrics.group(group.0),
     )
     .map_err(|e| in_group(e.to_string()))
 }

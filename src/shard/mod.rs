@@ -53,6 +53,7 @@ use crate::config::{ConfigError, NodeConfig};
 use crate::constants::{LISTEN_IN_USE_WAIT, LISTEN_RETRY_INTERVAL, REPLICATION_QUEUE_LATENCY};
 use crate::controller::{GroupId, Placement, CONTROLLER_GROUP};
 use crate::log::CommitLog;
+use crate::metrics::{NodeMetrics, ShardMetrics};
 use crate::shard::group_driver::ShardCore;
 use crate::shard::hosted_groups::HostedGroups;
 use crate::shard::snapshots::SnapshotFiles;
@@ -155,12 +156,19 @@ pub fn run_node(config: NodeConfig, stop: Arc<AtomicBool>) -> Result<(), NodeErr
     } else {
         PoolPlacement::Unbound(shards)
     };
+    let metrics = NodeMetrics::new(config.node_id);
+    if let Some(port) = config.metrics_port {
+        let address = format!("{}:{port}", config.host);
+        crate::metrics::endpoint::serve(&address, metrics.clone())
+            .map_err(|e| NodeError::Start(e.to_string()))?;
+    }
     let mesh = MeshBuilder::<ShardMessage, _>::full(shards, MESH_CHANNEL_CAPACITY);
     let handles = LocalExecutorPoolBuilder::new(placement)
         .io_memory(config.io_memory_bytes)
         .on_all_shards(move || {
             let (config, stop, mesh) = (config.clone(), stop.clone(), mesh.clone());
-            async move { run_in_replication_queue(run_shard(config, stop, mesh)).await }
+            let metrics = metrics.clone();
+            async move { run_in_replication_queue(run_shard(config, stop, mesh, metrics)).await }
         })
         .map_err(|e| NodeError::Start(e.to_string()))?;
     let mut failure = None;
@@ -224,6 +232,7 @@ async fn run_shard(
     config: NodeConfig,
     stop: Arc<AtomicBool>,
     mesh: MeshBuilder<ShardMessage, glommio::channels::channel_mesh::Full>,
+    metrics: Arc<NodeMetrics>,
 ) -> Result<(), NodeError> {
     let (senders, receivers) = mesh
         .join()
@@ -236,9 +245,14 @@ async fn run_shard(
     };
     let placement = Placement::of_config(&config);
     let groups = Rc::new(
-        HostedGroups::start(shard_id, &config, &placement)
-            .await
-            .map_err(shard_error)?,
+        HostedGroups::start(
+            shard_id,
+            &config,
+            &placement,
+            ShardMetrics::new(metrics, shard_id),
+        )
+        .await
+        .map_err(shard_error)?,
     );
     connect_groups(&groups, &placement, Rc::new(senders), receivers);
     let stopping = Rc::new(Cell::new(false));

@@ -175,6 +175,7 @@ pub async fn handle_request(
 ) -> AnswerFrame {
     let correlation_id = request.correlation_id();
     if let Err(refused) = authorize::check(groups, caller, &request) {
+        groups.metrics().rejected(refused.code);
         return error_response(correlation_id, &refused);
     }
     let core = &groups.for_request(&request);
@@ -195,7 +196,14 @@ pub async fn handle_request(
             )),
         },
         wire::RequestBody::FetchRequest => match request.body_as_fetch_request() {
-            Some(fetch) => handle_fetch(core, correlation_id, fetch).await,
+            Some(fetch) => handle_fetch(core, correlation_id, fetch)
+                .await
+                .inspect(|(answer, waited)| {
+                    groups
+                        .metrics()
+                        .fetched(answer.frame().len() as u64, *waited)
+                })
+                .map(|(answer, _)| answer),
             None => Err(WireError::new(
                 ErrorCode::MalformedFrame,
                 "fetch body missing",
@@ -282,7 +290,10 @@ pub async fn handle_request(
         }
         _ => Err(WireError::new(ErrorCode::InvalidRequest, "unknown request")),
     };
-    result.unwrap_or_else(|error| error_response(correlation_id, &error))
+    result.unwrap_or_else(|error| {
+        groups.metrics().rejected(error.code);
+        error_response(correlation_id, &error)
+    })
 }
 
 pub(super) fn topic_or_error(core: &ShardCore, name: Option<&str>) -> Result<TopicInfo, WireError> {
@@ -329,7 +340,7 @@ fn submit_batch(
     topic: &TopicInfo,
     entry: wire::PartitionBatch<'_>,
     acks: Acks,
-) -> Result<Pending, WireError> {
+) -> Result<(Pending, u64), WireError> {
     check_partition(core, topic, entry.partition())?;
     let bytes = entry.batch().map(|v| v.bytes()).unwrap_or(&[]);
     let batch = check_record_batch(bytes, entry.crc32c(), core.config.max_batch_bytes as usize)
@@ -348,6 +359,7 @@ fn submit_batch(
     }
     .encode();
     core.submit(data, acks != Acks::None)
+        .map(|pending| (pending, u64::from(record_count)))
         .map_err(|error| WireError::from_shard(&error))
 }
 
@@ -383,32 +395,41 @@ async fn handle_produce(
     correlation_id: u64,
     produce: wire::ProduceRequest<'_>,
 ) -> AnswerFrame {
+    let (started, acks, metrics) = (Instant::now(), produce.acks(), groups.metrics());
     let topic = match topic_or_error(&groups.first(), produce.topic()) {
         Ok(topic) => topic,
-        Err(error) => return error_response(correlation_id, &error),
+        Err(error) => {
+            metrics.produce_answered(acks, Err(error.code), started.elapsed());
+            metrics.rejected(error.code);
+            return error_response(correlation_id, &error);
+        }
     };
     let deadline = Instant::now() + Duration::from_millis(u64::from(produce.timeout_ms().max(1)));
     // Propose every partition's batch first (one flush can take them all), then wait.
-    let submitted: Vec<(u32, Result<Pending, WireError>)> = produce
+    let submitted: Vec<(u32, u64, _)> = produce
         .batches()
         .iter()
         .flatten()
         .map(|entry| {
             let core = &groups.for_partition(&topic, entry.partition());
-            (
-                entry.partition(),
-                submit_batch(core, &topic, entry, produce.acks()),
-            )
+            let bytes = entry.batch().map_or(0, |b| b.len() as u64);
+            let submitted = submit_batch(core, &topic, entry, acks);
+            (entry.partition(), bytes, submitted)
         })
         .collect();
     let mut outcomes = Vec::with_capacity(submitted.len());
-    for (partition, submission) in submitted {
-        let result = match submission {
-            Ok(pending) => await_batch(pending, deadline).await,
-            Err(error) => Err(error),
+    let mut answered = Ok(());
+    for (partition, bytes, submission) in submitted {
+        let (result, records) = match submission {
+            Ok((pending, records)) => (await_batch(pending, deadline).await, records),
+            Err(error) => (Err(error), 0),
         };
+        let code = result.as_ref().map(|_| ()).map_err(|error| error.code);
+        metrics.produce_batch(acks, code, records, bytes);
+        answered = answered.and(code);
         outcomes.push(PartitionOutcome { partition, result });
     }
+    metrics.produce_answered(acks, answered, started.elapsed());
     let mut builder = FlatBufferBuilder::with_capacity(256);
     let results: Vec<_> = outcomes
         .iter()
@@ -449,7 +470,7 @@ async fn handle_fetch(
     core: &Rc<ShardCore>,
     correlation_id: u64,
     fetch: wire::FetchRequest<'_>,
-) -> Result<AnswerFrame, WireError> {
+) -> Result<(AnswerFrame, bool), WireError> {
     let topic = topic_or_error(core, fetch.topic())?;
     check_partition(core, &topic, fetch.partition())?;
     if !core.serves_reads() {
@@ -458,6 +479,7 @@ async fn handle_fetch(
     }
     let deadline =
         Instant::now() + Duration::from_millis(u64::from(fetch.max_wait_ms())).min(MAX_FETCH_WAIT);
+    let mut waited = false;
     loop {
         let (locations, start_offset, high_watermark) = {
             let state = core.state();
@@ -495,11 +517,12 @@ async fn handle_fetch(
         let now = Instant::now();
         if locations.is_empty() && now < deadline {
             let arrival = core.data_arrival();
+            waited = true;
             let _ =
                 glommio::timer::timeout(deadline - now, async { Ok(arrival.recv().await) }).await;
             continue;
         }
-        return read_batches(
+        let answer = read_batches(
             core,
             correlation_id,
             &topic,
@@ -508,7 +531,8 @@ async fn handle_fetch(
             high_watermark,
             &locations,
         )
-        .await;
+        .await?;
+        return Ok((answer, waited));
     }
 }
 
@@ -1153,6 +1177,7 @@ fn group_status<'b>(
     };
     let members = builder.create_vector(&members);
     let role = builder.create_string(status.role);
+    let records = core.state().records_stored();
     wire::GroupStatus::create(
         builder,
         &wire::GroupStatusArgs {
@@ -1167,6 +1192,7 @@ fn group_status<'b>(
             durable: status.durable,
             followers: Some(followers),
             members: Some(members),
+            records,
         },
     )
 }

@@ -141,11 +141,14 @@ pub async fn serve(groups: Rc<HostedGroups>, listener: TcpListener, stopping: Rc
                 None => Some(Stream::Plain(stream)),
             };
             if let Some(stream) = stream {
+                let metrics = groups.metrics().clone();
+                metrics.connection(true);
                 let connection =
                     handle_connection(groups, stream, refusal_log, budget, authenticating);
                 if let Err(error) = connection.await {
                     tracing::debug!(%error, "connection closed");
                 }
+                metrics.connection(false);
             }
             open.set(open.get() - 1);
         })
@@ -464,7 +467,9 @@ fn spawn_answer(
 ) {
     let (groups, answers, queued) = (groups.clone(), answers.clone(), queued.clone());
     glommio::spawn_local(async move {
+        groups.metrics().request_in_flight(true);
         let answer = answer_client_frame(&groups, &frame, &caller).await;
+        groups.metrics().request_in_flight(false);
         drop(frame);
         drop(held.shard);
         queued.set(queued.get() + 1);
@@ -571,6 +576,7 @@ async fn answer_client_frame(groups: &HostedGroups, frame: &[u8], caller: &Calle
     match decode_request(frame) {
         Ok(request) => handle_request(groups, request, caller).await,
         Err(error) => {
+            groups.metrics().rejected(error.code());
             let correlation_id = correlation_id_of(frame, &error);
             let wire = WireError {
                 code: error.code(),

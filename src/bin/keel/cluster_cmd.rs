@@ -18,6 +18,13 @@ pub(crate) enum ClusterCommand {
     Status {
         #[command(flatten)]
         connect: ConnectArgs,
+        /// Refresh every --interval until Ctrl-C: per group its leader, term, commit
+        /// index, produce rate (records/s) and follower lag.
+        #[arg(long)]
+        watch: bool,
+        /// Time between refreshes with --watch.
+        #[arg(long, default_value = "1s", value_parser = parse_duration)]
+        interval: Duration,
     },
     /// Move one replica of a replica group from one node to another while the group
     /// serves: the new replica joins as a learner, catches up (snapshot and log), is
@@ -142,7 +149,14 @@ pub(crate) struct MoveArgs {
 
 pub(crate) fn cluster(command: ClusterCommand) -> ExitCode {
     match command {
-        ClusterCommand::Status { connect } => cluster_status(&connect),
+        ClusterCommand::Status {
+            connect,
+            watch: false,
+            ..
+        } => cluster_status(&connect),
+        ClusterCommand::Status {
+            connect, interval, ..
+        } => super::status_watch::watch(&connect, interval),
         ClusterCommand::Move(args) => cluster_move(args),
         ClusterCommand::Rebalance(args) => run_plan("cluster rebalance", &[], args),
     }

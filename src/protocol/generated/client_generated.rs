@@ -4334,6 +4334,7 @@ impl<'a> GroupStatus<'a> {
   pub const VT_DURABLE: ::flatbuffers::VOffsetT = 20;
   pub const VT_FOLLOWERS: ::flatbuffers::VOffsetT = 22;
   pub const VT_MEMBERS: ::flatbuffers::VOffsetT = 24;
+  pub const VT_RECORDS: ::flatbuffers::VOffsetT = 26;
 
   #[inline]
   pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
@@ -4345,6 +4346,7 @@ impl<'a> GroupStatus<'a> {
     args: &'args GroupStatusArgs<'args>
   ) -> ::flatbuffers::WIPOffset<GroupStatus<'bldr>> {
     let mut builder = GroupStatusBuilder::new(_fbb);
+    builder.add_records(args.records);
     builder.add_durable(args.durable);
     builder.add_last_index(args.last_index);
     builder.add_applied(args.applied);
@@ -4441,6 +4443,15 @@ impl<'a> GroupStatus<'a> {
     // which contains a valid value in this slot
     unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'a, u32>>>(GroupStatus::VT_MEMBERS, None)}
   }
+  /// Records stored in the group's partitions as this replica applied them (their next
+  /// offsets, summed): its rate is the group's produce rate.
+  #[inline]
+  pub fn records(&self) -> u64 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u64>(GroupStatus::VT_RECORDS, Some(0)).unwrap()}
+  }
 }
 
 impl ::flatbuffers::Verifiable for GroupStatus<'_> {
@@ -4460,6 +4471,7 @@ impl ::flatbuffers::Verifiable for GroupStatus<'_> {
      .visit_field::<u64>("durable", Self::VT_DURABLE, false)?
      .visit_field::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'_, ::flatbuffers::ForwardsUOffset<FollowerStatus>>>>("followers", Self::VT_FOLLOWERS, false)?
      .visit_field::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'_, u32>>>("members", Self::VT_MEMBERS, false)?
+     .visit_field::<u64>("records", Self::VT_RECORDS, false)?
      .finish();
     Ok(())
   }
@@ -4476,6 +4488,7 @@ pub struct GroupStatusArgs<'a> {
     pub durable: u64,
     pub followers: Option<::flatbuffers::WIPOffset<::flatbuffers::Vector<'a, ::flatbuffers::ForwardsUOffset<FollowerStatus<'a>>>>>,
     pub members: Option<::flatbuffers::WIPOffset<::flatbuffers::Vector<'a, u32>>>,
+    pub records: u64,
 }
 impl<'a> Default for GroupStatusArgs<'a> {
   #[inline]
@@ -4492,6 +4505,7 @@ impl<'a> Default for GroupStatusArgs<'a> {
       durable: 0,
       followers: None,
       members: None,
+      records: 0,
     }
   }
 }
@@ -4546,6 +4560,10 @@ impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> GroupStatusBuilder<'a, 'b, A>
     self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(GroupStatus::VT_MEMBERS, members);
   }
   #[inline]
+  pub fn add_records(&mut self, records: u64) {
+    self.fbb_.push_slot::<u64>(GroupStatus::VT_RECORDS, records, 0);
+  }
+  #[inline]
   pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> GroupStatusBuilder<'a, 'b, A> {
     let start = _fbb.start_table();
     GroupStatusBuilder {
@@ -4574,6 +4592,7 @@ impl ::core::fmt::Debug for GroupStatus<'_> {
       ds.field("durable", &self.durable());
       ds.field("followers", &self.followers());
       ds.field("members", &self.members());
+      ds.field("records", &self.records());
       ds.finish()
   }
 }

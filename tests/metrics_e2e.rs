@@ -1,0 +1,371 @@
+//! The metrics endpoint read by a real Prometheus server: a `keel dev` cluster under an
+//! acks=quorum load is scraped by Prometheus (the Debian package, which `.ci/run`
+//! installs), and the test asks Prometheus's HTTP API, not the endpoint, that the
+//! produced-records counter equals what the producers had acknowledged, that each group's
+//! leader role is set on exactly one node, and that every query of the shipped Grafana
+//! dashboard returns data.
+
+mod support;
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpStream;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use support::writers::Writers;
+
+/// Kills the process when dropped.
+struct Killed(Child);
+
+impl Drop for Killed {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// SIGTERMs `keel dev` (its nodes stop with it) when dropped.
+struct Dev(Child);
+
+impl Drop for Dev {
+    fn drop(&mut self) {
+        // SAFETY: kill(2) with our child's pid and SIGTERM.
+        unsafe {
+            libc::kill(self.0.id() as libc::pid_t, libc::SIGTERM);
+        }
+        let _ = self.0.wait();
+    }
+}
+
+/// The Prometheus server the test runs; a missing one fails the test with how to get it.
+fn prometheus_binary() -> String {
+    let binary = std::env::var("KEEL_TEST_PROMETHEUS").unwrap_or_else(|_| "prometheus".into());
+    let found = Command::new(&binary)
+        .arg("--version")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status();
+    assert!(
+        found.is_ok_and(|s| s.success()),
+        "this test needs a Prometheus server: apt-get install prometheus (.ci/run does), or \
+         KEEL_TEST_PROMETHEUS=/path/to/prometheus"
+    );
+    binary
+}
+
+/// An HTTP GET on loopback: (status code, body).
+fn http_get(port: u16, path_and_query: &str) -> std::io::Result<(u16, String)> {
+    let mut stream = TcpStream::connect(("127.0.0.1", port))?;
+    stream.set_read_timeout(Some(Duration::from_secs(10)))?;
+    write!(
+        stream,
+        "GET {path_and_query} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n"
+    )?;
+    let mut answer = Vec::new();
+    stream.read_to_end(&mut answer)?;
+    let answer = String::from_utf8_lossy(&answer).to_string();
+    let status = answer
+        .split_whitespace()
+        .nth(1)
+        .and_then(|code| code.parse().ok())
+        .unwrap_or(0);
+    let (head, body) = answer.split_once("\r\n\r\n").unwrap_or((&answer, ""));
+    let body = if head
+        .to_ascii_lowercase()
+        .contains("transfer-encoding: chunked")
+    {
+        unchunk(body)
+    } else {
+        body.to_string()
+    };
+    Ok((status, body))
+}
+
+/// The body of a chunked answer.
+fn unchunk(mut rest: &str) -> String {
+    let mut body = String::new();
+    while let Some((size, after)) = rest.split_once("\r\n") {
+        let size = usize::from_str_radix(size.trim(), 16).unwrap_or(0);
+        if size == 0 || after.len() < size {
+            break;
+        }
+        body.push_str(&after[..size]);
+        rest = after[size..].trim_start_matches("\r\n");
+    }
+    body
+}
+
+fn url_encode(text: &str) -> String {
+    text.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                (b as char).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
+/// An instant query through Prometheus's HTTP API: each sample's labels and value.
+fn query(port: u16, promql: &str) -> Result<Vec<(serde_json::Value, f64)>, String> {
+    let path = format!("/api/v1/query?query={}", url_encode(promql));
+    let (status, body) = http_get(port, &path).map_err(|e| e.to_string())?;
+    let answer: serde_json::Value =
+        serde_json::from_str(&body).map_err(|e| format!("{status} {e}: {body}"))?;
+    if answer["status"] != "success" {
+        return Err(format!("{promql}: {body}"));
+    }
+    let samples = answer["data"]["result"]
+        .as_array()
+        .ok_or_else(|| format!("{promql}: no result in {body}"))?;
+    Ok(samples
+        .iter()
+        .map(|s| {
+            let value = s["value"][1].as_str().unwrap_or("NaN");
+            (s["metric"].clone(), value.parse().unwrap_or(f64::NAN))
+        })
+        .collect())
+}
+
+/// Polls `check` every 250 ms for up to `within`; panics with its last complaint.
+fn eventually(what: &str, within: Duration, mut check: impl FnMut() -> Result<(), String>) {
+    let deadline = Instant::now() + within;
+    loop {
+        match check() {
+            Ok(()) => return,
+            Err(why) if Instant::now() > deadline => panic!("{what}: {why}"),
+            Err(_) => std::thread::sleep(Duration::from_millis(250)),
+        }
+    }
+}
+
+fn start_prometheus(dir: &Path, targets: &[String], port: u16) -> Killed {
+    let config = dir.join("prometheus.yml");
+    let targets: Vec<String> = targets.iter().map(|t| format!("'{t}'")).collect();
+    std::fs::write(
+        &config,
+        format!(
+            "global:\n  scrape_interval: 1s\n  scrape_timeout: 900ms\nscrape_configs:\n  \
+             - job_name: keel\n    static_configs:\n      - targets: [{}]\n",
+            targets.join(", ")
+        ),
+    )
+    .unwrap();
+    let child = Command::new(prometheus_binary())
+        .arg(format!("--config.file={}", config.display()))
+        .arg(format!(
+            "--storage.tsdb.path={}",
+            dir.join("tsdb").display()
+        ))
+        .arg(format!("--web.listen-address=127.0.0.1:{port}"))
+        .arg("--log.level=warn")
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(dir.join("prometheus.log")).unwrap())
+        .spawn()
+        .unwrap();
+    let prometheus = Killed(child);
+    eventually(
+        "Prometheus ready",
+        Duration::from_secs(30),
+        || match http_get(port, "/-/ready") {
+            Ok((200, _)) => Ok(()),
+            other => Err(format!("{other:?}")),
+        },
+    );
+    prometheus
+}
+
+/// `keel dev` with `shards` shards per node on ports from `port`; waits for its
+/// metrics line and returns the metrics addresses it printed.
+fn start_dev(dir: &Path, port: u16, shards: u32) -> (Dev, Vec<String>) {
+    let mut child = Command::new(support::keel_binary())
+        .args(["dev", "--port", &port.to_string(), "--shards"])
+        .arg(shards.to_string())
+        .arg("--data-dir")
+        .arg(dir.join("dev"))
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
+    let dev = Dev(child);
+    let urls = loop {
+        let line = lines.next().expect("keel dev's metrics line").unwrap();
+        if let Some((_, urls)) = line.split_once("metrics (Prometheus) at ") {
+            break urls.to_string();
+        }
+    };
+    std::thread::spawn(move || lines.for_each(drop));
+    let targets = urls
+        .split_whitespace()
+        .map(|url| {
+            let url = url.trim_start_matches("http://");
+            url.trim_end_matches("/metrics").to_string()
+        })
+        .collect();
+    (dev, targets)
+}
+
+#[test]
+fn prometheus_sees_what_the_producers_had_acknowledged() {
+    let root = tempfile::tempdir().unwrap();
+    // Client ports port..+22, peer ports +100.., metrics +200..+222; then Prometheus.
+    let port = support::free_ports(240);
+    let (_dev, targets) = start_dev(root.path(), port, 2);
+    assert_eq!(targets.len(), 3, "{targets:?}");
+    let bootstrap = format!("127.0.0.1:{port},127.0.0.1:{}", port + 10);
+    let mut client = keel::client::ClusterClient::new(&bootstrap);
+    support::retry("the topic", || client.create_topic("metered", 4));
+    let _prometheus = start_prometheus(root.path(), &targets, port + 235);
+    let prometheus = port + 235;
+
+    // Every node scraped before the load starts, so the rates below cover it.
+    eventually("every node scraped", Duration::from_secs(30), || {
+        let up = query(prometheus, "sum(up{job=\"keel\"})")?;
+        match up.first() {
+            Some((_, n)) if *n == 3.0 => Ok(()),
+            other => Err(format!("targets up: {other:?}")),
+        }
+    });
+    let writers = Writers::start(&bootstrap, "metered", 4);
+    let load_started = Instant::now();
+    support::retry("writes going on", || {
+        if writers.acked_count() >= 400 && load_started.elapsed() > Duration::from_secs(5) {
+            Ok(())
+        } else {
+            Err("not yet")
+        }
+    });
+    let (acked, errors) = writers.stop();
+    assert!(errors.is_empty(), "the producers saw errors: {errors:?}");
+    let acknowledged_records = 5.0 * acked.len() as f64;
+
+    // Scraped at least once after the last acknowledgement, every node.
+    eventually(
+        "the produced-records counter as Prometheus has it",
+        Duration::from_secs(20),
+        || {
+            let total = query(prometheus, "sum(keel_produce_records_total{result=\"ok\"})")?;
+            let got = total.first().map_or(0.0, |s| s.1);
+            if got == acknowledged_records {
+                Ok(())
+            } else {
+                Err(format!(
+                    "{got} records counted, {acknowledged_records} acknowledged"
+                ))
+            }
+        },
+    );
+
+    eventually("one leader per group", Duration::from_secs(20), || {
+        let replicas = query(prometheus, "count by (group) (keel_raft_term)")?;
+        let leaders = query(
+            prometheus,
+            "sum by (group) (keel_raft_role{role=\"leader\"})",
+        )?;
+        // Two shards per node: two groups, each on all three nodes.
+        if replicas.len() != 2 || replicas.iter().any(|r| r.1 != 3.0) {
+            return Err(format!("replicas per group: {replicas:?}"));
+        }
+        if leaders.len() != 2 || leaders.iter().any(|l| l.1 != 1.0) {
+            return Err(format!("leaders per group: {leaders:?}"));
+        }
+        Ok(())
+    });
+
+    let rate = query(
+        prometheus,
+        "sum(rate(keel_produce_records_total{result=\"ok\"}[1m]))",
+    )
+    .unwrap();
+    assert!(
+        rate.first().is_some_and(|s| s.1 > 0.0),
+        "the load is within the dashboard's rate window: {rate:?}"
+    );
+    check_dashboard_queries(prometheus);
+}
+
+/// Every query of `deploy/grafana-dashboard.json` returns data (a number, not only NaN)
+/// through Prometheus, with Grafana's `$__rate_interval` as 1m.
+fn check_dashboard_queries(prometheus: u16) {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy/grafana-dashboard.json");
+    let dashboard: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+    let exprs: Vec<String> = dashboard["panels"]
+        .as_array()
+        .expect("panels")
+        .iter()
+        .flat_map(|panel| panel["targets"].as_array().cloned().unwrap_or_default())
+        .map(|target| target["expr"].as_str().expect("expr").to_string())
+        .collect();
+    assert!(exprs.len() >= 10, "{exprs:?}");
+    for expr in exprs {
+        let promql = expr.replace("$__rate_interval", "1m");
+        eventually(&promql, Duration::from_secs(20), || {
+            let samples = query(prometheus, &promql)?;
+            if samples.iter().any(|s| s.1.is_finite()) {
+                Ok(())
+            } else {
+                Err(format!("no data: {samples:?}"))
+            }
+        });
+    }
+}
+
+#[test]
+fn a_broker_logs_json_lines_and_serves_its_metrics_on_the_port_it_is_given() {
+    let root = tempfile::tempdir().unwrap();
+    let port = support::free_ports(2);
+    // The metrics port may not be one of the node's own ports.
+    let refused = Command::new(support::keel_binary())
+        .args(["broker", "--port", &port.to_string(), "--metrics-port"])
+        .arg(port.to_string())
+        .arg("--data-dir")
+        .arg(root.path().join("refused"))
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert!(!refused.status.success(), "{stderr}");
+    assert!(stderr.contains("metrics port"), "{stderr}");
+
+    let mut child = Command::new(support::keel_binary())
+        .args(["broker", "--port", &port.to_string(), "--shards", "1"])
+        .args(["--metrics-port", &(port + 1).to_string(), "--data-dir"])
+        .arg(root.path().join("node"))
+        .env("KEEL_LOG", "info")
+        .env("KEEL_LOG_FORMAT", "json")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stderr = child.stderr.take().unwrap();
+    let _broker = Killed(child);
+    let mut messages = Vec::new();
+    let mut lines = BufReader::new(stderr).lines();
+    for line in lines.by_ref() {
+        let line = line.unwrap();
+        let object: serde_json::Value =
+            serde_json::from_str(&line).unwrap_or_else(|e| panic!("not a JSON line ({e}): {line}"));
+        assert!(object["level"].is_string(), "{line}");
+        assert!(object["timestamp"].is_string(), "{line}");
+        let message = object["fields"]["message"].as_str().unwrap_or_default();
+        messages.push(message.to_string());
+        if message == "serving" {
+            break;
+        }
+    }
+    // Its stderr stays open (a closed one ends the process at its next log line).
+    std::thread::spawn(move || lines.for_each(drop));
+    assert!(
+        messages.iter().any(|m| m.starts_with("metrics at http://")),
+        "{messages:?}"
+    );
+    let (status, body) = http_get(port + 1, "/metrics").unwrap();
+    assert_eq!(status, 200, "{body}");
+    assert!(
+        body.contains("# TYPE keel_raft_term gauge")
+            && body.contains("keel_produce_requests_total"),
+        "{body}"
+    );
+}
