@@ -694,28 +694,38 @@ impl NodeConfig {
         )
     }
 
+    /// The metrics port is none of the client or peer ports of this node, nor of any node
+    /// of `peers` on the same host.
+    fn check_metrics_port(&self) -> Result<(), ConfigError> {
+        let Some(port) = self.metrics_port.map(u32::from) else {
+            return Ok(());
+        };
+        let shards = self.shards;
+        let own_peers = (!self.peers.is_empty()).then(|| self.peer_base_port());
+        let mut ranges = vec![(self.node_id, "client", u32::from(self.base_port))];
+        ranges.extend(own_peers.map(|base| (self.node_id, "peer", base)));
+        for node in self.peers.iter().filter(|p| p.host == self.host) {
+            ranges.push((node.node_id, "client", u32::from(node.base_port)));
+            ranges.push((node.node_id, "peer", u32::from(node.peer_port)));
+        }
+        match ranges
+            .iter()
+            .find(|(_, _, start)| (*start..*start + shards).contains(&port))
+        {
+            Some((node, kind, start)) => Err(ConfigError(format!(
+                "metrics port {port} is one of node {node}'s {kind} ports ({start}..{}) on \
+                 this host: give --metrics-port another",
+                start + shards
+            ))),
+            None => Ok(()),
+        }
+    }
+
     /// A cluster node's ports fit, and on each host no node's client or peer ports
     /// overlap another range (its own or another node's: `keel dev` runs three nodes on
     /// one host). Every node is assumed to run as many shards as this one (replica group
     /// i is shard i of every node). This node's own entry in `peers` must name the ports
     /// it listens on, or the others would send to the wrong place.
-    /// The metrics port is none of the node's client or peer ports.
-    fn check_metrics_port(&self) -> Result<(), ConfigError> {
-        let Some(port) = self.metrics_port.map(u32::from) else {
-            return Ok(());
-        };
-        let clients = u32::from(self.base_port)..u32::from(self.base_port) + self.shards;
-        let peer_base = self.peer_base_port();
-        let peers = peer_base..peer_base + self.shards;
-        if clients.contains(&port) || (!self.peers.is_empty() && peers.contains(&port)) {
-            return Err(ConfigError(format!(
-                "metrics port {port} is one of this node's client ports ({}..{}) or peer                  ports ({}..{}): give --metrics-port another",
-                clients.start, clients.end, peers.start, peers.end
-            )));
-        }
-        Ok(())
-    }
-
     fn check_peer_ports(&self) -> Result<(), ConfigError> {
         if self.peers.is_empty() {
             return Ok(()); // a single node opens no peer port
@@ -857,6 +867,27 @@ mod tests {
             ..in_cluster
         };
         assert!(secured.validate().is_ok());
+    }
+
+    #[test]
+    fn the_metrics_port_is_no_port_of_a_node_on_the_same_host() {
+        let node = |metrics_port| NodeConfig {
+            node_id: 1,
+            host: "h".into(),
+            base_port: 9700,
+            shards: 2,
+            metrics_port: Some(metrics_port),
+            peers: parse_peers("1=h:9700,2=h:9710,3=other:9900").unwrap(),
+            peer_secret: PeerSecret::from_bytes(&[4; 32]).ok(),
+            ..NodeConfig::default()
+        };
+        for taken in [9701, 9801, 9710, 9811] {
+            let error = node(taken).validate().unwrap_err().0;
+            assert!(error.contains(&format!("metrics port {taken}")), "{error}");
+        }
+        // Node 3's ports are on another host; 9900 is free here.
+        assert!(node(9900).validate().is_ok());
+        assert!(node(9702).validate().is_ok());
     }
 
     #[test]

@@ -424,9 +424,20 @@ pub const FETCH_RETRY_BACKOFF: std::time::Duration = std::time::Duration::from_m
 /// costs a fixed number of threads (the rest wait in the kernel's accept queue).
 pub const METRICS_HTTP_THREADS: usize = 2;
 
-/// How long the metrics endpoint waits for a request's head, or for its answer to be
-/// taken: a silent or slow connection holds one of its threads this long at most.
+/// How long the metrics endpoint gives a connection to send its request's head and take
+/// its answer, in all (one deadline, not per read): a silent or slow connection holds one
+/// of its threads this long, plus `METRICS_DRAIN_TIME`, at most.
 pub const METRICS_HTTP_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// After its answer, how long the metrics endpoint reads what a client left unread (an
+/// oversized request: closing with unread bytes would reset the connection and lose the
+/// answer), and in at most how many reads.
+pub const METRICS_DRAIN_TIME: std::time::Duration = std::time::Duration::from_millis(200);
+/// See `METRICS_DRAIN_TIME`.
+pub const METRICS_DRAIN_READS: usize = 16;
+
+/// Headers a metrics request may carry (more: 400; a scrape sends about five).
+pub const METRICS_MAX_HEADERS: usize = 32;
 
 /// Largest request head the metrics endpoint reads (a scrape's is a few hundred bytes).
 pub const METRICS_MAX_REQUEST_BYTES: usize = 8 * 1024;

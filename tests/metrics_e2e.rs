@@ -283,7 +283,13 @@ fn prometheus_sees_what_the_producers_had_acknowledged() {
         rate.first().is_some_and(|s| s.1 > 0.0),
         "the load is within the dashboard's rate window: {rate:?}"
     );
+    // A load while the dashboard's queries run, so their rate windows hold one however
+    // long the checks above took.
+    support::retry("a second topic", || client.create_topic("dashboard", 2));
+    let load = Writers::start(&bootstrap, "dashboard", 2);
     check_dashboard_queries(prometheus);
+    let (_, errors) = load.stop();
+    assert!(errors.is_empty(), "{errors:?}");
 }
 
 /// Every query of `deploy/grafana-dashboard.json` returns data (a number, not only NaN)
@@ -341,10 +347,21 @@ fn a_broker_logs_json_lines_and_serves_its_metrics_on_the_port_it_is_given() {
         .unwrap();
     let stderr = child.stderr.take().unwrap();
     let _broker = Killed(child);
+    // Read on a thread of its own (it keeps the broker's stderr open); the test waits
+    // for the lines up to "serving" 20 s at most.
+    let (sender, received) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            // Still read once the test stops listening: a closed stderr would end
+            // the broker at its next log line.
+            let _ = sender.send(line);
+        }
+    });
     let mut messages = Vec::new();
-    let mut lines = BufReader::new(stderr).lines();
-    for line in lines.by_ref() {
-        let line = line.unwrap();
+    loop {
+        let line = received
+            .recv_timeout(Duration::from_secs(20))
+            .unwrap_or_else(|_| panic!("no \"serving\" line; logged: {messages:?}"));
         let object: serde_json::Value =
             serde_json::from_str(&line).unwrap_or_else(|e| panic!("not a JSON line ({e}): {line}"));
         assert!(object["level"].is_string(), "{line}");
@@ -355,8 +372,6 @@ fn a_broker_logs_json_lines_and_serves_its_metrics_on_the_port_it_is_given() {
             break;
         }
     }
-    // Its stderr stays open (a closed one ends the process at its next log line).
-    std::thread::spawn(move || lines.for_each(drop));
     assert!(
         messages.iter().any(|m| m.starts_with("metrics at http://")),
         "{messages:?}"
@@ -368,4 +383,74 @@ fn a_broker_logs_json_lines_and_serves_its_metrics_on_the_port_it_is_given() {
             && body.contains("keel_produce_requests_total"),
         "{body}"
     );
+}
+
+/// The sum of a counter's series in a node's /metrics answer.
+fn counter_sum(port: u16, name: &str) -> Result<f64, String> {
+    let (status, body) = http_get(port, "/metrics").map_err(|e| e.to_string())?;
+    if status != 200 {
+        return Err(format!("{status}: {body}"));
+    }
+    Ok(body
+        .lines()
+        .filter(|l| l.starts_with(&format!("{name}{{")))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum())
+}
+
+/// Every group led, every replica answering and caught up.
+fn caught_up(client: &mut keel::client::ClusterClient) -> Result<(), String> {
+    let rows = client.cluster_status().map_err(|e| e.to_string())?;
+    let leaders = rows.iter().filter(|r| r.role == "leader").count();
+    let behind = rows
+        .iter()
+        .filter(|r| r.role == "leader")
+        .any(|r| r.followers.iter().any(|f| f.2 > 0));
+    if rows.len() == 6 && leaders == 2 && !behind && rows.iter().all(|r| r.role != "down") {
+        Ok(())
+    } else {
+        Err(format!("not settled: {rows:?}"))
+    }
+}
+
+/// The README's rolling restart: each node in turn stopped with SIGTERM (it hands the
+/// groups it leads over) and started again. The nodes that stay up hold no election
+/// (their `keel_raft_elections_started_total` does not move).
+#[test]
+fn a_rolling_restart_with_sigterm_makes_no_election() {
+    let root = tempfile::tempdir().unwrap();
+    let mut nodes =
+        support::start_cluster_with(root.path(), 3, 2, &["--metrics-port", "{metrics}"]);
+    let bootstrap: Vec<String> = nodes.iter().map(|n| n.address(0)).collect();
+    let mut client = keel::client::ClusterClient::new(&bootstrap.join(","));
+    support::retry("topic", || client.create_topic("rolling", 4));
+    support::retry("a settled cluster", || caught_up(&mut client));
+    for restarted in 0..nodes.len() {
+        let others: Vec<u16> = (0..nodes.len())
+            .filter(|&i| i != restarted)
+            .map(|i| nodes[i].metrics_port().expect("a metrics port"))
+            .collect();
+        let elections = |ports: &[u16]| -> f64 {
+            ports
+                .iter()
+                .map(|&p| counter_sum(p, "keel_raft_elections_started_total").unwrap())
+                .sum()
+        };
+        let before = elections(&others);
+        let status = nodes[restarted].terminate(Duration::from_secs(20));
+        assert!(
+            status.is_some_and(|s| s.success()),
+            "node {} stops",
+            restarted + 1
+        );
+        let node = nodes.remove(restarted).restart();
+        nodes.insert(restarted, node);
+        support::retry("caught up after the restart", || caught_up(&mut client));
+        assert_eq!(
+            elections(&others),
+            before,
+            "an election on the nodes that stayed up while node {} restarted",
+            restarted + 1
+        );
+    }
 }

@@ -254,9 +254,11 @@ fn a_batch_stored_but_never_acknowledged_is_spilled_and_replayed_once() {
     // The application's metrics show the journal (read at the scrape).
     let mut registry = prometheus_client::registry::Registry::default();
     producer.register_metrics(&mut registry);
+    let pending = producer.spill_status().unwrap().pending_batches;
     let mut scraped = String::new();
     prometheus_client::encoding::text::encode(&mut scraped, &registry).unwrap();
-    let pending = producer.spill_status().unwrap().pending_batches;
+    // Nothing is answered meanwhile: the journal cannot change under the scrape.
+    assert_eq!(producer.spill_status().unwrap().pending_batches, pending);
     assert!(
         pending > 0 && scraped.contains(&format!("keel_client_spill_pending_batches {pending}\n")),
         "{pending} pending: {scraped}"

@@ -112,7 +112,7 @@ fn percentile_label(x: &f64) -> String {
     }
     let nines = decade.round() as i32;
     match nines {
-        0 => "0%".into(),
+        n if n <= 0 => "0%".into(),
         1 => "90%".into(),
         2 => "99%".into(),
         n => format!("99.{}%", "9".repeat((n - 2) as usize)),
@@ -156,11 +156,13 @@ pub fn percentile_plot(series: &[Series], title: &str, path: &Path) -> Result<()
         .map_err(|e| failed(e.to_string()))?;
     for (i, line) in series.iter().enumerate() {
         let color = Palette99::pick(i).to_rgba();
+        // A single point (one sample) is drawn as a level line across the plot.
+        let points: Vec<(f64, f64)> = match line.points.as_slice() {
+            [(_, value)] => vec![(1.0, *value), (max_x, *value)],
+            points => points.to_vec(),
+        };
         chart
-            .draw_series(LineSeries::new(
-                line.points.iter().copied(),
-                color.stroke_width(2),
-            ))
+            .draw_series(LineSeries::new(points, color.stroke_width(2)))
             .map_err(|e| failed(e.to_string()))?
             .label(line.label.clone())
             .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], color));
@@ -198,7 +200,12 @@ pub fn timeline_plot(
     path: &Path,
 ) -> Result<(), PlotError> {
     let failed = draw_failed(path);
-    let bins = kills.iter().map(|k| k.counts.len()).max().unwrap_or(1);
+    let bins = kills
+        .iter()
+        .map(|k| k.counts.len())
+        .max()
+        .unwrap_or(1)
+        .max(1);
     let start = -(before_ms as f64);
     let end = start + (bins as u64 * bin_ms) as f64;
     let top = kills

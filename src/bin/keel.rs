@@ -1033,14 +1033,17 @@ fn broker(args: BrokerArgs) -> ExitCode {
     let config = match broker_config(args) {
         Ok(config) => config,
         Err(message) => {
-            eprintln!("keel broker: {message}");
+            broker_says(true, &format!("keel broker: {message}"));
             return ExitCode::from(2);
         }
     };
     let stop = Arc::new(AtomicBool::new(false));
     for signal in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
         if let Err(error) = signal_hook::flag::register(signal, stop.clone()) {
-            eprintln!("keel broker: cannot handle signals: {error}");
+            broker_says(
+                true,
+                &format!("keel broker: cannot handle signals: {error}"),
+            );
             return ExitCode::from(1);
         }
     }
@@ -1527,10 +1530,11 @@ fn bench_produce(args: ProduceBenchArgs) -> ExitCode {
 const DEV_METRICS_PORT_OFFSET: u32 = 200;
 
 fn dev(args: DevArgs) -> ExitCode {
-    if args.nodes == 0 || args.shards == 0 || args.shards > 9 {
+    if args.nodes == 0 || args.nodes > 10 || args.shards == 0 || args.shards > 9 {
         return fail(
             "dev",
-            "--nodes must be at least 1 and --shards between 1 and 9",
+            "--nodes must be between 1 and 10 and --shards between 1 and 9 (node n's ports \
+             are 10 apart: client, +100 peer, +200 metrics)",
         );
     }
     let executable = match std::env::current_exe() {

@@ -106,11 +106,13 @@ impl CommitLog {
         let result = match issued {
             Ok(issued) => {
                 let bytes = issued.plan_bytes;
+                // A flush queued behind another may find nothing left to write.
+                let wrote = bytes > 0 || issued.meta.is_some();
                 let durable = self.finish_flush(issued).await;
                 durable.map(|durable| Flushed {
                     durable,
                     bytes,
-                    wrote: true,
+                    wrote,
                 })
             }
             Err(error) => Err(error),

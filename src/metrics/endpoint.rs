@@ -10,10 +10,14 @@
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::sync::Arc;
+use std::time::Instant;
 
 use prometheus_client::encoding::prometheus_text;
 
-use crate::constants::{METRICS_HTTP_THREADS, METRICS_HTTP_TIMEOUT, METRICS_MAX_REQUEST_BYTES};
+use crate::constants::{
+    METRICS_DRAIN_READS, METRICS_DRAIN_TIME, METRICS_HTTP_THREADS, METRICS_HTTP_TIMEOUT,
+    METRICS_MAX_HEADERS, METRICS_MAX_REQUEST_BYTES,
+};
 use crate::metrics::families::NodeMetrics;
 
 /// The endpoint could not start.
@@ -58,6 +62,7 @@ fn accept_loop(listener: &TcpListener, metrics: &NodeMetrics) {
             }
             Err(error) => {
                 tracing::warn!(%error, "metrics endpoint: accept failed");
+                // Out of descriptors, say: the next accept may work once some close.
                 std::thread::sleep(METRICS_HTTP_TIMEOUT / 20);
             }
         }
@@ -73,11 +78,26 @@ enum Asked {
     Malformed,
 }
 
+/// Sets the socket's timeout to what is left until `deadline` (an error once past it):
+/// a slow client's trickle of bytes cannot hold a thread beyond it.
+fn within(stream: &TcpStream, deadline: Instant) -> std::io::Result<()> {
+    let left = deadline.saturating_duration_since(Instant::now());
+    if left.is_zero() {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::TimedOut,
+            "metrics request took too long",
+        ));
+    }
+    stream.set_read_timeout(Some(left))?;
+    stream.set_write_timeout(Some(left))
+}
+
 /// Reads a request head (bounded) and says what it asks for.
-fn read_request(stream: &mut TcpStream) -> std::io::Result<Asked> {
+fn read_request(stream: &mut TcpStream, deadline: Instant) -> std::io::Result<Asked> {
     let mut head = vec![0u8; METRICS_MAX_REQUEST_BYTES];
     let mut filled = 0;
     loop {
+        within(stream, deadline)?;
         let read = stream.read(&mut head[filled..])?;
         if read == 0 {
             return Ok(Asked::Malformed);
@@ -93,7 +113,7 @@ fn read_request(stream: &mut TcpStream) -> std::io::Result<Asked> {
 
 /// What a complete request head asks for; `None` while it is incomplete.
 fn parse_head(bytes: &[u8]) -> Option<Asked> {
-    let mut headers = [httparse::EMPTY_HEADER; 32];
+    let mut headers = [httparse::EMPTY_HEADER; METRICS_MAX_HEADERS];
     let mut request = httparse::Request::new(&mut headers);
     match request.parse(bytes) {
         Ok(httparse::Status::Partial) => None,
@@ -111,9 +131,9 @@ fn parse_head(bytes: &[u8]) -> Option<Asked> {
 }
 
 fn answer(mut stream: TcpStream, metrics: &NodeMetrics) -> std::io::Result<()> {
-    stream.set_read_timeout(Some(METRICS_HTTP_TIMEOUT))?;
-    stream.set_write_timeout(Some(METRICS_HTTP_TIMEOUT))?;
-    let (status, content_type, body) = match read_request(&mut stream)? {
+    // One deadline for the whole exchange, not per read.
+    let deadline = Instant::now() + METRICS_HTTP_TIMEOUT;
+    let (status, content_type, body) = match read_request(&mut stream, deadline)? {
         Asked::Metrics => {
             let mut body = String::with_capacity(64 * 1024);
             match prometheus_text::encode(&mut body, metrics.registry()) {
@@ -146,24 +166,24 @@ fn answer(mut stream: TcpStream, metrics: &NodeMetrics) -> std::io::Result<()> {
          Connection: close\r\n\r\n",
         body.len()
     );
+    within(&stream, deadline)?;
     stream.write_all(head.as_bytes())?;
     stream.write_all(body.as_bytes())?;
     stream.flush()?;
     // A request left unread (an oversized one) would reset the connection on close, and
-    // the client could lose the answer: end our side, then read what is left (bounded by
-    // bytes and the timeout) until the client closes.
+    // the client could lose the answer: end our side, then read what is left until the
+    // client closes, within `METRICS_DRAIN_TIME` and `METRICS_DRAIN_READS` reads.
     stream.shutdown(std::net::Shutdown::Write)?;
+    let drain_until = Instant::now() + METRICS_DRAIN_TIME;
     let mut left = vec![0u8; METRICS_MAX_REQUEST_BYTES];
     for _ in 0..METRICS_DRAIN_READS {
+        within(&stream, drain_until)?;
         if stream.read(&mut left)? == 0 {
             break;
         }
     }
     Ok(())
 }
-
-/// Reads of `METRICS_MAX_REQUEST_BYTES` after an answer, at most, before closing.
-const METRICS_DRAIN_READS: usize = 16;
 
 #[cfg(test)]
 mod tests {

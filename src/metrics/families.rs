@@ -90,10 +90,10 @@ pub const ROLES: [&str; 6] = [
     "failed",
 ];
 
-/// Produce latency buckets: 50 µs doubling to 6.6 s (the floor of a quorum write on
-/// loopback is ~250 µs; a request times out at its own deadline, 30 s by default).
+/// Produce latency buckets: 50 µs doubling to 26 s, then 60 s (the floor of a quorum
+/// write on loopback is ~250 µs; a request times out at its own deadline, 30 s by default).
 fn latency_buckets() -> Histogram {
-    Histogram::new(exponential_buckets(50e-6, 2.0, 18))
+    Histogram::new(exponential_buckets(50e-6, 2.0, 20).chain([60.0]))
 }
 
 /// Flush latency buckets: 25 µs doubling to 0.8 s (an O_DSYNC write takes ~100-300 µs
@@ -232,7 +232,7 @@ impl NodeMetrics {
         );
         r.register_with_unit(
             "fetch",
-            "Record batch bytes sent in fetch answers",
+            "Bytes of fetch answers (their frames: batches and headers)",
             bytes,
             self.fetch_bytes.clone(),
         );
@@ -359,7 +359,8 @@ impl NodeMetrics {
         );
         r.register(
             "log_retention_cuts",
-            "Removals of the log's oldest segments (retention or a snapshot)",
+            "Removals of the log's prefix asked by retention or a snapshot (whole oldest \
+             segments go)",
             self.retention_cuts.clone(),
         );
     }

@@ -147,6 +147,21 @@ impl ShardMetrics {
         }
     }
 
+    /// One partition's batch was stored before (an idempotent resend, a spill journal's
+    /// replay): answered ok, counted under `result="duplicate"`, not as new records.
+    pub fn produce_duplicate(&self, acks: Acks, records: u64, bytes: u64) {
+        let labels = ProduceLabels {
+            shard: self.shard,
+            acks: acks_name(acks),
+            result: "duplicate",
+        };
+        self.node
+            .produce_records
+            .get_or_create(&labels)
+            .inc_by(records);
+        self.node.produce_bytes.get_or_create(&labels).inc_by(bytes);
+    }
+
     fn produce_labels(&self, acks: Acks, code: ErrorCode) -> ProduceLabels {
         ProduceLabels {
             shard: self.shard,
@@ -249,6 +264,8 @@ pub struct GroupMetrics {
     retention_cuts: Counter,
     snapshots_sent: Counter,
     snapshots_installed: Counter,
+    /// `keel_raft_role` of each of `ROLES`.
+    roles: [Gauge; ROLES.len()],
     /// The role last seen (`observe_role`).
     role: Cell<&'static str>,
     /// A candidate after a won pre-vote (an election, not a transfer).
@@ -292,6 +309,13 @@ impl GroupMetrics {
             retention_cuts: counter(&node.retention_cuts),
             snapshots_sent: counter(&node.snapshots_sent),
             snapshots_installed: counter(&node.snapshots_installed),
+            roles: ROLES.map(|role| {
+                node.role.get_or_create_owned(&RoleLabels {
+                    shard: labels.shard,
+                    group: labels.group,
+                    role,
+                })
+            }),
             role: Cell::new(""),
             in_election: Cell::new(false),
             counts: Cell::new(ReplicaCounts::default()),
@@ -315,6 +339,12 @@ impl GroupMetrics {
                 self.in_election.set(true);
             }
             ("candidate", "leader") if self.in_election.replace(false) => {
+                self.elections_won.inc();
+            }
+            // A group of one voter campaigns and wins within one input (a transfer needs
+            // another voter's vote: never within one input).
+            ("follower" | "pre-candidate", "leader") => {
+                self.elections_started.inc();
                 self.elections_won.inc();
             }
             _ => self.in_election.set(false),
@@ -355,18 +385,19 @@ impl GroupMetrics {
         self.last.set(gauge_value(now.last));
         self.log_bytes.set(gauge_value(now.log_bytes));
         self.log_segments.set(gauge_value(now.log_segments));
-        for role in ROLES {
-            let labels = self.role_labels(role);
-            self.node
-                .role
-                .get_or_create(&labels)
-                .set(i64::from(role == now.role));
+        for (gauge, role) in self.roles.iter().zip(ROLES) {
+            gauge.set(i64::from(role == now.role));
         }
         let before = self.counts.replace(now.counts);
-        self.transfers
-            .inc_by(now.counts.transfers_started - before.transfers_started);
+        // A replica started again (after a full disk) counts from 0: all of its count is
+        // new.
+        let added = |now: u64, before: u64| now.checked_sub(before).unwrap_or(now);
+        self.transfers.inc_by(added(
+            now.counts.transfers_started,
+            before.transfers_started,
+        ));
         self.snapshots_sent
-            .inc_by(now.counts.snapshots_sent - before.snapshots_sent);
+            .inc_by(added(now.counts.snapshots_sent, before.snapshots_sent));
         self.publish_followers(now.followers);
     }
 
@@ -475,10 +506,41 @@ mod tests {
             group.observe_role(role);
         }
         assert_eq!(group.elections(), (1, 1));
+        // A lone voter's election, seen as one change.
+        for role in ["follower", "leader"] {
+            group.observe_role(role);
+        }
+        assert_eq!(group.elections(), (2, 2));
         // An election lost.
         for role in ["follower", "pre-candidate", "candidate", "follower"] {
             group.observe_role(role);
         }
-        assert_eq!(group.elections(), (2, 1));
+        assert_eq!(group.elections(), (3, 2));
+    }
+
+    #[test]
+    fn a_replica_started_again_counts_from_zero_without_running_backwards() {
+        let group = ShardMetrics::detached(0).group(1);
+        let publish = |transfers| {
+            group.publish(&GroupSnapshot {
+                role: "leader",
+                term: 1,
+                commit: 0,
+                applied: 0,
+                durable: 0,
+                last: 0,
+                followers: &[],
+                log_bytes: 0,
+                log_segments: 1,
+                counts: ReplicaCounts {
+                    transfers_started: transfers,
+                    snapshots_sent: 0,
+                },
+            })
+        };
+        publish(3);
+        publish(1); // a new replica after a full disk
+        publish(2);
+        assert_eq!(group.transfers.get(), 5);
     }
 }

@@ -279,8 +279,13 @@ impl<S: LogStore> Replica<S> {
 
     /// Asks raft-rs to hand leadership to `target` (counted: `ReplicaCounts`).
     pub(crate) fn transfer_leadership(&mut self, target: u64) {
-        self.counts.transfers_started += 1;
+        let pending = self.raw.raft.lead_transferee;
         self.raw.transfer_leader(target);
+        // Counted once it is started: raft-rs ignores a repeat of the pending transfer, a
+        // transfer to a learner or to itself.
+        if pending != Some(target) && self.raw.raft.lead_transferee == Some(target) {
+            self.counts.transfers_started += 1;
+        }
     }
 
     /// What this replica did so far, for the node's metrics.

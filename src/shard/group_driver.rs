@@ -526,9 +526,12 @@ impl ShardCore {
     /// Writes the group's state into the node's metrics.
     fn publish_metrics(&self) {
         let status = self.status();
+        // A follower a new leader has not heard from yet shows matched 0 (it is probing):
+        // not published until it answers, rather than as missing the whole log.
         let followers: Vec<(u32, u64, u64)> = status
             .followers
             .iter()
+            .filter(|&&(_, matched, _)| matched > 0)
             .map(|&(node, matched, lag)| (node, lag, self.log.bytes_after(matched)))
             .collect();
         let counts = self.replica.borrow().counts();

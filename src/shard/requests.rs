@@ -19,6 +19,7 @@ use crate::constants::{
 };
 use crate::controller::{GroupId, CONTROLLER_GROUP};
 use crate::log::LogError;
+use crate::metrics::ShardMetrics;
 use crate::protocol::byte_vector::byte_vector;
 use crate::protocol::codec::{check_record_batch, MESSAGE_IDENTIFIER};
 use crate::protocol::wire::{self, Acks, ErrorCode, Request, ResponseBody};
@@ -363,13 +364,14 @@ fn submit_batch(
         .map_err(|error| WireError::from_shard(&error))
 }
 
-async fn await_batch(pending: Pending, deadline: Instant) -> Result<u64, WireError> {
+/// A stored batch's base offset, and whether it was stored before (an idempotent resend).
+async fn await_batch(pending: Pending, deadline: Instant) -> Result<(u64, bool), WireError> {
     let left = deadline.saturating_duration_since(Instant::now());
     match glommio::timer::timeout(left, async { Ok(pending.wait().await) }).await {
-        Ok(Ok(Applied::Batch { base_offset, .. })) => Ok(base_offset),
-        Ok(Ok(Applied::Duplicate { base_offset })) => Ok(base_offset),
+        Ok(Ok(Applied::Batch { base_offset, .. })) => Ok((base_offset, false)),
+        Ok(Ok(Applied::Duplicate { base_offset })) => Ok((base_offset, true)),
         // acks=none: accepted, not waited for.
-        Ok(Ok(Applied::Nothing)) => Ok(u64::MAX),
+        Ok(Ok(Applied::Nothing)) => Ok((u64::MAX, false)),
         Ok(Ok(Applied::UnknownTopic)) => Err(WireError::new(
             ErrorCode::UnknownTopic,
             "the topic was deleted before the batch was stored",
@@ -388,6 +390,36 @@ async fn await_batch(pending: Pending, deadline: Instant) -> Result<u64, WireErr
             format!("not acknowledged in time: it {INDETERMINATE_WRITE_WORDS}"),
         )),
     }
+}
+
+/// A partition's batch proposed (what to wait for, its records), or refused.
+type Submitted = Result<(Pending, u64), WireError>;
+
+/// Waits for each partition's batch, counting it: what each came to, and the request's
+/// result (the first refusal's code).
+async fn await_partitions(
+    metrics: &ShardMetrics,
+    acks: Acks,
+    submitted: Vec<(u32, u64, Submitted)>,
+    deadline: Instant,
+) -> (Vec<PartitionOutcome>, Result<(), ErrorCode>) {
+    let mut outcomes = Vec::with_capacity(submitted.len());
+    let mut answered = Ok(());
+    for (partition, bytes, submission) in submitted {
+        let (result, records) = match submission {
+            Ok((pending, records)) => (await_batch(pending, deadline).await, records),
+            Err(error) => (Err(error), 0),
+        };
+        match &result {
+            Ok((_, true)) => metrics.produce_duplicate(acks, records, bytes),
+            Ok((_, false)) => metrics.produce_batch(acks, Ok(()), records, bytes),
+            Err(error) => metrics.produce_batch(acks, Err(error.code), records, bytes),
+        }
+        answered = answered.and(result.as_ref().map(|_| ()).map_err(|e| e.code));
+        let result = result.map(|(offset, _)| offset);
+        outcomes.push(PartitionOutcome { partition, result });
+    }
+    (outcomes, answered)
 }
 
 async fn handle_produce(
@@ -417,18 +449,7 @@ async fn handle_produce(
             (entry.partition(), bytes, submitted)
         })
         .collect();
-    let mut outcomes = Vec::with_capacity(submitted.len());
-    let mut answered = Ok(());
-    for (partition, bytes, submission) in submitted {
-        let (result, records) = match submission {
-            Ok((pending, records)) => (await_batch(pending, deadline).await, records),
-            Err(error) => (Err(error), 0),
-        };
-        let code = result.as_ref().map(|_| ()).map_err(|error| error.code);
-        metrics.produce_batch(acks, code, records, bytes);
-        answered = answered.and(code);
-        outcomes.push(PartitionOutcome { partition, result });
-    }
+    let (outcomes, answered) = await_partitions(metrics, acks, submitted, deadline).await;
     metrics.produce_answered(acks, answered, started.elapsed());
     let mut builder = FlatBufferBuilder::with_capacity(256);
     let results: Vec<_> = outcomes

@@ -388,6 +388,7 @@ async fn handle_connection(
                         message: error.to_string(),
                         leader_address: None,
                     };
+                    groups.metrics().rejected(wire.code);
                     queue_own_answer(&answers, &queued, &in_flight, error_response(0, &wire))
                         .await?;
                     if matches!(error, ProtocolError::FrameTooLarge { .. }) {
@@ -398,6 +399,7 @@ async fn handle_connection(
             };
             if is_peer_frame(&frame) {
                 let answer = refuse_peer_frame(groups.shard_id, peer, &refusal_log.refusals);
+                groups.metrics().rejected(ErrorCode::InvalidRequest);
                 queue_own_answer(&answers, &queued, &in_flight, answer).await?;
                 break 'reading;
             }
@@ -411,6 +413,8 @@ async fn handle_connection(
                         continue;
                     }
                     Admission::Close(answer, why) => {
+                        // A failed authentication (or a refused hello): one guess each.
+                        groups.metrics().rejected(ErrorCode::AuthenticationFailed);
                         log_refusal(&refusal_log.refusals, groups.shard_id, peer, &why);
                         queue_own_answer(&answers, &queued, &in_flight, answer).await?;
                         break 'reading;

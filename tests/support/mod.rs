@@ -291,6 +291,15 @@ impl Broker {
         format!("{}:{}", self.host, u32::from(self.port) + shard)
     }
 
+    /// Its `--metrics-port`, if given.
+    pub fn metrics_port(&self) -> Option<u16> {
+        self.extra_args
+            .iter()
+            .position(|a| a == "--metrics-port")
+            .and_then(|i| self.extra_args.get(i + 1))
+            .and_then(|p| p.parse().ok())
+    }
+
     /// Address of shard `shard`'s peer port (`--peer-port` if given, else port + 100).
     pub fn peer_address(&self, shard: u32) -> String {
         let peer_port = self
@@ -487,9 +496,14 @@ pub fn start_cluster_with_segments(
     segment_size: &str,
     extra: &[&str],
 ) -> Vec<Broker> {
-    // Each node's client ports, then each node's peer ports.
+    // Each node's client ports, then each node's peer ports, then a metrics port each.
     let bases = free_port_ranges(2 * nodes as usize, shards as u16);
     let (ports, peer_ports) = bases.split_at(nodes as usize);
+    let metrics_ports = if extra.iter().any(|a| a.contains("{metrics}")) {
+        free_port_ranges(nodes as usize, 1)
+    } else {
+        Vec::new()
+    };
     let peers: Vec<String> = (0..nodes as usize)
         .map(|i| format!("{}=127.0.0.1:{}/{}", i + 1, ports[i], peer_ports[i]))
         .collect();
@@ -504,12 +518,13 @@ pub fn start_cluster_with_segments(
                 "--peer-port".to_string(),
                 peer_ports[i as usize].to_string(),
             ];
-            // "{node}" in an argument stands for the node's id (its own certificate).
-            args.extend(
-                extra
-                    .iter()
-                    .map(|a| a.replace("{node}", &(i + 1).to_string())),
-            );
+            // "{node}" in an argument stands for the node's id (its own certificate),
+            // "{metrics}" for a free port of its own (--metrics-port).
+            args.extend(extra.iter().map(|a| {
+                let metrics = metrics_ports.get(i as usize).map(u16::to_string);
+                a.replace("{node}", &(i + 1).to_string())
+                    .replace("{metrics}", &metrics.unwrap_or_default())
+            }));
             Broker::start_with_args(
                 &root.join(format!("node-{}", i + 1)),
                 ports[i as usize],

@@ -21,7 +21,7 @@ struct GroupLine {
     leader: Option<u32>,
     term: u64,
     commit: u64,
-    /// Records stored, as the leader (else the most advanced replica) applied them.
+    /// Records stored, the most any replica applied.
     records: u64,
     /// (follower, entries behind) as the leader sees them.
     lag: Vec<(u32, u64)>,
@@ -41,12 +41,15 @@ fn group_lines(rows: &[GroupStatus]) -> Vec<GroupLine> {
             let source = leader
                 .or_else(|| replicas.iter().max_by_key(|r| r.applied))
                 .copied();
+            // The most any replica applied: a new leader still applying its predecessor's
+            // entries would read as a drop, then a burst.
+            let records = replicas.iter().map(|r| r.records).max().unwrap_or(0);
             GroupLine {
                 group,
                 leader: leader.map(|r| r.node),
                 term: replicas.iter().map(|r| r.term).max().unwrap_or(0),
                 commit: source.map_or(0, |r| r.commit),
-                records: source.map_or(0, |r| r.records),
+                records,
                 lag: leader.map_or_else(Vec::new, |r| {
                     r.followers.iter().map(|&(n, _, lag)| (n, lag)).collect()
                 }),
@@ -98,8 +101,18 @@ fn render(lines: &[GroupLine], before: &BTreeMap<u32, u64>, elapsed: Duration) -
     out
 }
 
-/// Refreshes the status every `interval` until the process is interrupted.
+/// Shortest refresh interval: each refresh asks every shard of the cluster.
+const MIN_WATCH_INTERVAL: Duration = Duration::from_millis(200);
+
+/// Refreshes the status every `interval` until the process is interrupted; a refresh that
+/// fails (the node asked being restarted, say) is reported and the next one tried.
 pub fn watch(connect: &ConnectArgs, interval: Duration) -> ExitCode {
+    if interval < MIN_WATCH_INTERVAL {
+        return fail(
+            "cluster status --watch",
+            format!("--interval must be at least {MIN_WATCH_INTERVAL:?}"),
+        );
+    }
     let mut client = connect.client();
     let terminal = std::io::stdout().is_terminal();
     let mut before: BTreeMap<u32, u64> = BTreeMap::new();
@@ -107,7 +120,11 @@ pub fn watch(connect: &ConnectArgs, interval: Duration) -> ExitCode {
     loop {
         let rows = match client.cluster_status() {
             Ok(rows) => rows,
-            Err(error) => return fail("cluster status --watch", error),
+            Err(error) => {
+                eprintln!("keel cluster status --watch: {error} (trying again)");
+                std::thread::sleep(interval);
+                continue;
+            }
         };
         let now = Instant::now();
         let lines = group_lines(&rows);
@@ -161,6 +178,9 @@ mod tests {
         assert_eq!(lines.len(), 1);
         assert_eq!(lines[0].leader, Some(2));
         assert_eq!(lines[0].records, 120);
+        let mut behind = rows.clone();
+        behind[0].records = 130; // a follower applied more than the leader reported
+        assert_eq!(group_lines(&behind)[0].records, 130);
         assert_eq!(lines[0].lag, vec![(1, 5), (3, 95)]);
         assert_eq!(lines[0].down, vec![3]);
         let before = BTreeMap::from([(1, 20)]);
