@@ -211,6 +211,28 @@ mod tests {
         );
     }
 
+    #[test]
+    fn a_client_trickling_its_request_is_cut_off_at_the_deadline() {
+        let address = serve("127.0.0.1:0", NodeMetrics::new(1)).unwrap();
+        let mut slow = TcpStream::connect(address).unwrap();
+        let started = std::time::Instant::now();
+        let mut cut_off = false;
+        // A byte every 300 ms: each read is quick, the exchange is not.
+        for _ in 0..30 {
+            std::thread::sleep(std::time::Duration::from_millis(300));
+            if slow.write_all(b"G").is_err() {
+                cut_off = true;
+                break;
+            }
+        }
+        let held = started.elapsed();
+        assert!(cut_off, "still open after {held:?}");
+        assert!(
+            held < METRICS_HTTP_TIMEOUT + std::time::Duration::from_secs(2),
+            "held {held:?}"
+        );
+    }
+
     fn get(address: std::net::SocketAddr, request: &[u8]) -> String {
         let mut stream = TcpStream::connect(address).unwrap();
         stream.write_all(request).unwrap();
