@@ -454,3 +454,62 @@ fn a_rolling_restart_with_sigterm_makes_no_election() {
         );
     }
 }
+
+/// A broker whose stderr is gone (its reader closed: a log collector restarted) goes on
+/// serving: its log lines are dropped, not a reason to stop.
+#[test]
+fn a_broker_whose_stderr_closed_keeps_serving() {
+    let root = tempfile::tempdir().unwrap();
+    let port = support::free_ports(1);
+    let mut child = Command::new(support::keel_binary())
+        .args([
+            "broker",
+            "--port",
+            &port.to_string(),
+            "--shards",
+            "1",
+            "--data-dir",
+        ])
+        .arg(root.path().join("node"))
+        .env("KEEL_LOG", "debug")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stderr = child.stderr.take().unwrap();
+    let mut broker = Killed(child);
+    let mut lines = BufReader::new(stderr).lines();
+    let serving = lines
+        .by_ref()
+        .map_while(Result::ok)
+        .any(|line| line.contains("serving"));
+    assert!(serving, "the broker did not say it serves");
+    drop(lines); // the read end closes: every later write to stderr fails
+    let address = format!("127.0.0.1:{port}");
+    let mut client = keel::client::ClusterClient::new(&address);
+    support::retry("a topic", || client.create_topic("after-stderr", 1));
+    for round in 0..20 {
+        let (batch, crc) = keel::protocol::codec::encode_record_batch(
+            keel::protocol::codec::BatchProducer::default(),
+            0,
+            &[keel::protocol::codec::RecordData {
+                value: format!("r{round}").into_bytes(),
+                ..Default::default()
+            }],
+        );
+        let stored = client.produce(
+            "after-stderr",
+            0,
+            &batch,
+            crc,
+            keel::protocol::wire::Acks::Quorum,
+        );
+        assert!(
+            stored.is_ok() && matches!(broker.0.try_wait(), Ok(None)),
+            "round {round}: {stored:?}, broker {:?}",
+            broker.0.try_wait()
+        );
+        // New connections log at debug level too.
+        let _ = keel::client::ClusterClient::new(&address).refresh_metadata();
+    }
+}

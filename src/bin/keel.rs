@@ -688,7 +688,7 @@ fn init_logging() {
     let format = std::env::var("KEEL_LOG_FORMAT").unwrap_or_default();
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr);
+        .with_writer(|| LogOutput);
     match format.as_str() {
         "json" => builder.json().with_current_span(false).init(),
         "" | "text" => builder.init(),
@@ -699,6 +699,24 @@ fn init_logging() {
                 "unknown log format (json or text): logging as text"
             );
         }
+    }
+}
+
+/// stderr for log lines, whose write errors are dropped: a node whose stderr's reader
+/// went away (a log collector restarted, a closed pipe) goes on serving. (The log
+/// library reports a failed write with `eprintln!`, which panics on a closed stderr, and
+/// a panic ends the process.)
+struct LogOutput;
+
+impl std::io::Write for LogOutput {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let _ = std::io::stderr().write_all(buf);
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        let _ = std::io::stderr().flush();
+        Ok(())
     }
 }
 
@@ -1087,7 +1105,10 @@ fn broker_says(error: bool, line: &str) {
     match (std::env::var("KEEL_LOG_FORMAT").as_deref(), error) {
         (Ok("json"), true) => tracing::error!("{line}"),
         (Ok("json"), false) => tracing::info!("{line}"),
-        _ => eprintln!("{line}"),
+        // Not eprintln!: it panics once stderr is closed.
+        _ => {
+            let _ = writeln!(std::io::stderr(), "{line}");
+        }
     }
 }
 
