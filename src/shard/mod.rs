@@ -36,6 +36,8 @@ pub mod partition_bounds;
 pub mod requests;
 pub mod server;
 pub mod snapshots;
+#[cfg(test)]
+mod tests_controller_reads;
 
 use std::cell::Cell;
 use std::rc::Rc;

@@ -49,7 +49,7 @@ pub async fn answer(core: Rc<ShardCore>, query: BoundsQuery) {
             .partition(query.topic_id, query.partition)
             .map_or((0, 0), |p| (p.start_offset(), p.high_watermark()));
         let now = Instant::now();
-        if bounds.1 >= query.at_least || core.is_leader() || !may_wait || now >= deadline {
+        if bounds.1 >= query.at_least || core.serves_reads() || !may_wait || now >= deadline {
             break bounds;
         }
         let arrival = core.data_arrival();

@@ -888,7 +888,10 @@ pub(super) fn controller_only(core: &ShardCore) -> Result<(), WireError> {
             ..wrong_shard
         });
     }
-    if !core.is_leader() {
+    if !core.serves_reads() {
+        // A new leader answers (and checks requests against its tables) once it has
+        // applied what its predecessors committed: until then the users, rules and topics
+        // it holds may be those of before its term.
         return Err(WireError::not_leader(core));
     }
     Ok(())
