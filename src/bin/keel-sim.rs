@@ -31,7 +31,8 @@ struct Args {
     #[arg(long, default_value = "short")]
     trace: String,
     /// Switch a known defect back on (advance-before-append, ack-failed-append,
-    /// unsplit-frames, never-report-snapshot, failed-leader-keeps-leading).
+    /// unsplit-frames, never-report-snapshot, failed-leader-keeps-leading,
+    /// restart-keeps-topics-untold).
     #[arg(long)]
     defect: Vec<String>,
     /// Keep going after a failing seed (count them all).

@@ -24,19 +24,22 @@ impl<S: LogStore> Replica<S> {
         let mut any_batch = false;
         let mut topics_changed_at = None;
         for entry in committed {
+            let next_topic_id = self.state.topics.next_id();
             let applied = match entry.get_entry_type() {
                 EntryType::EntryNormal => self.apply_one(&entry),
                 _ => self.apply_conf_entry(&entry, effects),
             };
-            match &applied {
-                Applied::Batch { .. } => any_batch = true,
-                Applied::TopicsChanged if topics_changed_at.is_none() => {
-                    topics_changed_at = Some(effects.len());
-                    effects.push(Effect::TopicsChanged {
-                        topics: Default::default(),
-                    });
-                }
-                _ => {}
+            // A creation ignored (its name taken by a racing one) still uses up its id:
+            // the shards are told that too, so their copy is the applied topics.
+            let id_used = self.state.topics.next_id() != next_topic_id;
+            let topics_changed = id_used || matches!(applied, Applied::TopicsChanged);
+            if matches!(applied, Applied::Batch { .. }) {
+                any_batch = true;
+            } else if topics_changed && topics_changed_at.is_none() {
+                topics_changed_at = Some(effects.len());
+                effects.push(Effect::TopicsChanged {
+                    topics: Default::default(),
+                });
             }
             if let Some(waiter) = self.waiters.remove(&entry.index) {
                 let outcome = if entry.term == waiter.term {

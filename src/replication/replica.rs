@@ -313,7 +313,10 @@ impl<S: LogStore> Replica<S> {
 
     /// Campaigns if configured to, and does the first Ready pass.
     pub fn start(&mut self, effects: &mut Vec<Effect>) {
-        if self.config.controller_group && self.store.compaction_point().0 > 0 {
+        if self.config.controller_group
+            && self.store.compaction_point().0 > 0
+            && !self.config.defects.restart_keeps_topics_untold
+        {
             // Restarted from a snapshot: the other shards learn its topics and users now
             // (the replay after it tells them only if it changes them).
             effects.push(Effect::TopicsChanged {

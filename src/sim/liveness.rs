@@ -19,12 +19,53 @@ pub fn check(world: &World) -> Result<bool, Violation> {
         .filter(|(_, r)| r.failure().is_none())
         .collect();
     check_final(&replicas, &world.workload.history, world.workload.topic_id)?;
+    if world.controller.is_none() {
+        check_told_topics(world)?;
+    }
     for (node, replica) in &replicas {
         world
             .group_client
             .check_replica(*node, replica, world.workload.topic_id)?;
     }
     Ok(true)
+}
+
+/// In a controller world: each running node's other shards were told the topics (and
+/// users and rules) its controller replica applied (nothing told stands for none).
+fn check_told_topics(world: &World) -> Result<(), Violation> {
+    for node in world.nodes.values().filter(|n| world.is_member(n.id)) {
+        let Some(replica) = node.replica.as_ref() else {
+            continue;
+        };
+        let applied = &replica.state().topics;
+        let told = node.told_topics.clone().unwrap_or_default();
+        if told != *applied {
+            let summary = |t: &crate::broker::state::Topics| {
+                let first: Vec<String> = t
+                    .list()
+                    .take(3)
+                    .map(|t| t.name.chars().take(24).collect())
+                    .collect();
+                format!(
+                    "{} topics (first {first:?}), next id {}, {} users, {} rules",
+                    t.list().count(),
+                    t.next_id(),
+                    t.access().users().count(),
+                    t.access().rules().len()
+                )
+            };
+            return Err(Violation {
+                property: "P8",
+                detail: format!(
+                    "node {}'s shards were told {}; its controller applied {}",
+                    node.id,
+                    summary(&told),
+                    summary(applied)
+                ),
+            });
+        }
+    }
+    Ok(())
 }
 
 fn converged(world: &World) -> bool {

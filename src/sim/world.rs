@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 
 use crate::broker::log_entry::BrokerEntry;
 use crate::broker::snapshot::decode_state;
-use crate::broker::state::{Applied, ShardState};
+use crate::broker::state::{Applied, ShardState, Topics};
 use crate::replication::events::{
     Defects, DiskWork, Effect, FlushId, Input, OpId, Proposal, RequestId,
 };
@@ -148,6 +148,9 @@ pub struct Node {
     /// Started once and not retired since: it holds (or held) a replica of the group,
     /// and faults and clients pick among such nodes (`world::membership`).
     pub in_play: bool,
+    /// In a controller world: the topics this node's other shards were last told
+    /// (`Effect::TopicsChanged`) since its start (a restart is a new process: none).
+    pub told_topics: Option<Topics>,
 }
 
 /// Counts for the coverage report.
@@ -280,6 +283,7 @@ impl World {
                     space_low_until: None,
                     rng,
                     in_play: false,
+                    told_topics: None,
                 },
             );
         }
@@ -391,6 +395,7 @@ impl World {
             Err(error) => return self.fail("P7", format!("node {id} cannot restart: {error}")),
         };
         node.replica = Some(replica);
+        node.told_topics = None;
         node.up = true;
         node.paused = false;
         node.in_play = true;
@@ -512,7 +517,12 @@ impl World {
                 membership,
                 from_snapshot,
             } => self.membership_changed(id, membership, from_snapshot),
-            Effect::DataArrived | Effect::TopicsChanged { .. } => {}
+            Effect::TopicsChanged { topics } => {
+                if let Some(node) = self.nodes.get_mut(&id) {
+                    node.told_topics = Some(topics);
+                }
+            }
+            Effect::DataArrived => {}
         }
     }
 
