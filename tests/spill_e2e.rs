@@ -339,6 +339,31 @@ fn wait_for_empty_journal(producer: &keel::client::Producer) {
     }
 }
 
+/// A record reported spilled is counted in the journal's status already: the status was
+/// copied after the producer's whole round of sends, so a reader woken by the report
+/// could see the journal without it (`a_batch_stored_but_never_acknowledged...` read 0
+/// pending, then 1, in one run).
+#[test]
+fn a_record_reported_spilled_is_in_the_journal_status_at_once() {
+    use keel::client::{Delivered, Producer, ProducerConfig, SpillConfig};
+    let root = tempfile::tempdir().unwrap();
+    // No broker listens there: every record is spilled once its delivery time is up.
+    let port = support::free_ports(1);
+    let mut config = ProducerConfig::new(&format!("127.0.0.1:{port}"));
+    config.delivery_timeout = Duration::from_millis(200);
+    config.spill = Some(SpillConfig::new(root.path().join("journal"), 1 << 20));
+    let producer = Producer::open(config).unwrap();
+    for n in 1..=10u64 {
+        let delivered = producer.send("nowhere", 0, value(&format!("s{n}"))).wait();
+        assert!(
+            matches!(delivered, Ok(Delivered::Spilled)),
+            "{n}: {delivered:?}"
+        );
+        let pending = producer.spill_status().unwrap().pending_batches;
+        assert_eq!(pending, n, "record {n} reported spilled, not counted");
+    }
+}
+
 /// Issue 11, item 16 (b): records refused because the journal is full must not use up
 /// sequence numbers: once the cluster is back and the journal drained, later records are
 /// stored (before: the gap they left got every later batch of the partition refused as

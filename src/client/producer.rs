@@ -181,8 +181,10 @@ struct Queues {
 pub(crate) struct Shared {
     queues: Mutex<Queues>,
     changed: Condvar,
-    /// The spill journal's state as of its last change.
-    pub(crate) spill_status: Mutex<Option<SpillStatus>>,
+    /// The spill journal's state as of its last change (written by `Spill` under its
+    /// lock at each change, before the change is reported; read without that lock,
+    /// which an fsync may hold).
+    pub(crate) spill_status: Arc<Mutex<Option<SpillStatus>>>,
     /// What the replay skipped.
     pub(crate) skipped: Mutex<SkippedBatches>,
     /// Set when the producer is dropped: the replay thread ends.
@@ -222,7 +224,7 @@ impl Producer {
                     shared: Arc::new(Shared {
                         queues: Mutex::new(Queues::default()),
                         changed: Condvar::new(),
-                        spill_status: Mutex::new(None),
+                        spill_status: Arc::new(Mutex::new(None)),
                         skipped: Mutex::new(SkippedBatches::default()),
                         stopping: std::sync::atomic::AtomicBool::new(false),
                     }),
@@ -237,14 +239,18 @@ impl Producer {
     /// Starts a producer; with `spill` set, opens the journal first (recovering it) and
     /// replays what it holds before anything newer of the same partitions.
     pub fn open(config: ProducerConfig) -> Result<Producer, SpillError> {
+        let spill_status = Arc::new(Mutex::new(None));
         let spill = match &config.spill {
-            Some(spill) => Some(Arc::new(Mutex::new(Spill::open(spill)?))),
+            Some(spill) => Some(Arc::new(Mutex::new(Spill::open(
+                spill,
+                spill_status.clone(),
+            )?))),
             None => None,
         };
         let shared = Arc::new(Shared {
             queues: Mutex::new(Queues::default()),
             changed: Condvar::new(),
-            spill_status: Mutex::new(spill.as_ref().map(|s| lock(s).journal.status())),
+            spill_status,
             skipped: Mutex::new(SkippedBatches::default()),
             stopping: std::sync::atomic::AtomicBool::new(false),
         });
@@ -432,13 +438,18 @@ pub(crate) struct Spill {
     pub(crate) pending: VecDeque<SpilledBatch>,
     /// Pending batches per partition: newer batches of these go behind them.
     pub(crate) per_partition: BTreeMap<(String, u32), usize>,
+    /// The producer's copy of the journal's status (`Shared::spill_status`).
+    status: Arc<Mutex<Option<SpillStatus>>>,
 }
 
 /// The least time a request is given, even when its delivery timeout is (nearly) up.
 pub(crate) const MIN_REQUEST_TIMEOUT: Duration = Duration::from_millis(200);
 
 impl Spill {
-    fn open(config: &SpillConfig) -> Result<Spill, SpillError> {
+    fn open(
+        config: &SpillConfig,
+        status: Arc<Mutex<Option<SpillStatus>>>,
+    ) -> Result<Spill, SpillError> {
         let (journal, pending) =
             SpillJournal::open(&config.dir, config.limit_bytes, config.file_bytes)?;
         let mut per_partition = BTreeMap::new();
@@ -453,11 +464,18 @@ impl Spill {
                 "spill journal has batches to replay"
             );
         }
+        *lock(&status) = Some(journal.status());
         Ok(Spill {
             journal,
             pending: pending.into(),
             per_partition,
+            status,
         })
+    }
+
+    /// Copies the journal's status for readers that must not wait on this lock.
+    fn publish_status(&self) {
+        *lock(&self.status) = Some(self.journal.status());
     }
 
     fn holds(&self, key: &(String, u32)) -> bool {
@@ -472,8 +490,9 @@ impl Spill {
             encoded.bytes.as_slice(),
             encoded.crc32c,
         );
-        let positions = self.journal.append(&[entry])?;
-        for (position, next) in positions {
+        let appended = self.journal.append(&[entry]);
+        self.publish_status();
+        for (position, next) in appended? {
             self.pending.push_back(SpilledBatch {
                 position,
                 next,
@@ -497,6 +516,7 @@ impl Spill {
             }
         }
         self.per_partition.retain(|_, n| *n > 0);
+        self.publish_status();
     }
 }
 
@@ -622,9 +642,6 @@ fn send_loop(
             std::mem::take(&mut retries)
         };
         retries = send_round(&mut client, config, &mut identity, round, spill.as_deref());
-        if let Some(spill) = spill.as_ref() {
-            *lock(&shared.spill_status) = Some(lock(spill).journal.status());
-        }
         let mut queues = lock(&shared.queues);
         let waiting: usize = queues.partitions.values().map(VecDeque::len).sum();
         let retrying: usize = retries.iter().map(|b| b.records.len()).sum();

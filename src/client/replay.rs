@@ -142,7 +142,6 @@ fn finish(spill: &Mutex<Spill>, shared: &Shared, batch: &SpilledBatch, skipped: 
         return;
     }
     spill.pop_front();
-    *lock(&shared.spill_status) = Some(spill.journal.status());
     drop(spill);
     if let Some(reason) = skipped {
         let records = check_record_batch(&batch.batch, batch.crc32c, usize::MAX)

@@ -200,3 +200,11 @@ fn seed_0x24_a_learner_caught_up_while_idle_is_promoted() {
 fn seed_0xdd8_a_vote_move_overtaken_by_a_stale_promotion_ends() {
     passes_as_drawn(0xdd8);
 }
+
+/// A topic creation ignored at apply (its name taken by one that raced it) used up its
+/// id without telling the node's shards: what they were told had a next id one behind
+/// the controller's (P8, the told-topics check; also 0x24f and 0x63d).
+#[test]
+fn seed_0x108_an_ignored_creation_uses_up_its_id() {
+    passes_as_drawn(0x108);
+}
