@@ -213,12 +213,35 @@ fn a_broker_with_an_expired_certificate_is_refused_and_sighup_reloads_its_files(
 /// it prints are what a client needs (without them the CLI is not served).
 #[test]
 fn keel_dev_secure_prints_the_flags_that_reach_it() {
-    use std::io::{BufRead, BufReader};
+    let first_peer_frame = dev_secure_serves(&[], 230);
+    assert_eq!(
+        first_peer_frame, None,
+        "a mutual-TLS peer port waits for a ClientHello"
+    );
+}
+
+/// `keel dev --secure --peer-security secret`: clients speak TLS as before, the nodes
+/// keep to the shared secret: a peer port opens with its challenge, in the clear.
+#[test]
+fn keel_dev_secure_with_secret_peers_serves_tls_clients() {
+    let first_peer_frame = dev_secure_serves(&["--peer-security", "secret"], 240);
+    assert!(
+        first_peer_frame.is_some_and(|n| n > 0),
+        "a shared-secret peer port sends its challenge first"
+    );
+}
+
+/// Starts `keel dev --secure` with `extra`, creates a topic with the flags it prints
+/// (and fails to without them); the bytes node 1's peer port sends unasked within 1 s.
+fn dev_secure_serves(extra: &[&str], ports: u16) -> Option<usize> {
+    use std::io::{BufRead, BufReader, Read};
     use std::process::{Command, Stdio};
     let root = tempfile::tempdir().unwrap();
-    let port = free_ports(230);
+    let port = free_ports(ports);
     let mut dev = Command::new(support::keel_binary())
-        .args(["dev", "--secure", "--port", &port.to_string(), "--data-dir"])
+        .args(["dev", "--secure", "--port", &port.to_string()])
+        .args(extra)
+        .arg("--data-dir")
         .arg(root.path().join("dev"))
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
@@ -252,10 +275,15 @@ fn keel_dev_secure_prints_the_flags_that_reach_it() {
     });
     assert!(created.contains("created topic dev-secure"), "{created}");
     assert!(!keel(&[]).status.success(), "a plain client is not served");
+    let mut peer = std::net::TcpStream::connect(("127.0.0.1", port + 100)).unwrap();
+    peer.set_read_timeout(Some(Duration::from_secs(1))).unwrap();
+    let mut first = [0u8; 256];
+    let sent = peer.read(&mut first).ok();
     let _ = Command::new("kill")
         .args(["-TERM", &dev.id().to_string()])
         .status();
     let _ = dev.wait();
+    sent
 }
 
 /// Issue 13, hostile input: hundreds of connections that never finish a TLS handshake

@@ -287,6 +287,12 @@ struct DevArgs {
     /// between them; prints the flags clients give.
     #[arg(long)]
     secure: bool,
+    /// With --secure, how the nodes prove themselves to each other: "tls" (mutual TLS:
+    /// their traffic is encrypted too) or "secret" (the cluster's shared secret: peers are
+    /// authenticated, their traffic is not encrypted, as on a private network; clients
+    /// still speak TLS and authenticate with SCRAM, without client certificates).
+    #[arg(long, default_value = "tls", value_parser = ["tls", "secret"], requires = "secure")]
+    peer_security: String,
 }
 
 #[derive(Args)]
@@ -1584,6 +1590,7 @@ fn dev(args: DevArgs) -> ExitCode {
     } else {
         None
     };
+    let mutual = args.peer_security == "tls";
     let stop = Arc::new(AtomicBool::new(false));
     for signal in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
         if let Err(error) = signal_hook::flag::register(signal, stop.clone()) {
@@ -1621,7 +1628,7 @@ fn dev(args: DevArgs) -> ExitCode {
             .args(
                 tls_dir
                     .as_deref()
-                    .map_or_else(Vec::new, |dir| dev_secure::node_args(dir, node)),
+                    .map_or_else(Vec::new, |dir| dev_secure::node_args(dir, node, mutual)),
             )
             .arg("--data-dir")
             .arg(args.data_dir.join(format!("node-{node}")))
@@ -1655,15 +1662,24 @@ fn dev(args: DevArgs) -> ExitCode {
         .map(|n| format!("http://127.0.0.1:{}/metrics", metrics_port_of(n)))
         .collect();
     eprintln!("keel dev: metrics (Prometheus) at {}", metrics.join(" "));
-    if let Some(dir) = &tls_dir {
-        eprintln!(
+    match &tls_dir {
+        Some(dir) if mutual => eprintln!(
             "keel dev --secure: clients speak TLS and authenticate, the nodes mutual TLS \
              (certificates and the superuser's password in {}); clients add: {}\n\
              (or, with the superuser's client certificate instead of its password: {})",
             dir.display(),
             dev_secure::client_flags(dir),
             dev_secure::certificate_flags(dir)
-        );
+        ),
+        Some(dir) => eprintln!(
+            "keel dev --secure --peer-security secret: clients speak TLS and authenticate, \
+             the nodes prove the shared secret to each other and send their traffic \
+             unencrypted (the certificates and the superuser's password in {}); clients \
+             add: {}",
+            dir.display(),
+            dev_secure::client_flags(dir)
+        ),
+        None => {}
     }
     while !stop.load(std::sync::atomic::Ordering::Relaxed) {
         if let Some(exited) = children

@@ -3,7 +3,8 @@
 //! with a random password (`admin.password` for clients, its credential in `users` for
 //! the nodes' --users-file), made once into `DATA_DIR/tls` and kept for later runs; the
 //! nodes get them as --tls-cert, --tls-key and --tls-ca (TLS for clients, mutual TLS
-//! between nodes) and --client-auth --superuser admin --users-file (SCRAM or the client
+//! between nodes; without --tls-ca with `--peer-security secret`: the nodes keep to the
+//! shared secret) and --client-auth --superuser admin --users-file (SCRAM or the client
 //! certificate).
 //!
 //! Owns those files; the private keys and the password are readable by their owner only.
@@ -91,21 +92,24 @@ fn write(path: &Path, text: &str, mode: u32) -> Result<(), String> {
         .map_err(|e| format!("cannot write {}: {e}", path.display()))
 }
 
-/// Node `node`'s TLS flags.
-pub(crate) fn node_args(dir: &Path, node: u32) -> Vec<OsString> {
-    vec![
+/// Node `node`'s TLS flags; with `mutual`, the CA too (mutual TLS between the nodes,
+/// client certificates accepted), else the nodes keep to the shared secret.
+pub(crate) fn node_args(dir: &Path, node: u32, mutual: bool) -> Vec<OsString> {
+    let mut args: Vec<OsString> = vec![
         "--tls-cert".into(),
         dir.join(format!("node-{node}.crt")).into(),
         "--tls-key".into(),
         dir.join(format!("node-{node}.key")).into(),
-        "--tls-ca".into(),
-        dir.join("ca.crt").into(),
         "--client-auth".into(),
         "--superuser".into(),
         SUPERUSER.into(),
         "--users-file".into(),
         dir.join("users").into(),
-    ]
+    ];
+    if mutual {
+        args.extend(["--tls-ca".into(), dir.join("ca.crt").into()]);
+    }
+    args
 }
 
 /// The flags a client gives to reach the cluster as the superuser: TLS and SCRAM.
