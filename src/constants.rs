@@ -386,6 +386,16 @@ pub const SESSION_CHECK_INTERVAL: std::time::Duration = std::time::Duration::fro
 /// heartbeat or two; an offset still past the end after this is refused.
 pub const BOUNDS_CATCH_UP_WAIT: std::time::Duration = std::time::Duration::from_millis(500);
 
+/// How long a controller request waits at a new leader still applying what its
+/// predecessors committed (a restart's replay) before it is refused as "not leader": the
+/// replay of a controller's log takes a few Ready passes, and clients do not retry a
+/// refusal that names the node they asked.
+pub const CONTROLLER_CATCH_UP_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// How often a request waiting for a new leader to catch up (a controller request, a
+/// partition's bounds) looks again: one tick.
+pub const CATCH_UP_RECHECK: std::time::Duration = std::time::Duration::from_millis(10);
+
 /// Bounds questions a shard keeps waiting for its end to catch up; beyond them it answers
 /// at once (an offset its replica has not yet applied is then refused).
 pub const MAX_BOUNDS_WAITS: usize = 1024;

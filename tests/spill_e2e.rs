@@ -342,7 +342,7 @@ fn wait_for_empty_journal(producer: &keel::client::Producer) {
 /// A record reported spilled is counted in the journal's status already: the status was
 /// copied after the producer's whole round of sends, so a reader woken by the report
 /// could see the journal without it (`a_batch_stored_but_never_acknowledged...` read 0
-/// pending, then 1, in one run).
+/// pending, then 1, in one run). And the oldest batch's age is the age now.
 #[test]
 fn a_record_reported_spilled_is_in_the_journal_status_at_once() {
     use keel::client::{Delivered, Producer, ProducerConfig, SpillConfig};
@@ -362,6 +362,14 @@ fn a_record_reported_spilled_is_in_the_journal_status_at_once() {
         let pending = producer.spill_status().unwrap().pending_batches;
         assert_eq!(pending, n, "record {n} reported spilled, not counted");
     }
+    // The oldest batch's age grows while nothing changes (it froze at the last change).
+    let before = producer.spill_status().unwrap().oldest_age.unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    let after = producer.spill_status().unwrap().oldest_age.unwrap();
+    assert!(
+        after >= before + Duration::from_millis(250),
+        "oldest batch {before:?} old, then {after:?} 300 ms later"
+    );
 }
 
 /// Issue 11, item 16 (b): records refused because the journal is full must not use up

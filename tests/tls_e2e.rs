@@ -232,7 +232,8 @@ fn keel_dev_secure_with_secret_peers_serves_tls_clients() {
 }
 
 /// Starts `keel dev --secure` with `extra`, creates a topic with the flags it prints
-/// (and fails to without them); the bytes node 1's peer port sends unasked within 1 s.
+/// (and fails to without them); the bytes node 1's peer port sends unasked within 1 s
+/// (`None`: nothing).
 fn dev_secure_serves(extra: &[&str], ports: u16) -> Option<usize> {
     use std::io::{BufRead, BufReader, Read};
     use std::process::{Command, Stdio};
@@ -278,7 +279,18 @@ fn dev_secure_serves(extra: &[&str], ports: u16) -> Option<usize> {
     let mut peer = std::net::TcpStream::connect(("127.0.0.1", port + 100)).unwrap();
     peer.set_read_timeout(Some(Duration::from_secs(1))).unwrap();
     let mut first = [0u8; 256];
-    let sent = peer.read(&mut first).ok();
+    let sent = match peer.read(&mut first) {
+        Ok(bytes) => Some(bytes),
+        Err(e)
+            if matches!(
+                e.kind(),
+                std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+            ) =>
+        {
+            None
+        }
+        Err(e) => panic!("the peer port failed the connection: {e}"),
+    };
     let _ = Command::new("kill")
         .args(["-TERM", &dev.id().to_string()])
         .status();

@@ -31,8 +31,7 @@ struct Args {
     #[arg(long, default_value = "short")]
     trace: String,
     /// Switch a known defect back on (advance-before-append, ack-failed-append,
-    /// unsplit-frames, never-report-snapshot, failed-leader-keeps-leading,
-    /// restart-keeps-topics-untold).
+    /// unsplit-frames, never-report-snapshot, failed-leader-keeps-leading).
     #[arg(long)]
     defect: Vec<String>,
     /// Keep going after a failing seed (count them all).

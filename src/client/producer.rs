@@ -184,7 +184,7 @@ pub(crate) struct Shared {
     /// The spill journal's state as of its last change (written by `Spill` under its
     /// lock at each change, before the change is reported; read without that lock,
     /// which an fsync may hold).
-    pub(crate) spill_status: Arc<Mutex<Option<SpillStatus>>>,
+    pub(crate) spill_status: StatusSlot,
     /// What the replay skipped.
     pub(crate) skipped: Mutex<SkippedBatches>,
     /// Set when the producer is dropped: the replay thread ends.
@@ -224,7 +224,7 @@ impl Producer {
                     shared: Arc::new(Shared {
                         queues: Mutex::new(Queues::default()),
                         changed: Condvar::new(),
-                        spill_status: Arc::new(Mutex::new(None)),
+                        spill_status: StatusSlot::default(),
                         skipped: Mutex::new(SkippedBatches::default()),
                         stopping: std::sync::atomic::AtomicBool::new(false),
                     }),
@@ -239,7 +239,7 @@ impl Producer {
     /// Starts a producer; with `spill` set, opens the journal first (recovering it) and
     /// replays what it holds before anything newer of the same partitions.
     pub fn open(config: ProducerConfig) -> Result<Producer, SpillError> {
-        let spill_status = Arc::new(Mutex::new(None));
+        let spill_status = StatusSlot::default();
         let spill = match &config.spill {
             Some(spill) => Some(Arc::new(Mutex::new(Spill::open(
                 spill,
@@ -296,7 +296,7 @@ impl Producer {
 
     /// The spill journal's pending batches, bytes and oldest age (`None` without one).
     pub fn spill_status(&self) -> Option<SpillStatus> {
-        *lock(&self.shared.spill_status)
+        lock(&self.shared.spill_status).map(|copy| copy.now())
     }
 
     /// Adds this producer's spill journal gauges to an application's Prometheus
@@ -306,7 +306,7 @@ impl Producer {
     pub fn register_metrics(&self, registry: &mut prometheus_client::registry::Registry) {
         let shared = self.shared.clone();
         let source: crate::client::producer_metrics::StatusSource =
-            std::sync::Arc::new(move || *lock(&shared.spill_status));
+            std::sync::Arc::new(move || lock(&shared.spill_status).map(|copy| copy.now()));
         registry.register_collector(Box::new(
             crate::client::producer_metrics::SpillCollector::new(source),
         ));
@@ -432,6 +432,33 @@ struct EncodedBatch {
 const MAX_EPOCH_BUMPS_PER_BATCH: u32 = 3;
 
 /// The spill journal with what the threads need to know of it.
+/// The journal's status as copied at its last change, and when.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct StatusCopy {
+    status: SpillStatus,
+    at: std::time::Instant,
+}
+
+impl StatusCopy {
+    fn of(journal: &SpillJournal) -> StatusCopy {
+        StatusCopy {
+            status: journal.status(),
+            at: std::time::Instant::now(),
+        }
+    }
+
+    /// The status now: the oldest batch has aged since the copy.
+    fn now(&self) -> SpillStatus {
+        SpillStatus {
+            oldest_age: self.status.oldest_age.map(|age| age + self.at.elapsed()),
+            ..self.status
+        }
+    }
+}
+
+/// Where the producer keeps its copy of the journal's status.
+pub(crate) type StatusSlot = Arc<Mutex<Option<StatusCopy>>>;
+
 pub(crate) struct Spill {
     pub(crate) journal: SpillJournal,
     /// Batches in the journal, oldest first.
@@ -439,17 +466,14 @@ pub(crate) struct Spill {
     /// Pending batches per partition: newer batches of these go behind them.
     pub(crate) per_partition: BTreeMap<(String, u32), usize>,
     /// The producer's copy of the journal's status (`Shared::spill_status`).
-    status: Arc<Mutex<Option<SpillStatus>>>,
+    status: StatusSlot,
 }
 
 /// The least time a request is given, even when its delivery timeout is (nearly) up.
 pub(crate) const MIN_REQUEST_TIMEOUT: Duration = Duration::from_millis(200);
 
 impl Spill {
-    fn open(
-        config: &SpillConfig,
-        status: Arc<Mutex<Option<SpillStatus>>>,
-    ) -> Result<Spill, SpillError> {
+    fn open(config: &SpillConfig, status: StatusSlot) -> Result<Spill, SpillError> {
         let (journal, pending) =
             SpillJournal::open(&config.dir, config.limit_bytes, config.file_bytes)?;
         let mut per_partition = BTreeMap::new();
@@ -464,7 +488,7 @@ impl Spill {
                 "spill journal has batches to replay"
             );
         }
-        *lock(&status) = Some(journal.status());
+        *lock(&status) = Some(StatusCopy::of(&journal));
         Ok(Spill {
             journal,
             pending: pending.into(),
@@ -475,7 +499,7 @@ impl Spill {
 
     /// Copies the journal's status for readers that must not wait on this lock.
     fn publish_status(&self) {
-        *lock(&self.status) = Some(self.journal.status());
+        *lock(&self.status) = Some(StatusCopy::of(&self.journal));
     }
 
     fn holds(&self, key: &(String, u32)) -> bool {

@@ -278,7 +278,4 @@ pub struct Defects {
     pub never_report_snapshot: bool,
     /// A leader whose storage failed keeps heartbeating and leading (hazard H6).
     pub failed_leader_keeps_leading: bool,
-    /// A controller restarted from a snapshot does not tell the node's other shards the
-    /// snapshot's topics (they learn them only from a later change).
-    pub restart_keeps_topics_untold: bool,
 }

@@ -313,16 +313,6 @@ impl<S: LogStore> Replica<S> {
 
     /// Campaigns if configured to, and does the first Ready pass.
     pub fn start(&mut self, effects: &mut Vec<Effect>) {
-        if self.config.controller_group
-            && self.store.compaction_point().0 > 0
-            && !self.config.defects.restart_keeps_topics_untold
-        {
-            // Restarted from a snapshot: the other shards learn its topics and users now
-            // (the replay after it tells them only if it changes them).
-            effects.push(Effect::TopicsChanged {
-                topics: self.state.topics.clone(),
-            });
-        }
         if self.config.campaign_at_start || self.voter_count() == 1 {
             // A group of one voter elects itself at once. The preferred leader stands for
             // election when it starts (with pre-vote and check-quorum, followers that hear

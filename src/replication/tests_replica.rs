@@ -218,63 +218,6 @@ fn a_pass_of_many_topic_changes_tells_the_other_shards_once() {
     assert_eq!(told, vec![40], "the replay is told once, with every topic");
 }
 
-/// A controller restarted from a snapshot of its state, with no topic change in its log
-/// after it, tells the other shards the snapshot's topics and users at start (they were
-/// told only by a replay that changed them: such a node knew no topics, placed no topic
-/// group and refused every user until the next change).
-#[test]
-fn a_controller_restarted_from_a_snapshot_tells_its_topics() {
-    use crate::broker::snapshot::{decode_state, encode_state};
-    use crate::log::raft_storage::to_conf_state;
-    use raft::eraftpb::Snapshot;
-    let controller = ReplicaConfig {
-        controller_group: true,
-        ..config()
-    };
-    let store = SimLogStore::new(SimLog::default());
-    let (mut replica, _) = start_single_voter(&store, controller.clone());
-    let data = BrokerEntry::CreateTopic {
-        topic_id: 1,
-        partitions: 1,
-        name: "orders",
-        groups: vec![0],
-        new_groups: Vec::new(),
-    }
-    .encode();
-    drive(
-        &mut replica,
-        &store,
-        Input::propose(RequestId(1), data, true),
-    );
-    let applied = replica.state().applied_index();
-    let mut snapshot = Snapshot {
-        data: encode_state(replica.state(), false).into(),
-        ..Default::default()
-    };
-    snapshot.mut_metadata().index = applied;
-    snapshot.mut_metadata().term = replica.term();
-    let conf_state = store.log.borrow().conf_state.clone();
-    snapshot
-        .mut_metadata()
-        .set_conf_state(to_conf_state(&conf_state));
-    drop(replica);
-    store.log.borrow_mut().install_snapshot(&snapshot);
-    let state = decode_state(&snapshot.data).unwrap();
-    let mut replica = Replica::new(store.clone(), state, controller).unwrap();
-    let mut effects = Vec::new();
-    replica.start(&mut effects);
-    let told: Vec<Vec<String>> = effects
-        .iter()
-        .filter_map(|e| match e {
-            Effect::TopicsChanged { topics } => {
-                Some(topics.list().map(|t| t.name.clone()).collect())
-            }
-            _ => None,
-        })
-        .collect();
-    assert_eq!(told, vec![vec!["orders".to_string()]]);
-}
-
 /// Item 4: proposals beyond the bounds are refused before raft-rs takes them (acks=none
 /// included), never queued without limit.
 #[test]

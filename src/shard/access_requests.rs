@@ -30,7 +30,7 @@ pub(super) async fn handle_change_user(
     correlation_id: u64,
     asked: wire::ChangeUserRequest<'_>,
 ) -> Result<AnswerFrame, WireError> {
-    controller_only(core)?;
+    controller_only(core).await?;
     let name = asked.name().unwrap_or_default().to_string();
     if !valid_user_name(&name) {
         return Err(invalid(format!(
@@ -83,11 +83,11 @@ fn credential_of(asked: &wire::ChangeUserRequest<'_>) -> Result<StoredCredential
 }
 
 /// The users, names and iteration counts (never their credentials).
-pub(super) fn handle_list_users(
+pub(super) async fn handle_list_users(
     core: &Rc<ShardCore>,
     correlation_id: u64,
 ) -> Result<AnswerFrame, WireError> {
-    controller_only(core)?;
+    controller_only(core).await?;
     let mut builder = FlatBufferBuilder::with_capacity(1024);
     let users: Vec<_> = {
         let state = core.state();
@@ -133,7 +133,7 @@ pub(super) async fn handle_change_acl(
     correlation_id: u64,
     asked: wire::ChangeAclRequest<'_>,
 ) -> Result<AnswerFrame, WireError> {
-    controller_only(core)?;
+    controller_only(core).await?;
     let rule = rule_of(asked.rule()).map_err(invalid)?;
     let entry = if asked.remove() {
         AccessEntry::RemoveRule(rule)
@@ -173,12 +173,12 @@ pub(super) fn build_rule<'a>(
 }
 
 /// The rules, those of one principal when it is named.
-pub(super) fn handle_list_acls(
+pub(super) async fn handle_list_acls(
     core: &Rc<ShardCore>,
     correlation_id: u64,
     asked: wire::ListAclsRequest<'_>,
 ) -> Result<AnswerFrame, WireError> {
-    controller_only(core)?;
+    controller_only(core).await?;
     let mut builder = FlatBufferBuilder::with_capacity(1024);
     let rules: Vec<_> = {
         let state = core.state();

@@ -31,7 +31,7 @@ pub(super) async fn handle_join_cluster(
     correlation_id: u64,
     asked: wire::JoinClusterRequest<'_>,
 ) -> Result<AnswerFrame, WireError> {
-    controller_only(core)?;
+    controller_only(core).await?;
     check_join_proof(core, &asked)?;
     let node = joining_node(core, &asked)?;
     let id = u64::from(node.node_id);

@@ -41,7 +41,7 @@ pub(super) async fn handle_move_replica(
     correlation_id: u64,
     asked: wire::MoveReplicaRequest<'_>,
 ) -> Result<AnswerFrame, WireError> {
-    controller_only(core)?;
+    controller_only(core).await?;
     let group = asked.group();
     check_movable(core, group)?;
     let nodes = |list: Option<flatbuffers::Vector<'_, u64>>| -> Result<Vec<u64>, WireError> {
@@ -128,12 +128,12 @@ fn move_answer(correlation_id: u64, group: u32, to_shard: u32, applied: bool) ->
 }
 
 /// Plans the moves that drain the nodes asked and even out the rest (changes nothing).
-pub(super) fn handle_plan_moves(
+pub(super) async fn handle_plan_moves(
     core: &Rc<ShardCore>,
     correlation_id: u64,
     asked: wire::PlanMovesRequest<'_>,
 ) -> Result<AnswerFrame, WireError> {
-    controller_only(core)?;
+    controller_only(core).await?;
     let mut draining: Vec<u64> = asked.drain().iter().flatten().collect();
     let nodes = core.placement().node_ids();
     draining.extend(
@@ -219,7 +219,7 @@ pub(super) async fn handle_set_node_state(
     correlation_id: u64,
     asked: wire::SetNodeStateRequest<'_>,
 ) -> Result<AnswerFrame, WireError> {
-    controller_only(core)?;
+    controller_only(core).await?;
     let node = asked.node();
     if !core.placement().node_ids().contains(&node) {
         return Err(invalid(format!("node {node} is not in the cluster")));

@@ -14,7 +14,7 @@ use std::cell::Cell;
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
-use crate::constants::{BOUNDS_CATCH_UP_WAIT, MAX_BOUNDS_WAITS};
+use crate::constants::{BOUNDS_CATCH_UP_WAIT, CATCH_UP_RECHECK, MAX_BOUNDS_WAITS};
 use crate::controller::GroupId;
 use crate::shard::group_driver::ShardCore;
 
@@ -52,8 +52,11 @@ pub async fn answer(core: Rc<ShardCore>, query: BoundsQuery) {
         if bounds.1 >= query.at_least || core.serves_reads() || !may_wait || now >= deadline {
             break bounds;
         }
+        // New data wakes the wait; a new leader's catch-up (no data of its own) is seen
+        // at the next look.
         let arrival = core.data_arrival();
-        let _ = glommio::timer::timeout(deadline - now, async { Ok(arrival.recv().await) }).await;
+        let wait = (deadline - now).min(CATCH_UP_RECHECK);
+        let _ = glommio::timer::timeout(wait, async { Ok(arrival.recv().await) }).await;
     };
     WAITING.with(|waiting| waiting.set(waiting.get() - 1));
     let _ = query.reply.send(bounds);

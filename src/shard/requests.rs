@@ -14,8 +14,8 @@ use crate::broker::log_entry::BrokerEntry;
 use crate::broker::replica_moves::NodeService;
 use crate::broker::state::{Applied, PlacedGroup, TopicInfo};
 use crate::constants::{
-    FETCH_ANSWER_BYTES_PER_BATCH, FETCH_ANSWER_HEADROOM_BYTES, INDETERMINATE_WRITE_WORDS,
-    MAX_BATCHES_PER_FETCH,
+    CATCH_UP_RECHECK, CONTROLLER_CATCH_UP_WAIT, FETCH_ANSWER_BYTES_PER_BATCH,
+    FETCH_ANSWER_HEADROOM_BYTES, INDETERMINATE_WRITE_WORDS, MAX_BATCHES_PER_FETCH,
 };
 use crate::controller::{GroupId, CONTROLLER_GROUP};
 use crate::log::LogError;
@@ -263,7 +263,7 @@ pub async fn handle_request(
             None => Err(WireError::new(ErrorCode::MalformedFrame, "body missing")),
         },
         wire::RequestBody::PlanMovesRequest => match request.body_as_plan_moves_request() {
-            Some(asked) => move_requests::handle_plan_moves(core, correlation_id, asked),
+            Some(asked) => move_requests::handle_plan_moves(core, correlation_id, asked).await,
             None => Err(WireError::new(ErrorCode::MalformedFrame, "body missing")),
         },
         wire::RequestBody::ChangeUserRequest => match request.body_as_change_user_request() {
@@ -271,14 +271,14 @@ pub async fn handle_request(
             None => Err(WireError::new(ErrorCode::MalformedFrame, "body missing")),
         },
         wire::RequestBody::ListUsersRequest => {
-            access_requests::handle_list_users(core, correlation_id)
+            access_requests::handle_list_users(core, correlation_id).await
         }
         wire::RequestBody::ChangeAclRequest => match request.body_as_change_acl_request() {
             Some(asked) => access_requests::handle_change_acl(core, correlation_id, asked).await,
             None => Err(WireError::new(ErrorCode::MalformedFrame, "body missing")),
         },
         wire::RequestBody::ListAclsRequest => match request.body_as_list_acls_request() {
-            Some(asked) => access_requests::handle_list_acls(core, correlation_id, asked),
+            Some(asked) => access_requests::handle_list_acls(core, correlation_id, asked).await,
             None => Err(WireError::new(ErrorCode::MalformedFrame, "body missing")),
         },
         wire::RequestBody::AuthenticateRequest => Err(WireError::new(
@@ -874,7 +874,7 @@ fn client_shard(core: &ShardCore, group: GroupId, leader: u32) -> u32 {
 }
 
 /// Topic changes go to the controller group's leader (shard 0 of its leader node).
-pub(super) fn controller_only(core: &ShardCore) -> Result<(), WireError> {
+pub(super) async fn controller_only(core: &ShardCore) -> Result<(), WireError> {
     if core.group != CONTROLLER_GROUP {
         // Straight to the controller's leader when it is known.
         let leader = core.leader_of(CONTROLLER_GROUP);
@@ -888,10 +888,15 @@ pub(super) fn controller_only(core: &ShardCore) -> Result<(), WireError> {
             ..wrong_shard
         });
     }
+    // A new leader answers (and checks requests against its tables) once it has applied
+    // what its predecessors committed: until then the users, rules and topics it holds
+    // may be those of before its term. It waits for that here, a bounded time (clients
+    // do not retry a "not leader" that names the node they asked).
+    let deadline = Instant::now() + CONTROLLER_CATCH_UP_WAIT;
+    while core.is_leader() && !core.serves_reads() && Instant::now() < deadline {
+        glommio::timer::sleep(CATCH_UP_RECHECK).await;
+    }
     if !core.serves_reads() {
-        // A new leader answers (and checks requests against its tables) once it has
-        // applied what its predecessors committed: until then the users, rules and topics
-        // it holds may be those of before its term.
         return Err(WireError::not_leader(core));
     }
     Ok(())
@@ -902,7 +907,7 @@ async fn handle_create_topic(
     correlation_id: u64,
     create: wire::CreateTopicRequest<'_>,
 ) -> Result<AnswerFrame, WireError> {
-    controller_only(core)?;
+    controller_only(core).await?;
     let name = create.name().unwrap_or_default();
     if !valid_topic_name(name) {
         return Err(WireError::new(
@@ -1047,7 +1052,7 @@ async fn handle_delete_topic(
     correlation_id: u64,
     delete: wire::DeleteTopicRequest<'_>,
 ) -> Result<AnswerFrame, WireError> {
-    controller_only(core)?;
+    controller_only(core).await?;
     let topic = topic_or_error(core, delete.name())?;
     let data = BrokerEntry::DeleteTopic { topic_id: topic.id }.encode();
     propose_admin(core, data).await?;

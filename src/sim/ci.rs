@@ -109,11 +109,6 @@ proves!(
     "failed-leader-keeps-leading"
 );
 
-proves!(
-    finds_a_restarted_controller_that_never_tells_its_topics,
-    "restart-keeps-topics-untold"
-);
-
 #[test]
 fn a_seed_replays_bit_for_bit() {
     for seed in [1u64, 7, 42, 0x1f2e, 0xdead_beef] {

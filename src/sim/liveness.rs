@@ -31,7 +31,7 @@ pub fn check(world: &World) -> Result<bool, Violation> {
 }
 
 /// In a controller world: each running node's other shards were told the topics (and
-/// users and rules) its controller replica applied (nothing told stands for none).
+/// users and rules) its controller replica applied.
 fn check_told_topics(world: &World) -> Result<(), Violation> {
     for node in world.nodes.values().filter(|n| world.is_member(n.id)) {
         let Some(replica) = node.replica.as_ref() else {

@@ -129,7 +129,7 @@ pub fn replay_command(seed: u64, options: &RunOptions) -> String {
 }
 
 /// Each defect switch with its command-line name.
-pub fn defect_names(options: &RunOptions) -> [(bool, &'static str); 6] {
+pub fn defect_names(options: &RunOptions) -> [(bool, &'static str); 5] {
     let d = options.defects;
     [
         (d.advance_before_append, "advance-before-append"),
@@ -137,7 +137,6 @@ pub fn defect_names(options: &RunOptions) -> [(bool, &'static str); 6] {
         (!options.split_frames, "unsplit-frames"),
         (d.never_report_snapshot, "never-report-snapshot"),
         (d.failed_leader_keeps_leading, "failed-leader-keeps-leading"),
-        (d.restart_keeps_topics_untold, "restart-keeps-topics-untold"),
     ]
 }
 
@@ -149,7 +148,6 @@ pub fn with_defect(mut options: RunOptions, name: &str) -> Option<RunOptions> {
         "unsplit-frames" => options.split_frames = false,
         "never-report-snapshot" => options.defects.never_report_snapshot = true,
         "failed-leader-keeps-leading" => options.defects.failed_leader_keeps_leading = true,
-        "restart-keeps-topics-untold" => options.defects.restart_keeps_topics_untold = true,
         _ => return None,
     }
     Some(options)

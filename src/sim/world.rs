@@ -148,8 +148,8 @@ pub struct Node {
     /// Started once and not retired since: it holds (or held) a replica of the group,
     /// and faults and clients pick among such nodes (`world::membership`).
     pub in_play: bool,
-    /// In a controller world: the topics this node's other shards were last told
-    /// (`Effect::TopicsChanged`) since its start (a restart is a new process: none).
+    /// In a controller world: the topics this node's other shards were last told since
+    /// its start (the restored state, then each `Effect::TopicsChanged`).
     pub told_topics: Option<Topics>,
 }
 
@@ -394,8 +394,10 @@ impl World {
             Ok(replica) => replica,
             Err(error) => return self.fail("P7", format!("node {id} cannot restart: {error}")),
         };
+        // The driver tells the node's shards the restored topics when it wires the
+        // controller's hook (`ShardCore::on_topics_changed`), before the first pass.
+        node.told_topics = Some(replica.state().topics.clone());
         node.replica = Some(replica);
-        node.told_topics = None;
         node.up = true;
         node.paused = false;
         node.in_play = true;
