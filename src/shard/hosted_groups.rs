@@ -226,6 +226,12 @@ impl HostedGroups {
     /// placed by topic creations), every group but the controller's own takes the
     /// topics, and a group newly placed on this shard starts.
     pub fn controller_topics(self: &Rc<Self>, topics: &Topics, epoch: u64) {
+        if epoch < self.epoch.get() {
+            // Older than what this shard holds: a replay's pass after the controller's
+            // replica restarted in place (a full disk). Its placement would retire groups
+            // moved here since, and delete their files.
+            return;
+        }
         let placement = self.placement_with(topics);
         *self.topics.borrow_mut() = Some(topics.clone());
         self.epoch.set(self.epoch.get().max(epoch));

@@ -38,6 +38,8 @@ pub mod server;
 pub mod snapshots;
 #[cfg(test)]
 mod tests_controller_reads;
+#[cfg(test)]
+mod tests_hosted_topics;
 
 use std::cell::Cell;
 use std::rc::Rc;
