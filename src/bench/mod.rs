@@ -9,4 +9,5 @@ pub mod log_bench;
 pub mod pacer;
 pub mod plot;
 pub mod produce_bench;
+pub mod quorum_floor;
 pub mod rtt_bench;

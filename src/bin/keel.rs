@@ -6,6 +6,8 @@ mod access_cmd;
 mod cluster_cmd;
 #[path = "keel/dev_secure.rs"]
 mod dev_secure;
+#[path = "keel/floor_cmd.rs"]
+mod floor_cmd;
 #[path = "keel/group_cmd.rs"]
 mod group_cmd;
 #[path = "keel/plot_cmd.rs"]
@@ -516,6 +518,11 @@ enum BenchCommand {
     /// Loopback round trip between two processes (1 KiB request, 16-byte answer): the
     /// network part of the floor under a replicated write.
     Rtt(RttBenchArgs),
+    /// The least CPU a replicated write costs on this host: three processes on loopback
+    /// doing only a quorum write's unavoidable work (receive, send to two followers, one
+    /// synced 4 KiB write each, answer) with blocking calls; CPU and context switches per
+    /// request over an open-loop run, to set beside a cluster's.
+    QuorumFloor(floor_cmd::QuorumFloorArgs),
     /// Percentile plot (SVG) of one or more `.hgrm` histograms, overlaid with a legend:
     /// `keel bench plot before=a.hgrm after=b.hgrm -o cmp.svg`.
     Plot(plot_cmd::PlotArgs),
@@ -765,6 +772,7 @@ fn main() -> ExitCode {
         Command::Bench(BenchCommand::Consume(args)) => bench_consume(args),
         Command::Bench(BenchCommand::Failover(args)) => bench_failover(args),
         Command::Bench(BenchCommand::Rtt(args)) => bench_rtt(args),
+        Command::Bench(BenchCommand::QuorumFloor(args)) => floor_cmd::quorum_floor(args),
         Command::Bench(BenchCommand::Plot(args)) => plot_cmd::plot_command(args),
         Command::Bench(BenchCommand::Catchup(args)) => bench_catchup(args),
         Command::Tune(TuneCommand::Apply { root, yes }) => {
