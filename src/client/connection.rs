@@ -223,9 +223,19 @@ pub(crate) fn authenticate_answer(address: &str, answer: &[u8]) -> Result<String
         .error()
         .filter(|e| e.code() != wire::ErrorCode::None)
     {
-        return Err(ClientError::Authentication {
-            address: address.to_string(),
-            reason: error.message().unwrap_or("refused").to_string(),
+        let reason = error.message().unwrap_or("refused").to_string();
+        if error.code() == wire::ErrorCode::AuthenticationFailed {
+            return Err(ClientError::Authentication {
+                address: address.to_string(),
+                reason,
+            });
+        }
+        // Not a verdict on the credentials (a node starting, that has not yet heard the
+        // cluster's users): retriable where the code is.
+        return Err(ClientError::Broker {
+            code: error.code(),
+            message: reason,
+            leader_address: None,
         });
     }
     response

@@ -279,6 +279,11 @@ impl ServerExchange {
         &self.user
     }
 
+    /// Whether `lookup` found the user (else a decoy stands in and the exchange fails).
+    pub fn user_is_known(&self) -> bool {
+        self.known
+    }
+
     /// Takes the client-final message: the authenticated user and the server-final
     /// message to send, or why not.
     pub fn finish(self, client_final: &str) -> Result<(String, String), ScramError> {

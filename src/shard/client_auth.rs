@@ -164,12 +164,16 @@ impl ConnectionAuth {
                 };
                 let secret = groups.config().peer_secret.as_ref();
                 let decoy = |user: &str| decoy_credential(secret, user);
-                ServerExchange::start(message, lookup, decoy, &nonce).map(
-                    |(exchange, server_first)| {
-                        self.exchange = Some(exchange);
-                        (server_first, None)
-                    },
-                )
+                let started = ServerExchange::start(message, lookup, decoy, &nonce);
+                if let Ok((exchange, _)) = &started {
+                    if !exchange.user_is_known() && !groups.heard_controller() {
+                        return not_heard_yet(correlation_id);
+                    }
+                }
+                started.map(|(exchange, server_first)| {
+                    self.exchange = Some(exchange);
+                    (server_first, None)
+                })
             }
             Some(exchange) => exchange.finish(message).map(|(user, server_final)| {
                 let principal: Rc<str> = Rc::from(user.as_str());
@@ -188,6 +192,22 @@ impl ConnectionAuth {
             Err(error) => close(format!("authentication failed: {error}")),
         }
     }
+}
+
+/// The answer to a name this shard does not know before it has heard the controller's
+/// users (a node starting): it may be a user it will know in a moment, so the client is
+/// told to try again (a retriable code), not that its credentials fail. Nothing is said of
+/// the name: every name not in the users file gets this answer then.
+fn not_heard_yet(correlation_id: u64) -> Admission {
+    let error = WireError::new(
+        ErrorCode::RequestTimedOut,
+        "this node has not yet heard the cluster's users from its controller (it is \
+         starting): try again",
+    );
+    Admission::Close(
+        error_response(correlation_id, &error),
+        "authentication before the controller's users were heard".to_string(),
+    )
 }
 
 /// A user's credential: this node's own users first (`users_file`), then the

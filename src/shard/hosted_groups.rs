@@ -138,6 +138,12 @@ impl HostedGroups {
         }
     }
 
+    /// Whether the controller's topics (users and rules among them) have been told to
+    /// this shard since it started.
+    pub fn heard_controller(&self) -> bool {
+        self.topics.borrow().is_some()
+    }
+
     /// This node's id.
     pub fn node_id(&self) -> u32 {
         self.config.node_id

@@ -37,6 +37,8 @@ pub mod requests;
 pub mod server;
 pub mod snapshots;
 #[cfg(test)]
+mod tests_client_auth;
+#[cfg(test)]
 mod tests_controller_reads;
 #[cfg(test)]
 mod tests_hosted_topics;
