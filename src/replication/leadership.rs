@@ -255,10 +255,11 @@ impl<S: LogStore> Replica<S> {
 
     /// Whether this replica may answer reads: it leads and has applied every entry
     /// committed before its term (an entry of its own term is applied), so the high
-    /// watermark it serves never goes back behind an earlier leader's.
+    /// watermark it serves never goes back behind an earlier leader's. A failed lone
+    /// voter too: one that failed before applying its term's first entry may hold
+    /// entries earlier terms committed that it never applied, and serves no reads.
     pub fn serves_reads(&self) -> bool {
-        self.is_leader()
-            && (self.alone_and_failed() || self.state.applied_index() >= self.term_start_index)
+        self.is_leader() && self.state.applied_index() >= self.term_start_index
     }
 
     /// The leader's id as this replica knows it (0: unknown).

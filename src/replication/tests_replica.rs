@@ -464,3 +464,66 @@ fn while_space_is_short_records_are_refused_and_topic_changes_go_in() {
         "records are taken again: {effects:?}"
     );
 }
+
+/// A lone voter whose storage fails before it applied its own term's first entry serves
+/// no reads: what it applied (up to the commit index last written to its meta file, which
+/// is written lazily) is behind what earlier terms committed, and a read from it would
+/// take the high watermark back. Before, a failed lone voter served reads at once.
+#[test]
+fn a_lone_voter_failed_before_its_term_began_serves_no_reads() {
+    use crate::replication::log_store::StorageFailure;
+    use crate::sim::sim_store::CrashOutcome;
+    let (mut replica, store) = single_voter();
+    learn_topic(&mut replica, &store, "t");
+    for i in 0..3 {
+        let request = RequestId(300 + i);
+        let effects = propose_batch(&mut replica, &store, request, b"acknowledged");
+        assert!(answer(&effects, request).is_some_and(|a| a.is_ok()));
+    }
+    let acknowledged = replica.applied_index();
+    drop(replica);
+    // The process stops: its entries are durable, the meta file's commit index is the one
+    // written with the last change of term or vote (no tick persisted it since).
+    let recovered = {
+        let log = store.log.borrow();
+        let outcome = CrashOutcome {
+            landed: log.durable_index,
+            meta_of: None,
+        };
+        assert!(log.crash_outcome_possible(outcome));
+        log.recover_as(outcome)
+    };
+    assert!(recovered.durable_meta.hard_state.commit < acknowledged);
+    let store = SimLogStore::new(recovered);
+    let mut replica = Replica::new(store.clone(), ShardState::default(), config()).unwrap();
+    let mut effects = Vec::new();
+    replica.start(&mut effects);
+    // It elects itself and writes its term's first entry: that write fails.
+    let mut failed = false;
+    for effect in effects {
+        if let Effect::Flush { flush } = effect {
+            store.log.borrow_mut().begin_flush();
+            let outcome = store
+                .log
+                .borrow_mut()
+                .complete_flush(Some(StorageFailure::NoSpace));
+            drive(&mut replica, &store, Input::FlushDone { flush, outcome });
+            failed = true;
+        }
+    }
+    assert!(failed, "the new term's first entry was never written");
+    assert!(
+        replica.is_leader(),
+        "a failed lone voter still leads (reads)"
+    );
+    assert!(
+        replica.applied_index() < acknowledged,
+        "the scenario: it applied {} of {acknowledged}",
+        replica.applied_index()
+    );
+    assert!(
+        !replica.serves_reads(),
+        "it serves reads from index {} while {acknowledged} were acknowledged",
+        replica.applied_index()
+    );
+}
