@@ -419,21 +419,29 @@ impl SpillJournal {
         if next <= self.checkpoint {
             return Ok(());
         }
-        while self.pending.front().is_some_and(|(p, _, _)| *p < next) {
-            self.pending.pop_front();
-        }
-        let checkpoint = if self.pending.is_empty() {
-            self.writer = None;
-            let fresh = JournalPosition {
+        // Nothing changes in memory until the checkpoint is saved: a failed save leaves
+        // the journal (and the status read from it) as it was, and the caller sends the
+        // batch again.
+        let replayed = self
+            .pending
+            .iter()
+            .take_while(|(p, _, _)| *p < next)
+            .count();
+        let all_replayed = replayed == self.pending.len();
+        let checkpoint = if all_replayed {
+            JournalPosition {
                 file: self.next_file_number,
                 offset: 0,
-            };
-            self.next_file_number += 1;
-            fresh
+            }
         } else {
             next
         };
         write_checkpoint(&self.dir, checkpoint)?;
+        self.pending.drain(..replayed);
+        if all_replayed {
+            self.writer = None;
+            self.next_file_number += 1;
+        }
         self.checkpoint = checkpoint;
         let mut removed = false;
         while self
@@ -698,6 +706,35 @@ mod tests {
 
     fn numbers(batches: &[SpilledBatch]) -> Vec<u32> {
         batches.iter().map(|b| b.crc32c).collect()
+    }
+
+    /// A checkpoint that cannot be saved changes nothing: the batches stay pending (and
+    /// counted), and a later save that works takes them off as if the first never ran.
+    #[test]
+    fn a_failed_checkpoint_save_leaves_the_journal_as_it_was() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut journal, _) = SpillJournal::open(dir.path(), 1 << 20, 512).unwrap();
+        let positions = spill(&mut journal, 0..3);
+        // A directory where the checkpoint's temporary file goes: its creation fails.
+        let blocker = dir.path().join(CHECKPOINT_TMP);
+        std::fs::create_dir(&blocker).unwrap();
+        for (_, next) in [positions[0], positions[2]] {
+            assert!(journal.mark_replayed(next).is_err());
+            assert_eq!(
+                journal.status().pending_batches,
+                3,
+                "a failed save took batches off"
+            );
+        }
+        std::fs::remove_dir(&blocker).unwrap();
+        journal.mark_replayed(positions[0].1).unwrap();
+        assert_eq!(journal.status().pending_batches, 2);
+        spill(&mut journal, 3..4);
+        journal.mark_replayed(positions[2].1).unwrap();
+        assert_eq!(journal.status().pending_batches, 1);
+        drop(journal);
+        let (_, pending) = SpillJournal::open(dir.path(), 1 << 20, 512).unwrap();
+        assert_eq!(numbers(&pending), vec![3]);
     }
 
     #[test]
