@@ -150,6 +150,9 @@ pub struct SpillJournal {
     /// file would read as replayed).
     next_file_number: u64,
     checkpoint: JournalPosition,
+    /// Appends go to a file numbered at least this (a checkpoint moved, or may have moved,
+    /// to a fresh file: what a lower file held would read as replayed).
+    min_append_file: u64,
     /// (position, next, written_at) of every pending frame, oldest first.
     pending: VecDeque<(JournalPosition, JournalPosition, SystemTime)>,
     /// Why appends are refused (a failed fsync, or a failed append that could not be cut
@@ -192,6 +195,7 @@ impl SpillJournal {
                 .max(checkpoint.file)
                 .max(1),
             checkpoint,
+            min_append_file: checkpoint.file,
             pending: VecDeque::new(),
             unusable: None,
         };
@@ -309,7 +313,10 @@ impl SpillJournal {
         for frame in frames {
             let needs_new_file = match self.files.back() {
                 None => true,
-                Some(last) => last.length > 0 && last.length + frame.len() as u64 > self.file_bytes,
+                Some(last) => {
+                    last.number < self.min_append_file
+                        || (last.length > 0 && last.length + frame.len() as u64 > self.file_bytes)
+                }
             };
             if needs_new_file || self.writer.is_none() {
                 self.open_writer(needs_new_file).map_err(|e| (e, false))?;
@@ -419,29 +426,31 @@ impl SpillJournal {
         if next <= self.checkpoint {
             return Ok(());
         }
-        // Nothing changes in memory until the checkpoint is saved: a failed save leaves
-        // the journal (and the status read from it) as it was, and the caller sends the
-        // batch again.
+        // The pending list (and the status read from it) changes only once the checkpoint
+        // is saved: after a failed save the caller sends the batch again.
         let replayed = self
             .pending
             .iter()
             .take_while(|(p, _, _)| *p < next)
             .count();
-        let all_replayed = replayed == self.pending.len();
-        let checkpoint = if all_replayed {
-            JournalPosition {
+        let checkpoint = if replayed == self.pending.len() {
+            // Everything is in the cluster: the checkpoint moves to a file not yet written,
+            // and the next spill starts it. Done before the save: a save that fails after
+            // its rename may still have moved the checkpoint there, and a spill into the
+            // current file would then sit below it (deleted as replayed at the next open).
+            self.writer = None;
+            let fresh = JournalPosition {
                 file: self.next_file_number,
                 offset: 0,
-            }
+            };
+            self.next_file_number += 1;
+            self.min_append_file = fresh.file;
+            fresh
         } else {
             next
         };
         write_checkpoint(&self.dir, checkpoint)?;
         self.pending.drain(..replayed);
-        if all_replayed {
-            self.writer = None;
-            self.next_file_number += 1;
-        }
         self.checkpoint = checkpoint;
         let mut removed = false;
         while self
@@ -735,6 +744,34 @@ mod tests {
         drop(journal);
         let (_, pending) = SpillJournal::open(dir.path(), 1 << 20, 512).unwrap();
         assert_eq!(numbers(&pending), vec![3]);
+    }
+
+    /// A save that fails after its rename (the directory's fsync) may have moved the
+    /// checkpoint to a fresh file: a batch spilled after it must not go into a file below
+    /// that checkpoint, where the next open would delete it as replayed.
+    #[test]
+    fn a_spill_after_a_failed_save_never_sits_below_the_checkpoint_it_may_have_left() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut journal, _) = SpillJournal::open(dir.path(), 1 << 20, 512).unwrap();
+        let positions = spill(&mut journal, 0..2);
+        let fresh = JournalPosition {
+            file: journal.next_file_number,
+            offset: 0,
+        };
+        let blocker = dir.path().join(CHECKPOINT_TMP);
+        std::fs::create_dir(&blocker).unwrap();
+        assert!(journal.mark_replayed(positions[1].1).is_err());
+        std::fs::remove_dir(&blocker).unwrap();
+        // As if the rename had landed before the failure.
+        write_checkpoint(dir.path(), fresh).unwrap();
+        spill(&mut journal, 2..3);
+        drop(journal);
+        let (_, pending) = SpillJournal::open(dir.path(), 1 << 20, 512).unwrap();
+        assert_eq!(
+            numbers(&pending),
+            vec![2],
+            "the batch spilled after the failed save is lost"
+        );
     }
 
     #[test]
