@@ -7,7 +7,7 @@
 # O_DIRECT write + fdatasync (fio, psync, pre-written file, p50). A quorum commit seen by
 # a client costs about 2 round trips + 1 synced write (the leader's own write overlaps).
 # CPU floor: keel bench quorum-floor, three processes doing only a quorum write's
-# unavoidable work with blocking calls (once per round, before the cluster starts).
+# unavoidable work with blocking calls (each round, just before the cluster's cost run).
 # Then, each round (default 3), acks=quorum, 1 KiB records, every flush synced:
 #   closed loop, 1 request in flight; open loop at 5,000 and 20,000 requests/s;
 #   max throughput with 1 record and with 100 records per request;
@@ -35,9 +35,6 @@ fio --name=sync --directory="$dir/fio" --rw=write --bs=4k --direct=1 --ioengine=
 fio --name=sync3 --directory="$dir/fio" --rw=write --bs=4k --direct=1 --ioengine=psync \
     --fdatasync=1 --overwrite=1 --size=32M --runtime=10 --time_based --numjobs=3 \
     --group_reporting --output-format=json >"$out/fio-sync-floor-3.json"
-for round in $(seq 1 "$rounds"); do
-    "$keel" bench quorum-floor --dir "$dir/floor" >"$out/quorum-floor-$round.txt"
-done
 rm -rf "$dir/fio" "$dir/cluster"
 "$keel" dev --data-dir "$dir/cluster" --port 9900 >"$out/dev.log" 2>&1 &
 dev=$!
@@ -59,6 +56,8 @@ for round in $(seq 1 "$rounds"); do
     # The previous round ended writing ~10 GB at full speed; let the disk settle first
     # (a cost run right after it read a 2,000/s p99 of 4-5 ms against 0.8 ms).
     if [ "$round" -gt 1 ]; then sleep 10; fi
+    # The CPU floor in the same minutes as the cluster's cost (the cluster idles meanwhile).
+    "$keel" bench quorum-floor --dir "$dir" >"$out/quorum-floor-$round.txt"
     python3 scripts/node-cost.py --requests 20000 --pids "$nodes" -- \
         "$keel" bench produce --bootstrap "$bootstrap" --rate 2000 --duration 10s \
         --hgrm "$out/cluster-open-2k-$round.hgrm" >"$out/cluster-cost-2k-$round.txt"

@@ -15,7 +15,8 @@
 //! does for a Keel cluster. The answer bounds what any broker design can reach here: a
 //! target below this floor is below the host, not the code.
 //!
-//! Owns: its child processes and their files. Never touches a Keel data directory.
+//! Owns: its child processes and their files, in a directory of its own inside the one
+//! it is given (removed afterwards, on errors too). Never touches anything else there.
 
 use std::fs::{File, OpenOptions};
 use std::io::{Read, Write};
@@ -46,6 +47,9 @@ pub const WARM_UP_REQUESTS: usize = 1000;
 const CONNECT_DEADLINE: Duration = Duration::from_secs(10);
 /// The pacing thread sleeps until this long before a send time, then spins.
 const SPIN_BEFORE_SEND: Duration = Duration::from_micros(150);
+/// The longest any one read or write of the benchmark waits: a role process that hangs
+/// fails the run instead of blocking it forever.
+const IO_DEADLINE: Duration = Duration::from_secs(10);
 
 /// One O_DIRECT page (the buffer's address must be aligned as the device's blocks).
 #[repr(C, align(4096))]
@@ -100,8 +104,17 @@ impl PageLog {
     }
 }
 
+/// Ends this role process when the benchmark that started it ends (killed too).
+fn die_with_parent() {
+    // SAFETY: prctl with PR_SET_PDEATHSIG takes a signal number and touches no memory.
+    unsafe {
+        libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+    }
+}
+
 /// The follower role: one connection from the leader, until it closes.
 pub fn serve_follower(listener: TcpListener, file: &Path) -> std::io::Result<()> {
+    die_with_parent();
     let mut log = PageLog::open(file)?;
     let (mut leader, _) = listener.accept()?;
     leader.set_nodelay(true)?;
@@ -120,6 +133,7 @@ pub fn serve_leader(
     followers: [SocketAddr; 2],
     file: &Path,
 ) -> std::io::Result<()> {
+    die_with_parent();
     let mut log = PageLog::open(file)?;
     let mut first = connect(followers[0])?;
     let mut second = connect(followers[1])?;
@@ -145,6 +159,8 @@ fn connect(address: SocketAddr) -> std::io::Result<TcpStream> {
         match TcpStream::connect(address) {
             Ok(stream) => {
                 stream.set_nodelay(true)?;
+                stream.set_read_timeout(Some(IO_DEADLINE))?;
+                stream.set_write_timeout(Some(IO_DEADLINE))?;
                 return Ok(stream);
             }
             Err(error) if Instant::now() > deadline => return Err(error),
@@ -155,6 +171,25 @@ fn connect(address: SocketAddr) -> std::io::Result<TcpStream> {
 
 fn free_address() -> std::io::Result<SocketAddr> {
     TcpListener::bind("127.0.0.1:0")?.local_addr()
+}
+
+/// A directory of the benchmark's own inside the one it was given (which may hold
+/// anything: only this one is removed), removed with its files when dropped.
+struct WorkDir(PathBuf);
+
+impl WorkDir {
+    fn create(parent: &Path) -> std::io::Result<WorkDir> {
+        std::fs::create_dir_all(parent)?;
+        let dir = parent.join(format!("quorum-floor-{}", std::process::id()));
+        std::fs::create_dir(&dir)?;
+        Ok(WorkDir(dir))
+    }
+}
+
+impl Drop for WorkDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
 }
 
 /// The three role processes; killed and reaped when dropped.
@@ -228,8 +263,8 @@ pub fn run_quorum_floor(
     rate: u64,
     count: usize,
 ) -> std::io::Result<FloorReport> {
-    std::fs::create_dir_all(dir)?;
-    let (roles, leader) = Roles::start(executable, dir)?;
+    let work = WorkDir::create(dir)?;
+    let (roles, leader) = Roles::start(executable, &work.0)?;
     let mut stream = connect(leader)?;
     let request = [3u8; REQUEST_BYTES];
     let mut answer = [0u8; ANSWER_BYTES];
@@ -267,7 +302,7 @@ pub fn run_quorum_floor(
         .map_err(|_| std::io::Error::other("the pacing thread panicked"))??;
     drop(stream);
     drop(roles);
-    let _ = std::fs::remove_dir_all(dir);
+    drop(work);
     let per_request = |role: usize| (cpu_after[role] - cpu_before[role]) * 1e6 / count as f64;
     let role_cpu_us_per_request = [per_request(0), per_request(1), per_request(2)];
     Ok(FloorReport {
