@@ -55,6 +55,10 @@ pub enum Admission {
     Answer(AnswerFrame),
     /// Send this answer, then close the connection.
     Close(AnswerFrame, String),
+    /// Send this answer (a retriable one: try again later), then close the connection.
+    /// Not a failed guess: counted and logged as a refusal for load, not as one of the
+    /// credentials.
+    Later(AnswerFrame),
 }
 
 enum Phase {
@@ -204,10 +208,7 @@ fn not_heard_yet(correlation_id: u64) -> Admission {
         "this node has not yet heard the cluster's users from its controller (it is \
          starting): try again",
     );
-    Admission::Close(
-        error_response(correlation_id, &error),
-        "authentication before the controller's users were heard".to_string(),
-    )
+    Admission::Later(error_response(correlation_id, &error))
 }
 
 /// A user's credential: this node's own users first (`users_file`), then the

@@ -42,6 +42,8 @@ mod tests_client_auth;
 mod tests_controller_reads;
 #[cfg(test)]
 mod tests_hosted_topics;
+#[cfg(test)]
+mod tests_support;
 
 use std::cell::Cell;
 use std::rc::Rc;

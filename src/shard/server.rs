@@ -412,6 +412,12 @@ async fn handle_connection(
                         glommio::yield_if_needed().await;
                         continue;
                     }
+                    Admission::Later(answer) => {
+                        // Not heard the controller's users yet: the client tries again.
+                        groups.metrics().rejected(ErrorCode::RequestTimedOut);
+                        queue_own_answer(&answers, &queued, &in_flight, answer).await?;
+                        break 'reading;
+                    }
                     Admission::Close(answer, why) => {
                         // A failed authentication (or a refused hello): one guess each.
                         groups.metrics().rejected(ErrorCode::AuthenticationFailed);

@@ -3,21 +3,13 @@
 //! its credentials; once it has heard them, an unknown name goes down the decoy path and
 //! a known one is served, as before.
 
-use std::rc::Rc;
-
-use crate::broker::access::AccessEntry;
-use crate::broker::log_entry::BrokerEntry;
-use crate::broker::state::ShardState;
 use crate::client::connection::{authenticate_answer, authenticate_request};
 use crate::client::ClientError;
-use crate::config::NodeConfig;
-use crate::controller::Placement;
-use crate::metrics::ShardMetrics;
 use crate::protocol::codec::decode_response;
 use crate::protocol::wire::ErrorCode;
 use crate::security::scram::{ClientExchange, StoredCredential};
 use crate::shard::client_auth::{Admission, ConnectionAuth};
-use crate::shard::hosted_groups::HostedGroups;
+use crate::shard::tests_support::{one_shard_groups, state_with_user};
 
 fn client_first(user: &str) -> Vec<u8> {
     let (_, message) = ClientExchange::start(user, "fyko+d2lbbFgONRv9qkxdawL");
@@ -28,7 +20,7 @@ fn client_first(user: &str) -> Vec<u8> {
 fn answer_of(admission: Admission) -> (ErrorCode, bool, Vec<u8>) {
     let (frame, closed) = match admission {
         Admission::Answer(frame) => (frame, false),
-        Admission::Close(frame, _) => (frame, true),
+        Admission::Close(frame, _) | Admission::Later(frame) => (frame, true),
         Admission::Serve(_) => panic!("an authentication step is answered, not served"),
     };
     let message = frame.message().to_vec();
@@ -41,17 +33,7 @@ fn answer_of(admission: Admission) -> (ErrorCode, bool, Vec<u8>) {
 fn a_name_unknown_before_the_controller_is_heard_is_retried_not_refused() {
     crate::runtime::run_on_executor("client-auth", 512 * 1024, || async {
         let dir = tempfile::tempdir().unwrap();
-        let config = NodeConfig {
-            data_dir: dir.path().to_path_buf(),
-            shards: 1,
-            ..NodeConfig::default()
-        };
-        let placement = Placement::of_config(&config);
-        let groups = Rc::new(
-            HostedGroups::start(0, &config, &placement, ShardMetrics::detached(0))
-                .await
-                .unwrap(),
-        );
+        let groups = one_shard_groups(dir.path()).await;
         assert!(!groups.heard_controller());
         let (code, closed, message) =
             answer_of(ConnectionAuth::new(true, None).admit(&groups, &client_first("alice")));
@@ -66,15 +48,8 @@ fn a_name_unknown_before_the_controller_is_heard_is_retried_not_refused() {
             "the client must retry it, not give up: {error}"
         );
 
-        let mut state = ShardState::default();
         let credential = StoredCredential::from_password("secret", &[9; 16], 4096);
-        let entry = AccessEntry::SetUser {
-            name: "alice".to_string(),
-            credential,
-        };
-        state
-            .apply(1, &BrokerEntry::Access(entry).encode())
-            .unwrap();
+        let state = state_with_user("alice", credential);
         groups.controller_topics(&state.topics, 1);
         assert!(groups.heard_controller());
         let (code, closed, _) =
