@@ -56,8 +56,13 @@ for round in $(seq 1 "$rounds"); do
     # The previous round ended writing ~10 GB at full speed; let the disk settle first
     # (a cost run right after it read a 2,000/s p99 of 4-5 ms against 0.8 ms).
     if [ "$round" -gt 1 ]; then sleep 10; fi
-    # The CPU floor in the same minutes as the cluster's cost (the cluster idles meanwhile).
+    # The floor in the same minutes as the cluster's runs (the cluster idles meanwhile):
+    # its cost at 2,000/s, its tail at 20,000/s, its most at 256 in flight.
     "$keel" bench quorum-floor --dir "$dir" >"$out/quorum-floor-$round.txt"
+    "$keel" bench quorum-floor --dir "$dir" --rate 20000 --count 200000 \
+        >"$out/quorum-floor-20k-$round.txt"
+    "$keel" bench quorum-floor --dir "$dir" --rate 0 --window 256 --count 200000 \
+        >"$out/quorum-floor-max-$round.txt"
     python3 scripts/node-cost.py --requests 20000 --pids "$nodes" -- \
         "$keel" bench produce --bootstrap "$bootstrap" --rate 2000 --duration 10s \
         --hgrm "$out/cluster-open-2k-$round.hgrm" >"$out/cluster-cost-2k-$round.txt"
@@ -108,6 +113,13 @@ floor_cpu = median("quorum-floor", "floor_cpu_us_per_request")
 print(f"    CPU floor (keel bench quorum-floor, same rate): {floor_cpu:.0f} us and"
       f" {median('quorum-floor', 'floor_ctx_per_request'):.1f} context switches per request;"
       f" the cluster's CPU is {median(cost, 'cpu_us_per_request') / floor_cpu:.2f}x the floor")
+def floor_line(name, label):
+    lat = {k: statistics.median(float(re.search(k + r" ([0-9.]+) us", open(f"{out}/{name}-{r}.txt").read()).group(1))
+                                for r in range(1, rounds + 1)) for k in ("p50", "p99", "p99.9")}
+    print(f"    the floor {label}: p50 {lat['p50']:.0f} us, p99 {lat['p99']:.0f} us, p99.9 {lat['p99.9']:.0f} us;"
+          f" {median(name, 'floor_requests_per_s'):.0f} requests/s, {median(name, 'floor_cpu_us_per_request'):.0f} us CPU per request")
+floor_line("quorum-floor-20k", "at 20,000/s open loop")
+floor_line("quorum-floor-max", "at 256 in flight")
 calls = open(f"{out}/cluster-syscalls-2k.txt").read()
 for node in (1, 2, 3):
     total = re.search(f"syscalls_per_request_node{node}=(\\S+)", calls).group(1)

@@ -66,6 +66,26 @@ fn the_quorum_floor_measures_three_processes_and_cleans_up() {
         vec!["keep-me".to_string()],
         "the benchmark's files were left behind, or what was there removed"
     );
+    // Closed loop with requests in flight: the roles take them in batches.
+    let output = Command::new(support::keel_binary())
+        .args(["bench", "quorum-floor", "--rate", "0", "--window", "16"])
+        .args(["--count", "4000", "--dir"])
+        .arg(&files)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(output.status.success(), "{stdout}");
+    assert!(stdout.contains("closed loop, 16 in flight"), "{stdout}");
+    assert!(stdout.contains("(4000 samples)"), "{stdout}");
+    assert!(
+        result_value(&stdout, "floor_requests_per_s") > 0.0,
+        "{stdout}"
+    );
+    assert!(
+        output.stderr.is_empty(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
     let leftover = Command::new("pgrep")
         .args([
             "-f",

@@ -10,4 +10,5 @@ pub mod pacer;
 pub mod plot;
 pub mod produce_bench;
 pub mod quorum_floor;
+pub mod quorum_floor_roles;
 pub mod rtt_bench;

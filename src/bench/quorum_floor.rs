@@ -1,59 +1,34 @@
 //! `keel bench quorum-floor`: the least CPU one replicated write can cost on this host,
-//! measured with three processes that do only what a quorum write cannot avoid.
+//! and the most such writes it can do, measured with three processes that do only what a
+//! quorum write cannot avoid (`quorum_floor_roles`: loopback TCP, one O_DIRECT + O_DSYNC
+//! write per batch on each, plain blocking calls, no framing, checksums or consensus).
 //!
-//! A leader process reads a 1 KiB request from the client, sends it to two follower
-//! processes, writes one 4 KiB page of its own file (O_DIRECT + O_DSYNC, pre-written, as
-//! the CommitLog writes), waits for the first follower's answer, answers the client and
-//! then reads the second follower's answer. Each follower reads the request, writes its
-//! page the same way and answers 8 bytes. Plain blocking system calls, one thread per
-//! process, no framing, no checksums, no consensus: the kernel's share of a request
-//! (loopback TCP, the synced writes, the wake-ups between them) with nothing on top.
-//!
-//! The parent is the client: open loop at a fixed rate, latency counted from each
-//! request's intended send time. It reads the three processes' CPU time (utime + stime)
-//! and context switches before and after the measured window, as `scripts/node-cost.py`
-//! does for a Keel cluster. The answer bounds what any broker design can reach here: a
-//! target below this floor is below the host, not the code.
+//! The parent is the client: open loop at a fixed rate (latency counted from each
+//! request's intended send time), or closed loop with a window of requests in flight
+//! (latency from each send), as `keel bench produce` runs. It reads the three processes'
+//! CPU time (utime + stime) and context switches before and after the measured window,
+//! as `scripts/node-cost.py` does for a Keel cluster. The answer bounds what any broker
+//! design can reach here: a target below this floor is below the host, not the code.
 //!
 //! Owns: its child processes and their files, in a directory of its own inside the one
 //! it is given (removed afterwards, on errors too). Never touches anything else there.
 
-use std::fs::{File, OpenOptions};
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::os::unix::fs::{FileExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use hdrhistogram::Histogram;
 
 use crate::bench::hgrm;
+use crate::bench::quorum_floor_roles::{connect, ANSWER_BYTES, MAX_BATCH_REQUESTS, REQUEST_BYTES};
 
-/// Request size: one 1 KiB record, as in the cluster benchmark's cost run.
-pub const REQUEST_BYTES: usize = 1024;
-/// A follower's answer.
-pub const ACK_BYTES: usize = 8;
-/// The leader's answer to the client.
-pub const ANSWER_BYTES: usize = 16;
-/// One synced write: the 4 KiB page a small entry rewrites in the CommitLog.
-pub const PAGE_BYTES: usize = 4096;
-/// Each process writes around a pre-written file of this size (overwrites, no extension,
-/// no metadata to journal, as a pre-allocated log segment).
-pub const FILE_BYTES: u64 = 32 << 20;
 /// Requests sent closed loop before the measured window (connections, caches).
 pub const WARM_UP_REQUESTS: usize = 1000;
-/// How long the parent waits for a child's port to open.
-const CONNECT_DEADLINE: Duration = Duration::from_secs(10);
 /// The pacing thread sleeps until this long before a send time, then spins.
 const SPIN_BEFORE_SEND: Duration = Duration::from_micros(150);
-/// The longest any one read or write of the benchmark waits: a role process that hangs
-/// fails the run instead of blocking it forever.
-const IO_DEADLINE: Duration = Duration::from_secs(10);
-
-/// One O_DIRECT page (the buffer's address must be aligned as the device's blocks).
-#[repr(C, align(4096))]
-struct Page([u8; PAGE_BYTES]);
 
 /// What one measured run gave.
 #[derive(Debug)]
@@ -66,107 +41,19 @@ pub struct FloorReport {
     pub role_cpu_us_per_request: [f64; 3],
     /// Voluntary and involuntary context switches of the three, per request.
     pub switches_per_request: f64,
-    /// Latency from intended send time to answer (µs).
+    /// Latency (µs): from the intended send time in open loop, from the send in closed.
     pub latency: Histogram<u64>,
+    /// Requests answered per second over the measured window.
+    pub requests_per_s: f64,
 }
 
-/// A role's synced page writer over its pre-written file.
-struct PageLog {
-    file: File,
-    page: Box<Page>,
-    offset: u64,
-}
-
-impl PageLog {
-    fn open(path: &Path) -> std::io::Result<PageLog> {
-        let mut plain = File::create(path)?;
-        let zeros = vec![0u8; 1 << 20];
-        for _ in 0..FILE_BYTES / zeros.len() as u64 {
-            plain.write_all(&zeros)?;
-        }
-        plain.sync_all()?;
-        let file = OpenOptions::new()
-            .write(true)
-            .custom_flags(libc::O_DIRECT | libc::O_DSYNC)
-            .open(path)?;
-        Ok(PageLog {
-            file,
-            page: Box::new(Page([0; PAGE_BYTES])),
-            offset: 0,
-        })
-    }
-
-    fn append(&mut self, record: &[u8]) -> std::io::Result<()> {
-        self.page.0[..record.len()].copy_from_slice(record);
-        self.file.write_all_at(&self.page.0, self.offset)?;
-        self.offset = (self.offset + PAGE_BYTES as u64) % FILE_BYTES;
-        Ok(())
-    }
-}
-
-/// Ends this role process when the benchmark that started it ends (killed too).
-fn die_with_parent() {
-    // SAFETY: prctl with PR_SET_PDEATHSIG takes a signal number and touches no memory.
-    unsafe {
-        libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
-    }
-}
-
-/// The follower role: one connection from the leader, until it closes.
-pub fn serve_follower(listener: TcpListener, file: &Path) -> std::io::Result<()> {
-    die_with_parent();
-    let mut log = PageLog::open(file)?;
-    let (mut leader, _) = listener.accept()?;
-    leader.set_nodelay(true)?;
-    let mut request = [0u8; REQUEST_BYTES];
-    let ack = [1u8; ACK_BYTES];
-    while leader.read_exact(&mut request).is_ok() {
-        log.append(&request)?;
-        leader.write_all(&ack)?;
-    }
-    Ok(())
-}
-
-/// The leader role: connects to both followers, then serves one client until it closes.
-pub fn serve_leader(
-    listener: TcpListener,
-    followers: [SocketAddr; 2],
-    file: &Path,
-) -> std::io::Result<()> {
-    die_with_parent();
-    let mut log = PageLog::open(file)?;
-    let mut first = connect(followers[0])?;
-    let mut second = connect(followers[1])?;
-    let (mut client, _) = listener.accept()?;
-    client.set_nodelay(true)?;
-    let mut request = [0u8; REQUEST_BYTES];
-    let mut ack = [0u8; ACK_BYTES];
-    let answer = [2u8; ANSWER_BYTES];
-    while client.read_exact(&mut request).is_ok() {
-        first.write_all(&request)?;
-        second.write_all(&request)?;
-        log.append(&request)?;
-        first.read_exact(&mut ack)?;
-        client.write_all(&answer)?;
-        second.read_exact(&mut ack)?;
-    }
-    Ok(())
-}
-
-fn connect(address: SocketAddr) -> std::io::Result<TcpStream> {
-    let deadline = Instant::now() + CONNECT_DEADLINE;
-    loop {
-        match TcpStream::connect(address) {
-            Ok(stream) => {
-                stream.set_nodelay(true)?;
-                stream.set_read_timeout(Some(IO_DEADLINE))?;
-                stream.set_write_timeout(Some(IO_DEADLINE))?;
-                return Ok(stream);
-            }
-            Err(error) if Instant::now() > deadline => return Err(error),
-            Err(_) => std::thread::sleep(Duration::from_millis(10)),
-        }
-    }
+/// How the client sends.
+#[derive(Clone, Copy, Debug)]
+pub enum Load {
+    /// Open loop: this many requests per second, each at its intended time.
+    Rate(u64),
+    /// Closed loop: this many requests in flight (at most a leader's batch).
+    Window(usize),
 }
 
 fn free_address() -> std::io::Result<SocketAddr> {
@@ -256,11 +143,11 @@ fn clock_ticks() -> f64 {
     }
 }
 
-/// Runs the floor: `count` requests at `rate` per second after a closed-loop warm-up.
+/// Runs the floor: `count` requests under `load` after a closed-loop warm-up.
 pub fn run_quorum_floor(
     executable: &Path,
     dir: &Path,
-    rate: u64,
+    load: Load,
     count: usize,
 ) -> std::io::Result<FloorReport> {
     let work = WorkDir::create(dir)?;
@@ -272,34 +159,14 @@ pub fn run_quorum_floor(
         stream.write_all(&request)?;
         stream.read_exact(&mut answer)?;
     }
-    let interval = Duration::from_nanos(1_000_000_000 / rate.max(1));
     let (cpu_before, switches_before) = roles.usage()?;
-    let start = Instant::now() + Duration::from_millis(1);
-    let mut sender = stream.try_clone()?;
-    let pacing = std::thread::spawn(move || -> std::io::Result<()> {
-        for index in 0..count {
-            let due = start + interval * index as u32;
-            let now = Instant::now();
-            if due > now + SPIN_BEFORE_SEND {
-                std::thread::sleep(due - now - SPIN_BEFORE_SEND);
-            }
-            while Instant::now() < due {
-                std::hint::spin_loop();
-            }
-            sender.write_all(&request)?;
-        }
-        Ok(())
-    });
-    let mut latency = hgrm::new_histogram();
-    for index in 0..count {
-        stream.read_exact(&mut answer)?;
-        let due = start + interval * index as u32;
-        hgrm::record(&mut latency, due.elapsed().as_micros() as u64);
-    }
+    let started = Instant::now();
+    let (latency, pacing) = send_and_time(&mut stream, load, count)?;
+    let elapsed = started.elapsed();
     let (cpu_after, switches_after) = roles.usage()?;
     pacing
         .join()
-        .map_err(|_| std::io::Error::other("the pacing thread panicked"))??;
+        .map_err(|_| std::io::Error::other("the sending thread panicked"))??;
     drop(stream);
     drop(roles);
     drop(work);
@@ -311,5 +178,74 @@ pub fn run_quorum_floor(
         role_cpu_us_per_request,
         switches_per_request: (switches_after - switches_before) as f64 / count as f64,
         latency,
+        requests_per_s: count as f64 / elapsed.as_secs_f64(),
     })
+}
+
+type Sender = std::thread::JoinHandle<std::io::Result<()>>;
+
+/// Sends `count` requests under `load` from a thread of their own and times each answer
+/// here; returns the latencies and the sending thread.
+fn send_and_time(
+    stream: &mut TcpStream,
+    load: Load,
+    count: usize,
+) -> std::io::Result<(Histogram<u64>, Sender)> {
+    let (times, timed) = mpsc::channel::<Instant>();
+    let (free, slots) = mpsc::channel::<()>();
+    if let Load::Window(window) = load {
+        for _ in 0..window.clamp(1, MAX_BATCH_REQUESTS) {
+            let _ = free.send(());
+        }
+    }
+    let mut sender = stream.try_clone()?;
+    let start = Instant::now() + Duration::from_millis(1);
+    let sending = std::thread::spawn(move || -> std::io::Result<()> {
+        let request = [3u8; REQUEST_BYTES];
+        for index in 0..count {
+            let from = match load {
+                Load::Rate(rate) => {
+                    let interval = Duration::from_nanos(1_000_000_000 / rate.max(1));
+                    let due = start + interval * index as u32;
+                    pace_until(due);
+                    due
+                }
+                Load::Window(_) => {
+                    if slots.recv().is_err() {
+                        return Ok(()); // the receiving side stopped
+                    }
+                    Instant::now()
+                }
+            };
+            sender.write_all(&request)?;
+            if times.send(from).is_err() {
+                return Ok(());
+            }
+        }
+        Ok(())
+    });
+    let mut latency = hgrm::new_histogram();
+    let mut answer = [0u8; ANSWER_BYTES];
+    for _ in 0..count {
+        stream.read_exact(&mut answer)?;
+        let sent = timed
+            .recv()
+            .map_err(|_| std::io::Error::other("the sending thread stopped"))?;
+        hgrm::record(&mut latency, sent.elapsed().as_micros() as u64);
+        if matches!(load, Load::Window(_)) {
+            let _ = free.send(());
+        }
+    }
+    Ok((latency, sending))
+}
+
+/// Waits until `due`: a sleep to just before it, then a spin.
+fn pace_until(due: Instant) {
+    let now = Instant::now();
+    if due > now + SPIN_BEFORE_SEND {
+        std::thread::sleep(due - now - SPIN_BEFORE_SEND);
+    }
+    while Instant::now() < due {
+        std::hint::spin_loop();
+    }
 }
