@@ -237,10 +237,19 @@ fn clients_authenticate_and_rules_allow_and_deny_what_they_say_across_restarts()
     let everything = admin.describe_group("alice-g").unwrap();
     assert_eq!(everything.offsets.len(), 2, "the superuser sees both");
     // An unknown user's salt is the same on every node, as a real user's is: asking
-    // does not tell which names exist.
+    // does not tell which names exist. (A node whose controller replica is still catching
+    // up after the restart answers a name it has not applied yet with the decoy's salt:
+    // the users are the same everywhere once every node has caught up.)
     for user in ["alice", "nobody"] {
-        let salts: Vec<String> = addresses.iter().map(|a| server_salt(a, user)).collect();
-        assert!(salts.iter().all(|s| *s == salts[0]), "{user}: {salts:?}");
+        let mut salts = Vec::new();
+        eventually(&format!("{user}'s salt is the same on every node"), || {
+            salts = addresses.iter().map(|a| server_salt(a, user)).collect();
+            let same = salts.iter().all(|s| *s == salts[0]);
+            if !same {
+                eprintln!("{user}: {salts:?}");
+            }
+            same
+        });
     }
     // A deleted user is refused from then on.
     assert!(admin.delete_user("alice").unwrap());
